@@ -1,0 +1,76 @@
+//! Contracts between ingest, sampling, store and query.
+//!
+//! Each trait states who calls it, what `Ok` promises and which errors can come back.
+//! Implementations are checked by one conformance suite (see `strand-store`'s
+//! `conformance` module) so a later backend behaves like the embedded one.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::ids::TraceId;
+use crate::model::{SpanBatch, Trace};
+
+/// A boxed, sendable future, as the traits here return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a sink or writer did not accept a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Too much is in flight; the client should retry later (HTTP 429,
+    /// gRPC `RESOURCE_EXHAUSTED`).
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+    /// The store failed; nothing of the batch is acknowledged (HTTP 503, gRPC
+    /// `UNAVAILABLE`).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Receives what the receivers decoded. Called concurrently from many request tasks.
+pub trait SpanSink: Send + Sync + 'static {
+    /// Hands a batch on. `Ok` means every span of it is durably written (per the
+    /// configured fsync policy) or deliberately dropped by a sampling decision, which is
+    /// counted. An `Err` means the client must retry: nothing was acknowledged.
+    fn consume(&self, batch: SpanBatch) -> BoxFuture<'_, Result<(), SinkError>>;
+}
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Reading a file failed.
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file's content is not what it should be.
+    #[error("corrupt data in {path}: {reason}")]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The store has been shut down.
+    #[error("store is closed")]
+    Closed,
+}
+
+/// Durable span storage. Called concurrently.
+pub trait TraceWriter: Send + Sync + 'static {
+    /// Writes a batch. Returns only once the batch is durable under the configured fsync
+    /// policy. Idempotent on (trace id, span id): writing a span again — a client retry,
+    /// a WAL replay — never makes it appear twice in reads.
+    fn write(&self, batch: SpanBatch) -> BoxFuture<'_, Result<(), SinkError>>;
+}
+
+/// Reads traces back. Called concurrently; implementations do their blocking I/O off the
+/// async worker threads.
+pub trait TraceReader: Send + Sync + 'static {
+    /// The whole trace, each span once, from every place the backend keeps spans; `None`
+    /// when no span of it is stored.
+    fn get_trace(&self, trace_id: TraceId) -> BoxFuture<'_, Result<Option<Trace>, StoreError>>;
+}

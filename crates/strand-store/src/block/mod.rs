@@ -1,0 +1,89 @@
+//! Immutable blocks: a head cut into Parquet files.
+//!
+//! ```text
+//! blocks/<block id>/
+//!   spans.parquet    one row per span, sorted by trace id, then start time, then span id
+//!   traces.parquet   one row per trace: the per-block trace-summary table (sorted by trace id)
+//!   meta.json        BlockMeta: format version, counts, time and trace-id ranges
+//! ```
+//!
+//! A block is written into `blocks/.tmp-<id>/`, every file fsynced, then renamed into
+//! place and the parent directory fsynced, so a block is either whole or absent.
+//!
+//! ## `spans.parquet` (format version 1)
+//!
+//! | column | type | notes |
+//! |---|---|---|
+//! | `trace_id` | fixed_len_byte_array(16) | bloom filter; row-group and page min/max |
+//! | `span_id` | fixed_len_byte_array(8) | |
+//! | `parent_span_id` | fixed_len_byte_array(8), nullable | null for roots |
+//! | `trace_state` | string | |
+//! | `flags` | uint32 | |
+//! | `name` | string | dictionary encoded |
+//! | `kind` | int8 | OTLP numbering: 0 unspecified, 1 internal, 2 server, 3 client, 4 producer, 5 consumer |
+//! | `start_time_unix_nano` | uint64 | |
+//! | `duration_nano` | int64 | `end - start` (wrapping), so any end time round-trips |
+//! | `status_code` | int8 | 0 unset, 1 ok, 2 error |
+//! | `status_message` | string | |
+//! | `service_name` | string | resource `service.name`, dictionary encoded |
+//! | `resource_attributes` | string (JSON), nullable | see [`json`] |
+//! | `resource_dropped_attributes_count` | uint32 | |
+//! | `resource_schema_url` | string | |
+//! | `scope_name`, `scope_version` | string | |
+//! | `scope_attributes` | string (JSON), nullable | |
+//! | `scope_dropped_attributes_count` | uint32 | |
+//! | `scope_schema_url` | string | |
+//! | `attributes` | string (JSON), nullable | span attributes |
+//! | `dropped_attributes_count` | uint32 | |
+//! | `events` | string (JSON list), nullable | `[{time_unix_nano,name,attributes,dropped_attributes_count}]` |
+//! | `dropped_events_count` | uint32 | |
+//! | `links` | string (JSON list), nullable | `[{trace_id,span_id,trace_state,attributes,dropped_attributes_count,flags}]` |
+//! | `dropped_links_count` | uint32 | |
+//!
+//! ## `traces.parquet`
+//!
+//! `trace_id`, `first_row` (uint32: row of its first span in `spans.parquet`),
+//! `span_count` (uint32), `root_service`, `root_name`, `start_time_unix_nano` (uint64),
+//! `duration_nano` (uint64), `error_count` (uint32), `services` (list of strings).
+//! The root is the earliest span without a parent (or the earliest span when every span
+//! has one).
+
+pub mod json;
+mod read;
+mod write;
+
+pub use read::Block;
+pub use write::{EncodedBlock, encode_block};
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the block layout described in the module docs.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Contents of `meta.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockMeta {
+    /// Layout version ([`FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// Block id (also its directory name); ids sort by creation time.
+    pub id: String,
+    /// Spans in the block.
+    pub span_count: u64,
+    /// Traces in the block.
+    pub trace_count: u64,
+    /// Earliest span start.
+    pub min_start_unix_nano: u64,
+    /// Latest span end.
+    pub max_end_unix_nano: u64,
+    /// Earliest receive time of a span in the block.
+    pub min_received_unix_nano: u64,
+    /// Latest receive time of a span in the block (retention counts from here).
+    pub max_received_unix_nano: u64,
+    /// Smallest trace id, hex.
+    pub min_trace_id: String,
+    /// Largest trace id, hex.
+    pub max_trace_id: String,
+    /// Blocks this one replaced through compaction (deleted once this one is durable).
+    #[serde(default)]
+    pub compacted_from: Vec<String>,
+}

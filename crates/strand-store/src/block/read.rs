@@ -1,0 +1,314 @@
+//! Opening a block and reading spans back.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int8Type, Int64Type, UInt32Type, UInt64Type};
+use arrow_array::{Array, FixedSizeBinaryArray, RecordBatch};
+use bytes::Bytes;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
+    RowSelector,
+};
+use parquet::file::metadata::PageIndexPolicy;
+use parquet::file::reader::{ChunkReader, Length};
+use strand_core::{
+    Resource, Scope, Span, SpanId, SpanKind, Status, StatusCode, StoreError, StoredSpan, TraceId,
+};
+
+use super::json::{attrs_from_json, events_from_json, links_from_json};
+use super::write::spans_schema;
+use super::{BlockMeta, FORMAT_VERSION};
+use crate::fs::{FileSystem, ReadAt};
+
+/// Adapts a [`ReadAt`] to parquet's reader interface.
+#[derive(Clone)]
+struct FileReader(Arc<dyn ReadAt>);
+
+struct PosReader {
+    file: Arc<dyn ReadAt>,
+    pos: u64,
+}
+
+impl Read for PosReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Length for FileReader {
+    fn len(&self) -> u64 {
+        self.0.len()
+    }
+}
+
+impl ChunkReader for FileReader {
+    type T = PosReader;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<PosReader> {
+        Ok(PosReader { file: self.0.clone(), pos: start })
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        let mut buf = vec![0u8; length];
+        let mut r = PosReader { file: self.0.clone(), pos: start };
+        r.read_exact(&mut buf)?;
+        Ok(Bytes::from(buf))
+    }
+}
+
+/// Where a trace's spans are in `spans.parquet`.
+#[derive(Debug, Clone, Copy)]
+struct IndexEntry {
+    trace_id: [u8; 16],
+    first_row: u32,
+    rows: u32,
+}
+
+/// An open block: its metadata, parquet footer and trace index stay in memory.
+pub struct Block {
+    /// `meta.json`.
+    pub meta: BlockMeta,
+    /// The block's directory.
+    pub dir: PathBuf,
+    /// Bytes of the block's files.
+    pub disk_bytes: u64,
+    spans: FileReader,
+    footer: ArrowReaderMetadata,
+    index: Vec<IndexEntry>,
+}
+
+fn corrupt(path: &Path, reason: impl ToString) -> StoreError {
+    StoreError::Corrupt { path: path.display().to_string(), reason: reason.to_string() }
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Io { path: path.display().to_string(), source }
+}
+
+impl Block {
+    /// Opens a block directory, checking its files fit together.
+    pub fn open(fs: &dyn FileSystem, dir: &Path) -> Result<Self, StoreError> {
+        let meta_path = dir.join("meta.json");
+        let meta_bytes = fs.read_file(&meta_path).map_err(|e| io_err(&meta_path, e))?;
+        let meta: BlockMeta = serde_json::from_slice(&meta_bytes).map_err(|e| corrupt(&meta_path, e))?;
+        if meta.format_version != FORMAT_VERSION {
+            return Err(corrupt(&meta_path, format!("unsupported format version {}", meta.format_version)));
+        }
+        let spans_path = dir.join("spans.parquet");
+        let spans = FileReader(fs.open_read(&spans_path).map_err(|e| io_err(&spans_path, e))?);
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+        let footer = ArrowReaderMetadata::load(&spans, options).map_err(|e| corrupt(&spans_path, e))?;
+        if footer.schema().fields() != spans_schema().fields() {
+            return Err(corrupt(&spans_path, "unexpected schema"));
+        }
+        let rows = footer.metadata().file_metadata().num_rows();
+        if rows != meta.span_count as i64 {
+            return Err(corrupt(&spans_path, format!("{rows} rows, meta.json says {}", meta.span_count)));
+        }
+        let traces_path = dir.join("traces.parquet");
+        let traces = Bytes::from(fs.read_file(&traces_path).map_err(|e| io_err(&traces_path, e))?);
+        let index = read_index(traces).map_err(|e| corrupt(&traces_path, e))?;
+        let covered: u64 = index.iter().map(|e| u64::from(e.rows)).sum();
+        if covered != meta.span_count || index.windows(2).any(|w| w[0].trace_id >= w[1].trace_id) {
+            return Err(corrupt(&traces_path, "trace index does not match spans"));
+        }
+        let disk_bytes = spans.len()
+            + fs.file_size(&traces_path).unwrap_or(0)
+            + meta_bytes.len() as u64;
+        Ok(Self { meta, dir: dir.to_path_buf(), disk_bytes, spans, footer, index })
+    }
+
+    /// Whether the block may hold spans of this trace.
+    pub fn may_contain(&self, id: &TraceId) -> bool {
+        self.index.binary_search_by(|e| e.trace_id.cmp(&id.0)).is_ok()
+    }
+
+    /// The spans of one trace held in this block.
+    pub fn read_trace(&self, id: &TraceId) -> Result<Vec<StoredSpan>, StoreError> {
+        let Ok(pos) = self.index.binary_search_by(|e| e.trace_id.cmp(&id.0)) else {
+            return Ok(Vec::new());
+        };
+        let entry = self.index[pos];
+        self.read_rows(u64::from(entry.first_row), u64::from(entry.rows))
+    }
+
+    /// Every span in the block (for compaction).
+    pub fn read_all(&self) -> Result<Vec<StoredSpan>, StoreError> {
+        self.read_rows(0, self.meta.span_count)
+    }
+
+    fn read_rows(&self, first: u64, count: u64) -> Result<Vec<StoredSpan>, StoreError> {
+        let path = self.dir.join("spans.parquet");
+        // Pick the row groups that hold [first, first + count).
+        let mut groups = Vec::new();
+        let mut group_start = 0u64;
+        let mut selection_offset = None;
+        for (i, rg) in self.footer.metadata().row_groups().iter().enumerate() {
+            let rows = rg.num_rows() as u64;
+            let end = group_start + rows;
+            if end > first && group_start < first + count {
+                groups.push(i);
+                selection_offset.get_or_insert(group_start);
+            }
+            group_start = end;
+        }
+        let Some(offset) = selection_offset else { return Ok(Vec::new()) };
+        let skip = (first - offset) as usize;
+        let selection = RowSelection::from(vec![RowSelector::skip(skip), RowSelector::select(count as usize)]);
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(self.spans.clone(), self.footer.clone())
+            .with_row_groups(groups)
+            .with_row_selection(selection)
+            .with_batch_size(8192)
+            .build()
+            .map_err(|e| corrupt(&path, e))?;
+        let mut decoder = RowDecoder::default();
+        let mut out = Vec::with_capacity(count as usize);
+        for batch in reader {
+            let batch = batch.map_err(|e| corrupt(&path, e))?;
+            decoder.decode(&batch, &mut out).map_err(|e| corrupt(&path, e))?;
+        }
+        Ok(out)
+    }
+}
+
+fn read_index(traces: Bytes) -> Result<Vec<IndexEntry>, String> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(traces)
+        .map_err(|e| e.to_string())?
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| e.to_string())?;
+        let ids = fsb(&batch, 0, 16)?;
+        let first = batch.column(1).as_primitive_opt::<UInt32Type>().ok_or("first_row type")?;
+        let rows = batch.column(2).as_primitive_opt::<UInt32Type>().ok_or("span_count type")?;
+        for i in 0..batch.num_rows() {
+            let trace_id: [u8; 16] = ids.value(i).try_into().map_err(|_| "trace id width")?;
+            out.push(IndexEntry { trace_id, first_row: first.value(i), rows: rows.value(i) });
+        }
+    }
+    Ok(out)
+}
+
+fn fsb(batch: &RecordBatch, col: usize, width: i32) -> Result<&FixedSizeBinaryArray, String> {
+    let a = batch
+        .column(col)
+        .as_fixed_size_binary_opt()
+        .ok_or_else(|| format!("column {col} is not fixed-size binary"))?;
+    if a.value_length() != width {
+        return Err(format!("column {col} has width {}", a.value_length()));
+    }
+    Ok(a)
+}
+
+/// Turns rows back into spans, sharing equal resources and scopes.
+#[derive(Default)]
+struct RowDecoder {
+    resources: HashMap<(Option<String>, u32, String), Arc<Resource>>,
+    scopes: HashMap<(String, String, Option<String>, u32, String), Arc<Scope>>,
+}
+
+impl RowDecoder {
+    fn decode(&mut self, b: &RecordBatch, out: &mut Vec<StoredSpan>) -> Result<(), String> {
+        let trace_id = fsb(b, 0, 16)?;
+        let span_id = fsb(b, 1, 8)?;
+        let parent = fsb(b, 2, 8)?;
+        let s = |i: usize| b.column(i).as_string_opt::<i32>().ok_or_else(|| format!("column {i} is not a string"));
+        let u32c = |i: usize| b.column(i).as_primitive_opt::<UInt32Type>().ok_or_else(|| format!("column {i} is not uint32"));
+        let i8c = |i: usize| b.column(i).as_primitive_opt::<Int8Type>().ok_or_else(|| format!("column {i} is not int8"));
+        let trace_state = s(3)?;
+        let flags = u32c(4)?;
+        let name = s(5)?;
+        let kind = i8c(6)?;
+        let start = b.column(7).as_primitive_opt::<UInt64Type>().ok_or("start type")?;
+        let duration = b.column(8).as_primitive_opt::<Int64Type>().ok_or("duration type")?;
+        let status_code = i8c(9)?;
+        let status_message = s(10)?;
+        let res_attrs = s(12)?;
+        let res_dropped = u32c(13)?;
+        let res_schema = s(14)?;
+        let scope_name = s(15)?;
+        let scope_version = s(16)?;
+        let scope_attrs = s(17)?;
+        let scope_dropped = u32c(18)?;
+        let scope_schema = s(19)?;
+        let attrs = s(20)?;
+        let dropped_attrs = u32c(21)?;
+        let events = s(22)?;
+        let dropped_events = u32c(23)?;
+        let links = s(24)?;
+        let dropped_links = u32c(25)?;
+        let opt = |a: &arrow_array::StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_owned());
+        for i in 0..b.num_rows() {
+            let res_key = (opt(res_attrs, i), res_dropped.value(i), res_schema.value(i).to_owned());
+            let resource = match self.resources.get(&res_key) {
+                Some(r) => r.clone(),
+                None => {
+                    let r = Arc::new(Resource {
+                        attributes: attrs_from_json(res_key.0.as_deref())?,
+                        dropped_attributes_count: res_key.1,
+                        schema_url: res_key.2.clone(),
+                    });
+                    self.resources.insert(res_key, r.clone());
+                    r
+                }
+            };
+            let scope_key = (
+                scope_name.value(i).to_owned(),
+                scope_version.value(i).to_owned(),
+                opt(scope_attrs, i),
+                scope_dropped.value(i),
+                scope_schema.value(i).to_owned(),
+            );
+            let scope = match self.scopes.get(&scope_key) {
+                Some(sc) => sc.clone(),
+                None => {
+                    let sc = Arc::new(Scope {
+                        name: scope_key.0.clone(),
+                        version: scope_key.1.clone(),
+                        attributes: attrs_from_json(scope_key.2.as_deref())?,
+                        dropped_attributes_count: scope_key.3,
+                        schema_url: scope_key.4.clone(),
+                    });
+                    self.scopes.insert(scope_key, sc.clone());
+                    sc
+                }
+            };
+            let id_err = |e: strand_core::IdError| e.to_string();
+            let start_ns = start.value(i);
+            let span = Span {
+                trace_id: TraceId::from_slice(trace_id.value(i)).map_err(id_err)?,
+                span_id: SpanId::from_slice(span_id.value(i)).map_err(id_err)?,
+                parent_span_id: if parent.is_null(i) {
+                    None
+                } else {
+                    Some(SpanId::from_slice(parent.value(i)).map_err(id_err)?)
+                },
+                trace_state: trace_state.value(i).to_owned(),
+                flags: flags.value(i),
+                name: name.value(i).to_owned(),
+                kind: SpanKind::from_i32(i32::from(kind.value(i))),
+                start_time_unix_nano: start_ns,
+                end_time_unix_nano: start_ns.wrapping_add(duration.value(i) as u64),
+                attributes: attrs_from_json((!attrs.is_null(i)).then(|| attrs.value(i)))?,
+                dropped_attributes_count: dropped_attrs.value(i),
+                events: events_from_json((!events.is_null(i)).then(|| events.value(i)))?,
+                dropped_events_count: dropped_events.value(i),
+                links: links_from_json((!links.is_null(i)).then(|| links.value(i)))?,
+                dropped_links_count: dropped_links.value(i),
+                status: Status {
+                    code: StatusCode::from_i32(i32::from(status_code.value(i))),
+                    message: status_message.value(i).to_owned(),
+                },
+            };
+            out.push(StoredSpan { resource, scope, span });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,742 @@
+//! The store engine: WAL writer thread, head, block flusher, compaction and retention.
+//!
+//! ```text
+//! write(batch) ──► bounded queue ──► WAL thread: append records of a group, one fsync,
+//!                                      insert into head, answer every writer
+//!                                      │ head too big / too old / flush asked
+//!                                      ▼
+//!                   rotate WAL, freeze head ──► flusher thread: encode block, write it
+//!                                               atomically, publish, delete sealed WAL
+//!                                               segments; also compaction and retention
+//! ```
+//!
+//! Reads see the live head, frozen heads still being written, and blocks.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock};
+use strand_core::{
+    BoxFuture, SinkError, SpanBatch, SpanSink, StoreError, StoredSpan, Trace, TraceId, TraceReader,
+    TraceWriter,
+};
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+
+use crate::block::{Block, encode_block};
+use crate::fs::FileSystem;
+use crate::head::Head;
+use crate::wal::{Wal, WalRecord};
+
+/// When the WAL is fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Before every acknowledgement (group commit shares one fsync among concurrent writes).
+    Always,
+    /// Every interval; a crash can lose what was acknowledged within the last interval.
+    Interval(Duration),
+}
+
+/// Store settings.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// WAL fsync policy.
+    pub fsync: FsyncPolicy,
+    /// Cut the head into a block at this many spans.
+    pub head_max_spans: usize,
+    /// Cut the head into a block at this many encoded bytes.
+    pub head_max_bytes: u64,
+    /// Cut the head into a block when its oldest span was received this long ago.
+    pub head_max_age: Duration,
+    /// Delete blocks whose newest span was received longer ago than this.
+    pub retention: Duration,
+    /// Delete the oldest blocks while blocks and WAL together exceed this many bytes.
+    pub max_disk_bytes: Option<u64>,
+    /// Blocks under half this many spans are merged, up to this many spans.
+    pub compaction_target_spans: u64,
+    /// Writes that may wait for the WAL before new ones are refused as overloaded.
+    pub max_pending_writes: usize,
+    /// How often compaction and retention run.
+    pub maintenance_interval: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            fsync: FsyncPolicy::Always,
+            head_max_spans: 1_000_000,
+            head_max_bytes: 512 * 1024 * 1024,
+            head_max_age: Duration::from_secs(300),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            max_disk_bytes: None,
+            compaction_target_spans: 4_000_000,
+            max_pending_writes: 1024,
+            maintenance_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Counters describing what the store did.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Spans newly stored (duplicates not counted).
+    pub spans_written: AtomicU64,
+    /// Spans received again and skipped as duplicates in the head.
+    pub spans_duplicate: AtomicU64,
+    /// WAL fsyncs.
+    pub wal_fsyncs: AtomicU64,
+    /// Total nanoseconds spent in WAL fsync.
+    pub wal_fsync_nanos: AtomicU64,
+    /// Writes that failed (disk full, i/o error).
+    pub write_errors: AtomicU64,
+    /// WAL records replayed at start.
+    pub wal_replayed_records: AtomicU64,
+    /// Corrupt WAL records skipped at start.
+    pub wal_corrupt_records: AtomicU64,
+    /// Torn WAL tails truncated at start.
+    pub wal_torn_tails: AtomicU64,
+    /// Blocks written by head cuts.
+    pub blocks_written: AtomicU64,
+    /// Block writes that failed and will be retried.
+    pub block_write_errors: AtomicU64,
+    /// Corrupt blocks set aside at start.
+    pub corrupt_blocks: AtomicU64,
+    /// Compactions done.
+    pub compactions: AtomicU64,
+    /// Blocks deleted by retention (age or bytes).
+    pub retention_deleted_blocks: AtomicU64,
+}
+
+/// A point-in-time view of the store's size.
+#[derive(Debug, Clone, Default)]
+pub struct StoreSnapshot {
+    /// Spans in the live head.
+    pub head_spans: usize,
+    /// Spans in frozen heads waiting to become blocks.
+    pub frozen_spans: usize,
+    /// Number of blocks.
+    pub blocks: usize,
+    /// Spans in blocks.
+    pub block_spans: u64,
+    /// Bytes of all blocks.
+    pub block_bytes: u64,
+    /// Bytes of the WAL.
+    pub wal_bytes: u64,
+}
+
+enum Cmd {
+    Write { batch: SpanBatch, done: oneshot::Sender<Result<(), SinkError>> },
+    Flush { done: oneshot::Sender<Result<(), String>> },
+    Shutdown,
+}
+
+struct Frozen {
+    head: Head,
+    through_segment: u64,
+}
+
+enum FlushJob {
+    Frozen { frozen: Arc<Frozen>, waiters: Vec<oneshot::Sender<Result<(), String>>> },
+    Stop,
+}
+
+#[derive(Default)]
+struct State {
+    head: Head,
+    frozen: Vec<Arc<Frozen>>,
+    blocks: Vec<Arc<Block>>,
+}
+
+struct Inner {
+    fs: Arc<dyn FileSystem>,
+    root: PathBuf,
+    cfg: StoreConfig,
+    state: RwLock<State>,
+    stats: StoreStats,
+    /// Serialises block publication, compaction and retention.
+    maintenance: Mutex<()>,
+    /// Set when the store is closing: the flusher stops retrying failed writes.
+    closing: std::sync::atomic::AtomicBool,
+}
+
+/// The embedded store. Cheap to share behind an `Arc`; see the module docs.
+pub struct Store {
+    inner: Arc<Inner>,
+    tx: SyncSender<Cmd>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Nanoseconds since the Unix epoch, now.
+pub fn now_unix_nano() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+static BLOCK_SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn new_block_id() -> String {
+    format!("{:020}-{:06}", now_unix_nano(), BLOCK_SEQ.fetch_add(1, Ordering::Relaxed) % 1_000_000)
+}
+
+impl Store {
+    /// Opens (or creates) a store in `root`: removes unfinished block directories, opens
+    /// blocks (setting corrupt ones aside under `corrupt/`), replays the WAL and starts the
+    /// writer and flusher threads.
+    pub fn open(fs: Arc<dyn FileSystem>, root: &Path, cfg: StoreConfig) -> Result<Self, StoreError> {
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| StoreError::Io { path, source }
+        };
+        let blocks_dir = root.join("blocks");
+        let wal_dir = root.join("wal");
+        fs.create_dir_all(&blocks_dir).map_err(io(&blocks_dir))?;
+        let stats = StoreStats::default();
+        let blocks = open_blocks(fs.as_ref(), root, &stats)?;
+        let (wal, replayed, replay_stats) = Wal::open(fs.clone(), &wal_dir).map_err(io(&wal_dir))?;
+        stats.wal_replayed_records.store(replay_stats.records, Ordering::Relaxed);
+        stats.wal_corrupt_records.store(replay_stats.corrupt_records, Ordering::Relaxed);
+        stats.wal_torn_tails.store(replay_stats.torn_tails, Ordering::Relaxed);
+        let mut head = Head::default();
+        for r in replayed {
+            let n = r.record.batch.span_count();
+            let added = head.insert(r.record.batch, r.record.received_unix_nano, 0);
+            stats.spans_duplicate.fetch_add((n - added) as u64, Ordering::Relaxed);
+        }
+        let inner = Arc::new(Inner {
+            fs,
+            root: root.to_path_buf(),
+            cfg: cfg.clone(),
+            state: RwLock::new(State { head, frozen: Vec::new(), blocks }),
+            stats,
+            maintenance: Mutex::new(()),
+            closing: std::sync::atomic::AtomicBool::new(false),
+        });
+        let (tx, rx) = mpsc::sync_channel(cfg.max_pending_writes.max(1));
+        let (flush_tx, flush_rx) = mpsc::channel();
+        let wal_inner = inner.clone();
+        let wal_thread = std::thread::Builder::new()
+            .name("strand-wal".into())
+            .spawn(move || wal_loop(wal_inner, wal, rx, flush_tx))
+            .map_err(io(root))?;
+        let flush_inner = inner.clone();
+        let flush_thread = std::thread::Builder::new()
+            .name("strand-flush".into())
+            .spawn(move || flush_loop(flush_inner, flush_rx))
+            .map_err(io(root))?;
+        Ok(Self { inner, tx, threads: Mutex::new(vec![wal_thread, flush_thread]) })
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &StoreStats {
+        &self.inner.stats
+    }
+
+    /// Current sizes.
+    pub fn snapshot(&self) -> StoreSnapshot {
+        let st = self.inner.state.read();
+        StoreSnapshot {
+            head_spans: st.head.span_count(),
+            frozen_spans: st.frozen.iter().map(|f| f.head.span_count()).sum(),
+            blocks: st.blocks.len(),
+            block_spans: st.blocks.iter().map(|b| b.meta.span_count).sum(),
+            block_bytes: st.blocks.iter().map(|b| b.disk_bytes).sum(),
+            wal_bytes: Wal::disk_bytes(self.inner.fs.as_ref(), &self.inner.root.join("wal")),
+        }
+    }
+
+    /// Writes a batch; see [`TraceWriter::write`].
+    pub async fn append(&self, batch: SpanBatch) -> Result<(), SinkError> {
+        if batch.span_count() == 0 {
+            return Ok(());
+        }
+        let (done, rx) = oneshot::channel();
+        match self.tx.try_send(Cmd::Write { batch, done }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(SinkError::Overloaded("write queue is full".into()));
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(SinkError::Unavailable("store is shut down".into()));
+            }
+        }
+        rx.await.map_err(|_| SinkError::Unavailable("store is shut down".into()))?
+    }
+
+    /// Cuts the head into a block now and waits until the block is durable.
+    pub async fn flush(&self) -> Result<(), String> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Flush { done })
+            .map_err(|_| "store is shut down".to_string())?;
+        rx.await.map_err(|_| "store is shut down".to_string())?
+    }
+
+    /// Spans of a trace from head, frozen heads and blocks; blocking (reads files).
+    pub fn get_trace_blocking(&self, id: TraceId) -> Result<Option<Trace>, StoreError> {
+        self.inner.get_trace(id)
+    }
+
+    /// Runs compaction once (normally done by the flusher thread).
+    pub fn compact_now(&self) -> Result<bool, String> {
+        compact(&self.inner)
+    }
+
+    /// Applies retention as of `now_unix_nano` (normally done by the flusher thread).
+    pub fn enforce_retention(&self, now_unix_nano: u64) {
+        enforce_retention(&self.inner, now_unix_nano)
+    }
+
+    /// Stops the threads: pending writes are answered, the head is written to a block.
+    pub fn close(&self) {
+        self.inner.closing.store(true, Ordering::SeqCst);
+        let _ = self.tx.send(Cmd::Shutdown);
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+
+impl Inner {
+    fn get_trace(&self, id: TraceId) -> Result<Option<Trace>, StoreError> {
+        let (mut spans, blocks) = {
+            let st = self.state.read();
+            let mut spans: Vec<StoredSpan> = Vec::new();
+            let blocks: Vec<Arc<Block>> =
+                st.blocks.iter().filter(|b| b.may_contain(&id)).cloned().collect();
+            for f in &st.frozen {
+                spans.extend(f.head.get(&id).unwrap_or_default().iter().cloned());
+            }
+            spans.extend(st.head.get(&id).unwrap_or_default().iter().cloned());
+            (spans, blocks)
+        };
+        // Older copies first, so the first-written copy of a duplicate wins.
+        let mut from_blocks = Vec::new();
+        for b in &blocks {
+            from_blocks.extend(b.read_trace(&id)?);
+        }
+        from_blocks.append(&mut spans);
+        if from_blocks.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Trace::from_spans(id, from_blocks)))
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl TraceWriter for Store {
+    fn write(&self, batch: SpanBatch) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(self.append(batch))
+    }
+}
+
+impl SpanSink for Store {
+    fn consume(&self, batch: SpanBatch) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(self.append(batch))
+    }
+}
+
+/// Reads on tokio's blocking pool.
+impl TraceReader for Store {
+    fn get_trace(&self, trace_id: TraceId) -> BoxFuture<'_, Result<Option<Trace>, StoreError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || inner.get_trace(trace_id))
+                .await
+                .map_err(|_| StoreError::Closed)?
+        })
+    }
+}
+
+fn open_blocks(fs: &dyn FileSystem, root: &Path, stats: &StoreStats) -> Result<Vec<Arc<Block>>, StoreError> {
+    let blocks_dir = root.join("blocks");
+    let entries = fs.list(&blocks_dir).map_err(|source| StoreError::Io {
+        path: blocks_dir.display().to_string(),
+        source,
+    })?;
+    let mut blocks = Vec::new();
+    for dir in entries {
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        if name.starts_with(".tmp-") {
+            warn!(dir = %dir.display(), "removing unfinished block");
+            let _ = fs.remove_dir_all(&dir);
+            continue;
+        }
+        match Block::open(fs, &dir) {
+            Ok(b) => blocks.push(Arc::new(b)),
+            Err(e) => {
+                stats.corrupt_blocks.fetch_add(1, Ordering::Relaxed);
+                let aside = root.join("corrupt").join(&name);
+                error!(block = %name, error = %e, moved_to = %aside.display(), "set aside corrupt block");
+                let _ = fs.create_dir_all(&root.join("corrupt"));
+                if let Err(e) = fs.rename(&dir, &aside) {
+                    error!(block = %name, error = %e, "could not move corrupt block");
+                }
+            }
+        }
+    }
+    // A compaction that crashed after publishing its result leaves its inputs behind.
+    let replaced: std::collections::HashSet<String> =
+        blocks.iter().flat_map(|b| b.meta.compacted_from.iter().cloned()).collect();
+    blocks.retain(|b| {
+        if replaced.contains(&b.meta.id) {
+            info!(block = %b.meta.id, "removing block replaced by compaction");
+            let _ = fs.remove_dir_all(&b.dir);
+            false
+        } else {
+            true
+        }
+    });
+    blocks.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
+    Ok(blocks)
+}
+
+fn wal_loop(inner: Arc<Inner>, mut wal: Wal, rx: Receiver<Cmd>, flush_tx: mpsc::Sender<FlushJob>) {
+    const GROUP: usize = 512;
+    let tick = Duration::from_millis(50);
+    let mut last_sync = Instant::now();
+    let mut unsynced = false;
+    let mut shutting_down = false;
+    while !shutting_down {
+        let first = match rx.recv_timeout(tick) {
+            Ok(cmd) => cmd,
+            Err(RecvTimeoutError::Timeout) => {
+                if let FsyncPolicy::Interval(every) = inner.cfg.fsync
+                    && unsynced
+                    && last_sync.elapsed() >= every
+                {
+                    sync_wal(&inner, &mut wal).ok();
+                    unsynced = false;
+                    last_sync = Instant::now();
+                }
+                maybe_cut(&inner, &mut wal, &flush_tx, Vec::new(), false);
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let mut group = vec![first];
+        while group.len() < GROUP {
+            match rx.try_recv() {
+                Ok(cmd) => group.push(cmd),
+                Err(_) => break,
+            }
+        }
+        let received = now_unix_nano();
+        let mut written = Vec::new();
+        let mut flush_waiters = Vec::new();
+        for cmd in group {
+            match cmd {
+                Cmd::Write { batch, done } => {
+                    let record = WalRecord { received_unix_nano: received, tenant: String::new(), batch };
+                    let bytes = record.encode();
+                    match wal.append(&bytes) {
+                        Ok(()) => written.push((record.batch, bytes.len() as u64, done)),
+                        Err(e) => {
+                            inner.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                            warn!(error = %e, "wal append failed");
+                            let _ = done.send(Err(SinkError::Unavailable(format!("wal append failed: {e}"))));
+                        }
+                    }
+                }
+                Cmd::Flush { done } => flush_waiters.push(done),
+                Cmd::Shutdown => shutting_down = true,
+            }
+        }
+        if !written.is_empty() {
+            let synced = match inner.cfg.fsync {
+                FsyncPolicy::Always => sync_wal(&inner, &mut wal),
+                FsyncPolicy::Interval(_) => {
+                    unsynced = true;
+                    Ok(())
+                }
+            };
+            if let Err(e) = synced {
+                for (_, _, done) in written {
+                    let _ = done.send(Err(SinkError::Unavailable(format!("wal fsync failed: {e}"))));
+                }
+            } else {
+                let mut st = inner.state.write();
+                let mut replies = Vec::with_capacity(written.len());
+                for (batch, bytes, done) in written {
+                    let n = batch.span_count();
+                    let added = st.head.insert(batch, received, bytes);
+                    inner.stats.spans_written.fetch_add(added as u64, Ordering::Relaxed);
+                    inner.stats.spans_duplicate.fetch_add((n - added) as u64, Ordering::Relaxed);
+                    replies.push(done);
+                }
+                drop(st);
+                for done in replies {
+                    let _ = done.send(Ok(()));
+                }
+            }
+        }
+        if matches!(inner.cfg.fsync, FsyncPolicy::Interval(every) if last_sync.elapsed() >= every) && unsynced {
+            sync_wal(&inner, &mut wal).ok();
+            unsynced = false;
+            last_sync = Instant::now();
+        }
+        let force = !flush_waiters.is_empty() || shutting_down;
+        maybe_cut(&inner, &mut wal, &flush_tx, flush_waiters, force);
+    }
+    if unsynced {
+        sync_wal(&inner, &mut wal).ok();
+    }
+    // Anything still queued after shutdown is refused rather than left hanging.
+    while let Ok(cmd) = rx.try_recv() {
+        if let Cmd::Write { done, .. } = cmd {
+            let _ = done.send(Err(SinkError::Unavailable("store is shutting down".into())));
+        }
+    }
+    let _ = flush_tx.send(FlushJob::Stop);
+}
+
+fn sync_wal(inner: &Inner, wal: &mut Wal) -> std::io::Result<()> {
+    let t = Instant::now();
+    let r = wal.sync();
+    inner.stats.wal_fsyncs.fetch_add(1, Ordering::Relaxed);
+    inner.stats.wal_fsync_nanos.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    if let Err(e) = &r {
+        inner.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+        warn!(error = %e, "wal fsync failed");
+    }
+    r
+}
+
+fn maybe_cut(
+    inner: &Inner,
+    wal: &mut Wal,
+    flush_tx: &mpsc::Sender<FlushJob>,
+    waiters: Vec<oneshot::Sender<Result<(), String>>>,
+    force: bool,
+) {
+    let due = {
+        let st = inner.state.read();
+        let h = &st.head;
+        !h.is_empty()
+            && (force
+                || h.span_count() >= inner.cfg.head_max_spans
+                || h.bytes() >= inner.cfg.head_max_bytes
+                || now_unix_nano().saturating_sub(h.min_received())
+                    >= inner.cfg.head_max_age.as_nanos() as u64)
+    };
+    if !due {
+        // Nothing to cut; a flush request still waits for earlier frozen heads.
+        if !waiters.is_empty() {
+            let frozen = inner.state.read().frozen.last().cloned();
+            match frozen {
+                Some(frozen) => {
+                    let _ = flush_tx.send(FlushJob::Frozen { frozen, waiters });
+                }
+                None => waiters.into_iter().for_each(|w| {
+                    let _ = w.send(Ok(()));
+                }),
+            }
+        }
+        return;
+    }
+    let sealed = match wal.rotate() {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "wal rotation failed; head stays in memory");
+            waiters.into_iter().for_each(|w| {
+                let _ = w.send(Err(format!("wal rotation failed: {e}")));
+            });
+            return;
+        }
+    };
+    let frozen = {
+        let mut st = inner.state.write();
+        let head = std::mem::take(&mut st.head);
+        let frozen = Arc::new(Frozen { head, through_segment: sealed });
+        st.frozen.push(frozen.clone());
+        frozen
+    };
+    let _ = flush_tx.send(FlushJob::Frozen { frozen, waiters });
+}
+
+fn flush_loop(inner: Arc<Inner>, rx: Receiver<FlushJob>) {
+    let mut last_maintenance = Instant::now();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(FlushJob::Frozen { frozen, waiters }) => write_frozen_until_done(&inner, &frozen, waiters),
+            Ok(FlushJob::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        if last_maintenance.elapsed() >= inner.cfg.maintenance_interval {
+            last_maintenance = Instant::now();
+            if let Err(e) = compact(&inner) {
+                warn!(error = %e, "compaction failed");
+            }
+            enforce_retention(&inner, now_unix_nano());
+        }
+    }
+}
+
+/// Writes a frozen head as a block. After a failure (a full disk) the waiters hear of it at
+/// once, and the write is retried with backoff until it succeeds or the store closes; the
+/// WAL segments keep the data safe meanwhile, so a restart replays it.
+fn write_frozen_until_done(inner: &Inner, frozen: &Arc<Frozen>, waiters: Vec<oneshot::Sender<Result<(), String>>>) {
+    // A frozen head already published (a flush request waiting on it) needs nothing.
+    let pending = inner.state.read().frozen.iter().any(|f| Arc::ptr_eq(f, frozen));
+    let mut result = if pending { write_frozen(inner, frozen) } else { Ok(()) };
+    let mut waiters = Some(waiters);
+    let mut delay = Duration::from_millis(100);
+    while let Err(e) = &result {
+        inner.stats.block_write_errors.fetch_add(1, Ordering::Relaxed);
+        warn!(error = %e, "block write failed; will retry");
+        for w in waiters.take().unwrap_or_default() {
+            let _ = w.send(Err(e.clone()));
+        }
+        if inner.closing.load(Ordering::SeqCst) {
+            return;
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_secs(5));
+        result = write_frozen(inner, frozen);
+    }
+    for w in waiters.take().unwrap_or_default() {
+        let _ = w.send(Ok(()));
+    }
+}
+
+fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), String> {
+    let _guard = inner.maintenance.lock();
+    let spans: Vec<StoredSpan> = frozen.head.spans().cloned().collect();
+    let block = write_block(
+        inner,
+        spans,
+        frozen.head.min_received(),
+        frozen.head.max_received(),
+        Vec::new(),
+    )?;
+    {
+        let mut st = inner.state.write();
+        st.blocks.push(Arc::new(block));
+        st.frozen.retain(|f| !Arc::ptr_eq(f, frozen));
+    }
+    inner.stats.blocks_written.fetch_add(1, Ordering::Relaxed);
+    Wal::remove_through(inner.fs.as_ref(), &inner.root.join("wal"), frozen.through_segment)
+        .map_err(|e| format!("removing flushed wal segments: {e}"))?;
+    Ok(())
+}
+
+/// Encodes and writes a block atomically; returns it opened.
+fn write_block(
+    inner: &Inner,
+    spans: Vec<StoredSpan>,
+    min_received: u64,
+    max_received: u64,
+    compacted_from: Vec<String>,
+) -> Result<Block, String> {
+    let fs = inner.fs.as_ref();
+    let id = new_block_id();
+    let encoded = encode_block(id.clone(), spans, min_received, max_received, compacted_from)?;
+    let blocks_dir = inner.root.join("blocks");
+    let tmp = blocks_dir.join(format!(".tmp-{id}"));
+    let fin = blocks_dir.join(&id);
+    let result = (|| -> std::io::Result<()> {
+        fs.create_dir_all(&tmp)?;
+        fs.write_file(&tmp.join("spans.parquet"), &encoded.spans)?;
+        fs.write_file(&tmp.join("traces.parquet"), &encoded.traces)?;
+        let meta = serde_json::to_vec_pretty(&encoded.meta).map_err(std::io::Error::other)?;
+        fs.write_file(&tmp.join("meta.json"), &meta)?;
+        fs.sync_dir(&tmp)?;
+        fs.rename(&tmp, &fin)?;
+        fs.sync_dir(&blocks_dir)
+    })();
+    if let Err(e) = result {
+        let _ = fs.remove_dir_all(&tmp);
+        return Err(format!("writing block {id}: {e}"));
+    }
+    Block::open(fs, &fin).map_err(|e| e.to_string())
+}
+
+/// Merges the oldest run of small blocks. Returns whether it merged anything.
+fn compact(inner: &Inner) -> Result<bool, String> {
+    let _guard = inner.maintenance.lock();
+    let target = inner.cfg.compaction_target_spans;
+    let candidates: Vec<Arc<Block>> = {
+        let st = inner.state.read();
+        let mut run = Vec::new();
+        let mut total = 0;
+        for b in st.blocks.iter().filter(|b| b.meta.span_count < target / 2) {
+            if total + b.meta.span_count > target {
+                break;
+            }
+            total += b.meta.span_count;
+            run.push(b.clone());
+        }
+        run
+    };
+    if candidates.len() < 2 {
+        return Ok(false);
+    }
+    let mut spans = Vec::new();
+    for b in &candidates {
+        spans.extend(b.read_all().map_err(|e| e.to_string())?);
+    }
+    let mut seen = std::collections::HashSet::with_capacity(spans.len());
+    spans.retain(|s| seen.insert((s.span.trace_id, s.span.span_id)));
+    let min_received = candidates.iter().map(|b| b.meta.min_received_unix_nano).min().unwrap_or(0);
+    let max_received = candidates.iter().map(|b| b.meta.max_received_unix_nano).max().unwrap_or(0);
+    let ids: Vec<String> = candidates.iter().map(|b| b.meta.id.clone()).collect();
+    let merged = write_block(inner, spans, min_received, max_received, ids.clone())?;
+    info!(inputs = ids.len(), spans = merged.meta.span_count, block = %merged.meta.id, "compacted blocks");
+    {
+        let mut st = inner.state.write();
+        st.blocks.retain(|b| !ids.contains(&b.meta.id));
+        st.blocks.push(Arc::new(merged));
+        st.blocks.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
+    }
+    for b in &candidates {
+        if let Err(e) = inner.fs.remove_dir_all(&b.dir) {
+            warn!(block = %b.meta.id, error = %e, "could not delete compacted block");
+        }
+    }
+    inner.stats.compactions.fetch_add(1, Ordering::Relaxed);
+    Ok(true)
+}
+
+fn enforce_retention(inner: &Inner, now: u64) {
+    let _guard = inner.maintenance.lock();
+    let cutoff = now.saturating_sub(inner.cfg.retention.as_nanos() as u64);
+    let wal_bytes = Wal::disk_bytes(inner.fs.as_ref(), &inner.root.join("wal"));
+    let doomed: Vec<Arc<Block>> = {
+        let mut st = inner.state.write();
+        let mut doomed = Vec::new();
+        st.blocks.retain(|b| {
+            let keep = b.meta.max_received_unix_nano >= cutoff;
+            if !keep {
+                doomed.push(b.clone());
+            }
+            keep
+        });
+        if let Some(budget) = inner.cfg.max_disk_bytes {
+            let mut total: u64 = wal_bytes + st.blocks.iter().map(|b| b.disk_bytes).sum::<u64>();
+            // Oldest received first.
+            st.blocks.sort_by_key(|b| b.meta.min_received_unix_nano);
+            while total > budget && !st.blocks.is_empty() {
+                let b = st.blocks.remove(0);
+                total -= b.disk_bytes;
+                doomed.push(b);
+            }
+            st.blocks.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
+        }
+        doomed
+    };
+    for b in doomed {
+        info!(block = %b.meta.id, spans = b.meta.span_count, "retention deleted block");
+        inner.stats.retention_deleted_blocks.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = inner.fs.remove_dir_all(&b.dir) {
+            warn!(block = %b.meta.id, error = %e, "could not delete block");
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Deterministic fixture spans for tests and the conformance suite.
+
+use std::sync::Arc;
+
+use strand_core::{
+    AnyValue, Event, KeyValue, Link, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanBatch,
+    SpanId, SpanKind, Status, StatusCode, TraceId,
+};
+
+/// The trace id of fixture trace `seed`.
+pub fn trace_id(seed: u8) -> TraceId {
+    let mut b = [0u8; 16];
+    b[0] = seed;
+    b[15] = 0xa5;
+    TraceId(b)
+}
+
+/// A trace of `spans` spans (a root and children) numbered by `seed`, using every field of
+/// the span model: all attribute value types, events, links, status, trace state, flags and
+/// dropped counts.
+pub fn batch(seed: u8, spans: u8) -> SpanBatch {
+    let tid = trace_id(seed);
+    let resource = Arc::new(Resource {
+        attributes: vec![
+            KeyValue::new("service.name", AnyValue::String(format!("svc-{}", seed % 3))),
+            KeyValue::new("host.cores", AnyValue::Int(2)),
+        ],
+        dropped_attributes_count: 1,
+        schema_url: "https://opentelemetry.io/schemas/1.26.0".into(),
+    });
+    let scope = Arc::new(Scope {
+        name: "strand.test".into(),
+        version: "1.2.3".into(),
+        attributes: vec![KeyValue::new("scope.attr", AnyValue::Bool(true))],
+        dropped_attributes_count: 2,
+        schema_url: "scope-schema".into(),
+    });
+    let base = 1_700_000_000_000_000_000u64 + u64::from(seed) * 1_000_000_000;
+    let spans = (0..spans)
+        .map(|i| {
+            let span_id = SpanId([seed, i, 1, 1, 1, 1, 1, 1]);
+            let parent = (i > 0).then_some(SpanId([seed, 0, 1, 1, 1, 1, 1, 1]));
+            Span {
+                trace_id: tid,
+                span_id,
+                parent_span_id: parent,
+                trace_state: if i == 0 { "vendor=x".into() } else { String::new() },
+                flags: 0x101,
+                name: format!("op-{i}"),
+                kind: if i == 0 { SpanKind::Server } else { SpanKind::Client },
+                start_time_unix_nano: base + u64::from(i) * 1000,
+                end_time_unix_nano: base + u64::from(i) * 1000 + 500,
+                attributes: vec![
+                    KeyValue::new("str", AnyValue::String("v\"\u{e9}".into())),
+                    KeyValue::new("int", AnyValue::Int(-(i64::from(i)) * 1_000_000_000_000)),
+                    KeyValue::new("dbl", AnyValue::Double(1.0)),
+                    KeyValue::new("nan", AnyValue::Double(f64::INFINITY)),
+                    KeyValue::new("bool", AnyValue::Bool(false)),
+                    KeyValue::new("bytes", AnyValue::Bytes(vec![0, 1, 255])),
+                    KeyValue::new(
+                        "arr",
+                        AnyValue::Array(vec![AnyValue::Int(1), AnyValue::String("x".into())]),
+                    ),
+                    KeyValue::new(
+                        "kv",
+                        AnyValue::KvList(vec![KeyValue::new("inner", AnyValue::Empty)]),
+                    ),
+                ],
+                dropped_attributes_count: 3,
+                events: if i % 2 == 0 {
+                    vec![Event {
+                        time_unix_nano: base + 10,
+                        name: "exception".into(),
+                        attributes: vec![KeyValue::new("exception.message", AnyValue::String("boom".into()))],
+                        dropped_attributes_count: 4,
+                    }]
+                } else {
+                    Vec::new()
+                },
+                dropped_events_count: 5,
+                links: if i == 1 {
+                    vec![Link {
+                        trace_id: trace_id(seed.wrapping_add(100)),
+                        span_id: SpanId([9; 8]),
+                        trace_state: "l=1".into(),
+                        attributes: vec![KeyValue::new("link.attr", AnyValue::Int(7))],
+                        dropped_attributes_count: 6,
+                        flags: 1,
+                    }]
+                } else {
+                    Vec::new()
+                },
+                dropped_links_count: 7,
+                status: if i == 1 && seed % 2 == 0 {
+                    Status { code: StatusCode::Error, message: "failed".into() }
+                } else {
+                    Status::default()
+                },
+            }
+        })
+        .collect();
+    SpanBatch {
+        resource_spans: vec![ResourceSpans {
+            resource,
+            scope_spans: vec![ScopeSpans { scope, spans }],
+        }],
+    }
+}
