@@ -1,1 +1,42 @@
-//! placeholder
+//! Strand's receivers: protocol in, [`strand_core::SpanBatch`] out to a
+//! [`strand_core::SpanSink`].
+//!
+//! - [`otlp::http`]: OTLP/HTTP `POST /v1/traces` (protobuf and JSON, gzip).
+//! - [`otlp::grpc`]: OTLP/gRPC `TraceService/Export` (gzip, zstd).
+//! - [`limits`]: request size limits shared by the receivers.
+//! - [`IngestError`]: what a receiver can answer besides success; each protocol maps it to
+//!   its status codes in one place.
+
+pub mod limits;
+pub mod otlp;
+
+pub use limits::IngestLimits;
+
+/// Why a request was not (wholly) accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    /// Malformed body (HTTP 400, gRPC `INVALID_ARGUMENT`).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Body or decompressed body over the limit (HTTP 413, gRPC `RESOURCE_EXHAUSTED`).
+    #[error("{0}")]
+    TooLarge(String),
+    /// Content type or encoding not supported (HTTP 415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// Backpressure: retry later (HTTP 429, gRPC `RESOURCE_EXHAUSTED`).
+    #[error("{0}")]
+    Overloaded(String),
+    /// Storage failed: retry later (HTTP 503, gRPC `UNAVAILABLE`).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<strand_core::SinkError> for IngestError {
+    fn from(e: strand_core::SinkError) -> Self {
+        match e {
+            strand_core::SinkError::Overloaded(m) => Self::Overloaded(m),
+            strand_core::SinkError::Unavailable(m) => Self::Unavailable(m),
+        }
+    }
+}

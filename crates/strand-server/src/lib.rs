@@ -1,1 +1,192 @@
-//! x
+//! The `strand` server: wiring of receivers, store and query API, and its commands.
+//!
+//! [`run`] starts everything on listeners it binds from the [`Config`] and runs until the
+//! shutdown future resolves; tests start it on port 0. `main.rs` only parses arguments.
+
+pub mod bench;
+pub mod config;
+pub mod trace_cmd;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use serde::Serialize;
+use strand_core::{SpanSink, TraceReader};
+use strand_ingest::IngestLimits;
+use strand_ingest::otlp::OtlpReceiver;
+use strand_store::Store;
+use strand_store::fs::StdFs;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::info;
+
+pub use config::Config;
+
+/// Addresses the server actually listens on (ports resolved when configured as 0).
+#[derive(Debug, Clone, Serialize)]
+pub struct BoundAddrs {
+    /// OTLP/gRPC, if enabled.
+    pub otlp_grpc: Option<SocketAddr>,
+    /// OTLP/HTTP, if enabled.
+    pub otlp_http: Option<SocketAddr>,
+    /// Query API, UI, health, admin.
+    pub http: SocketAddr,
+}
+
+/// Runs the server until `shutdown` resolves, then stops accepting, answers in-flight
+/// requests and closes the store (cutting the head into a block). `on_bound` is called
+/// once every listener is bound.
+pub async fn run(
+    cfg: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_bound: impl FnOnce(&BoundAddrs),
+) -> anyhow::Result<()> {
+    let data_dir = cfg.data_dir.clone();
+    let store_cfg = cfg.storage.to_store_config();
+    let store = tokio::task::spawn_blocking(move || Store::open(Arc::new(StdFs), &data_dir, store_cfg))
+        .await
+        .context("store open task failed")?
+        .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
+    let store = Arc::new(store);
+    let limits = IngestLimits { max_request_bytes: cfg.otlp.max_request_size.0 as usize, ..IngestLimits::default() };
+    let sink: Arc<dyn SpanSink> = store.clone();
+    let receiver = OtlpReceiver::new(sink, limits);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let grpc = if cfg.otlp.grpc_enabled {
+        Some(bind(cfg.otlp.grpc_listen, "otlp grpc").await?)
+    } else {
+        None
+    };
+    let otlp_http = if cfg.otlp.http_enabled {
+        Some(bind(cfg.otlp.http_listen, "otlp http").await?)
+    } else {
+        None
+    };
+    let http = bind(cfg.http_listen, "query http").await?;
+    let addrs = BoundAddrs {
+        otlp_grpc: grpc.as_ref().map(|l| l.local_addr()).transpose()?,
+        otlp_http: otlp_http.as_ref().map(|l| l.local_addr()).transpose()?,
+        http: http.local_addr()?,
+    };
+    info!(otlp_grpc = ?addrs.otlp_grpc, otlp_http = ?addrs.otlp_http, http = %addrs.http, data_dir = %cfg.data_dir.display(), "strand listening");
+    on_bound(&addrs);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(listener) = grpc {
+        let svc = strand_ingest::otlp::grpc::service(receiver.clone());
+        let stop = stopped();
+        tasks.spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), stop)
+                .await
+                .context("otlp grpc server")
+        });
+    }
+    if let Some(listener) = otlp_http {
+        let app = strand_ingest::otlp::http::router(receiver.clone());
+        let stop = stopped();
+        tasks.spawn(async move {
+            axum::serve(listener, app).with_graceful_shutdown(stop).await.context("otlp http server")
+        });
+    }
+    {
+        let reader: Arc<dyn TraceReader> = store.clone();
+        let app = strand_query::router(reader).merge(admin_router(store.clone()));
+        let stop = stopped();
+        tasks.spawn(async move {
+            axum::serve(http, app).with_graceful_shutdown(stop).await.context("query http server")
+        });
+    }
+
+    tokio::select! {
+        _ = shutdown => info!("shutting down"),
+        Some(res) = tasks.join_next() => {
+            // A server ended on its own: that is an error worth stopping for.
+            let _ = stop_tx.send(true);
+            res.context("server task panicked")??;
+        }
+    }
+    let _ = stop_tx.send(true);
+    while let Some(res) = tasks.join_next().await {
+        res.context("server task panicked")??;
+    }
+    let closing = store.clone();
+    tokio::task::spawn_blocking(move || closing.close()).await.context("store close task")?;
+    info!("stopped");
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("binding the {what} listener to {addr}"))
+}
+
+fn admin_router(store: Arc<Store>) -> Router {
+    Router::new()
+        .route("/api/v1/admin/flush", post(flush))
+        .route("/metrics", get(metrics))
+        .with_state(store)
+}
+
+async fn flush(State(store): State<Arc<Store>>) -> impl IntoResponse {
+    match store.flush().await {
+        Ok(()) => (StatusCode::OK, axum::Json(serde_json::json!({ "status": "flushed" }))),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "error": e }))),
+    }
+}
+
+async fn metrics(State(store): State<Arc<Store>>) -> impl IntoResponse {
+    let snap = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.snapshot()).await.unwrap_or_default()
+    };
+    let s = store.stats();
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
+    };
+    let c = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    metric("strand_store_spans_written_total", "counter", "Spans newly stored.", c(&s.spans_written));
+    metric("strand_store_spans_duplicate_total", "counter", "Spans received again and skipped.", c(&s.spans_duplicate));
+    metric("strand_wal_fsyncs_total", "counter", "WAL fsync calls.", c(&s.wal_fsyncs));
+    metric("strand_wal_fsync_microseconds_total", "counter", "Time spent in WAL fsync.", c(&s.wal_fsync_nanos) / 1000);
+    metric("strand_store_write_errors_total", "counter", "Failed WAL writes.", c(&s.write_errors));
+    metric("strand_wal_replayed_records_total", "counter", "WAL records replayed at start.", c(&s.wal_replayed_records));
+    metric("strand_wal_corrupt_records_total", "counter", "Corrupt WAL records skipped at start.", c(&s.wal_corrupt_records));
+    metric("strand_wal_torn_tails_total", "counter", "Torn WAL tails truncated at start.", c(&s.wal_torn_tails));
+    metric("strand_blocks_written_total", "counter", "Blocks written from the head.", c(&s.blocks_written));
+    metric("strand_block_write_errors_total", "counter", "Failed block writes (retried).", c(&s.block_write_errors));
+    metric("strand_corrupt_blocks_total", "counter", "Corrupt blocks set aside at start.", c(&s.corrupt_blocks));
+    metric("strand_compactions_total", "counter", "Compactions.", c(&s.compactions));
+    metric("strand_retention_deleted_blocks_total", "counter", "Blocks deleted by retention.", c(&s.retention_deleted_blocks));
+    metric("strand_head_spans", "gauge", "Spans in the in-memory head.", snap.head_spans as u64 + snap.frozen_spans as u64);
+    metric("strand_blocks", "gauge", "Blocks.", snap.blocks as u64);
+    metric("strand_block_spans", "gauge", "Spans in blocks.", snap.block_spans);
+    metric("strand_disk_bytes", "gauge", "Bytes of blocks and WAL.", snap.block_bytes + snap.wal_bytes);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+/// Writes the bound addresses as JSON to `path` (atomically), for scripts and tests that
+/// start `strand` on port 0.
+pub fn write_listen_info(path: &PathBuf, addrs: &BoundAddrs) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(addrs)?)?;
+    std::fs::rename(tmp, path)
+}

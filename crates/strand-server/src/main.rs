@@ -1,1 +1,156 @@
-fn main() {}
+//! The `strand` command: parses arguments and calls into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use strand_server::config::{self, Sources};
+
+#[derive(Parser)]
+#[command(name = "strand", version, about = "OpenTelemetry-native distributed tracing: ingest, store, query")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Print a trace from a running server as a tree.
+    Trace(TraceArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// YAML configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory (`data_dir`).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<String>,
+    /// OTLP/gRPC listen address (`otlp.grpc_listen`).
+    #[arg(long, value_name = "ADDR")]
+    otlp_grpc_listen: Option<String>,
+    /// OTLP/HTTP listen address (`otlp.http_listen`).
+    #[arg(long, value_name = "ADDR")]
+    otlp_http_listen: Option<String>,
+    /// Query API and UI listen address (`http_listen`).
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<String>,
+    /// Set any configuration key: `--set storage.fsync=interval`. Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Write the bound addresses as JSON to this file once listening.
+    #[arg(long, value_name = "FILE")]
+    listen_info_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct TraceArgs {
+    /// Trace id (32 hex characters).
+    trace_id: String,
+    /// Query API base URL.
+    #[arg(long, env = "STRAND_SERVER", default_value = "http://127.0.0.1:16686")]
+    server: String,
+    /// Print the server's JSON instead of a tree.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Generate OTLP traffic against a server and report cost, size and latency.
+    Ingest(strand_server::bench::IngestArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => serve(args, &rt),
+        Command::Trace(args) => rt.block_on(trace(args)),
+        Command::Bench(BenchCommand::Ingest(args)) => rt.block_on(strand_server::bench::ingest(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    let mut flags = Vec::new();
+    for (flag, path, value) in [
+        ("--data-dir", "data_dir", &args.data_dir),
+        ("--otlp-grpc-listen", "otlp.grpc_listen", &args.otlp_grpc_listen),
+        ("--otlp-http-listen", "otlp.http_listen", &args.otlp_http_listen),
+        ("--http-listen", "http_listen", &args.http_listen),
+    ] {
+        if let Some(v) = value {
+            flags.push((flag.to_string(), path.to_string(), v.clone()));
+        }
+    }
+    for kv in &args.set {
+        match kv.split_once('=') {
+            Some((k, v)) => flags.push((format!("--set {k}"), k.trim().to_string(), v.to_string())),
+            None => anyhow::bail!("--set expects KEY=VALUE, got `{kv}`"),
+        }
+    }
+    let sources = Sources { file: args.config, env: std::env::vars().collect(), flags };
+    let cfg = config::load(&sources)?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log_level))
+        .map_err(|e| anyhow::anyhow!("invalid log_level `{}`: {e}", cfg.log_level))?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let info_file = args.listen_info_file;
+    rt.block_on(strand_server::run(cfg, shutdown_signal(), move |addrs| {
+        if let Some(path) = &info_file
+            && let Err(e) = strand_server::write_listen_info(path, addrs)
+        {
+            tracing::error!(path = %path.display(), error = %e, "cannot write listen info file");
+        }
+    }))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn trace(args: TraceArgs) -> anyhow::Result<()> {
+    let body = strand_server::trace_cmd::fetch(&args.server, &args.trace_id).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+    } else {
+        let trace = strand_server::trace_cmd::parse(&body)?;
+        print!("{}", strand_server::trace_cmd::render_tree(&trace));
+    }
+    Ok(())
+}

@@ -1,0 +1,534 @@
+//! `strand bench ingest`: realistic OTLP/gRPC load against a server, reporting server CPU
+//! per span, bytes on disk per span, peak memory and trace-by-id latency as JSON.
+//!
+//! By default it starts `strand serve` as a child process on a temporary directory (so its
+//! CPU and memory can be read from `/proc`); `--target` points it at a running server.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+/// Options of `strand bench ingest`.
+#[derive(Args, Debug, Clone)]
+pub struct IngestArgs {
+    /// Spans to send.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub spans: u64,
+    /// Spans per trace.
+    #[arg(long, default_value_t = 10)]
+    pub spans_per_trace: usize,
+    /// Services a trace crosses.
+    #[arg(long, default_value_t = 4)]
+    pub services: usize,
+    /// Extra bytes of attribute payload per span (0 for the standard profile).
+    #[arg(long, default_value_t = 0)]
+    pub attr_size: usize,
+    /// Spans per export request.
+    #[arg(long, default_value_t = 512)]
+    pub batch_spans: usize,
+    /// Export requests in flight.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Trace-by-id lookups to time after loading.
+    #[arg(long, default_value_t = 1000)]
+    pub lookups: usize,
+    /// OTLP/gRPC address of a running server (host:port); default: start one.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Query API URL of the `--target` server, for flush and lookups.
+    #[arg(long)]
+    pub query: Option<String>,
+    /// WAL fsync policy of the started server: always or interval.
+    #[arg(long, default_value = "always")]
+    pub fsync: String,
+    /// Keep the started server's data directory (printed in the report).
+    #[arg(long)]
+    pub keep_data: bool,
+    /// Seed of the traffic generator.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+#[derive(Serialize, Default)]
+struct Report {
+    profile: String,
+    spans_sent: u64,
+    traces_sent: u64,
+    requests: u64,
+    seconds: f64,
+    spans_per_second: f64,
+    server_cpu_seconds: Option<f64>,
+    server_cpu_seconds_per_million_spans: Option<f64>,
+    server_cpu_micros_per_span: Option<f64>,
+    server_cpu_seconds_including_final_flush: Option<f64>,
+    disk_bytes_blocks: Option<u64>,
+    disk_bytes_per_span: Option<f64>,
+    peak_server_rss_bytes: Option<u64>,
+    lookups: usize,
+    lookup_p50_ms: Option<f64>,
+    lookup_p99_ms: Option<f64>,
+    lookup_max_ms: Option<f64>,
+    data_dir: Option<String>,
+}
+
+const SERVICES: [&str; 4] = ["gateway", "user-service", "epro-service", "data-service"];
+
+fn s(v: &str) -> Option<AnyValue> {
+    Some(AnyValue { value: Some(any_value::Value::StringValue(v.to_owned())) })
+}
+
+fn kv(k: &str, v: Option<AnyValue>) -> KeyValue {
+    KeyValue { key: k.to_owned(), value: v, key_strindex: 0 }
+}
+
+fn int(v: i64) -> Option<AnyValue> {
+    Some(AnyValue { value: Some(any_value::Value::IntValue(v)) })
+}
+
+fn service_name(i: usize) -> String {
+    SERVICES.get(i).map(|s| (*s).to_owned()).unwrap_or_else(|| format!("service-{i}"))
+}
+
+/// Generates the standard traffic profile.
+pub struct Generator {
+    rng: StdRng,
+    spans_per_trace: usize,
+    services: usize,
+    attr_size: usize,
+    resources: Vec<Resource>,
+}
+
+impl Generator {
+    /// A generator with its own seed.
+    pub fn new(seed: u64, spans_per_trace: usize, services: usize, attr_size: usize) -> Self {
+        let resources = (0..services.max(1))
+            .map(|i| Resource {
+                attributes: vec![
+                    kv("service.name", s(&service_name(i))),
+                    kv("service.version", s("1.4.2")),
+                    kv("service.namespace", s("epro")),
+                    kv("host.name", s(&format!("node-{}", i % 3))),
+                    kv("telemetry.sdk.name", s("opentelemetry")),
+                    kv("telemetry.sdk.language", s("go")),
+                    kv("telemetry.sdk.version", s("1.28.0")),
+                ],
+                dropped_attributes_count: 0,
+                entity_refs: Vec::new(),
+            })
+            .collect();
+        Self { rng: StdRng::seed_from_u64(seed), spans_per_trace: spans_per_trace.max(1), services: services.max(1), attr_size, resources }
+    }
+
+    /// One export request of about `spans` spans (whole traces); returns it, its trace
+    /// ids and span count.
+    pub fn request(&mut self, spans: usize) -> (ExportTraceServiceRequest, Vec<[u8; 16]>, usize) {
+        let mut by_service: Vec<Vec<Span>> = vec![Vec::new(); self.services];
+        let mut ids = Vec::new();
+        let mut count = 0;
+        while count < spans.max(1) {
+            let (tid, trace) = self.trace();
+            ids.push(tid);
+            for (svc, span) in trace {
+                by_service[svc].push(span);
+                count += 1;
+            }
+        }
+        let scope = InstrumentationScope {
+            name: "go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp".into(),
+            version: "0.53.0".into(),
+            attributes: Vec::new(),
+            dropped_attributes_count: 0,
+        };
+        let resource_spans = by_service
+            .into_iter()
+            .enumerate()
+            .filter(|(_, spans)| !spans.is_empty())
+            .map(|(i, spans)| ResourceSpans {
+                resource: Some(self.resources[i].clone()),
+                scope_spans: vec![ScopeSpans { scope: Some(scope.clone()), spans, schema_url: String::new() }],
+                schema_url: "https://opentelemetry.io/schemas/1.26.0".into(),
+            })
+            .collect();
+        (ExportTraceServiceRequest { resource_spans }, ids, count)
+    }
+
+    fn trace(&mut self) -> ([u8; 16], Vec<(usize, Span)>) {
+        let tid: [u8; 16] = self.rng.random();
+        let error_trace = self.rng.random_range(0..100) == 0;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        let n = self.spans_per_trace;
+        let mut out: Vec<(usize, Span)> = Vec::with_capacity(n);
+        let mut starts = Vec::with_capacity(n);
+        let mut ids: Vec<[u8; 8]> = Vec::with_capacity(n);
+        let total = self.rng.random_range(5_000_000u64..80_000_000);
+        for i in 0..n {
+            let svc = (i * self.services / n).min(self.services - 1);
+            let parent = if i == 0 { None } else if i % 3 == 0 && i > 1 { Some(i - 2) } else { Some(i - 1) };
+            let start = match parent {
+                None => now - total,
+                Some(p) => starts[p] + self.rng.random_range(50_000u64..500_000),
+            };
+            let dur = (total / (i as u64 + 1)).saturating_sub(self.rng.random_range(0..200_000)).max(20_000);
+            starts.push(start);
+            let span_id: [u8; 8] = self.rng.random();
+            ids.push(span_id);
+            let role = i % 5;
+            let (name, kind, attributes) = self.shape(role, svc);
+            let mut events = Vec::new();
+            if self.rng.random_range(0..5) == 0 {
+                events.push(span::Event {
+                    time_unix_nano: start + dur / 2,
+                    name: "cache.lookup".into(),
+                    attributes: vec![kv("cache.hit", Some(AnyValue { value: Some(any_value::Value::BoolValue(self.rng.random())) }))],
+                    dropped_attributes_count: 0,
+                });
+            }
+            let mut status = None;
+            if error_trace && i == n - 1 {
+                status = Some(Status { code: 2, message: "deadline exceeded".into() });
+                events.push(span::Event {
+                    time_unix_nano: start + dur,
+                    name: "exception".into(),
+                    attributes: vec![kv("exception.type", s("context.DeadlineExceeded")), kv("exception.message", s("context deadline exceeded"))],
+                    dropped_attributes_count: 0,
+                });
+            }
+            out.push((
+                svc,
+                Span {
+                    trace_id: tid.to_vec(),
+                    span_id: span_id.to_vec(),
+                    parent_span_id: parent.map(|p| ids[p].to_vec()).unwrap_or_default(),
+                    flags: 0x301,
+                    name,
+                    kind,
+                    start_time_unix_nano: start,
+                    end_time_unix_nano: start + dur,
+                    attributes,
+                    events,
+                    status,
+                    ..Default::default()
+                },
+            ));
+        }
+        (tid, out)
+    }
+
+    fn shape(&mut self, role: usize, svc: usize) -> (String, i32, Vec<KeyValue>) {
+        let peer = service_name((svc + 1) % self.services);
+        let mut attrs;
+        let (name, kind) = match role {
+            0 => {
+                attrs = vec![
+                    kv("http.request.method", s("POST")),
+                    kv("http.route", s("/api/v1/reports/{id}")),
+                    kv("url.path", s(&format!("/api/v1/reports/{}", self.rng.random_range(1000..99999)))),
+                    kv("url.scheme", s("http")),
+                    kv("http.response.status_code", int(200)),
+                    kv("server.address", s(&service_name(svc))),
+                    kv("user_agent.original", s("okhttp/4.12.0")),
+                ];
+                ("POST /api/v1/reports/{id}".to_string(), 2)
+            }
+            1 => {
+                attrs = vec![
+                    kv("http.request.method", s("GET")),
+                    kv("url.full", s(&format!("http://{peer}:8080/users/{}", self.rng.random_range(1..5000)))),
+                    kv("server.address", s(&peer)),
+                    kv("server.port", int(8080)),
+                    kv("http.response.status_code", int(200)),
+                ];
+                ("GET".to_string(), 3)
+            }
+            2 => {
+                attrs = vec![
+                    kv("rpc.system", s("grpc")),
+                    kv("rpc.service", s("epro.v1.ReportService")),
+                    kv("rpc.method", s("Submit")),
+                    kv("rpc.grpc.status_code", int(0)),
+                    kv("server.address", s(&peer)),
+                ];
+                ("epro.v1.ReportService/Submit".to_string(), if svc % 2 == 0 { 3 } else { 2 })
+            }
+            3 => {
+                attrs = vec![
+                    kv("db.system.name", s("postgresql")),
+                    kv("db.namespace", s("epro")),
+                    kv("db.operation.name", s("SELECT")),
+                    kv("db.query.text", s("SELECT id, status, payload FROM reports WHERE patient_id = $1 AND visit = $2")),
+                    kv("server.address", s("postgres.internal")),
+                ];
+                ("SELECT epro.reports".to_string(), 3)
+            }
+            _ => {
+                attrs = vec![kv("code.function.name", s("report.Validate"))];
+                ("validate report".to_string(), 1)
+            }
+        };
+        if self.attr_size > 0 {
+            let payload: String = (0..self.attr_size).map(|_| char::from(self.rng.random_range(b'a'..=b'z'))).collect();
+            attrs.push(kv("app.payload.preview", s(&payload)));
+        }
+        (name, kind, attrs)
+    }
+}
+
+fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(") ")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some(ticks as f64 / 100.0)
+}
+
+fn proc_peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+struct ChildServer {
+    child: Child,
+    grpc: String,
+    http: String,
+    dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(fsync: &str, keep: bool) -> anyhow::Result<ChildServer> {
+    let tmp = tempfile::Builder::new().prefix("strand-bench-").tempdir().context("creating a temporary directory")?;
+    let dir = tmp.path().to_path_buf();
+    let info = dir.join("listen.json");
+    let log = std::fs::File::create(dir.join("server.log")).context("creating the server log")?;
+    let exe = std::env::current_exe().context("locating the strand binary")?;
+    let child = Command::new(exe)
+        .args(["serve", "--otlp-grpc-listen", "127.0.0.1:0", "--otlp-http-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--listen-info-file")
+        .arg(&info)
+        .arg("--set")
+        .arg(format!("storage.fsync={fsync}"))
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("starting strand serve")?;
+    let tmp = if keep {
+        // keep() detaches the directory so it outlives the run.
+        let _ = tmp.keep();
+        None
+    } else {
+        Some(tmp)
+    };
+    let mut server = ChildServer { child, grpc: String::new(), http: String::new(), dir, _tmp: tmp };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&info) {
+            let v: serde_json::Value = serde_json::from_str(&text).context("parsing listen info")?;
+            server.grpc = v["otlp_grpc"].as_str().context("no grpc address")?.to_owned();
+            server.http = format!("http://{}", v["http"].as_str().context("no http address")?);
+            return Ok(server);
+        }
+        if let Ok(Some(status)) = server.child.try_wait() {
+            bail!("strand serve exited with {status}; see {}", server.dir.join("server.log").display());
+        }
+        if Instant::now() > deadline {
+            bail!("strand serve did not start within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(idx).copied()
+}
+
+/// Runs the benchmark and prints the JSON report on stdout.
+pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
+    let server = match &args.target {
+        Some(_) => None,
+        None => Some(start_server(&args.fsync, args.keep_data)?),
+    };
+    let grpc = match (&args.target, &server) {
+        (Some(t), _) => t.clone(),
+        (None, Some(s)) => s.grpc.clone(),
+        (None, None) => unreachable!("a server is started when no target is given"),
+    };
+    let http = server.as_ref().map(|s| s.http.clone()).or_else(|| args.query.clone());
+    let pid = server.as_ref().map(|s| s.child.id());
+    let endpoint = format!("http://{grpc}");
+    let client = TraceServiceClient::connect(endpoint.clone()).await.with_context(|| format!("connecting to {endpoint}"))?
+        .max_encoding_message_size(64 << 20);
+
+    let bar = ProgressBar::new(args.spans);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {human_pos}/{human_len} spans {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let remaining = Arc::new(AtomicU64::new(args.spans));
+    let sent = Arc::new(AtomicU64::new(0));
+    let cpu0 = pid.and_then(proc_cpu_seconds);
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    let per_worker_samples = (args.lookups / args.concurrency.max(1)).max(1);
+    for w in 0..args.concurrency.max(1) {
+        let mut client = client.clone();
+        let remaining = remaining.clone();
+        let sent = sent.clone();
+        let bar = bar.clone();
+        let a = args.clone();
+        workers.spawn(async move {
+            let mut generator = Generator::new(a.seed.wrapping_mul(1000).wrapping_add(w as u64), a.spans_per_trace, a.services, a.attr_size);
+            let mut rng = StdRng::seed_from_u64(a.seed ^ (w as u64 + 77));
+            let mut samples: Vec<([u8; 16], usize)> = Vec::new();
+            let (mut traces, mut requests) = (0u64, 0u64);
+            loop {
+                let want = a.batch_spans as u64;
+                let got = remaining.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| r.checked_sub(want.min(r)).filter(|_| r > 0));
+                let Ok(before) = got else { break };
+                let n = want.min(before) as usize;
+                let (req, ids, count) = generator.request(n);
+                loop {
+                    match client.export(req.clone()).await {
+                        Ok(resp) => {
+                            if let Some(ps) = resp.into_inner().partial_success
+                                && ps.rejected_spans > 0
+                            {
+                                anyhow::bail!("server rejected {} spans: {}", ps.rejected_spans, ps.error_message);
+                            }
+                            break;
+                        }
+                        Err(st) if st.code() == tonic::Code::ResourceExhausted || st.code() == tonic::Code::Unavailable => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(st) => anyhow::bail!("export failed: {st}"),
+                    }
+                }
+                requests += 1;
+                for id in ids {
+                    traces += 1;
+                    if samples.len() < per_worker_samples {
+                        samples.push((id, a.spans_per_trace));
+                    } else {
+                        let j = rng.random_range(0..traces) as usize;
+                        if j < per_worker_samples {
+                            samples[j] = (id, a.spans_per_trace);
+                        }
+                    }
+                }
+                sent.fetch_add(count as u64, Ordering::Relaxed);
+                bar.inc(count as u64);
+            }
+            Ok::<_, anyhow::Error>((samples, traces, requests))
+        });
+    }
+    let mut samples = Vec::new();
+    let mut report = Report { profile: format!("standard: {} spans/trace, {} services, attr_size {}", args.spans_per_trace, args.services, args.attr_size), ..Report::default() };
+    while let Some(r) = workers.join_next().await {
+        let (s, t, q) = r.context("worker panicked")??;
+        samples.extend(s);
+        report.traces_sent += t;
+        report.requests += q;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let cpu1 = pid.and_then(proc_cpu_seconds);
+    report.spans_sent = sent.load(Ordering::Relaxed);
+    report.seconds = seconds;
+    report.spans_per_second = report.spans_sent as f64 / seconds;
+    if let (Some(a), Some(b)) = (cpu0, cpu1) {
+        let cpu = b - a;
+        report.server_cpu_seconds = Some(cpu);
+        report.server_cpu_seconds_per_million_spans = Some(cpu / report.spans_sent as f64 * 1e6);
+        report.server_cpu_micros_per_span = Some(cpu / report.spans_sent as f64 * 1e6);
+    }
+    let http_client = reqwest::Client::new();
+    if let Some(http) = &http {
+        eprintln!("flushing the head into blocks...");
+        let resp = http_client.post(format!("{http}/api/v1/admin/flush")).send().await.context("flush request")?;
+        if !resp.status().is_success() {
+            bail!("flush failed: {}", resp.text().await.unwrap_or_default());
+        }
+        if let (Some(a), Some(c)) = (cpu0, pid.and_then(proc_cpu_seconds)) {
+            report.server_cpu_seconds_including_final_flush = Some(c - a);
+        }
+        if let Some(server) = &server {
+            let blocks = dir_bytes(&server.dir.join("data").join("blocks"));
+            report.disk_bytes_blocks = Some(blocks);
+            report.disk_bytes_per_span = Some(blocks as f64 / report.spans_sent as f64);
+        }
+        eprintln!("timing {} trace lookups...", samples.len());
+        let mut lat = Vec::with_capacity(samples.len());
+        for (id, expected) in &samples {
+            let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+            let t = Instant::now();
+            let resp = http_client.get(format!("{http}/api/v1/traces/{hex}")).send().await.context("lookup")?;
+            let status = resp.status();
+            let body: serde_json::Value = resp.json().await.context("lookup body")?;
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            if !status.is_success() || body["spanCount"].as_u64() != Some(*expected as u64) {
+                bail!("lookup of trace {hex} returned {status} with {} spans, expected {expected}", body["spanCount"]);
+            }
+        }
+        lat.sort_by(|a, b| a.total_cmp(b));
+        report.lookups = lat.len();
+        report.lookup_p50_ms = percentile(&lat, 0.5);
+        report.lookup_p99_ms = percentile(&lat, 0.99);
+        report.lookup_max_ms = lat.last().copied();
+    }
+    report.peak_server_rss_bytes = pid.and_then(proc_peak_rss);
+    if args.keep_data {
+        report.data_dir = server.as_ref().map(|s| s.dir.join("data").display().to_string());
+    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}

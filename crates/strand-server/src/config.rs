@@ -1,0 +1,555 @@
+//! Configuration: one YAML file, every key overridable by a `STRAND_*` environment
+//! variable and by command-line flags (flags win, then the environment, then the file).
+//!
+//! Every key has a default, so no file is needed. Unknown keys are errors, and all
+//! problems (unknown keys, wrong types, invalid values, from any source) are reported
+//! together, each with its key path and where it came from.
+//!
+//! The environment variable of a key is `STRAND_` and its path in capitals with `.`
+//! turned into `_`: `otlp.grpc_listen` is `STRAND_OTLP_GRPC_LISTEN`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory holding the WAL and blocks.
+    pub data_dir: PathBuf,
+    /// Address of the query API, UI, health and admin endpoints.
+    pub http_listen: SocketAddr,
+    /// Log filter (`info`, `debug`, `strand_store=debug,info`, ...); `RUST_LOG` wins.
+    pub log_level: String,
+    /// OTLP receivers.
+    pub otlp: OtlpConfig,
+    /// The embedded store.
+    pub storage: StorageConfig,
+}
+
+/// OTLP receivers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// OTLP/gRPC listen address.
+    pub grpc_listen: SocketAddr,
+    /// OTLP/HTTP listen address.
+    pub http_listen: SocketAddr,
+    /// Whether the gRPC receiver runs.
+    pub grpc_enabled: bool,
+    /// Whether the HTTP receiver runs.
+    pub http_enabled: bool,
+    /// Largest request accepted, before and after decompression.
+    pub max_request_size: ByteSize,
+}
+
+/// When the WAL is fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fsync {
+    /// Before every acknowledgement (group commit).
+    Always,
+    /// Every `fsync_interval`; a crash may lose the last interval's acknowledged spans.
+    Interval,
+}
+
+/// The embedded store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// WAL fsync policy: `always` or `interval`.
+    pub fsync: Fsync,
+    /// Interval for `fsync: interval`.
+    pub fsync_interval: HumanDuration,
+    /// Cut the in-memory head into a block at this many spans.
+    pub head_max_spans: usize,
+    /// ... or at this much encoded data.
+    pub head_max_size: ByteSize,
+    /// ... or when its oldest span was received this long ago.
+    pub head_max_age: HumanDuration,
+    /// Delete data received longer ago than this.
+    pub retention: HumanDuration,
+    /// Delete the oldest blocks while the data directory exceeds this; `null` for no limit.
+    pub max_disk_size: Option<ByteSize>,
+    /// Blocks under half this many spans are merged up to this many.
+    pub compaction_target_spans: u64,
+    /// Writes that may queue for the WAL before clients are told to back off (429).
+    pub max_pending_writes: usize,
+    /// How often compaction and retention run.
+    pub maintenance_interval: HumanDuration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./strand-data"),
+            http_listen: SocketAddr::from(([0, 0, 0, 0], 16686)),
+            log_level: "info".into(),
+            otlp: OtlpConfig::default(),
+            storage: StorageConfig::default(),
+        }
+    }
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        Self {
+            grpc_listen: SocketAddr::from(([0, 0, 0, 0], 4317)),
+            http_listen: SocketAddr::from(([0, 0, 0, 0], 4318)),
+            grpc_enabled: true,
+            http_enabled: true,
+            max_request_size: ByteSize(16 * 1024 * 1024),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        let d = strand_store::StoreConfig::default();
+        Self {
+            fsync: Fsync::Always,
+            fsync_interval: HumanDuration(Duration::from_millis(100)),
+            head_max_spans: d.head_max_spans,
+            head_max_size: ByteSize(d.head_max_bytes),
+            head_max_age: HumanDuration(d.head_max_age),
+            retention: HumanDuration(d.retention),
+            max_disk_size: None,
+            compaction_target_spans: d.compaction_target_spans,
+            max_pending_writes: d.max_pending_writes,
+            maintenance_interval: HumanDuration(d.maintenance_interval),
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The store's settings.
+    pub fn to_store_config(&self) -> strand_store::StoreConfig {
+        strand_store::StoreConfig {
+            fsync: match self.fsync {
+                Fsync::Always => strand_store::FsyncPolicy::Always,
+                Fsync::Interval => strand_store::FsyncPolicy::Interval(self.fsync_interval.0),
+            },
+            head_max_spans: self.head_max_spans,
+            head_max_bytes: self.head_max_size.0,
+            head_max_age: self.head_max_age.0,
+            retention: self.retention.0,
+            max_disk_bytes: self.max_disk_size.map(|b| b.0),
+            compaction_target_spans: self.compaction_target_spans,
+            max_pending_writes: self.max_pending_writes,
+            maintenance_interval: self.maintenance_interval.0,
+        }
+    }
+}
+
+impl Config {
+    fn validate(&self) -> Vec<String> {
+        let mut errs = Vec::new();
+        let mut positive = |path: &str, ok: bool| {
+            if !ok {
+                errs.push(format!("`{path}`: must be greater than zero"));
+            }
+        };
+        positive("otlp.max_request_size", self.otlp.max_request_size.0 > 0);
+        positive("storage.fsync_interval", !self.storage.fsync_interval.0.is_zero());
+        positive("storage.head_max_spans", self.storage.head_max_spans > 0);
+        positive("storage.head_max_size", self.storage.head_max_size.0 > 0);
+        positive("storage.head_max_age", !self.storage.head_max_age.0.is_zero());
+        positive("storage.retention", !self.storage.retention.0.is_zero());
+        positive("storage.compaction_target_spans", self.storage.compaction_target_spans > 0);
+        positive("storage.max_pending_writes", self.storage.max_pending_writes > 0);
+        positive("storage.maintenance_interval", !self.storage.maintenance_interval.0.is_zero());
+        if self.storage.max_disk_size.is_some_and(|b| b.0 == 0) {
+            errs.push("`storage.max_disk_size`: must be greater than zero, or null for no limit".into());
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            errs.push("`data_dir`: must not be empty".into());
+        }
+        errs
+    }
+}
+
+/// A size in bytes, written as a number or with a unit: `16MiB`, `512KB`, `2GiB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+        for (unit, size) in UNITS {
+            if self.0 >= size && self.0 % size == 0 {
+                return write!(f, "{}{unit}", self.0 / size);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num.parse().map_err(|_| format!("invalid size `{s}`: expected a number with an optional unit like 16MiB"))?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KB" | "kB" => 1000,
+            "KiB" => 1 << 10,
+            "MB" => 1000 * 1000,
+            "MiB" => 1 << 20,
+            "GB" => 1000 * 1000 * 1000,
+            "GiB" => 1 << 30,
+            "TB" => 1000u64.pow(4),
+            "TiB" => 1 << 40,
+            other => return Err(format!("invalid size unit `{other}` in `{s}`: use B, KB, KiB, MB, MiB, GB, GiB, TB or TiB")),
+        };
+        n.checked_mul(mult).map(ByteSize).ok_or_else(|| format!("size `{s}` is too large"))
+    }
+}
+
+/// A duration written with a unit: `100ms`, `5s`, `5m`, `24h`, `7d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+            if ms >= size && ms % size == 0 {
+                return write!(f, "{}{unit}", ms / size);
+            }
+        }
+        write!(f, "{ms}ms")
+    }
+}
+
+impl std::str::FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num.parse().map_err(|_| format!("invalid duration `{s}`: expected a number with a unit like 30s"))?;
+        let ms: u64 = match unit {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "" => return Err(format!("duration `{s}` needs a unit: ms, s, m, h or d")),
+            other => return Err(format!("invalid duration unit `{other}` in `{s}`: use ms, s, m, h or d")),
+        };
+        n.checked_mul(ms)
+            .map(|ms| HumanDuration(Duration::from_millis(ms)))
+            .ok_or_else(|| format!("duration `{s}` is too large"))
+    }
+}
+
+macro_rules! serde_via_str {
+    ($t:ty, $num:expr) => {
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.to_string())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                #[derive(Deserialize)]
+                #[serde(untagged)]
+                enum Raw {
+                    Num(u64),
+                    Text(String),
+                }
+                match Raw::deserialize(d).map_err(|_| {
+                    serde::de::Error::custom(concat!("expected a ", stringify!($t), " (number or text with unit)"))
+                })? {
+                    Raw::Num(n) => $num(n),
+                    Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
+                }
+            }
+        }
+    };
+}
+
+serde_via_str!(ByteSize, |n| Ok(ByteSize(n)));
+serde_via_str!(HumanDuration, |n: u64| Err(serde::de::Error::custom(format!(
+    "duration {n} needs a unit: write it as text like \"{n}s\""
+))));
+
+/// Where a setting came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The YAML file.
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+    /// A command-line flag.
+    Flag(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "in {}", p.display()),
+            Source::Env(v) => write!(f, "from environment variable {v}"),
+            Source::Flag(fl) => write!(f, "from flag {fl}"),
+        }
+    }
+}
+
+/// Every problem found while loading the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problem{}):", self.0.len(), if self.0.len() == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// The environment variable name for a key path.
+pub fn env_name(path: &str) -> String {
+    format!("STRAND_{}", path.replace('.', "_").to_ascii_uppercase())
+}
+
+fn leaves(v: &Value, prefix: &str, out: &mut Vec<(String, Value)>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                leaves(v, &p, out);
+            }
+        }
+        other => out.push((prefix.to_string(), other.clone())),
+    }
+}
+
+fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(v, |v, k| v.get(k))
+}
+
+fn set(v: &mut Value, path: &str, value: Value) {
+    let mut cur = v;
+    let parts: Vec<&str> = path.split('.').collect();
+    for (i, k) in parts.iter().enumerate() {
+        let Value::Object(m) = cur else { return };
+        if i == parts.len() - 1 {
+            m.insert((*k).to_string(), value);
+            return;
+        }
+        cur = m.entry((*k).to_string()).or_insert_with(|| Value::Object(Map::new()));
+    }
+}
+
+/// Checks `user` against the schema, collecting unknown keys and misplaced mappings;
+/// returns the known leaves the user set.
+fn walk(schema: &Value, user: &Value, prefix: &str, src: &Source, errs: &mut Vec<String>, set_leaves: &mut Vec<(String, Value, Source)>) {
+    match (schema, user) {
+        (Value::Object(sm), Value::Object(um)) => {
+            for (k, uv) in um {
+                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                match sm.get(k) {
+                    Some(sv) => walk(sv, uv, &p, src, errs, set_leaves),
+                    None => {
+                        let known: Vec<&str> = sm.keys().map(String::as_str).collect();
+                        errs.push(format!("`{p}` {src}: unknown key (known keys here: {})", known.join(", ")));
+                    }
+                }
+            }
+        }
+        (Value::Object(_), _) => errs.push(format!("`{prefix}` {src}: expected a mapping of keys")),
+        (_, uv) => set_leaves.push((prefix.to_string(), uv.clone(), src.clone())),
+    }
+}
+
+/// Turns a text value (environment, flag) into the JSON type the key's default has.
+fn scalar(schema_leaf: &Value, raw: &str) -> Value {
+    match schema_leaf {
+        Value::Bool(_) => match raw.trim() {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            _ => Value::String(raw.into()),
+        },
+        Value::Number(_) | Value::Null => {
+            if let Ok(n) = raw.trim().parse::<u64>() {
+                Value::from(n)
+            } else if raw.trim() == "null" {
+                Value::Null
+            } else {
+                Value::String(raw.into())
+            }
+        }
+        _ => Value::String(raw.into()),
+    }
+}
+
+/// Inputs to [`load`].
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    /// The YAML file, if any.
+    pub file: Option<PathBuf>,
+    /// Environment variables (all of them; only `STRAND_*` are looked at).
+    pub env: Vec<(String, String)>,
+    /// Flag settings: (flag as typed, key path, value).
+    pub flags: Vec<(String, String, String)>,
+}
+
+/// Environment variables starting with `STRAND_` that are not configuration keys.
+const NON_CONFIG_ENV: &[&str] = &["STRAND_SERVER"];
+
+/// Loads the configuration from defaults, file, environment and flags.
+pub fn load(sources: &Sources) -> Result<Config, ConfigErrors> {
+    let schema = serde_json::to_value(Config::default()).expect("the default config serializes");
+    let mut errs = Vec::new();
+    let mut set_leaves = Vec::new();
+    if let Some(path) = &sources.file {
+        match read_yaml(path) {
+            Ok(user) => walk(&schema, &user, "", &Source::File(path.clone()), &mut errs, &mut set_leaves),
+            Err(e) => errs.push(e),
+        }
+    }
+    let mut schema_leaves = Vec::new();
+    leaves(&schema, "", &mut schema_leaves);
+    for (name, raw) in &sources.env {
+        if !name.starts_with("STRAND_") || NON_CONFIG_ENV.contains(&name.as_str()) {
+            continue;
+        }
+        match schema_leaves.iter().find(|(p, _)| env_name(p) == *name) {
+            Some((path, leaf)) => set_leaves.push((path.clone(), scalar(leaf, raw), Source::Env(name.clone()))),
+            None => errs.push(format!("environment variable {name}: not a configuration key")),
+        }
+    }
+    for (flag, path, raw) in &sources.flags {
+        match lookup(&schema, path) {
+            Some(leaf @ (Value::Bool(_) | Value::Number(_) | Value::String(_) | Value::Null)) => {
+                set_leaves.push((path.clone(), scalar(leaf, raw), Source::Flag(flag.clone())))
+            }
+            _ => errs.push(format!("`{path}` from flag {flag}: unknown key")),
+        }
+    }
+    // Check each setting on its own against the defaults, so every bad value is reported.
+    let mut merged = schema.clone();
+    for (path, value, src) in &set_leaves {
+        let mut probe = schema.clone();
+        set(&mut probe, path, value.clone());
+        match serde_json::from_value::<Config>(probe) {
+            Ok(_) => set(&mut merged, path, value.clone()),
+            Err(e) => errs.push(format!("`{path}` {src}: {e}")),
+        }
+    }
+    if !errs.is_empty() {
+        return Err(ConfigErrors(errs));
+    }
+    let cfg: Config = serde_json::from_value(merged).map_err(|e| ConfigErrors(vec![e.to_string()]))?;
+    let problems = cfg.validate();
+    if problems.is_empty() { Ok(cfg) } else { Err(ConfigErrors(problems)) }
+}
+
+fn read_yaml(path: &Path) -> Result<Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    if text.trim().is_empty() {
+        return Ok(Value::Object(Map::new()));
+    }
+    let v: Value = serde_saphyr::from_str(&text).map_err(|e| format!("config file {} is not valid YAML: {e}", path.display()))?;
+    Ok(if v.is_null() { Value::Object(Map::new()) } else { v })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> (tempfile::NamedTempFile, PathBuf) {
+        let f = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(f.path(), text).expect("write");
+        let p = f.path().to_path_buf();
+        (f, p)
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let cfg = load(&Sources::default()).expect("defaults are valid");
+        assert_eq!(cfg, Config::default());
+        assert_eq!(cfg.data_dir, PathBuf::from("./strand-data"));
+        assert_eq!(cfg.otlp.grpc_listen.port(), 4317);
+        assert_eq!(cfg.otlp.http_listen.port(), 4318);
+        assert_eq!(cfg.http_listen.port(), 16686);
+    }
+
+    #[test]
+    fn file_env_and_flags_layer_in_order() {
+        let (_f, path) = file("data_dir: /from/file\notlp:\n  max_request_size: 1MiB\nstorage:\n  retention: 2d\n  fsync: interval\n");
+        let cfg = load(&Sources {
+            file: Some(path),
+            env: vec![("STRAND_DATA_DIR".into(), "/from/env".into()), ("STRAND_STORAGE_HEAD_MAX_SPANS".into(), "10".into())],
+            flags: vec![("--data-dir".into(), "data_dir".into(), "/from/flag".into())],
+        })
+        .expect("valid");
+        assert_eq!(cfg.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(cfg.otlp.max_request_size, ByteSize(1 << 20));
+        assert_eq!(cfg.storage.retention, HumanDuration(Duration::from_secs(2 * 86400)));
+        assert_eq!(cfg.storage.fsync, Fsync::Interval);
+        assert_eq!(cfg.storage.head_max_spans, 10);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_path() {
+        let (_f, path) = file("otlp:\n  grpc_listn: 1.2.3.4:1\n  max_request_size: lots\nstorage:\n  retention: 7\n  fsync: sometimes\nbogus: 1\n");
+        let err = load(&Sources {
+            file: Some(path.clone()),
+            env: vec![("STRAND_NOPE".into(), "x".into()), ("STRAND_HTTP_LISTEN".into(), "not-an-addr".into())],
+            flags: vec![],
+        })
+        .expect_err("invalid");
+        let text = err.to_string();
+        for needle in [
+            "`otlp.grpc_listn`",
+            "unknown key",
+            "`otlp.max_request_size`",
+            "`storage.retention`",
+            "`storage.fsync`",
+            "`bogus`",
+            "STRAND_NOPE",
+            "`http_listen` from environment variable STRAND_HTTP_LISTEN",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in:\n{text}");
+        }
+        assert_eq!(err.0.len(), 7, "{text}");
+    }
+
+    #[test]
+    fn env_names_are_unique() {
+        let schema = serde_json::to_value(Config::default()).expect("serializes");
+        let mut l = Vec::new();
+        leaves(&schema, "", &mut l);
+        let mut names: Vec<String> = l.iter().map(|(p, _)| env_name(p)).collect();
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n);
+        assert!(names.contains(&"STRAND_OTLP_GRPC_LISTEN".to_string()));
+    }
+
+    #[test]
+    fn sizes_and_durations_parse_and_print() {
+        assert_eq!("16MiB".parse::<ByteSize>(), Ok(ByteSize(16 << 20)));
+        assert_eq!(ByteSize(16 << 20).to_string(), "16MiB");
+        assert_eq!("7d".parse::<HumanDuration>(), Ok(HumanDuration(Duration::from_secs(604_800))));
+        assert_eq!(HumanDuration(Duration::from_millis(1500)).to_string(), "1500ms");
+        assert!("5 parsecs".parse::<ByteSize>().is_err());
+        assert!("10".parse::<HumanDuration>().is_err());
+    }
+}

@@ -1,0 +1,100 @@
+//! `strand trace <id>`: fetch a trace from a running server and print it as a tree.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use anyhow::{Context, bail};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use strand_core::{SpanId, StatusCode, StoredSpan, Trace, TraceId};
+
+/// Fetches a trace; returns the server's JSON body.
+pub async fn fetch(server: &str, id: &str) -> anyhow::Result<serde_json::Value> {
+    let url = format!("{}/api/v1/traces/{}", server.trim_end_matches('/'), id);
+    let resp = reqwest::get(&url).await.with_context(|| format!("requesting {url}"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.with_context(|| format!("reading the answer of {url}"))?;
+    if !status.is_success() {
+        let msg = body.get("error").and_then(|e| e.as_str()).unwrap_or("no error message");
+        bail!("{status}: {msg}");
+    }
+    Ok(body)
+}
+
+/// Parses the native JSON of a trace back into the model.
+pub fn parse(body: &serde_json::Value) -> anyhow::Result<Trace> {
+    let req: ExportTraceServiceRequest = serde_json::from_value(body.clone()).context("decoding resourceSpans")?;
+    let id: TraceId = body
+        .get("traceId")
+        .and_then(|v| v.as_str())
+        .context("answer has no traceId")?
+        .parse()
+        .context("answer has an invalid traceId")?;
+    let (batch, rej) = strand_otlp::from_request(req);
+    if rej.count > 0 {
+        bail!("server returned invalid spans: {}", rej.message());
+    }
+    Ok(Trace::from_spans(id, batch.into_stored().collect()))
+}
+
+fn fmt_duration(nanos: u64) -> String {
+    match nanos {
+        n if n >= 1_000_000_000 => format!("{:.3}s", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.3}ms", n as f64 / 1e6),
+        n => format!("{:.1}µs", n as f64 / 1e3),
+    }
+}
+
+/// Renders a trace as an indented tree: service, operation, duration, status. Spans whose
+/// parent is not in the trace are shown as roots, marked `(parent missing)`.
+pub fn render_tree(trace: &Trace) -> String {
+    let ids: std::collections::HashSet<SpanId> = trace.spans.iter().map(|s| s.span.span_id).collect();
+    let mut children: HashMap<Option<SpanId>, Vec<&StoredSpan>> = HashMap::new();
+    for s in &trace.spans {
+        let parent = s.span.parent_span_id.filter(|p| ids.contains(p));
+        children.entry(parent).or_default().push(s);
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "trace {} ({} spans)", trace.trace_id, trace.spans.len());
+    let mut stack: Vec<(&StoredSpan, usize)> = children.get(&None).map(|v| v.iter().rev().map(|s| (*s, 0)).collect()).unwrap_or_default();
+    while let Some((s, depth)) = stack.pop() {
+        let sp = &s.span;
+        let status = match sp.status.code {
+            StatusCode::Error if sp.status.message.is_empty() => " ERROR".to_string(),
+            StatusCode::Error => format!(" ERROR: {}", sp.status.message),
+            _ => String::new(),
+        };
+        let orphan = if depth == 0 && sp.parent_span_id.is_some() { " (parent missing)" } else { "" };
+        let _ = writeln!(
+            out,
+            "{}{} {} [{}] {}{}{}",
+            "  ".repeat(depth),
+            s.resource.service_name(),
+            sp.name,
+            sp.kind.as_str(),
+            fmt_duration(sp.duration_nanos()),
+            status,
+            orphan
+        );
+        if let Some(kids) = children.get(&Some(sp.span_id)) {
+            stack.extend(kids.iter().rev().map(|k| (*k, depth + 1)));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strand_store::testdata::{batch, trace_id};
+
+    #[test]
+    fn tree_nests_children_under_parents() {
+        let t = Trace::from_spans(trace_id(2), batch(2, 3).into_stored().collect());
+        let text = render_tree(&t);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], format!("trace {} (3 spans)", trace_id(2)));
+        assert_eq!(lines[1], "svc-2 op-0 [server] 2.5µs");
+        assert_eq!(lines[2], "  svc-2 op-1 [client] 0.5µs ERROR: failed");
+        assert_eq!(lines[3], "  svc-2 op-2 [client] 0.5µs");
+    }
+}

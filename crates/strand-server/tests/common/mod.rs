@@ -1,0 +1,143 @@
+//! Starting a real strand server for tests: in-process on port 0, or as a child process.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use strand_server::Config;
+use tokio::sync::oneshot;
+
+/// A server running inside the test's runtime.
+pub struct TestServer {
+    pub grpc: SocketAddr,
+    pub otlp_http: SocketAddr,
+    pub http: SocketAddr,
+    pub dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub fn local() -> SocketAddr {
+    "127.0.0.1:0".parse().expect("valid address")
+}
+
+/// Starts a server on free ports with a fresh data directory.
+pub async fn start(adjust: impl FnOnce(&mut Config)) -> TestServer {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = Config::default();
+    cfg.data_dir = dir.path().join("data");
+    cfg.http_listen = local();
+    cfg.otlp.grpc_listen = local();
+    cfg.otlp.http_listen = local();
+    adjust(&mut cfg);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = oneshot::channel();
+    let task = tokio::spawn(strand_server::run(
+        cfg,
+        async move {
+            let _ = stop_rx.await;
+        },
+        move |a| {
+            let _ = addr_tx.send(a.clone());
+        },
+    ));
+    let addrs = addr_rx.await.expect("server bound its listeners");
+    TestServer {
+        grpc: addrs.otlp_grpc.expect("grpc enabled"),
+        otlp_http: addrs.otlp_http.expect("http enabled"),
+        http: addrs.http,
+        dir,
+        stop: Some(stop_tx),
+        task: Some(task),
+    }
+}
+
+impl TestServer {
+    pub fn otlp_url(&self) -> String {
+        format!("http://{}/v1/traces", self.otlp_http)
+    }
+
+    pub fn query(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.expect("server task").expect("server ran cleanly");
+        }
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
+    }
+}
+
+/// A `strand serve` child process.
+pub struct ChildServer {
+    pub child: Child,
+    pub otlp_http: String,
+    pub grpc: String,
+    pub http: String,
+}
+
+/// Starts the binary on `data_dir` with free ports; waits until it listens.
+pub fn spawn_binary(data_dir: &Path, extra: &[&str]) -> ChildServer {
+    let info = data_dir.with_extension(format!("listen-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&info);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data_dir.with_extension("log"))
+        .expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_strand"))
+        .args(["serve", "--otlp-grpc-listen", "127.0.0.1:0", "--otlp-http-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--listen-info-file")
+        .arg(&info)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn strand");
+    let mut server = ChildServer { child, otlp_http: String::new(), grpc: String::new(), http: String::new() };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&info) {
+            let v: serde_json::Value = serde_json::from_str(&text).expect("listen info json");
+            server.otlp_http = v["otlp_http"].as_str().expect("otlp_http").to_owned();
+            server.grpc = v["otlp_grpc"].as_str().expect("otlp_grpc").to_owned();
+            server.http = v["http"].as_str().expect("http").to_owned();
+            let _ = std::fs::remove_file(&info);
+            return server;
+        }
+        if let Ok(Some(status)) = server.child.try_wait() {
+            panic!("strand exited early with {status}; log: {}", log_text(data_dir));
+        }
+        assert!(Instant::now() < deadline, "strand did not start in time; log: {}", log_text(data_dir));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn log_text(data_dir: &Path) -> String {
+    std::fs::read_to_string(data_dir.with_extension("log")).unwrap_or_default()
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The shared fixtures directory (`../shared/fixtures` beside the repository).
+pub fn fixture(rel: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata").join(rel);
+    assert!(root.exists(), "fixture {} missing", root.display());
+    root
+}
