@@ -9,6 +9,17 @@
 //!   the OTLP span model field for field.
 //! - [`contract`]: [`SpanSink`], [`TraceWriter`] and [`TraceReader`], with the promises
 //!   each implementation makes.
+//!
+//! ```
+//! use strand_core::{SpanId, TraceId};
+//!
+//! // OTLP/JSON ids arrive in either case; Strand prints them lowercase.
+//! let id: TraceId = "5B8EFFF798038103D269B633813FC60C".parse()?;
+//! assert_eq!(id.to_string(), "5b8efff798038103d269b633813fc60c");
+//! // All-zero and wrong-length ids are invalid, as OTLP defines them.
+//! assert!(SpanId::from_slice(&[0; 8]).is_err());
+//! # Ok::<(), strand_core::IdError>(())
+//! ```
 
 pub mod contract;
 pub mod ids;

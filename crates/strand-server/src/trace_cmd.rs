@@ -93,7 +93,7 @@ mod tests {
         let text = render_tree(&t);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], format!("trace {} (3 spans)", trace_id(2)));
-        assert_eq!(lines[1], "svc-2 op-0 [server] 2.5µs");
+        assert_eq!(lines[1], "svc-2 op-0 [server] 0.5µs");
         assert_eq!(lines[2], "  svc-2 op-1 [client] 0.5µs ERROR: failed");
         assert_eq!(lines[3], "  svc-2 op-2 [client] 0.5µs");
     }

@@ -168,6 +168,8 @@ pub struct Store {
     inner: Arc<Inner>,
     tx: SyncSender<Cmd>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Exclusive lock on `<root>/LOCK`, held until the store is closed.
+    lock: Mutex<Option<std::fs::File>>,
 }
 
 /// Nanoseconds since the Unix epoch, now.
@@ -193,6 +195,7 @@ impl Store {
         let blocks_dir = root.join("blocks");
         let wal_dir = root.join("wal");
         fs.create_dir_all(&blocks_dir).map_err(io(&blocks_dir))?;
+        let lock = lock_data_dir(root)?;
         let stats = StoreStats::default();
         let blocks = open_blocks(fs.as_ref(), root, &stats)?;
         let (wal, replayed, replay_stats) = Wal::open(fs.clone(), &wal_dir).map_err(io(&wal_dir))?;
@@ -226,7 +229,7 @@ impl Store {
             .name("strand-flush".into())
             .spawn(move || flush_loop(flush_inner, flush_rx))
             .map_err(io(root))?;
-        Ok(Self { inner, tx, threads: Mutex::new(vec![wal_thread, flush_thread]) })
+        Ok(Self { inner, tx, threads: Mutex::new(vec![wal_thread, flush_thread]), lock: Mutex::new(Some(lock)) })
     }
 
     /// Counters.
@@ -289,13 +292,15 @@ impl Store {
         enforce_retention(&self.inner, now_unix_nano)
     }
 
-    /// Stops the threads: pending writes are answered, the head is written to a block.
+    /// Stops the threads: pending writes are answered, the head is written to a block, and
+    /// the data directory is unlocked.
     pub fn close(&self) {
         self.inner.closing.store(true, Ordering::SeqCst);
         let _ = self.tx.send(Cmd::Shutdown);
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }
+        self.lock.lock().take();
     }
 }
 
@@ -353,6 +358,24 @@ impl TraceReader for Store {
                 .await
                 .map_err(|_| StoreError::Closed)?
         })
+    }
+}
+
+/// Takes an exclusive lock on `<root>/LOCK` so two processes never share a data directory.
+fn lock_data_dir(root: &Path) -> Result<std::fs::File, StoreError> {
+    let path = root.join("LOCK");
+    let io = |source| StoreError::Io { path: path.display().to_string(), source };
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Io {
+            path: root.display().to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::ResourceBusy,
+                "data directory is in use by another strand process",
+            ),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
     }
 }
 

@@ -15,6 +15,23 @@
 //!   wal/<segment>.wal          write-ahead log segments (deleted once in a block)
 //!   blocks/<block-id>/         spans.parquet, traces.parquet, meta.json
 //!   corrupt/<block-id>/        blocks that failed to open, set aside for inspection
+//!   LOCK                       held by the one process that has the directory open
+//! ```
+//!
+//! ```
+//! use std::sync::Arc;
+//! use strand_store::{Store, StoreConfig, fs::StdFs, testdata};
+//!
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! let dir = tempfile::tempdir()?;
+//! let store = Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default())?;
+//! store.append(testdata::batch(1, 3)).await?; // returns once fsynced
+//! store.flush().await?;                       // head -> Parquet block
+//! let trace = store.get_trace_blocking(testdata::trace_id(1))?.expect("stored");
+//! assert_eq!(trace.spans.len(), 3);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 pub mod block;

@@ -66,3 +66,13 @@ async fn corrupt_and_torn_wal_records_are_skipped_and_counted() {
     assert!(store.get_trace_blocking(trace_id(2)).expect("read").is_none());
     assert!(store.get_trace_blocking(trace_id(3)).expect("read").is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_is_opened_by_one_store_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default()).expect("open");
+    let err = Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default()).err().expect("second open must fail");
+    assert!(err.to_string().contains("in use by another strand process"), "{err}");
+    drop(first);
+    Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default()).expect("open after the first closed");
+}

@@ -1,0 +1,44 @@
+//! Blocks are plain Parquet: the README's DuckDB queries run against a real data directory
+//! (`tests/interop/duckdb_reads_readme_queries.py` runs the SQL taken from the README).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_duckdb_queries_read_blocks() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = std::env::var_os("INTEROP_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo.join(".venv/bin/python"));
+    if !python.exists() {
+        let required = std::env::var_os("INTEROP_TESTS_REQUIRED").is_some() || std::env::var_os("CI").is_some();
+        assert!(!required, "{} missing: run scripts/test.sh", python.display());
+        eprintln!("SKIPPED: {} missing; run scripts/test.sh", python.display());
+        return;
+    }
+    let server = common::start(|_| {}).await;
+    let resp = reqwest::Client::new()
+        .post(server.otlp_url())
+        .header("content-type", "application/json")
+        .body(std::fs::read(common::fixture("otlp/trace.json")).expect("fixture"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 200);
+    let data = server.dir.path().join("data");
+    let dir = server.stop().await; // a clean stop cuts the head into a block
+    let out = Command::new(&python)
+        .arg(repo.join("tests/interop/duckdb_reads_readme_queries.py"))
+        .arg(repo.join("README.md"))
+        .arg(&data)
+        .arg("5b8efff798038103d269b633813fc60c")
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(dir);
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what the tests need (idempotently) and runs the whole test suite.
+# Used by developers and by CI (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+# Python: a venv under the repository with the OpenTelemetry SDK and DuckDB.
+venv=.venv
+stamp="$venv/.installed-$(sha256sum tests/interop/requirements.txt | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  log "installing Python test dependencies into $venv"
+  if ! python3 -m venv "$venv" 2>/dev/null; then
+    apt-get update && apt-get install -y python3-venv
+    python3 -m venv "$venv"
+  fi
+  "$venv/bin/pip" install --disable-pip-version-check -q -r tests/interop/requirements.txt
+  rm -f "$venv"/.installed-*
+  touch "$stamp"
+fi
+export INTEROP_TESTS_REQUIRED=1
+
+log "building"
+cargo build --workspace --all-targets --locked
+
+log "running tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  # Doc examples first, so the run closes with nextest's summary line.
+  cargo test --workspace --doc --locked
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi

@@ -1,0 +1,174 @@
+"""Exports a multi-service trace with the official OpenTelemetry Python SDK to a running
+strand, reads it back through strand's API and checks every field it sent.
+
+usage: python_sdk_export.py (grpc|http) OTLP_ENDPOINT QUERY_URL
+
+Exits 0 when every span, attribute, event, link, status and resource came back as sent;
+prints the differences and exits 1 otherwise.
+"""
+
+import base64
+import json
+import sys
+import time
+import urllib.request
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+protocol, endpoint, query = sys.argv[1], sys.argv[2], sys.argv[3]
+
+if protocol == "grpc":
+    import grpc
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    def exporter():
+        return OTLPSpanExporter(endpoint=endpoint, insecure=True, compression=grpc.Compression.Gzip)
+else:
+    from opentelemetry.exporter.otlp.proto.http import Compression
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    def exporter():
+        return OTLPSpanExporter(endpoint=endpoint, compression=Compression.Gzip)
+
+memory = InMemorySpanExporter()
+providers = {}
+
+
+def tracer(service):
+    if service not in providers:
+        p = TracerProvider(resource=Resource.create({"service.name": service, "deployment.environment": "interop", "service.instance.num": 3}))
+        p.add_span_processor(SimpleSpanProcessor(exporter()))
+        p.add_span_processor(SimpleSpanProcessor(memory))
+        providers[service] = p
+    return providers[service].get_tracer("interop." + service, "2.0.1")
+
+
+other = tracer("batch-job").start_span("nightly-batch")
+other.end()
+
+with tracer("gateway").start_as_current_span("POST /reports", kind=SpanKind.SERVER, attributes={
+    "http.request.method": "POST", "http.response.status_code": 201, "ratio": 0.25,
+    "retry": False, "tags": ["a", "b"], "codes": [1, 2, 3],
+}) as root:
+    root.add_event("accepted", {"size": 1024, "ok": True}, timestamp=time.time_ns())
+    with tracer("gateway").start_as_current_span("GET user-service", kind=SpanKind.CLIENT):
+        with tracer("user-service").start_as_current_span("GET /users/{id}", kind=SpanKind.SERVER,
+                                                           links=[Link(other.get_span_context(), {"link.reason": "batch"})]):
+            pass
+    with tracer("epro-service").start_as_current_span("epro.Submit", kind=SpanKind.SERVER) as epro:
+        with tracer("epro-service").start_as_current_span("publish report.submitted", kind=SpanKind.PRODUCER):
+            pass
+        try:
+            raise ValueError("report rejected")
+        except ValueError as e:
+            epro.record_exception(e)
+            epro.set_status(Status(StatusCode.ERROR, "validation failed"))
+    with tracer("notify-service").start_as_current_span("consume report.submitted", kind=SpanKind.CONSUMER):
+        with tracer("notify-service").start_as_current_span("send sms", kind=SpanKind.INTERNAL) as sms:
+            sms.set_status(Status(StatusCode.OK))
+
+for p in providers.values():
+    p.force_flush()
+    p.shutdown()
+
+sent = [s for s in memory.get_finished_spans() if s.context.trace_id == root.get_span_context().trace_id]
+trace_id = format(root.get_span_context().trace_id, "032x")
+KINDS = {SpanKind.INTERNAL: 1, SpanKind.SERVER: 2, SpanKind.CLIENT: 3, SpanKind.PRODUCER: 4, SpanKind.CONSUMER: 5}
+STATUS = {StatusCode.UNSET: 0, StatusCode.OK: 1, StatusCode.ERROR: 2}
+
+
+def otlp_value(v):
+    if isinstance(v, bool):
+        return {"boolValue": v}
+    if isinstance(v, int):
+        return {"intValue": str(v)}
+    if isinstance(v, float):
+        return {"doubleValue": v}
+    if isinstance(v, str):
+        return {"stringValue": v}
+    if isinstance(v, (list, tuple)):
+        return {"arrayValue": {"values": [otlp_value(x) for x in v]}}
+    raise TypeError(type(v))
+
+
+def norm_value(v):
+    """Normalizes an OTLP/JSON AnyValue (ints may be numbers or strings)."""
+    if "intValue" in v:
+        return {"intValue": str(v["intValue"])}
+    if "arrayValue" in v:
+        return {"arrayValue": {"values": [norm_value(x) for x in v["arrayValue"].get("values", [])]}}
+    return v
+
+
+def attrs(d):
+    return {k: otlp_value(v) for k, v in d.items()}
+
+
+def got_attrs(lst):
+    return {kv["key"]: norm_value(kv["value"]) for kv in lst or []}
+
+
+
+body = None
+for _ in range(50):
+    try:
+        with urllib.request.urlopen(f"{query}/api/v1/traces/{trace_id}") as r:
+            body = json.load(r)
+        if body["spanCount"] >= len(sent):
+            break
+    except urllib.error.HTTPError:
+        pass
+    time.sleep(0.1)
+if body is None:
+    sys.exit(f"trace {trace_id} never appeared")
+
+got = {}
+for rs in body["resourceSpans"]:
+    res = got_attrs(rs["resource"]["attributes"])
+    for ss in rs["scopeSpans"]:
+        for sp in ss["spans"]:
+            got[sp["spanId"]] = (res, ss["scope"], sp)
+
+problems = []
+
+
+def check(what, want, have):
+    if want != have:
+        problems.append(f"{what}: sent {want!r}, got {have!r}")
+
+
+check("span count", len(sent), body["spanCount"])
+for s in sent:
+    sid = format(s.context.span_id, "016x")
+    if sid not in got:
+        problems.append(f"span {s.name} ({sid}) missing")
+        continue
+    res, scope, sp = got[sid]
+    w = f"span {s.name}"
+    check(w + " resource", attrs(dict(s.resource.attributes)), res)
+    check(w + " scope", (s.instrumentation_scope.name, s.instrumentation_scope.version), (scope["name"], scope["version"]))
+    check(w + " trace id", trace_id, sp["traceId"])
+    check(w + " parent", format(s.parent.span_id, "016x") if s.parent else "", sp.get("parentSpanId", ""))
+    check(w + " name", s.name, sp["name"])
+    check(w + " kind", KINDS[s.kind], sp["kind"])
+    check(w + " start", s.start_time, int(sp["startTimeUnixNano"]))
+    check(w + " end", s.end_time, int(sp["endTimeUnixNano"]))
+    check(w + " attributes", attrs(dict(s.attributes)), got_attrs(sp["attributes"]))
+    check(w + " status code", STATUS[s.status.status_code], sp["status"].get("code", 0))
+    check(w + " status message", s.status.description or "", sp["status"].get("message", ""))
+    # The SDK's OTLP encoder sends the "has is_remote" bit (0x100) and "is_remote" (0x200).
+    check(w + " flags", 0x100 | (0x200 if s.parent and s.parent.is_remote else 0), sp["flags"])
+    check(w + " events", [(e.name, e.timestamp, attrs(dict(e.attributes))) for e in s.events],
+          [(e["name"], int(e["timeUnixNano"]), got_attrs(e["attributes"])) for e in sp["events"]])
+    check(w + " links", [(format(l.context.trace_id, "032x"), format(l.context.span_id, "016x"), attrs(dict(l.attributes))) for l in s.links],
+          [(l["traceId"], l["spanId"], got_attrs(l["attributes"])) for l in sp["links"]])
+
+if problems:
+    print("\n".join(problems))
+    sys.exit(1)
+print(f"{protocol}: {len(sent)} spans of trace {trace_id} read back field for field")
