@@ -9,6 +9,9 @@
 //!
 //! A block is written into `blocks/.tmp-<id>/`, every file fsynced, then renamed into
 //! place and the parent directory fsynced, so a block is either whole or absent.
+//! `meta.json` records each data file's size and CRC32C; a block whose files do not match
+//! is never handed to the Parquet reader (which can panic on malformed input) but set
+//! aside as corrupt.
 //!
 //! ## `spans.parquet` (format version 1)
 //!
@@ -55,6 +58,13 @@ mod write;
 pub use read::Block;
 pub use write::{EncodedBlock, encode_block};
 
+/// Runs parquet-reading code, turning a panic inside it into an error: blocks are
+/// checksummed, so this is the second line of defence against malformed files.
+pub(crate) fn guard<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err("parquet reader panicked on malformed data".into()))
+}
+
 use serde::{Deserialize, Serialize};
 
 /// Version of the block layout described in the module docs.
@@ -86,4 +96,36 @@ pub struct BlockMeta {
     /// Blocks this one replaced through compaction (deleted once this one is durable).
     #[serde(default)]
     pub compacted_from: Vec<String>,
+    /// Size and CRC32C of each data file, checked before a file is parsed.
+    pub files: Vec<FileChecksum>,
+}
+
+/// Size and checksum of one file of a block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileChecksum {
+    /// File name within the block directory.
+    pub name: String,
+    /// Length in bytes.
+    pub bytes: u64,
+    /// CRC32C of the whole file.
+    pub crc32c: u32,
+}
+
+impl FileChecksum {
+    /// Describes `data` as file `name`.
+    pub fn of(name: &str, data: &[u8]) -> Self {
+        Self { name: name.into(), bytes: data.len() as u64, crc32c: crc32c::crc32c(data) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::guard;
+
+    #[test]
+    fn guard_turns_a_panic_into_an_error() {
+        let r: Result<(), String> = guard(|| panic!("malformed page"));
+        assert_eq!(r, Err("parquet reader panicked on malformed data".to_string()));
+        assert_eq!(guard(|| Ok::<_, String>(5)), Ok(5));
+    }
 }

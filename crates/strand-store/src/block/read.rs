@@ -21,7 +21,7 @@ use strand_core::{
 
 use super::json::{attrs_from_json, events_from_json, links_from_json};
 use super::write::spans_schema;
-use super::{BlockMeta, FORMAT_VERSION};
+use super::{BlockMeta, FORMAT_VERSION, guard};
 use crate::fs::{FileSystem, ReadAt};
 
 /// Adapts a [`ReadAt`] to parquet's reader interface.
@@ -101,9 +101,27 @@ impl Block {
             return Err(corrupt(&meta_path, format!("unsupported format version {}", meta.format_version)));
         }
         let spans_path = dir.join("spans.parquet");
+        let traces_path = dir.join("traces.parquet");
+        for name in ["spans.parquet", "traces.parquet"] {
+            let path = dir.join(name);
+            let want = meta
+                .files
+                .iter()
+                .find(|f| f.name == name)
+                .ok_or_else(|| corrupt(&meta_path, format!("no checksum for {name}")))?;
+            let data = fs.read_file(&path).map_err(|e| io_err(&path, e))?;
+            let have = super::FileChecksum::of(name, &data);
+            if &have != want {
+                return Err(corrupt(&path, format!(
+                    "checksum mismatch: {} bytes crc32c {:08x}, meta.json says {} bytes crc32c {:08x}",
+                    have.bytes, have.crc32c, want.bytes, want.crc32c
+                )));
+            }
+        }
         let spans = FileReader(fs.open_read(&spans_path).map_err(|e| io_err(&spans_path, e))?);
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-        let footer = ArrowReaderMetadata::load(&spans, options).map_err(|e| corrupt(&spans_path, e))?;
+        let footer = guard(|| ArrowReaderMetadata::load(&spans, options).map_err(|e| e.to_string()))
+            .map_err(|e| corrupt(&spans_path, e))?;
         if footer.schema().fields() != spans_schema().fields() {
             return Err(corrupt(&spans_path, "unexpected schema"));
         }
@@ -111,9 +129,8 @@ impl Block {
         if rows != meta.span_count as i64 {
             return Err(corrupt(&spans_path, format!("{rows} rows, meta.json says {}", meta.span_count)));
         }
-        let traces_path = dir.join("traces.parquet");
         let traces = Bytes::from(fs.read_file(&traces_path).map_err(|e| io_err(&traces_path, e))?);
-        let index = read_index(traces).map_err(|e| corrupt(&traces_path, e))?;
+        let index = guard(|| read_index(traces)).map_err(|e| corrupt(&traces_path, e))?;
         let covered: u64 = index.iter().map(|e| u64::from(e.rows)).sum();
         if covered != meta.span_count || index.windows(2).any(|w| w[0].trace_id >= w[1].trace_id) {
             return Err(corrupt(&traces_path, "trace index does not match spans"));
@@ -145,6 +162,10 @@ impl Block {
 
     fn read_rows(&self, first: u64, count: u64) -> Result<Vec<StoredSpan>, StoreError> {
         let path = self.dir.join("spans.parquet");
+        guard(|| self.read_rows_unguarded(first, count)).map_err(|e| corrupt(&path, e))
+    }
+
+    fn read_rows_unguarded(&self, first: u64, count: u64) -> Result<Vec<StoredSpan>, String> {
         // Pick the row groups that hold [first, first + count).
         let mut groups = Vec::new();
         let mut group_start = 0u64;
@@ -166,12 +187,12 @@ impl Block {
             .with_row_selection(selection)
             .with_batch_size(8192)
             .build()
-            .map_err(|e| corrupt(&path, e))?;
+            .map_err(|e| e.to_string())?;
         let mut decoder = RowDecoder::default();
         let mut out = Vec::with_capacity(count as usize);
         for batch in reader {
-            let batch = batch.map_err(|e| corrupt(&path, e))?;
-            decoder.decode(&batch, &mut out).map_err(|e| corrupt(&path, e))?;
+            let batch = batch.map_err(|e| e.to_string())?;
+            decoder.decode(&batch, &mut out).map_err(|e| e.to_string())?;
         }
         Ok(out)
     }

@@ -16,7 +16,7 @@ use parquet::schema::types::ColumnPath;
 use strand_core::{StatusCode, StoredSpan};
 
 use super::json::{attrs_to_json, events_to_json, links_to_json};
-use super::{BlockMeta, FORMAT_VERSION};
+use super::{BlockMeta, FORMAT_VERSION, FileChecksum};
 
 /// Rows per data page: small pages make a trace lookup read little.
 const PAGE_ROWS: usize = 4096;
@@ -255,6 +255,7 @@ pub fn encode_block(
         min_trace_id: spans.first().map(|s| s.span.trace_id.to_hex()).unwrap_or_default(),
         max_trace_id: spans.last().map(|s| s.span.trace_id.to_hex()).unwrap_or_default(),
         compacted_from,
+        files: vec![FileChecksum::of("spans.parquet", &spans_bytes), FileChecksum::of("traces.parquet", &traces_bytes)],
     };
     Ok(EncodedBlock { spans: spans_bytes, traces: traces_bytes, meta })
 }
