@@ -28,6 +28,6 @@ pub mod model;
 pub use contract::{BoxFuture, SinkError, SpanSink, StoreError, TraceReader, TraceWriter};
 pub use ids::{IdError, SpanId, TraceId};
 pub use model::{
-    AnyValue, Event, KeyValue, Link, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanBatch,
-    SpanKind, Status, StatusCode, StoredSpan, Trace, find_attr,
+    AnyValue, Event, KeyValue, Link, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanBatch, SpanKind,
+    Status, StatusCode, StoredSpan, Trace, find_attr,
 };

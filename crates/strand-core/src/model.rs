@@ -76,9 +76,7 @@ pub struct Resource {
 impl Resource {
     /// The `service.name` attribute, or `unknown_service` as the OTel spec prescribes.
     pub fn service_name(&self) -> &str {
-        find_attr(&self.attributes, "service.name")
-            .and_then(AnyValue::as_str)
-            .unwrap_or("unknown_service")
+        find_attr(&self.attributes, "service.name").and_then(AnyValue::as_str).unwrap_or("unknown_service")
     }
 }
 
@@ -286,11 +284,7 @@ pub struct SpanBatch {
 impl SpanBatch {
     /// Number of spans in the batch.
     pub fn span_count(&self) -> usize {
-        self.resource_spans
-            .iter()
-            .flat_map(|rs| &rs.scope_spans)
-            .map(|ss| ss.spans.len())
-            .sum()
+        self.resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len()).sum()
     }
 
     /// Flattens the batch into stored spans, each with its resource and scope.
@@ -334,8 +328,7 @@ impl Trace {
     /// Builds a trace, dropping duplicate span ids (the first copy wins) and sorting.
     pub fn from_spans(trace_id: TraceId, spans: Vec<StoredSpan>) -> Self {
         let mut seen = std::collections::HashSet::with_capacity(spans.len());
-        let mut spans: Vec<StoredSpan> =
-            spans.into_iter().filter(|s| seen.insert(s.span.span_id)).collect();
+        let mut spans: Vec<StoredSpan> = spans.into_iter().filter(|s| seen.insert(s.span.span_id)).collect();
         spans.sort_by_key(|s| (s.span.start_time_unix_nano, s.span.span_id));
         Self { trace_id, spans }
     }
@@ -351,10 +344,9 @@ impl Trace {
             {
                 Some(i) => i,
                 None => {
-                    batch.resource_spans.push(ResourceSpans {
-                        resource: s.resource.clone(),
-                        scope_spans: Vec::new(),
-                    });
+                    batch
+                        .resource_spans
+                        .push(ResourceSpans { resource: s.resource.clone(), scope_spans: Vec::new() });
                     batch.resource_spans.len() - 1
                 }
             };

@@ -12,8 +12,8 @@ use opentelemetry_proto::tonic::common::v1 as pc;
 use opentelemetry_proto::tonic::resource::v1 as pr;
 use opentelemetry_proto::tonic::trace::v1 as pt;
 use strand_core::{
-    AnyValue, Event, KeyValue, Link, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanBatch,
-    SpanId, SpanKind, Status, StatusCode, TraceId,
+    AnyValue, Event, KeyValue, Link, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanBatch, SpanId,
+    SpanKind, Status, StatusCode, TraceId,
 };
 
 pub use opentelemetry_proto::tonic as proto;
@@ -185,10 +185,7 @@ fn convert_value(v: Option<pc::AnyValue>, depth: usize) -> Result<AnyValue, Stri
         Some(V::DoubleValue(d)) => AnyValue::Double(d),
         Some(V::BytesValue(b)) => AnyValue::Bytes(b),
         Some(V::ArrayValue(a)) => AnyValue::Array(
-            a.values
-                .into_iter()
-                .map(|v| convert_value(Some(v), depth + 1))
-                .collect::<Result<_, _>>()?,
+            a.values.into_iter().map(|v| convert_value(Some(v), depth + 1)).collect::<Result<_, _>>()?,
         ),
         Some(V::KvlistValue(l)) => AnyValue::KvList(
             l.values.into_iter().map(|kv| convert_kv(kv, depth + 1)).collect::<Result<_, _>>()?,
@@ -293,9 +290,7 @@ fn value_to_otlp(v: &AnyValue) -> pc::AnyValue {
         AnyValue::Array(a) => {
             Some(V::ArrayValue(pc::ArrayValue { values: a.iter().map(value_to_otlp).collect() }))
         }
-        AnyValue::KvList(l) => {
-            Some(V::KvlistValue(pc::KeyValueList { values: attrs_to_otlp(l) }))
-        }
+        AnyValue::KvList(l) => Some(V::KvlistValue(pc::KeyValueList { values: attrs_to_otlp(l) })),
     };
     pc::AnyValue { value }
 }
@@ -364,9 +359,7 @@ mod tests {
             V::IntValue(i64::MIN),
             V::DoubleValue(1.5),
             V::BytesValue(vec![0, 255]),
-            V::ArrayValue(pc::ArrayValue {
-                values: vec![pc::AnyValue { value: Some(V::IntValue(1)) }],
-            }),
+            V::ArrayValue(pc::ArrayValue { values: vec![pc::AnyValue { value: Some(V::IntValue(1)) }] }),
             V::KvlistValue(pc::KeyValueList {
                 values: vec![pc::KeyValue {
                     key: "k".into(),

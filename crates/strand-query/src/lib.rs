@@ -76,11 +76,8 @@ fn truncate(s: &str, max: usize) -> &str {
 
 async fn get_trace(State(st): State<QueryState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
     let id = parse_trace_id(&raw)?;
-    let trace = st
-        .reader
-        .get_trace(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("trace {id} not found")))?;
+    let trace =
+        st.reader.get_trace(id).await?.ok_or_else(|| ApiError::NotFound(format!("trace {id} not found")))?;
     let resource_spans = strand_otlp::to_resource_spans(&trace.to_batch());
     let body = json!({
         "traceId": id.to_hex(),

@@ -130,7 +130,13 @@ impl Generator {
                 entity_refs: Vec::new(),
             })
             .collect();
-        Self { rng: StdRng::seed_from_u64(seed), spans_per_trace: spans_per_trace.max(1), services: services.max(1), attr_size, resources }
+        Self {
+            rng: StdRng::seed_from_u64(seed),
+            spans_per_trace: spans_per_trace.max(1),
+            services: services.max(1),
+            attr_size,
+            resources,
+        }
     }
 
     /// One export request of about `spans` spans (whole traces); returns it, its trace
@@ -159,7 +165,11 @@ impl Generator {
             .filter(|(_, spans)| !spans.is_empty())
             .map(|(i, spans)| ResourceSpans {
                 resource: Some(self.resources[i].clone()),
-                scope_spans: vec![ScopeSpans { scope: Some(scope.clone()), spans, schema_url: String::new() }],
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(scope.clone()),
+                    spans,
+                    schema_url: String::new(),
+                }],
                 schema_url: "https://opentelemetry.io/schemas/1.26.0".into(),
             })
             .collect();
@@ -177,7 +187,13 @@ impl Generator {
         let total = self.rng.random_range(5_000_000u64..80_000_000);
         for i in 0..n {
             let svc = (i * self.services / n).min(self.services - 1);
-            let parent = if i == 0 { None } else if i % 3 == 0 && i > 1 { Some(i - 2) } else { Some(i - 1) };
+            let parent = if i == 0 {
+                None
+            } else if i % 3 == 0 && i > 1 {
+                Some(i - 2)
+            } else {
+                Some(i - 1)
+            };
             let start = match parent {
                 None => now - total,
                 Some(p) => starts[p] + self.rng.random_range(50_000u64..500_000),
@@ -193,7 +209,10 @@ impl Generator {
                 events.push(span::Event {
                     time_unix_nano: start + dur / 2,
                     name: "cache.lookup".into(),
-                    attributes: vec![kv("cache.hit", Some(AnyValue { value: Some(any_value::Value::BoolValue(self.rng.random())) }))],
+                    attributes: vec![kv(
+                        "cache.hit",
+                        Some(AnyValue { value: Some(any_value::Value::BoolValue(self.rng.random())) }),
+                    )],
                     dropped_attributes_count: 0,
                 });
             }
@@ -203,7 +222,10 @@ impl Generator {
                 events.push(span::Event {
                     time_unix_nano: start + dur,
                     name: "exception".into(),
-                    attributes: vec![kv("exception.type", s("context.DeadlineExceeded")), kv("exception.message", s("context deadline exceeded"))],
+                    attributes: vec![
+                        kv("exception.type", s("context.DeadlineExceeded")),
+                        kv("exception.message", s("context deadline exceeded")),
+                    ],
                     dropped_attributes_count: 0,
                 });
             }
@@ -247,7 +269,10 @@ impl Generator {
             1 => {
                 attrs = vec![
                     kv("http.request.method", s("GET")),
-                    kv("url.full", s(&format!("http://{peer}:8080/users/{}", self.rng.random_range(1..5000)))),
+                    kv(
+                        "url.full",
+                        s(&format!("http://{peer}:8080/users/{}", self.rng.random_range(1..5000))),
+                    ),
                     kv("server.address", s(&peer)),
                     kv("server.port", int(8080)),
                     kv("http.response.status_code", int(200)),
@@ -262,14 +287,17 @@ impl Generator {
                     kv("rpc.grpc.status_code", int(0)),
                     kv("server.address", s(&peer)),
                 ];
-                ("epro.v1.ReportService/Submit".to_string(), if svc % 2 == 0 { 3 } else { 2 })
+                ("epro.v1.ReportService/Submit".to_string(), if svc.is_multiple_of(2) { 3 } else { 2 })
             }
             3 => {
                 attrs = vec![
                     kv("db.system.name", s("postgresql")),
                     kv("db.namespace", s("epro")),
                     kv("db.operation.name", s("SELECT")),
-                    kv("db.query.text", s("SELECT id, status, payload FROM reports WHERE patient_id = $1 AND visit = $2")),
+                    kv(
+                        "db.query.text",
+                        s("SELECT id, status, payload FROM reports WHERE patient_id = $1 AND visit = $2"),
+                    ),
                     kv("server.address", s("postgres.internal")),
                 ];
                 ("SELECT epro.reports".to_string(), 3)
@@ -280,7 +308,8 @@ impl Generator {
             }
         };
         if self.attr_size > 0 {
-            let payload: String = (0..self.attr_size).map(|_| char::from(self.rng.random_range(b'a'..=b'z'))).collect();
+            let payload: String =
+                (0..self.attr_size).map(|_| char::from(self.rng.random_range(b'a'..=b'z'))).collect();
             attrs.push(kv("app.payload.preview", s(&payload)));
         }
         (name, kind, attrs)
@@ -339,13 +368,24 @@ impl Drop for ChildServer {
 }
 
 fn start_server(fsync: &str, keep: bool) -> anyhow::Result<ChildServer> {
-    let tmp = tempfile::Builder::new().prefix("strand-bench-").tempdir().context("creating a temporary directory")?;
+    let tmp = tempfile::Builder::new()
+        .prefix("strand-bench-")
+        .tempdir()
+        .context("creating a temporary directory")?;
     let dir = tmp.path().to_path_buf();
     let info = dir.join("listen.json");
     let log = std::fs::File::create(dir.join("server.log")).context("creating the server log")?;
     let exe = std::env::current_exe().context("locating the strand binary")?;
     let child = Command::new(exe)
-        .args(["serve", "--otlp-grpc-listen", "127.0.0.1:0", "--otlp-http-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--otlp-grpc-listen",
+            "127.0.0.1:0",
+            "--otlp-http-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
         .arg("--data-dir")
         .arg(dir.join("data"))
         .arg("--listen-info-file")
@@ -406,13 +446,17 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let http = server.as_ref().map(|s| s.http.clone()).or_else(|| args.query.clone());
     let pid = server.as_ref().map(|s| s.child.id());
     let endpoint = format!("http://{grpc}");
-    let client = TraceServiceClient::connect(endpoint.clone()).await.with_context(|| format!("connecting to {endpoint}"))?
+    let client = TraceServiceClient::connect(endpoint.clone())
+        .await
+        .with_context(|| format!("connecting to {endpoint}"))?
         .max_encoding_message_size(64 << 20);
 
     let bar = ProgressBar::new(args.spans);
     bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {human_pos}/{human_len} spans {per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {human_pos}/{human_len} spans {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let remaining = Arc::new(AtomicU64::new(args.spans));
     let sent = Arc::new(AtomicU64::new(0));
@@ -427,13 +471,20 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         let bar = bar.clone();
         let a = args.clone();
         workers.spawn(async move {
-            let mut generator = Generator::new(a.seed.wrapping_mul(1000).wrapping_add(w as u64), a.spans_per_trace, a.services, a.attr_size);
+            let mut generator = Generator::new(
+                a.seed.wrapping_mul(1000).wrapping_add(w as u64),
+                a.spans_per_trace,
+                a.services,
+                a.attr_size,
+            );
             let mut rng = StdRng::seed_from_u64(a.seed ^ (w as u64 + 77));
             let mut samples: Vec<([u8; 16], usize)> = Vec::new();
             let (mut traces, mut requests) = (0u64, 0u64);
             loop {
                 let want = a.batch_spans as u64;
-                let got = remaining.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| r.checked_sub(want.min(r)).filter(|_| r > 0));
+                let got = remaining.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| {
+                    r.checked_sub(want.min(r)).filter(|_| r > 0)
+                });
                 let Ok(before) = got else { break };
                 let n = want.min(before) as usize;
                 let (req, ids, count) = generator.request(n);
@@ -443,11 +494,18 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
                             if let Some(ps) = resp.into_inner().partial_success
                                 && ps.rejected_spans > 0
                             {
-                                anyhow::bail!("server rejected {} spans: {}", ps.rejected_spans, ps.error_message);
+                                anyhow::bail!(
+                                    "server rejected {} spans: {}",
+                                    ps.rejected_spans,
+                                    ps.error_message
+                                );
                             }
                             break;
                         }
-                        Err(st) if st.code() == tonic::Code::ResourceExhausted || st.code() == tonic::Code::Unavailable => {
+                        Err(st)
+                            if st.code() == tonic::Code::ResourceExhausted
+                                || st.code() == tonic::Code::Unavailable =>
+                        {
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
                         Err(st) => anyhow::bail!("export failed: {st}"),
@@ -472,7 +530,13 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         });
     }
     let mut samples = Vec::new();
-    let mut report = Report { profile: format!("standard: {} spans/trace, {} services, attr_size {}", args.spans_per_trace, args.services, args.attr_size), ..Report::default() };
+    let mut report = Report {
+        profile: format!(
+            "standard: {} spans/trace, {} services, attr_size {}",
+            args.spans_per_trace, args.services, args.attr_size
+        ),
+        ..Report::default()
+    };
     while let Some(r) = workers.join_next().await {
         let (s, t, q) = r.context("worker panicked")??;
         samples.extend(s);
@@ -494,7 +558,8 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let http_client = reqwest::Client::new();
     if let Some(http) = &http {
         eprintln!("flushing the head into blocks...");
-        let resp = http_client.post(format!("{http}/api/v1/admin/flush")).send().await.context("flush request")?;
+        let resp =
+            http_client.post(format!("{http}/api/v1/admin/flush")).send().await.context("flush request")?;
         if !resp.status().is_success() {
             bail!("flush failed: {}", resp.text().await.unwrap_or_default());
         }
@@ -511,12 +576,16 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         for (id, expected) in &samples {
             let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
             let t = Instant::now();
-            let resp = http_client.get(format!("{http}/api/v1/traces/{hex}")).send().await.context("lookup")?;
+            let resp =
+                http_client.get(format!("{http}/api/v1/traces/{hex}")).send().await.context("lookup")?;
             let status = resp.status();
             let body: serde_json::Value = resp.json().await.context("lookup body")?;
             lat.push(t.elapsed().as_secs_f64() * 1000.0);
             if !status.is_success() || body["spanCount"].as_u64() != Some(*expected as u64) {
-                bail!("lookup of trace {hex} returned {status} with {} spans, expected {expected}", body["spanCount"]);
+                bail!(
+                    "lookup of trace {hex} returned {status} with {} spans, expected {expected}",
+                    body["spanCount"]
+                );
             }
         }
         lat.sort_by(|a, b| a.total_cmp(b));

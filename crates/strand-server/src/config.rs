@@ -179,9 +179,10 @@ pub struct ByteSize(pub u64);
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+        const UNITS: [(&str, u64); 4] =
+            [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
         for (unit, size) in UNITS {
-            if self.0 >= size && self.0 % size == 0 {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{}{unit}", self.0 / size);
             }
         }
@@ -196,7 +197,9 @@ impl std::str::FromStr for ByteSize {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let n: u64 = num.parse().map_err(|_| format!("invalid size `{s}`: expected a number with an optional unit like 16MiB"))?;
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("invalid size `{s}`: expected a number with an optional unit like 16MiB"))?;
         let mult: u64 = match unit.trim() {
             "" | "B" => 1,
             "KB" | "kB" => 1000,
@@ -207,7 +210,11 @@ impl std::str::FromStr for ByteSize {
             "GiB" => 1 << 30,
             "TB" => 1000u64.pow(4),
             "TiB" => 1 << 40,
-            other => return Err(format!("invalid size unit `{other}` in `{s}`: use B, KB, KiB, MB, MiB, GB, GiB, TB or TiB")),
+            other => {
+                return Err(format!(
+                    "invalid size unit `{other}` in `{s}`: use B, KB, KiB, MB, MiB, GB, GiB, TB or TiB"
+                ));
+            }
         };
         n.checked_mul(mult).map(ByteSize).ok_or_else(|| format!("size `{s}` is too large"))
     }
@@ -221,7 +228,7 @@ impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
         for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
-            if ms >= size && ms % size == 0 {
+            if ms >= size && ms.is_multiple_of(size) {
                 return write!(f, "{}{unit}", ms / size);
             }
         }
@@ -236,7 +243,9 @@ impl std::str::FromStr for HumanDuration {
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let n: u64 = num.parse().map_err(|_| format!("invalid duration `{s}`: expected a number with a unit like 30s"))?;
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("invalid duration `{s}`: expected a number with a unit like 30s"))?;
         let ms: u64 = match unit {
             "ms" => 1,
             "s" => 1000,
@@ -269,7 +278,11 @@ macro_rules! serde_via_str {
                     Text(String),
                 }
                 match Raw::deserialize(d).map_err(|_| {
-                    serde::de::Error::custom(concat!("expected a ", stringify!($t), " (number or text with unit)"))
+                    serde::de::Error::custom(concat!(
+                        "expected a ",
+                        stringify!($t),
+                        " (number or text with unit)"
+                    ))
                 })? {
                     Raw::Num(n) => $num(n),
                     Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
@@ -311,7 +324,12 @@ pub struct ConfigErrors(pub Vec<String>);
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "invalid configuration ({} problem{}):", self.0.len(), if self.0.len() == 1 { "" } else { "s" })?;
+        writeln!(
+            f,
+            "invalid configuration ({} problem{}):",
+            self.0.len(),
+            if self.0.len() == 1 { "" } else { "s" }
+        )?;
         for e in &self.0 {
             writeln!(f, "  - {e}")?;
         }
@@ -357,7 +375,14 @@ fn set(v: &mut Value, path: &str, value: Value) {
 
 /// Checks `user` against the schema, collecting unknown keys and misplaced mappings;
 /// returns the known leaves the user set.
-fn walk(schema: &Value, user: &Value, prefix: &str, src: &Source, errs: &mut Vec<String>, set_leaves: &mut Vec<(String, Value, Source)>) {
+fn walk(
+    schema: &Value,
+    user: &Value,
+    prefix: &str,
+    src: &Source,
+    errs: &mut Vec<String>,
+    set_leaves: &mut Vec<(String, Value, Source)>,
+) {
     match (schema, user) {
         (Value::Object(sm), Value::Object(um)) => {
             for (k, uv) in um {
@@ -366,7 +391,10 @@ fn walk(schema: &Value, user: &Value, prefix: &str, src: &Source, errs: &mut Vec
                     Some(sv) => walk(sv, uv, &p, src, errs, set_leaves),
                     None => {
                         let known: Vec<&str> = sm.keys().map(String::as_str).collect();
-                        errs.push(format!("`{p}` {src}: unknown key (known keys here: {})", known.join(", ")));
+                        errs.push(format!(
+                            "`{p}` {src}: unknown key (known keys here: {})",
+                            known.join(", ")
+                        ));
                     }
                 }
             }
@@ -429,7 +457,9 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigErrors> {
             continue;
         }
         match schema_leaves.iter().find(|(p, _)| env_name(p) == *name) {
-            Some((path, leaf)) => set_leaves.push((path.clone(), scalar(leaf, raw), Source::Env(name.clone()))),
+            Some((path, leaf)) => {
+                set_leaves.push((path.clone(), scalar(leaf, raw), Source::Env(name.clone())))
+            }
             None => errs.push(format!("environment variable {name}: not a configuration key")),
         }
     }
@@ -460,11 +490,13 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigErrors> {
 }
 
 fn read_yaml(path: &Path) -> Result<Value, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
     if text.trim().is_empty() {
         return Ok(Value::Object(Map::new()));
     }
-    let v: Value = serde_saphyr::from_str(&text).map_err(|e| format!("config file {} is not valid YAML: {e}", path.display()))?;
+    let v: Value = serde_saphyr::from_str(&text)
+        .map_err(|e| format!("config file {} is not valid YAML: {e}", path.display()))?;
     Ok(if v.is_null() { Value::Object(Map::new()) } else { v })
 }
 
@@ -491,10 +523,15 @@ mod tests {
 
     #[test]
     fn file_env_and_flags_layer_in_order() {
-        let (_f, path) = file("data_dir: /from/file\notlp:\n  max_request_size: 1MiB\nstorage:\n  retention: 2d\n  fsync: interval\n");
+        let (_f, path) = file(
+            "data_dir: /from/file\notlp:\n  max_request_size: 1MiB\nstorage:\n  retention: 2d\n  fsync: interval\n",
+        );
         let cfg = load(&Sources {
             file: Some(path),
-            env: vec![("STRAND_DATA_DIR".into(), "/from/env".into()), ("STRAND_STORAGE_HEAD_MAX_SPANS".into(), "10".into())],
+            env: vec![
+                ("STRAND_DATA_DIR".into(), "/from/env".into()),
+                ("STRAND_STORAGE_HEAD_MAX_SPANS".into(), "10".into()),
+            ],
             flags: vec![("--data-dir".into(), "data_dir".into(), "/from/flag".into())],
         })
         .expect("valid");
@@ -507,10 +544,15 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_at_once_with_its_path() {
-        let (_f, path) = file("otlp:\n  grpc_listn: 1.2.3.4:1\n  max_request_size: lots\nstorage:\n  retention: 7\n  fsync: sometimes\nbogus: 1\n");
+        let (_f, path) = file(
+            "otlp:\n  grpc_listn: 1.2.3.4:1\n  max_request_size: lots\nstorage:\n  retention: 7\n  fsync: sometimes\nbogus: 1\n",
+        );
         let err = load(&Sources {
             file: Some(path.clone()),
-            env: vec![("STRAND_NOPE".into(), "x".into()), ("STRAND_HTTP_LISTEN".into(), "not-an-addr".into())],
+            env: vec![
+                ("STRAND_NOPE".into(), "x".into()),
+                ("STRAND_HTTP_LISTEN".into(), "not-an-addr".into()),
+            ],
             flags: vec![],
         })
         .expect_err("invalid");

@@ -57,7 +57,8 @@ pub async fn run(
         .context("store open task failed")?
         .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
     let store = Arc::new(store);
-    let limits = IngestLimits { max_request_bytes: cfg.otlp.max_request_size.0 as usize, ..IngestLimits::default() };
+    let limits =
+        IngestLimits { max_request_bytes: cfg.otlp.max_request_size.0 as usize, ..IngestLimits::default() };
     let sink: Arc<dyn SpanSink> = store.clone();
     let receiver = OtlpReceiver::new(sink, limits);
 
@@ -69,16 +70,10 @@ pub async fn run(
         }
     };
 
-    let grpc = if cfg.otlp.grpc_enabled {
-        Some(bind(cfg.otlp.grpc_listen, "otlp grpc").await?)
-    } else {
-        None
-    };
-    let otlp_http = if cfg.otlp.http_enabled {
-        Some(bind(cfg.otlp.http_listen, "otlp http").await?)
-    } else {
-        None
-    };
+    let grpc =
+        if cfg.otlp.grpc_enabled { Some(bind(cfg.otlp.grpc_listen, "otlp grpc").await?) } else { None };
+    let otlp_http =
+        if cfg.otlp.http_enabled { Some(bind(cfg.otlp.http_listen, "otlp http").await?) } else { None };
     let http = bind(cfg.http_listen, "query http").await?;
     let addrs = BoundAddrs {
         otlp_grpc: grpc.as_ref().map(|l| l.local_addr()).transpose()?,
@@ -139,10 +134,7 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 }
 
 fn admin_router(store: Arc<Store>) -> Router {
-    Router::new()
-        .route("/api/v1/admin/flush", post(flush))
-        .route("/metrics", get(metrics))
-        .with_state(store)
+    Router::new().route("/api/v1/admin/flush", post(flush)).route("/metrics", get(metrics)).with_state(store)
 }
 
 async fn flush(State(store): State<Arc<Store>>) -> impl IntoResponse {
@@ -164,19 +156,64 @@ async fn metrics(State(store): State<Arc<Store>>) -> impl IntoResponse {
     };
     let c = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     metric("strand_store_spans_written_total", "counter", "Spans newly stored.", c(&s.spans_written));
-    metric("strand_store_spans_duplicate_total", "counter", "Spans received again and skipped.", c(&s.spans_duplicate));
+    metric(
+        "strand_store_spans_duplicate_total",
+        "counter",
+        "Spans received again and skipped.",
+        c(&s.spans_duplicate),
+    );
     metric("strand_wal_fsyncs_total", "counter", "WAL fsync calls.", c(&s.wal_fsyncs));
-    metric("strand_wal_fsync_microseconds_total", "counter", "Time spent in WAL fsync.", c(&s.wal_fsync_nanos) / 1000);
+    metric(
+        "strand_wal_fsync_microseconds_total",
+        "counter",
+        "Time spent in WAL fsync.",
+        c(&s.wal_fsync_nanos) / 1000,
+    );
     metric("strand_store_write_errors_total", "counter", "Failed WAL writes.", c(&s.write_errors));
-    metric("strand_wal_replayed_records_total", "counter", "WAL records replayed at start.", c(&s.wal_replayed_records));
-    metric("strand_wal_corrupt_records_total", "counter", "Corrupt WAL records skipped at start.", c(&s.wal_corrupt_records));
-    metric("strand_wal_torn_tails_total", "counter", "Torn WAL tails truncated at start.", c(&s.wal_torn_tails));
+    metric(
+        "strand_wal_replayed_records_total",
+        "counter",
+        "WAL records replayed at start.",
+        c(&s.wal_replayed_records),
+    );
+    metric(
+        "strand_wal_corrupt_records_total",
+        "counter",
+        "Corrupt WAL records skipped at start.",
+        c(&s.wal_corrupt_records),
+    );
+    metric(
+        "strand_wal_torn_tails_total",
+        "counter",
+        "Torn WAL tails truncated at start.",
+        c(&s.wal_torn_tails),
+    );
     metric("strand_blocks_written_total", "counter", "Blocks written from the head.", c(&s.blocks_written));
-    metric("strand_block_write_errors_total", "counter", "Failed block writes (retried).", c(&s.block_write_errors));
-    metric("strand_corrupt_blocks_total", "counter", "Corrupt blocks set aside at start.", c(&s.corrupt_blocks));
+    metric(
+        "strand_block_write_errors_total",
+        "counter",
+        "Failed block writes (retried).",
+        c(&s.block_write_errors),
+    );
+    metric(
+        "strand_corrupt_blocks_total",
+        "counter",
+        "Corrupt blocks set aside at start.",
+        c(&s.corrupt_blocks),
+    );
     metric("strand_compactions_total", "counter", "Compactions.", c(&s.compactions));
-    metric("strand_retention_deleted_blocks_total", "counter", "Blocks deleted by retention.", c(&s.retention_deleted_blocks));
-    metric("strand_head_spans", "gauge", "Spans in the in-memory head.", snap.head_spans as u64 + snap.frozen_spans as u64);
+    metric(
+        "strand_retention_deleted_blocks_total",
+        "counter",
+        "Blocks deleted by retention.",
+        c(&s.retention_deleted_blocks),
+    );
+    metric(
+        "strand_head_spans",
+        "gauge",
+        "Spans in the in-memory head.",
+        snap.head_spans as u64 + snap.frozen_spans as u64,
+    );
     metric("strand_blocks", "gauge", "Blocks.", snap.blocks as u64);
     metric("strand_block_spans", "gauge", "Spans in blocks.", snap.block_spans);
     metric("strand_disk_bytes", "gauge", "Bytes of blocks and WAL.", snap.block_bytes + snap.wal_bytes);

@@ -12,7 +12,8 @@ pub async fn fetch(server: &str, id: &str) -> anyhow::Result<serde_json::Value> 
     let url = format!("{}/api/v1/traces/{}", server.trim_end_matches('/'), id);
     let resp = reqwest::get(&url).await.with_context(|| format!("requesting {url}"))?;
     let status = resp.status();
-    let body: serde_json::Value = resp.json().await.with_context(|| format!("reading the answer of {url}"))?;
+    let body: serde_json::Value =
+        resp.json().await.with_context(|| format!("reading the answer of {url}"))?;
     if !status.is_success() {
         let msg = body.get("error").and_then(|e| e.as_str()).unwrap_or("no error message");
         bail!("{status}: {msg}");
@@ -22,7 +23,8 @@ pub async fn fetch(server: &str, id: &str) -> anyhow::Result<serde_json::Value> 
 
 /// Parses the native JSON of a trace back into the model.
 pub fn parse(body: &serde_json::Value) -> anyhow::Result<Trace> {
-    let req: ExportTraceServiceRequest = serde_json::from_value(body.clone()).context("decoding resourceSpans")?;
+    let req: ExportTraceServiceRequest =
+        serde_json::from_value(body.clone()).context("decoding resourceSpans")?;
     let id: TraceId = body
         .get("traceId")
         .and_then(|v| v.as_str())
@@ -55,7 +57,8 @@ pub fn render_tree(trace: &Trace) -> String {
     }
     let mut out = String::new();
     let _ = writeln!(out, "trace {} ({} spans)", trace.trace_id, trace.spans.len());
-    let mut stack: Vec<(&StoredSpan, usize)> = children.get(&None).map(|v| v.iter().rev().map(|s| (*s, 0)).collect()).unwrap_or_default();
+    let mut stack: Vec<(&StoredSpan, usize)> =
+        children.get(&None).map(|v| v.iter().rev().map(|s| (*s, 0)).collect()).unwrap_or_default();
     while let Some((s, depth)) = stack.pop() {
         let sp = &s.span;
         let status = match sp.status.code {

@@ -28,7 +28,9 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 fn span_json(trace: &str, span: &str) -> String {
-    format!(r#"{{"traceId":"{trace}","spanId":"{span}","name":"op","startTimeUnixNano":"1","endTimeUnixNano":2}}"#)
+    format!(
+        r#"{{"traceId":"{trace}","spanId":"{span}","name":"op","startTimeUnixNano":"1","endTimeUnixNano":2}}"#
+    )
 }
 
 fn request_json(spans: &[String]) -> Vec<u8> {
@@ -49,16 +51,86 @@ async fn bad_http_input_gets_precise_errors() {
     let server = common::start(|c| c.otlp.max_request_size = strand_server::config::ByteSize(LIMIT)).await;
     let good = span_json("0102030405060708090a0b0c0d0e0f10", "0102030405060708");
     let cases = vec![
-        Case { name: "wrong content type", content_type: Some("text/plain"), encoding: None, body: b"hi".to_vec(), status: 415, message: "unsupported Content-Type `text/plain`" },
-        Case { name: "missing content type", content_type: None, encoding: None, body: b"hi".to_vec(), status: 415, message: "missing Content-Type" },
-        Case { name: "unknown encoding", content_type: Some("application/json"), encoding: Some("br"), body: b"{}".to_vec(), status: 415, message: "unsupported Content-Encoding `br`" },
-        Case { name: "malformed json", content_type: Some("application/json"), encoding: None, body: b"{\"resourceSpans\": [".to_vec(), status: 400, message: "invalid OTLP/JSON ExportTraceServiceRequest" },
-        Case { name: "json of the wrong shape", content_type: Some("application/json"), encoding: None, body: b"[1,2,3]".to_vec(), status: 400, message: "invalid OTLP/JSON" },
-        Case { name: "odd-length hex id", content_type: Some("application/json"), encoding: None, body: request_json(&[span_json("abc", "0102030405060708")]), status: 400, message: "invalid OTLP/JSON" },
-        Case { name: "malformed protobuf", content_type: Some("application/x-protobuf"), encoding: None, body: vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 1], status: 400, message: "invalid protobuf ExportTraceServiceRequest" },
-        Case { name: "corrupt gzip", content_type: Some("application/json"), encoding: Some("gzip"), body: b"\x1f\x8b\x08\x00garbage".to_vec(), status: 400, message: "invalid gzip body" },
-        Case { name: "body over the limit", content_type: Some("application/json"), encoding: None, body: vec![b' '; LIMIT as usize + 1], status: 413, message: "request body exceeds the limit of 65536 bytes" },
-        Case { name: "gzip bomb", content_type: Some("application/json"), encoding: Some("gzip"), body: gzip(&vec![b' '; 50 * LIMIT as usize]), status: 413, message: "decompressed request body exceeds the limit of 65536 bytes" },
+        Case {
+            name: "wrong content type",
+            content_type: Some("text/plain"),
+            encoding: None,
+            body: b"hi".to_vec(),
+            status: 415,
+            message: "unsupported Content-Type `text/plain`",
+        },
+        Case {
+            name: "missing content type",
+            content_type: None,
+            encoding: None,
+            body: b"hi".to_vec(),
+            status: 415,
+            message: "missing Content-Type",
+        },
+        Case {
+            name: "unknown encoding",
+            content_type: Some("application/json"),
+            encoding: Some("br"),
+            body: b"{}".to_vec(),
+            status: 415,
+            message: "unsupported Content-Encoding `br`",
+        },
+        Case {
+            name: "malformed json",
+            content_type: Some("application/json"),
+            encoding: None,
+            body: b"{\"resourceSpans\": [".to_vec(),
+            status: 400,
+            message: "invalid OTLP/JSON ExportTraceServiceRequest",
+        },
+        Case {
+            name: "json of the wrong shape",
+            content_type: Some("application/json"),
+            encoding: None,
+            body: b"[1,2,3]".to_vec(),
+            status: 400,
+            message: "invalid OTLP/JSON",
+        },
+        Case {
+            name: "odd-length hex id",
+            content_type: Some("application/json"),
+            encoding: None,
+            body: request_json(&[span_json("abc", "0102030405060708")]),
+            status: 400,
+            message: "invalid OTLP/JSON",
+        },
+        Case {
+            name: "malformed protobuf",
+            content_type: Some("application/x-protobuf"),
+            encoding: None,
+            body: vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 1],
+            status: 400,
+            message: "invalid protobuf ExportTraceServiceRequest",
+        },
+        Case {
+            name: "corrupt gzip",
+            content_type: Some("application/json"),
+            encoding: Some("gzip"),
+            body: b"\x1f\x8b\x08\x00garbage".to_vec(),
+            status: 400,
+            message: "invalid gzip body",
+        },
+        Case {
+            name: "body over the limit",
+            content_type: Some("application/json"),
+            encoding: None,
+            body: vec![b' '; LIMIT as usize + 1],
+            status: 413,
+            message: "request body exceeds the limit of 65536 bytes",
+        },
+        Case {
+            name: "gzip bomb",
+            content_type: Some("application/json"),
+            encoding: Some("gzip"),
+            body: gzip(&vec![b' '; 50 * LIMIT as usize]),
+            status: 413,
+            message: "decompressed request body exceeds the limit of 65536 bytes",
+        },
     ];
     let client = reqwest::Client::new();
     for case in &cases {
@@ -82,9 +154,16 @@ async fn bad_http_input_gets_precise_errors() {
         span_json("00000000000000000000000000000000", "0102030405060708"),
         span_json("0102030405060708090a0b0c0d0e0f10", "0000000000000000"),
         span_json("0102030405060708090a0b0c0d0e0f1011", "0102030405060709"),
-        r#"{"trace_id":"0102030405060708090a0b0c0d0e0f10","span_id":"0102030405060709","name":"snake"}"#.to_string(),
+        r#"{"trace_id":"0102030405060708090a0b0c0d0e0f10","span_id":"0102030405060709","name":"snake"}"#
+            .to_string(),
     ]);
-    let resp = client.post(server.otlp_url()).header("content-type", "application/json").body(body).send().await.expect("post");
+    let resp = client
+        .post(server.otlp_url())
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("post");
     assert_eq!(resp.status(), 200);
     let answer: serde_json::Value = resp.json().await.expect("json");
     assert_eq!(answer["partialSuccess"]["rejectedSpans"], 4, "{answer}");
@@ -97,14 +176,28 @@ async fn bad_http_input_gets_precise_errors() {
     ] {
         assert!(msg.contains(needle), "{msg} lacks {needle}");
     }
-    let trace: serde_json::Value = reqwest::get(server.query("/api/v1/traces/0102030405060708090a0b0c0d0e0f10")).await.expect("get").json().await.expect("json");
+    let trace: serde_json::Value =
+        reqwest::get(server.query("/api/v1/traces/0102030405060708090a0b0c0d0e0f10"))
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
     assert_eq!(trace["spanCount"], 1, "the valid span was stored");
 
     // Query-side errors.
     for (path, status, message) in [
         ("/api/v1/traces/xyz", 400, "invalid trace id `xyz`: trace_id must be 32 hex characters"),
-        ("/api/v1/traces/00000000000000000000000000000000", 400, "invalid trace id `00000000000000000000000000000000`: trace_id must not be all zeroes"),
-        ("/api/v1/traces/ffffffffffffffffffffffffffffffff", 404, "trace ffffffffffffffffffffffffffffffff not found"),
+        (
+            "/api/v1/traces/00000000000000000000000000000000",
+            400,
+            "invalid trace id `00000000000000000000000000000000`: trace_id must not be all zeroes",
+        ),
+        (
+            "/api/v1/traces/ffffffffffffffffffffffffffffffff",
+            404,
+            "trace ffffffffffffffffffffffffffffffff not found",
+        ),
     ] {
         let resp = reqwest::get(server.query(path)).await.expect("get");
         assert_eq!(resp.status().as_u16(), status, "{path}");
@@ -118,9 +211,13 @@ async fn bad_http_input_gets_precise_errors() {
 async fn bad_grpc_input_gets_status_codes() {
     let server = common::start(|c| c.otlp.max_request_size = strand_server::config::ByteSize(LIMIT)).await;
     let mut client = TraceServiceClient::connect(format!("http://{}", server.grpc)).await.expect("connect");
-    let span = |tid: Vec<u8>, name: String| Span { trace_id: tid, span_id: vec![1; 8], name, ..Default::default() };
+    let span =
+        |tid: Vec<u8>, name: String| Span { trace_id: tid, span_id: vec![1; 8], name, ..Default::default() };
     let req = |spans: Vec<Span>| ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }],
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
     };
     // Oversized message.
     let big = req(vec![span(vec![1; 16], "x".repeat(LIMIT as usize))]);
@@ -136,14 +233,23 @@ async fn bad_grpc_input_gets_status_codes() {
     assert_eq!(ps.rejected_spans, 1);
     assert!(ps.error_message.contains("trace_id must not be all zeroes"), "{}", ps.error_message);
     // Bytes that are not an ExportTraceServiceRequest: INVALID_ARGUMENT.
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc)).expect("uri").connect().await.expect("channel");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("channel");
     let mut raw = tonic::client::Grpc::new(channel);
     raw.ready().await.expect("ready");
-    let codec = tonic_prost::ProstCodec::<Bogus, opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse>::default();
+    let codec = tonic_prost::ProstCodec::<
+        Bogus,
+        opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+    >::default();
     let err = raw
         .unary(
             tonic::Request::new(Bogus { data: vec![0xff, 0xff, 0xff] }),
-            http::uri::PathAndQuery::from_static("/opentelemetry.proto.collector.trace.v1.TraceService/Export"),
+            http::uri::PathAndQuery::from_static(
+                "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            ),
             codec,
         )
         .await
@@ -151,7 +257,10 @@ async fn bad_grpc_input_gets_status_codes() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
     assert!(err.message().contains("invalid protobuf ExportTraceServiceRequest"), "{err}");
     // The server still works.
-    let ok = ExportTraceServiceRequest::decode(req(vec![span(vec![2; 16], "after".into())]).encode_to_vec().as_slice()).expect("roundtrip");
+    let ok = ExportTraceServiceRequest::decode(
+        req(vec![span(vec![2; 16], "after".into())]).encode_to_vec().as_slice(),
+    )
+    .expect("roundtrip");
     client.export(ok).await.expect("server still serves");
     server.stop().await;
 }

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use std::sync::Mutex;
 use prost::Message;
 use rand::Rng;
+use std::sync::Mutex;
 
 const SPANS_PER_BATCH: usize = 7;
 
@@ -31,7 +31,10 @@ fn batch(n: u32) -> Vec<u8> {
         })
         .collect();
     ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }],
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
     }
     .encode_to_vec()
 }
@@ -61,7 +64,12 @@ async fn sigkill_under_load_loses_no_acknowledged_span() {
             let (url, client, acked) = (url.clone(), client.clone(), acked.clone());
             senders.push(tokio::spawn(async move {
                 for n in first..first + 10_000 {
-                    let resp = client.post(&url).header("content-type", "application/x-protobuf").body(batch(n)).send().await;
+                    let resp = client
+                        .post(&url)
+                        .header("content-type", "application/x-protobuf")
+                        .body(batch(n))
+                        .send()
+                        .await;
                     match resp {
                         Ok(r) if r.status().is_success() => {
                             acked.lock().expect("lock").insert(n, true);
@@ -78,18 +86,32 @@ async fn sigkill_under_load_loses_no_acknowledged_span() {
         for s in senders {
             s.await.expect("sender");
         }
-        assert!(acked.lock().expect("lock").len() > round * 4, "round {round}: some requests were acknowledged before the kill");
+        assert!(
+            acked.lock().expect("lock").len() > round * 4,
+            "round {round}: some requests were acknowledged before the kill"
+        );
     }
     let server = common::spawn_binary(&data, &args);
     let acked = acked.lock().expect("lock").clone();
     for n in acked.keys() {
-        let resp = client.get(format!("http://{}/api/v1/traces/{}", server.http, trace_hex(*n))).send().await.expect("get");
+        let resp = client
+            .get(format!("http://{}/api/v1/traces/{}", server.http, trace_hex(*n)))
+            .send()
+            .await
+            .expect("get");
         assert_eq!(resp.status(), 200, "acknowledged batch {n} lost; log: {}", common::log_text(&data));
         let body: serde_json::Value = resp.json().await.expect("json");
         assert_eq!(body["spanCount"], SPANS_PER_BATCH, "batch {n} not exactly once");
     }
     // The metrics tell a replay happened.
-    let metrics = client.get(format!("http://{}/metrics", server.http)).send().await.expect("metrics").text().await.expect("text");
+    let metrics = client
+        .get(format!("http://{}/metrics", server.http))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
     assert!(metrics.contains("strand_wal_replayed_records_total"), "{metrics}");
     eprintln!("{} acknowledged batches verified after 4 kills", acked.len());
 }

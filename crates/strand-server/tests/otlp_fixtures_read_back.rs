@@ -10,7 +10,9 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value::Value,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
 use prost::Message;
@@ -101,7 +103,8 @@ async fn gzipped_protobuf_fixture_over_http_reads_back() {
         .expect("post");
     assert_eq!(resp.status(), 200);
     let bytes = resp.bytes().await.expect("body");
-    let answer = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::decode(bytes).expect("protobuf answer");
+    let answer = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::decode(bytes)
+        .expect("protobuf answer");
     assert!(answer.partial_success.is_none());
     let sent = ExportTraceServiceRequest::decode(fixture_pb().as_slice()).expect("fixture");
     assert_round_trip(&server, FIXTURE_TRACE, &sent).await;
@@ -125,8 +128,19 @@ fn rich_request() -> ExportTraceServiceRequest {
         kv("double", Value::DoubleValue(2.5)),
         kv("whole_double", Value::DoubleValue(3.0)),
         kv("bytes", Value::BytesValue(vec![0, 1, 2, 254, 255])),
-        kv("array", Value::ArrayValue(ArrayValue { values: vec![v(Value::IntValue(1)).expect("v"), v(Value::StringValue("two".into())).expect("v")] })),
-        kv("kvlist", Value::KvlistValue(KeyValueList { values: vec![kv("nested", Value::BoolValue(false))] })),
+        kv(
+            "array",
+            Value::ArrayValue(ArrayValue {
+                values: vec![
+                    v(Value::IntValue(1)).expect("v"),
+                    v(Value::StringValue("two".into())).expect("v"),
+                ],
+            }),
+        ),
+        kv(
+            "kvlist",
+            Value::KvlistValue(KeyValueList { values: vec![kv("nested", Value::BoolValue(false))] }),
+        ),
         KeyValue { key: "empty".into(), value: Some(AnyValue { value: None }), key_strindex: 0 },
     ];
     let root = Span {
@@ -141,18 +155,50 @@ fn rich_request() -> ExportTraceServiceRequest {
         end_time_unix_nano: 1_700_000_000_250_000_000,
         attributes: all_values.clone(),
         dropped_attributes_count: 1,
-        events: vec![span::Event { time_unix_nano: 1_700_000_000_100_000_000, name: "exception".into(), attributes: all_values.clone(), dropped_attributes_count: 2 }],
+        events: vec![span::Event {
+            time_unix_nano: 1_700_000_000_100_000_000,
+            name: "exception".into(),
+            attributes: all_values.clone(),
+            dropped_attributes_count: 2,
+        }],
         dropped_events_count: 3,
-        links: vec![span::Link { trace_id: vec![0xcd; 16], span_id: vec![9; 8], trace_state: "x=y".into(), attributes: all_values.clone(), dropped_attributes_count: 4, flags: 0x100 }],
+        links: vec![span::Link {
+            trace_id: vec![0xcd; 16],
+            span_id: vec![9; 8],
+            trace_state: "x=y".into(),
+            attributes: all_values.clone(),
+            dropped_attributes_count: 4,
+            flags: 0x100,
+        }],
         dropped_links_count: 5,
         status: Some(Status { message: "report rejected".into(), code: 2 }),
     };
-    let child = Span { span_id: vec![2; 8], parent_span_id: vec![1; 8], kind: 3, name: "SELECT".into(), status: Some(Status { message: String::new(), code: 1 }), ..root.clone() };
+    let child = Span {
+        span_id: vec![2; 8],
+        parent_span_id: vec![1; 8],
+        kind: 3,
+        name: "SELECT".into(),
+        status: Some(Status { message: String::new(), code: 1 }),
+        ..root.clone()
+    };
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-            resource: Some(Resource { attributes: [vec![kv("service.name", Value::StringValue("epro-service".into()))], all_values.clone()].concat(), dropped_attributes_count: 6, entity_refs: vec![] }),
+            resource: Some(Resource {
+                attributes: [
+                    vec![kv("service.name", Value::StringValue("epro-service".into()))],
+                    all_values.clone(),
+                ]
+                .concat(),
+                dropped_attributes_count: 6,
+                entity_refs: vec![],
+            }),
             scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope { name: "strand.test".into(), version: "0.1".into(), attributes: all_values, dropped_attributes_count: 7 }),
+                scope: Some(InstrumentationScope {
+                    name: "strand.test".into(),
+                    version: "0.1".into(),
+                    attributes: all_values,
+                    dropped_attributes_count: 7,
+                }),
                 spans: vec![root, child],
                 schema_url: "https://opentelemetry.io/schemas/1.24.0".into(),
             }],
@@ -202,6 +248,9 @@ async fn trace_cli_prints_the_tree() {
         .output()
         .expect("run strand trace");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("404 Not Found: trace 12121212121212121212121212121212 not found"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("404 Not Found: trace 12121212121212121212121212121212 not found")
+    );
     server.stop().await;
 }

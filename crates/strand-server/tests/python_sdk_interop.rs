@@ -17,12 +17,18 @@ fn repo() -> PathBuf {
 
 /// The venv's python, or `None` (after saying why) when the test may be skipped.
 pub fn venv_python() -> Option<PathBuf> {
-    let python = std::env::var_os("INTEROP_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join(".venv/bin/python"));
+    let python = std::env::var_os("INTEROP_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv/bin/python"));
     if python.exists() {
         return Some(python);
     }
     let required = std::env::var_os("INTEROP_TESTS_REQUIRED").is_some() || std::env::var_os("CI").is_some();
-    assert!(!required, "{} missing: run scripts/test.sh, which installs the Python OTel SDK", python.display());
+    assert!(
+        !required,
+        "{} missing: run scripts/test.sh, which installs the Python OTel SDK",
+        python.display()
+    );
     eprintln!("SKIPPED: {} missing; run scripts/test.sh to install the Python OTel SDK", python.display());
     None
 }

@@ -60,7 +60,10 @@ pub async fn traces_are_kept_apart<B: TraceWriter + TraceReader>(b: &B) {
     for seed in 10..20 {
         let t = read(b, trace_id(seed)).await.expect("conformance: trace must be found");
         assert_eq!(t.spans.len(), 3);
-        assert!(t.spans.iter().all(|s| s.span.trace_id == trace_id(seed)), "conformance: foreign span in trace");
+        assert!(
+            t.spans.iter().all(|s| s.span.trace_id == trace_id(seed)),
+            "conformance: foreign span in trace"
+        );
     }
 }
 

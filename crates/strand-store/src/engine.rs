@@ -73,7 +73,7 @@ impl Default for StoreConfig {
             head_max_age: Duration::from_secs(300),
             retention: Duration::from_secs(7 * 24 * 3600),
             max_disk_bytes: None,
-            compaction_target_spans: 4_000_000,
+            compaction_target_spans: 1_000_000,
             max_pending_writes: 1024,
             maintenance_interval: Duration::from_secs(60),
         }
@@ -205,7 +205,7 @@ impl Store {
         let mut head = Head::default();
         for r in replayed {
             let n = r.record.batch.span_count();
-            let added = head.insert(r.record.batch, r.record.received_unix_nano, 0);
+            let added = head.insert(r.record.batch, r.record.received_unix_nano, r.bytes);
             stats.spans_duplicate.fetch_add((n - added) as u64, Ordering::Relaxed);
         }
         let inner = Arc::new(Inner {
@@ -229,7 +229,12 @@ impl Store {
             .name("strand-flush".into())
             .spawn(move || flush_loop(flush_inner, flush_rx))
             .map_err(io(root))?;
-        Ok(Self { inner, tx, threads: Mutex::new(vec![wal_thread, flush_thread]), lock: Mutex::new(Some(lock)) })
+        Ok(Self {
+            inner,
+            tx,
+            threads: Mutex::new(vec![wal_thread, flush_thread]),
+            lock: Mutex::new(Some(lock)),
+        })
     }
 
     /// Counters.
@@ -271,9 +276,7 @@ impl Store {
     /// Cuts the head into a block now and waits until the block is durable.
     pub async fn flush(&self) -> Result<(), String> {
         let (done, rx) = oneshot::channel();
-        self.tx
-            .send(Cmd::Flush { done })
-            .map_err(|_| "store is shut down".to_string())?;
+        self.tx.send(Cmd::Flush { done }).map_err(|_| "store is shut down".to_string())?;
         rx.await.map_err(|_| "store is shut down".to_string())?
     }
 
@@ -304,14 +307,12 @@ impl Store {
     }
 }
 
-
 impl Inner {
     fn get_trace(&self, id: TraceId) -> Result<Option<Trace>, StoreError> {
         let (mut spans, blocks) = {
             let st = self.state.read();
             let mut spans: Vec<StoredSpan> = Vec::new();
-            let blocks: Vec<Arc<Block>> =
-                st.blocks.iter().filter(|b| b.may_contain(&id)).cloned().collect();
+            let blocks: Vec<Arc<Block>> = st.blocks.iter().filter(|b| b.may_contain(&id)).cloned().collect();
             for f in &st.frozen {
                 spans.extend(f.head.get(&id).unwrap_or_default().iter().cloned());
             }
@@ -365,7 +366,8 @@ impl TraceReader for Store {
 fn lock_data_dir(root: &Path) -> Result<std::fs::File, StoreError> {
     let path = root.join("LOCK");
     let io = |source| StoreError::Io { path: path.display().to_string(), source };
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+    let file =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Io {
@@ -381,10 +383,9 @@ fn lock_data_dir(root: &Path) -> Result<std::fs::File, StoreError> {
 
 fn open_blocks(fs: &dyn FileSystem, root: &Path, stats: &StoreStats) -> Result<Vec<Arc<Block>>, StoreError> {
     let blocks_dir = root.join("blocks");
-    let entries = fs.list(&blocks_dir).map_err(|source| StoreError::Io {
-        path: blocks_dir.display().to_string(),
-        source,
-    })?;
+    let entries = fs
+        .list(&blocks_dir)
+        .map_err(|source| StoreError::Io { path: blocks_dir.display().to_string(), source })?;
     let mut blocks = Vec::new();
     for dir in entries {
         let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
@@ -501,7 +502,8 @@ fn wal_loop(inner: Arc<Inner>, mut wal: Wal, rx: Receiver<Cmd>, flush_tx: mpsc::
                 }
             }
         }
-        if matches!(inner.cfg.fsync, FsyncPolicy::Interval(every) if last_sync.elapsed() >= every) && unsynced {
+        if matches!(inner.cfg.fsync, FsyncPolicy::Interval(every) if last_sync.elapsed() >= every) && unsynced
+        {
             sync_wal(&inner, &mut wal).ok();
             unsynced = false;
             last_sync = Instant::now();
@@ -606,7 +608,11 @@ fn flush_loop(inner: Arc<Inner>, rx: Receiver<FlushJob>) {
 /// Writes a frozen head as a block. After a failure (a full disk) the waiters hear of it at
 /// once, and the write is retried with backoff until it succeeds or the store closes; the
 /// WAL segments keep the data safe meanwhile, so a restart replays it.
-fn write_frozen_until_done(inner: &Inner, frozen: &Arc<Frozen>, waiters: Vec<oneshot::Sender<Result<(), String>>>) {
+fn write_frozen_until_done(
+    inner: &Inner,
+    frozen: &Arc<Frozen>,
+    waiters: Vec<oneshot::Sender<Result<(), String>>>,
+) {
     // A frozen head already published (a flush request waiting on it) needs nothing.
     let pending = inner.state.read().frozen.iter().any(|f| Arc::ptr_eq(f, frozen));
     let mut result = if pending { write_frozen(inner, frozen) } else { Ok(()) };
@@ -633,13 +639,8 @@ fn write_frozen_until_done(inner: &Inner, frozen: &Arc<Frozen>, waiters: Vec<one
 fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), String> {
     let _guard = inner.maintenance.lock();
     let spans: Vec<StoredSpan> = frozen.head.spans().cloned().collect();
-    let block = write_block(
-        inner,
-        spans,
-        frozen.head.min_received(),
-        frozen.head.max_received(),
-        Vec::new(),
-    )?;
+    let block =
+        write_block(inner, spans, frozen.head.min_received(), frozen.head.max_received(), Vec::new())?;
     {
         let mut st = inner.state.write();
         st.blocks.push(Arc::new(block));

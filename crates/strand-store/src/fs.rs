@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 /// A file opened for appending (WAL segments).
+#[allow(clippy::len_without_is_empty)]
 pub trait AppendFile: Send {
     /// Appends bytes at the end.
     fn append(&mut self, data: &[u8]) -> io::Result<()>;
@@ -27,6 +28,7 @@ pub trait AppendFile: Send {
 }
 
 /// A file opened for positioned reads (blocks).
+#[allow(clippy::len_without_is_empty)]
 pub trait ReadAt: Send + Sync {
     /// Reads up to `buf.len()` bytes at `offset`; returns how many were read.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;

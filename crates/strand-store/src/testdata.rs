@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use strand_core::{
-    AnyValue, Event, KeyValue, Link, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanBatch,
-    SpanId, SpanKind, Status, StatusCode, TraceId,
+    AnyValue, Event, KeyValue, Link, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanBatch, SpanId,
+    SpanKind, Status, StatusCode, TraceId,
 };
 
 /// The trace id of fixture trace `seed`.
@@ -61,10 +61,7 @@ pub fn batch(seed: u8, spans: u8) -> SpanBatch {
                         "arr",
                         AnyValue::Array(vec![AnyValue::Int(1), AnyValue::String("x".into())]),
                     ),
-                    KeyValue::new(
-                        "kv",
-                        AnyValue::KvList(vec![KeyValue::new("inner", AnyValue::Empty)]),
-                    ),
+                    KeyValue::new("kv", AnyValue::KvList(vec![KeyValue::new("inner", AnyValue::Empty)])),
                 ],
                 dropped_attributes_count: 3,
                 events: if i % 2 == 0 {
@@ -91,7 +88,7 @@ pub fn batch(seed: u8, spans: u8) -> SpanBatch {
                     Vec::new()
                 },
                 dropped_links_count: 7,
-                status: if i == 1 && seed % 2 == 0 {
+                status: if i == 1 && seed.is_multiple_of(2) {
                     Status { code: StatusCode::Error, message: "failed".into() }
                 } else {
                     Status::default()
@@ -100,9 +97,6 @@ pub fn batch(seed: u8, spans: u8) -> SpanBatch {
         })
         .collect();
     SpanBatch {
-        resource_spans: vec![ResourceSpans {
-            resource,
-            scope_spans: vec![ScopeSpans { scope, spans }],
-        }],
+        resource_spans: vec![ResourceSpans { resource, scope_spans: vec![ScopeSpans { scope, spans }] }],
     }
 }

@@ -80,6 +80,8 @@ pub struct ReplayStats {
 pub struct Replayed {
     /// Segment sequence number.
     pub segment: u64,
+    /// Encoded size of the record's payload.
+    pub bytes: u64,
     /// The record.
     pub record: WalRecord,
 }
@@ -105,10 +107,7 @@ fn segment_seq(path: &Path) -> Option<u64> {
 impl Wal {
     /// Opens the log in `dir`, replaying every existing segment, and starts a new segment
     /// for writes.
-    pub fn open(
-        fs: Arc<dyn FileSystem>,
-        dir: &Path,
-    ) -> std::io::Result<(Self, Vec<Replayed>, ReplayStats)> {
+    pub fn open(fs: Arc<dyn FileSystem>, dir: &Path) -> std::io::Result<(Self, Vec<Replayed>, ReplayStats)> {
         fs.create_dir_all(dir)?;
         let mut stats = ReplayStats::default();
         let mut replayed = Vec::new();
@@ -131,7 +130,7 @@ impl Wal {
                 match WalRecord::decode(payload) {
                     Ok(record) => {
                         stats.records += 1;
-                        replayed.push(Replayed { segment: *seq, record });
+                        replayed.push(Replayed { segment: *seq, bytes: payload.len() as u64, record });
                     }
                     Err(e) => {
                         warn!(segment = %path.display(), error = %e, "skipped undecodable wal record");
@@ -291,8 +290,7 @@ mod tests {
         let parsed = parse_segment(&bytes);
         assert_eq!(parsed.corrupt, 0);
         assert_eq!(parsed.torn_at, None);
-        let decoded: Vec<_> =
-            parsed.payloads.iter().map(|p| WalRecord::decode(p).expect("valid")).collect();
+        let decoded: Vec<_> = parsed.payloads.iter().map(|p| WalRecord::decode(p).expect("valid")).collect();
         assert_eq!(decoded, recs);
     }
 

@@ -57,7 +57,10 @@ async fn retention_counts_from_receive_time_and_keeps_the_byte_budget() {
     let snap = store.snapshot();
     let per_block = snap.block_bytes / 3;
     drop(store);
-    let cfg = StoreConfig { max_disk_bytes: Some(snap.wal_bytes + per_block * 2 + per_block / 2), ..StoreConfig::default() };
+    let cfg = StoreConfig {
+        max_disk_bytes: Some(snap.wal_bytes + per_block * 2 + per_block / 2),
+        ..StoreConfig::default()
+    };
     let store = Store::open(Arc::new(StdFs), dir.path(), cfg).expect("reopen");
     store.enforce_retention(now_unix_nano());
     assert_eq!(store.snapshot().blocks, 2, "the oldest block goes to keep the byte budget");

@@ -26,7 +26,8 @@ async fn corrupt_block_is_set_aside_and_others_are_served() {
     bytes[len - 20..len - 8].fill(0xEE);
     std::fs::write(&spans, bytes).expect("write");
 
-    let store = Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default()).expect("start despite corruption");
+    let store =
+        Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default()).expect("start despite corruption");
     assert_eq!(store.stats().corrupt_blocks.load(Ordering::Relaxed), 1);
     assert!(dir.path().join("corrupt").read_dir().expect("corrupt dir").next().is_some());
     assert!(store.get_trace_blocking(trace_id(1)).expect("read").is_none());
@@ -71,7 +72,9 @@ async fn corrupt_and_torn_wal_records_are_skipped_and_counted() {
 async fn a_data_directory_is_opened_by_one_store_at_a_time() {
     let dir = tempfile::tempdir().expect("tempdir");
     let first = Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default()).expect("open");
-    let err = Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default()).err().expect("second open must fail");
+    let err = Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default())
+        .err()
+        .expect("second open must fail");
     assert!(err.to_string().contains("in use by another strand process"), "{err}");
     drop(first);
     Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default()).expect("open after the first closed");

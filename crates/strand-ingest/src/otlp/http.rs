@@ -48,7 +48,9 @@ fn error_response(format: Format, e: IngestError) -> Response {
     };
     let body = RpcStatus { code: grpc_code, message: e.to_string() };
     let mut resp = match format {
-        Format::Protobuf => (status, [(header::CONTENT_TYPE, "application/x-protobuf")], body.encode_to_vec()).into_response(),
+        Format::Protobuf => {
+            (status, [(header::CONTENT_TYPE, "application/x-protobuf")], body.encode_to_vec()).into_response()
+        }
         Format::Json => (
             status,
             [(header::CONTENT_TYPE, "application/json")],
@@ -96,17 +98,16 @@ fn content_encoding(headers: &HeaderMap) -> Result<Encoding, IngestError> {
 /// Reads the body, refusing more than `limit` bytes without buffering them.
 async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, IngestError> {
     let too_large = || IngestError::TooLarge(format!("request body exceeds the limit of {limit} bytes"));
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
     let mut body = body;
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| IngestError::BadRequest(format!("failed to read request body: {e}")))?;
+        let frame =
+            frame.map_err(|e| IngestError::BadRequest(format!("failed to read request body: {e}")))?;
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > limit {
                 return Err(too_large());

@@ -62,10 +62,12 @@ pub enum Format {
 /// Decodes and converts a request body; CPU-heavy, so large bodies run on the blocking pool.
 pub fn decode(format: Format, body: &[u8]) -> Result<(SpanBatch, Rejections), IngestError> {
     let req: ExportTraceServiceRequest = match format {
-        Format::Protobuf => prost::Message::decode(body)
-            .map_err(|e| IngestError::BadRequest(format!("invalid protobuf ExportTraceServiceRequest: {e}")))?,
-        Format::Json => serde_json::from_slice(body)
-            .map_err(|e| IngestError::BadRequest(format!("invalid OTLP/JSON ExportTraceServiceRequest: {e}")))?,
+        Format::Protobuf => prost::Message::decode(body).map_err(|e| {
+            IngestError::BadRequest(format!("invalid protobuf ExportTraceServiceRequest: {e}"))
+        })?,
+        Format::Json => serde_json::from_slice(body).map_err(|e| {
+            IngestError::BadRequest(format!("invalid OTLP/JSON ExportTraceServiceRequest: {e}"))
+        })?,
     };
     Ok(strand_otlp::from_request(req))
 }

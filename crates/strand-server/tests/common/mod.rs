@@ -27,11 +27,16 @@ pub fn local() -> SocketAddr {
 /// Starts a server on free ports with a fresh data directory.
 pub async fn start(adjust: impl FnOnce(&mut Config)) -> TestServer {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut cfg = Config::default();
-    cfg.data_dir = dir.path().join("data");
-    cfg.http_listen = local();
-    cfg.otlp.grpc_listen = local();
-    cfg.otlp.http_listen = local();
+    let mut cfg = Config {
+        data_dir: dir.path().join("data"),
+        http_listen: local(),
+        otlp: strand_server::config::OtlpConfig {
+            grpc_listen: local(),
+            http_listen: local(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     adjust(&mut cfg);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let (addr_tx, addr_rx) = oneshot::channel();
@@ -94,7 +99,15 @@ pub fn spawn_binary(data_dir: &Path, extra: &[&str]) -> ChildServer {
         .open(data_dir.with_extension("log"))
         .expect("log file");
     let child = Command::new(env!("CARGO_BIN_EXE_strand"))
-        .args(["serve", "--otlp-grpc-listen", "127.0.0.1:0", "--otlp-http-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--otlp-grpc-listen",
+            "127.0.0.1:0",
+            "--otlp-http-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
         .arg("--data-dir")
         .arg(data_dir)
         .arg("--listen-info-file")
@@ -105,7 +118,8 @@ pub fn spawn_binary(data_dir: &Path, extra: &[&str]) -> ChildServer {
         .stderr(log)
         .spawn()
         .expect("spawn strand");
-    let mut server = ChildServer { child, otlp_http: String::new(), grpc: String::new(), http: String::new() };
+    let mut server =
+        ChildServer { child, otlp_http: String::new(), grpc: String::new(), http: String::new() };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(text) = std::fs::read_to_string(&info) {

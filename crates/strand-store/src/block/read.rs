@@ -10,8 +10,7 @@ use arrow_array::types::{Int8Type, Int64Type, UInt32Type, UInt64Type};
 use arrow_array::{Array, FixedSizeBinaryArray, RecordBatch};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
-    RowSelector,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
 };
 use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::reader::{ChunkReader, Length};
@@ -112,10 +111,13 @@ impl Block {
             let data = fs.read_file(&path).map_err(|e| io_err(&path, e))?;
             let have = super::FileChecksum::of(name, &data);
             if &have != want {
-                return Err(corrupt(&path, format!(
-                    "checksum mismatch: {} bytes crc32c {:08x}, meta.json says {} bytes crc32c {:08x}",
-                    have.bytes, have.crc32c, want.bytes, want.crc32c
-                )));
+                return Err(corrupt(
+                    &path,
+                    format!(
+                        "checksum mismatch: {} bytes crc32c {:08x}, meta.json says {} bytes crc32c {:08x}",
+                        have.bytes, have.crc32c, want.bytes, want.crc32c
+                    ),
+                ));
             }
         }
         let spans = FileReader(fs.open_read(&spans_path).map_err(|e| io_err(&spans_path, e))?);
@@ -135,9 +137,7 @@ impl Block {
         if covered != meta.span_count || index.windows(2).any(|w| w[0].trace_id >= w[1].trace_id) {
             return Err(corrupt(&traces_path, "trace index does not match spans"));
         }
-        let disk_bytes = spans.len()
-            + fs.file_size(&traces_path).unwrap_or(0)
-            + meta_bytes.len() as u64;
+        let disk_bytes = spans.len() + fs.file_size(&traces_path).unwrap_or(0) + meta_bytes.len() as u64;
         Ok(Self { meta, dir: dir.to_path_buf(), disk_bytes, spans, footer, index })
     }
 
@@ -181,13 +181,15 @@ impl Block {
         }
         let Some(offset) = selection_offset else { return Ok(Vec::new()) };
         let skip = (first - offset) as usize;
-        let selection = RowSelection::from(vec![RowSelector::skip(skip), RowSelector::select(count as usize)]);
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(self.spans.clone(), self.footer.clone())
-            .with_row_groups(groups)
-            .with_row_selection(selection)
-            .with_batch_size(8192)
-            .build()
-            .map_err(|e| e.to_string())?;
+        let selection =
+            RowSelection::from(vec![RowSelector::skip(skip), RowSelector::select(count as usize)]);
+        let reader =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(self.spans.clone(), self.footer.clone())
+                .with_row_groups(groups)
+                .with_row_selection(selection)
+                .with_batch_size(8192)
+                .build()
+                .map_err(|e| e.to_string())?;
         let mut decoder = RowDecoder::default();
         let mut out = Vec::with_capacity(count as usize);
         for batch in reader {
@@ -228,11 +230,16 @@ fn fsb(batch: &RecordBatch, col: usize, width: i32) -> Result<&FixedSizeBinaryAr
     Ok(a)
 }
 
+/// Resource columns of a row: attributes JSON, dropped count, schema URL.
+type ResourceKey = (Option<String>, u32, String);
+/// Scope columns of a row: name, version, attributes JSON, dropped count, schema URL.
+type ScopeKey = (String, String, Option<String>, u32, String);
+
 /// Turns rows back into spans, sharing equal resources and scopes.
 #[derive(Default)]
 struct RowDecoder {
-    resources: HashMap<(Option<String>, u32, String), Arc<Resource>>,
-    scopes: HashMap<(String, String, Option<String>, u32, String), Arc<Scope>>,
+    resources: HashMap<ResourceKey, Arc<Resource>>,
+    scopes: HashMap<ScopeKey, Arc<Scope>>,
 }
 
 impl RowDecoder {
@@ -240,9 +247,15 @@ impl RowDecoder {
         let trace_id = fsb(b, 0, 16)?;
         let span_id = fsb(b, 1, 8)?;
         let parent = fsb(b, 2, 8)?;
-        let s = |i: usize| b.column(i).as_string_opt::<i32>().ok_or_else(|| format!("column {i} is not a string"));
-        let u32c = |i: usize| b.column(i).as_primitive_opt::<UInt32Type>().ok_or_else(|| format!("column {i} is not uint32"));
-        let i8c = |i: usize| b.column(i).as_primitive_opt::<Int8Type>().ok_or_else(|| format!("column {i} is not int8"));
+        let s = |i: usize| {
+            b.column(i).as_string_opt::<i32>().ok_or_else(|| format!("column {i} is not a string"))
+        };
+        let u32c = |i: usize| {
+            b.column(i).as_primitive_opt::<UInt32Type>().ok_or_else(|| format!("column {i} is not uint32"))
+        };
+        let i8c = |i: usize| {
+            b.column(i).as_primitive_opt::<Int8Type>().ok_or_else(|| format!("column {i} is not int8"))
+        };
         let trace_state = s(3)?;
         let flags = u32c(4)?;
         let name = s(5)?;

@@ -77,11 +77,7 @@ pub(crate) fn traces_schema() -> Schema {
         Field::new("start_time_unix_nano", DataType::UInt64, false),
         Field::new("duration_nano", DataType::UInt64, false),
         Field::new("error_count", DataType::UInt32, false),
-        Field::new(
-            "services",
-            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
-            false,
-        ),
+        Field::new("services", DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), false),
     ])
 }
 
@@ -160,7 +156,11 @@ pub fn encode_block(
     // Resources and scopes repeat across spans: encode each distinct one once.
     let mut res_json: Vec<(*const strand_core::Resource, Option<String>)> = Vec::new();
     let mut scope_json: Vec<(*const strand_core::Scope, Option<String>)> = Vec::new();
-    fn cached<T>(cache: &mut Vec<(*const T, Option<String>)>, item: &Arc<T>, f: impl FnOnce(&T) -> Option<String>) -> Option<String> {
+    fn cached<T>(
+        cache: &mut Vec<(*const T, Option<String>)>,
+        item: &Arc<T>,
+        f: impl FnOnce(&T) -> Option<String>,
+    ) -> Option<String> {
         let ptr = Arc::as_ptr(item);
         if let Some((_, s)) = cache.iter().rev().find(|(p, _)| *p == ptr) {
             return s.clone();
@@ -255,7 +255,10 @@ pub fn encode_block(
         min_trace_id: spans.first().map(|s| s.span.trace_id.to_hex()).unwrap_or_default(),
         max_trace_id: spans.last().map(|s| s.span.trace_id.to_hex()).unwrap_or_default(),
         compacted_from,
-        files: vec![FileChecksum::of("spans.parquet", &spans_bytes), FileChecksum::of("traces.parquet", &traces_bytes)],
+        files: vec![
+            FileChecksum::of("spans.parquet", &spans_bytes),
+            FileChecksum::of("traces.parquet", &traces_bytes),
+        ],
     };
     Ok(EncodedBlock { spans: spans_bytes, traces: traces_bytes, meta })
 }
@@ -303,7 +306,8 @@ impl Summaries {
         let is_root = sp.parent_span_id.is_none();
         // Prefer a span without parent; among equals, the earliest (spans arrive sorted).
         if t.root.as_ref().is_none_or(|(r, _, _, _)| is_root && !r) {
-            t.root = Some((is_root, sp.start_time_unix_nano, s.resource.service_name().into(), sp.name.clone()));
+            t.root =
+                Some((is_root, sp.start_time_unix_nano, s.resource.service_name().into(), sp.name.clone()));
         }
     }
 
