@@ -638,7 +638,7 @@ fn write_frozen_until_done(
 
 fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), String> {
     let _guard = inner.maintenance.lock();
-    let spans: Vec<StoredSpan> = frozen.head.spans().cloned().collect();
+    let spans: Vec<&StoredSpan> = frozen.head.spans().collect();
     let block =
         write_block(inner, spans, frozen.head.min_received(), frozen.head.max_received(), Vec::new())?;
     {
@@ -655,7 +655,7 @@ fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), String> {
 /// Encodes and writes a block atomically; returns it opened.
 fn write_block(
     inner: &Inner,
-    spans: Vec<StoredSpan>,
+    spans: Vec<&StoredSpan>,
     min_received: u64,
     max_received: u64,
     compacted_from: Vec<String>,
@@ -712,7 +712,7 @@ fn compact(inner: &Inner) -> Result<bool, String> {
     let min_received = candidates.iter().map(|b| b.meta.min_received_unix_nano).min().unwrap_or(0);
     let max_received = candidates.iter().map(|b| b.meta.max_received_unix_nano).max().unwrap_or(0);
     let ids: Vec<String> = candidates.iter().map(|b| b.meta.id.clone()).collect();
-    let merged = write_block(inner, spans, min_received, max_received, ids.clone())?;
+    let merged = write_block(inner, spans.iter().collect(), min_received, max_received, ids.clone())?;
     info!(inputs = ids.len(), spans = merged.meta.span_count, block = %merged.meta.id, "compacted blocks");
     {
         let mut st = inner.state.write();

@@ -6,6 +6,8 @@
 //! non-finite doubles are `{"$double":"NaN"|"Infinity"|"-Infinity"}`; an empty value is
 //! `null`; nested key-value lists are objects. DuckDB reads them with `json_extract`.
 
+use std::fmt::Write;
+
 use serde_json::{Map, Value};
 use strand_core::{AnyValue, Event, KeyValue, Link, SpanId, TraceId};
 
@@ -14,42 +16,91 @@ pub fn attrs_to_json(attrs: &[KeyValue]) -> Option<String> {
     if attrs.is_empty() {
         return None;
     }
-    Some(Value::Object(attrs_map(attrs)).to_string())
+    let mut out = String::new();
+    write_attrs(&mut out, attrs);
+    Some(out)
 }
 
-fn attrs_map(attrs: &[KeyValue]) -> Map<String, Value> {
-    attrs.iter().map(|kv| (kv.key.clone(), value_to_json(&kv.value))).collect()
-}
-
-fn value_to_json(v: &AnyValue) -> Value {
-    match v {
-        AnyValue::Empty => Value::Null,
-        AnyValue::String(s) => Value::String(s.clone()),
-        AnyValue::Bool(b) => Value::Bool(*b),
-        AnyValue::Int(i) => Value::from(*i),
-        AnyValue::Double(d) => match serde_json::Number::from_f64(*d) {
-            Some(n) => Value::Number(n),
-            None => {
-                let text = if d.is_nan() {
-                    "NaN"
-                } else if *d > 0.0 {
-                    "Infinity"
-                } else {
-                    "-Infinity"
-                };
-                single("$double", Value::String(text.into()))
-            }
-        },
-        AnyValue::Bytes(b) => single("$bytes", Value::String(hex(b))),
-        AnyValue::Array(a) => Value::Array(a.iter().map(value_to_json).collect()),
-        AnyValue::KvList(l) => Value::Object(attrs_map(l)),
+/// Writes `s` as a JSON string literal. Scans bytes: every byte that needs escaping is
+/// ASCII, so slicing at it keeps UTF-8 boundaries.
+fn write_str(out: &mut impl Write, s: &str) {
+    let _ = out.write_char('"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b != b'"' && b != b'\\' && b >= 0x20 {
+            continue;
+        }
+        let _ = out.write_str(&s[start..i]);
+        let _ = match b {
+            b'"' => out.write_str("\\\""),
+            b'\\' => out.write_str("\\\\"),
+            b'\n' => out.write_str("\\n"),
+            b'\r' => out.write_str("\\r"),
+            b'\t' => out.write_str("\\t"),
+            _ => write!(out, "\\u{b:04x}"),
+        };
+        start = i + 1;
     }
+    let _ = out.write_str(&s[start..]);
+    let _ = out.write_char('"');
 }
 
-fn single(key: &str, v: Value) -> Value {
-    let mut m = Map::new();
-    m.insert(key.into(), v);
-    Value::Object(m)
+/// Writes attributes as a JSON object, in order, without intermediate values.
+pub fn write_attrs(out: &mut impl Write, attrs: &[KeyValue]) {
+    let _ = out.write_char('{');
+    for (i, kv) in attrs.iter().enumerate() {
+        if i > 0 {
+            let _ = out.write_char(',');
+        }
+        write_str(out, &kv.key);
+        let _ = out.write_char(':');
+        write_value(out, &kv.value);
+    }
+    let _ = out.write_char('}');
+}
+
+fn write_value(out: &mut impl Write, v: &AnyValue) {
+    match v {
+        AnyValue::Empty => {
+            let _ = out.write_str("null");
+        }
+        AnyValue::String(s) => write_str(out, s),
+        AnyValue::Bool(b) => {
+            let _ = out.write_str(if *b { "true" } else { "false" });
+        }
+        AnyValue::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        AnyValue::Double(d) if d.is_finite() => {
+            // serde_json's float format always keeps a '.' or an exponent: 3.0, 1e+300.
+            let _ = out.write_str(&Value::from(*d).to_string());
+        }
+        AnyValue::Double(d) => {
+            let text = if d.is_nan() {
+                "NaN"
+            } else if *d > 0.0 {
+                "Infinity"
+            } else {
+                "-Infinity"
+            };
+            let _ = write!(out, "{{\"$double\":\"{text}\"}}");
+        }
+        AnyValue::Bytes(b) => {
+            let _ = write!(out, "{{\"$bytes\":\"{}\"}}", hex(b));
+        }
+        AnyValue::Array(a) => {
+            let _ = out.write_char('[');
+            for (i, v) in a.iter().enumerate() {
+                if i > 0 {
+                    let _ = out.write_char(',');
+                }
+                write_value(out, v);
+            }
+            let _ = out.write_char(']');
+        }
+        AnyValue::KvList(l) => write_attrs(out, l),
+    }
 }
 
 fn hex(b: &[u8]) -> String {
@@ -109,44 +160,43 @@ fn json_to_value(v: Value) -> Result<AnyValue, String> {
     })
 }
 
-/// Encodes events; `None` when there are none.
-pub fn events_to_json(events: &[Event]) -> Option<String> {
-    if events.is_empty() {
-        return None;
+/// Writes events as a JSON list:
+/// `[{"time_unix_nano":..,"name":..,"attributes":{..},"dropped_attributes_count":..}]`.
+pub fn write_events(out: &mut impl Write, events: &[Event]) {
+    let _ = out.write_char('[');
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            let _ = out.write_char(',');
+        }
+        let _ = write!(out, "{{\"time_unix_nano\":{},\"name\":", e.time_unix_nano);
+        write_str(out, &e.name);
+        let _ = out.write_str(",\"attributes\":");
+        write_attrs(out, &e.attributes);
+        let _ = write!(out, ",\"dropped_attributes_count\":{}}}", e.dropped_attributes_count);
     }
-    let list: Vec<Value> = events
-        .iter()
-        .map(|e| {
-            let mut m = Map::new();
-            m.insert("time_unix_nano".into(), Value::from(e.time_unix_nano));
-            m.insert("name".into(), Value::String(e.name.clone()));
-            m.insert("attributes".into(), Value::Object(attrs_map(&e.attributes)));
-            m.insert("dropped_attributes_count".into(), Value::from(e.dropped_attributes_count));
-            Value::Object(m)
-        })
-        .collect();
-    Some(Value::Array(list).to_string())
+    let _ = out.write_char(']');
 }
 
-/// Encodes links; `None` when there are none.
-pub fn links_to_json(links: &[Link]) -> Option<String> {
-    if links.is_empty() {
-        return None;
+/// Writes links as a JSON list: `[{"trace_id":..,"span_id":..,"trace_state":..,
+/// "attributes":{..},"dropped_attributes_count":..,"flags":..}]`.
+pub fn write_links(out: &mut impl Write, links: &[Link]) {
+    let _ = out.write_char('[');
+    for (i, l) in links.iter().enumerate() {
+        if i > 0 {
+            let _ = out.write_char(',');
+        }
+        let _ =
+            write!(out, "{{\"trace_id\":\"{}\",\"span_id\":\"{}\",\"trace_state\":", l.trace_id, l.span_id);
+        write_str(out, &l.trace_state);
+        let _ = out.write_str(",\"attributes\":");
+        write_attrs(out, &l.attributes);
+        let _ = write!(
+            out,
+            ",\"dropped_attributes_count\":{},\"flags\":{}}}",
+            l.dropped_attributes_count, l.flags
+        );
     }
-    let list: Vec<Value> = links
-        .iter()
-        .map(|l| {
-            let mut m = Map::new();
-            m.insert("trace_id".into(), Value::String(l.trace_id.to_hex()));
-            m.insert("span_id".into(), Value::String(l.span_id.to_hex()));
-            m.insert("trace_state".into(), Value::String(l.trace_state.clone()));
-            m.insert("attributes".into(), Value::Object(attrs_map(&l.attributes)));
-            m.insert("dropped_attributes_count".into(), Value::from(l.dropped_attributes_count));
-            m.insert("flags".into(), Value::from(l.flags));
-            Value::Object(m)
-        })
-        .collect();
-    Some(Value::Array(list).to_string())
+    let _ = out.write_char(']');
 }
 
 fn field<'a>(m: &'a Map<String, Value>, key: &str) -> Result<&'a Value, String> {
@@ -229,11 +279,23 @@ mod tests {
         for span in &b.resource_spans[0].scope_spans[0].spans {
             let json = attrs_to_json(&span.attributes);
             assert_eq!(attrs_from_json(json.as_deref()).expect("valid"), span.attributes);
-            let ev = events_to_json(&span.events);
-            assert_eq!(events_from_json(ev.as_deref()).expect("valid"), span.events);
-            let ln = links_to_json(&span.links);
-            assert_eq!(links_from_json(ln.as_deref()).expect("valid"), span.links);
+            let mut ev = String::new();
+            write_events(&mut ev, &span.events);
+            assert_eq!(events_from_json(Some(&ev)).expect("valid"), span.events);
+            let mut ln = String::new();
+            write_links(&mut ln, &span.links);
+            assert_eq!(links_from_json(Some(&ln)).expect("valid"), span.links);
         }
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_would() {
+        let tricky = "q\"b\\n\nr\rt\t\u{1}\u{7f}é😀";
+        let attrs = vec![KeyValue::new(tricky, AnyValue::String(tricky.into()))];
+        let json = attrs_to_json(&attrs).expect("non-empty");
+        let parsed: Value = serde_json::from_str(&json).expect("valid json");
+        assert_eq!(parsed[tricky], Value::String(tricky.into()));
+        assert_eq!(attrs_from_json(Some(&json)).expect("valid"), attrs);
     }
 
     #[test]

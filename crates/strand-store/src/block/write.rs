@@ -1,6 +1,5 @@
 //! Encoding a set of spans into a block's files.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -15,7 +14,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use strand_core::{StatusCode, StoredSpan};
 
-use super::json::{attrs_to_json, events_to_json, links_to_json};
+use super::json::{attrs_to_json, write_attrs, write_events, write_links};
 use super::{BlockMeta, FORMAT_VERSION, FileChecksum};
 
 /// Rows per data page: small pages make a trace lookup read little.
@@ -110,21 +109,50 @@ fn write_parquet(batch: &RecordBatch, props: WriterProperties) -> Result<Vec<u8>
     Ok(out)
 }
 
-/// Encodes spans (any order, no duplicates) into a block with the given id.
+/// Per-resource or per-scope values computed once per distinct `Arc`, not once per span.
+struct Interned<'a> {
+    by_ptr: std::collections::HashMap<usize, usize>,
+    values: Vec<(&'a str, Option<String>)>,
+}
+
+impl<'a> Interned<'a> {
+    fn new() -> Self {
+        Self { by_ptr: std::collections::HashMap::new(), values: Vec::new() }
+    }
+
+    fn get<T>(&mut self, item: &'a Arc<T>, f: impl FnOnce(&'a T) -> (&'a str, Option<String>)) -> usize {
+        let key = Arc::as_ptr(item) as *const () as usize;
+        *self.by_ptr.entry(key).or_insert_with(|| {
+            self.values.push(f(item));
+            self.values.len() - 1
+        })
+    }
+}
+
+fn append_json<T: ?Sized>(
+    b: &mut StringBuilder,
+    items: &T,
+    empty: bool,
+    write: impl FnOnce(&mut StringBuilder, &T),
+) {
+    if empty {
+        b.append_null();
+    } else {
+        write(b, items);
+        b.append_value("");
+    }
+}
+
+/// Encodes spans (any order, no duplicates) into a block with the given id. Works from
+/// references: nothing is cloned but the column data itself.
 pub fn encode_block(
     id: String,
-    mut spans: Vec<StoredSpan>,
+    mut spans: Vec<&StoredSpan>,
     min_received_unix_nano: u64,
     max_received_unix_nano: u64,
     compacted_from: Vec<String>,
 ) -> Result<EncodedBlock, String> {
-    spans.sort_unstable_by(|a, b| {
-        (a.span.trace_id, a.span.start_time_unix_nano, a.span.span_id).cmp(&(
-            b.span.trace_id,
-            b.span.start_time_unix_nano,
-            b.span.span_id,
-        ))
-    });
+    spans.sort_unstable_by_key(|s| (s.span.trace_id, s.span.start_time_unix_nano, s.span.span_id));
     let n = spans.len();
     let mut trace_id = FixedSizeBinaryBuilder::with_capacity(n, 16);
     let mut span_id = FixedSizeBinaryBuilder::with_capacity(n, 8);
@@ -146,38 +174,26 @@ pub fn encode_block(
     let mut scope_attrs = StringBuilder::new();
     let mut scope_dropped = UInt32Builder::with_capacity(n);
     let mut scope_schema = StringBuilder::new();
-    let mut attrs = StringBuilder::new();
+    let mut attrs = StringBuilder::with_capacity(n, n * 128);
     let mut dropped_attrs = UInt32Builder::with_capacity(n);
     let mut events = StringBuilder::new();
     let mut dropped_events = UInt32Builder::with_capacity(n);
     let mut links = StringBuilder::new();
     let mut dropped_links = UInt32Builder::with_capacity(n);
 
-    // Resources and scopes repeat across spans: encode each distinct one once.
-    let mut res_json: Vec<(*const strand_core::Resource, Option<String>)> = Vec::new();
-    let mut scope_json: Vec<(*const strand_core::Scope, Option<String>)> = Vec::new();
-    fn cached<T>(
-        cache: &mut Vec<(*const T, Option<String>)>,
-        item: &Arc<T>,
-        f: impl FnOnce(&T) -> Option<String>,
-    ) -> Option<String> {
-        let ptr = Arc::as_ptr(item);
-        if let Some((_, s)) = cache.iter().rev().find(|(p, _)| *p == ptr) {
-            return s.clone();
-        }
-        let s = f(item);
-        cache.push((ptr, s.clone()));
-        s
-    }
-
+    let mut resources = Interned::new();
+    let mut scopes = Interned::new();
     let mut summaries = Summaries::default();
+    let err = |e: arrow_schema::ArrowError| e.to_string();
     for (row, s) in spans.iter().enumerate() {
         let sp = &s.span;
-        summaries.add(row, s);
-        trace_id.append_value(sp.trace_id.0).map_err(|e| e.to_string())?;
-        span_id.append_value(sp.span_id.0).map_err(|e| e.to_string())?;
+        let r = resources.get(&s.resource, |r| (r.service_name(), attrs_to_json(&r.attributes)));
+        let (svc, res_json) = &resources.values[r];
+        summaries.add(row, s, svc);
+        trace_id.append_value(sp.trace_id.0).map_err(err)?;
+        span_id.append_value(sp.span_id.0).map_err(err)?;
         match sp.parent_span_id {
-            Some(p) => parent.append_value(p.0).map_err(|e| e.to_string())?,
+            Some(p) => parent.append_value(p.0).map_err(err)?,
             None => parent.append_null(),
         }
         trace_state.append_value(&sp.trace_state);
@@ -188,27 +204,22 @@ pub fn encode_block(
         duration.append_value(sp.end_time_unix_nano.wrapping_sub(sp.start_time_unix_nano) as i64);
         status_code.append_value(sp.status.code as i8);
         status_message.append_value(&sp.status.message);
-        service.append_value(s.resource.service_name());
-        res_attrs.append_option(cached(&mut res_json, &s.resource, |r| attrs_to_json(&r.attributes)));
+        service.append_value(svc);
+        res_attrs.append_option(res_json.as_deref());
         res_dropped.append_value(s.resource.dropped_attributes_count);
         res_schema.append_value(&s.resource.schema_url);
+        let sc = scopes.get(&s.scope, |sc| ("", attrs_to_json(&sc.attributes)));
         scope_name.append_value(&s.scope.name);
         scope_version.append_value(&s.scope.version);
-        scope_attrs.append_option(cached(&mut scope_json, &s.scope, |r| attrs_to_json(&r.attributes)));
+        scope_attrs.append_option(scopes.values[sc].1.as_deref());
         scope_dropped.append_value(s.scope.dropped_attributes_count);
         scope_schema.append_value(&s.scope.schema_url);
-        attrs.append_option(attrs_to_json(&sp.attributes));
+        append_json(&mut attrs, &sp.attributes[..], sp.attributes.is_empty(), |b, a| write_attrs(b, a));
         dropped_attrs.append_value(sp.dropped_attributes_count);
-        events.append_option(events_to_json(&sp.events));
+        append_json(&mut events, &sp.events[..], sp.events.is_empty(), |b, e| write_events(b, e));
         dropped_events.append_value(sp.dropped_events_count);
-        links.append_option(links_to_json(&sp.links));
+        append_json(&mut links, &sp.links[..], sp.links.is_empty(), |b, l| write_links(b, l));
         dropped_links.append_value(sp.dropped_links_count);
-        if res_json.len() > 64 {
-            res_json.drain(..32);
-        }
-        if scope_json.len() > 64 {
-            scope_json.drain(..32);
-        }
     }
     let columns: Vec<ArrayRef> = vec![
         Arc::new(trace_id.finish()),
@@ -238,7 +249,7 @@ pub fn encode_block(
         Arc::new(links.finish()),
         Arc::new(dropped_links.finish()),
     ];
-    let batch = RecordBatch::try_new(Arc::new(spans_schema()), columns).map_err(|e| e.to_string())?;
+    let batch = RecordBatch::try_new(Arc::new(spans_schema()), columns).map_err(err)?;
     let trace_count = summaries.list.len() as u64;
     let spans_bytes = write_parquet(&batch, spans_props(trace_count))?;
     let traces_bytes = summaries.encode()?;
@@ -264,24 +275,25 @@ pub fn encode_block(
 }
 
 /// One trace's summary row, built while the sorted spans stream past.
-struct Summary {
+struct Summary<'a> {
     trace_id: [u8; 16],
     first_row: u32,
     span_count: u32,
-    root: Option<(bool, u64, String, String)>,
+    /// The root so far: whether it lacks a parent, its service and span.
+    root: Option<(bool, &'a str, &'a StoredSpan)>,
     start: u64,
     end: u64,
     errors: u32,
-    services: BTreeMap<String, u32>,
+    services: Vec<&'a str>,
 }
 
 #[derive(Default)]
-struct Summaries {
-    list: Vec<Summary>,
+struct Summaries<'a> {
+    list: Vec<Summary<'a>>,
 }
 
-impl Summaries {
-    fn add(&mut self, row: usize, s: &StoredSpan) {
+impl<'a> Summaries<'a> {
+    fn add(&mut self, row: usize, s: &'a StoredSpan, service: &'a str) {
         let sp = &s.span;
         if self.list.last().is_none_or(|l| l.trace_id != sp.trace_id.0) {
             self.list.push(Summary {
@@ -292,7 +304,7 @@ impl Summaries {
                 start: u64::MAX,
                 end: 0,
                 errors: 0,
-                services: BTreeMap::new(),
+                services: Vec::new(),
             });
         }
         let Some(t) = self.list.last_mut() else { return };
@@ -302,12 +314,13 @@ impl Summaries {
         if sp.status.code == StatusCode::Error {
             t.errors += 1;
         }
-        *t.services.entry(s.resource.service_name().to_owned()).or_default() += 1;
+        if !t.services.contains(&service) {
+            t.services.push(service);
+        }
         let is_root = sp.parent_span_id.is_none();
         // Prefer a span without parent; among equals, the earliest (spans arrive sorted).
-        if t.root.as_ref().is_none_or(|(r, _, _, _)| is_root && !r) {
-            t.root =
-                Some((is_root, sp.start_time_unix_nano, s.resource.service_name().into(), sp.name.clone()));
+        if t.root.is_none_or(|(r, _, _)| is_root && !r) {
+            t.root = Some((is_root, service, s));
         }
     }
 
@@ -326,13 +339,14 @@ impl Summaries {
             trace_id.append_value(t.trace_id).map_err(|e| e.to_string())?;
             first_row.append_value(t.first_row);
             span_count.append_value(t.span_count);
-            let (_, _, svc, name) = t.root.clone().unwrap_or_default();
-            root_service.append_value(svc);
-            root_name.append_value(name);
+            root_service.append_value(t.root.map_or("", |(_, svc, _)| svc));
+            root_name.append_value(t.root.map_or("", |(_, _, s)| s.span.name.as_str()));
             start.append_value(t.start);
             duration.append_value(t.end.saturating_sub(t.start));
             errors.append_value(t.errors);
-            for s in t.services.keys() {
+            let mut names = t.services.clone();
+            names.sort_unstable();
+            for s in names {
                 services.values().append_value(s);
             }
             services.append(true);
