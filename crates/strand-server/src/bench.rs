@@ -73,8 +73,8 @@ struct Report {
     spans_per_second: f64,
     server_cpu_seconds: Option<f64>,
     server_cpu_seconds_per_million_spans: Option<f64>,
-    server_cpu_micros_per_span: Option<f64>,
     server_cpu_seconds_including_final_flush: Option<f64>,
+    server_cpu_seconds_per_million_spans_including_final_flush: Option<f64>,
     disk_bytes_blocks: Option<u64>,
     disk_bytes_per_span: Option<f64>,
     peak_server_rss_bytes: Option<u64>,
@@ -553,7 +553,6 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         let cpu = b - a;
         report.server_cpu_seconds = Some(cpu);
         report.server_cpu_seconds_per_million_spans = Some(cpu / report.spans_sent as f64 * 1e6);
-        report.server_cpu_micros_per_span = Some(cpu / report.spans_sent as f64 * 1e6);
     }
     let http_client = reqwest::Client::new();
     if let Some(http) = &http {
@@ -565,6 +564,8 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         }
         if let (Some(a), Some(c)) = (cpu0, pid.and_then(proc_cpu_seconds)) {
             report.server_cpu_seconds_including_final_flush = Some(c - a);
+            report.server_cpu_seconds_per_million_spans_including_final_flush =
+                Some((c - a) / report.spans_sent as f64 * 1e6);
         }
         if let Some(server) = &server {
             let blocks = dir_bytes(&server.dir.join("data").join("blocks"));

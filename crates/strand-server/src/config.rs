@@ -46,6 +46,8 @@ pub struct OtlpConfig {
     pub http_enabled: bool,
     /// Largest request accepted, before and after decompression.
     pub max_request_size: ByteSize,
+    /// Requests handled at once across both receivers; more get 429 / RESOURCE_EXHAUSTED.
+    pub max_concurrent_requests: usize,
 }
 
 /// When the WAL is fsynced.
@@ -104,6 +106,7 @@ impl Default for OtlpConfig {
             grpc_enabled: true,
             http_enabled: true,
             max_request_size: ByteSize(16 * 1024 * 1024),
+            max_concurrent_requests: 64,
         }
     }
 }
@@ -155,6 +158,7 @@ impl Config {
             }
         };
         positive("otlp.max_request_size", self.otlp.max_request_size.0 > 0);
+        positive("otlp.max_concurrent_requests", self.otlp.max_concurrent_requests > 0);
         positive("storage.fsync_interval", !self.storage.fsync_interval.0.is_zero());
         positive("storage.head_max_spans", self.storage.head_max_spans > 0);
         positive("storage.head_max_size", self.storage.head_max_size.0 > 0);

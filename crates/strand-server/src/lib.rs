@@ -57,8 +57,11 @@ pub async fn run(
         .context("store open task failed")?
         .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
     let store = Arc::new(store);
-    let limits =
-        IngestLimits { max_request_bytes: cfg.otlp.max_request_size.0 as usize, ..IngestLimits::default() };
+    let limits = IngestLimits {
+        max_request_bytes: cfg.otlp.max_request_size.0 as usize,
+        max_concurrent_requests: cfg.otlp.max_concurrent_requests,
+        ..IngestLimits::default()
+    };
     let sink: Arc<dyn SpanSink> = store.clone();
     let receiver = OtlpReceiver::new(sink, limits);
 

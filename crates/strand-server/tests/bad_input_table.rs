@@ -264,3 +264,36 @@ async fn bad_grpc_input_gets_status_codes() {
     client.export(ok).await.expect("server still serves");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_in_flight_limit_get_429() {
+    use tokio::io::AsyncWriteExt;
+    let server = common::start(|c| c.otlp.max_concurrent_requests = 1).await;
+    // A client that sends half of its body holds the only slot.
+    let mut slow = tokio::net::TcpStream::connect(server.otlp_http).await.expect("connect");
+    slow.write_all(b"POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"resourceSpans\"")
+        .await
+        .expect("write");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let resp = reqwest::Client::new()
+        .post(server.otlp_url())
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert!(resp.text().await.expect("body").contains("1 requests already in flight"));
+    drop(slow);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let resp = reqwest::Client::new()
+        .post(server.otlp_url())
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 200, "the slot is free again once the slow client left");
+    server.stop().await;
+}

@@ -1,41 +1,23 @@
 //! The head: recently written spans in memory, grouped by trace, queryable at once.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
 
 use strand_core::{SpanBatch, SpanId, StoredSpan, TraceId};
-
-/// Hasher for ids that are already random: takes their first eight bytes.
-#[derive(Default)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut buf = [0u8; 8];
-            buf[..chunk.len()].copy_from_slice(chunk);
-            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(buf);
-        }
-    }
-}
-
-type IdBuild = BuildHasherDefault<IdHasher>;
 
 /// Spans of one trace in the head.
 #[derive(Default)]
 struct HeadTrace {
     spans: Vec<StoredSpan>,
-    ids: HashSet<SpanId, IdBuild>,
+    ids: HashSet<SpanId>,
 }
 
 /// In-memory spans. Not synchronised: the engine wraps it in a lock.
+///
+/// Ids come from the network, so the maps keep std's keyed hasher: a client cannot craft
+/// colliding ids to make inserts quadratic.
 #[derive(Default)]
 pub struct Head {
-    traces: HashMap<TraceId, HeadTrace, IdBuild>,
+    traces: HashMap<TraceId, HeadTrace>,
     span_count: usize,
     bytes: u64,
     min_received: u64,

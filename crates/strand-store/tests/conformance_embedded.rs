@@ -85,3 +85,16 @@ async fn reopened_store_passes_conformance() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interval_fsync_passes_conformance() {
+    conformance::run_all(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = StoreConfig {
+            fsync: strand_store::FsyncPolicy::Interval(std::time::Duration::from_millis(5)),
+            ..StoreConfig::default()
+        };
+        Tmp(Store::open(Arc::new(StdFs), dir.path(), cfg).expect("open"), dir)
+    })
+    .await;
+}

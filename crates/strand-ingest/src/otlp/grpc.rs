@@ -86,6 +86,7 @@ impl UnaryService<Bytes> for Export {
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let receiver = self.0.clone();
         Box::pin(async move {
+            let _slot = receiver.admit().map_err(status)?;
             let body = request.into_inner();
             let (batch, rejections) = if body.len() > receiver.limits.blocking_decode_threshold {
                 tokio::task::spawn_blocking(move || decode(Format::Protobuf, &body))

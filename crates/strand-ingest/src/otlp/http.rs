@@ -159,9 +159,11 @@ async fn handle(
     body: Body,
 ) -> Result<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse, IngestError> {
     let encoding = content_encoding(headers)?;
+    let _slot = rx.admit()?;
     let limit = rx.limits.max_request_bytes;
     let raw = read_body(body, headers, limit).await?;
-    let large = raw.len() > rx.limits.blocking_decode_threshold;
+    // Inflating gzip is CPU work too, so compressed bodies always leave the async workers.
+    let off_thread = raw.len() > rx.limits.blocking_decode_threshold || matches!(encoding, Encoding::Gzip);
     let work = move || -> Result<_, IngestError> {
         let inflated;
         let bytes: &[u8] = match encoding {
@@ -173,7 +175,7 @@ async fn handle(
         };
         decode(format, bytes)
     };
-    let (batch, rejections) = if large || matches!(content_encoding(headers)?, Encoding::Gzip) {
+    let (batch, rejections) = if off_thread {
         tokio::task::spawn_blocking(work)
             .await
             .map_err(|e| IngestError::Unavailable(format!("decode task failed: {e}")))??

@@ -19,12 +19,24 @@ use crate::{IngestError, IngestLimits};
 pub struct OtlpReceiver {
     sink: Arc<dyn SpanSink>,
     limits: IngestLimits,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl OtlpReceiver {
     /// A receiver handing batches to `sink`.
     pub fn new(sink: Arc<dyn SpanSink>, limits: IngestLimits) -> Self {
-        Self { sink, limits }
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_requests.max(1)));
+        Self { sink, limits, in_flight }
+    }
+
+    /// A slot for one request, or `Overloaded` when `max_concurrent_requests` are in flight.
+    fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, IngestError> {
+        self.in_flight.clone().try_acquire_owned().map_err(|_| {
+            IngestError::Overloaded(format!(
+                "{} requests already in flight; retry later",
+                self.limits.max_concurrent_requests
+            ))
+        })
     }
 
     /// Converts a decoded request and hands it on; the answer carries the partial-success

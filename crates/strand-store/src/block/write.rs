@@ -214,11 +214,11 @@ pub fn encode_block(
         scope_attrs.append_option(scopes.values[sc].1.as_deref());
         scope_dropped.append_value(s.scope.dropped_attributes_count);
         scope_schema.append_value(&s.scope.schema_url);
-        append_json(&mut attrs, &sp.attributes[..], sp.attributes.is_empty(), |b, a| write_attrs(b, a));
+        append_json(&mut attrs, &sp.attributes[..], sp.attributes.is_empty(), write_attrs);
         dropped_attrs.append_value(sp.dropped_attributes_count);
-        append_json(&mut events, &sp.events[..], sp.events.is_empty(), |b, e| write_events(b, e));
+        append_json(&mut events, &sp.events[..], sp.events.is_empty(), write_events);
         dropped_events.append_value(sp.dropped_events_count);
-        append_json(&mut links, &sp.links[..], sp.links.is_empty(), |b, l| write_links(b, l));
+        append_json(&mut links, &sp.links[..], sp.links.is_empty(), write_links);
         dropped_links.append_value(sp.dropped_links_count);
     }
     let columns: Vec<ArrayRef> = vec![
