@@ -43,6 +43,11 @@
 //! | `links` | string (JSON list), nullable | `[{trace_id,span_id,trace_state,attributes,dropped_attributes_count,flags}]` |
 //! | `dropped_links_count` | uint32 | |
 //!
+//! Encoding: 2048-row pages with page indexes (a trace lookup reads only the pages holding
+//! its rows); the JSON columns and the two time columns are zstd (level 9) compressed, the
+//! rest are left to Parquet's dictionary, RLE and delta encodings (see `spans_props` for
+//! why).
+//!
 //! ## `traces.parquet`
 //!
 //! `trace_id`, `first_row` (uint32: row of its first span in `spans.parquet`),
