@@ -61,6 +61,9 @@ pub struct IngestArgs {
     /// Seed of the traffic generator.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Extra `--set KEY=VALUE` for the started server, e.g. `storage.head_max_spans=100000`.
+    #[arg(long = "server-set", value_name = "KEY=VALUE")]
+    pub server_set: Vec<String>,
 }
 
 #[derive(Serialize, Default)]
@@ -367,7 +370,7 @@ impl Drop for ChildServer {
     }
 }
 
-fn start_server(fsync: &str, keep: bool) -> anyhow::Result<ChildServer> {
+fn start_server(fsync: &str, keep: bool, extra: &[String]) -> anyhow::Result<ChildServer> {
     let tmp = tempfile::Builder::new()
         .prefix("strand-bench-")
         .tempdir()
@@ -392,6 +395,7 @@ fn start_server(fsync: &str, keep: bool) -> anyhow::Result<ChildServer> {
         .arg(&info)
         .arg("--set")
         .arg(format!("storage.fsync={fsync}"))
+        .args(extra.iter().flat_map(|kv| ["--set", kv.as_str()]))
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -436,7 +440,7 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let server = match &args.target {
         Some(_) => None,
-        None => Some(start_server(&args.fsync, args.keep_data)?),
+        None => Some(start_server(&args.fsync, args.keep_data, &args.server_set)?),
     };
     let grpc = match (&args.target, &server) {
         (Some(t), _) => t.clone(),
