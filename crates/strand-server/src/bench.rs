@@ -61,6 +61,11 @@ pub struct IngestArgs {
     /// Seed of the traffic generator.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// After loading and flushing, restart the started server on the same data and time the
+    /// lookups there too (`lookup_after_restart_*`): reads of stored data without the
+    /// ingesting process's memory state.
+    #[arg(long)]
+    pub restart_before_lookups: bool,
     /// Extra `--set KEY=VALUE` for the started server, e.g. `storage.head_max_spans=100000`.
     #[arg(long = "server-set", value_name = "KEY=VALUE")]
     pub server_set: Vec<String>,
@@ -85,6 +90,9 @@ struct Report {
     lookup_p50_ms: Option<f64>,
     lookup_p99_ms: Option<f64>,
     lookup_max_ms: Option<f64>,
+    lookup_after_restart_p50_ms: Option<f64>,
+    lookup_after_restart_p99_ms: Option<f64>,
+    lookup_after_restart_max_ms: Option<f64>,
     data_dir: Option<String>,
 }
 
@@ -352,11 +360,88 @@ struct ChildServer {
     grpc: String,
     http: String,
     dir: PathBuf,
+    fsync: String,
+    extra: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
-impl Drop for ChildServer {
-    fn drop(&mut self) {
+impl ChildServer {
+    /// Starts `strand serve` on a temporary directory.
+    fn start(fsync: &str, keep: bool, extra: &[String]) -> anyhow::Result<Self> {
+        let tmp = tempfile::Builder::new()
+            .prefix("strand-bench-")
+            .tempdir()
+            .context("creating a temporary directory")?;
+        let dir = tmp.path().to_path_buf();
+        // keep() detaches the directory so it outlives the run.
+        let tmp = if keep {
+            let _ = tmp.keep();
+            None
+        } else {
+            Some(tmp)
+        };
+        let child = Self::spawn(&dir, fsync, extra)?;
+        let mut server = ChildServer {
+            child,
+            grpc: String::new(),
+            http: String::new(),
+            dir,
+            fsync: fsync.to_owned(),
+            extra: extra.to_vec(),
+            _tmp: tmp,
+        };
+        server.wait_listening()?;
+        Ok(server)
+    }
+
+    fn spawn(dir: &Path, fsync: &str, extra: &[String]) -> anyhow::Result<Child> {
+        let _ = std::fs::remove_file(dir.join("listen.json"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))
+            .context("opening the server log")?;
+        let exe = std::env::current_exe().context("locating the strand binary")?;
+        Command::new(exe)
+            .args(["serve", "--otlp-grpc-listen", "127.0.0.1:0", "--otlp-http-listen", "127.0.0.1:0"])
+            .args(["--http-listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--listen-info-file")
+            .arg(dir.join("listen.json"))
+            .arg("--set")
+            .arg(format!("storage.fsync={fsync}"))
+            .args(extra.iter().flat_map(|kv| ["--set", kv.as_str()]))
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting strand serve")
+    }
+
+    fn wait_listening(&mut self) -> anyhow::Result<()> {
+        let info = self.dir.join("listen.json");
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&info) {
+                let v: serde_json::Value = serde_json::from_str(&text).context("parsing listen info")?;
+                self.grpc = v["otlp_grpc"].as_str().context("no grpc address")?.to_owned();
+                self.http = format!("http://{}", v["http"].as_str().context("no http address")?);
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                bail!("strand serve exited with {status}; see {}", self.dir.join("server.log").display());
+            }
+            if Instant::now() > deadline {
+                bail!("strand serve did not start within 300 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server gracefully (SIGTERM), waiting up to 30 s before SIGKILL.
+    fn stop(&mut self) {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
@@ -368,64 +453,44 @@ impl Drop for ChildServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Stops the server and starts a fresh process on the same data directory.
+    fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.child = Self::spawn(&self.dir, &self.fsync, &self.extra)?;
+        self.wait_listening()
+    }
 }
 
-fn start_server(fsync: &str, keep: bool, extra: &[String]) -> anyhow::Result<ChildServer> {
-    let tmp = tempfile::Builder::new()
-        .prefix("strand-bench-")
-        .tempdir()
-        .context("creating a temporary directory")?;
-    let dir = tmp.path().to_path_buf();
-    let info = dir.join("listen.json");
-    let log = std::fs::File::create(dir.join("server.log")).context("creating the server log")?;
-    let exe = std::env::current_exe().context("locating the strand binary")?;
-    let child = Command::new(exe)
-        .args([
-            "serve",
-            "--otlp-grpc-listen",
-            "127.0.0.1:0",
-            "--otlp-http-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--listen-info-file")
-        .arg(&info)
-        .arg("--set")
-        .arg(format!("storage.fsync={fsync}"))
-        .args(extra.iter().flat_map(|kv| ["--set", kv.as_str()]))
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("starting strand serve")?;
-    let tmp = if keep {
-        // keep() detaches the directory so it outlives the run.
-        let _ = tmp.keep();
-        None
-    } else {
-        Some(tmp)
-    };
-    let mut server = ChildServer { child, grpc: String::new(), http: String::new(), dir, _tmp: tmp };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&info) {
-            let v: serde_json::Value = serde_json::from_str(&text).context("parsing listen info")?;
-            server.grpc = v["otlp_grpc"].as_str().context("no grpc address")?.to_owned();
-            server.http = format!("http://{}", v["http"].as_str().context("no http address")?);
-            return Ok(server);
-        }
-        if let Ok(Some(status)) = server.child.try_wait() {
-            bail!("strand serve exited with {status}; see {}", server.dir.join("server.log").display());
-        }
-        if Instant::now() > deadline {
-            bail!("strand serve did not start within 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        self.stop();
     }
+}
+
+/// Fetches each sampled trace once, checking its span count; returns sorted latencies in ms.
+async fn time_lookups(
+    client: &reqwest::Client,
+    http: &str,
+    samples: &[([u8; 16], usize)],
+) -> anyhow::Result<Vec<f64>> {
+    let mut lat = Vec::with_capacity(samples.len());
+    for (id, expected) in samples {
+        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let t = Instant::now();
+        let resp = client.get(format!("{http}/api/v1/traces/{hex}")).send().await.context("lookup")?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.context("lookup body")?;
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        if !status.is_success() || body["spanCount"].as_u64() != Some(*expected as u64) {
+            bail!(
+                "lookup of trace {hex} returned {status} with {} spans, expected {expected}",
+                body["spanCount"]
+            );
+        }
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    Ok(lat)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
@@ -438,9 +503,9 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 
 /// Runs the benchmark and prints the JSON report on stdout.
 pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
-    let server = match &args.target {
+    let mut server = match &args.target {
         Some(_) => None,
-        None => Some(start_server(&args.fsync, args.keep_data, &args.server_set)?),
+        None => Some(ChildServer::start(&args.fsync, args.keep_data, &args.server_set)?),
     };
     let grpc = match (&args.target, &server) {
         (Some(t), _) => t.clone(),
@@ -577,29 +642,23 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
             report.disk_bytes_per_span = Some(blocks as f64 / report.spans_sent as f64);
         }
         eprintln!("timing {} trace lookups...", samples.len());
-        let mut lat = Vec::with_capacity(samples.len());
-        for (id, expected) in &samples {
-            let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-            let t = Instant::now();
-            let resp =
-                http_client.get(format!("{http}/api/v1/traces/{hex}")).send().await.context("lookup")?;
-            let status = resp.status();
-            let body: serde_json::Value = resp.json().await.context("lookup body")?;
-            lat.push(t.elapsed().as_secs_f64() * 1000.0);
-            if !status.is_success() || body["spanCount"].as_u64() != Some(*expected as u64) {
-                bail!(
-                    "lookup of trace {hex} returned {status} with {} spans, expected {expected}",
-                    body["spanCount"]
-                );
-            }
-        }
-        lat.sort_by(|a, b| a.total_cmp(b));
+        let lat = time_lookups(&http_client, http, &samples).await?;
         report.lookups = lat.len();
         report.lookup_p50_ms = percentile(&lat, 0.5);
         report.lookup_p99_ms = percentile(&lat, 0.99);
         report.lookup_max_ms = lat.last().copied();
     }
     report.peak_server_rss_bytes = pid.and_then(proc_peak_rss);
+    if args.restart_before_lookups
+        && let Some(server) = server.as_mut()
+    {
+        eprintln!("restarting the server on the same data...");
+        server.restart()?;
+        let lat = time_lookups(&http_client, &server.http, &samples).await?;
+        report.lookup_after_restart_p50_ms = percentile(&lat, 0.5);
+        report.lookup_after_restart_p99_ms = percentile(&lat, 0.99);
+        report.lookup_after_restart_max_ms = lat.last().copied();
+    }
     if args.keep_data {
         report.data_dir = server.as_ref().map(|s| s.dir.join("data").display().to_string());
     }
