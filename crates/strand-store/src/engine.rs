@@ -27,7 +27,7 @@ use strand_core::{
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
-use crate::block::{Block, encode_block};
+use crate::block::{Block, BlockBuilder};
 use crate::fs::FileSystem;
 use crate::head::Head;
 use crate::wal::{Wal, WalRecord};
@@ -205,7 +205,7 @@ impl Store {
         let mut head = Head::default();
         for r in replayed {
             let n = r.record.batch.span_count();
-            let added = head.insert(r.record.batch, r.record.received_unix_nano, r.bytes);
+            let added = head.insert(r.record.encode(), &r.record.batch, r.record.received_unix_nano);
             stats.spans_duplicate.fetch_add((n - added) as u64, Ordering::Relaxed);
         }
         let inner = Arc::new(Inner {
@@ -313,10 +313,11 @@ impl Inner {
             let st = self.state.read();
             let mut spans: Vec<StoredSpan> = Vec::new();
             let blocks: Vec<Arc<Block>> = st.blocks.iter().filter(|b| b.may_contain(&id)).cloned().collect();
+            let corrupt = |e: String| StoreError::Corrupt { path: "head".into(), reason: e };
             for f in &st.frozen {
-                spans.extend(f.head.get(&id).unwrap_or_default().iter().cloned());
+                spans.extend(f.head.get(&id).map_err(corrupt)?);
             }
-            spans.extend(st.head.get(&id).unwrap_or_default().iter().cloned());
+            spans.extend(st.head.get(&id).map_err(corrupt)?);
             (spans, blocks)
         };
         // Older copies first, so the first-written copy of a duplicate wins.
@@ -455,7 +456,7 @@ fn wal_loop(inner: Arc<Inner>, mut wal: Wal, rx: Receiver<Cmd>, flush_tx: mpsc::
                     let record = WalRecord { received_unix_nano: received, tenant: String::new(), batch };
                     let bytes = record.encode();
                     match wal.append(&bytes) {
-                        Ok(()) => written.push((record.batch, bytes.len() as u64, done)),
+                        Ok(()) => written.push((record.batch, bytes, done)),
                         Err(e) => {
                             inner.stats.write_errors.fetch_add(1, Ordering::Relaxed);
                             warn!(error = %e, "wal append failed");
@@ -484,7 +485,7 @@ fn wal_loop(inner: Arc<Inner>, mut wal: Wal, rx: Receiver<Cmd>, flush_tx: mpsc::
                 let mut replies = Vec::with_capacity(written.len());
                 for (batch, bytes, done) in written {
                     let n = batch.span_count();
-                    let added = st.head.insert(batch, received, bytes);
+                    let added = st.head.insert(bytes, &batch, received);
                     inner.stats.spans_written.fetch_add(added as u64, Ordering::Relaxed);
                     inner.stats.spans_duplicate.fetch_add((n - added) as u64, Ordering::Relaxed);
                     replies.push(done);
@@ -640,9 +641,12 @@ fn write_frozen_until_done(
 
 fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), String> {
     let _guard = inner.maintenance.lock();
-    let spans: Vec<&StoredSpan> = frozen.head.spans().collect();
+    let mut builder = BlockBuilder::new();
+    for batch in frozen.head.batches() {
+        builder.append_batch(&batch?)?;
+    }
     let block =
-        write_block(inner, spans, frozen.head.min_received(), frozen.head.max_received(), Vec::new())?;
+        write_block(inner, builder, frozen.head.min_received(), frozen.head.max_received(), Vec::new())?;
     {
         let mut st = inner.state.write();
         st.blocks.push(Arc::new(block));
@@ -657,14 +661,14 @@ fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), String> {
 /// Encodes and writes a block atomically; returns it opened.
 fn write_block(
     inner: &Inner,
-    spans: Vec<&StoredSpan>,
+    builder: BlockBuilder,
     min_received: u64,
     max_received: u64,
     compacted_from: Vec<String>,
 ) -> Result<Block, String> {
     let fs = inner.fs.as_ref();
     let id = new_block_id();
-    let encoded = encode_block(id.clone(), spans, min_received, max_received, compacted_from)?;
+    let encoded = builder.finish(id.clone(), min_received, max_received, compacted_from)?;
     let blocks_dir = inner.root.join("blocks");
     let tmp = blocks_dir.join(format!(".tmp-{id}"));
     let fin = blocks_dir.join(&id);
@@ -705,16 +709,16 @@ fn compact(inner: &Inner) -> Result<bool, String> {
     if candidates.len() < 2 {
         return Ok(false);
     }
-    let mut spans = Vec::new();
+    // Oldest block first, so the first-written copy of a duplicate wins.
+    let mut builder = BlockBuilder::new();
     for b in &candidates {
-        spans.extend(b.read_all().map_err(|e| e.to_string())?);
+        let spans = b.read_all().map_err(|e| e.to_string())?;
+        builder.append_stored(&spans)?;
     }
-    let mut seen = std::collections::HashSet::with_capacity(spans.len());
-    spans.retain(|s| seen.insert((s.span.trace_id, s.span.span_id)));
     let min_received = candidates.iter().map(|b| b.meta.min_received_unix_nano).min().unwrap_or(0);
     let max_received = candidates.iter().map(|b| b.meta.max_received_unix_nano).max().unwrap_or(0);
     let ids: Vec<String> = candidates.iter().map(|b| b.meta.id.clone()).collect();
-    let merged = write_block(inner, spans.iter().collect(), min_received, max_received, ids.clone())?;
+    let merged = write_block(inner, builder, min_received, max_received, ids.clone())?;
     info!(inputs = ids.len(), spans = merged.meta.span_count, block = %merged.meta.id, "compacted blocks");
     {
         let mut st = inner.state.write();

@@ -4,20 +4,19 @@ use std::collections::{HashMap, HashSet};
 
 use strand_core::{SpanBatch, SpanId, StoredSpan, TraceId};
 
-/// Spans of one trace in the head.
-#[derive(Default)]
-struct HeadTrace {
-    spans: Vec<StoredSpan>,
-    ids: HashSet<SpanId>,
-}
+use crate::wal::WalRecord;
 
-/// In-memory spans. Not synchronised: the engine wraps it in a lock.
+/// In-memory spans, kept as the encoded WAL records they arrived in (about the size of
+/// the protobuf, instead of a heap object per attribute), with an index from trace id to
+/// the records holding its spans. Not synchronised: the engine wraps it in a lock.
 ///
 /// Ids come from the network, so the maps keep std's keyed hasher: a client cannot craft
 /// colliding ids to make inserts quadratic.
 #[derive(Default)]
 pub struct Head {
-    traces: HashMap<TraceId, HeadTrace>,
+    records: Vec<Vec<u8>>,
+    traces: HashMap<TraceId, Vec<u32>>,
+    keys: HashSet<(TraceId, SpanId)>,
     span_count: usize,
     bytes: u64,
     min_received: u64,
@@ -25,16 +24,20 @@ pub struct Head {
 }
 
 impl Head {
-    /// Adds a batch's spans, skipping spans already present (same trace and span id).
-    /// `bytes` is the batch's encoded size, used to account memory. Returns how many
+    /// Adds a batch given as its encoded WAL record (see [`WalRecord::encode`]) and its
+    /// decoded form (used only to index it). Spans already present (same trace and span id)
+    /// are not counted again; a record adding nothing new is not kept. Returns how many
     /// spans were new.
-    pub fn insert(&mut self, batch: SpanBatch, received_unix_nano: u64, bytes: u64) -> usize {
+    pub fn insert(&mut self, encoded: Vec<u8>, batch: &SpanBatch, received_unix_nano: u64) -> usize {
+        let idx = self.records.len() as u32;
         let mut added = 0;
-        for s in batch.into_stored() {
-            let t = self.traces.entry(s.span.trace_id).or_default();
-            if t.ids.insert(s.span.span_id) {
-                t.spans.push(s);
+        for sp in batch.resource_spans.iter().flat_map(|rs| &rs.scope_spans).flat_map(|ss| &ss.spans) {
+            if self.keys.insert((sp.trace_id, sp.span_id)) {
                 added += 1;
+                let recs = self.traces.entry(sp.trace_id).or_default();
+                if recs.last() != Some(&idx) {
+                    recs.push(idx);
+                }
             }
         }
         if added > 0 {
@@ -43,23 +46,41 @@ impl Head {
             }
             self.min_received = self.min_received.min(received_unix_nano);
             self.max_received = self.max_received.max(received_unix_nano);
+            self.bytes += encoded.len() as u64;
+            self.records.push(encoded);
         }
         self.span_count += added;
-        self.bytes += bytes;
         added
     }
 
-    /// The spans of a trace held here.
-    pub fn get(&self, id: &TraceId) -> Option<&[StoredSpan]> {
-        self.traces.get(id).map(|t| t.spans.as_slice())
+    /// The spans of a trace held here (a span repeated by a retry may appear twice; readers
+    /// deduplicate).
+    pub fn get(&self, id: &TraceId) -> Result<Vec<StoredSpan>, String> {
+        let Some(recs) = self.traces.get(id) else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for &r in recs {
+            let batch = self.decode(r as usize)?;
+            out.extend(batch.into_stored().filter(|s| s.span.trace_id == *id));
+        }
+        Ok(out)
     }
 
-    /// Number of spans held.
+    /// Every record, decoded, in arrival order.
+    pub fn batches(&self) -> impl Iterator<Item = Result<SpanBatch, String>> + '_ {
+        (0..self.records.len()).map(|i| self.decode(i))
+    }
+
+    fn decode(&self, i: usize) -> Result<SpanBatch, String> {
+        let rec = self.records.get(i).ok_or("head record index out of range")?;
+        WalRecord::decode_framed(rec).map(|r| r.batch)
+    }
+
+    /// Number of distinct spans held.
     pub fn span_count(&self) -> usize {
         self.span_count
     }
 
-    /// Encoded bytes of what was inserted (an estimate of memory held).
+    /// Encoded bytes held.
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
@@ -78,27 +99,33 @@ impl Head {
     pub fn is_empty(&self) -> bool {
         self.span_count == 0
     }
-
-    /// All spans, in no particular order.
-    pub fn spans(&self) -> impl Iterator<Item = &StoredSpan> {
-        self.traces.values().flat_map(|t| t.spans.iter())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testdata::batch;
+    use crate::testdata::{batch, trace_id};
+
+    fn put(head: &mut Head, b: SpanBatch, received: u64) -> usize {
+        let rec = WalRecord { received_unix_nano: received, tenant: String::new(), batch: b };
+        head.insert(rec.encode(), &rec.batch, received)
+    }
 
     #[test]
     fn insert_is_idempotent_on_trace_and_span_id() {
         let mut head = Head::default();
-        assert_eq!(head.insert(batch(1, 4), 10, 100), 4);
-        assert_eq!(head.insert(batch(1, 4), 20, 100), 0);
-        assert_eq!(head.insert(batch(2, 3), 5, 100), 3);
+        assert_eq!(put(&mut head, batch(1, 4), 10), 4);
+        assert_eq!(put(&mut head, batch(1, 4), 20), 0);
+        assert_eq!(put(&mut head, batch(2, 3), 5), 3);
         assert_eq!(head.span_count(), 7);
+        assert_eq!(head.batches().count(), 2, "a record adding nothing is not kept");
         assert_eq!((head.min_received(), head.max_received()), (5, 10));
-        let id = batch(1, 1).resource_spans[0].scope_spans[0].spans[0].trace_id;
-        assert_eq!(head.get(&id).map(<[_]>::len), Some(4));
+        let spans = head.get(&trace_id(1)).expect("decodes");
+        let mut want: Vec<_> = batch(1, 4).into_stored().collect();
+        let mut got = spans;
+        want.sort_by_key(|s| s.span.span_id);
+        got.sort_by_key(|s| s.span.span_id);
+        assert_eq!(got, want, "spans come back whole from the encoded record");
+        assert!(head.get(&trace_id(9)).expect("decodes").is_empty());
     }
 }

@@ -53,6 +53,18 @@ impl WalRecord {
         out
     }
 
+    /// Decodes a record as [`WalRecord::encode`] wrote it, header included (checksum
+    /// verified).
+    pub fn decode_framed(framed: &[u8]) -> Result<Self, String> {
+        let header = framed.get(..HEADER).ok_or("record shorter than its header")?;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let payload = &framed[HEADER..];
+        if crc32c::crc32c(payload) != crc {
+            return Err("record checksum mismatch".into());
+        }
+        Self::decode(payload)
+    }
+
     fn decode(payload: &[u8]) -> Result<Self, String> {
         match payload.split_first() {
             Some((&PAYLOAD_VERSION, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
@@ -80,8 +92,6 @@ pub struct ReplayStats {
 pub struct Replayed {
     /// Segment sequence number.
     pub segment: u64,
-    /// Encoded size of the record's payload.
-    pub bytes: u64,
     /// The record.
     pub record: WalRecord,
 }
@@ -130,7 +140,7 @@ impl Wal {
                 match WalRecord::decode(payload) {
                     Ok(record) => {
                         stats.records += 1;
-                        replayed.push(Replayed { segment: *seq, bytes: payload.len() as u64, record });
+                        replayed.push(Replayed { segment: *seq, record });
                     }
                     Err(e) => {
                         warn!(segment = %path.display(), error = %e, "skipped undecodable wal record");

@@ -61,7 +61,7 @@ mod read;
 mod write;
 
 pub use read::Block;
-pub use write::{EncodedBlock, encode_block};
+pub use write::{BlockBuilder, EncodedBlock};
 
 /// Runs parquet-reading code, turning a panic inside it into an error: blocks are
 /// checksummed, so this is the second line of defence against malformed files.

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use arrow_array::UInt32Array;
 use arrow_array::builder::{
     FixedSizeBinaryBuilder, Int8Builder, Int64Builder, ListBuilder, StringBuilder, UInt32Builder,
     UInt64Builder,
@@ -12,7 +13,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
-use strand_core::{StatusCode, StoredSpan};
+use strand_core::{Resource, Scope, Span, SpanBatch, StatusCode, StoredSpan};
 
 use super::json::{attrs_to_json, write_attrs, write_events, write_links};
 use super::{BlockMeta, FORMAT_VERSION, FileChecksum};
@@ -119,26 +120,6 @@ fn write_parquet(batch: &RecordBatch, props: WriterProperties) -> Result<Vec<u8>
     Ok(out)
 }
 
-/// Per-resource or per-scope values computed once per distinct `Arc`, not once per span.
-struct Interned<'a> {
-    by_ptr: std::collections::HashMap<usize, usize>,
-    values: Vec<(&'a str, Option<String>)>,
-}
-
-impl<'a> Interned<'a> {
-    fn new() -> Self {
-        Self { by_ptr: std::collections::HashMap::new(), values: Vec::new() }
-    }
-
-    fn get<T>(&mut self, item: &'a Arc<T>, f: impl FnOnce(&'a T) -> (&'a str, Option<String>)) -> usize {
-        let key = Arc::as_ptr(item) as *const () as usize;
-        *self.by_ptr.entry(key).or_insert_with(|| {
-            self.values.push(f(item));
-            self.values.len() - 1
-        })
-    }
-}
-
 fn append_json<T: ?Sized>(
     b: &mut StringBuilder,
     items: &T,
@@ -153,185 +134,334 @@ fn append_json<T: ?Sized>(
     }
 }
 
-/// Encodes spans (any order, no duplicates) into a block with the given id. Works from
-/// references: nothing is cloned but the column data itself.
-pub fn encode_block(
-    id: String,
-    mut spans: Vec<&StoredSpan>,
-    min_received_unix_nano: u64,
-    max_received_unix_nano: u64,
-    compacted_from: Vec<String>,
-) -> Result<EncodedBlock, String> {
-    spans.sort_unstable_by_key(|s| (s.span.trace_id, s.span.start_time_unix_nano, s.span.span_id));
-    let n = spans.len();
-    let mut trace_id = FixedSizeBinaryBuilder::with_capacity(n, 16);
-    let mut span_id = FixedSizeBinaryBuilder::with_capacity(n, 8);
-    let mut parent = FixedSizeBinaryBuilder::with_capacity(n, 8);
-    let mut trace_state = StringBuilder::new();
-    let mut flags = UInt32Builder::with_capacity(n);
-    let mut name = StringBuilder::new();
-    let mut kind = Int8Builder::with_capacity(n);
-    let mut start = UInt64Builder::with_capacity(n);
-    let mut duration = Int64Builder::with_capacity(n);
-    let mut status_code = Int8Builder::with_capacity(n);
-    let mut status_message = StringBuilder::new();
-    let mut service = StringBuilder::new();
-    let mut res_attrs = StringBuilder::new();
-    let mut res_dropped = UInt32Builder::with_capacity(n);
-    let mut res_schema = StringBuilder::new();
-    let mut scope_name = StringBuilder::new();
-    let mut scope_version = StringBuilder::new();
-    let mut scope_attrs = StringBuilder::new();
-    let mut scope_dropped = UInt32Builder::with_capacity(n);
-    let mut scope_schema = StringBuilder::new();
-    let mut attrs = StringBuilder::with_capacity(n, n * 128);
-    let mut dropped_attrs = UInt32Builder::with_capacity(n);
-    let mut events = StringBuilder::new();
-    let mut dropped_events = UInt32Builder::with_capacity(n);
-    let mut links = StringBuilder::new();
-    let mut dropped_links = UInt32Builder::with_capacity(n);
+/// Sort key of a span: its row is placed by trace id, then start time, then span id.
+type SortKey = ([u8; 16], u64, [u8; 8], u32);
 
-    let mut resources = Interned::new();
-    let mut scopes = Interned::new();
-    let mut summaries = Summaries::default();
-    let err = |e: arrow_schema::ArrowError| e.to_string();
-    for (row, s) in spans.iter().enumerate() {
-        let sp = &s.span;
-        let r = resources.get(&s.resource, |r| (r.service_name(), attrs_to_json(&r.attributes)));
-        let (svc, res_json) = &resources.values[r];
-        summaries.add(row, s, svc);
-        trace_id.append_value(sp.trace_id.0).map_err(err)?;
-        span_id.append_value(sp.span_id.0).map_err(err)?;
-        match sp.parent_span_id {
-            Some(p) => parent.append_value(p.0).map_err(err)?,
-            None => parent.append_null(),
-        }
-        trace_state.append_value(&sp.trace_state);
-        flags.append_value(sp.flags);
-        name.append_value(&sp.name);
-        kind.append_value(sp.kind as i8);
-        start.append_value(sp.start_time_unix_nano);
-        duration.append_value(sp.end_time_unix_nano.wrapping_sub(sp.start_time_unix_nano) as i64);
-        status_code.append_value(sp.status.code as i8);
-        status_message.append_value(&sp.status.message);
-        service.append_value(svc);
-        res_attrs.append_option(res_json.as_deref());
-        res_dropped.append_value(s.resource.dropped_attributes_count);
-        res_schema.append_value(&s.resource.schema_url);
-        let sc = scopes.get(&s.scope, |sc| ("", attrs_to_json(&sc.attributes)));
-        scope_name.append_value(&s.scope.name);
-        scope_version.append_value(&s.scope.version);
-        scope_attrs.append_option(scopes.values[sc].1.as_deref());
-        scope_dropped.append_value(s.scope.dropped_attributes_count);
-        scope_schema.append_value(&s.scope.schema_url);
-        append_json(&mut attrs, &sp.attributes[..], sp.attributes.is_empty(), write_attrs);
-        dropped_attrs.append_value(sp.dropped_attributes_count);
-        append_json(&mut events, &sp.events[..], sp.events.is_empty(), write_events);
-        dropped_events.append_value(sp.dropped_events_count);
-        append_json(&mut links, &sp.links[..], sp.links.is_empty(), write_links);
-        dropped_links.append_value(sp.dropped_links_count);
-    }
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(trace_id.finish()),
-        Arc::new(span_id.finish()),
-        Arc::new(parent.finish()),
-        Arc::new(trace_state.finish()),
-        Arc::new(flags.finish()),
-        Arc::new(name.finish()),
-        Arc::new(kind.finish()),
-        Arc::new(start.finish()),
-        Arc::new(duration.finish()),
-        Arc::new(status_code.finish()),
-        Arc::new(status_message.finish()),
-        Arc::new(service.finish()),
-        Arc::new(res_attrs.finish()),
-        Arc::new(res_dropped.finish()),
-        Arc::new(res_schema.finish()),
-        Arc::new(scope_name.finish()),
-        Arc::new(scope_version.finish()),
-        Arc::new(scope_attrs.finish()),
-        Arc::new(scope_dropped.finish()),
-        Arc::new(scope_schema.finish()),
-        Arc::new(attrs.finish()),
-        Arc::new(dropped_attrs.finish()),
-        Arc::new(events.finish()),
-        Arc::new(dropped_events.finish()),
-        Arc::new(links.finish()),
-        Arc::new(dropped_links.finish()),
-    ];
-    let batch = RecordBatch::try_new(Arc::new(spans_schema()), columns).map_err(err)?;
-    let trace_count = summaries.list.len() as u64;
-    let spans_bytes = write_parquet(&batch, spans_props(trace_count))?;
-    let traces_bytes = summaries.encode()?;
-
-    let meta = BlockMeta {
-        format_version: FORMAT_VERSION,
-        id,
-        span_count: n as u64,
-        trace_count,
-        min_start_unix_nano: spans.iter().map(|s| s.span.start_time_unix_nano).min().unwrap_or(0),
-        max_end_unix_nano: spans.iter().map(|s| s.span.end_time_unix_nano).max().unwrap_or(0),
-        min_received_unix_nano,
-        max_received_unix_nano,
-        min_trace_id: spans.first().map(|s| s.span.trace_id.to_hex()).unwrap_or_default(),
-        max_trace_id: spans.last().map(|s| s.span.trace_id.to_hex()).unwrap_or_default(),
-        compacted_from,
-        files: vec![
-            FileChecksum::of("spans.parquet", &spans_bytes),
-            FileChecksum::of("traces.parquet", &traces_bytes),
-        ],
-    };
-    Ok(EncodedBlock { spans: spans_bytes, traces: traces_bytes, meta })
+/// Builds a block from spans appended in any order, without keeping them: each span goes
+/// straight into Arrow column builders and a 36-byte sort key; [`BlockBuilder::finish`]
+/// sorts the keys and reorders the columns. Spans seen before (same trace and span id) are
+/// skipped, so the first copy wins.
+pub struct BlockBuilder {
+    trace_id: FixedSizeBinaryBuilder,
+    span_id: FixedSizeBinaryBuilder,
+    parent: FixedSizeBinaryBuilder,
+    trace_state: StringBuilder,
+    flags: UInt32Builder,
+    name: StringBuilder,
+    kind: Int8Builder,
+    start: UInt64Builder,
+    duration: Int64Builder,
+    status_code: Int8Builder,
+    status_message: StringBuilder,
+    service: StringBuilder,
+    res_attrs: StringBuilder,
+    res_dropped: UInt32Builder,
+    res_schema: StringBuilder,
+    scope_name: StringBuilder,
+    scope_version: StringBuilder,
+    scope_attrs: StringBuilder,
+    scope_dropped: UInt32Builder,
+    scope_schema: StringBuilder,
+    attrs: StringBuilder,
+    dropped_attrs: UInt32Builder,
+    events: StringBuilder,
+    dropped_events: UInt32Builder,
+    links: StringBuilder,
+    dropped_links: UInt32Builder,
+    keys: Vec<SortKey>,
+    seen: std::collections::HashSet<([u8; 16], [u8; 8])>,
+    max_end: u64,
 }
 
-/// One trace's summary row, built while the sorted spans stream past.
-struct Summary<'a> {
+impl Default for BlockBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BlockBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self {
+            trace_id: FixedSizeBinaryBuilder::new(16),
+            span_id: FixedSizeBinaryBuilder::new(8),
+            parent: FixedSizeBinaryBuilder::new(8),
+            trace_state: StringBuilder::new(),
+            flags: UInt32Builder::new(),
+            name: StringBuilder::new(),
+            kind: Int8Builder::new(),
+            start: UInt64Builder::new(),
+            duration: Int64Builder::new(),
+            status_code: Int8Builder::new(),
+            status_message: StringBuilder::new(),
+            service: StringBuilder::new(),
+            res_attrs: StringBuilder::new(),
+            res_dropped: UInt32Builder::new(),
+            res_schema: StringBuilder::new(),
+            scope_name: StringBuilder::new(),
+            scope_version: StringBuilder::new(),
+            scope_attrs: StringBuilder::new(),
+            scope_dropped: UInt32Builder::new(),
+            scope_schema: StringBuilder::new(),
+            attrs: StringBuilder::new(),
+            dropped_attrs: UInt32Builder::new(),
+            events: StringBuilder::new(),
+            dropped_events: UInt32Builder::new(),
+            links: StringBuilder::new(),
+            dropped_links: UInt32Builder::new(),
+            keys: Vec::new(),
+            seen: std::collections::HashSet::new(),
+            max_end: 0,
+        }
+    }
+
+    /// Spans appended so far (duplicates not counted).
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether nothing was appended.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Appends a batch's spans. Resource and scope attributes are encoded once per distinct
+    /// resource or scope of the batch.
+    pub fn append_batch(&mut self, batch: &SpanBatch) -> Result<(), String> {
+        for rs in &batch.resource_spans {
+            let service = rs.resource.service_name();
+            let res_json = attrs_to_json(&rs.resource.attributes);
+            for ss in &rs.scope_spans {
+                let scope_json = attrs_to_json(&ss.scope.attributes);
+                for sp in &ss.spans {
+                    self.append(
+                        sp,
+                        &rs.resource,
+                        service,
+                        res_json.as_deref(),
+                        &ss.scope,
+                        scope_json.as_deref(),
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends stored spans (for compaction), encoding each distinct resource and scope once.
+    pub fn append_stored<'a>(
+        &mut self,
+        spans: impl IntoIterator<Item = &'a StoredSpan>,
+    ) -> Result<(), String> {
+        let mut resources: std::collections::HashMap<usize, Option<String>> = Default::default();
+        let mut scopes: std::collections::HashMap<usize, Option<String>> = Default::default();
+        for s in spans {
+            // Keyed by address: every span iterated here is alive for the whole call.
+            let r = resources
+                .entry(Arc::as_ptr(&s.resource) as usize)
+                .or_insert_with(|| attrs_to_json(&s.resource.attributes))
+                .clone();
+            let sc = scopes
+                .entry(Arc::as_ptr(&s.scope) as usize)
+                .or_insert_with(|| attrs_to_json(&s.scope.attributes))
+                .clone();
+            self.append(
+                &s.span,
+                &s.resource,
+                s.resource.service_name(),
+                r.as_deref(),
+                &s.scope,
+                sc.as_deref(),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn append(
+        &mut self,
+        sp: &Span,
+        resource: &Resource,
+        service: &str,
+        res_json: Option<&str>,
+        scope: &Scope,
+        scope_json: Option<&str>,
+    ) -> Result<(), String> {
+        if !self.seen.insert((sp.trace_id.0, sp.span_id.0)) {
+            return Ok(());
+        }
+        let err = |e: arrow_schema::ArrowError| e.to_string();
+        let row = self.keys.len() as u32;
+        self.keys.push((sp.trace_id.0, sp.start_time_unix_nano, sp.span_id.0, row));
+        self.max_end = self.max_end.max(sp.end_time_unix_nano);
+        self.trace_id.append_value(sp.trace_id.0).map_err(err)?;
+        self.span_id.append_value(sp.span_id.0).map_err(err)?;
+        match sp.parent_span_id {
+            Some(p) => self.parent.append_value(p.0).map_err(err)?,
+            None => self.parent.append_null(),
+        }
+        self.trace_state.append_value(&sp.trace_state);
+        self.flags.append_value(sp.flags);
+        self.name.append_value(&sp.name);
+        self.kind.append_value(sp.kind as i8);
+        self.start.append_value(sp.start_time_unix_nano);
+        self.duration.append_value(sp.end_time_unix_nano.wrapping_sub(sp.start_time_unix_nano) as i64);
+        self.status_code.append_value(sp.status.code as i8);
+        self.status_message.append_value(&sp.status.message);
+        self.service.append_value(service);
+        self.res_attrs.append_option(res_json);
+        self.res_dropped.append_value(resource.dropped_attributes_count);
+        self.res_schema.append_value(&resource.schema_url);
+        self.scope_name.append_value(&scope.name);
+        self.scope_version.append_value(&scope.version);
+        self.scope_attrs.append_option(scope_json);
+        self.scope_dropped.append_value(scope.dropped_attributes_count);
+        self.scope_schema.append_value(&scope.schema_url);
+        append_json(&mut self.attrs, &sp.attributes[..], sp.attributes.is_empty(), write_attrs);
+        self.dropped_attrs.append_value(sp.dropped_attributes_count);
+        append_json(&mut self.events, &sp.events[..], sp.events.is_empty(), write_events);
+        self.dropped_events.append_value(sp.dropped_events_count);
+        append_json(&mut self.links, &sp.links[..], sp.links.is_empty(), write_links);
+        self.dropped_links.append_value(sp.dropped_links_count);
+        Ok(())
+    }
+
+    /// Sorts the rows by trace id, start time and span id and encodes the block's files.
+    pub fn finish(
+        mut self,
+        id: String,
+        min_received_unix_nano: u64,
+        max_received_unix_nano: u64,
+        compacted_from: Vec<String>,
+    ) -> Result<EncodedBlock, String> {
+        let err = |e: arrow_schema::ArrowError| e.to_string();
+        self.keys.sort_unstable();
+        let order = UInt32Array::from_iter_values(self.keys.iter().map(|k| k.3));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.trace_id.finish()),
+            Arc::new(self.span_id.finish()),
+            Arc::new(self.parent.finish()),
+            Arc::new(self.trace_state.finish()),
+            Arc::new(self.flags.finish()),
+            Arc::new(self.name.finish()),
+            Arc::new(self.kind.finish()),
+            Arc::new(self.start.finish()),
+            Arc::new(self.duration.finish()),
+            Arc::new(self.status_code.finish()),
+            Arc::new(self.status_message.finish()),
+            Arc::new(self.service.finish()),
+            Arc::new(self.res_attrs.finish()),
+            Arc::new(self.res_dropped.finish()),
+            Arc::new(self.res_schema.finish()),
+            Arc::new(self.scope_name.finish()),
+            Arc::new(self.scope_version.finish()),
+            Arc::new(self.scope_attrs.finish()),
+            Arc::new(self.scope_dropped.finish()),
+            Arc::new(self.scope_schema.finish()),
+            Arc::new(self.attrs.finish()),
+            Arc::new(self.dropped_attrs.finish()),
+            Arc::new(self.events.finish()),
+            Arc::new(self.dropped_events.finish()),
+            Arc::new(self.links.finish()),
+            Arc::new(self.dropped_links.finish()),
+        ];
+        let sorted = columns
+            .iter()
+            .map(|c| arrow_select::take::take(c.as_ref(), &order, None))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err)?;
+        let batch = RecordBatch::try_new(Arc::new(spans_schema()), sorted).map_err(err)?;
+        let summaries = Summaries::from_sorted(&batch)?;
+        let trace_count = summaries.list.len() as u64;
+        let spans_bytes = write_parquet(&batch, spans_props(trace_count))?;
+        let traces_bytes = summaries.encode()?;
+        let hex = |b: [u8; 16]| strand_core::TraceId(b).to_hex();
+        let meta = BlockMeta {
+            format_version: FORMAT_VERSION,
+            id,
+            span_count: self.keys.len() as u64,
+            trace_count,
+            min_start_unix_nano: self.keys.iter().map(|k| k.1).min().unwrap_or(0),
+            max_end_unix_nano: self.max_end,
+            min_received_unix_nano,
+            max_received_unix_nano,
+            min_trace_id: self.keys.first().map(|k| hex(k.0)).unwrap_or_default(),
+            max_trace_id: self.keys.last().map(|k| hex(k.0)).unwrap_or_default(),
+            compacted_from,
+            files: vec![
+                FileChecksum::of("spans.parquet", &spans_bytes),
+                FileChecksum::of("traces.parquet", &traces_bytes),
+            ],
+        };
+        Ok(EncodedBlock { spans: spans_bytes, traces: traces_bytes, meta })
+    }
+}
+
+/// One trace's summary row.
+struct Summary {
     trace_id: [u8; 16],
     first_row: u32,
     span_count: u32,
-    /// The root so far: whether it lacks a parent, its service and span.
-    root: Option<(bool, &'a str, &'a StoredSpan)>,
+    /// Row of the root so far, and whether it lacks a parent.
+    root: Option<(bool, usize)>,
     start: u64,
     end: u64,
     errors: u32,
-    services: Vec<&'a str>,
+    services: Vec<usize>,
 }
 
-#[derive(Default)]
 struct Summaries<'a> {
-    list: Vec<Summary<'a>>,
+    list: Vec<Summary>,
+    service: &'a arrow_array::StringArray,
+    name: &'a arrow_array::StringArray,
 }
 
 impl<'a> Summaries<'a> {
-    fn add(&mut self, row: usize, s: &'a StoredSpan, service: &'a str) {
-        let sp = &s.span;
-        if self.list.last().is_none_or(|l| l.trace_id != sp.trace_id.0) {
-            self.list.push(Summary {
-                trace_id: sp.trace_id.0,
-                first_row: row as u32,
-                span_count: 0,
-                root: None,
-                start: u64::MAX,
-                end: 0,
-                errors: 0,
-                services: Vec::new(),
-            });
+    /// Summarises the traces of a batch sorted by trace id and start time.
+    fn from_sorted(b: &'a RecordBatch) -> Result<Self, String> {
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::{Int8Type, Int64Type, UInt64Type};
+        let col = |i: usize| b.column(i);
+        let trace_id = col(0).as_fixed_size_binary_opt().ok_or("trace_id type")?;
+        let parent = col(2).as_fixed_size_binary_opt().ok_or("parent type")?;
+        let start = col(7).as_primitive_opt::<UInt64Type>().ok_or("start type")?;
+        let duration = col(8).as_primitive_opt::<Int64Type>().ok_or("duration type")?;
+        let status = col(9).as_primitive_opt::<Int8Type>().ok_or("status type")?;
+        let name = col(5).as_string_opt::<i32>().ok_or("name type")?;
+        let service = col(11).as_string_opt::<i32>().ok_or("service type")?;
+        let mut list: Vec<Summary> = Vec::new();
+        for row in 0..b.num_rows() {
+            let tid: [u8; 16] = trace_id.value(row).try_into().map_err(|_| "trace id width")?;
+            if list.last().is_none_or(|l| l.trace_id != tid) {
+                list.push(Summary {
+                    trace_id: tid,
+                    first_row: row as u32,
+                    span_count: 0,
+                    root: None,
+                    start: u64::MAX,
+                    end: 0,
+                    errors: 0,
+                    services: Vec::new(),
+                });
+            }
+            let Some(t) = list.last_mut() else { continue };
+            let s = start.value(row);
+            t.span_count += 1;
+            t.start = t.start.min(s);
+            t.end = t.end.max(s.wrapping_add(duration.value(row) as u64));
+            if status.value(row) == StatusCode::Error as i8 {
+                t.errors += 1;
+            }
+            let svc = service.value(row);
+            if !t.services.iter().any(|&r| service.value(r) == svc) {
+                t.services.push(row);
+            }
+            let is_root = arrow_array::Array::is_null(parent, row);
+            // Prefer a span without parent; among equals, the earliest (rows are sorted).
+            if t.root.is_none_or(|(r, _)| is_root && !r) {
+                t.root = Some((is_root, row));
+            }
         }
-        let Some(t) = self.list.last_mut() else { return };
-        t.span_count += 1;
-        t.start = t.start.min(sp.start_time_unix_nano);
-        t.end = t.end.max(sp.end_time_unix_nano);
-        if sp.status.code == StatusCode::Error {
-            t.errors += 1;
-        }
-        if !t.services.contains(&service) {
-            t.services.push(service);
-        }
-        let is_root = sp.parent_span_id.is_none();
-        // Prefer a span without parent; among equals, the earliest (spans arrive sorted).
-        if t.root.is_none_or(|(r, _, _)| is_root && !r) {
-            t.root = Some((is_root, service, s));
-        }
+        Ok(Self { list, service, name })
     }
 
     fn encode(&self) -> Result<Vec<u8>, String> {
@@ -349,12 +479,12 @@ impl<'a> Summaries<'a> {
             trace_id.append_value(t.trace_id).map_err(|e| e.to_string())?;
             first_row.append_value(t.first_row);
             span_count.append_value(t.span_count);
-            root_service.append_value(t.root.map_or("", |(_, svc, _)| svc));
-            root_name.append_value(t.root.map_or("", |(_, _, s)| s.span.name.as_str()));
+            root_service.append_value(t.root.map_or("", |(_, r)| self.service.value(r)));
+            root_name.append_value(t.root.map_or("", |(_, r)| self.name.value(r)));
             start.append_value(t.start);
             duration.append_value(t.end.saturating_sub(t.start));
             errors.append_value(t.errors);
-            let mut names = t.services.clone();
+            let mut names: Vec<&str> = t.services.iter().map(|&r| self.service.value(r)).collect();
             names.sort_unstable();
             for s in names {
                 services.values().append_value(s);
