@@ -134,13 +134,15 @@ fn append_json<T: ?Sized>(
     }
 }
 
-/// Sort key of a span: its row is placed by trace id, then start time, then span id.
-type SortKey = ([u8; 16], u64, [u8; 8], u32);
+/// Sort key of a span: trace id, start time, span id (as big-endian integers, so they
+/// order like the bytes but compare in a few instructions), then the row it was appended
+/// at, so among copies of one span the first appended sorts first.
+type SortKey = (u128, u64, u64, u32);
 
 /// Builds a block from spans appended in any order, without keeping them: each span goes
-/// straight into Arrow column builders and a 36-byte sort key; [`BlockBuilder::finish`]
-/// sorts the keys and reorders the columns. Spans seen before (same trace and span id) are
-/// skipped, so the first copy wins.
+/// straight into Arrow column builders and a sort key; [`BlockBuilder::finish`] sorts the
+/// keys, drops repeated copies of a span (same trace id, start and span id: a retry; the
+/// first appended wins) and reorders the columns.
 pub struct BlockBuilder {
     trace_id: FixedSizeBinaryBuilder,
     span_id: FixedSizeBinaryBuilder,
@@ -169,7 +171,6 @@ pub struct BlockBuilder {
     links: StringBuilder,
     dropped_links: UInt32Builder,
     keys: Vec<SortKey>,
-    seen: std::collections::HashSet<([u8; 16], [u8; 8])>,
     max_end: u64,
 }
 
@@ -210,12 +211,11 @@ impl BlockBuilder {
             links: StringBuilder::new(),
             dropped_links: UInt32Builder::new(),
             keys: Vec::new(),
-            seen: std::collections::HashSet::new(),
             max_end: 0,
         }
     }
 
-    /// Spans appended so far (duplicates not counted).
+    /// Spans appended so far (repeated copies included).
     pub fn len(&self) -> usize {
         self.keys.len()
     }
@@ -286,12 +286,14 @@ impl BlockBuilder {
         scope: &Scope,
         scope_json: Option<&str>,
     ) -> Result<(), String> {
-        if !self.seen.insert((sp.trace_id.0, sp.span_id.0)) {
-            return Ok(());
-        }
         let err = |e: arrow_schema::ArrowError| e.to_string();
         let row = self.keys.len() as u32;
-        self.keys.push((sp.trace_id.0, sp.start_time_unix_nano, sp.span_id.0, row));
+        self.keys.push((
+            u128::from_be_bytes(sp.trace_id.0),
+            sp.start_time_unix_nano,
+            u64::from_be_bytes(sp.span_id.0),
+            row,
+        ));
         self.max_end = self.max_end.max(sp.end_time_unix_nano);
         self.trace_id.append_value(sp.trace_id.0).map_err(err)?;
         self.span_id.append_value(sp.span_id.0).map_err(err)?;
@@ -335,6 +337,7 @@ impl BlockBuilder {
     ) -> Result<EncodedBlock, String> {
         let err = |e: arrow_schema::ArrowError| e.to_string();
         self.keys.sort_unstable();
+        self.keys.dedup_by(|later, first| (later.0, later.1, later.2) == (first.0, first.1, first.2));
         let order = UInt32Array::from_iter_values(self.keys.iter().map(|k| k.3));
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.trace_id.finish()),
@@ -374,7 +377,7 @@ impl BlockBuilder {
         let trace_count = summaries.list.len() as u64;
         let spans_bytes = write_parquet(&batch, spans_props(trace_count))?;
         let traces_bytes = summaries.encode()?;
-        let hex = |b: [u8; 16]| strand_core::TraceId(b).to_hex();
+        let hex = |t: u128| strand_core::TraceId(t.to_be_bytes()).to_hex();
         let meta = BlockMeta {
             format_version: FORMAT_VERSION,
             id,
