@@ -1,7 +1,7 @@
 //! Strand's embedded store.
 //!
 //! - [`wal`]: the write-ahead log; its record format is documented there.
-//! - [`head`]: recent spans in memory.
+//! - [`head`]: recent spans in memory, kept as their encoded WAL records with a trace index.
 //! - [`block`]: immutable Parquet blocks; the schema is documented there.
 //! - [`engine`]: [`Store`], which ties them together, plus compaction and retention.
 //! - [`fs`]: the file-system trait everything writes through, and [`fs::FaultyFs`] for
