@@ -78,11 +78,20 @@ async fn get_trace(State(st): State<QueryState>, Path(raw): Path<String>) -> Res
     let id = parse_trace_id(&raw)?;
     let trace =
         st.reader.get_trace(id).await?.ok_or_else(|| ApiError::NotFound(format!("trace {id} not found")))?;
-    let resource_spans = strand_otlp::to_resource_spans(&trace.to_batch());
-    let body = json!({
-        "traceId": id.to_hex(),
-        "spanCount": trace.spans.len(),
-        "resourceSpans": resource_spans,
-    });
+    let body = TraceBody {
+        trace_id: id.to_hex(),
+        span_count: trace.spans.len(),
+        resource_spans: strand_otlp::to_resource_spans(&trace.to_batch()),
+    };
     Ok(axum::Json(body).into_response())
+}
+
+/// Body of `GET /api/v1/traces/{id}`: OTLP/JSON `resourceSpans` with the id and span count
+/// beside it. Serialized directly, without an intermediate JSON value tree.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TraceBody {
+    trace_id: String,
+    span_count: usize,
+    resource_spans: Vec<strand_otlp::proto::trace::v1::ResourceSpans>,
 }

@@ -198,13 +198,10 @@ impl std::str::FromStr for ByteSize {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("invalid size `{s}`: expected a number with an optional unit like 16MiB"))?;
-        let mult: u64 = match unit.trim() {
+        let (n, unit) = number_and_unit(s).ok_or_else(|| {
+            format!("invalid size `{s}`: expected a number with an optional unit like 16MiB")
+        })?;
+        let mult: u64 = match unit {
             "" | "B" => 1,
             "KB" | "kB" => 1000,
             "KiB" => 1 << 10,
@@ -222,6 +219,14 @@ impl std::str::FromStr for ByteSize {
         };
         n.checked_mul(mult).map(ByteSize).ok_or_else(|| format!("size `{s}` is too large"))
     }
+}
+
+/// Splits `"16 MiB"` into `(16, "MiB")`; spaces around and between are allowed.
+fn number_and_unit(s: &str) -> Option<(u64, &str)> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    Some((num.parse().ok()?, unit.trim()))
 }
 
 /// A duration written with a unit: `100ms`, `5s`, `5m`, `24h`, `7d`.
@@ -244,12 +249,8 @@ impl std::str::FromStr for HumanDuration {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let t = s.trim();
-        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let (num, unit) = t.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration `{s}`: expected a number with a unit like 30s"))?;
+        let (n, unit) = number_and_unit(s)
+            .ok_or_else(|| format!("invalid duration `{s}`: expected a number with a unit like 30s"))?;
         let ms: u64 = match unit {
             "ms" => 1,
             "s" => 1000,
@@ -590,8 +591,21 @@ mod tests {
     }
 
     #[test]
+    fn readme_configuration_example_is_valid_and_shows_the_defaults() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).expect("README");
+        let section = readme.split("## Configuration").nth(1).expect("configuration section");
+        let yaml = section.split("```yaml\n").nth(1).and_then(|b| b.split("```").next()).expect("yaml block");
+        let (_f, path) = file(yaml);
+        let cfg = load(&Sources { file: Some(path), ..Sources::default() }).expect("README example loads");
+        assert_eq!(cfg, Config::default(), "the README example must show the defaults");
+    }
+
+    #[test]
     fn sizes_and_durations_parse_and_print() {
         assert_eq!("16MiB".parse::<ByteSize>(), Ok(ByteSize(16 << 20)));
+        assert_eq!(" 16 MiB ".parse::<ByteSize>(), Ok(ByteSize(16 << 20)));
+        assert_eq!("5 s".parse::<HumanDuration>(), Ok(HumanDuration(Duration::from_secs(5))));
         assert_eq!(ByteSize(16 << 20).to_string(), "16MiB");
         assert_eq!("7d".parse::<HumanDuration>(), Ok(HumanDuration(Duration::from_secs(604_800))));
         assert_eq!(HumanDuration(Duration::from_millis(1500)).to_string(), "1500ms");

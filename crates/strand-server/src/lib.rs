@@ -153,73 +153,75 @@ async fn metrics(State(store): State<Arc<Store>>) -> impl IntoResponse {
         tokio::task::spawn_blocking(move || store.snapshot()).await.unwrap_or_default()
     };
     let s = store.stats();
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
-    };
     let c = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    metric("strand_store_spans_written_total", "counter", "Spans newly stored.", c(&s.spans_written));
-    metric(
-        "strand_store_spans_duplicate_total",
-        "counter",
-        "Spans received again and skipped.",
-        c(&s.spans_duplicate),
-    );
-    metric("strand_wal_fsyncs_total", "counter", "WAL fsync calls.", c(&s.wal_fsyncs));
-    metric(
-        "strand_wal_fsync_microseconds_total",
-        "counter",
-        "Time spent in WAL fsync.",
-        c(&s.wal_fsync_nanos) / 1000,
-    );
-    metric("strand_store_write_errors_total", "counter", "Failed WAL writes.", c(&s.write_errors));
-    metric(
-        "strand_wal_replayed_records_total",
-        "counter",
-        "WAL records replayed at start.",
-        c(&s.wal_replayed_records),
-    );
-    metric(
-        "strand_wal_corrupt_records_total",
-        "counter",
-        "Corrupt WAL records skipped at start.",
-        c(&s.wal_corrupt_records),
-    );
-    metric(
-        "strand_wal_torn_tails_total",
-        "counter",
-        "Torn WAL tails truncated at start.",
-        c(&s.wal_torn_tails),
-    );
-    metric("strand_blocks_written_total", "counter", "Blocks written from the head.", c(&s.blocks_written));
-    metric(
-        "strand_block_write_errors_total",
-        "counter",
-        "Failed block writes (retried).",
-        c(&s.block_write_errors),
-    );
-    metric(
-        "strand_corrupt_blocks_total",
-        "counter",
-        "Corrupt blocks set aside at start.",
-        c(&s.corrupt_blocks),
-    );
-    metric("strand_compactions_total", "counter", "Compactions.", c(&s.compactions));
-    metric(
-        "strand_retention_deleted_blocks_total",
-        "counter",
-        "Blocks deleted by retention.",
-        c(&s.retention_deleted_blocks),
-    );
-    metric(
-        "strand_head_spans",
-        "gauge",
-        "Spans in the in-memory head.",
-        snap.head_spans as u64 + snap.frozen_spans as u64,
-    );
-    metric("strand_blocks", "gauge", "Blocks.", snap.blocks as u64);
-    metric("strand_block_spans", "gauge", "Spans in blocks.", snap.block_spans);
-    metric("strand_disk_bytes", "gauge", "Bytes of blocks and WAL.", snap.block_bytes + snap.wal_bytes);
+    let metrics: [(&str, &str, &str, u64); 17] = [
+        ("strand_store_spans_written_total", "counter", "Spans newly stored.", c(&s.spans_written)),
+        (
+            "strand_store_spans_duplicate_total",
+            "counter",
+            "Spans received again and skipped.",
+            c(&s.spans_duplicate),
+        ),
+        ("strand_wal_fsyncs_total", "counter", "WAL fsync calls.", c(&s.wal_fsyncs)),
+        (
+            "strand_wal_fsync_microseconds_total",
+            "counter",
+            "Time spent in WAL fsync.",
+            c(&s.wal_fsync_nanos) / 1000,
+        ),
+        ("strand_store_write_errors_total", "counter", "Failed WAL writes.", c(&s.write_errors)),
+        (
+            "strand_wal_replayed_records_total",
+            "counter",
+            "WAL records replayed at start.",
+            c(&s.wal_replayed_records),
+        ),
+        (
+            "strand_wal_corrupt_records_total",
+            "counter",
+            "Corrupt WAL records skipped at start.",
+            c(&s.wal_corrupt_records),
+        ),
+        (
+            "strand_wal_torn_tails_total",
+            "counter",
+            "Torn WAL tails truncated at start.",
+            c(&s.wal_torn_tails),
+        ),
+        ("strand_blocks_written_total", "counter", "Blocks written from the head.", c(&s.blocks_written)),
+        (
+            "strand_block_write_errors_total",
+            "counter",
+            "Failed block writes (retried).",
+            c(&s.block_write_errors),
+        ),
+        (
+            "strand_corrupt_blocks_total",
+            "counter",
+            "Corrupt blocks set aside at start.",
+            c(&s.corrupt_blocks),
+        ),
+        ("strand_compactions_total", "counter", "Compactions.", c(&s.compactions)),
+        (
+            "strand_retention_deleted_blocks_total",
+            "counter",
+            "Blocks deleted by retention.",
+            c(&s.retention_deleted_blocks),
+        ),
+        (
+            "strand_head_spans",
+            "gauge",
+            "Spans in memory, not yet in blocks.",
+            (snap.head_spans + snap.frozen_spans) as u64,
+        ),
+        ("strand_blocks", "gauge", "Blocks.", snap.blocks as u64),
+        ("strand_block_spans", "gauge", "Spans in blocks.", snap.block_spans),
+        ("strand_disk_bytes", "gauge", "Bytes of blocks and WAL.", snap.block_bytes + snap.wal_bytes),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, value) in metrics {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 

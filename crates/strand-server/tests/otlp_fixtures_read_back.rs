@@ -84,8 +84,23 @@ async fn json_fixture_over_http_reads_back() {
     let body: serde_json::Value = resp.json().await.expect("json answer");
     assert!(body["partialSuccess"].is_null(), "{body}");
     let sent: ExportTraceServiceRequest = serde_json::from_slice(&fixture_json()).expect("fixture");
+    assert_eq!(metric(&server, "strand_store_spans_written_total").await, 1);
+    assert_eq!(metric(&server, "strand_head_spans").await, 1);
     assert_round_trip(&server, FIXTURE_TRACE, &sent).await;
+    assert_eq!(metric(&server, "strand_head_spans").await, 0, "flushed into a block");
+    assert_eq!(metric(&server, "strand_blocks").await, 1);
+    assert_eq!(metric(&server, "strand_block_spans").await, 1);
     server.stop().await;
+}
+
+/// The value of an unlabelled metric from `/metrics`.
+async fn metric(server: &common::TestServer, name: &str) -> u64 {
+    let text = reqwest::get(server.query("/metrics")).await.expect("metrics").text().await.expect("text");
+    let line = text
+        .lines()
+        .find(|l| l.split(' ').next() == Some(name))
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"));
+    line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("numeric value")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,15 +21,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
 use strand_core::{
-    BoxFuture, SinkError, SpanBatch, SpanSink, StoreError, StoredSpan, Trace, TraceId, TraceReader,
-    TraceWriter,
+    BoxFuture, SinkError, SpanBatch, SpanSink, StoreError, Trace, TraceId, TraceReader, TraceWriter,
 };
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
 use crate::block::{Block, BlockBuilder};
 use crate::fs::FileSystem;
-use crate::head::Head;
+use crate::head::{Head, decode_trace};
 use crate::wal::{Wal, WalRecord};
 
 /// When the WAL is fsynced.
@@ -198,16 +197,16 @@ impl Store {
         let lock = lock_data_dir(root)?;
         let stats = StoreStats::default();
         let blocks = open_blocks(fs.as_ref(), root, &stats)?;
-        let (wal, replayed, replay_stats) = Wal::open(fs.clone(), &wal_dir).map_err(io(&wal_dir))?;
+        let mut head = Head::default();
+        let (wal, replay_stats) = Wal::open(fs.clone(), &wal_dir, |framed, record| {
+            let n = record.batch.span_count();
+            let added = head.insert(framed.to_vec(), &record.batch, record.received_unix_nano);
+            stats.spans_duplicate.fetch_add((n - added) as u64, Ordering::Relaxed);
+        })
+        .map_err(io(&wal_dir))?;
         stats.wal_replayed_records.store(replay_stats.records, Ordering::Relaxed);
         stats.wal_corrupt_records.store(replay_stats.corrupt_records, Ordering::Relaxed);
         stats.wal_torn_tails.store(replay_stats.torn_tails, Ordering::Relaxed);
-        let mut head = Head::default();
-        for r in replayed {
-            let n = r.record.batch.span_count();
-            let added = head.insert(r.record.encode(), &r.record.batch, r.record.received_unix_nano);
-            stats.spans_duplicate.fetch_add((n - added) as u64, Ordering::Relaxed);
-        }
         let inner = Arc::new(Inner {
             fs,
             root: root.to_path_buf(),
@@ -309,17 +308,20 @@ impl Store {
 
 impl Inner {
     fn get_trace(&self, id: TraceId) -> Result<Option<Trace>, StoreError> {
-        let (mut spans, blocks) = {
+        // Under the lock only Arcs are cloned; decoding happens after it is released, so a
+        // lookup never holds up the WAL thread's inserts.
+        let (records, blocks) = {
             let st = self.state.read();
-            let mut spans: Vec<StoredSpan> = Vec::new();
             let blocks: Vec<Arc<Block>> = st.blocks.iter().filter(|b| b.may_contain(&id)).cloned().collect();
-            let corrupt = |e: String| StoreError::Corrupt { path: "head".into(), reason: e };
+            let mut records = Vec::new();
             for f in &st.frozen {
-                spans.extend(f.head.get(&id).map_err(corrupt)?);
+                records.extend(f.head.trace_records(&id));
             }
-            spans.extend(st.head.get(&id).map_err(corrupt)?);
-            (spans, blocks)
+            records.extend(st.head.trace_records(&id));
+            (records, blocks)
         };
+        let mut spans = decode_trace(&records, &id)
+            .map_err(|e| StoreError::Corrupt { path: "head".into(), reason: e })?;
         // Older copies first, so the first-written copy of a duplicate wins.
         let mut from_blocks = Vec::new();
         for b in &blocks {

@@ -1,6 +1,7 @@
 //! The head: recently written spans in memory, grouped by trace, queryable at once.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use strand_core::{SpanBatch, SpanId, StoredSpan, TraceId};
 
@@ -14,7 +15,7 @@ use crate::wal::WalRecord;
 /// colliding ids to make inserts quadratic.
 #[derive(Default)]
 pub struct Head {
-    records: Vec<Vec<u8>>,
+    records: Vec<Arc<Vec<u8>>>,
     traces: HashMap<TraceId, Vec<u32>>,
     keys: HashSet<(TraceId, SpanId)>,
     span_count: usize,
@@ -47,22 +48,25 @@ impl Head {
             self.min_received = self.min_received.min(received_unix_nano);
             self.max_received = self.max_received.max(received_unix_nano);
             self.bytes += encoded.len() as u64;
-            self.records.push(encoded);
+            self.records.push(Arc::new(encoded));
         }
         self.span_count += added;
         added
     }
 
+    /// The encoded records holding spans of a trace: cheap to take under a lock, decoded
+    /// afterwards with [`decode_trace`].
+    pub fn trace_records(&self, id: &TraceId) -> Vec<Arc<Vec<u8>>> {
+        self.traces
+            .get(id)
+            .map(|recs| recs.iter().filter_map(|&r| self.records.get(r as usize).cloned()).collect())
+            .unwrap_or_default()
+    }
+
     /// The spans of a trace held here (a span repeated by a retry may appear twice; readers
     /// deduplicate).
     pub fn get(&self, id: &TraceId) -> Result<Vec<StoredSpan>, String> {
-        let Some(recs) = self.traces.get(id) else { return Ok(Vec::new()) };
-        let mut out = Vec::new();
-        for &r in recs {
-            let batch = self.decode(r as usize)?;
-            out.extend(batch.into_stored().filter(|s| s.span.trace_id == *id));
-        }
-        Ok(out)
+        decode_trace(&self.trace_records(id), id)
     }
 
     /// Every record, decoded, in arrival order.
@@ -74,7 +78,19 @@ impl Head {
         let rec = self.records.get(i).ok_or("head record index out of range")?;
         WalRecord::decode_framed(rec).map(|r| r.batch)
     }
+}
 
+/// Decodes records (from [`Head::trace_records`]) and keeps the spans of one trace.
+pub fn decode_trace(records: &[Arc<Vec<u8>>], id: &TraceId) -> Result<Vec<StoredSpan>, String> {
+    let mut out = Vec::new();
+    for rec in records {
+        let batch = WalRecord::decode_framed(rec)?.batch;
+        out.extend(batch.into_stored().filter(|s| s.span.trace_id == *id));
+    }
+    Ok(out)
+}
+
+impl Head {
     /// Number of distinct spans held.
     pub fn span_count(&self) -> usize {
         self.span_count

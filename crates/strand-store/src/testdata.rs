@@ -54,7 +54,7 @@ pub fn batch(seed: u8, spans: u8) -> SpanBatch {
                     KeyValue::new("str", AnyValue::String("v\"\u{e9}".into())),
                     KeyValue::new("int", AnyValue::Int(-(i64::from(i)) * 1_000_000_000_000)),
                     KeyValue::new("dbl", AnyValue::Double(1.0)),
-                    KeyValue::new("nan", AnyValue::Double(f64::INFINITY)),
+                    KeyValue::new("inf", AnyValue::Double(f64::INFINITY)),
                     KeyValue::new("bool", AnyValue::Bool(false)),
                     KeyValue::new("bytes", AnyValue::Bytes(vec![0, 1, 255])),
                     KeyValue::new(

@@ -24,7 +24,8 @@ use tracing::{info, warn};
 use crate::fs::{AppendFile, FileSystem};
 
 const MAGIC: &[u8; 8] = b"STRWAL\0\x01";
-const HEADER: usize = 8;
+/// Bytes before each record's payload: length and checksum.
+const RECORD_HEADER: usize = 8;
 const PAYLOAD_VERSION: u8 = 1;
 /// Largest record accepted on replay; a length field above it is treated as garbage.
 pub const MAX_RECORD_BYTES: u32 = 512 * 1024 * 1024;
@@ -43,11 +44,11 @@ pub struct WalRecord {
 impl WalRecord {
     /// Encodes the record with its length and checksum header.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![0u8; HEADER + 1];
-        out[HEADER] = PAYLOAD_VERSION;
+        let mut out = vec![0u8; RECORD_HEADER + 1];
+        out[RECORD_HEADER] = PAYLOAD_VERSION;
         let mut out = postcard::to_extend(self, out).expect("encoding into a Vec cannot fail");
-        let payload_len = out.len() - HEADER;
-        let crc = crc32c::crc32c(&out[HEADER..]);
+        let payload_len = out.len() - RECORD_HEADER;
+        let crc = crc32c::crc32c(&out[RECORD_HEADER..]);
         out[0..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
         out[4..8].copy_from_slice(&crc.to_le_bytes());
         out
@@ -56,9 +57,9 @@ impl WalRecord {
     /// Decodes a record as [`WalRecord::encode`] wrote it, header included (checksum
     /// verified).
     pub fn decode_framed(framed: &[u8]) -> Result<Self, String> {
-        let header = framed.get(..HEADER).ok_or("record shorter than its header")?;
+        let header = framed.get(..RECORD_HEADER).ok_or("record shorter than its header")?;
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        let payload = &framed[HEADER..];
+        let payload = &framed[RECORD_HEADER..];
         if crc32c::crc32c(payload) != crc {
             return Err("record checksum mismatch".into());
         }
@@ -87,15 +88,6 @@ pub struct ReplayStats {
     pub torn_tails: u64,
 }
 
-/// A replayed record and the segment it came from.
-#[derive(Debug)]
-pub struct Replayed {
-    /// Segment sequence number.
-    pub segment: u64,
-    /// The record.
-    pub record: WalRecord,
-}
-
 /// The log. Owned by one writer thread.
 pub struct Wal {
     fs: Arc<dyn FileSystem>,
@@ -117,10 +109,17 @@ fn segment_seq(path: &Path) -> Option<u64> {
 impl Wal {
     /// Opens the log in `dir`, replaying every existing segment, and starts a new segment
     /// for writes.
-    pub fn open(fs: Arc<dyn FileSystem>, dir: &Path) -> std::io::Result<(Self, Vec<Replayed>, ReplayStats)> {
+    ///
+    /// Records are handed to `on_record` one at a time, in order, as their framed bytes
+    /// (header and payload, as [`WalRecord::encode`] wrote them) and decoded, so replay never
+    /// holds more than one decoded record.
+    pub fn open(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        mut on_record: impl FnMut(&[u8], WalRecord),
+    ) -> std::io::Result<(Self, ReplayStats)> {
         fs.create_dir_all(dir)?;
         let mut stats = ReplayStats::default();
-        let mut replayed = Vec::new();
         let mut last_seq = 0;
         let mut segments: Vec<(u64, PathBuf)> =
             fs.list(dir)?.into_iter().filter_map(|p| Some((segment_seq(&p)?, p))).collect();
@@ -136,11 +135,11 @@ impl Wal {
                 stats.torn_tails += 1;
                 fs.truncate(path, at)?;
             }
-            for payload in parsed.payloads {
-                match WalRecord::decode(payload) {
+            for framed in parsed.records {
+                match WalRecord::decode(&framed[RECORD_HEADER..]) {
                     Ok(record) => {
                         stats.records += 1;
-                        replayed.push(Replayed { segment: *seq, record });
+                        on_record(framed, record);
                     }
                     Err(e) => {
                         warn!(segment = %path.display(), error = %e, "skipped undecodable wal record");
@@ -157,7 +156,7 @@ impl Wal {
         }
         let seq = last_seq + 1;
         let (file, good_len) = Self::create_segment(fs.as_ref(), dir, seq)?;
-        Ok((Self { fs, dir: dir.to_path_buf(), seq, file, good_len }, replayed, stats))
+        Ok((Self { fs, dir: dir.to_path_buf(), seq, file, good_len }, stats))
     }
 
     fn create_segment(
@@ -231,36 +230,37 @@ impl Wal {
 }
 
 struct ParsedSegment<'a> {
-    payloads: Vec<&'a [u8]>,
+    /// Records that passed their checksum, header included.
+    records: Vec<&'a [u8]>,
     corrupt: u64,
     torn_at: Option<u64>,
 }
 
 fn parse_segment(bytes: &[u8]) -> ParsedSegment<'_> {
-    let mut out = ParsedSegment { payloads: Vec::new(), corrupt: 0, torn_at: None };
-    if bytes.len() < HEADER || &bytes[..HEADER] != MAGIC {
-        if bytes.len() < HEADER && MAGIC.starts_with(bytes) {
+    let mut out = ParsedSegment { records: Vec::new(), corrupt: 0, torn_at: None };
+    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+        if bytes.len() < MAGIC.len() && MAGIC.starts_with(bytes) {
             out.torn_at = Some(0);
         } else {
             out.corrupt = 1;
         }
         return out;
     }
-    let mut off = HEADER;
+    let mut off = MAGIC.len();
     while off < bytes.len() {
         let rest = &bytes[off..];
-        if rest.len() < 8 {
+        if rest.len() < RECORD_HEADER {
             out.torn_at = Some(off as u64);
             break;
         }
         let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
         let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
-        let end = 8 + len as usize;
+        let end = RECORD_HEADER + len as usize;
         if len > MAX_RECORD_BYTES || end > rest.len() {
             out.torn_at = Some(off as u64);
             break;
         }
-        let payload = &rest[8..end];
+        let payload = &rest[RECORD_HEADER..end];
         if crc32c::crc32c(payload) != crc {
             if end == rest.len() {
                 out.torn_at = Some(off as u64);
@@ -268,7 +268,7 @@ fn parse_segment(bytes: &[u8]) -> ParsedSegment<'_> {
             }
             out.corrupt += 1;
         } else {
-            out.payloads.push(payload);
+            out.records.push(&rest[..end]);
         }
         off += end;
     }
@@ -300,7 +300,8 @@ mod tests {
         let parsed = parse_segment(&bytes);
         assert_eq!(parsed.corrupt, 0);
         assert_eq!(parsed.torn_at, None);
-        let decoded: Vec<_> = parsed.payloads.iter().map(|p| WalRecord::decode(p).expect("valid")).collect();
+        let decoded: Vec<_> =
+            parsed.records.iter().map(|r| WalRecord::decode_framed(r).expect("valid")).collect();
         assert_eq!(decoded, recs);
     }
 
@@ -308,10 +309,10 @@ mod tests {
     fn torn_tail_is_found_at_every_cut() {
         let recs = [record(1), record(2)];
         let bytes = write_segment(&recs);
-        let first_end = HEADER + recs[0].encode().len();
+        let first_end = MAGIC.len() + recs[0].encode().len();
         for cut in first_end + 1..bytes.len() {
             let parsed = parse_segment(&bytes[..cut]);
-            assert_eq!(parsed.payloads.len(), 1, "cut at {cut}");
+            assert_eq!(parsed.records.len(), 1, "cut at {cut}");
             assert_eq!(parsed.torn_at, Some(first_end as u64), "cut at {cut}");
             assert_eq!(parsed.corrupt, 0);
         }
@@ -321,32 +322,36 @@ mod tests {
     fn corrupt_middle_record_is_skipped_and_counted() {
         let recs = [record(1), record(2), record(3)];
         let mut bytes = write_segment(&recs);
-        let second = HEADER + recs[0].encode().len() + 12;
+        let second = MAGIC.len() + recs[0].encode().len() + 12;
         bytes[second] ^= 0xff;
         let parsed = parse_segment(&bytes);
         assert_eq!(parsed.corrupt, 1);
         assert_eq!(parsed.torn_at, None);
-        assert_eq!(parsed.payloads.len(), 2);
-        assert_eq!(WalRecord::decode(parsed.payloads[1]).expect("valid"), recs[2]);
+        assert_eq!(parsed.records.len(), 2);
+        assert_eq!(WalRecord::decode_framed(parsed.records[1]).expect("valid"), recs[2]);
     }
 
     #[test]
     fn open_replays_truncates_and_starts_a_new_segment() {
         let dir = tempfile::tempdir().expect("tempdir");
         let fs: Arc<dyn FileSystem> = Arc::new(StdFs);
-        let (mut wal, replayed, _) = Wal::open(fs.clone(), dir.path()).expect("open");
+        let mut replayed = Vec::new();
+        let (mut wal, _) = Wal::open(fs.clone(), dir.path(), |_, r| replayed.push(r)).expect("open");
         assert!(replayed.is_empty());
         wal.append(&record(1).encode()).expect("append");
         let half = record(2).encode();
         wal.append(&half[..half.len() / 2]).expect("append");
         wal.sync().expect("sync");
         drop(wal);
-        let (wal, replayed, stats) = Wal::open(fs.clone(), dir.path()).expect("reopen");
-        assert_eq!(replayed.len(), 1);
-        assert_eq!(replayed[0].record, record(1));
+        let mut framed = Vec::new();
+        let (wal, stats) =
+            Wal::open(fs.clone(), dir.path(), |f, r| framed.push((f.to_vec(), r))).expect("reopen");
+        assert_eq!(framed.len(), 1);
+        assert_eq!(framed[0].1, record(1));
+        assert_eq!(framed[0].0, record(1).encode(), "the framed bytes are exactly what was written");
         assert_eq!(stats.torn_tails, 1);
         assert_eq!(wal.current_segment(), 2);
         let seg1 = segment_path(dir.path(), 1);
-        assert_eq!(fs.file_size(&seg1).expect("size"), (HEADER + record(1).encode().len()) as u64);
+        assert_eq!(fs.file_size(&seg1).expect("size"), (MAGIC.len() + record(1).encode().len()) as u64);
     }
 }
