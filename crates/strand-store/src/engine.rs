@@ -200,7 +200,7 @@ impl Store {
         let mut head = Head::default();
         let (wal, replay_stats) = Wal::open(fs.clone(), &wal_dir, |framed, record| {
             let n = record.batch.span_count();
-            let added = head.insert(framed.to_vec(), &record.batch, record.received_unix_nano);
+            let added = head.insert(framed, &record.batch, record.received_unix_nano);
             stats.spans_duplicate.fetch_add((n - added) as u64, Ordering::Relaxed);
         })
         .map_err(io(&wal_dir))?;
@@ -487,7 +487,7 @@ fn wal_loop(inner: Arc<Inner>, mut wal: Wal, rx: Receiver<Cmd>, flush_tx: mpsc::
                 let mut replies = Vec::with_capacity(written.len());
                 for (batch, bytes, done) in written {
                     let n = batch.span_count();
-                    let added = st.head.insert(bytes, &batch, received);
+                    let added = st.head.insert(bytes.into(), &batch, received);
                     inner.stats.spans_written.fetch_add(added as u64, Ordering::Relaxed);
                     inner.stats.spans_duplicate.fetch_add((n - added) as u64, Ordering::Relaxed);
                     replies.push(done);

@@ -1,7 +1,8 @@
 //! The head: recently written spans in memory, grouped by trace, queryable at once.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+
+use bytes::Bytes;
 
 use strand_core::{SpanBatch, SpanId, StoredSpan, TraceId};
 
@@ -15,7 +16,7 @@ use crate::wal::WalRecord;
 /// colliding ids to make inserts quadratic.
 #[derive(Default)]
 pub struct Head {
-    records: Vec<Arc<Vec<u8>>>,
+    records: Vec<Bytes>,
     traces: HashMap<TraceId, Vec<u32>>,
     keys: HashSet<(TraceId, SpanId)>,
     span_count: usize,
@@ -29,7 +30,7 @@ impl Head {
     /// decoded form (used only to index it). Spans already present (same trace and span id)
     /// are not counted again; a record adding nothing new is not kept. Returns how many
     /// spans were new.
-    pub fn insert(&mut self, encoded: Vec<u8>, batch: &SpanBatch, received_unix_nano: u64) -> usize {
+    pub fn insert(&mut self, encoded: Bytes, batch: &SpanBatch, received_unix_nano: u64) -> usize {
         let idx = self.records.len() as u32;
         let mut added = 0;
         for sp in batch.resource_spans.iter().flat_map(|rs| &rs.scope_spans).flat_map(|ss| &ss.spans) {
@@ -48,7 +49,7 @@ impl Head {
             self.min_received = self.min_received.min(received_unix_nano);
             self.max_received = self.max_received.max(received_unix_nano);
             self.bytes += encoded.len() as u64;
-            self.records.push(Arc::new(encoded));
+            self.records.push(encoded);
         }
         self.span_count += added;
         added
@@ -56,7 +57,7 @@ impl Head {
 
     /// The encoded records holding spans of a trace: cheap to take under a lock, decoded
     /// afterwards with [`decode_trace`].
-    pub fn trace_records(&self, id: &TraceId) -> Vec<Arc<Vec<u8>>> {
+    pub fn trace_records(&self, id: &TraceId) -> Vec<Bytes> {
         self.traces
             .get(id)
             .map(|recs| recs.iter().filter_map(|&r| self.records.get(r as usize).cloned()).collect())
@@ -81,7 +82,7 @@ impl Head {
 }
 
 /// Decodes records (from [`Head::trace_records`]) and keeps the spans of one trace.
-pub fn decode_trace(records: &[Arc<Vec<u8>>], id: &TraceId) -> Result<Vec<StoredSpan>, String> {
+pub fn decode_trace(records: &[Bytes], id: &TraceId) -> Result<Vec<StoredSpan>, String> {
     let mut out = Vec::new();
     for rec in records {
         let batch = WalRecord::decode_framed(rec)?.batch;
@@ -124,7 +125,7 @@ mod tests {
 
     fn put(head: &mut Head, b: SpanBatch, received: u64) -> usize {
         let rec = WalRecord { received_unix_nano: received, tenant: String::new(), batch: b };
-        head.insert(rec.encode(), &rec.batch, received)
+        head.insert(rec.encode().into(), &rec.batch, received)
     }
 
     #[test]

@@ -17,6 +17,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use strand_core::SpanBatch;
 use tracing::{info, warn};
@@ -111,12 +112,13 @@ impl Wal {
     /// for writes.
     ///
     /// Records are handed to `on_record` one at a time, in order, as their framed bytes
-    /// (header and payload, as [`WalRecord::encode`] wrote them) and decoded, so replay never
-    /// holds more than one decoded record.
+    /// (header and payload, as [`WalRecord::encode`] wrote them; a zero-copy slice of the
+    /// segment read into memory) and decoded, so replay holds at most one decoded record and
+    /// makes no copy per record.
     pub fn open(
         fs: Arc<dyn FileSystem>,
         dir: &Path,
-        mut on_record: impl FnMut(&[u8], WalRecord),
+        mut on_record: impl FnMut(Bytes, WalRecord),
     ) -> std::io::Result<(Self, ReplayStats)> {
         fs.create_dir_all(dir)?;
         let mut stats = ReplayStats::default();
@@ -127,7 +129,7 @@ impl Wal {
         for (seq, path) in &segments {
             last_seq = *seq;
             stats.segments += 1;
-            let bytes = fs.read_file(path)?;
+            let bytes = Bytes::from(fs.read_file(path)?);
             let parsed = parse_segment(&bytes);
             stats.corrupt_records += parsed.corrupt;
             if let Some(at) = parsed.torn_at {
@@ -135,11 +137,11 @@ impl Wal {
                 stats.torn_tails += 1;
                 fs.truncate(path, at)?;
             }
-            for framed in parsed.records {
-                match WalRecord::decode(&framed[RECORD_HEADER..]) {
+            for range in parsed.records {
+                match WalRecord::decode(&bytes[range.start + RECORD_HEADER..range.end]) {
                     Ok(record) => {
                         stats.records += 1;
-                        on_record(framed, record);
+                        on_record(bytes.slice(range), record);
                     }
                     Err(e) => {
                         warn!(segment = %path.display(), error = %e, "skipped undecodable wal record");
@@ -229,14 +231,14 @@ impl Wal {
     }
 }
 
-struct ParsedSegment<'a> {
-    /// Records that passed their checksum, header included.
-    records: Vec<&'a [u8]>,
+struct ParsedSegment {
+    /// Byte ranges of the records that passed their checksum, header included.
+    records: Vec<std::ops::Range<usize>>,
     corrupt: u64,
     torn_at: Option<u64>,
 }
 
-fn parse_segment(bytes: &[u8]) -> ParsedSegment<'_> {
+fn parse_segment(bytes: &[u8]) -> ParsedSegment {
     let mut out = ParsedSegment { records: Vec::new(), corrupt: 0, torn_at: None };
     if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
         if bytes.len() < MAGIC.len() && MAGIC.starts_with(bytes) {
@@ -268,7 +270,7 @@ fn parse_segment(bytes: &[u8]) -> ParsedSegment<'_> {
             }
             out.corrupt += 1;
         } else {
-            out.records.push(&rest[..end]);
+            out.records.push(off..off + end);
         }
         off += end;
     }
@@ -300,8 +302,11 @@ mod tests {
         let parsed = parse_segment(&bytes);
         assert_eq!(parsed.corrupt, 0);
         assert_eq!(parsed.torn_at, None);
-        let decoded: Vec<_> =
-            parsed.records.iter().map(|r| WalRecord::decode_framed(r).expect("valid")).collect();
+        let decoded: Vec<_> = parsed
+            .records
+            .iter()
+            .map(|r| WalRecord::decode_framed(&bytes[r.clone()]).expect("valid"))
+            .collect();
         assert_eq!(decoded, recs);
     }
 
@@ -328,7 +333,7 @@ mod tests {
         assert_eq!(parsed.corrupt, 1);
         assert_eq!(parsed.torn_at, None);
         assert_eq!(parsed.records.len(), 2);
-        assert_eq!(WalRecord::decode_framed(parsed.records[1]).expect("valid"), recs[2]);
+        assert_eq!(WalRecord::decode_framed(&bytes[parsed.records[1].clone()]).expect("valid"), recs[2]);
     }
 
     #[test]
@@ -344,8 +349,7 @@ mod tests {
         wal.sync().expect("sync");
         drop(wal);
         let mut framed = Vec::new();
-        let (wal, stats) =
-            Wal::open(fs.clone(), dir.path(), |f, r| framed.push((f.to_vec(), r))).expect("reopen");
+        let (wal, stats) = Wal::open(fs.clone(), dir.path(), |f, r| framed.push((f, r))).expect("reopen");
         assert_eq!(framed.len(), 1);
         assert_eq!(framed[0].1, record(1));
         assert_eq!(framed[0].0, record(1).encode(), "the framed bytes are exactly what was written");
