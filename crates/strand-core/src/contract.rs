@@ -9,6 +9,7 @@ use std::pin::Pin;
 
 use crate::ids::TraceId;
 use crate::model::{SpanBatch, Trace};
+use crate::search::{DependencyEdge, Operation, SearchPage, TimeRange, TraceQuery};
 
 /// A boxed, sendable future, as the traits here return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -57,6 +58,9 @@ pub enum StoreError {
     /// The store has been shut down.
     #[error("store is closed")]
     Closed,
+    /// The backend does not offer this capability.
+    #[error("this backend does not support {0}")]
+    Unsupported(&'static str),
 }
 
 /// Durable span storage. Called concurrently.
@@ -73,4 +77,50 @@ pub trait TraceReader: Send + Sync + 'static {
     /// The whole trace, each span once, from every place the backend keeps spans; `None`
     /// when no span of it is stored.
     fn get_trace(&self, trace_id: TraceId) -> BoxFuture<'_, Result<Option<Trace>, StoreError>>;
+
+    /// One page of traces matching the query, newest first (see [`crate::search`] for the
+    /// semantics every backend follows). The same query over the same data gives the same
+    /// page; following `next_cursor` neither skips nor repeats a trace while data is written.
+    fn find_traces(&self, query: TraceQuery) -> BoxFuture<'_, Result<SearchPage, StoreError>> {
+        let _ = query;
+        unsupported("search")
+    }
+
+    /// Services with spans in the range, sorted.
+    fn services(&self, range: TimeRange) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        let _ = range;
+        unsupported("service listing")
+    }
+
+    /// Operations (span name and kind) of a service, sorted.
+    fn operations(
+        &self,
+        service: String,
+        range: TimeRange,
+    ) -> BoxFuture<'_, Result<Vec<Operation>, StoreError>> {
+        let _ = (service, range);
+        unsupported("operation listing")
+    }
+
+    /// Attribute `(key, value)` pairs seen on spans of a service (all services when
+    /// `None`), for autocompletion, sorted. Backends may leave out values of keys with very
+    /// many distinct values.
+    fn attributes(
+        &self,
+        service: Option<String>,
+        range: TimeRange,
+    ) -> BoxFuture<'_, Result<Vec<(String, String)>, StoreError>> {
+        let _ = (service, range);
+        unsupported("attribute listing")
+    }
+
+    /// Caller → callee service edges of spans started in the range, sorted.
+    fn dependencies(&self, range: TimeRange) -> BoxFuture<'_, Result<Vec<DependencyEdge>, StoreError>> {
+        let _ = range;
+        unsupported("dependencies")
+    }
+}
+
+fn unsupported<'a, T: Send + 'a>(what: &'static str) -> BoxFuture<'a, Result<T, StoreError>> {
+    Box::pin(async move { Err(StoreError::Unsupported(what)) })
 }

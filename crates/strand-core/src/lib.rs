@@ -7,6 +7,7 @@
 //! - [`ids`]: [`TraceId`] and [`SpanId`], validated and hex-formatted.
 //! - [`model`]: resources, scopes, spans, events, links and attribute values, mirroring
 //!   the OTLP span model field for field.
+//! - [`search`]: trace search queries, summaries, operations and dependency edges.
 //! - [`contract`]: [`SpanSink`], [`TraceWriter`] and [`TraceReader`], with the promises
 //!   each implementation makes.
 //!
@@ -24,10 +25,15 @@
 pub mod contract;
 pub mod ids;
 pub mod model;
+pub mod search;
 
 pub use contract::{BoxFuture, SinkError, SpanSink, StoreError, TraceReader, TraceWriter};
 pub use ids::{IdError, SpanId, TraceId};
 pub use model::{
     AnyValue, Event, KeyValue, Link, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanBatch, SpanKind,
     Status, StatusCode, StoredSpan, Trace, find_attr,
+};
+pub use search::{
+    AttrFilter, AttrScope, Cursor, DependencyEdge, Operation, SearchPage, ServiceSpans, StatusFilter,
+    TimeRange, TraceQuery, TraceSummary,
 };

@@ -96,7 +96,7 @@ pub struct Scope {
 }
 
 /// Span kind, numbered as in OTLP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum SpanKind {
     /// Not specified.

@@ -21,14 +21,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
 use strand_core::{
-    BoxFuture, SinkError, SpanBatch, SpanSink, StoreError, Trace, TraceId, TraceReader, TraceWriter,
+    BoxFuture, DependencyEdge, Operation, SearchPage, SinkError, SpanBatch, SpanSink, StoreError, TimeRange,
+    Trace, TraceId, TraceQuery, TraceReader, TraceWriter,
 };
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
-use crate::block::{Block, BlockBuilder};
+use crate::block::{Block, BlockBuilder, FileChecksum};
 use crate::fs::FileSystem;
 use crate::head::{Head, decode_trace};
+use crate::index::{IndexBuilder, IndexView, SearchIndex};
+use crate::search::Sources;
 use crate::wal::{Wal, WalRecord};
 
 /// When the WAL is fsynced.
@@ -307,6 +310,41 @@ impl Store {
 }
 
 impl Inner {
+    /// Runs `f` over a snapshot of every source's search index (the heads' indexes brought
+    /// up to date first, outside the state lock). `as_of` defaults to the newest receive
+    /// time visible now.
+    fn with_sources<T>(&self, as_of: Option<u64>, f: impl FnOnce(&Sources) -> T) -> Result<T, StoreError> {
+        let (blocks, heads, newest) = {
+            let st = self.state.read();
+            let mut heads: Vec<_> = st.frozen.iter().map(|f| f.head.index_handle()).collect();
+            heads.push(st.head.index_handle());
+            let newest = st
+                .blocks
+                .iter()
+                .map(|b| b.meta.max_received_unix_nano)
+                .chain(st.frozen.iter().map(|f| f.head.max_received()))
+                .chain([st.head.max_received()])
+                .max()
+                .unwrap_or(0);
+            (st.blocks.clone(), heads, newest)
+        };
+        let mut guards = Vec::with_capacity(heads.len());
+        for (index, first, tail) in &heads {
+            let mut g = index.lock();
+            g.extend(*first, tail).map_err(|reason| StoreError::Corrupt { path: "head".into(), reason })?;
+            guards.push(g);
+        }
+        let mut views: Vec<&dyn IndexView> =
+            blocks.iter().map(|b| b.search_index() as &dyn IndexView).collect();
+        views.extend(guards.iter().map(|g| &g.builder as &dyn IndexView));
+        Ok(f(&Sources { views, as_of: as_of.unwrap_or(newest) }))
+    }
+
+    fn search(&self, q: &TraceQuery) -> Result<SearchPage, StoreError> {
+        let as_of = q.cursor.map(|c| c.as_of_unix_nano);
+        self.with_sources(as_of, |s| s.search(q, &|id| self.get_trace(id)))?
+    }
+
     fn get_trace(&self, id: TraceId) -> Result<Option<Trace>, StoreError> {
         // Under the lock only Arcs are cloned; decoding happens after it is released, so a
         // lookup never holds up the WAL thread's inserts.
@@ -353,15 +391,49 @@ impl SpanSink for Store {
     }
 }
 
+/// Runs a blocking read on tokio's blocking pool.
+fn blocking<T: Send + 'static>(
+    inner: &Arc<Inner>,
+    f: impl FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+) -> BoxFuture<'static, Result<T, StoreError>> {
+    let inner = inner.clone();
+    Box::pin(
+        async move { tokio::task::spawn_blocking(move || f(&inner)).await.map_err(|_| StoreError::Closed)? },
+    )
+}
+
 /// Reads on tokio's blocking pool.
 impl TraceReader for Store {
     fn get_trace(&self, trace_id: TraceId) -> BoxFuture<'_, Result<Option<Trace>, StoreError>> {
-        let inner = self.inner.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || inner.get_trace(trace_id))
-                .await
-                .map_err(|_| StoreError::Closed)?
-        })
+        blocking(&self.inner, move |i| i.get_trace(trace_id))
+    }
+
+    fn find_traces(&self, query: TraceQuery) -> BoxFuture<'_, Result<SearchPage, StoreError>> {
+        blocking(&self.inner, move |i| i.search(&query))
+    }
+
+    fn services(&self, range: TimeRange) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        blocking(&self.inner, move |i| i.with_sources(None, |s| s.services(range)))
+    }
+
+    fn operations(
+        &self,
+        service: String,
+        range: TimeRange,
+    ) -> BoxFuture<'_, Result<Vec<Operation>, StoreError>> {
+        blocking(&self.inner, move |i| i.with_sources(None, |s| s.operations(&service, range)))
+    }
+
+    fn attributes(
+        &self,
+        service: Option<String>,
+        range: TimeRange,
+    ) -> BoxFuture<'_, Result<Vec<(String, String)>, StoreError>> {
+        blocking(&self.inner, move |i| i.with_sources(None, |s| s.attributes(service.as_deref(), range)))
+    }
+
+    fn dependencies(&self, range: TimeRange) -> BoxFuture<'_, Result<Vec<DependencyEdge>, StoreError>> {
+        blocking(&self.inner, move |i| i.with_sources(None, |s| s.dependencies(range)))
     }
 }
 
@@ -644,11 +716,14 @@ fn write_frozen_until_done(
 fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), String> {
     let _guard = inner.maintenance.lock();
     let mut builder = BlockBuilder::new();
-    for batch in frozen.head.batches() {
-        builder.append_batch(&batch?)?;
+    let mut index = IndexBuilder::new();
+    for record in frozen.head.batches() {
+        let (received, batch) = record?;
+        builder.append_batch(&batch)?;
+        index.add_batch(&batch, received);
     }
-    let block =
-        write_block(inner, builder, frozen.head.min_received(), frozen.head.max_received(), Vec::new())?;
+    let (min_received, max_received) = (frozen.head.min_received(), frozen.head.max_received());
+    let block = write_block(inner, builder, &index.finish(), min_received, max_received, Vec::new())?;
     {
         let mut st = inner.state.write();
         st.blocks.push(Arc::new(block));
@@ -664,13 +739,16 @@ fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), String> {
 fn write_block(
     inner: &Inner,
     builder: BlockBuilder,
+    index: &SearchIndex,
     min_received: u64,
     max_received: u64,
     compacted_from: Vec<String>,
 ) -> Result<Block, String> {
     let fs = inner.fs.as_ref();
     let id = new_block_id();
-    let encoded = builder.finish(id.clone(), min_received, max_received, compacted_from)?;
+    let mut encoded = builder.finish(id.clone(), min_received, max_received, compacted_from)?;
+    let index = index.encode()?;
+    encoded.meta.files.push(FileChecksum::of("index.bin", &index));
     let blocks_dir = inner.root.join("blocks");
     let tmp = blocks_dir.join(format!(".tmp-{id}"));
     let fin = blocks_dir.join(&id);
@@ -678,6 +756,7 @@ fn write_block(
         fs.create_dir_all(&tmp)?;
         fs.write_file(&tmp.join("spans.parquet"), &encoded.spans)?;
         fs.write_file(&tmp.join("traces.parquet"), &encoded.traces)?;
+        fs.write_file(&tmp.join("index.bin"), &index)?;
         let meta = serde_json::to_vec_pretty(&encoded.meta).map_err(std::io::Error::other)?;
         fs.write_file(&tmp.join("meta.json"), &meta)?;
         fs.sync_dir(&tmp)?;
@@ -713,14 +792,19 @@ fn compact(inner: &Inner) -> Result<bool, String> {
     }
     // Oldest block first, so the first-written copy of a duplicate wins.
     let mut builder = BlockBuilder::new();
+    let mut index = IndexBuilder::new();
     for b in &candidates {
         let spans = b.read_all().map_err(|e| e.to_string())?;
         builder.append_stored(&spans)?;
+        let received = |id: &TraceId| {
+            b.search_index().part(id).map_or(b.meta.min_received_unix_nano, |p| p.min_received)
+        };
+        index.add_stored(&spans, received);
     }
     let min_received = candidates.iter().map(|b| b.meta.min_received_unix_nano).min().unwrap_or(0);
     let max_received = candidates.iter().map(|b| b.meta.max_received_unix_nano).max().unwrap_or(0);
     let ids: Vec<String> = candidates.iter().map(|b| b.meta.id.clone()).collect();
-    let merged = write_block(inner, builder, min_received, max_received, ids.clone())?;
+    let merged = write_block(inner, builder, &index.finish(), min_received, max_received, ids.clone())?;
     info!(inputs = ids.len(), spans = merged.meta.span_count, block = %merged.meta.id, "compacted blocks");
     {
         let mut st = inner.state.write();

@@ -1,11 +1,15 @@
 //! The head: recently written spans in memory, grouped by trace, queryable at once.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use bytes::Bytes;
 
 use strand_core::{SpanBatch, SpanId, StoredSpan, TraceId};
 
+use crate::index::IndexBuilder;
 use crate::wal::WalRecord;
 
 /// In-memory spans, kept as the encoded WAL records they arrived in (about the size of
@@ -23,6 +27,38 @@ pub struct Head {
     bytes: u64,
     min_received: u64,
     max_received: u64,
+    index: Arc<Mutex<HeadIndex>>,
+}
+
+/// The head's search index, built lazily: searches index the records that arrived since
+/// the last search, so ingest pays nothing for it.
+#[derive(Debug, Default)]
+pub struct HeadIndex {
+    /// The index of records `[0, indexed)`.
+    pub builder: IndexBuilder,
+    indexed: usize,
+}
+
+impl HeadIndex {
+    /// Indexes records that follow the ones already indexed, starting at position `first`;
+    /// records already indexed by a concurrent reader are skipped.
+    pub fn extend(&mut self, first: usize, records: &[Bytes]) -> Result<(), String> {
+        let skip = self.indexed.saturating_sub(first);
+        if first > self.indexed {
+            // Cannot happen: `first` was read from this index, which only grows.
+            return Err("head index: records out of order".into());
+        }
+        self.index_records(records.get(skip..).unwrap_or_default())
+    }
+
+    fn index_records(&mut self, records: &[Bytes]) -> Result<(), String> {
+        for rec in records {
+            let r = WalRecord::decode_framed(rec)?;
+            self.builder.add_batch(&r.batch, r.received_unix_nano);
+            self.indexed += 1;
+        }
+        Ok(())
+    }
 }
 
 impl Head {
@@ -70,14 +106,16 @@ impl Head {
         decode_trace(&self.trace_records(id), id)
     }
 
-    /// Every record, decoded, in arrival order.
-    pub fn batches(&self) -> impl Iterator<Item = Result<SpanBatch, String>> + '_ {
-        (0..self.records.len()).map(|i| self.decode(i))
+    /// Every record, decoded, in arrival order, with its receive time.
+    pub fn batches(&self) -> impl Iterator<Item = Result<(u64, SpanBatch), String>> + '_ {
+        self.records.iter().map(|rec| WalRecord::decode_framed(rec).map(|r| (r.received_unix_nano, r.batch)))
     }
 
-    fn decode(&self, i: usize) -> Result<SpanBatch, String> {
-        let rec = self.records.get(i).ok_or("head record index out of range")?;
-        WalRecord::decode_framed(rec).map(|r| r.batch)
+    /// Records from position `from` on (cheap handles), and the shared index: lets a reader
+    /// index new records without holding the store's lock (see [`HeadIndex::catch_up`]).
+    pub fn index_handle(&self) -> (Arc<Mutex<HeadIndex>>, usize, Vec<Bytes>) {
+        let from = self.index.lock().indexed;
+        (self.index.clone(), from, self.records.get(from..).map(<[Bytes]>::to_vec).unwrap_or_default())
     }
 }
 

@@ -39,6 +39,8 @@ pub mod conformance;
 pub mod engine;
 pub mod fs;
 pub mod head;
+pub mod index;
+pub mod search;
 pub mod testdata;
 pub mod wal;
 

@@ -100,3 +100,47 @@ pub fn batch(seed: u8, spans: u8) -> SpanBatch {
         resource_spans: vec![ResourceSpans { resource, scope_spans: vec![ScopeSpans { scope, spans }] }],
     }
 }
+
+/// A plain span for search tests: `id` and `parent` are small numbers, times in ns.
+pub fn span(trace: TraceId, id: u64, parent: Option<u64>, name: &str, start: u64, duration: u64) -> Span {
+    let sid = |n: u64| SpanId((n + 1).to_be_bytes());
+    Span {
+        trace_id: trace,
+        span_id: sid(id),
+        parent_span_id: parent.map(sid),
+        trace_state: String::new(),
+        flags: 0,
+        name: name.into(),
+        kind: SpanKind::Server,
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + duration,
+        attributes: Vec::new(),
+        dropped_attributes_count: 0,
+        events: Vec::new(),
+        dropped_events_count: 0,
+        links: Vec::new(),
+        dropped_links_count: 0,
+        status: Status::default(),
+    }
+}
+
+/// A batch of spans from one service, with optional resource and scope attributes.
+pub fn service_batch(
+    service: &str,
+    resource_attrs: Vec<KeyValue>,
+    scope: Scope,
+    spans: Vec<Span>,
+) -> SpanBatch {
+    let mut attributes = vec![KeyValue::new("service.name", AnyValue::String(service.into()))];
+    attributes.extend(resource_attrs);
+    SpanBatch {
+        resource_spans: vec![ResourceSpans {
+            resource: Arc::new(Resource {
+                attributes,
+                dropped_attributes_count: 0,
+                schema_url: String::new(),
+            }),
+            scope_spans: vec![ScopeSpans { scope: Arc::new(scope), spans }],
+        }],
+    }
+}

@@ -22,6 +22,7 @@ use super::json::{attrs_from_json, events_from_json, links_from_json};
 use super::write::spans_schema;
 use super::{BlockMeta, FORMAT_VERSION, guard};
 use crate::fs::{FileSystem, ReadAt};
+use crate::index::{IndexBuilder, SearchIndex};
 
 /// Adapts a [`ReadAt`] to parquet's reader interface.
 #[derive(Clone)]
@@ -80,6 +81,7 @@ pub struct Block {
     spans: FileReader,
     footer: ArrowReaderMetadata,
     index: Vec<IndexEntry>,
+    search: SearchIndex,
 }
 
 fn corrupt(path: &Path, reason: impl ToString) -> StoreError {
@@ -101,7 +103,12 @@ impl Block {
         }
         let spans_path = dir.join("spans.parquet");
         let traces_path = dir.join("traces.parquet");
-        for name in ["spans.parquet", "traces.parquet"] {
+        let has_index = meta.files.iter().any(|f| f.name == "index.bin");
+        let mut index_bytes = None;
+        for name in ["spans.parquet", "traces.parquet", "index.bin"] {
+            if name == "index.bin" && !has_index {
+                continue;
+            }
             let path = dir.join(name);
             let want = meta
                 .files
@@ -118,6 +125,9 @@ impl Block {
                         have.bytes, have.crc32c, want.bytes, want.crc32c
                     ),
                 ));
+            }
+            if name == "index.bin" {
+                index_bytes = Some(data);
             }
         }
         let spans = FileReader(fs.open_read(&spans_path).map_err(|e| io_err(&spans_path, e))?);
@@ -138,7 +148,37 @@ impl Block {
             return Err(corrupt(&traces_path, "trace index does not match spans"));
         }
         let disk_bytes = spans.len() + fs.file_size(&traces_path).unwrap_or(0) + meta_bytes.len() as u64;
-        Ok(Self { meta, dir: dir.to_path_buf(), disk_bytes, spans, footer, index })
+        let mut block = Self {
+            meta,
+            dir: dir.to_path_buf(),
+            disk_bytes,
+            spans,
+            footer,
+            index,
+            search: SearchIndex::default(),
+        };
+        block.search = match index_bytes {
+            Some(data) => {
+                block.disk_bytes += data.len() as u64;
+                SearchIndex::decode(&data).map_err(|e| corrupt(&dir.join("index.bin"), e))?
+            }
+            // Blocks written before index.bin existed: index them now.
+            None => {
+                let mut builder = IndexBuilder::new();
+                let received = block.meta.min_received_unix_nano;
+                builder.add_stored(&block.read_all()?, |_| received);
+                builder.finish()
+            }
+        };
+        if block.search.traces.len() as u64 != block.meta.trace_count {
+            return Err(corrupt(&dir.join("index.bin"), "trace count does not match meta.json"));
+        }
+        Ok(block)
+    }
+
+    /// The block's search index.
+    pub fn search_index(&self) -> &SearchIndex {
+        &self.search
     }
 
     /// Whether the block may hold spans of this trace.

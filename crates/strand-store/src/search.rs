@@ -1,0 +1,409 @@
+//! Trace search over a snapshot of the store's sources (head, frozen heads, blocks).
+//!
+//! Each source's index yields candidate traces with an upper bound of their position in
+//! the result order (a source only knows part of a trace, and the whole trace can only
+//! start earlier). Candidates are taken best bound first; each is resolved into the whole
+//! trace's summary (its parts in every source merged) and, when the index alone cannot
+//! prove that one span meets every condition, checked against the trace's spans. A
+//! resolved trace is emitted once no pending candidate could still come before it, so the
+//! order is exact (start descending, trace id ascending) and pagination is keyset-based.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap, HashSet};
+
+use strand_core::search::{value_forms, value_matches};
+use strand_core::{
+    AttrScope, Cursor, DependencyEdge, KeyValue, Operation, SearchPage, ServiceSpans, StatusCode,
+    StatusFilter, StoreError, StoredSpan, TimeRange, Trace, TraceId, TraceQuery, TraceSummary,
+};
+
+use crate::index::{Field, IndexView, RootPart, TermRef};
+
+/// Most candidate traces a search reads spans of before giving up with a warning.
+pub const MAX_VERIFIED_TRACES: usize = 20_000;
+
+/// A source's view and what the snapshot may count of it.
+pub(crate) struct Sources<'a> {
+    /// Indexes of the sources.
+    pub views: Vec<&'a dyn IndexView>,
+    /// Receive-time watermark of the snapshot.
+    pub as_of: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Rank(u64, Reverse<TraceId>);
+
+impl Ord for Rank {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.0, self.1).cmp(&(other.0, other.1))
+    }
+}
+
+impl PartialOrd for Rank {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Candidate {
+    /// Upper bound of the trace's rank.
+    bound: Rank,
+    verify: bool,
+}
+
+struct Ready {
+    rank: Rank,
+    summary: TraceSummary,
+}
+
+impl PartialEq for Ready {
+    fn eq(&self, o: &Self) -> bool {
+        self.rank == o.rank
+    }
+}
+impl Eq for Ready {}
+impl PartialOrd for Ready {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Ready {
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.rank.cmp(&o.rank)
+    }
+}
+
+/// A query prepared once: attribute values expanded to their comparable forms.
+struct Prepared<'q> {
+    q: &'q TraceQuery,
+    forms: Vec<Vec<String>>,
+    kind: String,
+}
+
+impl<'q> Prepared<'q> {
+    fn new(q: &'q TraceQuery) -> Self {
+        Self {
+            q,
+            forms: q.attributes.iter().map(|a| value_forms(&a.value)).collect(),
+            kind: q.kind.map(|k| (k as u8).to_string()).unwrap_or_default(),
+        }
+    }
+
+    /// Span conditions besides the service.
+    fn span_conditions(&self) -> usize {
+        let q = self.q;
+        usize::from(q.operation.is_some())
+            + usize::from(q.kind.is_some())
+            + usize::from(q.status.is_some())
+            + q.attributes.len()
+            + usize::from(q.min_span_duration_nano.is_some() || q.max_span_duration_nano.is_some())
+    }
+
+    fn groups(&self, view: &dyn IndexView, svc: u16) -> Vec<Vec<TermRef<'_>>> {
+        let q = self.q;
+        let one = |field, key, value| vec![TermRef { field, key, value }];
+        let mut groups = vec![one(Field::Service, "", "")];
+        if let Some(op) = &q.operation {
+            groups.push(one(Field::Name, "", op));
+        }
+        if q.kind.is_some() {
+            groups.push(one(Field::Kind, "", &self.kind));
+        }
+        if q.status == Some(StatusFilter::Error) {
+            groups.push(one(Field::Error, "", ""));
+        }
+        for (a, forms) in q.attributes.iter().zip(&self.forms) {
+            if !view.is_unindexed(svc, &a.key) {
+                groups.push(
+                    forms.iter().map(|f| TermRef { field: Field::Attr, key: &a.key, value: f }).collect(),
+                );
+            }
+        }
+        groups
+    }
+
+    /// Whether the index proves a candidate of service `svc` matches (given its spans all
+    /// lie in the time range).
+    fn index_is_exact(&self, view: &dyn IndexView, svc: u16) -> bool {
+        let q = self.q;
+        self.span_conditions() <= 1
+            && q.status != Some(StatusFilter::Ok)
+            && q.min_span_duration_nano.is_none()
+            && q.max_span_duration_nano.is_none()
+            && q.attributes.iter().all(|a| a.scope == AttrScope::Any && !view.is_unindexed(svc, &a.key))
+    }
+
+    fn candidates(&self, view: &dyn IndexView, as_of: u64, out: &mut Vec<Candidate>) {
+        let q = self.q;
+        let (min_start, max_end) = view.time_range();
+        if min_start > q.end_unix_nano || max_end < q.start_unix_nano {
+            return;
+        }
+        let services: Vec<u16> = match &q.service {
+            Some(s) => match view.service_names().iter().position(|n| n == s) {
+                Some(i) => vec![i as u16],
+                None => return,
+            },
+            None => (0..view.service_names().len() as u16).collect(),
+        };
+        let exact = services.iter().all(|&s| self.index_is_exact(view, s));
+        for part in view.candidates(&services, &|svc| self.groups(view, svc)) {
+            if part.min_received > as_of || part.start > q.end_unix_nano || part.end < q.start_unix_nano {
+                continue;
+            }
+            let within = part.start >= q.start_unix_nano && part.end <= q.end_unix_nano;
+            out.push(Candidate {
+                bound: Rank(part.start, Reverse(TraceId(part.id))),
+                verify: !exact || !within,
+            });
+        }
+    }
+
+    fn span_matches(&self, s: &StoredSpan) -> bool {
+        let (q, span) = (self.q, &s.span);
+        let duration = span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano);
+        q.service.as_ref().is_none_or(|svc| s.resource.service_name() == svc)
+            && q.operation.as_ref().is_none_or(|op| &span.name == op)
+            && q.kind.is_none_or(|k| span.kind == k)
+            && match q.status {
+                None => true,
+                Some(StatusFilter::Error) => span.status.code == StatusCode::Error,
+                Some(StatusFilter::Ok) => span.status.code != StatusCode::Error,
+            }
+            && q.min_span_duration_nano.is_none_or(|m| duration >= m)
+            && q.max_span_duration_nano.is_none_or(|m| duration <= m)
+            && span.start_time_unix_nano >= q.start_unix_nano
+            && span.start_time_unix_nano <= q.end_unix_nano
+            && q.attributes.iter().zip(&self.forms).all(|(a, forms)| {
+                let hit = |attrs: &[KeyValue]| {
+                    attrs.iter().any(|kv| kv.key == a.key && value_matches(&kv.value, forms))
+                };
+                match a.scope {
+                    AttrScope::Span => hit(&span.attributes),
+                    AttrScope::Resource => hit(&s.resource.attributes),
+                    AttrScope::Any => {
+                        hit(&span.attributes)
+                            || hit(&s.resource.attributes)
+                            || hit(&s.scope.attributes)
+                            || span.events.iter().any(|e| hit(&e.attributes))
+                            || span.links.iter().any(|l| hit(&l.attributes))
+                    }
+                }
+            })
+    }
+}
+
+impl Sources<'_> {
+    /// The whole trace's summary from its parts in every source.
+    fn summary(&self, id: &TraceId) -> Option<TraceSummary> {
+        let mut out = TraceSummary {
+            trace_id: *id,
+            root_service: String::new(),
+            root_name: String::new(),
+            start_unix_nano: u64::MAX,
+            duration_nano: 0,
+            span_count: 0,
+            error_count: 0,
+            services: Vec::new(),
+        };
+        let mut end = 0;
+        let mut root: Option<(RootPart, usize)> = None;
+        let mut found = false;
+        for (vi, view) in self.views.iter().enumerate() {
+            let Some(p) = view.part_of(id) else { continue };
+            if p.min_received > self.as_of {
+                continue;
+            }
+            found = true;
+            out.start_unix_nano = out.start_unix_nano.min(p.start);
+            end = end.max(p.end);
+            out.span_count += u64::from(p.span_count);
+            out.error_count += u64::from(p.error_count);
+            for s in &p.services {
+                let name = &view.service_names()[usize::from(s.service)];
+                match out.services.iter_mut().find(|x| &x.name == name) {
+                    Some(x) => {
+                        x.span_count += u64::from(s.spans);
+                        x.error_count += u64::from(s.errors);
+                    }
+                    None => out.services.push(ServiceSpans {
+                        name: name.clone(),
+                        span_count: u64::from(s.spans),
+                        error_count: u64::from(s.errors),
+                    }),
+                }
+            }
+            if let Some(r) = &p.root
+                && root.as_ref().is_none_or(|(best, _)| (!r.is_root, r.start) < (!best.is_root, best.start))
+            {
+                root = Some((r.clone(), vi));
+            }
+        }
+        if !found {
+            return None;
+        }
+        if let Some((r, vi)) = root {
+            let view = self.views[vi];
+            out.root_service = view.service_names()[usize::from(r.service)].clone();
+            out.root_name = view.name(r.name).to_owned();
+        }
+        out.duration_nano = end.saturating_sub(out.start_unix_nano);
+        out.services.sort_by(|a, b| a.name.cmp(&b.name));
+        Some(out)
+    }
+
+    /// Runs a search; `read` fetches a whole trace for span-level checks.
+    pub fn search(
+        &self,
+        q: &TraceQuery,
+        read: &dyn Fn(TraceId) -> Result<Option<Trace>, StoreError>,
+    ) -> Result<SearchPage, StoreError> {
+        let prepared = Prepared::new(q);
+        let mut cands = Vec::new();
+        for view in &self.views {
+            prepared.candidates(*view, self.as_of, &mut cands);
+        }
+        let mut pending = BinaryHeap::from(cands);
+        let mut ready: BinaryHeap<Ready> = BinaryHeap::new();
+        let mut resolved: HashSet<TraceId> = HashSet::new();
+        let after = q.cursor.map(|c| Rank(c.start_unix_nano, Reverse(c.trace_id)));
+        let mut page = SearchPage::default();
+        let mut verified = 0;
+        let want = q.limit.saturating_add(1);
+        let mut out: Vec<Ready> = Vec::new();
+        loop {
+            while let Some(top) = ready.peek() {
+                if out.len() >= want || pending.peek().is_some_and(|c| c.bound >= top.rank) {
+                    break;
+                }
+                out.extend(ready.pop());
+            }
+            if out.len() >= want {
+                break;
+            }
+            let Some(c) = pending.pop() else {
+                while out.len() < want {
+                    match ready.pop() {
+                        Some(r) => out.push(r),
+                        None => break,
+                    }
+                }
+                break;
+            };
+            let id = c.bound.1.0;
+            if !resolved.insert(id) {
+                continue;
+            }
+            let Some(summary) = self.summary(&id) else { continue };
+            let rank = Rank(summary.start_unix_nano, Reverse(id));
+            if after.is_some_and(|a| rank >= a)
+                || q.min_trace_duration_nano.is_some_and(|m| summary.duration_nano < m)
+                || q.max_trace_duration_nano.is_some_and(|m| summary.duration_nano > m)
+            {
+                continue;
+            }
+            if c.verify {
+                if verified >= MAX_VERIFIED_TRACES {
+                    page.warnings.push(format!(
+                        "stopped after checking the spans of {MAX_VERIFIED_TRACES} candidate traces; \
+                         narrow the query (time range, service, operation) for complete results"
+                    ));
+                    break;
+                }
+                verified += 1;
+                let Some(trace) = read(id)? else { continue };
+                if !trace.spans.iter().any(|s| prepared.span_matches(s)) {
+                    continue;
+                }
+            }
+            ready.push(Ready { rank, summary });
+        }
+        if out.len() > q.limit {
+            out.truncate(q.limit);
+            page.next_cursor = out.last().map(|r| Cursor {
+                as_of_unix_nano: self.as_of,
+                start_unix_nano: r.rank.0,
+                trace_id: r.rank.1.0,
+            });
+        }
+        page.traces = out.into_iter().map(|r| r.summary).collect();
+        Ok(page)
+    }
+
+    fn overlapping(&self, range: TimeRange) -> impl Iterator<Item = &&dyn IndexView> {
+        self.views.iter().filter(move |v| {
+            let (s, e) = v.time_range();
+            s <= e && range.overlaps(s, e)
+        })
+    }
+
+    /// Services with spans in sources overlapping the range, sorted.
+    pub fn services(&self, range: TimeRange) -> Vec<String> {
+        let mut out: Vec<String> =
+            self.overlapping(range).flat_map(|v| v.service_names().iter().cloned()).collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    fn service_id(view: &dyn IndexView, service: &str) -> Option<u16> {
+        view.service_names().iter().position(|n| n == service).map(|i| i as u16)
+    }
+
+    /// Operations of a service, sorted by name then kind.
+    pub fn operations(&self, service: &str, range: TimeRange) -> Vec<Operation> {
+        let mut out: Vec<Operation> = self
+            .overlapping(range)
+            .filter_map(|v| Self::service_id(*v, service).map(|id| v.operations(id)))
+            .flatten()
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Indexed `(key, value)` pairs of a service (or of all services), sorted.
+    pub fn attributes(&self, service: Option<&str>, range: TimeRange) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for v in self.overlapping(range) {
+            let ids: Vec<u16> = match service {
+                Some(s) => Self::service_id(*v, s).into_iter().collect(),
+                None => (0..v.service_names().len() as u16).collect(),
+            };
+            for id in ids {
+                out.extend(v.attributes(id));
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Service edges whose child spans started in the range, by (parent, child).
+    pub fn dependencies(&self, range: TimeRange) -> Vec<DependencyEdge> {
+        let minute = |ns: u64| (ns / 60_000_000_000).min(u64::from(u32::MAX)) as u32;
+        let (from, to) = (minute(range.start_unix_nano), minute(range.end_unix_nano));
+        let mut edges: HashMap<(String, String), (u64, u64)> = HashMap::new();
+        for v in self.overlapping(range) {
+            let names = v.service_names();
+            for e in v.edges(from, to) {
+                let key = (names[usize::from(e.parent)].clone(), names[usize::from(e.child)].clone());
+                let entry = edges.entry(key).or_default();
+                entry.0 += u64::from(e.calls);
+                entry.1 += u64::from(e.errors);
+            }
+        }
+        let mut out: Vec<DependencyEdge> = edges
+            .into_iter()
+            .map(|((parent, child), (call_count, error_count))| DependencyEdge {
+                parent,
+                child,
+                call_count,
+                error_count,
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.parent, &a.child).cmp(&(&b.parent, &b.child)));
+        out
+    }
+}
