@@ -11,6 +11,7 @@ import base64
 import json
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 from opentelemetry import trace
@@ -168,7 +169,76 @@ for s in sent:
     check(w + " links", [(format(l.context.trace_id, "032x"), format(l.context.span_id, "016x"), attrs(dict(l.attributes))) for l in s.links],
           [(l["traceId"], l["spanId"], got_attrs(l["attributes"])) for l in sp["links"]])
 
+
+
+# --- The same trace through every query API, each in its own shape.
+def get(path):
+    with urllib.request.urlopen(query + path) as r:
+        return json.load(r)
+
+
+def q(s):
+    return urllib.parse.quote(s, safe="")
+
+
+services = sorted({s.resource.attributes["service.name"] for s in sent})
+now_ms = time.time_ns() // 1_000_000
+
+native = get(f"/api/v1/search?service=epro-service&status=error&limit=50")
+mine = [t for t in native["traces"] if t["traceId"] == trace_id]
+check("native search finds the error trace", 1, len(mine))
+if mine:
+    t = mine[0]
+    check("native summary root", ("gateway", "POST /reports"), (t["rootService"], t["rootName"]))
+    check("native summary counts", (len(sent), 1), (t["spanCount"], t["errorCount"]))
+    check("native summary services", services, [s["name"] for s in t["services"]])
+    check("native summary start", min(s.start_time for s in sent), int(t["startTimeUnixNano"]))
+
+jaeger = get("/api/traces?service=gateway&limit=50&tags=" + q(json.dumps({"http.response.status_code": "201"})))
+jt = [t for t in jaeger["data"] if t["traceID"] == trace_id]
+check("jaeger search finds the trace by a typed tag", 1, len(jt))
+if jt:
+    jt = jt[0]
+    check("jaeger span count", len(sent), len(jt["spans"]))
+    check("jaeger processes", services, sorted({p["serviceName"] for p in jt["processes"].values()}))
+    by_name = {sp["operationName"]: sp for sp in jt["spans"]}
+    epro_tags = {t["key"]: t["value"] for t in by_name["epro.Submit"]["tags"]}
+    check("jaeger error tags", (True, "ERROR", "validation failed"),
+          (epro_tags.get("error"), epro_tags.get("otel.status_code"), epro_tags.get("otel.status_description")))
+    check("jaeger span.kind", "server", epro_tags.get("span.kind"))
+    check("jaeger scope tags", ("interop.epro-service", "2.0.1"), (epro_tags.get("otel.scope.name"), epro_tags.get("otel.scope.version")))
+    refs = [r["refType"] for r in by_name["GET /users/{id}"]["references"]]
+    check("jaeger references", ["CHILD_OF", "FOLLOWS_FROM"], refs)
+    logs = by_name["POST /reports"]["logs"]
+    check("jaeger logs", ["accepted"], [l["fields"][0]["value"] for l in logs])
+    root_sent = [s for s in sent if s.name == "POST /reports"][0]
+    check("jaeger start (us)", root_sent.start_time // 1000, by_name["POST /reports"]["startTime"])
+
+since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
+until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 60))
+v3 = get(f"/api/v3/traces?query.service_name=notify-service&query.start_time_min={since}&query.start_time_max={until}&query.search_depth=50")
+v3_spans = [sp for rs in v3["result"]["resourceSpans"] for ss in rs["scopeSpans"] for sp in ss["spans"] if sp["traceId"] == trace_id]
+check("api_v3 returns the whole trace as OTLP/JSON", len(sent), len(v3_spans))
+v3c = get(f"/api/v3/traces?queryServiceName=x&query.serviceName=notify-service&query.startTimeMin={since}&query.startTimeMax={until}")
+check("api_v3 camelCase parameters", True, any(sp["traceId"] == trace_id for rs in v3c["result"]["resourceSpans"] for ss in rs["scopeSpans"] for sp in ss["spans"]))
+
+tempo = get("/api/search?limit=50&tags=" + q("service.name=epro-service status=error"))
+tt = [t for t in tempo["traces"] if t["traceID"] == trace_id]
+check("tempo search finds the trace", 1, len(tt))
+if tt:
+    check("tempo search root", ("gateway", "POST /reports"), (tt[0]["rootServiceName"], tt[0]["rootTraceName"]))
+    check("tempo service stats", services, sorted(tt[0]["serviceStats"].keys()))
+tempo_trace = get(f"/api/traces/{trace_id}?format=tempo")
+b64 = base64.b64encode(bytes.fromhex(trace_id)).decode()
+tempo_ids = {sp["traceId"] for rs in tempo_trace["batches"] for ss in rs["scopeSpans"] for sp in ss["spans"]}
+check("tempo trace ids are base64", {b64}, tempo_ids)
+
+deps = get(f"/api/dependencies?endTs={now_ms + 60_000}&lookback=3600000")
+edges = {(d["parent"], d["child"]) for d in deps["data"]}
+for edge in [("gateway", "user-service"), ("gateway", "epro-service"), ("gateway", "notify-service")]:
+    check(f"jaeger dependency {edge}", True, edge in edges)
+
 if problems:
     print("\n".join(problems))
     sys.exit(1)
-print(f"{protocol}: {len(sent)} spans of trace {trace_id} read back field for field")
+print(f"{protocol}: {len(sent)} spans of trace {trace_id} read back field for field, and through the native, Jaeger v1, api_v3 and Tempo APIs")

@@ -1,22 +1,31 @@
-//! Strand's query API over the [`strand_core::TraceReader`] contract.
+//! Strand's query APIs over the [`strand_core::TraceReader`] contract, all on one port:
 //!
-//! Native JSON API (documented in `docs/api.md`):
-//! - `GET /api/v1/traces/{trace_id}`: the whole trace as OTLP/JSON (`resourceSpans`), with
-//!   `traceId` and `spanCount` beside it; 400 for a malformed id, 404 for an unknown one.
+//! - native JSON under `/api/v1/` ([`native`]; documented in `docs/api.md`),
+//! - Jaeger v1 JSON under `/api/` and Jaeger `api_v3` under `/api/v3/` ([`jaeger`]),
+//! - the Tempo subset Grafana's Tempo data source uses ([`tempo`]),
 //! - `GET /healthz`, `GET /readyz`.
 //!
-//! Errors are `{"error": "..."}` with the matching HTTP status, mapped in one place
-//! ([`ApiError`]).
+//! Every parameter error names the parameter and says why (400); unknown traces are 404.
+//! Limits and time ranges are bounded by [`QueryLimits`], and a response says when it was
+//! bounded. Errors are shaped as each API's clients expect; the native API's are
+//! `{"error": "..."}` ([`ApiError`]).
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 use strand_core::{StoreError, TraceId, TraceReader};
+
+pub mod jaeger;
+pub mod native;
+pub mod params;
+pub mod tempo;
+
+pub use params::QueryLimits;
 
 /// An API failure; becomes an HTTP status and a JSON body.
 #[derive(Debug)]
@@ -50,15 +59,66 @@ impl From<StoreError> for ApiError {
 #[derive(Clone)]
 pub struct QueryState {
     reader: Arc<dyn TraceReader>,
+    limits: QueryLimits,
 }
 
 /// The query routes.
-pub fn router(reader: Arc<dyn TraceReader>) -> Router {
+pub fn router(reader: Arc<dyn TraceReader>, limits: QueryLimits) -> Router {
     Router::new()
+        // native
         .route("/api/v1/traces/{trace_id}", get(get_trace))
+        .route("/api/v1/search", get(native::search))
+        .route("/api/v1/summaries", get(native::summaries))
+        .route("/api/v1/services", get(native::services))
+        .route("/api/v1/services/{service}/operations", get(native::operations))
+        .route("/api/v1/attributes", get(native::attribute_names))
+        .route("/api/v1/attributes/{key}/values", get(native::attribute_values))
+        .route("/api/v1/dependencies", get(native::dependencies))
+        // Jaeger v1
+        .route("/api/services", get(jaeger::services))
+        .route("/api/services/{service}/operations", get(jaeger::service_operations))
+        .route("/api/operations", get(jaeger::operations))
+        .route("/api/traces", get(jaeger::find_traces))
+        .route("/api/dependencies", get(jaeger::dependencies))
+        // Jaeger v1 and Tempo share `/api/traces/{id}`: Tempo clients ask for protobuf or
+        // send Tempo's headers; see `traces_by_id`.
+        .route("/api/traces/{trace_id}", get(traces_by_id))
+        // Jaeger api_v3
+        .route("/api/v3/services", get(jaeger::v3_services))
+        .route("/api/v3/operations", get(jaeger::v3_operations))
+        .route("/api/v3/traces", get(jaeger::v3_find_traces))
+        .route("/api/v3/traces/{trace_id}", get(jaeger::v3_get_trace))
+        .route("/api/v3/trace-summaries", get(jaeger::v3_summaries))
+        // Tempo
+        .route("/api/echo", get(tempo::echo))
+        .route("/api/status/buildinfo", get(tempo::buildinfo))
+        .route("/api/v2/traces/{trace_id}", get(tempo::get_trace_v2))
+        .route("/api/search", get(tempo::search))
+        .route("/api/search/tags", get(tempo::search_tags))
+        .route("/api/v2/search/tags", get(tempo::search_tags_v2))
+        .route("/api/search/tag/{name}/values", get(tempo::search_tag_values))
+        .route("/api/v2/search/tag/{name}/values", get(tempo::search_tag_values_v2))
         .route("/healthz", get(|| async { axum::Json(json!({ "status": "ok" })) }))
         .route("/readyz", get(|| async { axum::Json(json!({ "status": "ready" })) }))
-        .with_state(QueryState { reader })
+        .with_state(QueryState { reader, limits })
+}
+
+/// `/api/traces/{id}` is Jaeger v1's and Tempo's path. A request that accepts protobuf
+/// (Grafana's Tempo data source) or passes `?format=tempo` gets Tempo's answer; everything
+/// else gets Jaeger's envelope.
+async fn traces_by_id(
+    state: State<QueryState>,
+    path: Path<String>,
+    headers: axum::http::HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let tempo_format = raw.as_deref().is_some_and(|q| q.split('&').any(|kv| kv == "format=tempo"));
+    let accepts = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if tempo_format || accepts.contains("protobuf") {
+        tempo::get_trace(state, path, headers).await.into_response()
+    } else {
+        jaeger::get_trace(state, path).await.into_response()
+    }
 }
 
 /// Parses a trace id from a path: 32 hex characters, either case, not all zero.

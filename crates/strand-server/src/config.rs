@@ -30,6 +30,46 @@ pub struct Config {
     pub otlp: OtlpConfig,
     /// The embedded store.
     pub storage: StorageConfig,
+    /// Query API bounds.
+    pub query: QueryConfig,
+}
+
+/// Bounds on searches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// Results per page when a request names no limit.
+    pub default_search_limit: usize,
+    /// Most results per page; larger requested limits are reduced (the response says so).
+    pub max_search_limit: usize,
+    /// Range searched when a request names no start (ending now).
+    pub default_search_range: HumanDuration,
+    /// Longest range searched; longer requested ranges are shortened (the response says so).
+    pub max_search_range: HumanDuration,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        let d = strand_query::QueryLimits::default();
+        Self {
+            default_search_limit: d.default_limit,
+            max_search_limit: d.max_limit,
+            default_search_range: HumanDuration(d.default_range),
+            max_search_range: HumanDuration(d.max_range),
+        }
+    }
+}
+
+impl QueryConfig {
+    /// The query API's bounds.
+    pub fn to_limits(&self) -> strand_query::QueryLimits {
+        strand_query::QueryLimits {
+            default_limit: self.default_search_limit,
+            max_limit: self.max_search_limit,
+            default_range: self.default_search_range.0,
+            max_range: self.max_search_range.0,
+        }
+    }
 }
 
 /// OTLP receivers.
@@ -94,6 +134,7 @@ impl Default for Config {
             log_level: "info".into(),
             otlp: OtlpConfig::default(),
             storage: StorageConfig::default(),
+            query: QueryConfig::default(),
         }
     }
 }
@@ -167,6 +208,13 @@ impl Config {
         positive("storage.compaction_target_spans", self.storage.compaction_target_spans > 0);
         positive("storage.max_pending_writes", self.storage.max_pending_writes > 0);
         positive("storage.maintenance_interval", !self.storage.maintenance_interval.0.is_zero());
+        positive("query.default_search_limit", self.query.default_search_limit > 0);
+        positive("query.max_search_limit", self.query.max_search_limit > 0);
+        positive("query.default_search_range", !self.query.default_search_range.0.is_zero());
+        positive("query.max_search_range", !self.query.max_search_range.0.is_zero());
+        if self.query.default_search_limit > self.query.max_search_limit {
+            errs.push("`query.default_search_limit`: must not exceed `query.max_search_limit`".into());
+        }
         if self.storage.max_disk_size.is_some_and(|b| b.0 == 0) {
             errs.push("`storage.max_disk_size`: must be greater than zero, or null for no limit".into());
         }

@@ -107,7 +107,7 @@ pub async fn run(
     }
     {
         let reader: Arc<dyn TraceReader> = store.clone();
-        let app = strand_query::router(reader).merge(admin_router(store.clone()));
+        let app = strand_query::router(reader, cfg.query.to_limits()).merge(admin_router(store.clone()));
         let stop = stopped();
         tasks.spawn(async move {
             axum::serve(http, app).with_graceful_shutdown(stop).await.context("query http server")

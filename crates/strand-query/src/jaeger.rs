@@ -1,0 +1,517 @@
+//! Jaeger query APIs: v1 JSON (what Grafana's Jaeger data source and the Jaeger UI call)
+//! and `api_v3` (OTLP/JSON results).
+//!
+//! v1 conversion follows the OpenTelemetry → Jaeger translation: span tags are the scope
+//! name/version (`otel.scope.name`, `otel.scope.version`), the span attributes, then
+//! `span.kind`, `otel.status_code`, `error=true`, `otel.status_description` and
+//! `w3c.tracestate`; the process is the service name plus the other resource attributes;
+//! the parent is a `CHILD_OF` reference and links are `FOLLOWS_FROM`; events are `logs`
+//! whose first field is `event` = the event name. Times are microseconds. Spans come in
+//! start-time order; processes are numbered `p1, p2, ...` in order of first use.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde_json::{Map, Value, json};
+use strand_core::{
+    AnyValue, AttrFilter, AttrScope, KeyValue, SpanKind, StatusCode as OtelStatus, StatusFilter, TimeRange,
+    Trace, TraceId, TraceQuery,
+};
+
+use crate::native::parse_kind;
+use crate::params::{Params, check_bounds, now_nanos, parse_rfc3339};
+use crate::{ApiError, QueryState, parse_trace_id};
+
+const MAX_SAFE_INT: i64 = 1 << 53;
+
+/// A Jaeger v1 error: the envelope with `errors` and the HTTP status.
+pub(crate) struct JaegerError(ApiError);
+
+impl From<ApiError> for JaegerError {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<strand_core::StoreError> for JaegerError {
+    fn from(e: strand_core::StoreError) -> Self {
+        Self(e.into())
+    }
+}
+
+impl IntoResponse for JaegerError {
+    fn into_response(self) -> Response {
+        let (status, msg) = self.0.parts();
+        let body = json!({
+            "data": null, "total": 0, "limit": 0, "offset": 0,
+            "errors": [{ "code": status.as_u16(), "msg": msg }],
+        });
+        (status, Json(body)).into_response()
+    }
+}
+
+fn envelope(data: Value, total: usize, warnings: Vec<String>) -> Response {
+    let mut body = json!({ "data": data, "total": total, "limit": 0, "offset": 0, "errors": null });
+    if !warnings.is_empty() {
+        body["warnings"] = json!(warnings);
+    }
+    Json(body).into_response()
+}
+
+/// Jaeger's trace id text: 16 hex digits when the high half is zero, else 32.
+pub fn jaeger_trace_id(id: &TraceId) -> String {
+    let hex = id.to_hex();
+    if id.0[..8].iter().all(|b| *b == 0) { hex[16..].to_owned() } else { hex }
+}
+
+/// A Jaeger id from a request: 1 to 32 hex digits (left-padded), as Jaeger accepts them.
+fn parse_jaeger_trace_id(raw: &str) -> Result<TraceId, ApiError> {
+    if raw.len() < 32 && !raw.is_empty() && raw.chars().all(|c| c.is_ascii_hexdigit()) {
+        return parse_trace_id(&format!("{raw:0>32}"));
+    }
+    parse_trace_id(raw)
+}
+
+fn tag(key: &str, v: &AnyValue) -> Value {
+    let (ty, value) = match v {
+        AnyValue::String(s) => ("string", json!(s)),
+        AnyValue::Bool(b) => ("bool", json!(b)),
+        AnyValue::Int(i) if (-MAX_SAFE_INT..=MAX_SAFE_INT).contains(i) => ("int64", json!(i)),
+        AnyValue::Int(i) => ("int64", json!(i.to_string())),
+        AnyValue::Double(d) => ("float64", json!(d)),
+        AnyValue::Bytes(b) => ("binary", json!(base64::engine::general_purpose::STANDARD.encode(b))),
+        AnyValue::Empty => ("string", json!("")),
+        other => ("string", json!(any_to_json(other).to_string())),
+    };
+    json!({ "key": key, "type": ty, "value": value })
+}
+
+fn any_to_json(v: &AnyValue) -> Value {
+    match v {
+        AnyValue::Empty => Value::Null,
+        AnyValue::String(s) => json!(s),
+        AnyValue::Bool(b) => json!(b),
+        AnyValue::Int(i) => json!(i),
+        AnyValue::Double(d) => json!(d),
+        AnyValue::Bytes(b) => json!(base64::engine::general_purpose::STANDARD.encode(b)),
+        AnyValue::Array(a) => Value::Array(a.iter().map(any_to_json).collect()),
+        AnyValue::KvList(kvs) => Value::Object(
+            kvs.iter().map(|kv| (kv.key.clone(), any_to_json(&kv.value))).collect::<Map<_, _>>(),
+        ),
+    }
+}
+
+fn tags(attrs: &[KeyValue]) -> Vec<Value> {
+    attrs.iter().map(|kv| tag(&kv.key, &kv.value)).collect()
+}
+
+fn kind_tag(kind: SpanKind) -> Option<&'static str> {
+    match kind {
+        SpanKind::Unspecified => None,
+        k => Some(k.as_str()),
+    }
+}
+
+/// A trace in Jaeger v1 UI JSON.
+pub fn trace_to_jaeger(trace: &Trace) -> Value {
+    let tid = jaeger_trace_id(&trace.trace_id);
+    let mut processes: Vec<(Value, String)> = Vec::new();
+    let mut spans = Vec::with_capacity(trace.spans.len());
+    for s in &trace.spans {
+        let resource = &s.resource;
+        let process = json!({
+            "serviceName": resource.service_name(),
+            "tags": tags(&resource.attributes.iter().filter(|kv| kv.key != "service.name").cloned().collect::<Vec<_>>()),
+        });
+        let pid = match processes.iter().find(|(p, _)| *p == process) {
+            Some((_, id)) => id.clone(),
+            None => {
+                let id = format!("p{}", processes.len() + 1);
+                processes.push((process, id.clone()));
+                id
+            }
+        };
+        let span = &s.span;
+        let mut t = Vec::new();
+        if !s.scope.name.is_empty() {
+            t.push(tag("otel.scope.name", &AnyValue::String(s.scope.name.clone())));
+        }
+        if !s.scope.version.is_empty() {
+            t.push(tag("otel.scope.version", &AnyValue::String(s.scope.version.clone())));
+        }
+        t.extend(tags(&span.attributes));
+        if let Some(k) = kind_tag(span.kind) {
+            t.push(tag("span.kind", &AnyValue::String(k.into())));
+        }
+        match span.status.code {
+            OtelStatus::Ok => t.push(tag("otel.status_code", &AnyValue::String("OK".into()))),
+            OtelStatus::Error => {
+                t.push(tag("otel.status_code", &AnyValue::String("ERROR".into())));
+                t.push(tag("error", &AnyValue::Bool(true)));
+            }
+            OtelStatus::Unset => {}
+        }
+        if !span.status.message.is_empty() {
+            t.push(tag("otel.status_description", &AnyValue::String(span.status.message.clone())));
+        }
+        if !span.trace_state.is_empty() {
+            t.push(tag("w3c.tracestate", &AnyValue::String(span.trace_state.clone())));
+        }
+        let mut refs = Vec::new();
+        if let Some(p) = span.parent_span_id {
+            refs.push(json!({ "refType": "CHILD_OF", "traceID": tid, "spanID": p.to_hex() }));
+        }
+        for l in &span.links {
+            refs.push(json!({ "refType": "FOLLOWS_FROM", "traceID": jaeger_trace_id(&l.trace_id), "spanID": l.span_id.to_hex() }));
+        }
+        let logs: Vec<Value> = span
+            .events
+            .iter()
+            .map(|e| {
+                let mut fields = vec![tag("event", &AnyValue::String(e.name.clone()))];
+                fields.extend(tags(&e.attributes));
+                json!({ "timestamp": e.time_unix_nano / 1000, "fields": fields })
+            })
+            .collect();
+        spans.push(json!({
+            "traceID": tid,
+            "spanID": span.span_id.to_hex(),
+            "operationName": span.name,
+            "references": refs,
+            "startTime": span.start_time_unix_nano / 1000,
+            "duration": span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano) / 1000,
+            "tags": t,
+            "logs": logs,
+            "processID": pid,
+            "warnings": null,
+        }));
+    }
+    let processes: Map<String, Value> = processes.into_iter().map(|(p, id)| (id, p)).collect();
+    json!({ "traceID": tid, "spans": spans, "processes": processes, "warnings": null })
+}
+
+/// `/api/traces` and `/api/traces?traceID=...`.
+pub(crate) async fn find_traces(
+    State(st): State<QueryState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, JaegerError> {
+    let p = Params::parse(raw.as_deref())?;
+    let ids = p.all("traceID");
+    if !ids.is_empty() {
+        let mut data = Vec::new();
+        for raw in ids {
+            if let Some(trace) = st.reader.get_trace(parse_jaeger_trace_id(raw)?).await? {
+                data.push(trace_to_jaeger(&trace));
+            }
+        }
+        if data.is_empty() {
+            return Err(ApiError::NotFound("trace not found".into()).into());
+        }
+        return Ok(envelope(Value::Array(data), 0, Vec::new()));
+    }
+    let mut warnings = Vec::new();
+    let q = v1_query(&p, &st, &mut warnings)?;
+    let mut page = st.reader.find_traces(q).await?;
+    warnings.append(&mut page.warnings);
+    let mut data = Vec::with_capacity(page.traces.len());
+    for s in &page.traces {
+        if let Some(trace) = st.reader.get_trace(s.trace_id).await? {
+            data.push(trace_to_jaeger(&trace));
+        }
+    }
+    Ok(envelope(Value::Array(data), 0, warnings))
+}
+
+/// Maps Jaeger tag filters onto the span model: `error`, `span.kind` and
+/// `otel.status_code` are span fields here, not attributes.
+fn apply_tag(q: &mut TraceQuery, key: &str, value: &str) -> Result<(), ApiError> {
+    match key {
+        "error" if value == "true" => q.status = Some(StatusFilter::Error),
+        "error" if value == "false" => q.status = Some(StatusFilter::Ok),
+        "span.kind" => {
+            q.kind = Some(parse_kind(value).map_err(|e| ApiError::BadRequest(format!("tag span.kind: {e}")))?)
+        }
+        "otel.status_code" => {
+            q.status = Some(match value {
+                "ERROR" | "error" => StatusFilter::Error,
+                "OK" | "ok" => StatusFilter::Ok,
+                other => {
+                    return Err(ApiError::BadRequest(format!(
+                        "tag otel.status_code: unknown status `{other}`"
+                    )));
+                }
+            })
+        }
+        _ => q.attributes.push(AttrFilter { scope: AttrScope::Any, key: key.into(), value: value.into() }),
+    }
+    Ok(())
+}
+
+fn json_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn v1_query(p: &Params, st: &QueryState, warnings: &mut Vec<String>) -> Result<TraceQuery, ApiError> {
+    let service = p
+        .get(&["service"])
+        .ok_or_else(|| ApiError::BadRequest("parameter `service` is required".into()))?
+        .to_owned();
+    let mut q = TraceQuery { service: Some(service), ..TraceQuery::default() };
+    q.operation = p.get(&["operation"]).map(str::to_owned);
+    if let Some(raw) = p.get(&["tags"]) {
+        let obj: Map<String, Value> = serde_json::from_str(raw).map_err(|e| {
+            ApiError::BadRequest(format!("parameter `tags`: not a JSON object of strings: {e}"))
+        })?;
+        for (k, v) in &obj {
+            apply_tag(&mut q, k, &json_text(v))?;
+        }
+    }
+    for raw in p.all("tag") {
+        let (k, v) = raw.split_once(':').ok_or_else(|| {
+            ApiError::BadRequest(format!("parameter `tag`: `{raw}` is not of the form key:value"))
+        })?;
+        apply_tag(&mut q, k, v)?;
+    }
+    let (min, max) = (p.duration(&["minDuration"])?, p.duration(&["maxDuration"])?);
+    check_bounds(min, max, "minDuration/maxDuration")?;
+    q.min_span_duration_nano = min.map(|d| d.as_nanos() as u64);
+    q.max_span_duration_nano = max.map(|d| d.as_nanos() as u64);
+    let micros = |names: &[&str]| -> Result<Option<u64>, ApiError> {
+        Ok(p.u64(names)?.map(|us| us.saturating_mul(1000)))
+    };
+    let range =
+        st.limits.range(micros(&["start"])?, micros(&["end"])?, p.duration(&["lookback"])?, warnings)?;
+    q.start_unix_nano = range.start;
+    q.end_unix_nano = range.end;
+    q.limit = st.limits.limit(p.u64(&["limit"])?, warnings)?;
+    Ok(q)
+}
+
+fn all_time() -> TimeRange {
+    TimeRange::ALL
+}
+
+pub(crate) async fn services(State(st): State<QueryState>) -> Result<Response, JaegerError> {
+    let s = st.reader.services(all_time()).await?;
+    let n = s.len();
+    Ok(envelope(json!(s), n, Vec::new()))
+}
+
+pub(crate) async fn service_operations(
+    State(st): State<QueryState>,
+    Path(service): Path<String>,
+) -> Result<Response, JaegerError> {
+    let mut names: Vec<String> =
+        st.reader.operations(service, all_time()).await?.into_iter().map(|o| o.name).collect();
+    names.dedup();
+    let n = names.len();
+    Ok(envelope(json!(names), n, Vec::new()))
+}
+
+fn kind_filter(p: &Params, key: &str) -> Result<Option<SpanKind>, ApiError> {
+    p.parse_with(&[key], "a span kind", parse_kind)
+}
+
+pub(crate) async fn operations(
+    State(st): State<QueryState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, JaegerError> {
+    let p = Params::parse(raw.as_deref())?;
+    let service = p
+        .get(&["service"])
+        .ok_or_else(|| ApiError::BadRequest("parameter `service` is required".into()))?
+        .to_owned();
+    let kind = kind_filter(&p, "spanKind")?;
+    let ops: Vec<Value> = st
+        .reader
+        .operations(service, all_time())
+        .await?
+        .into_iter()
+        .filter(|o| kind.is_none_or(|k| o.span_kind == k))
+        .map(|o| json!({ "name": o.name, "spanKind": kind_tag(o.span_kind).unwrap_or("") }))
+        .collect();
+    let n = ops.len();
+    Ok(envelope(Value::Array(ops), n, Vec::new()))
+}
+
+pub(crate) async fn get_trace(
+    State(st): State<QueryState>,
+    Path(raw): Path<String>,
+) -> Result<Response, JaegerError> {
+    let id = parse_jaeger_trace_id(&raw)?;
+    let trace = st.reader.get_trace(id).await?.ok_or_else(|| ApiError::NotFound("trace not found".into()))?;
+    Ok(envelope(json!([trace_to_jaeger(&trace)]), 0, Vec::new()))
+}
+
+pub(crate) async fn dependencies(
+    State(st): State<QueryState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, JaegerError> {
+    let p = Params::parse(raw.as_deref())?;
+    let end_ms = p.u64(&["endTs"])?.unwrap_or(now_nanos() / 1_000_000);
+    let lookback_ms = p.u64(&["lookback"])?.unwrap_or(86_400_000);
+    let mut warnings = Vec::new();
+    let range = st.limits.range(
+        Some(end_ms.saturating_sub(lookback_ms).saturating_mul(1_000_000)),
+        Some(end_ms.saturating_mul(1_000_000)),
+        None,
+        &mut warnings,
+    )?;
+    let edges =
+        st.reader.dependencies(TimeRange { start_unix_nano: range.start, end_unix_nano: range.end }).await?;
+    let data: Vec<Value> = edges
+        .iter()
+        .map(|e| json!({ "parent": e.parent, "child": e.child, "callCount": e.call_count }))
+        .collect();
+    let n = data.len();
+    Ok(envelope(Value::Array(data), n, warnings))
+}
+
+// ---------------------------------------------------------------------------------------
+// api_v3
+
+/// An api_v3 error, shaped as Jaeger's HTTP gateway writes it.
+pub(crate) struct V3Error(ApiError);
+
+impl From<ApiError> for V3Error {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<strand_core::StoreError> for V3Error {
+    fn from(e: strand_core::StoreError) -> Self {
+        Self(e.into())
+    }
+}
+
+impl IntoResponse for V3Error {
+    fn into_response(self) -> Response {
+        let (status, msg) = self.0.parts();
+        (status, Json(json!({ "error": { "httpCode": status.as_u16(), "message": msg } }))).into_response()
+    }
+}
+
+fn otlp_result(traces: &[Trace]) -> Response {
+    let mut resource_spans = Vec::new();
+    for t in traces {
+        resource_spans.extend(strand_otlp::to_resource_spans(&t.to_batch()));
+    }
+    Json(json!({ "result": { "resourceSpans": resource_spans } })).into_response()
+}
+
+pub(crate) async fn v3_services(State(st): State<QueryState>) -> Result<Response, V3Error> {
+    Ok(Json(json!({ "services": st.reader.services(all_time()).await? })).into_response())
+}
+
+pub(crate) async fn v3_operations(
+    State(st): State<QueryState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, V3Error> {
+    let p = Params::parse(raw.as_deref())?;
+    let service = p
+        .get(&["service", "query.service_name"])
+        .ok_or_else(|| ApiError::BadRequest("parameter `service` is required".into()))?
+        .to_owned();
+    let kind = p.parse_with(&["span_kind", "spanKind"], "a span kind", parse_kind)?;
+    let ops: Vec<Value> = st
+        .reader
+        .operations(service, all_time())
+        .await?
+        .into_iter()
+        .filter(|o| kind.is_none_or(|k| o.span_kind == k))
+        .map(|o| json!({ "name": o.name, "spanKind": kind_tag(o.span_kind).unwrap_or("") }))
+        .collect();
+    Ok(Json(json!({ "operations": ops })).into_response())
+}
+
+pub(crate) async fn v3_get_trace(
+    State(st): State<QueryState>,
+    Path(raw): Path<String>,
+) -> Result<Response, V3Error> {
+    let id = parse_trace_id(&raw)?;
+    let trace =
+        st.reader.get_trace(id).await?.ok_or_else(|| ApiError::NotFound(format!("trace {id} not found")))?;
+    Ok(otlp_result(&[trace]))
+}
+
+/// api_v3 `query.*` parameters, snake_case or camelCase.
+fn v3_query(p: &Params, st: &QueryState, warnings: &mut Vec<String>) -> Result<TraceQuery, ApiError> {
+    let get = |snake: &str, camel: &str| p.get(&[snake, camel]).map(str::to_owned);
+    let mut q = TraceQuery {
+        service: get("query.service_name", "query.serviceName"),
+        operation: get("query.operation_name", "query.operationName"),
+        ..TraceQuery::default()
+    };
+    if let Some(raw) = p.get(&["query.attributes"]) {
+        let obj: Map<String, Value> = serde_json::from_str(raw).map_err(|e| {
+            ApiError::BadRequest(format!("parameter `query.attributes`: not a JSON object: {e}"))
+        })?;
+        for (k, v) in &obj {
+            apply_tag(&mut q, k, &json_text(v))?;
+        }
+    }
+    let time = |names: &[&str]| p.parse_with(names, "an RFC 3339 time", parse_rfc3339);
+    let start = time(&["query.start_time_min", "query.startTimeMin"])?;
+    let end = time(&["query.start_time_max", "query.startTimeMax"])?;
+    let range = st.limits.range(start, end, None, warnings)?;
+    q.start_unix_nano = range.start;
+    q.end_unix_nano = range.end;
+    let (min, max) = (
+        p.duration(&["query.duration_min", "query.durationMin"])?,
+        p.duration(&["query.duration_max", "query.durationMax"])?,
+    );
+    check_bounds(min, max, "query.duration_min/query.duration_max")?;
+    q.min_span_duration_nano = min.map(|d: Duration| d.as_nanos() as u64);
+    q.max_span_duration_nano = max.map(|d: Duration| d.as_nanos() as u64);
+    q.limit = st
+        .limits
+        .limit(p.u64(&["query.search_depth", "query.searchDepth", "query.num_traces"])?, warnings)?;
+    Ok(q)
+}
+
+pub(crate) async fn v3_find_traces(
+    State(st): State<QueryState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, V3Error> {
+    let p = Params::parse(raw.as_deref())?;
+    let mut warnings = Vec::new();
+    let q = v3_query(&p, &st, &mut warnings)?;
+    let page = st.reader.find_traces(q).await?;
+    let mut traces = Vec::new();
+    for s in &page.traces {
+        traces.extend(st.reader.get_trace(s.trace_id).await?);
+    }
+    Ok(otlp_result(&traces))
+}
+
+pub(crate) async fn v3_summaries(
+    State(st): State<QueryState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, V3Error> {
+    let p = Params::parse(raw.as_deref())?;
+    let mut warnings = Vec::new();
+    let q = v3_query(&p, &st, &mut warnings)?;
+    let mut page = st.reader.find_traces(q).await?;
+    warnings.append(&mut page.warnings);
+    let summaries: Vec<crate::native::SummaryJson> = page.traces.iter().map(Into::into).collect();
+    Ok(Json(json!({ "summaries": summaries, "warnings": warnings })).into_response())
+}
+
+/// Status of an error for callers that shape their own bodies.
+impl ApiError {
+    pub(crate) fn parts(self) -> (StatusCode, String) {
+        match self {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! The native API under `/api/v1/` (documented in `docs/api.md`).
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+use strand_core::{
+    AttrFilter, AttrScope, Cursor, SearchPage, SpanKind, StatusFilter, TimeRange, TraceQuery, TraceSummary,
+};
+
+use crate::params::{Params, check_bounds, parse_time, summarize};
+use crate::{ApiError, QueryState, parse_trace_id};
+
+/// A trace summary as the native API returns it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SummaryJson {
+    trace_id: String,
+    root_service: String,
+    root_name: String,
+    /// Unix nanoseconds, as a string (beyond JSON's exact integer range).
+    start_time_unix_nano: String,
+    duration_nano: u64,
+    span_count: u64,
+    error_count: u64,
+    services: Vec<ServiceJson>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ServiceJson {
+    name: String,
+    span_count: u64,
+    error_count: u64,
+}
+
+impl From<&TraceSummary> for SummaryJson {
+    fn from(t: &TraceSummary) -> Self {
+        Self {
+            trace_id: t.trace_id.to_hex(),
+            root_service: t.root_service.clone(),
+            root_name: t.root_name.clone(),
+            start_time_unix_nano: t.start_unix_nano.to_string(),
+            duration_nano: t.duration_nano,
+            span_count: t.span_count,
+            error_count: t.error_count,
+            services: t
+                .services
+                .iter()
+                .map(|s| ServiceJson {
+                    name: s.name.clone(),
+                    span_count: s.span_count,
+                    error_count: s.error_count,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Parses a span kind name (`server`, `client`, `producer`, `consumer`, `internal`,
+/// `unspecified`), any case.
+pub fn parse_kind(v: &str) -> Result<SpanKind, String> {
+    let k = v.to_ascii_lowercase();
+    let k = k.strip_prefix("span_kind_").unwrap_or(&k);
+    (0..=5)
+        .map(SpanKind::from_i32)
+        .find(|kind| kind.as_str() == k)
+        .ok_or_else(|| format!("unknown span kind `{v}`"))
+}
+
+fn parse_attr(scope: AttrScope) -> impl Fn(&str) -> Result<AttrFilter, ApiError> {
+    move |raw: &str| {
+        let (key, value) = raw.split_once('=').ok_or_else(|| {
+            ApiError::BadRequest(format!("attribute filter `{raw}` is not of the form key=value"))
+        })?;
+        if key.is_empty() {
+            return Err(ApiError::BadRequest(format!("attribute filter `{raw}` has an empty key")));
+        }
+        Ok(AttrFilter { scope, key: key.to_owned(), value: value.to_owned() })
+    }
+}
+
+/// The native search parameters as a query (also used by the CLI's documentation).
+pub fn search_query(p: &Params, st: &QueryState, warnings: &mut Vec<String>) -> Result<TraceQuery, ApiError> {
+    let mut attributes = Vec::new();
+    for (name, scope) in
+        [("attr", AttrScope::Any), ("spanAttr", AttrScope::Span), ("resourceAttr", AttrScope::Resource)]
+    {
+        for raw in p.all(name) {
+            attributes.push(parse_attr(scope)(raw)?);
+        }
+    }
+    let status = p.parse_with(&["status"], "error or ok", |v| match v {
+        "error" => Ok(StatusFilter::Error),
+        "ok" => Ok(StatusFilter::Ok),
+        other => Err(format!("unknown status `{other}`")),
+    })?;
+    let (min_span, max_span) = (p.duration(&["minDuration"])?, p.duration(&["maxDuration"])?);
+    check_bounds(min_span, max_span, "minDuration/maxDuration")?;
+    let (min_trace, max_trace) = (p.duration(&["minTraceDuration"])?, p.duration(&["maxTraceDuration"])?);
+    check_bounds(min_trace, max_trace, "minTraceDuration/maxTraceDuration")?;
+    let start = p.parse_with(&["start"], "RFC 3339 or Unix nanoseconds", parse_time)?;
+    let end = p.parse_with(&["end"], "RFC 3339 or Unix nanoseconds", parse_time)?;
+    let since = p.duration(&["since"])?;
+    let range = st.limits.range(start, end, since, warnings)?;
+    let cursor = p.parse_with(&["cursor"], "a cursor from a previous page", |v| v.parse::<Cursor>())?;
+    let nanos = |d: Option<std::time::Duration>| d.map(|d| d.as_nanos() as u64);
+    Ok(TraceQuery {
+        service: p.get(&["service"]).map(str::to_owned),
+        operation: p.get(&["operation"]).map(str::to_owned),
+        kind: p.parse_with(&["kind"], "a span kind", parse_kind)?,
+        attributes,
+        status,
+        min_span_duration_nano: nanos(min_span),
+        max_span_duration_nano: nanos(max_span),
+        min_trace_duration_nano: nanos(min_trace),
+        max_trace_duration_nano: nanos(max_trace),
+        start_unix_nano: range.start,
+        end_unix_nano: range.end,
+        limit: st.limits.limit(p.u64(&["limit"])?, warnings)?,
+        cursor,
+    })
+}
+
+/// Runs a search, adding the parameter warnings to the page's.
+pub async fn run_search(st: &QueryState, raw: Option<&str>) -> Result<SearchPage, ApiError> {
+    let p = Params::parse(raw)?;
+    let mut warnings = Vec::new();
+    let q = search_query(&p, st, &mut warnings)?;
+    let mut page = st.reader.find_traces(q).await?;
+    warnings.append(&mut page.warnings);
+    page.warnings = warnings;
+    Ok(page)
+}
+
+pub(crate) async fn search(
+    State(st): State<QueryState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let page = run_search(&st, raw.as_deref()).await?;
+    let traces: Vec<SummaryJson> = page.traces.iter().map(SummaryJson::from).collect();
+    Ok(Json(json!({
+        "traces": traces,
+        "nextCursor": page.next_cursor.map(|c| c.to_string()),
+        "warnings": page.warnings,
+    }))
+    .into_response())
+}
+
+pub(crate) async fn summaries(
+    State(st): State<QueryState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = Params::parse(raw.as_deref())?;
+    let ids = p.all("traceId");
+    if ids.is_empty() {
+        return Err(ApiError::BadRequest(
+            "parameter `traceId` is required (repeat it for several traces)".into(),
+        ));
+    }
+    if ids.len() > st.limits.max_limit {
+        return Err(ApiError::BadRequest(format!("at most {} `traceId` parameters", st.limits.max_limit)));
+    }
+    let mut out = Vec::new();
+    for raw in ids {
+        let id = parse_trace_id(raw)?;
+        if let Some(trace) = st.reader.get_trace(id).await? {
+            out.push(SummaryJson::from(&summarize(&trace)));
+        }
+    }
+    Ok(Json(json!({ "traces": out })).into_response())
+}
+
+/// The time range of a listing request (`start`, `end`, `since`; default the last
+/// `default_range`... for listings: all time unless given).
+fn listing_range(p: &Params) -> Result<TimeRange, ApiError> {
+    let start = p.parse_with(&["start"], "RFC 3339 or Unix nanoseconds", parse_time)?;
+    let end = p.parse_with(&["end"], "RFC 3339 or Unix nanoseconds", parse_time)?;
+    let since = p.duration(&["since"])?;
+    let end_ns = end.unwrap_or(u64::MAX);
+    let start_ns = match (start, since) {
+        (Some(s), _) => s,
+        (None, Some(d)) => end.unwrap_or_else(crate::params::now_nanos).saturating_sub(d.as_nanos() as u64),
+        (None, None) => 0,
+    };
+    if start_ns > end_ns {
+        return Err(ApiError::BadRequest("the start of the time range is after its end".into()));
+    }
+    Ok(TimeRange { start_unix_nano: start_ns, end_unix_nano: end_ns })
+}
+
+pub(crate) async fn services(
+    State(st): State<QueryState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let range = listing_range(&Params::parse(raw.as_deref())?)?;
+    Ok(Json(json!({ "services": st.reader.services(range).await? })).into_response())
+}
+
+pub(crate) async fn operations(
+    State(st): State<QueryState>,
+    Path(service): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let range = listing_range(&Params::parse(raw.as_deref())?)?;
+    let ops = st.reader.operations(service, range).await?;
+    let ops: Vec<_> =
+        ops.iter().map(|o| json!({ "name": o.name, "spanKind": o.span_kind.as_str() })).collect();
+    Ok(Json(json!({ "operations": ops })).into_response())
+}
+
+pub(crate) async fn attribute_names(
+    State(st): State<QueryState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = Params::parse(raw.as_deref())?;
+    let range = listing_range(&p)?;
+    let mut names: Vec<String> = st
+        .reader
+        .attributes(p.get(&["service"]).map(str::to_owned), range)
+        .await?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    names.dedup();
+    Ok(Json(json!({ "names": names })).into_response())
+}
+
+pub(crate) async fn attribute_values(
+    State(st): State<QueryState>,
+    Path(key): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = Params::parse(raw.as_deref())?;
+    let range = listing_range(&p)?;
+    let values: Vec<String> = st
+        .reader
+        .attributes(p.get(&["service"]).map(str::to_owned), range)
+        .await?
+        .into_iter()
+        .filter(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+        .collect();
+    Ok(Json(json!({ "key": key, "values": values })).into_response())
+}
+
+pub(crate) async fn dependencies(
+    State(st): State<QueryState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = Params::parse(raw.as_deref())?;
+    let mut warnings = Vec::new();
+    let start = p.parse_with(&["start"], "RFC 3339 or Unix nanoseconds", parse_time)?;
+    let end = p.parse_with(&["end"], "RFC 3339 or Unix nanoseconds", parse_time)?;
+    let range = st.limits.range(start, end, p.duration(&["since"])?, &mut warnings)?;
+    let edges =
+        st.reader.dependencies(TimeRange { start_unix_nano: range.start, end_unix_nano: range.end }).await?;
+    let edges: Vec<_> = edges
+        .iter()
+        .map(|e| json!({ "parent": e.parent, "child": e.child, "callCount": e.call_count, "errorCount": e.error_count }))
+        .collect();
+    Ok(Json(json!({ "dependencies": edges, "warnings": warnings })).into_response())
+}

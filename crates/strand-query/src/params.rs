@@ -1,0 +1,319 @@
+//! Query-string parsing shared by every API: repeated keys, Go-style durations, the time
+//! formats each API uses, and the configured bounds on limits and time ranges.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use strand_core::{StatusCode, Trace, TraceSummary};
+
+use crate::ApiError;
+
+/// Bounds every search is held to.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryLimits {
+    /// Results per page when the request names no limit.
+    pub default_limit: usize,
+    /// Most results per page; larger limits are reduced and the response says so.
+    pub max_limit: usize,
+    /// Longest time range searched; longer ranges are shortened (keeping the end).
+    pub max_range: Duration,
+    /// Range searched when the request names none (ending now).
+    pub default_range: Duration,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        Self {
+            default_limit: 20,
+            max_limit: 1000,
+            max_range: Duration::from_secs(7 * 86_400),
+            default_range: Duration::from_secs(3_600),
+        }
+    }
+}
+
+/// A query string as its `(key, value)` pairs, in order (keys may repeat).
+#[derive(Debug, Default)]
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    /// Parses a raw query string.
+    pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
+        let raw = raw.unwrap_or("");
+        serde_urlencoded::from_str::<Vec<(String, String)>>(raw)
+            .map(Params)
+            .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))
+    }
+
+    /// The last value of the first of `names` present, if not empty.
+    pub fn get(&self, names: &[&str]) -> Option<&str> {
+        names.iter().find_map(|n| {
+            self.0.iter().rev().find(|(k, _)| k == n).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+        })
+    }
+
+    /// Every non-empty value of `name`.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.0.iter().filter(|(k, v)| k == name && !v.is_empty()).map(|(_, v)| v.as_str()).collect()
+    }
+
+    /// A parsed value; the error names the parameter.
+    pub fn parse_with<T>(
+        &self,
+        names: &[&str],
+        what: &str,
+        f: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ApiError> {
+        match names.iter().find_map(|n| self.get(&[n]).map(|v| (*n, v))) {
+            None => Ok(None),
+            Some((name, v)) => f(v)
+                .map(Some)
+                .map_err(|e| ApiError::BadRequest(format!("parameter `{name}`: {e} (expected {what})"))),
+        }
+    }
+
+    /// A non-negative integer.
+    pub fn u64(&self, names: &[&str]) -> Result<Option<u64>, ApiError> {
+        self.parse_with(names, "a non-negative integer", |v| {
+            v.parse::<u64>().map_err(|_| format!("`{v}` is not a non-negative integer"))
+        })
+    }
+
+    /// A Go-style duration (`250ms`, `1.5s`, `1h30m`).
+    pub fn duration(&self, names: &[&str]) -> Result<Option<Duration>, ApiError> {
+        self.parse_with(names, "a duration such as 250ms, 1.5s or 1h30m", parse_go_duration)
+    }
+}
+
+/// Parses a Go `time.ParseDuration` string: a sequence of decimal numbers with units `ns`,
+/// `us` (or `µs`), `ms`, `s`, `m`, `h`. A bare `0` is zero; negative durations are refused.
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    if s.starts_with('-') {
+        return Err(format!("`{s}` is negative"));
+    }
+    let mut rest = s.strip_prefix('+').unwrap_or(s);
+    let mut total: f64 = 0.0;
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let (num, after) = rest.split_at(num_len);
+        let value: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration"))?;
+        let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let nanos_per = match unit {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            "" => return Err(format!("`{s}` is missing a unit (ns, us, ms, s, m, h)")),
+            other => return Err(format!("unknown unit `{other}` in `{s}`")),
+        };
+        total += value * nanos_per;
+        rest = after;
+    }
+    if !total.is_finite() || total > u64::MAX as f64 {
+        return Err(format!("`{s}` is too long"));
+    }
+    Ok(Duration::from_nanos(total as u64))
+}
+
+/// Formats a duration the way Go prints a `time.Duration` (`1.5s`, `250ms`, `1h0m0s`).
+pub fn format_go_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns == 0 {
+        return "0s".into();
+    }
+    let trim = |v: f64| {
+        let s = format!("{v:.9}");
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    };
+    if ns < 1_000 {
+        format!("{ns}ns")
+    } else if ns < 1_000_000 {
+        format!("{}µs", trim(ns as f64 / 1e3))
+    } else if ns < 1_000_000_000 {
+        format!("{}ms", trim(ns as f64 / 1e6))
+    } else {
+        let secs = ns / 1_000_000_000;
+        let frac = ns % 1_000_000_000;
+        let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
+        let s_txt = trim(s as f64 + frac as f64 / 1e9);
+        match (h, m) {
+            (0, 0) => format!("{s_txt}s"),
+            (0, m) => format!("{m}m{s_txt}s"),
+            (h, m) => format!("{h}h{m}m{s_txt}s"),
+        }
+    }
+}
+
+/// Now, in Unix nanoseconds.
+pub fn now_nanos() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+/// Parses an RFC 3339 time into Unix nanoseconds.
+pub fn parse_rfc3339(v: &str) -> Result<u64, String> {
+    let t =
+        chrono::DateTime::parse_from_rfc3339(v).map_err(|e| format!("`{v}` is not an RFC 3339 time: {e}"))?;
+    t.timestamp_nanos_opt()
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or_else(|| format!("`{v}` is out of range"))
+}
+
+/// Parses a native-API time: RFC 3339, or an integer of Unix nanoseconds.
+pub fn parse_time(v: &str) -> Result<u64, String> {
+    match v.parse::<u64>() {
+        Ok(n) => Ok(n),
+        Err(_) => parse_rfc3339(v),
+    }
+}
+
+/// A resolved time range and what bounding it changed.
+#[derive(Debug, Clone, Copy)]
+pub struct Range {
+    /// Start (ns).
+    pub start: u64,
+    /// End (ns).
+    pub end: u64,
+}
+
+impl QueryLimits {
+    /// Applies the range bounds: a missing start means `default_range` before the end (or
+    /// `lookback` when given), a range longer than `max_range` is shortened.
+    pub fn range(
+        &self,
+        start: Option<u64>,
+        end: Option<u64>,
+        lookback: Option<Duration>,
+        warnings: &mut Vec<String>,
+    ) -> Result<Range, ApiError> {
+        let end = end.unwrap_or_else(now_nanos);
+        let start = match (start, lookback) {
+            (Some(s), _) => s,
+            (None, Some(l)) => end.saturating_sub(l.as_nanos() as u64),
+            (None, None) => end.saturating_sub(self.default_range.as_nanos() as u64),
+        };
+        if start > end {
+            return Err(ApiError::BadRequest("the start of the time range is after its end".into()));
+        }
+        let max = self.max_range.as_nanos() as u64;
+        if end - start > max {
+            warnings.push(format!(
+                "time range reduced to the configured maximum of {} (query.max_search_range)",
+                format_go_duration(self.max_range)
+            ));
+            return Ok(Range { start: end - max, end });
+        }
+        Ok(Range { start, end })
+    }
+
+    /// Applies the limit bounds.
+    pub fn limit(&self, asked: Option<u64>, warnings: &mut Vec<String>) -> Result<usize, ApiError> {
+        match asked {
+            None => Ok(self.default_limit),
+            Some(0) => Ok(self.default_limit),
+            Some(n) if n as usize > self.max_limit || n > usize::MAX as u64 => {
+                warnings.push(format!(
+                    "limit {n} reduced to the configured maximum of {} (query.max_search_limit)",
+                    self.max_limit
+                ));
+                Ok(self.max_limit)
+            }
+            Some(n) => Ok(n as usize),
+        }
+    }
+}
+
+/// Checks `min <= max` for a pair of duration bounds.
+pub fn check_bounds(min: Option<Duration>, max: Option<Duration>, names: &str) -> Result<(), ApiError> {
+    match (min, max) {
+        (Some(a), Some(b)) if a > b => {
+            Err(ApiError::BadRequest(format!("{names}: the minimum is above the maximum")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The summary of a whole trace (for lookups by id; searches get theirs from the store).
+pub fn summarize(trace: &Trace) -> TraceSummary {
+    let root =
+        trace.spans.iter().min_by_key(|s| (s.span.parent_span_id.is_some(), s.span.start_time_unix_nano));
+    let start = trace.spans.iter().map(|s| s.span.start_time_unix_nano).min().unwrap_or(0);
+    let end = trace
+        .spans
+        .iter()
+        .map(|s| s.span.end_time_unix_nano.max(s.span.start_time_unix_nano))
+        .max()
+        .unwrap_or(0);
+    let mut services: Vec<strand_core::ServiceSpans> = Vec::new();
+    for s in &trace.spans {
+        let name = s.resource.service_name();
+        let err = u64::from(s.span.status.code == StatusCode::Error);
+        match services.iter_mut().find(|x| x.name == name) {
+            Some(x) => {
+                x.span_count += 1;
+                x.error_count += err;
+            }
+            None => services.push(strand_core::ServiceSpans {
+                name: name.to_owned(),
+                span_count: 1,
+                error_count: err,
+            }),
+        }
+    }
+    services.sort_by(|a, b| a.name.cmp(&b.name));
+    TraceSummary {
+        trace_id: trace.trace_id,
+        root_service: root.map(|r| r.resource.service_name().to_owned()).unwrap_or_default(),
+        root_name: root.map(|r| r.span.name.clone()).unwrap_or_default(),
+        start_unix_nano: start,
+        duration_nano: end.saturating_sub(start),
+        span_count: trace.spans.len() as u64,
+        error_count: services.iter().map(|s| s.error_count).sum(),
+        services,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_parse_and_print() {
+        let ms = Duration::from_millis;
+        assert_eq!(parse_go_duration("10ms"), Ok(ms(10)));
+        assert_eq!(parse_go_duration("1.5s"), Ok(ms(1500)));
+        assert_eq!(parse_go_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("100us"), Ok(Duration::from_micros(100)));
+        assert_eq!(parse_go_duration("100µs"), Ok(Duration::from_micros(100)));
+        assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "10", "-1s", "1x", "s", "1.2.3s"] {
+            assert!(parse_go_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(format_go_duration(ms(1500)), "1.5s");
+        assert_eq!(format_go_duration(ms(10)), "10ms");
+        assert_eq!(format_go_duration(Duration::from_secs(3600)), "1h0m0s");
+        assert_eq!(format_go_duration(Duration::from_nanos(1_500)), "1.5µs");
+    }
+
+    #[test]
+    fn limits_and_ranges_are_bounded_with_a_warning() {
+        let l = QueryLimits::default();
+        let mut w = Vec::new();
+        assert_eq!(l.limit(Some(5), &mut w).ok(), Some(5));
+        assert_eq!(l.limit(None, &mut w).ok(), Some(20));
+        assert!(w.is_empty());
+        assert_eq!(l.limit(Some(1_000_000), &mut w).ok(), Some(1000));
+        assert_eq!(w.len(), 1);
+        let r = l.range(Some(0), Some(u64::MAX / 2), None, &mut w).expect("range");
+        assert_eq!(r.end - r.start, l.max_range.as_nanos() as u64);
+        assert_eq!(w.len(), 2);
+        assert!(l.range(Some(10), Some(5), None, &mut w).is_err());
+    }
+}

@@ -1,0 +1,367 @@
+//! The subset of Tempo's HTTP API that Grafana's Tempo data source uses without TraceQL.
+//!
+//! Trace lookups return OTLP as Tempo does: JSON with base64 ids under `batches`
+//! (`/api/traces/{id}`) or `trace.resourceSpans` (`/api/v2/traces/{id}`), or protobuf when
+//! the request accepts `application/protobuf`. Search takes `tags=` in logfmt;
+//! `service.name`, `name` and `status` are span fields, every other key an attribute
+//! anywhere on the span. `minDuration`/`maxDuration` bound the **trace** duration, as in
+//! Tempo; `start`/`end` are Unix seconds.
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use prost::Message;
+use serde_json::{Value, json};
+use strand_core::{AttrFilter, AttrScope, StatusFilter, TraceQuery};
+
+use crate::native::parse_kind;
+use crate::params::{Params, check_bounds};
+use crate::{ApiError, QueryState, parse_trace_id};
+
+/// A Tempo error: plain text, as Tempo answers.
+pub(crate) struct TempoError(ApiError);
+
+impl From<ApiError> for TempoError {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<strand_core::StoreError> for TempoError {
+    fn from(e: strand_core::StoreError) -> Self {
+        Self(e.into())
+    }
+}
+
+impl IntoResponse for TempoError {
+    fn into_response(self) -> Response {
+        let (status, msg) = self.0.parts();
+        (status, msg).into_response()
+    }
+}
+
+pub(crate) async fn echo() -> &'static str {
+    "echo"
+}
+
+pub(crate) async fn buildinfo() -> Json<Value> {
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "revision": "",
+        "branch": "",
+        "buildUser": "",
+        "buildDate": "",
+        "goVersion": "",
+    }))
+}
+
+/// Rewrites hex ids in OTLP/JSON to base64, as Go's protobuf JSON writes bytes.
+fn ids_to_base64(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (k, val) in map.iter_mut() {
+                if matches!(k.as_str(), "traceId" | "spanId" | "parentSpanId")
+                    && let Value::String(s) = val
+                {
+                    let bytes: Option<Vec<u8>> = (0..s.len() / 2)
+                        .map(|i| s.get(2 * i..2 * i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+                        .collect();
+                    if let Some(b) = bytes {
+                        *s = base64::engine::general_purpose::STANDARD.encode(b);
+                    }
+                } else {
+                    ids_to_base64(val);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(ids_to_base64),
+        _ => {}
+    }
+}
+
+fn wants_protobuf(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/protobuf") || a.contains("application/x-protobuf"))
+}
+
+async fn trace_response(
+    st: &QueryState,
+    raw: &str,
+    headers: &HeaderMap,
+    v2: bool,
+) -> Result<Response, TempoError> {
+    let id = parse_trace_id(&format!("{raw:0>32}"))?;
+    let trace =
+        st.reader.get_trace(id).await?.ok_or_else(|| ApiError::NotFound(format!("trace not found: {id}")))?;
+    let resource_spans = strand_otlp::to_resource_spans(&trace.to_batch());
+    if wants_protobuf(headers) {
+        // Tempo's `Trace { repeated ResourceSpans batches = 1 }` has TracesData's wire form.
+        let data = strand_otlp::proto::trace::v1::TracesData { resource_spans };
+        let body = if v2 {
+            // TraceByIDResponse { Trace trace = 1; ... }
+            let inner = data.encode_to_vec();
+            let mut out = Vec::with_capacity(inner.len() + 8);
+            prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut out);
+            prost::encoding::encode_varint(inner.len() as u64, &mut out);
+            out.extend(inner);
+            out
+        } else {
+            data.encode_to_vec()
+        };
+        return Ok(([(header::CONTENT_TYPE, "application/protobuf")], body).into_response());
+    }
+    let mut spans = serde_json::to_value(&resource_spans).map_err(|e| ApiError::Internal(e.to_string()))?;
+    ids_to_base64(&mut spans);
+    let body = if v2 { json!({ "trace": { "resourceSpans": spans } }) } else { json!({ "batches": spans }) };
+    Ok(Json(body).into_response())
+}
+
+pub(crate) async fn get_trace(
+    State(st): State<QueryState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, TempoError> {
+    trace_response(&st, &raw, &headers, false).await
+}
+
+pub(crate) async fn get_trace_v2(
+    State(st): State<QueryState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, TempoError> {
+    trace_response(&st, &raw, &headers, true).await
+}
+
+/// Splits logfmt `k=v k2="v 2"` into pairs.
+pub fn parse_logfmt(s: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            return Ok(out);
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        if chars.next() != Some('=') {
+            return Err(format!("`{key}` has no value (expected key=value)"));
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') => break,
+                    Some('\\') => value.extend(chars.next()),
+                    Some(c) => value.push(c),
+                    None => return Err(format!("unterminated quote in the value of `{key}`")),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                value.push(c);
+                chars.next();
+            }
+        }
+        out.push((key, value));
+    }
+}
+
+fn tempo_query(p: &Params, st: &QueryState, warnings: &mut Vec<String>) -> Result<TraceQuery, ApiError> {
+    if p.get(&["q"]).is_some() {
+        return Err(ApiError::BadRequest(
+            "TraceQL (`q=`) is not supported yet; search with `tags=` (logfmt, e.g. tags=service.name=api \
+             http.response.status_code=500), `minDuration`, `maxDuration`, `start`, `end` and `limit`"
+                .into(),
+        ));
+    }
+    let mut q = TraceQuery::default();
+    if let Some(raw) = p.get(&["tags"]) {
+        let pairs = parse_logfmt(raw).map_err(|e| ApiError::BadRequest(format!("parameter `tags`: {e}")))?;
+        for (k, v) in pairs {
+            match k.as_str() {
+                "service.name" | "resource.service.name" => q.service = Some(v),
+                "name" => q.operation = Some(v),
+                "status" => {
+                    q.status = Some(match v.as_str() {
+                        "error" => StatusFilter::Error,
+                        "ok" | "unset" => StatusFilter::Ok,
+                        other => {
+                            return Err(ApiError::BadRequest(format!(
+                                "parameter `tags`: unknown status `{other}`"
+                            )));
+                        }
+                    })
+                }
+                "kind" => {
+                    q.kind = Some(
+                        parse_kind(&v).map_err(|e| ApiError::BadRequest(format!("parameter `tags`: {e}")))?,
+                    )
+                }
+                _ => {
+                    let (scope, key) = match (k.strip_prefix("span."), k.strip_prefix("resource.")) {
+                        (Some(key), _) => (AttrScope::Span, key.to_owned()),
+                        (_, Some(key)) => (AttrScope::Resource, key.to_owned()),
+                        _ => (AttrScope::Any, k),
+                    };
+                    q.attributes.push(AttrFilter { scope, key, value: v });
+                }
+            }
+        }
+    }
+    let (min, max) = (p.duration(&["minDuration"])?, p.duration(&["maxDuration"])?);
+    check_bounds(min, max, "minDuration/maxDuration")?;
+    q.min_trace_duration_nano = min.map(|d| d.as_nanos() as u64);
+    q.max_trace_duration_nano = max.map(|d| d.as_nanos() as u64);
+    let secs = |name: &str| -> Result<Option<u64>, ApiError> {
+        Ok(p.u64(&[name])?.map(|s| s.saturating_mul(1_000_000_000)))
+    };
+    let range = st.limits.range(secs("start")?, secs("end")?, None, warnings)?;
+    q.start_unix_nano = range.start;
+    q.end_unix_nano = range.end;
+    q.limit = st.limits.limit(p.u64(&["limit"])?, warnings)?;
+    Ok(q)
+}
+
+pub(crate) async fn search(
+    State(st): State<QueryState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, TempoError> {
+    let p = Params::parse(raw.as_deref())?;
+    let mut warnings = Vec::new();
+    let q = tempo_query(&p, &st, &mut warnings)?;
+    let page = st.reader.find_traces(q).await?;
+    let traces: Vec<Value> = page
+        .traces
+        .iter()
+        .map(|t| {
+            let stats: serde_json::Map<String, Value> = t
+                .services
+                .iter()
+                .map(|s| (s.name.clone(), json!({ "spanCount": s.span_count, "errorCount": s.error_count })))
+                .collect();
+            json!({
+                "traceID": t.trace_id.to_hex(),
+                "rootServiceName": t.root_service,
+                "rootTraceName": t.root_name,
+                "startTimeUnixNano": t.start_unix_nano.to_string(),
+                "durationMs": t.duration_nano / 1_000_000,
+                "serviceStats": stats,
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({ "traces": traces, "metrics": { "inspectedTraces": traces.len() }, "warnings": warnings }),
+    )
+    .into_response())
+}
+
+/// Tag names: the intrinsic `service.name`, `name`, `status` and every indexed attribute.
+async fn tag_names(st: &QueryState) -> Result<Vec<String>, ApiError> {
+    let mut names: Vec<String> =
+        st.reader.attributes(None, strand_core::TimeRange::ALL).await?.into_iter().map(|(k, _)| k).collect();
+    names.extend(["name".to_owned(), "status".to_owned(), "service.name".to_owned()]);
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+pub(crate) async fn search_tags(State(st): State<QueryState>) -> Result<Response, TempoError> {
+    Ok(Json(json!({ "tagNames": tag_names(&st).await? })).into_response())
+}
+
+pub(crate) async fn search_tags_v2(State(st): State<QueryState>) -> Result<Response, TempoError> {
+    let names: Vec<String> =
+        tag_names(&st).await?.into_iter().filter(|n| n != "name" && n != "status").collect();
+    Ok(Json(json!({ "scopes": [
+        { "name": "span", "tags": names },
+        { "name": "intrinsic", "tags": ["duration", "kind", "name", "status"] },
+    ] }))
+    .into_response())
+}
+
+async fn tag_values(st: &QueryState, name: &str) -> Result<Vec<String>, ApiError> {
+    let name = name.strip_prefix("span.").or_else(|| name.strip_prefix("resource.")).unwrap_or(name);
+    let mut values: Vec<String> = match name {
+        "service.name" => st.reader.services(strand_core::TimeRange::ALL).await?,
+        "status" => vec!["error".into(), "ok".into(), "unset".into()],
+        "name" => {
+            let mut out = Vec::new();
+            for s in st.reader.services(strand_core::TimeRange::ALL).await? {
+                out.extend(
+                    st.reader.operations(s, strand_core::TimeRange::ALL).await?.into_iter().map(|o| o.name),
+                );
+            }
+            out
+        }
+        key => st
+            .reader
+            .attributes(None, strand_core::TimeRange::ALL)
+            .await?
+            .into_iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v)
+            .collect(),
+    };
+    values.sort();
+    values.dedup();
+    Ok(values)
+}
+
+pub(crate) async fn search_tag_values(
+    State(st): State<QueryState>,
+    Path(name): Path<String>,
+) -> Result<Response, TempoError> {
+    Ok(Json(json!({ "tagValues": tag_values(&st, &name).await? })).into_response())
+}
+
+pub(crate) async fn search_tag_values_v2(
+    State(st): State<QueryState>,
+    Path(name): Path<String>,
+) -> Result<Response, TempoError> {
+    let values: Vec<Value> =
+        tag_values(&st, &name).await?.into_iter().map(|v| json!({ "type": "string", "value": v })).collect();
+    Ok(Json(json!({ "tagValues": values })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logfmt_pairs() {
+        assert_eq!(
+            parse_logfmt(r#"service.name=api  http.route="/a b" q="x\"y""#),
+            Ok(vec![
+                ("service.name".into(), "api".into()),
+                ("http.route".into(), "/a b".into()),
+                ("q".into(), "x\"y".into())
+            ])
+        );
+        assert!(parse_logfmt("novalue").is_err());
+        assert!(parse_logfmt("k=\"open").is_err());
+        assert_eq!(parse_logfmt("  "), Ok(vec![]));
+    }
+
+    #[test]
+    fn hex_ids_become_base64() {
+        let mut v = json!({ "spans": [{ "traceId": "0102", "spanId": "ff", "name": "0102" }] });
+        ids_to_base64(&mut v);
+        assert_eq!(v, json!({ "spans": [{ "traceId": "AQI=", "spanId": "/w==", "name": "0102" }] }));
+    }
+}

@@ -1,0 +1,236 @@
+//! The query APIs against fixtures and each other: Jaeger's OTLP → UI JSON fixture, Tempo
+//! protobuf, multi-get, every parameter error naming its parameter, unknown traces 404 in
+//! each API's own error shape, and bounded limits saying so.
+
+mod common;
+
+use opentelemetry_proto::tonic::trace::v1::TracesData;
+use prost::Message;
+use serde_json::{Value, json};
+
+async fn post_json(server: &common::TestServer, body: Vec<u8>) {
+    let resp = reqwest::Client::new()
+        .post(server.otlp_url())
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap_or_default());
+}
+
+async fn get(server: &common::TestServer, path: &str) -> (u16, Value) {
+    let resp = reqwest::get(server.query(path)).await.expect("get");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// A two-service trace with a big integer attribute, as OTLP/JSON.
+fn two_service_trace(trace_id: &str, start_ns: u64) -> Vec<u8> {
+    let span = |id: &str, parent: &str, name: &str, kind: u8, code: u8, attrs: Value| {
+        json!({
+            "traceId": trace_id, "spanId": id, "parentSpanId": parent, "name": name, "kind": kind,
+            "startTimeUnixNano": start_ns.to_string(), "endTimeUnixNano": (start_ns + 2_500_000).to_string(),
+            "attributes": attrs, "status": { "code": code }
+        })
+    };
+    let rs = |service: &str, spans: Vec<Value>| {
+        json!({
+            "resource": { "attributes": [{ "key": "service.name", "value": { "stringValue": service } }] },
+            "scopeSpans": [{ "scope": { "name": "lib" }, "spans": spans }]
+        })
+    };
+    let big = json!([{ "key": "big", "value": { "intValue": "9223372036854775222" } },
+                     { "key": "http.response.status_code", "value": { "intValue": "503" } }]);
+    serde_json::to_vec(&json!({ "resourceSpans": [
+        rs("front", vec![span("1111111111111111", "", "GET /", 2, 0, big)]),
+        rs("back", vec![span("2222222222222222", "1111111111111111", "query", 2, 2, json!([]))]),
+    ]}))
+    .expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jaeger_otlp_fixture_reads_back_as_jaeger_ui_json() {
+    let server = common::start(|_| {}).await;
+    post_json(&server, std::fs::read(common::fixture("jaeger/otlp2jaeger-in.json")).expect("fixture")).await;
+    let (status, got) = get(&server, "/api/traces/83a9efd15c1c98a977e0711cc93ee28b").await;
+    assert_eq!(status, 200);
+    let mut want: Value = serde_json::from_slice(
+        &std::fs::read(common::fixture("jaeger/otlp2jaeger-out.json")).expect("fixture"),
+    )
+    .expect("json");
+    // The fixture's input sends one span twice; Strand stores a (trace id, span id) once
+    // (TraceWriter is idempotent), so it comes back once.
+    let spans = want["data"][0]["spans"].as_array_mut().expect("spans");
+    spans.dedup();
+    assert_eq!(spans.len(), 1);
+    assert_eq!(got, want);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_api_answers_in_its_own_shape() {
+    let server = common::start(|_| {}).await;
+    let id = "0af7651916cd43dd8448eb211c80319c";
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as u64;
+    post_json(&server, two_service_trace(id, now - 60_000_000_000)).await;
+    let other = "00000000000000000000000000000abc";
+    post_json(&server, two_service_trace(other, now - 120_000_000_000)).await;
+
+    // Jaeger: typed tags, big ints as strings, error tags, multi-get, 64-bit ids.
+    let (status, body) =
+        get(&server, "/api/traces?service=front&tags=%7B%22http.response.status_code%22%3A503%7D").await;
+    assert_eq!(status, 200, "{body}");
+    let data = body["data"].as_array().expect("data");
+    assert_eq!(data.len(), 2);
+    assert_eq!(data[0]["traceID"], id, "newest first");
+    assert_eq!(data[1]["traceID"], "0000000000000abc", "64-bit ids print as 16 hex digits");
+    let tags = &data[0]["spans"]
+        .as_array()
+        .expect("spans")
+        .iter()
+        .find(|s| s["operationName"] == "GET /")
+        .expect("root")["tags"];
+    assert!(
+        tags.as_array()
+            .expect("tags")
+            .contains(&json!({ "key": "big", "type": "int64", "value": "9223372036854775222" }))
+    );
+    let (_, errs) =
+        get(&server, "/api/traces?service=back&tag=error:true&minDuration=2ms&maxDuration=3ms").await;
+    assert_eq!(errs["data"].as_array().map(Vec::len), Some(2));
+    let (_, none) = get(&server, "/api/traces?service=back&minDuration=3ms").await;
+    assert_eq!(none["data"], json!([]));
+    let (_, multi) = get(&server, &format!("/api/traces?traceID={id}&traceID=abc")).await;
+    assert_eq!(multi["data"].as_array().map(Vec::len), Some(2));
+    let (_, services) = get(&server, "/api/services").await;
+    assert_eq!(
+        services,
+        json!({ "data": ["back", "front"], "total": 2, "limit": 0, "offset": 0, "errors": null })
+    );
+    let (_, ops) = get(&server, "/api/operations?service=front&spanKind=server").await;
+    assert_eq!(ops["data"], json!([{ "name": "GET /", "spanKind": "server" }]));
+    let (_, ops) = get(&server, "/api/services/back/operations").await;
+    assert_eq!(ops["data"], json!(["query"]));
+    let end_ms = now / 1_000_000 + 1000;
+    let (_, deps) = get(&server, &format!("/api/dependencies?endTs={end_ms}&lookback=3600000")).await;
+    assert_eq!(deps["data"], json!([{ "parent": "front", "child": "back", "callCount": 2 }]));
+
+    // Native: summaries, pagination, attributes, dependencies with error counts.
+    let (_, page1) = get(&server, "/api/v1/search?service=back&status=error&limit=1").await;
+    assert_eq!(page1["traces"][0]["traceId"], id);
+    assert_eq!(page1["traces"][0]["rootService"], "front");
+    assert_eq!(page1["traces"][0]["errorCount"], 1);
+    let cursor = page1["nextCursor"].as_str().expect("cursor");
+    let (_, page2) =
+        get(&server, &format!("/api/v1/search?service=back&status=error&limit=1&cursor={cursor}")).await;
+    assert_eq!(page2["traces"][0]["traceId"], other);
+    assert_eq!(page2["nextCursor"], Value::Null);
+    let (_, attrs) = get(&server, "/api/v1/attributes/http.response.status_code/values?service=front").await;
+    assert_eq!(attrs["values"], json!(["503"]));
+    let (_, deps) = get(&server, "/api/v1/dependencies?since=1h").await;
+    assert_eq!(
+        deps["dependencies"],
+        json!([{ "parent": "front", "child": "back", "callCount": 2, "errorCount": 2 }])
+    );
+    let (_, sums) = get(&server, &format!("/api/v1/summaries?traceId={id}")).await;
+    assert_eq!(sums["traces"][0]["spanCount"], 2);
+
+    // api_v3.
+    let (_, v3) = get(&server, &format!("/api/v3/traces/{id}")).await;
+    assert_eq!(v3["result"]["resourceSpans"].as_array().map(Vec::len), Some(2));
+    let (_, v3ops) = get(&server, "/api/v3/operations?service=back").await;
+    assert_eq!(v3ops["operations"], json!([{ "name": "query", "spanKind": "server" }]));
+    let (_, v3s) = get(&server, "/api/v3/trace-summaries?query.service_name=front").await;
+    assert_eq!(v3s["summaries"].as_array().map(Vec::len), Some(2));
+
+    // Tempo: JSON with base64 ids, protobuf, search by logfmt tags and trace duration.
+    let (_, t) = get(&server, &format!("/api/v2/traces/{id}")).await;
+    assert_eq!(
+        t["trace"]["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"],
+        "CvdlGRbNQ92ESOshHIAxnA=="
+    );
+    let pb = reqwest::Client::new()
+        .get(server.query(&format!("/api/traces/{id}")))
+        .header("accept", "application/protobuf")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(pb.headers()["content-type"], "application/protobuf");
+    let data =
+        TracesData::decode(pb.bytes().await.expect("body")).expect("Tempo's Trace is TracesData on the wire");
+    assert_eq!(data.resource_spans.len(), 2);
+    let (_, found) =
+        get(&server, "/api/search?tags=service.name%3Dback%20status%3Derror&minDuration=2ms").await;
+    assert_eq!(found["traces"].as_array().map(Vec::len), Some(2));
+    assert_eq!(found["traces"][0]["rootServiceName"], "front");
+    assert_eq!(found["traces"][0]["serviceStats"]["back"], json!({ "spanCount": 1, "errorCount": 1 }));
+    let (_, none) = get(&server, "/api/search?tags=service.name%3Dback&minDuration=3ms").await;
+    assert_eq!(none["traces"], json!([]));
+    let (_, tags) = get(&server, "/api/search/tags").await;
+    assert!(tags["tagNames"].as_array().expect("names").contains(&json!("http.response.status_code")));
+    let (_, values) = get(&server, "/api/v2/search/tag/service.name/values").await;
+    assert_eq!(
+        values["tagValues"],
+        json!([{ "type": "string", "value": "back" }, { "type": "string", "value": "front" }])
+    );
+    let (status, echo) = get(&server, "/api/echo").await;
+    assert_eq!((status, echo), (200, json!("echo")));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameter_errors_name_the_parameter_and_unknown_traces_are_404() {
+    let server = common::start(|_| {}).await;
+    let unknown = "0123456789abcdef0123456789abcdef";
+    let cases: &[(&str, u16, &str)] = &[
+        ("/api/traces", 400, "`service` is required"),
+        ("/api/traces?service=a&minDuration=abc", 400, "`minDuration`"),
+        ("/api/traces?service=a&minDuration=2s&maxDuration=1s", 400, "minimum is above the maximum"),
+        ("/api/traces?service=a&limit=-1", 400, "`limit`"),
+        ("/api/traces?service=a&tags=notjson", 400, "`tags`"),
+        ("/api/traces?service=a&tag=nocolon", 400, "`tag`"),
+        ("/api/traces?service=a&start=yesterday", 400, "`start`"),
+        ("/api/traces?service=a&start=20&end=10", 400, "after its end"),
+        ("/api/traces/zz", 400, "invalid trace id"),
+        (&format!("/api/traces/{unknown}"), 404, "trace not found"),
+        ("/api/operations", 400, "`service` is required"),
+        ("/api/operations?service=a&spanKind=sideways", 400, "`spanKind`"),
+        ("/api/dependencies?endTs=x", 400, "`endTs`"),
+        ("/api/v1/search?status=bad", 400, "`status`"),
+        ("/api/v1/search?cursor=garbage", 400, "`cursor`"),
+        ("/api/v1/search?start=yesterday", 400, "`start`"),
+        ("/api/v1/search?attr=novalue", 400, "key=value"),
+        ("/api/v1/search?kind=sideways", 400, "`kind`"),
+        ("/api/v1/search?minTraceDuration=1", 400, "`minTraceDuration`"),
+        ("/api/v1/summaries", 400, "`traceId` is required"),
+        (&format!("/api/v1/traces/{unknown}"), 404, "not found"),
+        ("/api/v3/traces?query.start_time_min=notatime", 400, "`query.start_time_min`"),
+        ("/api/v3/traces?query.durationMin=x", 400, "`query.durationMin`"),
+        (&format!("/api/v3/traces/{unknown}"), 404, "not found"),
+        ("/api/search?q=%7B%7D", 400, "TraceQL"),
+        ("/api/search?tags=broken", 400, "`tags`"),
+        ("/api/search?tags=status%3Dweird", 400, "unknown status"),
+        (&format!("/api/v2/traces/{unknown}"), 404, "trace not found"),
+    ];
+    for (path, want_status, fragment) in cases {
+        let (status, body) = get(&server, path).await;
+        assert_eq!(status, *want_status, "{path}: {body}");
+        let text = body.to_string();
+        assert!(text.contains(fragment), "{path}: {text} should mention {fragment}");
+        if path.starts_with("/api/traces") {
+            assert_eq!(body["errors"][0]["code"], *want_status, "{path}: Jaeger envelope");
+        }
+        if path.starts_with("/api/v3/") {
+            assert_eq!(body["error"]["httpCode"], *want_status, "{path}: api_v3 error shape");
+        }
+    }
+    // Bounds say so instead of failing or exhausting memory.
+    let (status, body) = get(&server, "/api/v1/search?limit=999999999&since=100000h").await;
+    assert_eq!(status, 200);
+    let warnings = body["warnings"].to_string();
+    assert!(warnings.contains("max_search_limit") && warnings.contains("max_search_range"), "{warnings}");
+    server.stop().await;
+}
