@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod search_cmd;
 pub mod trace_cmd;
 
 use std::future::Future;

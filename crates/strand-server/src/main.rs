@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use strand_server::config::{self, Sources};
+use strand_server::search_cmd;
 
 #[derive(Parser)]
 #[command(name = "strand", version, about = "OpenTelemetry-native distributed tracing: ingest, store, query")]
@@ -19,6 +20,12 @@ enum Command {
     Serve(ServeArgs),
     /// Print a trace from a running server as a tree.
     Trace(TraceArgs),
+    /// Search traces on a running server.
+    Search(SearchCli),
+    /// List the services a running server has seen.
+    Services(ListCli),
+    /// Print service dependencies (caller -> callee edges).
+    Deps(ListCli),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -61,6 +68,53 @@ struct TraceArgs {
     json: bool,
 }
 
+#[derive(Args)]
+struct SearchCli {
+    /// Service of the matching span.
+    #[arg(long)]
+    service: Option<String>,
+    /// Span name of the matching span.
+    #[arg(long)]
+    operation: Option<String>,
+    /// Attribute filter KEY=VALUE on the matching span (repeatable; all must hold).
+    #[arg(long = "attr", value_name = "KEY=VALUE")]
+    attrs: Vec<String>,
+    /// Minimum duration of the matching span (`100ms`, `1.5s`).
+    #[arg(long, value_name = "DURATION")]
+    min_duration: Option<String>,
+    /// Only traces where the matching span has status ERROR.
+    #[arg(long)]
+    errors: bool,
+    /// How far back to search (`15m`, `1h`, `24h`).
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    since: String,
+    /// Most traces to print.
+    #[arg(long, default_value_t = 20)]
+    limit: u64,
+    /// Continue from a previous page.
+    #[arg(long)]
+    cursor: Option<String>,
+    /// Query API base URL.
+    #[arg(long, env = "STRAND_SERVER", default_value = "http://127.0.0.1:16686")]
+    server: String,
+    /// Print the server's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ListCli {
+    /// How far back to look (`1h`, `24h`); all stored data when not given.
+    #[arg(long, value_name = "DURATION")]
+    since: Option<String>,
+    /// Query API base URL.
+    #[arg(long, env = "STRAND_SERVER", default_value = "http://127.0.0.1:16686")]
+    server: String,
+    /// Print the server's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum BenchCommand {
     /// Generate OTLP traffic against a server and report cost, size and latency.
@@ -79,6 +133,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args, &rt),
         Command::Trace(args) => rt.block_on(trace(args)),
+        Command::Search(args) => rt.block_on(search(args)),
+        Command::Services(args) => rt.block_on(list(args, "/api/v1/services", search_cmd::render_services)),
+        Command::Deps(args) => rt.block_on(list(args, "/api/v1/dependencies", search_cmd::render_deps)),
         Command::Bench(BenchCommand::Ingest(args)) => rt.block_on(strand_server::bench::ingest(args)),
     };
     match result {
@@ -88,6 +145,40 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn search(args: SearchCli) -> anyhow::Result<()> {
+    let q = search_cmd::SearchArgs {
+        service: args.service,
+        operation: args.operation,
+        attrs: args.attrs,
+        min_duration: args.min_duration,
+        errors: args.errors,
+        since: Some(args.since),
+        limit: Some(args.limit),
+    };
+    let mut qs = q.query_string();
+    if let Some(c) = args.cursor {
+        qs.push_str(&format!("&cursor={c}"));
+    }
+    let body = search_cmd::get_json(&args.server, &format!("/api/v1/search?{qs}")).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+    } else {
+        print!("{}", search_cmd::render_search(&body));
+    }
+    Ok(())
+}
+
+async fn list(args: ListCli, path: &str, render: fn(&serde_json::Value) -> String) -> anyhow::Result<()> {
+    let qs = args.since.map(|s| format!("?since={s}")).unwrap_or_default();
+    let body = search_cmd::get_json(&args.server, &format!("{path}{qs}")).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+    } else {
+        print!("{}", render(&body));
+    }
+    Ok(())
 }
 
 fn serve(args: ServeArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {

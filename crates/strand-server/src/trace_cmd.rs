@@ -38,7 +38,8 @@ pub fn parse(body: &serde_json::Value) -> anyhow::Result<Trace> {
     Ok(Trace::from_spans(id, batch.into_stored().collect()))
 }
 
-fn fmt_duration(nanos: u64) -> String {
+/// A duration for people: `1.234s`, `5.000ms`, `12.0µs`.
+pub fn fmt_duration(nanos: u64) -> String {
     match nanos {
         n if n >= 1_000_000_000 => format!("{:.3}s", n as f64 / 1e9),
         n if n >= 1_000_000 => format!("{:.3}ms", n as f64 / 1e6),

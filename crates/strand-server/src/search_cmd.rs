@@ -1,0 +1,139 @@
+//! `strand search`, `strand services` and `strand deps`: the native query API from the
+//! command line, printed as tables (or the server's JSON with `--json`).
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+/// What `strand search` asks for.
+#[derive(Debug, Default, Clone)]
+pub struct SearchArgs {
+    /// Service of the matching span.
+    pub service: Option<String>,
+    /// Span name of the matching span.
+    pub operation: Option<String>,
+    /// `key=value` attribute filters.
+    pub attrs: Vec<String>,
+    /// Minimum span duration (Go syntax: `100ms`).
+    pub min_duration: Option<String>,
+    /// Only spans with status ERROR.
+    pub errors: bool,
+    /// How far back to search (`1h`).
+    pub since: Option<String>,
+    /// Most traces.
+    pub limit: Option<u64>,
+}
+
+impl SearchArgs {
+    /// The native API query string.
+    pub fn query_string(&self) -> String {
+        let mut pairs: Vec<(&str, String)> = Vec::new();
+        if let Some(s) = &self.service {
+            pairs.push(("service", s.clone()));
+        }
+        if let Some(o) = &self.operation {
+            pairs.push(("operation", o.clone()));
+        }
+        for a in &self.attrs {
+            pairs.push(("attr", a.clone()));
+        }
+        if let Some(d) = &self.min_duration {
+            pairs.push(("minDuration", d.clone()));
+        }
+        if self.errors {
+            pairs.push(("status", "error".into()));
+        }
+        if let Some(s) = &self.since {
+            pairs.push(("since", s.clone()));
+        }
+        if let Some(l) = self.limit {
+            pairs.push(("limit", l.to_string()));
+        }
+        serde_urlencoded::to_string(&pairs).unwrap_or_default()
+    }
+}
+
+/// GETs a native API path; an error answer becomes an error with the server's message.
+pub async fn get_json(server: &str, path_and_query: &str) -> anyhow::Result<Value> {
+    let url = format!("{}{}", server.trim_end_matches('/'), path_and_query);
+    let resp = reqwest::get(&url).await.with_context(|| format!("requesting {url}"))?;
+    let status = resp.status();
+    let body: Value = resp.json().await.with_context(|| format!("reading the answer of {url}"))?;
+    if !status.is_success() {
+        let msg = body.get("error").and_then(Value::as_str).unwrap_or("no error message");
+        bail!("{status}: {msg}");
+    }
+    Ok(body)
+}
+
+fn fmt_start(ns_text: &str) -> String {
+    ns_text
+        .parse::<i64>()
+        .ok()
+        .map(chrono::DateTime::from_timestamp_nanos)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+        .unwrap_or_else(|| ns_text.to_owned())
+}
+
+/// Renders search results as a table.
+pub fn render_search(body: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<32}  {:<40}  {:<23}  {:>10}  {:>5}  {:>6}",
+        "TRACE ID", "ROOT", "START (UTC)", "DURATION", "SPANS", "ERRORS"
+    );
+    let traces = body["traces"].as_array().cloned().unwrap_or_default();
+    for t in &traces {
+        let root =
+            format!("{}: {}", t["rootService"].as_str().unwrap_or(""), t["rootName"].as_str().unwrap_or(""));
+        let root: String = root.chars().take(40).collect();
+        let _ = writeln!(
+            out,
+            "{:<32}  {:<40}  {:<23}  {:>10}  {:>5}  {:>6}",
+            t["traceId"].as_str().unwrap_or(""),
+            root,
+            fmt_start(t["startTimeUnixNano"].as_str().unwrap_or("")),
+            crate::trace_cmd::fmt_duration(t["durationNano"].as_u64().unwrap_or(0)),
+            t["spanCount"],
+            t["errorCount"],
+        );
+    }
+    let _ = writeln!(out, "{} traces", traces.len());
+    if let Some(c) = body["nextCursor"].as_str() {
+        let _ = writeln!(out, "more: add --cursor {c}");
+    }
+    for w in body["warnings"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "warning: {}", w.as_str().unwrap_or(""));
+    }
+    out
+}
+
+/// Renders dependency edges as a table.
+pub fn render_deps(body: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<30}  {:<30}  {:>8}  {:>8}", "PARENT", "CHILD", "CALLS", "ERRORS");
+    for e in body["dependencies"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{:<30}  {:<30}  {:>8}  {:>8}",
+            e["parent"].as_str().unwrap_or(""),
+            e["child"].as_str().unwrap_or(""),
+            e["callCount"],
+            e["errorCount"]
+        );
+    }
+    out
+}
+
+/// Renders the service list, one per line.
+pub fn render_services(body: &Value) -> String {
+    body["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|s| format!("{s}\n"))
+        .collect()
+}
