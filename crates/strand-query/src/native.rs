@@ -81,7 +81,7 @@ fn parse_attr(scope: AttrScope) -> impl Fn(&str) -> Result<AttrFilter, ApiError>
     }
 }
 
-/// The native search parameters as a query (also used by the CLI's documentation).
+/// The native search parameters as a query.
 pub fn search_query(p: &Params, st: &QueryState, warnings: &mut Vec<String>) -> Result<TraceQuery, ApiError> {
     let mut attributes = Vec::new();
     for (name, scope) in
@@ -172,8 +172,8 @@ pub(crate) async fn summaries(
     Ok(Json(json!({ "traces": out })).into_response())
 }
 
-/// The time range of a listing request (`start`, `end`, `since`; default the last
-/// `default_range`... for listings: all time unless given).
+/// The time range of a listing request (`start`, `end`, `since`); all stored data when
+/// none is given.
 fn listing_range(p: &Params) -> Result<TimeRange, ApiError> {
     let start = p.parse_with(&["start"], "RFC 3339 or Unix nanoseconds", parse_time)?;
     let end = p.parse_with(&["end"], "RFC 3339 or Unix nanoseconds", parse_time)?;

@@ -93,7 +93,78 @@ struct Report {
     lookup_after_restart_p50_ms: Option<f64>,
     lookup_after_restart_p99_ms: Option<f64>,
     lookup_after_restart_max_ms: Option<f64>,
+    /// First search after loading, before the flush: includes indexing the head.
+    first_search_before_flush_ms: Option<f64>,
+    queries: Vec<QueryTiming>,
     data_dir: Option<String>,
+}
+
+/// Latency of one kind of query (`strand bench query`).
+#[derive(Serialize)]
+struct QueryTiming {
+    name: &'static str,
+    path: String,
+    runs: usize,
+    results: usize,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+}
+
+/// Options of `strand bench query`: the ingest options (load) plus how often to run each
+/// query.
+#[derive(Args, Debug, Clone)]
+pub struct QueryArgs {
+    /// Loading options (use `--spans 10000000` for the standard profile).
+    #[command(flatten)]
+    pub ingest: IngestArgs,
+    /// Runs of each query.
+    #[arg(long, default_value_t = 50)]
+    pub runs: usize,
+}
+
+/// The queries `strand bench query` times, over the last hour (the data's whole range).
+fn bench_queries() -> Vec<(&'static str, String)> {
+    vec![
+        ("search by service, 1h", "/api/v1/search?service=epro-service&since=1h&limit=20".into()),
+        (
+            "search by service + attribute, 1h",
+            "/api/v1/search?service=gateway&attr=http.response.status_code%3D200&since=1h&limit=20".into(),
+        ),
+        (
+            "search by service + min span duration, 1h",
+            "/api/v1/search?service=epro-service&minDuration=30ms&since=1h&limit=20".into(),
+        ),
+        ("search errors (any service), 1h", "/api/v1/search?status=error&since=1h&limit=20".into()),
+        ("dependencies, 1h", "/api/v1/dependencies?since=1h".into()),
+    ]
+}
+
+async fn time_query(
+    client: &reqwest::Client,
+    http: &str,
+    path: &str,
+    runs: usize,
+) -> anyhow::Result<(Vec<f64>, usize)> {
+    let mut lat = Vec::with_capacity(runs);
+    let mut results = 0;
+    for _ in 0..runs {
+        let t = Instant::now();
+        let resp = client.get(format!("{http}{path}")).send().await.context("query")?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.context("query body")?;
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        if !status.is_success() {
+            bail!("{path} returned {status}: {body}");
+        }
+        results = body["traces"].as_array().or(body["dependencies"].as_array()).map_or(0, Vec::len);
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    Ok((lat, results))
+}
+
+/// `strand bench query`: loads data as `bench ingest` does, then times searches.
+pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
+    run(args.ingest, Some(args.runs)).await
 }
 
 const SERVICES: [&str; 4] = ["gateway", "user-service", "epro-service", "data-service"];
@@ -503,6 +574,10 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 
 /// Runs the benchmark and prints the JSON report on stdout.
 pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
+    run(args, None).await
+}
+
+async fn run(args: IngestArgs, query_runs: Option<usize>) -> anyhow::Result<()> {
     let mut server = match &args.target {
         Some(_) => None,
         None => Some(ChildServer::start(&args.fsync, args.keep_data, &args.server_set)?),
@@ -624,6 +699,14 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         report.server_cpu_seconds_per_million_spans = Some(cpu / report.spans_sent as f64 * 1e6);
     }
     let http_client = reqwest::Client::new();
+    if let (Some(http), Some(_)) = (&http, query_runs) {
+        let (path, t) = (&bench_queries()[0].1, Instant::now());
+        time_query(&http_client, http, path, 1).await?;
+        report.first_search_before_flush_ms = Some(t.elapsed().as_secs_f64() * 1000.0);
+        // Leave the head's index time to catch up so the flush below is measured as
+        // it runs in steady state.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     if let Some(http) = &http {
         eprintln!("flushing the head into blocks...");
         let resp =
@@ -647,6 +730,19 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         report.lookup_p50_ms = percentile(&lat, 0.5);
         report.lookup_p99_ms = percentile(&lat, 0.99);
         report.lookup_max_ms = lat.last().copied();
+        for (name, path) in bench_queries() {
+            let Some(runs) = query_runs else { break };
+            eprintln!("timing {runs} runs of {name}...");
+            let (lat, results) = time_query(&http_client, http, &path, runs).await?;
+            report.queries.push(QueryTiming {
+                name,
+                path,
+                runs,
+                results,
+                p50_ms: percentile(&lat, 0.5),
+                p99_ms: percentile(&lat, 0.99),
+            });
+        }
     }
     report.peak_server_rss_bytes = pid.and_then(proc_peak_rss);
     if args.restart_before_lookups

@@ -119,6 +119,8 @@ struct ListCli {
 enum BenchCommand {
     /// Generate OTLP traffic against a server and report cost, size and latency.
     Ingest(strand_server::bench::IngestArgs),
+    /// Load traffic as `ingest` does, then time trace lookups, searches and dependencies.
+    Query(strand_server::bench::QueryArgs),
 }
 
 fn main() -> ExitCode {
@@ -137,6 +139,7 @@ fn main() -> ExitCode {
         Command::Services(args) => rt.block_on(list(args, "/api/v1/services", search_cmd::render_services)),
         Command::Deps(args) => rt.block_on(list(args, "/api/v1/dependencies", search_cmd::render_deps)),
         Command::Bench(BenchCommand::Ingest(args)) => rt.block_on(strand_server::bench::ingest(args)),
+        Command::Bench(BenchCommand::Query(args)) => rt.block_on(strand_server::bench::query(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

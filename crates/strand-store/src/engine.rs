@@ -231,10 +231,15 @@ impl Store {
             .name("strand-flush".into())
             .spawn(move || flush_loop(flush_inner, flush_rx))
             .map_err(io(root))?;
+        let index_inner = inner.clone();
+        let index_thread = std::thread::Builder::new()
+            .name("strand-index".into())
+            .spawn(move || index_loop(&index_inner))
+            .map_err(io(root))?;
         Ok(Self {
             inner,
             tx,
-            threads: Mutex::new(vec![wal_thread, flush_thread]),
+            threads: Mutex::new(vec![wal_thread, flush_thread, index_thread]),
             lock: Mutex::new(Some(lock)),
         })
     }
@@ -664,6 +669,23 @@ fn maybe_cut(
     let _ = flush_tx.send(FlushJob::Frozen { frozen, waiters });
 }
 
+/// Keeps the heads' search indexes close behind their records, off the ingest path, so a
+/// search rarely has to index much itself.
+fn index_loop(inner: &Inner) {
+    while !inner.closing.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(200));
+        let heads: Vec<_> = {
+            let st = inner.state.read();
+            st.frozen.iter().map(|f| f.head.index_handle()).chain([st.head.index_handle()]).collect()
+        };
+        for (index, first, tail) in heads {
+            if let Err(e) = index.lock().extend(first, &tail) {
+                warn!(error = %e, "indexing the head failed");
+            }
+        }
+    }
+}
+
 fn flush_loop(inner: Arc<Inner>, rx: Receiver<FlushJob>) {
     let mut last_maintenance = Instant::now();
     loop {
@@ -716,14 +738,18 @@ fn write_frozen_until_done(
 fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), String> {
     let _guard = inner.maintenance.lock();
     let mut builder = BlockBuilder::new();
-    let mut index = IndexBuilder::new();
     for record in frozen.head.batches() {
-        let (received, batch) = record?;
-        builder.append_batch(&batch)?;
-        index.add_batch(&batch, received);
+        builder.append_batch(&record?.1)?;
     }
+    // The head's own search index (kept up to date by the index thread) becomes the block's.
+    let index = {
+        let (handle, first, tail) = frozen.head.index_handle();
+        let mut guard = handle.lock();
+        guard.extend(first, &tail)?;
+        guard.builder.finish()
+    };
     let (min_received, max_received) = (frozen.head.min_received(), frozen.head.max_received());
-    let block = write_block(inner, builder, &index.finish(), min_received, max_received, Vec::new())?;
+    let block = write_block(inner, builder, &index, min_received, max_received, Vec::new())?;
     {
         let mut st = inner.state.write();
         st.blocks.push(Arc::new(block));

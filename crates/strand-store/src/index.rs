@@ -7,8 +7,8 @@
 //! attributes, compared as text; see [`strand_core::search`]). Dependency edges between
 //! services are counted per minute.
 //!
-//! Blocks store the finished index as `index.bin` (postcard of [`SearchIndex`], postings
-//! delta-encoded); the head keeps an [`IndexBuilder`] that queries bring up to date.
+//! Blocks store the finished index as `index.bin` (zstd-compressed postcard of
+//! [`SearchIndex`], postings delta-encoded); the head keeps an [`IndexBuilder`] that queries bring up to date.
 //!
 //! Attribute values longer than [`MAX_INDEXED_VALUE_LEN`] bytes, and keys with more than
 //! [`MAX_VALUES_PER_KEY`] distinct values for a service in one source (ids, URLs), are
@@ -16,7 +16,7 @@
 //! traces instead. The dictionary therefore stays small however many distinct values
 //! arrive.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use strand_core::search::value_text;
@@ -91,6 +91,10 @@ pub struct ServicePart {
     pub spans: u32,
     /// Spans with status ERROR.
     pub errors: u32,
+    /// Shortest span duration (ns).
+    pub min_duration: u64,
+    /// Longest span duration (ns).
+    pub max_duration: u64,
 }
 
 /// A trace as one source sees it.
@@ -170,6 +174,24 @@ pub struct SearchIndex {
     pub unindexed: Vec<(u16, String)>,
     /// Dependency edges, by minute.
     pub edges: Vec<EdgeCount>,
+    /// Trace ordinals newest first (start descending, id ascending); computed on load.
+    #[serde(skip)]
+    pub by_start: Vec<u32>,
+}
+
+/// Candidate traces of one source.
+pub enum Candidates<'a> {
+    /// Parts, in no particular order.
+    Parts(Vec<&'a TracePart>),
+    /// Ordinals (ascending) into `parts`, with every ordinal listed newest first.
+    Ords {
+        /// Candidate ordinals.
+        ords: Vec<u32>,
+        /// All parts.
+        parts: &'a [TracePart],
+        /// All ordinals, newest first.
+        by_start: &'a [u32],
+    },
 }
 
 /// The part of a span the dependency computation needs.
@@ -210,20 +232,32 @@ impl Dict {
     }
 }
 
-/// key → value → term id, for one (service, field).
-type ValueMap = HashMap<String, HashMap<String, u32>>;
+/// Maps keyed by strings from the network: foldhash with a per-process random seed (fast,
+/// and a client cannot precompute colliding keys).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The values of one key of one (service, field), and whether the key gave up on
+/// indexing them.
+#[derive(Debug, Default)]
+struct KeyTerms {
+    values: FastMap<String, u32>,
+    unindexed: bool,
+}
+
+/// Span kinds as term values.
+const KIND_TEXT: [&str; 6] = ["0", "1", "2", "3", "4", "5"];
 
 /// Builds an index span by span; also searchable while being built (the head's index).
 #[derive(Debug)]
 pub struct IndexBuilder {
     services: Dict,
     names: Dict,
-    term_ids: HashMap<(u16, Field), ValueMap>,
+    term_ids: FastMap<(u16, Field), FastMap<String, KeyTerms>>,
     terms: Vec<Term>,
-    unindexed: HashSet<(u16, String)>,
     traces: HashMap<TraceId, TraceAcc>,
     min_start: u64,
     max_end: u64,
+    scratch: Vec<u32>,
 }
 
 fn span_id_u64(b: [u8; 8]) -> u64 {
@@ -246,12 +280,12 @@ impl Default for IndexBuilder {
         Self {
             services: Dict::default(),
             names: Dict::default(),
-            term_ids: HashMap::new(),
+            term_ids: FastMap::default(),
             terms: Vec::new(),
-            unindexed: HashSet::new(),
             traces: HashMap::new(),
             min_start: u64::MAX,
             max_end: 0,
+            scratch: Vec::new(),
         }
     }
 }
@@ -268,29 +302,25 @@ impl IndexBuilder {
     }
 
     fn term(&mut self, service: u16, field: Field, key: &str, value: &str) -> Option<u32> {
-        if field == Field::Attr {
-            if value.len() > MAX_INDEXED_VALUE_LEN {
-                self.unindexed.insert((service, key.to_owned()));
-                return None;
-            }
-            if self.unindexed.contains(&(service, key.to_owned())) {
-                return None;
-            }
-        }
         let keys = self.term_ids.entry((service, field)).or_default();
-        let values = match keys.get_mut(key) {
-            Some(v) => v,
+        let kt = match keys.get_mut(key) {
+            Some(kt) => kt,
             None => keys.entry(key.to_owned()).or_default(),
         };
-        if let Some(&id) = values.get(value) {
+        if kt.unindexed {
+            return None;
+        }
+        if let Some(&id) = kt.values.get(value) {
             return Some(id);
         }
-        if field == Field::Attr && values.len() >= MAX_VALUES_PER_KEY {
-            self.unindexed.insert((service, key.to_owned()));
+        if field == Field::Attr
+            && (value.len() > MAX_INDEXED_VALUE_LEN || kt.values.len() >= MAX_VALUES_PER_KEY)
+        {
+            kt.unindexed = true;
             return None;
         }
         let id = self.terms.len() as u32;
-        values.insert(value.to_owned(), id);
+        kt.values.insert(value.to_owned(), id);
         self.terms.push(Term { service, field, key: key.to_owned(), value: value.to_owned() });
         Some(id)
     }
@@ -299,10 +329,13 @@ impl IndexBuilder {
         let mut buf = String::new();
         for kv in attrs {
             if let Some(text) = text_of(&kv.value, &mut buf) {
-                let text = text.to_owned();
-                out.extend(self.term(service, Field::Attr, &kv.key, &text));
+                out.extend(self.term(service, Field::Attr, &kv.key, text));
             }
         }
+    }
+
+    fn key_unindexed(&self, service: u16, key: &str) -> bool {
+        self.term_ids.get(&(service, Field::Attr)).and_then(|k| k.get(key)).is_some_and(|kt| kt.unindexed)
     }
 
     /// Indexes a batch received at `received_unix_nano`.
@@ -367,14 +400,17 @@ impl IndexBuilder {
         }
         let error = span.status.code == StatusCode::Error;
         let end = span.end_time_unix_nano.max(span.start_time_unix_nano);
+        let duration = end - span.start_time_unix_nano;
         self.min_start = self.min_start.min(span.start_time_unix_nano);
         self.max_end = self.max_end.max(end);
         let name = self.names.id(&span.name);
-        let kind = (span.kind as u8).to_string();
-        let mut ids: Vec<u32> = shared.to_vec();
+        let kind = KIND_TEXT.get(span.kind as usize).copied().unwrap_or("0");
+        let mut ids = std::mem::take(&mut self.scratch);
+        ids.clear();
+        ids.extend_from_slice(shared);
         ids.extend(self.term(service, Field::Name, "", &span.name));
-        ids.extend(self.term(service, Field::Kind, "", &kind));
-        ids.extend(self.term(service, Field::NameKind, &span.name, &kind));
+        ids.extend(self.term(service, Field::Kind, "", kind));
+        ids.extend(self.term(service, Field::NameKind, &span.name, kind));
         if error {
             ids.extend(self.term(service, Field::Error, "", ""));
         }
@@ -386,11 +422,12 @@ impl IndexBuilder {
             self.attr_terms(service, &l.attributes, &mut ids);
         }
         let Some(acc) = self.traces.get_mut(&span.trace_id) else { return };
-        for id in ids {
+        for &id in &ids {
             if let Err(pos) = acc.terms.binary_search(&id) {
                 acc.terms.insert(pos, id);
             }
         }
+        self.scratch = ids;
         let p = &mut acc.part;
         p.start = p.start.min(span.start_time_unix_nano);
         p.end = p.end.max(end);
@@ -401,8 +438,16 @@ impl IndexBuilder {
             Some(s) => {
                 s.spans += 1;
                 s.errors += u32::from(error);
+                s.min_duration = s.min_duration.min(duration);
+                s.max_duration = s.max_duration.max(duration);
             }
-            None => p.services.push(ServicePart { service, spans: 1, errors: u32::from(error) }),
+            None => p.services.push(ServicePart {
+                service,
+                spans: 1,
+                errors: u32::from(error),
+                min_duration: duration,
+                max_duration: duration,
+            }),
         }
         let root = RootPart {
             is_root: span.parent_span_id.is_none(),
@@ -434,13 +479,18 @@ impl IndexBuilder {
             .terms
             .iter()
             .zip(postings)
-            .filter(|(t, _)| {
-                !(t.field == Field::Attr && self.unindexed.contains(&(t.service, t.key.clone())))
-            })
+            .filter(|(t, _)| !(t.field == Field::Attr && self.key_unindexed(t.service, &t.key)))
             .map(|(t, p)| Postings { term: t.clone(), traces: p })
             .collect();
         terms.sort_unstable_by(|a, b| a.term.cmp(&b.term));
-        let mut unindexed: Vec<(u16, String)> = self.unindexed.iter().cloned().collect();
+        let mut unindexed: Vec<(u16, String)> = self
+            .term_ids
+            .iter()
+            .filter(|((_, field), _)| *field == Field::Attr)
+            .flat_map(|((svc, _), keys)| {
+                keys.iter().filter(|(_, kt)| kt.unindexed).map(|(k, _)| (*svc, k.clone()))
+            })
+            .collect();
         unindexed.sort_unstable();
         let mut edges: Vec<EdgeCount> = edges
             .into_iter()
@@ -453,7 +503,7 @@ impl IndexBuilder {
             })
             .collect();
         edges.sort_unstable_by_key(|e| (e.minute, e.parent, e.child));
-        SearchIndex {
+        let mut idx = SearchIndex {
             version: INDEX_VERSION,
             services: self.services.list.clone(),
             names: self.names.list.clone(),
@@ -461,7 +511,10 @@ impl IndexBuilder {
             terms,
             unindexed,
             edges,
-        }
+            by_start: Vec::new(),
+        };
+        idx.order_by_start();
+        idx
     }
 }
 
@@ -491,12 +544,14 @@ impl SearchIndex {
                 prev = v;
             }
         }
-        postcard::to_allocvec(&delta).map_err(|e| e.to_string())
+        let raw = postcard::to_allocvec(&delta).map_err(|e| e.to_string())?;
+        zstd::bulk::compress(&raw, 3).map_err(|e| e.to_string())
     }
 
     /// Decodes `index.bin`, checking that it is consistent.
     pub fn decode(data: &[u8]) -> Result<Self, String> {
-        let mut idx: SearchIndex = postcard::from_bytes(data).map_err(|e| format!("index.bin: {e}"))?;
+        let raw = zstd::stream::decode_all(data).map_err(|e| format!("index.bin: {e}"))?;
+        let mut idx: SearchIndex = postcard::from_bytes(&raw).map_err(|e| format!("index.bin: {e}"))?;
         if idx.version != INDEX_VERSION {
             return Err(format!("index.bin: unsupported version {}", idx.version));
         }
@@ -526,7 +581,17 @@ impl SearchIndex {
         {
             return Err("index.bin: inconsistent".into());
         }
+        idx.order_by_start();
         Ok(idx)
+    }
+
+    fn order_by_start(&mut self) {
+        let mut order: Vec<u32> = (0..self.traces.len() as u32).collect();
+        order.sort_unstable_by_key(|&o| {
+            let t = &self.traces[o as usize];
+            (std::cmp::Reverse(t.start), t.id)
+        });
+        self.by_start = order;
     }
 
     /// The part of a trace, if this source has spans of it.
@@ -566,7 +631,7 @@ pub trait IndexView {
         &self,
         services: &[u16],
         groups: &dyn Fn(u16) -> Vec<Vec<TermRef<'q>>>,
-    ) -> Vec<&TracePart>;
+    ) -> Candidates<'_>;
     /// The part of a trace.
     fn part_of(&self, id: &TraceId) -> Option<&TracePart>;
     /// Operations of a service (name, kind).
@@ -634,7 +699,7 @@ impl IndexView for SearchIndex {
         &self,
         services: &[u16],
         groups: &dyn Fn(u16) -> Vec<Vec<TermRef<'q>>>,
-    ) -> Vec<&TracePart> {
+    ) -> Candidates<'_> {
         let mut all: Vec<Vec<u32>> = Vec::new();
         for &svc in services {
             let mut acc: Option<Vec<u32>> = None;
@@ -659,7 +724,7 @@ impl IndexView for SearchIndex {
         } else {
             union(&all.iter().map(Vec::as_slice).collect::<Vec<_>>())
         };
-        ords.into_iter().filter_map(|o| self.traces.get(o as usize)).collect()
+        Candidates::Ords { ords, parts: &self.traces, by_start: &self.by_start }
     }
 
     fn part_of(&self, id: &TraceId) -> Option<&TracePart> {
@@ -701,19 +766,20 @@ impl IndexView for IndexBuilder {
     }
 
     fn is_unindexed(&self, service: u16, key: &str) -> bool {
-        self.unindexed.contains(&(service, key.to_owned()))
+        self.key_unindexed(service, key)
     }
 
     fn candidates<'q>(
         &self,
         services: &[u16],
         groups: &dyn Fn(u16) -> Vec<Vec<TermRef<'q>>>,
-    ) -> Vec<&TracePart> {
+    ) -> Candidates<'_> {
         let lookup = |svc: u16, t: &TermRef| {
             self.term_ids
                 .get(&(svc, t.field))
                 .and_then(|k| k.get(t.key))
-                .and_then(|v| v.get(t.value))
+                .filter(|kt| !kt.unindexed)
+                .and_then(|kt| kt.values.get(t.value))
                 .copied()
         };
         let resolved: Vec<Vec<Vec<u32>>> = services
@@ -726,16 +792,18 @@ impl IndexView for IndexBuilder {
         let live: Vec<&Vec<Vec<u32>>> =
             resolved.iter().filter(|gs| gs.iter().all(|g| !g.is_empty())).collect();
         if live.is_empty() {
-            return Vec::new();
+            return Candidates::Parts(Vec::new());
         }
-        self.traces
-            .values()
-            .filter(|acc| {
-                live.iter()
-                    .any(|gs| gs.iter().all(|g| g.iter().any(|id| acc.terms.binary_search(id).is_ok())))
-            })
-            .map(|acc| &acc.part)
-            .collect()
+        Candidates::Parts(
+            self.traces
+                .values()
+                .filter(|acc| {
+                    live.iter()
+                        .any(|gs| gs.iter().all(|g| g.iter().any(|id| acc.terms.binary_search(id).is_ok())))
+                })
+                .map(|acc| &acc.part)
+                .collect(),
+        )
     }
 
     fn part_of(&self, id: &TraceId) -> Option<&TracePart> {
@@ -748,7 +816,10 @@ impl IndexView for IndexBuilder {
             .map(|keys| {
                 keys.iter()
                     .flat_map(|(name, kinds)| {
-                        kinds.keys().map(|k| Operation { name: name.clone(), span_kind: parse_kind(k) })
+                        kinds
+                            .values
+                            .keys()
+                            .map(|k| Operation { name: name.clone(), span_kind: parse_kind(k) })
                     })
                     .collect()
             })
@@ -760,8 +831,8 @@ impl IndexView for IndexBuilder {
             .get(&(service, Field::Attr))
             .map(|keys| {
                 keys.iter()
-                    .filter(|(k, _)| !self.unindexed.contains(&(service, (*k).clone())))
-                    .flat_map(|(k, values)| values.keys().map(|v| (k.clone(), v.clone())))
+                    .filter(|(_, kt)| !kt.unindexed)
+                    .flat_map(|(k, kt)| kt.values.keys().map(|v| (k.clone(), v.clone())))
                     .collect()
             })
             .unwrap_or_default()
@@ -836,6 +907,16 @@ mod tests {
         KeyValue { key: k.into(), value: v }
     }
 
+    fn parts(c: Candidates<'_>) -> Vec<&TracePart> {
+        match c {
+            Candidates::Parts(p) => p,
+            Candidates::Ords { ords, parts, by_start } => {
+                assert_eq!(by_start.len(), parts.len());
+                ords.iter().map(|&o| &parts[o as usize]).collect()
+            }
+        }
+    }
+
     fn groups_for<'a>(terms: &'a [TermRef<'a>]) -> impl Fn(u16) -> Vec<Vec<TermRef<'a>>> + 'a {
         move |_| terms.iter().map(|t| vec![*t]).collect()
     }
@@ -860,7 +941,7 @@ mod tests {
         for v in views {
             let svc = |n: &str| v.service_names().iter().position(|s| s == n).expect("service") as u16;
             let code500 = [TermRef { field: Field::Attr, key: "code", value: "500" }];
-            let hits = v.candidates(&[svc("front")], &groups_for(&code500));
+            let hits = parts(v.candidates(&[svc("front")], &groups_for(&code500)));
             assert_eq!(hits.len(), 1);
             let p = hits[0];
             assert_eq!(
@@ -873,11 +954,11 @@ mod tests {
                 (v.service_names()[root.service as usize].as_str(), v.name(root.name)),
                 ("front", "GET /")
             );
-            assert!(v.candidates(&[svc("back")], &groups_for(&code500)).is_empty());
+            assert!(parts(v.candidates(&[svc("back")], &groups_for(&code500))).is_empty());
             let error = [TermRef { field: Field::Error, key: "", value: "" }];
-            assert_eq!(v.candidates(&[svc("back")], &groups_for(&error)).len(), 1);
+            assert_eq!(parts(v.candidates(&[svc("back")], &groups_for(&error))).len(), 1);
             let any = [TermRef { field: Field::Service, key: "", value: "" }];
-            assert_eq!(v.candidates(&[svc("front"), svc("back")], &groups_for(&any)).len(), 2);
+            assert_eq!(parts(v.candidates(&[svc("front"), svc("back")], &groups_for(&any))).len(), 2);
             let edges = v.edges(0, u32::MAX);
             assert_eq!(edges.len(), 1);
             assert_eq!(

@@ -17,7 +17,7 @@ use strand_core::{
     StatusFilter, StoreError, StoredSpan, TimeRange, Trace, TraceId, TraceQuery, TraceSummary,
 };
 
-use crate::index::{Field, IndexView, RootPart, TermRef};
+use crate::index::{Candidates, Field, IndexView, RootPart, TermRef, TracePart};
 
 /// Most candidate traces a search reads spans of before giving up with a warning.
 pub const MAX_VERIFIED_TRACES: usize = 20_000;
@@ -71,6 +71,36 @@ impl PartialOrd for Ready {
 impl Ord for Ready {
     fn cmp(&self, o: &Self) -> Ordering {
         self.rank.cmp(&o.rank)
+    }
+}
+
+fn sorted<'v>(mut v: Vec<Candidate>) -> Box<dyn Iterator<Item = Candidate> + 'v> {
+    v.sort_unstable_by(|a, b| b.cmp(a));
+    Box::new(v.into_iter())
+}
+
+/// Candidates of every source, merged best bound first.
+struct Pending<'v> {
+    sources: Vec<Box<dyn Iterator<Item = Candidate> + 'v>>,
+    heads: BinaryHeap<(Candidate, usize)>,
+}
+
+impl<'v> Pending<'v> {
+    fn new(mut sources: Vec<Box<dyn Iterator<Item = Candidate> + 'v>>) -> Self {
+        let heads = sources.iter_mut().enumerate().filter_map(|(i, s)| s.next().map(|c| (c, i))).collect();
+        Self { sources, heads }
+    }
+
+    fn peek(&self) -> Option<&Candidate> {
+        self.heads.peek().map(|(c, _)| c)
+    }
+
+    fn pop(&mut self) -> Option<Candidate> {
+        let (c, i) = self.heads.pop()?;
+        if let Some(next) = self.sources.get_mut(i).and_then(Iterator::next) {
+            self.heads.push((next, i));
+        }
+        Some(c)
     }
 }
 
@@ -129,35 +159,71 @@ impl<'q> Prepared<'q> {
         let q = self.q;
         self.span_conditions() <= 1
             && q.status != Some(StatusFilter::Ok)
-            && q.min_span_duration_nano.is_none()
-            && q.max_span_duration_nano.is_none()
+                        // One duration bound is proven by the per-service duration range; both need a
+            // single span within both.
+            && !(q.min_span_duration_nano.is_some() && q.max_span_duration_nano.is_some())
             && q.attributes.iter().all(|a| a.scope == AttrScope::Any && !view.is_unindexed(svc, &a.key))
     }
 
-    fn candidates(&self, view: &dyn IndexView, as_of: u64, out: &mut Vec<Candidate>) {
+    /// A source's candidates, best bound first: sparse sets are filtered and sorted, dense
+    /// ones walked lazily in the index's newest-first order (so a page of a common query
+    /// touches a few hundred traces per block, not all of them).
+    fn candidates<'v>(
+        &'v self,
+        view: &'v dyn IndexView,
+        as_of: u64,
+    ) -> Box<dyn Iterator<Item = Candidate> + 'v> {
         let q = self.q;
         let (min_start, max_end) = view.time_range();
         if min_start > q.end_unix_nano || max_end < q.start_unix_nano {
-            return;
+            return Box::new(std::iter::empty());
         }
         let services: Vec<u16> = match &q.service {
             Some(s) => match view.service_names().iter().position(|n| n == s) {
                 Some(i) => vec![i as u16],
-                None => return,
+                None => return Box::new(std::iter::empty()),
             },
             None => (0..view.service_names().len() as u16).collect(),
         };
         let exact = services.iter().all(|&s| self.index_is_exact(view, s));
-        for part in view.candidates(&services, &|svc| self.groups(view, svc)) {
-            if part.min_received > as_of || part.start > q.end_unix_nano || part.end < q.start_unix_nano {
-                continue;
+        let found = view.candidates(&services, &|svc| self.groups(view, svc));
+        let check = move |part: &TracePart| self.check_part(part, &services, exact, as_of);
+        match found {
+            Candidates::Ords { ords, parts, by_start } if ords.len() * 16 >= parts.len() => {
+                let mut member = vec![0u64; parts.len().div_ceil(64)];
+                for &o in &ords {
+                    member[o as usize / 64] |= 1 << (o % 64);
+                }
+                Box::new(by_start.iter().filter_map(move |&o| {
+                    let hit = member.get(o as usize / 64).is_some_and(|w| w & (1 << (o % 64)) != 0);
+                    if hit { parts.get(o as usize).and_then(&check) } else { None }
+                }))
             }
-            let within = part.start >= q.start_unix_nano && part.end <= q.end_unix_nano;
-            out.push(Candidate {
-                bound: Rank(part.start, Reverse(TraceId(part.id))),
-                verify: !exact || !within,
-            });
+            Candidates::Ords { ords, parts, .. } => {
+                sorted(ords.iter().filter_map(|&o| parts.get(o as usize)).filter_map(&check).collect())
+            }
+            Candidates::Parts(list) => sorted(list.into_iter().filter_map(&check).collect()),
         }
+    }
+
+    /// Whether a candidate's part can still match, and whether its spans must be read.
+    fn check_part(&self, part: &TracePart, services: &[u16], exact: bool, as_of: u64) -> Option<Candidate> {
+        let q = self.q;
+        if part.min_received > as_of || part.start > q.end_unix_nano || part.end < q.start_unix_nano {
+            return None;
+        }
+        let (min_d, max_d) = (q.min_span_duration_nano, q.max_span_duration_nano);
+        if (min_d.is_some() || max_d.is_some())
+            && !part.services.iter().any(|sp| {
+                services.contains(&sp.service)
+                    && min_d.is_none_or(|m| sp.max_duration >= m)
+                    && max_d.is_none_or(|m| sp.min_duration <= m)
+            })
+        {
+            return None;
+        }
+        let within = part.start >= q.start_unix_nano && part.end <= q.end_unix_nano;
+        Some(Candidate { bound: Rank(part.start, Reverse(TraceId(part.id))), verify: !exact || !within })
     }
 
     fn span_matches(&self, s: &StoredSpan) -> bool {
@@ -260,11 +326,8 @@ impl Sources<'_> {
         read: &dyn Fn(TraceId) -> Result<Option<Trace>, StoreError>,
     ) -> Result<SearchPage, StoreError> {
         let prepared = Prepared::new(q);
-        let mut cands = Vec::new();
-        for view in &self.views {
-            prepared.candidates(*view, self.as_of, &mut cands);
-        }
-        let mut pending = BinaryHeap::from(cands);
+        let mut pending =
+            Pending::new(self.views.iter().map(|v| prepared.candidates(*v, self.as_of)).collect());
         let mut ready: BinaryHeap<Ready> = BinaryHeap::new();
         let mut resolved: HashSet<TraceId> = HashSet::new();
         let after = q.cursor.map(|c| Rank(c.start_unix_nano, Reverse(c.trace_id)));

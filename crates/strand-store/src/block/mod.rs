@@ -4,6 +4,8 @@
 //! blocks/<block id>/
 //!   spans.parquet    one row per span, sorted by trace id, then start time, then span id
 //!   traces.parquet   one row per trace: the per-block trace-summary table (sorted by trace id)
+//!   index.bin        the block's search index (see [`crate::index`]); blocks written before
+//!                    it existed are indexed when opened
 //!   meta.json        BlockMeta: format version, counts, time and trace-id ranges
 //! ```
 //!
