@@ -132,7 +132,7 @@ fn bench_queries() -> Vec<(&'static str, String)> {
         ),
         (
             "search by service + min span duration, 1h",
-            "/api/v1/search?service=epro-service&minDuration=30ms&since=1h&limit=20".into(),
+            "/api/v1/search?service=epro-service&minDuration=10ms&since=1h&limit=20".into(),
         ),
         ("search errors (any service), 1h", "/api/v1/search?status=error&since=1h&limit=20".into()),
         ("dependencies, 1h", "/api/v1/dependencies?since=1h".into()),

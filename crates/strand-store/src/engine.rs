@@ -335,9 +335,10 @@ impl Inner {
         };
         let mut guards = Vec::with_capacity(heads.len());
         for (index, first, tail) in &heads {
-            let mut g = index.lock();
+            let mut g = index.write();
             g.extend(*first, tail).map_err(|reason| StoreError::Corrupt { path: "head".into(), reason })?;
-            guards.push(g);
+            // Searches share the index; only bringing it up to date is exclusive.
+            guards.push(parking_lot::RwLockWriteGuard::downgrade(g));
         }
         let mut views: Vec<&dyn IndexView> =
             blocks.iter().map(|b| b.search_index() as &dyn IndexView).collect();
@@ -679,7 +680,7 @@ fn index_loop(inner: &Inner) {
             st.frozen.iter().map(|f| f.head.index_handle()).chain([st.head.index_handle()]).collect()
         };
         for (index, first, tail) in heads {
-            if let Err(e) = index.lock().extend(first, &tail) {
+            if let Err(e) = index.write().extend(first, &tail) {
                 warn!(error = %e, "indexing the head failed");
             }
         }
@@ -744,7 +745,7 @@ fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), String> {
     // The head's own search index (kept up to date by the index thread) becomes the block's.
     let index = {
         let (handle, first, tail) = frozen.head.index_handle();
-        let mut guard = handle.lock();
+        let mut guard = handle.write();
         guard.extend(first, &tail)?;
         guard.builder.finish()
     };

@@ -2,8 +2,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 
 use bytes::Bytes;
 
@@ -18,7 +19,6 @@ use crate::wal::WalRecord;
 ///
 /// Ids come from the network, so the maps keep std's keyed hasher: a client cannot craft
 /// colliding ids to make inserts quadratic.
-#[derive(Default)]
 pub struct Head {
     records: Vec<Bytes>,
     traces: HashMap<TraceId, Vec<u32>>,
@@ -27,16 +27,37 @@ pub struct Head {
     bytes: u64,
     min_received: u64,
     max_received: u64,
-    index: Arc<Mutex<HeadIndex>>,
+    index: Arc<RwLock<HeadIndex>>,
+    progress: Arc<AtomicUsize>,
 }
 
-/// The head's search index, built lazily: searches index the records that arrived since
-/// the last search, so ingest pays nothing for it.
-#[derive(Debug, Default)]
+impl Default for Head {
+    fn default() -> Self {
+        let progress = Arc::new(AtomicUsize::new(0));
+        let index = HeadIndex { builder: IndexBuilder::new(), indexed: 0, progress: progress.clone() };
+        Self {
+            records: Vec::new(),
+            traces: HashMap::new(),
+            keys: HashSet::new(),
+            span_count: 0,
+            bytes: 0,
+            min_received: 0,
+            max_received: 0,
+            index: Arc::new(RwLock::new(index)),
+            progress,
+        }
+    }
+}
+
+/// The head's search index, built off the ingest path: the store's index thread (and a
+/// search that finds it behind) indexes the records that arrived since.
+#[derive(Debug)]
 pub struct HeadIndex {
     /// The index of records `[0, indexed)`.
     pub builder: IndexBuilder,
     indexed: usize,
+    /// `indexed`, readable without the lock (a long search holds it).
+    progress: Arc<AtomicUsize>,
 }
 
 impl HeadIndex {
@@ -56,6 +77,7 @@ impl HeadIndex {
             let r = WalRecord::decode_framed(rec)?;
             self.builder.add_batch(&r.batch, r.received_unix_nano);
             self.indexed += 1;
+            self.progress.store(self.indexed, Ordering::Release);
         }
         Ok(())
     }
@@ -111,10 +133,12 @@ impl Head {
         self.records.iter().map(|rec| WalRecord::decode_framed(rec).map(|r| (r.received_unix_nano, r.batch)))
     }
 
-    /// Records from position `from` on (cheap handles), and the shared index: lets a reader
-    /// index new records without holding the store's lock (see [`HeadIndex::catch_up`]).
-    pub fn index_handle(&self) -> (Arc<Mutex<HeadIndex>>, usize, Vec<Bytes>) {
-        let from = self.index.lock().indexed;
+    /// The shared index, how many records it had indexed, and the records after those
+    /// (cheap handles): lets a reader bring the index up to date (see [`HeadIndex::extend`])
+    /// after releasing the store's lock. Never waits for the index's lock, which a long
+    /// search may hold, so callers holding the store's lock never stall on it.
+    pub fn index_handle(&self) -> (Arc<RwLock<HeadIndex>>, usize, Vec<Bytes>) {
+        let from = self.progress.load(Ordering::Acquire);
         (self.index.clone(), from, self.records.get(from..).map(<[Bytes]>::to_vec).unwrap_or_default())
     }
 }
