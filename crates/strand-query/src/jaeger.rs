@@ -24,28 +24,17 @@ use strand_core::{
 
 use crate::native::parse_kind;
 use crate::params::{Params, check_bounds, now_nanos, parse_rfc3339};
-use crate::{ApiError, QueryState, parse_trace_id};
+use crate::{ApiError, ErrorShape, QueryState, Shaped, parse_trace_id};
 
 const MAX_SAFE_INT: i64 = 1 << 53;
 
-/// A Jaeger v1 error: the envelope with `errors` and the HTTP status.
-pub(crate) struct JaegerError(ApiError);
+/// Jaeger v1 errors: the envelope with `errors`, and the HTTP status.
+pub(crate) struct JaegerShape;
 
-impl From<ApiError> for JaegerError {
-    fn from(e: ApiError) -> Self {
-        Self(e)
-    }
-}
+pub(crate) type JaegerError = Shaped<JaegerShape>;
 
-impl From<strand_core::StoreError> for JaegerError {
-    fn from(e: strand_core::StoreError) -> Self {
-        Self(e.into())
-    }
-}
-
-impl IntoResponse for JaegerError {
-    fn into_response(self) -> Response {
-        let (status, msg) = self.0.parts();
+impl ErrorShape for JaegerShape {
+    fn response(status: StatusCode, msg: String) -> Response {
         let body = json!({
             "data": null, "total": 0, "limit": 0, "offset": 0,
             "errors": [{ "code": status.as_u16(), "msg": msg }],
@@ -377,24 +366,13 @@ pub(crate) async fn dependencies(
 // ---------------------------------------------------------------------------------------
 // api_v3
 
-/// An api_v3 error, shaped as Jaeger's HTTP gateway writes it.
-pub(crate) struct V3Error(ApiError);
+/// api_v3 errors, shaped as Jaeger's HTTP gateway writes them.
+pub(crate) struct V3Shape;
 
-impl From<ApiError> for V3Error {
-    fn from(e: ApiError) -> Self {
-        Self(e)
-    }
-}
+pub(crate) type V3Error = Shaped<V3Shape>;
 
-impl From<strand_core::StoreError> for V3Error {
-    fn from(e: strand_core::StoreError) -> Self {
-        Self(e.into())
-    }
-}
-
-impl IntoResponse for V3Error {
-    fn into_response(self) -> Response {
-        let (status, msg) = self.0.parts();
+impl ErrorShape for V3Shape {
+    fn response(status: StatusCode, msg: String) -> Response {
         (status, Json(json!({ "error": { "httpCode": status.as_u16(), "message": msg } }))).into_response()
     }
 }
@@ -503,15 +481,4 @@ pub(crate) async fn v3_summaries(
     warnings.append(&mut page.warnings);
     let summaries: Vec<crate::native::SummaryJson> = page.traces.iter().map(Into::into).collect();
     Ok(Json(json!({ "summaries": summaries, "warnings": warnings })).into_response())
-}
-
-/// Status of an error for callers that shape their own bodies.
-impl ApiError {
-    pub(crate) fn parts(self) -> (StatusCode, String) {
-        match self {
-            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
-            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
-            ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
-        }
-    }
 }

@@ -38,14 +38,50 @@ pub enum ApiError {
     Internal(String),
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, msg) = match self {
+impl ApiError {
+    /// The HTTP status and message, for APIs that shape their own bodies.
+    pub(crate) fn parts(self) -> (StatusCode, String) {
+        match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
-        };
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, msg) = self.parts();
         (status, axum::Json(json!({ "error": msg }))).into_response()
+    }
+}
+
+/// How one API family writes an error body.
+pub(crate) trait ErrorShape {
+    /// The response for an error with this status and message.
+    fn response(status: StatusCode, msg: String) -> Response;
+}
+
+/// An [`ApiError`] answered in the shape `S` of one API family (Jaeger's envelope,
+/// api_v3's gateway error, Tempo's plain text).
+pub(crate) struct Shaped<S>(ApiError, std::marker::PhantomData<S>);
+
+impl<S> From<ApiError> for Shaped<S> {
+    fn from(e: ApiError) -> Self {
+        Self(e, std::marker::PhantomData)
+    }
+}
+
+impl<S> From<StoreError> for Shaped<S> {
+    fn from(e: StoreError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl<S: ErrorShape> IntoResponse for Shaped<S> {
+    fn into_response(self) -> Response {
+        let (status, msg) = self.0.parts();
+        S::response(status, msg)
     }
 }
 

@@ -18,26 +18,15 @@ use strand_core::{AttrFilter, AttrScope, StatusFilter, TraceQuery};
 
 use crate::native::parse_kind;
 use crate::params::{Params, check_bounds};
-use crate::{ApiError, QueryState, parse_trace_id};
+use crate::{ApiError, ErrorShape, QueryState, Shaped, parse_trace_id};
 
-/// A Tempo error: plain text, as Tempo answers.
-pub(crate) struct TempoError(ApiError);
+/// Tempo errors: plain text, as Tempo answers.
+pub(crate) struct TempoShape;
 
-impl From<ApiError> for TempoError {
-    fn from(e: ApiError) -> Self {
-        Self(e)
-    }
-}
+pub(crate) type TempoError = Shaped<TempoShape>;
 
-impl From<strand_core::StoreError> for TempoError {
-    fn from(e: strand_core::StoreError) -> Self {
-        Self(e.into())
-    }
-}
-
-impl IntoResponse for TempoError {
-    fn into_response(self) -> Response {
-        let (status, msg) = self.0.parts();
+impl ErrorShape for TempoShape {
+    fn response(status: axum::http::StatusCode, msg: String) -> Response {
         (status, msg).into_response()
     }
 }

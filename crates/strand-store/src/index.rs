@@ -492,17 +492,7 @@ impl IndexBuilder {
             })
             .collect();
         unindexed.sort_unstable();
-        let mut edges: Vec<EdgeCount> = edges
-            .into_iter()
-            .map(|((minute, parent, child), (calls, errors))| EdgeCount {
-                minute,
-                parent,
-                child,
-                calls,
-                errors,
-            })
-            .collect();
-        edges.sort_unstable_by_key(|e| (e.minute, e.parent, e.child));
+        let edges = edge_list(edges, 0, u32::MAX);
         let mut idx = SearchIndex {
             version: INDEX_VERSION,
             services: self.services.list.clone(),
@@ -516,6 +506,17 @@ impl IndexBuilder {
         idx.order_by_start();
         idx
     }
+}
+
+/// Edge counts of the minutes in `[from, to]`, sorted by minute, parent, child.
+fn edge_list(counts: HashMap<(u32, u16, u16), (u32, u32)>, from: u32, to: u32) -> Vec<EdgeCount> {
+    let mut edges: Vec<EdgeCount> = counts
+        .into_iter()
+        .filter(|((m, _, _), _)| (from..=to).contains(m))
+        .map(|((minute, parent, child), (calls, errors))| EdgeCount { minute, parent, child, calls, errors })
+        .collect();
+    edges.sort_unstable_by_key(|e| (e.minute, e.parent, e.child));
+    edges
 }
 
 /// Counts parent → child service edges of one trace's spans (sorted by span id).
@@ -843,17 +844,7 @@ impl IndexView for IndexBuilder {
         for acc in self.traces.values() {
             trace_edges(&acc.spans, &mut edges);
         }
-        edges
-            .into_iter()
-            .filter(|((m, _, _), _)| *m >= from_minute && *m <= to_minute)
-            .map(|((minute, parent, child), (calls, errors))| EdgeCount {
-                minute,
-                parent,
-                child,
-                calls,
-                errors,
-            })
-            .collect()
+        edge_list(edges, from_minute, to_minute)
     }
 
     fn time_range(&self) -> (u64, u64) {
