@@ -304,8 +304,26 @@ pub(crate) async fn service_operations(
     Ok(envelope(json!(names), n, Vec::new()))
 }
 
-fn kind_filter(p: &Params, key: &str) -> Result<Option<SpanKind>, ApiError> {
-    p.parse_with(&[key], "a span kind", parse_kind)
+/// `[{"name", "spanKind"}]` of the service named by `service_keys`, optionally of one kind.
+async fn operations_json(
+    st: &QueryState,
+    p: &Params,
+    service_keys: &[&str],
+    kind_keys: &[&str],
+) -> Result<Vec<Value>, ApiError> {
+    let service = p
+        .get(service_keys)
+        .ok_or_else(|| ApiError::BadRequest(format!("parameter `{}` is required", service_keys[0])))?
+        .to_owned();
+    let kind = p.parse_with(kind_keys, "a span kind", parse_kind)?;
+    Ok(st
+        .reader
+        .operations(service, all_time())
+        .await?
+        .into_iter()
+        .filter(|o| kind.is_none_or(|k| o.span_kind == k))
+        .map(|o| json!({ "name": o.name, "spanKind": kind_tag(o.span_kind).unwrap_or("") }))
+        .collect())
 }
 
 pub(crate) async fn operations(
@@ -313,19 +331,7 @@ pub(crate) async fn operations(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, JaegerError> {
     let p = Params::parse(raw.as_deref())?;
-    let service = p
-        .get(&["service"])
-        .ok_or_else(|| ApiError::BadRequest("parameter `service` is required".into()))?
-        .to_owned();
-    let kind = kind_filter(&p, "spanKind")?;
-    let ops: Vec<Value> = st
-        .reader
-        .operations(service, all_time())
-        .await?
-        .into_iter()
-        .filter(|o| kind.is_none_or(|k| o.span_kind == k))
-        .map(|o| json!({ "name": o.name, "spanKind": kind_tag(o.span_kind).unwrap_or("") }))
-        .collect();
+    let ops = operations_json(&st, &p, &["service"], &["spanKind"]).await?;
     let n = ops.len();
     Ok(envelope(Value::Array(ops), n, Vec::new()))
 }
@@ -394,19 +400,8 @@ pub(crate) async fn v3_operations(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, V3Error> {
     let p = Params::parse(raw.as_deref())?;
-    let service = p
-        .get(&["service", "query.service_name"])
-        .ok_or_else(|| ApiError::BadRequest("parameter `service` is required".into()))?
-        .to_owned();
-    let kind = p.parse_with(&["span_kind", "spanKind"], "a span kind", parse_kind)?;
-    let ops: Vec<Value> = st
-        .reader
-        .operations(service, all_time())
-        .await?
-        .into_iter()
-        .filter(|o| kind.is_none_or(|k| o.span_kind == k))
-        .map(|o| json!({ "name": o.name, "spanKind": kind_tag(o.span_kind).unwrap_or("") }))
-        .collect();
+    let ops =
+        operations_json(&st, &p, &["service", "query.service_name"], &["span_kind", "spanKind"]).await?;
     Ok(Json(json!({ "operations": ops })).into_response())
 }
 
