@@ -275,12 +275,26 @@ fn v1_query(p: &Params, st: &QueryState, warnings: &mut Vec<String>) -> Result<T
     let micros = |names: &[&str]| -> Result<Option<u64>, ApiError> {
         Ok(p.u64(names)?.map(|us| us.saturating_mul(1000)))
     };
-    let range =
-        st.limits.range(micros(&["start"])?, micros(&["end"])?, p.duration(&["lookback"])?, warnings)?;
+    let range = st.limits.range(micros(&["start"])?, micros(&["end"])?, lookback(p)?, warnings)?;
     q.start_unix_nano = range.start;
     q.end_unix_nano = range.end;
     q.limit = st.limits.limit(p.u64(&["limit"])?, warnings)?;
     Ok(q)
+}
+
+/// The Jaeger UI's `lookback` (`1h`, `2d`), used when no `start` is given; it sends
+/// `custom` next to explicit `start`/`end`.
+fn lookback(p: &Params) -> Result<Option<Duration>, ApiError> {
+    match p.get(&["lookback"]) {
+        None | Some("custom") => Ok(None),
+        Some(v) => {
+            let days = v.strip_suffix('d').and_then(|n| n.parse::<u64>().ok());
+            match days {
+                Some(d) => Ok(Some(Duration::from_secs(d.saturating_mul(86_400)))),
+                None => p.duration(&["lookback"]),
+            }
+        }
+    }
 }
 
 fn all_time() -> TimeRange {

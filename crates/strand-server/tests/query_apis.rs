@@ -103,6 +103,14 @@ async fn every_api_answers_in_its_own_shape() {
     assert_eq!(errs["data"].as_array().map(Vec::len), Some(2));
     let (_, none) = get(&server, "/api/traces?service=back&minDuration=3ms").await;
     assert_eq!(none["data"], json!([]));
+    // What the Jaeger UI sends: lookback=custom next to start/end, or lookback=2d.
+    let (start_us, end_us) = (now / 1000 - 3_600_000_000, now / 1000 + 1_000_000);
+    let (status, ui) =
+        get(&server, &format!("/api/traces?service=back&lookback=custom&start={start_us}&end={end_us}"))
+            .await;
+    assert_eq!((status, ui["data"].as_array().map(Vec::len)), (200, Some(2)), "{ui}");
+    let (status, ui) = get(&server, "/api/traces?service=back&lookback=2d").await;
+    assert_eq!((status, ui["data"].as_array().map(Vec::len)), (200, Some(2)), "{ui}");
     let (_, multi) = get(&server, &format!("/api/traces?traceID={id}&traceID=abc")).await;
     assert_eq!(multi["data"].as_array().map(Vec::len), Some(2));
     let (_, services) = get(&server, "/api/services").await;
