@@ -209,9 +209,32 @@ struct TraceAcc {
     part: TracePart,
     /// Term ids, sorted, no duplicates.
     terms: Vec<u32>,
-    /// Spans sorted by span id (duplicates are skipped).
+    /// Spans in arrival order (duplicates are skipped).
     spans: Vec<SpanLite>,
+    /// Span ids, once the trace is too big for a linear duplicate check.
+    seen: Option<std::collections::HashSet<u64>>,
 }
+
+impl TraceAcc {
+    /// Whether the span is new (and now recorded as seen). Linear for small traces, a set
+    /// for big ones, so a trace of a million spans costs no more per span than a small one.
+    fn is_new(&mut self, span_id: u64) -> bool {
+        const LINEAR: usize = 32;
+        match &mut self.seen {
+            Some(set) => set.insert(span_id),
+            None if self.spans.len() < LINEAR => !self.spans.iter().any(|s| s.span_id == span_id),
+            None => {
+                let mut set: std::collections::HashSet<u64> = self.spans.iter().map(|s| s.span_id).collect();
+                let new = set.insert(span_id);
+                self.seen = Some(set);
+                new
+            }
+        }
+    }
+}
+
+/// Name standing for every service beyond the 65 535 one source can tell apart.
+const OVERFLOW_SERVICE: &str = "(more than 65535 services)";
 
 /// Interns strings into indexes.
 #[derive(Debug, Default)]
@@ -334,6 +357,13 @@ impl IndexBuilder {
         }
     }
 
+    /// A service's index; past 65 535 services in one source, the rest share one entry.
+    fn service_id(&mut self, name: &str) -> u16 {
+        let full = self.services.list.len() >= usize::from(u16::MAX);
+        let name = if full && !self.services.ids.contains_key(name) { OVERFLOW_SERVICE } else { name };
+        self.services.id(name).min(u32::from(u16::MAX)) as u16
+    }
+
     fn key_unindexed(&self, service: u16, key: &str) -> bool {
         self.term_ids.get(&(service, Field::Attr)).and_then(|k| k.get(key)).is_some_and(|kt| kt.unindexed)
     }
@@ -341,7 +371,7 @@ impl IndexBuilder {
     /// Indexes a batch received at `received_unix_nano`.
     pub fn add_batch(&mut self, batch: &SpanBatch, received_unix_nano: u64) {
         for rs in &batch.resource_spans {
-            let service = self.services.id(rs.resource.service_name()) as u16;
+            let service = self.service_id(rs.resource.service_name());
             let mut shared = Vec::new();
             self.attr_terms(service, &rs.resource.attributes, &mut shared);
             shared.extend(self.term(service, Field::Service, "", ""));
@@ -362,7 +392,7 @@ impl IndexBuilder {
             let key = (std::sync::Arc::as_ptr(&s.resource), std::sync::Arc::as_ptr(&s.scope));
             let fresh = !matches!(&last, Some((r, sc, _, _)) if (*r, *sc) == key);
             if fresh {
-                let service = self.services.id(s.resource.service_name()) as u16;
+                let service = self.service_id(s.resource.service_name());
                 let mut shared = Vec::new();
                 self.attr_terms(service, &s.resource.attributes, &mut shared);
                 self.attr_terms(service, &s.scope.attributes, &mut shared);
@@ -382,21 +412,19 @@ impl IndexBuilder {
                 part: TracePart::new(span.trace_id.0),
                 terms: Vec::new(),
                 spans: Vec::new(),
+                seen: None,
             });
-            let Err(pos) = acc.spans.binary_search_by_key(&span_id, |s| s.span_id) else {
+            if !acc.is_new(span_id) {
                 return; // the same span again (a retry)
-            };
+            }
             let error = span.status.code == StatusCode::Error;
-            acc.spans.insert(
-                pos,
-                SpanLite {
-                    span_id,
-                    parent: span.parent_span_id.map(|p| span_id_u64(p.0)),
-                    service,
-                    error,
-                    minute: (span.start_time_unix_nano / 60_000_000_000) as u32,
-                },
-            );
+            acc.spans.push(SpanLite {
+                span_id,
+                parent: span.parent_span_id.map(|p| span_id_u64(p.0)),
+                service,
+                error,
+                minute: (span.start_time_unix_nano / 60_000_000_000) as u32,
+            });
         }
         let error = span.status.code == StatusCode::Error;
         let end = span.end_time_unix_nano.max(span.start_time_unix_nano);
@@ -519,12 +547,14 @@ fn edge_list(counts: HashMap<(u32, u16, u16), (u32, u32)>, from: u32, to: u32) -
     edges
 }
 
-/// Counts parent → child service edges of one trace's spans (sorted by span id).
+/// Counts parent → child service edges of one trace's spans.
 fn trace_edges(spans: &[SpanLite], edges: &mut HashMap<(u32, u16, u16), (u32, u32)>) {
+    let mut by_id: Vec<(u64, u16)> = spans.iter().map(|s| (s.span_id, s.service)).collect();
+    by_id.sort_unstable();
     for s in spans {
         let Some(parent) = s.parent else { continue };
-        let Ok(p) = spans.binary_search_by_key(&parent, |x| x.span_id) else { continue };
-        let parent_service = spans[p].service;
+        let Ok(p) = by_id.binary_search_by_key(&parent, |x| x.0) else { continue };
+        let parent_service = by_id[p].1;
         if parent_service != s.service {
             let e = edges.entry((s.minute, parent_service, s.service)).or_default();
             e.0 += 1;
@@ -987,6 +1017,30 @@ mod tests {
         let listed = vec![("service.name".to_string(), "svc".to_string())];
         assert_eq!(idx.attributes(0), listed, "no values of unindexed keys are listed");
         assert_eq!(b.attributes(0), listed);
+    }
+
+        #[test]
+    fn big_traces_are_deduplicated_and_services_beyond_u16_share_one_entry() {
+        let mut b = IndexBuilder::new();
+        let spans: Vec<Span> = (0..100u64)
+            .map(|i| {
+                let mut s = span(1, 1, None, "op", 1, vec![]);
+                s.span_id = SpanId((i % 70 + 1).to_be_bytes());
+                s
+            })
+            .collect();
+        b.add_batch(&batch("svc", spans.clone()), 1);
+        b.add_batch(&batch("svc", spans), 2);
+        assert_eq!(b.span_count(), 70, "repeats past the linear-check size are still dropped");
+        let many = SpanBatch {
+            resource_spans: (0..u32::from(u16::MAX) + 5)
+                .map(|i| batch(&format!("s{i}"), vec![span(2, 1, None, "op", 1, vec![])]).resource_spans.remove(0))
+                .collect(),
+        };
+        b.add_batch(&many, 3);
+        let idx = b.finish();
+        assert_eq!(idx.services.len(), usize::from(u16::MAX) + 1);
+        assert_eq!(idx.services.last().map(String::as_str), Some(OVERFLOW_SERVICE));
     }
 
     #[test]
