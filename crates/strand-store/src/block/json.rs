@@ -236,7 +236,7 @@ fn list(s: Option<&str>) -> Result<Vec<Map<String, Value>>, String> {
     }
 }
 
-/// Decodes events written by [`events_to_json`].
+/// Decodes events written by [`write_events`].
 pub fn events_from_json(s: Option<&str>) -> Result<Vec<Event>, String> {
     list(s)?
         .into_iter()
@@ -251,7 +251,7 @@ pub fn events_from_json(s: Option<&str>) -> Result<Vec<Event>, String> {
         .collect()
 }
 
-/// Decodes links written by [`links_to_json`].
+/// Decodes links written by [`write_links`].
 pub fn links_from_json(s: Option<&str>) -> Result<Vec<Link>, String> {
     list(s)?
         .into_iter()
