@@ -29,7 +29,7 @@ use tracing::{error, info, warn};
 
 use crate::block::{Block, BlockBuilder, FileChecksum};
 use crate::fs::FileSystem;
-use crate::head::{Head, decode_trace};
+use crate::head::{Head, HeadIndex, decode_trace};
 use crate::index::{IndexBuilder, IndexView, SearchIndex};
 use crate::search::Sources;
 use crate::wal::{Wal, WalRecord};
@@ -220,11 +220,12 @@ impl Store {
             closing: std::sync::atomic::AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::sync_channel(cfg.max_pending_writes.max(1));
+        let (index_tx, index_rx) = mpsc::sync_channel(INDEX_QUEUE);
         let (flush_tx, flush_rx) = mpsc::channel();
         let wal_inner = inner.clone();
         let wal_thread = std::thread::Builder::new()
             .name("strand-wal".into())
-            .spawn(move || wal_loop(wal_inner, wal, rx, flush_tx))
+            .spawn(move || wal_loop(wal_inner, wal, rx, flush_tx, index_tx))
             .map_err(io(root))?;
         let flush_inner = inner.clone();
         let flush_thread = std::thread::Builder::new()
@@ -234,7 +235,7 @@ impl Store {
         let index_inner = inner.clone();
         let index_thread = std::thread::Builder::new()
             .name("strand-index".into())
-            .spawn(move || index_loop(&index_inner))
+            .spawn(move || index_loop(&index_inner, index_rx))
             .map_err(io(root))?;
         Ok(Self {
             inner,
@@ -504,7 +505,13 @@ fn open_blocks(fs: &dyn FileSystem, root: &Path, stats: &StoreStats) -> Result<V
     Ok(blocks)
 }
 
-fn wal_loop(inner: Arc<Inner>, mut wal: Wal, rx: Receiver<Cmd>, flush_tx: mpsc::Sender<FlushJob>) {
+fn wal_loop(
+    inner: Arc<Inner>,
+    mut wal: Wal,
+    rx: Receiver<Cmd>,
+    flush_tx: mpsc::Sender<FlushJob>,
+    index_tx: SyncSender<IndexJob>,
+) {
     const GROUP: usize = 512;
     let tick = Duration::from_millis(50);
     let mut last_sync = Instant::now();
@@ -569,6 +576,14 @@ fn wal_loop(inner: Arc<Inner>, mut wal: Wal, rx: Receiver<Cmd>, flush_tx: mpsc::
                     inner.stats.spans_written.fetch_add(added as u64, Ordering::Relaxed);
                     inner.stats.spans_duplicate.fetch_add((n - added) as u64, Ordering::Relaxed);
                     replies.push(done);
+                    if added > 0
+                        && let (index, Some(position)) = st.head.newest_record()
+                    {
+                        // The decoded batch goes to the index thread, which then needs
+                        // not decode the record again; if it is behind, it catches up
+                        // from the records instead.
+                        let _ = index_tx.try_send(IndexJob { index, position, received, batch });
+                    }
                 }
                 drop(st);
                 for done in replies {
@@ -670,11 +685,22 @@ fn maybe_cut(
     let _ = flush_tx.send(FlushJob::Frozen { frozen, waiters });
 }
 
+/// Batches the index thread may have queued before the WAL thread stops handing them over.
+const INDEX_QUEUE: usize = 256;
+
+/// A batch just inserted into a head, for that head's index.
+struct IndexJob {
+    index: Arc<parking_lot::RwLock<HeadIndex>>,
+    position: usize,
+    received: u64,
+    batch: SpanBatch,
+}
+
 /// Keeps the heads' search indexes close behind their records, off the ingest path, so a
-/// search rarely has to index much itself.
-fn index_loop(inner: &Inner) {
-    while !inner.closing.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(200));
+/// search rarely has to index much itself: indexes the batches the WAL thread hands over
+/// (already decoded), and catches up from the records when it missed some.
+fn index_loop(inner: &Inner, rx: Receiver<IndexJob>) {
+    let catch_up = || {
         let heads: Vec<_> = {
             let st = inner.state.read();
             st.frozen.iter().map(|f| f.head.index_handle()).chain([st.head.index_handle()]).collect()
@@ -683,6 +709,20 @@ fn index_loop(inner: &Inner) {
             if let Err(e) = index.write().extend(first, &tail) {
                 warn!(error = %e, "indexing the head failed");
             }
+        }
+    };
+    while !inner.closing.load(Ordering::SeqCst) {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(job) => {
+                let mut index = job.index.write();
+                let behind = job.position > index.indexed();
+                if !index.add_decoded(job.position, job.received, &job.batch) && behind {
+                    drop(index);
+                    catch_up();
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => catch_up(),
+            Err(RecvTimeoutError::Disconnected) => return,
         }
     }
 }

@@ -72,6 +72,23 @@ impl HeadIndex {
         self.index_records(records.get(skip..).unwrap_or_default())
     }
 
+    /// Indexes the record at `position` from its already decoded batch, if it is the next
+    /// one; returns whether it was.
+    pub fn add_decoded(&mut self, position: usize, received_unix_nano: u64, batch: &SpanBatch) -> bool {
+        if position != self.indexed {
+            return false;
+        }
+        self.builder.add_batch(batch, received_unix_nano);
+        self.indexed += 1;
+        self.progress.store(self.indexed, Ordering::Release);
+        true
+    }
+
+    /// Records indexed so far.
+    pub fn indexed(&self) -> usize {
+        self.indexed
+    }
+
     fn index_records(&mut self, records: &[Bytes]) -> Result<(), String> {
         for rec in records {
             let r = WalRecord::decode_framed(rec)?;
@@ -131,6 +148,12 @@ impl Head {
     /// Every record, decoded, in arrival order, with its receive time.
     pub fn batches(&self) -> impl Iterator<Item = Result<(u64, SpanBatch), String>> + '_ {
         self.records.iter().map(|rec| WalRecord::decode_framed(rec).map(|r| (r.received_unix_nano, r.batch)))
+    }
+
+    /// The shared index and the position of the newest record (for handing the index a
+    /// batch the writer has just inserted, see [`HeadIndex::add_decoded`]).
+    pub fn newest_record(&self) -> (Arc<RwLock<HeadIndex>>, Option<usize>) {
+        (self.index.clone(), self.records.len().checked_sub(1))
     }
 
     /// The shared index, how many records it had indexed, and the records after those

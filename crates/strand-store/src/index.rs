@@ -1019,7 +1019,7 @@ mod tests {
         assert_eq!(b.attributes(0), listed);
     }
 
-        #[test]
+    #[test]
     fn big_traces_are_deduplicated_and_services_beyond_u16_share_one_entry() {
         let mut b = IndexBuilder::new();
         let spans: Vec<Span> = (0..100u64)
@@ -1034,7 +1034,9 @@ mod tests {
         assert_eq!(b.span_count(), 70, "repeats past the linear-check size are still dropped");
         let many = SpanBatch {
             resource_spans: (0..u32::from(u16::MAX) + 5)
-                .map(|i| batch(&format!("s{i}"), vec![span(2, 1, None, "op", 1, vec![])]).resource_spans.remove(0))
+                .map(|i| {
+                    batch(&format!("s{i}"), vec![span(2, 1, None, "op", 1, vec![])]).resource_spans.remove(0)
+                })
                 .collect(),
         };
         b.add_batch(&many, 3);
