@@ -336,9 +336,15 @@ impl Inner {
         };
         let mut guards = Vec::with_capacity(heads.len());
         for (index, first, tail) in &heads {
+            // Searches share the index; only bringing it up to date is exclusive.
+            let g = index.read();
+            if g.indexed() >= first + tail.len() {
+                guards.push(g);
+                continue;
+            }
+            drop(g);
             let mut g = index.write();
             g.extend(*first, tail).map_err(|reason| StoreError::Corrupt { path: "head".into(), reason })?;
-            // Searches share the index; only bringing it up to date is exclusive.
             guards.push(parking_lot::RwLockWriteGuard::downgrade(g));
         }
         let mut views: Vec<&dyn IndexView> =
