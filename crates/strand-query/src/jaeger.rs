@@ -464,14 +464,22 @@ fn v3_query(p: &Params, st: &QueryState, warnings: &mut Vec<String>) -> Result<T
     Ok(q)
 }
 
+/// Runs an api_v3 search; the page's warnings include those of the parameters.
+async fn v3_search(st: &QueryState, raw: Option<&str>) -> Result<strand_core::SearchPage, ApiError> {
+    let p = Params::parse(raw)?;
+    let mut warnings = Vec::new();
+    let q = v3_query(&p, st, &mut warnings)?;
+    let mut page = st.reader.find_traces(q).await?;
+    warnings.append(&mut page.warnings);
+    page.warnings = warnings;
+    Ok(page)
+}
+
 pub(crate) async fn v3_find_traces(
     State(st): State<QueryState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, V3Error> {
-    let p = Params::parse(raw.as_deref())?;
-    let mut warnings = Vec::new();
-    let q = v3_query(&p, &st, &mut warnings)?;
-    let page = st.reader.find_traces(q).await?;
+    let page = v3_search(&st, raw.as_deref()).await?;
     let mut traces = Vec::new();
     for s in &page.traces {
         traces.extend(st.reader.get_trace(s.trace_id).await?);
@@ -483,11 +491,7 @@ pub(crate) async fn v3_summaries(
     State(st): State<QueryState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, V3Error> {
-    let p = Params::parse(raw.as_deref())?;
-    let mut warnings = Vec::new();
-    let q = v3_query(&p, &st, &mut warnings)?;
-    let mut page = st.reader.find_traces(q).await?;
-    warnings.append(&mut page.warnings);
+    let page = v3_search(&st, raw.as_deref()).await?;
     let summaries: Vec<crate::native::SummaryJson> = page.traces.iter().map(Into::into).collect();
-    Ok(Json(json!({ "summaries": summaries, "warnings": warnings })).into_response())
+    Ok(Json(json!({ "summaries": summaries, "warnings": page.warnings })).into_response())
 }
