@@ -190,6 +190,14 @@ pub(crate) async fn find_traces(
 ) -> Result<Response, JaegerError> {
     let p = Params::parse(raw.as_deref())?;
     let ids = p.all("traceID");
+    if ids.len() > st.limits.max_limit {
+        return Err(ApiError::BadRequest(format!(
+            "parameter `traceID`: {} ids, at most {} (query.max_search_limit)",
+            ids.len(),
+            st.limits.max_limit
+        ))
+        .into());
+    }
     if !ids.is_empty() {
         let mut data = Vec::new();
         for raw in ids {
@@ -240,6 +248,17 @@ fn apply_tag(q: &mut TraceQuery, key: &str, value: &str) -> Result<(), ApiError>
     Ok(())
 }
 
+/// Applies a parameter holding a JSON object of tags (`{"http.status_code": 500}`).
+fn apply_json_tags(q: &mut TraceQuery, p: &Params, name: &str) -> Result<(), ApiError> {
+    let Some(raw) = p.get(&[name]) else { return Ok(()) };
+    let obj: Map<String, Value> = serde_json::from_str(raw)
+        .map_err(|e| ApiError::BadRequest(format!("parameter `{name}`: not a JSON object of tags: {e}")))?;
+    for (k, v) in &obj {
+        apply_tag(q, k, &json_text(v))?;
+    }
+    Ok(())
+}
+
 fn json_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -254,14 +273,7 @@ fn v1_query(p: &Params, st: &QueryState, warnings: &mut Vec<String>) -> Result<T
         .to_owned();
     let mut q = TraceQuery { service: Some(service), ..TraceQuery::default() };
     q.operation = p.get(&["operation"]).map(str::to_owned);
-    if let Some(raw) = p.get(&["tags"]) {
-        let obj: Map<String, Value> = serde_json::from_str(raw).map_err(|e| {
-            ApiError::BadRequest(format!("parameter `tags`: not a JSON object of strings: {e}"))
-        })?;
-        for (k, v) in &obj {
-            apply_tag(&mut q, k, &json_text(v))?;
-        }
-    }
+    apply_json_tags(&mut q, p, "tags")?;
     for raw in p.all("tag") {
         let (k, v) = raw.split_once(':').ok_or_else(|| {
             ApiError::BadRequest(format!("parameter `tag`: `{raw}` is not of the form key:value"))
@@ -437,14 +449,7 @@ fn v3_query(p: &Params, st: &QueryState, warnings: &mut Vec<String>) -> Result<T
         operation: get("query.operation_name", "query.operationName"),
         ..TraceQuery::default()
     };
-    if let Some(raw) = p.get(&["query.attributes"]) {
-        let obj: Map<String, Value> = serde_json::from_str(raw).map_err(|e| {
-            ApiError::BadRequest(format!("parameter `query.attributes`: not a JSON object: {e}"))
-        })?;
-        for (k, v) in &obj {
-            apply_tag(&mut q, k, &json_text(v))?;
-        }
-    }
+    apply_json_tags(&mut q, p, "query.attributes")?;
     let time = |names: &[&str]| p.parse_with(names, "an RFC 3339 time", parse_rfc3339);
     let start = time(&["query.start_time_min", "query.startTimeMin"])?;
     let end = time(&["query.start_time_max", "query.startTimeMax"])?;

@@ -174,7 +174,7 @@ pub fn parse_time(v: &str) -> Result<u64, String> {
     }
 }
 
-/// A resolved time range and what bounding it changed.
+/// A resolved time range, in Unix nanoseconds.
 #[derive(Debug, Clone, Copy)]
 pub struct Range {
     /// Start (ns).

@@ -235,6 +235,11 @@ async fn parameter_errors_name_the_parameter_and_unknown_traces_are_404() {
             assert_eq!(body["error"]["httpCode"], *want_status, "{path}: api_v3 error shape");
         }
     }
+    // A multi-get of more ids than the search limit is refused, naming the parameter.
+    let many: String = (1..=1001).map(|i| format!("traceID={i:x}&")).collect();
+    let (status, body) = get(&server, &format!("/api/traces?{many}")).await;
+    assert_eq!(status, 400);
+    assert!(body.to_string().contains("`traceID`: 1001 ids"), "{body}");
     // Bounds say so instead of failing or exhausting memory.
     let (status, body) = get(&server, "/api/v1/search?limit=999999999&since=100000h").await;
     assert_eq!(status, 200);

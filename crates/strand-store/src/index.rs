@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use strand_core::search::value_text;
+
 use strand_core::{
     AnyValue, KeyValue, Operation, Resource, Scope, Span, SpanBatch, SpanKind, StatusCode, TraceId,
 };
@@ -77,7 +77,7 @@ pub struct RootPart {
 
 impl RootPart {
     /// Ordering: a real root beats a span with a parent, then the earlier start wins.
-    fn better_than(&self, other: &RootPart) -> bool {
+    pub(crate) fn better_than(&self, other: &RootPart) -> bool {
         (!self.is_root, self.start) < (!other.is_root, other.start)
     }
 }
@@ -288,14 +288,19 @@ fn span_id_u64(b: [u8; 8]) -> u64 {
 }
 
 /// Text of an attribute value, borrowed for strings.
+/// Text of an attribute value (as [`strand_core::search::value_text`] writes it), borrowed for strings and
+/// written into `buf` (reusing its allocation) for numbers and booleans.
 fn text_of<'a>(v: &'a AnyValue, buf: &'a mut String) -> Option<&'a str> {
-    match v {
-        AnyValue::String(s) => Some(s),
-        other => {
-            *buf = value_text(other)?;
-            Some(buf)
-        }
-    }
+    use std::fmt::Write as _;
+    buf.clear();
+    let _ = match v {
+        AnyValue::String(s) => return Some(s),
+        AnyValue::Int(i) => write!(buf, "{i}"),
+        AnyValue::Double(d) => write!(buf, "{d}"),
+        AnyValue::Bool(b) => write!(buf, "{b}"),
+        _ => return None,
+    };
+    Some(buf)
 }
 
 impl Default for IndexBuilder {
@@ -885,43 +890,18 @@ impl IndexView for IndexBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
-    use strand_core::{ResourceSpans, ScopeSpans, SpanId, Status};
+    use crate::testdata;
+    use strand_core::{SpanId, Status};
 
+    /// A 10 ns server span of trace `[trace; 16]` (ids as in [`testdata::span`]).
     fn span(trace: u8, id: u8, parent: Option<u8>, name: &str, start: u64, attrs: Vec<KeyValue>) -> Span {
-        Span {
-            trace_id: TraceId([trace; 16]),
-            span_id: SpanId([id; 8]),
-            parent_span_id: parent.map(|p| SpanId([p; 8])),
-            name: name.into(),
-            kind: SpanKind::Server,
-            start_time_unix_nano: start,
-            end_time_unix_nano: start + 10,
-            attributes: attrs,
-            trace_state: String::new(),
-            flags: 0,
-            dropped_attributes_count: 0,
-            events: Vec::new(),
-            dropped_events_count: 0,
-            links: Vec::new(),
-            dropped_links_count: 0,
-            status: Status::default(),
-        }
+        let mut s = testdata::span(TraceId([trace; 16]), id.into(), parent.map(u64::from), name, start, 10);
+        s.attributes = attrs;
+        s
     }
 
     fn batch(service: &str, spans: Vec<Span>) -> SpanBatch {
-        SpanBatch {
-            resource_spans: vec![ResourceSpans {
-                resource: Arc::new(Resource {
-                    attributes: vec![KeyValue {
-                        key: "service.name".into(),
-                        value: AnyValue::String(service.into()),
-                    }],
-                    ..Resource::default()
-                }),
-                scope_spans: vec![ScopeSpans { scope: Arc::new(Scope::default()), spans }],
-            }],
-        }
+        testdata::service_batch(service, Vec::new(), Scope::default(), spans)
     }
 
     fn kv(k: &str, v: AnyValue) -> KeyValue {
@@ -1043,6 +1023,17 @@ mod tests {
         let idx = b.finish();
         assert_eq!(idx.services.len(), usize::from(u16::MAX) + 1);
         assert_eq!(idx.services.last().map(String::as_str), Some(OVERFLOW_SERVICE));
+    }
+
+    #[test]
+    fn indexed_text_is_the_text_searches_compare() {
+        let mut buf = String::from("stale");
+        for v in
+            [AnyValue::Int(-5), AnyValue::Double(72.5), AnyValue::Bool(true), AnyValue::String("x".into())]
+        {
+            assert_eq!(text_of(&v, &mut buf).map(str::to_owned), strand_core::search::value_text(&v));
+        }
+        assert_eq!(text_of(&AnyValue::Bytes(vec![1]), &mut buf), None);
     }
 
     #[test]

@@ -301,7 +301,7 @@ impl Sources<'_> {
                 }
             }
             if let Some(r) = &p.root
-                && root.as_ref().is_none_or(|(best, _)| (!r.is_root, r.start) < (!best.is_root, best.start))
+                && root.as_ref().is_none_or(|(best, _)| r.better_than(best))
             {
                 root = Some((r.clone(), vi));
             }
