@@ -19,6 +19,17 @@ if [ ! -f "$stamp" ]; then
   rm -f "$venv"/.installed-*
   touch "$stamp"
 fi
+# The last OpenTelemetry Python exporters for Jaeger thrift and Zipkin need an older SDK and
+# protobuf 3, so they get their own venv.
+legacy=.venv-legacy
+stamp="$legacy/.installed-$(sha256sum tests/interop/requirements-legacy.txt | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  log "installing the legacy (Jaeger, Zipkin) exporters into $legacy"
+  python3 -m venv "$legacy"
+  "$legacy/bin/pip" install --disable-pip-version-check -q -r tests/interop/requirements-legacy.txt
+  rm -f "$legacy"/.installed-*
+  touch "$stamp"
+fi
 export INTEROP_TESTS_REQUIRED=1
 
 log "building"

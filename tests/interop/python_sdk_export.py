@@ -21,6 +21,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
+from strand_api import spans_by_id, wait_for_trace
+
 protocol, endpoint, query = sys.argv[1], sys.argv[2], sys.argv[3]
 
 if protocol == "grpc":
@@ -115,25 +117,8 @@ def got_attrs(lst):
 
 
 
-body = None
-for _ in range(50):
-    try:
-        with urllib.request.urlopen(f"{query}/api/v1/traces/{trace_id}") as r:
-            body = json.load(r)
-        if body["spanCount"] >= len(sent):
-            break
-    except urllib.error.HTTPError:
-        pass
-    time.sleep(0.1)
-if body is None:
-    sys.exit(f"trace {trace_id} never appeared")
-
-got = {}
-for rs in body["resourceSpans"]:
-    res = got_attrs(rs["resource"]["attributes"])
-    for ss in rs["scopeSpans"]:
-        for sp in ss["spans"]:
-            got[sp["spanId"]] = (res, ss["scope"], sp)
+body = wait_for_trace(query, trace_id, len(sent))
+got = spans_by_id(body, norm_value)
 
 problems = []
 

@@ -3,14 +3,24 @@
 //!
 //! - [`otlp::http`]: OTLP/HTTP `POST /v1/traces` (protobuf and JSON, gzip).
 //! - [`otlp::grpc`]: OTLP/gRPC `TraceService/Export` (gzip, zstd).
+//! - [`jaeger`]: Jaeger thrift over HTTP (`/api/traces`) and the agent's compact-thrift UDP.
+//! - [`zipkin`]: Zipkin v2 `POST /api/v2/spans`, JSON and proto3.
+//! - [`Receiver`]: what every receiver shares (sink, limits, in-flight slots, counters).
+//! - [`http_body`]: bounded reading, gzip and off-thread decoding of HTTP bodies.
 //! - [`limits`]: request size limits shared by the receivers.
 //! - [`IngestError`]: what a receiver can answer besides success; each protocol maps it to
 //!   its status codes in one place.
 
+pub mod http_body;
+pub mod jaeger;
+mod legacy;
 pub mod limits;
 pub mod otlp;
+mod receiver;
+pub mod zipkin;
 
 pub use limits::IngestLimits;
+pub use receiver::{Protocol, ProtocolCounters, Receiver, ReceiverStats};
 
 /// Why a request was not (wholly) accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -3,7 +3,7 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use strand_ingest::otlp::http::gunzip;
+use strand_ingest::http_body::gunzip;
 use strand_ingest::otlp::{Format, decode};
 
 const PB: &[u8] = include_bytes!("../../../testdata/otlp/trace.protobuf-bin");
@@ -62,4 +62,30 @@ fn random_bytes_never_panic_and_gzip_stays_bounded() {
         gz.extend_from_slice(&bytes);
         let _ = gunzip(&gz, 1024);
     }
+}
+
+#[test]
+fn mutated_jaeger_and_zipkin_payloads_never_panic() {
+    use strand_ingest::{jaeger, zipkin};
+    const COLLECTOR: &[u8] = include_bytes!("../../../testdata/jaeger/python-otel-1.21-collector.thrift");
+    const AGENT: &[u8] = include_bytes!("../../../testdata/jaeger/python-otel-1.21-agent.thrift");
+    const ZIPKIN_JSON: &[u8] = include_bytes!("../../../testdata/zipkin/python-otel-1.21.json");
+    const ZIPKIN_PROTO: &[u8] = include_bytes!("../../../testdata/zipkin/python-otel-1.21.pb");
+    let mut rng = StdRng::seed_from_u64(13);
+    let (mut ok, mut err) = (0, 0);
+    let mut count =
+        |r: Result<(strand_core::SpanBatch, strand_otlp::Rejections), strand_ingest::IngestError>| match r {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert!(!e.to_string().is_empty());
+                err += 1;
+            }
+        };
+    for _ in 0..10_000 {
+        count(jaeger::decode_http(&mutate(&mut rng, COLLECTOR)));
+        count(jaeger::decode_agent(&mutate(&mut rng, AGENT)));
+        count(zipkin::decode(zipkin::Format::Json, &mutate(&mut rng, ZIPKIN_JSON)));
+        count(zipkin::decode(zipkin::Format::Proto, &mutate(&mut rng, ZIPKIN_PROTO)));
+    }
+    assert!(ok > 0 && err > 0, "mutations exercise both outcomes: {ok} ok, {err} errors");
 }

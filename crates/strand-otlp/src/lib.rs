@@ -35,7 +35,8 @@ impl Rejections {
     /// How many individual reasons are kept in the message.
     pub const MAX_MESSAGES: usize = 5;
 
-    fn push(&mut self, msg: String) {
+    /// Records one rejected span and why.
+    pub fn push(&mut self, msg: String) {
         self.count += 1;
         if self.messages.len() < Self::MAX_MESSAGES {
             self.messages.push(msg);

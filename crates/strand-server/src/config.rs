@@ -28,6 +28,10 @@ pub struct Config {
     pub log_level: String,
     /// OTLP receivers.
     pub otlp: OtlpConfig,
+    /// Jaeger receivers (thrift over HTTP, agent UDP).
+    pub jaeger: JaegerConfig,
+    /// Zipkin v2 receiver.
+    pub zipkin: ZipkinConfig,
     /// The embedded store.
     pub storage: StorageConfig,
     /// Query API bounds.
@@ -90,6 +94,48 @@ pub struct OtlpConfig {
     pub max_concurrent_requests: usize,
 }
 
+/// Jaeger receivers. They share `otlp.max_request_size` and `otlp.max_concurrent_requests`
+/// with the OTLP receivers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JaegerConfig {
+    /// Thrift binary over HTTP (`POST /api/traces`) listen address.
+    pub thrift_http_listen: SocketAddr,
+    /// Whether the thrift HTTP receiver runs.
+    pub thrift_http_enabled: bool,
+    /// Agent UDP (compact thrift `emitBatch`) listen address.
+    pub agent_listen: SocketAddr,
+    /// Whether the agent UDP receiver runs.
+    pub agent_enabled: bool,
+}
+
+impl Default for JaegerConfig {
+    fn default() -> Self {
+        Self {
+            thrift_http_listen: SocketAddr::from(([0, 0, 0, 0], 14268)),
+            thrift_http_enabled: true,
+            agent_listen: SocketAddr::from(([0, 0, 0, 0], 6831)),
+            agent_enabled: true,
+        }
+    }
+}
+
+/// Zipkin v2 receiver (`POST /api/v2/spans`, JSON and proto3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ZipkinConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Whether the receiver runs.
+    pub enabled: bool,
+}
+
+impl Default for ZipkinConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([0, 0, 0, 0], 9411)), enabled: true }
+    }
+}
+
 /// When the WAL is fsynced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -133,6 +179,8 @@ impl Default for Config {
             http_listen: SocketAddr::from(([0, 0, 0, 0], 16686)),
             log_level: "info".into(),
             otlp: OtlpConfig::default(),
+            jaeger: JaegerConfig::default(),
+            zipkin: ZipkinConfig::default(),
             storage: StorageConfig::default(),
             query: QueryConfig::default(),
         }

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use axum::Router;
@@ -22,8 +22,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use serde::Serialize;
 use strand_core::{SpanSink, TraceReader};
-use strand_ingest::IngestLimits;
-use strand_ingest::otlp::OtlpReceiver;
+use strand_ingest::{IngestLimits, Protocol, ProtocolCounters, Receiver, ReceiverStats};
 use strand_store::Store;
 use strand_store::fs::StdFs;
 use tokio::net::TcpListener;
@@ -39,6 +38,12 @@ pub struct BoundAddrs {
     pub otlp_grpc: Option<SocketAddr>,
     /// OTLP/HTTP, if enabled.
     pub otlp_http: Option<SocketAddr>,
+    /// Jaeger thrift over HTTP, if enabled.
+    pub jaeger_thrift_http: Option<SocketAddr>,
+    /// Jaeger agent UDP, if enabled.
+    pub jaeger_agent: Option<SocketAddr>,
+    /// Zipkin v2, if enabled.
+    pub zipkin: Option<SocketAddr>,
     /// Query API, UI, health, admin.
     pub http: SocketAddr,
 }
@@ -64,7 +69,7 @@ pub async fn run(
         ..IngestLimits::default()
     };
     let sink: Arc<dyn SpanSink> = store.clone();
-    let receiver = OtlpReceiver::new(sink, limits);
+    let receiver = Receiver::new(sink, limits);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -78,13 +83,41 @@ pub async fn run(
         if cfg.otlp.grpc_enabled { Some(bind(cfg.otlp.grpc_listen, "otlp grpc").await?) } else { None };
     let otlp_http =
         if cfg.otlp.http_enabled { Some(bind(cfg.otlp.http_listen, "otlp http").await?) } else { None };
+    let jaeger_http = if cfg.jaeger.thrift_http_enabled {
+        Some(bind(cfg.jaeger.thrift_http_listen, "jaeger thrift http").await?)
+    } else {
+        None
+    };
+    let jaeger_agent = if cfg.jaeger.agent_enabled {
+        let addr = cfg.jaeger.agent_listen;
+        Some(
+            tokio::net::UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("binding the jaeger agent UDP socket to {addr}"))?,
+        )
+    } else {
+        None
+    };
+    let zipkin = if cfg.zipkin.enabled { Some(bind(cfg.zipkin.listen, "zipkin").await?) } else { None };
     let http = bind(cfg.http_listen, "query http").await?;
     let addrs = BoundAddrs {
         otlp_grpc: grpc.as_ref().map(|l| l.local_addr()).transpose()?,
         otlp_http: otlp_http.as_ref().map(|l| l.local_addr()).transpose()?,
+        jaeger_thrift_http: jaeger_http.as_ref().map(|l| l.local_addr()).transpose()?,
+        jaeger_agent: jaeger_agent.as_ref().map(|s| s.local_addr()).transpose()?,
+        zipkin: zipkin.as_ref().map(|l| l.local_addr()).transpose()?,
         http: http.local_addr()?,
     };
-    info!(otlp_grpc = ?addrs.otlp_grpc, otlp_http = ?addrs.otlp_http, http = %addrs.http, data_dir = %cfg.data_dir.display(), "strand listening");
+    info!(
+        otlp_grpc = ?addrs.otlp_grpc,
+        otlp_http = ?addrs.otlp_http,
+        jaeger_thrift_http = ?addrs.jaeger_thrift_http,
+        jaeger_agent_udp = ?addrs.jaeger_agent,
+        zipkin = ?addrs.zipkin,
+        http = %addrs.http,
+        data_dir = %cfg.data_dir.display(),
+        "strand listening"
+    );
     on_bound(&addrs);
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -106,9 +139,28 @@ pub async fn run(
             axum::serve(listener, app).with_graceful_shutdown(stop).await.context("otlp http server")
         });
     }
+    for (listener, app, what) in [
+        (jaeger_http, strand_ingest::jaeger::router(receiver.clone()), "jaeger thrift http server"),
+        (zipkin, strand_ingest::zipkin::router(receiver.clone()), "zipkin server"),
+    ] {
+        if let Some(listener) = listener {
+            let stop = stopped();
+            tasks.spawn(async move {
+                axum::serve(listener, app).with_graceful_shutdown(stop).await.context(what)
+            });
+        }
+    }
+    if let Some(socket) = jaeger_agent {
+        let stop = stopped();
+        let rx = receiver.clone();
+        tasks.spawn(async move {
+            strand_ingest::jaeger::serve_agent(socket, rx, stop).await.context("jaeger agent udp receiver")
+        });
+    }
     {
         let reader: Arc<dyn TraceReader> = store.clone();
-        let app = strand_query::router(reader, cfg.query.to_limits()).merge(admin_router(store.clone()));
+        let app = strand_query::router(reader, cfg.query.to_limits())
+            .merge(admin_router(store.clone(), receiver.stats()));
         let stop = stopped();
         tasks.spawn(async move {
             axum::serve(http, app).with_graceful_shutdown(stop).await.context("query http server")
@@ -137,8 +189,12 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("binding the {what} listener to {addr}"))
 }
 
-fn admin_router(store: Arc<Store>) -> Router {
-    Router::new().route("/api/v1/admin/flush", post(flush)).route("/metrics", get(metrics)).with_state(store)
+fn admin_router(store: Arc<Store>, receivers: Arc<ReceiverStats>) -> Router {
+    Router::new()
+        .route("/api/v1/admin/flush", post(flush))
+        .with_state(store.clone())
+        .route("/metrics", get(metrics))
+        .with_state((store, receivers))
 }
 
 async fn flush(State(store): State<Arc<Store>>) -> impl IntoResponse {
@@ -148,7 +204,7 @@ async fn flush(State(store): State<Arc<Store>>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(store): State<Arc<Store>>) -> impl IntoResponse {
+async fn metrics(State((store, receivers)): State<(Arc<Store>, Arc<ReceiverStats>)>) -> impl IntoResponse {
     let snap = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || store.snapshot()).await.unwrap_or_default()
@@ -222,6 +278,28 @@ async fn metrics(State(store): State<Arc<Store>>) -> impl IntoResponse {
     let mut out = String::new();
     for (name, kind, help, value) in metrics {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
+    }
+    let per_protocol: [(&str, &str, fn(&ProtocolCounters) -> &AtomicU64); 3] = [
+        ("strand_receiver_spans_accepted_total", "Spans stored, per receiver protocol.", |p| {
+            &p.spans_accepted
+        }),
+        (
+            "strand_receiver_spans_rejected_total",
+            "Invalid spans rejected one by one (the rest of their request was stored).",
+            |p| &p.spans_rejected,
+        ),
+        (
+            "strand_receiver_requests_refused_total",
+            "Requests or datagrams refused as a whole (malformed, too large, overloaded, storage unavailable).",
+            |p| &p.requests_refused,
+        ),
+    ];
+    for (name, help, field) in per_protocol {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+        for protocol in Protocol::ALL {
+            let value = c(field(receivers.of(protocol)));
+            out.push_str(&format!("{name}{{protocol=\"{}\"}} {value}\n", protocol.as_str()));
+        }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

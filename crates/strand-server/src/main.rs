@@ -45,6 +45,15 @@ struct ServeArgs {
     /// OTLP/HTTP listen address (`otlp.http_listen`).
     #[arg(long, value_name = "ADDR")]
     otlp_http_listen: Option<String>,
+    /// Jaeger thrift-over-HTTP listen address (`jaeger.thrift_http_listen`).
+    #[arg(long, value_name = "ADDR")]
+    jaeger_thrift_listen: Option<String>,
+    /// Jaeger agent UDP (compact thrift) listen address (`jaeger.agent_listen`).
+    #[arg(long, value_name = "ADDR")]
+    jaeger_agent_listen: Option<String>,
+    /// Zipkin v2 listen address (`zipkin.listen`).
+    #[arg(long, value_name = "ADDR")]
+    zipkin_listen: Option<String>,
     /// Query API and UI listen address (`http_listen`).
     #[arg(long, value_name = "ADDR")]
     http_listen: Option<String>,
@@ -190,6 +199,9 @@ fn serve(args: ServeArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         ("--data-dir", "data_dir", &args.data_dir),
         ("--otlp-grpc-listen", "otlp.grpc_listen", &args.otlp_grpc_listen),
         ("--otlp-http-listen", "otlp.http_listen", &args.otlp_http_listen),
+        ("--jaeger-thrift-listen", "jaeger.thrift_http_listen", &args.jaeger_thrift_listen),
+        ("--jaeger-agent-listen", "jaeger.agent_listen", &args.jaeger_agent_listen),
+        ("--zipkin-listen", "zipkin.listen", &args.zipkin_listen),
         ("--http-listen", "http_listen", &args.http_listen),
     ] {
         if let Some(v) = value {

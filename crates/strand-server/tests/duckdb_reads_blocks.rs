@@ -3,22 +3,12 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_duckdb_queries_read_blocks() {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let python = std::env::var_os("INTEROP_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo.join(".venv/bin/python"));
-    if !python.exists() {
-        let required =
-            std::env::var_os("INTEROP_TESTS_REQUIRED").is_some() || std::env::var_os("CI").is_some();
-        assert!(!required, "{} missing: run scripts/test.sh", python.display());
-        eprintln!("SKIPPED: {} missing; run scripts/test.sh", python.display());
-        return;
-    }
+    let repo = common::repo();
+    let Some(python) = common::interop_python("INTEROP_PYTHON", ".venv", "DuckDB") else { return };
     let server = common::start(|_| {}).await;
     let resp = reqwest::Client::new()
         .post(server.otlp_url())

@@ -12,31 +12,9 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The venv's python, or `None` (after saying why) when the test may be skipped.
-pub fn venv_python() -> Option<PathBuf> {
-    let python = std::env::var_os("INTEROP_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".venv/bin/python"));
-    if python.exists() {
-        return Some(python);
-    }
-    let required = std::env::var_os("INTEROP_TESTS_REQUIRED").is_some() || std::env::var_os("CI").is_some();
-    assert!(
-        !required,
-        "{} missing: run scripts/test.sh, which installs the Python OTel SDK",
-        python.display()
-    );
-    eprintln!("SKIPPED: {} missing; run scripts/test.sh to install the Python OTel SDK", python.display());
-    None
-}
-
 fn run_script(python: &PathBuf, protocol: &str, endpoint: &str, query: &str) {
     let out = Command::new(python)
-        .arg(repo().join("tests/interop/python_sdk_export.py"))
+        .arg(common::repo().join("tests/interop/python_sdk_export.py"))
         .args([protocol, endpoint, query])
         .output()
         .expect("run python");
@@ -48,7 +26,9 @@ fn run_script(python: &PathBuf, protocol: &str, endpoint: &str, query: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_exports_over_grpc_and_http_and_reads_back() {
-    let Some(python) = venv_python() else { return };
+    let Some(python) = common::interop_python("INTEROP_PYTHON", ".venv", "the Python OTel SDK") else {
+        return;
+    };
     let server = common::start(|_| {}).await;
     let query = format!("http://{}", server.http);
     let (py, q, grpc) = (python.clone(), query.clone(), server.grpc.to_string());

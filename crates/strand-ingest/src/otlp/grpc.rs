@@ -19,8 +19,8 @@ use tonic::codegen::{BoxFuture, StdError, http};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
-use super::{Format, OtlpReceiver, decode};
-use crate::IngestError;
+use super::{Format, decode, export};
+use crate::{IngestError, Protocol, Receiver};
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
@@ -77,7 +77,7 @@ impl Decoder for RawDecoder {
     }
 }
 
-struct Export(OtlpReceiver);
+struct Export(Receiver);
 
 impl UnaryService<Bytes> for Export {
     type Response = ExportTraceServiceResponse;
@@ -86,17 +86,23 @@ impl UnaryService<Bytes> for Export {
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let receiver = self.0.clone();
         Box::pin(async move {
-            let _slot = receiver.admit().map_err(status)?;
-            let body = request.into_inner();
-            let (batch, rejections) = if body.len() > receiver.limits.blocking_decode_threshold {
-                tokio::task::spawn_blocking(move || decode(Format::Protobuf, &body))
-                    .await
-                    .map_err(|e| Status::internal(format!("decode task failed: {e}")))?
-            } else {
-                decode(Format::Protobuf, &body)
+            let result = async {
+                let _slot = receiver.admit()?;
+                let body = request.into_inner();
+                let (batch, rejections) = if body.len() > receiver.limits.blocking_decode_threshold {
+                    tokio::task::spawn_blocking(move || decode(Format::Protobuf, &body))
+                        .await
+                        .map_err(|e| IngestError::Unavailable(format!("decode task failed: {e}")))??
+                } else {
+                    decode(Format::Protobuf, &body)?
+                };
+                export(&receiver, Protocol::OtlpGrpc, batch, rejections).await
             }
-            .map_err(status)?;
-            receiver.export(batch, rejections).await.map(Response::new).map_err(status)
+            .await;
+            if result.is_err() {
+                receiver.refused(Protocol::OtlpGrpc);
+            }
+            result.map(Response::new).map_err(status)
         })
     }
 }
@@ -104,7 +110,7 @@ impl UnaryService<Bytes> for Export {
 /// The OTLP trace service, ready to add to a tonic server.
 #[derive(Clone)]
 pub struct TraceGrpcService {
-    receiver: OtlpReceiver,
+    receiver: Receiver,
     accept: EnabledCompressionEncodings,
     send: EnabledCompressionEncodings,
 }
@@ -112,7 +118,7 @@ pub struct TraceGrpcService {
 /// Builds the service: decoded (and decompressed) messages are capped at the receiver's
 /// `max_request_bytes`; gzip and zstd requests are accepted; answers are gzipped when the
 /// client accepts it.
-pub fn service(receiver: OtlpReceiver) -> TraceGrpcService {
+pub fn service(receiver: Receiver) -> TraceGrpcService {
     let mut accept = EnabledCompressionEncodings::default();
     accept.enable(CompressionEncoding::Gzip);
     accept.enable(CompressionEncoding::Zstd);

@@ -4,53 +4,24 @@
 pub mod grpc;
 pub mod http;
 
-use std::sync::Arc;
-
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use strand_core::{SpanBatch, SpanSink};
+use strand_core::SpanBatch;
 use strand_otlp::Rejections;
 
-use crate::{IngestError, IngestLimits};
+use crate::{IngestError, Protocol, Receiver};
 
-/// Shared state of the OTLP receivers.
-#[derive(Clone)]
-pub struct OtlpReceiver {
-    sink: Arc<dyn SpanSink>,
-    limits: IngestLimits,
-    in_flight: Arc<tokio::sync::Semaphore>,
-}
-
-impl OtlpReceiver {
-    /// A receiver handing batches to `sink`.
-    pub fn new(sink: Arc<dyn SpanSink>, limits: IngestLimits) -> Self {
-        let in_flight = Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_requests.max(1)));
-        Self { sink, limits, in_flight }
-    }
-
-    /// A slot for one request, or `Overloaded` when `max_concurrent_requests` are in flight.
-    fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, IngestError> {
-        self.in_flight.clone().try_acquire_owned().map_err(|_| {
-            IngestError::Overloaded(format!(
-                "{} requests already in flight; retry later",
-                self.limits.max_concurrent_requests
-            ))
-        })
-    }
-
-    /// Converts a decoded request and hands it on; the answer carries the partial-success
-    /// report for rejected spans.
-    async fn export(
-        &self,
-        batch: SpanBatch,
-        rejections: Rejections,
-    ) -> Result<ExportTraceServiceResponse, IngestError> {
-        if batch.span_count() > 0 {
-            self.sink.consume(batch).await?;
-        }
-        Ok(response(&rejections))
-    }
+/// Stores a decoded request; the answer carries the partial-success report for rejected
+/// spans.
+async fn export(
+    rx: &Receiver,
+    protocol: Protocol,
+    batch: SpanBatch,
+    rejections: Rejections,
+) -> Result<ExportTraceServiceResponse, IngestError> {
+    rx.store(protocol, batch, &rejections).await?;
+    Ok(response(&rejections))
 }
 
 fn response(rejections: &Rejections) -> ExportTraceServiceResponse {

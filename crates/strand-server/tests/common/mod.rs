@@ -14,6 +14,9 @@ use tokio::sync::oneshot;
 pub struct TestServer {
     pub grpc: SocketAddr,
     pub otlp_http: SocketAddr,
+    pub jaeger_http: SocketAddr,
+    pub jaeger_agent: SocketAddr,
+    pub zipkin: SocketAddr,
     pub http: SocketAddr,
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
@@ -35,6 +38,12 @@ pub async fn start(adjust: impl FnOnce(&mut Config)) -> TestServer {
             http_listen: local(),
             ..Default::default()
         },
+        jaeger: strand_server::config::JaegerConfig {
+            thrift_http_listen: local(),
+            agent_listen: local(),
+            ..Default::default()
+        },
+        zipkin: strand_server::config::ZipkinConfig { listen: local(), ..Default::default() },
         ..Default::default()
     };
     adjust(&mut cfg);
@@ -53,6 +62,9 @@ pub async fn start(adjust: impl FnOnce(&mut Config)) -> TestServer {
     TestServer {
         grpc: addrs.otlp_grpc.expect("grpc enabled"),
         otlp_http: addrs.otlp_http.expect("http enabled"),
+        jaeger_http: addrs.jaeger_thrift_http.expect("jaeger thrift enabled"),
+        jaeger_agent: addrs.jaeger_agent.expect("jaeger agent enabled"),
+        zipkin: addrs.zipkin.expect("zipkin enabled"),
         http: addrs.http,
         dir,
         stop: Some(stop_tx),
@@ -105,6 +117,12 @@ pub fn spawn_binary(data_dir: &Path, extra: &[&str]) -> ChildServer {
             "127.0.0.1:0",
             "--otlp-http-listen",
             "127.0.0.1:0",
+            "--jaeger-thrift-listen",
+            "127.0.0.1:0",
+            "--jaeger-agent-listen",
+            "127.0.0.1:0",
+            "--zipkin-listen",
+            "127.0.0.1:0",
             "--http-listen",
             "127.0.0.1:0",
         ])
@@ -154,4 +172,25 @@ pub fn fixture(rel: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata").join(rel);
     assert!(root.exists(), "fixture {} missing", root.display());
     root
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A Python interpreter from a venv `scripts/test.sh` installs (`venv` under the repository,
+/// or the path in `env_override`), or `None` (after saying why) when the test may be
+/// skipped: it is required when `INTEROP_TESTS_REQUIRED` or `CI` is set.
+pub fn interop_python(env_override: &str, venv: &str, what: &str) -> Option<PathBuf> {
+    let python = std::env::var_os(env_override)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(venv).join("bin/python"));
+    if python.exists() {
+        return Some(python);
+    }
+    let required = std::env::var_os("INTEROP_TESTS_REQUIRED").is_some() || std::env::var_os("CI").is_some();
+    assert!(!required, "{} missing: run scripts/test.sh, which installs {what}", python.display());
+    eprintln!("SKIPPED: {} missing; run scripts/test.sh to install {what}", python.display());
+    None
 }

@@ -1,0 +1,131 @@
+//! Jaeger receivers, for services that still export with a Jaeger client or the OTel SDKs'
+//! Jaeger exporters:
+//!
+//! - **HTTP** (`:14268`) `POST /api/traces`: one `Batch` in the thrift binary protocol,
+//!   `Content-Type: application/x-thrift` (or `application/vnd.apache.thrift.binary`),
+//!   optionally gzip. Answers `202 Accepted`.
+//! - **UDP agent** (`:6831`): `Agent.emitBatch` messages in the thrift compact protocol, one
+//!   per datagram. UDP has no answer, so refused datagrams are only counted and logged.
+//!
+//! [`thrift`] reads both protocols, [`model`] the `jaeger.thrift` structs, [`convert`] maps
+//! them to the OTLP model the way the OpenTelemetry Collector's Jaeger receiver does.
+
+pub mod convert;
+pub mod encode;
+pub mod model;
+pub mod thrift;
+
+use std::future::Future;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::post;
+use strand_core::SpanBatch;
+use strand_otlp::Rejections;
+use tokio::net::UdpSocket;
+
+use crate::http_body::{content_encoding, media_type, read_and_decode};
+use crate::legacy::{accepted, refused};
+use crate::{IngestError, Protocol, Receiver};
+
+/// Largest UDP datagram.
+pub const MAX_DATAGRAM: usize = 65_535;
+
+/// Decodes an HTTP body: a binary-protocol `Batch`.
+pub fn decode_http(body: &[u8]) -> Result<(SpanBatch, Rejections), IngestError> {
+    let batch = model::decode_binary_batch(body)
+        .map_err(|e| IngestError::BadRequest(format!("invalid thrift Batch: {e}")))?;
+    Ok(convert::to_span_batch(batch))
+}
+
+/// Decodes an agent datagram: a compact-protocol `emitBatch` message.
+pub fn decode_agent(datagram: &[u8]) -> Result<(SpanBatch, Rejections), IngestError> {
+    let batch = model::decode_compact_emit_batch(datagram)
+        .map_err(|e| IngestError::BadRequest(format!("invalid compact-thrift emitBatch: {e}")))?;
+    Ok(convert::to_span_batch(batch))
+}
+
+/// The routes of the Jaeger thrift HTTP receiver.
+pub fn router(receiver: Receiver) -> Router {
+    Router::new().route("/api/traces", post(submit)).layer(DefaultBodyLimit::disable()).with_state(receiver)
+}
+
+async fn submit(State(rx): State<Receiver>, headers: HeaderMap, body: Body) -> Response {
+    let result = async {
+        match media_type(&headers).as_str() {
+            "application/x-thrift" | "application/vnd.apache.thrift.binary" => {}
+            "" => {
+                return Err(IngestError::UnsupportedMediaType(
+                    "missing Content-Type; send a thrift binary Batch as application/x-thrift".into(),
+                ));
+            }
+            other => {
+                return Err(IngestError::UnsupportedMediaType(format!(
+                    "unsupported Content-Type `{other}`; send a thrift binary Batch as application/x-thrift"
+                )));
+            }
+        }
+        content_encoding(&headers)?;
+        let _slot = rx.admit()?;
+        let (batch, rejections) = read_and_decode(&rx, &headers, body, decode_http).await?;
+        rx.store(Protocol::JaegerThriftHttp, batch, &rejections).await?;
+        Ok(rejections)
+    }
+    .await;
+    match result {
+        Ok(rejections) => accepted(&rejections),
+        Err(e) => {
+            rx.refused(Protocol::JaegerThriftHttp);
+            refused(e)
+        }
+    }
+}
+
+/// Serves the agent's UDP port until `stop` resolves. Each datagram is decoded and stored
+/// in its own task, holding one of the receiver's in-flight slots; a datagram that finds
+/// none free is dropped and counted (UDP cannot push back).
+pub async fn serve_agent(
+    socket: UdpSocket,
+    rx: Receiver,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    tokio::pin!(stop);
+    loop {
+        let n = tokio::select! {
+            _ = &mut stop => return Ok(()),
+            r = socket.recv_from(&mut buf) => match r {
+                Ok((n, _)) => n,
+                // ICMP errors surface on some platforms as errors on the next recv: not fatal.
+                Err(e) => {
+                    tracing::debug!(error = %e, "jaeger agent socket error");
+                    continue;
+                }
+            },
+        };
+        let slot = match rx.admit() {
+            Ok(slot) => slot,
+            Err(e) => {
+                rx.refused(Protocol::JaegerAgentCompact);
+                tracing::debug!(error = %e, "jaeger agent datagram dropped");
+                continue;
+            }
+        };
+        let datagram = buf[..n].to_vec();
+        let rx = rx.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let result = match decode_agent(&datagram) {
+                Ok((batch, rejections)) => rx.store(Protocol::JaegerAgentCompact, batch, &rejections).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                rx.refused(Protocol::JaegerAgentCompact);
+                tracing::debug!(error = %e, bytes = datagram.len(), "jaeger agent datagram refused");
+            }
+        });
+    }
+}

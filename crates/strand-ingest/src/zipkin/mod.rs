@@ -1,0 +1,88 @@
+//! Zipkin v2 receiver (`:9411`): `POST /api/v2/spans` with a JSON array of spans
+//! (`application/json`, the default when no type is given) or a proto3 `ListOfSpans`
+//! (`application/x-protobuf`), optionally gzip. Answers `202 Accepted`, as Zipkin does.
+//! `/api/v1/spans` answers 415 naming v2, rather than 404, so a misconfigured v1 client
+//! learns why.
+//!
+//! [`model`] decodes both encodings into one shape; [`convert`] maps it to the OTLP model
+//! the way the OpenTelemetry Collector's Zipkin receiver does.
+
+pub mod convert;
+pub mod model;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::post;
+use strand_core::SpanBatch;
+use strand_otlp::Rejections;
+
+use crate::http_body::{content_encoding, media_type, read_and_decode};
+use crate::legacy::{accepted, refused};
+use crate::{IngestError, Protocol, Receiver};
+
+/// Body encodings of Zipkin v2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `application/json`: an array of spans.
+    Json,
+    /// `application/x-protobuf`: `zipkin.proto3.ListOfSpans`.
+    Proto,
+}
+
+/// Decodes and converts a request body.
+pub fn decode(format: Format, body: &[u8]) -> Result<(SpanBatch, Rejections), IngestError> {
+    let spans = match format {
+        Format::Json => model::decode_json(body),
+        Format::Proto => model::decode_proto(body),
+    }
+    .map_err(IngestError::BadRequest)?;
+    Ok(convert::to_span_batch(spans))
+}
+
+/// The routes of the Zipkin receiver.
+pub fn router(receiver: Receiver) -> Router {
+    Router::new()
+        .route("/api/v2/spans", post(submit))
+        .route("/api/v1/spans", post(v1))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(receiver)
+}
+
+async fn v1(State(rx): State<Receiver>) -> Response {
+    rx.refused(Protocol::Zipkin);
+    refused(IngestError::UnsupportedMediaType(
+        "Zipkin v1 spans are not supported; POST Zipkin v2 spans to /api/v2/spans".into(),
+    ))
+}
+
+fn format(headers: &HeaderMap) -> Result<Format, IngestError> {
+    match media_type(headers).as_str() {
+        "" | "application/json" => Ok(Format::Json),
+        "application/x-protobuf" | "application/protobuf" => Ok(Format::Proto),
+        other => Err(IngestError::UnsupportedMediaType(format!(
+            "unsupported Content-Type `{other}`; use application/json or application/x-protobuf"
+        ))),
+    }
+}
+
+async fn submit(State(rx): State<Receiver>, headers: HeaderMap, body: Body) -> Response {
+    let result = async {
+        let format = format(&headers)?;
+        content_encoding(&headers)?;
+        let _slot = rx.admit()?;
+        let (batch, rejections) = read_and_decode(&rx, &headers, body, move |b| decode(format, b)).await?;
+        rx.store(Protocol::Zipkin, batch, &rejections).await?;
+        Ok(rejections)
+    }
+    .await;
+    match result {
+        Ok(rejections) => accepted(&rejections),
+        Err(e) => {
+            rx.refused(Protocol::Zipkin);
+            refused(e)
+        }
+    }
+}

@@ -1,0 +1,35 @@
+"""Reading a trace back from strand's native API, shared by the interop scripts."""
+
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+
+
+def wait_for_trace(query, trace_id, span_count, attempts=100):
+    """GET /api/v1/traces/{trace_id} until it holds `span_count` spans; exits if it never appears."""
+    body = None
+    for _ in range(attempts):
+        try:
+            with urllib.request.urlopen(f"{query}/api/v1/traces/{trace_id}") as r:
+                body = json.load(r)
+            if body["spanCount"] >= span_count:
+                break
+        except urllib.error.HTTPError:
+            pass
+        time.sleep(0.1)
+    if body is None:
+        sys.exit(f"trace {trace_id} never appeared")
+    return body
+
+
+def spans_by_id(body, value=lambda v: v):
+    """span id -> (resource attributes {key: value(v)}, scope, span) of an OTLP/JSON answer."""
+    got = {}
+    for rs in body["resourceSpans"]:
+        res = {kv["key"]: value(kv["value"]) for kv in rs["resource"].get("attributes", [])}
+        for ss in rs["scopeSpans"]:
+            for sp in ss["spans"]:
+                got[sp["spanId"]] = (res, ss.get("scope", {}), sp)
+    return got
