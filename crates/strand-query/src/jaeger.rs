@@ -5,9 +5,11 @@
 //! name/version (`otel.scope.name`, `otel.scope.version`), the span attributes, then
 //! `span.kind`, `otel.status_code`, `error=true`, `otel.status_description` and
 //! `w3c.tracestate`; the process is the service name plus the other resource attributes;
-//! the parent is a `CHILD_OF` reference and links are `FOLLOWS_FROM`; events are `logs`
-//! whose first field is `event` = the event name. Times are microseconds. Spans come in
-//! start-time order; processes are numbered `p1, p2, ...` in order of first use.
+//! the parent is a `CHILD_OF` reference and links are `FOLLOWS_FROM` (or `CHILD_OF` when
+//! their `opentracing.ref_type` attribute says `child_of`, as Jaeger's own translator
+//! does); events are `logs` whose first field is `event` = the event name. Times are
+//! microseconds. Spans come in start-time order; processes are numbered `p1, p2, ...` in
+//! order of first use.
 
 use std::time::Duration;
 
@@ -155,7 +157,11 @@ pub fn trace_to_jaeger(trace: &Trace) -> Value {
             refs.push(json!({ "refType": "CHILD_OF", "traceID": tid, "spanID": p.to_hex() }));
         }
         for l in &span.links {
-            refs.push(json!({ "refType": "FOLLOWS_FROM", "traceID": jaeger_trace_id(&l.trace_id), "spanID": l.span_id.to_hex() }));
+            // A link that came in as a Jaeger CHILD_OF reference goes back out as one.
+            let child_of = strand_core::find_attr(&l.attributes, "opentracing.ref_type")
+                .is_some_and(|v| v.as_str() == Some("child_of"));
+            let ref_type = if child_of { "CHILD_OF" } else { "FOLLOWS_FROM" };
+            refs.push(json!({ "refType": ref_type, "traceID": jaeger_trace_id(&l.trace_id), "spanID": l.span_id.to_hex() }));
         }
         let logs: Vec<Value> = span
             .events

@@ -279,7 +279,8 @@ async fn metrics(State((store, receivers)): State<(Arc<Store>, Arc<ReceiverStats
     for (name, kind, help, value) in metrics {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
     }
-    let per_protocol: [(&str, &str, fn(&ProtocolCounters) -> &AtomicU64); 3] = [
+    type Counter = fn(&ProtocolCounters) -> &AtomicU64;
+    let per_protocol: [(&str, &str, Counter); 3] = [
         ("strand_receiver_spans_accepted_total", "Spans stored, per receiver protocol.", |p| {
             &p.spans_accepted
         }),

@@ -203,6 +203,41 @@ async fn jaeger_http_udp_and_zipkin_proto_payloads_are_stored() {
     assert_eq!(svc, "legacy-gateway");
     assert_eq!((client["kind"].as_u64(), client["status"]["code"].as_u64()), (Some(3), Some(2)));
 
+    // References: the parent given only as CHILD_OF, a FOLLOWS_FROM and a second CHILD_OF
+    // come back through the Jaeger API as they went in.
+    use strand_ingest::jaeger::model::{Batch, CHILD_OF, FOLLOWS_FROM, Process, Span, SpanRef};
+    let r = |ref_type, low, span_id| SpanRef { ref_type, trace_id_low: low, trace_id_high: 0, span_id };
+    let batch = Batch {
+        process: Process { service_name: "refs".into(), tags: Vec::new() },
+        spans: vec![Span {
+            trace_id_low: 0xfeed,
+            span_id: 2,
+            operation_name: "child".into(),
+            references: vec![r(CHILD_OF, 0xfeed, 1), r(FOLLOWS_FROM, 0xbeef, 7), r(CHILD_OF, 0xfeed, 3)],
+            start_time: Some(1_700_000_000_000_000),
+            duration: 10,
+            ..Span::default()
+        }],
+    };
+    let body = strand_ingest::jaeger::encode::binary_batch(&batch);
+    assert_eq!(post(&jaeger, Some("application/x-thrift"), false, body).await.0, 202);
+    native_trace(&server, "0000000000000000000000000000feed", 1).await;
+    let (_, trace) = get_json(&server.query("/api/traces/000000000000feed")).await;
+    let refs: Vec<(&str, &str)> = trace["data"][0]["spans"][0]["references"]
+        .as_array()
+        .expect("references")
+        .iter()
+        .map(|r| (r["refType"].as_str().unwrap_or(""), r["spanID"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        refs,
+        vec![
+            ("CHILD_OF", "0000000000000001"),
+            ("FOLLOWS_FROM", "0000000000000007"),
+            ("CHILD_OF", "0000000000000003")
+        ]
+    );
+
     // gzip, and the alternative content type Jaeger accepts.
     let (status, _) =
         post(&jaeger, Some("application/vnd.apache.thrift.binary"), true, gzip(PY_COLLECTOR)).await;
@@ -229,7 +264,7 @@ async fn jaeger_http_udp_and_zipkin_proto_payloads_are_stored() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     for line in [
-        "strand_receiver_spans_accepted_total{protocol=\"jaeger_thrift_http\"} 6",
+        "strand_receiver_spans_accepted_total{protocol=\"jaeger_thrift_http\"} 7",
         "strand_receiver_spans_accepted_total{protocol=\"jaeger_agent_compact\"} 3",
         "strand_receiver_spans_accepted_total{protocol=\"zipkin\"} 3",
         "strand_receiver_spans_accepted_total{protocol=\"otlp_http\"} 0",
@@ -247,7 +282,9 @@ async fn bad_legacy_input_gets_precise_errors() {
     let zipkin = format!("http://{}/api/v2/spans", server.zipkin);
     let thrift = Some("application/x-thrift");
     let json = Some("application/json");
-    let cases: Vec<(&str, &str, Option<&str>, bool, Vec<u8>, u16, &str)> = vec![
+    // (name, url, content type, gzipped, body, status, message)
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, bool, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "jaeger garbage",
             &jaeger,
