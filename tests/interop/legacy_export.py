@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from strand_api import spans_by_id, wait_for_trace
+from strand_api import norm_value, otlp_value, spans_by_id, wait_for_trace
 
 MS = 1_000_000
 
@@ -162,18 +162,8 @@ def export(protocol, endpoint, query):
     def text(v):
         return str(v).lower() if isinstance(v, bool) else str(v)
 
-    def typed(v):
-        if isinstance(v, bool):
-            return {"boolValue": v}
-        if isinstance(v, int):
-            return {"intValue": str(v)}
-        if isinstance(v, float):
-            return {"doubleValue": v}
-        return {"stringValue": v}
-
     def norm(attrs):
-        return {kv["key"]: ({"intValue": str(kv["value"]["intValue"])} if "intValue" in kv["value"] else kv["value"])
-                for kv in attrs or []}
+        return {kv["key"]: norm_value(kv["value"]) for kv in attrs or []}
 
     kinds = {SpanKind.INTERNAL: 1, SpanKind.SERVER: 2, SpanKind.CLIENT: 3}
     check("span count", len(sent), body["spanCount"])
@@ -189,7 +179,7 @@ def export(protocol, endpoint, query):
             # Jaeger's process carries only the service name; this exporter puts the other
             # resource attributes on every span, and the collector mapping leaves them there.
             check(w + " resource", {"service.name": {"stringValue": resource["service.name"]}}, res)
-            want_attrs = {k: typed(v) for k, v in {**s.attributes, **resource}.items()}
+            want_attrs = {k: otlp_value(v) for k, v in {**s.attributes, **resource}.items()}
         else:
             check(w + " resource", {k: {"stringValue": text(v)} for k, v in resource.items()}, res)
             want_attrs = {k: {"stringValue": text(v)} for k, v in s.attributes.items()}
@@ -204,7 +194,7 @@ def export(protocol, endpoint, query):
         want_status = {StatusCode.UNSET: 0, StatusCode.OK: 1, StatusCode.ERROR: 2}[s.status.status_code]
         check(w + " status", (want_status, s.status.description or ""),
               (sp.get("status", {}).get("code", 0), sp.get("status", {}).get("message", "")))
-        check(w + " events", [(e.name, e.timestamp, {k: typed(v) for k, v in e.attributes.items()}) for e in s.events],
+        check(w + " events", [(e.name, e.timestamp, {k: otlp_value(v) for k, v in e.attributes.items()}) for e in s.events],
               [(e["name"], int(e["timeUnixNano"]), norm(e.get("attributes"))) for e in sp.get("events", [])])
         # Jaeger carries links as FOLLOWS_FROM references without attributes; Zipkin has none.
         want_links = [(format(l.context.trace_id, "032x"), format(l.context.span_id, "016x"),

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from strand_api import spans_by_id, wait_for_trace
+from strand_api import norm_value, otlp_value, spans_by_id, wait_for_trace
 
 protocol, endpoint, query = sys.argv[1], sys.argv[2], sys.argv[3]
 
@@ -83,29 +83,6 @@ sent = [s for s in memory.get_finished_spans() if s.context.trace_id == root.get
 trace_id = format(root.get_span_context().trace_id, "032x")
 KINDS = {SpanKind.INTERNAL: 1, SpanKind.SERVER: 2, SpanKind.CLIENT: 3, SpanKind.PRODUCER: 4, SpanKind.CONSUMER: 5}
 STATUS = {StatusCode.UNSET: 0, StatusCode.OK: 1, StatusCode.ERROR: 2}
-
-
-def otlp_value(v):
-    if isinstance(v, bool):
-        return {"boolValue": v}
-    if isinstance(v, int):
-        return {"intValue": str(v)}
-    if isinstance(v, float):
-        return {"doubleValue": v}
-    if isinstance(v, str):
-        return {"stringValue": v}
-    if isinstance(v, (list, tuple)):
-        return {"arrayValue": {"values": [otlp_value(x) for x in v]}}
-    raise TypeError(type(v))
-
-
-def norm_value(v):
-    """Normalizes an OTLP/JSON AnyValue (ints may be numbers or strings)."""
-    if "intValue" in v:
-        return {"intValue": str(v["intValue"])}
-    if "arrayValue" in v:
-        return {"arrayValue": {"values": [norm_value(x) for x in v["arrayValue"].get("values", [])]}}
-    return v
 
 
 def attrs(d):

@@ -33,3 +33,26 @@ def spans_by_id(body, value=lambda v: v):
             for sp in ss["spans"]:
                 got[sp["spanId"]] = (res, ss.get("scope", {}), sp)
     return got
+
+
+def otlp_value(v):
+    if isinstance(v, bool):
+        return {"boolValue": v}
+    if isinstance(v, int):
+        return {"intValue": str(v)}
+    if isinstance(v, float):
+        return {"doubleValue": v}
+    if isinstance(v, str):
+        return {"stringValue": v}
+    if isinstance(v, (list, tuple)):
+        return {"arrayValue": {"values": [otlp_value(x) for x in v]}}
+    raise TypeError(type(v))
+
+
+def norm_value(v):
+    """Normalizes an OTLP/JSON AnyValue (ints may be numbers or strings)."""
+    if "intValue" in v:
+        return {"intValue": str(v["intValue"])}
+    if "arrayValue" in v:
+        return {"arrayValue": {"values": [norm_value(x) for x in v["arrayValue"].get("values", [])]}}
+    return v
