@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from strand_api import norm_value, otlp_value, spans_by_id, wait_for_trace
+from strand_api import Problems, matched_spans, norm_value, otlp_value, spans_by_id, wait_for_trace
 
 MS = 1_000_000
 
@@ -153,11 +153,8 @@ def export(protocol, endpoint, query):
     got = spans_by_id(body)
 
     jaeger = protocol.startswith("jaeger")
-    problems = []
-
-    def check(what, want, have):
-        if want != have:
-            problems.append(f"{what}: want {want!r}, got {have!r}")
+    problems = Problems()
+    check = problems.check
 
     def text(v):
         return str(v).lower() if isinstance(v, bool) else str(v)
@@ -167,12 +164,7 @@ def export(protocol, endpoint, query):
 
     kinds = {SpanKind.INTERNAL: 1, SpanKind.SERVER: 2, SpanKind.CLIENT: 3}
     check("span count", len(sent), body["spanCount"])
-    for s in sent:
-        sid = format(s.context.span_id, "016x")
-        if sid not in got:
-            problems.append(f"span {s.name} ({sid}) missing")
-            continue
-        res, scope, sp = got[sid]
+    for s, res, scope, sp in matched_spans(sent, got, problems):
         w = f"{protocol} span {s.name}"
         resource = dict(s.resource.attributes)
         if jaeger:
@@ -202,9 +194,7 @@ def export(protocol, endpoint, query):
         check(w + " links", want_links,
               [(l["traceId"], l["spanId"], norm(l.get("attributes"))) for l in sp.get("links", [])])
 
-    if problems:
-        print("\n".join(problems))
-        sys.exit(1)
+    problems.exit_if_any()
     print(f"{protocol}: all {len(sent)} spans read back as sent")
 
 

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from strand_api import norm_value, otlp_value, spans_by_id, wait_for_trace
+from strand_api import Problems, matched_spans, norm_value, otlp_value, spans_by_id, wait_for_trace
 
 protocol, endpoint, query = sys.argv[1], sys.argv[2], sys.argv[3]
 
@@ -97,21 +97,12 @@ def got_attrs(lst):
 body = wait_for_trace(query, trace_id, len(sent))
 got = spans_by_id(body, norm_value)
 
-problems = []
-
-
-def check(what, want, have):
-    if want != have:
-        problems.append(f"{what}: sent {want!r}, got {have!r}")
+problems = Problems()
+check = problems.check
 
 
 check("span count", len(sent), body["spanCount"])
-for s in sent:
-    sid = format(s.context.span_id, "016x")
-    if sid not in got:
-        problems.append(f"span {s.name} ({sid}) missing")
-        continue
-    res, scope, sp = got[sid]
+for s, res, scope, sp in matched_spans(sent, got, problems):
     w = f"span {s.name}"
     check(w + " resource", attrs(dict(s.resource.attributes)), res)
     check(w + " scope", (s.instrumentation_scope.name, s.instrumentation_scope.version), (scope["name"], scope["version"]))
@@ -200,7 +191,5 @@ edges = {(d["parent"], d["child"]) for d in deps["data"]}
 for edge in [("gateway", "user-service"), ("gateway", "epro-service"), ("gateway", "notify-service")]:
     check(f"jaeger dependency {edge}", True, edge in edges)
 
-if problems:
-    print("\n".join(problems))
-    sys.exit(1)
+problems.exit_if_any()
 print(f"{protocol}: {len(sent)} spans of trace {trace_id} read back field for field, and through the native, Jaeger v1, api_v3 and Tempo APIs")

@@ -24,6 +24,30 @@ def wait_for_trace(query, trace_id, span_count, attempts=100):
     return body
 
 
+class Problems(list):
+    """Differences between what was sent and what came back."""
+
+    def check(self, what, want, have):
+        if want != have:
+            self.append(f"{what}: sent {want!r}, got {have!r}")
+
+    def exit_if_any(self):
+        if self:
+            print("\n".join(self))
+            sys.exit(1)
+
+
+def matched_spans(sent, got, problems):
+    """(sdk span, resource, scope, span) for each sent span that came back; a missing one is
+    a problem."""
+    for s in sent:
+        sid = format(s.context.span_id, "016x")
+        if sid not in got:
+            problems.append(f"span {s.name} ({sid}) missing")
+            continue
+        yield (s, *got[sid])
+
+
 def spans_by_id(body, value=lambda v: v):
     """span id -> (resource attributes {key: value(v)}, scope, span) of an OTLP/JSON answer."""
     got = {}

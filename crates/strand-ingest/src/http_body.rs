@@ -76,15 +76,16 @@ pub fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, IngestError> {
     Ok(out)
 }
 
-/// Reads the body, inflates it and runs `decode` on the plain bytes: on the blocking pool
-/// when the body is large or compressed (both are CPU work), inline otherwise.
+/// Reads the body, inflates it (`encoding` from [`content_encoding`]) and runs `decode` on
+/// the plain bytes: on the blocking pool when the body is large or compressed (both are CPU
+/// work), inline otherwise.
 pub async fn read_and_decode<T: Send + 'static>(
     rx: &Receiver,
     headers: &HeaderMap,
     body: Body,
+    encoding: Encoding,
     decode: impl FnOnce(&[u8]) -> Result<T, IngestError> + Send + 'static,
 ) -> Result<T, IngestError> {
-    let encoding = content_encoding(headers)?;
     let limit = rx.limits.max_request_bytes;
     let raw = read_body(body, headers, limit).await?;
     let off_thread = raw.len() > rx.limits.blocking_decode_threshold || encoding == Encoding::Gzip;

@@ -5,7 +5,45 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::body::Body;
+use axum::http::HeaderMap;
+use axum::response::Response;
 use strand_core::{Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanBatch, SpanKind, StatusCode};
+use strand_otlp::Rejections;
+
+use crate::http_body::{content_encoding, read_and_decode};
+use crate::{IngestError, Protocol, Receiver};
+
+/// Handles one Jaeger or Zipkin HTTP request: `decoder` is what the request's content type
+/// selected (or why it is refused); the body is read, inflated, decoded and stored under one
+/// in-flight slot, and the answer is [`accepted`] or [`refused`] (counted).
+pub(crate) async fn receive<F>(
+    rx: &Receiver,
+    protocol: Protocol,
+    headers: &HeaderMap,
+    body: Body,
+    decoder: Result<F, IngestError>,
+) -> Response
+where
+    F: FnOnce(&[u8]) -> Result<(SpanBatch, Rejections), IngestError> + Send + 'static,
+{
+    let result = async {
+        let decode = decoder?;
+        let encoding = content_encoding(headers)?;
+        let _slot = rx.admit()?;
+        let (batch, rejections) = read_and_decode(rx, headers, body, encoding, decode).await?;
+        rx.store(protocol, batch, &rejections).await?;
+        Ok(rejections)
+    }
+    .await;
+    match result {
+        Ok(rejections) => accepted(&rejections),
+        Err(e) => {
+            rx.refused(protocol);
+            refused(e)
+        }
+    }
+}
 
 /// Builds a [`SpanBatch`] from spans that arrive one by one with their resource and scope.
 #[derive(Default)]
@@ -84,7 +122,7 @@ pub(crate) fn kind_from_name(name: &str) -> Option<SpanKind> {
 /// The answer to an accepted request: `202 Accepted`, empty when every span was stored;
 /// otherwise a JSON body saying how many spans were rejected and why (the rest are
 /// stored), in the shape of OTLP's partial success.
-pub(crate) fn accepted(rejections: &strand_otlp::Rejections) -> axum::response::Response {
+fn accepted(rejections: &Rejections) -> Response {
     use axum::http::{StatusCode, header};
     use axum::response::IntoResponse;
     if rejections.count == 0 {
@@ -99,7 +137,7 @@ pub(crate) fn accepted(rejections: &strand_otlp::Rejections) -> axum::response::
 
 /// The answer to a refused request: its status and the reason as plain text, as the Jaeger
 /// collector and Zipkin server answer.
-pub(crate) fn refused(e: crate::IngestError) -> axum::response::Response {
+pub(crate) fn refused(e: IngestError) -> Response {
     use axum::http::{HeaderValue, StatusCode, header};
     use axum::response::IntoResponse;
     let status = match &e {

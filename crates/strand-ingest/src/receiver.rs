@@ -88,11 +88,6 @@ impl Receiver {
         Self { sink, limits, in_flight, stats: Arc::default() }
     }
 
-    /// The limits requests are held to.
-    pub fn limits(&self) -> &IngestLimits {
-        &self.limits
-    }
-
     /// Counters per protocol, for `/metrics`.
     pub fn stats(&self) -> Arc<ReceiverStats> {
         self.stats.clone()

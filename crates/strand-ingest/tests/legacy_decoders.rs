@@ -288,3 +288,29 @@ fn truncated_and_malformed_thrift_are_clear_errors() {
     let err = decode_agent(&renamed).expect_err("other method").to_string();
     assert!(err.contains("unsupported agent method `emitZipkn`"), "{err}");
 }
+
+#[test]
+fn service_name_comes_from_the_process_else_from_its_tag() {
+    let mut batch = rich_batch();
+    batch.process.service_name = String::new();
+    batch.process.tags.push(Tag { v_str: Some("from-tag".into()), ..tag("service.name", tag_type::STRING) });
+    let (out, _) = decode_http(&encode::binary_batch(&batch)).expect("decodes");
+    assert_eq!(spans(out)[0].resource.service_name(), "from-tag");
+    batch.process.service_name = "from-process".into();
+    let (out, _) = decode_http(&encode::binary_batch(&batch)).expect("decodes");
+    let resource = &spans(out)[0].resource;
+    assert_eq!(resource.service_name(), "from-process");
+    assert_eq!(resource.attributes.iter().filter(|kv| kv.key == "service.name").count(), 1);
+}
+
+#[test]
+fn zipkin_times_out_of_range_are_rejected_not_wrapped() {
+    let body = br#"[{"traceId":"1","id":"1","timestamp":18446744073709551615,"duration":1},
+                    {"traceId":"1","id":"2","timestamp":1700000000000000,"duration":18446744073709551615},
+                    {"traceId":"1","id":"3","timestamp":1700000000000000,"duration":1}]"#;
+    let (batch, rejections) = zipkin::decode(Format::Json, body).expect("array");
+    assert_eq!(batch.span_count(), 1);
+    let message = rejections.message();
+    assert!(message.contains("span 0: timestamp 18446744073709551615 is out of range"), "{message}");
+    assert!(message.contains("span 1: duration 18446744073709551615 is out of range"), "{message}");
+}

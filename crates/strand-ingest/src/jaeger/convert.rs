@@ -44,13 +44,15 @@ pub fn to_span_batch(batch: Batch) -> (SpanBatch, Rejections) {
 
 fn to_resource(process: model::Process) -> Resource {
     let mut attributes = Vec::with_capacity(process.tags.len() + 1);
-    if !process.service_name.is_empty() {
+    let has_service = !process.service_name.is_empty();
+    if has_service {
         attributes.push(KeyValue::new("service.name", AnyValue::String(process.service_name)));
     }
     let has_host_name = process.tags.iter().any(|t| t.key == "host.name");
     for tag in process.tags {
         let mut kv = to_key_value(tag);
-        if kv.key == "service.name" && !attributes.is_empty() {
+        // `serviceName` wins over a `service.name` process tag; without it, the tag counts.
+        if kv.key == "service.name" && has_service {
             continue;
         }
         if kv.key == "hostname" && !has_host_name {

@@ -27,8 +27,8 @@ use strand_core::SpanBatch;
 use strand_otlp::Rejections;
 use tokio::net::UdpSocket;
 
-use crate::http_body::{content_encoding, media_type, read_and_decode};
-use crate::legacy::{accepted, refused};
+use crate::http_body::media_type;
+use crate::legacy::receive;
 use crate::{IngestError, Protocol, Receiver};
 
 /// Largest UDP datagram.
@@ -54,34 +54,16 @@ pub fn router(receiver: Receiver) -> Router {
 }
 
 async fn submit(State(rx): State<Receiver>, headers: HeaderMap, body: Body) -> Response {
-    let result = async {
-        match media_type(&headers).as_str() {
-            "application/x-thrift" | "application/vnd.apache.thrift.binary" => {}
-            "" => {
-                return Err(IngestError::UnsupportedMediaType(
-                    "missing Content-Type; send a thrift binary Batch as application/x-thrift".into(),
-                ));
-            }
-            other => {
-                return Err(IngestError::UnsupportedMediaType(format!(
-                    "unsupported Content-Type `{other}`; send a thrift binary Batch as application/x-thrift"
-                )));
-            }
-        }
-        content_encoding(&headers)?;
-        let _slot = rx.admit()?;
-        let (batch, rejections) = read_and_decode(&rx, &headers, body, decode_http).await?;
-        rx.store(Protocol::JaegerThriftHttp, batch, &rejections).await?;
-        Ok(rejections)
-    }
-    .await;
-    match result {
-        Ok(rejections) => accepted(&rejections),
-        Err(e) => {
-            rx.refused(Protocol::JaegerThriftHttp);
-            refused(e)
-        }
-    }
+    let decoder = match media_type(&headers).as_str() {
+        "application/x-thrift" | "application/vnd.apache.thrift.binary" => Ok(decode_http),
+        "" => Err(IngestError::UnsupportedMediaType(
+            "missing Content-Type; send a thrift binary Batch as application/x-thrift".into(),
+        )),
+        other => Err(IngestError::UnsupportedMediaType(format!(
+            "unsupported Content-Type `{other}`; send a thrift binary Batch as application/x-thrift"
+        ))),
+    };
+    receive(&rx, Protocol::JaegerThriftHttp, &headers, body, decoder).await
 }
 
 /// Serves the agent's UDP port until `stop` resolves. Each datagram is decoded and stored

@@ -108,8 +108,9 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse, IngestError> {
-    content_encoding(headers)?;
+    let encoding = content_encoding(headers)?;
     let _slot = rx.admit()?;
-    let (batch, rejections) = read_and_decode(rx, headers, body, move |bytes| decode(format, bytes)).await?;
+    let (batch, rejections) =
+        read_and_decode(rx, headers, body, encoding, move |bytes| decode(format, bytes)).await?;
     export(rx, Protocol::OtlpHttp, batch, rejections).await
 }

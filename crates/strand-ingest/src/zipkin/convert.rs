@@ -67,15 +67,19 @@ pub fn to_span_batch(spans: Vec<Result<ZipkinSpan, String>>) -> (SpanBatch, Reje
             Ok(s) if s.timestamp == 0 && s.annotations.iter().all(|(t, _)| *t == 0) => rejections.push(
                 format!("span {i}: timestamp is missing (an incomplete span cannot be placed in time)"),
             ),
-            Ok(s) => ok.push(s),
+            Ok(s) => ok.push((i, s)),
             Err(e) => rejections.push(format!("span {i}: {e}")),
         }
     }
-    let remap = shared_span_ids(&ok);
+    let shared = shared_span_ids(ok.iter().map(|(_, s)| s));
     let mut out = BatchBuilder::default();
-    for s in ok {
-        let (resource_key, resource, scope, span) = convert(s, &remap);
-        out.push(&resource_key, || resource, scope, span);
+    for (i, s) in ok {
+        match convert(s, &shared) {
+            Ok(Converted { resource_key, service, resource_tags, scope, span }) => {
+                out.push(&resource_key, || resource(service, resource_tags), scope, span);
+            }
+            Err(e) => rejections.push(format!("span {i}: {e}")),
+        }
     }
     (out.finish(), rejections)
 }
@@ -98,23 +102,45 @@ pub fn shared_server_id(trace: TraceId, shared: SpanId) -> SpanId {
     SpanId(h.to_be_bytes())
 }
 
-/// For each shared SERVER span, keyed by (trace, shared id, local service): its new id.
-fn shared_span_ids(spans: &[ZipkinSpan]) -> HashMap<(TraceId, SpanId, String), SpanId> {
+/// Shared SERVER spans of a request, keyed by (trace, shared id): their local service and
+/// new id.
+type SharedIds = HashMap<(TraceId, SpanId), (String, SpanId)>;
+
+fn shared_span_ids<'a>(spans: impl Iterator<Item = &'a ZipkinSpan>) -> SharedIds {
     spans
-        .iter()
         .filter(|s| s.shared && s.kind == Some(Kind::Server))
-        .map(|s| ((s.trace_id, s.id, local_service(s).to_owned()), shared_server_id(s.trace_id, s.id)))
+        .map(|s| ((s.trace_id, s.id), (local_service(s).to_owned(), shared_server_id(s.trace_id, s.id))))
         .collect()
+}
+
+/// One converted span and what its resource is made of (built once per distinct key).
+struct Converted {
+    resource_key: String,
+    service: String,
+    resource_tags: Vec<(String, String)>,
+    scope: (String, String),
+    span: Span,
+}
+
+fn resource(service: String, resource_tags: Vec<(String, String)>) -> Resource {
+    let mut resource = Resource::default();
+    let has_service = !service.is_empty();
+    if has_service {
+        resource.attributes.push(KeyValue::new("service.name", AnyValue::String(service)));
+    }
+    for (k, v) in resource_tags {
+        if !(has_service && k == "service.name") {
+            resource.attributes.push(KeyValue::new(k, AnyValue::String(v)));
+        }
+    }
+    resource
 }
 
 fn is_resource_key(key: &str) -> bool {
     RESOURCE_PREFIXES.iter().any(|p| key.starts_with(p))
 }
 
-fn convert(
-    s: ZipkinSpan,
-    remap: &HashMap<(TraceId, SpanId, String), SpanId>,
-) -> (String, Resource, (String, String), Span) {
+fn convert(s: ZipkinSpan, shared: &SharedIds) -> Result<Converted, String> {
     let service = local_service(&s).to_owned();
     let mut resource_tags = Vec::new();
     let mut tags = Vec::with_capacity(s.tags.len() + 6);
@@ -127,19 +153,11 @@ fn convert(
     }
     resource_tags.sort();
     let mut resource_key = service.clone();
-    let mut resource = Resource::default();
-    if !service.is_empty() {
-        resource.attributes.push(KeyValue::new("service.name", AnyValue::String(service.clone())));
-    }
-    for (k, v) in resource_tags {
+    for (k, v) in &resource_tags {
         resource_key.push('\u{0}');
-        resource_key.push_str(&k);
+        resource_key.push_str(k);
         resource_key.push('=');
-        resource_key.push_str(&v);
-        if k == "service.name" && !service.is_empty() {
-            continue;
-        }
-        resource.attributes.push(KeyValue::new(k, AnyValue::String(v)));
+        resource_key.push_str(v);
     }
 
     // Exporters send the scope under both its current and its older name: take both.
@@ -156,19 +174,20 @@ fn convert(
     let trace_state = take(&mut tags, "w3c.tracestate").unwrap_or_default();
     let status = status(&mut tags);
 
-    let (span_id, parent_span_id) =
-        if let Some(&new_id) = remap.get(&(s.trace_id, s.id, service.clone())).filter(|_| s.shared) {
+    let same_service = |key| shared.get(&key).filter(|(svc, _)| *svc == service).map(|(_, id)| *id);
+    let (span_id, parent_span_id) = match same_service((s.trace_id, s.id)).filter(|_| s.shared) {
+        Some(new_id) => {
             tags.push(KeyValue::new(SHARED_SPAN_ID_ATTR, AnyValue::String(s.id.to_hex())));
             (new_id, Some(s.id))
-        } else {
-            let parent = s.parent_id.map(|p| match remap.get(&(s.trace_id, p, service.clone())) {
-                // A child recorded by the shared server's own service: its parent is the
-                // server side, which now has its own id.
-                Some(&server) if s.id != p => server,
-                _ => p,
-            });
+        }
+        None => {
+            // A child recorded by the shared server's own service hangs under the server
+            // side, which now has its own id.
+            let parent =
+                s.parent_id.map(|p| same_service((s.trace_id, p)).filter(|_| s.id != p).unwrap_or(p));
             (s.id, parent)
-        };
+        }
+    };
     if let Some(remote) = &s.remote_endpoint {
         remote_attributes(&mut tags, remote, kind);
     }
@@ -184,9 +203,14 @@ fn convert(
     let mut annotations = s.annotations;
     annotations.sort_by_key(|(t, _)| *t);
     let start_us = if s.timestamp > 0 { s.timestamp } else { annotations.first().map_or(0, |(t, _)| *t) };
-    let start = start_us.saturating_mul(1000);
-    let end = start.saturating_add(s.duration.saturating_mul(1000));
-    let events = annotations.into_iter().map(|(t, value)| event(t.saturating_mul(1000), value)).collect();
+    let nanos =
+        |us: u64, what: &str| us.checked_mul(1000).ok_or_else(|| format!("{what} {us} is out of range"));
+    let start = nanos(start_us, "timestamp")?;
+    let end = start.checked_add(nanos(s.duration, "duration")?).ok_or("timestamp + duration overflows")?;
+    let mut events = Vec::with_capacity(annotations.len());
+    for (t, value) in annotations {
+        events.push(event(nanos(t, "annotation timestamp")?, value));
+    }
 
     let span = Span {
         trace_id: s.trace_id,
@@ -207,7 +231,8 @@ fn convert(
         dropped_links_count: 0,
         status,
     };
-    (resource_key, resource, (scope_name.unwrap_or_default(), scope_version.unwrap_or_default()), span)
+    let scope = (scope_name.unwrap_or_default(), scope_version.unwrap_or_default());
+    Ok(Converted { resource_key, service, resource_tags, scope, span })
 }
 
 fn take(attrs: &mut Vec<KeyValue>, key: &str) -> Option<String> {

@@ -19,8 +19,8 @@ use axum::routing::post;
 use strand_core::SpanBatch;
 use strand_otlp::Rejections;
 
-use crate::http_body::{content_encoding, media_type, read_and_decode};
-use crate::legacy::{accepted, refused};
+use crate::http_body::media_type;
+use crate::legacy::{receive, refused};
 use crate::{IngestError, Protocol, Receiver};
 
 /// Body encodings of Zipkin v2.
@@ -69,20 +69,6 @@ fn format(headers: &HeaderMap) -> Result<Format, IngestError> {
 }
 
 async fn submit(State(rx): State<Receiver>, headers: HeaderMap, body: Body) -> Response {
-    let result = async {
-        let format = format(&headers)?;
-        content_encoding(&headers)?;
-        let _slot = rx.admit()?;
-        let (batch, rejections) = read_and_decode(&rx, &headers, body, move |b| decode(format, b)).await?;
-        rx.store(Protocol::Zipkin, batch, &rejections).await?;
-        Ok(rejections)
-    }
-    .await;
-    match result {
-        Ok(rejections) => accepted(&rejections),
-        Err(e) => {
-            rx.refused(Protocol::Zipkin);
-            refused(e)
-        }
-    }
+    let decoder = format(&headers).map(|format| move |b: &[u8]| decode(format, b));
+    receive(&rx, Protocol::Zipkin, &headers, body, decoder).await
 }
