@@ -8,6 +8,7 @@
 //! - [`model`]: resources, scopes, spans, events, links and attribute values, mirroring
 //!   the OTLP span model field for field.
 //! - [`search`]: trace search queries, summaries, operations and dependency edges.
+//! - [`units`]: sizes and durations written with units (`16MiB`, `30s`).
 //! - [`contract`]: [`SpanSink`], [`TraceWriter`] and [`TraceReader`], with the promises
 //!   each implementation makes.
 //!
@@ -26,6 +27,7 @@ pub mod contract;
 pub mod ids;
 pub mod model;
 pub mod search;
+pub mod units;
 
 pub use contract::{BoxFuture, SinkError, SpanSink, StoreError, TraceReader, TraceWriter};
 pub use ids::{IdError, SpanId, TraceId};

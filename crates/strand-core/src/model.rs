@@ -335,18 +335,24 @@ impl Trace {
 
     /// Regroups the spans by resource and scope, in first-seen order.
     pub fn to_batch(&self) -> SpanBatch {
+        SpanBatch::from_stored(self.spans.iter().cloned())
+    }
+}
+
+impl SpanBatch {
+    /// Groups stored spans by resource and scope (equal content counts as the same), in
+    /// first-seen order.
+    pub fn from_stored(spans: impl IntoIterator<Item = StoredSpan>) -> Self {
         let mut batch = SpanBatch::default();
-        for s in &self.spans {
+        for s in spans {
             let rs_idx = match batch
                 .resource_spans
                 .iter()
-                .position(|rs| Arc::ptr_eq(&rs.resource, &s.resource) || *rs.resource == *s.resource)
+                .rposition(|rs| Arc::ptr_eq(&rs.resource, &s.resource) || *rs.resource == *s.resource)
             {
                 Some(i) => i,
                 None => {
-                    batch
-                        .resource_spans
-                        .push(ResourceSpans { resource: s.resource.clone(), scope_spans: Vec::new() });
+                    batch.resource_spans.push(ResourceSpans { resource: s.resource, scope_spans: Vec::new() });
                     batch.resource_spans.len() - 1
                 }
             };
@@ -354,15 +360,15 @@ impl Trace {
             let ss_idx = match rs
                 .scope_spans
                 .iter()
-                .position(|ss| Arc::ptr_eq(&ss.scope, &s.scope) || *ss.scope == *s.scope)
+                .rposition(|ss| Arc::ptr_eq(&ss.scope, &s.scope) || *ss.scope == *s.scope)
             {
                 Some(i) => i,
                 None => {
-                    rs.scope_spans.push(ScopeSpans { scope: s.scope.clone(), spans: Vec::new() });
+                    rs.scope_spans.push(ScopeSpans { scope: s.scope, spans: Vec::new() });
                     rs.scope_spans.len() - 1
                 }
             };
-            rs.scope_spans[ss_idx].spans.push(s.span.clone());
+            rs.scope_spans[ss_idx].spans.push(s.span);
         }
         batch
     }

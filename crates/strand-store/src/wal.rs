@@ -48,10 +48,7 @@ impl WalRecord {
         let mut out = vec![0u8; RECORD_HEADER + 1];
         out[RECORD_HEADER] = PAYLOAD_VERSION;
         let mut out = postcard::to_extend(self, out).expect("encoding into a Vec cannot fail");
-        let payload_len = out.len() - RECORD_HEADER;
-        let crc = crc32c::crc32c(&out[RECORD_HEADER..]);
-        out[0..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
-        out[4..8].copy_from_slice(&crc.to_le_bytes());
+        seal_frame(&mut out);
         out
     }
 
@@ -74,6 +71,24 @@ impl WalRecord {
             None => Err("empty payload".into()),
         }
     }
+}
+
+/// Frames an opaque payload as a record: the log's format for users other than the store
+/// (the sampler's pending log). [`Wal::open_payloads`] hands such payloads back.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(RECORD_HEADER + payload.len());
+    out.extend_from_slice(&[0u8; RECORD_HEADER]);
+    out.extend_from_slice(payload);
+    seal_frame(&mut out);
+    out
+}
+
+/// Fills in the length and checksum header of `out` (header bytes, then payload).
+fn seal_frame(out: &mut [u8]) {
+    let payload_len = out.len() - RECORD_HEADER;
+    let crc = crc32c::crc32c(&out[RECORD_HEADER..]);
+    out[0..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    out[4..8].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// What replay found.
@@ -120,6 +135,39 @@ impl Wal {
         dir: &Path,
         mut on_record: impl FnMut(Bytes, WalRecord),
     ) -> std::io::Result<(Self, ReplayStats)> {
+        Self::open_with(fs, dir, |path, framed, stats| {
+            match WalRecord::decode(&framed[RECORD_HEADER..]) {
+                Ok(record) => {
+                    stats.records += 1;
+                    on_record(framed, record);
+                }
+                Err(e) => {
+                    warn!(segment = %path.display(), error = %e, "skipped undecodable wal record");
+                    stats.corrupt_records += 1;
+                }
+            }
+        })
+    }
+
+    /// Opens a log of opaque payloads (written with [`frame`]), handing each checksummed
+    /// payload to `on_payload` with the number of the segment holding it, in order. Torn
+    /// tails and corrupt records are handled as in [`Wal::open`].
+    pub fn open_payloads(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        mut on_payload: impl FnMut(u64, &[u8]),
+    ) -> std::io::Result<(Self, ReplayStats)> {
+        Self::open_with(fs, dir, |path, framed, stats| {
+            stats.records += 1;
+            on_payload(segment_seq(path).unwrap_or_default(), &framed[RECORD_HEADER..]);
+        })
+    }
+
+    fn open_with(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        mut on_framed: impl FnMut(&Path, Bytes, &mut ReplayStats),
+    ) -> std::io::Result<(Self, ReplayStats)> {
         fs.create_dir_all(dir)?;
         let mut stats = ReplayStats::default();
         let mut last_seq = 0;
@@ -138,16 +186,7 @@ impl Wal {
                 fs.truncate(path, at)?;
             }
             for range in parsed.records {
-                match WalRecord::decode(&bytes[range.start + RECORD_HEADER..range.end]) {
-                    Ok(record) => {
-                        stats.records += 1;
-                        on_record(bytes.slice(range), record);
-                    }
-                    Err(e) => {
-                        warn!(segment = %path.display(), error = %e, "skipped undecodable wal record");
-                        stats.corrupt_records += 1;
-                    }
-                }
+                on_framed(path, bytes.slice(range), &mut stats);
             }
             if parsed.corrupt > 0 {
                 warn!(segment = %path.display(), count = parsed.corrupt, "skipped corrupt wal records");

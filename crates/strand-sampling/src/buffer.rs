@@ -1,0 +1,661 @@
+//! The trace buffer: spans wait here, grouped by trace id, until their trace is decided.
+//!
+//! ```text
+//! batch ──► Prepared (spans encoded once, conditions checked; no lock)
+//!             │                                  ▲ the same bytes go to the pending log
+//!             ▼
+//! TraceBuffer::insert ─ decided before? ─ kept ──► stored now ("late span")
+//!             │                         └ dropped ► counted
+//!             ▼
+//!      Pending trace: encoded spans + TraceFacts, deadline = min(first + wait, root + delay)
+//!             │ deadline passes (decide_due) / trace over max_trace_bytes / buffer full
+//!             ▼
+//!      PolicySet::decide ──► DecidedTrace (kept: spans decoded, root span tagged)
+//! ```
+//!
+//! Memory is counted in bytes: each trace's encoded spans plus a fixed per-trace cost.
+//! Time is always passed in (`now`, Unix nanoseconds); nothing here reads a clock.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use strand_core::{AnyValue, KeyValue, Resource, Scope, Span, SpanBatch, StoredSpan, TraceId};
+
+use crate::config::SamplingConfig;
+use crate::policy::{ConditionSet, PolicySet, TraceFacts, ratio_threshold, trace_id_hash};
+
+/// Attribute on a kept trace's root span naming the policies that kept it.
+pub const POLICY_ATTRIBUTE: &str = "strand.sampling.policy";
+/// Attribute on a kept trace's root span: the chance such a trace had of being kept.
+pub const RATE_ATTRIBUTE: &str = "strand.sampling.rate";
+/// Policy name recorded when the overflow fallback kept a trace.
+pub const OVERFLOW_POLICY: &str = "strand.overflow";
+const OVERFLOW_SALT: &[u8] = b"strand-overflow";
+
+/// Bytes a buffered trace costs besides its encoded spans: the entry, its map slots, its
+/// deadline entry. An estimate, checked against the process's memory by `strand bench
+/// sampling`.
+pub const TRACE_OVERHEAD_BYTES: usize = std::mem::size_of::<Pending>() + 120;
+
+/// A batch made ready for the buffer: every span encoded once and checked against the
+/// conditions. Built without the buffer's lock.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    groups: Vec<(Arc<Resource>, Arc<Scope>)>,
+    spans: Vec<PreparedSpan>,
+    data: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct PreparedSpan {
+    trace_id: TraceId,
+    group: u32,
+    is_root: bool,
+    start: u64,
+    end: u64,
+    bits: u64,
+    at: u32,
+    len: u32,
+}
+
+/// Why the pending log could not be read back.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid pending-log record: {0}")]
+pub struct RecordError(String);
+
+impl Prepared {
+    /// Encodes and checks every span of `batch`.
+    pub fn new(batch: &SpanBatch, conditions: &ConditionSet) -> Self {
+        let mut out = Prepared { data: Vec::with_capacity(batch.span_count() * 160), ..Prepared::default() };
+        for rs in &batch.resource_spans {
+            let resource_bits = conditions.resource_bits(&rs.resource);
+            for ss in &rs.scope_spans {
+                let group = out.groups.len() as u32;
+                out.groups.push((rs.resource.clone(), ss.scope.clone()));
+                for span in &ss.spans {
+                    let at = out.data.len();
+                    out.data = postcard::to_extend(span, std::mem::take(&mut out.data))
+                        .expect("encoding into a Vec cannot fail");
+                    out.spans.push(PreparedSpan {
+                        trace_id: span.trace_id,
+                        group,
+                        is_root: span.parent_span_id.is_none(),
+                        start: span.start_time_unix_nano,
+                        end: span.end_time_unix_nano,
+                        bits: resource_bits | conditions.span_bits(span),
+                        at: at as u32,
+                        len: (out.data.len() - at) as u32,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Number of spans.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether there are no spans.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The record written to the pending log: the groups, then each span's group and
+    /// encoded bytes (the same bytes the buffer keeps).
+    pub fn to_record(&self, received_unix_nano: u64) -> Vec<u8> {
+        let groups: Vec<(&Resource, &Scope)> = self.groups.iter().map(|(r, s)| (&**r, &**s)).collect();
+        let mut out = Vec::with_capacity(self.data.len() + 64 + self.spans.len() * 4);
+        out.push(RECORD_SPANS);
+        out.extend_from_slice(&received_unix_nano.to_le_bytes());
+        out = postcard::to_extend(&groups, out).expect("encoding into a Vec cannot fail");
+        put_varint(&mut out, self.spans.len() as u64);
+        for s in &self.spans {
+            put_varint(&mut out, u64::from(s.group));
+            put_varint(&mut out, u64::from(s.len));
+            out.extend_from_slice(&self.data[s.at as usize..(s.at + s.len) as usize]);
+        }
+        out
+    }
+}
+
+const RECORD_SPANS: u8 = 1;
+const RECORD_DECISIONS: u8 = 2;
+
+/// A record of the pending log, read back at start-up.
+#[derive(Debug)]
+pub enum LogRecord {
+    /// Spans received at a time.
+    Spans {
+        /// When they were received (Unix ns): their traces' clocks restart from here.
+        received_unix_nano: u64,
+        /// The spans.
+        batch: SpanBatch,
+    },
+    /// Decisions taken (kept traces were durably stored before this was written).
+    Decisions(Vec<(TraceId, bool)>),
+}
+
+/// Encodes decisions for the pending log.
+pub fn decisions_record(decisions: &[(TraceId, bool)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 10 + decisions.len() * 17);
+    out.push(RECORD_DECISIONS);
+    put_varint(&mut out, decisions.len() as u64);
+    for (id, keep) in decisions {
+        out.extend_from_slice(&id.0);
+        out.push(u8::from(*keep));
+    }
+    out
+}
+
+impl LogRecord {
+    /// Decodes a pending-log record; never panics on bad input.
+    pub fn decode(payload: &[u8]) -> Result<Self, RecordError> {
+        let bad = |m: &str| RecordError(m.to_string());
+        let (&tag, mut rest) = payload.split_first().ok_or_else(|| bad("empty"))?;
+        match tag {
+            RECORD_SPANS => {
+                let (time, r) = rest.split_at_checked(8).ok_or_else(|| bad("truncated time"))?;
+                let received_unix_nano = u64::from_le_bytes(time.try_into().map_err(|_| bad("time"))?);
+                let (groups, r): (Vec<(Resource, Scope)>, &[u8]) =
+                    postcard::take_from_bytes(r).map_err(|e| RecordError(format!("groups: {e}")))?;
+                let groups: Vec<(Arc<Resource>, Arc<Scope>)> =
+                    groups.into_iter().map(|(r, s)| (Arc::new(r), Arc::new(s))).collect();
+                rest = r;
+                let n = take_varint(&mut rest).ok_or_else(|| bad("span count"))?;
+                let mut spans = Vec::with_capacity((n as usize).min(rest.len()));
+                for _ in 0..n {
+                    let group = take_varint(&mut rest).ok_or_else(|| bad("span group"))? as usize;
+                    let len = take_varint(&mut rest).ok_or_else(|| bad("span length"))? as usize;
+                    let (bytes, r) = rest.split_at_checked(len).ok_or_else(|| bad("truncated span"))?;
+                    rest = r;
+                    let (resource, scope) = groups.get(group).ok_or_else(|| bad("span group out of range"))?;
+                    let span: Span = postcard::from_bytes(bytes).map_err(|e| RecordError(format!("span: {e}")))?;
+                    spans.push(StoredSpan { resource: resource.clone(), scope: scope.clone(), span });
+                }
+                Ok(LogRecord::Spans { received_unix_nano, batch: SpanBatch::from_stored(spans) })
+            }
+            RECORD_DECISIONS => {
+                let n = take_varint(&mut rest).ok_or_else(|| bad("decision count"))?;
+                let mut out = Vec::with_capacity((n as usize).min(rest.len() / 17));
+                for _ in 0..n {
+                    let (one, r) = rest.split_at_checked(17).ok_or_else(|| bad("truncated decision"))?;
+                    rest = r;
+                    let id = TraceId::from_slice(&one[..16]).map_err(|e| RecordError(e.to_string()))?;
+                    out.push((id, one[16] != 0));
+                }
+                Ok(LogRecord::Decisions(out))
+            }
+            other => Err(RecordError(format!("unknown record type {other}"))),
+        }
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn take_varint(bytes: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = bytes.split_first()?;
+        *bytes = rest;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Why a trace was decided when it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DecisionReason {
+    /// Its root span arrived `decision_delay` ago.
+    RootSeen,
+    /// `decision_wait` passed since its first span, root or not.
+    Timeout,
+    /// It reached `max_trace_bytes`.
+    TraceTooBig,
+    /// The buffer reached `max_buffer_bytes` and it was closest to its deadline.
+    BufferFull,
+    /// Asked for (shutdown of a test, `decide_all`).
+    Forced,
+}
+
+/// A decided trace.
+#[derive(Debug)]
+pub struct DecidedTrace {
+    /// The trace.
+    pub trace_id: TraceId,
+    /// Whether it is kept.
+    pub keep: bool,
+    /// Why it was decided now.
+    pub reason: DecisionReason,
+    /// Policies that kept it.
+    pub policies: Vec<Arc<str>>,
+    /// Chance of being kept (see [`crate::policy::Verdict::rate`]).
+    pub rate: Option<f64>,
+    /// Its spans, when kept (the root, or else the earliest span, carries
+    /// [`POLICY_ATTRIBUTE`] and [`RATE_ATTRIBUTE`]).
+    pub spans: Vec<StoredSpan>,
+    /// Spans it had.
+    pub span_count: usize,
+    /// The smallest tag its spans were inserted with (the pending-log segment).
+    pub tag: u64,
+}
+
+/// What [`TraceBuffer::insert`] did with a batch.
+#[derive(Debug, Default)]
+pub struct Admitted {
+    /// Spans of traces already kept: store them now.
+    pub late_kept: Vec<StoredSpan>,
+    /// Spans of traces already dropped.
+    pub late_dropped: usize,
+    /// Traces decided early by this insert (too big, buffer full).
+    pub decided: Vec<DecidedTrace>,
+}
+
+/// Counters of what the buffer did.
+#[derive(Debug, Default, Clone)]
+pub struct BufferStats {
+    /// Traces kept.
+    pub traces_kept: u64,
+    /// Traces dropped.
+    pub traces_dropped: u64,
+    /// Spans kept at decision time.
+    pub spans_kept: u64,
+    /// Spans dropped at decision time.
+    pub spans_dropped: u64,
+    /// Late spans of kept traces, stored.
+    pub late_spans_kept: u64,
+    /// Late spans of dropped traces, dropped.
+    pub late_spans_dropped: u64,
+    /// Traces decided early because they reached `max_trace_bytes`.
+    pub traces_capped: u64,
+    /// Traces decided early because the buffer was full.
+    pub traces_overflowed: u64,
+    /// Of those, kept by the overflow fallback alone.
+    pub overflow_kept: u64,
+    /// Traces kept, per top-level policy name.
+    pub kept_by_policy: HashMap<Arc<str>, u64>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    first_seen: u64,
+    deadline: u64,
+    root_seen: bool,
+    tag: u64,
+    facts: TraceFacts,
+    groups: Vec<(Arc<Resource>, Arc<Scope>)>,
+    data: Vec<u8>,
+}
+
+impl Pending {
+    fn cost(&self) -> usize {
+        TRACE_OVERHEAD_BYTES + self.data.capacity() + self.groups.capacity() * 16
+    }
+}
+
+/// Remembers the last `cap` trace ids inserted (first in, first out).
+#[derive(Debug)]
+struct DecisionCache {
+    set: HashSet<TraceId>,
+    order: VecDeque<TraceId>,
+    cap: usize,
+}
+
+impl DecisionCache {
+    fn new(cap: usize) -> Self {
+        Self { set: HashSet::new(), order: VecDeque::new(), cap }
+    }
+
+    fn insert(&mut self, id: TraceId) {
+        if self.cap == 0 || !self.set.insert(id) {
+            return;
+        }
+        self.order.push_back(id);
+        if self.order.len() > self.cap
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+    }
+
+    fn contains(&self, id: &TraceId) -> bool {
+        self.set.contains(id)
+    }
+}
+
+/// The buffer. Not thread-safe: one owner (the server wraps it in a mutex).
+#[derive(Debug)]
+pub struct TraceBuffer {
+    policies: PolicySet,
+    delay: u64,
+    wait: u64,
+    max_buffer_bytes: usize,
+    max_trace_bytes: usize,
+    overflow_threshold: u64,
+    overflow_ratio: f64,
+    traces: HashMap<TraceId, Pending>,
+    deadlines: BTreeSet<(u64, TraceId)>,
+    tags: BTreeMap<u64, usize>,
+    bytes: usize,
+    spans: usize,
+    kept: DecisionCache,
+    dropped: DecisionCache,
+    stats: BufferStats,
+}
+
+impl TraceBuffer {
+    /// A buffer for a valid configuration (see [`SamplingConfig::validate`]).
+    pub fn new(cfg: &SamplingConfig) -> Result<Self, Vec<String>> {
+        let policies = PolicySet::compile(&cfg.policies)?;
+        let nanos = |d: std::time::Duration| d.as_nanos().min(u128::from(u64::MAX)) as u64;
+        let overflow_ratio = cfg.overflow_sampling_percentage / 100.0;
+        Ok(Self {
+            policies,
+            delay: nanos(cfg.decision_delay.0),
+            wait: nanos(cfg.decision_wait.0),
+            max_buffer_bytes: cfg.max_buffer_bytes.0.try_into().unwrap_or(usize::MAX),
+            max_trace_bytes: cfg.max_trace_bytes.0.try_into().unwrap_or(usize::MAX),
+            overflow_threshold: ratio_threshold(overflow_ratio),
+            overflow_ratio,
+            traces: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            tags: BTreeMap::new(),
+            bytes: 0,
+            spans: 0,
+            kept: DecisionCache::new(cfg.decision_cache.sampled_cache_size),
+            dropped: DecisionCache::new(cfg.decision_cache.non_sampled_cache_size),
+            stats: BufferStats::default(),
+        })
+    }
+
+    /// The span conditions, for [`Prepared::new`].
+    pub fn conditions(&self) -> Arc<ConditionSet> {
+        self.policies.conditions()
+    }
+
+    /// Bytes buffered (encoded spans plus per-trace overhead).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Traces buffered.
+    pub fn traces(&self) -> usize {
+        self.traces.len()
+    }
+
+    /// Spans buffered.
+    pub fn spans(&self) -> usize {
+        self.spans
+    }
+
+    /// What the buffer did so far.
+    pub fn stats(&self) -> &BufferStats {
+        &self.stats
+    }
+
+    /// The smallest tag of any buffered span (the oldest pending-log segment still needed).
+    pub fn min_tag(&self) -> Option<u64> {
+        self.tags.keys().next().copied()
+    }
+
+    /// Adds prepared spans received at `now`, tagged with `tag` (the pending-log segment
+    /// holding them).
+    pub fn insert(&mut self, prepared: &Prepared, now: u64, tag: u64) -> Admitted {
+        let mut out = Admitted::default();
+        // Group the batch's spans by trace so each trace grows once per batch.
+        let mut order: Vec<u32> = (0..prepared.spans.len() as u32).collect();
+        order.sort_unstable_by_key(|&i| prepared.spans[i as usize].trace_id);
+        let mut i = 0;
+        while i < order.len() {
+            let trace_id = prepared.spans[order[i] as usize].trace_id;
+            let mut j = i;
+            while j < order.len() && prepared.spans[order[j] as usize].trace_id == trace_id {
+                j += 1;
+            }
+            self.insert_trace(prepared, &order[i..j], trace_id, now, tag, &mut out);
+            i = j;
+        }
+        while self.bytes > self.max_buffer_bytes {
+            let Some(&(_, id)) = self.deadlines.first() else { break };
+            self.stats.traces_overflowed += 1;
+            if let Some(d) = self.decide(id, DecisionReason::BufferFull, now) {
+                out.decided.push(d);
+            }
+        }
+        out
+    }
+
+    fn insert_trace(
+        &mut self,
+        prepared: &Prepared,
+        idx: &[u32],
+        trace_id: TraceId,
+        now: u64,
+        tag: u64,
+        out: &mut Admitted,
+    ) {
+        if self.kept.contains(&trace_id) {
+            self.stats.late_spans_kept += idx.len() as u64;
+            for &k in idx {
+                let s = &prepared.spans[k as usize];
+                let (resource, scope) = &prepared.groups[s.group as usize];
+                let bytes = &prepared.data[s.at as usize..(s.at + s.len) as usize];
+                if let Ok(span) = postcard::from_bytes::<Span>(bytes) {
+                    out.late_kept.push(StoredSpan { resource: resource.clone(), scope: scope.clone(), span });
+                }
+            }
+            return;
+        }
+        if self.dropped.contains(&trace_id) {
+            self.stats.late_spans_dropped += idx.len() as u64;
+            out.late_dropped += idx.len();
+            return;
+        }
+        let pending = self.traces.entry(trace_id).or_insert_with(|| {
+            let deadline = now.saturating_add(self.wait);
+            self.deadlines.insert((deadline, trace_id));
+            *self.tags.entry(tag).or_default() += 1;
+            Pending {
+                first_seen: now,
+                deadline,
+                root_seen: false,
+                tag,
+                facts: TraceFacts::default(),
+                groups: Vec::new(),
+                data: Vec::new(),
+            }
+        });
+        let before = if pending.facts.span_count == 0 { 0 } else { pending.cost() };
+        let needed: usize = idx.iter().map(|&k| prepared.spans[k as usize].len as usize + 2).sum();
+        if pending.data.capacity() - pending.data.len() < needed {
+            let grow = needed.max(pending.data.capacity() / 2);
+            pending.data.reserve_exact(grow);
+        }
+        let mut root = false;
+        let mut last_group: Option<(u32, u32)> = None;
+        for &k in idx {
+            let s = &prepared.spans[k as usize];
+            let local = match last_group {
+                Some((g, l)) if g == s.group => l,
+                _ => {
+                    let (resource, scope) = &prepared.groups[s.group as usize];
+                    let l = match pending.groups.iter().position(|(r, sc)| {
+                        (Arc::ptr_eq(r, resource) || **r == **resource) && (Arc::ptr_eq(sc, scope) || **sc == **scope)
+                    }) {
+                        Some(l) => l,
+                        None => {
+                            pending.groups.push((resource.clone(), scope.clone()));
+                            pending.groups.len() - 1
+                        }
+                    } as u32;
+                    last_group = Some((s.group, l));
+                    l
+                }
+            };
+            put_varint(&mut pending.data, u64::from(local));
+            pending.data.extend_from_slice(&prepared.data[s.at as usize..(s.at + s.len) as usize]);
+            pending.facts.add(s.start, s.end, s.bits);
+            root |= s.is_root;
+        }
+        if pending.tag > tag {
+            // A replayed or reordered batch: keep the smallest segment the trace needs.
+            Self::move_tag(&mut self.tags, pending.tag, tag);
+            pending.tag = tag;
+        }
+        if root && !pending.root_seen {
+            pending.root_seen = true;
+            let due = now.saturating_add(self.delay).max(pending.first_seen);
+            if due < pending.deadline {
+                self.deadlines.remove(&(pending.deadline, trace_id));
+                pending.deadline = due;
+                self.deadlines.insert((due, trace_id));
+            }
+        }
+        let after = pending.cost();
+        self.bytes = self.bytes + after - before;
+        self.spans += idx.len();
+        if pending.data.len() >= self.max_trace_bytes {
+            self.stats.traces_capped += 1;
+            if let Some(d) = self.decide(trace_id, DecisionReason::TraceTooBig, now) {
+                out.decided.push(d);
+            }
+        }
+    }
+
+    fn move_tag(tags: &mut BTreeMap<u64, usize>, from: u64, to: u64) {
+        if let Some(n) = tags.get_mut(&from) {
+            *n -= 1;
+            if *n == 0 {
+                tags.remove(&from);
+            }
+        }
+        *tags.entry(to).or_default() += 1;
+    }
+
+    /// Decides every trace whose deadline is at or before `now`.
+    pub fn decide_due(&mut self, now: u64) -> Vec<DecidedTrace> {
+        let mut out = Vec::new();
+        while let Some(&(deadline, id)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            let reason = match self.traces.get(&id) {
+                Some(p) if p.root_seen => DecisionReason::RootSeen,
+                _ => DecisionReason::Timeout,
+            };
+            if let Some(d) = self.decide(id, reason, now) {
+                out.push(d);
+            }
+        }
+        out
+    }
+
+    /// Decides every buffered trace now.
+    pub fn decide_all(&mut self, now: u64) -> Vec<DecidedTrace> {
+        let ids: Vec<TraceId> = self.deadlines.iter().map(|(_, id)| *id).collect();
+        ids.into_iter().filter_map(|id| self.decide(id, DecisionReason::Forced, now)).collect()
+    }
+
+    /// Records a decision read back from the pending log: the trace leaves the buffer
+    /// without output (its spans were stored or dropped before the record was written).
+    pub fn restore_decision(&mut self, trace_id: TraceId, keep: bool) {
+        if let Some(p) = self.remove(&trace_id) {
+            drop(p);
+        }
+        if keep { self.kept.insert(trace_id) } else { self.dropped.insert(trace_id) }
+    }
+
+    fn remove(&mut self, id: &TraceId) -> Option<Pending> {
+        let p = self.traces.remove(id)?;
+        self.deadlines.remove(&(p.deadline, *id));
+        if let Some(n) = self.tags.get_mut(&p.tag) {
+            *n -= 1;
+            if *n == 0 {
+                self.tags.remove(&p.tag);
+            }
+        }
+        self.bytes -= p.cost();
+        self.spans -= p.facts.span_count as usize;
+        Some(p)
+    }
+
+    fn decide(&mut self, trace_id: TraceId, reason: DecisionReason, now: u64) -> Option<DecidedTrace> {
+        let p = self.remove(&trace_id)?;
+        let mut verdict = self.policies.decide(&trace_id, &p.facts, now);
+        if reason == DecisionReason::BufferFull
+            && !verdict.keep
+            && trace_id_hash(OVERFLOW_SALT, &trace_id) <= self.overflow_threshold
+        {
+            self.stats.overflow_kept += 1;
+            verdict.keep = true;
+            verdict.policies = vec![Arc::from(OVERFLOW_POLICY)];
+            verdict.rate = Some(self.overflow_ratio);
+        }
+        let span_count = p.facts.span_count as usize;
+        let mut spans = Vec::new();
+        if verdict.keep {
+            self.kept.insert(trace_id);
+            self.stats.traces_kept += 1;
+            self.stats.spans_kept += span_count as u64;
+            for name in &verdict.policies {
+                *self.stats.kept_by_policy.entry(name.clone()).or_default() += 1;
+            }
+            spans = decode_spans(&p);
+            annotate(&mut spans, &verdict.policies, verdict.rate);
+        } else {
+            self.dropped.insert(trace_id);
+            self.stats.traces_dropped += 1;
+            self.stats.spans_dropped += span_count as u64;
+        }
+        Some(DecidedTrace {
+            trace_id,
+            keep: verdict.keep,
+            reason,
+            policies: verdict.policies,
+            rate: verdict.rate,
+            spans,
+            span_count,
+            tag: p.tag,
+        })
+    }
+}
+
+fn decode_spans(p: &Pending) -> Vec<StoredSpan> {
+    let mut out = Vec::with_capacity(p.facts.span_count as usize);
+    let mut rest = p.data.as_slice();
+    while !rest.is_empty() {
+        let Some(group) = take_varint(&mut rest) else { break };
+        let Ok((span, r)) = postcard::take_from_bytes::<Span>(rest) else { break };
+        rest = r;
+        if let Some((resource, scope)) = p.groups.get(group as usize) {
+            out.push(StoredSpan { resource: resource.clone(), scope: scope.clone(), span });
+        }
+    }
+    out
+}
+
+/// Tags the root span (or, without one, the earliest span) with why the trace was kept.
+fn annotate(spans: &mut [StoredSpan], policies: &[Arc<str>], rate: Option<f64>) {
+    let target = spans
+        .iter()
+        .position(|s| s.span.parent_span_id.is_none())
+        .or_else(|| (0..spans.len()).min_by_key(|&i| (spans[i].span.start_time_unix_nano, spans[i].span.span_id)));
+    let Some(i) = target else { return };
+    let attrs = &mut spans[i].span.attributes;
+    attrs.retain(|kv| kv.key != POLICY_ATTRIBUTE && kv.key != RATE_ATTRIBUTE);
+    let names: Vec<&str> = policies.iter().map(|p| &**p).collect();
+    attrs.push(KeyValue::new(POLICY_ATTRIBUTE, AnyValue::String(names.join(","))));
+    if let Some(rate) = rate {
+        attrs.push(KeyValue::new(RATE_ATTRIBUTE, AnyValue::Double(rate)));
+    }
+}

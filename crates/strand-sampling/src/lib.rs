@@ -1,0 +1,21 @@
+//! Strand's sampling stage: what happens to spans between the receivers and the store.
+//!
+//! - [`config`]: the `sampling:` section, in the OpenTelemetry Collector's `tail_sampling`
+//!   policy syntax, and the `--sampling errors-plus=5%` shorthand.
+//! - [`policy`]: compiled policies and the collector's final decision rule.
+//! - [`buffer`]: the trace buffer, bounded in bytes, with its decision cache.
+//! - [`red`]: request/error/duration metrics and service-graph edges, computed from every
+//!   span *before* sampling so they stay exact when most traces are dropped.
+//! - [`remote`]: Jaeger remote-sampling strategies, from a file or adaptive.
+//!
+//! Nothing here reads a clock or does I/O: time comes in as Unix nanoseconds, so every
+//! behaviour is testable step by step. The server owns the threads, the pending log and
+//! the HTTP endpoints.
+
+pub mod buffer;
+pub mod config;
+pub mod policy;
+
+pub use buffer::{Admitted, DecidedTrace, DecisionReason, LogRecord, Prepared, TraceBuffer};
+pub use config::{PolicyConfig, PolicyType, SamplingConfig};
+pub use policy::{PolicySet, TraceFacts, Verdict};

@@ -1,0 +1,211 @@
+//! The trace buffer: when traces are decided, late spans, caps, the byte bound, the log.
+
+use std::sync::Arc;
+
+use strand_core::{
+    AnyValue, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanBatch, SpanId, SpanKind, Status, StatusCode,
+    TraceId, find_attr,
+};
+use strand_sampling::buffer::{POLICY_ATTRIBUTE, RATE_ATTRIBUTE, decisions_record};
+use strand_sampling::{DecisionReason, LogRecord, Prepared, SamplingConfig, TraceBuffer};
+
+const SEC: u64 = 1_000_000_000;
+const T0: u64 = 1_700_000_000 * SEC;
+
+fn config(extra: &str) -> SamplingConfig {
+    let yaml = format!(
+        "policies:\n  - {{ name: errors, type: status_code, status_code: {{ status_codes: [ERROR] }} }}\n{extra}"
+    );
+    serde_saphyr::from_str(&yaml).expect("valid")
+}
+
+fn span(trace: u8, id: u8, parent: Option<u8>, error: bool) -> Span {
+    Span {
+        trace_id: TraceId([trace; 16]),
+        span_id: SpanId([id; 8]),
+        parent_span_id: parent.map(|p| SpanId([p; 8])),
+        trace_state: String::new(),
+        flags: 1,
+        name: format!("op-{id}"),
+        kind: SpanKind::Internal,
+        start_time_unix_nano: T0 + u64::from(id),
+        end_time_unix_nano: T0 + u64::from(id) + 1000,
+        attributes: Vec::new(),
+        dropped_attributes_count: 0,
+        events: Vec::new(),
+        dropped_events_count: 0,
+        links: Vec::new(),
+        dropped_links_count: 0,
+        status: Status { code: if error { StatusCode::Error } else { StatusCode::Unset }, message: String::new() },
+    }
+}
+
+fn batch(spans: Vec<Span>) -> SpanBatch {
+    SpanBatch {
+        resource_spans: vec![ResourceSpans {
+            resource: Arc::new(Resource::default()),
+            scope_spans: vec![ScopeSpans { scope: Arc::new(Scope::default()), spans }],
+        }],
+    }
+}
+
+fn insert(buf: &mut TraceBuffer, spans: Vec<Span>, now: u64) -> strand_sampling::Admitted {
+    let p = Prepared::new(&batch(spans), &buf.conditions());
+    buf.insert(&p, now, 1)
+}
+
+#[test]
+fn decided_at_root_plus_delay_or_at_the_wait() {
+    let mut buf = TraceBuffer::new(&config("decision_delay: 5s\ndecision_wait: 30s")).expect("valid");
+    insert(&mut buf, vec![span(1, 2, Some(1), true)], T0);
+    insert(&mut buf, vec![span(1, 1, None, false)], T0 + SEC); // root after 1 s
+    insert(&mut buf, vec![span(2, 2, Some(1), false)], T0); // never gets a root
+    assert!(buf.decide_due(T0 + 6 * SEC - 1).is_empty());
+    let d = buf.decide_due(T0 + 6 * SEC);
+    assert_eq!(d.len(), 1);
+    assert_eq!((d[0].trace_id, d[0].keep, d[0].reason), (TraceId([1; 16]), true, DecisionReason::RootSeen));
+    assert_eq!(d[0].spans.len(), 2);
+    let root = d[0].spans.iter().find(|s| s.span.parent_span_id.is_none()).expect("root");
+    assert_eq!(find_attr(&root.span.attributes, POLICY_ATTRIBUTE), Some(&AnyValue::String("errors".into())));
+    assert_eq!(find_attr(&root.span.attributes, RATE_ATTRIBUTE), Some(&AnyValue::Double(1.0)));
+    assert!(buf.decide_due(T0 + 30 * SEC - 1).is_empty());
+    let d = buf.decide_due(T0 + 30 * SEC);
+    assert_eq!((d.len(), d[0].keep, d[0].reason), (1, false, DecisionReason::Timeout));
+    assert_eq!((buf.traces(), buf.spans(), buf.bytes()), (0, 0, 0));
+}
+
+#[test]
+fn late_spans_follow_the_decision() {
+    let mut buf = TraceBuffer::new(&config("")).expect("valid");
+    insert(&mut buf, vec![span(1, 1, None, true), span(2, 1, None, false)], T0);
+    let d = buf.decide_all(T0);
+    assert_eq!(d.iter().filter(|t| t.keep).count(), 1);
+    let a = insert(&mut buf, vec![span(1, 9, Some(1), false), span(2, 9, Some(1), true)], T0 + SEC);
+    assert_eq!(a.late_kept.len(), 1);
+    assert_eq!(a.late_kept[0].span.span_id, SpanId([9; 8]));
+    assert_eq!(a.late_dropped, 1, "an error arriving after a drop does not revive the trace");
+    assert_eq!(buf.traces(), 0);
+    let s = buf.stats();
+    assert_eq!((s.late_spans_kept, s.late_spans_dropped), (1, 1));
+
+    // With no cache the late span starts a new buffered trace instead.
+    let mut uncached = TraceBuffer::new(&config(
+        "decision_cache: { sampled_cache_size: 0, non_sampled_cache_size: 0 }",
+    ))
+    .expect("valid");
+    insert(&mut uncached, vec![span(1, 1, None, true)], T0);
+    uncached.decide_all(T0);
+    let a = insert(&mut uncached, vec![span(1, 9, Some(1), false)], T0 + SEC);
+    assert!(a.late_kept.is_empty());
+    assert_eq!(uncached.traces(), 1);
+}
+
+#[test]
+fn a_huge_trace_is_capped_and_decided_early() {
+    let mut buf = TraceBuffer::new(&config("max_trace_bytes: 4KiB\nmax_buffer_bytes: 1MiB")).expect("valid");
+    insert(&mut buf, vec![span(5, 1, None, false)], T0);
+    let mut decided = None;
+    for i in 2..200u8 {
+        let a = insert(&mut buf, vec![span(9, i, Some(1), i == 100)], T0);
+        if let Some(d) = a.decided.into_iter().next() {
+            decided = Some((i, d));
+            break;
+        }
+    }
+    let (at, d) = decided.expect("the big trace is decided before 200 spans");
+    assert_eq!(d.reason, DecisionReason::TraceTooBig);
+    assert!(!d.keep, "no error among its first {at} spans");
+    assert_eq!(buf.stats().traces_capped, 1);
+    assert_eq!(buf.traces(), 1, "the small trace keeps waiting");
+    let a = insert(&mut buf, vec![span(9, 250, Some(1), false)], T0);
+    assert_eq!(a.late_dropped, 1);
+}
+
+#[test]
+fn a_flood_never_exceeds_the_byte_bound_and_says_so() {
+    let limit = 256 * 1024;
+    let mut buf = TraceBuffer::new(&config(&format!(
+        "max_buffer_bytes: {limit}\nmax_trace_bytes: 64KiB\noverflow_sampling_percentage: 10"
+    )))
+    .expect("valid");
+    let mut overflowed = Vec::new();
+    for t in 0..20_000u32 {
+        let id = t.to_le_bytes();
+        let mut spans: Vec<Span> = (1..=5).map(|i| span(0, i, if i == 1 { None } else { Some(1) }, false)).collect();
+        for s in &mut spans {
+            s.trace_id = TraceId([id[0], id[1], id[2], id[3] | 0x80, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+        }
+        let a = insert(&mut buf, spans, T0 + u64::from(t));
+        assert!(buf.bytes() <= limit, "{} bytes after trace {t}", buf.bytes());
+        overflowed.extend(a.decided);
+    }
+    let s = buf.stats();
+    assert!(s.traces_overflowed > 15_000, "{} overflowed", s.traces_overflowed);
+    assert_eq!(s.traces_overflowed as usize, overflowed.len());
+    assert!(overflowed.iter().all(|d| d.reason == DecisionReason::BufferFull));
+    let kept = overflowed.iter().filter(|d| d.keep).count() as f64 / overflowed.len() as f64;
+    assert!((0.08..0.12).contains(&kept), "overflow fallback kept {kept}");
+    let d = overflowed.iter().find(|d| d.keep).expect("some kept");
+    let root = &d.spans[0].span;
+    assert_eq!(find_attr(&root.attributes, POLICY_ATTRIBUTE), Some(&AnyValue::String("strand.overflow".into())));
+    // Deterministic: the same trace ids overflow to the same decisions in another buffer
+    // (another node, or this one after a restart).
+    for earlier in overflowed.iter().take(200) {
+        let mut other = TraceBuffer::new(&config("max_buffer_bytes: 100\nmax_trace_bytes: 64KiB")).expect("valid");
+        let mut spans: Vec<Span> = (1..=5).map(|i| span(0, i, if i == 1 { None } else { Some(1) }, false)).collect();
+        for s in &mut spans {
+            s.trace_id = earlier.trace_id;
+        }
+        let a = insert(&mut other, spans, T0);
+        assert_eq!(a.decided.len(), 1);
+        assert_eq!(a.decided[0].keep, earlier.keep, "{}", earlier.trace_id);
+    }
+}
+
+#[test]
+fn tags_track_the_oldest_segment_still_needed() {
+    let mut buf = TraceBuffer::new(&config("")).expect("valid");
+    let p = Prepared::new(&batch(vec![span(1, 1, None, false)]), &buf.conditions());
+    buf.insert(&p, T0, 7);
+    let p = Prepared::new(&batch(vec![span(2, 1, None, false)]), &buf.conditions());
+    buf.insert(&p, T0 + SEC, 9);
+    let p = Prepared::new(&batch(vec![span(2, 2, Some(1), false)]), &buf.conditions());
+    buf.insert(&p, T0 + SEC, 10);
+    assert_eq!(buf.min_tag(), Some(7));
+    buf.restore_decision(TraceId([1; 16]), false);
+    assert_eq!(buf.min_tag(), Some(9));
+    buf.decide_all(T0 + 2 * SEC);
+    assert_eq!(buf.min_tag(), None);
+}
+
+#[test]
+fn log_records_round_trip_and_reject_garbage() {
+    let buf = TraceBuffer::new(&config("")).expect("valid");
+    let mut spans = vec![span(1, 1, None, true), span(1, 2, Some(1), false), span(3, 1, None, false)];
+    spans[1].attributes.push(strand_core::KeyValue::new("k", AnyValue::Int(-3)));
+    let original = batch(spans);
+    let p = Prepared::new(&original, &buf.conditions());
+    let record = p.to_record(T0 + 5);
+    match LogRecord::decode(&record).expect("valid") {
+        LogRecord::Spans { received_unix_nano, batch } => {
+            assert_eq!(received_unix_nano, T0 + 5);
+            assert_eq!(batch, original);
+        }
+        other => panic!("expected spans, got {other:?}"),
+    }
+    let d = decisions_record(&[(TraceId([1; 16]), true), (TraceId([3; 16]), false)]);
+    match LogRecord::decode(&d).expect("valid") {
+        LogRecord::Decisions(v) => assert_eq!(v, vec![(TraceId([1; 16]), true), (TraceId([3; 16]), false)]),
+        other => panic!("expected decisions, got {other:?}"),
+    }
+    // Every truncation and a flipped byte anywhere: an error or a value, never a panic.
+    for cut in 0..record.len() {
+        assert!(LogRecord::decode(&record[..cut]).is_err(), "cut at {cut}");
+    }
+    for i in 0..record.len() {
+        let mut r = record.clone();
+        r[i] ^= 0x5a;
+        let _ = LogRecord::decode(&r);
+    }
+    assert!(LogRecord::decode(&[9, 1, 2]).is_err());
+}
