@@ -141,7 +141,7 @@ impl SpanKind {
 }
 
 /// Status code, numbered as in OTLP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum StatusCode {
     /// Not set.

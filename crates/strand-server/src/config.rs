@@ -37,6 +37,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Query API bounds.
     pub query: QueryConfig,
+    /// Tail sampling (no policies: keep everything).
+    pub sampling: strand_sampling::SamplingConfig,
 }
 
 /// Bounds on searches.
@@ -184,6 +186,7 @@ impl Default for Config {
             zipkin: ZipkinConfig::default(),
             storage: StorageConfig::default(),
             query: QueryConfig::default(),
+            sampling: strand_sampling::SamplingConfig::default(),
         }
     }
 }
@@ -241,7 +244,7 @@ impl StorageConfig {
 
 impl Config {
     fn validate(&self) -> Vec<String> {
-        let mut errs = Vec::new();
+        let mut errs = self.sampling.validate();
         let mut positive = |path: &str, ok: bool| {
             if !ok {
                 errs.push(format!("`{path}`: must be greater than zero"));
@@ -411,6 +414,11 @@ pub struct Sources {
     pub env: Vec<(String, String)>,
     /// Flag settings: (flag as typed, key path, value).
     pub flags: Vec<(String, String, String)>,
+    /// `--sampling-config FILE`: a YAML file holding the `sampling:` section's keys; it
+    /// replaces that section.
+    pub sampling_file: Option<PathBuf>,
+    /// `--sampling SHORTHAND` (`errors-plus=5%`, `5%`, `all`): replaces the policies.
+    pub sampling_shorthand: Option<String>,
 }
 
 /// Environment variables starting with `STRAND_` that are not configuration keys.
@@ -461,7 +469,23 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigErrors> {
     if !errs.is_empty() {
         return Err(ConfigErrors(errs));
     }
-    let cfg: Config = serde_json::from_value(merged).map_err(|e| ConfigErrors(vec![e.to_string()]))?;
+    let mut cfg: Config = serde_json::from_value(merged).map_err(|e| ConfigErrors(vec![e.to_string()]))?;
+    if let Some(path) = &sources.sampling_file {
+        let parsed = read_yaml(path).and_then(|v| {
+            serde_json::from_value::<strand_sampling::SamplingConfig>(v)
+                .map_err(|e| format!("--sampling-config {}: {e}", path.display()))
+        });
+        match parsed {
+            Ok(s) => cfg.sampling = s,
+            Err(e) => return Err(ConfigErrors(vec![e])),
+        }
+    }
+    if let Some(short) = &sources.sampling_shorthand {
+        match strand_sampling::SamplingConfig::shorthand(short) {
+            Ok(policies) => cfg.sampling.policies = policies,
+            Err(e) => return Err(ConfigErrors(vec![format!("--sampling: {e}")])),
+        }
+    }
     let problems = cfg.validate();
     if problems.is_empty() { Ok(cfg) } else { Err(ConfigErrors(problems)) }
 }
@@ -510,6 +534,7 @@ mod tests {
                 ("STRAND_STORAGE_HEAD_MAX_SPANS".into(), "10".into()),
             ],
             flags: vec![("--data-dir".into(), "data_dir".into(), "/from/flag".into())],
+            ..Sources::default()
         })
         .expect("valid");
         assert_eq!(cfg.data_dir, PathBuf::from("/from/flag"));
@@ -517,6 +542,33 @@ mod tests {
         assert_eq!(cfg.storage.retention, HumanDuration(Duration::from_secs(2 * 86400)));
         assert_eq!(cfg.storage.fsync, Fsync::Interval);
         assert_eq!(cfg.storage.head_max_spans, 10);
+    }
+
+    #[test]
+    fn sampling_comes_from_the_section_a_file_or_the_shorthand() {
+        let section = "sampling:\n  decision_wait: 10s\n  policies:\n    - { name: slow, type: latency, latency: { threshold_ms: 500 } }\n";
+        let (_f, path) = file(section);
+        let cfg = load(&Sources { file: Some(path.clone()), ..Sources::default() }).expect("valid");
+        assert_eq!(cfg.sampling.policies[0].name, "slow");
+        assert_eq!(cfg.sampling.decision_wait, HumanDuration(Duration::from_secs(10)));
+
+        let (_g, sampling) = file("policies:\n  - { name: all, type: always_sample }\n");
+        let cfg = load(&Sources { file: Some(path.clone()), sampling_file: Some(sampling), ..Sources::default() })
+            .expect("valid");
+        assert_eq!(cfg.sampling.policies[0].name, "all");
+        assert_eq!(cfg.sampling.decision_wait, HumanDuration(Duration::from_secs(30)), "the file replaces the section");
+
+        let cfg = load(&Sources { sampling_shorthand: Some("errors-plus=5%".into()), ..Sources::default() })
+            .expect("valid");
+        assert_eq!(cfg.sampling.policies.len(), 2);
+
+        let (_h, bad) = file("sampling:\n  policies:\n    - { name: x, type: latency }\n");
+        let err = load(&Sources { file: Some(bad), ..Sources::default() }).expect_err("invalid").to_string();
+        assert!(err.contains("policy `x` (latency): needs a `latency:` block"), "{err}");
+        let err = load(&Sources { sampling_shorthand: Some("half".into()), ..Sources::default() })
+            .expect_err("invalid")
+            .to_string();
+        assert!(err.contains("--sampling: unknown sampling shorthand `half`"), "{err}");
     }
 
     #[test]
@@ -531,6 +583,7 @@ mod tests {
                 ("STRAND_HTTP_LISTEN".into(), "not-an-addr".into()),
             ],
             flags: vec![],
+            ..Sources::default()
         })
         .expect_err("invalid");
         let text = err.to_string();

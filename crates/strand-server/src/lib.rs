@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod pipeline;
 pub mod search_cmd;
 pub mod trace_cmd;
 
@@ -24,6 +25,8 @@ use serde::Serialize;
 use strand_core::{SpanSink, TraceReader};
 use strand_ingest::{IngestLimits, Protocol, ProtocolCounters, Receiver, ReceiverStats};
 use strand_store::Store;
+
+use crate::pipeline::Pipeline;
 use strand_store::fs::StdFs;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -68,7 +71,22 @@ pub async fn run(
         max_concurrent_requests: cfg.otlp.max_concurrent_requests,
         ..IngestLimits::default()
     };
-    let sink: Arc<dyn SpanSink> = store.clone();
+    let red = Arc::new(strand_sampling::red::RedMetrics::new(
+        strand_sampling::red::RedLimits::default(),
+        strand_store::now_unix_nano(),
+    ));
+    let pipeline = Arc::new(
+        Pipeline::open(
+            store.clone(),
+            red,
+            &cfg.sampling,
+            &cfg.data_dir,
+            cfg.storage.fsync == config::Fsync::Always,
+        )
+        .await
+        .context("starting tail sampling")?,
+    );
+    let sink: Arc<dyn SpanSink> = pipeline.clone();
     let receiver = Receiver::new(sink, limits);
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -121,6 +139,14 @@ pub async fn run(
     on_bound(&addrs);
 
     let mut tasks = tokio::task::JoinSet::new();
+    {
+        let stop = stopped();
+        let p = pipeline.clone();
+        tasks.spawn(async move {
+            p.run_decider(stop).await;
+            Ok(())
+        });
+    }
     if let Some(listener) = grpc {
         let svc = strand_ingest::otlp::grpc::service(receiver.clone());
         let stop = stopped();
@@ -160,7 +186,7 @@ pub async fn run(
     {
         let reader: Arc<dyn TraceReader> = store.clone();
         let app = strand_query::router(reader, cfg.query.to_limits())
-            .merge(admin_router(store.clone(), receiver.stats()));
+            .merge(admin_router(store.clone(), receiver.stats(), pipeline.clone()));
         let stop = stopped();
         tasks.spawn(async move {
             axum::serve(http, app).with_graceful_shutdown(stop).await.context("query http server")
@@ -189,12 +215,53 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("binding the {what} listener to {addr}"))
 }
 
-fn admin_router(store: Arc<Store>, receivers: Arc<ReceiverStats>) -> Router {
+type MetricsState = (Arc<Store>, Arc<ReceiverStats>, Arc<Pipeline>);
+
+fn admin_router(store: Arc<Store>, receivers: Arc<ReceiverStats>, pipeline: Arc<Pipeline>) -> Router {
     Router::new()
         .route("/api/v1/admin/flush", post(flush))
         .with_state(store.clone())
+        .route("/api/v1/metrics/red", get(red_metrics))
+        .with_state(pipeline.clone())
         .route("/metrics", get(metrics))
-        .with_state((store, receivers))
+        .with_state((store, receivers, pipeline))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedParams {
+    service: Option<String>,
+    since: Option<String>,
+}
+
+/// `GET /api/v1/metrics/red?service=&since=15m`: rate, errors and duration per operation,
+/// from every span before sampling, over the last `since` (at most an hour).
+async fn red_metrics(
+    State(pipeline): State<Arc<Pipeline>>,
+    params: Result<axum::extract::Query<RedParams>, axum::extract::rejection::QueryRejection>,
+) -> axum::response::Response {
+    let bad = |msg: String| {
+        (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({ "error": msg }))).into_response()
+    };
+    let params = match params {
+        Ok(p) => p.0,
+        Err(e) => return bad(format!("invalid query parameters: {e}")),
+    };
+    let since = match params.since.as_deref().map(str::parse::<config::HumanDuration>) {
+        None => std::time::Duration::from_secs(15 * 60),
+        Some(Ok(d)) if d.0 <= std::time::Duration::from_secs(3600) && !d.0.is_zero() => d.0,
+        Some(Ok(_)) => return bad("`since` must be more than 0 and at most 1h (the history kept)".into()),
+        Some(Err(e)) => return bad(format!("`since`: {e}")),
+    };
+    let now = strand_store::now_unix_nano();
+    let (from, operations) = pipeline.red().query(params.service.as_deref(), since.as_nanos() as u64, now);
+    axum::Json(serde_json::json!({
+        "service": params.service,
+        "fromUnixNano": from.to_string(),
+        "toUnixNano": now.to_string(),
+        "operations": operations,
+    }))
+    .into_response()
 }
 
 async fn flush(State(store): State<Arc<Store>>) -> impl IntoResponse {
@@ -204,7 +271,7 @@ async fn flush(State(store): State<Arc<Store>>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State((store, receivers)): State<(Arc<Store>, Arc<ReceiverStats>)>) -> impl IntoResponse {
+async fn metrics(State((store, receivers, pipeline)): State<MetricsState>) -> impl IntoResponse {
     let snap = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || store.snapshot()).await.unwrap_or_default()
@@ -302,7 +369,44 @@ async fn metrics(State((store, receivers)): State<(Arc<Store>, Arc<ReceiverStats
             out.push_str(&format!("{name}{{protocol=\"{}\"}} {value}\n", protocol.as_str()));
         }
     }
+    sampling_metrics(&pipeline, &mut out);
+    pipeline.red().render_prometheus(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+fn sampling_metrics(pipeline: &Pipeline, out: &mut String) {
+    let tail = pipeline.tail_snapshot().unwrap_or_default();
+    let st = &tail.stats;
+    let ps = pipeline.stats();
+    let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let rows: [(&str, &str, &str, u64); 14] = [
+        ("strand_sampling_buffer_bytes", "gauge", "Bytes of spans waiting for a tail-sampling decision.", tail.buffer_bytes as u64),
+        ("strand_sampling_buffer_traces", "gauge", "Traces waiting for a decision.", tail.buffer_traces as u64),
+        ("strand_sampling_buffer_spans", "gauge", "Spans waiting for a decision.", tail.buffer_spans as u64),
+        ("strand_sampling_traces_kept_total", "counter", "Traces kept by tail sampling.", st.traces_kept),
+        ("strand_sampling_traces_dropped_total", "counter", "Traces dropped by tail sampling.", st.traces_dropped),
+        ("strand_sampling_spans_sampled_out_total", "counter", "Spans dropped by a sampling decision (late spans included).", st.spans_dropped + st.late_spans_dropped),
+        ("strand_sampling_late_spans_kept_total", "counter", "Spans that arrived after their trace was kept, stored.", st.late_spans_kept),
+        ("strand_sampling_late_spans_dropped_total", "counter", "Spans that arrived after their trace was dropped.", st.late_spans_dropped),
+        ("strand_sampling_traces_capped_total", "counter", "Traces decided early because they reached max_trace_bytes.", st.traces_capped),
+        ("strand_sampling_traces_overflowed_total", "counter", "Traces decided early because the buffer reached max_buffer_bytes.", st.traces_overflowed),
+        ("strand_sampling_overflow_kept_total", "counter", "Of those, traces kept by the overflow fallback percentage.", st.overflow_kept),
+        ("strand_sampling_log_errors_total", "counter", "Pending-log writes that failed (requests refused).", c(&ps.log_errors)),
+        ("strand_sampling_store_retries_total", "counter", "Writes of kept traces that failed and were retried.", c(&ps.store_retries)),
+        ("strand_sampling_log_replayed_records_total", "counter", "Pending-log records replayed at start.", c(&ps.replayed_records)),
+    ];
+    for (name, kind, help, value) in rows {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
+    }
+    out.push_str("# HELP strand_sampling_traces_kept_by_policy_total Traces kept, per policy that sampled them.\n# TYPE strand_sampling_traces_kept_by_policy_total counter\n");
+    let mut by_policy: Vec<_> = st.kept_by_policy.iter().collect();
+    by_policy.sort();
+    for (policy, n) in by_policy {
+        out.push_str(&format!(
+            "strand_sampling_traces_kept_by_policy_total{{policy=\"{}\"}} {n}\n",
+            strand_sampling::red::escape(policy)
+        ));
+    }
 }
 
 /// Writes the bound addresses as JSON to `path` (atomically), for scripts and tests that

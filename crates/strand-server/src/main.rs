@@ -60,6 +60,13 @@ struct ServeArgs {
     /// Set any configuration key: `--set storage.fsync=interval`. Repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// Tail sampling in one word: `errors-plus=5%` keeps every trace with an error span
+    /// plus 5 % of the rest; `5%`; `all` (the default: keep everything).
+    #[arg(long, value_name = "SHORTHAND")]
+    sampling: Option<String>,
+    /// YAML file with the `sampling:` section (collector `tail_sampling` policy syntax).
+    #[arg(long, value_name = "FILE", conflicts_with = "sampling")]
+    sampling_config: Option<PathBuf>,
     /// Write the bound addresses as JSON to this file once listening.
     #[arg(long, value_name = "FILE")]
     listen_info_file: Option<PathBuf>,
@@ -214,7 +221,13 @@ fn serve(args: ServeArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
             None => anyhow::bail!("--set expects KEY=VALUE, got `{kv}`"),
         }
     }
-    let sources = Sources { file: args.config, env: std::env::vars().collect(), flags };
+    let sources = Sources {
+        file: args.config,
+        env: std::env::vars().collect(),
+        flags,
+        sampling_file: args.sampling_config,
+        sampling_shorthand: args.sampling,
+    };
     let cfg = config::load(&sources)?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log_level))

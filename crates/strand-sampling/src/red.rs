@@ -1,0 +1,400 @@
+//! RED metrics (rate, errors, duration) per service and operation, and service-graph
+//! edges, computed from every span as it arrives — before sampling — so they stay exact
+//! when most traces are dropped.
+//!
+//! Cardinality is bounded: past `max_operations_per_service` distinct span names a
+//! service's further operations count under `other`; past `max_services`, further services
+//! count under `other`. Edges pair a span with its parent in another service; both halves
+//! are remembered for two windows of `edge_window`, so a parent arriving up to that long
+//! after its child (or before it) still pairs.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use strand_core::{SpanBatch, SpanId, SpanKind, StatusCode, TraceId};
+
+/// Upper bounds (seconds) of the duration histogram: the collector's spanmetrics defaults.
+pub const BUCKETS: [f64; 16] =
+    [0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.4, 2.0, 5.0, 10.0, 15.0];
+/// Label value that operations and services beyond the limits fold into.
+pub const OTHER: &str = "other";
+const MINUTE: u64 = 60_000_000_000;
+/// Minutes of history kept for [`RedMetrics::query`].
+pub const HISTORY_MINUTES: usize = 60;
+
+/// Bounds of the metrics.
+#[derive(Debug, Clone)]
+pub struct RedLimits {
+    /// Distinct operations per service before the rest fold into `other`.
+    pub max_operations_per_service: usize,
+    /// Distinct services before the rest fold into `other`.
+    pub max_services: usize,
+    /// How long an unpaired span waits for its parent or child (two windows).
+    pub edge_window_nanos: u64,
+    /// Spans remembered per window for pairing; a busier window rotates early.
+    pub max_edge_entries: usize,
+}
+
+impl Default for RedLimits {
+    fn default() -> Self {
+        Self {
+            max_operations_per_service: 200,
+            max_services: 1000,
+            edge_window_nanos: 30_000_000_000,
+            max_edge_entries: 500_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Totals {
+    count: u64,
+    errors: u64,
+    sum_nanos: u128,
+    buckets: [u64; BUCKETS.len() + 1],
+}
+
+impl Totals {
+    fn add(&mut self, nanos: u64, error: bool) {
+        self.count += 1;
+        self.errors += u64::from(error);
+        self.sum_nanos += u128::from(nanos);
+        let secs = nanos as f64 / 1e9;
+        let i = BUCKETS.iter().position(|b| secs <= *b).unwrap_or(BUCKETS.len());
+        self.buckets[i] += 1;
+    }
+
+    fn minus(&self, earlier: &Totals) -> Totals {
+        let mut out = self.clone();
+        out.count -= earlier.count.min(out.count);
+        out.errors -= earlier.errors.min(out.errors);
+        out.sum_nanos -= earlier.sum_nanos.min(out.sum_nanos);
+        for (b, e) in out.buckets.iter_mut().zip(earlier.buckets) {
+            *b -= e.min(*b);
+        }
+        out
+    }
+
+    /// The `q` quantile in seconds, interpolated within its bucket.
+    fn quantile(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = q * self.count as f64;
+        let mut seen = 0.0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            let n = *n as f64;
+            if n > 0.0 && seen + n >= rank {
+                let lo = if i == 0 { 0.0 } else { BUCKETS[i - 1] };
+                let hi = BUCKETS.get(i).copied().unwrap_or(lo);
+                return Some(lo + (hi - lo) * ((rank - seen) / n).clamp(0.0, 1.0));
+            }
+            seen += n;
+        }
+        BUCKETS.last().copied()
+    }
+}
+
+/// Series key within a service: operation, kind, status.
+type CellKey = (Arc<str>, SpanKind, StatusCode);
+
+#[derive(Debug, Default)]
+struct Service {
+    operations: HashMap<Arc<str>, ()>,
+    cells: HashMap<CellKey, Totals>,
+}
+
+#[derive(Debug, Clone)]
+struct Known {
+    service: Arc<str>,
+    error: bool,
+}
+
+#[derive(Debug, Default)]
+struct Generation {
+    spans: HashMap<(TraceId, SpanId), Known>,
+    waiting: HashMap<(TraceId, SpanId), Vec<Known>>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct EdgeTotals {
+    calls: u64,
+    failed: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    services: HashMap<Arc<str>, Service>,
+    cur: Generation,
+    prev: Generation,
+    rotated_at: u64,
+    edges: HashMap<(Arc<str>, Arc<str>), EdgeTotals>,
+    history: VecDeque<(u64, HashMap<(Arc<str>, Arc<str>, SpanKind), Totals>)>,
+    started: u64,
+}
+
+/// The metrics. Shared by every receiver task; one short lock per batch.
+#[derive(Debug)]
+pub struct RedMetrics {
+    limits: RedLimits,
+    state: Mutex<State>,
+}
+
+/// One operation's figures over a time range ([`RedMetrics::query`]).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationRed {
+    /// Service.
+    pub service: String,
+    /// Span name (or `other`).
+    pub operation: String,
+    /// Span kind.
+    pub span_kind: &'static str,
+    /// Spans.
+    pub requests: u64,
+    /// Spans per second over the range.
+    pub request_rate: f64,
+    /// Spans with error status.
+    pub errors: u64,
+    /// `errors / requests`.
+    pub error_rate: f64,
+    /// Mean duration (ms).
+    pub avg_ms: f64,
+    /// Median (ms), from the histogram.
+    pub p50_ms: Option<f64>,
+    /// 95th percentile (ms).
+    pub p95_ms: Option<f64>,
+    /// 99th percentile (ms).
+    pub p99_ms: Option<f64>,
+}
+
+impl RedMetrics {
+    /// Empty metrics; `now` is when counting starts.
+    pub fn new(limits: RedLimits, now: u64) -> Self {
+        Self { limits, state: Mutex::new(State { started: now, rotated_at: now, ..State::default() }) }
+    }
+
+    /// Counts every span of a batch received at `now`.
+    pub fn observe(&self, batch: &SpanBatch, now: u64) {
+        let mut st = self.state.lock();
+        st.snapshot_if_due(now);
+        if now.saturating_sub(st.rotated_at) >= self.limits.edge_window_nanos
+            || st.cur.spans.len() >= self.limits.max_edge_entries
+        {
+            st.prev = std::mem::take(&mut st.cur);
+            st.rotated_at = now;
+        }
+        for rs in &batch.resource_spans {
+            let service = st.service_key(rs.resource.service_name(), &self.limits);
+            for ss in &rs.scope_spans {
+                for span in &ss.spans {
+                    let error = span.status.code == StatusCode::Error;
+                    let svc = st.services.get_mut(&service).expect("service_key inserted it");
+                    let op: Arc<str> = match svc.operations.get_key_value(span.name.as_str()) {
+                        Some((k, _)) => k.clone(),
+                        None if svc.operations.len() < self.limits.max_operations_per_service => {
+                            let k: Arc<str> = Arc::from(span.name.as_str());
+                            svc.operations.insert(k.clone(), ());
+                            k
+                        }
+                        None => Arc::from(OTHER),
+                    };
+                    svc.cells.entry((op, span.kind, span.status.code)).or_default().add(span.duration_nanos(), error);
+                    st.pair(span.trace_id, span.span_id, span.parent_span_id, Known { service: service.clone(), error });
+                }
+            }
+        }
+    }
+
+    /// Prometheus text exposition of the metrics (`# HELP`, `# TYPE`, series).
+    pub fn render_prometheus(&self, out: &mut String) {
+        let st = self.state.lock();
+        let mut rows: Vec<(&Arc<str>, &CellKey, &Totals)> =
+            st.services.iter().flat_map(|(s, svc)| svc.cells.iter().map(move |(k, t)| (s, k, t))).collect();
+        rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let labels = |s: &str, k: &CellKey| {
+            format!(
+                "service=\"{}\",operation=\"{}\",span_kind=\"{}\",status=\"{}\"",
+                escape(s),
+                escape(&k.0),
+                k.1.as_str(),
+                k.2.as_str()
+            )
+        };
+        out.push_str("# HELP strand_span_requests_total Spans received, before sampling, per service, operation, kind and status.\n# TYPE strand_span_requests_total counter\n");
+        for (s, k, t) in &rows {
+            let _ = writeln!(out, "strand_span_requests_total{{{}}} {}", labels(s, k), t.count);
+        }
+        out.push_str("# HELP strand_span_duration_seconds Span durations, before sampling.\n# TYPE strand_span_duration_seconds histogram\n");
+        for (s, k, t) in &rows {
+            let l = labels(s, k);
+            let mut cumulative = 0;
+            for (i, n) in t.buckets.iter().enumerate() {
+                cumulative += n;
+                let le = BUCKETS.get(i).map_or("+Inf".to_string(), |b| b.to_string());
+                let _ = writeln!(out, "strand_span_duration_seconds_bucket{{{l},le=\"{le}\"}} {cumulative}");
+            }
+            let _ = writeln!(out, "strand_span_duration_seconds_sum{{{l}}} {}", t.sum_nanos as f64 / 1e9);
+            let _ = writeln!(out, "strand_span_duration_seconds_count{{{l}}} {}", t.count);
+        }
+        let mut edges: Vec<_> = st.edges.iter().collect();
+        edges.sort_by(|a, b| a.0.cmp(b.0));
+        out.push_str("# HELP strand_service_graph_requests_total Calls from a client service to a server service (parent and child span in different services), before sampling.\n# TYPE strand_service_graph_requests_total counter\n");
+        for ((c, s), e) in &edges {
+            let _ = writeln!(out, "strand_service_graph_requests_total{{client=\"{}\",server=\"{}\"}} {}", escape(c), escape(s), e.calls);
+        }
+        out.push_str("# HELP strand_service_graph_request_failed_total Of those, calls where either span has error status.\n# TYPE strand_service_graph_request_failed_total counter\n");
+        for ((c, s), e) in &edges {
+            let _ = writeln!(
+                out,
+                "strand_service_graph_request_failed_total{{client=\"{}\",server=\"{}\"}} {}",
+                escape(c),
+                escape(s),
+                e.failed
+            );
+        }
+    }
+
+    /// Figures per operation of `service` (every service when `None`) over the last
+    /// `range_nanos` before `now`, at minute resolution; also returns the start actually
+    /// covered (later than asked when the history is shorter).
+    pub fn query(&self, service: Option<&str>, range_nanos: u64, now: u64) -> (u64, Vec<OperationRed>) {
+        let mut st = self.state.lock();
+        st.snapshot_if_due(now);
+        let want = now.saturating_sub(range_nanos);
+        // Snapshots are taken at the first event of a minute, so a minute without one is a
+        // minute without events: the next snapshot's totals held all through it.
+        let wm = want / MINUTE * MINUTE;
+        let (from, base) = match st.history.iter().position(|(t, _)| *t > wm) {
+            Some(0) => (st.started, None),
+            Some(i) if st.history[i - 1].0 == wm => (wm.max(st.started), Some(&st.history[i - 1].1)),
+            Some(i) => (wm.max(st.started), Some(&st.history[i].1)),
+            None => match st.history.back() {
+                Some((t, snap)) => ((*t).max(st.started), Some(snap)),
+                None => (st.started, None),
+            },
+        };
+        let secs = (now.saturating_sub(from) as f64 / 1e9).max(1e-9);
+        let current = st.totals();
+        let mut out: Vec<OperationRed> = current
+            .iter()
+            .filter(|((s, _, _), _)| service.is_none_or(|want| &**s == want))
+            .filter_map(|(key, t)| {
+                let t = match base.and_then(|b| b.get(key)) {
+                    Some(earlier) => t.minus(earlier),
+                    None => t.clone(),
+                };
+                (t.count > 0).then(|| OperationRed {
+                    service: key.0.to_string(),
+                    operation: key.1.to_string(),
+                    span_kind: key.2.as_str(),
+                    requests: t.count,
+                    request_rate: t.count as f64 / secs,
+                    errors: t.errors,
+                    error_rate: t.errors as f64 / t.count as f64,
+                    avg_ms: t.sum_nanos as f64 / t.count as f64 / 1e6,
+                    p50_ms: t.quantile(0.5).map(|s| s * 1e3),
+                    p95_ms: t.quantile(0.95).map(|s| s * 1e3),
+                    p99_ms: t.quantile(0.99).map(|s| s * 1e3),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.service, &a.operation, a.span_kind).cmp(&(&b.service, &b.operation, b.span_kind)));
+        (from, out)
+    }
+
+    /// Service-graph edges so far: `(client, server, calls, failed)`, sorted.
+    pub fn edges(&self) -> Vec<(String, String, u64, u64)> {
+        let st = self.state.lock();
+        let mut v: Vec<_> =
+            st.edges.iter().map(|((c, s), e)| (c.to_string(), s.to_string(), e.calls, e.failed)).collect();
+        v.sort();
+        v
+    }
+}
+
+impl State {
+    fn service_key(&mut self, name: &str, limits: &RedLimits) -> Arc<str> {
+        if let Some((k, _)) = self.services.get_key_value(name) {
+            return k.clone();
+        }
+        let key: Arc<str> = if self.services.len() < limits.max_services { Arc::from(name) } else { Arc::from(OTHER) };
+        self.services.entry(key.clone()).or_default();
+        key
+    }
+
+    /// Totals per (service, operation, kind), statuses merged (errors counted apart).
+    fn totals(&self) -> HashMap<(Arc<str>, Arc<str>, SpanKind), Totals> {
+        let mut out: HashMap<(Arc<str>, Arc<str>, SpanKind), Totals> = HashMap::new();
+        for (s, svc) in &self.services {
+            for ((op, kind, _), t) in &svc.cells {
+                let e = out.entry((s.clone(), op.clone(), *kind)).or_default();
+                e.count += t.count;
+                e.errors += t.errors;
+                e.sum_nanos += t.sum_nanos;
+                for (a, b) in e.buckets.iter_mut().zip(t.buckets) {
+                    *a += b;
+                }
+            }
+        }
+        out
+    }
+
+    fn snapshot_if_due(&mut self, now: u64) {
+        let minute = now / MINUTE * MINUTE;
+        if self.history.back().is_some_and(|(t, _)| *t >= minute) {
+            return;
+        }
+        let snap = self.totals();
+        self.history.push_back((minute, snap));
+        while self.history.len() > HISTORY_MINUTES + 1 {
+            self.history.pop_front();
+        }
+    }
+
+    fn edge(&mut self, parent: &Known, child: &Known) {
+        if parent.service == child.service {
+            return;
+        }
+        let e = self.edges.entry((parent.service.clone(), child.service.clone())).or_default();
+        e.calls += 1;
+        e.failed += u64::from(parent.error || child.error);
+    }
+
+    fn pair(&mut self, trace: TraceId, id: SpanId, parent: Option<SpanId>, me: Known) {
+        // Children that arrived first and wait for this span.
+        for gen_waiting in [self.cur.waiting.remove(&(trace, id)), self.prev.waiting.remove(&(trace, id))]
+            .into_iter()
+            .flatten()
+        {
+            for child in gen_waiting {
+                self.edge(&me, &child);
+            }
+        }
+        if let Some(p) = parent {
+            let found = self.cur.spans.get(&(trace, p)).or_else(|| self.prev.spans.get(&(trace, p))).cloned();
+            match found {
+                Some(parent) => self.edge(&parent, &me),
+                None => self.cur.waiting.entry((trace, p)).or_default().push(me.clone()),
+            }
+        }
+        self.cur.spans.insert((trace, id), me);
+    }
+}
+
+/// Escapes a Prometheus label value.
+pub fn escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}

@@ -1,0 +1,411 @@
+//! What sits between the receivers and the store: pre-sampling metrics, then (when policies
+//! are configured) tail sampling with a durable pending log.
+//!
+//! ```text
+//! consume(batch) ─► RED metrics + service graph (every span)
+//!    │ no policies: ───────────────────────────────────────────► store
+//!    │ policies:
+//!    ├─► Prepared (spans encoded once) ─► pending log (fsync) ── ack after this
+//!    └─► TraceBuffer ─ decided (deadline / caps) ─ kept ─► store ─► decision record
+//!                                               └ dropped ─────────► decision record
+//! ```
+//!
+//! The pending log (`<data_dir>/sampling/`) holds every span acknowledged but not yet
+//! decided, and every decision once it is carried out (kept spans stored first). At start
+//! the log is replayed into the buffer: undecided traces resume with their original
+//! first-seen time, decided ones go back into the decision cache. A segment is deleted
+//! when no buffered trace, retry or in-flight append still needs it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use strand_core::{BoxFuture, SinkError, SpanBatch, SpanSink, TraceId, TraceWriter};
+use strand_sampling::buffer::{decisions_record, BufferStats};
+use strand_sampling::policy::ConditionSet;
+use strand_sampling::red::RedMetrics;
+use strand_sampling::{DecidedTrace, LogRecord, Prepared, SamplingConfig, TraceBuffer};
+use strand_store::fs::{FileSystem, StdFs};
+use strand_store::wal::{Wal, frame};
+use strand_store::{Store, now_unix_nano};
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+/// Roll the pending log to a new segment past this size, so old ones can be deleted.
+const SEGMENT_BYTES: u64 = 16 << 20;
+/// ... or this long after the last roll, when anything was written.
+const SEGMENT_AGE: Duration = Duration::from_secs(10);
+/// How often due traces are decided and the log maintained.
+pub const DECIDE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Counters of the sampling stage, beyond the buffer's own.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    /// Pending-log appends that failed (the request was refused).
+    pub log_errors: AtomicU64,
+    /// Writes of kept traces to the store that failed and wait for a retry.
+    pub store_retries: AtomicU64,
+    /// Records replayed from the pending log at start.
+    pub replayed_records: AtomicU64,
+    /// Replayed records that could not be decoded (skipped).
+    pub corrupt_records: AtomicU64,
+}
+
+/// A point-in-time view of the tail sampler for `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct TailSnapshot {
+    /// Bytes buffered.
+    pub buffer_bytes: usize,
+    /// Traces buffered.
+    pub buffer_traces: usize,
+    /// Spans buffered.
+    pub buffer_spans: usize,
+    /// The buffer's counters.
+    pub stats: BufferStats,
+}
+
+/// The sink the receivers write to.
+pub struct Pipeline {
+    store: Arc<Store>,
+    red: Arc<RedMetrics>,
+    tail: Option<Arc<Tail>>,
+    stats: Arc<PipelineStats>,
+}
+
+struct Tail {
+    buffer: Mutex<TraceBuffer>,
+    conditions: Arc<ConditionSet>,
+    log: LogWriter,
+    retry: Mutex<Vec<DecidedTrace>>,
+    sync_each: bool,
+}
+
+impl Pipeline {
+    /// Builds the pipeline. With policies configured it opens (and replays) the pending log
+    /// under `data_dir/sampling` and carries out what the replay decided; call
+    /// [`Pipeline::run_decider`] to keep deciding.
+    pub async fn open(
+        store: Arc<Store>,
+        red: Arc<RedMetrics>,
+        cfg: &SamplingConfig,
+        data_dir: &Path,
+        sync_each: bool,
+    ) -> anyhow::Result<Self> {
+        let stats = Arc::new(PipelineStats::default());
+        if !cfg.enabled() {
+            return Ok(Self { store, red, tail: None, stats });
+        }
+        let mut buffer = TraceBuffer::new(cfg).map_err(|e| anyhow::anyhow!(e.join("; ")))?;
+        let conditions = buffer.conditions();
+        let dir = data_dir.join("sampling");
+        let (replayed, corrupt) = (stats.clone(), stats.clone());
+        let (log, buffer, late, decided) = tokio::task::spawn_blocking(move || {
+            let mut late = Vec::new();
+            let mut decided = Vec::new();
+            let conditions = buffer.conditions();
+            let (wal, replay) = Wal::open_payloads(Arc::new(StdFs), &dir, |segment, payload| {
+                match LogRecord::decode(payload) {
+                    Ok(LogRecord::Spans { received_unix_nano, batch }) => {
+                        let prepared = Prepared::new(&batch, &conditions);
+                        let a = buffer.insert(&prepared, received_unix_nano, segment);
+                        late.extend(a.late_kept);
+                        decided.extend(a.decided);
+                    }
+                    Ok(LogRecord::Decisions(ds)) => {
+                        for (id, keep) in ds {
+                            buffer.restore_decision(id, keep);
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "skipped an undecodable pending-log record");
+                        corrupt.corrupt_records.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })?;
+            replayed.replayed_records.fetch_add(replay.records, Ordering::Relaxed);
+            corrupt.corrupt_records.fetch_add(replay.corrupt_records, Ordering::Relaxed);
+            if replay.records > 0 {
+                info!(
+                    records = replay.records,
+                    traces = buffer.traces(),
+                    spans = buffer.spans(),
+                    "resumed tail-sampling decisions from the pending log"
+                );
+            }
+            Ok::<_, std::io::Error>((LogWriter::start(wal, dir), buffer, late, decided))
+        })
+        .await??;
+        let tail = Arc::new(Tail {
+            buffer: Mutex::new(buffer),
+            conditions,
+            log,
+            retry: Mutex::new(Vec::new()),
+            sync_each,
+        });
+        if !late.is_empty() {
+            store.write(SpanBatch::from_stored(late)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        let pipeline = Self { store, red, tail: Some(tail), stats };
+        pipeline.carry_out(decided).await;
+        Ok(pipeline)
+    }
+
+    /// The pre-sampling metrics.
+    pub fn red(&self) -> &Arc<RedMetrics> {
+        &self.red
+    }
+
+    /// Counters of the sampling stage.
+    pub fn stats(&self) -> &PipelineStats {
+        &self.stats
+    }
+
+    /// The tail sampler's state, when tail sampling is on.
+    pub fn tail_snapshot(&self) -> Option<TailSnapshot> {
+        let tail = self.tail.as_ref()?;
+        let b = tail.buffer.lock();
+        Some(TailSnapshot {
+            buffer_bytes: b.bytes(),
+            buffer_traces: b.traces(),
+            buffer_spans: b.spans(),
+            stats: b.stats().clone(),
+        })
+    }
+
+    /// Decides due traces every [`DECIDE_INTERVAL`] until `stop` resolves. Undecided
+    /// traces stay in the pending log at shutdown and resume at the next start.
+    pub async fn run_decider(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        let Some(tail) = self.tail.clone() else {
+            stop.await;
+            return;
+        };
+        let mut tick = tokio::time::interval(DECIDE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = tick.tick() => {}
+            }
+            let decided = tail.buffer.lock().decide_due(now_unix_nano());
+            let retry = std::mem::take(&mut *tail.retry.lock());
+            self.carry_out(retry.into_iter().chain(decided).collect()).await;
+            let keep_from = {
+                let b = tail.buffer.lock();
+                let r = tail.retry.lock();
+                b.min_tag().into_iter().chain(r.iter().map(|d| d.tag)).min()
+            };
+            tail.log.maintain(keep_from);
+        }
+        tail.log.shutdown();
+    }
+
+    /// Decides everything buffered now (tests, benchmarks).
+    pub async fn decide_all(&self) {
+        if let Some(tail) = &self.tail {
+            let decided = tail.buffer.lock().decide_all(now_unix_nano());
+            self.carry_out(decided).await;
+        }
+    }
+
+    /// Stores kept traces, then records every decision in the pending log. A failed store
+    /// write leaves the trace for the next round (its spans stay in the log).
+    async fn carry_out(&self, decided: Vec<DecidedTrace>) {
+        let Some(tail) = &self.tail else { return };
+        if decided.is_empty() {
+            return;
+        }
+        let (kept, dropped): (Vec<DecidedTrace>, Vec<DecidedTrace>) = decided.into_iter().partition(|d| d.keep);
+        let mut record: Vec<(TraceId, bool)> = dropped.iter().map(|d| (d.trace_id, false)).collect();
+        if !kept.is_empty() {
+            let spans: Vec<_> = kept.iter().flat_map(|d| d.spans.iter().cloned()).collect();
+            match self.store.write(SpanBatch::from_stored(spans)).await {
+                Ok(()) => record.extend(kept.iter().map(|d| (d.trace_id, true))),
+                Err(e) => {
+                    warn!(error = %e, traces = kept.len(), "storing kept traces failed; will retry");
+                    self.stats.store_retries.fetch_add(1, Ordering::Relaxed);
+                    tail.retry.lock().extend(kept);
+                }
+            }
+        }
+        if !record.is_empty() {
+            // Not synced: a lost decision record only means the trace is decided again
+            // after a crash (kept spans are stored idempotently).
+            let _ = tail.log.append(decisions_record(&record), false).await;
+        }
+    }
+
+    async fn consume_tail(&self, tail: &Tail, batch: SpanBatch) -> Result<(), SinkError> {
+        let now = now_unix_nano();
+        let prepared = Prepared::new(&batch, &tail.conditions);
+        let segment = tail.log.append(prepared.to_record(now), tail.sync_each).await.map_err(|e| {
+            self.stats.log_errors.fetch_add(1, Ordering::Relaxed);
+            SinkError::Unavailable(format!("sampling log write failed: {e}"))
+        })?;
+        self.red.observe(&batch, now);
+        let admitted = tail.buffer.lock().insert(&prepared, now, segment);
+        tail.log.release(segment);
+        drop(batch);
+        self.carry_out(admitted.decided).await;
+        if !admitted.late_kept.is_empty() {
+            self.store.write(SpanBatch::from_stored(admitted.late_kept)).await?;
+        }
+        Ok(())
+    }
+}
+
+impl SpanSink for Pipeline {
+    fn consume(&self, batch: SpanBatch) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async move {
+            match &self.tail {
+                Some(tail) => self.consume_tail(tail, batch).await,
+                None => {
+                    self.red.observe(&batch, now_unix_nano());
+                    self.store.write(batch).await
+                }
+            }
+        })
+    }
+}
+
+enum Cmd {
+    Append { payload: Vec<u8>, sync: bool, done: oneshot::Sender<std::io::Result<u64>> },
+    Maintain { keep_from: Option<u64> },
+    Shutdown,
+}
+
+/// The pending log's writer thread: group commit (one fsync for every append waiting),
+/// segment rolls and deletion.
+struct LogWriter {
+    tx: mpsc::SyncSender<Cmd>,
+    /// Appends acknowledged but not yet in the buffer, per segment.
+    outstanding: Arc<Mutex<BTreeMap<u64, usize>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl LogWriter {
+    fn start(wal: Wal, dir: PathBuf) -> Self {
+        let (tx, rx) = mpsc::sync_channel(1024);
+        let outstanding = Arc::new(Mutex::new(BTreeMap::new()));
+        let out = outstanding.clone();
+        let thread = std::thread::Builder::new()
+            .name("strand-sampling-log".into())
+            .spawn(move || log_thread(wal, dir, rx, out))
+            .expect("spawning the sampling log thread");
+        Self { tx, outstanding, thread: Mutex::new(Some(thread)) }
+    }
+
+    async fn append(&self, payload: Vec<u8>, sync: bool) -> std::io::Result<u64> {
+        let (done, rx) = oneshot::channel();
+        let closed = || std::io::Error::other("sampling log is closed");
+        match self.tx.try_send(Cmd::Append { payload, sync, done }) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(cmd)) => {
+                let tx = self.tx.clone();
+                tokio::task::spawn_blocking(move || tx.send(cmd)).await.map_err(|_| closed())?.map_err(|_| closed())?;
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => return Err(closed()),
+        }
+        rx.await.map_err(|_| closed())?
+    }
+
+    fn release(&self, segment: u64) {
+        let mut o = self.outstanding.lock();
+        if let Some(n) = o.get_mut(&segment) {
+            *n -= 1;
+            if *n == 0 {
+                o.remove(&segment);
+            }
+        }
+    }
+
+    fn maintain(&self, keep_from: Option<u64>) {
+        let _ = self.tx.try_send(Cmd::Maintain { keep_from });
+    }
+
+    fn shutdown(&self) {
+        let _ = self.tx.send(Cmd::Shutdown);
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn log_thread(mut wal: Wal, dir: PathBuf, rx: mpsc::Receiver<Cmd>, outstanding: Arc<Mutex<BTreeMap<u64, usize>>>) {
+    let fs = StdFs;
+    let mut written: u64 = 0;
+    let mut rolled = Instant::now();
+    while let Ok(first) = rx.recv() {
+        let mut cmds = vec![first];
+        while let Ok(c) = rx.try_recv() {
+            cmds.push(c);
+        }
+        let mut replies = Vec::new();
+        let mut sync = false;
+        let mut shutdown = false;
+        let mut maintain = None;
+        for cmd in cmds {
+            match cmd {
+                Cmd::Append { payload, sync: s, done } => {
+                    let framed = frame(&payload);
+                    let res = wal.append(&framed).map(|()| {
+                        written += framed.len() as u64;
+                        wal.current_segment()
+                    });
+                    sync |= s && res.is_ok();
+                    replies.push((done, res, s));
+                }
+                Cmd::Maintain { keep_from } => maintain = Some(keep_from),
+                Cmd::Shutdown => shutdown = true,
+            }
+        }
+        let synced = if sync { wal.sync() } else { Ok(()) };
+        for (done, res, wanted_sync) in replies {
+            let res = match (res, &synced) {
+                (Ok(_), Err(e)) if wanted_sync => Err(std::io::Error::new(e.kind(), e.to_string())),
+                (res, _) => res,
+            };
+            if let Ok(seg) = &res {
+                *outstanding.lock().entry(*seg).or_default() += 1;
+            }
+            if let Err(Ok(seg)) = done.send(res) {
+                // The request went away: nobody will insert these spans, so release them.
+                let mut o = outstanding.lock();
+                if let Some(n) = o.get_mut(&seg) {
+                    *n -= 1;
+                    if *n == 0 {
+                        o.remove(&seg);
+                    }
+                }
+            }
+        }
+        if let Some(keep_from) = maintain {
+            if written > 0 && (written >= SEGMENT_BYTES || rolled.elapsed() >= SEGMENT_AGE) {
+                match wal.rotate() {
+                    Ok(_) => {
+                        written = 0;
+                        rolled = Instant::now();
+                    }
+                    Err(e) => warn!(error = %e, "rolling the sampling log failed"),
+                }
+            }
+            let current = wal.current_segment();
+            let in_flight = outstanding.lock().keys().next().copied();
+            let floor = [keep_from, in_flight, Some(current)].into_iter().flatten().min().unwrap_or(current);
+            if floor > 0
+                && let Err(e) = Wal::remove_through(&fs as &dyn FileSystem, &dir, floor - 1)
+            {
+                warn!(error = %e, "deleting old sampling log segments failed");
+            }
+        }
+        if shutdown {
+            let _ = wal.sync();
+            break;
+        }
+    }
+}
