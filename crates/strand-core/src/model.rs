@@ -352,7 +352,9 @@ impl SpanBatch {
             {
                 Some(i) => i,
                 None => {
-                    batch.resource_spans.push(ResourceSpans { resource: s.resource, scope_spans: Vec::new() });
+                    batch
+                        .resource_spans
+                        .push(ResourceSpans { resource: s.resource, scope_spans: Vec::new() });
                     batch.resource_spans.len() - 1
                 }
             };

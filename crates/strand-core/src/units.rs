@@ -137,4 +137,3 @@ serde_via_str!(ByteSize, |n| Ok(ByteSize(n)));
 serde_via_str!(HumanDuration, |n: u64| Err(serde::de::Error::custom(format!(
     "duration {n} needs a unit: write it as text like \"{n}s\""
 ))));
-

@@ -170,8 +170,10 @@ impl LogRecord {
                     let len = take_varint(&mut rest).ok_or_else(|| bad("span length"))? as usize;
                     let (bytes, r) = rest.split_at_checked(len).ok_or_else(|| bad("truncated span"))?;
                     rest = r;
-                    let (resource, scope) = groups.get(group).ok_or_else(|| bad("span group out of range"))?;
-                    let span: Span = postcard::from_bytes(bytes).map_err(|e| RecordError(format!("span: {e}")))?;
+                    let (resource, scope) =
+                        groups.get(group).ok_or_else(|| bad("span group out of range"))?;
+                    let span: Span =
+                        postcard::from_bytes(bytes).map_err(|e| RecordError(format!("span: {e}")))?;
                     spans.push(StoredSpan { resource: resource.clone(), scope: scope.clone(), span });
                 }
                 Ok(LogRecord::Spans { received_unix_nano, batch: SpanBatch::from_stored(spans) })
@@ -490,7 +492,8 @@ impl TraceBuffer {
                 _ => {
                     let (resource, scope) = &prepared.groups[s.group as usize];
                     let l = match pending.groups.iter().position(|(r, sc)| {
-                        (Arc::ptr_eq(r, resource) || **r == **resource) && (Arc::ptr_eq(sc, scope) || **sc == **scope)
+                        (Arc::ptr_eq(r, resource) || **r == **resource)
+                            && (Arc::ptr_eq(sc, scope) || **sc == **scope)
                     }) {
                         Some(l) => l,
                         None => {
@@ -646,10 +649,9 @@ fn decode_spans(p: &Pending) -> Vec<StoredSpan> {
 
 /// Tags the root span (or, without one, the earliest span) with why the trace was kept.
 fn annotate(spans: &mut [StoredSpan], policies: &[Arc<str>], rate: Option<f64>) {
-    let target = spans
-        .iter()
-        .position(|s| s.span.parent_span_id.is_none())
-        .or_else(|| (0..spans.len()).min_by_key(|&i| (spans[i].span.start_time_unix_nano, spans[i].span.span_id)));
+    let target = spans.iter().position(|s| s.span.parent_span_id.is_none()).or_else(|| {
+        (0..spans.len()).min_by_key(|&i| (spans[i].span.start_time_unix_nano, spans[i].span.span_id))
+    });
     let Some(i) = target else { return };
     let attrs = &mut spans[i].span.attributes;
     attrs.retain(|kv| kv.key != POLICY_ATTRIBUTE && kv.key != RATE_ATTRIBUTE);

@@ -416,7 +416,9 @@ impl SamplingConfig {
             errs.push("`sampling.decision_delay`: must not be longer than `decision_wait`".into());
         }
         if self.max_trace_bytes.0 == 0 || self.max_trace_bytes.0 > self.max_buffer_bytes.0 {
-            errs.push("`sampling.max_trace_bytes`: must be more than 0 and at most `max_buffer_bytes`".into());
+            errs.push(
+                "`sampling.max_trace_bytes`: must be more than 0 and at most `max_buffer_bytes`".into(),
+            );
         }
         if !(0.0..=100.0).contains(&self.overflow_sampling_percentage) {
             errs.push("`sampling.overflow_sampling_percentage`: must be between 0 and 100".into());
@@ -442,7 +444,8 @@ impl SamplingConfig {
         };
         let probabilistic = |pct: f64| {
             let mut p = PolicyConfig::new(format!("probabilistic-{pct}%"), PolicyType::Probabilistic);
-            p.probabilistic = Some(ProbabilisticConfig { sampling_percentage: pct, hash_salt: String::new() });
+            p.probabilistic =
+                Some(ProbabilisticConfig { sampling_percentage: pct, hash_salt: String::new() });
             p
         };
         let s = s.trim();
@@ -551,7 +554,10 @@ policies:
     fn shorthand_forms() {
         let p = SamplingConfig::shorthand("errors-plus=5%").expect("valid");
         assert_eq!(p.len(), 2);
-        assert_eq!(p[0].status_code.as_ref().map(|s| s.status_codes.clone()), Some(vec!["ERROR".to_string()]));
+        assert_eq!(
+            p[0].status_code.as_ref().map(|s| s.status_codes.clone()),
+            Some(vec!["ERROR".to_string()])
+        );
         assert_eq!(p[1].probabilistic.as_ref().map(|c| c.sampling_percentage), Some(5.0));
         assert!(SamplingConfig::shorthand("all").expect("valid").is_empty());
         assert_eq!(SamplingConfig::shorthand("12.5%").expect("valid").len(), 1);

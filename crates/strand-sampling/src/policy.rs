@@ -88,10 +88,24 @@ impl TraceFacts {
 enum Condition {
     /// Bit mask of [`StatusCode`] values.
     Status(u8),
-    Str { key: String, exact: HashSet<String>, regex: Option<RegexSet> },
-    Num { key: String, min: i64, max: i64 },
-    Bool { key: String, value: bool },
-    TraceState { key: String, values: HashSet<String> },
+    Str {
+        key: String,
+        exact: HashSet<String>,
+        regex: Option<RegexSet>,
+    },
+    Num {
+        key: String,
+        min: i64,
+        max: i64,
+    },
+    Bool {
+        key: String,
+        value: bool,
+    },
+    TraceState {
+        key: String,
+        values: HashSet<String>,
+    },
 }
 
 impl Condition {
@@ -121,10 +135,7 @@ impl Condition {
         match self {
             Condition::Status(mask) => mask & (1 << span.status.code as u8) != 0,
             Condition::TraceState { key, values } => span.trace_state.split(',').any(|member| {
-                member
-                    .trim()
-                    .split_once('=')
-                    .is_some_and(|(k, v)| k == key && values.contains(v))
+                member.trim().split_once('=').is_some_and(|(k, v)| k == key && values.contains(v))
             }),
             _ => self.matches_attrs(&span.attributes),
         }
@@ -420,7 +431,11 @@ impl Builder<'_> {
                 }
                 let salt = if b.hash_salt.is_empty() { DEFAULT_HASH_SALT } else { b.hash_salt.as_str() };
                 let ratio = b.sampling_percentage / 100.0;
-                Node::Probabilistic { threshold: ratio_threshold(ratio), salt: salt.as_bytes().to_vec(), ratio }
+                Node::Probabilistic {
+                    threshold: ratio_threshold(ratio),
+                    salt: salt.as_bytes().to_vec(),
+                    ratio,
+                }
             }
             PolicyType::RateLimiting => {
                 let b = block!(rate_limiting);
@@ -500,7 +515,6 @@ impl Builder<'_> {
         }
         cfgs.iter().map(|c| self.node(c, errs)).collect()
     }
-
 }
 
 /// The chance a trace kept by `node` had of being kept: `None` for budgets.

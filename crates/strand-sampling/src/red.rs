@@ -98,6 +98,9 @@ impl Totals {
     }
 }
 
+/// Totals per (service, operation, kind), statuses merged.
+type OperationTotals = HashMap<(Arc<str>, Arc<str>, SpanKind), Totals>;
+
 /// Series key within a service: operation, kind, status.
 type CellKey = (Arc<str>, SpanKind, StatusCode);
 
@@ -132,7 +135,7 @@ struct State {
     prev: Generation,
     rotated_at: u64,
     edges: HashMap<(Arc<str>, Arc<str>), EdgeTotals>,
-    history: VecDeque<(u64, HashMap<(Arc<str>, Arc<str>, SpanKind), Totals>)>,
+    history: VecDeque<(u64, OperationTotals)>,
     started: u64,
 }
 
@@ -202,8 +205,16 @@ impl RedMetrics {
                         }
                         None => Arc::from(OTHER),
                     };
-                    svc.cells.entry((op, span.kind, span.status.code)).or_default().add(span.duration_nanos(), error);
-                    st.pair(span.trace_id, span.span_id, span.parent_span_id, Known { service: service.clone(), error });
+                    svc.cells
+                        .entry((op, span.kind, span.status.code))
+                        .or_default()
+                        .add(span.duration_nanos(), error);
+                    st.pair(
+                        span.trace_id,
+                        span.span_id,
+                        span.parent_span_id,
+                        Known { service: service.clone(), error },
+                    );
                 }
             }
         }
@@ -244,7 +255,13 @@ impl RedMetrics {
         edges.sort_by(|a, b| a.0.cmp(b.0));
         out.push_str("# HELP strand_service_graph_requests_total Calls from a client service to a server service (parent and child span in different services), before sampling.\n# TYPE strand_service_graph_requests_total counter\n");
         for ((c, s), e) in &edges {
-            let _ = writeln!(out, "strand_service_graph_requests_total{{client=\"{}\",server=\"{}\"}} {}", escape(c), escape(s), e.calls);
+            let _ = writeln!(
+                out,
+                "strand_service_graph_requests_total{{client=\"{}\",server=\"{}\"}} {}",
+                escape(c),
+                escape(s),
+                e.calls
+            );
         }
         out.push_str("# HELP strand_service_graph_request_failed_total Of those, calls where either span has error status.\n# TYPE strand_service_graph_request_failed_total counter\n");
         for ((c, s), e) in &edges {
@@ -302,7 +319,9 @@ impl RedMetrics {
                 })
             })
             .collect();
-        out.sort_by(|a, b| (&a.service, &a.operation, a.span_kind).cmp(&(&b.service, &b.operation, b.span_kind)));
+        out.sort_by(|a, b| {
+            (&a.service, &a.operation, a.span_kind).cmp(&(&b.service, &b.operation, b.span_kind))
+        });
         (from, out)
     }
 
@@ -321,14 +340,15 @@ impl State {
         if let Some((k, _)) = self.services.get_key_value(name) {
             return k.clone();
         }
-        let key: Arc<str> = if self.services.len() < limits.max_services { Arc::from(name) } else { Arc::from(OTHER) };
+        let key: Arc<str> =
+            if self.services.len() < limits.max_services { Arc::from(name) } else { Arc::from(OTHER) };
         self.services.entry(key.clone()).or_default();
         key
     }
 
     /// Totals per (service, operation, kind), statuses merged (errors counted apart).
-    fn totals(&self) -> HashMap<(Arc<str>, Arc<str>, SpanKind), Totals> {
-        let mut out: HashMap<(Arc<str>, Arc<str>, SpanKind), Totals> = HashMap::new();
+    fn totals(&self) -> OperationTotals {
+        let mut out = OperationTotals::new();
         for (s, svc) in &self.services {
             for ((op, kind, _), t) in &svc.cells {
                 let e = out.entry((s.clone(), op.clone(), *kind)).or_default();

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use strand_core::{
-    AnyValue, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanBatch, SpanId, SpanKind, Status, StatusCode,
-    TraceId, find_attr,
+    AnyValue, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanBatch, SpanId, SpanKind, Status,
+    StatusCode, TraceId, find_attr,
 };
 use strand_sampling::buffer::{POLICY_ATTRIBUTE, RATE_ATTRIBUTE, decisions_record};
 use strand_sampling::{DecisionReason, LogRecord, Prepared, SamplingConfig, TraceBuffer};
@@ -36,7 +36,10 @@ fn span(trace: u8, id: u8, parent: Option<u8>, error: bool) -> Span {
         dropped_events_count: 0,
         links: Vec::new(),
         dropped_links_count: 0,
-        status: Status { code: if error { StatusCode::Error } else { StatusCode::Unset }, message: String::new() },
+        status: Status {
+            code: if error { StatusCode::Error } else { StatusCode::Unset },
+            message: String::new(),
+        },
     }
 }
 
@@ -89,10 +92,9 @@ fn late_spans_follow_the_decision() {
     assert_eq!((s.late_spans_kept, s.late_spans_dropped), (1, 1));
 
     // With no cache the late span starts a new buffered trace instead.
-    let mut uncached = TraceBuffer::new(&config(
-        "decision_cache: { sampled_cache_size: 0, non_sampled_cache_size: 0 }",
-    ))
-    .expect("valid");
+    let mut uncached =
+        TraceBuffer::new(&config("decision_cache: { sampled_cache_size: 0, non_sampled_cache_size: 0 }"))
+            .expect("valid");
     insert(&mut uncached, vec![span(1, 1, None, true)], T0);
     uncached.decide_all(T0);
     let a = insert(&mut uncached, vec![span(1, 9, Some(1), false)], T0 + SEC);
@@ -131,7 +133,8 @@ fn a_flood_never_exceeds_the_byte_bound_and_says_so() {
     let mut overflowed = Vec::new();
     for t in 0..20_000u32 {
         let id = t.to_le_bytes();
-        let mut spans: Vec<Span> = (1..=5).map(|i| span(0, i, if i == 1 { None } else { Some(1) }, false)).collect();
+        let mut spans: Vec<Span> =
+            (1..=5).map(|i| span(0, i, if i == 1 { None } else { Some(1) }, false)).collect();
         for s in &mut spans {
             s.trace_id = TraceId([id[0], id[1], id[2], id[3] | 0x80, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
         }
@@ -147,12 +150,17 @@ fn a_flood_never_exceeds_the_byte_bound_and_says_so() {
     assert!((0.08..0.12).contains(&kept), "overflow fallback kept {kept}");
     let d = overflowed.iter().find(|d| d.keep).expect("some kept");
     let root = &d.spans[0].span;
-    assert_eq!(find_attr(&root.attributes, POLICY_ATTRIBUTE), Some(&AnyValue::String("strand.overflow".into())));
+    assert_eq!(
+        find_attr(&root.attributes, POLICY_ATTRIBUTE),
+        Some(&AnyValue::String("strand.overflow".into()))
+    );
     // Deterministic: the same trace ids overflow to the same decisions in another buffer
     // (another node, or this one after a restart).
     for earlier in overflowed.iter().take(200) {
-        let mut other = TraceBuffer::new(&config("max_buffer_bytes: 100\nmax_trace_bytes: 64KiB")).expect("valid");
-        let mut spans: Vec<Span> = (1..=5).map(|i| span(0, i, if i == 1 { None } else { Some(1) }, false)).collect();
+        let mut other =
+            TraceBuffer::new(&config("max_buffer_bytes: 100\nmax_trace_bytes: 64KiB")).expect("valid");
+        let mut spans: Vec<Span> =
+            (1..=5).map(|i| span(0, i, if i == 1 { None } else { Some(1) }, false)).collect();
         for s in &mut spans {
             s.trace_id = earlier.trace_id;
         }

@@ -64,7 +64,8 @@ fn keeps(yaml: &str, spans: &[Span]) -> bool {
 #[test]
 fn latency_is_at_least_without_upper_and_half_open_with_it() {
     let plain = "policies: [{ name: slow, type: latency, latency: { threshold_ms: 100 } }]";
-    let banded = "policies: [{ name: band, type: latency, latency: { threshold_ms: 100, upper_threshold_ms: 200 } }]";
+    let banded =
+        "policies: [{ name: band, type: latency, latency: { threshold_ms: 100, upper_threshold_ms: 200 } }]";
     // (duration ns, plain keeps, banded keeps)
     let table = [
         (99 * MS, false, false),
@@ -86,8 +87,10 @@ fn latency_is_at_least_without_upper_and_half_open_with_it() {
 #[test]
 fn numeric_bounds_are_inclusive_and_may_be_one_sided() {
     let both = "policies: [{ name: n, type: numeric_attribute, numeric_attribute: { key: code, min_value: 400, max_value: 499 } }]";
-    let min_only = "policies: [{ name: n, type: numeric_attribute, numeric_attribute: { key: code, min_value: 500 } }]";
-    let max_only = "policies: [{ name: n, type: numeric_attribute, numeric_attribute: { key: code, max_value: 0 } }]";
+    let min_only =
+        "policies: [{ name: n, type: numeric_attribute, numeric_attribute: { key: code, min_value: 500 } }]";
+    let max_only =
+        "policies: [{ name: n, type: numeric_attribute, numeric_attribute: { key: code, max_value: 0 } }]";
     for (v, b, mn, mx) in [
         (399, false, false, false),
         (400, true, false, false),
@@ -110,7 +113,9 @@ fn numeric_bounds_are_inclusive_and_may_be_one_sided() {
 fn span_count_bounds_are_inclusive_and_zero_max_is_unbounded() {
     let bounded = "policies: [{ name: c, type: span_count, span_count: { min_spans: 2, max_spans: 3 } }]";
     let open = "policies: [{ name: c, type: span_count, span_count: { min_spans: 2 } }]";
-    for (n, b, o) in [(1, false, false), (2, true, true), (3, true, true), (4, false, true), (50, false, true)] {
+    for (n, b, o) in
+        [(1, false, false), (2, true, true), (3, true, true), (4, false, true), (50, false, true)]
+    {
         let spans = vec![span(0, MS); n];
         assert_eq!(keeps(bounded, &spans), b, "bounded {n}");
         assert_eq!(keeps(open, &spans), o, "open {n}");
@@ -130,7 +135,9 @@ fn string_attribute_exact_regex_resource_and_inverted() {
     let unanchored = "policies: [{ name: s, type: string_attribute, string_attribute: { key: k, values: [ell], enabled_regex_matching: true } }]";
     assert!(keeps(unanchored, &[with_attr("k", AnyValue::String("hello".into()))]));
     // Resource attributes count too.
-    let mut set = policies("policies: [{ name: s, type: string_attribute, string_attribute: { key: deployment.environment, values: [prod] } }]");
+    let mut set = policies(
+        "policies: [{ name: s, type: string_attribute, string_attribute: { key: deployment.environment, values: [prod] } }]",
+    );
     let resource = Resource {
         attributes: vec![KeyValue::new("deployment.environment", AnyValue::String("prod".into()))],
         ..Resource::default()
@@ -171,7 +178,8 @@ fn boolean_status_and_trace_state() {
     assert!(keeps(unset, &[span(0, MS)]));
     assert!(!keeps(unset, &[bad]));
 
-    let ts = "policies: [{ name: t, type: trace_state, trace_state: { key: tenant, values: [gold, silver] } }]";
+    let ts =
+        "policies: [{ name: t, type: trace_state, trace_state: { key: tenant, values: [gold, silver] } }]";
     let mut s = span(0, MS);
     s.trace_state = "vendor=1, tenant=gold".into();
     assert!(keeps(ts, &[s.clone()]));
@@ -228,7 +236,9 @@ policies:
     let v = decide(&mut set, &[bad]);
     assert_eq!(v.policies.iter().map(|p| &**p).collect::<Vec<_>>(), ["errors", "everything"]);
     assert_eq!(v.rate, Some(1.0));
-    let mut set = policies("policies: [{ name: five, type: probabilistic, probabilistic: { sampling_percentage: 5 } }]");
+    let mut set = policies(
+        "policies: [{ name: five, type: probabilistic, probabilistic: { sampling_percentage: 5 } }]",
+    );
     let f = TraceFacts::default();
     let kept = (0u8..=255)
         .map(|b| TraceId([b; 16]))
@@ -242,7 +252,9 @@ fn probabilistic_rate_is_accurate_and_consistent() {
     let yaml = "policies: [{ name: p, type: probabilistic, probabilistic: { sampling_percentage: 5 } }]";
     let mut a = policies(yaml);
     let mut b = policies(yaml); // another node, or the same after a restart
-    let mut salted = policies("policies: [{ name: p, type: probabilistic, probabilistic: { sampling_percentage: 5, hash_salt: other } }]");
+    let mut salted = policies(
+        "policies: [{ name: p, type: probabilistic, probabilistic: { sampling_percentage: 5, hash_salt: other } }]",
+    );
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let f = TraceFacts::default();
     let (mut kept, mut differs) = (0, 0);
@@ -265,7 +277,8 @@ fn probabilistic_rate_is_accurate_and_consistent() {
 
 #[test]
 fn rate_limiting_allows_a_burst_then_the_rate() {
-    let mut set = policies("policies: [{ name: r, type: rate_limiting, rate_limiting: { spans_per_second: 10 } }]");
+    let mut set =
+        policies("policies: [{ name: r, type: rate_limiting, rate_limiting: { spans_per_second: 10 } }]");
     let mut f = TraceFacts::default();
     for _ in 0..5 {
         f.add(0, MS, 0);
@@ -338,9 +351,20 @@ policies:
 fn every_policy_type_is_covered_here() {
     // Guard: a new policy type needs a row in this file.
     let covered = [
-        "always_sample", "latency", "status_code", "string_attribute", "numeric_attribute",
-        "boolean_attribute", "probabilistic", "rate_limiting", "span_count", "trace_state", "and",
-        "not", "drop", "composite",
+        "always_sample",
+        "latency",
+        "status_code",
+        "string_attribute",
+        "numeric_attribute",
+        "boolean_attribute",
+        "probabilistic",
+        "rate_limiting",
+        "span_count",
+        "trace_state",
+        "and",
+        "not",
+        "drop",
+        "composite",
     ];
     for name in covered {
         let p: Result<PolicyConfig, _> = serde_saphyr::from_str(&format!("{{ name: x, type: {name} }}"));

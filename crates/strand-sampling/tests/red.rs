@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use strand_core::{
-    AnyValue, KeyValue, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanBatch, SpanId, SpanKind, Status,
-    StatusCode, TraceId,
+    AnyValue, KeyValue, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanBatch, SpanId, SpanKind,
+    Status, StatusCode, TraceId,
 };
 use strand_sampling::red::{RedLimits, RedMetrics};
 
@@ -28,10 +28,15 @@ fn one(service: &str, trace: u8, id: u8, parent: Option<u8>, name: &str, ms: u64
         dropped_events_count: 0,
         links: Vec::new(),
         dropped_links_count: 0,
-        status: Status { code: if error { StatusCode::Error } else { StatusCode::Unset }, message: String::new() },
+        status: Status {
+            code: if error { StatusCode::Error } else { StatusCode::Unset },
+            message: String::new(),
+        },
     };
-    let resource =
-        Resource { attributes: vec![KeyValue::new("service.name", AnyValue::String(service.into()))], ..Resource::default() };
+    let resource = Resource {
+        attributes: vec![KeyValue::new("service.name", AnyValue::String(service.into()))],
+        ..Resource::default()
+    };
     SpanBatch {
         resource_spans: vec![ResourceSpans {
             resource: Arc::new(resource),

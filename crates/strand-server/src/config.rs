@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-pub use strand_core::units::{ByteSize, HumanDuration};
 use serde_json::{Map, Value};
+pub use strand_core::units::{ByteSize, HumanDuration};
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -553,14 +553,36 @@ mod tests {
         assert_eq!(cfg.sampling.decision_wait, HumanDuration(Duration::from_secs(10)));
 
         let (_g, sampling) = file("policies:\n  - { name: all, type: always_sample }\n");
-        let cfg = load(&Sources { file: Some(path.clone()), sampling_file: Some(sampling), ..Sources::default() })
-            .expect("valid");
+        let cfg =
+            load(&Sources { file: Some(path.clone()), sampling_file: Some(sampling), ..Sources::default() })
+                .expect("valid");
         assert_eq!(cfg.sampling.policies[0].name, "all");
-        assert_eq!(cfg.sampling.decision_wait, HumanDuration(Duration::from_secs(30)), "the file replaces the section");
+        assert_eq!(
+            cfg.sampling.decision_wait,
+            HumanDuration(Duration::from_secs(30)),
+            "the file replaces the section"
+        );
 
         let cfg = load(&Sources { sampling_shorthand: Some("errors-plus=5%".into()), ..Sources::default() })
             .expect("valid");
         assert_eq!(cfg.sampling.policies.len(), 2);
+
+        let example =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/sampling-errors-plus-5pct.yaml");
+        let cfg = load(&Sources { sampling_file: Some(example), ..Sources::default() })
+            .expect("the example is valid");
+        assert_eq!(
+            cfg.sampling.policies,
+            strand_sampling::SamplingConfig::shorthand("errors-plus=5%")
+                .expect("valid")
+                .into_iter()
+                .zip(["errors", "five-percent"])
+                .map(|(mut p, n)| {
+                    p.name = n.into();
+                    p
+                })
+                .collect::<Vec<_>>()
+        );
 
         let (_h, bad) = file("sampling:\n  policies:\n    - { name: x, type: latency }\n");
         let err = load(&Sources { file: Some(bad), ..Sources::default() }).expect_err("invalid").to_string();

@@ -4,6 +4,7 @@
 //! shutdown future resolves; tests start it on port 0. `main.rs` only parses arguments.
 
 pub mod bench;
+pub mod bench_sampling;
 pub mod config;
 pub mod pipeline;
 pub mod search_cmd;
@@ -185,8 +186,11 @@ pub async fn run(
     }
     {
         let reader: Arc<dyn TraceReader> = store.clone();
-        let app = strand_query::router(reader, cfg.query.to_limits())
-            .merge(admin_router(store.clone(), receiver.stats(), pipeline.clone()));
+        let app = strand_query::router(reader, cfg.query.to_limits()).merge(admin_router(
+            store.clone(),
+            receiver.stats(),
+            pipeline.clone(),
+        ));
         let stop = stopped();
         tasks.spawn(async move {
             axum::serve(http, app).with_graceful_shutdown(stop).await.context("query http server")
@@ -343,9 +347,7 @@ async fn metrics(State((store, receivers, pipeline)): State<MetricsState>) -> im
         ("strand_disk_bytes", "gauge", "Bytes of blocks and WAL.", snap.block_bytes + snap.wal_bytes),
     ];
     let mut out = String::new();
-    for (name, kind, help, value) in metrics {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
-    }
+    write_series(&mut out, &metrics);
     type Counter = fn(&ProtocolCounters) -> &AtomicU64;
     let per_protocol: [(&str, &str, Counter); 3] = [
         ("strand_receiver_spans_accepted_total", "Spans stored, per receiver protocol.", |p| {
@@ -374,30 +376,95 @@ async fn metrics(State((store, receivers, pipeline)): State<MetricsState>) -> im
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 
+/// Writes unlabelled series: (name, type, help, value).
+fn write_series(out: &mut String, rows: &[(&str, &str, &str, u64)]) {
+    for (name, kind, help, value) in rows {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
+    }
+}
+
 fn sampling_metrics(pipeline: &Pipeline, out: &mut String) {
     let tail = pipeline.tail_snapshot().unwrap_or_default();
     let st = &tail.stats;
     let ps = pipeline.stats();
     let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let rows: [(&str, &str, &str, u64); 14] = [
-        ("strand_sampling_buffer_bytes", "gauge", "Bytes of spans waiting for a tail-sampling decision.", tail.buffer_bytes as u64),
-        ("strand_sampling_buffer_traces", "gauge", "Traces waiting for a decision.", tail.buffer_traces as u64),
+        (
+            "strand_sampling_buffer_bytes",
+            "gauge",
+            "Bytes of spans waiting for a tail-sampling decision.",
+            tail.buffer_bytes as u64,
+        ),
+        (
+            "strand_sampling_buffer_traces",
+            "gauge",
+            "Traces waiting for a decision.",
+            tail.buffer_traces as u64,
+        ),
         ("strand_sampling_buffer_spans", "gauge", "Spans waiting for a decision.", tail.buffer_spans as u64),
         ("strand_sampling_traces_kept_total", "counter", "Traces kept by tail sampling.", st.traces_kept),
-        ("strand_sampling_traces_dropped_total", "counter", "Traces dropped by tail sampling.", st.traces_dropped),
-        ("strand_sampling_spans_sampled_out_total", "counter", "Spans dropped by a sampling decision (late spans included).", st.spans_dropped + st.late_spans_dropped),
-        ("strand_sampling_late_spans_kept_total", "counter", "Spans that arrived after their trace was kept, stored.", st.late_spans_kept),
-        ("strand_sampling_late_spans_dropped_total", "counter", "Spans that arrived after their trace was dropped.", st.late_spans_dropped),
-        ("strand_sampling_traces_capped_total", "counter", "Traces decided early because they reached max_trace_bytes.", st.traces_capped),
-        ("strand_sampling_traces_overflowed_total", "counter", "Traces decided early because the buffer reached max_buffer_bytes.", st.traces_overflowed),
-        ("strand_sampling_overflow_kept_total", "counter", "Of those, traces kept by the overflow fallback percentage.", st.overflow_kept),
-        ("strand_sampling_log_errors_total", "counter", "Pending-log writes that failed (requests refused).", c(&ps.log_errors)),
-        ("strand_sampling_store_retries_total", "counter", "Writes of kept traces that failed and were retried.", c(&ps.store_retries)),
-        ("strand_sampling_log_replayed_records_total", "counter", "Pending-log records replayed at start.", c(&ps.replayed_records)),
+        (
+            "strand_sampling_traces_dropped_total",
+            "counter",
+            "Traces dropped by tail sampling.",
+            st.traces_dropped,
+        ),
+        (
+            "strand_sampling_spans_sampled_out_total",
+            "counter",
+            "Spans dropped by a sampling decision (late spans included).",
+            st.spans_dropped + st.late_spans_dropped,
+        ),
+        (
+            "strand_sampling_late_spans_kept_total",
+            "counter",
+            "Spans that arrived after their trace was kept, stored.",
+            st.late_spans_kept,
+        ),
+        (
+            "strand_sampling_late_spans_dropped_total",
+            "counter",
+            "Spans that arrived after their trace was dropped.",
+            st.late_spans_dropped,
+        ),
+        (
+            "strand_sampling_traces_capped_total",
+            "counter",
+            "Traces decided early because they reached max_trace_bytes.",
+            st.traces_capped,
+        ),
+        (
+            "strand_sampling_traces_overflowed_total",
+            "counter",
+            "Traces decided early because the buffer reached max_buffer_bytes.",
+            st.traces_overflowed,
+        ),
+        (
+            "strand_sampling_overflow_kept_total",
+            "counter",
+            "Of those, traces kept by the overflow fallback percentage.",
+            st.overflow_kept,
+        ),
+        (
+            "strand_sampling_log_errors_total",
+            "counter",
+            "Pending-log writes that failed (requests refused).",
+            c(&ps.log_errors),
+        ),
+        (
+            "strand_sampling_store_retries_total",
+            "counter",
+            "Writes of kept traces that failed and were retried.",
+            c(&ps.store_retries),
+        ),
+        (
+            "strand_sampling_log_replayed_records_total",
+            "counter",
+            "Pending-log records replayed at start.",
+            c(&ps.replayed_records),
+        ),
     ];
-    for (name, kind, help, value) in rows {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
-    }
+    write_series(out, &rows);
     out.push_str("# HELP strand_sampling_traces_kept_by_policy_total Traces kept, per policy that sampled them.\n# TYPE strand_sampling_traces_kept_by_policy_total counter\n");
     let mut by_policy: Vec<_> = st.kept_by_policy.iter().collect();
     by_policy.sort();

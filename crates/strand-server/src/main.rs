@@ -137,6 +137,8 @@ enum BenchCommand {
     Ingest(strand_server::bench::IngestArgs),
     /// Load traffic as `ingest` does, then time trace lookups, searches and dependencies.
     Query(strand_server::bench::QueryArgs),
+    /// Time the tail sampler in-process: memory per buffered span, CPU per span, decisions.
+    Sampling(strand_server::bench_sampling::SamplingArgs),
 }
 
 fn main() -> ExitCode {
@@ -156,6 +158,7 @@ fn main() -> ExitCode {
         Command::Deps(args) => rt.block_on(list(args, "/api/v1/dependencies", search_cmd::render_deps)),
         Command::Bench(BenchCommand::Ingest(args)) => rt.block_on(strand_server::bench::ingest(args)),
         Command::Bench(BenchCommand::Query(args)) => rt.block_on(strand_server::bench::query(args)),
+        Command::Bench(BenchCommand::Sampling(args)) => strand_server::bench_sampling::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

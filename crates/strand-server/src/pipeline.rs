@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use strand_core::{BoxFuture, SinkError, SpanBatch, SpanSink, TraceId, TraceWriter};
-use strand_sampling::buffer::{decisions_record, BufferStats};
+use strand_sampling::buffer::{BufferStats, decisions_record};
 use strand_sampling::policy::ConditionSet;
 use strand_sampling::red::RedMetrics;
 use strand_sampling::{DecidedTrace, LogRecord, Prepared, SamplingConfig, TraceBuffer};
@@ -220,7 +220,8 @@ impl Pipeline {
         if decided.is_empty() {
             return;
         }
-        let (kept, dropped): (Vec<DecidedTrace>, Vec<DecidedTrace>) = decided.into_iter().partition(|d| d.keep);
+        let (kept, dropped): (Vec<DecidedTrace>, Vec<DecidedTrace>) =
+            decided.into_iter().partition(|d| d.keep);
         let mut record: Vec<(TraceId, bool)> = dropped.iter().map(|d| (d.trace_id, false)).collect();
         if !kept.is_empty() {
             let spans: Vec<_> = kept.iter().flat_map(|d| d.spans.iter().cloned()).collect();
@@ -307,7 +308,10 @@ impl LogWriter {
             Ok(()) => {}
             Err(mpsc::TrySendError::Full(cmd)) => {
                 let tx = self.tx.clone();
-                tokio::task::spawn_blocking(move || tx.send(cmd)).await.map_err(|_| closed())?.map_err(|_| closed())?;
+                tokio::task::spawn_blocking(move || tx.send(cmd))
+                    .await
+                    .map_err(|_| closed())?
+                    .map_err(|_| closed())?;
             }
             Err(mpsc::TrySendError::Disconnected(_)) => return Err(closed()),
         }
@@ -336,7 +340,12 @@ impl LogWriter {
     }
 }
 
-fn log_thread(mut wal: Wal, dir: PathBuf, rx: mpsc::Receiver<Cmd>, outstanding: Arc<Mutex<BTreeMap<u64, usize>>>) {
+fn log_thread(
+    mut wal: Wal,
+    dir: PathBuf,
+    rx: mpsc::Receiver<Cmd>,
+    outstanding: Arc<Mutex<BTreeMap<u64, usize>>>,
+) {
     let fs = StdFs;
     let mut written: u64 = 0;
     let mut rolled = Instant::now();

@@ -12,7 +12,11 @@ use strand_sampling::policy::{ratio_threshold, trace_id_hash};
 const TRACES: usize = 300;
 
 fn trace_id(i: usize) -> String {
-    format!("{:016x}{:016x}", 0x5eed_0000_0000_0000u64 + i as u64, (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    format!(
+        "{:016x}{:016x}",
+        0x5eed_0000_0000_0000u64 + i as u64,
+        (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    )
 }
 
 fn is_error(i: usize) -> bool {
@@ -36,7 +40,8 @@ fn export(range: std::ops::Range<usize>, now_ns: u64) -> Value {
         })
     };
     let roots = range.clone().map(|i| span(i, "00000000000000a1", "", "GET /report", false)).collect();
-    let children = range.map(|i| span(i, "00000000000000b2", "00000000000000a1", "check", is_error(i))).collect();
+    let children =
+        range.map(|i| span(i, "00000000000000b2", "00000000000000a1", "check", is_error(i))).collect();
     json!({ "resourceSpans": [rs("gateway", roots), rs("users", children)] })
 }
 
@@ -107,8 +112,10 @@ async fn errors_plus_five_percent_keeps_exactly_those_and_metrics_count_everythi
         }
         expected_sampled += usize::from(by_hash);
         assert_eq!(spans.len(), 2, "trace {i} whole");
-        let root = spans.iter().find(|s| s["references"].as_array().is_none_or(|r| r.is_empty())).expect("root");
-        let policy = tag(root, "strand.sampling.policy").and_then(Value::as_str).expect("policy tag on the root");
+        let root =
+            spans.iter().find(|s| s["references"].as_array().is_none_or(|r| r.is_empty())).expect("root");
+        let policy =
+            tag(root, "strand.sampling.policy").and_then(Value::as_str).expect("policy tag on the root");
         let rate = tag(root, "strand.sampling.rate").and_then(Value::as_f64).expect("rate tag");
         match (is_error(i), by_hash) {
             (true, true) => assert_eq!((policy, rate), ("errors,probabilistic-5%", 1.0)),
@@ -128,12 +135,19 @@ async fn errors_plus_five_percent_keeps_exactly_those_and_metrics_count_everythi
     assert_eq!(metric(&client, &server, edge).await, Some(TRACES as f64));
     let failed = "strand_service_graph_request_failed_total{client=\"gateway\",server=\"users\"}";
     assert_eq!(metric(&client, &server, failed).await, Some(errors as f64));
-    let kept = errors + (0..TRACES).filter(|i| !is_error(*i)).filter(|i| {
-        let id: TraceId = trace_id(*i).parse().expect("valid");
-        trace_id_hash(b"default-hash-seed", &id) <= threshold
-    }).count();
+    let kept = errors
+        + (0..TRACES)
+            .filter(|i| !is_error(*i))
+            .filter(|i| {
+                let id: TraceId = trace_id(*i).parse().expect("valid");
+                trace_id_hash(b"default-hash-seed", &id) <= threshold
+            })
+            .count();
     assert_eq!(metric(&client, &server, "strand_sampling_traces_kept_total").await, Some(kept as f64));
-    assert_eq!(metric(&client, &server, "strand_sampling_traces_dropped_total").await, Some((TRACES - kept) as f64));
+    assert_eq!(
+        metric(&client, &server, "strand_sampling_traces_dropped_total").await,
+        Some((TRACES - kept) as f64)
+    );
 
     let red: Value = client
         .get(server.query("/api/v1/metrics/red?service=users&since=5m"))
@@ -144,7 +158,10 @@ async fn errors_plus_five_percent_keeps_exactly_those_and_metrics_count_everythi
         .await
         .expect("json");
     let op = &red["operations"][0];
-    assert_eq!((op["operation"].as_str(), op["requests"].as_u64(), op["errors"].as_u64()), (Some("check"), Some(TRACES as u64), Some(errors as u64)));
+    assert_eq!(
+        (op["operation"].as_str(), op["requests"].as_u64(), op["errors"].as_u64()),
+        (Some("check"), Some(TRACES as u64), Some(errors as u64))
+    );
     let r = client.get(server.query("/api/v1/metrics/red?since=2d")).send().await.expect("get");
     assert_eq!(r.status(), 400);
 

@@ -135,16 +135,14 @@ impl Wal {
         dir: &Path,
         mut on_record: impl FnMut(Bytes, WalRecord),
     ) -> std::io::Result<(Self, ReplayStats)> {
-        Self::open_with(fs, dir, |path, framed, stats| {
-            match WalRecord::decode(&framed[RECORD_HEADER..]) {
-                Ok(record) => {
-                    stats.records += 1;
-                    on_record(framed, record);
-                }
-                Err(e) => {
-                    warn!(segment = %path.display(), error = %e, "skipped undecodable wal record");
-                    stats.corrupt_records += 1;
-                }
+        Self::open_with(fs, dir, |path, framed, stats| match WalRecord::decode(&framed[RECORD_HEADER..]) {
+            Ok(record) => {
+                stats.records += 1;
+                on_record(framed, record);
+            }
+            Err(e) => {
+                warn!(segment = %path.display(), error = %e, "skipped undecodable wal record");
+                stats.corrupt_records += 1;
             }
         })
     }
