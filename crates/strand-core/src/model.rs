@@ -250,6 +250,29 @@ pub struct Span {
 }
 
 impl Span {
+    /// A span with an identity, a name and times, and nothing else: no parent, no trace
+    /// state or flags, kind unspecified, no attributes, events or links, status unset.
+    pub fn new(trace_id: TraceId, span_id: SpanId, name: impl Into<String>, start: u64, end: u64) -> Self {
+        Self {
+            trace_id,
+            span_id,
+            parent_span_id: None,
+            trace_state: String::new(),
+            flags: 0,
+            name: name.into(),
+            kind: SpanKind::Unspecified,
+            start_time_unix_nano: start,
+            end_time_unix_nano: end,
+            attributes: Vec::new(),
+            dropped_attributes_count: 0,
+            events: Vec::new(),
+            dropped_events_count: 0,
+            links: Vec::new(),
+            dropped_links_count: 0,
+            status: Status::default(),
+        }
+    }
+
     /// Duration in nanoseconds; zero when the end precedes the start.
     pub fn duration_nanos(&self) -> u64 {
         self.end_time_unix_nano.saturating_sub(self.start_time_unix_nano)

@@ -16,9 +16,10 @@
 //! Memory is counted in bytes: each trace's encoded spans plus a fixed per-trace cost.
 //! Time is always passed in (`now`, Unix nanoseconds); nothing here reads a clock.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
+use foldhash::{HashMap as FastMap, HashSet as FastSet};
 use strand_core::{AnyValue, KeyValue, Resource, Scope, Span, SpanBatch, StoredSpan, TraceId};
 
 use crate::config::SamplingConfig;
@@ -90,16 +91,6 @@ impl Prepared {
             }
         }
         out
-    }
-
-    /// Number of spans.
-    pub fn len(&self) -> usize {
-        self.spans.len()
-    }
-
-    /// Whether there are no spans.
-    pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
     }
 
     /// The record written to the pending log: the groups, then each span's group and
@@ -308,14 +299,14 @@ impl Pending {
 /// Remembers the last `cap` trace ids inserted (first in, first out).
 #[derive(Debug)]
 struct DecisionCache {
-    set: HashSet<TraceId>,
+    set: FastSet<TraceId>,
     order: VecDeque<TraceId>,
     cap: usize,
 }
 
 impl DecisionCache {
     fn new(cap: usize) -> Self {
-        Self { set: HashSet::new(), order: VecDeque::new(), cap }
+        Self { set: FastSet::default(), order: VecDeque::new(), cap }
     }
 
     fn insert(&mut self, id: TraceId) {
@@ -345,7 +336,7 @@ pub struct TraceBuffer {
     max_trace_bytes: usize,
     overflow_threshold: u64,
     overflow_ratio: f64,
-    traces: HashMap<TraceId, Pending>,
+    traces: FastMap<TraceId, Pending>,
     deadlines: BTreeSet<(u64, TraceId)>,
     tags: BTreeMap<u64, usize>,
     bytes: usize,
@@ -369,7 +360,7 @@ impl TraceBuffer {
             max_trace_bytes: cfg.max_trace_bytes.0.try_into().unwrap_or(usize::MAX),
             overflow_threshold: ratio_threshold(overflow_ratio),
             overflow_ratio,
-            traces: HashMap::new(),
+            traces: FastMap::default(),
             deadlines: BTreeSet::new(),
             tags: BTreeMap::new(),
             bytes: 0,
@@ -572,9 +563,7 @@ impl TraceBuffer {
     /// Records a decision read back from the pending log: the trace leaves the buffer
     /// without output (its spans were stored or dropped before the record was written).
     pub fn restore_decision(&mut self, trace_id: TraceId, keep: bool) {
-        if let Some(p) = self.remove(&trace_id) {
-            drop(p);
-        }
+        self.remove(&trace_id);
         if keep { self.kept.insert(trace_id) } else { self.dropped.insert(trace_id) }
     }
 

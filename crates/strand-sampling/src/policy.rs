@@ -318,11 +318,10 @@ impl PolicySet {
                 Decision::NotSampled => {}
             }
         }
-        let keep = !dropped && !inverted_not && !policies.is_empty();
-        if !keep {
-            return Verdict { keep, policies: Vec::new(), rate: None };
+        if dropped || inverted_not || policies.is_empty() {
+            return Verdict { keep: false, policies: Vec::new(), rate: None };
         }
-        Verdict { keep, policies, rate }
+        Verdict { keep: true, policies, rate }
     }
 }
 
@@ -397,12 +396,19 @@ impl Builder<'_> {
                     bad("`key` must not be empty".into());
                 }
                 let regex = if b.enabled_regex_matching {
-                    for v in &b.values {
-                        if let Err(e) = regex::Regex::new(v) {
+                    let bad_one = b.values.iter().find_map(|v| regex::Regex::new(v).err().map(|e| (v, e)));
+                    match (bad_one, RegexSet::new(&b.values)) {
+                        (Some((v, e)), _) => {
                             bad(format!("invalid regular expression `{v}`: {e}"));
+                            None
                         }
+                        // Each compiles, but together they exceed the size limit.
+                        (None, Err(e)) => {
+                            bad(format!("regular expressions too large together: {e}"));
+                            None
+                        }
+                        (None, Ok(set)) => Some(set),
                     }
-                    RegexSet::new(&b.values).ok()
                 } else {
                     None
                 };

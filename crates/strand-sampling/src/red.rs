@@ -8,10 +8,11 @@
 //! are remembered for two windows of `edge_window`, so a parent arriving up to that long
 //! after its child (or before it) still pairs.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use foldhash::HashMap;
 use parking_lot::Mutex;
 use serde::Serialize;
 use strand_core::{SpanBatch, SpanId, SpanKind, StatusCode, TraceId};
@@ -104,15 +105,17 @@ type OperationTotals = HashMap<(Arc<str>, Arc<str>, SpanKind), Totals>;
 /// Series key within a service: operation, kind, status.
 type CellKey = (Arc<str>, SpanKind, StatusCode);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Service {
+    name: Arc<str>,
     operations: HashMap<Arc<str>, ()>,
     cells: HashMap<CellKey, Totals>,
 }
 
-#[derive(Debug, Clone)]
+/// A span remembered for pairing: its service (index into `State::services`) and status.
+#[derive(Debug, Clone, Copy)]
 struct Known {
-    service: Arc<str>,
+    service: u32,
     error: bool,
 }
 
@@ -128,13 +131,15 @@ struct EdgeTotals {
     failed: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
-    services: HashMap<Arc<str>, Service>,
+    services: Vec<Service>,
+    service_index: HashMap<Arc<str>, u32>,
+    other: Arc<str>,
     cur: Generation,
     prev: Generation,
     rotated_at: u64,
-    edges: HashMap<(Arc<str>, Arc<str>), EdgeTotals>,
+    edges: HashMap<(u32, u32), EdgeTotals>,
     history: VecDeque<(u64, OperationTotals)>,
     started: u64,
 }
@@ -177,7 +182,18 @@ pub struct OperationRed {
 impl RedMetrics {
     /// Empty metrics; `now` is when counting starts.
     pub fn new(limits: RedLimits, now: u64) -> Self {
-        Self { limits, state: Mutex::new(State { started: now, rotated_at: now, ..State::default() }) }
+        let state = State {
+            services: Vec::new(),
+            service_index: HashMap::default(),
+            other: Arc::from(OTHER),
+            cur: Generation::default(),
+            prev: Generation::default(),
+            rotated_at: now,
+            edges: HashMap::default(),
+            history: VecDeque::new(),
+            started: now,
+        };
+        Self { limits, state: Mutex::new(state) }
     }
 
     /// Counts every span of a batch received at `now`.
@@ -191,31 +207,26 @@ impl RedMetrics {
             st.rotated_at = now;
         }
         for rs in &batch.resource_spans {
-            let service = st.service_key(rs.resource.service_name(), &self.limits);
-            for ss in &rs.scope_spans {
-                for span in &ss.spans {
-                    let error = span.status.code == StatusCode::Error;
-                    let svc = st.services.get_mut(&service).expect("service_key inserted it");
-                    let op: Arc<str> = match svc.operations.get_key_value(span.name.as_str()) {
-                        Some((k, _)) => k.clone(),
-                        None if svc.operations.len() < self.limits.max_operations_per_service => {
-                            let k: Arc<str> = Arc::from(span.name.as_str());
-                            svc.operations.insert(k.clone(), ());
-                            k
-                        }
-                        None => Arc::from(OTHER),
-                    };
-                    svc.cells
-                        .entry((op, span.kind, span.status.code))
-                        .or_default()
-                        .add(span.duration_nanos(), error);
-                    st.pair(
-                        span.trace_id,
-                        span.span_id,
-                        span.parent_span_id,
-                        Known { service: service.clone(), error },
-                    );
-                }
+            let sid = st.service_id(rs.resource.service_name(), &self.limits);
+            let State { services, cur, prev, edges, other, .. } = &mut *st;
+            let svc = &mut services[sid as usize];
+            for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+                let error = span.status.code == StatusCode::Error;
+                let op: Arc<str> = match svc.operations.get_key_value(span.name.as_str()) {
+                    Some((k, _)) => k.clone(),
+                    None if svc.operations.len() < self.limits.max_operations_per_service => {
+                        let k: Arc<str> = Arc::from(span.name.as_str());
+                        svc.operations.insert(k.clone(), ());
+                        k
+                    }
+                    None => other.clone(),
+                };
+                svc.cells
+                    .entry((op, span.kind, span.status.code))
+                    .or_default()
+                    .add(span.duration_nanos(), error);
+                let me = Known { service: sid, error };
+                pair(cur, prev, edges, span.trace_id, span.span_id, span.parent_span_id, me);
             }
         }
     }
@@ -223,8 +234,11 @@ impl RedMetrics {
     /// Prometheus text exposition of the metrics (`# HELP`, `# TYPE`, series).
     pub fn render_prometheus(&self, out: &mut String) {
         let st = self.state.lock();
-        let mut rows: Vec<(&Arc<str>, &CellKey, &Totals)> =
-            st.services.iter().flat_map(|(s, svc)| svc.cells.iter().map(move |(k, t)| (s, k, t))).collect();
+        let mut rows: Vec<(&Arc<str>, &CellKey, &Totals)> = st
+            .services
+            .iter()
+            .flat_map(|svc| svc.cells.iter().map(move |(k, t)| (&svc.name, k, t)))
+            .collect();
         rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         let labels = |s: &str, k: &CellKey| {
             format!(
@@ -251,27 +265,26 @@ impl RedMetrics {
             let _ = writeln!(out, "strand_span_duration_seconds_sum{{{l}}} {}", t.sum_nanos as f64 / 1e9);
             let _ = writeln!(out, "strand_span_duration_seconds_count{{{l}}} {}", t.count);
         }
-        let mut edges: Vec<_> = st.edges.iter().collect();
-        edges.sort_by(|a, b| a.0.cmp(b.0));
-        out.push_str("# HELP strand_service_graph_requests_total Calls from a client service to a server service (parent and child span in different services), before sampling.\n# TYPE strand_service_graph_requests_total counter\n");
-        for ((c, s), e) in &edges {
-            let _ = writeln!(
-                out,
-                "strand_service_graph_requests_total{{client=\"{}\",server=\"{}\"}} {}",
-                escape(c),
-                escape(s),
-                e.calls
-            );
-        }
-        out.push_str("# HELP strand_service_graph_request_failed_total Of those, calls where either span has error status.\n# TYPE strand_service_graph_request_failed_total counter\n");
-        for ((c, s), e) in &edges {
-            let _ = writeln!(
-                out,
-                "strand_service_graph_request_failed_total{{client=\"{}\",server=\"{}\"}} {}",
-                escape(c),
-                escape(s),
-                e.failed
-            );
+        let edges = st.named_edges();
+        type Field = fn(&EdgeTotals) -> u64;
+        let series: [(&str, &str, Field); 2] = [
+            (
+                "strand_service_graph_requests_total",
+                "Calls from a client service to a server service (parent and child span in different services), before sampling.",
+                |e| e.calls,
+            ),
+            (
+                "strand_service_graph_request_failed_total",
+                "Of those, calls where either span has error status.",
+                |e| e.failed,
+            ),
+        ];
+        for (name, help, field) in series {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (c, s, e) in &edges {
+                let _ =
+                    writeln!(out, "{name}{{client=\"{}\",server=\"{}\"}} {}", escape(c), escape(s), field(e));
+            }
         }
     }
 
@@ -328,30 +341,48 @@ impl RedMetrics {
     /// Service-graph edges so far: `(client, server, calls, failed)`, sorted.
     pub fn edges(&self) -> Vec<(String, String, u64, u64)> {
         let st = self.state.lock();
-        let mut v: Vec<_> =
-            st.edges.iter().map(|((c, s), e)| (c.to_string(), s.to_string(), e.calls, e.failed)).collect();
-        v.sort();
-        v
+        st.named_edges()
+            .into_iter()
+            .map(|(c, s, e)| (c.to_string(), s.to_string(), e.calls, e.failed))
+            .collect()
     }
 }
 
 impl State {
-    fn service_key(&mut self, name: &str, limits: &RedLimits) -> Arc<str> {
-        if let Some((k, _)) = self.services.get_key_value(name) {
-            return k.clone();
+    /// The index of a service, registering it (or `other`, past the limit).
+    fn service_id(&mut self, name: &str, limits: &RedLimits) -> u32 {
+        if let Some(&i) = self.service_index.get(name) {
+            return i;
         }
-        let key: Arc<str> =
-            if self.services.len() < limits.max_services { Arc::from(name) } else { Arc::from(OTHER) };
-        self.services.entry(key.clone()).or_default();
-        key
+        let key =
+            if self.services.len() < limits.max_services { Arc::from(name) } else { self.other.clone() };
+        if let Some(&i) = self.service_index.get(&key) {
+            return i;
+        }
+        let i = self.services.len() as u32;
+        self.services.push(Service {
+            name: key.clone(),
+            operations: HashMap::default(),
+            cells: HashMap::default(),
+        });
+        self.service_index.insert(key, i);
+        i
+    }
+
+    /// Edges with service names, sorted.
+    fn named_edges(&self) -> Vec<(&Arc<str>, &Arc<str>, EdgeTotals)> {
+        let name = |i: u32| &self.services[i as usize].name;
+        let mut v: Vec<_> = self.edges.iter().map(|((c, s), e)| (name(*c), name(*s), *e)).collect();
+        v.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        v
     }
 
     /// Totals per (service, operation, kind), statuses merged (errors counted apart).
     fn totals(&self) -> OperationTotals {
-        let mut out = OperationTotals::new();
-        for (s, svc) in &self.services {
+        let mut out = OperationTotals::default();
+        for svc in &self.services {
             for ((op, kind, _), t) in &svc.cells {
-                let e = out.entry((s.clone(), op.clone(), *kind)).or_default();
+                let e = out.entry((svc.name.clone(), op.clone(), *kind)).or_default();
                 e.count += t.count;
                 e.errors += t.errors;
                 e.sum_nanos += t.sum_nanos;
@@ -374,35 +405,40 @@ impl State {
             self.history.pop_front();
         }
     }
+}
 
-    fn edge(&mut self, parent: &Known, child: &Known) {
-        if parent.service == child.service {
-            return;
-        }
-        let e = self.edges.entry((parent.service.clone(), child.service.clone())).or_default();
-        e.calls += 1;
-        e.failed += u64::from(parent.error || child.error);
+fn edge(edges: &mut HashMap<(u32, u32), EdgeTotals>, parent: Known, child: Known) {
+    if parent.service == child.service {
+        return;
     }
+    let e = edges.entry((parent.service, child.service)).or_default();
+    e.calls += 1;
+    e.failed += u64::from(parent.error || child.error);
+}
 
-    fn pair(&mut self, trace: TraceId, id: SpanId, parent: Option<SpanId>, me: Known) {
-        // Children that arrived first and wait for this span.
-        for gen_waiting in [self.cur.waiting.remove(&(trace, id)), self.prev.waiting.remove(&(trace, id))]
-            .into_iter()
-            .flatten()
-        {
-            for child in gen_waiting {
-                self.edge(&me, &child);
-            }
+/// Pairs a span with its parent and with children that arrived before it.
+fn pair(
+    cur: &mut Generation,
+    prev: &mut Generation,
+    edges: &mut HashMap<(u32, u32), EdgeTotals>,
+    trace: TraceId,
+    id: SpanId,
+    parent: Option<SpanId>,
+    me: Known,
+) {
+    for waiting in [cur.waiting.remove(&(trace, id)), prev.waiting.remove(&(trace, id))].into_iter().flatten()
+    {
+        for child in waiting {
+            edge(edges, me, child);
         }
-        if let Some(p) = parent {
-            let found = self.cur.spans.get(&(trace, p)).or_else(|| self.prev.spans.get(&(trace, p))).cloned();
-            match found {
-                Some(parent) => self.edge(&parent, &me),
-                None => self.cur.waiting.entry((trace, p)).or_default().push(me.clone()),
-            }
-        }
-        self.cur.spans.insert((trace, id), me);
     }
+    if let Some(p) = parent {
+        match cur.spans.get(&(trace, p)).or_else(|| prev.spans.get(&(trace, p))) {
+            Some(&parent) => edge(edges, parent, me),
+            None => cur.waiting.entry((trace, p)).or_default().push(me),
+        }
+    }
+    cur.spans.insert((trace, id), me);
 }
 
 /// Escapes a Prometheus label value.

@@ -20,26 +20,16 @@ fn config(extra: &str) -> SamplingConfig {
 }
 
 fn span(trace: u8, id: u8, parent: Option<u8>, error: bool) -> Span {
+    let start = T0 + u64::from(id);
     Span {
-        trace_id: TraceId([trace; 16]),
-        span_id: SpanId([id; 8]),
         parent_span_id: parent.map(|p| SpanId([p; 8])),
-        trace_state: String::new(),
         flags: 1,
-        name: format!("op-{id}"),
         kind: SpanKind::Internal,
-        start_time_unix_nano: T0 + u64::from(id),
-        end_time_unix_nano: T0 + u64::from(id) + 1000,
-        attributes: Vec::new(),
-        dropped_attributes_count: 0,
-        events: Vec::new(),
-        dropped_events_count: 0,
-        links: Vec::new(),
-        dropped_links_count: 0,
         status: Status {
             code: if error { StatusCode::Error } else { StatusCode::Unset },
             message: String::new(),
         },
+        ..Span::new(TraceId([trace; 16]), SpanId([id; 8]), format!("op-{id}"), start, start + 1000)
     }
 }
 

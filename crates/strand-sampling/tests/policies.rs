@@ -15,24 +15,7 @@ fn policies(yaml: &str) -> PolicySet {
 }
 
 fn span(start: u64, end: u64) -> Span {
-    Span {
-        trace_id: TraceId([7; 16]),
-        span_id: SpanId([1; 8]),
-        parent_span_id: None,
-        trace_state: String::new(),
-        flags: 1,
-        name: "op".into(),
-        kind: SpanKind::Server,
-        start_time_unix_nano: start,
-        end_time_unix_nano: end,
-        attributes: Vec::new(),
-        dropped_attributes_count: 0,
-        events: Vec::new(),
-        dropped_events_count: 0,
-        links: Vec::new(),
-        dropped_links_count: 0,
-        status: Status::default(),
-    }
+    Span { flags: 1, kind: SpanKind::Server, ..Span::new(TraceId([7; 16]), SpanId([1; 8]), "op", start, end) }
 }
 
 fn with_attr(key: &str, value: AnyValue) -> Span {

@@ -13,25 +13,13 @@ const T0: u64 = 1_700_000_040 * SEC;
 
 fn one(service: &str, trace: u8, id: u8, parent: Option<u8>, name: &str, ms: u64, error: bool) -> SpanBatch {
     let span = Span {
-        trace_id: TraceId([trace; 16]),
-        span_id: SpanId([id; 8]),
         parent_span_id: parent.map(|p| SpanId([p; 8])),
-        trace_state: String::new(),
-        flags: 1,
-        name: name.into(),
         kind: SpanKind::Server,
-        start_time_unix_nano: T0,
-        end_time_unix_nano: T0 + ms * 1_000_000,
-        attributes: Vec::new(),
-        dropped_attributes_count: 0,
-        events: Vec::new(),
-        dropped_events_count: 0,
-        links: Vec::new(),
-        dropped_links_count: 0,
         status: Status {
             code: if error { StatusCode::Error } else { StatusCode::Unset },
             message: String::new(),
         },
+        ..Span::new(TraceId([trace; 16]), SpanId([id; 8]), name, T0, T0 + ms * 1_000_000)
     };
     let resource = Resource {
         attributes: vec![KeyValue::new("service.name", AnyValue::String(service.into()))],

@@ -388,7 +388,7 @@ fn sampling_metrics(pipeline: &Pipeline, out: &mut String) {
     let st = &tail.stats;
     let ps = pipeline.stats();
     let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 14] = [
+    let rows: [(&str, &str, &str, u64); 15] = [
         (
             "strand_sampling_buffer_bytes",
             "gauge",
@@ -462,6 +462,12 @@ fn sampling_metrics(pipeline: &Pipeline, out: &mut String) {
             "counter",
             "Pending-log records replayed at start.",
             c(&ps.replayed_records),
+        ),
+        (
+            "strand_sampling_log_corrupt_records_total",
+            "counter",
+            "Pending-log records skipped at start because they were corrupt.",
+            c(&ps.corrupt_records),
         ),
     ];
     write_series(out, &rows);

@@ -103,7 +103,7 @@ impl Pipeline {
         let mut buffer = TraceBuffer::new(cfg).map_err(|e| anyhow::anyhow!(e.join("; ")))?;
         let conditions = buffer.conditions();
         let dir = data_dir.join("sampling");
-        let (replayed, corrupt) = (stats.clone(), stats.clone());
+        let replay_stats = stats.clone();
         let (log, buffer, late, decided) = tokio::task::spawn_blocking(move || {
             let mut late = Vec::new();
             let mut decided = Vec::new();
@@ -123,12 +123,12 @@ impl Pipeline {
                     }
                     Err(e) => {
                         warn!(error = %e, "skipped an undecodable pending-log record");
-                        corrupt.corrupt_records.fetch_add(1, Ordering::Relaxed);
+                        replay_stats.corrupt_records.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             })?;
-            replayed.replayed_records.fetch_add(replay.records, Ordering::Relaxed);
-            corrupt.corrupt_records.fetch_add(replay.corrupt_records, Ordering::Relaxed);
+            replay_stats.replayed_records.fetch_add(replay.records, Ordering::Relaxed);
+            replay_stats.corrupt_records.fetch_add(replay.corrupt_records, Ordering::Relaxed);
             if replay.records > 0 {
                 info!(
                     records = replay.records,
@@ -205,14 +205,6 @@ impl Pipeline {
         tail.log.shutdown();
     }
 
-    /// Decides everything buffered now (tests, benchmarks).
-    pub async fn decide_all(&self) {
-        if let Some(tail) = &self.tail {
-            let decided = tail.buffer.lock().decide_all(now_unix_nano());
-            self.carry_out(decided).await;
-        }
-    }
-
     /// Stores kept traces, then records every decision in the pending log. A failed store
     /// write leaves the trace for the next round (its spans stay in the log).
     async fn carry_out(&self, decided: Vec<DecidedTrace>) {
@@ -251,7 +243,6 @@ impl Pipeline {
         self.red.observe(&batch, now);
         let admitted = tail.buffer.lock().insert(&prepared, now, segment);
         tail.log.release(segment);
-        drop(batch);
         self.carry_out(admitted.decided).await;
         if !admitted.late_kept.is_empty() {
             self.store.write(SpanBatch::from_stored(admitted.late_kept)).await?;

@@ -99,11 +99,9 @@ async fn errors_plus_five_percent_keeps_exactly_those_and_metrics_count_everythi
     wait_buffer_empty(&client, &server).await;
 
     // Expected: every error trace, and the traces whose collector hash falls under 5 %.
-    let threshold = ratio_threshold(0.05);
     let mut expected_sampled = 0;
     for i in 0..TRACES {
-        let id: TraceId = trace_id(i).parse().expect("valid id");
-        let by_hash = trace_id_hash(b"default-hash-seed", &id) <= threshold;
+        let by_hash = five_percent_by_hash(i);
         let spans = stored_spans(&client, &server, &trace_id(i)).await;
         let kept = is_error(i) || by_hash;
         assert_eq!(!spans.is_empty(), kept, "trace {i} (error {}, hash {by_hash})", is_error(i));
@@ -135,14 +133,7 @@ async fn errors_plus_five_percent_keeps_exactly_those_and_metrics_count_everythi
     assert_eq!(metric(&client, &server, edge).await, Some(TRACES as f64));
     let failed = "strand_service_graph_request_failed_total{client=\"gateway\",server=\"users\"}";
     assert_eq!(metric(&client, &server, failed).await, Some(errors as f64));
-    let kept = errors
-        + (0..TRACES)
-            .filter(|i| !is_error(*i))
-            .filter(|i| {
-                let id: TraceId = trace_id(*i).parse().expect("valid");
-                trace_id_hash(b"default-hash-seed", &id) <= threshold
-            })
-            .count();
+    let kept = (0..TRACES).filter(|i| is_error(*i) || five_percent_by_hash(*i)).count();
     assert_eq!(metric(&client, &server, "strand_sampling_traces_kept_total").await, Some(kept as f64));
     assert_eq!(
         metric(&client, &server, "strand_sampling_traces_dropped_total").await,
@@ -166,7 +157,7 @@ async fn errors_plus_five_percent_keeps_exactly_those_and_metrics_count_everythi
     assert_eq!(r.status(), 400);
 
     // A late span of a dropped trace is dropped; of a kept trace, stored.
-    let dropped = (0..TRACES).find(|i| stored_spans_sync_guess(*i, threshold)).expect("a dropped trace");
+    let dropped = (0..TRACES).find(|i| !is_error(*i) && !five_percent_by_hash(*i)).expect("a dropped trace");
     let mut late = export(dropped..dropped + 1, now);
     late["resourceSpans"].as_array_mut().expect("array").remove(0);
     send(&client, &server, &late).await;
@@ -175,10 +166,10 @@ async fn errors_plus_five_percent_keeps_exactly_those_and_metrics_count_everythi
     server.stop().await;
 }
 
-/// Whether trace `i` was dropped (no error, hash above the threshold).
-fn stored_spans_sync_guess(i: usize, threshold: u64) -> bool {
-    let id: TraceId = trace_id(i).parse().expect("valid");
-    !is_error(i) && trace_id_hash(b"default-hash-seed", &id) > threshold
+/// Whether the 5 % probabilistic policy picks trace `i` (the collector's default salt).
+fn five_percent_by_hash(i: usize) -> bool {
+    let id: TraceId = trace_id(i).parse().expect("valid id");
+    trace_id_hash(b"default-hash-seed", &id) <= ratio_threshold(0.05)
 }
 
 #[tokio::test]

@@ -105,22 +105,9 @@ pub fn batch(seed: u8, spans: u8) -> SpanBatch {
 pub fn span(trace: TraceId, id: u64, parent: Option<u64>, name: &str, start: u64, duration: u64) -> Span {
     let sid = |n: u64| SpanId((n + 1).to_be_bytes());
     Span {
-        trace_id: trace,
-        span_id: sid(id),
         parent_span_id: parent.map(sid),
-        trace_state: String::new(),
-        flags: 0,
-        name: name.into(),
         kind: SpanKind::Server,
-        start_time_unix_nano: start,
-        end_time_unix_nano: start + duration,
-        attributes: Vec::new(),
-        dropped_attributes_count: 0,
-        events: Vec::new(),
-        dropped_events_count: 0,
-        links: Vec::new(),
-        dropped_links_count: 0,
-        status: Status::default(),
+        ..Span::new(trace, sid(id), name, start, start + duration)
     }
 }
 
