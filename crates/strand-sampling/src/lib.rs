@@ -16,6 +16,7 @@ pub mod buffer;
 pub mod config;
 pub mod policy;
 pub mod red;
+pub mod remote;
 
 pub use buffer::{Admitted, DecidedTrace, DecisionReason, LogRecord, Prepared, TraceBuffer};
 pub use config::{PolicyConfig, PolicyType, SamplingConfig};

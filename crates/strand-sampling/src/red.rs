@@ -110,6 +110,8 @@ struct Service {
     name: Arc<str>,
     operations: HashMap<Arc<str>, ()>,
     cells: HashMap<CellKey, Totals>,
+    /// Root spans (no parent) per operation, operations folded into `other` excluded.
+    roots: HashMap<Arc<str>, u64>,
 }
 
 /// A span remembered for pairing: its service (index into `State::services`) and status.
@@ -221,6 +223,9 @@ impl RedMetrics {
                     }
                     None => other.clone(),
                 };
+                if span.parent_span_id.is_none() && !Arc::ptr_eq(&op, other) {
+                    *svc.roots.entry(op.clone()).or_default() += 1;
+                }
                 svc.cells
                     .entry((op, span.kind, span.status.code))
                     .or_default()
@@ -229,6 +234,17 @@ impl RedMetrics {
                 pair(cur, prev, edges, span.trace_id, span.span_id, span.parent_span_id, me);
             }
         }
+    }
+
+    /// Root spans received per service and operation since start (operations beyond the
+    /// per-service limit and services beyond `max_services` are not counted): what adaptive sampling steers by.
+    pub fn root_counts(&self) -> Vec<(Arc<str>, Arc<str>, u64)> {
+        let st = self.state.lock();
+        st.services
+            .iter()
+            .filter(|svc| !Arc::ptr_eq(&svc.name, &st.other))
+            .flat_map(|svc| svc.roots.iter().map(|(op, n)| (svc.name.clone(), op.clone(), *n)))
+            .collect()
     }
 
     /// Prometheus text exposition of the metrics (`# HELP`, `# TYPE`, series).
@@ -364,6 +380,7 @@ impl State {
             name: key.clone(),
             operations: HashMap::default(),
             cells: HashMap::default(),
+            roots: HashMap::default(),
         });
         self.service_index.insert(key, i);
         i

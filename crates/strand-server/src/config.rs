@@ -39,6 +39,8 @@ pub struct Config {
     pub query: QueryConfig,
     /// Tail sampling (no policies: keep everything).
     pub sampling: strand_sampling::SamplingConfig,
+    /// Jaeger remote-sampling strategies served to SDKs (head sampling).
+    pub remote_sampling: strand_sampling::remote::RemoteSamplingConfig,
 }
 
 /// Bounds on searches.
@@ -187,6 +189,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             query: QueryConfig::default(),
             sampling: strand_sampling::SamplingConfig::default(),
+            remote_sampling: strand_sampling::remote::RemoteSamplingConfig::default(),
         }
     }
 }
@@ -245,6 +248,7 @@ impl StorageConfig {
 impl Config {
     fn validate(&self) -> Vec<String> {
         let mut errs = self.sampling.validate();
+        errs.extend(self.remote_sampling.validate());
         let mut positive = |path: &str, ok: bool| {
             if !ok {
                 errs.push(format!("`{path}`: must be greater than zero"));
@@ -395,6 +399,8 @@ fn scalar(schema_leaf: &Value, raw: &str) -> Value {
         Value::Number(_) | Value::Null => {
             if let Ok(n) = raw.trim().parse::<u64>() {
                 Value::from(n)
+            } else if let Some(f) = raw.trim().parse::<f64>().ok().filter(|f| f.is_finite()) {
+                Value::from(f)
             } else if raw.trim() == "null" {
                 Value::Null
             } else {
@@ -542,6 +548,39 @@ mod tests {
         assert_eq!(cfg.storage.retention, HumanDuration(Duration::from_secs(2 * 86400)));
         assert_eq!(cfg.storage.fsync, Fsync::Interval);
         assert_eq!(cfg.storage.head_max_spans, 10);
+    }
+
+    #[test]
+    fn remote_sampling_from_file_env_and_flags() {
+        let (_f, path) =
+            file("remote_sampling:\n  adaptive:\n    enabled: true\n    calculation_interval: 30s\n");
+        let cfg = load(&Sources {
+            file: Some(path),
+            env: vec![("STRAND_REMOTE_SAMPLING_STRATEGIES_FILE".into(), "/etc/strategies.json".into())],
+            flags: vec![(
+                "--set remote_sampling.adaptive.target_traces_per_second".into(),
+                "remote_sampling.adaptive.target_traces_per_second".into(),
+                "0.5".into(),
+            )],
+            ..Sources::default()
+        })
+        .expect("valid");
+        let r = &cfg.remote_sampling;
+        assert_eq!(r.listen.port(), 5778);
+        assert!(r.adaptive.enabled);
+        assert_eq!(r.adaptive.calculation_interval, HumanDuration(Duration::from_secs(30)));
+        assert_eq!(r.adaptive.target_traces_per_second, 0.5);
+        assert_eq!(r.strategies_file, Some(PathBuf::from("/etc/strategies.json")));
+        let errs = load(&Sources {
+            flags: vec![(
+                "--set x".into(),
+                "remote_sampling.default_sampling_probability".into(),
+                "1.5".into(),
+            )],
+            ..Sources::default()
+        })
+        .expect_err("out of range");
+        assert!(errs.0[0].contains("remote_sampling.default_sampling_probability"), "{errs:?}");
     }
 
     #[test]

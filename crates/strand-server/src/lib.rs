@@ -7,6 +7,7 @@ pub mod bench;
 pub mod bench_sampling;
 pub mod config;
 pub mod pipeline;
+pub mod remote_sampling;
 pub mod search_cmd;
 pub mod trace_cmd;
 
@@ -28,6 +29,7 @@ use strand_ingest::{IngestLimits, Protocol, ProtocolCounters, Receiver, Receiver
 use strand_store::Store;
 
 use crate::pipeline::Pipeline;
+use crate::remote_sampling::RemoteSampling;
 use strand_store::fs::StdFs;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -48,6 +50,8 @@ pub struct BoundAddrs {
     pub jaeger_agent: Option<SocketAddr>,
     /// Zipkin v2, if enabled.
     pub zipkin: Option<SocketAddr>,
+    /// Jaeger remote sampling, if enabled.
+    pub remote_sampling: Option<SocketAddr>,
     /// Query API, UI, health, admin.
     pub http: SocketAddr,
 }
@@ -76,6 +80,7 @@ pub async fn run(
         strand_sampling::red::RedLimits::default(),
         strand_store::now_unix_nano(),
     ));
+    let remote = Arc::new(RemoteSampling::open(&cfg.remote_sampling, &cfg.data_dir, red.clone())?);
     let pipeline = Arc::new(
         Pipeline::open(
             store.clone(),
@@ -118,6 +123,11 @@ pub async fn run(
         None
     };
     let zipkin = if cfg.zipkin.enabled { Some(bind(cfg.zipkin.listen, "zipkin").await?) } else { None };
+    let remote_http = if cfg.remote_sampling.enabled {
+        Some(bind(cfg.remote_sampling.listen, "remote sampling").await?)
+    } else {
+        None
+    };
     let http = bind(cfg.http_listen, "query http").await?;
     let addrs = BoundAddrs {
         otlp_grpc: grpc.as_ref().map(|l| l.local_addr()).transpose()?,
@@ -125,6 +135,7 @@ pub async fn run(
         jaeger_thrift_http: jaeger_http.as_ref().map(|l| l.local_addr()).transpose()?,
         jaeger_agent: jaeger_agent.as_ref().map(|s| s.local_addr()).transpose()?,
         zipkin: zipkin.as_ref().map(|l| l.local_addr()).transpose()?,
+        remote_sampling: remote_http.as_ref().map(|l| l.local_addr()).transpose()?,
         http: http.local_addr()?,
     };
     info!(
@@ -133,6 +144,7 @@ pub async fn run(
         jaeger_thrift_http = ?addrs.jaeger_thrift_http,
         jaeger_agent_udp = ?addrs.jaeger_agent,
         zipkin = ?addrs.zipkin,
+        remote_sampling = ?addrs.remote_sampling,
         http = %addrs.http,
         data_dir = %cfg.data_dir.display(),
         "strand listening"
@@ -166,9 +178,23 @@ pub async fn run(
             axum::serve(listener, app).with_graceful_shutdown(stop).await.context("otlp http server")
         });
     }
+    {
+        let stop = stopped();
+        let r = remote.clone();
+        tasks.spawn(async move {
+            r.run(stop).await;
+            Ok(())
+        });
+    }
+    // Like Jaeger's collector, the thrift HTTP port also answers `/api/sampling`.
+    let mut jaeger_app = strand_ingest::jaeger::router(receiver.clone());
+    if cfg.remote_sampling.enabled {
+        jaeger_app = jaeger_app.merge(remote.router());
+    }
     for (listener, app, what) in [
-        (jaeger_http, strand_ingest::jaeger::router(receiver.clone()), "jaeger thrift http server"),
+        (jaeger_http, jaeger_app, "jaeger thrift http server"),
         (zipkin, strand_ingest::zipkin::router(receiver.clone()), "zipkin server"),
+        (remote_http, remote.router(), "remote sampling server"),
     ] {
         if let Some(listener) = listener {
             let stop = stopped();
@@ -190,6 +216,7 @@ pub async fn run(
             store.clone(),
             receiver.stats(),
             pipeline.clone(),
+            remote.clone(),
         ));
         let stop = stopped();
         tasks.spawn(async move {
@@ -219,16 +246,21 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("binding the {what} listener to {addr}"))
 }
 
-type MetricsState = (Arc<Store>, Arc<ReceiverStats>, Arc<Pipeline>);
+type MetricsState = (Arc<Store>, Arc<ReceiverStats>, Arc<Pipeline>, Arc<RemoteSampling>);
 
-fn admin_router(store: Arc<Store>, receivers: Arc<ReceiverStats>, pipeline: Arc<Pipeline>) -> Router {
+fn admin_router(
+    store: Arc<Store>,
+    receivers: Arc<ReceiverStats>,
+    pipeline: Arc<Pipeline>,
+    remote: Arc<RemoteSampling>,
+) -> Router {
     Router::new()
         .route("/api/v1/admin/flush", post(flush))
         .with_state(store.clone())
         .route("/api/v1/metrics/red", get(red_metrics))
         .with_state(pipeline.clone())
         .route("/metrics", get(metrics))
-        .with_state((store, receivers, pipeline))
+        .with_state((store, receivers, pipeline, remote))
 }
 
 #[derive(serde::Deserialize)]
@@ -275,7 +307,7 @@ async fn flush(State(store): State<Arc<Store>>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State((store, receivers, pipeline)): State<MetricsState>) -> impl IntoResponse {
+async fn metrics(State((store, receivers, pipeline, remote)): State<MetricsState>) -> impl IntoResponse {
     let snap = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || store.snapshot()).await.unwrap_or_default()
@@ -372,6 +404,7 @@ async fn metrics(State((store, receivers, pipeline)): State<MetricsState>) -> im
         }
     }
     sampling_metrics(&pipeline, &mut out);
+    remote_sampling_metrics(&remote, &mut out);
     pipeline.red().render_prometheus(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
@@ -480,6 +513,50 @@ fn sampling_metrics(pipeline: &Pipeline, out: &mut String) {
             strand_sampling::red::escape(policy)
         ));
     }
+}
+
+fn remote_sampling_metrics(remote: &RemoteSampling, out: &mut String) {
+    let st = remote.stats();
+    let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let rows: [(&str, &str, &str, u64); 6] = [
+        (
+            "strand_remote_sampling_requests_total",
+            "counter",
+            "Sampling strategies served to SDKs.",
+            c(&st.requests),
+        ),
+        (
+            "strand_remote_sampling_bad_requests_total",
+            "counter",
+            "Strategy requests refused (no or repeated service).",
+            c(&st.bad_requests),
+        ),
+        (
+            "strand_remote_sampling_calculations_total",
+            "counter",
+            "Adaptive sampling calculations.",
+            c(&st.calculations),
+        ),
+        (
+            "strand_remote_sampling_adaptive_operations",
+            "gauge",
+            "Root operations with an adaptive probability.",
+            remote.adaptive_operations() as u64,
+        ),
+        (
+            "strand_remote_sampling_reloads_total",
+            "counter",
+            "Strategies file reloads that changed the strategies.",
+            c(&st.reloads),
+        ),
+        (
+            "strand_remote_sampling_errors_total",
+            "counter",
+            "Strategies file reloads or adaptive state writes that failed.",
+            c(&st.errors),
+        ),
+    ];
+    write_series(out, &rows);
 }
 
 /// Writes the bound addresses as JSON to `path` (atomically), for scripts and tests that

@@ -67,6 +67,13 @@ struct ServeArgs {
     /// YAML file with the `sampling:` section (collector `tail_sampling` policy syntax).
     #[arg(long, value_name = "FILE", conflicts_with = "sampling")]
     sampling_config: Option<PathBuf>,
+    /// Jaeger strategies file served to SDKs' remote samplers
+    /// (`remote_sampling.strategies_file`).
+    #[arg(long, value_name = "FILE")]
+    sampling_strategies: Option<String>,
+    /// Jaeger remote-sampling listen address (`remote_sampling.listen`).
+    #[arg(long, value_name = "ADDR")]
+    remote_sampling_listen: Option<String>,
     /// Write the bound addresses as JSON to this file once listening.
     #[arg(long, value_name = "FILE")]
     listen_info_file: Option<PathBuf>,
@@ -213,6 +220,8 @@ fn serve(args: ServeArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         ("--jaeger-agent-listen", "jaeger.agent_listen", &args.jaeger_agent_listen),
         ("--zipkin-listen", "zipkin.listen", &args.zipkin_listen),
         ("--http-listen", "http_listen", &args.http_listen),
+        ("--sampling-strategies", "remote_sampling.strategies_file", &args.sampling_strategies),
+        ("--remote-sampling-listen", "remote_sampling.listen", &args.remote_sampling_listen),
     ] {
         if let Some(v) = value {
             flags.push((flag.to_string(), path.to_string(), v.clone()));

@@ -17,6 +17,7 @@ pub struct TestServer {
     pub jaeger_http: SocketAddr,
     pub jaeger_agent: SocketAddr,
     pub zipkin: SocketAddr,
+    pub remote_sampling: Option<SocketAddr>,
     pub http: SocketAddr,
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
@@ -44,6 +45,10 @@ pub async fn start(adjust: impl FnOnce(&mut Config)) -> TestServer {
             ..Default::default()
         },
         zipkin: strand_server::config::ZipkinConfig { listen: local(), ..Default::default() },
+        remote_sampling: strand_sampling::remote::RemoteSamplingConfig {
+            listen: local(),
+            ..Default::default()
+        },
         ..Default::default()
     };
     adjust(&mut cfg);
@@ -65,6 +70,7 @@ pub async fn start(adjust: impl FnOnce(&mut Config)) -> TestServer {
         jaeger_http: addrs.jaeger_thrift_http.expect("jaeger thrift enabled"),
         jaeger_agent: addrs.jaeger_agent.expect("jaeger agent enabled"),
         zipkin: addrs.zipkin.expect("zipkin enabled"),
+        remote_sampling: addrs.remote_sampling,
         http: addrs.http,
         dir,
         stop: Some(stop_tx),
@@ -122,6 +128,8 @@ pub fn spawn_binary(data_dir: &Path, extra: &[&str]) -> ChildServer {
             "--jaeger-agent-listen",
             "127.0.0.1:0",
             "--zipkin-listen",
+            "127.0.0.1:0",
+            "--remote-sampling-listen",
             "127.0.0.1:0",
             "--http-listen",
             "127.0.0.1:0",
