@@ -20,8 +20,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use foldhash::{HashMap as FastMap, HashSet as FastSet};
-use strand_core::{AnyValue, KeyValue, Resource, Scope, Span, SpanBatch, StoredSpan, TraceId};
+use strand_core::{AnyValue, KeyValue, Resource, Scope, SpanBatch, StoredSpan, TraceId};
 
+use crate::codec::{DecodeError, Dictionary, Reader, put_varint};
 use crate::config::SamplingConfig;
 use crate::policy::{ConditionSet, PolicySet, TraceFacts, ratio_threshold, trace_id_hash};
 
@@ -38,13 +39,31 @@ const OVERFLOW_SALT: &[u8] = b"strand-overflow";
 /// sampling`.
 pub const TRACE_OVERHEAD_BYTES: usize = std::mem::size_of::<Pending>() + 120;
 
-/// A batch made ready for the buffer: every span encoded once and checked against the
-/// conditions. Built without the buffer's lock.
-#[derive(Debug, Default)]
+/// What [`Prepared::new`] needs from the buffer: the span conditions and the string
+/// dictionary. Shared, so batches are prepared without the buffer's lock.
+#[derive(Debug)]
+pub struct Preparer {
+    conditions: Arc<ConditionSet>,
+    dict: Arc<Dictionary>,
+}
+
+impl Preparer {
+    /// The strings shared by buffered spans.
+    pub fn dictionary(&self) -> &Dictionary {
+        &self.dict
+    }
+}
+
+/// A batch made ready for the buffer: every span encoded once ([`crate::codec`]) and
+/// checked against the conditions. Built without the buffer's lock.
+#[derive(Debug)]
 pub struct Prepared {
     groups: Vec<(Arc<Resource>, Arc<Scope>)>,
     spans: Vec<PreparedSpan>,
     data: Vec<u8>,
+    dict: Arc<Dictionary>,
+    /// Dictionary ids the encoded spans use.
+    used: Vec<u32>,
 }
 
 #[derive(Debug)]
@@ -64,20 +83,29 @@ struct PreparedSpan {
 #[error("invalid pending-log record: {0}")]
 pub struct RecordError(String);
 
+impl From<DecodeError> for RecordError {
+    fn from(e: DecodeError) -> Self {
+        RecordError(e.0.to_string())
+    }
+}
+
 impl Prepared {
     /// Encodes and checks every span of `batch`.
-    pub fn new(batch: &SpanBatch, conditions: &ConditionSet) -> Self {
-        let mut out = Prepared { data: Vec::with_capacity(batch.span_count() * 160), ..Prepared::default() };
+    pub fn new(batch: &SpanBatch, preparer: &Preparer) -> Self {
+        let conditions = &preparer.conditions;
+        let mut groups = Vec::new();
+        let mut spans = Vec::with_capacity(batch.span_count());
+        let mut data = Vec::with_capacity(batch.span_count() * 128);
+        let mut enc = preparer.dict.encoder();
         for rs in &batch.resource_spans {
             let resource_bits = conditions.resource_bits(&rs.resource);
             for ss in &rs.scope_spans {
-                let group = out.groups.len() as u32;
-                out.groups.push((rs.resource.clone(), ss.scope.clone()));
+                let group = groups.len() as u32;
+                groups.push((rs.resource.clone(), ss.scope.clone()));
                 for span in &ss.spans {
-                    let at = out.data.len();
-                    out.data = postcard::to_extend(span, std::mem::take(&mut out.data))
-                        .expect("encoding into a Vec cannot fail");
-                    out.spans.push(PreparedSpan {
+                    let at = data.len();
+                    enc.span(&mut data, span);
+                    spans.push(PreparedSpan {
                         trace_id: span.trace_id,
                         group,
                         is_root: span.parent_span_id.is_none(),
@@ -85,33 +113,50 @@ impl Prepared {
                         end: span.end_time_unix_nano,
                         bits: resource_bits | conditions.span_bits(span),
                         at: at as u32,
-                        len: (out.data.len() - at) as u32,
+                        len: (data.len() - at) as u32,
                     });
                 }
             }
         }
-        out
+        let used = enc.finish();
+        Prepared { groups, spans, data, dict: preparer.dict.clone(), used }
     }
 
-    /// The record written to the pending log: the groups, then each span's group and
-    /// encoded bytes (the same bytes the buffer keeps).
+    fn bytes_of(&self, s: &PreparedSpan) -> &[u8] {
+        &self.data[s.at as usize..(s.at + s.len) as usize]
+    }
+
+    /// The record written to the pending log: the groups, the dictionary strings the
+    /// spans use, then each span's trace id, group and encoded bytes (the same bytes the
+    /// buffer keeps).
     pub fn to_record(&self, received_unix_nano: u64) -> Vec<u8> {
         let groups: Vec<(&Resource, &Scope)> = self.groups.iter().map(|(r, s)| (&**r, &**s)).collect();
-        let mut out = Vec::with_capacity(self.data.len() + 64 + self.spans.len() * 4);
+        let mut out = Vec::with_capacity(self.data.len() + 64 + self.spans.len() * 20 + self.used.len() * 24);
         out.push(RECORD_SPANS);
         out.extend_from_slice(&received_unix_nano.to_le_bytes());
         out = postcard::to_extend(&groups, out).expect("encoding into a Vec cannot fail");
+        let entries = self.dict.entries(&self.used);
+        put_varint(&mut out, entries.len() as u64);
+        for (id, s) in &entries {
+            put_varint(&mut out, u64::from(*id));
+            put_varint(&mut out, s.len() as u64);
+            out.extend_from_slice(s.as_bytes());
+        }
         put_varint(&mut out, self.spans.len() as u64);
         for s in &self.spans {
+            out.extend_from_slice(&s.trace_id.0);
             put_varint(&mut out, u64::from(s.group));
             put_varint(&mut out, u64::from(s.len));
-            out.extend_from_slice(&self.data[s.at as usize..(s.at + s.len) as usize]);
+            out.extend_from_slice(self.bytes_of(s));
         }
         out
     }
 }
 
-const RECORD_SPANS: u8 = 1;
+/// Spans in the compact encoding with the record's own dictionary strings.
+const RECORD_SPANS: u8 = 3;
+/// Spans as postcard-encoded `Span`s (written before the compact encoding; still read).
+const RECORD_SPANS_POSTCARD: u8 = 1;
 const RECORD_DECISIONS: u8 = 2;
 
 /// A record of the pending log, read back at start-up.
@@ -146,25 +191,49 @@ impl LogRecord {
         let bad = |m: &str| RecordError(m.to_string());
         let (&tag, mut rest) = payload.split_first().ok_or_else(|| bad("empty"))?;
         match tag {
-            RECORD_SPANS => {
+            RECORD_SPANS | RECORD_SPANS_POSTCARD => {
                 let (time, r) = rest.split_at_checked(8).ok_or_else(|| bad("truncated time"))?;
                 let received_unix_nano = u64::from_le_bytes(time.try_into().map_err(|_| bad("time"))?);
                 let (groups, r): (Vec<(Resource, Scope)>, &[u8]) =
                     postcard::take_from_bytes(r).map_err(|e| RecordError(format!("groups: {e}")))?;
                 let groups: Vec<(Arc<Resource>, Arc<Scope>)> =
                     groups.into_iter().map(|(r, s)| (Arc::new(r), Arc::new(s))).collect();
-                rest = r;
-                let n = take_varint(&mut rest).ok_or_else(|| bad("span count"))?;
-                let mut spans = Vec::with_capacity((n as usize).min(rest.len()));
+                let mut rd = Reader::new(r);
+                let mut strings: FastMap<u32, Arc<str>> = FastMap::default();
+                if tag == RECORD_SPANS {
+                    let n = rd.varint()?;
+                    for _ in 0..n {
+                        let id = u32::try_from(rd.varint()?).map_err(|_| bad("string id"))?;
+                        let len = usize::try_from(rd.varint()?).map_err(|_| bad("string length"))?;
+                        let s = std::str::from_utf8(rd.take(len)?).map_err(|_| bad("string"))?;
+                        strings.insert(id, Arc::from(s));
+                    }
+                }
+                let resolve = |id: u32| strings.get(&id).cloned();
+                let n = rd.varint()?;
+                let mut spans = Vec::with_capacity((n as usize).min(rd.rest.len()));
                 for _ in 0..n {
-                    let group = take_varint(&mut rest).ok_or_else(|| bad("span group"))? as usize;
-                    let len = take_varint(&mut rest).ok_or_else(|| bad("span length"))? as usize;
-                    let (bytes, r) = rest.split_at_checked(len).ok_or_else(|| bad("truncated span"))?;
-                    rest = r;
+                    let trace_id = if tag == RECORD_SPANS {
+                        Some(TraceId(rd.take(16)?.try_into().map_err(|_| bad("trace id"))?))
+                    } else {
+                        None
+                    };
+                    let group = rd.varint()? as usize;
+                    let len = usize::try_from(rd.varint()?).map_err(|_| bad("span length"))?;
+                    let bytes = rd.take(len)?;
                     let (resource, scope) =
                         groups.get(group).ok_or_else(|| bad("span group out of range"))?;
-                    let span: Span =
-                        postcard::from_bytes(bytes).map_err(|e| RecordError(format!("span: {e}")))?;
+                    let span = match trace_id {
+                        Some(id) => {
+                            let mut one = Reader::new(bytes);
+                            let span = one.span(id, &resolve)?;
+                            if !one.rest.is_empty() {
+                                return Err(bad("bytes after a span"));
+                            }
+                            span
+                        }
+                        None => postcard::from_bytes(bytes).map_err(|e| RecordError(format!("span: {e}")))?,
+                    };
                     spans.push(StoredSpan { resource: resource.clone(), scope: scope.clone(), span });
                 }
                 Ok(LogRecord::Spans { received_unix_nano, batch: SpanBatch::from_stored(spans) })
@@ -183,14 +252,6 @@ impl LogRecord {
             other => Err(RecordError(format!("unknown record type {other}"))),
         }
     }
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
 }
 
 fn take_varint(bytes: &mut &[u8]) -> Option<u64> {
@@ -344,12 +405,14 @@ pub struct TraceBuffer {
     kept: DecisionCache,
     dropped: DecisionCache,
     stats: BufferStats,
+    preparer: Arc<Preparer>,
 }
 
 impl TraceBuffer {
     /// A buffer for a valid configuration (see [`SamplingConfig::validate`]).
     pub fn new(cfg: &SamplingConfig) -> Result<Self, Vec<String>> {
         let policies = PolicySet::compile(&cfg.policies)?;
+        let conditions = policies.conditions();
         let nanos = |d: std::time::Duration| d.as_nanos().min(u128::from(u64::MAX)) as u64;
         let overflow_ratio = cfg.overflow_sampling_percentage / 100.0;
         Ok(Self {
@@ -368,17 +431,18 @@ impl TraceBuffer {
             kept: DecisionCache::new(cfg.decision_cache.sampled_cache_size),
             dropped: DecisionCache::new(cfg.decision_cache.non_sampled_cache_size),
             stats: BufferStats::default(),
+            preparer: Arc::new(Preparer { conditions, dict: Arc::new(Dictionary::default()) }),
         })
     }
 
-    /// The span conditions, for [`Prepared::new`].
-    pub fn conditions(&self) -> Arc<ConditionSet> {
-        self.policies.conditions()
+    /// What [`Prepared::new`] needs.
+    pub fn preparer(&self) -> Arc<Preparer> {
+        self.preparer.clone()
     }
 
-    /// Bytes buffered (encoded spans plus per-trace overhead).
+    /// Bytes buffered: encoded spans, per-trace overhead and the string dictionary.
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.bytes + self.preparer.dict.bytes()
     }
 
     /// Traces buffered.
@@ -406,19 +470,22 @@ impl TraceBuffer {
     pub fn insert(&mut self, prepared: &Prepared, now: u64, tag: u64) -> Admitted {
         let mut out = Admitted::default();
         // Group the batch's spans by trace so each trace grows once per batch.
-        let mut order: Vec<u32> = (0..prepared.spans.len() as u32).collect();
-        order.sort_unstable_by_key(|&i| prepared.spans[i as usize].trace_id);
+        let mut keyed: Vec<(u128, u32)> = (prepared.spans.iter().enumerate())
+            .map(|(i, s)| (u128::from_be_bytes(s.trace_id.0), i as u32))
+            .collect();
+        keyed.sort_unstable();
+        let order: Vec<u32> = keyed.iter().map(|&(_, i)| i).collect();
         let mut i = 0;
         while i < order.len() {
             let trace_id = prepared.spans[order[i] as usize].trace_id;
             let mut j = i;
-            while j < order.len() && prepared.spans[order[j] as usize].trace_id == trace_id {
+            while j < order.len() && keyed[j].0 == keyed[i].0 {
                 j += 1;
             }
             self.insert_trace(prepared, &order[i..j], trace_id, now, tag, &mut out);
             i = j;
         }
-        while self.bytes > self.max_buffer_bytes {
+        while self.bytes() > self.max_buffer_bytes {
             let Some(&(_, id)) = self.deadlines.first() else { break };
             self.stats.traces_overflowed += 1;
             if let Some(d) = self.decide(id, DecisionReason::BufferFull, now) {
@@ -439,11 +506,11 @@ impl TraceBuffer {
     ) {
         if self.kept.contains(&trace_id) {
             self.stats.late_spans_kept += idx.len() as u64;
+            let resolve = self.preparer.dict.resolver();
             for &k in idx {
                 let s = &prepared.spans[k as usize];
                 let (resource, scope) = &prepared.groups[s.group as usize];
-                let bytes = &prepared.data[s.at as usize..(s.at + s.len) as usize];
-                if let Ok(span) = postcard::from_bytes::<Span>(bytes) {
+                if let Ok(span) = Reader::new(prepared.bytes_of(s)).span(trace_id, &resolve) {
                     out.late_kept.push(StoredSpan { resource: resource.clone(), scope: scope.clone(), span });
                 }
             }
@@ -454,13 +521,15 @@ impl TraceBuffer {
             out.late_dropped += idx.len();
             return;
         }
+        let mut is_new = false;
         let pending = self.traces.entry(trace_id).or_insert_with(|| {
-            let deadline = now.saturating_add(self.wait);
-            self.deadlines.insert((deadline, trace_id));
+            is_new = true;
             *self.tags.entry(tag).or_default() += 1;
             Pending {
                 first_seen: now,
-                deadline,
+                // Entered in `deadlines` below, once the batch's spans say whether the
+                // root came with them.
+                deadline: now.saturating_add(self.wait),
                 root_seen: false,
                 tag,
                 facts: TraceFacts::default(),
@@ -497,7 +566,7 @@ impl TraceBuffer {
                 }
             };
             put_varint(&mut pending.data, u64::from(local));
-            pending.data.extend_from_slice(&prepared.data[s.at as usize..(s.at + s.len) as usize]);
+            pending.data.extend_from_slice(prepared.bytes_of(s));
             pending.facts.add(s.start, s.end, s.bits);
             root |= s.is_root;
         }
@@ -510,10 +579,17 @@ impl TraceBuffer {
             pending.root_seen = true;
             let due = now.saturating_add(self.delay).max(pending.first_seen);
             if due < pending.deadline {
-                self.deadlines.remove(&(pending.deadline, trace_id));
+                if !is_new {
+                    self.deadlines.remove(&(pending.deadline, trace_id));
+                }
                 pending.deadline = due;
-                self.deadlines.insert((due, trace_id));
+                if !is_new {
+                    self.deadlines.insert((due, trace_id));
+                }
             }
+        }
+        if is_new {
+            self.deadlines.insert((pending.deadline, trace_id));
         }
         let after = pending.cost();
         self.bytes = self.bytes + after - before;
@@ -602,7 +678,7 @@ impl TraceBuffer {
             for name in &verdict.policies {
                 *self.stats.kept_by_policy.entry(name.clone()).or_default() += 1;
             }
-            spans = decode_spans(&p);
+            spans = decode_spans(&p, trace_id, &self.preparer.dict);
             annotate(&mut spans, &verdict.policies, verdict.rate);
         } else {
             self.dropped.insert(trace_id);
@@ -622,13 +698,13 @@ impl TraceBuffer {
     }
 }
 
-fn decode_spans(p: &Pending) -> Vec<StoredSpan> {
+fn decode_spans(p: &Pending, trace_id: TraceId, dict: &Dictionary) -> Vec<StoredSpan> {
+    let resolve = dict.resolver();
     let mut out = Vec::with_capacity(p.facts.span_count as usize);
-    let mut rest = p.data.as_slice();
-    while !rest.is_empty() {
-        let Some(group) = take_varint(&mut rest) else { break };
-        let Ok((span, r)) = postcard::take_from_bytes::<Span>(rest) else { break };
-        rest = r;
+    let mut rd = Reader::new(&p.data);
+    while !rd.rest.is_empty() {
+        let Ok(group) = rd.varint() else { break };
+        let Ok(span) = rd.span(trace_id, &resolve) else { break };
         if let Some((resource, scope)) = p.groups.get(group as usize) {
             out.push(StoredSpan { resource: resource.clone(), scope: scope.clone(), span });
         }

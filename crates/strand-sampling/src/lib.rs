@@ -13,11 +13,12 @@
 //! the HTTP endpoints.
 
 pub mod buffer;
+pub mod codec;
 pub mod config;
 pub mod policy;
 pub mod red;
 pub mod remote;
 
-pub use buffer::{Admitted, DecidedTrace, DecisionReason, LogRecord, Prepared, TraceBuffer};
+pub use buffer::{Admitted, DecidedTrace, DecisionReason, LogRecord, Prepared, Preparer, TraceBuffer};
 pub use config::{PolicyConfig, PolicyType, SamplingConfig};
 pub use policy::{PolicySet, TraceFacts, Verdict};

@@ -43,7 +43,7 @@ fn batch(spans: Vec<Span>) -> SpanBatch {
 }
 
 fn insert(buf: &mut TraceBuffer, spans: Vec<Span>, now: u64) -> strand_sampling::Admitted {
-    let p = Prepared::new(&batch(spans), &buf.conditions());
+    let p = Prepared::new(&batch(spans), &buf.preparer());
     buf.insert(&p, now, 1)
 }
 
@@ -64,7 +64,9 @@ fn decided_at_root_plus_delay_or_at_the_wait() {
     assert!(buf.decide_due(T0 + 30 * SEC - 1).is_empty());
     let d = buf.decide_due(T0 + 30 * SEC);
     assert_eq!((d.len(), d[0].keep, d[0].reason), (1, false, DecisionReason::Timeout));
-    assert_eq!((buf.traces(), buf.spans(), buf.bytes()), (0, 0, 0));
+    // What stays is the string dictionary (span names, attribute keys), shared and bounded.
+    let dict = buf.preparer().dictionary().bytes();
+    assert_eq!((buf.traces(), buf.spans(), buf.bytes()), (0, 0, dict));
 }
 
 #[test]
@@ -163,11 +165,11 @@ fn a_flood_never_exceeds_the_byte_bound_and_says_so() {
 #[test]
 fn tags_track_the_oldest_segment_still_needed() {
     let mut buf = TraceBuffer::new(&config("")).expect("valid");
-    let p = Prepared::new(&batch(vec![span(1, 1, None, false)]), &buf.conditions());
+    let p = Prepared::new(&batch(vec![span(1, 1, None, false)]), &buf.preparer());
     buf.insert(&p, T0, 7);
-    let p = Prepared::new(&batch(vec![span(2, 1, None, false)]), &buf.conditions());
+    let p = Prepared::new(&batch(vec![span(2, 1, None, false)]), &buf.preparer());
     buf.insert(&p, T0 + SEC, 9);
-    let p = Prepared::new(&batch(vec![span(2, 2, Some(1), false)]), &buf.conditions());
+    let p = Prepared::new(&batch(vec![span(2, 2, Some(1), false)]), &buf.preparer());
     buf.insert(&p, T0 + SEC, 10);
     assert_eq!(buf.min_tag(), Some(7));
     buf.restore_decision(TraceId([1; 16]), false);
@@ -182,7 +184,7 @@ fn log_records_round_trip_and_reject_garbage() {
     let mut spans = vec![span(1, 1, None, true), span(1, 2, Some(1), false), span(3, 1, None, false)];
     spans[1].attributes.push(strand_core::KeyValue::new("k", AnyValue::Int(-3)));
     let original = batch(spans);
-    let p = Prepared::new(&original, &buf.conditions());
+    let p = Prepared::new(&original, &buf.preparer());
     let record = p.to_record(T0 + 5);
     match LogRecord::decode(&record).expect("valid") {
         LogRecord::Spans { received_unix_nano, batch } => {

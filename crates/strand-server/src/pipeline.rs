@@ -27,9 +27,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use strand_core::{BoxFuture, SinkError, SpanBatch, SpanSink, TraceId, TraceWriter};
 use strand_sampling::buffer::{BufferStats, decisions_record};
-use strand_sampling::policy::ConditionSet;
 use strand_sampling::red::RedMetrics;
-use strand_sampling::{DecidedTrace, LogRecord, Prepared, SamplingConfig, TraceBuffer};
+use strand_sampling::{DecidedTrace, LogRecord, Prepared, Preparer, SamplingConfig, TraceBuffer};
 use strand_store::fs::{FileSystem, StdFs};
 use strand_store::wal::{Wal, frame};
 use strand_store::{Store, now_unix_nano};
@@ -79,7 +78,7 @@ pub struct Pipeline {
 
 struct Tail {
     buffer: Mutex<TraceBuffer>,
-    conditions: Arc<ConditionSet>,
+    preparer: Arc<Preparer>,
     log: LogWriter,
     retry: Mutex<Vec<DecidedTrace>>,
     sync_each: bool,
@@ -101,17 +100,17 @@ impl Pipeline {
             return Ok(Self { store, red, tail: None, stats });
         }
         let mut buffer = TraceBuffer::new(cfg).map_err(|e| anyhow::anyhow!(e.join("; ")))?;
-        let conditions = buffer.conditions();
+        let preparer = buffer.preparer();
         let dir = data_dir.join("sampling");
         let replay_stats = stats.clone();
         let (log, buffer, late, decided) = tokio::task::spawn_blocking(move || {
             let mut late = Vec::new();
             let mut decided = Vec::new();
-            let conditions = buffer.conditions();
+            let preparer = buffer.preparer();
             let (wal, replay) = Wal::open_payloads(Arc::new(StdFs), &dir, |segment, payload| {
                 match LogRecord::decode(payload) {
                     Ok(LogRecord::Spans { received_unix_nano, batch }) => {
-                        let prepared = Prepared::new(&batch, &conditions);
+                        let prepared = Prepared::new(&batch, &preparer);
                         let a = buffer.insert(&prepared, received_unix_nano, segment);
                         late.extend(a.late_kept);
                         decided.extend(a.decided);
@@ -142,7 +141,7 @@ impl Pipeline {
         .await??;
         let tail = Arc::new(Tail {
             buffer: Mutex::new(buffer),
-            conditions,
+            preparer,
             log,
             retry: Mutex::new(Vec::new()),
             sync_each,
@@ -235,7 +234,7 @@ impl Pipeline {
 
     async fn consume_tail(&self, tail: &Tail, batch: SpanBatch) -> Result<(), SinkError> {
         let now = now_unix_nano();
-        let prepared = Prepared::new(&batch, &tail.conditions);
+        let prepared = Prepared::new(&batch, &tail.preparer);
         let segment = tail.log.append(prepared.to_record(now), tail.sync_each).await.map_err(|e| {
             self.stats.log_errors.fetch_add(1, Ordering::Relaxed);
             SinkError::Unavailable(format!("sampling log write failed: {e}"))
