@@ -26,7 +26,7 @@
 
 use std::sync::Arc;
 
-use foldhash::HashMap as FastMap;
+use foldhash::{HashMap as FastMap, HashSet as FastSet};
 use parking_lot::RwLock;
 use strand_core::{AnyValue, Event, KeyValue, Link, Span, SpanId, SpanKind, Status, StatusCode, TraceId};
 
@@ -72,7 +72,7 @@ impl Dictionary {
     pub(crate) fn encoder(&self) -> Encoder<'_> {
         let table = self.table.read();
         let used = vec![0u64; table.strings.len().div_ceil(64)];
-        Encoder { dict: self, table: Some(table), misses: Vec::new(), used }
+        Encoder { dict: self, table: Some(table), misses: FastSet::default(), used }
     }
 
     /// Looks ids up while decoding.
@@ -92,7 +92,8 @@ impl Dictionary {
 pub(crate) struct Encoder<'d> {
     dict: &'d Dictionary,
     table: Option<parking_lot::RwLockReadGuard<'d, Table>>,
-    misses: Vec<Box<str>>,
+    /// Strings to add (each once, however many spans carried it).
+    misses: FastSet<Box<str>>,
     /// Ids written (a bit per dictionary entry), for the pending-log record's own copy of
     /// the strings.
     used: Vec<u64>,
@@ -106,8 +107,11 @@ impl Encoder<'_> {
             self.used[id as usize / 64] |= 1 << (id % 64);
             return;
         }
-        if s.len() <= MAX_STRING && table.strings.len() + self.misses.len() < MAX_ENTRIES {
-            self.misses.push(s.into());
+        if s.len() <= MAX_STRING
+            && table.strings.len() + self.misses.len() < MAX_ENTRIES
+            && !self.misses.contains(s)
+        {
+            self.misses.insert(s.into());
         }
         put_varint(out, (s.len() as u64) << 1);
         out.extend_from_slice(s.as_bytes());
@@ -213,7 +217,7 @@ impl Encoder<'_> {
             return used;
         }
         let mut table = self.dict.table.write();
-        for s in self.misses.drain(..) {
+        for s in std::mem::take(&mut self.misses) {
             if table.strings.len() >= MAX_ENTRIES || table.ids.contains_key(&*s) {
                 continue;
             }
