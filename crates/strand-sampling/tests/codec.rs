@@ -178,3 +178,28 @@ fn the_dictionary_is_bounded_and_overflowing_strings_stay_inline() {
     let first = decided.iter().find(|d| d.trace_id == TraceId(1u128.to_be_bytes())).expect("decided");
     assert_eq!(first.spans[0].span.attributes.iter().filter(|kv| kv.key.starts_with("key-0-")).count(), 1000);
 }
+
+#[test]
+fn records_written_before_the_compact_encoding_still_replay() {
+    // Tag 1: groups, then each span's group and its postcard-encoded `Span`.
+    let original = batch(vec![rich(1, 1, None), rich(1, 2, Some(1))]);
+    let rs = &original.resource_spans[0];
+    let groups = vec![(&*rs.resource, &*rs.scope_spans[0].scope)];
+    let mut record = vec![1u8];
+    record.extend_from_slice(&(T0 + 9).to_le_bytes());
+    record = postcard::to_extend(&groups, record).expect("encodes");
+    record.push(2);
+    for span in &rs.scope_spans[0].spans {
+        let bytes = postcard::to_allocvec(span).expect("encodes");
+        record.push(0);
+        record.extend_from_slice(&postcard::to_allocvec(&(bytes.len() as u64)).expect("varint"));
+        record.extend_from_slice(&bytes);
+    }
+    match LogRecord::decode(&record).expect("valid old record") {
+        LogRecord::Spans { received_unix_nano, batch } => {
+            assert_eq!(received_unix_nano, T0 + 9);
+            assert_eq!(batch, original);
+        }
+        other => panic!("expected spans, got {other:?}"),
+    }
+}

@@ -55,8 +55,14 @@ pub struct RemoteSampling {
 
 impl RemoteSampling {
     /// Reads the strategies file (an error if it is missing or invalid) and the adaptive
-    /// state an earlier run left in `data_dir`.
+    /// state an earlier run left in `data_dir`. Disabled, it reads nothing and does nothing.
     pub fn open(cfg: &RemoteSamplingConfig, data_dir: &Path, red: Arc<RedMetrics>) -> anyhow::Result<Self> {
+        let mut cfg = cfg.clone();
+        if !cfg.enabled {
+            cfg.strategies_file = None;
+            cfg.adaptive.enabled = false;
+        }
+        let cfg = &cfg;
         let (file, bytes) = match &cfg.strategies_file {
             Some(path) => {
                 let bytes = std::fs::read(path)
