@@ -189,35 +189,27 @@ impl LogRecord {
     /// Decodes a pending-log record; never panics on bad input.
     pub fn decode(payload: &[u8]) -> Result<Self, RecordError> {
         let bad = |m: &str| RecordError(m.to_string());
-        let (&tag, mut rest) = payload.split_first().ok_or_else(|| bad("empty"))?;
-        match tag {
-            RECORD_SPANS | RECORD_SPANS_POSTCARD => {
-                let (time, r) = rest.split_at_checked(8).ok_or_else(|| bad("truncated time"))?;
-                let received_unix_nano = u64::from_le_bytes(time.try_into().map_err(|_| bad("time"))?);
+        let mut rd = Reader::new(payload);
+        match rd.byte()? {
+            tag @ (RECORD_SPANS | RECORD_SPANS_POSTCARD) => {
+                let received_unix_nano = u64::from_le_bytes(rd.array()?);
                 let (groups, r): (Vec<(Resource, Scope)>, &[u8]) =
-                    postcard::take_from_bytes(r).map_err(|e| RecordError(format!("groups: {e}")))?;
+                    postcard::take_from_bytes(rd.rest).map_err(|e| RecordError(format!("groups: {e}")))?;
                 let groups: Vec<(Arc<Resource>, Arc<Scope>)> =
                     groups.into_iter().map(|(r, s)| (Arc::new(r), Arc::new(s))).collect();
-                let mut rd = Reader::new(r);
+                rd = Reader::new(r);
                 let mut strings: FastMap<u32, Arc<str>> = FastMap::default();
                 if tag == RECORD_SPANS {
-                    let n = rd.varint()?;
-                    for _ in 0..n {
+                    for _ in 0..rd.varint()? {
                         let id = u32::try_from(rd.varint()?).map_err(|_| bad("string id"))?;
-                        let len = usize::try_from(rd.varint()?).map_err(|_| bad("string length"))?;
-                        let s = std::str::from_utf8(rd.take(len)?).map_err(|_| bad("string"))?;
-                        strings.insert(id, Arc::from(s));
+                        strings.insert(id, Arc::from(rd.str()?));
                     }
                 }
                 let resolve = |id: u32| strings.get(&id).cloned();
                 let n = rd.varint()?;
                 let mut spans = Vec::with_capacity((n as usize).min(rd.rest.len()));
                 for _ in 0..n {
-                    let trace_id = if tag == RECORD_SPANS {
-                        Some(TraceId(rd.take(16)?.try_into().map_err(|_| bad("trace id"))?))
-                    } else {
-                        None
-                    };
+                    let trace_id = if tag == RECORD_SPANS { Some(TraceId(rd.array()?)) } else { None };
                     let group = rd.varint()? as usize;
                     let len = usize::try_from(rd.varint()?).map_err(|_| bad("span length"))?;
                     let bytes = rd.take(len)?;
@@ -239,32 +231,17 @@ impl LogRecord {
                 Ok(LogRecord::Spans { received_unix_nano, batch: SpanBatch::from_stored(spans) })
             }
             RECORD_DECISIONS => {
-                let n = take_varint(&mut rest).ok_or_else(|| bad("decision count"))?;
-                let mut out = Vec::with_capacity((n as usize).min(rest.len() / 17));
+                let n = rd.varint()?;
+                let mut out = Vec::with_capacity((n as usize).min(rd.rest.len() / 17));
                 for _ in 0..n {
-                    let (one, r) = rest.split_at_checked(17).ok_or_else(|| bad("truncated decision"))?;
-                    rest = r;
-                    let id = TraceId::from_slice(&one[..16]).map_err(|e| RecordError(e.to_string()))?;
-                    out.push((id, one[16] != 0));
+                    let id = TraceId(rd.array()?);
+                    out.push((id, rd.byte()? != 0));
                 }
                 Ok(LogRecord::Decisions(out))
             }
             other => Err(RecordError(format!("unknown record type {other}"))),
         }
     }
-}
-
-fn take_varint(bytes: &mut &[u8]) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&b, rest) = bytes.split_first()?;
-        *bytes = rest;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
 }
 
 /// Why a trace was decided when it was.

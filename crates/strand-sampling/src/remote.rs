@@ -450,9 +450,10 @@ impl Adaptive {
         let mut deltas: BTreeMap<(&str, &str), u64> = BTreeMap::new();
         let mut totals = BTreeMap::new();
         for (s, o, n) in counts {
-            let before = self.counts.get(&(s.to_string(), o.to_string())).copied().unwrap_or(0);
+            let key = (s.to_string(), o.to_string());
+            let before = self.counts.get(&key).copied().unwrap_or(0);
             deltas.insert((s, o), n.saturating_sub(before));
-            totals.insert((s.to_string(), o.to_string()), n);
+            totals.insert(key, n);
         }
         self.counts = totals;
         if previous.is_none() || secs <= 0.0 {
@@ -462,9 +463,9 @@ impl Adaptive {
         let mut changed = false;
         // Operations seen for the first time start from the initial probability, and their
         // first interval already counts.
-        for ((s, o), n) in &deltas {
+        for ((s, o), _) in deltas.iter().filter(|(_, n)| **n > 0) {
             let svc = self.ops.entry((*s).to_string()).or_default();
-            if *n > 0 && !svc.contains_key(*o) {
+            if !svc.contains_key(*o) {
                 let fresh = OpState { probability: cfg.initial_sampling_probability, idle: 0 };
                 svc.insert((*o).to_string(), fresh);
                 changed = true;

@@ -34,8 +34,7 @@ async fn search_services_and_deps_print_tables() {
     let body = json!({ "resourceSpans": [
         rs("gateway", vec![span("1111111111111111", "", "POST /reports", 0)]),
         rs("epro-service", vec![span("2222222222222222", "1111111111111111", "Submit", 2)]) ] });
-    let resp = reqwest::Client::new().post(server.otlp_url()).json(&body).send().await.expect("post");
-    assert_eq!(resp.status(), 200);
+    server.export(&body).await;
     let url = format!("http://{}", server.http);
     let url2 = url.clone();
     let (ok, out, err) = tokio::task::spawn_blocking(move || {

@@ -10,14 +10,7 @@ async fn readme_duckdb_queries_read_blocks() {
     let repo = common::repo();
     let Some(python) = common::interop_python("INTEROP_PYTHON", ".venv", "DuckDB") else { return };
     let server = common::start(|_| {}).await;
-    let resp = reqwest::Client::new()
-        .post(server.otlp_url())
-        .header("content-type", "application/json")
-        .body(std::fs::read(common::fixture("otlp/trace.json")).expect("fixture"))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(resp.status(), 200);
+    server.export_json(std::fs::read(common::fixture("otlp/trace.json")).expect("fixture")).await;
     let data = server.dir.path().join("data");
     let dir = server.stop().await; // a clean stop cuts the head into a block
     let out = Command::new(&python)

@@ -8,17 +8,6 @@ use opentelemetry_proto::tonic::trace::v1::TracesData;
 use prost::Message;
 use serde_json::{Value, json};
 
-async fn post_json(server: &common::TestServer, body: Vec<u8>) {
-    let resp = reqwest::Client::new()
-        .post(server.otlp_url())
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap_or_default());
-}
-
 async fn get(server: &common::TestServer, path: &str) -> (u16, Value) {
     let resp = reqwest::get(server.query(path)).await.expect("get");
     let status = resp.status().as_u16();
@@ -53,7 +42,7 @@ fn two_service_trace(trace_id: &str, start_ns: u64) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jaeger_otlp_fixture_reads_back_as_jaeger_ui_json() {
     let server = common::start(|_| {}).await;
-    post_json(&server, std::fs::read(common::fixture("jaeger/otlp2jaeger-in.json")).expect("fixture")).await;
+    server.export_json(std::fs::read(common::fixture("jaeger/otlp2jaeger-in.json")).expect("fixture")).await;
     let (status, got) = get(&server, "/api/traces/83a9efd15c1c98a977e0711cc93ee28b").await;
     assert_eq!(status, 200);
     let mut want: Value = serde_json::from_slice(
@@ -75,9 +64,9 @@ async fn every_api_answers_in_its_own_shape() {
     let id = "0af7651916cd43dd8448eb211c80319c";
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as u64;
-    post_json(&server, two_service_trace(id, now - 60_000_000_000)).await;
+    server.export_json(two_service_trace(id, now - 60_000_000_000)).await;
     let other = "00000000000000000000000000000abc";
-    post_json(&server, two_service_trace(other, now - 120_000_000_000)).await;
+    server.export_json(two_service_trace(other, now - 120_000_000_000)).await;
 
     // Jaeger: typed tags, big ints as strings, error tags, multi-get, 64-bit ids.
     let (status, body) =

@@ -130,13 +130,7 @@ async fn strategies_from_a_file_reach_the_sdk_sampler() {
 }
 
 /// `n` root spans of `operation` in `service`, each its own trace, sent over OTLP/HTTP.
-async fn send_roots(
-    client: &reqwest::Client,
-    server: &common::TestServer,
-    service: &str,
-    operation: &str,
-    n: u64,
-) {
+async fn send_roots(server: &common::TestServer, service: &str, operation: &str, n: u64) {
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as u64;
     let spans: Vec<Value> = (0..n)
@@ -154,8 +148,7 @@ async fn send_roots(
         "resource": { "attributes": [{ "key": "service.name", "value": { "stringValue": service } }] },
         "scopeSpans": [{ "scope": { "name": "t" }, "spans": spans }]
     }]});
-    let r = client.post(server.otlp_url()).json(&body).send().await.expect("post");
-    assert_eq!(r.status(), 200);
+    server.export(&body).await;
 }
 
 fn operation_probability(strategy: &Value, operation: &str) -> Option<f64> {
@@ -187,7 +180,7 @@ async fn adaptive_probabilities_follow_root_spans_and_survive_a_restart() {
     // 400 root traces of GET /hot within about a second: far above the 1 trace/s target,
     // so its probability drops to about 1/400 at the next calculation (it then doubles
     // each idle second, so read it soon). Child spans are not roots and do not count.
-    send_roots(&client, &server, "busy", "GET /hot", 400).await;
+    send_roots(&server, "busy", "GET /hot", 400).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let p = loop {
         let strategy: Value = serde_json::from_str(&get(&client, &url).await.1).expect("json");

@@ -49,11 +49,6 @@ fn now_ns() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as u64
 }
 
-async fn send(client: &reqwest::Client, server: &common::TestServer, body: &Value) {
-    let r = client.post(server.otlp_url()).json(body).send().await.expect("post");
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
-}
-
 async fn metric(client: &reqwest::Client, server: &common::TestServer, series: &str) -> Option<f64> {
     let text = client.get(server.query("/metrics")).send().await.ok()?.text().await.ok()?;
     text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
@@ -94,7 +89,7 @@ async fn errors_plus_five_percent_keeps_exactly_those_and_metrics_count_everythi
     let client = reqwest::Client::new();
     let now = now_ns();
     for chunk in (0..TRACES).collect::<Vec<_>>().chunks(50) {
-        send(&client, &server, &export(chunk[0]..chunk[chunk.len() - 1] + 1, now)).await;
+        server.export(&export(chunk[0]..chunk[chunk.len() - 1] + 1, now)).await;
     }
     wait_buffer_empty(&client, &server).await;
 
@@ -160,7 +155,7 @@ async fn errors_plus_five_percent_keeps_exactly_those_and_metrics_count_everythi
     let dropped = (0..TRACES).find(|i| !is_error(*i) && !five_percent_by_hash(*i)).expect("a dropped trace");
     let mut late = export(dropped..dropped + 1, now);
     late["resourceSpans"].as_array_mut().expect("array").remove(0);
-    send(&client, &server, &late).await;
+    server.export(&late).await;
     assert!(stored_spans(&client, &server, &trace_id(dropped)).await.is_empty());
     assert_eq!(metric(&client, &server, "strand_sampling_late_spans_dropped_total").await, Some(1.0));
     server.stop().await;
@@ -183,7 +178,7 @@ async fn undecided_traces_survive_a_restart_and_are_decided_after_it() {
     })
     .await;
     let client = reqwest::Client::new();
-    send(&client, &server, &export(0..30, now_ns())).await;
+    server.export(&export(0..30, now_ns())).await;
     assert_eq!(metric(&client, &server, "strand_sampling_buffer_traces").await, Some(30.0));
     assert!(stored_spans(&client, &server, &trace_id(7)).await.is_empty(), "not decided yet");
     let dir = server.stop().await;

@@ -83,6 +83,23 @@ impl TestServer {
         format!("http://{}/v1/traces", self.otlp_http)
     }
 
+    /// Posts an OTLP/JSON export request and asserts it was accepted.
+    pub async fn export_json(&self, body: impl Into<reqwest::Body>) {
+        let resp = reqwest::Client::new()
+            .post(self.otlp_url())
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap_or_default());
+    }
+
+    /// [`TestServer::export_json`] of a JSON value.
+    pub async fn export(&self, body: &serde_json::Value) {
+        self.export_json(serde_json::to_vec(body).expect("json")).await;
+    }
+
     pub fn query(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)
     }
