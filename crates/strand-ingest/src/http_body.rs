@@ -39,26 +39,53 @@ pub fn media_type(headers: &HeaderMap) -> String {
 }
 
 /// Reads the body, refusing more than `limit` bytes without buffering them.
+///
+/// A refused body is drained (discarded, bounded by [`DRAIN_BYTES`] and [`DRAIN_TIME`])
+/// before the 413 goes out: closing a socket with unread data makes the kernel reset the
+/// connection, and a client still sending would see the reset instead of the answer.
 pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, IngestError> {
     let too_large = || IngestError::TooLarge(format!("request body exceeds the limit of {limit} bytes"));
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let mut body = body;
     if declared.is_some_and(|n| n > limit as u64) {
+        if declared.is_some_and(|n| n <= DRAIN_BYTES) {
+            drain(&mut body).await;
+        }
         return Err(too_large());
     }
-    let mut body = body;
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame =
             frame.map_err(|e| IngestError::BadRequest(format!("failed to read request body: {e}")))?;
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > limit {
+                drain(&mut body).await;
                 return Err(too_large());
             }
             buf.extend_from_slice(&data);
         }
     }
     Ok(buf.freeze())
+}
+
+/// The most of a refused body read and thrown away so the client sees the 413.
+pub const DRAIN_BYTES: u64 = 64 * 1024 * 1024;
+/// The longest a refused body is drained.
+pub const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads and discards what is left of `body`, within [`DRAIN_BYTES`] and [`DRAIN_TIME`].
+async fn drain(body: &mut Body) {
+    let discard = async {
+        let mut seen = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if seen > DRAIN_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
 }
 
 /// Inflates gzip, refusing output beyond `limit` (a gzip bomb costs at most `limit`).
