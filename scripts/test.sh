@@ -6,13 +6,23 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n==> %s\n' "$*"; }
 
+# Debian packages, installed when missing (`apt-get update` at most once per run).
+apt_updated=
+apt_install() {
+  if [ -z "$apt_updated" ]; then
+    apt-get update
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y "$@"
+}
+
 # Python: a venv under the repository with the OpenTelemetry SDK and DuckDB.
 venv=.venv
 stamp="$venv/.installed-$(sha256sum tests/interop/requirements.txt | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   log "installing Python test dependencies into $venv"
   if ! python3 -m venv "$venv" 2>/dev/null; then
-    apt-get update && apt-get install -y python3-venv
+    apt_install python3-venv
     python3 -m venv "$venv"
   fi
   "$venv/bin/pip" install --disable-pip-version-check -q -r tests/interop/requirements.txt
@@ -28,6 +38,19 @@ if [ ! -f "$stamp" ]; then
   python3 -m venv "$legacy"
   "$legacy/bin/pip" install --disable-pip-version-check -q -r tests/interop/requirements-legacy.txt
   rm -f "$legacy"/.installed-*
+  touch "$stamp"
+fi
+# Browser tests: Debian's Chromium driven by playwright-core from npm (never a downloaded
+# browser), pinned by tests/browser/package-lock.json.
+if [ ! -x /usr/bin/chromium ]; then
+  log "installing chromium"
+  apt_install chromium
+fi
+browser=tests/browser
+stamp="$browser/node_modules/.installed-$(sha256sum "$browser/package-lock.json" | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  log "installing the browser test dependencies into $browser/node_modules"
+  (cd "$browser" && npm ci --no-audit --no-fund)
   touch "$stamp"
 fi
 export INTEROP_TESTS_REQUIRED=1

@@ -55,6 +55,11 @@ pub struct QueryConfig {
     pub default_search_range: HumanDuration,
     /// Longest range searched; longer requested ranges are shortened (the response says so).
     pub max_search_range: HumanDuration,
+    /// Serve the web UI at `/` of the query port.
+    pub ui_enabled: bool,
+    /// Serve the UI's files from this directory instead of the ones built into the binary
+    /// (for UI development: edits show on reload without a rebuild).
+    pub ui_dir: Option<PathBuf>,
 }
 
 impl Default for QueryConfig {
@@ -65,6 +70,8 @@ impl Default for QueryConfig {
             max_search_limit: d.max_limit,
             default_search_range: HumanDuration(d.default_range),
             max_search_range: HumanDuration(d.max_range),
+            ui_enabled: true,
+            ui_dir: None,
         }
     }
 }

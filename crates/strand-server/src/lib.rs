@@ -10,6 +10,7 @@ pub mod pipeline;
 pub mod remote_sampling;
 pub mod search_cmd;
 pub mod trace_cmd;
+pub mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -212,12 +213,15 @@ pub async fn run(
     }
     {
         let reader: Arc<dyn TraceReader> = store.clone();
-        let app = strand_query::router(reader, cfg.query.to_limits()).merge(admin_router(
+        let mut app = strand_query::router(reader, cfg.query.to_limits()).merge(admin_router(
             store.clone(),
             receiver.stats(),
             pipeline.clone(),
             remote.clone(),
         ));
+        if cfg.query.ui_enabled {
+            app = app.merge(ui::router(cfg.query.ui_dir.clone()));
+        }
         let stop = stopped();
         tasks.spawn(async move {
             axum::serve(http, app).with_graceful_shutdown(stop).await.context("query http server")

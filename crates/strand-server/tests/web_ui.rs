@@ -1,0 +1,105 @@
+//! The web UI in a real browser: a server loaded with the UI fixtures, driven by
+//! `tests/browser/ui.test.mjs` (headless Chromium through playwright-core), and the UI's
+//! trace model tested under Node (`tests/browser/model.test.mjs`).
+//!
+//! Node, `tests/browser/node_modules` and Chromium come from `scripts/test.sh`. Without them
+//! the test fails when `INTEROP_TESTS_REQUIRED` or `CI` is set and is skipped (loudly)
+//! otherwise.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+/// `node`, or `None` (after saying why) when the browser tests may be skipped.
+fn node_with_playwright() -> Option<PathBuf> {
+    let dir = common::repo().join("tests/browser");
+    let chromium = std::env::var_os("CHROMIUM").map(PathBuf::from).unwrap_or_else(|| "/usr/bin/chromium".into());
+    let node_ok = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    let missing = if !node_ok {
+        Some("node".to_string())
+    } else if !dir.join("node_modules/playwright-core").exists() {
+        Some(format!("{}/node_modules/playwright-core", dir.display()))
+    } else if !chromium.exists() {
+        Some(chromium.display().to_string())
+    } else {
+        None
+    };
+    let Some(missing) = missing else { return Some("node".into()) };
+    let required = std::env::var_os("INTEROP_TESTS_REQUIRED").is_some() || std::env::var_os("CI").is_some();
+    assert!(!required, "{missing} missing: run scripts/test.sh, which installs the browser test tools");
+    eprintln!("SKIPPED: {missing} missing; run scripts/test.sh to install the browser test tools");
+    None
+}
+
+/// Moves every time in an OTLP/JSON request by `offset` nanoseconds.
+fn shift_times(request: &mut Value, offset: u64) {
+    let shift = |v: &mut Value| {
+        let n: u64 = v.as_str().and_then(|s| s.parse().ok()).expect("time as a decimal string");
+        *v = Value::String((n + offset).to_string());
+    };
+    for rs in request["resourceSpans"].as_array_mut().expect("resourceSpans") {
+        for ss in rs["scopeSpans"].as_array_mut().expect("scopeSpans") {
+            for span in ss["spans"].as_array_mut().expect("spans") {
+                shift(&mut span["startTimeUnixNano"]);
+                shift(&mut span["endTimeUnixNano"]);
+                for event in span.get_mut("events").and_then(Value::as_array_mut).into_iter().flatten() {
+                    shift(&mut event["timeUnixNano"]);
+                }
+            }
+        }
+    }
+}
+
+fn run_node(args: &[&str], envs: &[(&str, String)]) {
+    let out = Command::new("node")
+        .args(args)
+        .current_dir(common::repo().join("tests/browser"))
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(out.status.success(), "node {args:?} failed:\n{stdout}\n{stderr}");
+}
+
+#[test]
+fn ui_trace_model_unit_tests() {
+    if node_with_playwright().is_none() {
+        return;
+    }
+    run_node(&["--test", "model.test.mjs"], &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_ui_in_headless_chromium() {
+    if node_with_playwright().is_none() {
+        return;
+    }
+    let server = common::start(|_| {}).await;
+    // The UI fixtures ten minutes ago, a minute apart, so "the last hour" finds them.
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_nanos() as u64;
+    let base = now - Duration::from_secs(600).as_nanos() as u64;
+    for (i, name) in ["patient-report.json", "patient-report-slow.json", "xss.json"].iter().enumerate() {
+        let text = std::fs::read_to_string(common::fixture(&format!("ui/{name}"))).expect("fixture");
+        let mut request: Value = serde_json::from_str(&text).expect("fixture json");
+        shift_times(&mut request, base + i as u64 * 60_000_000_000);
+        server.export(&request).await;
+    }
+    // The official OTLP example, at its own (2018) time: opened by id.
+    server.export_json(std::fs::read(common::fixture("otlp/trace.json")).expect("fixture")).await;
+
+    let url = format!("http://{}", server.http);
+    let artifacts = common::repo().join("test-artifacts/ui");
+    let envs = [("STRAND_URL", url), ("STRAND_UI_ARTIFACTS", artifacts.display().to_string())];
+    // The browser runs in a child process; the server keeps serving on this runtime.
+    tokio::task::spawn_blocking(move || run_node(&["--test", "--test-concurrency=1", "ui.test.mjs"], &envs))
+        .await
+        .expect("browser tests");
+    server.stop().await;
+}

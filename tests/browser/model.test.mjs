@@ -1,0 +1,72 @@
+// Unit tests of the UI's trace model (`ui/model.js`), run by `node --test` (no browser).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { buildTrace, criticalPath, compareTraces } from '../../ui/model.js';
+
+const fixture = (name) => JSON.parse(readFileSync(new URL(`../../testdata/ui/${name}`, import.meta.url)));
+const byName = (trace, name) => trace.spans.find((s) => s.name === name);
+const ms = (segs) => segs.map(([a, b]) => [a / 1000, b / 1000]);
+
+test('the tree, depth and summary of the patient-report fixture', () => {
+  const t = buildTrace(fixture('patient-report.json'));
+  assert.equal(t.spans.length, 7);
+  assert.equal(t.depth, 3);
+  assert.equal(t.errors, 1);
+  assert.equal(t.duration, 150_000);
+  assert.equal(t.rootService, 'gateway');
+  assert.deepEqual(t.order.map((i) => t.spans[i].name), [
+    'POST /reports', 'GET /patients/{id}', 'epro.Reports/Submit', 'INSERT reports', 'SELECT patients',
+    'audit', 'send-sms']);
+});
+
+test('critical path: hand-computed, with an async child that outlives the root', () => {
+  const t = buildTrace(fixture('patient-report.json'));
+  const cp = criticalPath(t);
+  const on = [...cp.keys()].map((i) => t.spans[i].name).sort();
+  assert.deepEqual(on, ['GET /patients/{id}', 'POST /reports', 'SELECT patients', 'epro.Reports/Submit', 'send-sms']);
+  assert.deepEqual(ms(cp.get(byName(t, 'POST /reports').i)), [[0, 5], [20, 22], [80, 90]]);
+  assert.deepEqual(ms(cp.get(byName(t, 'epro.Reports/Submit').i)), [[22, 35], [70, 80]]);
+  assert.deepEqual(ms(cp.get(byName(t, 'SELECT patients').i)), [[35, 70]]);
+  assert.deepEqual(ms(cp.get(byName(t, 'send-sms').i)), [[90, 150]]);
+  assert.deepEqual(ms(cp.get(byName(t, 'GET /patients/{id}').i)), [[5, 20]]);
+  // The path's self time adds up to the trace's duration.
+  const total = [...cp.values()].flat().reduce((sum, [a, b]) => sum + b - a, 0);
+  assert.equal(total, t.duration);
+});
+
+test('missing parents and parent cycles become roots; nothing is lost', () => {
+  const span = (id, parent, start) => ({ spanId: id, parentSpanId: parent, name: id,
+    startTimeUnixNano: String(start * 1000), endTimeUnixNano: String(start * 1000 + 500) });
+  const json = { resourceSpans: [{ resource: { attributes: [] }, scopeSpans: [{ spans: [
+    span('aa', 'bb', 1), span('bb', 'aa', 2), span('cc', 'ffff', 3), span('dd', 'dd', 4)] }] }] };
+  const t = buildTrace(json);
+  assert.equal(t.order.length, 4);
+  assert.deepEqual(t.roots.map((i) => t.spans[i].id).sort(), ['aa', 'cc', 'dd']);
+  assert.equal(t.spans[0].service, 'unknown_service');
+  assert.equal(criticalPath(t).size >= 1, true);
+});
+
+test('nanosecond times beyond 2^53 keep their precision relative to the trace start', () => {
+  const json = { resourceSpans: [{ scopeSpans: [{ spans: [
+    { spanId: '01', startTimeUnixNano: '1795000000000000001', endTimeUnixNano: '1795000000000001500' }] }] }] };
+  const t = buildTrace(json);
+  assert.equal(t.spans[0].start, 0);
+  assert.equal(t.spans[0].end, 1.499);
+  assert.ok(Math.abs(t.startMs - 1795000000000) < 1e-3);
+});
+
+test('compare lists what was added, missing, slower and faster', () => {
+  const rows = compareTraces(buildTrace(fixture('patient-report.json')), buildTrace(fixture('patient-report-slow.json')));
+  const change = Object.fromEntries(rows.map((r) => [r.name, r.change]));
+  assert.deepEqual(change, {
+    'POST /reports': 'slower',
+    'GET /patients/{id}': 'same',
+    'epro.Reports/Submit': 'slower',
+    'INSERT reports': 'missing',
+    'SELECT patients': 'slower',
+    'retry INSERT reports': 'added',
+    audit: 'missing',
+    'send-sms': 'faster',
+  });
+});

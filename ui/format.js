@@ -1,0 +1,63 @@
+// Durations, times and service colours. Times inside a trace are microseconds (floats)
+// relative to the trace start; absolute times are milliseconds since the epoch.
+
+/** `1.5s`, `12.3ms`, `850µs`, `0.4µs`. */
+export function duration(us) {
+  if (!Number.isFinite(us)) return '–';
+  const a = Math.abs(us);
+  if (a >= 60e6) {
+    const m = Math.floor(a / 60e6);
+    return `${us < 0 ? '-' : ''}${m}m${((a - m * 60e6) / 1e6).toFixed(0)}s`;
+  }
+  if (a >= 1e6) return `${trim(us / 1e6)}s`;
+  if (a >= 1e3) return `${trim(us / 1e3)}ms`;
+  return `${trim(us)}µs`;
+}
+
+function trim(x) {
+  const a = Math.abs(x);
+  const digits = a >= 100 ? 0 : a >= 10 ? 1 : 2;
+  return String(Number(x.toFixed(digits)));
+}
+
+/** `2026-11-22 10:04:05.123` in local time. */
+export function dateTime(ms) {
+  const d = new Date(ms);
+  if (Number.isNaN(d.getTime())) return '–';
+  const p = (n, w = 2) => String(n).padStart(w, '0');
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ` +
+    `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}.${p(d.getMilliseconds(), 3)}`;
+}
+
+/** `3 minutes ago`, `in 2 hours`. */
+export function ago(ms, now = Date.now()) {
+  const s = Math.round((now - ms) / 1000);
+  const units = [['day', 86400], ['hour', 3600], ['minute', 60], ['second', 1]];
+  for (const [name, size] of units) {
+    const n = Math.floor(Math.abs(s) / size);
+    if (n >= 1) return s >= 0 ? `${n} ${name}${n > 1 ? 's' : ''} ago` : `in ${n} ${name}${n > 1 ? 's' : ''}`;
+  }
+  return 'just now';
+}
+
+/** A nanosecond count as a decimal string (OTLP/JSON) → milliseconds since the epoch. */
+export function nanosToMs(s) {
+  const str = String(s ?? '0');
+  return str.length > 6 ? Number(str.slice(0, -6)) + Number(str.slice(-6)) / 1e6 : Number(str) / 1e6;
+}
+
+// Twelve hues that stay apart in light and dark themes.
+const PALETTE = ['#4e79a7', '#f28e2b', '#59a14f', '#b07aa1', '#76b7b2', '#edc948',
+  '#9c755f', '#ff9da7', '#86bcb6', '#8cd17d', '#a0cbe8', '#d4a6c8'];
+
+/** A stable colour per service name. */
+export function serviceColor(name) {
+  let h = 2166136261;
+  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 16777619);
+  return PALETTE[(h >>> 0) % PALETTE.length];
+}
+
+/** Number with thousands separators. */
+export function count(n) {
+  return Number(n).toLocaleString('en-US');
+}
