@@ -426,10 +426,10 @@ fn dir_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-struct ChildServer {
+pub(crate) struct ChildServer {
     child: Child,
-    grpc: String,
-    http: String,
+    pub(crate) grpc: String,
+    pub(crate) http: String,
     dir: PathBuf,
     fsync: String,
     extra: Vec<String>,
@@ -438,7 +438,7 @@ struct ChildServer {
 
 impl ChildServer {
     /// Starts `strand serve` on a temporary directory.
-    fn start(fsync: &str, keep: bool, extra: &[String]) -> anyhow::Result<Self> {
+    pub(crate) fn start(fsync: &str, keep: bool, extra: &[String]) -> anyhow::Result<Self> {
         let tmp = tempfile::Builder::new()
             .prefix("strand-bench-")
             .tempdir()

@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod bench_sampling;
+pub mod bench_ui;
 pub mod config;
 pub mod pipeline;
 pub mod remote_sampling;

@@ -146,6 +146,8 @@ enum BenchCommand {
     Query(strand_server::bench::QueryArgs),
     /// Time the tail sampler in-process: memory per buffered span, CPU per span, decisions.
     Sampling(strand_server::bench_sampling::SamplingArgs),
+    /// Open a huge trace in the web UI (headless Chromium) and time it.
+    Ui(strand_server::bench_ui::UiArgs),
 }
 
 fn main() -> ExitCode {
@@ -166,6 +168,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Ingest(args)) => rt.block_on(strand_server::bench::ingest(args)),
         Command::Bench(BenchCommand::Query(args)) => rt.block_on(strand_server::bench::query(args)),
         Command::Bench(BenchCommand::Sampling(args)) => strand_server::bench_sampling::run(args),
+        Command::Bench(BenchCommand::Ui(args)) => rt.block_on(strand_server::bench_ui::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
