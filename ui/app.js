@@ -37,6 +37,7 @@ async function render() {
   for (const a of document.querySelectorAll('nav a[data-page]')) {
     a.classList.toggle('active', a.dataset.page === page);
   }
+  document.title = `Strand · ${{ search: 'Search', trace: 'Trace', compare: 'Compare', dependencies: 'Service map' }[page] ?? 'Not found'}`;
   if (!page) {
     main.replaceChildren(notice('empty', 'No such page', `Strand has no page at ${url.pathname}.`));
     return;

@@ -22,6 +22,7 @@ export function mount(main, { id }, url) {
       performance.mark('strand:trace-fetched');
       const trace = buildTrace(json);
       view = new TraceView(main, trace, url.searchParams);
+      document.title = `Strand · ${trace.rootService}: ${trace.rootName}`;
       performance.mark('strand:trace-interactive');
       performance.measure('strand:trace', 'strand:trace-requested', 'strand:trace-interactive');
       document.body.dataset.traceReady = trace.traceId;

@@ -146,7 +146,12 @@ fn big_trace(n: usize, seed: u64) -> (String, Vec<ExportTraceServiceRequest>) {
     }
     let mut nodes: Vec<Node> = Vec::with_capacity(n);
     let mut spans: Vec<(usize, Span)> = Vec::with_capacity(n);
-    let mut push = |rng: &mut StdRng, nodes: &mut Vec<Node>, parent: Option<usize>, start: u64, end: u64, svc: usize| {
+    let mut push = |rng: &mut StdRng,
+                    nodes: &mut Vec<Node>,
+                    parent: Option<usize>,
+                    start: u64,
+                    end: u64,
+                    svc: usize| {
         let id: [u8; 8] = rng.random();
         let i = nodes.len();
         let (name, kind, attributes) = match i % 4 {
@@ -177,11 +182,14 @@ fn big_trace(n: usize, seed: u64) -> (String, Vec<ExportTraceServiceRequest>) {
         };
         let error = rng.random_range(0..200) == 0;
         let mut events = Vec::new();
-        if i % 10 == 0 {
+        if i.is_multiple_of(10) {
             events.push(span::Event {
                 time_unix_nano: start + (end - start) / 2,
                 name: "cache.lookup".into(),
-                attributes: vec![kv("cache.hit", Some(AnyValue { value: Some(any_value::Value::BoolValue(i % 20 == 0)) }))],
+                attributes: vec![kv(
+                    "cache.hit",
+                    Some(AnyValue { value: Some(any_value::Value::BoolValue(i.is_multiple_of(20))) }),
+                )],
                 dropped_attributes_count: 0,
             });
         }
@@ -241,7 +249,11 @@ fn big_trace(n: usize, seed: u64) -> (String, Vec<ExportTraceServiceRequest>) {
                         ],
                         ..Default::default()
                     }),
-                    scope_spans: vec![ScopeSpans { scope: Some(scope.clone()), spans, schema_url: String::new() }],
+                    scope_spans: vec![ScopeSpans {
+                        scope: Some(scope.clone()),
+                        spans,
+                        schema_url: String::new(),
+                    }],
                     schema_url: String::new(),
                 })
                 .collect();

@@ -80,7 +80,12 @@ async fn index(state: State<UiState>, headers: HeaderMap) -> Response {
 }
 
 /// Unknown paths: a page saying so for browsers, a plain 404 for API clients.
-async fn not_found(state: State<UiState>, method: axum::http::Method, uri: axum::http::Uri, headers: HeaderMap) -> Response {
+async fn not_found(
+    state: State<UiState>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
     let wants_page = method == axum::http::Method::GET
         && !uri.path().starts_with("/api/")
         && headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));

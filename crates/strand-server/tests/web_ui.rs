@@ -17,7 +17,8 @@ use serde_json::Value;
 /// `node`, or `None` (after saying why) when the browser tests may be skipped.
 fn node_with_playwright() -> Option<PathBuf> {
     let dir = common::repo().join("tests/browser");
-    let chromium = std::env::var_os("CHROMIUM").map(PathBuf::from).unwrap_or_else(|| "/usr/bin/chromium".into());
+    let chromium =
+        std::env::var_os("CHROMIUM").map(PathBuf::from).unwrap_or_else(|| "/usr/bin/chromium".into());
     let node_ok = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
     let missing = if !node_ok {
         Some("node".to_string())
@@ -101,5 +102,45 @@ async fn web_ui_in_headless_chromium() {
     tokio::task::spawn_blocking(move || run_node(&["--test", "--test-concurrency=1", "ui.test.mjs"], &envs))
         .await
         .expect("browser tests");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ui_files_are_served_with_types_etags_and_a_strict_policy() {
+    let server = common::start(|_| {}).await;
+    let client = reqwest::Client::new();
+    for page in
+        ["/", "/search?service=a", "/trace/0af7651916cd43dd8448eb211c80319c", "/dependencies", "/compare"]
+    {
+        let resp = client.get(server.query(page)).send().await.expect("get");
+        assert_eq!(resp.status(), 200, "{page}");
+        assert_eq!(resp.headers()["content-type"], "text/html; charset=utf-8", "{page}");
+        let csp = resp.headers()["content-security-policy"].to_str().expect("ascii").to_owned();
+        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+        assert!(resp.text().await.expect("body").contains(r#"<script type="module" src="/static/app.js">"#));
+    }
+    let js = client.get(server.query("/static/trace.js")).send().await.expect("get");
+    assert_eq!(js.headers()["content-type"], "text/javascript; charset=utf-8");
+    let etag = js.headers()["etag"].clone();
+    assert!(js.text().await.expect("body").contains("class TraceView"));
+    let again =
+        client.get(server.query("/static/trace.js")).header("if-none-match", etag).send().await.expect("get");
+    assert_eq!(again.status(), 304);
+    assert!(again.bytes().await.expect("body").is_empty());
+
+    // Unknown files and paths: 404; a browser gets the page that says so, an API client text.
+    let missing = client.get(server.query("/static/../Cargo.toml")).send().await.expect("get");
+    assert_eq!(missing.status(), 404);
+    let page =
+        client.get(server.query("/no/such/page")).header("accept", "text/html").send().await.expect("get");
+    assert_eq!(page.status(), 404);
+    assert!(page.text().await.expect("body").contains("/static/app.js"));
+    let api =
+        client.get(server.query("/api/v1/nope")).header("accept", "text/html").send().await.expect("get");
+    assert_eq!(api.status(), 404);
+    assert_eq!(api.text().await.expect("body"), "no such path: /api/v1/nope");
+    // The APIs beside the UI are unchanged.
+    let health = client.get(server.query("/healthz")).send().await.expect("get");
+    assert_eq!(health.status(), 200);
     server.stop().await;
 }
