@@ -89,6 +89,7 @@ const report = {
   runs: runs.length,
   rows_in_dom: runs[0]?.rows,
   api_response_in_browser: summary(runs.map((r) => r.apiResponse ?? NaN)),
+  requested_after_navigation: summary(runs.map((r) => r.requested)),
   fetched_after_navigation: summary(runs.map((r) => r.fetched)),
   build_and_render: summary(runs.map((r) => r.interactive - r.fetched)),
   interactive_after_navigation: summary(runs.map((r) => r.interactive)),
