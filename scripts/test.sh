@@ -46,6 +46,11 @@ if [ ! -x /usr/bin/chromium ]; then
   log "installing chromium"
   apt_install chromium
 fi
+# The demo's message queue (NATS JetStream) for strand-instrument's and the demo's tests.
+if [ ! -x /usr/sbin/nats-server ] && ! command -v nats-server >/dev/null 2>&1; then
+  log "installing nats-server"
+  apt_install nats-server
+fi
 browser=tests/browser
 stamp="$browser/node_modules/.installed-$(sha256sum "$browser/package-lock.json" | cut -c1-16)"
 if [ ! -f "$stamp" ]; then

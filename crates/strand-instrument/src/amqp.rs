@@ -149,7 +149,9 @@ mod tests {
         // A table with a non-string traceparent is ignored, not trusted.
         let mut odd = FieldTable::default();
         odd.insert("traceparent".into(), AMQPValue::LongLongInt(7));
-        assert!(!delivery_context(&BasicProperties::default().with_headers(odd)).span().span_context().is_valid());
+        assert!(
+            !delivery_context(&BasicProperties::default().with_headers(odd)).span().span_context().is_valid()
+        );
         assert!(!delivery_context(&BasicProperties::default()).span().span_context().is_valid());
     }
 }

@@ -218,10 +218,14 @@ impl TelemetryConfig {
         if var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
             self.enabled = false;
         }
-        if let Some(v) = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT")) {
+        if let Some(v) =
+            var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        {
             self.endpoint = Some(v);
         }
-        if let Some(v) = var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL")) {
+        if let Some(v) =
+            var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"))
+        {
             match v.as_str() {
                 "grpc" => self.protocol = ExportProtocol::Grpc,
                 "http/protobuf" => self.protocol = ExportProtocol::HttpProtobuf,
@@ -236,14 +240,19 @@ impl TelemetryConfig {
             let ratio = || match arg.as_deref().map(str::parse::<f64>) {
                 None => Ok(1.0),
                 Some(Ok(r)) => Ok(r),
-                Some(Err(_)) => Err(format!("OTEL_TRACES_SAMPLER_ARG: `{}` is not a number", arg.clone().unwrap_or_default())),
+                Some(Err(_)) => Err(format!(
+                    "OTEL_TRACES_SAMPLER_ARG: `{}` is not a number",
+                    arg.clone().unwrap_or_default()
+                )),
             };
             let sampler = match name.as_str() {
                 "always_on" => Ok(SamplerConfig::AlwaysOn),
                 "always_off" => Ok(SamplerConfig::AlwaysOff),
                 "traceidratio" => ratio().map(|ratio| SamplerConfig::TraceIdRatio { ratio }),
                 "parentbased_always_on" => Ok(SamplerConfig::ParentBasedAlwaysOn),
-                "parentbased_traceidratio" => ratio().map(|ratio| SamplerConfig::ParentBasedTraceIdRatio { ratio }),
+                "parentbased_traceidratio" => {
+                    ratio().map(|ratio| SamplerConfig::ParentBasedTraceIdRatio { ratio })
+                }
                 "jaeger_remote" | "parentbased_jaeger_remote" => Ok(jaeger_remote_from_arg(arg.as_deref())),
                 other => Err(format!("OTEL_TRACES_SAMPLER: `{other}` is not a known sampler")),
             };
@@ -283,7 +292,9 @@ impl TelemetryConfig {
         }
         let ratio_ok = |r: f64| (0.0..=1.0).contains(&r);
         match &self.sampler {
-            SamplerConfig::TraceIdRatio { ratio } | SamplerConfig::ParentBasedTraceIdRatio { ratio } if !ratio_ok(*ratio) => {
+            SamplerConfig::TraceIdRatio { ratio } | SamplerConfig::ParentBasedTraceIdRatio { ratio }
+                if !ratio_ok(*ratio) =>
+            {
                 p.push(format!("sampler ratio {ratio} is not between 0 and 1"));
             }
             SamplerConfig::JaegerRemote { initial_ratio, .. } if !ratio_ok(*initial_ratio) => {
@@ -291,7 +302,9 @@ impl TelemetryConfig {
             }
             _ => {}
         }
-        if self.batch.max_export_batch_size == 0 || self.batch.max_export_batch_size > self.batch.max_queue_size {
+        if self.batch.max_export_batch_size == 0
+            || self.batch.max_export_batch_size > self.batch.max_queue_size
+        {
             p.push(format!(
                 "batch.max_export_batch_size {} must be between 1 and max_queue_size {}",
                 self.batch.max_export_batch_size, self.batch.max_queue_size
@@ -433,14 +446,20 @@ mod tests {
         let remote = TelemetryConfig::new("x")
             .with_env_from(env(&[
                 ("OTEL_TRACES_SAMPLER", "parentbased_jaeger_remote"),
-                ("OTEL_TRACES_SAMPLER_ARG", "endpoint=http://strand:5778/sampling,pollingIntervalMs=5000,initialSamplingRate=0.5"),
+                (
+                    "OTEL_TRACES_SAMPLER_ARG",
+                    "endpoint=http://strand:5778/sampling,pollingIntervalMs=5000,initialSamplingRate=0.5",
+                ),
             ]))
             .expect("valid");
-        assert_eq!(remote.sampler, SamplerConfig::JaegerRemote {
-            endpoint: "http://strand:5778/sampling".into(),
-            refresh_interval: Duration::from_secs(5),
-            initial_ratio: 0.5,
-        });
+        assert_eq!(
+            remote.sampler,
+            SamplerConfig::JaegerRemote {
+                endpoint: "http://strand:5778/sampling".into(),
+                refresh_interval: Duration::from_secs(5),
+                initial_ratio: 0.5,
+            }
+        );
     }
 
     #[test]
@@ -454,7 +473,8 @@ mod tests {
             ]))
             .expect_err("invalid");
         let msg = err.to_string();
-        for needle in ["carrier-pigeon", "ratio 2 is not between 0 and 1", "OTEL_BSP_SCHEDULE_DELAY: `soon`"] {
+        for needle in ["carrier-pigeon", "ratio 2 is not between 0 and 1", "OTEL_BSP_SCHEDULE_DELAY: `soon`"]
+        {
             assert!(msg.contains(needle), "{msg} lacks {needle}");
         }
     }

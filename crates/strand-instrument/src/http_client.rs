@@ -51,8 +51,14 @@ impl TracedRequest for reqwest::RequestBuilder {
             match &result {
                 Ok(resp) => {
                     let status = resp.status();
-                    span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status.as_u16())));
-                    span.set_attribute(KeyValue::new("network.protocol.version", protocol_version(resp.version())));
+                    span.set_attribute(KeyValue::new(
+                        "http.response.status_code",
+                        i64::from(status.as_u16()),
+                    ));
+                    span.set_attribute(KeyValue::new(
+                        "network.protocol.version",
+                        protocol_version(resp.version()),
+                    ));
                     if status.is_client_error() || status.is_server_error() {
                         span.set_attribute(KeyValue::new("error.type", status.as_u16().to_string()));
                         span.set_status(Status::error(""));

@@ -16,20 +16,23 @@ use std::task::{Context as TaskContext, Poll};
 
 use axum::extract::{ConnectInfo, MatchedPath};
 use futures_util::FutureExt as _;
-use opentelemetry::trace::{FutureExt as _, SpanKind, Status, TraceContextExt as _};
 use opentelemetry::KeyValue;
+use opentelemetry::trace::{FutureExt as _, SpanKind, Status, TraceContextExt as _};
 
 use crate::propagation::{HeaderExtractor, extract};
-use crate::start_span;
+use crate::{CachedTracer, start_span_with};
 
-/// The layer; see the module docs.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct HttpServerLayer;
+/// The layer; see the module docs. It takes the tracer from the global provider at the
+/// first request, so call [`crate::init`] before serving.
+#[derive(Debug, Clone, Default)]
+pub struct HttpServerLayer {
+    tracer: CachedTracer,
+}
 
 impl HttpServerLayer {
     /// A layer for `Router::layer`.
     pub fn new() -> Self {
-        Self
+        Self::default()
     }
 }
 
@@ -37,7 +40,7 @@ impl<S> tower::Layer<S> for HttpServerLayer {
     type Service = HttpServerService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        HttpServerService { inner }
+        HttpServerService { inner, tracer: self.tracer.clone() }
     }
 }
 
@@ -45,6 +48,7 @@ impl<S> tower::Layer<S> for HttpServerLayer {
 #[derive(Debug, Clone)]
 pub struct HttpServerService<S> {
     inner: S,
+    tracer: CachedTracer,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -103,43 +107,54 @@ where
             Some(r) => format!("{method} {r}"),
             None => method.to_owned(),
         };
-        let mut attrs = Vec::with_capacity(10);
+        // What a sampler may look at goes in at the start; the rest only when recording.
+        let mut attrs = Vec::with_capacity(5);
         attrs.push(KeyValue::new("http.request.method", method));
         if let Some(r) = route {
             attrs.push(KeyValue::new("http.route", r));
         }
         attrs.push(KeyValue::new("url.path", req.uri().path().to_owned()));
-        attrs.push(KeyValue::new("url.scheme", req.uri().scheme_str().unwrap_or("http").to_owned()));
-        attrs.push(KeyValue::new("network.protocol.version", protocol_version(req.version())));
-        if let Some(ua) = req.headers().get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()) {
-            attrs.push(KeyValue::new("user_agent.original", ua.to_owned()));
-        }
+        attrs.push(KeyValue::new(
+            "url.scheme",
+            if req.uri().scheme() == Some(&http::uri::Scheme::HTTPS) { "https" } else { "http" },
+        ));
         if let Some(host) = req.headers().get(http::header::HOST).and_then(|v| v.to_str().ok()) {
-            let host = host.rsplit_once(':').map_or(host, |(h, p)| if p.parse::<u16>().is_ok() { h } else { host });
+            let host =
+                host.rsplit_once(':').map_or(host, |(h, p)| if p.parse::<u16>().is_ok() { h } else { host });
             attrs.push(KeyValue::new("server.address", host.to_owned()));
         }
-        if let Some(ConnectInfo(addr)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
-            attrs.push(KeyValue::new("client.address", addr.ip().to_string()));
-            attrs.push(KeyValue::new("client.port", i64::from(addr.port())));
+        let cx = start_span_with(self.tracer.get(), name, SpanKind::Server, attrs, &parent);
+        if cx.span().is_recording() {
+            let span = cx.span();
+            let mut more = Vec::with_capacity(5);
+            more.push(KeyValue::new("network.protocol.version", protocol_version(req.version())));
+            if let Some(ua) = req.headers().get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()) {
+                more.push(KeyValue::new("user_agent.original", ua.to_owned()));
+            }
+            if let Some(ConnectInfo(addr)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
+                more.push(KeyValue::new("client.address", addr.ip().to_string()));
+                more.push(KeyValue::new("client.port", i64::from(addr.port())));
+            }
+            if let Some(n) = content_length(req.headers()) {
+                more.push(KeyValue::new("http.request.body.size", n));
+            }
+            span.set_attributes(more);
         }
-        if let Some(n) = content_length(req.headers()) {
-            attrs.push(KeyValue::new("http.request.body.size", n));
-        }
-        let cx = start_span(name, SpanKind::Server, attrs, &parent);
         // Drive the service that was made ready; leave a fresh clone for the next call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let fut = {
-            let _attached = cx.clone().attach();
-            inner.call(req)
-        };
+        // axum's services do their work when polled, inside `with_context` below.
+        let fut = inner.call(req);
         Box::pin(async move {
             let outcome = AssertUnwindSafe(fut.with_context(cx.clone())).catch_unwind().await;
             let span = cx.span();
             match outcome {
                 Ok(Ok(resp)) => {
                     let status = resp.status();
-                    span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status.as_u16())));
+                    span.set_attribute(KeyValue::new(
+                        "http.response.status_code",
+                        i64::from(status.as_u16()),
+                    ));
                     if let Some(n) = content_length(resp.headers()) {
                         span.set_attribute(KeyValue::new("http.response.body.size", n));
                     }
@@ -175,4 +190,3 @@ pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic payload".into())
 }
-

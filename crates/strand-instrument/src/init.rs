@@ -3,7 +3,7 @@
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{KeyValue, global};
-use opentelemetry_otlp::{WithExportConfig as _};
+use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider};
@@ -74,10 +74,16 @@ pub fn init(cfg: TelemetryConfig) -> Result<TelemetryGuard, InitError> {
     if let Some(v) = &cfg.service_version {
         attrs.push(KeyValue::new("service.version", v.clone()));
     }
-    attrs.extend(cfg.resource.iter().filter(|(k, _)| k.as_str() != "service.name").map(|(k, v)| KeyValue::new(k.clone(), v.clone())));
+    attrs.extend(
+        cfg.resource
+            .iter()
+            .filter(|(k, _)| k.as_str() != "service.name")
+            .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+    );
     let resource = Resource::builder().with_attributes(attrs).build();
 
-    let mut tracer_builder = SdkTracerProvider::builder().with_resource(resource.clone()).with_sampler(sampler(&cfg)?);
+    let mut tracer_builder =
+        SdkTracerProvider::builder().with_resource(resource.clone()).with_sampler(sampler(&cfg)?);
     if cfg.enabled {
         let exporter = span_exporter(&cfg)?;
         let batch = BatchConfigBuilder::default()
@@ -85,21 +91,30 @@ pub fn init(cfg: TelemetryConfig) -> Result<TelemetryGuard, InitError> {
             .with_max_export_batch_size(cfg.batch.max_export_batch_size)
             .with_scheduled_delay(cfg.batch.scheduled_delay)
             .build();
-        tracer_builder = tracer_builder.with_span_processor(BatchSpanProcessor::builder(exporter).with_batch_config(batch).build());
+        tracer_builder = tracer_builder
+            .with_span_processor(BatchSpanProcessor::builder(exporter).with_batch_config(batch).build());
     }
     let tracer_provider = tracer_builder.build();
     global::set_tracer_provider(tracer_provider.clone());
     crate::propagation::install_propagator();
 
     let logger_provider = if cfg.enabled && cfg.logs.export {
-        Some(SdkLoggerProvider::builder().with_resource(resource).with_batch_exporter(log_exporter(&cfg)?).build())
+        Some(
+            SdkLoggerProvider::builder()
+                .with_resource(resource)
+                .with_batch_exporter(log_exporter(&cfg)?)
+                .build(),
+        )
     } else {
         None
     };
 
     let filter = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.trim().is_empty() => EnvFilter::try_new(&v).map_err(|e| InitError::Filter(v, e.to_string()))?,
-        _ => EnvFilter::try_new(&cfg.logs.level).map_err(|e| InitError::Filter(cfg.logs.level.clone(), e.to_string()))?,
+        Ok(v) if !v.trim().is_empty() => {
+            EnvFilter::try_new(&v).map_err(|e| InitError::Filter(v, e.to_string()))?
+        }
+        _ => EnvFilter::try_new(&cfg.logs.level)
+            .map_err(|e| InitError::Filter(cfg.logs.level.clone(), e.to_string()))?,
     };
     let tracer = tracer_provider.tracer(cfg.service_name.clone());
     let otel_logs = logger_provider
@@ -158,14 +173,20 @@ fn span_exporter(cfg: &TelemetryConfig) -> Result<opentelemetry_otlp::SpanExport
             .with_timeout(timeout)
             .build(),
         #[cfg(feature = "otlp-http")]
-        ExportProtocol::HttpProtobuf | ExportProtocol::HttpJson => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(http_protocol(cfg.protocol))
-            .with_endpoint(endpoint)
-            .with_timeout(timeout)
-            .build(),
+        ExportProtocol::HttpProtobuf | ExportProtocol::HttpJson => {
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(http_protocol(cfg.protocol))
+                .with_endpoint(endpoint)
+                .with_timeout(timeout)
+                .build()
+        }
         #[allow(unreachable_patterns)]
-        other => return Err(InitError::Exporter(format!("protocol {other:?} is not compiled in (features otlp-grpc, otlp-http)"))),
+        other => {
+            return Err(InitError::Exporter(format!(
+                "protocol {other:?} is not compiled in (features otlp-grpc, otlp-http)"
+            )));
+        }
     };
     built.map_err(|e| InitError::Exporter(e.to_string()))
 }
@@ -175,9 +196,11 @@ fn log_exporter(cfg: &TelemetryConfig) -> Result<opentelemetry_otlp::LogExporter
     let timeout = cfg.batch.export_timeout;
     let built = match cfg.protocol {
         #[cfg(feature = "otlp-grpc")]
-        ExportProtocol::Grpc => {
-            opentelemetry_otlp::LogExporter::builder().with_tonic().with_endpoint(endpoint).with_timeout(timeout).build()
-        }
+        ExportProtocol::Grpc => opentelemetry_otlp::LogExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .with_timeout(timeout)
+            .build(),
         #[cfg(feature = "otlp-http")]
         ExportProtocol::HttpProtobuf | ExportProtocol::HttpJson => opentelemetry_otlp::LogExporter::builder()
             .with_http()
@@ -186,7 +209,11 @@ fn log_exporter(cfg: &TelemetryConfig) -> Result<opentelemetry_otlp::LogExporter
             .with_timeout(timeout)
             .build(),
         #[allow(unreachable_patterns)]
-        other => return Err(InitError::Exporter(format!("protocol {other:?} is not compiled in (features otlp-grpc, otlp-http)"))),
+        other => {
+            return Err(InitError::Exporter(format!(
+                "protocol {other:?} is not compiled in (features otlp-grpc, otlp-http)"
+            )));
+        }
     };
     built.map_err(|e| InitError::Exporter(e.to_string()))
 }

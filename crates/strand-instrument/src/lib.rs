@@ -75,6 +75,7 @@ pub mod nats;
 use std::borrow::Cow;
 use std::sync::LazyLock;
 
+use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::{SpanKind, TraceContextExt as _, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, InstrumentationScope, KeyValue, global};
 
@@ -86,16 +87,68 @@ static SCOPE: LazyLock<InstrumentationScope> = LazyLock::new(|| {
     InstrumentationScope::builder("strand-instrument").with_version(env!("CARGO_PKG_VERSION")).build()
 });
 
-/// Starts a span of this crate's scope under `parent` and returns `parent` with it.
-pub(crate) fn start_span(
+/// Starts a span (this crate's instrumentation scope) under `parent` and returns `parent`
+/// with it: for boundaries this crate has no adapter for, such as a database call. End it
+/// with `cx.span().end()`; run the work inside with `FutureExt::with_context(cx.clone())`.
+///
+/// ```
+/// use opentelemetry::trace::{SpanKind, TraceContextExt as _};
+/// use opentelemetry::{Context, KeyValue};
+/// let cx = strand_instrument::start_span(
+///     "INSERT reports",
+///     SpanKind::Client,
+///     vec![KeyValue::new("db.system.name", "sqlite")],
+///     &Context::current(),
+/// );
+/// // ... run the statement ...
+/// cx.span().end();
+/// ```
+pub fn start_span(
     name: impl Into<Cow<'static, str>>,
     kind: SpanKind,
     attributes: Vec<KeyValue>,
     parent: &Context,
 ) -> Context {
-    let tracer = global::tracer_provider().tracer_with_scope(SCOPE.clone());
-    let span = tracer.span_builder(name).with_kind(kind).with_attributes(attributes).start_with_context(&tracer, parent);
+    start_span_with(&tracer(), name, kind, attributes, parent)
+}
+
+/// This crate's tracer from the global provider installed now.
+pub(crate) fn tracer() -> BoxedTracer {
+    global::tracer_provider().tracer_with_scope(SCOPE.clone())
+}
+
+/// [`start_span`] with a tracer the caller keeps.
+pub(crate) fn start_span_with(
+    tracer: &BoxedTracer,
+    name: impl Into<Cow<'static, str>>,
+    kind: SpanKind,
+    attributes: Vec<KeyValue>,
+    parent: &Context,
+) -> Context {
+    let span = tracer
+        .span_builder(name)
+        .with_kind(kind)
+        .with_attributes(attributes)
+        .start_with_context(tracer, parent);
     parent.with_span(span)
+}
+
+/// A tracer fetched from the global provider on first use and kept (a layer's requests
+/// then skip the global lookup). The provider installed when the first request arrives is
+/// the one used, so install telemetry before serving.
+#[derive(Clone, Default)]
+pub(crate) struct CachedTracer(std::sync::Arc<std::sync::OnceLock<BoxedTracer>>);
+
+impl CachedTracer {
+    pub(crate) fn get(&self) -> &BoxedTracer {
+        self.0.get_or_init(tracer)
+    }
+}
+
+impl std::fmt::Debug for CachedTracer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CachedTracer")
+    }
 }
 
 /// Decodes `%XX` escapes (W3C baggage and `OTEL_RESOURCE_ATTRIBUTES` values, `grpc-message`);

@@ -70,9 +70,10 @@ where
         let ids = current_ids();
         let span_name = ctx.event_span(event).map(|s| s.name());
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let timestamp = chrono::DateTime::<chrono::Utc>::from_timestamp(now.as_secs() as i64, now.subsec_nanos())
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-            .unwrap_or_default();
+        let timestamp =
+            chrono::DateTime::<chrono::Utc>::from_timestamp(now.as_secs() as i64, now.subsec_nanos())
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+                .unwrap_or_default();
         let mut line = String::with_capacity(256);
         match self.format {
             LogFormat::Json => {

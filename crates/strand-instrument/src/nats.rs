@@ -13,7 +13,9 @@ use std::future::Future;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use opentelemetry::propagation::{Extractor, Injector};
-use opentelemetry::trace::{FutureExt as _, Link, SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{
+    FutureExt as _, Link, SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _,
+};
 use opentelemetry::{Context, KeyValue, global};
 
 use crate::propagation::{extract, inject};
@@ -80,7 +82,8 @@ pub async fn publish_jetstream(
     let subject = subject.into();
     let cx = producer(&subject, payload.len());
     inject(&cx, &mut NatsInjector(&mut headers));
-    let fail = |e: &dyn std::fmt::Display| NatsError::Publish { subject: subject.clone(), message: e.to_string() };
+    let fail =
+        |e: &dyn std::fmt::Display| NatsError::Publish { subject: subject.clone(), message: e.to_string() };
     let result = async {
         let ack = js.publish_with_headers(subject.clone(), headers, payload).await.map_err(|e| fail(&e))?;
         ack.await.map_err(|e| fail(&e))
@@ -89,7 +92,8 @@ pub async fn publish_jetstream(
     .await;
     let span = cx.span();
     match &result {
-        Ok(ack) => span.set_attribute(KeyValue::new("messaging.message.id", format!("{}:{}", ack.stream, ack.sequence))),
+        Ok(ack) => span
+            .set_attribute(KeyValue::new("messaging.message.id", format!("{}:{}", ack.stream, ack.sequence))),
         Err(e) => {
             span.set_attribute(KeyValue::new("error.type", "publish"));
             span.set_status(Status::error(e.to_string()));
@@ -159,7 +163,8 @@ where
     let parent = msg.headers.as_ref().map(|h| extract(&NatsExtractor(h))).unwrap_or_default();
     let mut attrs = vec![KeyValue::new("messaging.message.body.size", msg.payload.len() as i64)];
     if let Ok(info) = msg.info() {
-        attrs.push(KeyValue::new("messaging.message.id", format!("{}:{}", info.stream, info.stream_sequence)));
+        attrs
+            .push(KeyValue::new("messaging.message.id", format!("{}:{}", info.stream, info.stream_sequence)));
         attrs.push(KeyValue::new("messaging.consumer.group.name", info.consumer.to_owned()));
         attrs.push(KeyValue::new("messaging.nats.delivered", info.delivered));
     }
@@ -181,18 +186,29 @@ where
 /// Runs `f` (the handling of several messages together) in one CONSUMER span linked to
 /// every message's producer; when they all come from one producer span it is also the
 /// parent, otherwise the current span is.
-pub async fn process_batch<F, Fut, T, E>(subject: &str, msgs: &[async_nats::jetstream::Message], f: F) -> Result<T, E>
+pub async fn process_batch<F, Fut, T, E>(
+    subject: &str,
+    msgs: &[async_nats::jetstream::Message],
+    f: F,
+) -> Result<T, E>
 where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
     E: std::fmt::Display,
 {
-    let producers: Vec<Context> =
-        msgs.iter().map(|m| m.headers.as_ref().map(|h| extract(&NatsExtractor(h))).unwrap_or_default()).collect();
-    let contexts: Vec<_> = producers.iter().map(|c| c.span().span_context().clone()).filter(|sc| sc.is_valid()).collect();
+    let producers: Vec<Context> = msgs
+        .iter()
+        .map(|m| m.headers.as_ref().map(|h| extract(&NatsExtractor(h))).unwrap_or_default())
+        .collect();
+    let contexts: Vec<_> =
+        producers.iter().map(|c| c.span().span_context().clone()).filter(|sc| sc.is_valid()).collect();
     let links = contexts.iter().map(|sc| Link::with_context(sc.clone())).collect();
     let one_parent = !contexts.is_empty() && contexts.iter().all(|sc| sc == &contexts[0]);
-    let parent = if one_parent { producers.into_iter().find(|c| c.span().span_context().is_valid()).unwrap_or_default() } else { Context::current() };
+    let parent = if one_parent {
+        producers.into_iter().find(|c| c.span().span_context().is_valid()).unwrap_or_default()
+    } else {
+        Context::current()
+    };
     let attrs = vec![KeyValue::new("messaging.batch.message_count", msgs.len() as i64)];
     run_in(consumer(subject, &parent, attrs, links), f).await
 }

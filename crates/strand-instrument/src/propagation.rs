@@ -33,7 +33,12 @@ fn valid_traceparent(v: &str) -> bool {
     if b.len() < 55 || !hex(&b[0..2]) || &b[0..2] == b"ff" {
         return false;
     }
-    let fields_ok = b[2] == b'-' && hex(&b[3..35]) && b[35] == b'-' && hex(&b[36..52]) && b[52] == b'-' && hex(&b[53..55]);
+    let fields_ok = b[2] == b'-'
+        && hex(&b[3..35])
+        && b[35] == b'-'
+        && hex(&b[36..52])
+        && b[52] == b'-'
+        && hex(&b[53..55]);
     fields_ok && (b.len() == 55 || (&b[0..2] != b"00" && b[55] == b'-'))
 }
 
@@ -133,12 +138,13 @@ impl Extractor for StringMapExtractor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry::KeyValue;
     use opentelemetry::baggage::BaggageExt;
     use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
-    use opentelemetry::KeyValue;
 
     fn remote(flags: TraceFlags) -> Context {
-        let state = TraceState::from_key_value([("vendor", "x1"), ("strand", "y2")]).expect("valid tracestate");
+        let state =
+            TraceState::from_key_value([("vendor", "x1"), ("strand", "y2")]).expect("valid tracestate");
         let sc = SpanContext::new(
             TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").expect("hex"),
             SpanId::from_hex("00f067aa0ba902b7").expect("hex"),
@@ -146,7 +152,9 @@ mod tests {
             true,
             state,
         );
-        Context::new().with_remote_span_context(sc).with_baggage([KeyValue::new("patient.tenant", "clinic-7")])
+        Context::new()
+            .with_remote_span_context(sc)
+            .with_baggage([KeyValue::new("patient.tenant", "clinic-7")])
     }
 
     #[test]
@@ -198,7 +206,10 @@ mod tests {
         }
         // A later version may append fields; the known ones are read.
         let mut map = BTreeMap::new();
-        map.insert("traceparent".to_owned(), "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future".to_owned());
+        map.insert(
+            "traceparent".to_owned(),
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future".to_owned(),
+        );
         assert!(extract(&StringMapExtractor(&map)).span().span_context().is_valid());
     }
 }

@@ -74,7 +74,12 @@ where
 }
 
 fn detached_context(name: Cow<'static, str>) -> Context {
-    start_span(name, SpanKind::Internal, vec![KeyValue::new("strand.task.detached", true)], &Context::current())
+    start_span(
+        name,
+        SpanKind::Internal,
+        vec![KeyValue::new("strand.task.detached", true)],
+        &Context::current(),
+    )
 }
 
 /// Ends the task's span however the task ends.

@@ -26,7 +26,8 @@ fn install() -> (InMemorySpanExporter, Arc<Mutex<Vec<u8>>>) {
     let logs = Arc::new(Mutex::new(Vec::new()));
     let sink = logs.clone();
     let make = move || SharedWriter(sink.clone());
-    let subscriber = tracing_subscriber::registry().with(LogLayer::with_writer(LogFormat::Json, "test", make));
+    let subscriber =
+        tracing_subscriber::registry().with(LogLayer::with_writer(LogFormat::Json, "test", make));
     tracing::subscriber::set_global_default(subscriber).expect("one subscriber per test process");
     (exporter, logs)
 }
@@ -47,13 +48,17 @@ async fn serve(app: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await.expect("serve")
+        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .await
+            .expect("serve")
     });
     format!("http://{addr}")
 }
 
 fn find<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
-    spans.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no span {name} in {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>()))
+    spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
+        panic!("no span {name} in {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>())
+    })
 }
 
 fn attr(span: &SpanData, key: &str) -> Option<String> {
@@ -78,7 +83,15 @@ async fn one_trace_across_http_a_detached_task_and_log_lines() {
         Router::new()
             .route("/patients/{id}", get(|| async { "ok" }))
             .route("/boom", get(|| async { (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down") }))
-            .route("/panic", get(|| async { if true { panic!("patient record corrupt") } "never" }))
+            .route(
+                "/panic",
+                get(|| async {
+                    if true {
+                        panic!("patient record corrupt")
+                    }
+                    "never"
+                }),
+            )
             .layer(HttpServerLayer::new()),
     )
     .await;
@@ -91,7 +104,11 @@ async fn one_trace_across_http_a_detached_task_and_log_lines() {
                     let down = down.clone();
                     async move {
                         tracing::info!(report = 7, "report received");
-                        let resp = reqwest::Client::new().get(format!("{down}/patients/42")).send_traced().await.expect("call");
+                        let resp = reqwest::Client::new()
+                            .get(format!("{down}/patients/42"))
+                            .send_traced()
+                            .await
+                            .expect("call");
                         assert_eq!(resp.status(), 200);
                         spawn_detached("send-sms", async {
                             tokio::time::sleep(Duration::from_millis(150)).await;
@@ -142,7 +159,8 @@ async fn one_trace_across_http_a_detached_task_and_log_lines() {
 
     let trace = server.span_context.trace_id().to_string();
     let text = String::from_utf8(logs.lock().expect("logs").clone()).expect("utf-8");
-    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    let lines: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
     let received = lines.iter().find(|l| l["message"] == "report received").expect("log line");
     assert_eq!(received["trace_id"], trace.as_str());
     assert_eq!(received["span_id"], server.span_context.span_id().to_string());
@@ -213,7 +231,8 @@ async fn grpc_layers_propagate_and_map_status() {
         Ok::<_, std::convert::Infallible>(resp)
     }));
     let client = GrpcClientLayer.layer(server);
-    let req = http::Request::builder().uri("http://data-service:50051/epro.Data/Store").body(()).expect("request");
+    let req =
+        http::Request::builder().uri("http://data-service:50051/epro.Data/Store").body(()).expect("request");
     let resp = client.oneshot(req).await.expect("call");
     assert!(resp.headers()["x-seen-traceparent"].to_str().expect("ascii").starts_with("00-"));
     let spans = wait_for(&exporter, "epro.Data/Store").await;

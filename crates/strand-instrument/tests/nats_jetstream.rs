@@ -27,16 +27,23 @@ impl Drop for NatsServer {
 
 /// `nats-server -js` on a free port, or `None` when it is not installed and not required.
 async fn nats_server() -> Option<NatsServer> {
-    let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"].into_iter().find(|p| std::path::Path::new(p).exists());
+    let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
     let Some(bin) = bin else {
-        let required = std::env::var_os("INTEROP_TESTS_REQUIRED").is_some() || std::env::var_os("CI").is_some();
+        let required =
+            std::env::var_os("INTEROP_TESTS_REQUIRED").is_some() || std::env::var_os("CI").is_some();
         assert!(!required, "nats-server missing: run scripts/test.sh, which installs it");
         eprintln!("SKIPPED: nats-server missing; run scripts/test.sh to install it");
         return None;
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let mut server = NatsServer { child: spawn(bin, port, dir.path()), url: format!("nats://127.0.0.1:{port}"), _dir: dir };
+    let mut server = NatsServer {
+        child: spawn(bin, port, dir.path()),
+        url: format!("nats://127.0.0.1:{port}"),
+        _dir: dir,
+    };
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             return Some(server);
@@ -97,7 +104,10 @@ async fn consumer_spans_are_children_of_producer_spans() {
 
     let stream = js.get_stream("REPORTS").await.expect("stream");
     let consumer = stream
-        .create_consumer(jetstream::consumer::pull::Config { durable_name: Some("notify".into()), ..Default::default() })
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("notify".into()),
+            ..Default::default()
+        })
         .await
         .expect("consumer");
     let mut messages = consumer.fetch().max_messages(2).messages().await.expect("fetch");
@@ -107,11 +117,14 @@ async fn consumer_spans_are_children_of_producer_spans() {
     }
     assert_eq!(received.len(), 2);
     let first = &received[0];
-    let out: Result<(), String> = strand_instrument::nats::process_jetstream(first, || async { Err("sms gateway down".into()) }).await;
+    let out: Result<(), String> =
+        strand_instrument::nats::process_jetstream(first, || async { Err("sms gateway down".into()) }).await;
     assert!(out.is_err());
-    strand_instrument::nats::process_batch("patient-report.submitted", &received, || async { Ok::<_, String>(()) })
-        .await
-        .expect("batch");
+    strand_instrument::nats::process_batch("patient-report.submitted", &received, || async {
+        Ok::<_, String>(())
+    })
+    .await
+    .expect("batch");
     for m in &received {
         m.ack().await.expect("ack");
     }
@@ -121,13 +134,22 @@ async fn consumer_spans_are_children_of_producer_spans() {
     assert_eq!(producers.len(), 2);
     let p0 = producers.iter().find(|s| s.span_context.trace_id() == request_traces[0]).expect("producer 0");
     assert_eq!(p0.name, "send patient-report.submitted");
-    assert!(p0.attributes.iter().any(|kv| kv.key.as_str() == "messaging.message.id" && kv.value.to_string() == "REPORTS:1"));
+    assert!(
+        p0.attributes
+            .iter()
+            .any(|kv| kv.key.as_str() == "messaging.message.id" && kv.value.to_string() == "REPORTS:1")
+    );
     let consumers: Vec<_> = spans.iter().filter(|s| s.span_kind == SpanKind::Consumer).collect();
     let single = consumers.iter().find(|s| s.links.is_empty()).expect("single consumer span");
     assert_eq!(single.parent_span_id, p0.span_context.span_id(), "consumer parented to its producer");
     assert_eq!(single.span_context.trace_id(), request_traces[0]);
     assert_eq!(single.status, Status::error("sms gateway down"));
-    assert!(single.attributes.iter().any(|kv| kv.key.as_str() == "messaging.consumer.group.name" && kv.value.to_string() == "notify"));
+    assert!(
+        single
+            .attributes
+            .iter()
+            .any(|kv| kv.key.as_str() == "messaging.consumer.group.name" && kv.value.to_string() == "notify")
+    );
     let batch = consumers.iter().find(|s| !s.links.is_empty()).expect("batch span");
     let linked: Vec<_> = batch.links.iter().map(|l| l.span_context.trace_id()).collect();
     assert_eq!(linked.len(), 2);

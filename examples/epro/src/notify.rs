@@ -1,0 +1,98 @@
+//! notify-service: consumes `patient-report.submitted` (durable JetStream consumer
+//! `notify-service`) and sends the patient an SMS from a detached task, which outlives the
+//! message handling (and the HTTP request that started it all) but stays in its trace.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use futures_util::StreamExt as _;
+use strand_instrument::http_client::TracedRequest as _;
+use tokio::task::JoinHandle;
+
+use crate::data::{STREAM, SUBJECT};
+
+/// Options.
+#[derive(clap::Args)]
+pub struct Args {
+    /// NATS server URL.
+    #[arg(long)]
+    nats: String,
+    /// The SMS gateway's URL (`POST` a JSON message).
+    #[arg(long)]
+    sms: String,
+    /// Health endpoint (HTTP).
+    #[arg(long)]
+    health: SocketAddr,
+    /// strand's OTLP/gRPC endpoint.
+    #[arg(long)]
+    strand: String,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let _telemetry = crate::telemetry::init("notify-service", &args.strand)?;
+    let js = jetstream::new(async_nats::connect(&args.nats).await?);
+    let stream = js
+        .get_or_create_stream(jetstream::stream::Config {
+            name: STREAM.into(),
+            subjects: vec!["patient-report.>".into()],
+            ..Default::default()
+        })
+        .await?;
+    let consumer = stream
+        .get_or_create_consumer(
+            "notify-service",
+            jetstream::consumer::pull::Config {
+                durable_name: Some("notify-service".into()),
+                filter_subject: SUBJECT.into(),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let health = tokio::spawn(crate::telemetry::serve_http(args.health, crate::epro::health_router()));
+    let http = reqwest::Client::new();
+    let mut in_flight: Vec<JoinHandle<()>> = Vec::new();
+    let shutdown = crate::telemetry::shutdown();
+    tokio::pin!(shutdown);
+    loop {
+        let msg = tokio::select! {
+            _ = &mut shutdown => break,
+            next = messages.next() => match next {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "receiving from jetstream");
+                    continue;
+                }
+                None => break,
+            },
+        };
+        let (http, sms, payload) = (http.clone(), args.sms.clone(), msg.payload.clone());
+        let handled = strand_instrument::nats::process_jetstream(&msg, move || async move {
+            let event: serde_json::Value = serde_json::from_slice(&payload)?;
+            tracing::info!(report_id = %event["report_id"], patient_id = %event["patient_id"], "notifying the patient");
+            let task = strand_instrument::spawn_detached("send-sms", async move {
+                let text = format!("Thank you, your report {} was received.", event["report_id"]);
+                match http.post(&sms).json(&serde_json::json!({ "patient_id": event["patient_id"], "text": text })).send_traced().await {
+                    Ok(r) if r.status().is_success() => tracing::info!(report_id = %event["report_id"], "sms sent"),
+                    Ok(r) => tracing::error!(status = %r.status(), "sms gateway refused the message"),
+                    Err(e) => tracing::error!(error = %e, "sms gateway unreachable"),
+                }
+            });
+            Ok::<_, anyhow::Error>(task)
+        })
+        .await;
+        match handled {
+            Ok(task) => in_flight.push(task),
+            Err(e) => tracing::error!(error = %e, "bad patient-report event"),
+        }
+        if let Err(e) = msg.ack().await {
+            tracing::warn!(error = %e, "ack failed");
+        }
+        in_flight.retain(|t| !t.is_finished());
+    }
+    // Let SMS tasks already started finish (their spans end properly), for a while.
+    let _ = tokio::time::timeout(Duration::from_secs(5), futures_util::future::join_all(in_flight)).await;
+    health.abort();
+    Ok(())
+}

@@ -1,0 +1,38 @@
+//! What every service shares: telemetry set-up from `--strand` and a shutdown signal.
+
+use std::time::Duration;
+
+use strand_instrument::{TelemetryConfig, TelemetryGuard};
+
+/// Telemetry for `service` exporting OTLP/gRPC to `strand` (the `OTEL_*` variables win),
+/// batching every 200 ms so the demo's traces show up quickly.
+pub fn init(service: &str, strand: &str) -> anyhow::Result<TelemetryGuard> {
+    let mut cfg = TelemetryConfig::new(service);
+    cfg.endpoint = Some(strand.to_owned());
+    cfg.service_version = Some(env!("CARGO_PKG_VERSION").to_owned());
+    cfg.resource.insert("deployment.environment.name".into(), "demo".into());
+    cfg.batch.scheduled_delay = Duration::from_millis(200);
+    Ok(strand_instrument::init(cfg.with_env()?)?)
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Serves an axum router until shutdown.
+pub async fn serve_http(listen: std::net::SocketAddr, app: axum::Router) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(%listen, "listening");
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown())
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,274 @@
+//! The demo end to end: a real `strand` (in-process, free ports), `nats-server` and the five
+//! services as processes (`epro run`); six reports submitted, every third failing in
+//! data-service. Each trace is read back through strand's API and checked whole.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// One span as the API returns it, with its service.
+#[derive(Debug, Clone)]
+struct S {
+    service: String,
+    name: String,
+    id: String,
+    parent: String,
+    kind: u64,
+    start: u128,
+    end: u128,
+    error: bool,
+    message: String,
+    attrs: BTreeMap<String, String>,
+}
+
+const SERVER: u64 = 2;
+const CLIENT: u64 = 3;
+const PRODUCER: u64 = 4;
+const CONSUMER: u64 = 5;
+const INTERNAL: u64 = 1;
+
+fn spans(trace: &Value) -> Vec<S> {
+    let mut out = Vec::new();
+    for rs in trace["resourceSpans"].as_array().expect("resourceSpans") {
+        let service = rs["resource"]["attributes"]
+            .as_array()
+            .and_then(|a| a.iter().find(|kv| kv["key"] == "service.name"))
+            .and_then(|kv| kv["value"]["stringValue"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        for ss in rs["scopeSpans"].as_array().expect("scopeSpans") {
+            for sp in ss["spans"].as_array().expect("spans") {
+                let num = |k: &str| sp[k].as_str().and_then(|s| s.parse::<u128>().ok()).unwrap_or(0);
+                let attrs = sp["attributes"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|kv| {
+                                let v = &kv["value"];
+                                let text =
+                                    v["stringValue"].as_str().map(str::to_owned).unwrap_or_else(|| {
+                                        v.as_object()
+                                            .and_then(|o| o.values().next())
+                                            .map(|x| x.to_string())
+                                            .unwrap_or_default()
+                                    });
+                                (
+                                    kv["key"].as_str().unwrap_or_default().to_owned(),
+                                    text.trim_matches('"').to_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(S {
+                    service: service.clone(),
+                    name: sp["name"].as_str().unwrap_or_default().to_owned(),
+                    id: sp["spanId"].as_str().unwrap_or_default().to_owned(),
+                    parent: sp["parentSpanId"].as_str().unwrap_or_default().to_owned(),
+                    kind: sp["kind"].as_u64().unwrap_or(0),
+                    start: num("startTimeUnixNano"),
+                    end: num("endTimeUnixNano"),
+                    error: sp["status"]["code"].as_u64() == Some(2),
+                    message: sp["status"]["message"].as_str().unwrap_or_default().to_owned(),
+                    attrs,
+                });
+            }
+        }
+    }
+    out
+}
+
+fn one<'a>(spans: &'a [S], service: &str, name: &str, kind: u64) -> &'a S {
+    let found: Vec<_> =
+        spans.iter().filter(|s| s.service == service && s.name == name && s.kind == kind).collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "{service} {name} (kind {kind}) in {:#?}",
+        spans.iter().map(|s| (&s.service, &s.name, s.kind)).collect::<Vec<_>>()
+    );
+    found[0]
+}
+
+fn child_of(child: &S, parent: &S) {
+    assert_eq!(
+        child.parent, parent.id,
+        "{} {} should be a child of {} {}",
+        child.service, child.name, parent.service, parent.name
+    );
+}
+
+fn nats_installed() -> bool {
+    let found =
+        ["/usr/sbin/nats-server", "/usr/bin/nats-server"].iter().any(|p| std::path::Path::new(p).exists());
+    if !found {
+        let required =
+            std::env::var_os("INTEROP_TESTS_REQUIRED").is_some() || std::env::var_os("CI").is_some();
+        assert!(!required, "nats-server missing: run scripts/test.sh, which installs it");
+        eprintln!("SKIPPED: nats-server missing; run scripts/test.sh to install it");
+    }
+    found
+}
+
+async fn start_strand(
+    dir: &std::path::Path,
+) -> (strand_server::BoundAddrs, tokio::sync::oneshot::Sender<()>) {
+    let local: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let mut cfg =
+        strand_server::Config { data_dir: dir.join("strand"), http_listen: local, ..Default::default() };
+    cfg.otlp.grpc_listen = local;
+    cfg.otlp.http_listen = local;
+    cfg.jaeger.thrift_http_listen = local;
+    cfg.jaeger.agent_listen = local;
+    cfg.zipkin.listen = local;
+    cfg.remote_sampling.listen = local;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(strand_server::run(
+        cfg,
+        async move {
+            let _ = stop_rx.await;
+        },
+        move |a| {
+            let _ = addr_tx.send(a.clone());
+        },
+    ));
+    (addr_rx.await.expect("strand started"), stop_tx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_whole_trace_per_report_across_five_services() {
+    if !nats_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (addrs, stop) = start_strand(dir.path()).await;
+    let grpc = addrs.otlp_grpc.expect("otlp grpc");
+    let api = format!("http://{}", addrs.http);
+
+    let demo_dir = dir.path().join("demo");
+    let out = tokio::task::spawn_blocking({
+        let demo_dir = demo_dir.clone();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_epro"))
+                .args([
+                    "run",
+                    "--strand",
+                    &format!("http://{grpc}"),
+                    "--load",
+                    "6",
+                    "--fail-every",
+                    "3",
+                    "--exit-after-load",
+                ])
+                .arg("--dir")
+                .arg(&demo_dir)
+                .output()
+                .expect("run the demo")
+        }
+    })
+    .await
+    .expect("demo task");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "epro run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let results: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    assert_eq!(results.len(), 6);
+    let statuses: Vec<u64> = results.iter().map(|r| r["status"].as_u64().expect("status")).collect();
+    assert_eq!(statuses, [202, 202, 500, 202, 202, 500]);
+
+    let client = reqwest::Client::new();
+    let fetch = |id: String| {
+        let client = client.clone();
+        let api = api.clone();
+        async move {
+            // Spans are exported in batches; wait until the trace has stopped growing.
+            let mut last = 0;
+            for _ in 0..100 {
+                let r = client.get(format!("{api}/api/v1/traces/{id}")).send().await.expect("get");
+                if r.status() == 200 {
+                    let v: Value = r.json().await.expect("json");
+                    let n = v["spanCount"].as_u64().unwrap_or(0);
+                    if n == last && n > 0 {
+                        return v;
+                    }
+                    last = n;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("trace {id} never settled");
+        }
+    };
+
+    let logs: BTreeMap<&str, String> =
+        ["gateway", "user-service", "epro-service", "data-service", "notify-service"]
+            .into_iter()
+            .map(|s| (s, std::fs::read_to_string(demo_dir.join(format!("logs/{s}.log"))).expect("log file")))
+            .collect();
+
+    for (result, status) in results.iter().zip(&statuses) {
+        let trace_id = result["trace_id"].as_str().expect("trace id").to_owned();
+        let trace = fetch(trace_id.clone()).await;
+        let s = spans(&trace);
+        let gw = one(&s, "gateway", "POST /reports", SERVER);
+        assert!(gw.parent.is_empty(), "the gateway span is the root");
+        let user_call = one(&s, "gateway", "GET", CLIENT);
+        child_of(user_call, gw);
+        child_of(one(&s, "user-service", "GET /patients/{id}", SERVER), user_call);
+        let submit_call = one(&s, "gateway", "epro.Reports/Submit", CLIENT);
+        child_of(submit_call, gw);
+        let submit = one(&s, "epro-service", "epro.Reports/Submit", SERVER);
+        child_of(submit, submit_call);
+        let store_call = one(&s, "epro-service", "epro.Data/Store", CLIENT);
+        child_of(store_call, submit);
+        let store = one(&s, "data-service", "epro.Data/Store", SERVER);
+        child_of(store, store_call);
+        assert_eq!(store.attrs.get("rpc.system").map(String::as_str), Some("grpc"));
+
+        if *status == 202 {
+            let services: BTreeSet<&str> = s.iter().map(|x| x.service.as_str()).collect();
+            assert_eq!(
+                services,
+                BTreeSet::from(["gateway", "user-service", "epro-service", "data-service", "notify-service"])
+            );
+            assert!(s.iter().all(|x| !x.error), "no error in a successful trace");
+            for db in ["INSERT reports", "SELECT reports"] {
+                let db = one(&s, "data-service", db, CLIENT);
+                child_of(db, store);
+                assert_eq!(db.attrs.get("db.system.name").map(String::as_str), Some("sqlite"));
+            }
+            let publish = one(&s, "data-service", "send patient-report.submitted", PRODUCER);
+            child_of(publish, store);
+            assert_eq!(publish.attrs.get("messaging.system").map(String::as_str), Some("nats"));
+            let consume = one(&s, "notify-service", "process patient-report.submitted", CONSUMER);
+            child_of(consume, publish);
+            let sms = one(&s, "notify-service", "send-sms", INTERNAL);
+            child_of(sms, consume);
+            child_of(one(&s, "notify-service", "POST", CLIENT), sms);
+            assert!(sms.end > gw.end, "send-sms ends after the HTTP request returned");
+            assert!(sms.start >= consume.start);
+            for (service, text) in &logs {
+                let carries = text
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .any(|l| l["trace_id"] == trace_id.as_str());
+                assert!(carries, "{service} logged no line with trace id {trace_id}");
+            }
+        } else {
+            assert!(gw.error, "the failed submission's gateway span is an error");
+            let db = one(&s, "data-service", "INSERT reports_archive", CLIENT);
+            child_of(db, store);
+            assert!(db.error && db.message.contains("no such table: reports_archive"), "{db:?}");
+            assert!(store.error && submit.error && submit_call.error);
+            assert!(!s.iter().any(|x| x.kind == PRODUCER), "nothing is published for a failed report");
+            let failed = logs["data-service"]
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .any(|l| l["trace_id"] == trace_id.as_str() && l["level"] == "ERROR");
+            assert!(failed, "data-service logged the failure with its trace id");
+        }
+    }
+    let _ = stop.send(());
+}
