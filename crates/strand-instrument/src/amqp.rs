@@ -115,14 +115,7 @@ where
     if let Some(id) = delivery.properties.message_id() {
         attrs.push(KeyValue::new("messaging.message.id", id.to_string()));
     }
-    let cx = start_span(format!("process {dest}"), SpanKind::Consumer, attrs, &parent);
-    let result = f().with_context(cx.clone()).await;
-    if let Err(e) = &result {
-        cx.span().set_attribute(KeyValue::new("error.type", "handler"));
-        cx.span().set_status(Status::error(e.to_string()));
-    }
-    cx.span().end();
-    result
+    crate::run_in_span(start_span(format!("process {dest}"), SpanKind::Consumer, attrs, &parent), f).await
 }
 
 #[cfg(test)]

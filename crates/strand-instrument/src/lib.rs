@@ -40,6 +40,54 @@
 //! # }
 //! ```
 //!
+//! An HTTP call from a handler carries the trace on:
+//!
+//! ```no_run
+//! # #[cfg(feature = "reqwest")]
+//! # async fn f() -> reqwest::Result<()> {
+//! use strand_instrument::http_client::TracedRequest as _;
+//! let patient = reqwest::Client::new().get("http://user-service/patients/42").send_traced().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! gRPC with tonic, both ends:
+//!
+//! ```no_run
+//! # #[cfg(feature = "tonic")]
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! use strand_instrument::grpc::{GrpcClientLayer, GrpcServerLayer};
+//! // server: every method gets a SERVER span parented to the caller
+//! let server = tonic::transport::Server::builder().layer(GrpcServerLayer);
+//! // client: wrap the channel, then hand it to a generated client (`Client::new(channel)`)
+//! let channel = tonic::transport::Endpoint::from_static("http://data-service:50051").connect_lazy();
+//! let channel = tower::ServiceBuilder::new().layer(GrpcClientLayer).service(channel);
+//! # let _ = (server, channel); Ok(()) }
+//! ```
+//!
+//! NATS JetStream, publisher and consumer:
+//!
+//! ```no_run
+//! # #[cfg(feature = "nats")]
+//! # async fn f(js: async_nats::jetstream::Context, msg: async_nats::jetstream::Message) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! use strand_instrument::nats;
+//! nats::publish_jetstream(&js, "patient-report.submitted", Default::default(), "{}".into()).await?;
+//! // in the consumer: a CONSUMER span parented to the publisher's PRODUCER span
+//! nats::process_jetstream(&msg, || async { Ok::<_, std::io::Error>(()) }).await?;
+//! msg.ack().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! AMQP with lapin:
+//!
+//! ```no_run
+//! # #[cfg(feature = "amqp")]
+//! # async fn f(channel: lapin::Channel, delivery: lapin::message::Delivery) -> Result<(), Box<dyn std::error::Error>> {
+//! use strand_instrument::amqp;
+//! amqp::publish(&channel, "", "sms", b"hello", lapin::BasicProperties::default()).await?;
+//! amqp::process(&delivery, || async { Ok::<_, std::io::Error>(()) }).await?;
+//! # Ok(()) }
+//! ```
+//!
 //! Background work keeps the request's trace but not its lifetime:
 //!
 //! ```
@@ -149,6 +197,24 @@ impl std::fmt::Debug for CachedTracer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("CachedTracer")
     }
+}
+
+/// Runs `f` with `cx` current, then ends `cx`'s span, in error when `f` failed.
+pub(crate) async fn run_in_span<F, Fut, T, E>(cx: Context, f: F) -> Result<T, E>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    use opentelemetry::trace::FutureExt as _;
+    let result = f().with_context(cx.clone()).await;
+    let span = cx.span();
+    if let Err(e) = &result {
+        span.set_attribute(KeyValue::new("error.type", "handler"));
+        span.set_status(opentelemetry::trace::Status::error(e.to_string()));
+    }
+    span.end();
+    result
 }
 
 /// Decodes `%XX` escapes (W3C baggage and `OTEL_RESOURCE_ATTRIBUTES` values, `grpc-message`);

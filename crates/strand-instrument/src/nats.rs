@@ -138,21 +138,6 @@ fn consumer(subject: &str, parent: &Context, mut attrs: Vec<KeyValue>, links: Ve
     parent.with_span(span)
 }
 
-async fn run_in<F, Fut, T, E>(cx: Context, f: F) -> Result<T, E>
-where
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-    E: std::fmt::Display,
-{
-    let result = f().with_context(cx.clone()).await;
-    if let Err(e) = &result {
-        cx.span().set_attribute(KeyValue::new("error.type", "handler"));
-        cx.span().set_status(Status::error(e.to_string()));
-    }
-    cx.span().end();
-    result
-}
-
 /// Runs `f` (the handling of `msg`) in a CONSUMER span parented to the message's producer.
 pub async fn process_jetstream<F, Fut, T, E>(msg: &async_nats::jetstream::Message, f: F) -> Result<T, E>
 where
@@ -168,7 +153,7 @@ where
         attrs.push(KeyValue::new("messaging.consumer.group.name", info.consumer.to_owned()));
         attrs.push(KeyValue::new("messaging.nats.delivered", info.delivered));
     }
-    run_in(consumer(&msg.subject, &parent, attrs, Vec::new()), f).await
+    crate::run_in_span(consumer(&msg.subject, &parent, attrs, Vec::new()), f).await
 }
 
 /// Runs `f` (the handling of a core NATS `msg`) in a CONSUMER span parented to the producer.
@@ -180,7 +165,7 @@ where
 {
     let parent = msg.headers.as_ref().map(|h| extract(&NatsExtractor(h))).unwrap_or_default();
     let attrs = vec![KeyValue::new("messaging.message.body.size", msg.payload.len() as i64)];
-    run_in(consumer(&msg.subject, &parent, attrs, Vec::new()), f).await
+    crate::run_in_span(consumer(&msg.subject, &parent, attrs, Vec::new()), f).await
 }
 
 /// Runs `f` (the handling of several messages together) in one CONSUMER span linked to
@@ -210,5 +195,5 @@ where
         Context::current()
     };
     let attrs = vec![KeyValue::new("messaging.batch.message_count", msgs.len() as i64)];
-    run_in(consumer(subject, &parent, attrs, links), f).await
+    crate::run_in_span(consumer(subject, &parent, attrs, links), f).await
 }

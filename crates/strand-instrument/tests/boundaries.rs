@@ -21,13 +21,16 @@ use tracing_subscriber::layer::SubscriberExt as _;
 fn install() -> (InMemorySpanExporter, Arc<Mutex<Vec<u8>>>) {
     let exporter = InMemorySpanExporter::default();
     let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
-    global::set_tracer_provider(provider);
+    global::set_tracer_provider(provider.clone());
     strand_instrument::propagation::install_propagator();
     let logs = Arc::new(Mutex::new(Vec::new()));
     let sink = logs.clone();
     let make = move || SharedWriter(sink.clone());
-    let subscriber =
-        tracing_subscriber::registry().with(LogLayer::with_writer(LogFormat::Json, "test", make));
+    // As `init` sets it up: `tracing` spans become OpenTelemetry spans.
+    let tracer = opentelemetry::trace::TracerProvider::tracer(&provider, "test");
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .with(LogLayer::with_writer(LogFormat::Json, "test", make));
     tracing::subscriber::set_global_default(subscriber).expect("one subscriber per test process");
     (exporter, logs)
 }
@@ -104,6 +107,7 @@ async fn one_trace_across_http_a_detached_task_and_log_lines() {
                     let down = down.clone();
                     async move {
                         tracing::info!(report = 7, "report received");
+                        tracing::info_span!("score report").in_scope(|| tracing::info!("scoring"));
                         let resp = reqwest::Client::new()
                             .get(format!("{down}/patients/42"))
                             .send_traced()
@@ -165,6 +169,14 @@ async fn one_trace_across_http_a_detached_task_and_log_lines() {
     assert_eq!(received["trace_id"], trace.as_str());
     assert_eq!(received["span_id"], server.span_context.span_id().to_string());
     assert_eq!(received["report"], 7);
+    // A `tracing` span in the handler is a child of the server span, and its log line
+    // carries its own span id.
+    let scoring = find(&spans, "score report");
+    assert_eq!(scoring.parent_span_id, server.span_context.span_id());
+    assert_eq!(scoring.span_context.trace_id(), server.span_context.trace_id());
+    let scored = lines.iter().find(|l| l["message"] == "scoring").expect("log line");
+    assert_eq!(scored["span_id"], scoring.span_context.span_id().to_string());
+    assert_eq!(scored["span"], "score report");
     let sent = lines.iter().find(|l| l["message"] == "sms sent").expect("log line");
     assert_eq!(sent["trace_id"], trace.as_str());
     assert_eq!(sent["span_id"], sms.span_context.span_id().to_string());

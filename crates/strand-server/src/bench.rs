@@ -169,15 +169,18 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
 
 const SERVICES: [&str; 4] = ["gateway", "user-service", "epro-service", "data-service"];
 
-fn s(v: &str) -> Option<AnyValue> {
+/// A string attribute value.
+pub(crate) fn s(v: &str) -> Option<AnyValue> {
     Some(AnyValue { value: Some(any_value::Value::StringValue(v.to_owned())) })
 }
 
-fn kv(k: &str, v: Option<AnyValue>) -> KeyValue {
+/// An attribute.
+pub(crate) fn kv(k: &str, v: Option<AnyValue>) -> KeyValue {
     KeyValue { key: k.to_owned(), value: v, key_strindex: 0 }
 }
 
-fn int(v: i64) -> Option<AnyValue> {
+/// An integer attribute value.
+pub(crate) fn int(v: i64) -> Option<AnyValue> {
     Some(AnyValue { value: Some(any_value::Value::IntValue(v)) })
 }
 

@@ -17,13 +17,13 @@ use anyhow::{Context, bail};
 use clap::Args;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::bench::ChildServer;
+use crate::bench::{ChildServer, int, kv, s};
 
 /// Options of `strand bench ui`.
 #[derive(Args, Debug, Clone)]
@@ -115,18 +115,6 @@ pub async fn run(args: UiArgs) -> anyhow::Result<()> {
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
-}
-
-fn s(v: &str) -> Option<AnyValue> {
-    Some(AnyValue { value: Some(any_value::Value::StringValue(v.to_owned())) })
-}
-
-fn kv(k: &str, v: Option<AnyValue>) -> KeyValue {
-    KeyValue { key: k.to_owned(), value: v, key_strindex: 0 }
-}
-
-fn int(v: i64) -> Option<AnyValue> {
-    Some(AnyValue { value: Some(any_value::Value::IntValue(v)) })
 }
 
 /// One trace of `n` spans as export requests of [`CHUNK`] spans, and its hex id. Spans are

@@ -12,7 +12,6 @@ use async_nats::jetstream;
 use opentelemetry::trace::{FutureExt as _, SpanKind, Status as SpanStatus, TraceContextExt as _};
 use opentelemetry::{Context, KeyValue};
 use rusqlite::Connection;
-use strand_instrument::grpc::GrpcServerLayer;
 use tonic::Status;
 
 use crate::rpc::{DataService, STORE, StoreReport, Stored, UnaryServer};
@@ -173,13 +172,5 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Ok(Stored { report_id: id as u64 })
         }
     }));
-    let health = tokio::spawn(crate::telemetry::serve_http(args.health, crate::epro::health_router()));
-    tracing::info!(listen = %args.listen, "listening");
-    tonic::transport::Server::builder()
-        .layer(GrpcServerLayer)
-        .add_service(service)
-        .serve_with_shutdown(args.listen, crate::telemetry::shutdown())
-        .await?;
-    health.abort();
-    Ok(())
+    crate::telemetry::serve_grpc(args.listen, args.health, service).await
 }

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 
-use strand_instrument::grpc::GrpcServerLayer;
 use tonic::Status;
 
 use crate::rpc::{
@@ -51,18 +50,5 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Ok(Submitted { report_id: stored.report_id, score })
         }
     }));
-    let health = tokio::spawn(crate::telemetry::serve_http(args.health, health_router()));
-    tracing::info!(listen = %args.listen, "listening");
-    tonic::transport::Server::builder()
-        .layer(GrpcServerLayer)
-        .add_service(service)
-        .serve_with_shutdown(args.listen, crate::telemetry::shutdown())
-        .await?;
-    health.abort();
-    Ok(())
-}
-
-/// `GET /healthz` for the launcher.
-pub fn health_router() -> axum::Router {
-    axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }))
+    crate::telemetry::serve_grpc(args.listen, args.health, service).await
 }

@@ -50,7 +50,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         )
         .await?;
     let mut messages = consumer.messages().await?;
-    let health = tokio::spawn(crate::telemetry::serve_http(args.health, crate::epro::health_router()));
+    let health_app = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+    let health = tokio::spawn(crate::telemetry::serve_http(args.health, health_app));
     let http = reqwest::Client::new();
     let mut in_flight: Vec<JoinHandle<()>> = Vec::new();
     let shutdown = crate::telemetry::shutdown();

@@ -36,3 +36,34 @@ pub async fn serve_http(listen: std::net::SocketAddr, app: axum::Router) -> anyh
         .await?;
     Ok(())
 }
+
+/// Serves one gRPC service (traced by `GrpcServerLayer`) until shutdown, with `GET /healthz`
+/// on `health` for the launcher.
+pub async fn serve_grpc<S>(
+    listen: std::net::SocketAddr,
+    health: std::net::SocketAddr,
+    service: S,
+) -> anyhow::Result<()>
+where
+    S: tower::Service<
+            axum::http::Request<tonic::body::Body>,
+            Response = axum::http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let health_app = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+    let health = tokio::spawn(serve_http(health, health_app));
+    tracing::info!(%listen, "listening");
+    tonic::transport::Server::builder()
+        .layer(strand_instrument::grpc::GrpcServerLayer)
+        .add_service(service)
+        .serve_with_shutdown(listen, shutdown())
+        .await?;
+    health.abort();
+    Ok(())
+}
