@@ -6,12 +6,12 @@
 //! - [`GrpcClientLayer`] (`ServiceBuilder::new().layer(GrpcClientLayer).service(channel)`):
 //!   CLIENT span, the trace injected into the request metadata.
 //!
-//! Both set `rpc.system`, `rpc.service`, `rpc.method` and `rpc.grpc.status_code`. The status
-//! is read from the response headers, where tonic puts it when a call fails before sending
-//! a message (every error a unary handler returns); a status sent only in trailers after a
-//! streamed body counts as OK. Error status follows the conventions: every non-OK code on
-//! the client; on the server UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL,
-//! UNAVAILABLE and DATA_LOSS.
+//! Both set `rpc.system`, `rpc.service`, `rpc.method` and `rpc.grpc.status_code`. The span
+//! ends when the call's status is known: in the response headers (a call that fails before
+//! any message, as tonic answers every error a unary handler returns) or in the trailers
+//! after the last message; a body that ends or is dropped without one ends the span as it
+//! is. Error status follows the conventions: every non-OK code on the client; on the server
+//! UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE and DATA_LOSS.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -75,7 +75,7 @@ where
     S::Error: std::fmt::Display,
     B: Send + 'static,
 {
-    type Response = http::Response<R>;
+    type Response = http::Response<TracedBody<R>>;
     type Error = S::Error;
     type Future = BoxFuture<Result<Self::Response, Self::Error>>;
 
@@ -113,37 +113,107 @@ where
             inner.call(req)
         };
         Box::pin(async move {
-            let result = fut.with_context(cx.clone()).await;
-            let span = cx.span();
-            match &result {
+            let mut end = CallEnd { cx: Some(cx.clone()), kind };
+            match fut.with_context(cx).await {
                 Ok(resp) => {
-                    let code = resp
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<i32>().ok())
-                        .unwrap_or(0);
-                    span.set_attribute(KeyValue::new("rpc.grpc.status_code", i64::from(code)));
-                    let failed = if kind == SpanKind::Server { server_error(code) } else { code != 0 };
-                    if failed {
-                        let message = resp
-                            .headers()
-                            .get("grpc-message")
-                            .and_then(|v| v.to_str().ok())
-                            .map(crate::percent_decode)
-                            .unwrap_or_default();
-                        span.set_attribute(KeyValue::new("error.type", code.to_string()));
-                        span.set_status(Status::error(message));
+                    if resp.headers().contains_key("grpc-status") {
+                        end.finish(resp.headers());
                     }
+                    Ok(resp.map(|inner| TracedBody { inner, end }))
                 }
                 Err(e) => {
-                    span.set_attribute(KeyValue::new("error.type", "transport"));
-                    span.set_status(Status::error(e.to_string()));
+                    end.fail("transport", e.to_string());
+                    Err(e)
                 }
             }
-            span.end();
-            result
         })
+    }
+}
+
+/// Ends a call's span once, from the status in headers or trailers, or as it is when
+/// dropped first.
+struct CallEnd {
+    cx: Option<Context>,
+    kind: SpanKind,
+}
+
+impl CallEnd {
+    fn finish(&mut self, headers: &http::HeaderMap) {
+        let Some(cx) = self.cx.take() else { return };
+        let span = cx.span();
+        let code = headers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i32>().ok())
+            .unwrap_or(2); // a status that does not parse is UNKNOWN
+        span.set_attribute(KeyValue::new("rpc.grpc.status_code", i64::from(code)));
+        let failed = if self.kind == SpanKind::Server { server_error(code) } else { code != 0 };
+        if failed {
+            let message = headers
+                .get("grpc-message")
+                .and_then(|v| v.to_str().ok())
+                .map(crate::percent_decode)
+                .unwrap_or_default();
+            span.set_attribute(KeyValue::new("error.type", code.to_string()));
+            span.set_status(Status::error(message));
+        }
+        span.end();
+    }
+
+    fn fail(&mut self, kind: &'static str, message: String) {
+        if let Some(cx) = self.cx.take() {
+            cx.span().set_attribute(KeyValue::new("error.type", kind));
+            cx.span().set_status(Status::error(message));
+            cx.span().end();
+        }
+    }
+}
+
+impl Drop for CallEnd {
+    fn drop(&mut self) {
+        if let Some(cx) = self.cx.take() {
+            cx.span().end();
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A gRPC response body that ends the call's span when the status trailers pass.
+    pub struct TracedBody<B> {
+        #[pin]
+        inner: B,
+        end: CallEnd,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for TracedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    this.end.finish(trailers);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.end.fail("stream", "the response stream failed".into()),
+            Poll::Ready(None) | Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -258,3 +258,53 @@ async fn grpc_layers_propagate_and_map_status() {
     assert_eq!(client_span.status, Status::error("database locked"));
     assert_eq!(attr(client_span, "server.address").as_deref(), Some("data-service"));
 }
+
+/// A response body: one message, then trailers.
+struct Streamed(Option<http_body::Frame<axum::body::Bytes>>, Option<http::HeaderMap>);
+
+impl http_body::Body for Streamed {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if let Some(data) = self.0.take() {
+            return std::task::Poll::Ready(Some(Ok(data)));
+        }
+        std::task::Poll::Ready(self.1.take().map(|t| Ok(http_body::Frame::trailers(t))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_status_in_trailers_ends_the_span_when_the_body_is_read() {
+    use http_body::Body as _;
+    use strand_instrument::grpc::GrpcServerLayer;
+    use tower::{Layer as _, ServiceExt as _};
+    let (exporter, _logs) = install();
+    let server = GrpcServerLayer.layer(tower::service_fn(|_req: http::Request<()>| async move {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("14"));
+        trailers.insert("grpc-message", http::HeaderValue::from_static("nats%20down"));
+        let body = Streamed(
+            Some(http_body::Frame::data(axum::body::Bytes::from_static(b"\0\0\0\0\0"))),
+            Some(trailers),
+        );
+        Ok::<_, std::convert::Infallible>(http::Response::new(body))
+    }));
+    let req = http::Request::builder().uri("/epro.Notify/Stream").body(()).expect("request");
+    let resp = server.oneshot(req).await.expect("call");
+    assert!(
+        exporter.get_finished_spans().expect("spans").is_empty(),
+        "the call is not over before its trailers"
+    );
+    let mut body = std::pin::pin!(resp.into_body());
+    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        frame.expect("frame");
+    }
+    let spans = wait_for(&exporter, "epro.Notify/Stream").await;
+    let span = find(&spans, "epro.Notify/Stream");
+    assert_eq!(attr(span, "rpc.grpc.status_code").as_deref(), Some("14"));
+    assert_eq!(span.status, Status::error("nats down"));
+}
