@@ -62,6 +62,8 @@ export INTEROP_TESTS_REQUIRED=1
 
 log "building"
 cargo build --workspace --all-targets --locked
+# strand-instrument with no optional feature must build too (users pick integrations).
+cargo build -p strand-instrument --lib --no-default-features --locked
 
 log "running tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -3,6 +3,7 @@
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{KeyValue, global};
+#[cfg(any(feature = "otlp-grpc", feature = "otlp-http"))]
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
@@ -11,7 +12,9 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
-use crate::config::{ExportProtocol, SamplerConfig, TelemetryConfig};
+#[cfg(any(feature = "otlp-grpc", feature = "otlp-http"))]
+use crate::config::ExportProtocol;
+use crate::config::{SamplerConfig, TelemetryConfig};
 use crate::logs::LogLayer;
 
 /// Why telemetry could not be set up.
@@ -162,60 +165,88 @@ fn sampler(cfg: &TelemetryConfig) -> Result<Sampler, InitError> {
     })
 }
 
-fn span_exporter(cfg: &TelemetryConfig) -> Result<opentelemetry_otlp::SpanExporter, InitError> {
-    let endpoint = cfg.traces_endpoint();
-    let timeout = cfg.batch.export_timeout;
-    let built = match cfg.protocol {
-        #[cfg(feature = "otlp-grpc")]
-        ExportProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .with_timeout(timeout)
-            .build(),
-        #[cfg(feature = "otlp-http")]
-        ExportProtocol::HttpProtobuf | ExportProtocol::HttpJson => {
-            opentelemetry_otlp::SpanExporter::builder()
+/// Built without `otlp-grpc` and `otlp-http`: there is no exporter, and `init` with
+/// `enabled: true` says so (the type has no values, so nothing is ever exported through it).
+#[cfg(not(any(feature = "otlp-grpc", feature = "otlp-http")))]
+#[derive(Debug)]
+enum NoExporter {}
+
+#[cfg(not(any(feature = "otlp-grpc", feature = "otlp-http")))]
+impl opentelemetry_sdk::trace::SpanExporter for NoExporter {
+    async fn export(
+        &self,
+        _batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        match *self {}
+    }
+}
+
+#[cfg(not(any(feature = "otlp-grpc", feature = "otlp-http")))]
+impl opentelemetry_sdk::logs::LogExporter for NoExporter {
+    async fn export(
+        &self,
+        _batch: opentelemetry_sdk::logs::LogBatch<'_>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        match *self {}
+    }
+}
+
+#[cfg(not(any(feature = "otlp-grpc", feature = "otlp-http")))]
+fn span_exporter(_: &TelemetryConfig) -> Result<NoExporter, InitError> {
+    Err(no_exporter())
+}
+
+#[cfg(not(any(feature = "otlp-grpc", feature = "otlp-http")))]
+fn log_exporter(_: &TelemetryConfig) -> Result<NoExporter, InitError> {
+    Err(no_exporter())
+}
+
+#[cfg(not(any(feature = "otlp-grpc", feature = "otlp-http")))]
+fn no_exporter() -> InitError {
+    InitError::Exporter(
+        "no OTLP exporter is compiled in (features otlp-grpc, otlp-http); set enabled: false".into(),
+    )
+}
+
+/// An OTLP exporter of either signal (`SpanExporter`, `LogExporter`: the same builder
+/// shape) for the configured protocol and endpoint.
+#[cfg(any(feature = "otlp-grpc", feature = "otlp-http"))]
+macro_rules! otlp_exporter {
+    ($exporter:ty, $cfg:expr, $endpoint:expr) => {{
+        let cfg: &TelemetryConfig = $cfg;
+        let endpoint: String = $endpoint;
+        let timeout = cfg.batch.export_timeout;
+        let built = match cfg.protocol {
+            #[cfg(feature = "otlp-grpc")]
+            ExportProtocol::Grpc => {
+                <$exporter>::builder().with_tonic().with_endpoint(endpoint).with_timeout(timeout).build()
+            }
+            #[cfg(feature = "otlp-http")]
+            ExportProtocol::HttpProtobuf | ExportProtocol::HttpJson => <$exporter>::builder()
                 .with_http()
                 .with_protocol(http_protocol(cfg.protocol))
                 .with_endpoint(endpoint)
                 .with_timeout(timeout)
-                .build()
-        }
-        #[allow(unreachable_patterns)]
-        other => {
-            return Err(InitError::Exporter(format!(
-                "protocol {other:?} is not compiled in (features otlp-grpc, otlp-http)"
-            )));
-        }
-    };
-    built.map_err(|e| InitError::Exporter(e.to_string()))
+                .build(),
+            #[allow(unreachable_patterns)]
+            other => {
+                return Err(InitError::Exporter(format!(
+                    "protocol {other:?} is not compiled in (features otlp-grpc, otlp-http)"
+                )));
+            }
+        };
+        built.map_err(|e| InitError::Exporter(e.to_string()))
+    }};
 }
 
+#[cfg(any(feature = "otlp-grpc", feature = "otlp-http"))]
+fn span_exporter(cfg: &TelemetryConfig) -> Result<opentelemetry_otlp::SpanExporter, InitError> {
+    otlp_exporter!(opentelemetry_otlp::SpanExporter, cfg, cfg.traces_endpoint())
+}
+
+#[cfg(any(feature = "otlp-grpc", feature = "otlp-http"))]
 fn log_exporter(cfg: &TelemetryConfig) -> Result<opentelemetry_otlp::LogExporter, InitError> {
-    let endpoint = cfg.logs_endpoint();
-    let timeout = cfg.batch.export_timeout;
-    let built = match cfg.protocol {
-        #[cfg(feature = "otlp-grpc")]
-        ExportProtocol::Grpc => opentelemetry_otlp::LogExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .with_timeout(timeout)
-            .build(),
-        #[cfg(feature = "otlp-http")]
-        ExportProtocol::HttpProtobuf | ExportProtocol::HttpJson => opentelemetry_otlp::LogExporter::builder()
-            .with_http()
-            .with_protocol(http_protocol(cfg.protocol))
-            .with_endpoint(endpoint)
-            .with_timeout(timeout)
-            .build(),
-        #[allow(unreachable_patterns)]
-        other => {
-            return Err(InitError::Exporter(format!(
-                "protocol {other:?} is not compiled in (features otlp-grpc, otlp-http)"
-            )));
-        }
-    };
-    built.map_err(|e| InitError::Exporter(e.to_string()))
+    otlp_exporter!(opentelemetry_otlp::LogExporter, cfg, cfg.logs_endpoint())
 }
 
 #[cfg(feature = "otlp-http")]

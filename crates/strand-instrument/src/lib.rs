@@ -184,15 +184,18 @@ pub(crate) fn start_span_with(
 /// A tracer fetched from the global provider on first use and kept (a layer's requests
 /// then skip the global lookup). The provider installed when the first request arrives is
 /// the one used, so install telemetry before serving.
+#[cfg(feature = "axum")]
 #[derive(Clone, Default)]
 pub(crate) struct CachedTracer(std::sync::Arc<std::sync::OnceLock<BoxedTracer>>);
 
+#[cfg(feature = "axum")]
 impl CachedTracer {
     pub(crate) fn get(&self) -> &BoxedTracer {
         self.0.get_or_init(tracer)
     }
 }
 
+#[cfg(feature = "axum")]
 impl std::fmt::Debug for CachedTracer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("CachedTracer")
@@ -200,6 +203,7 @@ impl std::fmt::Debug for CachedTracer {
 }
 
 /// Runs `f` with `cx` current, then ends `cx`'s span, in error when `f` failed.
+#[cfg(any(feature = "nats", feature = "amqp"))]
 pub(crate) async fn run_in_span<F, Fut, T, E>(cx: Context, f: F) -> Result<T, E>
 where
     F: FnOnce() -> Fut,
