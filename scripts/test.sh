@@ -60,6 +60,11 @@ if [ ! -f "$stamp" ]; then
 fi
 export INTEROP_TESTS_REQUIRED=1
 
+# CI builds once from a clean clone: incremental caches would only cost disk and time.
+if [ -n "${CI:-}" ]; then
+  export CARGO_INCREMENTAL=0
+fi
+
 log "building"
 cargo build --workspace --all-targets --locked
 # strand-instrument with no optional feature must build too (users pick integrations).
