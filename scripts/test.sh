@@ -51,6 +51,12 @@ if [ ! -x /usr/sbin/nats-server ] && ! command -v nats-server >/dev/null 2>&1; t
   log "installing nats-server"
   apt_install nats-server
 fi
+# strand-instrument's AMQP adapter is tested against a real RabbitMQ broker (the test starts
+# its own on free ports; the package's service is never used).
+if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+  log "installing rabbitmq-server"
+  apt_install rabbitmq-server
+fi
 browser=tests/browser
 stamp="$browser/node_modules/.installed-$(sha256sum "$browser/package-lock.json" | cut -c1-16)"
 if [ ! -f "$stamp" ]; then

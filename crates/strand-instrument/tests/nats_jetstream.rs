@@ -3,6 +3,8 @@
 
 #![cfg(feature = "nats")]
 
+mod support;
+
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -27,18 +29,9 @@ impl Drop for NatsServer {
 
 /// `nats-server -js` on a free port, or `None` when it is not installed and not required.
 async fn nats_server() -> Option<NatsServer> {
-    let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists());
-    let Some(bin) = bin else {
-        let required =
-            std::env::var_os("INTEROP_TESTS_REQUIRED").is_some() || std::env::var_os("CI").is_some();
-        assert!(!required, "nats-server missing: run scripts/test.sh, which installs it");
-        eprintln!("SKIPPED: nats-server missing; run scripts/test.sh to install it");
-        return None;
-    };
+    let bin = support::installed("nats-server", &["/usr/sbin/nats-server", "/usr/bin/nats-server"])?;
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let port = support::free_port();
     let mut server = NatsServer {
         child: spawn(bin, port, dir.path()),
         url: format!("nats://127.0.0.1:{port}"),
