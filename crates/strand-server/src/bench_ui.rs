@@ -66,28 +66,38 @@ pub async fn run(args: UiArgs) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     http.post(format!("{}/api/v1/admin/flush", server.http)).send().await.context("flush")?;
 
-    // The API alone, for comparison with what the browser sees.
-    let mut api_ms = Vec::new();
+    // The API alone, for comparison with what the browser sees: plain, and compressed as a
+    // browser asks for it (zstd) and as curl or Prometheus do (gzip).
+    let raw = reqwest::Client::builder().no_gzip().build().context("http client")?;
+    let mut api = serde_json::Map::new();
     let mut bytes = 0;
-    for _ in 0..3 {
-        let t = Instant::now();
-        let body = http
-            .get(format!("{}/api/v1/traces/{trace_id}", server.http))
-            .send()
-            .await
-            .context("trace lookup")?
-            .bytes()
-            .await
-            .context("trace body")?;
-        api_ms.push(t.elapsed().as_secs_f64() * 1e3);
-        bytes = body.len();
-        let v: serde_json::Value = serde_json::from_slice(&body).context("trace json")?;
-        if v["spanCount"].as_u64() != Some(args.spans as u64) {
-            bail!("the server returned {} spans, expected {}", v["spanCount"], args.spans);
+    for encoding in ["identity", "zstd", "gzip"] {
+        let mut ms = Vec::new();
+        let mut size = 0;
+        for _ in 0..3 {
+            let t = Instant::now();
+            let body = raw
+                .get(format!("{}/api/v1/traces/{trace_id}", server.http))
+                .header("accept-encoding", encoding)
+                .send()
+                .await
+                .context("trace lookup")?
+                .bytes()
+                .await
+                .context("trace body")?;
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+            size = body.len();
+            if encoding == "identity" {
+                let v: serde_json::Value = serde_json::from_slice(&body).context("trace json")?;
+                if v["spanCount"].as_u64() != Some(args.spans as u64) {
+                    bail!("the server returned {} spans, expected {}", v["spanCount"], args.spans);
+                }
+                bytes = size;
+            }
         }
+        ms.sort_by(f64::total_cmp);
+        api.insert(encoding.into(), serde_json::json!({ "ms_median": ms[ms.len() / 2], "bytes": size }));
     }
-    api_ms.sort_by(f64::total_cmp);
-
     let http_url = server.http.clone();
     let script = args.script.clone();
     let runs = args.runs;
@@ -110,7 +120,7 @@ pub async fn run(args: UiArgs) -> anyhow::Result<()> {
     let report = serde_json::json!({
         "spans": args.spans,
         "trace_json_bytes": bytes,
-        "api_lookup_ms_median": api_ms[api_ms.len() / 2],
+        "api_lookup": api,
         "browser": browser,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);

@@ -60,6 +60,8 @@ pub struct QueryConfig {
     /// Serve the UI's files from this directory instead of the ones built into the binary
     /// (for UI development: edits show on reload without a rebuild).
     pub ui_dir: Option<PathBuf>,
+    /// Compress responses of 1 KiB and more with zstd or gzip, as the client accepts.
+    pub compression: bool,
 }
 
 impl Default for QueryConfig {
@@ -72,6 +74,7 @@ impl Default for QueryConfig {
             max_search_range: HumanDuration(d.max_range),
             ui_enabled: true,
             ui_dir: None,
+            compression: true,
         }
     }
 }

@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod bench_sampling;
 pub mod bench_ui;
+pub mod compress;
 pub mod config;
 pub mod pipeline;
 pub mod remote_sampling;
@@ -222,6 +223,9 @@ pub async fn run(
         ));
         if cfg.query.ui_enabled {
             app = app.merge(ui::router(cfg.query.ui_dir.clone()));
+        }
+        if cfg.query.compression {
+            app = app.layer(axum::middleware::from_fn(compress::compress));
         }
         let stop = stopped();
         tasks.spawn(async move {

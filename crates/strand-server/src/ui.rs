@@ -116,7 +116,8 @@ async fn serve(State(state): State<UiState>, name: &str, headers: HeaderMap) -> 
         },
     };
     let etag = format!("\"{:016x}\"", fnv1a(&bytes));
-    let fresh = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v == etag);
+    let fresh =
+        headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| matches(v, &etag));
     let mut response =
         if fresh { StatusCode::NOT_MODIFIED.into_response() } else { bytes.into_owned().into_response() };
     let h = response.headers_mut();
@@ -130,6 +131,12 @@ async fn serve(State(state): State<UiState>, name: &str, headers: HeaderMap) -> 
         h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     }
     response
+}
+
+/// `If-None-Match` against our strong tag with the weak comparison RFC 9110 §13.1.2
+/// prescribes: the compression layer hands out `W/"…"` for the same bytes.
+fn matches(if_none_match: &str, etag: &str) -> bool {
+    if_none_match.split(',').map(str::trim).any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -153,5 +160,16 @@ mod tests {
         let mut embedded: Vec<String> = embedded_names().into_iter().map(String::from).collect();
         embedded.sort();
         assert_eq!(on_disk, embedded, "ui/ and ASSETS in ui.rs must list the same files");
+    }
+
+    #[test]
+    fn if_none_match_compares_weakly() {
+        let tag = "\"00ab\"";
+        for yes in ["\"00ab\"", "W/\"00ab\"", "\"ff\", W/\"00ab\"", "*"] {
+            assert!(matches(yes, tag), "{yes}");
+        }
+        for no in ["\"00ac\"", "W/\"00ab-x\"", "", "00ab"] {
+            assert!(!matches(no, tag), "{no}");
+        }
     }
 }

@@ -236,3 +236,75 @@ async fn parameter_errors_name_the_parameter_and_unknown_traces_are_404() {
     assert!(warnings.contains("max_search_limit") && warnings.contains("max_search_range"), "{warnings}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_are_compressed_as_the_client_accepts() {
+    let server = common::start(|_| {}).await;
+    let id = "0af7651916cd43dd8448eb211c80319c";
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as u64;
+    server.export_json(two_service_trace(id, now - 60_000_000_000)).await;
+    // Raw bytes: this client neither asks for nor undoes any encoding by itself.
+    let client = reqwest::Client::builder().no_gzip().build().expect("client");
+    let fetch = |path: &str, accept: Option<&str>, method: reqwest::Method| {
+        let mut req = client.request(method, server.query(path));
+        if let Some(a) = accept {
+            req = req.header("accept-encoding", a);
+        }
+        async move {
+            let resp = req.send().await.expect("request");
+            let header = |name: &str| resp.headers().get(name).map(|v| v.to_str().expect("ascii").to_owned());
+            let (encoding, vary, etag) = (header("content-encoding"), header("vary"), header("etag"));
+            let status = resp.status().as_u16();
+            (status, encoding, vary, etag, resp.bytes().await.expect("body").to_vec())
+        }
+    };
+    let get = reqwest::Method::GET;
+    let trace = format!("/api/v1/traces/{id}");
+    let (status, encoding, vary, _, plain) = fetch(&trace, None, get.clone()).await;
+    assert_eq!((status, encoding, vary), (200, None, None), "nothing asked, nothing compressed");
+    assert!(plain.len() > 1024, "the trace is big enough to compress: {} bytes", plain.len());
+
+    let (status, encoding, vary, _, body) = fetch(&trace, Some("gzip, deflate, br, zstd"), get.clone()).await;
+    assert_eq!((status, encoding.as_deref(), vary.as_deref()), (200, Some("zstd"), Some("accept-encoding")));
+    assert!(body.len() < plain.len());
+    assert_eq!(zstd::stream::decode_all(&body[..]).expect("zstd"), plain);
+
+    let (_, encoding, _, _, body) = fetch(&trace, Some("zstd;q=0.1, gzip"), get.clone()).await;
+    assert_eq!(encoding.as_deref(), Some("gzip"));
+    let mut unzipped = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut unzipped).expect("gunzip");
+    assert_eq!(unzipped, plain);
+
+    // Prometheus scrapes with gzip; the text comes back whole.
+    let (_, _, _, _, metrics_plain) = fetch("/metrics", None, get.clone()).await;
+    let (_, encoding, _, _, body) = fetch("/metrics", Some("gzip"), get.clone()).await;
+    assert_eq!(encoding.as_deref(), Some("gzip"));
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut text).expect("gunzip");
+    assert!(text.contains("strand_store_spans_written_total") && metrics_plain.len() > 1024);
+
+    // Small answers, refused codings and HEAD stay as they are.
+    let (_, encoding, _, _, body) = fetch("/healthz", Some("zstd"), get.clone()).await;
+    assert_eq!((encoding, &body[..]), (None, &br#"{"status":"ok"}"#[..]));
+    let (_, encoding, _, _, _) = fetch(&trace, Some("zstd;q=0, gzip;q=0"), get.clone()).await;
+    assert_eq!(encoding, None);
+    let (status, encoding, _, _, _) = fetch(&trace, Some("zstd"), reqwest::Method::HEAD).await;
+    assert_eq!((status, encoding), (200, None));
+
+    // UI files: the compressed answer carries a weak ETag, and revalidating with it is a 304.
+    let (_, encoding, _, etag, _) = fetch("/static/app.js", Some("zstd"), get.clone()).await;
+    assert_eq!(encoding.as_deref(), Some("zstd"));
+    let etag = etag.expect("etag");
+    assert!(etag.starts_with("W/\""), "{etag}");
+    let resp = client
+        .get(server.query("/static/app.js"))
+        .header("accept-encoding", "zstd")
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .expect("revalidate");
+    assert_eq!(resp.status(), 304);
+    assert_eq!(resp.headers()["etag"], etag.as_str());
+    server.stop().await;
+}
