@@ -15,6 +15,10 @@ async fn get(server: &common::TestServer, path: &str) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
+fn now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as u64
+}
+
 /// A two-service trace with a big integer attribute, as OTLP/JSON.
 fn two_service_trace(trace_id: &str, start_ns: u64) -> Vec<u8> {
     let span = |id: &str, parent: &str, name: &str, kind: u8, code: u8, attrs: Value| {
@@ -62,8 +66,7 @@ async fn jaeger_otlp_fixture_reads_back_as_jaeger_ui_json() {
 async fn every_api_answers_in_its_own_shape() {
     let server = common::start(|_| {}).await;
     let id = "0af7651916cd43dd8448eb211c80319c";
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as u64;
+    let now = now_ns();
     server.export_json(two_service_trace(id, now - 60_000_000_000)).await;
     let other = "00000000000000000000000000000abc";
     server.export_json(two_service_trace(other, now - 120_000_000_000)).await;
@@ -241,9 +244,7 @@ async fn parameter_errors_name_the_parameter_and_unknown_traces_are_404() {
 async fn responses_are_compressed_as_the_client_accepts() {
     let server = common::start(|_| {}).await;
     let id = "0af7651916cd43dd8448eb211c80319c";
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as u64;
-    server.export_json(two_service_trace(id, now - 60_000_000_000)).await;
+    server.export_json(two_service_trace(id, now_ns() - 60_000_000_000)).await;
     // Raw bytes: this client neither asks for nor undoes any encoding by itself.
     let client = reqwest::Client::builder().no_gzip().build().expect("client");
     let fetch = |path: &str, accept: Option<&str>, method: reqwest::Method| {
