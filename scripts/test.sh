@@ -7,13 +7,20 @@ cd "$(dirname "$0")/.."
 log() { printf '\n==> %s\n' "$*"; }
 
 # Debian packages, installed when missing (`apt-get update` at most once per run).
+# Servers the tests start themselves (nats-server, rabbitmq-server) must not become boot
+# services of the machine: a policy-rc.d forbids starting services while apt installs.
 apt_updated=
 apt_install() {
   if [ -z "$apt_updated" ]; then
     apt-get update
     apt_updated=1
   fi
+  local policy=/usr/sbin/policy-rc.d own_policy=
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && own_policy=1
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y "$@"
+  if [ -n "$own_policy" ]; then rm -f "$policy"; fi
 }
 
 # Python: a venv under the repository with the OpenTelemetry SDK and DuckDB.
@@ -71,10 +78,23 @@ if [ -n "${CI:-}" ]; then
   export CARGO_INCREMENTAL=0
 fi
 
+# cargo-nextest runs each test in its own process with a timeout (.config/nextest.toml);
+# the suite passes under plain `cargo test` too, which is what is used if the install fails.
+if ! cargo nextest --version >/dev/null 2>&1; then
+  log "installing cargo-nextest"
+  cargo install --locked cargo-nextest || log "cargo-nextest could not be installed; using cargo test"
+fi
+
+log "checking formatting"
+cargo fmt --all --check
+
 log "building"
 cargo build --workspace --all-targets --locked
 # strand-instrument with no optional feature must build too (users pick integrations).
 cargo build -p strand-instrument --lib --no-default-features --locked
+
+log "linting"
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log "running tests"
 if cargo nextest --version >/dev/null 2>&1; then

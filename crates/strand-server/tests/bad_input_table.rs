@@ -279,7 +279,6 @@ async fn requests_beyond_the_in_flight_limit_get_429() {
     slow.write_all(b"POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"resourceSpans\"")
         .await
         .expect("write");
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let post_empty = || {
         reqwest::Client::new()
             .post(server.otlp_url())
@@ -287,13 +286,18 @@ async fn requests_beyond_the_in_flight_limit_get_429() {
             .body("{}")
             .send()
     };
-    let resp = post_empty().await.expect("post");
-    assert_eq!(resp.status(), 429);
+    // The slow request reaches the server when the next one is refused.
+    let resp = common::eventually("the slow request to hold the only slot", || async {
+        let resp = post_empty().await.expect("post");
+        (resp.status() == 429).then_some(resp)
+    })
+    .await;
     assert_eq!(resp.headers()["retry-after"], "1");
     assert!(resp.text().await.expect("body").contains("1 requests already in flight"));
     drop(slow);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let resp = post_empty().await.expect("post");
-    assert_eq!(resp.status(), 200, "the slot is free again once the slow client left");
+    common::eventually("the slot to be free again once the slow client left", || async {
+        (post_empty().await.expect("post").status() == 200).then_some(())
+    })
+    .await;
     server.stop().await;
 }

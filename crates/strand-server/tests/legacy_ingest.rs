@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::Write;
-use std::time::Duration;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -42,29 +41,26 @@ async fn get_json(url: &str) -> (u16, Value) {
 
 /// The native API's trace as `span id → (service, span)`, waiting until `spans` arrived.
 async fn native_trace(server: &common::TestServer, trace_id: &str, spans: usize) -> Vec<(String, Value)> {
-    let mut last = Value::Null;
-    for _ in 0..100 {
-        let (status, body) = get_json(&server.query(&format!("/api/v1/traces/{trace_id}"))).await;
-        if status == 200 && body["spanCount"].as_u64() == Some(spans as u64) {
-            let mut out = Vec::new();
-            for rs in body["resourceSpans"].as_array().expect("resourceSpans") {
-                let service = rs["resource"]["attributes"]
-                    .as_array()
-                    .and_then(|a| a.iter().find(|kv| kv["key"] == "service.name"))
-                    .map_or("", |kv| kv["value"]["stringValue"].as_str().unwrap_or(""))
-                    .to_owned();
-                for ss in rs["scopeSpans"].as_array().expect("scopeSpans") {
-                    for sp in ss["spans"].as_array().expect("spans") {
-                        out.push((service.clone(), sp.clone()));
-                    }
-                }
+    let url = server.query(&format!("/api/v1/traces/{trace_id}"));
+    let body = common::eventually(&format!("trace {trace_id} with {spans} spans"), || async {
+        let (status, body) = get_json(&url).await;
+        (status == 200 && body["spanCount"].as_u64() == Some(spans as u64)).then_some(body)
+    })
+    .await;
+    let mut out = Vec::new();
+    for rs in body["resourceSpans"].as_array().expect("resourceSpans") {
+        let service = rs["resource"]["attributes"]
+            .as_array()
+            .and_then(|a| a.iter().find(|kv| kv["key"] == "service.name"))
+            .map_or("", |kv| kv["value"]["stringValue"].as_str().unwrap_or(""))
+            .to_owned();
+        for ss in rs["scopeSpans"].as_array().expect("scopeSpans") {
+            for sp in ss["spans"].as_array().expect("spans") {
+                out.push((service.clone(), sp.clone()));
             }
-            return out;
         }
-        last = body;
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("trace {trace_id} never had {spans} spans; last answer {last}");
+    out
 }
 
 fn span<'a>(spans: &'a [(String, Value)], name: &str) -> &'a (String, Value) {
@@ -256,13 +252,12 @@ async fn jaeger_http_udp_and_zipkin_proto_payloads_are_stored() {
 
     // A garbage datagram is counted, not fatal.
     socket.send_to(b"not thrift", server.jaeger_agent).await.expect("send");
-    let metrics = loop {
+    let metrics = common::eventually("the garbage datagram to be counted", || async {
         let text = reqwest::get(server.query("/metrics")).await.expect("metrics").text().await.expect("text");
-        if text.contains("strand_receiver_requests_refused_total{protocol=\"jaeger_agent_compact\"} 1") {
-            break text;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        text.contains("strand_receiver_requests_refused_total{protocol=\"jaeger_agent_compact\"} 1")
+            .then_some(text)
+    })
+    .await;
     for line in [
         "strand_receiver_spans_accepted_total{protocol=\"jaeger_thrift_http\"} 7",
         "strand_receiver_spans_accepted_total{protocol=\"jaeger_agent_compact\"} 3",

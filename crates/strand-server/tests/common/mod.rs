@@ -219,3 +219,28 @@ pub fn interop_python(env_override: &str, venv: &str, what: &str) -> Option<Path
     eprintln!("SKIPPED: {} missing; run scripts/test.sh to install {what}", python.display());
     None
 }
+
+/// Polls `check` every 20 ms until it yields a value, for at most 30 s; then fails naming
+/// `what`. Tests synchronise with this, never by sleeping a fixed time.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after 30 s waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The value of an unlabelled (or fully labelled, e.g. `name{k="v"}`) series in Prometheus
+/// text; `None` when the series is absent.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
