@@ -35,7 +35,7 @@ pub trait SpanSink: Send + Sync + 'static {
     fn consume(&self, batch: SpanBatch) -> BoxFuture<'_, Result<(), SinkError>>;
 }
 
-/// Why a read failed.
+/// Why a read (or a store operation other than a write) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Reading a file failed.
@@ -55,12 +55,73 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
+    /// A file was written by a newer Strand in a format this binary cannot read.
+    #[error(
+        "{path} has format version {found}, newer than this strand reads (up to {supported}): run a newer strand"
+    )]
+    NewerFormat {
+        /// The file.
+        path: String,
+        /// The version found.
+        found: u32,
+        /// The newest version this binary reads.
+        supported: u32,
+    },
     /// The store has been shut down.
     #[error("store is closed")]
     Closed,
     /// The backend does not offer this capability.
     #[error("this backend does not support {0}")]
     Unsupported(&'static str),
+    /// The backend cannot serve right now (a dependency is down); retry later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Too much work is in flight; retry later.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+    /// The request cannot be answered as asked (a parameter the backend rejects).
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+}
+
+/// What a caller can do about an error: the one place a status is chosen from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request itself is wrong (HTTP 400, gRPC `INVALID_ARGUMENT`).
+    InvalidInput,
+    /// The capability does not exist here (HTTP 501, gRPC `UNIMPLEMENTED`).
+    Unsupported,
+    /// Retry later: too much in flight (HTTP 429, gRPC `RESOURCE_EXHAUSTED`).
+    Overloaded,
+    /// Retry later: the backend is down or closing (HTTP 503, gRPC `UNAVAILABLE`).
+    Unavailable,
+    /// A fault of the server or its data (HTTP 500, gRPC `INTERNAL`).
+    Internal,
+}
+
+impl StoreError {
+    /// How the error should be answered.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::InvalidQuery(_) => ErrorKind::InvalidInput,
+            StoreError::Unsupported(_) => ErrorKind::Unsupported,
+            StoreError::Overloaded(_) => ErrorKind::Overloaded,
+            StoreError::Unavailable(_) | StoreError::Closed => ErrorKind::Unavailable,
+            StoreError::Io { .. } | StoreError::Corrupt { .. } | StoreError::NewerFormat { .. } => {
+                ErrorKind::Internal
+            }
+        }
+    }
+}
+
+impl SinkError {
+    /// How the error should be answered.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SinkError::Overloaded(_) => ErrorKind::Overloaded,
+            SinkError::Unavailable(_) => ErrorKind::Unavailable,
+        }
+    }
 }
 
 /// Durable span storage. Called concurrently.

@@ -136,7 +136,7 @@ impl Pipeline {
                     "resumed tail-sampling decisions from the pending log"
                 );
             }
-            Ok::<_, std::io::Error>((LogWriter::start(wal, dir), buffer, late, decided))
+            Ok::<_, strand_store::wal::WalError>((LogWriter::start(wal, dir), buffer, late, decided))
         })
         .await??;
         let tail = Arc::new(Tail {

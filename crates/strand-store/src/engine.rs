@@ -101,6 +101,8 @@ pub struct StoreStats {
     pub wal_corrupt_records: AtomicU64,
     /// Torn WAL tails truncated at start.
     pub wal_torn_tails: AtomicU64,
+    /// WAL segments with an unreadable header, moved aside unread at start.
+    pub wal_segments_set_aside: AtomicU64,
     /// Blocks written by head cuts.
     pub blocks_written: AtomicU64,
     /// Block writes that failed and will be retried.
@@ -205,11 +207,11 @@ impl Store {
             let n = record.batch.span_count();
             let added = head.insert(framed, &record.batch, record.received_unix_nano);
             stats.spans_duplicate.fetch_add((n - added) as u64, Ordering::Relaxed);
-        })
-        .map_err(io(&wal_dir))?;
+        })?;
         stats.wal_replayed_records.store(replay_stats.records, Ordering::Relaxed);
         stats.wal_corrupt_records.store(replay_stats.corrupt_records, Ordering::Relaxed);
         stats.wal_torn_tails.store(replay_stats.torn_tails, Ordering::Relaxed);
+        stats.wal_segments_set_aside.store(replay_stats.segments_set_aside, Ordering::Relaxed);
         let inner = Arc::new(Inner {
             fs,
             root: root.to_path_buf(),
@@ -484,6 +486,8 @@ fn open_blocks(fs: &dyn FileSystem, root: &Path, stats: &StoreStats) -> Result<V
         }
         match Block::open(fs, &dir) {
             Ok(b) => blocks.push(Arc::new(b)),
+            // Not damage: a newer strand wrote it. Stop before anything is changed.
+            Err(e @ StoreError::NewerFormat { .. }) => return Err(e),
             Err(e) => {
                 stats.corrupt_blocks.fetch_add(1, Ordering::Relaxed);
                 let aside = root.join("corrupt").join(&name);

@@ -2,16 +2,26 @@
 //!
 //! ```text
 //! wal/00000000000000000007.wal      one segment; a new one at every start and head cut
-//! ┌──────────────────────┬──────────────────────────────────────────────┬─────
-//! │ magic "STRWAL\0\x01" │ record                                       │ ...
-//! │ 8 bytes              │ len u32 LE │ crc32c(payload) u32 LE │ payload │
-//! └──────────────────────┴──────────────────────────────────────────────┴─────
-//! payload = version byte (1) ++ postcard(WalRecord { received_unix_nano, tenant, batch })
+//! ┌──────────────────────┬────────────────────────────────────────────────────────┬─────
+//! │ magic "STRWAL\0" + v │ record                                                 │ ...
+//! │ 8 bytes              │ len u32 LE │ crc32c(payload) │ crc32c(len ++ crc) │ payload │
+//! └──────────────────────┴────────────────────────────────────────────────────────┴─────
+//! store payload = payload version byte (1) ++ postcard(WalRecord { received, tenant, batch })
 //! ```
 //!
-//! Replay reads every segment in order. A record cut short or failing its checksum at the
-//! very end of a segment is a torn write: the segment is truncated there with a warning.
-//! A failing record followed by valid data is skipped and counted. Neither stops the start.
+//! The magic's last byte is the segment's framing version ([`SEGMENT_VERSION`], now 2).
+//! Version 1 segments (8-byte record headers without the header checksum) are still read;
+//! a segment of a newer version than this binary stops the start with an error naming it,
+//! and nothing is touched.
+//!
+//! Replay reads every segment in order and never gives up on intact records:
+//! - a record whose header checks out but whose payload does not is skipped and counted;
+//! - damage to a header (a flipped bit in a length) is skipped by resynchronising on the
+//!   next position where a whole record checks out; the damaged stretch is counted;
+//! - only when no valid record follows is the rest a torn tail, truncated with a warning;
+//! - a segment whose file header cannot be read at all is moved aside to
+//!   `<data-dir>/corrupt/<log>/` and counted, never deleted.
+//!
 //! New records always go to a fresh segment, so nothing is appended after a torn tail.
 
 use std::path::{Path, PathBuf};
@@ -20,16 +30,55 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use strand_core::SpanBatch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::fs::{AppendFile, FileSystem};
 
-const MAGIC: &[u8; 8] = b"STRWAL\0\x01";
-/// Bytes before each record's payload: length and checksum.
-const RECORD_HEADER: usize = 8;
+/// Segment magic without its version byte.
+const MAGIC_PREFIX: &[u8; 7] = b"STRWAL\0";
+/// Framing version of the segments this binary writes.
+pub const SEGMENT_VERSION: u8 = 2;
+/// Bytes of a segment's file header.
+const MAGIC_LEN: usize = 8;
+/// Bytes before each record's payload: length, payload checksum, header checksum.
+const RECORD_HEADER: usize = 12;
+/// Record header of version 1 segments: length and payload checksum.
+const RECORD_HEADER_V1: usize = 8;
+/// Version byte in front of a store record's postcard payload.
 const PAYLOAD_VERSION: u8 = 1;
 /// Largest record accepted on replay; a length field above it is treated as garbage.
 pub const MAX_RECORD_BYTES: u32 = 512 * 1024 * 1024;
+
+/// Why the log could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    /// Reading, truncating or creating a segment failed.
+    #[error("wal i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// A segment was written by a newer Strand.
+    #[error(
+        "wal segment {path} has format version {version}, newer than this strand reads (up to {SEGMENT_VERSION}): run a newer strand on this data directory"
+    )]
+    NewerVersion {
+        /// The segment.
+        path: PathBuf,
+        /// Its framing version.
+        version: u8,
+    },
+}
+
+impl From<WalError> for strand_core::StoreError {
+    fn from(e: WalError) -> Self {
+        match e {
+            WalError::Io(source) => strand_core::StoreError::Io { path: "wal".into(), source },
+            WalError::NewerVersion { path, version } => strand_core::StoreError::NewerFormat {
+                path: path.display().to_string(),
+                found: u32::from(version),
+                supported: u32::from(SEGMENT_VERSION),
+            },
+        }
+    }
+}
 
 /// One received batch as the WAL keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,7 +92,7 @@ pub struct WalRecord {
 }
 
 impl WalRecord {
-    /// Encodes the record with its length and checksum header.
+    /// Encodes the record with its record header (current framing).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![0u8; RECORD_HEADER + 1];
         out[RECORD_HEADER] = PAYLOAD_VERSION;
@@ -83,12 +132,14 @@ pub fn frame(payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Fills in the length and checksum header of `out` (header bytes, then payload).
+/// Fills in the record header of `out` (header bytes, then payload).
 fn seal_frame(out: &mut [u8]) {
     let payload_len = out.len() - RECORD_HEADER;
     let crc = crc32c::crc32c(&out[RECORD_HEADER..]);
     out[0..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
     out[4..8].copy_from_slice(&crc.to_le_bytes());
+    let header_crc = crc32c::crc32c(&out[0..8]);
+    out[8..12].copy_from_slice(&header_crc.to_le_bytes());
 }
 
 /// What replay found.
@@ -98,10 +149,13 @@ pub struct ReplayStats {
     pub segments: u64,
     /// Records replayed.
     pub records: u64,
-    /// Records skipped because their checksum or content was bad.
+    /// Records skipped because their checksum or content was bad, and damaged stretches
+    /// skipped to the next valid record.
     pub corrupt_records: u64,
     /// Torn tails truncated.
     pub torn_tails: u64,
+    /// Segments whose file header could not be read, moved aside unread.
+    pub segments_set_aside: u64,
 }
 
 /// The log. Owned by one writer thread.
@@ -127,14 +181,14 @@ impl Wal {
     /// for writes.
     ///
     /// Records are handed to `on_record` one at a time, in order, as their framed bytes
-    /// (header and payload, as [`WalRecord::encode`] wrote them; a zero-copy slice of the
-    /// segment read into memory) and decoded, so replay holds at most one decoded record and
-    /// makes no copy per record.
+    /// (header and payload, as [`WalRecord::encode`] writes them; a zero-copy slice of the
+    /// segment read into memory, or a re-framed copy for a version 1 segment) and decoded,
+    /// so replay holds at most one decoded record.
     pub fn open(
         fs: Arc<dyn FileSystem>,
         dir: &Path,
         mut on_record: impl FnMut(Bytes, WalRecord),
-    ) -> std::io::Result<(Self, ReplayStats)> {
+    ) -> Result<(Self, ReplayStats), WalError> {
         Self::open_with(fs, dir, |path, framed, stats| match WalRecord::decode(&framed[RECORD_HEADER..]) {
             Ok(record) => {
                 stats.records += 1;
@@ -148,13 +202,13 @@ impl Wal {
     }
 
     /// Opens a log of opaque payloads (written with [`frame`]), handing each checksummed
-    /// payload to `on_payload` with the number of the segment holding it, in order. Torn
-    /// tails and corrupt records are handled as in [`Wal::open`].
+    /// payload to `on_payload` with the number of the segment holding it, in order. Damage
+    /// is handled as in [`Wal::open`].
     pub fn open_payloads(
         fs: Arc<dyn FileSystem>,
         dir: &Path,
         mut on_payload: impl FnMut(u64, &[u8]),
-    ) -> std::io::Result<(Self, ReplayStats)> {
+    ) -> Result<(Self, ReplayStats), WalError> {
         Self::open_with(fs, dir, |path, framed, stats| {
             stats.records += 1;
             on_payload(segment_seq(path).unwrap_or_default(), &framed[RECORD_HEADER..]);
@@ -165,18 +219,33 @@ impl Wal {
         fs: Arc<dyn FileSystem>,
         dir: &Path,
         mut on_framed: impl FnMut(&Path, Bytes, &mut ReplayStats),
-    ) -> std::io::Result<(Self, ReplayStats)> {
+    ) -> Result<(Self, ReplayStats), WalError> {
         fs.create_dir_all(dir)?;
         let mut stats = ReplayStats::default();
         let mut last_seq = 0;
         let mut segments: Vec<(u64, PathBuf)> =
             fs.list(dir)?.into_iter().filter_map(|p| Some((segment_seq(&p)?, p))).collect();
         segments.sort();
+        // Every segment's version is checked before anything is replayed or changed.
+        let mut contents = Vec::with_capacity(segments.len());
         for (seq, path) in &segments {
             last_seq = *seq;
-            stats.segments += 1;
             let bytes = Bytes::from(fs.read_file(path)?);
-            let parsed = parse_segment(&bytes);
+            if let Some(version) = newer_version(&bytes) {
+                return Err(WalError::NewerVersion { path: path.clone(), version });
+            }
+            contents.push((path, bytes));
+        }
+        for (path, bytes) in contents {
+            stats.segments += 1;
+            let parsed = match parse_segment(&bytes) {
+                Some(parsed) => parsed,
+                None => {
+                    set_aside(fs.as_ref(), dir, path)?;
+                    stats.segments_set_aside += 1;
+                    continue;
+                }
+            };
             stats.corrupt_records += parsed.corrupt;
             if let Some(at) = parsed.torn_at {
                 warn!(segment = %path.display(), offset = at, len = bytes.len(), "truncated torn wal record");
@@ -184,7 +253,11 @@ impl Wal {
                 fs.truncate(path, at)?;
             }
             for range in parsed.records {
-                on_framed(path, bytes.slice(range), &mut stats);
+                let framed = match parsed.framing {
+                    Framing::V2 => bytes.slice(range),
+                    Framing::V1 => Bytes::from(frame(&bytes[range.start + RECORD_HEADER_V1..range.end])),
+                };
+                on_framed(path, framed, &mut stats);
             }
             if parsed.corrupt > 0 {
                 warn!(segment = %path.display(), count = parsed.corrupt, "skipped corrupt wal records");
@@ -206,7 +279,7 @@ impl Wal {
         let path = segment_path(dir, seq);
         let mut file = fs.open_append(&path)?;
         if file.len() == 0 {
-            file.append(MAGIC)?;
+            file.append(&magic(SEGMENT_VERSION))?;
             file.sync()?;
             fs.sync_dir(dir)?;
         }
@@ -268,50 +341,154 @@ impl Wal {
     }
 }
 
+/// Moves a segment whose file header cannot be read to `<dir>/../corrupt/<dir name>/`, so
+/// nothing deletes it with the replayed segments.
+fn set_aside(fs: &dyn FileSystem, dir: &Path, path: &Path) -> std::io::Result<()> {
+    let log = dir.file_name().map(ToOwned::to_owned).unwrap_or_else(|| "wal".into());
+    let aside_dir = dir.parent().unwrap_or(dir).join("corrupt").join(log);
+    fs.create_dir_all(&aside_dir)?;
+    let aside = aside_dir.join(path.file_name().unwrap_or_default());
+    error!(segment = %path.display(), moved_to = %aside.display(), "set aside wal segment with an unreadable header");
+    fs.rename(path, &aside)
+}
+
+fn magic(version: u8) -> [u8; MAGIC_LEN] {
+    let mut m = [0u8; MAGIC_LEN];
+    m[..7].copy_from_slice(MAGIC_PREFIX);
+    m[7] = version;
+    m
+}
+
+/// The version of a segment written by a newer Strand, if it is one.
+fn newer_version(bytes: &[u8]) -> Option<u8> {
+    (bytes.len() >= MAGIC_LEN && bytes.starts_with(MAGIC_PREFIX) && bytes[7] > SEGMENT_VERSION)
+        .then(|| bytes[7])
+}
+
+/// How a segment's records are framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// `len | crc(payload)`.
+    V1,
+    /// `len | crc(payload) | crc(len ++ crc(payload))`.
+    V2,
+}
+
+/// What the bytes at one offset of a segment are.
+#[derive(Debug, PartialEq, Eq)]
+enum At {
+    /// A whole, checked record ending at this offset.
+    Record(usize),
+    /// A record whose header checks out but whose payload does not; it ends here.
+    BadPayload(usize),
+    /// A record whose header checks out but which runs past the end of the segment.
+    Cut,
+    /// Not the start of a record.
+    Garbage,
+}
+
+impl Framing {
+    fn header_len(self) -> usize {
+        match self {
+            Framing::V1 => RECORD_HEADER_V1,
+            Framing::V2 => RECORD_HEADER,
+        }
+    }
+
+    fn at(self, bytes: &[u8], off: usize) -> At {
+        let rest = &bytes[off..];
+        let header = self.header_len();
+        if rest.len() < header {
+            return At::Garbage;
+        }
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+        let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+        // No record is empty (eight zero bytes would otherwise pass for one).
+        let header_ok = len > 0
+            && len <= MAX_RECORD_BYTES
+            && match self {
+                // Version 1 has no header checksum: only a whole record vouches for its length.
+                Framing::V1 => true,
+                Framing::V2 => {
+                    crc32c::crc32c(&rest[..8]) == u32::from_le_bytes([rest[8], rest[9], rest[10], rest[11]])
+                }
+            };
+        if !header_ok {
+            return At::Garbage;
+        }
+        let end = header + len as usize;
+        if end > rest.len() {
+            return if self == Framing::V2 { At::Cut } else { At::Garbage };
+        }
+        if crc32c::crc32c(&rest[header..end]) == crc {
+            At::Record(off + end)
+        } else if self == Framing::V2 {
+            At::BadPayload(off + end)
+        } else {
+            At::Garbage
+        }
+    }
+}
+
 struct ParsedSegment {
-    /// Byte ranges of the records that passed their checksum, header included.
+    framing: Framing,
+    /// Byte ranges of the records that passed their checksums, header included.
     records: Vec<std::ops::Range<usize>>,
     corrupt: u64,
     torn_at: Option<u64>,
 }
 
-fn parse_segment(bytes: &[u8]) -> ParsedSegment {
-    let mut out = ParsedSegment { records: Vec::new(), corrupt: 0, torn_at: None };
-    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-        if bytes.len() < MAGIC.len() && MAGIC.starts_with(bytes) {
-            out.torn_at = Some(0);
-        } else {
-            out.corrupt = 1;
-        }
-        return out;
-    }
-    let mut off = MAGIC.len();
+/// Parses a segment; `None` when its file header is not a WAL magic this binary reads.
+fn parse_segment(bytes: &[u8]) -> Option<ParsedSegment> {
+    let framing = if bytes.len() < MAGIC_LEN {
+        // A segment cut inside its own header never held a record.
+        let torn = (magic(SEGMENT_VERSION).starts_with(bytes) || magic(1).starts_with(bytes)).then_some(0);
+        return torn.map(|t| ParsedSegment {
+            framing: Framing::V2,
+            records: Vec::new(),
+            corrupt: 0,
+            torn_at: Some(t),
+        });
+    } else if bytes[..MAGIC_LEN] == magic(2) {
+        Framing::V2
+    } else if bytes[..MAGIC_LEN] == magic(1) {
+        Framing::V1
+    } else {
+        return None;
+    };
+    let mut out = ParsedSegment { framing, records: Vec::new(), corrupt: 0, torn_at: None };
+    let mut off = MAGIC_LEN;
     while off < bytes.len() {
-        let rest = &bytes[off..];
-        if rest.len() < RECORD_HEADER {
-            out.torn_at = Some(off as u64);
-            break;
-        }
-        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
-        let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
-        let end = RECORD_HEADER + len as usize;
-        if len > MAX_RECORD_BYTES || end > rest.len() {
-            out.torn_at = Some(off as u64);
-            break;
-        }
-        let payload = &rest[RECORD_HEADER..end];
-        if crc32c::crc32c(payload) != crc {
-            if end == rest.len() {
+        match framing.at(bytes, off) {
+            At::Record(end) => {
+                out.records.push(off..end);
+                off = end;
+            }
+            // At the very end, a bad payload is the usual torn write (length written,
+            // data not): cut it off. Anywhere else, skip the one damaged record.
+            At::BadPayload(end) if end < bytes.len() => {
+                out.corrupt += 1;
+                off = end;
+            }
+            At::BadPayload(_) | At::Cut => {
                 out.torn_at = Some(off as u64);
                 break;
             }
-            out.corrupt += 1;
-        } else {
-            out.records.push(off..off + end);
+            At::Garbage => {
+                match (off + 1..bytes.len()).find(|&p| matches!(framing.at(bytes, p), At::Record(_))) {
+                    Some(next) => {
+                        out.corrupt += 1;
+                        off = next;
+                    }
+                    None => {
+                        out.torn_at = Some(off as u64);
+                        break;
+                    }
+                }
+            }
         }
-        off += end;
     }
-    out
+    Some(out)
 }
 
 #[cfg(test)]
@@ -325,7 +502,7 @@ mod tests {
     }
 
     fn write_segment(records: &[WalRecord]) -> Vec<u8> {
-        let mut bytes = MAGIC.to_vec();
+        let mut bytes = magic(SEGMENT_VERSION).to_vec();
         for r in records {
             bytes.extend(r.encode());
         }
@@ -336,7 +513,7 @@ mod tests {
     fn records_round_trip() {
         let recs = [record(1), record(2)];
         let bytes = write_segment(&recs);
-        let parsed = parse_segment(&bytes);
+        let parsed = parse_segment(&bytes).expect("readable segment");
         assert_eq!(parsed.corrupt, 0);
         assert_eq!(parsed.torn_at, None);
         let decoded: Vec<_> = parsed
@@ -351,9 +528,9 @@ mod tests {
     fn torn_tail_is_found_at_every_cut() {
         let recs = [record(1), record(2)];
         let bytes = write_segment(&recs);
-        let first_end = MAGIC.len() + recs[0].encode().len();
+        let first_end = MAGIC_LEN + recs[0].encode().len();
         for cut in first_end + 1..bytes.len() {
-            let parsed = parse_segment(&bytes[..cut]);
+            let parsed = parse_segment(&bytes[..cut]).expect("readable segment");
             assert_eq!(parsed.records.len(), 1, "cut at {cut}");
             assert_eq!(parsed.torn_at, Some(first_end as u64), "cut at {cut}");
             assert_eq!(parsed.corrupt, 0);
@@ -364,9 +541,9 @@ mod tests {
     fn corrupt_middle_record_is_skipped_and_counted() {
         let recs = [record(1), record(2), record(3)];
         let mut bytes = write_segment(&recs);
-        let second = MAGIC.len() + recs[0].encode().len() + 12;
+        let second = MAGIC_LEN + recs[0].encode().len() + 12;
         bytes[second] ^= 0xff;
-        let parsed = parse_segment(&bytes);
+        let parsed = parse_segment(&bytes).expect("readable segment");
         assert_eq!(parsed.corrupt, 1);
         assert_eq!(parsed.torn_at, None);
         assert_eq!(parsed.records.len(), 2);
@@ -393,6 +570,70 @@ mod tests {
         assert_eq!(stats.torn_tails, 1);
         assert_eq!(wal.current_segment(), 2);
         let seg1 = segment_path(dir.path(), 1);
-        assert_eq!(fs.file_size(&seg1).expect("size"), (MAGIC.len() + record(1).encode().len()) as u64);
+        assert_eq!(fs.file_size(&seg1).expect("size"), (MAGIC_LEN + record(1).encode().len()) as u64);
+    }
+
+    #[test]
+    fn damaged_length_is_skipped_by_resynchronising() {
+        let recs: Vec<_> = (1..=5).map(record).collect();
+        let mut bytes = write_segment(&recs);
+        let second = MAGIC_LEN + recs[0].encode().len();
+        // One flipped bit in the second record's length: its header no longer checks out.
+        bytes[second + 2] ^= 0x10;
+        let parsed = parse_segment(&bytes).expect("readable segment");
+        assert_eq!(parsed.torn_at, None, "intact records follow: nothing is truncated");
+        assert_eq!(parsed.corrupt, 1);
+        let decoded: Vec<_> = parsed
+            .records
+            .iter()
+            .map(|r| WalRecord::decode_framed(&bytes[r.clone()]).expect("valid"))
+            .collect();
+        assert_eq!(decoded, [&recs[..1], &recs[2..]].concat());
+    }
+
+    #[test]
+    fn version_1_segments_resynchronise_too() {
+        let recs: Vec<_> = (1..=4).map(record).collect();
+        let mut bytes = magic(1).to_vec();
+        for r in &recs {
+            let framed = r.encode();
+            let payload = &framed[RECORD_HEADER..];
+            bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+            bytes.extend_from_slice(payload);
+        }
+        let second = MAGIC_LEN + RECORD_HEADER_V1 + recs[0].encode().len() - RECORD_HEADER;
+        bytes[second + 1] ^= 0x01;
+        let parsed = parse_segment(&bytes).expect("readable segment");
+        assert_eq!(
+            (parsed.framing, parsed.corrupt, parsed.torn_at, parsed.records.len()),
+            (Framing::V1, 1, None, 3)
+        );
+    }
+
+    #[test]
+    fn unreadable_segment_is_set_aside_not_deleted_and_newer_ones_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal_dir = dir.path().join("wal");
+        let fs: Arc<dyn FileSystem> = Arc::new(StdFs);
+        let (mut wal, _) = Wal::open(fs.clone(), &wal_dir, |_, _| {}).expect("open");
+        wal.append(&record(1).encode()).expect("append");
+        wal.sync().expect("sync");
+        drop(wal);
+        let seg1 = segment_path(&wal_dir, 1);
+        let mut bytes = std::fs::read(&seg1).expect("read");
+        bytes[0] ^= 0xff;
+        std::fs::write(&seg1, &bytes).expect("write");
+        let (wal, stats) =
+            Wal::open(fs.clone(), &wal_dir, |_, _| panic!("nothing to replay")).expect("reopen");
+        assert_eq!(stats.segments_set_aside, 1);
+        Wal::remove_through(fs.as_ref(), &wal_dir, wal.current_segment()).expect("remove");
+        let aside = dir.path().join("corrupt/wal").join(seg1.file_name().expect("name"));
+        assert_eq!(std::fs::read(&aside).expect("set aside, not deleted"), bytes);
+
+        std::fs::write(segment_path(&wal_dir, 7), magic(9)).expect("write");
+        let err = Wal::open(fs, &wal_dir, |_, _| {}).err().expect("a newer segment is refused");
+        assert!(err.to_string().contains("format version 9"), "{err}");
+        assert!(segment_path(&wal_dir, 7).exists(), "the newer segment is left alone");
     }
 }

@@ -1,10 +1,12 @@
 //! Corrupt files found at start-up are reported and set aside; everything else is served.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use strand_core::{Scope, TraceId};
 use strand_store::fs::{FileSystem, StdFs};
-use strand_store::testdata::{batch, trace_id};
+use strand_store::testdata::{batch, service_batch, span, trace_id};
 use strand_store::{Store, StoreConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,9 +54,9 @@ async fn corrupt_and_torn_wal_records_are_skipped_and_counted() {
         drop(store);
         // Flip a byte inside the second record's payload and append half a record.
         let first_len = u32::from_le_bytes(copy[8..12].try_into().expect("4 bytes")) as usize;
-        let second = 8 + 8 + first_len;
+        let second = 8 + RECORD_HEADER + first_len;
         bytes[second + 20] ^= 0xff;
-        bytes.extend_from_slice(&copy[8..8 + 8 + first_len / 2]);
+        bytes.extend_from_slice(&copy[8..8 + RECORD_HEADER + first_len / 2]);
         for b in StdFs.list(&dir.path().join("blocks")).expect("list") {
             std::fs::remove_dir_all(b).expect("remove block");
         }
@@ -66,6 +68,84 @@ async fn corrupt_and_torn_wal_records_are_skipped_and_counted() {
     assert!(store.get_trace_blocking(trace_id(1)).expect("read").is_some());
     assert!(store.get_trace_blocking(trace_id(2)).expect("read").is_none());
     assert!(store.get_trace_blocking(trace_id(3)).expect("read").is_some());
+}
+
+/// Bytes of a record header in the segments this version writes.
+const RECORD_HEADER: usize = 12;
+
+/// Writes traces `1..=n` (one span each) and leaves them in the WAL only; returns the
+/// segment holding them and its bytes.
+async fn traces_in_the_wal_only(dir: &Path, n: u32) -> (PathBuf, Vec<u8>) {
+    let store = Store::open(Arc::new(StdFs), dir, StoreConfig::default()).expect("open");
+    for i in 1..=n {
+        store.append(one_span(i)).await.expect("write");
+    }
+    let segment = StdFs.list(&dir.join("wal")).expect("list").last().expect("segment").clone();
+    let bytes = std::fs::read(&segment).expect("read");
+    store.close();
+    drop(store);
+    for b in StdFs.list(&dir.join("blocks")).expect("list") {
+        std::fs::remove_dir_all(b).expect("remove block");
+    }
+    std::fs::write(&segment, &bytes).expect("restore the segment");
+    (segment, bytes)
+}
+
+fn tid(i: u32) -> TraceId {
+    let mut b = [0x77u8; 16];
+    b[..4].copy_from_slice(&i.to_be_bytes());
+    TraceId(b)
+}
+
+fn one_span(i: u32) -> strand_core::SpanBatch {
+    service_batch(
+        "svc",
+        vec![],
+        Scope::default(),
+        vec![span(tid(i), 1, None, "op", 1_000 + u64::from(i), 10)],
+    )
+}
+
+/// Offsets of every record in a segment (after the 8-byte file header).
+fn record_offsets(bytes: &[u8]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut off = 8;
+    while off < bytes.len() {
+        out.push(off);
+        off += RECORD_HEADER + u32::from_le_bytes(bytes[off..off + 4].try_into().expect("4 bytes")) as usize;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_bit_in_a_record_length_loses_that_record_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (segment, mut bytes) = traces_in_the_wal_only(dir.path(), 1000).await;
+    let offsets = record_offsets(&bytes);
+    assert_eq!(offsets.len(), 1000, "one record per write");
+    bytes[offsets[100] + 1] ^= 0x04;
+    std::fs::write(&segment, &bytes).expect("write");
+    let store = Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default()).expect("start");
+    assert_eq!(store.stats().wal_corrupt_records.load(Ordering::Relaxed), 1);
+    assert_eq!(store.stats().wal_torn_tails.load(Ordering::Relaxed), 0, "nothing is truncated");
+    let missing: Vec<u32> =
+        (1..=1000).filter(|&i| store.get_trace_blocking(tid(i)).expect("read").is_none()).collect();
+    assert_eq!(missing, vec![101], "only the damaged record is lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_with_an_unreadable_header_is_set_aside_never_deleted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (segment, mut bytes) = traces_in_the_wal_only(dir.path(), 50).await;
+    bytes[3] ^= 0xff;
+    std::fs::write(&segment, &bytes).expect("write");
+    let store = Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default()).expect("start");
+    assert_eq!(store.stats().wal_segments_set_aside.load(Ordering::Relaxed), 1);
+    // A head cut deletes replayed segments; the set-aside one survives it.
+    store.append(one_span(2000)).await.expect("write");
+    store.flush().await.expect("flush");
+    let aside = dir.path().join("corrupt/wal").join(segment.file_name().expect("name"));
+    assert_eq!(std::fs::read(&aside).expect("kept for inspection"), bytes);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

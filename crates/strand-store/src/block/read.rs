@@ -97,6 +97,20 @@ impl Block {
     pub fn open(fs: &dyn FileSystem, dir: &Path) -> Result<Self, StoreError> {
         let meta_path = dir.join("meta.json");
         let meta_bytes = fs.read_file(&meta_path).map_err(|e| io_err(&meta_path, e))?;
+        // The version is read on its own first: a newer layout may not parse as this one.
+        #[derive(serde::Deserialize)]
+        struct Version {
+            format_version: u32,
+        }
+        if let Ok(Version { format_version }) = serde_json::from_slice(&meta_bytes)
+            && format_version > FORMAT_VERSION
+        {
+            return Err(StoreError::NewerFormat {
+                path: meta_path.display().to_string(),
+                found: format_version,
+                supported: FORMAT_VERSION,
+            });
+        }
         let meta: BlockMeta = serde_json::from_slice(&meta_bytes).map_err(|e| corrupt(&meta_path, e))?;
         if meta.format_version != FORMAT_VERSION {
             return Err(corrupt(&meta_path, format!("unsupported format version {}", meta.format_version)));
