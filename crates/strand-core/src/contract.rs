@@ -139,6 +139,20 @@ pub trait TraceReader: Send + Sync + 'static {
     /// when no span of it is stored.
     fn get_trace(&self, trace_id: TraceId) -> BoxFuture<'_, Result<Option<Trace>, StoreError>>;
 
+    /// The traces of `ids` that are stored, in the order asked, each whole (as
+    /// [`TraceReader::get_trace`] returns it); unknown ids are left out. Backends answer it
+    /// in one pass where they can (one lock, each file opened once) instead of one lookup
+    /// per id.
+    fn get_traces(&self, ids: Vec<TraceId>) -> BoxFuture<'_, Result<Vec<Trace>, StoreError>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                out.extend(self.get_trace(id).await?);
+            }
+            Ok(out)
+        })
+    }
+
     /// One page of traces matching the query, newest first (see [`crate::search`] for the
     /// semantics every backend follows). The same query over the same data gives the same
     /// page; following `next_cursor` neither skips nor repeats a trace while data is written.
@@ -175,11 +189,71 @@ pub trait TraceReader: Send + Sync + 'static {
         unsupported("attribute listing")
     }
 
-    /// Caller → callee service edges of spans started in the range, sorted.
+    /// Caller → callee service edges of spans started in the range, sorted by caller then
+    /// callee: one call for each span whose parent span belongs to another service
+    /// (producer → consumer hops included when the consumer span is the producer's child).
     fn dependencies(&self, range: TimeRange) -> BoxFuture<'_, Result<Vec<DependencyEdge>, StoreError>> {
         let _ = range;
         unsupported("dependencies")
     }
+}
+
+/// Whether a [`StoreMetric`] only grows or goes up and down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Only grows (from the backend's start).
+    Counter,
+    /// A current level.
+    Gauge,
+}
+
+/// One number a backend reports about itself for `/metrics`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreMetric {
+    /// Metric name without the `strand_` prefix, in base units (`_bytes`, `_seconds`); a
+    /// counter's name ends in `_total`.
+    pub name: &'static str,
+    /// One line of help.
+    pub help: &'static str,
+    /// Counter or gauge.
+    pub kind: MetricKind,
+    /// The value.
+    pub value: f64,
+}
+
+impl StoreMetric {
+    /// A counter.
+    pub fn counter(name: &'static str, help: &'static str, value: f64) -> Self {
+        Self { name, help, kind: MetricKind::Counter, value }
+    }
+
+    /// A gauge.
+    pub fn gauge(name: &'static str, help: &'static str, value: f64) -> Self {
+        Self { name, help, kind: MetricKind::Gauge, value }
+    }
+}
+
+/// A whole storage backend as the server runs it: writes, reads and its upkeep. The server
+/// holds one as `Arc<dyn TraceStore>`, chosen by configuration; every implementation passes
+/// the conformance suite (`strand_store::conformance`).
+pub trait TraceStore: TraceWriter + TraceReader {
+    /// Moves everything written so far into the backend's long-term form (the embedded
+    /// store cuts its head into a block) and returns once that is durable.
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Runs compaction and retention once, now, as of the backend's clock (backends also
+    /// schedule them on their own).
+    fn maintain(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Bytes the stored data takes: what retention's byte budget counts.
+    fn stored_bytes(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// The backend's counters and gauges.
+    fn metrics(&self) -> BoxFuture<'_, Vec<StoreMetric>>;
+
+    /// Stops background work. Writes already accepted are answered; later ones fail with
+    /// [`SinkError::Unavailable`]. Returns once the backend's files are closed.
+    fn close(&self) -> BoxFuture<'_, ()>;
 }
 
 fn unsupported<'a, T: Send + 'a>(what: &'static str) -> BoxFuture<'a, Result<T, StoreError>> {

@@ -9,8 +9,9 @@
 //!   the OTLP span model field for field.
 //! - [`search`]: trace search queries, summaries, operations and dependency edges.
 //! - [`units`]: sizes and durations written with units (`16MiB`, `30s`).
-//! - [`contract`]: [`SpanSink`], [`TraceWriter`] and [`TraceReader`], with the promises
-//!   each implementation makes.
+//! - [`contract`]: [`SpanSink`], [`TraceWriter`], [`TraceReader`] and [`TraceStore`], with
+//!   the promises each implementation makes.
+//! - [`clock`]: [`Clock`], the time source components are given.
 //!
 //! ```
 //! use strand_core::{SpanId, TraceId};
@@ -23,13 +24,18 @@
 //! # Ok::<(), strand_core::IdError>(())
 //! ```
 
+pub mod clock;
 pub mod contract;
 pub mod ids;
 pub mod model;
 pub mod search;
 pub mod units;
 
-pub use contract::{BoxFuture, SinkError, SpanSink, StoreError, TraceReader, TraceWriter};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use contract::{
+    BoxFuture, ErrorKind, MetricKind, SinkError, SpanSink, StoreError, StoreMetric, TraceReader, TraceStore,
+    TraceWriter,
+};
 pub use ids::{IdError, SpanId, TraceId};
 pub use model::{
     AnyValue, Event, KeyValue, Link, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanBatch, SpanKind,

@@ -13,7 +13,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::ids::TraceId;
-use crate::model::{AnyValue, SpanKind};
+use crate::model::{AnyValue, KeyValue, SpanKind, StatusCode, StoredSpan};
 
 /// Where an attribute filter looks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -84,6 +84,61 @@ impl TraceQuery {
     /// A query over all time with the given limit and no conditions.
     pub fn all(limit: usize) -> Self {
         Self { end_unix_nano: u64::MAX, limit, ..Self::default() }
+    }
+}
+
+/// A query's span conditions, prepared once (attribute values expanded to the forms they
+/// match, see [`value_forms`]): what one span must meet for its trace to match.
+#[derive(Debug)]
+pub struct SpanConditions<'q> {
+    q: &'q TraceQuery,
+    forms: Vec<Vec<String>>,
+}
+
+impl<'q> SpanConditions<'q> {
+    /// Prepares the conditions of `q`.
+    pub fn new(q: &'q TraceQuery) -> Self {
+        Self { q, forms: q.attributes.iter().map(|a| value_forms(&a.value)).collect() }
+    }
+
+    /// The forms of each attribute filter's value, in the query's order.
+    pub fn forms(&self) -> &[Vec<String>] {
+        &self.forms
+    }
+
+    /// Whether the span meets every span condition: service, operation, kind, status, span
+    /// duration, start within the time range, and each attribute filter in its scope.
+    pub fn matches(&self, s: &StoredSpan) -> bool {
+        let (q, span) = (self.q, &s.span);
+        let duration = span.duration_nanos();
+        q.service.as_ref().is_none_or(|svc| s.resource.service_name() == svc)
+            && q.operation.as_ref().is_none_or(|op| &span.name == op)
+            && q.kind.is_none_or(|k| span.kind == k)
+            && match q.status {
+                None => true,
+                Some(StatusFilter::Error) => span.status.code == StatusCode::Error,
+                Some(StatusFilter::Ok) => span.status.code != StatusCode::Error,
+            }
+            && q.min_span_duration_nano.is_none_or(|m| duration >= m)
+            && q.max_span_duration_nano.is_none_or(|m| duration <= m)
+            && span.start_time_unix_nano >= q.start_unix_nano
+            && span.start_time_unix_nano <= q.end_unix_nano
+            && q.attributes.iter().zip(&self.forms).all(|(a, forms)| {
+                let hit = |attrs: &[KeyValue]| {
+                    attrs.iter().any(|kv| kv.key == a.key && value_matches(&kv.value, forms))
+                };
+                match a.scope {
+                    AttrScope::Span => hit(&span.attributes),
+                    AttrScope::Resource => hit(&s.resource.attributes),
+                    AttrScope::Any => {
+                        hit(&span.attributes)
+                            || hit(&s.resource.attributes)
+                            || hit(&s.scope.attributes)
+                            || span.events.iter().any(|e| hit(&e.attributes))
+                            || span.links.iter().any(|l| hit(&l.attributes))
+                    }
+                }
+            })
     }
 }
 
@@ -159,6 +214,47 @@ pub struct TraceSummary {
     pub services: Vec<ServiceSpans>,
 }
 
+impl TraceSummary {
+    /// The summary of a trace from its spans (any order; each span once).
+    pub fn of(trace_id: TraceId, spans: &[StoredSpan]) -> Self {
+        let start_unix_nano = spans.iter().map(|s| s.span.start_time_unix_nano).min().unwrap_or(0);
+        // A span ending before it starts (a clock step) counts as ending at its start.
+        let end = spans
+            .iter()
+            .map(|s| s.span.end_time_unix_nano.max(s.span.start_time_unix_nano))
+            .max()
+            .unwrap_or(0);
+        // A span without a parent beats one with a parent, then the earlier start wins.
+        let root =
+            spans.iter().min_by_key(|s| (s.span.parent_span_id.is_some(), s.span.start_time_unix_nano));
+        let mut services: Vec<ServiceSpans> = Vec::new();
+        for s in spans {
+            let name = s.resource.service_name();
+            let error = u64::from(s.span.status.code == StatusCode::Error);
+            match services.iter_mut().find(|x| x.name == name) {
+                Some(x) => {
+                    x.span_count += 1;
+                    x.error_count += error;
+                }
+                None => {
+                    services.push(ServiceSpans { name: name.to_owned(), span_count: 1, error_count: error })
+                }
+            }
+        }
+        services.sort_by(|a, b| a.name.cmp(&b.name));
+        Self {
+            trace_id,
+            root_service: root.map(|r| r.resource.service_name().to_owned()).unwrap_or_default(),
+            root_name: root.map(|r| r.span.name.clone()).unwrap_or_default(),
+            start_unix_nano,
+            duration_nano: end.saturating_sub(start_unix_nano),
+            span_count: spans.len() as u64,
+            error_count: services.iter().map(|s| s.error_count).sum(),
+            services,
+        }
+    }
+}
+
 /// One page of search results.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SearchPage {
@@ -186,10 +282,28 @@ pub struct DependencyEdge {
     pub parent: String,
     /// Called service.
     pub child: String,
-    /// Calls (child spans whose parent, or linked span, is in the parent service).
+    /// Calls: child spans whose parent span is in the parent service (span links are not
+    /// counted).
     pub call_count: u64,
     /// Of which the child span had status ERROR.
     pub error_count: u64,
+}
+
+impl DependencyEdge {
+    /// Edges from `(parent, child) → (calls, errors)` counts, sorted by parent then child.
+    pub fn from_counts(counts: impl IntoIterator<Item = ((String, String), (u64, u64))>) -> Vec<Self> {
+        let mut out: Vec<Self> = counts
+            .into_iter()
+            .map(|((parent, child), (call_count, error_count))| Self {
+                parent,
+                child,
+                call_count,
+                error_count,
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.parent, &a.child).cmp(&(&b.parent, &b.child)));
+        out
+    }
 }
 
 /// A time range, both ends inclusive, in Unix nanoseconds.

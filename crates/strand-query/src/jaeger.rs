@@ -205,12 +205,8 @@ pub(crate) async fn find_traces(
         .into());
     }
     if !ids.is_empty() {
-        let mut data = Vec::new();
-        for raw in ids {
-            if let Some(trace) = st.reader.get_trace(parse_jaeger_trace_id(raw)?).await? {
-                data.push(trace_to_jaeger(&trace));
-            }
-        }
+        let ids = ids.into_iter().map(parse_jaeger_trace_id).collect::<Result<Vec<_>, _>>()?;
+        let data: Vec<Value> = st.reader.get_traces(ids).await?.iter().map(trace_to_jaeger).collect();
         if data.is_empty() {
             return Err(ApiError::NotFound("trace not found".into()).into());
         }
@@ -220,12 +216,8 @@ pub(crate) async fn find_traces(
     let q = v1_query(&p, &st, &mut warnings)?;
     let mut page = st.reader.find_traces(q).await?;
     warnings.append(&mut page.warnings);
-    let mut data = Vec::with_capacity(page.traces.len());
-    for s in &page.traces {
-        if let Some(trace) = st.reader.get_trace(s.trace_id).await? {
-            data.push(trace_to_jaeger(&trace));
-        }
-    }
+    let ids = page.traces.iter().map(|s| s.trace_id).collect();
+    let data: Vec<Value> = st.reader.get_traces(ids).await?.iter().map(trace_to_jaeger).collect();
     Ok(envelope(Value::Array(data), 0, warnings))
 }
 
@@ -491,10 +483,7 @@ pub(crate) async fn v3_find_traces(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, V3Error> {
     let page = v3_search(&st, raw.as_deref()).await?;
-    let mut traces = Vec::new();
-    for s in &page.traces {
-        traces.extend(st.reader.get_trace(s.trace_id).await?);
-    }
+    let traces = st.reader.get_traces(page.traces.iter().map(|s| s.trace_id).collect()).await?;
     Ok(otlp_result(&traces))
 }
 

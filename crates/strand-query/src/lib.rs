@@ -8,7 +8,9 @@
 //! Every parameter error names the parameter and says why (400); unknown traces are 404.
 //! Limits and time ranges are bounded by [`QueryLimits`], and a response says when it was
 //! bounded. Errors are shaped as each API's clients expect; the native API's are
-//! `{"error": "..."}` ([`ApiError`]).
+//! `{"error": "..."}` ([`ApiError`]). A storage error's kind picks the status in one place:
+//! a capability the backend lacks is 501, an overloaded or unavailable backend 429 or 503
+//! with `Retry-After`, a query it rejects 400, anything else 500.
 
 use std::sync::Arc;
 
@@ -18,7 +20,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
-use strand_core::{StoreError, TraceId, TraceReader};
+use strand_core::{ErrorKind, StoreError, TraceId, TraceReader};
 
 pub mod jaeger;
 pub mod native;
@@ -34,9 +36,18 @@ pub enum ApiError {
     BadRequest(String),
     /// The thing asked for does not exist (404).
     NotFound(String),
+    /// The storage backend does not offer this (501).
+    NotImplemented(String),
+    /// Too much in flight; retry after a second (429 with `Retry-After`).
+    Overloaded(String),
+    /// The backend is down or closing; retry after a second (503 with `Retry-After`).
+    Unavailable(String),
     /// The backend failed (500).
     Internal(String),
 }
+
+/// Seconds a client is told to wait before retrying a 429 or 503.
+const RETRY_AFTER_SECONDS: &str = "1";
 
 impl ApiError {
     /// The HTTP status and message, for APIs that shape their own bodies.
@@ -44,15 +55,29 @@ impl ApiError {
         match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            ApiError::NotImplemented(m) => (StatusCode::NOT_IMPLEMENTED, m),
+            ApiError::Overloaded(m) => (StatusCode::TOO_MANY_REQUESTS, m),
+            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
             ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
         }
     }
 }
 
+/// Adds `Retry-After` to the answers a client should retry (429, 503).
+fn with_retry_after(status: StatusCode, mut resp: Response) -> Response {
+    if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static(RETRY_AFTER_SECONDS),
+        );
+    }
+    resp
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, msg) = self.parts();
-        (status, axum::Json(json!({ "error": msg }))).into_response()
+        with_retry_after(status, (status, axum::Json(json!({ "error": msg }))).into_response())
     }
 }
 
@@ -81,13 +106,21 @@ impl<S> From<StoreError> for Shaped<S> {
 impl<S: ErrorShape> IntoResponse for Shaped<S> {
     fn into_response(self) -> Response {
         let (status, msg) = self.0.parts();
-        S::response(status, msg)
+        with_retry_after(status, S::response(status, msg))
     }
 }
 
+/// The one place a store error becomes an HTTP status (see [`ErrorKind`]).
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::Internal(e.to_string())
+        let msg = e.to_string();
+        match e.kind() {
+            ErrorKind::InvalidInput => ApiError::BadRequest(msg),
+            ErrorKind::Unsupported => ApiError::NotImplemented(msg),
+            ErrorKind::Overloaded => ApiError::Overloaded(msg),
+            ErrorKind::Unavailable => ApiError::Unavailable(msg),
+            ErrorKind::Internal => ApiError::Internal(msg),
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use strand_core::{
     AttrFilter, AttrScope, Cursor, SearchPage, SpanKind, StatusFilter, TimeRange, TraceQuery, TraceSummary,
 };
 
-use crate::params::{Params, check_bounds, parse_time, summarize};
+use crate::params::{Params, check_bounds, parse_time};
 use crate::{ApiError, QueryState, parse_trace_id};
 
 /// A trace summary as the native API returns it.
@@ -162,13 +162,10 @@ pub(crate) async fn summaries(
     if ids.len() > st.limits.max_limit {
         return Err(ApiError::BadRequest(format!("at most {} `traceId` parameters", st.limits.max_limit)));
     }
-    let mut out = Vec::new();
-    for raw in ids {
-        let id = parse_trace_id(raw)?;
-        if let Some(trace) = st.reader.get_trace(id).await? {
-            out.push(SummaryJson::from(&summarize(&trace)));
-        }
-    }
+    let ids = ids.into_iter().map(parse_trace_id).collect::<Result<Vec<_>, _>>()?;
+    let traces = st.reader.get_traces(ids).await?;
+    let out: Vec<SummaryJson> =
+        traces.iter().map(|t| SummaryJson::from(&TraceSummary::of(t.trace_id, &t.spans))).collect();
     Ok(Json(json!({ "traces": out })).into_response())
 }
 

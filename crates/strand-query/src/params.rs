@@ -3,8 +3,6 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use strand_core::{StatusCode, Trace, TraceSummary};
-
 use crate::ApiError;
 
 /// Bounds every search is held to.
@@ -237,46 +235,6 @@ pub fn check_bounds(min: Option<Duration>, max: Option<Duration>, names: &str) -
             Err(ApiError::BadRequest(format!("{names}: the minimum is above the maximum")))
         }
         _ => Ok(()),
-    }
-}
-
-/// The summary of a whole trace (for lookups by id; searches get theirs from the store).
-pub fn summarize(trace: &Trace) -> TraceSummary {
-    let root =
-        trace.spans.iter().min_by_key(|s| (s.span.parent_span_id.is_some(), s.span.start_time_unix_nano));
-    let start = trace.spans.iter().map(|s| s.span.start_time_unix_nano).min().unwrap_or(0);
-    let end = trace
-        .spans
-        .iter()
-        .map(|s| s.span.end_time_unix_nano.max(s.span.start_time_unix_nano))
-        .max()
-        .unwrap_or(0);
-    let mut services: Vec<strand_core::ServiceSpans> = Vec::new();
-    for s in &trace.spans {
-        let name = s.resource.service_name();
-        let err = u64::from(s.span.status.code == StatusCode::Error);
-        match services.iter_mut().find(|x| x.name == name) {
-            Some(x) => {
-                x.span_count += 1;
-                x.error_count += err;
-            }
-            None => services.push(strand_core::ServiceSpans {
-                name: name.to_owned(),
-                span_count: 1,
-                error_count: err,
-            }),
-        }
-    }
-    services.sort_by(|a, b| a.name.cmp(&b.name));
-    TraceSummary {
-        trace_id: trace.trace_id,
-        root_service: root.map(|r| r.resource.service_name().to_owned()).unwrap_or_default(),
-        root_name: root.map(|r| r.span.name.clone()).unwrap_or_default(),
-        start_unix_nano: start,
-        duration_nano: end.saturating_sub(start),
-        span_count: trace.spans.len() as u64,
-        error_count: services.iter().map(|s| s.error_count).sum(),
-        services,
     }
 }
 

@@ -11,11 +11,14 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 pub use strand_core::units::{ByteSize, HumanDuration};
+use strand_core::{StoreError, TraceStore};
+use strand_store::fs::StdFs;
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -161,10 +164,25 @@ pub enum Fsync {
     Interval,
 }
 
-/// The embedded store.
+/// Where spans are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// The embedded store in `data_dir`: WAL, head and Parquet blocks.
+    #[default]
+    Embedded,
+    /// Memory only: nothing is written to disk and everything is lost at exit (for
+    /// demos and tests). Retention and `max_disk_size` (counted as encoded bytes in
+    /// memory) still apply.
+    Memory,
+}
+
+/// The store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
+    /// Backend: `embedded` (default) or `memory`.
+    pub backend: Backend,
     /// WAL fsync policy: `always` or `interval`.
     pub fsync: Fsync,
     /// Interval for `fsync: interval`.
@@ -221,6 +239,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         let d = strand_store::StoreConfig::default();
         Self {
+            backend: Backend::Embedded,
             fsync: Fsync::Always,
             fsync_interval: HumanDuration(Duration::from_millis(100)),
             head_max_spans: d.head_max_spans,
@@ -251,7 +270,24 @@ impl StorageConfig {
             compaction_target_spans: self.compaction_target_spans,
             max_pending_writes: self.max_pending_writes,
             maintenance_interval: self.maintenance_interval.0,
+            ..strand_store::StoreConfig::default()
         }
+    }
+
+    /// Opens the configured backend (blocking: the embedded store replays its WAL).
+    pub fn open_backend(&self, data_dir: &std::path::Path) -> Result<Arc<dyn TraceStore>, StoreError> {
+        Ok(match self.backend {
+            Backend::Embedded => {
+                Arc::new(strand_store::Store::open(Arc::new(StdFs), data_dir, self.to_store_config())?)
+            }
+            Backend::Memory => {
+                Arc::new(strand_store::memory::MemoryStore::new(strand_store::memory::MemoryConfig {
+                    retention: self.retention.0,
+                    max_bytes: self.max_disk_size.map(|b| b.0),
+                    ..Default::default()
+                }))
+            }
+        })
     }
 }
 

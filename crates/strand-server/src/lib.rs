@@ -27,13 +27,11 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use serde::Serialize;
-use strand_core::{SpanSink, TraceReader};
+use strand_core::{MetricKind, SpanSink, TraceReader, TraceStore};
 use strand_ingest::{IngestLimits, Protocol, ProtocolCounters, Receiver, ReceiverStats};
-use strand_store::Store;
 
 use crate::pipeline::Pipeline;
 use crate::remote_sampling::RemoteSampling;
-use strand_store::fs::StdFs;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
@@ -68,12 +66,13 @@ pub async fn run(
     on_bound: impl FnOnce(&BoundAddrs),
 ) -> anyhow::Result<()> {
     let data_dir = cfg.data_dir.clone();
-    let store_cfg = cfg.storage.to_store_config();
-    let store = tokio::task::spawn_blocking(move || Store::open(Arc::new(StdFs), &data_dir, store_cfg))
+    let storage = cfg.storage.clone();
+    let store: Arc<dyn TraceStore> = tokio::task::spawn_blocking(move || storage.open_backend(&data_dir))
         .await
         .context("store open task failed")?
-        .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
-    let store = Arc::new(store);
+        .with_context(|| {
+            format!("opening the {:?} store in {}", cfg.storage.backend, cfg.data_dir.display())
+        })?;
     let limits = IngestLimits {
         max_request_bytes: cfg.otlp.max_request_size.0 as usize,
         max_concurrent_requests: cfg.otlp.max_concurrent_requests,
@@ -245,8 +244,7 @@ pub async fn run(
     while let Some(res) = tasks.join_next().await {
         res.context("server task panicked")??;
     }
-    let closing = store.clone();
-    tokio::task::spawn_blocking(move || closing.close()).await.context("store close task")?;
+    store.close().await;
     info!("stopped");
     Ok(())
 }
@@ -255,10 +253,10 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("binding the {what} listener to {addr}"))
 }
 
-type MetricsState = (Arc<Store>, Arc<ReceiverStats>, Arc<Pipeline>, Arc<RemoteSampling>);
+type MetricsState = (Arc<dyn TraceStore>, Arc<ReceiverStats>, Arc<Pipeline>, Arc<RemoteSampling>);
 
 fn admin_router(
-    store: Arc<Store>,
+    store: Arc<dyn TraceStore>,
     receivers: Arc<ReceiverStats>,
     pipeline: Arc<Pipeline>,
     remote: Arc<RemoteSampling>,
@@ -309,86 +307,26 @@ async fn red_metrics(
     .into_response()
 }
 
-async fn flush(State(store): State<Arc<Store>>) -> impl IntoResponse {
+async fn flush(State(store): State<Arc<dyn TraceStore>>) -> axum::response::Response {
     match store.flush().await {
-        Ok(()) => (StatusCode::OK, axum::Json(serde_json::json!({ "status": "flushed" }))),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "error": e }))),
+        Ok(()) => axum::Json(serde_json::json!({ "status": "flushed" })).into_response(),
+        Err(e) => strand_query::ApiError::from(e).into_response(),
     }
 }
 
 async fn metrics(State((store, receivers, pipeline, remote)): State<MetricsState>) -> impl IntoResponse {
-    let snap = {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || store.snapshot()).await.unwrap_or_default()
-    };
-    let s = store.stats();
     let c = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let metrics: [(&str, &str, &str, u64); 17] = [
-        ("strand_store_spans_written_total", "counter", "Spans newly stored.", c(&s.spans_written)),
-        (
-            "strand_store_spans_duplicate_total",
-            "counter",
-            "Spans received again and skipped.",
-            c(&s.spans_duplicate),
-        ),
-        ("strand_wal_fsyncs_total", "counter", "WAL fsync calls.", c(&s.wal_fsyncs)),
-        (
-            "strand_wal_fsync_microseconds_total",
-            "counter",
-            "Time spent in WAL fsync.",
-            c(&s.wal_fsync_nanos) / 1000,
-        ),
-        ("strand_store_write_errors_total", "counter", "Failed WAL writes.", c(&s.write_errors)),
-        (
-            "strand_wal_replayed_records_total",
-            "counter",
-            "WAL records replayed at start.",
-            c(&s.wal_replayed_records),
-        ),
-        (
-            "strand_wal_corrupt_records_total",
-            "counter",
-            "Corrupt WAL records skipped at start.",
-            c(&s.wal_corrupt_records),
-        ),
-        (
-            "strand_wal_torn_tails_total",
-            "counter",
-            "Torn WAL tails truncated at start.",
-            c(&s.wal_torn_tails),
-        ),
-        ("strand_blocks_written_total", "counter", "Blocks written from the head.", c(&s.blocks_written)),
-        (
-            "strand_block_write_errors_total",
-            "counter",
-            "Failed block writes (retried).",
-            c(&s.block_write_errors),
-        ),
-        (
-            "strand_corrupt_blocks_total",
-            "counter",
-            "Corrupt blocks set aside at start.",
-            c(&s.corrupt_blocks),
-        ),
-        ("strand_compactions_total", "counter", "Compactions.", c(&s.compactions)),
-        (
-            "strand_retention_deleted_blocks_total",
-            "counter",
-            "Blocks deleted by retention.",
-            c(&s.retention_deleted_blocks),
-        ),
-        (
-            "strand_head_spans",
-            "gauge",
-            "Spans in memory, not yet in blocks.",
-            (snap.head_spans + snap.frozen_spans) as u64,
-        ),
-        ("strand_blocks", "gauge", "Blocks.", snap.blocks as u64),
-        ("strand_block_spans", "gauge", "Spans in blocks.", snap.block_spans),
-        ("strand_disk_bytes", "gauge", "Bytes of blocks and WAL.", snap.block_bytes + snap.wal_bytes),
-    ];
     let mut out = String::new();
-    write_series(&mut out, &metrics);
+    for m in store.metrics().await {
+        let kind = match m.kind {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+        };
+        out.push_str(&format!(
+            "# HELP strand_{0} {1}\n# TYPE strand_{0} {kind}\nstrand_{0} {2}\n",
+            m.name, m.help, m.value
+        ));
+    }
     type Counter = fn(&ProtocolCounters) -> &AtomicU64;
     let per_protocol: [(&str, &str, Counter); 3] = [
         ("strand_receiver_spans_accepted_total", "Spans stored, per receiver protocol.", |p| {

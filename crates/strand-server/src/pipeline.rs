@@ -25,13 +25,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use strand_core::{BoxFuture, SinkError, SpanBatch, SpanSink, TraceId, TraceWriter};
+use strand_core::{BoxFuture, SinkError, SpanBatch, SpanSink, TraceId, TraceStore};
 use strand_sampling::buffer::{BufferStats, decisions_record};
 use strand_sampling::red::RedMetrics;
 use strand_sampling::{DecidedTrace, LogRecord, Prepared, Preparer, SamplingConfig, TraceBuffer};
 use strand_store::fs::{FileSystem, StdFs};
+use strand_store::now_unix_nano;
 use strand_store::wal::{Wal, frame};
-use strand_store::{Store, now_unix_nano};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
@@ -70,7 +70,7 @@ pub struct TailSnapshot {
 
 /// The sink the receivers write to.
 pub struct Pipeline {
-    store: Arc<Store>,
+    store: Arc<dyn TraceStore>,
     red: Arc<RedMetrics>,
     tail: Option<Arc<Tail>>,
     stats: Arc<PipelineStats>,
@@ -89,7 +89,7 @@ impl Pipeline {
     /// under `data_dir/sampling` and carries out what the replay decided; call
     /// [`Pipeline::run_decider`] to keep deciding.
     pub async fn open(
-        store: Arc<Store>,
+        store: Arc<dyn TraceStore>,
         red: Arc<RedMetrics>,
         cfg: &SamplingConfig,
         data_dir: &Path,

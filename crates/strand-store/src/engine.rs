@@ -17,12 +17,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use strand_core::{
-    BoxFuture, DependencyEdge, Operation, SearchPage, SinkError, SpanBatch, SpanSink, StoreError, TimeRange,
-    Trace, TraceId, TraceQuery, TraceReader, TraceWriter,
+    BoxFuture, Clock, DependencyEdge, Operation, SearchPage, SinkError, SpanBatch, SpanSink, StoreError,
+    StoreMetric, SystemClock, TimeRange, Trace, TraceId, TraceQuery, TraceReader, TraceStore, TraceWriter,
 };
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
@@ -64,6 +64,8 @@ pub struct StoreConfig {
     pub max_pending_writes: usize,
     /// How often compaction and retention run.
     pub maintenance_interval: Duration,
+    /// Where receive times, head ages and retention's "now" come from.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for StoreConfig {
@@ -78,6 +80,7 @@ impl Default for StoreConfig {
             compaction_target_spans: 1_000_000,
             max_pending_writes: 1024,
             maintenance_interval: Duration::from_secs(60),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -155,6 +158,19 @@ struct State {
     blocks: Vec<Arc<Block>>,
 }
 
+impl State {
+    /// The latest receive time of anything stored.
+    fn newest_received(&self) -> u64 {
+        self.blocks
+            .iter()
+            .map(|b| b.meta.max_received_unix_nano)
+            .chain(self.frozen.iter().map(|f| f.head.max_received()))
+            .chain([self.head.max_received()])
+            .max()
+            .unwrap_or(0)
+    }
+}
+
 struct Inner {
     fs: Arc<dyn FileSystem>,
     root: PathBuf,
@@ -176,9 +192,9 @@ pub struct Store {
     lock: Mutex<Option<std::fs::File>>,
 }
 
-/// Nanoseconds since the Unix epoch, now.
+/// Nanoseconds since the Unix epoch, now, by the system clock.
 pub fn now_unix_nano() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemClock.now_unix_nano()
 }
 
 static BLOCK_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -254,15 +270,7 @@ impl Store {
 
     /// Current sizes.
     pub fn snapshot(&self) -> StoreSnapshot {
-        let st = self.inner.state.read();
-        StoreSnapshot {
-            head_spans: st.head.span_count(),
-            frozen_spans: st.frozen.iter().map(|f| f.head.span_count()).sum(),
-            blocks: st.blocks.len(),
-            block_spans: st.blocks.iter().map(|b| b.meta.span_count).sum(),
-            block_bytes: st.blocks.iter().map(|b| b.disk_bytes).sum(),
-            wal_bytes: Wal::disk_bytes(self.inner.fs.as_ref(), &self.inner.root.join("wal")),
-        }
+        self.inner.snapshot()
     }
 
     /// Writes a batch; see [`TraceWriter::write`].
@@ -284,10 +292,10 @@ impl Store {
     }
 
     /// Cuts the head into a block now and waits until the block is durable.
-    pub async fn flush(&self) -> Result<(), String> {
+    pub async fn flush(&self) -> Result<(), StoreError> {
         let (done, rx) = oneshot::channel();
-        self.tx.send(Cmd::Flush { done }).map_err(|_| "store is shut down".to_string())?;
-        rx.await.map_err(|_| "store is shut down".to_string())?
+        self.tx.send(Cmd::Flush { done }).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?.map_err(StoreError::Unavailable)
     }
 
     /// Spans of a trace from head, frozen heads and blocks; blocking (reads files).
@@ -295,9 +303,10 @@ impl Store {
         self.inner.get_trace(id)
     }
 
-    /// Runs compaction once (normally done by the flusher thread).
-    pub fn compact_now(&self) -> Result<bool, String> {
-        compact(&self.inner)
+    /// Runs compaction once (normally done by the flusher thread); returns whether it
+    /// merged anything.
+    pub fn compact_now(&self) -> Result<bool, StoreError> {
+        compact(&self.inner).map_err(|reason| StoreError::Unavailable(format!("compaction failed: {reason}")))
     }
 
     /// Applies retention as of `now_unix_nano` (normally done by the flusher thread).
@@ -306,18 +315,101 @@ impl Store {
     }
 
     /// Stops the threads: pending writes are answered, the head is written to a block, and
-    /// the data directory is unlocked.
+    /// the data directory is unlocked. Blocks until done.
     pub fn close(&self) {
+        self.begin_close().join();
+    }
+
+    /// Tells the threads to stop; what is returned waits for them.
+    fn begin_close(&self) -> Closing {
         self.inner.closing.store(true, Ordering::SeqCst);
         let _ = self.tx.send(Cmd::Shutdown);
-        for t in self.threads.lock().drain(..) {
-            let _ = t.join();
-        }
-        self.lock.lock().take();
+        Closing { threads: std::mem::take(&mut *self.threads.lock()), lock: self.lock.lock().take() }
     }
 }
 
 impl Inner {
+    /// Counters and gauges for `/metrics`; blocking (lists the WAL directory).
+    fn metrics(&self) -> Vec<StoreMetric> {
+        let snap = self.snapshot();
+        let s = &self.stats;
+        let c = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        let (counter, gauge) = (StoreMetric::counter, StoreMetric::gauge);
+        vec![
+            counter("store_spans_written_total", "Spans newly stored.", c(&s.spans_written)),
+            counter(
+                "store_spans_duplicate_total",
+                "Spans received again and skipped.",
+                c(&s.spans_duplicate),
+            ),
+            counter("wal_fsyncs_total", "WAL fsync calls.", c(&s.wal_fsyncs)),
+            counter("wal_fsync_seconds_total", "Time spent in WAL fsync.", c(&s.wal_fsync_nanos) / 1e9),
+            counter("store_write_errors_total", "Failed WAL writes.", c(&s.write_errors)),
+            counter(
+                "wal_replayed_records_total",
+                "WAL records replayed at start.",
+                c(&s.wal_replayed_records),
+            ),
+            counter(
+                "wal_corrupt_records_total",
+                "Corrupt WAL records (or damaged stretches) skipped at start.",
+                c(&s.wal_corrupt_records),
+            ),
+            counter("wal_torn_tails_total", "Torn WAL tails truncated at start.", c(&s.wal_torn_tails)),
+            counter(
+                "wal_segments_set_aside_total",
+                "WAL segments with an unreadable header moved to corrupt/ at start.",
+                c(&s.wal_segments_set_aside),
+            ),
+            counter("blocks_written_total", "Blocks written from the head.", c(&s.blocks_written)),
+            counter("block_write_errors_total", "Failed block writes (retried).", c(&s.block_write_errors)),
+            counter("corrupt_blocks_total", "Corrupt blocks set aside at start.", c(&s.corrupt_blocks)),
+            counter("compactions_total", "Compactions.", c(&s.compactions)),
+            counter(
+                "retention_deleted_blocks_total",
+                "Blocks deleted by retention.",
+                c(&s.retention_deleted_blocks),
+            ),
+            gauge(
+                "head_spans",
+                "Spans in memory, not yet in blocks.",
+                (snap.head_spans + snap.frozen_spans) as f64,
+            ),
+            gauge("blocks", "Blocks.", snap.blocks as f64),
+            gauge("block_spans", "Spans in blocks.", snap.block_spans as f64),
+            gauge("disk_bytes", "Bytes of blocks and WAL.", (snap.block_bytes + snap.wal_bytes) as f64),
+        ]
+    }
+}
+
+/// Threads of a closing store, and its data-directory lock, released once they stop.
+struct Closing {
+    threads: Vec<JoinHandle<()>>,
+    lock: Option<std::fs::File>,
+}
+
+impl Closing {
+    fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+        drop(self.lock);
+    }
+}
+
+impl Inner {
+    fn snapshot(&self) -> StoreSnapshot {
+        let st = self.state.read();
+        StoreSnapshot {
+            head_spans: st.head.span_count(),
+            frozen_spans: st.frozen.iter().map(|f| f.head.span_count()).sum(),
+            blocks: st.blocks.len(),
+            block_spans: st.blocks.iter().map(|b| b.meta.span_count).sum(),
+            block_bytes: st.blocks.iter().map(|b| b.disk_bytes).sum(),
+            wal_bytes: Wal::disk_bytes(self.fs.as_ref(), &self.root.join("wal")),
+        }
+    }
+
     /// Runs `f` over a snapshot of every source's search index (the heads' indexes brought
     /// up to date first, outside the state lock). `as_of` defaults to the newest receive
     /// time visible now.
@@ -326,15 +418,7 @@ impl Inner {
             let st = self.state.read();
             let mut heads: Vec<_> = st.frozen.iter().map(|f| f.head.index_handle()).collect();
             heads.push(st.head.index_handle());
-            let newest = st
-                .blocks
-                .iter()
-                .map(|b| b.meta.max_received_unix_nano)
-                .chain(st.frozen.iter().map(|f| f.head.max_received()))
-                .chain([st.head.max_received()])
-                .max()
-                .unwrap_or(0);
-            (st.blocks.clone(), heads, newest)
+            (st.blocks.clone(), heads, st.newest_received())
         };
         let mut guards = Vec::with_capacity(heads.len());
         for (index, first, tail) in &heads {
@@ -361,36 +445,78 @@ impl Inner {
     }
 
     fn get_trace(&self, id: TraceId) -> Result<Option<Trace>, StoreError> {
-        // Under the lock only Arcs are cloned; decoding happens after it is released, so a
-        // lookup never holds up the WAL thread's inserts.
-        let (records, blocks) = {
+        Ok(self.get_traces(&[id])?.pop())
+    }
+
+    /// The stored traces of `ids`, in that order. The state is looked at once for all of
+    /// them; under its lock only `Arc`s and record handles are cloned, and decoding happens
+    /// after it is released, so lookups never hold up the WAL thread's inserts.
+    fn get_traces(&self, ids: &[TraceId]) -> Result<Vec<Trace>, StoreError> {
+        let (blocks, records) = {
             let st = self.state.read();
-            let blocks: Vec<Arc<Block>> = st.blocks.iter().filter(|b| b.may_contain(&id)).cloned().collect();
-            let mut records = Vec::new();
-            for f in &st.frozen {
-                records.extend(f.head.trace_records(&id));
-            }
-            records.extend(st.head.trace_records(&id));
-            (records, blocks)
+            let records: Vec<_> = ids
+                .iter()
+                .map(|id| {
+                    let mut records = Vec::new();
+                    for f in &st.frozen {
+                        records.extend(f.head.trace_records(id));
+                    }
+                    records.extend(st.head.trace_records(id));
+                    records
+                })
+                .collect();
+            (st.blocks.clone(), records)
         };
-        let mut spans = decode_trace(&records, &id)
-            .map_err(|e| StoreError::Corrupt { path: "head".into(), reason: e })?;
-        // Older copies first, so the first-written copy of a duplicate wins.
-        let mut from_blocks = Vec::new();
-        for b in &blocks {
-            from_blocks.extend(b.read_trace(&id)?);
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, records) in ids.iter().zip(records) {
+            let mut spans = decode_trace(&records, id)
+                .map_err(|e| StoreError::Corrupt { path: "head".into(), reason: e })?;
+            // Older copies first, so the first-written copy of a duplicate wins.
+            let mut from_blocks = Vec::new();
+            for b in blocks.iter().filter(|b| b.may_contain(id)) {
+                from_blocks.extend(b.read_trace(id)?);
+            }
+            from_blocks.append(&mut spans);
+            if !from_blocks.is_empty() {
+                out.push(Trace::from_spans(*id, from_blocks));
+            }
         }
-        from_blocks.append(&mut spans);
-        if from_blocks.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(Trace::from_spans(id, from_blocks)))
+        Ok(out)
     }
 }
 
 impl Drop for Store {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+impl TraceStore for Store {
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(Store::flush(self))
+    }
+
+    fn maintain(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        blocking(&self.inner, |i| maintain(i).map(|_| ()))
+    }
+
+    fn stored_bytes(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        blocking(&self.inner, |i| {
+            let blocks: u64 = i.state.read().blocks.iter().map(|b| b.disk_bytes).sum();
+            Ok(blocks + Wal::disk_bytes(i.fs.as_ref(), &i.root.join("wal")))
+        })
+    }
+
+    fn metrics(&self) -> BoxFuture<'_, Vec<StoreMetric>> {
+        let metrics = blocking(&self.inner, |i| Ok(i.metrics()));
+        Box::pin(async move { metrics.await.unwrap_or_default() })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        let closing = self.begin_close();
+        Box::pin(async move {
+            let _ = tokio::task::spawn_blocking(move || closing.join()).await;
+        })
     }
 }
 
@@ -421,6 +547,10 @@ fn blocking<T: Send + 'static>(
 impl TraceReader for Store {
     fn get_trace(&self, trace_id: TraceId) -> BoxFuture<'_, Result<Option<Trace>, StoreError>> {
         blocking(&self.inner, move |i| i.get_trace(trace_id))
+    }
+
+    fn get_traces(&self, ids: Vec<TraceId>) -> BoxFuture<'_, Result<Vec<Trace>, StoreError>> {
+        blocking(&self.inner, move |i| i.get_traces(&ids))
     }
 
     fn find_traces(&self, query: TraceQuery) -> BoxFuture<'_, Result<SearchPage, StoreError>> {
@@ -527,6 +657,7 @@ fn wal_loop(
     let mut last_sync = Instant::now();
     let mut unsynced = false;
     let mut shutting_down = false;
+    let mut last_received = inner.state.read().newest_received();
     while !shutting_down {
         let first = match rx.recv_timeout(tick) {
             Ok(cmd) => cmd,
@@ -544,7 +675,10 @@ fn wal_loop(
                 Err(_) => break,
             }
         }
-        let received = now_unix_nano();
+        // Receive times strictly increase from group to group, so a search snapshot taken
+        // between two groups tells them apart whatever the clock's resolution.
+        let received = inner.cfg.clock.now_unix_nano().max(last_received + 1);
+        last_received = received;
         let mut written = Vec::new();
         let mut flush_waiters = Vec::new();
         for cmd in group {
@@ -657,7 +791,7 @@ fn maybe_cut(
             && (force
                 || h.span_count() >= inner.cfg.head_max_spans
                 || h.bytes() >= inner.cfg.head_max_bytes
-                || now_unix_nano().saturating_sub(h.min_received())
+                || inner.cfg.clock.now_unix_nano().saturating_sub(h.min_received())
                     >= inner.cfg.head_max_age.as_nanos() as u64)
     };
     if !due {
@@ -747,10 +881,9 @@ fn flush_loop(inner: Arc<Inner>, rx: Receiver<FlushJob>) {
         }
         if last_maintenance.elapsed() >= inner.cfg.maintenance_interval {
             last_maintenance = Instant::now();
-            if let Err(e) = compact(&inner) {
-                warn!(error = %e, "compaction failed");
+            if let Err(e) = maintain(&inner) {
+                warn!(error = %e, "maintenance failed");
             }
-            enforce_retention(&inner, now_unix_nano());
         }
     }
 }
@@ -845,6 +978,15 @@ fn write_block(
         return Err(format!("writing block {id}: {e}"));
     }
     Block::open(fs, &fin).map_err(|e| e.to_string())
+}
+
+/// Retention, then compaction (nothing is merged that is about to be deleted).
+fn maintain(inner: &Inner) -> Result<bool, StoreError> {
+    enforce_retention(inner, inner.cfg.clock.now_unix_nano());
+    compact(inner).map_err(|reason| StoreError::Io {
+        path: inner.root.join("blocks").display().to_string(),
+        source: std::io::Error::other(reason),
+    })
 }
 
 /// Merges the oldest run of small blocks. Returns whether it merged anything.

@@ -6,7 +6,9 @@
 //! - [`engine`]: [`Store`], which ties them together, plus compaction and retention.
 //! - [`fs`]: the file-system trait everything writes through, and [`fs::FaultyFs`] for
 //!   tests.
-//! - [`conformance`]: the suite every `TraceWriter`/`TraceReader` backend must pass.
+//! - [`memory`]: [`memory::MemoryStore`], the in-memory reference backend.
+//! - [`conformance`]: the suite every backend (`TraceStore`) must pass; the embedded store
+//!   and the in-memory one run it.
 //!
 //! Data directory:
 //!
@@ -40,6 +42,7 @@ pub mod engine;
 pub mod fs;
 pub mod head;
 pub mod index;
+pub mod memory;
 pub mod search;
 pub mod testdata;
 pub mod wal;

@@ -11,10 +11,10 @@
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap, HashSet};
 
-use strand_core::search::{value_forms, value_matches};
+use strand_core::search::SpanConditions;
 use strand_core::{
-    AttrScope, Cursor, DependencyEdge, KeyValue, Operation, SearchPage, ServiceSpans, StatusCode,
-    StatusFilter, StoreError, StoredSpan, TimeRange, Trace, TraceId, TraceQuery, TraceSummary,
+    AttrScope, Cursor, DependencyEdge, Operation, SearchPage, ServiceSpans, StatusFilter, StoreError,
+    TimeRange, Trace, TraceId, TraceQuery, TraceSummary,
 };
 
 use crate::index::{Candidates, Field, IndexView, RootPart, TermRef, TracePart};
@@ -107,7 +107,7 @@ impl<'v> Pending<'v> {
 /// A query prepared once: attribute values expanded to their comparable forms.
 struct Prepared<'q> {
     q: &'q TraceQuery,
-    forms: Vec<Vec<String>>,
+    conditions: SpanConditions<'q>,
     kind: String,
 }
 
@@ -115,7 +115,7 @@ impl<'q> Prepared<'q> {
     fn new(q: &'q TraceQuery) -> Self {
         Self {
             q,
-            forms: q.attributes.iter().map(|a| value_forms(&a.value)).collect(),
+            conditions: SpanConditions::new(q),
             kind: q.kind.map(|k| (k as u8).to_string()).unwrap_or_default(),
         }
     }
@@ -143,7 +143,7 @@ impl<'q> Prepared<'q> {
         if q.status == Some(StatusFilter::Error) {
             groups.push(one(Field::Error, "", ""));
         }
-        for (a, forms) in q.attributes.iter().zip(&self.forms) {
+        for (a, forms) in q.attributes.iter().zip(self.conditions.forms()) {
             if !view.is_unindexed(svc, &a.key) {
                 groups.push(
                     forms.iter().map(|f| TermRef { field: Field::Attr, key: &a.key, value: f }).collect(),
@@ -225,44 +225,12 @@ impl<'q> Prepared<'q> {
         let within = part.start >= q.start_unix_nano && part.end <= q.end_unix_nano;
         Some(Candidate { bound: Rank(part.start, Reverse(TraceId(part.id))), verify: !exact || !within })
     }
-
-    fn span_matches(&self, s: &StoredSpan) -> bool {
-        let (q, span) = (self.q, &s.span);
-        let duration = span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano);
-        q.service.as_ref().is_none_or(|svc| s.resource.service_name() == svc)
-            && q.operation.as_ref().is_none_or(|op| &span.name == op)
-            && q.kind.is_none_or(|k| span.kind == k)
-            && match q.status {
-                None => true,
-                Some(StatusFilter::Error) => span.status.code == StatusCode::Error,
-                Some(StatusFilter::Ok) => span.status.code != StatusCode::Error,
-            }
-            && q.min_span_duration_nano.is_none_or(|m| duration >= m)
-            && q.max_span_duration_nano.is_none_or(|m| duration <= m)
-            && span.start_time_unix_nano >= q.start_unix_nano
-            && span.start_time_unix_nano <= q.end_unix_nano
-            && q.attributes.iter().zip(&self.forms).all(|(a, forms)| {
-                let hit = |attrs: &[KeyValue]| {
-                    attrs.iter().any(|kv| kv.key == a.key && value_matches(&kv.value, forms))
-                };
-                match a.scope {
-                    AttrScope::Span => hit(&span.attributes),
-                    AttrScope::Resource => hit(&s.resource.attributes),
-                    AttrScope::Any => {
-                        hit(&span.attributes)
-                            || hit(&s.resource.attributes)
-                            || hit(&s.scope.attributes)
-                            || span.events.iter().any(|e| hit(&e.attributes))
-                            || span.links.iter().any(|l| hit(&l.attributes))
-                    }
-                }
-            })
-    }
 }
 
 impl Sources<'_> {
-    /// The whole trace's summary from its parts in every source.
-    fn summary(&self, id: &TraceId) -> Option<TraceSummary> {
+    /// The whole trace's summary from its parts in every source, and how many sources
+    /// hold a part of it.
+    fn summary(&self, id: &TraceId) -> Option<(TraceSummary, usize)> {
         let mut out = TraceSummary {
             trace_id: *id,
             root_service: String::new(),
@@ -275,13 +243,13 @@ impl Sources<'_> {
         };
         let mut end = 0;
         let mut root: Option<(RootPart, usize)> = None;
-        let mut found = false;
+        let mut parts = 0;
         for (vi, view) in self.views.iter().enumerate() {
             let Some(p) = view.part_of(id) else { continue };
             if p.min_received > self.as_of {
                 continue;
             }
-            found = true;
+            parts += 1;
             out.start_unix_nano = out.start_unix_nano.min(p.start);
             end = end.max(p.end);
             out.span_count += u64::from(p.span_count);
@@ -306,7 +274,7 @@ impl Sources<'_> {
                 root = Some((r.clone(), vi));
             }
         }
-        if !found {
+        if parts == 0 {
             return None;
         }
         if let Some((r, vi)) = root {
@@ -316,7 +284,7 @@ impl Sources<'_> {
         }
         out.duration_nano = end.saturating_sub(out.start_unix_nano);
         out.services.sort_by(|a, b| a.name.cmp(&b.name));
-        Some(out)
+        Some((out, parts))
     }
 
     /// Runs a search; `read` fetches a whole trace for span-level checks.
@@ -358,7 +326,16 @@ impl Sources<'_> {
             if !resolved.insert(id) {
                 continue;
             }
-            let Some(summary) = self.summary(&id) else { continue };
+            let Some((mut summary, parts)) = self.summary(&id) else { continue };
+            // A trace in several sources may hold the same span twice (a client retry after
+            // a head cut, before compaction merges the copies): its counts come from its
+            // spans, each once.
+            let mut trace = None;
+            if parts > 1 {
+                let Some(t) = read(id)? else { continue };
+                summary = TraceSummary::of(id, &t.spans);
+                trace = Some(t);
+            }
             let rank = Rank(summary.start_unix_nano, Reverse(id));
             if after.is_some_and(|a| rank >= a)
                 || q.min_trace_duration_nano.is_some_and(|m| summary.duration_nano < m)
@@ -375,8 +352,14 @@ impl Sources<'_> {
                     break;
                 }
                 verified += 1;
-                let Some(trace) = read(id)? else { continue };
-                if !trace.spans.iter().any(|s| prepared.span_matches(s)) {
+                let trace = match trace {
+                    Some(t) => t,
+                    None => match read(id)? {
+                        Some(t) => t,
+                        None => continue,
+                    },
+                };
+                if !trace.spans.iter().any(|s| prepared.conditions.matches(s)) {
                     continue;
                 }
             }
@@ -457,16 +440,6 @@ impl Sources<'_> {
                 entry.1 += u64::from(e.errors);
             }
         }
-        let mut out: Vec<DependencyEdge> = edges
-            .into_iter()
-            .map(|((parent, child), (call_count, error_count))| DependencyEdge {
-                parent,
-                child,
-                call_count,
-                error_count,
-            })
-            .collect();
-        out.sort_by(|a, b| (&a.parent, &a.child).cmp(&(&b.parent, &b.child)));
-        out
+        DependencyEdge::from_counts(edges)
     }
 }

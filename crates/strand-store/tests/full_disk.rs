@@ -21,7 +21,7 @@ async fn full_disk_refuses_writes_and_recovers() {
     let err = store.append(batch(3, 3)).await.expect_err("write on a full disk must fail");
     assert!(matches!(err, SinkError::Unavailable(ref m) if m.contains("wal append failed")), "{err}");
     let flush = store.flush().await.expect_err("flush on a full disk must fail");
-    assert!(flush.contains("No space left on device"), "{flush}");
+    assert!(flush.to_string().contains("No space left on device"), "{flush}");
     // Everything acknowledged is still readable, from blocks and from memory.
     assert_eq!(store.get_trace_blocking(trace_id(1)).expect("read").expect("trace 1").spans.len(), 3);
     assert_eq!(store.get_trace_blocking(trace_id(2)).expect("read").expect("trace 2").spans.len(), 3);
