@@ -64,6 +64,11 @@ if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
   log "installing rabbitmq-server"
   apt_install rabbitmq-server
 fi
+# promtool (from Debian's prometheus package) checks the /metrics exposition.
+if [ ! -x /usr/bin/promtool ]; then
+  log "installing prometheus (for promtool)"
+  apt_install prometheus
+fi
 browser=tests/browser
 stamp="$browser/node_modules/.installed-$(sha256sum "$browser/package-lock.json" | cut -c1-16)"
 if [ ! -f "$stamp" ]; then

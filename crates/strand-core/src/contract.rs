@@ -8,6 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::ids::TraceId;
+use crate::metrics::MetricFamily;
 use crate::model::{SpanBatch, Trace};
 use crate::search::{DependencyEdge, Operation, SearchPage, TimeRange, TraceQuery};
 
@@ -198,41 +199,6 @@ pub trait TraceReader: Send + Sync + 'static {
     }
 }
 
-/// Whether a [`StoreMetric`] only grows or goes up and down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricKind {
-    /// Only grows (from the backend's start).
-    Counter,
-    /// A current level.
-    Gauge,
-}
-
-/// One number a backend reports about itself for `/metrics`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoreMetric {
-    /// Metric name without the `strand_` prefix, in base units (`_bytes`, `_seconds`); a
-    /// counter's name ends in `_total`.
-    pub name: &'static str,
-    /// One line of help.
-    pub help: &'static str,
-    /// Counter or gauge.
-    pub kind: MetricKind,
-    /// The value.
-    pub value: f64,
-}
-
-impl StoreMetric {
-    /// A counter.
-    pub fn counter(name: &'static str, help: &'static str, value: f64) -> Self {
-        Self { name, help, kind: MetricKind::Counter, value }
-    }
-
-    /// A gauge.
-    pub fn gauge(name: &'static str, help: &'static str, value: f64) -> Self {
-        Self { name, help, kind: MetricKind::Gauge, value }
-    }
-}
-
 /// A whole storage backend as the server runs it: writes, reads and its upkeep. The server
 /// holds one as `Arc<dyn TraceStore>`, chosen by configuration; every implementation passes
 /// the conformance suite (`strand_store::conformance`).
@@ -248,8 +214,8 @@ pub trait TraceStore: TraceWriter + TraceReader {
     /// Bytes the stored data takes: what retention's byte budget counts.
     fn stored_bytes(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
 
-    /// The backend's counters and gauges.
-    fn metrics(&self) -> BoxFuture<'_, Vec<StoreMetric>>;
+    /// The backend's counters and gauges (names `strand_...`).
+    fn metrics(&self) -> BoxFuture<'_, Vec<MetricFamily>>;
 
     /// Stops background work. Writes already accepted are answered; later ones fail with
     /// [`SinkError::Unavailable`]. Returns once the backend's files are closed.

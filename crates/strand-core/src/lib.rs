@@ -12,6 +12,7 @@
 //! - [`contract`]: [`SpanSink`], [`TraceWriter`], [`TraceReader`] and [`TraceStore`], with
 //!   the promises each implementation makes.
 //! - [`clock`]: [`Clock`], the time source components are given.
+//! - [`metrics`]: [`MetricFamily`], how components report their metrics.
 //!
 //! ```
 //! use strand_core::{SpanId, TraceId};
@@ -27,16 +28,17 @@
 pub mod clock;
 pub mod contract;
 pub mod ids;
+pub mod metrics;
 pub mod model;
 pub mod search;
 pub mod units;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use contract::{
-    BoxFuture, ErrorKind, MetricKind, SinkError, SpanSink, StoreError, StoreMetric, TraceReader, TraceStore,
-    TraceWriter,
+    BoxFuture, ErrorKind, SinkError, SpanSink, StoreError, TraceReader, TraceStore, TraceWriter,
 };
 pub use ids::{IdError, SpanId, TraceId};
+pub use metrics::{MetricFamily, MetricKind};
 pub use model::{
     AnyValue, Event, KeyValue, Link, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanBatch, SpanKind,
     Status, StatusCode, StoredSpan, Trace, find_attr,

@@ -70,6 +70,37 @@ impl ReceiverStats {
     pub fn of(&self, protocol: Protocol) -> &ProtocolCounters {
         &self.counters[protocol as usize]
     }
+
+    /// The counters as metric families, labelled by protocol.
+    pub fn metric_families(&self) -> Vec<strand_core::MetricFamily> {
+        type Field = fn(&ProtocolCounters) -> &std::sync::atomic::AtomicU64;
+        let families: [(&str, &str, Field); 3] = [
+            ("strand_receiver_spans_accepted_total", "Spans stored, per receiver protocol.", |p| {
+                &p.spans_accepted
+            }),
+            (
+                "strand_receiver_spans_rejected_total",
+                "Invalid spans rejected one by one (the rest of their request was stored).",
+                |p| &p.spans_rejected,
+            ),
+            (
+                "strand_receiver_requests_refused_total",
+                "Requests or datagrams refused as a whole (malformed, too large, overloaded, storage unavailable).",
+                |p| &p.requests_refused,
+            ),
+        ];
+        families
+            .into_iter()
+            .map(|(name, help, field)| {
+                let mut f = strand_core::MetricFamily::new(name, help, strand_core::MetricKind::Counter);
+                for protocol in Protocol::ALL {
+                    let value = field(self.of(protocol)).load(std::sync::atomic::Ordering::Relaxed);
+                    f.push(vec![("protocol", protocol.as_str().to_owned())], value as f64);
+                }
+                f
+            })
+            .collect()
+    }
 }
 
 /// Shared state of the receivers: cheap to clone.

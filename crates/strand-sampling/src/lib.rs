@@ -7,10 +7,12 @@
 //! - [`red`]: request/error/duration metrics and service-graph edges, computed from every
 //!   span *before* sampling so they stay exact when most traces are dropped.
 //! - [`remote`]: Jaeger remote-sampling strategies, from a file or adaptive.
+//! - [`runtime`]: [`runtime::Pipeline`], the sink the receivers write to: RED metrics, the
+//!   buffer and its deciding task, and the durable pending log.
 //!
-//! Nothing here reads a clock or does I/O: time comes in as Unix nanoseconds, so every
-//! behaviour is testable step by step. The server owns the threads, the pending log and
-//! the HTTP endpoints.
+//! Apart from [`runtime`], nothing here reads a clock or does I/O: time comes in as Unix
+//! nanoseconds, so every behaviour is testable step by step. The server owns the HTTP
+//! endpoints.
 
 pub mod buffer;
 pub mod codec;
@@ -18,6 +20,7 @@ pub mod config;
 pub mod policy;
 pub mod red;
 pub mod remote;
+pub mod runtime;
 
 pub use buffer::{Admitted, DecidedTrace, DecisionReason, LogRecord, Prepared, Preparer, TraceBuffer};
 pub use config::{PolicyConfig, PolicyType, SamplingConfig};

@@ -8,14 +8,14 @@
 //! are remembered for two windows of `edge_window`, so a parent arriving up to that long
 //! after its child (or before it) still pairs.
 
-use std::collections::VecDeque;
-use std::fmt::Write as _;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use foldhash::HashMap;
 use parking_lot::Mutex;
 use serde::Serialize;
-use strand_core::{SpanBatch, SpanId, SpanKind, StatusCode, TraceId};
+use strand_core::metrics::{Sample, SampleValue};
+use strand_core::{MetricFamily, MetricKind, SpanBatch, SpanId, SpanKind, StatusCode, TraceId};
 
 /// Upper bounds (seconds) of the duration histogram: the collector's spanmetrics defaults.
 pub const BUCKETS: [f64; 16] =
@@ -31,6 +31,11 @@ pub const HISTORY_MINUTES: usize = 60;
 pub struct RedLimits {
     /// Distinct operations per service before the rest fold into `other`.
     pub max_operations_per_service: usize,
+    /// Operations per service (the first seen) with a duration histogram of their own in
+    /// `/metrics`; the others' durations are exported under `operation="other"`. A
+    /// histogram is 19 series, so this keeps the exposition small; the span counter and
+    /// the RED API keep every operation.
+    pub max_histogram_operations_per_service: usize,
     /// Distinct services before the rest fold into `other`.
     pub max_services: usize,
     /// How long an unpaired span waits for its parent or child (two windows).
@@ -43,6 +48,7 @@ impl Default for RedLimits {
     fn default() -> Self {
         Self {
             max_operations_per_service: 200,
+            max_histogram_operations_per_service: 5,
             max_services: 1000,
             edge_window_nanos: 30_000_000_000,
             max_edge_entries: 500_000,
@@ -58,7 +64,25 @@ struct Totals {
     buckets: [u64; BUCKETS.len() + 1],
 }
 
+fn labels(service: &str, op: &str, kind: SpanKind, status: StatusCode) -> Vec<(&'static str, String)> {
+    vec![
+        ("service", service.to_owned()),
+        ("operation", op.to_owned()),
+        ("span_kind", kind.as_str().to_owned()),
+        ("status", status.as_str().to_owned()),
+    ]
+}
+
 impl Totals {
+    fn merge(&mut self, other: &Totals) {
+        self.count += other.count;
+        self.errors += other.errors;
+        self.sum_nanos += other.sum_nanos;
+        for (b, o) in self.buckets.iter_mut().zip(other.buckets) {
+            *b += o;
+        }
+    }
+
     fn add(&mut self, nanos: u64, error: bool) {
         self.count += 1;
         self.errors += u64::from(error);
@@ -108,7 +132,8 @@ type CellKey = (Arc<str>, SpanKind, StatusCode);
 #[derive(Debug)]
 struct Service {
     name: Arc<str>,
-    operations: HashMap<Arc<str>, ()>,
+    /// Operations with their own series, numbered in the order they were first seen.
+    operations: HashMap<Arc<str>, u32>,
     cells: HashMap<CellKey, Totals>,
     /// Root spans (no parent) per operation, operations folded into `other` excluded.
     roots: HashMap<Arc<str>, u64>,
@@ -198,7 +223,8 @@ impl RedMetrics {
         Self { limits, state: Mutex::new(state) }
     }
 
-    /// Counts every span of a batch received at `now`.
+    /// Counts every span of a batch received at `now`. A span seen again within the
+    /// pairing window (a client's retry after a 429 or a timeout) is not counted twice.
     pub fn observe(&self, batch: &SpanBatch, now: u64) {
         let mut st = self.state.lock();
         st.snapshot_if_due(now);
@@ -213,12 +239,17 @@ impl RedMetrics {
             let State { services, cur, prev, edges, other, .. } = &mut *st;
             let svc = &mut services[sid as usize];
             for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+                let key = (span.trace_id, span.span_id);
+                if cur.spans.contains_key(&key) || prev.spans.contains_key(&key) {
+                    continue;
+                }
                 let error = span.status.code == StatusCode::Error;
                 let op: Arc<str> = match svc.operations.get_key_value(span.name.as_str()) {
                     Some((k, _)) => k.clone(),
                     None if svc.operations.len() < self.limits.max_operations_per_service => {
                         let k: Arc<str> = Arc::from(span.name.as_str());
-                        svc.operations.insert(k.clone(), ());
+                        let order = svc.operations.len() as u32;
+                        svc.operations.insert(k.clone(), order);
                         k
                     }
                     None => other.clone(),
@@ -247,61 +278,69 @@ impl RedMetrics {
             .collect()
     }
 
-    /// Prometheus text exposition of the metrics (`# HELP`, `# TYPE`, series).
-    pub fn render_prometheus(&self, out: &mut String) {
+    /// The metrics of every span seen, for `/metrics`: span counts per service, operation,
+    /// kind and status; duration histograms per service, operation and kind (statuses
+    /// merged; per operation for the first
+    /// [`RedLimits::max_histogram_operations_per_service`] of each service); and the
+    /// service graph's calls and failed calls.
+    pub fn metric_families(&self) -> Vec<MetricFamily> {
         let st = self.state.lock();
-        let mut rows: Vec<(&Arc<str>, &CellKey, &Totals)> = st
-            .services
-            .iter()
-            .flat_map(|svc| svc.cells.iter().map(move |(k, t)| (&svc.name, k, t)))
-            .collect();
-        rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-        let labels = |s: &str, k: &CellKey| {
-            format!(
-                "service=\"{}\",operation=\"{}\",span_kind=\"{}\",status=\"{}\"",
-                escape(s),
-                escape(&k.0),
-                k.1.as_str(),
-                k.2.as_str()
-            )
-        };
-        out.push_str("# HELP strand_span_requests_total Spans received, before sampling, per service, operation, kind and status.\n# TYPE strand_span_requests_total counter\n");
-        for (s, k, t) in &rows {
-            let _ = writeln!(out, "strand_span_requests_total{{{}}} {}", labels(s, k), t.count);
-        }
-        out.push_str("# HELP strand_span_duration_seconds Span durations, before sampling.\n# TYPE strand_span_duration_seconds histogram\n");
-        for (s, k, t) in &rows {
-            let l = labels(s, k);
-            let mut cumulative = 0;
-            for (i, n) in t.buckets.iter().enumerate() {
-                cumulative += n;
-                let le = BUCKETS.get(i).map_or("+Inf".to_string(), |b| b.to_string());
-                let _ = writeln!(out, "strand_span_duration_seconds_bucket{{{l},le=\"{le}\"}} {cumulative}");
+        let mut requests = MetricFamily::new(
+            "strand_span_requests_total",
+            "Spans received, before sampling, per service, operation, kind and status.",
+            MetricKind::Counter,
+        );
+        let mut histograms: BTreeMap<(Arc<str>, Arc<str>, SpanKind), Totals> = BTreeMap::new();
+        for svc in &st.services {
+            for ((op, kind, status), t) in &svc.cells {
+                requests.push(labels(&svc.name, op, *kind, *status), t.count as f64);
+                let own = svc.operations.get(op).is_some_and(|&order| {
+                    (order as usize) < self.limits.max_histogram_operations_per_service
+                });
+                let op = if own { op.clone() } else { st.other.clone() };
+                histograms.entry((svc.name.clone(), op, *kind)).or_default().merge(t);
             }
-            let _ = writeln!(out, "strand_span_duration_seconds_sum{{{l}}} {}", t.sum_nanos as f64 / 1e9);
-            let _ = writeln!(out, "strand_span_duration_seconds_count{{{l}}} {}", t.count);
+        }
+        requests.samples.sort_by(|a, b| a.labels.cmp(&b.labels));
+        let mut durations = MetricFamily::new(
+            "strand_span_duration_seconds",
+            "Span durations, before sampling.",
+            MetricKind::Histogram,
+        );
+        for ((svc, op, kind), t) in histograms {
+            let mut cumulative = 0;
+            let buckets = BUCKETS
+                .iter()
+                .zip(&t.buckets)
+                .map(|(bound, n)| {
+                    cumulative += n;
+                    (*bound, cumulative)
+                })
+                .collect();
+            let mut labels = labels(&svc, &op, kind, StatusCode::Unset);
+            labels.pop();
+            durations.samples.push(Sample {
+                labels,
+                value: SampleValue::Histogram { buckets, sum: t.sum_nanos as f64 / 1e9, count: t.count },
+            });
         }
         let edges = st.named_edges();
-        type Field = fn(&EdgeTotals) -> u64;
-        let series: [(&str, &str, Field); 2] = [
-            (
-                "strand_service_graph_requests_total",
-                "Calls from a client service to a server service (parent and child span in different services), before sampling.",
-                |e| e.calls,
-            ),
-            (
-                "strand_service_graph_request_failed_total",
-                "Of those, calls where either span has error status.",
-                |e| e.failed,
-            ),
-        ];
-        for (name, help, field) in series {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (c, s, e) in &edges {
-                let _ =
-                    writeln!(out, "{name}{{client=\"{}\",server=\"{}\"}} {}", escape(c), escape(s), field(e));
-            }
+        let mut calls = MetricFamily::new(
+            "strand_service_graph_requests_total",
+            "Calls from a client service to a server service (parent and child span in different services), before sampling.",
+            MetricKind::Counter,
+        );
+        let mut failed = MetricFamily::new(
+            "strand_service_graph_request_failed_total",
+            "Of those, calls where either span has error status.",
+            MetricKind::Counter,
+        );
+        for (c, s, e) in &edges {
+            let l = vec![("client", c.to_string()), ("server", s.to_string())];
+            calls.push(l.clone(), e.calls as f64);
+            failed.push(l, e.failed as f64);
         }
+        vec![requests, durations, calls, failed]
     }
 
     /// Figures per operation of `service` (every service when `None`) over the last
@@ -456,18 +495,4 @@ fn pair(
         }
     }
     cur.spans.insert((trace, id), me);
-}
-
-/// Escapes a Prometheus label value.
-pub fn escape(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
 }

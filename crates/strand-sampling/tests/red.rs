@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use strand_core::metrics::SampleValue;
 use strand_core::{
     AnyValue, KeyValue, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanBatch, SpanId, SpanKind,
     Status, StatusCode, TraceId,
@@ -61,21 +62,73 @@ fn edges_pair_parent_and_child_in_either_order() {
 }
 
 #[test]
-fn operations_fold_into_other_and_the_text_format_is_prometheus() {
-    let m = RedMetrics::new(RedLimits { max_operations_per_service: 2, ..RedLimits::default() }, T0);
+fn operations_fold_into_other_and_histograms_are_capped() {
+    let lim = RedLimits {
+        max_operations_per_service: 2,
+        max_histogram_operations_per_service: 1,
+        ..RedLimits::default()
+    };
+    let m = RedMetrics::new(lim, T0);
     for (i, name) in ["a", "b", "c", "d", "a"].iter().enumerate() {
         m.observe(&one("svc\"x", 1, i as u8 + 1, None, name, 3, *name == "d"), T0);
     }
-    let mut out = String::new();
-    m.render_prometheus(&mut out);
-    assert!(out.contains(r#"strand_span_requests_total{service="svc\"x",operation="a",span_kind="server",status="unset"} 2"#), "{out}");
-    assert!(out.contains(r#"strand_span_requests_total{service="svc\"x",operation="other",span_kind="server",status="unset"} 1"#), "{out}");
-    assert!(out.contains(r#"strand_span_requests_total{service="svc\"x",operation="other",span_kind="server",status="error"} 1"#), "{out}");
-    assert!(!out.contains("operation=\"c\""));
-    // 3 ms lands in the 4 ms bucket; cumulative counts.
-    assert!(out.contains(r#"strand_span_duration_seconds_bucket{service="svc\"x",operation="a",span_kind="server",status="unset",le="0.002"} 0"#));
-    assert!(out.contains(r#"strand_span_duration_seconds_bucket{service="svc\"x",operation="a",span_kind="server",status="unset",le="0.004"} 2"#));
-    assert!(out.contains(r#"strand_span_duration_seconds_count{service="svc\"x",operation="a",span_kind="server",status="unset"} 2"#));
+    let families = m.metric_families();
+    let family = |name: &str| families.iter().find(|f| f.name == name).unwrap_or_else(|| panic!("{name}"));
+    let requests = family("strand_span_requests_total");
+    let cell = |op: &str, status: &str| {
+        requests.value(&[
+            ("service", "svc\"x"),
+            ("operation", op),
+            ("span_kind", "server"),
+            ("status", status),
+        ])
+    };
+    assert_eq!(cell("a", "unset"), Some(2.0));
+    assert_eq!(cell("b", "unset"), Some(1.0));
+    assert_eq!(cell("other", "unset"), Some(1.0), "c folds into other");
+    assert_eq!(cell("other", "error"), Some(1.0), "d folds into other");
+    assert_eq!(cell("c", "unset"), None);
+    // Histograms: only the first operation has its own; b's durations join other's, and
+    // statuses are merged.
+    let durations = family("strand_span_duration_seconds");
+    let histogram = |op: &str| {
+        durations.samples.iter().find_map(|s| {
+            let l: Vec<(&str, &str)> = s.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            (l == [("service", "svc\"x"), ("operation", op), ("span_kind", "server")]).then_some(&s.value)
+        })
+    };
+    let Some(SampleValue::Histogram { buckets, sum, count }) = histogram("a") else {
+        panic!("histogram of a: {durations:?}")
+    };
+    assert_eq!(*count, 2);
+    assert!((sum - 0.006).abs() < 1e-12, "{sum}");
+    // 3 ms lands in the 4 ms bucket; counts are cumulative.
+    assert_eq!(&buckets[..3], &[(0.002, 0), (0.004, 2), (0.006, 2)]);
+    assert!(histogram("b").is_none(), "b has no histogram of its own");
+    assert!(
+        matches!(histogram("other"), Some(SampleValue::Histogram { count: 3, .. })),
+        "b, c and d (whatever their status) under other"
+    );
+    assert_eq!(durations.samples.len(), 2, "a and other");
+}
+
+#[test]
+fn a_retried_batch_is_counted_once() {
+    let m = RedMetrics::new(RedLimits::default(), T0);
+    let batch = one("api", 7, 1, None, "POST /reports", 5, false);
+    m.observe(&batch, T0);
+    // The client was told 429 and sent the same spans again a second later.
+    m.observe(&batch, T0 + SEC);
+    let families = m.metric_families();
+    let requests = families.iter().find(|f| f.name == "strand_span_requests_total").expect("requests");
+    let labels =
+        [("service", "api"), ("operation", "POST /reports"), ("span_kind", "server"), ("status", "unset")];
+    assert_eq!(requests.value(&labels), Some(1.0));
+    // A new span of the same operation still counts.
+    m.observe(&one("api", 8, 1, None, "POST /reports", 5, false), T0 + 2 * SEC);
+    let families = m.metric_families();
+    let requests = families.iter().find(|f| f.name == "strand_span_requests_total").expect("requests");
+    assert_eq!(requests.value(&labels), Some(2.0));
 }
 
 #[test]

@@ -8,7 +8,7 @@ pub mod bench_sampling;
 pub mod bench_ui;
 pub mod compress;
 pub mod config;
-pub mod pipeline;
+pub mod metrics;
 pub mod remote_sampling;
 pub mod search_cmd;
 pub mod trace_cmd;
@@ -18,7 +18,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use axum::Router;
@@ -27,11 +26,11 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use serde::Serialize;
-use strand_core::{MetricKind, SpanSink, TraceReader, TraceStore};
-use strand_ingest::{IngestLimits, Protocol, ProtocolCounters, Receiver, ReceiverStats};
+use strand_core::{SpanSink, TraceReader, TraceStore};
+use strand_ingest::{IngestLimits, Receiver, ReceiverStats};
 
-use crate::pipeline::Pipeline;
 use crate::remote_sampling::RemoteSampling;
+use strand_sampling::runtime::Pipeline;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
@@ -314,196 +313,18 @@ async fn flush(State(store): State<Arc<dyn TraceStore>>) -> axum::response::Resp
     }
 }
 
-async fn metrics(State((store, receivers, pipeline, remote)): State<MetricsState>) -> impl IntoResponse {
-    let c = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let mut out = String::new();
-    for m in store.metrics().await {
-        let kind = match m.kind {
-            MetricKind::Counter => "counter",
-            MetricKind::Gauge => "gauge",
-        };
-        out.push_str(&format!(
-            "# HELP strand_{0} {1}\n# TYPE strand_{0} {kind}\nstrand_{0} {2}\n",
-            m.name, m.help, m.value
-        ));
+async fn metrics(
+    State((store, receivers, pipeline, remote)): State<MetricsState>,
+) -> axum::response::Response {
+    let mut families = store.metrics().await;
+    families.extend(receivers.metric_families());
+    families.extend(pipeline.metric_families());
+    families.extend(remote.metric_families());
+    families.extend(pipeline.red().metric_families());
+    match metrics::encode(&families) {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(e) => strand_query::ApiError::Internal(format!("encoding metrics: {e}")).into_response(),
     }
-    type Counter = fn(&ProtocolCounters) -> &AtomicU64;
-    let per_protocol: [(&str, &str, Counter); 3] = [
-        ("strand_receiver_spans_accepted_total", "Spans stored, per receiver protocol.", |p| {
-            &p.spans_accepted
-        }),
-        (
-            "strand_receiver_spans_rejected_total",
-            "Invalid spans rejected one by one (the rest of their request was stored).",
-            |p| &p.spans_rejected,
-        ),
-        (
-            "strand_receiver_requests_refused_total",
-            "Requests or datagrams refused as a whole (malformed, too large, overloaded, storage unavailable).",
-            |p| &p.requests_refused,
-        ),
-    ];
-    for (name, help, field) in per_protocol {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
-        for protocol in Protocol::ALL {
-            let value = c(field(receivers.of(protocol)));
-            out.push_str(&format!("{name}{{protocol=\"{}\"}} {value}\n", protocol.as_str()));
-        }
-    }
-    sampling_metrics(&pipeline, &mut out);
-    remote_sampling_metrics(&remote, &mut out);
-    pipeline.red().render_prometheus(&mut out);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
-}
-
-/// Writes unlabelled series: (name, type, help, value).
-fn write_series(out: &mut String, rows: &[(&str, &str, &str, u64)]) {
-    for (name, kind, help, value) in rows {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
-    }
-}
-
-fn sampling_metrics(pipeline: &Pipeline, out: &mut String) {
-    let tail = pipeline.tail_snapshot().unwrap_or_default();
-    let st = &tail.stats;
-    let ps = pipeline.stats();
-    let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 15] = [
-        (
-            "strand_sampling_buffer_bytes",
-            "gauge",
-            "Bytes of spans waiting for a tail-sampling decision.",
-            tail.buffer_bytes as u64,
-        ),
-        (
-            "strand_sampling_buffer_traces",
-            "gauge",
-            "Traces waiting for a decision.",
-            tail.buffer_traces as u64,
-        ),
-        ("strand_sampling_buffer_spans", "gauge", "Spans waiting for a decision.", tail.buffer_spans as u64),
-        ("strand_sampling_traces_kept_total", "counter", "Traces kept by tail sampling.", st.traces_kept),
-        (
-            "strand_sampling_traces_dropped_total",
-            "counter",
-            "Traces dropped by tail sampling.",
-            st.traces_dropped,
-        ),
-        (
-            "strand_sampling_spans_sampled_out_total",
-            "counter",
-            "Spans dropped by a sampling decision (late spans included).",
-            st.spans_dropped + st.late_spans_dropped,
-        ),
-        (
-            "strand_sampling_late_spans_kept_total",
-            "counter",
-            "Spans that arrived after their trace was kept, stored.",
-            st.late_spans_kept,
-        ),
-        (
-            "strand_sampling_late_spans_dropped_total",
-            "counter",
-            "Spans that arrived after their trace was dropped.",
-            st.late_spans_dropped,
-        ),
-        (
-            "strand_sampling_traces_capped_total",
-            "counter",
-            "Traces decided early because they reached max_trace_bytes.",
-            st.traces_capped,
-        ),
-        (
-            "strand_sampling_traces_overflowed_total",
-            "counter",
-            "Traces decided early because the buffer reached max_buffer_bytes.",
-            st.traces_overflowed,
-        ),
-        (
-            "strand_sampling_overflow_kept_total",
-            "counter",
-            "Of those, traces kept by the overflow fallback percentage.",
-            st.overflow_kept,
-        ),
-        (
-            "strand_sampling_log_errors_total",
-            "counter",
-            "Pending-log writes that failed (requests refused).",
-            c(&ps.log_errors),
-        ),
-        (
-            "strand_sampling_store_retries_total",
-            "counter",
-            "Writes of kept traces that failed and were retried.",
-            c(&ps.store_retries),
-        ),
-        (
-            "strand_sampling_log_replayed_records_total",
-            "counter",
-            "Pending-log records replayed at start.",
-            c(&ps.replayed_records),
-        ),
-        (
-            "strand_sampling_log_corrupt_records_total",
-            "counter",
-            "Pending-log records skipped at start because they were corrupt.",
-            c(&ps.corrupt_records),
-        ),
-    ];
-    write_series(out, &rows);
-    out.push_str("# HELP strand_sampling_traces_kept_by_policy_total Traces kept, per policy that sampled them.\n# TYPE strand_sampling_traces_kept_by_policy_total counter\n");
-    let mut by_policy: Vec<_> = st.kept_by_policy.iter().collect();
-    by_policy.sort();
-    for (policy, n) in by_policy {
-        out.push_str(&format!(
-            "strand_sampling_traces_kept_by_policy_total{{policy=\"{}\"}} {n}\n",
-            strand_sampling::red::escape(policy)
-        ));
-    }
-}
-
-fn remote_sampling_metrics(remote: &RemoteSampling, out: &mut String) {
-    let st = remote.stats();
-    let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 6] = [
-        (
-            "strand_remote_sampling_requests_total",
-            "counter",
-            "Sampling strategies served to SDKs.",
-            c(&st.requests),
-        ),
-        (
-            "strand_remote_sampling_bad_requests_total",
-            "counter",
-            "Strategy requests refused (no or repeated service).",
-            c(&st.bad_requests),
-        ),
-        (
-            "strand_remote_sampling_calculations_total",
-            "counter",
-            "Adaptive sampling calculations.",
-            c(&st.calculations),
-        ),
-        (
-            "strand_remote_sampling_adaptive_operations",
-            "gauge",
-            "Root operations with an adaptive probability.",
-            remote.adaptive_operations() as u64,
-        ),
-        (
-            "strand_remote_sampling_reloads_total",
-            "counter",
-            "Strategies file reloads that changed the strategies.",
-            c(&st.reloads),
-        ),
-        (
-            "strand_remote_sampling_errors_total",
-            "counter",
-            "Strategies file reloads or adaptive state writes that failed.",
-            c(&st.errors),
-        ),
-    ];
-    write_series(out, &rows);
 }
 
 /// Writes the bound addresses as JSON to `path` (atomically), for scripts and tests that

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use strand_core::MetricFamily;
 
 use anyhow::Context;
 use axum::Router;
@@ -102,6 +103,45 @@ impl RemoteSampling {
     /// Operations with an adaptive probability.
     pub fn adaptive_operations(&self) -> usize {
         self.strategies.read().adaptive().map_or(0, |a| a.probabilities().len())
+    }
+
+    /// Counters and gauges for `/metrics`.
+    pub fn metric_families(&self) -> Vec<MetricFamily> {
+        let st = self.stats();
+        let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
+
+        vec![
+            MetricFamily::counter(
+                "strand_remote_sampling_requests_total",
+                "Sampling strategies served to SDKs.",
+                c(&st.requests) as f64,
+            ),
+            MetricFamily::counter(
+                "strand_remote_sampling_bad_requests_total",
+                "Strategy requests refused (no or repeated service).",
+                c(&st.bad_requests) as f64,
+            ),
+            MetricFamily::counter(
+                "strand_remote_sampling_calculations_total",
+                "Adaptive sampling calculations.",
+                c(&st.calculations) as f64,
+            ),
+            MetricFamily::gauge(
+                "strand_remote_sampling_adaptive_operations",
+                "Root operations with an adaptive probability.",
+                self.adaptive_operations() as f64,
+            ),
+            MetricFamily::counter(
+                "strand_remote_sampling_reloads_total",
+                "Strategies file reloads that changed the strategies.",
+                c(&st.reloads) as f64,
+            ),
+            MetricFamily::counter(
+                "strand_remote_sampling_errors_total",
+                "Strategies file reloads or adaptive state writes that failed.",
+                c(&st.errors) as f64,
+            ),
+        ]
     }
 
     /// `GET /sampling` and `GET /api/sampling`.

@@ -27,7 +27,7 @@ fn every_config_problem_is_printed_before_exit() {
         "`otlp.grpc_listen` in ",
         "`otlp.max_request_size` in ",
         "`storage.retentoin` in ",
-        "unknown key (known keys here: fsync, fsync_interval",
+        "unknown key (known keys here: backend, fsync, fsync_interval",
         "`storage.head_max_spans` from environment variable STRAND_STORAGE_HEAD_MAX_SPANS",
         "`http_listen` from flag --http-listen",
         "`storage.fsync` from flag --set storage.fsync",

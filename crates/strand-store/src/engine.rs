@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use strand_core::{
-    BoxFuture, Clock, DependencyEdge, Operation, SearchPage, SinkError, SpanBatch, SpanSink, StoreError,
-    StoreMetric, SystemClock, TimeRange, Trace, TraceId, TraceQuery, TraceReader, TraceStore, TraceWriter,
+    BoxFuture, Clock, DependencyEdge, MetricFamily, Operation, SearchPage, SinkError, SpanBatch, SpanSink,
+    StoreError, SystemClock, TimeRange, Trace, TraceId, TraceQuery, TraceReader, TraceStore, TraceWriter,
 };
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
@@ -330,11 +330,14 @@ impl Store {
 
 impl Inner {
     /// Counters and gauges for `/metrics`; blocking (lists the WAL directory).
-    fn metrics(&self) -> Vec<StoreMetric> {
+    fn metrics(&self) -> Vec<MetricFamily> {
         let snap = self.snapshot();
         let s = &self.stats;
         let c = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
-        let (counter, gauge) = (StoreMetric::counter, StoreMetric::gauge);
+        let counter =
+            |name: &str, help: &str, value| MetricFamily::counter(format!("strand_{name}"), help, value);
+        let gauge =
+            |name: &str, help: &str, value| MetricFamily::gauge(format!("strand_{name}"), help, value);
         vec![
             counter("store_spans_written_total", "Spans newly stored.", c(&s.spans_written)),
             counter(
@@ -507,7 +510,7 @@ impl TraceStore for Store {
         })
     }
 
-    fn metrics(&self) -> BoxFuture<'_, Vec<StoreMetric>> {
+    fn metrics(&self) -> BoxFuture<'_, Vec<MetricFamily>> {
         let metrics = blocking(&self.inner, |i| Ok(i.metrics()));
         Box::pin(async move { metrics.await.unwrap_or_default() })
     }

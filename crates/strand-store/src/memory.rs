@@ -17,8 +17,8 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use strand_core::search::{SpanConditions, value_text};
 use strand_core::{
-    BoxFuture, Clock, Cursor, DependencyEdge, KeyValue, Operation, SearchPage, SinkError, SpanBatch,
-    SpanSink, StatusCode, StoreError, StoreMetric, StoredSpan, SystemClock, TimeRange, Trace, TraceId,
+    BoxFuture, Clock, Cursor, DependencyEdge, KeyValue, MetricFamily, Operation, SearchPage, SinkError,
+    SpanBatch, SpanSink, StatusCode, StoreError, StoredSpan, SystemClock, TimeRange, Trace, TraceId,
     TraceQuery, TraceReader, TraceStore, TraceSummary, TraceWriter,
 };
 
@@ -338,28 +338,32 @@ impl TraceStore for MemoryStore {
         ready(Ok(self.data.read().bytes))
     }
 
-    fn metrics(&self) -> BoxFuture<'_, Vec<StoreMetric>> {
+    fn metrics(&self) -> BoxFuture<'_, Vec<MetricFamily>> {
         let c = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
         let d = self.data.read();
         let spans: usize = d.traces.values().map(Vec::len).sum();
         let metrics = vec![
-            StoreMetric::counter(
+            MetricFamily::counter(
                 "store_spans_written_total",
                 "Spans newly stored.",
                 c(&self.counters.spans_written),
             ),
-            StoreMetric::counter(
+            MetricFamily::counter(
                 "store_spans_duplicate_total",
                 "Spans received again and skipped.",
                 c(&self.counters.spans_duplicate),
             ),
-            StoreMetric::counter(
+            MetricFamily::counter(
                 "retention_deleted_spans_total",
                 "Spans deleted by retention (age or bytes).",
                 c(&self.counters.spans_deleted),
             ),
-            StoreMetric::gauge("memory_spans", "Spans held in memory.", spans as f64),
-            StoreMetric::gauge("memory_bytes", "Encoded bytes of the spans held in memory.", d.bytes as f64),
+            MetricFamily::gauge("strand_memory_spans", "Spans held in memory.", spans as f64),
+            MetricFamily::gauge(
+                "strand_memory_bytes",
+                "Encoded bytes of the spans held in memory.",
+                d.bytes as f64,
+            ),
         ];
         Box::pin(std::future::ready(metrics))
     }

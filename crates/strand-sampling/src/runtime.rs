@@ -1,5 +1,6 @@
-//! What sits between the receivers and the store: pre-sampling metrics, then (when policies
-//! are configured) tail sampling with a durable pending log.
+//! The sampling stage at run time, between the receivers and the store: pre-sampling
+//! metrics, then (when policies are configured) tail sampling with a durable pending log.
+//! This is the one part of the crate with threads, a clock and files.
 //!
 //! ```text
 //! consume(batch) ─► RED metrics + service graph (every span)
@@ -24,11 +25,11 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::buffer::{BufferStats, decisions_record};
+use crate::red::RedMetrics;
+use crate::{DecidedTrace, LogRecord, Prepared, Preparer, SamplingConfig, TraceBuffer};
 use parking_lot::Mutex;
-use strand_core::{BoxFuture, SinkError, SpanBatch, SpanSink, TraceId, TraceStore};
-use strand_sampling::buffer::{BufferStats, decisions_record};
-use strand_sampling::red::RedMetrics;
-use strand_sampling::{DecidedTrace, LogRecord, Prepared, Preparer, SamplingConfig, TraceBuffer};
+use strand_core::{BoxFuture, MetricFamily, MetricKind, SinkError, SpanBatch, SpanSink, TraceId, TraceStore};
 use strand_store::fs::{FileSystem, StdFs};
 use strand_store::now_unix_nano;
 use strand_store::wal::{Wal, frame};
@@ -68,6 +69,23 @@ pub struct TailSnapshot {
     pub stats: BufferStats,
 }
 
+/// Why the sampling stage could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The policies are invalid.
+    #[error("invalid sampling configuration: {0}")]
+    Config(String),
+    /// The pending log could not be opened or replayed.
+    #[error("opening the sampling log: {0}")]
+    Log(#[from] strand_store::wal::WalError),
+    /// Storing the traces the replay decided to keep failed.
+    #[error("storing traces kept at start: {0}")]
+    Store(#[from] SinkError),
+    /// The replay task failed.
+    #[error("replaying the sampling log: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// The sink the receivers write to.
 pub struct Pipeline {
     store: Arc<dyn TraceStore>,
@@ -94,12 +112,12 @@ impl Pipeline {
         cfg: &SamplingConfig,
         data_dir: &Path,
         sync_each: bool,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, StartError> {
         let stats = Arc::new(PipelineStats::default());
         if !cfg.enabled() {
             return Ok(Self { store, red, tail: None, stats });
         }
-        let mut buffer = TraceBuffer::new(cfg).map_err(|e| anyhow::anyhow!(e.join("; ")))?;
+        let mut buffer = TraceBuffer::new(cfg).map_err(|e| StartError::Config(e.join("; ")))?;
         let preparer = buffer.preparer();
         let dir = data_dir.join("sampling");
         let replay_stats = stats.clone();
@@ -147,7 +165,7 @@ impl Pipeline {
             sync_each,
         });
         if !late.is_empty() {
-            store.write(SpanBatch::from_stored(late)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            store.write(SpanBatch::from_stored(late)).await?;
         }
         let pipeline = Self { store, red, tail: Some(tail), stats };
         pipeline.carry_out(decided).await;
@@ -174,6 +192,104 @@ impl Pipeline {
             buffer_spans: b.spans(),
             stats: b.stats().clone(),
         })
+    }
+
+    /// Counters and gauges of the sampling stage for `/metrics` (the RED metrics come from
+    /// [`Pipeline::red`]).
+    pub fn metric_families(&self) -> Vec<MetricFamily> {
+        let tail = self.tail_snapshot().unwrap_or_default();
+        let st = &tail.stats;
+        let ps = self.stats();
+        let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut out = vec![
+            MetricFamily::gauge(
+                "strand_sampling_buffer_bytes",
+                "Bytes of spans waiting for a tail-sampling decision.",
+                tail.buffer_bytes as f64,
+            ),
+            MetricFamily::gauge(
+                "strand_sampling_buffer_traces",
+                "Traces waiting for a decision.",
+                tail.buffer_traces as f64,
+            ),
+            MetricFamily::gauge(
+                "strand_sampling_buffer_spans",
+                "Spans waiting for a decision.",
+                tail.buffer_spans as f64,
+            ),
+            MetricFamily::counter(
+                "strand_sampling_traces_kept_total",
+                "Traces kept by tail sampling.",
+                st.traces_kept as f64,
+            ),
+            MetricFamily::counter(
+                "strand_sampling_traces_dropped_total",
+                "Traces dropped by tail sampling.",
+                st.traces_dropped as f64,
+            ),
+            MetricFamily::counter(
+                "strand_sampling_spans_sampled_out_total",
+                "Spans dropped by a sampling decision (late spans included).",
+                (st.spans_dropped + st.late_spans_dropped) as f64,
+            ),
+            MetricFamily::counter(
+                "strand_sampling_late_spans_kept_total",
+                "Spans that arrived after their trace was kept, stored.",
+                st.late_spans_kept as f64,
+            ),
+            MetricFamily::counter(
+                "strand_sampling_late_spans_dropped_total",
+                "Spans that arrived after their trace was dropped.",
+                st.late_spans_dropped as f64,
+            ),
+            MetricFamily::counter(
+                "strand_sampling_traces_capped_total",
+                "Traces decided early because they reached max_trace_bytes.",
+                st.traces_capped as f64,
+            ),
+            MetricFamily::counter(
+                "strand_sampling_traces_overflowed_total",
+                "Traces decided early because the buffer reached max_buffer_bytes.",
+                st.traces_overflowed as f64,
+            ),
+            MetricFamily::counter(
+                "strand_sampling_overflow_kept_total",
+                "Of those, traces kept by the overflow fallback percentage.",
+                st.overflow_kept as f64,
+            ),
+            MetricFamily::counter(
+                "strand_sampling_log_errors_total",
+                "Pending-log writes that failed (requests refused).",
+                c(&ps.log_errors) as f64,
+            ),
+            MetricFamily::counter(
+                "strand_sampling_store_retries_total",
+                "Writes of kept traces that failed and were retried.",
+                c(&ps.store_retries) as f64,
+            ),
+            MetricFamily::counter(
+                "strand_sampling_log_replayed_records_total",
+                "Pending-log records replayed at start.",
+                c(&ps.replayed_records) as f64,
+            ),
+            MetricFamily::counter(
+                "strand_sampling_log_corrupt_records_total",
+                "Pending-log records skipped at start because they were corrupt.",
+                c(&ps.corrupt_records) as f64,
+            ),
+        ];
+        let mut by_policy = MetricFamily::new(
+            "strand_sampling_traces_kept_by_policy_total",
+            "Traces kept, per policy that sampled them.",
+            MetricKind::Counter,
+        );
+        let mut kept: Vec<_> = st.kept_by_policy.iter().collect();
+        kept.sort();
+        for (policy, n) in kept {
+            by_policy.push(vec![("policy", policy.to_string())], *n as f64);
+        }
+        out.push(by_policy);
+        out
     }
 
     /// Decides due traces every [`DECIDE_INTERVAL`] until `stop` resolves. Undecided
