@@ -15,12 +15,13 @@ apt_install() {
     apt-get update
     apt_updated=1
   fi
-  local policy=/usr/sbin/policy-rc.d own_policy=
+  local policy=/usr/sbin/policy-rc.d
   if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && own_policy=1
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy"
+    # Removed however the install ends (set -e would skip a plain rm after a failure).
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
   fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y "$@"
-  if [ -n "$own_policy" ]; then rm -f "$policy"; fi
 }
 
 # Python: a venv under the repository with the OpenTelemetry SDK and DuckDB.

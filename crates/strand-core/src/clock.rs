@@ -47,3 +47,29 @@ impl Clock for ManualClock {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// How far ahead of the clock the last receive time may be and still be followed: beyond
+/// it, the clock (or a data directory from another machine) was wrong, and following it
+/// would stamp every later write in the future, out of reach of retention.
+pub const MAX_RECEIVE_LEAD_NANOS: u64 = 1_000_000_000;
+
+/// The receive time of the next write: `now`, or just after `last` when `last` is at or
+/// slightly ahead of `now`, so receive times strictly increase whatever the clock's
+/// resolution (a search snapshot between two writes tells them apart).
+pub fn next_receive_time(now: u64, last: u64) -> u64 {
+    if last >= now && last - now < MAX_RECEIVE_LEAD_NANOS { last + 1 } else { now }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receive_times_increase_but_do_not_follow_a_far_future() {
+        assert_eq!(next_receive_time(100, 50), 100);
+        assert_eq!(next_receive_time(100, 100), 101);
+        assert_eq!(next_receive_time(100, 500), 501);
+        let far = 100 + MAX_RECEIVE_LEAD_NANOS;
+        assert_eq!(next_receive_time(100, far), 100, "a stamp far ahead of the clock is not followed");
+    }
+}

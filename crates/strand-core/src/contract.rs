@@ -142,8 +142,8 @@ pub trait TraceReader: Send + Sync + 'static {
 
     /// The traces of `ids` that are stored, in the order asked, each whole (as
     /// [`TraceReader::get_trace`] returns it); unknown ids are left out. Backends answer it
-    /// in one pass where they can (one lock, each file opened once) instead of one lookup
-    /// per id.
+    /// in one pass where they can (one look at their state, one blocking task) instead of
+    /// one lookup per id.
     fn get_traces(&self, ids: Vec<TraceId>) -> BoxFuture<'_, Result<Vec<Trace>, StoreError>> {
         Box::pin(async move {
             let mut out = Vec::with_capacity(ids.len());

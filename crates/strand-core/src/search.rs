@@ -8,6 +8,11 @@
 //! - The time range applies to that span's start time (`start <= span start <= end`).
 //! - Trace conditions (trace duration) apply to the whole trace.
 //! - Results are newest first: by trace start time descending, then trace id ascending.
+//! - Pages follow a snapshot (see [`Cursor`]): traces first received after the first page
+//!   never appear, and a trace is not returned twice. Known limit of the embedded store: a
+//!   span arriving while the pages are read that lands in the same in-memory head as the
+//!   rest of its trace and starts earlier (a late root) moves the trace, which can then be
+//!   returned again or skipped; spans landing anywhere else do not.
 
 use std::fmt;
 use std::str::FromStr;

@@ -63,6 +63,21 @@ pub struct ProtocolCounters {
 #[derive(Debug, Default)]
 pub struct ReceiverStats {
     counters: [ProtocolCounters; Protocol::ALL.len()],
+    /// Requests holding an admission slot now.
+    in_flight: std::sync::atomic::AtomicU64,
+}
+
+/// An admission slot, held while a request is handled; given back when dropped.
+#[derive(Debug)]
+pub struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    stats: Arc<ReceiverStats>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.stats.in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl ReceiverStats {
@@ -99,6 +114,11 @@ impl ReceiverStats {
                 }
                 f
             })
+            .chain([strand_core::MetricFamily::gauge(
+                "strand_receiver_requests_in_flight",
+                "Ingest requests holding an admission slot (all protocols).",
+                self.in_flight.load(std::sync::atomic::Ordering::Relaxed) as f64,
+            )])
             .collect()
     }
 }
@@ -125,13 +145,15 @@ impl Receiver {
     }
 
     /// A slot for one request, or `Overloaded` when `max_concurrent_requests` are in flight.
-    pub fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, IngestError> {
-        self.in_flight.clone().try_acquire_owned().map_err(|_| {
+    pub fn admit(&self) -> Result<Slot, IngestError> {
+        let permit = self.in_flight.clone().try_acquire_owned().map_err(|_| {
             IngestError::Overloaded(format!(
                 "{} requests already in flight; retry later",
                 self.limits.max_concurrent_requests
             ))
-        })
+        })?;
+        self.stats.in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Slot { _permit: permit, stats: self.stats.clone() })
     }
 
     /// Hands a decoded batch to the sink; returns once it is durable (or refused). Callers

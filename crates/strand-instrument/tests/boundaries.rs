@@ -78,7 +78,8 @@ fn attr(span: &SpanData, key: &str) -> Option<String> {
 }
 
 async fn wait_for(exporter: &InMemorySpanExporter, name: &str) -> Vec<SpanData> {
-    for _ in 0..200 {
+    // At most 10 s: tests of this file share the process and run in parallel.
+    for _ in 0..1000 {
         let spans = exporter.get_finished_spans().expect("spans");
         if spans.iter().any(|s| s.name == name) {
             return spans;

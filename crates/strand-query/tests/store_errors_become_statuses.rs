@@ -64,9 +64,12 @@ async fn overloaded_and_unavailable_backends_ask_for_a_retry() {
         ),
     ];
     for (error, want, want_retry) in cases {
-        for path in
-            [format!("/api/v1/traces/{ID}"), format!("/api/traces/{ID}"), format!("/api/v3/traces/{ID}")]
-        {
+        for path in [
+            format!("/api/v1/traces/{ID}"),
+            format!("/api/traces/{ID}"),
+            format!("/api/v3/traces/{ID}"),
+            format!("/api/v2/traces/{ID}"),
+        ] {
             let (got, retry, body) = status(Limited(error), &path).await;
             assert_eq!(got, want, "{path}: {body}");
             assert_eq!(retry.as_deref(), want_retry, "{path}");

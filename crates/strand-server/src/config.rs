@@ -171,9 +171,10 @@ pub enum Backend {
     /// The embedded store in `data_dir`: WAL, head and Parquet blocks.
     #[default]
     Embedded,
-    /// Memory only: nothing is written to disk and everything is lost at exit (for
-    /// demos and tests). Retention and `max_disk_size` (counted as encoded bytes in
-    /// memory) still apply.
+    /// Memory only: no spans are written to disk and all are lost at exit (for demos and
+    /// tests). Retention and `max_disk_size` (counted as encoded bytes in memory) still
+    /// apply. Tail sampling's pending log and remote sampling's state still live in
+    /// `data_dir`.
     Memory,
 }
 

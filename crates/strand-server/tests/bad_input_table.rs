@@ -279,6 +279,13 @@ async fn requests_beyond_the_in_flight_limit_get_429() {
     slow.write_all(b"POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"resourceSpans\"")
         .await
         .expect("write");
+    // The slow request holds the slot once the server has read its headers: wait for that
+    // on the query port, which takes no ingest slot.
+    common::eventually("the slow request to hold the only slot", || async {
+        let text = reqwest::get(server.query("/metrics")).await.ok()?.text().await.ok()?;
+        (common::metric_value(&text, "strand_receiver_requests_in_flight") == Some(1.0)).then_some(())
+    })
+    .await;
     let post_empty = || {
         reqwest::Client::new()
             .post(server.otlp_url())
@@ -286,12 +293,8 @@ async fn requests_beyond_the_in_flight_limit_get_429() {
             .body("{}")
             .send()
     };
-    // The slow request reaches the server when the next one is refused.
-    let resp = common::eventually("the slow request to hold the only slot", || async {
-        let resp = post_empty().await.expect("post");
-        (resp.status() == 429).then_some(resp)
-    })
-    .await;
+    let resp = post_empty().await.expect("post");
+    assert_eq!(resp.status(), 429);
     assert_eq!(resp.headers()["retry-after"], "1");
     assert!(resp.text().await.expect("body").contains("1 requests already in flight"));
     drop(slow);

@@ -217,13 +217,16 @@ impl Store {
         fs.create_dir_all(&blocks_dir).map_err(io(&blocks_dir))?;
         let lock = lock_data_dir(root)?;
         let stats = StoreStats::default();
-        let blocks = open_blocks(fs.as_ref(), root, &stats)?;
+        // Files from a newer strand stop the start before anything is changed: the blocks'
+        // versions are read first, and the WAL checks its own before it replays.
+        check_block_versions(fs.as_ref(), &blocks_dir)?;
         let mut head = Head::default();
         let (wal, replay_stats) = Wal::open(fs.clone(), &wal_dir, |framed, record| {
             let n = record.batch.span_count();
             let added = head.insert(framed, &record.batch, record.received_unix_nano);
             stats.spans_duplicate.fetch_add((n - added) as u64, Ordering::Relaxed);
         })?;
+        let blocks = open_blocks(fs.as_ref(), root, &stats)?;
         stats.wal_replayed_records.store(replay_stats.records, Ordering::Relaxed);
         stats.wal_corrupt_records.store(replay_stats.corrupt_records, Ordering::Relaxed);
         stats.wal_torn_tails.store(replay_stats.torn_tails, Ordering::Relaxed);
@@ -317,14 +320,18 @@ impl Store {
     /// Stops the threads: pending writes are answered, the head is written to a block, and
     /// the data directory is unlocked. Blocks until done.
     pub fn close(&self) {
-        self.begin_close().join();
+        drop(self.begin_close());
     }
 
-    /// Tells the threads to stop; what is returned waits for them.
+    /// Takes what closing needs; dropping the result stops the threads, waits for them and
+    /// unlocks the data directory (blocking).
     fn begin_close(&self) -> Closing {
         self.inner.closing.store(true, Ordering::SeqCst);
-        let _ = self.tx.send(Cmd::Shutdown);
-        Closing { threads: std::mem::take(&mut *self.threads.lock()), lock: self.lock.lock().take() }
+        Closing {
+            tx: self.tx.clone(),
+            threads: std::mem::take(&mut *self.threads.lock()),
+            lock: self.lock.lock().take(),
+        }
     }
 }
 
@@ -385,18 +392,24 @@ impl Inner {
     }
 }
 
-/// Threads of a closing store, and its data-directory lock, released once they stop.
+/// Threads of a closing store and its data-directory lock. Dropping it (on a blocking
+/// thread: the WAL queue may be full) tells the threads to stop, waits for them and only
+/// then releases the lock, however the close ends.
 struct Closing {
+    tx: SyncSender<Cmd>,
     threads: Vec<JoinHandle<()>>,
     lock: Option<std::fs::File>,
 }
 
-impl Closing {
-    fn join(self) {
-        for t in self.threads {
+impl Drop for Closing {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            let _ = self.tx.send(Cmd::Shutdown);
+        }
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        drop(self.lock);
+        self.lock.take();
     }
 }
 
@@ -518,7 +531,7 @@ impl TraceStore for Store {
     fn close(&self) -> BoxFuture<'_, ()> {
         let closing = self.begin_close();
         Box::pin(async move {
-            let _ = tokio::task::spawn_blocking(move || closing.join()).await;
+            let _ = tokio::task::spawn_blocking(move || drop(closing)).await;
         })
     }
 }
@@ -604,6 +617,35 @@ fn lock_data_dir(root: &Path) -> Result<std::fs::File, StoreError> {
     }
 }
 
+/// Reads every block's layout version (only that) and refuses a newer one.
+fn check_block_versions(fs: &dyn FileSystem, blocks_dir: &Path) -> Result<(), StoreError> {
+    #[derive(serde::Deserialize)]
+    struct Version {
+        format_version: u32,
+    }
+    let entries = fs
+        .list(blocks_dir)
+        .map_err(|source| StoreError::Io { path: blocks_dir.display().to_string(), source })?;
+    for dir in entries {
+        if dir.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(".tmp-")) {
+            continue;
+        }
+        let meta = dir.join("meta.json");
+        // A missing or unreadable meta.json is damage, handled when the block is opened.
+        let Ok(bytes) = fs.read_file(&meta) else { continue };
+        if let Ok(Version { format_version }) = serde_json::from_slice(&bytes)
+            && format_version > crate::block::FORMAT_VERSION
+        {
+            return Err(StoreError::NewerFormat {
+                path: meta.display().to_string(),
+                found: format_version,
+                supported: crate::block::FORMAT_VERSION,
+            });
+        }
+    }
+    Ok(())
+}
+
 fn open_blocks(fs: &dyn FileSystem, root: &Path, stats: &StoreStats) -> Result<Vec<Arc<Block>>, StoreError> {
     let blocks_dir = root.join("blocks");
     let entries = fs
@@ -619,8 +661,6 @@ fn open_blocks(fs: &dyn FileSystem, root: &Path, stats: &StoreStats) -> Result<V
         }
         match Block::open(fs, &dir) {
             Ok(b) => blocks.push(Arc::new(b)),
-            // Not damage: a newer strand wrote it. Stop before anything is changed.
-            Err(e @ StoreError::NewerFormat { .. }) => return Err(e),
             Err(e) => {
                 stats.corrupt_blocks.fetch_add(1, Ordering::Relaxed);
                 let aside = root.join("corrupt").join(&name);
@@ -680,7 +720,7 @@ fn wal_loop(
         }
         // Receive times strictly increase from group to group, so a search snapshot taken
         // between two groups tells them apart whatever the clock's resolution.
-        let received = inner.cfg.clock.now_unix_nano().max(last_received + 1);
+        let received = strand_core::clock::next_receive_time(inner.cfg.clock.now_unix_nano(), last_received);
         last_received = received;
         let mut written = Vec::new();
         let mut flush_waiters = Vec::new();
@@ -986,10 +1026,7 @@ fn write_block(
 /// Retention, then compaction (nothing is merged that is about to be deleted).
 fn maintain(inner: &Inner) -> Result<bool, StoreError> {
     enforce_retention(inner, inner.cfg.clock.now_unix_nano());
-    compact(inner).map_err(|reason| StoreError::Io {
-        path: inner.root.join("blocks").display().to_string(),
-        source: std::io::Error::other(reason),
-    })
+    compact(inner).map_err(|reason| StoreError::Unavailable(format!("compaction failed: {reason}")))
 }
 
 /// Merges the oldest run of small blocks. Returns whether it merged anything.

@@ -18,7 +18,7 @@ use parking_lot::RwLock;
 use strand_core::search::{SpanConditions, value_text};
 use strand_core::{
     BoxFuture, Clock, Cursor, DependencyEdge, KeyValue, MetricFamily, Operation, SearchPage, SinkError,
-    SpanBatch, SpanSink, StatusCode, StoreError, StoredSpan, SystemClock, TimeRange, Trace, TraceId,
+    SpanBatch, SpanId, SpanSink, StatusCode, StoreError, StoredSpan, SystemClock, TimeRange, Trace, TraceId,
     TraceQuery, TraceReader, TraceStore, TraceSummary, TraceWriter,
 };
 
@@ -52,6 +52,8 @@ struct Entry {
 #[derive(Default)]
 pub struct MemoryData {
     traces: HashMap<TraceId, Vec<Entry>>,
+    /// Every stored span, for the duplicate check.
+    ids: HashSet<(TraceId, SpanId)>,
     last_received: u64,
     bytes: u64,
     /// When retention last ran.
@@ -103,16 +105,15 @@ impl MemoryStore {
         let mut d = self.data.write();
         // Receive times are strictly increasing, so a search snapshot taken between two
         // writes tells them apart.
-        let received = self.cfg.clock.now_unix_nano().max(d.last_received + 1);
+        let received = strand_core::clock::next_receive_time(self.cfg.clock.now_unix_nano(), d.last_received);
         d.last_received = received;
         for span in batch.into_stored() {
-            let entries = d.traces.entry(span.span.trace_id).or_default();
-            if entries.iter().any(|e| e.span.span.span_id == span.span.span_id) {
+            if !d.ids.insert((span.span.trace_id, span.span.span_id)) {
                 self.counters.spans_duplicate.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             let bytes = encoded_len(&span);
-            entries.push(Entry { received, bytes, span });
+            d.traces.entry(span.span.trace_id).or_default().push(Entry { received, bytes, span });
             d.bytes += bytes;
             self.counters.spans_written.fetch_add(1, Ordering::Relaxed);
         }
@@ -146,13 +147,15 @@ impl MemoryStore {
         let as_of = q.cursor.map_or(d.last_received, |c| c.as_of_unix_nano);
         let after = q.cursor.map(|c| (c.start_unix_nano, std::cmp::Reverse(c.trace_id)));
         let conditions = SpanConditions::new(q);
+        // The snapshot: only spans received by `as_of` count, for matching and summaries.
         let mut hits: Vec<TraceSummary> = d
             .traces
             .iter()
-            .filter(|(_, entries)| entries.iter().map(|e| e.received).min().is_some_and(|r| r <= as_of))
-            .filter(|(_, entries)| entries.iter().any(|e| conditions.matches(&e.span)))
+            .filter(|(_, entries)| entries.iter().any(|e| e.received <= as_of && conditions.matches(&e.span)))
             .map(|(id, entries)| {
-                TraceSummary::of(*id, &entries.iter().map(|e| e.span.clone()).collect::<Vec<_>>())
+                let visible: Vec<StoredSpan> =
+                    entries.iter().filter(|e| e.received <= as_of).map(|e| e.span.clone()).collect();
+                TraceSummary::of(*id, &visible)
             })
             .filter(|t| {
                 q.min_trace_duration_nano.is_none_or(|m| t.duration_nano >= m)
@@ -197,36 +200,50 @@ impl MemoryStore {
         DependencyEdge::from_counts(edges)
     }
 
+    /// Deletes spans received before the retention's cutoff; then, over the byte budget,
+    /// whole traces, least recently received first, down to 90 % of the budget (so a
+    /// store at its budget does not evict on every write).
     fn enforce_retention(&self) {
         let now = self.cfg.clock.now_unix_nano();
         let cutoff = now.saturating_sub(self.cfg.retention.as_nanos() as u64);
         let mut d = self.data.write();
         d.maintained = now;
-        let mut entries: Vec<(u64, TraceId, strand_core::SpanId, u64)> = d
-            .traces
-            .iter()
-            .flat_map(|(id, es)| es.iter().map(|e| (e.received, *id, e.span.span.span_id, e.bytes)))
-            .collect();
-        entries.sort_unstable();
-        let mut total = d.bytes;
-        let mut doomed: HashSet<(TraceId, strand_core::SpanId)> = HashSet::new();
-        for (received, id, span, bytes) in entries {
-            let over_budget = self.cfg.max_bytes.is_some_and(|b| total > b);
-            if received >= cutoff && !over_budget {
-                break;
-            }
-            total -= bytes;
-            doomed.insert((id, span));
-        }
-        if doomed.is_empty() {
-            return;
-        }
-        d.traces.retain(|id, es| {
-            es.retain(|e| !doomed.contains(&(*id, e.span.span.span_id)));
+        let MemoryData { traces, ids, bytes, .. } = &mut *d;
+        let mut deleted = 0u64;
+        let mut forget = |id: &TraceId, e: &Entry, bytes: &mut u64| {
+            ids.remove(&(*id, e.span.span.span_id));
+            *bytes -= e.bytes;
+            deleted += 1;
+        };
+        traces.retain(|id, es| {
+            es.retain(|e| {
+                let keep = e.received >= cutoff;
+                if !keep {
+                    forget(id, e, bytes);
+                }
+                keep
+            });
             !es.is_empty()
         });
-        d.bytes = total;
-        self.counters.spans_deleted.fetch_add(doomed.len() as u64, Ordering::Relaxed);
+        if let Some(budget) = self.cfg.max_bytes
+            && *bytes > budget
+        {
+            let low_water = budget / 10 * 9;
+            let mut by_age: Vec<(u64, TraceId)> = traces
+                .iter()
+                .map(|(id, es)| (es.iter().map(|e| e.received).max().unwrap_or(0), *id))
+                .collect();
+            by_age.sort_unstable();
+            for (_, id) in by_age {
+                if *bytes <= low_water {
+                    break;
+                }
+                if let Some(es) = traces.remove(&id) {
+                    es.iter().for_each(|e| forget(&id, e, bytes));
+                }
+            }
+        }
+        self.counters.spans_deleted.fetch_add(deleted, Ordering::Relaxed);
     }
 }
 

@@ -55,6 +55,8 @@ struct Candidate {
 struct Ready {
     rank: Rank,
     summary: TraceSummary,
+    /// The trace has parts in more than one source.
+    parts: usize,
 }
 
 impl PartialEq for Ready {
@@ -326,16 +328,7 @@ impl Sources<'_> {
             if !resolved.insert(id) {
                 continue;
             }
-            let Some((mut summary, parts)) = self.summary(&id) else { continue };
-            // A trace in several sources may hold the same span twice (a client retry after
-            // a head cut, before compaction merges the copies): its counts come from its
-            // spans, each once.
-            let mut trace = None;
-            if parts > 1 {
-                let Some(t) = read(id)? else { continue };
-                summary = TraceSummary::of(id, &t.spans);
-                trace = Some(t);
-            }
+            let Some((summary, parts)) = self.summary(&id) else { continue };
             let rank = Rank(summary.start_unix_nano, Reverse(id));
             if after.is_some_and(|a| rank >= a)
                 || q.min_trace_duration_nano.is_some_and(|m| summary.duration_nano < m)
@@ -352,18 +345,12 @@ impl Sources<'_> {
                     break;
                 }
                 verified += 1;
-                let trace = match trace {
-                    Some(t) => t,
-                    None => match read(id)? {
-                        Some(t) => t,
-                        None => continue,
-                    },
-                };
+                let Some(trace) = read(id)? else { continue };
                 if !trace.spans.iter().any(|s| prepared.conditions.matches(s)) {
                     continue;
                 }
             }
-            ready.push(Ready { rank, summary });
+            ready.push(Ready { rank, summary, parts });
         }
         if out.len() > q.limit {
             out.truncate(q.limit);
@@ -372,6 +359,18 @@ impl Sources<'_> {
                 start_unix_nano: r.rank.0,
                 trace_id: r.rank.1.0,
             });
+        }
+        // A trace in several sources may hold the same span twice (a client retry after a
+        // head cut, before compaction merges the copies), which the parts' counts would
+        // count twice: the counts of such a trace on the page come from its spans, each
+        // once. Start, duration and root are the same either way, so ranks and cursors are.
+        for r in out.iter_mut().filter(|r| r.parts > 1) {
+            if let Some(trace) = read(r.summary.trace_id)? {
+                let fresh = TraceSummary::of(r.summary.trace_id, &trace.spans);
+                r.summary.span_count = fresh.span_count;
+                r.summary.error_count = fresh.error_count;
+                r.summary.services = fresh.services;
+            }
         }
         page.traces = out.into_iter().map(|r| r.summary).collect();
         Ok(page)

@@ -182,21 +182,27 @@ impl Wal {
     ///
     /// Records are handed to `on_record` one at a time, in order, as their framed bytes
     /// (header and payload, as [`WalRecord::encode`] writes them; a zero-copy slice of the
-    /// segment read into memory, or a re-framed copy for a version 1 segment) and decoded,
-    /// so replay holds at most one decoded record.
+    /// segment read into memory, or a re-framed copy for a version 1 segment or a repaired
+    /// header) and decoded, so replay holds at most one decoded record.
+    ///
+    /// A record whose payload version is newer than this binary's stops the open with
+    /// [`WalError::NewerVersion`] before any file is changed.
     pub fn open(
         fs: Arc<dyn FileSystem>,
         dir: &Path,
         mut on_record: impl FnMut(Bytes, WalRecord),
     ) -> Result<(Self, ReplayStats), WalError> {
-        Self::open_with(fs, dir, |path, framed, stats| match WalRecord::decode(&framed[RECORD_HEADER..]) {
-            Ok(record) => {
-                stats.records += 1;
-                on_record(framed, record);
-            }
-            Err(e) => {
-                warn!(segment = %path.display(), error = %e, "skipped undecodable wal record");
-                stats.corrupt_records += 1;
+        let newer_payload = |payload: &[u8]| payload.first().copied().filter(|v| *v > PAYLOAD_VERSION);
+        Self::open_with(fs, dir, newer_payload, |path, framed, stats| {
+            match WalRecord::decode(&framed[RECORD_HEADER..]) {
+                Ok(record) => {
+                    stats.records += 1;
+                    on_record(framed, record);
+                }
+                Err(e) => {
+                    warn!(segment = %path.display(), error = %e, "skipped undecodable wal record");
+                    stats.corrupt_records += 1;
+                }
             }
         })
     }
@@ -209,15 +215,21 @@ impl Wal {
         dir: &Path,
         mut on_payload: impl FnMut(u64, &[u8]),
     ) -> Result<(Self, ReplayStats), WalError> {
-        Self::open_with(fs, dir, |path, framed, stats| {
-            stats.records += 1;
-            on_payload(segment_seq(path).unwrap_or_default(), &framed[RECORD_HEADER..]);
-        })
+        Self::open_with(
+            fs,
+            dir,
+            |_| None,
+            |path, framed, stats| {
+                stats.records += 1;
+                on_payload(segment_seq(path).unwrap_or_default(), &framed[RECORD_HEADER..]);
+            },
+        )
     }
 
     fn open_with(
         fs: Arc<dyn FileSystem>,
         dir: &Path,
+        newer_payload: impl Fn(&[u8]) -> Option<u8>,
         mut on_framed: impl FnMut(&Path, Bytes, &mut ReplayStats),
     ) -> Result<(Self, ReplayStats), WalError> {
         fs.create_dir_all(dir)?;
@@ -226,41 +238,55 @@ impl Wal {
         let mut segments: Vec<(u64, PathBuf)> =
             fs.list(dir)?.into_iter().filter_map(|p| Some((segment_seq(&p)?, p))).collect();
         segments.sort();
-        // Every segment's version is checked before anything is replayed or changed.
-        let mut contents = Vec::with_capacity(segments.len());
+        // First every segment is read and parsed, and every version checked: nothing is
+        // changed until this binary is known to read all of it.
+        let mut parsed = Vec::with_capacity(segments.len());
         for (seq, path) in &segments {
             last_seq = *seq;
             let bytes = Bytes::from(fs.read_file(path)?);
             if let Some(version) = newer_version(&bytes) {
                 return Err(WalError::NewerVersion { path: path.clone(), version });
             }
-            contents.push((path, bytes));
+            let segment = parse_segment(&bytes);
+            let newer = segment
+                .iter()
+                .find_map(|p| p.records.iter().find_map(|r| newer_payload(r.payload(&bytes, p.framing))));
+            if let Some(version) = newer {
+                return Err(WalError::NewerVersion { path: path.clone(), version });
+            }
+            parsed.push((path, bytes, segment));
         }
-        for (path, bytes) in contents {
+        for (path, bytes, segment) in parsed {
             stats.segments += 1;
-            let parsed = match parse_segment(&bytes) {
-                Some(parsed) => parsed,
-                None => {
-                    set_aside(fs.as_ref(), dir, path)?;
-                    stats.segments_set_aside += 1;
-                    continue;
-                }
+            let Some(segment) = segment else {
+                set_aside(fs.as_ref(), dir, path, None)?;
+                stats.segments_set_aside += 1;
+                continue;
             };
-            stats.corrupt_records += parsed.corrupt;
-            if let Some(at) = parsed.torn_at {
+            if segment.header_damaged {
+                // Its records were found without the file header; a copy of the file as it
+                // was goes aside for inspection.
+                set_aside(fs.as_ref(), dir, path, Some(&bytes))?;
+                stats.segments_set_aside += 1;
+            }
+            stats.corrupt_records += segment.corrupt;
+            if let Some(at) = segment.torn_at {
                 warn!(segment = %path.display(), offset = at, len = bytes.len(), "truncated torn wal record");
                 stats.torn_tails += 1;
                 fs.truncate(path, at)?;
             }
-            for range in parsed.records {
-                let framed = match parsed.framing {
-                    Framing::V2 => bytes.slice(range),
-                    Framing::V1 => Bytes::from(frame(&bytes[range.start + RECORD_HEADER_V1..range.end])),
+            if segment.repaired > 0 {
+                warn!(segment = %path.display(), count = segment.repaired, "recovered wal records behind damaged headers");
+            }
+            for record in &segment.records {
+                let framed = match record {
+                    Found::Framed(range) if segment.framing == Framing::V2 => bytes.slice(range.clone()),
+                    _ => Bytes::from(frame(record.payload(&bytes, segment.framing))),
                 };
                 on_framed(path, framed, &mut stats);
             }
-            if parsed.corrupt > 0 {
-                warn!(segment = %path.display(), count = parsed.corrupt, "skipped corrupt wal records");
+            if segment.corrupt > 0 {
+                warn!(segment = %path.display(), count = segment.corrupt, "skipped corrupt wal records");
             }
         }
         if stats.segments > 0 {
@@ -290,6 +316,13 @@ impl Wal {
     /// Appends an encoded record (see [`WalRecord::encode`]). On failure the segment is cut
     /// back to its last good length so a later append does not follow garbage.
     pub fn append(&mut self, record: &[u8]) -> std::io::Result<()> {
+        if record.len() > RECORD_HEADER + MAX_RECORD_BYTES as usize {
+            // Replay would not accept it: refuse it now rather than lose it later.
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("wal record of {} bytes is over the {MAX_RECORD_BYTES}-byte limit", record.len()),
+            ));
+        }
         if let Err(e) = self.file.append(record) {
             // Best effort: if even the truncate fails, replay will treat the rest as torn.
             let _ = self.file.truncate(self.good_len);
@@ -341,15 +374,25 @@ impl Wal {
     }
 }
 
-/// Moves a segment whose file header cannot be read to `<dir>/../corrupt/<dir name>/`, so
-/// nothing deletes it with the replayed segments.
-fn set_aside(fs: &dyn FileSystem, dir: &Path, path: &Path) -> std::io::Result<()> {
+/// Puts a segment aside under `<dir>/../corrupt/<dir name>/` so nothing deletes it with the
+/// replayed segments: moved when `copy` is `None`, else a copy of `copy` is written (the
+/// segment itself stays to be replayed). An existing file there is never overwritten.
+fn set_aside(fs: &dyn FileSystem, dir: &Path, path: &Path, copy: Option<&[u8]>) -> std::io::Result<()> {
     let log = dir.file_name().map(ToOwned::to_owned).unwrap_or_else(|| "wal".into());
     let aside_dir = dir.parent().unwrap_or(dir).join("corrupt").join(log);
     fs.create_dir_all(&aside_dir)?;
-    let aside = aside_dir.join(path.file_name().unwrap_or_default());
-    error!(segment = %path.display(), moved_to = %aside.display(), "set aside wal segment with an unreadable header");
-    fs.rename(path, &aside)
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("segment.wal").to_owned();
+    let taken = fs.list(&aside_dir)?;
+    let aside = (0..)
+        .map(|n| aside_dir.join(if n == 0 { name.clone() } else { format!("{name}.{n}") }))
+        .find(|p| !taken.contains(p))
+        .expect("some name is free");
+    error!(segment = %path.display(), copy_at = %aside.display(), "wal segment with an unreadable file header set aside");
+    match copy {
+        Some(bytes) => fs.write_file(&aside, bytes)?,
+        None => fs.rename(path, &aside)?,
+    }
+    fs.sync_dir(&aside_dir)
 }
 
 fn magic(version: u8) -> [u8; MAGIC_LEN] {
@@ -395,7 +438,9 @@ impl Framing {
         }
     }
 
-    fn at(self, bytes: &[u8], off: usize) -> At {
+    /// What starts at `off`; `work` counts the bytes checksummed, so a search for the
+    /// next record can be bounded.
+    fn at(self, bytes: &[u8], off: usize, work: &mut usize) -> At {
         let rest = &bytes[off..];
         let header = self.header_len();
         if rest.len() < header {
@@ -420,6 +465,7 @@ impl Framing {
         if end > rest.len() {
             return if self == Framing::V2 { At::Cut } else { At::Garbage };
         }
+        *work += len as usize;
         if crc32c::crc32c(&rest[header..end]) == crc {
             At::Record(off + end)
         } else if self == Framing::V2 {
@@ -428,40 +474,99 @@ impl Framing {
             At::Garbage
         }
     }
+
+    /// Whether `payload` is the payload of the record whose damaged header starts at `off`:
+    /// the header's payload checksum still matches it.
+    fn vouches_for(self, bytes: &[u8], off: usize, payload: std::ops::Range<usize>) -> bool {
+        let header = self.header_len();
+        off + header <= payload.start
+            && payload.start < payload.end
+            && bytes.len() >= off + 8
+            && crc32c::crc32c(&bytes[payload])
+                == u32::from_le_bytes([bytes[off + 4], bytes[off + 5], bytes[off + 6], bytes[off + 7]])
+    }
+}
+
+/// A record found in a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Found {
+    /// A record as written: header and payload.
+    Framed(std::ops::Range<usize>),
+    /// The payload of a record whose header was damaged but whose payload checks out
+    /// against it: replayed re-framed.
+    Payload(std::ops::Range<usize>),
+}
+
+impl Found {
+    fn payload<'b>(&self, bytes: &'b [u8], framing: Framing) -> &'b [u8] {
+        match self {
+            Found::Framed(r) => &bytes[r.start + framing.header_len()..r.end],
+            Found::Payload(r) => &bytes[r.clone()],
+        }
+    }
 }
 
 struct ParsedSegment {
     framing: Framing,
-    /// Byte ranges of the records that passed their checksums, header included.
-    records: Vec<std::ops::Range<usize>>,
+    /// The records that passed their checksums, in order.
+    records: Vec<Found>,
+    /// Records lost to damage (bad payloads, damaged stretches).
     corrupt: u64,
+    /// Records recovered behind a damaged header.
+    repaired: u64,
+    /// Where a torn tail starts, if the segment ends in one.
     torn_at: Option<u64>,
+    /// The segment's file header was damaged; its records were found without it.
+    header_damaged: bool,
 }
 
-/// Parses a segment; `None` when its file header is not a WAL magic this binary reads.
+/// Parses a segment; `None` when neither its file header nor a search for records finds
+/// anything this binary reads.
 fn parse_segment(bytes: &[u8]) -> Option<ParsedSegment> {
-    let framing = if bytes.len() < MAGIC_LEN {
-        // A segment cut inside its own header never held a record.
-        let torn = (magic(SEGMENT_VERSION).starts_with(bytes) || magic(1).starts_with(bytes)).then_some(0);
-        return torn.map(|t| ParsedSegment {
+    if bytes.len() < MAGIC_LEN {
+        // A segment cut inside its own file header never held a record.
+        let torn = magic(SEGMENT_VERSION).starts_with(bytes) || magic(1).starts_with(bytes);
+        return torn.then(|| ParsedSegment {
             framing: Framing::V2,
             records: Vec::new(),
             corrupt: 0,
-            torn_at: Some(t),
+            repaired: 0,
+            torn_at: Some(0),
+            header_damaged: false,
         });
-    } else if bytes[..MAGIC_LEN] == magic(2) {
-        Framing::V2
-    } else if bytes[..MAGIC_LEN] == magic(1) {
-        Framing::V1
-    } else {
-        return None;
+    }
+    if bytes[..MAGIC_LEN] == magic(2) {
+        return Some(parse_records(bytes, Framing::V2));
+    }
+    if bytes[..MAGIC_LEN] == magic(1) {
+        return Some(parse_records(bytes, Framing::V1));
+    }
+    // A damaged file header: look for records of either framing behind it.
+    [Framing::V2, Framing::V1]
+        .into_iter()
+        .map(|f| parse_records(bytes, f))
+        .find(|p| !p.records.is_empty())
+        .map(|p| ParsedSegment { header_damaged: true, ..p })
+}
+
+fn parse_records(bytes: &[u8], framing: Framing) -> ParsedSegment {
+    let mut out = ParsedSegment {
+        framing,
+        records: Vec::new(),
+        corrupt: 0,
+        repaired: 0,
+        torn_at: None,
+        header_damaged: false,
     };
-    let mut out = ParsedSegment { framing, records: Vec::new(), corrupt: 0, torn_at: None };
+    // Searching for the next record after damage checksums candidate payloads; version 1
+    // headers vouch for nothing, so the search is bounded (past it, the rest is torn).
+    let budget = bytes.len().saturating_mul(4).saturating_add(64 << 20);
+    let mut work = 0;
     let mut off = MAGIC_LEN;
     while off < bytes.len() {
-        match framing.at(bytes, off) {
+        match framing.at(bytes, off, &mut work) {
             At::Record(end) => {
-                out.records.push(off..end);
+                out.records.push(Found::Framed(off..end));
                 off = end;
             }
             // At the very end, a bad payload is the usual torn write (length written,
@@ -475,20 +580,34 @@ fn parse_segment(bytes: &[u8]) -> Option<ParsedSegment> {
                 break;
             }
             At::Garbage => {
-                match (off + 1..bytes.len()).find(|&p| matches!(framing.at(bytes, p), At::Record(_))) {
-                    Some(next) => {
-                        out.corrupt += 1;
-                        off = next;
+                let mut next = None;
+                for p in off + 1..bytes.len() {
+                    if work > budget {
+                        break;
                     }
-                    None => {
-                        out.torn_at = Some(off as u64);
+                    if matches!(framing.at(bytes, p, &mut work), At::Record(_)) {
+                        next = Some(p);
                         break;
                     }
                 }
+                let end = next.unwrap_or(bytes.len());
+                // A damaged length or header checksum leaves the payload intact: its own
+                // checksum, still in the header, says so.
+                let payload = off + framing.header_len()..end;
+                if framing.vouches_for(bytes, off, payload.clone()) {
+                    out.records.push(Found::Payload(payload));
+                    out.repaired += 1;
+                } else if next.is_some() {
+                    out.corrupt += 1;
+                } else {
+                    out.torn_at = Some(off as u64);
+                    break;
+                }
+                off = end;
             }
         }
     }
-    Some(out)
+    out
 }
 
 #[cfg(test)]
@@ -509,19 +628,24 @@ mod tests {
         bytes
     }
 
+    /// The records a parse found, decoded.
+    fn decoded(parsed: &ParsedSegment, bytes: &[u8]) -> Vec<WalRecord> {
+        parsed
+            .records
+            .iter()
+            .map(|r| WalRecord::decode(r.payload(bytes, parsed.framing)).expect("valid"))
+            .collect()
+    }
+
     #[test]
     fn records_round_trip() {
         let recs = [record(1), record(2)];
         let bytes = write_segment(&recs);
         let parsed = parse_segment(&bytes).expect("readable segment");
-        assert_eq!(parsed.corrupt, 0);
-        assert_eq!(parsed.torn_at, None);
-        let decoded: Vec<_> = parsed
-            .records
-            .iter()
-            .map(|r| WalRecord::decode_framed(&bytes[r.clone()]).expect("valid"))
-            .collect();
-        assert_eq!(decoded, recs);
+        assert_eq!((parsed.corrupt, parsed.repaired, parsed.torn_at), (0, 0, None));
+        assert_eq!(decoded(&parsed, &bytes), recs);
+        let Found::Framed(first) = &parsed.records[0] else { panic!("framed") };
+        assert_eq!(WalRecord::decode_framed(&bytes[first.clone()]).expect("valid"), recs[0]);
     }
 
     #[test]
@@ -544,10 +668,117 @@ mod tests {
         let second = MAGIC_LEN + recs[0].encode().len() + 12;
         bytes[second] ^= 0xff;
         let parsed = parse_segment(&bytes).expect("readable segment");
-        assert_eq!(parsed.corrupt, 1);
-        assert_eq!(parsed.torn_at, None);
-        assert_eq!(parsed.records.len(), 2);
-        assert_eq!(WalRecord::decode_framed(&bytes[parsed.records[1].clone()]).expect("valid"), recs[2]);
+        assert_eq!((parsed.corrupt, parsed.torn_at), (1, None));
+        assert_eq!(decoded(&parsed, &bytes), [recs[0].clone(), recs[2].clone()]);
+    }
+
+    #[test]
+    fn a_damaged_length_loses_nothing_when_the_payload_is_intact() {
+        let recs: Vec<_> = (1..=5).map(record).collect();
+        let mut bytes = write_segment(&recs);
+        let second = MAGIC_LEN + recs[0].encode().len();
+        // One flipped bit in the second record's length: its header no longer checks out,
+        // but its payload still matches the payload checksum beside the length.
+        bytes[second + 2] ^= 0x10;
+        let parsed = parse_segment(&bytes).expect("readable segment");
+        assert_eq!((parsed.corrupt, parsed.repaired, parsed.torn_at), (0, 1, None));
+        assert_eq!(decoded(&parsed, &bytes), recs);
+        // The last record's length damaged too: recovered up to the end of the segment.
+        let last = bytes.len() - recs[4].encode().len();
+        bytes[last] ^= 0x01;
+        let parsed = parse_segment(&bytes).expect("readable segment");
+        assert_eq!((parsed.corrupt, parsed.repaired, parsed.torn_at), (0, 2, None));
+        assert_eq!(decoded(&parsed, &bytes), recs);
+    }
+
+    #[test]
+    fn a_damaged_length_and_payload_lose_that_record_only() {
+        let recs: Vec<_> = (1..=5).map(record).collect();
+        let mut bytes = write_segment(&recs);
+        let second = MAGIC_LEN + recs[0].encode().len();
+        bytes[second + 2] ^= 0x10;
+        bytes[second + 40] ^= 0x10;
+        let parsed = parse_segment(&bytes).expect("readable segment");
+        assert_eq!((parsed.corrupt, parsed.repaired, parsed.torn_at), (1, 0, None), "nothing truncated");
+        assert_eq!(decoded(&parsed, &bytes), [&recs[..1], &recs[2..]].concat());
+    }
+
+    #[test]
+    fn version_1_segments_resynchronise_too() {
+        let recs: Vec<_> = (1..=4).map(record).collect();
+        let mut bytes = magic(1).to_vec();
+        for r in &recs {
+            let framed = r.encode();
+            let payload = &framed[RECORD_HEADER..];
+            bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+            bytes.extend_from_slice(payload);
+        }
+        let second = MAGIC_LEN + RECORD_HEADER_V1 + recs[0].encode().len() - RECORD_HEADER;
+        bytes[second + 1] ^= 0x01;
+        let parsed = parse_segment(&bytes).expect("readable segment");
+        assert_eq!(
+            (parsed.framing, parsed.corrupt, parsed.repaired, parsed.torn_at),
+            (Framing::V1, 0, 1, None)
+        );
+        assert_eq!(decoded(&parsed, &bytes), recs);
+    }
+
+    #[test]
+    fn a_damaged_file_header_still_replays_its_records_and_keeps_a_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal_dir = dir.path().join("wal");
+        let fs: Arc<dyn FileSystem> = Arc::new(StdFs);
+        let (mut wal, _) = Wal::open(fs.clone(), &wal_dir, |_, _| {}).expect("open");
+        wal.append(&record(1).encode()).expect("append");
+        wal.append(&record(2).encode()).expect("append");
+        wal.sync().expect("sync");
+        drop(wal);
+        let seg1 = segment_path(&wal_dir, 1);
+        let mut bytes = std::fs::read(&seg1).expect("read");
+        bytes[0] ^= 0xff;
+        std::fs::write(&seg1, &bytes).expect("write");
+        let mut replayed = Vec::new();
+        let (_, stats) = Wal::open(fs.clone(), &wal_dir, |_, r| replayed.push(r)).expect("reopen");
+        assert_eq!(replayed, [record(1), record(2)]);
+        assert_eq!(stats.segments_set_aside, 1);
+        let aside = dir.path().join("corrupt/wal").join(seg1.file_name().expect("name"));
+        assert_eq!(std::fs::read(&aside).expect("a copy is kept"), bytes);
+    }
+
+    #[test]
+    fn an_unreadable_segment_is_set_aside_not_deleted_and_newer_ones_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal_dir = dir.path().join("wal");
+        let fs: Arc<dyn FileSystem> = Arc::new(StdFs);
+        let (wal, _) = Wal::open(fs.clone(), &wal_dir, |_, _| {}).expect("open");
+        drop(wal);
+        let garbage = vec![0x5a_u8; 300];
+        std::fs::write(segment_path(&wal_dir, 1), &garbage).expect("write");
+        let (wal, stats) =
+            Wal::open(fs.clone(), &wal_dir, |_, _| panic!("nothing to replay")).expect("reopen");
+        assert_eq!(stats.segments_set_aside, 1);
+        Wal::remove_through(fs.as_ref(), &wal_dir, wal.current_segment()).expect("remove");
+        let aside = dir.path().join("corrupt/wal").join(segment_path(&wal_dir, 1).file_name().expect("name"));
+        assert_eq!(std::fs::read(&aside).expect("set aside, not deleted"), garbage);
+
+        // A newer framing, and a record with a newer payload version: refused, untouched.
+        std::fs::write(segment_path(&wal_dir, 7), magic(9)).expect("write");
+        let err = Wal::open(fs.clone(), &wal_dir, |_, _| {}).err().expect("a newer segment is refused");
+        assert!(err.to_string().contains("format version 9"), "{err}");
+        assert!(segment_path(&wal_dir, 7).exists(), "the newer segment is left alone");
+        std::fs::remove_file(segment_path(&wal_dir, 7)).expect("remove");
+        let mut newer = magic(SEGMENT_VERSION).to_vec();
+        newer.extend(frame(&[PAYLOAD_VERSION + 1, 0, 0]));
+        newer.extend(&record(3).encode()[..20]);
+        std::fs::write(segment_path(&wal_dir, 8), &newer).expect("write");
+        let err = Wal::open(fs, &wal_dir, |_, _| {}).err().expect("a newer record is refused");
+        assert!(err.to_string().contains(&format!("format version {}", PAYLOAD_VERSION + 1)), "{err}");
+        assert_eq!(
+            std::fs::read(segment_path(&wal_dir, 8)).expect("read"),
+            newer,
+            "its torn tail is not cut"
+        );
     }
 
     #[test]
@@ -571,69 +802,5 @@ mod tests {
         assert_eq!(wal.current_segment(), 2);
         let seg1 = segment_path(dir.path(), 1);
         assert_eq!(fs.file_size(&seg1).expect("size"), (MAGIC_LEN + record(1).encode().len()) as u64);
-    }
-
-    #[test]
-    fn damaged_length_is_skipped_by_resynchronising() {
-        let recs: Vec<_> = (1..=5).map(record).collect();
-        let mut bytes = write_segment(&recs);
-        let second = MAGIC_LEN + recs[0].encode().len();
-        // One flipped bit in the second record's length: its header no longer checks out.
-        bytes[second + 2] ^= 0x10;
-        let parsed = parse_segment(&bytes).expect("readable segment");
-        assert_eq!(parsed.torn_at, None, "intact records follow: nothing is truncated");
-        assert_eq!(parsed.corrupt, 1);
-        let decoded: Vec<_> = parsed
-            .records
-            .iter()
-            .map(|r| WalRecord::decode_framed(&bytes[r.clone()]).expect("valid"))
-            .collect();
-        assert_eq!(decoded, [&recs[..1], &recs[2..]].concat());
-    }
-
-    #[test]
-    fn version_1_segments_resynchronise_too() {
-        let recs: Vec<_> = (1..=4).map(record).collect();
-        let mut bytes = magic(1).to_vec();
-        for r in &recs {
-            let framed = r.encode();
-            let payload = &framed[RECORD_HEADER..];
-            bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            bytes.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
-            bytes.extend_from_slice(payload);
-        }
-        let second = MAGIC_LEN + RECORD_HEADER_V1 + recs[0].encode().len() - RECORD_HEADER;
-        bytes[second + 1] ^= 0x01;
-        let parsed = parse_segment(&bytes).expect("readable segment");
-        assert_eq!(
-            (parsed.framing, parsed.corrupt, parsed.torn_at, parsed.records.len()),
-            (Framing::V1, 1, None, 3)
-        );
-    }
-
-    #[test]
-    fn unreadable_segment_is_set_aside_not_deleted_and_newer_ones_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let wal_dir = dir.path().join("wal");
-        let fs: Arc<dyn FileSystem> = Arc::new(StdFs);
-        let (mut wal, _) = Wal::open(fs.clone(), &wal_dir, |_, _| {}).expect("open");
-        wal.append(&record(1).encode()).expect("append");
-        wal.sync().expect("sync");
-        drop(wal);
-        let seg1 = segment_path(&wal_dir, 1);
-        let mut bytes = std::fs::read(&seg1).expect("read");
-        bytes[0] ^= 0xff;
-        std::fs::write(&seg1, &bytes).expect("write");
-        let (wal, stats) =
-            Wal::open(fs.clone(), &wal_dir, |_, _| panic!("nothing to replay")).expect("reopen");
-        assert_eq!(stats.segments_set_aside, 1);
-        Wal::remove_through(fs.as_ref(), &wal_dir, wal.current_segment()).expect("remove");
-        let aside = dir.path().join("corrupt/wal").join(seg1.file_name().expect("name"));
-        assert_eq!(std::fs::read(&aside).expect("set aside, not deleted"), bytes);
-
-        std::fs::write(segment_path(&wal_dir, 7), magic(9)).expect("write");
-        let err = Wal::open(fs, &wal_dir, |_, _| {}).err().expect("a newer segment is refused");
-        assert!(err.to_string().contains("format version 9"), "{err}");
-        assert!(segment_path(&wal_dir, 7).exists(), "the newer segment is left alone");
     }
 }

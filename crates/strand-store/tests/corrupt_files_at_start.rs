@@ -117,8 +117,12 @@ fn record_offsets(bytes: &[u8]) -> Vec<usize> {
     out
 }
 
+fn missing(store: &Store, n: u32) -> Vec<u32> {
+    (1..=n).filter(|&i| store.get_trace_blocking(tid(i)).expect("read").is_none()).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flipped_bit_in_a_record_length_loses_that_record_only() {
+async fn a_flipped_bit_in_a_record_length_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (segment, mut bytes) = traces_in_the_wal_only(dir.path(), 1000).await;
     let offsets = record_offsets(&bytes);
@@ -126,22 +130,35 @@ async fn a_flipped_bit_in_a_record_length_loses_that_record_only() {
     bytes[offsets[100] + 1] ^= 0x04;
     std::fs::write(&segment, &bytes).expect("write");
     let store = Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default()).expect("start");
-    assert_eq!(store.stats().wal_corrupt_records.load(Ordering::Relaxed), 1);
+    assert_eq!(store.stats().wal_corrupt_records.load(Ordering::Relaxed), 0);
     assert_eq!(store.stats().wal_torn_tails.load(Ordering::Relaxed), 0, "nothing is truncated");
-    let missing: Vec<u32> =
-        (1..=1000).filter(|&i| store.get_trace_blocking(tid(i)).expect("read").is_none()).collect();
-    assert_eq!(missing, vec![101], "only the damaged record is lost");
+    assert_eq!(missing(&store, 1000), Vec::<u32>::new(), "the record is recovered behind its damaged length");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_segment_with_an_unreadable_header_is_set_aside_never_deleted() {
+async fn a_damaged_length_and_payload_lose_that_record_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (segment, mut bytes) = traces_in_the_wal_only(dir.path(), 1000).await;
+    let offsets = record_offsets(&bytes);
+    bytes[offsets[100] + 1] ^= 0x04;
+    bytes[offsets[100] + RECORD_HEADER + 5] ^= 0x04;
+    std::fs::write(&segment, &bytes).expect("write");
+    let store = Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default()).expect("start");
+    assert_eq!(store.stats().wal_corrupt_records.load(Ordering::Relaxed), 1);
+    assert_eq!(store.stats().wal_torn_tails.load(Ordering::Relaxed), 0, "nothing is truncated");
+    assert_eq!(missing(&store, 1000), vec![101], "only the damaged record is lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_with_a_damaged_file_header_is_replayed_and_a_copy_kept() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (segment, mut bytes) = traces_in_the_wal_only(dir.path(), 50).await;
     bytes[3] ^= 0xff;
     std::fs::write(&segment, &bytes).expect("write");
     let store = Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default()).expect("start");
     assert_eq!(store.stats().wal_segments_set_aside.load(Ordering::Relaxed), 1);
-    // A head cut deletes replayed segments; the set-aside one survives it.
+    assert_eq!(missing(&store, 50), Vec::<u32>::new(), "every record behind the damaged header is replayed");
+    // A head cut deletes replayed segments; the copy set aside survives it.
     store.append(one_span(2000)).await.expect("write");
     store.flush().await.expect("flush");
     let aside = dir.path().join("corrupt/wal").join(segment.file_name().expect("name"));
