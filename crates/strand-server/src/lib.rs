@@ -3,9 +3,6 @@
 //! [`run`] starts everything on listeners it binds from the [`Config`] and runs until the
 //! shutdown future resolves; tests start it on port 0. `main.rs` only parses arguments.
 
-pub mod bench;
-pub mod bench_sampling;
-pub mod bench_ui;
 pub mod compress;
 pub mod config;
 pub mod metrics;

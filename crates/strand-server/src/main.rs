@@ -141,13 +141,13 @@ struct ListCli {
 #[derive(Subcommand)]
 enum BenchCommand {
     /// Generate OTLP traffic against a server and report cost, size and latency.
-    Ingest(strand_server::bench::IngestArgs),
+    Ingest(strand_bench::ingest::IngestArgs),
     /// Load traffic as `ingest` does, then time trace lookups, searches and dependencies.
-    Query(strand_server::bench::QueryArgs),
+    Query(strand_bench::ingest::QueryArgs),
     /// Time the tail sampler in-process: memory per buffered span, CPU per span, decisions.
-    Sampling(strand_server::bench_sampling::SamplingArgs),
+    Sampling(strand_bench::sampling::SamplingArgs),
     /// Open a huge trace in the web UI (headless Chromium) and time it.
-    Ui(strand_server::bench_ui::UiArgs),
+    Ui(strand_bench::ui::UiArgs),
 }
 
 fn main() -> ExitCode {
@@ -165,10 +165,10 @@ fn main() -> ExitCode {
         Command::Search(args) => rt.block_on(search(args)),
         Command::Services(args) => rt.block_on(list(args, "/api/v1/services", search_cmd::render_services)),
         Command::Deps(args) => rt.block_on(list(args, "/api/v1/dependencies", search_cmd::render_deps)),
-        Command::Bench(BenchCommand::Ingest(args)) => rt.block_on(strand_server::bench::ingest(args)),
-        Command::Bench(BenchCommand::Query(args)) => rt.block_on(strand_server::bench::query(args)),
-        Command::Bench(BenchCommand::Sampling(args)) => strand_server::bench_sampling::run(args),
-        Command::Bench(BenchCommand::Ui(args)) => rt.block_on(strand_server::bench_ui::run(args)),
+        Command::Bench(BenchCommand::Ingest(args)) => rt.block_on(strand_bench::ingest::ingest(args)),
+        Command::Bench(BenchCommand::Query(args)) => rt.block_on(strand_bench::ingest::query(args)),
+        Command::Bench(BenchCommand::Sampling(args)) => strand_bench::sampling::run(args),
+        Command::Bench(BenchCommand::Ui(args)) => rt.block_on(strand_bench::ui::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,7 +1,7 @@
 //! Measures the search index's build cost per span on the bench traffic profile.
 use std::time::Instant;
 fn main() {
-    let mut g = strand_server::bench::Generator::new(1, 10, 4, 0);
+    let mut g = strand_bench::ingest::Generator::new(1, 10, 4, 0);
     let mut batches = Vec::new();
     for _ in 0..400 {
         let (req, _, _) = g.request(500);

@@ -1,6 +1,6 @@
 //! Decode + convert cost per span of each receiver's wire format, on the bench traffic
 //! profile: the same spans as OTLP protobuf, Jaeger thrift (binary and compact) and Zipkin
-//! (JSON and proto3). `cargo run --release -p strand-server --example legacy_decode_cost`
+//! (JSON and proto3). `cargo run --release -p strand-bench --example legacy_decode_cost`
 use std::time::Instant;
 
 use prost::Message;
@@ -118,7 +118,7 @@ fn zipkin_json(spans: &[zp::Span]) -> Vec<u8> {
 }
 
 fn main() {
-    let mut g = strand_server::bench::Generator::new(1, 10, 4, 0);
+    let mut g = strand_bench::ingest::Generator::new(1, 10, 4, 0);
     let mut bodies: [(&str, Vec<Vec<u8>>); 5] = Default::default();
     let names =
         ["otlp protobuf", "jaeger thrift binary", "jaeger thrift compact", "zipkin json", "zipkin proto3"];

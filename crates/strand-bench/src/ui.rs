@@ -23,7 +23,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::bench::{ChildServer, int, kv, s};
+use crate::ingest::{ChildServer, int, kv, s};
 
 /// Options of `strand bench ui`.
 #[derive(Args, Debug, Clone)]

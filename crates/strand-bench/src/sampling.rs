@@ -16,7 +16,7 @@ use strand_core::SpanBatch;
 use strand_sampling::red::{RedLimits, RedMetrics};
 use strand_sampling::{Prepared, SamplingConfig, TraceBuffer};
 
-use crate::bench::Generator;
+use crate::ingest::Generator;
 
 /// Options of `strand bench sampling`.
 #[derive(Args, Debug, Clone)]
@@ -60,7 +60,7 @@ pub fn run(args: SamplingArgs) -> anyhow::Result<()> {
     }
     let mut buffer = TraceBuffer::new(&cfg).map_err(|e| anyhow::anyhow!(e.join("; ")))?;
     let preparer = buffer.preparer();
-    let now = strand_store::now_unix_nano();
+    let now = strand_core::Clock::now_unix_nano(&strand_core::SystemClock);
 
     // 1. Check + encode (outside the lock) and insert, with RSS before and after.
     let rss_before = rss_bytes();
