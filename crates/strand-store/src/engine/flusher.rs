@@ -1,0 +1,119 @@
+//! The flusher thread: frozen heads become blocks, written atomically; it also runs
+//! maintenance on schedule.
+
+use super::*;
+
+pub(super) fn flush_loop(inner: Arc<Inner>, rx: Receiver<FlushJob>) {
+    let mut last_maintenance = Instant::now();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(FlushJob::Frozen { frozen, waiters }) => write_frozen_until_done(&inner, &frozen, waiters),
+            Ok(FlushJob::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        if last_maintenance.elapsed() >= inner.cfg.maintenance_interval {
+            last_maintenance = Instant::now();
+            if let Err(e) = maintain(&inner) {
+                warn!(error = %e, "maintenance failed");
+            }
+        }
+    }
+}
+
+/// Writes a frozen head as a block. After a failure (a full disk) the waiters hear of it at
+/// once, and the write is retried with backoff until it succeeds or the store closes; the
+/// WAL segments keep the data safe meanwhile, so a restart replays it.
+pub(super) fn write_frozen_until_done(
+    inner: &Inner,
+    frozen: &Arc<Frozen>,
+    waiters: Vec<oneshot::Sender<Result<(), String>>>,
+) {
+    // A frozen head already published (a flush request waiting on it) needs nothing.
+    let pending = inner.state.read().frozen.iter().any(|f| Arc::ptr_eq(f, frozen));
+    let mut result = if pending { write_frozen(inner, frozen) } else { Ok(()) };
+    let mut waiters = Some(waiters);
+    let mut delay = Duration::from_millis(100);
+    while let Err(e) = &result {
+        inner.stats.block_write_errors.fetch_add(1, Ordering::Relaxed);
+        warn!(error = %e, "block write failed; will retry");
+        for w in waiters.take().unwrap_or_default() {
+            let _ = w.send(Err(e.clone()));
+        }
+        if inner.closing.load(Ordering::SeqCst) {
+            return;
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_secs(5));
+        result = write_frozen(inner, frozen);
+    }
+    for w in waiters.take().unwrap_or_default() {
+        let _ = w.send(Ok(()));
+    }
+}
+
+pub(super) fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), String> {
+    let _guard = inner.maintenance.lock();
+    let mut builder = BlockBuilder::new();
+    for record in frozen.head.batches() {
+        builder.append_batch(&record?.1)?;
+    }
+    // The head's own search index (kept up to date by the index thread) becomes the block's.
+    let index = {
+        let (handle, first, tail) = frozen.head.index_handle();
+        let mut guard = handle.write();
+        guard.extend(first, &tail)?;
+        guard.builder.finish()
+    };
+    let (min_received, max_received) = (frozen.head.min_received(), frozen.head.max_received());
+    let block = write_block(inner, builder, &index, min_received, max_received, Vec::new())?;
+    {
+        let mut st = inner.state.write();
+        st.blocks.push(Arc::new(block));
+        st.frozen.retain(|f| !Arc::ptr_eq(f, frozen));
+    }
+    inner.stats.blocks_written.fetch_add(1, Ordering::Relaxed);
+    Wal::remove_through(inner.fs.as_ref(), &inner.root.join("wal"), frozen.through_segment)
+        .map_err(|e| format!("removing flushed wal segments: {e}"))?;
+    Ok(())
+}
+
+/// Encodes and writes a block atomically; returns it opened.
+pub(super) fn write_block(
+    inner: &Inner,
+    builder: BlockBuilder,
+    index: &SearchIndex,
+    min_received: u64,
+    max_received: u64,
+    compacted_from: Vec<String>,
+) -> Result<Block, String> {
+    let fs = inner.fs.as_ref();
+    let id = new_block_id();
+    let mut encoded = builder.finish(id.clone(), min_received, max_received, compacted_from)?;
+    let index = index.encode()?;
+    encoded.meta.files.push(FileChecksum::of("index.bin", &index));
+    let blocks_dir = inner.root.join("blocks");
+    let tmp = blocks_dir.join(format!(".tmp-{id}"));
+    let fin = blocks_dir.join(&id);
+    let result = (|| -> std::io::Result<()> {
+        fs.create_dir_all(&tmp)?;
+        fs.write_file(&tmp.join("spans.parquet"), &encoded.spans)?;
+        fs.write_file(&tmp.join("traces.parquet"), &encoded.traces)?;
+        fs.write_file(&tmp.join("index.bin"), &index)?;
+        let meta = serde_json::to_vec_pretty(&encoded.meta).map_err(std::io::Error::other)?;
+        fs.write_file(&tmp.join("meta.json"), &meta)?;
+        fs.sync_dir(&tmp)?;
+        fs.rename(&tmp, &fin)?;
+        fs.sync_dir(&blocks_dir)
+    })();
+    if let Err(e) = result {
+        let _ = fs.remove_dir_all(&tmp);
+        return Err(format!("writing block {id}: {e}"));
+    }
+    Block::open(fs, &fin).map_err(|e| e.to_string())
+}
+
+static BLOCK_SEQ: AtomicU64 = AtomicU64::new(0);
+
+pub(super) fn new_block_id() -> String {
+    format!("{:020}-{:06}", now_unix_nano(), BLOCK_SEQ.fetch_add(1, Ordering::Relaxed) % 1_000_000)
+}

@@ -1,0 +1,96 @@
+//! Retention (by receive age and by the byte budget) and compaction.
+
+use super::*;
+
+/// Retention, then compaction (nothing is merged that is about to be deleted).
+pub(super) fn maintain(inner: &Inner) -> Result<bool, StoreError> {
+    enforce_retention(inner, inner.cfg.clock.now_unix_nano());
+    compact(inner).map_err(|reason| StoreError::Unavailable(format!("compaction failed: {reason}")))
+}
+
+/// Merges the oldest run of small blocks. Returns whether it merged anything.
+pub(super) fn compact(inner: &Inner) -> Result<bool, String> {
+    let _guard = inner.maintenance.lock();
+    let target = inner.cfg.compaction_target_spans;
+    let candidates: Vec<Arc<Block>> = {
+        let st = inner.state.read();
+        let mut run = Vec::new();
+        let mut total = 0;
+        for b in st.blocks.iter().filter(|b| b.meta.span_count < target / 2) {
+            if total + b.meta.span_count > target {
+                break;
+            }
+            total += b.meta.span_count;
+            run.push(b.clone());
+        }
+        run
+    };
+    if candidates.len() < 2 {
+        return Ok(false);
+    }
+    // Oldest block first, so the first-written copy of a duplicate wins.
+    let mut builder = BlockBuilder::new();
+    let mut index = IndexBuilder::new();
+    for b in &candidates {
+        let spans = b.read_all().map_err(|e| e.to_string())?;
+        builder.append_stored(&spans)?;
+        let received = |id: &TraceId| {
+            b.search_index().part(id).map_or(b.meta.min_received_unix_nano, |p| p.min_received)
+        };
+        index.add_stored(&spans, received);
+    }
+    let min_received = candidates.iter().map(|b| b.meta.min_received_unix_nano).min().unwrap_or(0);
+    let max_received = candidates.iter().map(|b| b.meta.max_received_unix_nano).max().unwrap_or(0);
+    let ids: Vec<String> = candidates.iter().map(|b| b.meta.id.clone()).collect();
+    let merged = write_block(inner, builder, &index.finish(), min_received, max_received, ids.clone())?;
+    info!(inputs = ids.len(), spans = merged.meta.span_count, block = %merged.meta.id, "compacted blocks");
+    {
+        let mut st = inner.state.write();
+        st.blocks.retain(|b| !ids.contains(&b.meta.id));
+        st.blocks.push(Arc::new(merged));
+        st.blocks.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
+    }
+    for b in &candidates {
+        if let Err(e) = inner.fs.remove_dir_all(&b.dir) {
+            warn!(block = %b.meta.id, error = %e, "could not delete compacted block");
+        }
+    }
+    inner.stats.compactions.fetch_add(1, Ordering::Relaxed);
+    Ok(true)
+}
+
+pub(super) fn enforce_retention(inner: &Inner, now: u64) {
+    let _guard = inner.maintenance.lock();
+    let cutoff = now.saturating_sub(inner.cfg.retention.as_nanos() as u64);
+    let wal_bytes = Wal::disk_bytes(inner.fs.as_ref(), &inner.root.join("wal"));
+    let doomed: Vec<Arc<Block>> = {
+        let mut st = inner.state.write();
+        let mut doomed = Vec::new();
+        st.blocks.retain(|b| {
+            let keep = b.meta.max_received_unix_nano >= cutoff;
+            if !keep {
+                doomed.push(b.clone());
+            }
+            keep
+        });
+        if let Some(budget) = inner.cfg.max_disk_bytes {
+            let mut total: u64 = wal_bytes + st.blocks.iter().map(|b| b.disk_bytes).sum::<u64>();
+            // Oldest received first.
+            st.blocks.sort_by_key(|b| b.meta.min_received_unix_nano);
+            while total > budget && !st.blocks.is_empty() {
+                let b = st.blocks.remove(0);
+                total -= b.disk_bytes;
+                doomed.push(b);
+            }
+            st.blocks.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
+        }
+        doomed
+    };
+    for b in doomed {
+        info!(block = %b.meta.id, spans = b.meta.span_count, "retention deleted block");
+        inner.stats.retention_deleted_blocks.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = inner.fs.remove_dir_all(&b.dir) {
+            warn!(block = %b.meta.id, error = %e, "could not delete block");
+        }
+    }
+}

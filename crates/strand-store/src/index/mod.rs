@@ -1,0 +1,403 @@
+//! Search index of one source of spans (a block, or the head).
+//!
+//! Per trace, a *part* (the trace as seen by this source): start, end, span and error
+//! counts, root candidate, services with counts, first receive time. A term dictionary
+//! maps `(service, field, key, value)` to the traces having a span with it: span name,
+//! kind, ERROR status, and attribute values (span, resource, scope, event and link
+//! attributes, compared as text; see [`strand_core::search`]). Dependency edges between
+//! services are counted per minute.
+//!
+//! Blocks store the finished index as `index.bin` (zstd-compressed postcard of
+//! [`SearchIndex`], postings delta-encoded); the head keeps an [`IndexBuilder`] that queries bring up to date.
+//!
+//! Attribute values longer than [`MAX_INDEXED_VALUE_LEN`] bytes, and keys with more than
+//! [`MAX_VALUES_PER_KEY`] distinct values for a service in one source (ids, URLs), are
+//! not indexed: the key is listed as unindexed and searches on it read the candidate
+//! traces instead. The dictionary therefore stays small however many distinct values
+//! arrive.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use strand_core::{
+    AnyValue, KeyValue, Operation, Resource, Scope, Span, SpanBatch, SpanKind, StatusCode, TraceId,
+};
+
+mod block_index;
+mod builder;
+mod edges;
+
+use block_index::parse_kind;
+pub use builder::IndexBuilder;
+use edges::{SpanLite, edge_list, trace_edges};
+
+/// Longest attribute value (bytes) that is indexed.
+pub const MAX_INDEXED_VALUE_LEN: usize = 256;
+/// Most distinct values of one attribute key per service and source before the key is
+/// treated as unindexed.
+pub const MAX_VALUES_PER_KEY: usize = 1000;
+/// Version of [`SearchIndex`]'s encoding.
+pub const INDEX_VERSION: u32 = 1;
+
+/// What a term says about a span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Field {
+    /// The span belongs to the service (key and value empty).
+    Service,
+    /// Span name (value).
+    Name,
+    /// Span kind (value: OTLP number).
+    Kind,
+    /// Status ERROR (key and value empty).
+    Error,
+    /// Attribute `key` has text `value`.
+    Attr,
+    /// Operation listing: span name (key) seen with kind (value: OTLP number).
+    NameKind,
+}
+
+/// A term: service (index into the source's service list), field, key, value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Term {
+    /// Service index.
+    pub service: u16,
+    /// Field.
+    pub field: Field,
+    /// Attribute key (or span name for [`Field::NameKind`]).
+    pub key: String,
+    /// Value text.
+    pub value: String,
+}
+
+/// The root candidate of a trace part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootPart {
+    /// Whether the span has no parent.
+    pub is_root: bool,
+    /// Its start.
+    pub start: u64,
+    /// Its service (index).
+    pub service: u16,
+    /// Its name (index into the source's names).
+    pub name: u32,
+}
+
+impl RootPart {
+    /// Ordering: a real root beats a span with a parent, then the earlier start wins.
+    pub(crate) fn better_than(&self, other: &RootPart) -> bool {
+        (!self.is_root, self.start) < (!other.is_root, other.start)
+    }
+}
+
+/// A service's spans in a trace part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServicePart {
+    /// Service index.
+    pub service: u16,
+    /// Spans.
+    pub spans: u32,
+    /// Spans with status ERROR.
+    pub errors: u32,
+    /// Shortest span duration (ns).
+    pub min_duration: u64,
+    /// Longest span duration (ns).
+    pub max_duration: u64,
+}
+
+/// A trace as one source sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TracePart {
+    /// Trace id bytes.
+    pub id: [u8; 16],
+    /// Earliest span start.
+    pub start: u64,
+    /// Latest span end.
+    pub end: u64,
+    /// Earliest receive time of its spans here.
+    pub min_received: u64,
+    /// Spans.
+    pub span_count: u32,
+    /// Spans with status ERROR.
+    pub error_count: u32,
+    /// Root candidate.
+    pub root: Option<RootPart>,
+    /// Services.
+    pub services: Vec<ServicePart>,
+}
+
+impl TracePart {
+    fn new(id: [u8; 16]) -> Self {
+        Self {
+            id,
+            start: u64::MAX,
+            end: 0,
+            min_received: u64::MAX,
+            span_count: 0,
+            error_count: 0,
+            root: None,
+            services: Vec::new(),
+        }
+    }
+}
+
+/// One dependency edge count in one minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeCount {
+    /// Minutes since the Unix epoch of the child spans' starts.
+    pub minute: u32,
+    /// Parent service index.
+    pub parent: u16,
+    /// Child service index.
+    pub child: u16,
+    /// Calls.
+    pub calls: u32,
+    /// Calls whose child span had status ERROR.
+    pub errors: u32,
+}
+
+/// A term and the ordinals of the traces having it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Postings {
+    /// The term.
+    pub term: Term,
+    /// Trace ordinals (into [`SearchIndex::traces`]), ascending; delta-encoded on disk.
+    pub traces: Vec<u32>,
+}
+
+/// The finished index of a block.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct SearchIndex {
+    /// [`INDEX_VERSION`].
+    pub version: u32,
+    /// Service names; terms and parts refer to them by index.
+    pub services: Vec<String>,
+    /// Root span names.
+    pub names: Vec<String>,
+    /// Trace parts sorted by trace id.
+    pub traces: Vec<TracePart>,
+    /// Terms, sorted.
+    pub terms: Vec<Postings>,
+    /// `(service, key)` pairs whose values are not (all) indexed, sorted.
+    pub unindexed: Vec<(u16, String)>,
+    /// Dependency edges, by minute.
+    pub edges: Vec<EdgeCount>,
+    /// Trace ordinals newest first (start descending, id ascending); computed on load.
+    #[serde(skip)]
+    pub by_start: Vec<u32>,
+}
+
+/// Candidate traces of one source.
+pub enum Candidates<'a> {
+    /// Parts, in no particular order.
+    Parts(Vec<&'a TracePart>),
+    /// Ordinals (ascending) into `parts`, with every ordinal listed newest first.
+    Ords {
+        /// Candidate ordinals.
+        ords: Vec<u32>,
+        /// All parts.
+        parts: &'a [TracePart],
+        /// All ordinals, newest first.
+        by_start: &'a [u32],
+    },
+}
+
+/// What an index answers about its source, whether finished (a block) or being built (the
+/// head).
+pub trait IndexView {
+    /// Service names.
+    fn service_names(&self) -> &[String];
+    /// Root span name by index.
+    fn name(&self, id: u32) -> &str;
+    /// Whether a service's attribute key is not fully indexed.
+    fn is_unindexed(&self, service: u16, key: &str) -> bool;
+    /// Candidate traces: those having, for some service in `services`, every group of
+    /// `groups(service)` (a group matches when any of its terms does).
+    fn candidates<'q>(
+        &self,
+        services: &[u16],
+        groups: &dyn Fn(u16) -> Vec<Vec<TermRef<'q>>>,
+    ) -> Candidates<'_>;
+    /// The part of a trace.
+    fn part_of(&self, id: &TraceId) -> Option<&TracePart>;
+    /// Operations of a service (name, kind).
+    fn operations(&self, service: u16) -> Vec<Operation>;
+    /// `(key, value)` of indexed attributes of a service.
+    fn attributes(&self, service: u16) -> Vec<(String, String)>;
+    /// Edges with child-span minute in `[from, to]`.
+    fn edges(&self, from_minute: u32, to_minute: u32) -> Vec<EdgeCount>;
+    /// Earliest span start and latest span end.
+    fn time_range(&self) -> (u64, u64);
+}
+
+/// A term a query asks for (borrowed).
+#[derive(Debug, Clone, Copy)]
+pub struct TermRef<'a> {
+    /// Field.
+    pub field: Field,
+    /// Key.
+    pub key: &'a str,
+    /// Value.
+    pub value: &'a str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::builder::{OVERFLOW_SERVICE, text_of};
+    use super::*;
+    use crate::testdata;
+    use strand_core::{SpanId, Status};
+
+    /// A 10 ns server span of trace `[trace; 16]` (ids as in [`testdata::span`]).
+    fn span(trace: u8, id: u8, parent: Option<u8>, name: &str, start: u64, attrs: Vec<KeyValue>) -> Span {
+        let mut s = testdata::span(TraceId([trace; 16]), id.into(), parent.map(u64::from), name, start, 10);
+        s.attributes = attrs;
+        s
+    }
+
+    fn batch(service: &str, spans: Vec<Span>) -> SpanBatch {
+        testdata::service_batch(service, Vec::new(), Scope::default(), spans)
+    }
+
+    fn kv(k: &str, v: AnyValue) -> KeyValue {
+        KeyValue { key: k.into(), value: v }
+    }
+
+    fn parts(c: Candidates<'_>) -> Vec<&TracePart> {
+        match c {
+            Candidates::Parts(p) => p,
+            Candidates::Ords { ords, parts, by_start } => {
+                assert_eq!(by_start.len(), parts.len());
+                ords.iter().map(|&o| &parts[o as usize]).collect()
+            }
+        }
+    }
+
+    fn groups_for<'a>(terms: &'a [TermRef<'a>]) -> impl Fn(u16) -> Vec<Vec<TermRef<'a>>> + 'a {
+        move |_| terms.iter().map(|t| vec![*t]).collect()
+    }
+
+    #[test]
+    fn builder_and_finished_index_answer_alike() {
+        let mut b = IndexBuilder::new();
+        b.add_batch(
+            &batch("front", vec![span(1, 1, None, "GET /", 100, vec![kv("code", AnyValue::Int(500))])]),
+            7,
+        );
+        let mut err = span(1, 2, Some(1), "db", 110, vec![]);
+        err.status = Status { code: StatusCode::Error, message: String::new() };
+        b.add_batch(
+            &batch("back", vec![err, span(2, 3, None, "db", 50, vec![kv("code", AnyValue::Int(200))])]),
+            9,
+        );
+        // A retried span is not counted twice.
+        b.add_batch(&batch("front", vec![span(1, 1, None, "GET /", 100, vec![])]), 11);
+        let idx = SearchIndex::decode(&b.finish().encode().expect("encodes")).expect("decodes");
+        let views: [&dyn IndexView; 2] = [&b, &idx];
+        for v in views {
+            let svc = |n: &str| v.service_names().iter().position(|s| s == n).expect("service") as u16;
+            let code500 = [TermRef { field: Field::Attr, key: "code", value: "500" }];
+            let hits = parts(v.candidates(&[svc("front")], &groups_for(&code500)));
+            assert_eq!(hits.len(), 1);
+            let p = hits[0];
+            assert_eq!(
+                (p.id, p.start, p.end, p.span_count, p.error_count, p.min_received),
+                ([1; 16], 100, 120, 2, 1, 7)
+            );
+            let root = p.root.as_ref().expect("root");
+            assert!(root.is_root);
+            assert_eq!(
+                (v.service_names()[root.service as usize].as_str(), v.name(root.name)),
+                ("front", "GET /")
+            );
+            assert!(parts(v.candidates(&[svc("back")], &groups_for(&code500))).is_empty());
+            let error = [TermRef { field: Field::Error, key: "", value: "" }];
+            assert_eq!(parts(v.candidates(&[svc("back")], &groups_for(&error))).len(), 1);
+            let any = [TermRef { field: Field::Service, key: "", value: "" }];
+            assert_eq!(parts(v.candidates(&[svc("front"), svc("back")], &groups_for(&any))).len(), 2);
+            let edges = v.edges(0, u32::MAX);
+            assert_eq!(edges.len(), 1);
+            assert_eq!(
+                (edges[0].parent, edges[0].child, edges[0].calls, edges[0].errors),
+                (svc("front"), svc("back"), 1, 1)
+            );
+            assert_eq!(
+                v.operations(svc("back")),
+                vec![Operation { name: "db".into(), span_kind: SpanKind::Server }]
+            );
+            assert_eq!(v.time_range(), (50, 120));
+        }
+    }
+
+    #[test]
+    fn high_cardinality_and_long_values_are_not_indexed() {
+        let mut b = IndexBuilder::new();
+        let spans = (0..(MAX_VALUES_PER_KEY + 1) as u64)
+            .map(|i| {
+                let mut s = span(
+                    1,
+                    1,
+                    None,
+                    "op",
+                    1,
+                    vec![kv("user", AnyValue::Int(i as i64)), kv("k", AnyValue::String("x".repeat(300)))],
+                );
+                s.span_id = SpanId((i + 1).to_be_bytes());
+                s
+            })
+            .collect();
+        b.add_batch(&batch("svc", spans), 1);
+        let idx = b.finish();
+        assert!(idx.is_unindexed(0, "user") && idx.is_unindexed(0, "k") && b.is_unindexed(0, "user"));
+        let listed = vec![("service.name".to_string(), "svc".to_string())];
+        assert_eq!(idx.attributes(0), listed, "no values of unindexed keys are listed");
+        assert_eq!(b.attributes(0), listed);
+    }
+
+    #[test]
+    fn big_traces_are_deduplicated_and_services_beyond_u16_share_one_entry() {
+        let mut b = IndexBuilder::new();
+        let spans: Vec<Span> = (0..100u64)
+            .map(|i| {
+                let mut s = span(1, 1, None, "op", 1, vec![]);
+                s.span_id = SpanId((i % 70 + 1).to_be_bytes());
+                s
+            })
+            .collect();
+        b.add_batch(&batch("svc", spans.clone()), 1);
+        b.add_batch(&batch("svc", spans), 2);
+        assert_eq!(b.span_count(), 70, "repeats past the linear-check size are still dropped");
+        let many = SpanBatch {
+            resource_spans: (0..u32::from(u16::MAX) + 5)
+                .map(|i| {
+                    batch(&format!("s{i}"), vec![span(2, 1, None, "op", 1, vec![])]).resource_spans.remove(0)
+                })
+                .collect(),
+        };
+        b.add_batch(&many, 3);
+        let idx = b.finish();
+        assert_eq!(idx.services.len(), usize::from(u16::MAX) + 1);
+        assert_eq!(idx.services.last().map(String::as_str), Some(OVERFLOW_SERVICE));
+    }
+
+    #[test]
+    fn indexed_text_is_the_text_searches_compare() {
+        let mut buf = String::from("stale");
+        for v in
+            [AnyValue::Int(-5), AnyValue::Double(72.5), AnyValue::Bool(true), AnyValue::String("x".into())]
+        {
+            assert_eq!(text_of(&v, &mut buf).map(str::to_owned), strand_core::search::value_text(&v));
+        }
+        assert_eq!(text_of(&AnyValue::Bytes(vec![1]), &mut buf), None);
+    }
+
+    #[test]
+    fn decode_rejects_inconsistent_indexes() {
+        let mut b = IndexBuilder::new();
+        b.add_batch(&batch("svc", vec![span(1, 1, None, "op", 1, vec![])]), 1);
+        let mut idx = b.finish();
+        idx.terms[0].traces = vec![5];
+        assert!(SearchIndex::decode(&idx.encode().expect("encodes")).is_err());
+        assert!(SearchIndex::decode(b"garbage").is_err());
+    }
+}
