@@ -32,6 +32,7 @@ use parking_lot::Mutex;
 use strand_core::{BoxFuture, MetricFamily, MetricKind, SinkError, SpanBatch, SpanSink, TraceId, TraceStore};
 use strand_store::fs::{FileSystem, StdFs};
 use strand_store::now_unix_nano;
+use strand_store::wal::group_commit::{self, Append, Committed, Committer, Flow};
 use strand_store::wal::{Wal, frame};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
@@ -386,8 +387,8 @@ enum Cmd {
     Shutdown,
 }
 
-/// The pending log's writer thread: group commit (one fsync for every append waiting),
-/// segment rolls and deletion.
+/// The pending log's writer: a thread running the store's group-commit loop (one fsync for
+/// every append waiting) with [`LogCommitter`].
 struct LogWriter {
     tx: mpsc::SyncSender<Cmd>,
     /// Appends acknowledged but not yet in the buffer, per segment.
@@ -425,13 +426,7 @@ impl LogWriter {
     }
 
     fn release(&self, segment: u64) {
-        let mut o = self.outstanding.lock();
-        if let Some(n) = o.get_mut(&segment) {
-            *n -= 1;
-            if *n == 0 {
-                o.remove(&segment);
-            }
-        }
+        release(&self.outstanding, segment);
     }
 
     fn maintain(&self, keep_from: Option<u64>) {
@@ -446,81 +441,119 @@ impl LogWriter {
     }
 }
 
+/// Gives back one outstanding append of `segment`.
+fn release(outstanding: &Mutex<BTreeMap<u64, usize>>, segment: u64) {
+    let mut o = outstanding.lock();
+    if let Some(n) = o.get_mut(&segment) {
+        *n -= 1;
+        if *n == 0 {
+            o.remove(&segment);
+        }
+    }
+}
+
 fn log_thread(
-    mut wal: Wal,
+    wal: Wal,
     dir: PathBuf,
     rx: mpsc::Receiver<Cmd>,
     outstanding: Arc<Mutex<BTreeMap<u64, usize>>>,
 ) {
-    let fs = StdFs;
-    let mut written: u64 = 0;
-    let mut rolled = Instant::now();
-    while let Ok(first) = rx.recv() {
-        let mut cmds = vec![first];
-        while let Ok(c) = rx.try_recv() {
-            cmds.push(c);
+    let mut committer = LogCommitter { dir, outstanding, written: 0, rolled: Instant::now() };
+    group_commit::run(wal, &rx, &mut committer, Duration::from_secs(1));
+}
+
+/// The pending log's side of the store's group-commit loop: answers appends with their
+/// segment, rolls segments by size and age, and deletes those no trace needs any more.
+struct LogCommitter {
+    dir: PathBuf,
+    outstanding: Arc<Mutex<BTreeMap<u64, usize>>>,
+    /// Bytes written to the current segment.
+    written: u64,
+    rolled: Instant,
+}
+
+impl Committer for LogCommitter {
+    type Job = Cmd;
+
+    fn record(&mut self, job: &Cmd) -> Option<Append> {
+        match job {
+            Cmd::Append { payload, sync, .. } => Some(Append { bytes: frame(payload), sync: *sync }),
+            Cmd::Maintain { .. } | Cmd::Shutdown => None,
         }
-        let mut replies = Vec::new();
-        let mut sync = false;
-        let mut shutdown = false;
+    }
+
+    fn committed(
+        &mut self,
+        wal: &mut Wal,
+        group: Vec<Committed<Cmd>>,
+        synced: Option<&std::io::Result<()>>,
+    ) -> Flow {
         let mut maintain = None;
-        for cmd in cmds {
-            match cmd {
-                Cmd::Append { payload, sync: s, done } => {
-                    let framed = frame(&payload);
-                    let res = wal.append(&framed).map(|()| {
-                        written += framed.len() as u64;
-                        wal.current_segment()
-                    });
-                    sync |= s && res.is_ok();
-                    replies.push((done, res, s));
+        let mut shutdown = false;
+        for Committed { job, bytes, appended } in group {
+            match job {
+                Cmd::Append { sync, done, .. } => {
+                    let res = match (appended, synced) {
+                        (Some(Ok(_)), Some(Err(e))) if sync => {
+                            Err(std::io::Error::new(e.kind(), e.to_string()))
+                        }
+                        (Some(res), _) => res,
+                        (None, _) => Err(std::io::Error::other("nothing appended")),
+                    };
+                    if let Ok(seg) = &res {
+                        self.written += bytes.map_or(0, |b| b.len() as u64);
+                        *self.outstanding.lock().entry(*seg).or_default() += 1;
+                    }
+                    if let Err(Ok(seg)) = done.send(res) {
+                        // The request went away: nobody will insert these spans.
+                        release(&self.outstanding, seg);
+                    }
                 }
                 Cmd::Maintain { keep_from } => maintain = Some(keep_from),
                 Cmd::Shutdown => shutdown = true,
             }
         }
-        let synced = if sync { wal.sync() } else { Ok(()) };
-        for (done, res, wanted_sync) in replies {
-            let res = match (res, &synced) {
-                (Ok(_), Err(e)) if wanted_sync => Err(std::io::Error::new(e.kind(), e.to_string())),
-                (res, _) => res,
-            };
-            if let Ok(seg) = &res {
-                *outstanding.lock().entry(*seg).or_default() += 1;
-            }
-            if let Err(Ok(seg)) = done.send(res) {
-                // The request went away: nobody will insert these spans, so release them.
-                let mut o = outstanding.lock();
-                if let Some(n) = o.get_mut(&seg) {
-                    *n -= 1;
-                    if *n == 0 {
-                        o.remove(&seg);
-                    }
-                }
-            }
-        }
         if let Some(keep_from) = maintain {
-            if written > 0 && (written >= SEGMENT_BYTES || rolled.elapsed() >= SEGMENT_AGE) {
-                match wal.rotate() {
-                    Ok(_) => {
-                        written = 0;
-                        rolled = Instant::now();
-                    }
-                    Err(e) => warn!(error = %e, "rolling the sampling log failed"),
-                }
-            }
-            let current = wal.current_segment();
-            let in_flight = outstanding.lock().keys().next().copied();
-            let floor = [keep_from, in_flight, Some(current)].into_iter().flatten().min().unwrap_or(current);
-            if floor > 0
-                && let Err(e) = Wal::remove_through(&fs as &dyn FileSystem, &dir, floor - 1)
-            {
-                warn!(error = %e, "deleting old sampling log segments failed");
+            self.maintain(wal, keep_from);
+        }
+        if shutdown { Flow::Stop } else { Flow::Continue }
+    }
+
+    fn idle(&mut self, _wal: &mut Wal) -> Flow {
+        Flow::Continue
+    }
+
+    fn finish(&mut self, wal: &mut Wal, left: Vec<Cmd>) {
+        for cmd in left {
+            if let Cmd::Append { done, .. } = cmd {
+                let _ = done.send(Err(std::io::Error::other("sampling log is closed")));
             }
         }
-        if shutdown {
-            let _ = wal.sync();
-            break;
+        let _ = wal.sync();
+    }
+}
+
+impl LogCommitter {
+    /// Rolls to a new segment past [`SEGMENT_BYTES`] or [`SEGMENT_AGE`], and deletes every
+    /// segment before the oldest one still needed (by a buffered trace, a retry or an
+    /// append not yet in the buffer).
+    fn maintain(&mut self, wal: &mut Wal, keep_from: Option<u64>) {
+        if self.written > 0 && (self.written >= SEGMENT_BYTES || self.rolled.elapsed() >= SEGMENT_AGE) {
+            match wal.rotate() {
+                Ok(_) => {
+                    self.written = 0;
+                    self.rolled = Instant::now();
+                }
+                Err(e) => warn!(error = %e, "rolling the sampling log failed"),
+            }
+        }
+        let current = wal.current_segment();
+        let in_flight = self.outstanding.lock().keys().next().copied();
+        let floor = [keep_from, in_flight, Some(current)].into_iter().flatten().min().unwrap_or(current);
+        if floor > 0
+            && let Err(e) = Wal::remove_through(&StdFs as &dyn FileSystem, &self.dir, floor - 1)
+        {
+            warn!(error = %e, "deleting old sampling log segments failed");
         }
     }
 }

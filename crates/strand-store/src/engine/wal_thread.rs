@@ -1,141 +1,183 @@
-//! The WAL thread: group commit (one fsync for every write waiting), inserts into the head,
-//! and head cuts.
+//! The WAL thread: the store's [`Committer`] on the shared group-commit loop. Each group
+//! gets one receive time; once its records are durable (per the fsync policy) they go into
+//! the head, the decoded batches to the index thread, and the writers hear "ok". Between
+//! groups it fsyncs on the interval policy and cuts the head into a frozen head when it is
+//! due or a flush asks.
+
+use crate::wal::group_commit::{self, Append, Committed, Committer, Flow};
 
 use super::*;
 
+/// The store's side of the group-commit loop.
+struct StoreCommitter {
+    inner: Arc<Inner>,
+    flush_tx: mpsc::Sender<FlushJob>,
+    index_tx: SyncSender<IndexJob>,
+    /// Receive time of the group being written.
+    received: u64,
+    last_received: u64,
+    unsynced: bool,
+    last_sync: Instant,
+}
+
 pub(super) fn wal_loop(
     inner: Arc<Inner>,
-    mut wal: Wal,
+    wal: Wal,
     rx: Receiver<Cmd>,
     flush_tx: mpsc::Sender<FlushJob>,
     index_tx: SyncSender<IndexJob>,
 ) {
-    const GROUP: usize = 512;
-    let tick = Duration::from_millis(50);
-    let mut last_sync = Instant::now();
-    let mut unsynced = false;
-    let mut shutting_down = false;
-    let mut last_received = inner.state.read().newest_received();
-    while !shutting_down {
-        let first = match rx.recv_timeout(tick) {
-            Ok(cmd) => cmd,
-            Err(RecvTimeoutError::Timeout) => {
-                interval_sync(&inner, &mut wal, &mut unsynced, &mut last_sync);
-                maybe_cut(&inner, &mut wal, &flush_tx, Vec::new(), false);
-                continue;
-            }
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        let mut group = vec![first];
-        while group.len() < GROUP {
-            match rx.try_recv() {
-                Ok(cmd) => group.push(cmd),
-                Err(_) => break,
-            }
-        }
+    let last_received = inner.state.read().newest_received();
+    let mut committer = StoreCommitter {
+        inner,
+        flush_tx,
+        index_tx,
+        received: 0,
+        last_received,
+        unsynced: false,
+        last_sync: Instant::now(),
+    };
+    group_commit::run(wal, &rx, &mut committer, Duration::from_millis(50));
+}
+
+impl Committer for StoreCommitter {
+    type Job = Cmd;
+
+    fn begin_group(&mut self) {
         // Receive times strictly increase from group to group, so a search snapshot taken
         // between two groups tells them apart whatever the clock's resolution.
-        let received = strand_core::clock::next_receive_time(inner.cfg.clock.now_unix_nano(), last_received);
-        last_received = received;
+        self.received =
+            strand_core::clock::next_receive_time(self.inner.cfg.clock.now_unix_nano(), self.last_received);
+        self.last_received = self.received;
+    }
+
+    fn record(&mut self, job: &Cmd) -> Option<Append> {
+        match job {
+            Cmd::Write { batch, .. } => Some(Append {
+                bytes: WalRecord::encode_parts(self.received, "", batch),
+                sync: self.inner.cfg.fsync == FsyncPolicy::Always,
+            }),
+            Cmd::Flush { .. } | Cmd::Shutdown => None,
+        }
+    }
+
+    fn committed(
+        &mut self,
+        wal: &mut Wal,
+        group: Vec<Committed<Cmd>>,
+        synced: Option<&std::io::Result<()>>,
+    ) -> Flow {
+        let inner = self.inner.clone();
         let mut written = Vec::new();
         let mut flush_waiters = Vec::new();
-        for cmd in group {
-            match cmd {
-                Cmd::Write { batch, done } => {
-                    let record = WalRecord { received_unix_nano: received, tenant: String::new(), batch };
-                    let bytes = record.encode();
-                    match wal.append(&bytes) {
-                        Ok(()) => written.push((record.batch, bytes, done)),
-                        Err(e) => {
-                            inner.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                            warn!(error = %e, "wal append failed");
-                            let _ = done.send(Err(SinkError::Unavailable(format!("wal append failed: {e}"))));
-                        }
+        let mut shutting_down = false;
+        for Committed { job, bytes, appended } in group {
+            match job {
+                Cmd::Write { batch, done } => match (appended, synced) {
+                    (Some(Err(e)), _) => {
+                        inner.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                        warn!(error = %e, "wal append failed");
+                        let _ = done.send(Err(SinkError::Unavailable(format!("wal append failed: {e}"))));
                     }
-                }
+                    (_, Some(Err(e))) => {
+                        let _ = done.send(Err(SinkError::Unavailable(format!("wal fsync failed: {e}"))));
+                    }
+                    _ => written.push((batch, bytes.unwrap_or_default(), done)),
+                },
                 Cmd::Flush { done } => flush_waiters.push(done),
                 Cmd::Shutdown => shutting_down = true,
             }
         }
         if !written.is_empty() {
-            let synced = match inner.cfg.fsync {
-                FsyncPolicy::Always => sync_wal(&inner, &mut wal),
-                FsyncPolicy::Interval(_) => {
-                    unsynced = true;
-                    Ok(())
-                }
-            };
-            if let Err(e) = synced {
-                for (_, _, done) in written {
-                    let _ = done.send(Err(SinkError::Unavailable(format!("wal fsync failed: {e}"))));
-                }
-            } else {
-                let mut st = inner.state.write();
-                let mut replies = Vec::with_capacity(written.len());
-                for (batch, bytes, done) in written {
-                    let n = batch.span_count();
-                    let added = st.head.insert(bytes.into(), &batch, received);
-                    inner.stats.spans_written.fetch_add(added as u64, Ordering::Relaxed);
-                    inner.stats.spans_duplicate.fetch_add((n - added) as u64, Ordering::Relaxed);
-                    replies.push(done);
-                    if added > 0
-                        && let (index, Some(position)) = st.head.newest_record()
-                    {
-                        // The decoded batch goes to the index thread, which then needs
-                        // not decode the record again; if it is behind, it catches up
-                        // from the records instead.
-                        let _ = index_tx.try_send(IndexJob { index, position, received, batch });
-                    }
-                }
-                drop(st);
-                for done in replies {
-                    let _ = done.send(Ok(()));
+            if inner.cfg.fsync != FsyncPolicy::Always {
+                self.unsynced = true;
+            }
+            let received = self.received;
+            let mut st = inner.state.write();
+            let mut replies = Vec::with_capacity(written.len());
+            for (batch, bytes, done) in written {
+                let n = batch.span_count();
+                let added = st.head.insert(bytes.into(), &batch, received);
+                inner.stats.spans_written.fetch_add(added as u64, Ordering::Relaxed);
+                inner.stats.spans_duplicate.fetch_add((n - added) as u64, Ordering::Relaxed);
+                replies.push(done);
+                if added > 0
+                    && let (index, Some(position)) = st.head.newest_record()
+                {
+                    // The decoded batch goes to the index thread, which then needs not
+                    // decode the record again; if it is behind, it catches up from the
+                    // records instead.
+                    let _ = self.index_tx.try_send(IndexJob { index, position, received, batch });
                 }
             }
+            drop(st);
+            for done in replies {
+                let _ = done.send(Ok(()));
+            }
         }
-        interval_sync(&inner, &mut wal, &mut unsynced, &mut last_sync);
+        self.interval_sync(wal);
         let force = !flush_waiters.is_empty() || shutting_down;
-        maybe_cut(&inner, &mut wal, &flush_tx, flush_waiters, force);
+        maybe_cut(&inner, wal, &self.flush_tx, flush_waiters, force);
+        if shutting_down { Flow::Stop } else { Flow::Continue }
     }
-    if unsynced {
-        sync_wal(&inner, &mut wal).ok();
+
+    fn idle(&mut self, wal: &mut Wal) -> Flow {
+        self.interval_sync(wal);
+        maybe_cut(&self.inner, wal, &self.flush_tx, Vec::new(), false);
+        Flow::Continue
     }
-    // Anything still queued after shutdown is refused rather than left hanging.
-    while let Ok(cmd) = rx.try_recv() {
-        if let Cmd::Write { done, .. } = cmd {
-            let _ = done.send(Err(SinkError::Unavailable("store is shutting down".into())));
+
+    fn finish(&mut self, wal: &mut Wal, left: Vec<Cmd>) {
+        if self.unsynced {
+            self.sync(wal).ok();
+        }
+        // Anything still queued after shutdown is refused rather than left hanging.
+        for cmd in left {
+            if let Cmd::Write { done, .. } = cmd {
+                let _ = done.send(Err(SinkError::Unavailable("store is shutting down".into())));
+            }
+        }
+        let _ = self.flush_tx.send(FlushJob::Stop);
+    }
+
+    fn fsynced(&mut self, took: Duration, result: &std::io::Result<()>) {
+        let stats = &self.inner.stats;
+        stats.wal_fsyncs.fetch_add(1, Ordering::Relaxed);
+        stats.wal_fsync_nanos.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        if let Err(e) = result {
+            stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            warn!(error = %e, "wal fsync failed");
         }
     }
-    let _ = flush_tx.send(FlushJob::Stop);
 }
 
-/// Under `FsyncPolicy::Interval`, fsyncs once the interval has passed since the last sync
-/// and something is unsynced. A failure is counted and logged by `sync_wal`; the writes were
-/// already acknowledged, which is what the interval policy trades for speed.
-pub(super) fn interval_sync(inner: &Inner, wal: &mut Wal, unsynced: &mut bool, last_sync: &mut Instant) {
-    if let FsyncPolicy::Interval(every) = inner.cfg.fsync
-        && *unsynced
-        && last_sync.elapsed() >= every
-    {
-        let _ = sync_wal(inner, wal);
-        *unsynced = false;
-        *last_sync = Instant::now();
+impl StoreCommitter {
+    fn sync(&mut self, wal: &mut Wal) -> std::io::Result<()> {
+        let started = Instant::now();
+        let result = wal.sync();
+        self.fsynced(started.elapsed(), &result);
+        result
+    }
+
+    /// Under `FsyncPolicy::Interval`, fsyncs once the interval has passed since the last
+    /// sync and something is unsynced. A failure is counted and logged; the writes were
+    /// already acknowledged, which is what the interval policy trades for speed.
+    fn interval_sync(&mut self, wal: &mut Wal) {
+        if let FsyncPolicy::Interval(every) = self.inner.cfg.fsync
+            && self.unsynced
+            && self.last_sync.elapsed() >= every
+        {
+            let _ = self.sync(wal);
+            self.unsynced = false;
+            self.last_sync = Instant::now();
+        }
     }
 }
 
-pub(super) fn sync_wal(inner: &Inner, wal: &mut Wal) -> std::io::Result<()> {
-    let t = Instant::now();
-    let r = wal.sync();
-    inner.stats.wal_fsyncs.fetch_add(1, Ordering::Relaxed);
-    inner.stats.wal_fsync_nanos.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    if let Err(e) = &r {
-        inner.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-        warn!(error = %e, "wal fsync failed");
-    }
-    r
-}
-
-pub(super) fn maybe_cut(
+/// Cuts the head into a frozen head for the flusher when it is due (size, age) or `force`d
+/// (a flush request, shutdown); a flush request with nothing to cut waits for the frozen
+/// heads already queued.
+fn maybe_cut(
     inner: &Inner,
     wal: &mut Wal,
     flush_tx: &mpsc::Sender<FlushJob>,

@@ -34,6 +34,8 @@ use tracing::{error, info, warn};
 
 use crate::fs::{AppendFile, FileSystem};
 
+pub mod group_commit;
+
 /// Segment magic without its version byte.
 const MAGIC_PREFIX: &[u8; 7] = b"STRWAL\0";
 /// Framing version of the segments this binary writes.
@@ -94,9 +96,24 @@ pub struct WalRecord {
 impl WalRecord {
     /// Encodes the record with its record header (current framing).
     pub fn encode(&self) -> Vec<u8> {
+        Self::encode_parts(self.received_unix_nano, &self.tenant, &self.batch)
+    }
+
+    /// Encodes a record from its parts, without owning the batch: the same bytes as
+    /// [`WalRecord::encode`] of a record holding them.
+    pub fn encode_parts(received_unix_nano: u64, tenant: &str, batch: &SpanBatch) -> Vec<u8> {
+        /// `WalRecord` by reference: the same fields in the same order, so postcard writes
+        /// the same bytes.
+        #[derive(Serialize)]
+        struct Parts<'a> {
+            received_unix_nano: u64,
+            tenant: &'a str,
+            batch: &'a SpanBatch,
+        }
         let mut out = vec![0u8; RECORD_HEADER + 1];
         out[RECORD_HEADER] = PAYLOAD_VERSION;
-        let mut out = postcard::to_extend(self, out).expect("encoding into a Vec cannot fail");
+        let parts = Parts { received_unix_nano, tenant, batch };
+        let mut out = postcard::to_extend(&parts, out).expect("encoding into a Vec cannot fail");
         seal_frame(&mut out);
         out
     }
