@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use strand_core::TraceStore;
 use strand_store::fs::StdFs;
 use strand_store::testdata::{batch, trace_id};
 use strand_store::{Store, StoreConfig};
@@ -19,7 +20,7 @@ async fn small_blocks_are_compacted_and_duplicates_dropped() {
         store.flush().await.expect("flush");
     }
     assert_eq!(store.snapshot().blocks, 4);
-    assert!(store.compact_now().expect("compact"));
+    TraceStore::maintain(&store).await.expect("maintain");
     let snap = store.snapshot();
     assert_eq!(snap.blocks, 1);
     assert_eq!(snap.block_spans, 20, "duplicates of trace 0 dropped");
@@ -27,5 +28,6 @@ async fn small_blocks_are_compacted_and_duplicates_dropped() {
         assert_eq!(store.get_trace_blocking(trace_id(seed)).expect("read").expect("trace").spans.len(), 5);
     }
     assert_eq!(std::fs::read_dir(dir.path().join("blocks")).expect("dir").count(), 1);
-    assert!(!store.compact_now().expect("compact"), "nothing left to merge");
+    TraceStore::maintain(&store).await.expect("maintain");
+    assert_eq!(store.snapshot().blocks, 1, "nothing left to merge");
 }

@@ -48,7 +48,7 @@ mod wal_thread;
 
 use flusher::{flush_loop, write_block};
 use index_thread::{INDEX_QUEUE, IndexJob, index_loop};
-use maintenance::{compact, enforce_retention, maintain};
+use maintenance::maintain;
 use startup::{check_block_versions, lock_data_dir, open_blocks};
 use wal_thread::wal_loop;
 
@@ -316,17 +316,6 @@ impl Store {
     /// Spans of a trace from head, frozen heads and blocks; blocking (reads files).
     pub fn get_trace_blocking(&self, id: TraceId) -> Result<Option<Trace>, StoreError> {
         self.inner.get_trace(id)
-    }
-
-    /// Runs compaction once (normally done by the flusher thread); returns whether it
-    /// merged anything.
-    pub fn compact_now(&self) -> Result<bool, StoreError> {
-        compact(&self.inner).map_err(|reason| StoreError::Unavailable(format!("compaction failed: {reason}")))
-    }
-
-    /// Applies retention as of `now_unix_nano` (normally done by the flusher thread).
-    pub fn enforce_retention(&self, now_unix_nano: u64) {
-        enforce_retention(&self.inner, now_unix_nano)
     }
 
     /// Stops the threads: pending writes are answered, the head is written to a block, and
