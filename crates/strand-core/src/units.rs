@@ -65,7 +65,8 @@ fn number_and_unit(s: &str) -> Option<(u64, &str)> {
     Some((num.parse().ok()?, unit.trim()))
 }
 
-/// A duration written with a unit: `100ms`, `5s`, `5m`, `24h`, `7d`.
+/// A duration written with a unit: `100ms`, `5s`, `5m`, `24h`, `7d`, `2w`, `1h30m` (see
+/// [`parse_duration`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
 
@@ -85,21 +86,58 @@ impl std::str::FromStr for HumanDuration {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let (n, unit) = number_and_unit(s)
-            .ok_or_else(|| format!("invalid duration `{s}`: expected a number with a unit like 30s"))?;
-        let ms: u64 = match unit {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "" => return Err(format!("duration `{s}` needs a unit: ms, s, m, h or d")),
-            other => return Err(format!("invalid duration unit `{other}` in `{s}`: use ms, s, m, h or d")),
-        };
-        n.checked_mul(ms)
-            .map(|ms| HumanDuration(Duration::from_millis(ms)))
-            .ok_or_else(|| format!("duration `{s}` is too large"))
+        parse_duration(s).map(HumanDuration)
     }
+}
+
+/// Parses a duration as config, API and CLI all write them: one or more decimal numbers,
+/// each with a unit, `ns`, `us` (or `µs`), `ms`, `s`, `m`, `h`, `d` (24 h) or `w` (7 d):
+/// `250ms`, `1.5s`, `1h30m`, `7d`, `2w`. Go's `time.ParseDuration` syntax plus days and
+/// weeks; a bare `0` is zero; negative durations are refused.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let s = text.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if s.is_empty() {
+        return Err("empty duration: expected a number with a unit like 30s".into());
+    }
+    if s.starts_with('-') {
+        return Err(format!("duration `{s}` is negative"));
+    }
+    let mut rest = s.strip_prefix('+').unwrap_or(s);
+    let mut total: f64 = 0.0;
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let (num, after) = rest.split_at(num_len);
+        let value: f64 = num
+            .parse()
+            .map_err(|_| format!("invalid duration `{s}`: expected a number with a unit like 30s"))?;
+        let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let nanos_per = match unit.trim() {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            "d" => 86_400e9,
+            "w" => 604_800e9,
+            "" => return Err(format!("duration `{s}` needs a unit: ns, us, ms, s, m, h, d or w")),
+            other => {
+                return Err(format!(
+                    "invalid duration unit `{other}` in `{s}`: use ns, us, ms, s, m, h, d or w"
+                ));
+            }
+        };
+        total += value * nanos_per;
+        rest = after;
+    }
+    if !total.is_finite() || total > u64::MAX as f64 {
+        return Err(format!("duration `{s}` is too large"));
+    }
+    Ok(Duration::from_nanos(total.round() as u64))
 }
 
 macro_rules! serde_via_str {
@@ -137,3 +175,33 @@ serde_via_str!(ByteSize, |n| Ok(ByteSize(n)));
 serde_via_str!(HumanDuration, |n: u64| Err(serde::de::Error::custom(format!(
     "duration {n} needs a unit: write it as text like \"{n}s\""
 ))));
+
+#[cfg(test)]
+mod duration_tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_every_unit_and_compound_forms() {
+        let secs = Duration::from_secs;
+        for (text, want) in [
+            ("250ms", Duration::from_millis(250)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("1h30m", secs(5400)),
+            ("7d", secs(7 * 86_400)),
+            ("800d", secs(800 * 86_400)),
+            ("2w", secs(14 * 86_400)),
+            ("100us", Duration::from_micros(100)),
+            ("5ns", Duration::from_nanos(5)),
+            ("0", Duration::ZERO),
+            (" 30s ", secs(30)),
+        ] {
+            assert_eq!(parse_duration(text), Ok(want), "{text}");
+            assert_eq!(text.parse::<HumanDuration>(), Ok(HumanDuration(want)), "{text}");
+        }
+        for bad in ["", "10", "-1s", "1x", "s", "1.2.3s", "1y"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert!(parse_duration("1y").expect_err("no years").contains("use ns, us, ms, s, m, h, d or w"));
+        assert_eq!(HumanDuration(secs(7 * 86_400)).to_string(), "7d");
+    }
+}

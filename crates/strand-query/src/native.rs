@@ -246,13 +246,11 @@ pub(crate) async fn dependencies(
     State(st): State<QueryState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse(raw.as_deref())?;
-    let mut warnings = Vec::new();
-    let start = p.parse_with(&["start"], "RFC 3339 or Unix nanoseconds", parse_time)?;
-    let end = p.parse_with(&["end"], "RFC 3339 or Unix nanoseconds", parse_time)?;
-    let range = st.limits.range(start, end, p.duration(&["since"])?, &mut warnings)?;
-    let edges =
-        st.reader.dependencies(TimeRange { start_unix_nano: range.start, end_unix_nano: range.end }).await?;
+    // Like the other listings: all stored data unless a range is given (edges are kept per
+    // minute, so even a long range is cheap).
+    let range = listing_range(&Params::parse(raw.as_deref())?)?;
+    let warnings: Vec<String> = Vec::new();
+    let edges = st.reader.dependencies(range).await?;
     let edges: Vec<_> = edges
         .iter()
         .map(|e| json!({ "parent": e.parent, "child": e.child, "callCount": e.call_count, "errorCount": e.error_count }))

@@ -78,47 +78,15 @@ impl Params {
 
     /// A Go-style duration (`250ms`, `1.5s`, `1h30m`).
     pub fn duration(&self, names: &[&str]) -> Result<Option<Duration>, ApiError> {
-        self.parse_with(names, "a duration such as 250ms, 1.5s or 1h30m", parse_go_duration)
+        self.parse_with(names, "a duration such as 250ms, 1.5s, 1h30m or 7d", parse_go_duration)
     }
 }
 
-/// Parses a Go `time.ParseDuration` string: a sequence of decimal numbers with units `ns`,
-/// `us` (or `µs`), `ms`, `s`, `m`, `h`. A bare `0` is zero; negative durations are refused.
+/// Parses a duration parameter: Go's `time.ParseDuration` syntax (what Jaeger and Tempo
+/// clients send) plus `d` and `w`, the same parser as the configuration and the CLI
+/// ([`strand_core::units::parse_duration`]).
 pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if s.is_empty() {
-        return Err("empty duration".into());
-    }
-    if s.starts_with('-') {
-        return Err(format!("`{s}` is negative"));
-    }
-    let mut rest = s.strip_prefix('+').unwrap_or(s);
-    let mut total: f64 = 0.0;
-    while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        let (num, after) = rest.split_at(num_len);
-        let value: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration"))?;
-        let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
-        let (unit, after) = after.split_at(unit_len);
-        let nanos_per = match unit {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            "" => return Err(format!("`{s}` is missing a unit (ns, us, ms, s, m, h)")),
-            other => return Err(format!("unknown unit `{other}` in `{s}`")),
-        };
-        total += value * nanos_per;
-        rest = after;
-    }
-    if !total.is_finite() || total > u64::MAX as f64 {
-        return Err(format!("`{s}` is too long"));
-    }
-    Ok(Duration::from_nanos(total as u64))
+    strand_core::units::parse_duration(s)
 }
 
 /// Formats a duration the way Go prints a `time.Duration` (`1.5s`, `250ms`, `1h0m0s`).
@@ -251,6 +219,8 @@ mod tests {
         assert_eq!(parse_go_duration("100us"), Ok(Duration::from_micros(100)));
         assert_eq!(parse_go_duration("100µs"), Ok(Duration::from_micros(100)));
         assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_go_duration("2d"), Ok(Duration::from_secs(2 * 86_400)));
+        assert_eq!(parse_go_duration("1w1d"), Ok(Duration::from_secs(8 * 86_400)));
         for bad in ["", "10", "-1s", "1x", "s", "1.2.3s"] {
             assert!(parse_go_duration(bad).is_err(), "{bad}");
         }

@@ -30,6 +30,9 @@ pub struct Config {
     pub http_listen: SocketAddr,
     /// Log filter (`info`, `debug`, `strand_store=debug,info`, ...); `RUST_LOG` wins.
     pub log_level: String,
+    /// Log line format on stderr: `text` (colours only when stderr is a terminal) or
+    /// `json` (one object per line, for log collectors).
+    pub log_format: LogFormat,
     /// OTLP receivers.
     pub otlp: OtlpConfig,
     /// Jaeger receivers (thrift over HTTP, agent UDP).
@@ -164,6 +167,17 @@ pub enum Fsync {
     Interval,
 }
 
+/// How the server's own log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines; ANSI colours only on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// Where spans are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -212,6 +226,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./strand-data"),
             http_listen: SocketAddr::from(([0, 0, 0, 0], 16686)),
             log_level: "info".into(),
+            log_format: LogFormat::Text,
             otlp: OtlpConfig::default(),
             jaeger: JaegerConfig::default(),
             zipkin: ZipkinConfig::default(),

@@ -136,13 +136,14 @@ pub async fn run(
         remote_sampling: remote_http.as_ref().map(|l| l.local_addr()).transpose()?,
         http: http.local_addr()?,
     };
+    let at = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
     info!(
-        otlp_grpc = ?addrs.otlp_grpc,
-        otlp_http = ?addrs.otlp_http,
-        jaeger_thrift_http = ?addrs.jaeger_thrift_http,
-        jaeger_agent_udp = ?addrs.jaeger_agent,
-        zipkin = ?addrs.zipkin,
-        remote_sampling = ?addrs.remote_sampling,
+        otlp_grpc = %at(addrs.otlp_grpc),
+        otlp_http = %at(addrs.otlp_http),
+        jaeger_thrift_http = %at(addrs.jaeger_thrift_http),
+        jaeger_agent_udp = %at(addrs.jaeger_agent),
+        zipkin = %at(addrs.zipkin),
+        remote_sampling = %at(addrs.remote_sampling),
         http = %addrs.http,
         data_dir = %cfg.data_dir.display(),
         "strand listening"

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use strand_server::config::{self, Sources};
 use strand_server::search_cmd;
 
@@ -74,6 +74,9 @@ struct ServeArgs {
     /// Jaeger remote-sampling listen address (`remote_sampling.listen`).
     #[arg(long, value_name = "ADDR")]
     remote_sampling_listen: Option<String>,
+    /// Server log format: `text` or `json` (`log_format`).
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
     /// Write the bound addresses as JSON to this file once listening.
     #[arg(long, value_name = "FILE")]
     listen_info_file: Option<PathBuf>,
@@ -108,9 +111,17 @@ struct SearchCli {
     /// Only traces where the matching span has status ERROR.
     #[arg(long)]
     errors: bool,
-    /// How far back to search (`15m`, `1h`, `24h`).
-    #[arg(long, value_name = "DURATION", default_value = "1h")]
-    since: String,
+    /// How far back to search (`15m`, `24h`, `7d`); the last hour when neither this nor
+    /// `--start` is given. The server bounds a search's range (`query.max_search_range`,
+    /// default 7d) and says so when it does.
+    #[arg(long, value_name = "DURATION", conflicts_with = "start")]
+    since: Option<String>,
+    /// Start of the time range: RFC 3339 (`2026-01-31T12:00:00Z`) or Unix nanoseconds.
+    #[arg(long, value_name = "TIME")]
+    start: Option<String>,
+    /// End of the time range (RFC 3339 or Unix nanoseconds); now when not given.
+    #[arg(long, value_name = "TIME")]
+    end: Option<String>,
     /// Most traces to print.
     #[arg(long, default_value_t = 20)]
     limit: u64,
@@ -127,9 +138,16 @@ struct SearchCli {
 
 #[derive(Args)]
 struct ListCli {
-    /// How far back to look (`1h`, `24h`); all stored data when not given.
-    #[arg(long, value_name = "DURATION")]
+    /// How far back to look (`1h`, `24h`, `30d`); all stored data when neither this nor
+    /// `--start`/`--end` is given.
+    #[arg(long, value_name = "DURATION", conflicts_with = "start")]
     since: Option<String>,
+    /// Start of the time range: RFC 3339 (`2026-01-31T12:00:00Z`) or Unix nanoseconds.
+    #[arg(long, value_name = "TIME")]
+    start: Option<String>,
+    /// End of the time range (RFC 3339 or Unix nanoseconds).
+    #[arg(long, value_name = "TIME")]
+    end: Option<String>,
     /// Query API base URL.
     #[arg(long, env = "STRAND_SERVER", default_value = "http://127.0.0.1:16686")]
     server: String,
@@ -150,8 +168,39 @@ enum BenchCommand {
     Ui(strand_bench::ui::UiArgs),
 }
 
+/// `strand serve --help` names each flag's default, read from the configuration's defaults
+/// so the help cannot drift from them (the flags themselves have no clap default: a value
+/// from the configuration file must win over an unset flag).
+fn with_serve_defaults(cmd: clap::Command) -> clap::Command {
+    let d = config::Config::default();
+    let defaults = [
+        ("data_dir", d.data_dir.display().to_string()),
+        ("otlp_grpc_listen", d.otlp.grpc_listen.to_string()),
+        ("otlp_http_listen", d.otlp.http_listen.to_string()),
+        ("jaeger_thrift_listen", d.jaeger.thrift_http_listen.to_string()),
+        ("jaeger_agent_listen", d.jaeger.agent_listen.to_string()),
+        ("zipkin_listen", d.zipkin.listen.to_string()),
+        ("http_listen", d.http_listen.to_string()),
+        ("remote_sampling_listen", d.remote_sampling.listen.to_string()),
+        ("log_format", "text".to_owned()),
+    ];
+    cmd.mut_subcommand("serve", |mut serve| {
+        for (id, value) in defaults {
+            serve = serve.mut_arg(id, |a| {
+                let help = a.get_help().map(ToString::to_string).unwrap_or_default();
+                a.help(format!("{help} [default: {value}]"))
+            });
+        }
+        serve
+    })
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = with_serve_defaults(Cli::command()).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -186,7 +235,9 @@ async fn search(args: SearchCli) -> anyhow::Result<()> {
         attrs: args.attrs,
         min_duration: args.min_duration,
         errors: args.errors,
-        since: Some(args.since),
+        since: if args.start.is_none() { Some(args.since.unwrap_or_else(|| "1h".into())) } else { None },
+        start: args.start,
+        end: args.end,
         limit: Some(args.limit),
     };
     let mut qs = q.query_string();
@@ -195,22 +246,36 @@ async fn search(args: SearchCli) -> anyhow::Result<()> {
     }
     let body = search_cmd::get_json(&args.server, &format!("/api/v1/search?{qs}")).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&body)?);
+        emit(&format!("{}\n", serde_json::to_string_pretty(&body)?))
     } else {
-        print!("{}", search_cmd::render_search(&body));
+        emit(&search_cmd::render_search(&body))
     }
-    Ok(())
+}
+
+/// Writes a command's output to stdout. A reader that went away (`strand trace … | head`)
+/// ends the output quietly instead of with a "Broken pipe" panic.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 async fn list(args: ListCli, path: &str, render: fn(&serde_json::Value) -> String) -> anyhow::Result<()> {
-    let qs = args.since.map(|s| format!("?since={s}")).unwrap_or_default();
+    let pairs: Vec<(&str, String)> = [("since", args.since), ("start", args.start), ("end", args.end)]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+        .collect();
+    let qs =
+        if pairs.is_empty() { String::new() } else { format!("?{}", serde_urlencoded::to_string(&pairs)?) };
     let body = search_cmd::get_json(&args.server, &format!("{path}{qs}")).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&body)?);
+        emit(&format!("{}\n", serde_json::to_string_pretty(&body)?))
     } else {
-        print!("{}", render(&body));
+        emit(&render(&body))
     }
-    Ok(())
 }
 
 fn serve(args: ServeArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
@@ -225,6 +290,7 @@ fn serve(args: ServeArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         ("--http-listen", "http_listen", &args.http_listen),
         ("--sampling-strategies", "remote_sampling.strategies_file", &args.sampling_strategies),
         ("--remote-sampling-listen", "remote_sampling.listen", &args.remote_sampling_listen),
+        ("--log-format", "log_format", &args.log_format),
     ] {
         if let Some(v) = value {
             flags.push((flag.to_string(), path.to_string(), v.clone()));
@@ -247,7 +313,14 @@ fn serve(args: ServeArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log_level))
         .map_err(|e| anyhow::anyhow!("invalid log_level `{}`: {e}", cfg.log_level))?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cfg.log_format {
+        config::LogFormat::Json => logs.json().init(),
+        // Colour codes only where a terminal shows them, not in a log file or a collector.
+        config::LogFormat::Text => {
+            logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init()
+        }
+    }
     let info_file = args.listen_info_file;
     rt.block_on(strand_server::run(cfg, shutdown_signal(), move |addrs| {
         if let Some(path) = &info_file
@@ -281,10 +354,9 @@ async fn shutdown_signal() {
 async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     let body = strand_server::trace_cmd::fetch(&args.server, &args.trace_id).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&body)?);
+        emit(&format!("{}\n", serde_json::to_string_pretty(&body)?))
     } else {
         let trace = strand_server::trace_cmd::parse(&body)?;
-        print!("{}", strand_server::trace_cmd::render_tree(&trace));
+        emit(&strand_server::trace_cmd::render_tree(&trace))
     }
-    Ok(())
 }

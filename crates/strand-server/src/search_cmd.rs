@@ -21,6 +21,10 @@ pub struct SearchArgs {
     pub errors: bool,
     /// How far back to search (`1h`).
     pub since: Option<String>,
+    /// Start of the range (RFC 3339 or Unix nanoseconds).
+    pub start: Option<String>,
+    /// End of the range (RFC 3339 or Unix nanoseconds).
+    pub end: Option<String>,
     /// Most traces.
     pub limit: Option<u64>,
 }
@@ -46,6 +50,12 @@ impl SearchArgs {
         }
         if let Some(s) = &self.since {
             pairs.push(("since", s.clone()));
+        }
+        if let Some(s) = &self.start {
+            pairs.push(("start", s.clone()));
+        }
+        if let Some(e) = &self.end {
+            pairs.push(("end", e.clone()));
         }
         if let Some(l) = self.limit {
             pairs.push(("limit", l.to_string()));

@@ -92,3 +92,77 @@ async fn search_services_and_deps_print_tables() {
     assert!(!ok && err.contains("minDuration"), "{err}");
     server.stop().await;
 }
+
+/// Data with old timestamps (the official examples, fixtures) is found by an absolute
+/// range; `deps` without a range covers all stored data; day units parse; a closed pipe
+/// ends the output quietly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_data_is_found_and_output_survives_a_closed_pipe() {
+    let server = common::start(|_| {}).await;
+    // 2023-11-14T22:13:20Z, as in the official OTLP example; 400 spans make the JSON far
+    // bigger than a pipe buffer.
+    let t0 = 1_700_000_000_000_000_000u64;
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let spans: Vec<_> = (1..=400u64)
+        .map(|i| {
+            json!({ "traceId": trace, "spanId": format!("{i:016x}"),
+                    "parentSpanId": if i == 1 { String::new() } else { format!("{:016x}", 1) },
+                    "name": format!("op-{i}"), "kind": 2,
+                    "startTimeUnixNano": (t0 + i).to_string(), "endTimeUnixNano": (t0 + 1_000_000 + i).to_string() })
+        })
+        .collect();
+    let (root, children) = spans.split_at(1);
+    server
+        .export(&json!({ "resourceSpans": [
+            { "resource": { "attributes": [{ "key": "service.name", "value": { "stringValue": "old-gateway" } }] },
+              "scopeSpans": [{ "spans": root }] },
+            { "resource": { "attributes": [{ "key": "service.name", "value": { "stringValue": "old-backend" } }] },
+              "scopeSpans": [{ "spans": children }] } ] }))
+        .await;
+    let url = format!("http://{}", server.http);
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || strand(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).chain(["--server".into(), url.clone()]).collect();
+
+    let (ok, out, err) =
+        run(args(&["search", "--start", "2023-11-14T00:00:00Z", "--end", "2023-11-15T00:00:00Z"]))
+            .await
+            .expect("join");
+    assert!(ok && out.contains(trace) && out.contains("1 traces"), "{out}{err}");
+    let (ok, out, err) = run(args(&["search", "--since", "800d"])).await.expect("join");
+    assert!(
+        ok && out.contains("warning: time range reduced"),
+        "day units parse; the range is bounded: {out}{err}"
+    );
+    let (ok, out, err) = run(args(&["deps"])).await.expect("join");
+    assert!(
+        ok && out
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["old-gateway", "old-backend", "399", "0"]),
+        "deps without a range covers all stored data: {out}{err}"
+    );
+    let (ok, out, _) = run(args(&["services", "--since", "1h"])).await.expect("join");
+    assert!(ok && out.is_empty(), "nothing in the last hour: {out}");
+
+    // `strand trace --json | head -1`: the reader goes away after the first line.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strand"))
+        .args(["trace", trace, "--json", "--server", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run strand");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(&mut stdout, &mut first).expect("some output");
+    drop(stdout);
+    let out =
+        tokio::task::spawn_blocking(move || child.wait_with_output()).await.expect("join").expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.is_empty(),
+        "a closed pipe ends the output quietly: {:?} {err}",
+        out.status
+    );
+    server.stop().await;
+}

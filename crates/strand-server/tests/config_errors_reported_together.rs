@@ -36,3 +36,24 @@ fn every_config_problem_is_printed_before_exit() {
     }
     assert!(!dir.path().join("data").exists(), "nothing is started on a bad configuration");
 }
+
+#[test]
+fn serve_help_names_every_listener_default() {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_strand")).args(["serve", "--help"]).output().expect("run strand");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for default in [
+        "[default: ./strand-data]",
+        "[default: 0.0.0.0:4317]",
+        "[default: 0.0.0.0:4318]",
+        "[default: 0.0.0.0:14268]",
+        "[default: 0.0.0.0:6831]",
+        "[default: 0.0.0.0:9411]",
+        "[default: 0.0.0.0:16686]",
+        "[default: 0.0.0.0:5778]",
+        "[default: text]",
+    ] {
+        assert!(help.contains(default), "missing {default} in:\n{help}");
+    }
+}
