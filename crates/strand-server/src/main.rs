@@ -116,12 +116,8 @@ struct SearchCli {
     /// default 7d) and says so when it does.
     #[arg(long, value_name = "DURATION", conflicts_with = "start")]
     since: Option<String>,
-    /// Start of the time range: RFC 3339 (`2026-01-31T12:00:00Z`) or Unix nanoseconds.
-    #[arg(long, value_name = "TIME")]
-    start: Option<String>,
-    /// End of the time range (RFC 3339 or Unix nanoseconds); now when not given.
-    #[arg(long, value_name = "TIME")]
-    end: Option<String>,
+    #[command(flatten)]
+    range: RangeArgs,
     /// Most traces to print.
     #[arg(long, default_value_t = 20)]
     limit: u64,
@@ -136,18 +132,25 @@ struct SearchCli {
     json: bool,
 }
 
+/// An absolute time range.
+#[derive(Args)]
+struct RangeArgs {
+    /// Start of the time range: RFC 3339 (`2026-01-31T12:00:00Z`) or Unix nanoseconds.
+    #[arg(long, value_name = "TIME")]
+    start: Option<String>,
+    /// End of the time range (RFC 3339 or Unix nanoseconds); now when not given.
+    #[arg(long, value_name = "TIME")]
+    end: Option<String>,
+}
+
 #[derive(Args)]
 struct ListCli {
     /// How far back to look (`1h`, `24h`, `30d`); all stored data when neither this nor
     /// `--start`/`--end` is given.
     #[arg(long, value_name = "DURATION", conflicts_with = "start")]
     since: Option<String>,
-    /// Start of the time range: RFC 3339 (`2026-01-31T12:00:00Z`) or Unix nanoseconds.
-    #[arg(long, value_name = "TIME")]
-    start: Option<String>,
-    /// End of the time range (RFC 3339 or Unix nanoseconds).
-    #[arg(long, value_name = "TIME")]
-    end: Option<String>,
+    #[command(flatten)]
+    range: RangeArgs,
     /// Query API base URL.
     #[arg(long, env = "STRAND_SERVER", default_value = "http://127.0.0.1:16686")]
     server: String,
@@ -235,9 +238,13 @@ async fn search(args: SearchCli) -> anyhow::Result<()> {
         attrs: args.attrs,
         min_duration: args.min_duration,
         errors: args.errors,
-        since: if args.start.is_none() { Some(args.since.unwrap_or_else(|| "1h".into())) } else { None },
-        start: args.start,
-        end: args.end,
+        since: if args.range.start.is_none() {
+            Some(args.since.unwrap_or_else(|| "1h".into()))
+        } else {
+            None
+        },
+        start: args.range.start,
+        end: args.range.end,
         limit: Some(args.limit),
     };
     let mut qs = q.query_string();
@@ -264,10 +271,11 @@ fn emit(text: &str) -> anyhow::Result<()> {
 }
 
 async fn list(args: ListCli, path: &str, render: fn(&serde_json::Value) -> String) -> anyhow::Result<()> {
-    let pairs: Vec<(&str, String)> = [("since", args.since), ("start", args.start), ("end", args.end)]
-        .into_iter()
-        .filter_map(|(k, v)| Some((k, v?)))
-        .collect();
+    let pairs: Vec<(&str, String)> =
+        [("since", args.since), ("start", args.range.start), ("end", args.range.end)]
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect();
     let qs =
         if pairs.is_empty() { String::new() } else { format!("?{}", serde_urlencoded::to_string(&pairs)?) };
     let body = search_cmd::get_json(&args.server, &format!("{path}{qs}")).await?;
