@@ -48,6 +48,11 @@ if [ ! -f "$stamp" ]; then
   rm -f "$legacy"/.installed-*
   touch "$stamp"
 fi
+# The README's examples use curl; tests run them as printed.
+if ! command -v curl >/dev/null 2>&1; then
+  log "installing curl"
+  apt_install curl
+fi
 # Browser tests: Debian's Chromium driven by playwright-core from npm (never a downloaded
 # browser), pinned by tests/browser/package-lock.json.
 if [ ! -x /usr/bin/chromium ]; then

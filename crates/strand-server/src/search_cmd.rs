@@ -106,11 +106,11 @@ pub fn render_search(body: &Value) -> String {
             root,
             fmt_start(t["startTimeUnixNano"].as_str().unwrap_or("")),
             crate::trace_cmd::fmt_duration(t["durationNano"].as_u64().unwrap_or(0)),
-            t["spanCount"],
-            t["errorCount"],
+            t["spanCount"].as_u64().unwrap_or(0),
+            t["errorCount"].as_u64().unwrap_or(0),
         );
     }
-    let _ = writeln!(out, "{} traces", traces.len());
+    let _ = writeln!(out, "{}", crate::trace_cmd::plural(traces.len(), "trace"));
     if let Some(c) = body["nextCursor"].as_str() {
         let _ = writeln!(out, "more: add --cursor {c}");
     }
@@ -120,18 +120,25 @@ pub fn render_search(body: &Value) -> String {
     out
 }
 
-/// Renders dependency edges as a table.
+/// Renders dependency edges as a table, columns as wide as their longest name.
 pub fn render_deps(body: &Value) -> String {
+    let edges: Vec<&Value> = body["dependencies"].as_array().into_iter().flatten().collect();
+    let name = |e: &Value, k: &str| e[k].as_str().unwrap_or("").to_owned();
+    let width = |k: &str, title: &str| {
+        edges.iter().map(|e| name(e, k).chars().count()).max().unwrap_or(0).max(title.len())
+    };
+    let (pw, cw) = (width("parent", "PARENT"), width("child", "CHILD"));
     let mut out = String::new();
-    let _ = writeln!(out, "{:<30}  {:<30}  {:>8}  {:>8}", "PARENT", "CHILD", "CALLS", "ERRORS");
-    for e in body["dependencies"].as_array().into_iter().flatten() {
+    let _ = writeln!(out, "{:<pw$}  {:<cw$}  {:>8}  {:>8}", "PARENT", "CHILD", "CALLS", "ERRORS");
+    for e in edges {
         let _ = writeln!(
             out,
-            "{:<30}  {:<30}  {:>8}  {:>8}",
-            e["parent"].as_str().unwrap_or(""),
-            e["child"].as_str().unwrap_or(""),
-            e["callCount"],
-            e["errorCount"]
+            "{:<pw$}  {:<cw$}  {:>8}  {:>8}",
+            name(e, "parent"),
+            name(e, "child"),
+            // Numbers, not JSON values: a `Value` ignores width and alignment.
+            e["callCount"].as_u64().unwrap_or(0),
+            e["errorCount"].as_u64().unwrap_or(0)
         );
     }
     out

@@ -38,6 +38,11 @@ pub fn parse(body: &serde_json::Value) -> anyhow::Result<Trace> {
     Ok(Trace::from_spans(id, batch.into_stored().collect()))
 }
 
+/// `1 span`, `3 spans`.
+pub fn plural(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+}
+
 /// A duration for people: `1.234s`, `5.000ms`, `12.0µs`.
 pub fn fmt_duration(nanos: u64) -> String {
     match nanos {
@@ -57,7 +62,7 @@ pub fn render_tree(trace: &Trace) -> String {
         children.entry(parent).or_default().push(s);
     }
     let mut out = String::new();
-    let _ = writeln!(out, "trace {} ({} spans)", trace.trace_id, trace.spans.len());
+    let _ = writeln!(out, "trace {} ({})", trace.trace_id, plural(trace.spans.len(), "span"));
     let mut stack: Vec<(&StoredSpan, usize)> =
         children.get(&None).map(|v| v.iter().rev().map(|s| (*s, 0)).collect()).unwrap_or_default();
     while let Some((s, depth)) = stack.pop() {

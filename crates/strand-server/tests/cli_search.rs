@@ -58,7 +58,7 @@ async fn search_services_and_deps_print_tables() {
     assert!(ok, "{err}");
     assert!(out.contains("5b8efff798038103d269b633813fc60c"), "{out}");
     assert!(
-        out.contains("gateway: POST /reports") && out.contains("200.000ms") && out.contains("1 traces"),
+        out.contains("gateway: POST /reports") && out.contains("200.000ms") && out.contains("\n1 trace\n"),
         "{out}"
     );
     let url2 = url.clone();
@@ -129,7 +129,7 @@ async fn old_data_is_found_and_output_survives_a_closed_pipe() {
         run(args(&["search", "--start", "2023-11-14T00:00:00Z", "--end", "2023-11-15T00:00:00Z"]))
             .await
             .expect("join");
-    assert!(ok && out.contains(trace) && out.contains("1 traces"), "{out}{err}");
+    assert!(ok && out.contains(trace) && out.contains("\n1 trace\n"), "{out}{err}");
     let (ok, out, err) = run(args(&["search", "--since", "800d"])).await.expect("join");
     assert!(
         ok && out.contains("warning: time range reduced"),
@@ -165,4 +165,16 @@ async fn old_data_is_found_and_output_survives_a_closed_pipe() {
         out.status
     );
     server.stop().await;
+}
+
+#[test]
+fn deps_columns_fit_long_names() {
+    let body = json!({ "dependencies": [
+        { "parent": "a", "child": "patient-report-notification-service-eu-west", "callCount": 3, "errorCount": 0 },
+        { "parent": "gateway-with-a-rather-long-name-for-a-service", "child": "b", "callCount": 12, "errorCount": 1 } ] });
+    let out = strand_server::search_cmd::render_deps(&body);
+    let lines: Vec<&str> = out.lines().collect();
+    // Every row is as long as the header: the numbers line up under CALLS and ERRORS.
+    assert!(lines.iter().all(|l| l.len() == lines[0].len()), "{out}");
+    assert!(lines[2].ends_with("      12         1"), "{out}");
 }

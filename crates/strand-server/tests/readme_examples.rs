@@ -1,0 +1,75 @@
+//! The README's "Reading a trace back" commands, run as printed against a fresh server,
+//! print what the README shows.
+
+mod common;
+
+use std::process::Command;
+
+/// The README's section titled `title`: its first `sh` block's commands and its first
+/// `text` block.
+fn section(title: &str) -> (Vec<String>, String) {
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).expect("README.md");
+    let start = readme.find(&format!("\n## {title}\n")).unwrap_or_else(|| panic!("no section {title}"));
+    let body = &readme[start + 1..];
+    let body = &body[..body[3..].find("\n## ").map_or(body.len(), |i| i + 3)];
+    let block = |lang: &str| {
+        let open = format!("```{lang}\n");
+        let from = body.find(&open).unwrap_or_else(|| panic!("no {lang} block in {title}")) + open.len();
+        body[from..from + body[from..].find("```").expect("closed block")].to_owned()
+    };
+    let commands = block("sh").lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect();
+    (commands, block("text"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_a_trace_back_prints_what_the_readme_shows() {
+    let (commands, expected_tree) = section("Reading a trace back");
+    assert_eq!(commands.len(), 4, "{commands:?}");
+    let server = common::start(|_| {}).await;
+    let strand = env!("CARGO_BIN_EXE_strand");
+    let http = format!("http://{}", server.http);
+    let mut outputs = Vec::new();
+    for line in &commands {
+        // As printed, with this server's ports and this build of the binary.
+        let command = line
+            .replace("localhost:4318", &server.otlp_http.to_string())
+            .replace("localhost:16686", &server.http.to_string())
+            .replace("cargo run --release --", strand);
+        let http = http.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new("sh")
+                .arg("-c")
+                .arg(&command)
+                .current_dir(common::repo())
+                .env("STRAND_SERVER", http)
+                .output()
+                .expect("run sh")
+        })
+        .await
+        .expect("join");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "`{line}` failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        outputs.push(stdout);
+    }
+    let accepted: serde_json::Value = serde_json::from_str(&outputs[0]).expect("export answer");
+    assert!(accepted["partialSuccess"].is_null(), "the export is accepted whole: {accepted}");
+    let api: serde_json::Value = serde_json::from_str(&outputs[1]).expect("API JSON");
+    assert_eq!(api["spanCount"], 1);
+    assert_eq!(outputs[2], expected_tree, "the README's tree is what `strand trace` prints");
+    let json: serde_json::Value = serde_json::from_str(&outputs[3]).expect("--json prints JSON");
+    assert_eq!(json["traceId"], "5b8efff798038103d269b633813fc60c");
+
+    // The search the section suggests for the example's old timestamps finds it.
+    let search = "strand search --start 2018-12-13T00:00:00Z --end 2018-12-14T00:00:00Z";
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).expect("README.md");
+    assert!(readme.contains(&format!("`{search}`")), "the README suggests `{search}`");
+    let args: Vec<String> = search.split(' ').skip(1).map(str::to_owned).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(strand).args(&args).env("STRAND_SERVER", http).output().expect("run strand")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("5b8efff798038103d269b633813fc60c"), "{stdout}");
+    server.stop().await;
+}
