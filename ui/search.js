@@ -184,12 +184,14 @@ async function runSearch(results, q, signal) {
   const traces = [];
   let cursor = null;
   let warnings = [];
+  let newest = null;
   const selected = new Set();
   try {
     const page = await getJSON('/api/v1/search', apiParams(q), { signal });
     traces.push(...page.traces);
     cursor = page.nextCursor;
     warnings = page.warnings ?? [];
+    newest = page.newestMatch ?? null;
   } catch (e) {
     if (e.name === 'AbortError') return;
     results.replaceChildren(e instanceof ApiError && e.status === 400
@@ -199,10 +201,8 @@ async function runSearch(results, q, signal) {
   }
   const draw = () => {
     if (!traces.length) {
-      results.replaceChildren(notice('empty', 'No traces found',
-        `Nothing matched in ${describeRange(q)}.`,
-        'Try a longer time range, fewer filters, or check that your services send to this Strand ' +
-        '(OTLP on :4317/:4318, Jaeger on :14268/:6831, Zipkin on :9411).'));
+      results.replaceChildren(emptyState(q, newest));
+      if (!newest) listenHint(results.querySelector('.notice'), signal);
       return;
     }
     const sorted = sortTraces(traces, q.sort);
@@ -246,9 +246,43 @@ async function runSearch(results, q, signal) {
   draw();
 }
 
+/** No results: where the newest matching trace is, when there is one, else what to check. */
+function emptyState(q, newest) {
+  if (newest) {
+    // A range of an hour each side of the newest match, in the URL's microseconds.
+    const us = Number(BigInt(newest.startTimeUnixNano) / 1000n);
+    const hour = 3_600_000_000;
+    const href = urlFromQuery({ ...q, lookback: 'custom', start: String(us - hour), end: String(us + hour) });
+    return notice('empty', 'No traces found',
+      `Nothing matched ${describeRange(q)}.`,
+      h('p', null, `The newest matching trace started ${dateTime(us / 1000)}. `,
+        h('a', { href, class: 'newest-match' }, 'Show that time')));
+  }
+  return notice('empty', 'No traces found',
+    `Nothing matched ${describeRange(q)}, nor at any other time.`,
+    'Try fewer filters, or check that your services send to this Strand.');
+}
+
+/** Adds where this server listens (from `/api/v1/status`) to an empty-state notice. */
+async function listenHint(box, signal) {
+  try {
+    const { listen } = await getJSON('/api/v1/status', {}, { signal });
+    const port = (a) => (a ? `:${a.split(':').pop()}` : null);
+    const parts = [
+      ['OTLP gRPC', port(listen.otlpGrpc)], ['OTLP HTTP', port(listen.otlpHttp)],
+      ['Jaeger thrift HTTP', port(listen.jaegerThriftHttp)], ['Jaeger agent UDP', port(listen.jaegerAgentUdp)],
+      ['Zipkin', port(listen.zipkin)],
+    ].filter(([, p]) => p).map(([name, p]) => `${name} on ${p}`);
+    box?.append(h('p', { class: 'listen-hint' }, `This server receives ${parts.join(', ')}.`));
+  } catch {
+    // The hint is a courtesy: without it the notice still says what to check.
+  }
+}
+
+/** The searched range as words: "in the last hour", "between … and …". */
 function describeRange(q) {
-  if (q.lookback !== 'custom') return (LOOKBACKS.find(([v]) => v === q.lookback)?.[1] ?? q.lookback).toLowerCase();
-  return `${q.start ? dateTime(Number(q.start) / 1000) : 'the start'} – ${q.end ? dateTime(Number(q.end) / 1000) : 'now'}`;
+  if (q.lookback !== 'custom') return `in the ${(LOOKBACKS.find(([v]) => v === q.lookback)?.[1] ?? q.lookback).toLowerCase()}`;
+  return `between ${q.start ? dateTime(Number(q.start) / 1000) : 'the start'} and ${q.end ? dateTime(Number(q.end) / 1000) : 'now'}`;
 }
 
 function sortTraces(traces, sort) {

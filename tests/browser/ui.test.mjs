@@ -218,6 +218,28 @@ test('attacker-controlled names, keys and values render as inert text', async ()
   }
 });
 
+test('an empty range offers the newest matching trace, and the empty state names this server\'s ports', async () => {
+  // The official OTLP example is from 2018: not in the default last hour.
+  let page = await open('/search?service=my.service');
+  await page.waitForSelector('.newest-match');
+  assert.match(await page.textContent('.notice'), /The newest matching trace started/);
+  await page.click('.newest-match');
+  await page.waitForURL(/lookback=custom/);
+  await page.waitForSelector('.result');
+  assert.deepEqual(await resultIds(page), [OTLP_EXAMPLE]);
+  await done(page);
+
+  const { listen } = await (await fetch(`${BASE}/api/v1/status`)).json();
+  page = await open('/search?service=no-such-service');
+  await page.waitForSelector('.listen-hint');
+  const hint = await page.textContent('.listen-hint');
+  for (const [name, addr] of [['OTLP gRPC', listen.otlpGrpc], ['OTLP HTTP', listen.otlpHttp], ['Zipkin', listen.zipkin]]) {
+    assert.ok(hint.includes(`${name} on :${addr.split(':').pop()}`), `${name} ${addr} in: ${hint}`);
+  }
+  assert.doesNotMatch(hint, /:4317\b/, 'the test server does not listen on the default port');
+  await done(page, 'search-empty');
+});
+
 test('empty states and errors are explained on the page', async () => {
   for (const [path, message] of [
     ['/trace/ffffffffffffffffffffffffffffffff', /Trace not found/],

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
 use strand_core::{
-    AttrFilter, AttrScope, Cursor, SearchPage, SpanKind, StatusFilter, TimeRange, TraceQuery, TraceSummary,
+    AttrFilter, AttrScope, Cursor, SpanKind, StatusFilter, TimeRange, TraceQuery, TraceSummary,
 };
 
 use crate::params::{Params, check_bounds, parse_time};
@@ -123,29 +123,34 @@ pub fn search_query(p: &Params, st: &QueryState, warnings: &mut Vec<String>) -> 
     })
 }
 
-/// Runs a search, adding the parameter warnings to the page's.
-pub async fn run_search(st: &QueryState, raw: Option<&str>) -> Result<SearchPage, ApiError> {
-    let p = Params::parse(raw)?;
-    let mut warnings = Vec::new();
-    let q = search_query(&p, st, &mut warnings)?;
-    let mut page = st.reader.find_traces(q).await?;
-    warnings.append(&mut page.warnings);
-    page.warnings = warnings;
-    Ok(page)
-}
-
 pub(crate) async fn search(
     State(st): State<QueryState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let page = run_search(&st, raw.as_deref()).await?;
+    let p = Params::parse(raw.as_deref())?;
+    let mut warnings = Vec::new();
+    let q = search_query(&p, &st, &mut warnings)?;
+    let first_page = q.cursor.is_none();
+    let mut page = st.reader.find_traces(q.clone()).await?;
+    warnings.append(&mut page.warnings);
     let traces: Vec<SummaryJson> = page.traces.iter().map(SummaryJson::from).collect();
-    Ok(Json(json!({
+    let mut body = json!({
         "traces": traces,
         "nextCursor": page.next_cursor.map(|c| c.to_string()),
-        "warnings": page.warnings,
-    }))
-    .into_response())
+        "warnings": warnings,
+    });
+    // Nothing in the range (data with old timestamps, a quiet service): say where the
+    // newest trace matching the same conditions is, so a client can offer to go there.
+    if page.traces.is_empty() && first_page {
+        let anywhere = TraceQuery { start_unix_nano: 0, end_unix_nano: u64::MAX, limit: 1, ..q };
+        if let Some(t) = st.reader.find_traces(anywhere).await?.traces.first() {
+            body["newestMatch"] = json!({
+                "traceId": t.trace_id.to_hex(),
+                "startTimeUnixNano": t.start_unix_nano.to_string(),
+            });
+        }
+    }
+    Ok(Json(body).into_response())
 }
 
 pub(crate) async fn summaries(

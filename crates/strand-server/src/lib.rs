@@ -211,7 +211,8 @@ pub async fn run(
     }
     {
         let reader: Arc<dyn TraceReader> = store.clone();
-        let mut app = strand_query::router(reader, cfg.query.to_limits()).merge(admin_router(
+        let status = Router::new().route("/api/v1/status", get(status)).with_state(Arc::new(addrs.clone()));
+        let mut app = strand_query::router(reader, cfg.query.to_limits()).merge(status).merge(admin_router(
             store.clone(),
             receiver.stats(),
             pipeline.clone(),
@@ -265,6 +266,25 @@ fn admin_router(
         .with_state(pipeline.clone())
         .route("/metrics", get(metrics))
         .with_state((store, receivers, pipeline, remote))
+}
+
+/// `GET /api/v1/status`: the version and the addresses this server listens on (`null` for a
+/// receiver that is off), so the UI can tell a newcomer where to send spans.
+async fn status(State(addrs): State<Arc<BoundAddrs>>) -> axum::response::Response {
+    let at = |a: Option<SocketAddr>| a.map(|a| a.to_string());
+    axum::Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "listen": {
+            "otlpGrpc": at(addrs.otlp_grpc),
+            "otlpHttp": at(addrs.otlp_http),
+            "jaegerThriftHttp": at(addrs.jaeger_thrift_http),
+            "jaegerAgentUdp": at(addrs.jaeger_agent),
+            "zipkin": at(addrs.zipkin),
+            "remoteSampling": at(addrs.remote_sampling),
+            "http": addrs.http.to_string(),
+        },
+    }))
+    .into_response()
 }
 
 #[derive(serde::Deserialize)]
