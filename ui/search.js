@@ -185,6 +185,7 @@ async function runSearch(results, q, signal) {
   let cursor = null;
   let warnings = [];
   let newest = null;
+  let elsewhere;
   const selected = new Set();
   try {
     const page = await getJSON('/api/v1/search', apiParams(q), { signal });
@@ -192,6 +193,7 @@ async function runSearch(results, q, signal) {
     cursor = page.nextCursor;
     warnings = page.warnings ?? [];
     newest = page.newestMatch ?? null;
+    elsewhere = page.matchesElsewhere;
   } catch (e) {
     if (e.name === 'AbortError') return;
     results.replaceChildren(e instanceof ApiError && e.status === 400
@@ -201,7 +203,7 @@ async function runSearch(results, q, signal) {
   }
   const draw = () => {
     if (!traces.length) {
-      results.replaceChildren(emptyState(q, newest));
+      results.replaceChildren(emptyState(q, newest, elsewhere), ...warnings.map((w) => h('p', { class: 'warning', role: 'note' }, w)));
       if (!newest) listenHint(results.querySelector('.notice'), signal);
       return;
     }
@@ -247,19 +249,23 @@ async function runSearch(results, q, signal) {
 }
 
 /** No results: where the newest matching trace is, when there is one, else what to check. */
-function emptyState(q, newest) {
+function emptyState(q, newest, elsewhere) {
   if (newest) {
-    // A range of an hour each side of the newest match, in the URL's microseconds.
-    const us = Number(BigInt(newest.startTimeUnixNano) / 1000n);
+    // The newest match's time span, with an hour each side, in the URL's microseconds.
+    const us = (ns) => Number(BigInt(ns) / 1000n);
     const hour = 3_600_000_000;
-    const href = urlFromQuery({ ...q, lookback: 'custom', start: String(us - hour), end: String(us + hour) });
+    const start = Math.max(0, us(newest.startTimeUnixNano) - hour);
+    const end = us(newest.endTimeUnixNano ?? newest.startTimeUnixNano) + hour;
+    const href = urlFromQuery({ ...q, lookback: 'custom', start: String(start), end: String(end) });
     return notice('empty', 'No traces found',
       `Nothing matched ${describeRange(q)}.`,
-      h('p', null, `The newest matching trace started ${dateTime(us / 1000)}. `,
+      h('p', null, `The newest matching trace started ${dateTime(us(newest.startTimeUnixNano) / 1000)}. `,
         h('a', { href, class: 'newest-match' }, 'Show that time')));
   }
   return notice('empty', 'No traces found',
-    `Nothing matched ${describeRange(q)}, nor at any other time.`,
+    elsewhere === false
+      ? `Nothing matched ${describeRange(q)}, nor at any other time.`
+      : `Nothing matched ${describeRange(q)}.`,
     'Try fewer filters, or check that your services send to this Strand.');
 }
 

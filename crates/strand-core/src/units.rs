@@ -71,14 +71,23 @@ fn number_and_unit(s: &str) -> Option<(u64, &str)> {
 pub struct HumanDuration(pub Duration);
 
 impl fmt::Display for HumanDuration {
+    /// The largest unit that divides it exactly: `7d`, `90m`, `1500ms`, `100us`; what
+    /// [`parse_duration`] reads back to the same value.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.0.as_millis();
-        for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
-            if ms >= size && ms.is_multiple_of(size) {
-                return write!(f, "{}{unit}", ms / size);
+        let ns = self.0.as_nanos();
+        for (unit, size) in [
+            ("d", 86_400_000_000_000u128),
+            ("h", 3_600_000_000_000),
+            ("m", 60_000_000_000),
+            ("s", 1_000_000_000),
+            ("ms", 1_000_000),
+            ("us", 1_000),
+        ] {
+            if ns >= size && ns.is_multiple_of(size) {
+                return write!(f, "{}{unit}", ns / size);
             }
         }
-        write!(f, "{ms}ms")
+        write!(f, "{ns}ns")
     }
 }
 
@@ -134,7 +143,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         total += value * nanos_per;
         rest = after;
     }
-    if !total.is_finite() || total > u64::MAX as f64 {
+    if !total.is_finite() || total >= u64::MAX as f64 {
         return Err(format!("duration `{s}` is too large"));
     }
     Ok(Duration::from_nanos(total.round() as u64))
@@ -203,5 +212,11 @@ mod duration_tests {
         }
         assert!(parse_duration("1y").expect_err("no years").contains("use ns, us, ms, s, m, h, d or w"));
         assert_eq!(HumanDuration(secs(7 * 86_400)).to_string(), "7d");
+        for text in ["100us", "5ns", "1500ms", "90m", "2d"] {
+            let d: HumanDuration = text.parse().expect("valid");
+            assert_eq!(d.to_string(), text, "prints back as written");
+        }
+        assert_eq!(HumanDuration(Duration::ZERO).to_string(), "0ns");
+        assert!(parse_duration("584942418w").is_err(), "beyond u64 nanoseconds");
     }
 }

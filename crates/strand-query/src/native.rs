@@ -141,13 +141,24 @@ pub(crate) async fn search(
     });
     // Nothing in the range (data with old timestamps, a quiet service): say where the
     // newest trace matching the same conditions is, so a client can offer to go there.
-    if page.traces.is_empty() && first_page {
+    // Best effort, and only after a clean first page: a first search that hit its limits
+    // would only be repeated at greater cost.
+    let all_time = q.start_unix_nano == 0 && q.end_unix_nano == u64::MAX;
+    if page.traces.is_empty() && first_page && warnings.is_empty() && !all_time {
         let anywhere = TraceQuery { start_unix_nano: 0, end_unix_nano: u64::MAX, limit: 1, ..q };
-        if let Some(t) = st.reader.find_traces(anywhere).await?.traces.first() {
-            body["newestMatch"] = json!({
-                "traceId": t.trace_id.to_hex(),
-                "startTimeUnixNano": t.start_unix_nano.to_string(),
-            });
+        if let Ok(elsewhere) = st.reader.find_traces(anywhere).await {
+            match elsewhere.traces.first() {
+                Some(t) => {
+                    body["newestMatch"] = json!({
+                        "traceId": t.trace_id.to_hex(),
+                        "startTimeUnixNano": t.start_unix_nano.to_string(),
+                        "endTimeUnixNano": t.start_unix_nano.saturating_add(t.duration_nano).to_string(),
+                    });
+                }
+                // Only a complete search may say there is nothing anywhere.
+                None if elsewhere.warnings.is_empty() => body["matchesElsewhere"] = json!(false),
+                None => {}
+            }
         }
     }
     Ok(Json(body).into_response())
@@ -254,11 +265,10 @@ pub(crate) async fn dependencies(
     // Like the other listings: all stored data unless a range is given (edges are kept per
     // minute, so even a long range is cheap).
     let range = listing_range(&Params::parse(raw.as_deref())?)?;
-    let warnings: Vec<String> = Vec::new();
     let edges = st.reader.dependencies(range).await?;
     let edges: Vec<_> = edges
         .iter()
         .map(|e| json!({ "parent": e.parent, "child": e.child, "callCount": e.call_count, "errorCount": e.error_count }))
         .collect();
-    Ok(Json(json!({ "dependencies": edges, "warnings": warnings })).into_response())
+    Ok(Json(json!({ "dependencies": edges, "warnings": [] })).into_response())
 }

@@ -493,6 +493,10 @@ impl Committer for LogCommitter {
         for Committed { job, bytes, appended } in group {
             match job {
                 Cmd::Append { sync, done, .. } => {
+                    if matches!(appended, Some(Ok(_))) {
+                        // In the segment whether or not the fsync worked: it counts for rolls.
+                        self.written += bytes.as_ref().map_or(0, |b| b.len() as u64);
+                    }
                     let res = match (appended, synced) {
                         (Some(Ok(_)), Some(Err(e))) if sync => {
                             Err(std::io::Error::new(e.kind(), e.to_string()))
@@ -501,7 +505,6 @@ impl Committer for LogCommitter {
                         (None, _) => Err(std::io::Error::other("nothing appended")),
                     };
                     if let Ok(seg) = &res {
-                        self.written += bytes.map_or(0, |b| b.len() as u64);
                         *self.outstanding.lock().entry(*seg).or_default() += 1;
                     }
                     if let Err(Ok(seg)) = done.send(res) {

@@ -185,7 +185,7 @@ fn with_serve_defaults(cmd: clap::Command) -> clap::Command {
         ("zipkin_listen", d.zipkin.listen.to_string()),
         ("http_listen", d.http_listen.to_string()),
         ("remote_sampling_listen", d.remote_sampling.listen.to_string()),
-        ("log_format", "text".to_owned()),
+        ("log_format", d.log_format.as_str().to_owned()),
     ];
     cmd.mut_subcommand("serve", |mut serve| {
         for (id, value) in defaults {

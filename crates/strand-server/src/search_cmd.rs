@@ -111,19 +111,20 @@ pub fn render_search(body: &Value) -> String {
         );
     }
     let _ = writeln!(out, "{}", crate::trace_cmd::plural(traces.len(), "trace"));
-    if let Some(newest) =
-        body["newestMatch"]["startTimeUnixNano"].as_str().and_then(|s| s.parse::<i64>().ok())
-    {
-        // Nothing in the range, but matches elsewhere (old timestamps): say where.
-        let at = chrono::DateTime::from_timestamp_nanos(newest);
+    let time = |key: &str| body["newestMatch"][key].as_str().and_then(|s| s.parse::<i64>().ok());
+    if let Some(start) = time("startTimeUnixNano") {
+        // Nothing in the range, but matches elsewhere (old timestamps): say where, as a
+        // range around the whole trace (its matching span may start after the trace does).
+        let end = time("endTimeUnixNano").unwrap_or(start);
+        let at = chrono::DateTime::from_timestamp_nanos;
         let hour = chrono::Duration::hours(1);
         let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
         let _ = writeln!(
             out,
-            "the newest matching trace started at {}: add --start {} --end {}",
-            at.format("%Y-%m-%d %H:%M:%S%.3f UTC"),
-            fmt(at - hour),
-            fmt(at + hour)
+            "the newest matching trace started at {}: search with --start {} --end {} (instead of --since)",
+            at(start).format("%Y-%m-%d %H:%M:%S%.3f UTC"),
+            fmt(at(start) - hour),
+            fmt(at(end) + hour)
         );
     }
     if let Some(c) = body["nextCursor"].as_str() {

@@ -182,11 +182,12 @@ fn deps_columns_fit_long_names() {
 #[test]
 fn an_empty_search_says_where_the_newest_match_is() {
     let body = json!({ "traces": [], "nextCursor": null, "warnings": [],
-                       "newestMatch": { "traceId": "5b8efff798038103d269b633813fc60c", "startTimeUnixNano": "1544712660000000000" } });
+                       "newestMatch": { "traceId": "5b8efff798038103d269b633813fc60c", "startTimeUnixNano": "1544712660000000000",
+                                        "endTimeUnixNano": "1544716261000000000" } });
     let out = strand_server::search_cmd::render_search(&body);
     assert!(out.contains("0 traces"), "{out}");
     assert!(
-        out.contains("the newest matching trace started at 2018-12-13 14:51:00.000 UTC: add --start 2018-12-13T13:51:00Z --end 2018-12-13T15:51:00Z"),
+        out.contains("the newest matching trace started at 2018-12-13 14:51:00.000 UTC: search with --start 2018-12-13T13:51:00Z --end 2018-12-13T16:51:01Z (instead of --since)"),
         "{out}"
     );
 }

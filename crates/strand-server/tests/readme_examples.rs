@@ -23,6 +23,14 @@ fn section(title: &str) -> (Vec<String>, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reading_a_trace_back_prints_what_the_readme_shows() {
+    let has_curl = Command::new("curl").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !has_curl {
+        let required =
+            std::env::var_os("INTEROP_TESTS_REQUIRED").is_some() || std::env::var_os("CI").is_some();
+        assert!(!required, "curl missing: run scripts/test.sh, which installs it");
+        eprintln!("SKIPPED: curl missing; run scripts/test.sh to install it");
+        return;
+    }
     let (commands, expected_tree) = section("Reading a trace back");
     assert_eq!(commands.len(), 4, "{commands:?}");
     let server = common::start(|_| {}).await;
