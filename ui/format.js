@@ -61,3 +61,29 @@ export function serviceColor(name) {
 export function count(n) {
   return Number(n).toLocaleString('en-US');
 }
+
+// Tick steps for a time axis, in milliseconds: 1-2-5 below a second, then clock-friendly.
+const TICK_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 10e3, 15e3, 30e3, 60e3, 120e3, 300e3,
+  600e3, 900e3, 1800e3, 3600e3, 7200e3, 3 * 3600e3, 6 * 3600e3, 12 * 3600e3, 86400e3, 2 * 86400e3, 7 * 86400e3];
+
+/**
+ * Ticks for a time axis over `[x0, x1]` (milliseconds since the epoch): at most `max`, at
+ * round multiples of one step, each labelled no finer than the step needs and never the
+ * same text twice (`14:30`, `14:30:15`, `14:30:15.250`; the date where a tick starts a new
+ * day, or alone for steps of a day and more). Times are local, as `dateTime` prints them.
+ */
+export function timeTicks(x0, x1, max = 5) {
+  const span = Math.max(x1 - x0, 1);
+  const step = TICK_STEPS.find((s) => span / s <= max) ?? Math.ceil(span / max / 604800e3) * 604800e3;
+  const ticks = [];
+  for (let t = Math.ceil(x0 / step) * step; t <= x1; t += step) ticks.push(t);
+  let lastDay = null;
+  return ticks.map((at) => {
+    const full = dateTime(at); // YYYY-MM-DD HH:MM:SS.mmm
+    const day = full.slice(0, 10);
+    const clock = step < 1e3 ? full.slice(11, 23) : step < 60e3 ? full.slice(11, 19) : full.slice(11, 16);
+    const label = step >= 86400e3 ? day : day !== lastDay && lastDay !== null ? `${day.slice(5)} ${clock}` : clock;
+    lastDay = day;
+    return { at, label };
+  });
+}

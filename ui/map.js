@@ -122,10 +122,13 @@ function graph(edges, lookback) {
     const label = `${count(e.callCount)} call${e.callCount === 1 ? '' : 's'}${e.errorCount ? ` · ${count(e.errorCount)} err` : ''}`;
     const lx = e.parent === e.child ? x2 : (x1 + x2) / 2;
     const ly = e.parent === e.child ? a.y - 8 : (y1 + y2) / 2 - 6;
-    return svg('g', { class: `edge${e.errorCount ? ' edge-error' : ''}`, dataset: { parent: e.parent, child: e.child } },
-      svg('path', { d, 'marker-end': 'url(#arrow)' }),
-      svg('text', { x: lx, y: ly, 'text-anchor': 'middle', class: 'edge-label' }, label),
-      svg('title', null, `${e.parent} → ${e.child}: ${label}`));
+    const cls = `edge${e.errorCount ? ' edge-error' : ''}`;
+    return [
+      svg('g', { class: cls, dataset: { parent: e.parent, child: e.child } },
+        svg('path', { d, 'marker-end': 'url(#arrow)' }), svg('title', null, `${e.parent} → ${e.child}: ${label}`)),
+      // Labels go on top of every edge, with a halo of the background, so no line crosses them.
+      svg('text', { x: lx, y: ly, 'text-anchor': 'middle', class: `edge-label${e.errorCount ? ' edge-label-error' : ''}` }, label),
+    ];
   });
   const nodes = layers.flat().map((n) => {
     const p = place(n);
@@ -140,7 +143,7 @@ function graph(edges, lookback) {
   });
   return h('div', { class: 'map-scroll' },
     svg('svg', { class: 'map', width, height, viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': 'Service dependency graph' },
-      marker, edgeEls, nodes));
+      marker, edgeEls.map(([edge]) => edge), edgeEls.map(([, label]) => label), nodes));
 }
 
 function edgeTable(edges, lookback) {

@@ -3,7 +3,7 @@
 
 import { getJSON, ApiError } from './api.js';
 import { h, svg, notice } from './dom.js';
-import { duration, dateTime, ago, nanosToMs, serviceColor, count } from './format.js';
+import { duration, dateTime, ago, nanosToMs, serviceColor, count, timeTicks } from './format.js';
 import { autocomplete } from './autocomplete.js';
 import { navigate } from './app.js';
 
@@ -346,10 +346,9 @@ function scatter(traces) {
     axis.push(svg('line', { x1: pad.l, x2: width - pad.r, y1: Y(y), y2: Y(y), class: 'grid' }),
       svg('text', { x: pad.l - 6, y: Y(y) + 4, 'text-anchor': 'end', class: 'axis' }, duration(y)));
   }
-  for (let k = 0; k <= 3; k++) {
-    const x = x0 + ((x1 - x0) * k) / 3;
-    axis.push(svg('text', { x: X(x), y: height - 6, 'text-anchor': k === 0 ? 'start' : k === 3 ? 'end' : 'middle', class: 'axis' },
-      dateTime(x).slice(11, 19)));
+  // Round times at a step that fits, each label distinct (not four cuts of the range).
+  for (const { at, label } of timeTicks(x0, x1)) {
+    axis.push(svg('text', { x: X(at), y: height - 6, 'text-anchor': 'middle', class: 'axis' }, label));
   }
   const dots = traces.map((t, i) => {
     const dot = svg('circle', {
@@ -357,7 +356,7 @@ function scatter(traces) {
       class: `dot${t.errorCount ? ' dot-error' : ''}`, tabindex: 0, role: 'link',
       'aria-label': `${t.rootService}: ${t.rootName}, ${duration(ys[i])}`,
       style: t.errorCount ? null : { fill: serviceColor(t.rootService) },
-    }, svg('title', null, `${t.rootService}: ${t.rootName}\n${duration(ys[i])}, ${t.spanCount} spans\n${dateTime(xs[i])}`));
+    }, svg('title', null, `${t.rootService}: ${t.rootName}\n${duration(ys[i])}, ${t.spanCount} span${t.spanCount === 1 ? '' : 's'}\n${dateTime(xs[i])}`));
     const open = () => navigate(`/trace/${t.traceId}`);
     dot.addEventListener('click', open);
     dot.addEventListener('keydown', (e) => { if (e.key === 'Enter') open(); });

@@ -133,10 +133,39 @@ class TraceView {
       ticks.append(h('span', { style: { left: `${k * 25}%` } }, duration((t.duration * k) / 4)));
     }
     // Inside the scrolling box (sticky), so the ticks line up with the lanes below.
-    const timelineHead = h('div', { class: 'timeline-head' }, h('div', { class: 'name-col' }, 'Service & operation'), ticks);
+    // The name column can be widened or narrowed by dragging its edge (or with ←/→ on it);
+    // the width is remembered for the next trace.
+    const resizer = h('div', {
+      class: 'col-resizer', role: 'separator', tabindex: 0, 'aria-orientation': 'vertical',
+      'aria-label': 'Resize the name column', title: 'Drag to resize the name column',
+    });
+    const timelineHead = h('div', { class: 'timeline-head' },
+      h('div', { class: 'name-col' }, 'Service & operation', resizer), ticks);
 
     this.rows = h('div', { class: 'rows', role: 'tree', 'aria-label': 'Spans' });
     this.scroller = h('div', { class: 'waterfall', tabindex: 0 }, timelineHead, this.rows);
+    const setNameWidth = (px) => {
+      const width = Math.round(Math.min(Math.max(px, 120), this.scroller.clientWidth * 0.85));
+      this.scroller.style.setProperty('--name-w', `${width}px`);
+      localStorage.setItem('strand.nameWidth', String(width));
+    };
+    const saved = Number(localStorage.getItem('strand.nameWidth'));
+    if (saved > 0) this.scroller.style.setProperty('--name-w', `${saved}px`);
+    const currentWidth = () => resizer.parentElement.getBoundingClientRect().width;
+    resizer.addEventListener('pointerdown', (e) => {
+      e.preventDefault();
+      resizer.setPointerCapture(e.pointerId);
+      const [x0, w0] = [e.clientX, currentWidth()];
+      const move = (ev) => setNameWidth(w0 + ev.clientX - x0);
+      resizer.addEventListener('pointermove', move);
+      resizer.addEventListener('pointerup', () => resizer.removeEventListener('pointermove', move), { once: true });
+    });
+    resizer.addEventListener('keydown', (e) => {
+      if (e.key !== 'ArrowLeft' && e.key !== 'ArrowRight') return;
+      e.preventDefault();
+      e.stopPropagation();
+      setNameWidth(currentWidth() + (e.key === 'ArrowRight' ? 24 : -24));
+    });
     this.scroller.addEventListener('scroll', () => this.schedule());
     this.rows.addEventListener('click', (e) => this.click(e));
     this.detail = h('aside', { class: 'detail', hidden: true, 'aria-label': 'Span details' });

@@ -70,3 +70,26 @@ test('compare lists what was added, missing, slower and faster', () => {
     'send-sms': 'faster',
   });
 });
+
+test('time axis ticks are round, few and never repeat a label', async () => {
+  const { timeTicks } = await import('../../ui/format.js');
+  const at = (iso) => new Date(iso).getTime();
+  for (const [from, to] of [
+    ['2026-12-02T10:00:00.000', '2026-12-02T10:00:00.800'], // under a second
+    ['2026-12-02T10:00:01', '2026-12-02T10:00:03'], // two seconds: four cuts repeated seconds before
+    ['2026-12-02T10:00', '2026-12-02T11:00'],
+    ['2026-12-01T20:00', '2026-12-02T04:00'], // crosses midnight
+    ['2026-11-01T00:00', '2026-12-02T00:00'],
+    ['2018-12-13T14:51', '2026-12-02T10:00'], // years
+  ]) {
+    const ticks = timeTicks(at(from), at(to));
+    assert.ok(ticks.length >= 1 && ticks.length <= 5, `${from}..${to}: ${ticks.length} ticks`);
+    const labels = ticks.map((t) => t.label);
+    assert.equal(new Set(labels).size, labels.length, `${from}..${to}: ${labels}`);
+    assert.ok(ticks.every((t) => t.at >= at(from) && t.at <= at(to)), `${from}..${to}: ticks inside the range`);
+  }
+  const crossing = timeTicks(at('2026-12-01T20:00'), at('2026-12-02T04:00')).map((t) => t.label);
+  assert.ok(crossing.some((l) => l.startsWith('12-02 ')), `the new day is named: ${crossing}`);
+  assert.deepEqual(timeTicks(at('2026-12-02T10:00'), at('2026-12-02T11:00')).map((t) => t.label),
+    ['10:00', '10:15', '10:30', '10:45', '11:00']);
+});

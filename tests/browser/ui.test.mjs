@@ -160,6 +160,30 @@ test('the official OTLP example trace opens by its id', async () => {
   await done(page);
 });
 
+test('the name column is resized by dragging its edge or with the arrow keys, and remembered', async () => {
+  let page = await open(`/trace/${REPORT}`);
+  await page.waitForSelector(`body[data-trace-ready="${REPORT}"]`);
+  const nameWidth = () => page.$eval('.row .name-col', (el) => el.getBoundingClientRect().width);
+  const before = await nameWidth();
+  const handle = await page.locator('.col-resizer').boundingBox();
+  const [x, y] = [handle.x + handle.width / 2, handle.y + handle.height / 2];
+  await page.mouse.move(x, y);
+  await page.mouse.down();
+  await page.mouse.move(x + 150, y, { steps: 5 });
+  await page.mouse.up();
+  const dragged = await nameWidth();
+  assert.ok(Math.abs(dragged - before - 150) <= 4, `dragged ${before} → ${dragged}`);
+  await page.focus('.col-resizer');
+  await page.keyboard.press('ArrowLeft');
+  const keyed = await nameWidth();
+  assert.ok(Math.abs(dragged - keyed - 24) <= 2, `ArrowLeft ${dragged} → ${keyed}`);
+  // The same browser profile opens the next trace with the chosen width.
+  await page.goto(`${BASE}/trace/${SLOW}`);
+  await page.waitForSelector(`body[data-trace-ready="${SLOW}"]`);
+  assert.ok(Math.abs((await nameWidth()) - keyed) <= 2, 'the width is remembered');
+  await done(page, 'trace-resized');
+});
+
 test('service map shows the edges with call and error counts; a service leads to its search', async () => {
   const page = await open('/dependencies');
   await page.waitForSelector('.map .node');
@@ -168,6 +192,22 @@ test('service map shows the edges with call and error counts; a service leads to
     'gateway notify-service 2 0', 'gateway user-service 2 0']);
   assert.equal(await page.locator('.map .edge-error').count(), 1);
   assert.equal(await page.getAttribute('.map .edge-error', 'data-child'), 'data-service');
+  // Edge labels sit above every edge line and apart from each other and the boxes.
+  const boxes = await page.$$eval('.map .edge-label, .map .node rect', (els) => els.map((el) => {
+    const r = el.getBoundingClientRect();
+    return { label: el.classList.contains('edge-label'), l: r.left, r: r.right, t: r.top, b: r.bottom };
+  }));
+  const overlap = (a, b) => a.l < b.r && b.l < a.r && a.t < b.b && b.t < a.b;
+  const labels = boxes.filter((b) => b.label);
+  assert.equal(labels.length, 4);
+  for (const a of labels) {
+    for (const b of boxes) {
+      if (a !== b) assert.ok(!overlap(a, b), `an edge label overlaps ${b.label ? 'another label' : 'a service box'}`);
+    }
+  }
+  const order = await page.$$eval('svg.map > *', (els) => els.map((e) => e.classList.contains('edge-label') ? 'label' : e.classList.contains('edge') || e.classList.contains('edge-error') ? 'edge' : 'other'));
+  assert.ok(order.includes('edge') && order.lastIndexOf('edge') < order.indexOf('label'),
+    `every label is drawn after every edge line: ${order}`);
   await page.screenshot({ path: `${shots}/service-map.png` });
   await page.click('.map .node[data-service="data-service"]');
   await page.waitForURL(/\/search\?service=data-service/);
