@@ -1,6 +1,8 @@
 //! Strand's embedded store.
 //!
-//! - [`wal`]: the write-ahead log; its record format is documented there.
+//! - [`wal`]: the write-ahead log (its record format, versions and damage handling are
+//!   documented there and in `docs/formats.md`) and [`wal::group_commit`], the writer loop
+//!   the store and the tail sampler's pending log share.
 //! - [`head`]: recent spans in memory, kept as their encoded WAL records with a trace index.
 //! - [`block`]: immutable Parquet blocks; the schema is documented there.
 //! - [`engine`]: [`Store`], which ties them together, plus compaction and retention.
@@ -17,6 +19,7 @@
 //!   wal/<segment>.wal          write-ahead log segments (deleted once in a block)
 //!   blocks/<block-id>/         spans.parquet, traces.parquet, meta.json
 //!   corrupt/<block-id>/        blocks that failed to open, set aside for inspection
+//!   corrupt/wal/<segment>      WAL segments with a damaged file header (see [`wal`])
 //!   LOCK                       held by the one process that has the directory open
 //! ```
 //!
