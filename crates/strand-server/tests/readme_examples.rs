@@ -1,5 +1,6 @@
-//! The README's "Reading a trace back" commands, run as printed against a fresh server,
-//! print what the README shows.
+//! The README's examples, run as printed: "Reading a trace back" against a fresh server
+//! prints what the README shows, every "Querying" command runs, and the configuration
+//! examples load (the big one is exactly the defaults).
 
 mod common;
 
@@ -21,12 +22,22 @@ fn block(body: &str, title: &str, lang: &str) -> String {
 
 /// The README's section titled `title`: its first `sh` block's commands, and its text.
 fn section_commands(title: &str) -> (Vec<String>, String) {
+    let (commands, body) = section_commands_or_text(title);
+    assert!(!commands.is_empty(), "no sh block in {title}");
+    (commands, body)
+}
+
+/// A README section's `sh` commands (none when it has no such block) and its text.
+fn section_commands_or_text(title: &str) -> (Vec<String>, String) {
     let readme = std::fs::read_to_string(common::repo().join("README.md")).expect("README.md");
     let start = readme.find(&format!("\n## {title}\n")).unwrap_or_else(|| panic!("no section {title}"));
     let body = &readme[start + 1..];
     let body = &body[..body[3..].find("\n## ").map_or(body.len(), |i| i + 3)];
-    let commands =
-        block(body, title, "sh").lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect();
+    let commands = if body.contains("```sh\n") {
+        block(body, title, "sh").lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect()
+    } else {
+        Vec::new()
+    };
     (commands, body.to_owned())
 }
 
@@ -137,4 +148,41 @@ async fn every_querying_command_runs_as_printed() {
         }
     }
     server.stop().await;
+}
+
+/// Writes `yaml` to a file and loads it as `strand serve --config FILE` would.
+fn load_yaml(yaml: &str) -> strand_server::Config {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("strand.yaml");
+    std::fs::write(&path, yaml).expect("write");
+    let sources = strand_server::config::Sources { file: Some(path), ..Default::default() };
+    strand_server::config::load(&sources).unwrap_or_else(|e| panic!("the README's YAML loads: {e}\n{yaml}"))
+}
+
+#[test]
+fn the_readme_configuration_is_the_default_and_its_sampling_example_loads() {
+    let (_, body) = section_commands_or_text("Configuration");
+    let yaml = block(&body, "Configuration", "yaml");
+    let config = load_yaml(&yaml);
+    assert_eq!(config, strand_server::Config::default(), "the README lists exactly the defaults");
+    // ... and all of them: every key of the default configuration (tail sampling has its
+    // own section) is in the block.
+    let listed: serde_json::Value = serde_saphyr::from_str(&yaml).expect("yaml");
+    let defaults = serde_json::to_value(strand_server::Config::default()).expect("json");
+    let mut missing = Vec::new();
+    fn walk(d: &serde_json::Value, l: &serde_json::Value, path: &str, missing: &mut Vec<String>) {
+        for (k, v) in d.as_object().into_iter().flatten() {
+            let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+            match l.get(k) {
+                None if p != "sampling" => missing.push(p),
+                Some(l) if v.is_object() && l.is_object() => walk(v, l, &p, missing),
+                _ => {}
+            }
+        }
+    }
+    walk(&defaults, &listed, "", &mut missing);
+    assert!(missing.is_empty(), "keys missing from the README's configuration: {missing:?}");
+    let (_, body) = section_commands_or_text("Tail sampling");
+    let sampling = load_yaml(&block(&body, "Tail sampling", "yaml"));
+    assert_eq!(sampling.sampling.policies.len(), 3);
 }
