@@ -30,6 +30,9 @@ pub struct Config {
     pub http_listen: SocketAddr,
     /// Log filter (`info`, `debug`, `strand_store=debug,info`, ...); `RUST_LOG` wins.
     pub log_level: String,
+    /// Store a few demo traces from the last minutes at start (`strand serve --demo`): a
+    /// first look at the UI without any instrumented service.
+    pub demo: bool,
     /// Log line format on stderr: `text` (colours only when stderr is a terminal) or
     /// `json` (one object per line, for log collectors).
     pub log_format: LogFormat,
@@ -237,6 +240,7 @@ impl Default for Config {
             http_listen: SocketAddr::from(([0, 0, 0, 0], 16686)),
             log_level: "info".into(),
             log_format: LogFormat::Text,
+            demo: false,
             otlp: OtlpConfig::default(),
             jaeger: JaegerConfig::default(),
             zipkin: ZipkinConfig::default(),

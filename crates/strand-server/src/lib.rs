@@ -5,6 +5,7 @@
 
 pub mod compress;
 pub mod config;
+pub mod demo;
 pub mod metrics;
 pub mod remote_sampling;
 pub mod search_cmd;
@@ -91,6 +92,13 @@ pub async fn run(
         .context("starting tail sampling")?,
     );
     let sink: Arc<dyn SpanSink> = pipeline.clone();
+    if cfg.demo {
+        let now = strand_store::now_unix_nano();
+        for batch in demo::submissions(now) {
+            sink.consume(batch).await.context("storing the demo traces")?;
+        }
+        info!(traces = demo::SUBMISSIONS, "stored the demo traces: open the web UI");
+    }
     let receiver = Receiver::new(sink, limits);
 
     let (stop_tx, stop_rx) = watch::channel(false);

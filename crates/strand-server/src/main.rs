@@ -74,6 +74,10 @@ struct ServeArgs {
     /// Jaeger remote-sampling listen address (`remote_sampling.listen`).
     #[arg(long, value_name = "ADDR")]
     remote_sampling_listen: Option<String>,
+    /// Store a few demo traces (an error, a slow one, a queue hop, a detached task) at start,
+    /// to look around the UI without any instrumented service (`demo`).
+    #[arg(long)]
+    demo: bool,
     /// Server log format: `text` or `json` (`log_format`).
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
@@ -303,6 +307,9 @@ fn serve(args: ServeArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         if let Some(v) = value {
             flags.push((flag.to_string(), path.to_string(), v.clone()));
         }
+    }
+    if args.demo {
+        flags.push(("--demo".to_string(), "demo".to_string(), "true".to_string()));
     }
     for kv in &args.set {
         match kv.split_once('=') {

@@ -1,0 +1,155 @@
+//! `strand serve --demo`: a first look without any instrumented service. At start the
+//! server stores a handful of patient-report submissions from the last few minutes, shaped
+//! as the demo system (`examples/epro`) sends them: gateway → user-service (HTTP) and
+//! epro-service (gRPC) → data-service (gRPC, SQL) → a queue hop to notify-service → a
+//! detached SMS task that outlives the request. One submission fails in the database (an
+//! error chain up to the gateway) and one is slow, so the search page, the trace view, the
+//! critical path and the service map all have something to show.
+//!
+//! The spans go through the same sink as received spans (RED metrics, sampling, store).
+
+use std::sync::Arc;
+
+use strand_core::{
+    AnyValue, KeyValue, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanBatch, SpanId, SpanKind,
+    Status, StatusCode, TraceId,
+};
+
+/// Submissions the demo stores.
+pub const SUBMISSIONS: u8 = 6;
+/// Which submission fails in the database.
+pub const FAILING: u8 = 2;
+/// Which submission is slow (a slow SELECT).
+pub const SLOW: u8 = 4;
+
+const MS: u64 = 1_000_000;
+
+/// The trace id of demo submission `n` (stable, so a README or a test can name it):
+/// `de30de30000000000000000000000001` and so on.
+pub fn trace_id(n: u8) -> TraceId {
+    let mut b = [0u8; 16];
+    b[..4].copy_from_slice(&[0xde, 0x30, 0xde, 0x30]);
+    b[15] = n;
+    TraceId(b)
+}
+
+fn attr(key: &str, value: impl Into<String>) -> KeyValue {
+    KeyValue::new(key, AnyValue::String(value.into()))
+}
+
+/// Spans of one service, as one resource.
+fn service(name: &str, spans: Vec<Span>) -> ResourceSpans {
+    ResourceSpans {
+        resource: Arc::new(Resource {
+            attributes: vec![attr("service.name", name), attr("deployment.environment.name", "demo")],
+            ..Resource::default()
+        }),
+        scope_spans: vec![ScopeSpans {
+            scope: Arc::new(Scope { name: "strand.demo".into(), ..Scope::default() }),
+            spans,
+        }],
+    }
+}
+
+/// Demo submission `n`, starting at `start` (Unix nanoseconds).
+pub fn submission(n: u8, start: u64) -> SpanBatch {
+    let trace = trace_id(n);
+    let fails = n == FAILING;
+    let slow = if n == SLOW { 900 * MS } else { 0 };
+    let sid = |k: u8| SpanId([0xd0, n, k, 1, 1, 1, 1, 1]);
+    let span = |k: u8, parent: Option<u8>, name: &str, kind: SpanKind, from: u64, to: u64| Span {
+        parent_span_id: parent.map(sid),
+        kind,
+        ..Span::new(trace, sid(k), name, start + from, start + to)
+    };
+    let error = |message: &str| Status { code: StatusCode::Error, message: message.into() };
+    let end = 120 * MS + slow;
+
+    let mut root = span(1, None, "POST /reports", SpanKind::Server, 0, end);
+    root.attributes = vec![
+        attr("http.request.method", "POST"),
+        attr("http.route", "/reports"),
+        KeyValue::new("http.response.status_code", AnyValue::Int(if fails { 500 } else { 202 })),
+    ];
+    let mut user_call = span(2, Some(1), "GET", SpanKind::Client, 2 * MS, 14 * MS);
+    user_call.attributes = vec![attr("url.full", format!("http://user-service/patients/{}", 40 + n))];
+    let mut submit_call = span(3, Some(1), "epro.Reports/Submit", SpanKind::Client, 16 * MS, end - 4 * MS);
+    submit_call.attributes = vec![attr("rpc.system", "grpc")];
+    if fails {
+        root.status = error("report rejected");
+        submit_call.status = error("internal: no such table: reports_archive");
+    }
+    let gateway = service("gateway", vec![root, user_call, submit_call]);
+
+    let mut user = span(4, Some(2), "GET /patients/{id}", SpanKind::Server, 3 * MS, 13 * MS);
+    user.attributes = vec![attr("http.route", "/patients/{id}")];
+    let users = service("user-service", vec![user]);
+
+    let mut submit = span(5, Some(3), "epro.Reports/Submit", SpanKind::Server, 18 * MS, end - 6 * MS);
+    let mut store_call = span(6, Some(5), "epro.Data/Store", SpanKind::Client, 20 * MS, end - 10 * MS);
+    if fails {
+        submit.status = error("no such table: reports_archive");
+        store_call.status = error("internal: no such table: reports_archive");
+    }
+    let epro = service("epro-service", vec![submit, store_call]);
+
+    let mut store = span(7, Some(6), "epro.Data/Store", SpanKind::Server, 22 * MS, end - 12 * MS);
+    store.attributes = vec![attr("rpc.system", "grpc")];
+    let mut select = span(8, Some(7), "SELECT patients", SpanKind::Client, 24 * MS, 40 * MS + slow);
+    select.attributes =
+        vec![attr("db.system.name", "sqlite"), attr("db.query.text", "SELECT * FROM patients WHERE id = ?")];
+    let mut insert = span(9, Some(7), "INSERT reports", SpanKind::Client, 42 * MS + slow, 70 * MS + slow);
+    insert.attributes = vec![attr("db.system.name", "sqlite")];
+    let mut data_spans = vec![store, select, insert];
+    if fails {
+        let archive = &mut data_spans[2];
+        archive.name = "INSERT reports_archive".into();
+        archive.status = error("no such table: reports_archive");
+        data_spans[0].status = error("no such table: reports_archive");
+    } else {
+        let mut publish = span(
+            10,
+            Some(7),
+            "send patient-report.submitted",
+            SpanKind::Producer,
+            72 * MS + slow,
+            80 * MS + slow,
+        );
+        publish.attributes = vec![
+            attr("messaging.system", "nats"),
+            attr("messaging.destination.name", "patient-report.submitted"),
+        ];
+        data_spans.push(publish);
+    }
+    let data = service("data-service", data_spans);
+
+    let mut out = vec![gateway, users, epro, data];
+    if !fails {
+        // The queue hop, and the SMS task that finishes long after the request.
+        let mut consume = span(
+            11,
+            Some(10),
+            "process patient-report.submitted",
+            SpanKind::Consumer,
+            95 * MS + slow,
+            110 * MS + slow,
+        );
+        consume.attributes = vec![
+            attr("messaging.system", "nats"),
+            attr("messaging.destination.name", "patient-report.submitted"),
+        ];
+        let sms = span(12, Some(11), "send-sms", SpanKind::Internal, 112 * MS + slow, 480 * MS + slow);
+        let mut sms_call = span(13, Some(12), "POST", SpanKind::Client, 150 * MS + slow, 470 * MS + slow);
+        sms_call.attributes = vec![attr("url.full", "http://sms-gateway/messages")];
+        out.push(service("notify-service", vec![consume, sms, sms_call]));
+    }
+    SpanBatch { resource_spans: out }
+}
+
+/// The demo's submissions, one every 40 seconds, the last ending about a minute before
+/// `now`.
+pub fn submissions(now: u64) -> Vec<SpanBatch> {
+    (1..=SUBMISSIONS)
+        .map(|n| submission(n, now - u64::from(SUBMISSIONS + 1 - n) * 40_000 * MS - 60_000 * MS))
+        .collect()
+}

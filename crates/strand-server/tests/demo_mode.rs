@@ -1,0 +1,73 @@
+//! `strand serve --demo` leaves a newcomer something to look at: recent submissions with
+//! an error chain, a slow one, a queue hop and a task that outlives its request, found by the
+//! UI's default search and drawn on the service map.
+
+mod common;
+
+use serde_json::Value;
+use strand_server::demo;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_demo_stores_recent_traces_worth_a_look() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = common::spawn_binary(&data, &["--demo"]);
+    let base = format!("http://{}", server.http);
+    let get = |path: String| {
+        let url = format!("{base}{path}");
+        async move { reqwest::get(url).await.expect("get").json::<Value>().await.expect("json") }
+    };
+    // What the UI's home page asks: the last hour.
+    let page = get("/api/v1/search?since=1h&limit=20".into()).await;
+    let traces = page["traces"].as_array().expect("traces");
+    assert_eq!(traces.len(), usize::from(demo::SUBMISSIONS), "{page}");
+    let failing = demo::trace_id(demo::FAILING).to_hex();
+    let with_errors: Vec<&str> = traces
+        .iter()
+        .filter(|t| t["errorCount"].as_u64() > Some(0))
+        .filter_map(|t| t["traceId"].as_str())
+        .collect();
+    assert_eq!(with_errors, [failing.as_str()], "exactly the failing submission has errors");
+    let slow = traces.iter().find(|t| t["traceId"] == demo::trace_id(demo::SLOW).to_hex()).expect("slow one");
+    assert!(
+        slow["durationNano"].as_u64() > Some(1_000_000_000),
+        "the slow submission takes over a second: {slow}"
+    );
+
+    // A queue hop and a detached task: the consumer is the producer's child, send-sms ends
+    // after the request's root span.
+    let trace = get(format!("/api/v1/traces/{}", demo::trace_id(1).to_hex())).await;
+    let spans: Vec<&Value> = trace["resourceSpans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|rs| rs["scopeSpans"].as_array().into_iter().flatten())
+        .flat_map(|ss| ss["spans"].as_array().into_iter().flatten())
+        .collect();
+    let by_name = |name: &str| *spans.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("{name}"));
+    let (producer, consumer) =
+        (by_name("send patient-report.submitted"), by_name("process patient-report.submitted"));
+    assert_eq!((producer["kind"].as_u64(), consumer["kind"].as_u64()), (Some(4), Some(5)));
+    assert_eq!(consumer["parentSpanId"], producer["spanId"]);
+    let end = |s: &Value| s["endTimeUnixNano"].as_str().and_then(|t| t.parse::<u64>().ok()).expect("end");
+    assert!(end(by_name("send-sms")) > end(by_name("POST /reports")), "the SMS task outlives the request");
+
+    let deps = get("/api/v1/dependencies".into()).await;
+    let edges: Vec<(String, String)> = deps["dependencies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (e["parent"].as_str().unwrap_or("").to_owned(), e["child"].as_str().unwrap_or("").to_owned())
+        })
+        .collect();
+    for (a, b) in [
+        ("gateway", "user-service"),
+        ("gateway", "epro-service"),
+        ("epro-service", "data-service"),
+        ("data-service", "notify-service"),
+    ] {
+        assert!(edges.contains(&(a.to_owned(), b.to_owned())), "{a} → {b} in {edges:?}");
+    }
+    drop(server);
+}
