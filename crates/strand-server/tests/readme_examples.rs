@@ -186,3 +186,32 @@ fn the_readme_configuration_is_the_default_and_its_sampling_example_loads() {
     let sampling = load_yaml(&block(&body, "Tail sampling", "yaml"));
     assert_eq!(sampling.sampling.policies.len(), 3);
 }
+
+/// The Dockerfile exposes exactly the default ports and runs as a non-root user. (The image
+/// itself cannot be built here: no registry with base images is reachable.)
+#[test]
+fn the_dockerfile_exposes_the_default_ports() {
+    let dockerfile = std::fs::read_to_string(common::repo().join("Dockerfile")).expect("Dockerfile");
+    let expose = dockerfile.lines().find_map(|l| l.strip_prefix("EXPOSE ")).expect("an EXPOSE line");
+    let mut exposed: Vec<String> = expose.split_whitespace().map(str::to_owned).collect();
+    exposed.sort();
+    let d = strand_server::Config::default();
+    let mut defaults: Vec<String> = [
+        d.otlp.grpc_listen.port().to_string(),
+        d.otlp.http_listen.port().to_string(),
+        d.jaeger.thrift_http_listen.port().to_string(),
+        format!("{}/udp", d.jaeger.agent_listen.port()),
+        d.zipkin.listen.port().to_string(),
+        d.remote_sampling.listen.port().to_string(),
+        d.http_listen.port().to_string(),
+    ]
+    .into();
+    defaults.sort();
+    assert_eq!(exposed, defaults);
+    assert!(
+        dockerfile.lines().any(|l| l.starts_with("USER ") && !l.contains("root")),
+        "runs as a non-root user"
+    );
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).expect("README.md");
+    assert!(readme.contains("docker build -t strand ."), "the README says how to build the image");
+}
