@@ -2,7 +2,7 @@
 # `docker run -p 4317:4317 -p 4318:4318 -p 16686:16686 -v strand-data:/data strand`.
 #
 # Build stage: the same release build as `cargo install --path crates/strand-server`.
-FROM rust:1.88-bookworm AS build
+FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p strand-server \
@@ -19,5 +19,7 @@ WORKDIR /data
 VOLUME ["/data"]
 # OTLP gRPC and HTTP, Jaeger thrift HTTP and agent UDP, Zipkin, remote sampling, query API and UI.
 EXPOSE 4317 4318 14268 6831/udp 9411 5778 16686
+# The data directory by environment, so `docker run … strand serve --demo` keeps it.
+ENV STRAND_DATA_DIR=/data
 ENTRYPOINT ["/usr/local/bin/strand"]
-CMD ["serve", "--data-dir", "/data"]
+CMD ["serve"]

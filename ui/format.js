@@ -73,17 +73,28 @@ const TICK_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 10e3, 15e
  * day, or alone for steps of a day and more). Times are local, as `dateTime` prints them.
  */
 export function timeTicks(x0, x1, max = 5) {
+  if (!Number.isFinite(x0) || !Number.isFinite(x1) || x1 < x0) return [];
   const span = Math.max(x1 - x0, 1);
-  const step = TICK_STEPS.find((s) => span / s <= max) ?? Math.ceil(span / max / 604800e3) * 604800e3;
+  // Fewer than `max` steps in the range: at most `max` ticks even when both ends are ticks.
+  const step = TICK_STEPS.find((s) => span / s < max) ?? Math.ceil(span / (max - 1) / 604800e3) * 604800e3;
+  // Round in local time (what the labels show), not UTC: whole local hours and days.
+  const offset = new Date(x0).getTimezoneOffset() * 60e3;
   const ticks = [];
-  for (let t = Math.ceil(x0 / step) * step; t <= x1; t += step) ticks.push(t);
+  for (let t = Math.ceil((x0 + offset) / step) * step - offset; t <= x1; t += step) if (t >= x0) ticks.push(t);
   let lastDay = null;
-  return ticks.map((at) => {
+  const out = ticks.map((at) => {
     const full = dateTime(at); // YYYY-MM-DD HH:MM:SS.mmm
     const day = full.slice(0, 10);
     const clock = step < 1e3 ? full.slice(11, 23) : step < 60e3 ? full.slice(11, 19) : full.slice(11, 16);
     const label = step >= 86400e3 ? day : day !== lastDay && lastDay !== null ? `${day.slice(5)} ${clock}` : clock;
     lastDay = day;
-    return { at, label };
+    return { at, label, full };
+  });
+  // A clock change (the hour repeated in autumn) can repeat a label: those get the full time.
+  const seen = new Set();
+  return out.map(({ at, label, full }) => {
+    const text = seen.has(label) ? full : label;
+    seen.add(label);
+    return { at, label: text };
   });
 }

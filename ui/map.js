@@ -127,7 +127,8 @@ function graph(edges, lookback) {
       svg('g', { class: cls, dataset: { parent: e.parent, child: e.child } },
         svg('path', { d, 'marker-end': 'url(#arrow)' }), svg('title', null, `${e.parent} → ${e.child}: ${label}`)),
       // Labels go on top of every edge, with a halo of the background, so no line crosses them.
-      svg('text', { x: lx, y: ly, 'text-anchor': 'middle', class: `edge-label${e.errorCount ? ' edge-label-error' : ''}` }, label),
+      svg('text', { x: lx, y: ly, 'text-anchor': 'middle', class: `edge-label${e.errorCount ? ' edge-label-error' : ''}` },
+        label, svg('title', null, `${e.parent} → ${e.child}: ${label}`)),
     ];
   });
   const nodes = layers.flat().map((n) => {

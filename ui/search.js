@@ -348,7 +348,10 @@ function scatter(traces) {
   }
   // Round times at a step that fits, each label distinct (not four cuts of the range).
   for (const { at, label } of timeTicks(x0, x1)) {
-    axis.push(svg('text', { x: X(at), y: height - 6, 'text-anchor': 'middle', class: 'axis' }, label));
+    // Labels near the plot's ends grow inwards, so none is cut off at the edge.
+    const x = X(at);
+    const anchor = x < pad.l + 40 ? 'start' : x > width - pad.r - 40 ? 'end' : 'middle';
+    axis.push(svg('text', { x, y: height - 6, 'text-anchor': anchor, class: 'axis' }, label));
   }
   const dots = traces.map((t, i) => {
     const dot = svg('circle', {

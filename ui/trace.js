@@ -136,7 +136,7 @@ class TraceView {
     // The name column can be widened or narrowed by dragging its edge (or with ←/→ on it);
     // the width is remembered for the next trace.
     const resizer = h('div', {
-      class: 'col-resizer', role: 'separator', tabindex: 0, 'aria-orientation': 'vertical',
+      class: 'col-resizer', role: 'separator', tabindex: 0, 'aria-orientation': 'vertical', 'aria-valuemin': 120,
       'aria-label': 'Resize the name column', title: 'Drag to resize the name column',
     });
     const timelineHead = h('div', { class: 'timeline-head' },
@@ -144,27 +144,37 @@ class TraceView {
 
     this.rows = h('div', { class: 'rows', role: 'tree', 'aria-label': 'Spans' });
     this.scroller = h('div', { class: 'waterfall', tabindex: 0 }, timelineHead, this.rows);
+    // The CSS caps the column at 85 % of the waterfall, so a width saved on a wide screen
+    // never squeezes the timeline away on a narrow one.
     const setNameWidth = (px) => {
       const width = Math.round(Math.min(Math.max(px, 120), this.scroller.clientWidth * 0.85));
       this.scroller.style.setProperty('--name-w', `${width}px`);
-      localStorage.setItem('strand.nameWidth', String(width));
+      resizer.setAttribute('aria-valuenow', String(width));
+      return width;
     };
+    const save = (width) => localStorage.setItem('strand.nameWidth', String(width));
     const saved = Number(localStorage.getItem('strand.nameWidth'));
     if (saved > 0) this.scroller.style.setProperty('--name-w', `${saved}px`);
     const currentWidth = () => resizer.parentElement.getBoundingClientRect().width;
     resizer.addEventListener('pointerdown', (e) => {
+      if (e.button !== 0) return;
       e.preventDefault();
       resizer.setPointerCapture(e.pointerId);
       const [x0, w0] = [e.clientX, currentWidth()];
-      const move = (ev) => setNameWidth(w0 + ev.clientX - x0);
+      let width = w0;
+      const move = (ev) => { if (ev.pointerId === e.pointerId) width = setNameWidth(w0 + ev.clientX - x0); };
       resizer.addEventListener('pointermove', move);
-      resizer.addEventListener('pointerup', () => resizer.removeEventListener('pointermove', move), { once: true });
+      // After pointerup and pointercancel alike: the drag ends and the width is kept.
+      resizer.addEventListener('lostpointercapture', () => {
+        resizer.removeEventListener('pointermove', move);
+        save(width);
+      }, { once: true });
     });
     resizer.addEventListener('keydown', (e) => {
       if (e.key !== 'ArrowLeft' && e.key !== 'ArrowRight') return;
       e.preventDefault();
       e.stopPropagation();
-      setNameWidth(currentWidth() + (e.key === 'ArrowRight' ? 24 : -24));
+      save(setNameWidth(currentWidth() + (e.key === 'ArrowRight' ? 24 : -24)));
     });
     this.scroller.addEventListener('scroll', () => this.schedule());
     this.rows.addEventListener('click', (e) => this.click(e));

@@ -92,4 +92,10 @@ test('time axis ticks are round, few and never repeat a label', async () => {
   assert.ok(crossing.some((l) => l.startsWith('12-02 ')), `the new day is named: ${crossing}`);
   assert.deepEqual(timeTicks(at('2026-12-02T10:00'), at('2026-12-02T11:00')).map((t) => t.label),
     ['10:00', '10:15', '10:30', '10:45', '11:00']);
+  // One second exactly, both ends on a tick: still at most five.
+  assert.ok(timeTicks(at('2026-12-02T10:00:00'), at('2026-12-02T10:00:01')).length <= 5);
+  assert.deepEqual(timeTicks(5, 1), [], 'an empty range has no ticks');
+  // Whole local hours and days, whatever the time zone.
+  const hours = timeTicks(at('2026-12-02T03:10'), at('2026-12-02T09:50'));
+  assert.ok(hours.every((t) => t.label.endsWith(':00')), `local whole hours: ${hours.map((t) => t.label)}`);
 });

@@ -24,11 +24,13 @@ pub const SLOW: u8 = 4;
 
 const MS: u64 = 1_000_000;
 
-/// The trace id of demo submission `n` (stable, so a README or a test can name it):
-/// `de30de30000000000000000000000001` and so on.
-pub fn trace_id(n: u8) -> TraceId {
+/// The trace id of demo submission `n` of the run started at `run` (Unix nanoseconds):
+/// `de30de30` + the run + `n`. Each start stores new traces, so a kept data directory never
+/// mixes an earlier run's spans into this one's (they age out by retention).
+pub fn trace_id(run: u64, n: u8) -> TraceId {
     let mut b = [0u8; 16];
     b[..4].copy_from_slice(&[0xde, 0x30, 0xde, 0x30]);
+    b[4..12].copy_from_slice(&run.to_be_bytes());
     b[15] = n;
     TraceId(b)
 }
@@ -51,9 +53,9 @@ fn service(name: &str, spans: Vec<Span>) -> ResourceSpans {
     }
 }
 
-/// Demo submission `n`, starting at `start` (Unix nanoseconds).
-pub fn submission(n: u8, start: u64) -> SpanBatch {
-    let trace = trace_id(n);
+/// Demo submission `n` of run `run`, starting at `start` (Unix nanoseconds).
+pub fn submission(run: u64, n: u8, start: u64) -> SpanBatch {
+    let trace = trace_id(run, n);
     let fails = n == FAILING;
     let slow = if n == SLOW { 900 * MS } else { 0 };
     let sid = |k: u8| SpanId([0xd0, n, k, 1, 1, 1, 1, 1]);
@@ -95,9 +97,11 @@ pub fn submission(n: u8, start: u64) -> SpanBatch {
 
     let mut store = span(7, Some(6), "epro.Data/Store", SpanKind::Server, 22 * MS, end - 12 * MS);
     store.attributes = vec![attr("rpc.system", "grpc")];
-    let mut select = span(8, Some(7), "SELECT patients", SpanKind::Client, 24 * MS, 40 * MS + slow);
-    select.attributes =
-        vec![attr("db.system.name", "sqlite"), attr("db.query.text", "SELECT * FROM patients WHERE id = ?")];
+    let mut select = span(8, Some(7), "SELECT reports", SpanKind::Client, 24 * MS, 40 * MS + slow);
+    select.attributes = vec![
+        attr("db.system.name", "sqlite"),
+        attr("db.query.text", "SELECT COUNT(*) FROM reports WHERE patient = ?"),
+    ];
     let mut insert = span(9, Some(7), "INSERT reports", SpanKind::Client, 42 * MS + slow, 70 * MS + slow);
     insert.attributes = vec![attr("db.system.name", "sqlite")];
     let mut data_spans = vec![store, select, insert];
@@ -146,10 +150,10 @@ pub fn submission(n: u8, start: u64) -> SpanBatch {
     SpanBatch { resource_spans: out }
 }
 
-/// The demo's submissions, one every 40 seconds, the last ending about a minute before
-/// `now`.
+/// The demo's submissions, one every 40 seconds, the last starting 100 s before `now`.
 pub fn submissions(now: u64) -> Vec<SpanBatch> {
+    let run = now;
     (1..=SUBMISSIONS)
-        .map(|n| submission(n, now - u64::from(SUBMISSIONS + 1 - n) * 40_000 * MS - 60_000 * MS))
+        .map(|n| submission(run, n, now - u64::from(SUBMISSIONS + 1 - n) * 40_000 * MS - 60_000 * MS))
         .collect()
 }

@@ -123,7 +123,7 @@ pub fn render_search(body: &Value) -> String {
             out,
             "the newest matching trace started at {}: search with --start {} --end {} (instead of --since)",
             at(start).format("%Y-%m-%d %H:%M:%S%.3f UTC"),
-            fmt(at(start) - hour),
+            fmt((at(start) - hour).max(chrono::DateTime::UNIX_EPOCH)),
             fmt(at(end) + hour)
         );
     }

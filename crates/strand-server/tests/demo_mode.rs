@@ -21,14 +21,14 @@ async fn serve_demo_stores_recent_traces_worth_a_look() {
     let page = get("/api/v1/search?since=1h&limit=20".into()).await;
     let traces = page["traces"].as_array().expect("traces");
     assert_eq!(traces.len(), usize::from(demo::SUBMISSIONS), "{page}");
-    let failing = demo::trace_id(demo::FAILING).to_hex();
+    let failing = traces[usize::from(demo::SUBMISSIONS - demo::FAILING)]["traceId"].as_str().expect("id");
     let with_errors: Vec<&str> = traces
         .iter()
         .filter(|t| t["errorCount"].as_u64() > Some(0))
         .filter_map(|t| t["traceId"].as_str())
         .collect();
-    assert_eq!(with_errors, [failing.as_str()], "exactly the failing submission has errors");
-    let slow = traces.iter().find(|t| t["traceId"] == demo::trace_id(demo::SLOW).to_hex()).expect("slow one");
+    assert_eq!(with_errors, [failing], "exactly the failing submission has errors");
+    let slow = &traces[usize::from(demo::SUBMISSIONS - demo::SLOW)];
     assert!(
         slow["durationNano"].as_u64() > Some(1_000_000_000),
         "the slow submission takes over a second: {slow}"
@@ -36,7 +36,8 @@ async fn serve_demo_stores_recent_traces_worth_a_look() {
 
     // A queue hop and a detached task: the consumer is the producer's child, send-sms ends
     // after the request's root span.
-    let trace = get(format!("/api/v1/traces/{}", demo::trace_id(1).to_hex())).await;
+    let first = traces.last().and_then(|t| t["traceId"].as_str()).expect("the oldest submission");
+    let trace = get(format!("/api/v1/traces/{first}")).await;
     let spans: Vec<&Value> = trace["resourceSpans"]
         .as_array()
         .into_iter()
@@ -70,4 +71,16 @@ async fn serve_demo_stores_recent_traces_worth_a_look() {
         assert!(edges.contains(&(a.to_owned(), b.to_owned())), "{a} → {b} in {edges:?}");
     }
     drop(server);
+
+    // A second start on the same data directory adds a new run beside the first.
+    let server = common::spawn_binary(&data, &["--demo"]);
+    let page: Value = reqwest::get(format!("http://{}/api/v1/search?since=1h&limit=50", server.http))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let ids: std::collections::HashSet<&str> =
+        page["traces"].as_array().into_iter().flatten().filter_map(|t| t["traceId"].as_str()).collect();
+    assert_eq!(ids.len(), 2 * usize::from(demo::SUBMISSIONS), "two runs, none mixed into the other: {page}");
 }

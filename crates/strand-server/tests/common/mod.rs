@@ -192,7 +192,7 @@ impl Drop for ChildServer {
     }
 }
 
-/// The shared fixtures directory (`../shared/fixtures` beside the repository).
+/// A fixture under the repository's `testdata/`.
 pub fn fixture(rel: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata").join(rel);
     assert!(root.exists(), "fixture {} missing", root.display());
