@@ -7,28 +7,47 @@ import { serviceColor, count } from './format.js';
 import { navigate } from './app.js';
 
 const RANGES = [['15m', 'Last 15 minutes'], ['1h', 'Last hour'], ['6h', 'Last 6 hours'], ['24h', 'Last 24 hours'],
-  ['2d', 'Last 2 days'], ['7d', 'Last 7 days']];
+  ['2d', 'Last 2 days'], ['7d', 'Last 7 days'], ['all', 'All time']];
 
 export function mount(main, _args, url) {
   const abort = new AbortController();
-  const lookback = url.searchParams.get('lookback') ?? '1h';
+  // A relative range, all stored data, or an absolute one (`start`/`end` in Unix
+  // nanoseconds, as the API takes them).
+  const [start, end] = [url.searchParams.get('start'), url.searchParams.get('end')];
+  const lookback = start || end ? 'custom' : url.searchParams.get('lookback') ?? '1h';
+  const options = lookback === 'custom' ? [...RANGES, ['custom', 'Custom range']] : RANGES;
   const select = h('select', { 'aria-label': 'Time range' },
-    RANGES.map(([v, text]) => h('option', { value: v, selected: v === lookback }, text)));
+    options.map(([v, text]) => h('option', { value: v, selected: v === lookback }, text)));
   select.addEventListener('change', () => navigate(`/dependencies?lookback=${select.value}`));
   const body = h('div', { class: 'map-body' }, h('p', { class: 'muted' }, 'Loading…'));
   main.replaceChildren(h('div', { class: 'map-page' },
     h('div', { class: 'page-head' }, h('h1', null, 'Service map'), select), body));
   const days = lookback.match(/^(\d+)d$/);
-  getJSON('/api/v1/dependencies', { since: days ? `${Number(days[1]) * 24}h` : lookback }, { signal: abort.signal })
-    .then((r) => {
+  const params = lookback === 'all' ? {} : lookback === 'custom' ? { start, end }
+    : { since: days ? `${Number(days[1]) * 24}h` : lookback };
+  // What a click on a service searches: the same range where the search page can.
+  const searchRange = lookback === 'custom' && start && end
+    ? `lookback=custom&start=${BigInt(start) / 1000n}&end=${BigInt(end) / 1000n}`
+    : `lookback=${encodeURIComponent(lookback === 'all' || lookback === 'custom' ? '7d' : lookback)}`;
+  getJSON('/api/v1/dependencies', params, { signal: abort.signal })
+    .then(async (r) => {
       const edges = r.dependencies;
       if (!edges.length) {
-        body.replaceChildren(notice('empty', 'No dependencies in this range',
+        const box = notice('empty', 'No dependencies in this range',
           'Edges come from spans whose parent span belongs to another service. Try a longer range, ' +
-          'or check that services propagate trace context to each other.'));
+          'or check that services propagate trace context to each other.');
+        body.replaceChildren(box);
+        // Data at other times (old timestamps, a quiet week): offer it.
+        if (lookback !== 'all') {
+          const all = await getJSON('/api/v1/dependencies', {}, { signal: abort.signal });
+          if (all.dependencies.length) {
+            box.append(h('p', null, `There are ${all.dependencies.length} at other times. `,
+              h('a', { href: '/dependencies?lookback=all', class: 'all-time' }, 'Show all time')));
+          }
+        }
         return;
       }
-      body.replaceChildren(graph(edges, lookback), edgeTable(edges, lookback));
+      body.replaceChildren(graph(edges, searchRange), edgeTable(edges, searchRange));
     })
     .catch((e) => {
       if (e.name !== 'AbortError') body.replaceChildren(notice('error', 'The service map could not be loaded', e.message));
@@ -85,7 +104,7 @@ export function layout(edges) {
   return { layers, layer, pos };
 }
 
-function graph(edges, lookback) {
+function graph(edges, searchRange) {
   const { layers, layer, pos } = layout(edges);
   const boxW = (n) => Math.min(240, 24 + n.length * 7.5);
   const colW = Math.max(...layers.flat().map(boxW)) + 140;
@@ -137,7 +156,7 @@ function graph(edges, lookback) {
       svg('rect', { x: p.x, y: p.y, width: p.w, height: p.h, rx: 6, style: { stroke: serviceColor(n) } }),
       svg('text', { x: p.x + p.w / 2, y: p.y + p.h / 2 + 4, 'text-anchor': 'middle' }, n.length > 30 ? `${n.slice(0, 29)}…` : n),
       svg('title', null, n));
-    const open = () => navigate(`/search?service=${encodeURIComponent(n)}&lookback=${encodeURIComponent(lookback)}`);
+    const open = () => navigate(`/search?service=${encodeURIComponent(n)}&${searchRange}`);
     g.addEventListener('click', open);
     g.addEventListener('keydown', (ev) => { if (ev.key === 'Enter') open(); });
     return g;
@@ -147,8 +166,8 @@ function graph(edges, lookback) {
       marker, edgeEls.map(([edge]) => edge), edgeEls.map(([, label]) => label), nodes));
 }
 
-function edgeTable(edges, lookback) {
-  const search = (n) => h('a', { href: `/search?service=${encodeURIComponent(n)}&lookback=${encodeURIComponent(lookback)}` }, n);
+function edgeTable(edges, searchRange) {
+  const search = (n) => h('a', { href: `/search?service=${encodeURIComponent(n)}&${searchRange}` }, n);
   const sorted = [...edges].sort((a, b) => b.callCount - a.callCount);
   return h('table', { class: 'edges' },
     h('thead', null, h('tr', null, h('th', null, 'Caller'), h('th', null, 'Callee'), h('th', null, 'Calls'), h('th', null, 'Errors'))),

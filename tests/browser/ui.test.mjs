@@ -216,6 +216,19 @@ test('service map shows the edges with call and error counts; a service leads to
   await done(page);
 });
 
+test('an empty service-map range offers all time, which shows the edges', async () => {
+  // 1970: no edges then.
+  const page = await open('/dependencies?start=0&end=1000000000');
+  await page.waitForSelector('.all-time');
+  assert.match(await page.textContent('.notice'), /No dependencies in this range[\s\S]*There are 4 at other times/);
+  await page.click('.all-time');
+  await page.waitForURL(/lookback=all/);
+  await page.waitForSelector('.map .node');
+  assert.equal(await page.locator('table.edges tbody tr').count(), 4);
+  assert.equal(await page.inputValue('select'), 'all');
+  await done(page);
+});
+
 test('compare lists the known differences', async () => {
   const page = await open(`/trace/${REPORT}...${SLOW}`);
   await page.waitForSelector('.compare-table tbody tr');
