@@ -67,7 +67,7 @@ impl SearchArgs {
 /// GETs a native API path; an error answer becomes an error with the server's message.
 pub async fn get_json(server: &str, path_and_query: &str) -> anyhow::Result<Value> {
     let url = format!("{}{}", server.trim_end_matches('/'), path_and_query);
-    let resp = reqwest::get(&url).await.with_context(|| format!("requesting {url}"))?;
+    let resp = reqwest::get(&url).await.map_err(|e| request_error(server, &url, e))?;
     let status = resp.status();
     let body: Value = resp.json().await.with_context(|| format!("reading the answer of {url}"))?;
     if !status.is_success() {
@@ -75,6 +75,23 @@ pub async fn get_json(server: &str, path_and_query: &str) -> anyhow::Result<Valu
         bail!("{status}: {msg}");
     }
     Ok(body)
+}
+
+/// A failed request as one sentence: who could not be reached and why, the URL once.
+pub fn request_error(server: &str, url: &str, e: reqwest::Error) -> anyhow::Error {
+    // The innermost cause says what happened ("Connection refused (os error 111)").
+    let mut cause: &dyn std::error::Error = &e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    if e.is_connect() || e.is_timeout() {
+        anyhow::anyhow!(
+            "cannot reach the Strand server at {}: {cause} (is it running? the address comes from --server or STRAND_SERVER)",
+            server.trim_end_matches('/')
+        )
+    } else {
+        anyhow::anyhow!("requesting {url}: {cause}")
+    }
 }
 
 fn fmt_start(ns_text: &str) -> String {

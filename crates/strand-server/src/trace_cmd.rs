@@ -10,7 +10,7 @@ use strand_core::{SpanId, StatusCode, StoredSpan, Trace, TraceId};
 /// Fetches a trace; returns the server's JSON body.
 pub async fn fetch(server: &str, id: &str) -> anyhow::Result<serde_json::Value> {
     let url = format!("{}/api/v1/traces/{}", server.trim_end_matches('/'), id);
-    let resp = reqwest::get(&url).await.with_context(|| format!("requesting {url}"))?;
+    let resp = reqwest::get(&url).await.map_err(|e| crate::search_cmd::request_error(server, &url, e))?;
     let status = resp.status();
     let body: serde_json::Value =
         resp.json().await.with_context(|| format!("reading the answer of {url}"))?;

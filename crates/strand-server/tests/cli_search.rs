@@ -191,3 +191,14 @@ fn an_empty_search_says_where_the_newest_match_is() {
         "{out}"
     );
 }
+
+#[test]
+fn an_unreachable_server_is_named_once_with_the_cause() {
+    // Port 1 on loopback: nothing listens there.
+    let (ok, out, err) = strand(&["services", "--server", "http://127.0.0.1:1"]);
+    assert!(!ok && out.is_empty());
+    assert!(err.starts_with("error: cannot reach the Strand server at http://127.0.0.1:1: "), "{err}");
+    assert!(err.contains("refused") && err.contains("STRAND_SERVER"), "{err}");
+    assert_eq!(err.matches("127.0.0.1:1").count(), 1, "the address once, not the URL twice: {err}");
+    assert!(!err.to_lowercase().contains("error: error"), "{err}");
+}
