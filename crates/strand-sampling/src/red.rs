@@ -64,13 +64,20 @@ struct Totals {
     buckets: [u64; BUCKETS.len() + 1],
 }
 
-fn labels(service: &str, op: &str, kind: SpanKind, status: StatusCode) -> Vec<(&'static str, String)> {
+/// Labels of an operation's series: service, operation, kind (the histogram's).
+fn op_labels(service: &str, op: &str, kind: SpanKind) -> Vec<(&'static str, String)> {
     vec![
         ("service", service.to_owned()),
         ("operation", op.to_owned()),
         ("span_kind", kind.as_str().to_owned()),
-        ("status", status.as_str().to_owned()),
     ]
+}
+
+/// Labels of a span counter: an operation's, and the status (the counter's).
+fn labels(service: &str, op: &str, kind: SpanKind, status: StatusCode) -> Vec<(&'static str, String)> {
+    let mut labels = op_labels(service, op, kind);
+    labels.push(("status", status.as_str().to_owned()));
+    labels
 }
 
 impl Totals {
@@ -317,10 +324,8 @@ impl RedMetrics {
                     (*bound, cumulative)
                 })
                 .collect();
-            let mut labels = labels(&svc, &op, kind, StatusCode::Unset);
-            labels.pop();
             durations.samples.push(Sample {
-                labels,
+                labels: op_labels(&svc, &op, kind),
                 value: SampleValue::Histogram { buckets, sum: t.sum_nanos as f64 / 1e9, count: t.count },
             });
         }

@@ -51,7 +51,7 @@ fn now_ns() -> u64 {
 
 async fn metric(client: &reqwest::Client, server: &common::TestServer, series: &str) -> Option<f64> {
     let text = client.get(server.query("/metrics")).send().await.ok()?.text().await.ok()?;
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    common::metric_value(&text, series)
 }
 
 async fn wait_buffer_empty(client: &reqwest::Client, server: &common::TestServer) {
