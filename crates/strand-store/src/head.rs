@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use strand_core::{SpanBatch, SpanId, StoredSpan, TraceId};
 
+use crate::error::FormatError;
 use crate::index::IndexBuilder;
 use crate::wal::WalRecord;
 
@@ -63,11 +64,11 @@ pub struct HeadIndex {
 impl HeadIndex {
     /// Indexes records that follow the ones already indexed, starting at position `first`;
     /// records already indexed by a concurrent reader are skipped.
-    pub fn extend(&mut self, first: usize, records: &[Bytes]) -> Result<(), String> {
+    pub fn extend(&mut self, first: usize, records: &[Bytes]) -> Result<(), FormatError> {
         let skip = self.indexed.saturating_sub(first);
         if first > self.indexed {
             // Cannot happen: `first` was read from this index, which only grows.
-            return Err("head index: records out of order".into());
+            return Err(FormatError::invalid("head index: records out of order"));
         }
         self.index_records(records.get(skip..).unwrap_or_default())
     }
@@ -89,7 +90,7 @@ impl HeadIndex {
         self.indexed
     }
 
-    fn index_records(&mut self, records: &[Bytes]) -> Result<(), String> {
+    fn index_records(&mut self, records: &[Bytes]) -> Result<(), FormatError> {
         for rec in records {
             let r = WalRecord::decode_framed(rec)?;
             self.builder.add_batch(&r.batch, r.received_unix_nano);
@@ -141,12 +142,12 @@ impl Head {
 
     /// The spans of a trace held here (a span repeated by a retry may appear twice; readers
     /// deduplicate).
-    pub fn get(&self, id: &TraceId) -> Result<Vec<StoredSpan>, String> {
+    pub fn get(&self, id: &TraceId) -> Result<Vec<StoredSpan>, FormatError> {
         decode_trace(&self.trace_records(id), id)
     }
 
     /// Every record, decoded, in arrival order, with its receive time.
-    pub fn batches(&self) -> impl Iterator<Item = Result<(u64, SpanBatch), String>> + '_ {
+    pub fn batches(&self) -> impl Iterator<Item = Result<(u64, SpanBatch), FormatError>> + '_ {
         self.records.iter().map(|rec| WalRecord::decode_framed(rec).map(|r| (r.received_unix_nano, r.batch)))
     }
 
@@ -167,7 +168,7 @@ impl Head {
 }
 
 /// Decodes records (from [`Head::trace_records`]) and keeps the spans of one trace.
-pub fn decode_trace(records: &[Bytes], id: &TraceId) -> Result<Vec<StoredSpan>, String> {
+pub fn decode_trace(records: &[Bytes], id: &TraceId) -> Result<Vec<StoredSpan>, FormatError> {
     let mut out = Vec::new();
     for rec in records {
         let batch = WalRecord::decode_framed(rec)?.batch;

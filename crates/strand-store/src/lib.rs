@@ -6,6 +6,8 @@
 //! - [`head`]: recent spans in memory, kept as their encoded WAL records with a trace index.
 //! - [`block`]: immutable Parquet blocks; the schema is documented there.
 //! - [`engine`]: [`Store`], which ties them together, plus compaction and retention.
+//! - [`error`]: [`error::FormatError`], what decoding or encoding the store's files can
+//!   meet.
 //! - [`fs`]: the file-system trait everything writes through, and [`fs::FaultyFs`] for
 //!   tests.
 //! - [`memory`]: [`memory::MemoryStore`], the in-memory reference backend.
@@ -42,6 +44,7 @@
 pub mod block;
 pub mod conformance;
 pub mod engine;
+pub mod error;
 pub mod fs;
 pub mod head;
 pub mod index;

@@ -11,6 +11,12 @@ use std::fmt::Write;
 use serde_json::{Map, Value};
 use strand_core::{AnyValue, Event, KeyValue, Link, SpanId, TraceId};
 
+use crate::error::FormatError;
+
+fn invalid(what: impl Into<String>) -> FormatError {
+    FormatError::invalid(what)
+}
+
 /// Encodes attributes; `None` for an empty list (stored as a null cell).
 pub fn attrs_to_json(attrs: &[KeyValue]) -> Option<String> {
     if attrs.is_empty() {
@@ -107,37 +113,39 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(s: &str) -> Result<Vec<u8>, String> {
+fn unhex(s: &str) -> Result<Vec<u8>, FormatError> {
     if !s.len().is_multiple_of(2) {
-        return Err("odd-length hex".into());
+        return Err(invalid("odd-length hex"));
     }
     (0..s.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2).ok_or("bad hex")?, 16).map_err(|e| e.to_string()))
+        .map(|i| {
+            s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(|| invalid("bad hex"))
+        })
         .collect()
 }
 
 /// Decodes attributes written by [`attrs_to_json`]; `None` is an empty list.
-pub fn attrs_from_json(s: Option<&str>) -> Result<Vec<KeyValue>, String> {
+pub fn attrs_from_json(s: Option<&str>) -> Result<Vec<KeyValue>, FormatError> {
     let Some(s) = s else { return Ok(Vec::new()) };
-    match serde_json::from_str(s).map_err(|e| e.to_string())? {
+    match serde_json::from_str(s)? {
         Value::Object(m) => map_to_attrs(m),
-        _ => Err("attributes are not a JSON object".into()),
+        _ => Err(invalid("attributes are not a JSON object")),
     }
 }
 
-fn map_to_attrs(m: Map<String, Value>) -> Result<Vec<KeyValue>, String> {
+fn map_to_attrs(m: Map<String, Value>) -> Result<Vec<KeyValue>, FormatError> {
     m.into_iter().map(|(k, v)| Ok(KeyValue { key: k, value: json_to_value(v)? })).collect()
 }
 
-fn json_to_value(v: Value) -> Result<AnyValue, String> {
+fn json_to_value(v: Value) -> Result<AnyValue, FormatError> {
     Ok(match v {
         Value::Null => AnyValue::Empty,
         Value::Bool(b) => AnyValue::Bool(b),
         Value::String(s) => AnyValue::String(s),
         Value::Number(n) => match n.as_i64() {
             Some(i) => AnyValue::Int(i),
-            None => AnyValue::Double(n.as_f64().ok_or("number out of range")?),
+            None => AnyValue::Double(n.as_f64().ok_or_else(|| invalid("number out of range"))?),
         },
         Value::Array(a) => AnyValue::Array(a.into_iter().map(json_to_value).collect::<Result<_, _>>()?),
         Value::Object(m) => {
@@ -149,7 +157,7 @@ fn json_to_value(v: Value) -> Result<AnyValue, String> {
                             "NaN" => f64::NAN,
                             "Infinity" => f64::INFINITY,
                             "-Infinity" => f64::NEG_INFINITY,
-                            other => return Err(format!("bad $double {other}")),
+                            other => return Err(invalid(format!("bad $double {other}"))),
                         }));
                     }
                     _ => {}
@@ -199,45 +207,52 @@ pub fn write_links(out: &mut impl Write, links: &[Link]) {
     let _ = out.write_char(']');
 }
 
-fn field<'a>(m: &'a Map<String, Value>, key: &str) -> Result<&'a Value, String> {
-    m.get(key).ok_or_else(|| format!("missing {key}"))
+fn field<'a>(m: &'a Map<String, Value>, key: &str) -> Result<&'a Value, FormatError> {
+    m.get(key).ok_or_else(|| invalid(format!("missing {key}")))
 }
 
-fn u64_field(m: &Map<String, Value>, key: &str) -> Result<u64, String> {
-    field(m, key)?.as_u64().ok_or_else(|| format!("{key} is not an unsigned integer"))
+fn u64_field(m: &Map<String, Value>, key: &str) -> Result<u64, FormatError> {
+    field(m, key)?.as_u64().ok_or_else(|| invalid(format!("{key} is not an unsigned integer")))
 }
 
-fn u32_field(m: &Map<String, Value>, key: &str) -> Result<u32, String> {
-    u32::try_from(u64_field(m, key)?).map_err(|_| format!("{key} out of range"))
+fn u32_field(m: &Map<String, Value>, key: &str) -> Result<u32, FormatError> {
+    u32::try_from(u64_field(m, key)?).map_err(|_| invalid(format!("{key} out of range")))
 }
 
-fn str_field(m: &Map<String, Value>, key: &str) -> Result<String, String> {
-    field(m, key)?.as_str().map(str::to_owned).ok_or_else(|| format!("{key} is not a string"))
+fn str_field(m: &Map<String, Value>, key: &str) -> Result<String, FormatError> {
+    field(m, key)?.as_str().map(str::to_owned).ok_or_else(|| invalid(format!("{key} is not a string")))
 }
 
-fn attrs_field(m: &mut Map<String, Value>) -> Result<Vec<KeyValue>, String> {
+fn id_field<T: std::str::FromStr>(m: &Map<String, Value>, key: &str) -> Result<T, FormatError>
+where
+    T::Err: std::fmt::Display,
+{
+    str_field(m, key)?.parse().map_err(|e| invalid(format!("{key}: {e}")))
+}
+
+fn attrs_field(m: &mut Map<String, Value>) -> Result<Vec<KeyValue>, FormatError> {
     match m.remove("attributes") {
         Some(Value::Object(a)) => map_to_attrs(a),
-        _ => Err("attributes is not an object".into()),
+        _ => Err(invalid("attributes is not an object")),
     }
 }
 
-fn list(s: Option<&str>) -> Result<Vec<Map<String, Value>>, String> {
+fn list(s: Option<&str>) -> Result<Vec<Map<String, Value>>, FormatError> {
     let Some(s) = s else { return Ok(Vec::new()) };
-    match serde_json::from_str(s).map_err(|e| e.to_string())? {
+    match serde_json::from_str(s)? {
         Value::Array(items) => items
             .into_iter()
             .map(|v| match v {
                 Value::Object(m) => Ok(m),
-                _ => Err("list item is not an object".to_string()),
+                _ => Err(invalid("list item is not an object")),
             })
             .collect(),
-        _ => Err("not a JSON array".into()),
+        _ => Err(invalid("not a JSON array")),
     }
 }
 
 /// Decodes events written by [`write_events`].
-pub fn events_from_json(s: Option<&str>) -> Result<Vec<Event>, String> {
+pub fn events_from_json(s: Option<&str>) -> Result<Vec<Event>, FormatError> {
     list(s)?
         .into_iter()
         .map(|mut m| {
@@ -252,13 +267,13 @@ pub fn events_from_json(s: Option<&str>) -> Result<Vec<Event>, String> {
 }
 
 /// Decodes links written by [`write_links`].
-pub fn links_from_json(s: Option<&str>) -> Result<Vec<Link>, String> {
+pub fn links_from_json(s: Option<&str>) -> Result<Vec<Link>, FormatError> {
     list(s)?
         .into_iter()
         .map(|mut m| {
             Ok(Link {
-                trace_id: str_field(&m, "trace_id")?.parse::<TraceId>().map_err(|e| e.to_string())?,
-                span_id: str_field(&m, "span_id")?.parse::<SpanId>().map_err(|e| e.to_string())?,
+                trace_id: id_field::<TraceId>(&m, "trace_id")?,
+                span_id: id_field::<SpanId>(&m, "span_id")?,
                 trace_state: str_field(&m, "trace_state")?,
                 dropped_attributes_count: u32_field(&m, "dropped_attributes_count")?,
                 flags: u32_field(&m, "flags")?,

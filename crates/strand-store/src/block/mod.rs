@@ -67,12 +67,13 @@ pub use write::{BlockBuilder, EncodedBlock};
 
 /// Runs parquet-reading code, turning a panic inside it into an error: blocks are
 /// checksummed, so this is the second line of defence against malformed files.
-pub(crate) fn guard<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .unwrap_or_else(|_| Err("parquet reader panicked on malformed data".into()))
+pub(crate) fn guard<T>(f: impl FnOnce() -> Result<T, FormatError>) -> Result<T, FormatError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(Err(FormatError::ReaderPanicked))
 }
 
 use serde::{Deserialize, Serialize};
+
+use crate::error::FormatError;
 
 /// Version of the block layout described in the module docs.
 pub const FORMAT_VERSION: u32 = 1;
@@ -128,11 +129,12 @@ impl FileChecksum {
 #[cfg(test)]
 mod tests {
     use super::guard;
+    use crate::error::FormatError;
 
     #[test]
     fn guard_turns_a_panic_into_an_error() {
-        let r: Result<(), String> = guard(|| panic!("malformed page"));
-        assert_eq!(r, Err("parquet reader panicked on malformed data".to_string()));
-        assert_eq!(guard(|| Ok::<_, String>(5)), Ok(5));
+        let r: Result<(), FormatError> = guard(|| panic!("malformed page"));
+        assert!(matches!(r, Err(FormatError::ReaderPanicked)), "{r:?}");
+        assert_eq!(guard(|| Ok::<_, FormatError>(5)).ok(), Some(5));
     }
 }

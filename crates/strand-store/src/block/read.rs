@@ -21,6 +21,7 @@ use strand_core::{
 use super::json::{attrs_from_json, events_from_json, links_from_json};
 use super::write::spans_schema;
 use super::{BlockMeta, FORMAT_VERSION, guard};
+use crate::error::FormatError;
 use crate::fs::{FileSystem, ReadAt};
 use crate::index::{IndexBuilder, SearchIndex};
 
@@ -146,8 +147,8 @@ impl Block {
         }
         let spans = FileReader(fs.open_read(&spans_path).map_err(|e| io_err(&spans_path, e))?);
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-        let footer = guard(|| ArrowReaderMetadata::load(&spans, options).map_err(|e| e.to_string()))
-            .map_err(|e| corrupt(&spans_path, e))?;
+        let footer = guard(|| Ok(ArrowReaderMetadata::load(&spans, options)?))
+            .map_err(|e| e.corrupt_at(spans_path.display()))?;
         if footer.schema().fields() != spans_schema().fields() {
             return Err(corrupt(&spans_path, "unexpected schema"));
         }
@@ -156,7 +157,7 @@ impl Block {
             return Err(corrupt(&spans_path, format!("{rows} rows, meta.json says {}", meta.span_count)));
         }
         let traces = Bytes::from(fs.read_file(&traces_path).map_err(|e| io_err(&traces_path, e))?);
-        let index = guard(|| read_index(traces)).map_err(|e| corrupt(&traces_path, e))?;
+        let index = guard(|| read_index(traces)).map_err(|e| e.corrupt_at(traces_path.display()))?;
         let covered: u64 = index.iter().map(|e| u64::from(e.rows)).sum();
         if covered != meta.span_count || index.windows(2).any(|w| w[0].trace_id >= w[1].trace_id) {
             return Err(corrupt(&traces_path, "trace index does not match spans"));
@@ -174,7 +175,7 @@ impl Block {
         block.search = match index_bytes {
             Some(data) => {
                 block.disk_bytes += data.len() as u64;
-                SearchIndex::decode(&data).map_err(|e| corrupt(&dir.join("index.bin"), e))?
+                SearchIndex::decode(&data).map_err(|e| e.corrupt_at(dir.join("index.bin").display()))?
             }
             // Blocks written before index.bin existed: index them now.
             None => {
@@ -216,10 +217,10 @@ impl Block {
 
     fn read_rows(&self, first: u64, count: u64) -> Result<Vec<StoredSpan>, StoreError> {
         let path = self.dir.join("spans.parquet");
-        guard(|| self.read_rows_unguarded(first, count)).map_err(|e| corrupt(&path, e))
+        guard(|| self.read_rows_unguarded(first, count)).map_err(|e| e.corrupt_at(path.display()))
     }
 
-    fn read_rows_unguarded(&self, first: u64, count: u64) -> Result<Vec<StoredSpan>, String> {
+    fn read_rows_unguarded(&self, first: u64, count: u64) -> Result<Vec<StoredSpan>, FormatError> {
         // Pick the row groups that hold [first, first + count).
         let mut groups = Vec::new();
         let mut group_start = 0u64;
@@ -242,46 +243,48 @@ impl Block {
                 .with_row_groups(groups)
                 .with_row_selection(selection)
                 .with_batch_size(8192)
-                .build()
-                .map_err(|e| e.to_string())?;
+                .build()?;
         let mut decoder = RowDecoder::default();
         let mut out = Vec::with_capacity(count as usize);
         for batch in reader {
-            let batch = batch.map_err(|e| e.to_string())?;
-            decoder.decode(&batch, &mut out).map_err(|e| e.to_string())?;
+            decoder.decode(&batch?, &mut out)?;
         }
         Ok(out)
     }
 }
 
-fn read_index(traces: Bytes) -> Result<Vec<IndexEntry>, String> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(traces)
-        .map_err(|e| e.to_string())?
-        .build()
-        .map_err(|e| e.to_string())?;
+fn read_index(traces: Bytes) -> Result<Vec<IndexEntry>, FormatError> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(traces)?.build()?;
     let mut out = Vec::new();
     for batch in reader {
-        let batch = batch.map_err(|e| e.to_string())?;
+        let batch = batch?;
         let ids = fsb(&batch, 0, 16)?;
-        let first = batch.column(1).as_primitive_opt::<UInt32Type>().ok_or("first_row type")?;
-        let rows = batch.column(2).as_primitive_opt::<UInt32Type>().ok_or("span_count type")?;
+        let first = u32_column(&batch, 1)?;
+        let rows = u32_column(&batch, 2)?;
         for i in 0..batch.num_rows() {
-            let trace_id: [u8; 16] = ids.value(i).try_into().map_err(|_| "trace id width")?;
+            let trace_id: [u8; 16] =
+                ids.value(i).try_into().map_err(|_| FormatError::invalid("trace id width"))?;
             out.push(IndexEntry { trace_id, first_row: first.value(i), rows: rows.value(i) });
         }
     }
     Ok(out)
 }
 
-fn fsb(batch: &RecordBatch, col: usize, width: i32) -> Result<&FixedSizeBinaryArray, String> {
+fn fsb(batch: &RecordBatch, col: usize, width: i32) -> Result<&FixedSizeBinaryArray, FormatError> {
     let a = batch
         .column(col)
         .as_fixed_size_binary_opt()
-        .ok_or_else(|| format!("column {col} is not fixed-size binary"))?;
+        .ok_or_else(|| FormatError::invalid(format!("column {col} is not fixed-size binary")))?;
     if a.value_length() != width {
-        return Err(format!("column {col} has width {}", a.value_length()));
+        return Err(FormatError::invalid(format!("column {col} has width {}", a.value_length())));
     }
     Ok(a)
+}
+
+fn u32_column(b: &RecordBatch, i: usize) -> Result<&arrow_array::UInt32Array, FormatError> {
+    b.column(i)
+        .as_primitive_opt::<UInt32Type>()
+        .ok_or_else(|| FormatError::invalid(format!("column {i} is not uint32")))
 }
 
 /// Resource columns of a row: attributes JSON, dropped count, schema URL.
@@ -297,25 +300,20 @@ struct RowDecoder {
 }
 
 impl RowDecoder {
-    fn decode(&mut self, b: &RecordBatch, out: &mut Vec<StoredSpan>) -> Result<(), String> {
+    fn decode(&mut self, b: &RecordBatch, out: &mut Vec<StoredSpan>) -> Result<(), FormatError> {
         let trace_id = fsb(b, 0, 16)?;
         let span_id = fsb(b, 1, 8)?;
         let parent = fsb(b, 2, 8)?;
-        let s = |i: usize| {
-            b.column(i).as_string_opt::<i32>().ok_or_else(|| format!("column {i} is not a string"))
-        };
-        let u32c = |i: usize| {
-            b.column(i).as_primitive_opt::<UInt32Type>().ok_or_else(|| format!("column {i} is not uint32"))
-        };
-        let i8c = |i: usize| {
-            b.column(i).as_primitive_opt::<Int8Type>().ok_or_else(|| format!("column {i} is not int8"))
-        };
+        let bad = |i: usize, what: &str| FormatError::invalid(format!("column {i} is not {what}"));
+        let s = |i: usize| b.column(i).as_string_opt::<i32>().ok_or_else(|| bad(i, "a string"));
+        let u32c = |i: usize| u32_column(b, i);
+        let i8c = |i: usize| b.column(i).as_primitive_opt::<Int8Type>().ok_or_else(|| bad(i, "int8"));
         let trace_state = s(3)?;
         let flags = u32c(4)?;
         let name = s(5)?;
         let kind = i8c(6)?;
-        let start = b.column(7).as_primitive_opt::<UInt64Type>().ok_or("start type")?;
-        let duration = b.column(8).as_primitive_opt::<Int64Type>().ok_or("duration type")?;
+        let start = b.column(7).as_primitive_opt::<UInt64Type>().ok_or_else(|| bad(7, "uint64"))?;
+        let duration = b.column(8).as_primitive_opt::<Int64Type>().ok_or_else(|| bad(8, "int64"))?;
         let status_code = i8c(9)?;
         let status_message = s(10)?;
         let res_attrs = s(12)?;
@@ -368,7 +366,7 @@ impl RowDecoder {
                     sc
                 }
             };
-            let id_err = |e: strand_core::IdError| e.to_string();
+            let id_err = |e: strand_core::IdError| FormatError::invalid(e.to_string());
             let start_ns = start.value(i);
             let span = Span {
                 trace_id: TraceId::from_slice(trace_id.value(i)).map_err(id_err)?,

@@ -17,6 +17,7 @@ use strand_core::{Resource, Scope, Span, SpanBatch, StatusCode, StoredSpan};
 
 use super::json::{attrs_to_json, write_attrs, write_events, write_links};
 use super::{BlockMeta, FORMAT_VERSION, FileChecksum};
+use crate::error::FormatError;
 
 /// Rows per data page: small pages make a trace lookup read little.
 const PAGE_ROWS: usize = 2048;
@@ -112,11 +113,11 @@ fn spans_props(trace_count: u64) -> WriterProperties {
     b.build()
 }
 
-fn write_parquet(batch: &RecordBatch, props: WriterProperties) -> Result<Vec<u8>, String> {
+fn write_parquet(batch: &RecordBatch, props: WriterProperties) -> Result<Vec<u8>, FormatError> {
     let mut out = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).map_err(|e| e.to_string())?;
-    w.write(batch).map_err(|e| e.to_string())?;
-    w.close().map_err(|e| e.to_string())?;
+    let mut w = ArrowWriter::try_new(&mut out, batch.schema(), Some(props))?;
+    w.write(batch)?;
+    w.close()?;
     Ok(out)
 }
 
@@ -227,7 +228,7 @@ impl BlockBuilder {
 
     /// Appends a batch's spans. Resource and scope attributes are encoded once per distinct
     /// resource or scope of the batch.
-    pub fn append_batch(&mut self, batch: &SpanBatch) -> Result<(), String> {
+    pub fn append_batch(&mut self, batch: &SpanBatch) -> Result<(), FormatError> {
         for rs in &batch.resource_spans {
             let service = rs.resource.service_name();
             let res_json = attrs_to_json(&rs.resource.attributes);
@@ -252,7 +253,7 @@ impl BlockBuilder {
     pub fn append_stored<'a>(
         &mut self,
         spans: impl IntoIterator<Item = &'a StoredSpan>,
-    ) -> Result<(), String> {
+    ) -> Result<(), FormatError> {
         let mut resources: std::collections::HashMap<usize, Option<String>> = Default::default();
         let mut scopes: std::collections::HashMap<usize, Option<String>> = Default::default();
         for s in spans {
@@ -285,8 +286,7 @@ impl BlockBuilder {
         res_json: Option<&str>,
         scope: &Scope,
         scope_json: Option<&str>,
-    ) -> Result<(), String> {
-        let err = |e: arrow_schema::ArrowError| e.to_string();
+    ) -> Result<(), FormatError> {
         let row = self.keys.len() as u32;
         self.keys.push((
             u128::from_be_bytes(sp.trace_id.0),
@@ -295,10 +295,10 @@ impl BlockBuilder {
             row,
         ));
         self.max_end = self.max_end.max(sp.end_time_unix_nano);
-        self.trace_id.append_value(sp.trace_id.0).map_err(err)?;
-        self.span_id.append_value(sp.span_id.0).map_err(err)?;
+        self.trace_id.append_value(sp.trace_id.0)?;
+        self.span_id.append_value(sp.span_id.0)?;
         match sp.parent_span_id {
-            Some(p) => self.parent.append_value(p.0).map_err(err)?,
+            Some(p) => self.parent.append_value(p.0)?,
             None => self.parent.append_null(),
         }
         self.trace_state.append_value(&sp.trace_state);
@@ -334,8 +334,7 @@ impl BlockBuilder {
         min_received_unix_nano: u64,
         max_received_unix_nano: u64,
         compacted_from: Vec<String>,
-    ) -> Result<EncodedBlock, String> {
-        let err = |e: arrow_schema::ArrowError| e.to_string();
+    ) -> Result<EncodedBlock, FormatError> {
         self.keys.sort_unstable();
         self.keys.dedup_by(|later, first| (later.0, later.1, later.2) == (first.0, first.1, first.2));
         let order = UInt32Array::from_iter_values(self.keys.iter().map(|k| k.3));
@@ -370,9 +369,8 @@ impl BlockBuilder {
         let sorted = columns
             .iter()
             .map(|c| arrow_select::take::take(c.as_ref(), &order, None))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(err)?;
-        let batch = RecordBatch::try_new(Arc::new(spans_schema()), sorted).map_err(err)?;
+            .collect::<Result<Vec<_>, _>>()?;
+        let batch = RecordBatch::try_new(Arc::new(spans_schema()), sorted)?;
         let summaries = Summaries::from_sorted(&batch)?;
         let trace_count = summaries.list.len() as u64;
         let spans_bytes = write_parquet(&batch, spans_props(trace_count))?;
@@ -420,20 +418,22 @@ struct Summaries<'a> {
 
 impl<'a> Summaries<'a> {
     /// Summarises the traces of a batch sorted by trace id and start time.
-    fn from_sorted(b: &'a RecordBatch) -> Result<Self, String> {
+    fn from_sorted(b: &'a RecordBatch) -> Result<Self, FormatError> {
         use arrow_array::cast::AsArray;
         use arrow_array::types::{Int8Type, Int64Type, UInt64Type};
         let col = |i: usize| b.column(i);
-        let trace_id = col(0).as_fixed_size_binary_opt().ok_or("trace_id type")?;
-        let parent = col(2).as_fixed_size_binary_opt().ok_or("parent type")?;
-        let start = col(7).as_primitive_opt::<UInt64Type>().ok_or("start type")?;
-        let duration = col(8).as_primitive_opt::<Int64Type>().ok_or("duration type")?;
-        let status = col(9).as_primitive_opt::<Int8Type>().ok_or("status type")?;
-        let name = col(5).as_string_opt::<i32>().ok_or("name type")?;
-        let service = col(11).as_string_opt::<i32>().ok_or("service type")?;
+        let bad = |what: &str| FormatError::invalid(format!("{what} column has the wrong type"));
+        let trace_id = col(0).as_fixed_size_binary_opt().ok_or_else(|| bad("trace_id"))?;
+        let parent = col(2).as_fixed_size_binary_opt().ok_or_else(|| bad("parent"))?;
+        let start = col(7).as_primitive_opt::<UInt64Type>().ok_or_else(|| bad("start"))?;
+        let duration = col(8).as_primitive_opt::<Int64Type>().ok_or_else(|| bad("duration"))?;
+        let status = col(9).as_primitive_opt::<Int8Type>().ok_or_else(|| bad("status"))?;
+        let name = col(5).as_string_opt::<i32>().ok_or_else(|| bad("name"))?;
+        let service = col(11).as_string_opt::<i32>().ok_or_else(|| bad("service"))?;
         let mut list: Vec<Summary> = Vec::new();
         for row in 0..b.num_rows() {
-            let tid: [u8; 16] = trace_id.value(row).try_into().map_err(|_| "trace id width")?;
+            let tid: [u8; 16] =
+                trace_id.value(row).try_into().map_err(|_| FormatError::invalid("trace id width"))?;
             if list.last().is_none_or(|l| l.trace_id != tid) {
                 list.push(Summary {
                     trace_id: tid,
@@ -467,7 +467,7 @@ impl<'a> Summaries<'a> {
         Ok(Self { list, service, name })
     }
 
-    fn encode(&self) -> Result<Vec<u8>, String> {
+    fn encode(&self) -> Result<Vec<u8>, FormatError> {
         let n = self.list.len();
         let mut trace_id = FixedSizeBinaryBuilder::with_capacity(n, 16);
         let mut first_row = UInt32Builder::with_capacity(n);
@@ -479,7 +479,7 @@ impl<'a> Summaries<'a> {
         let mut errors = UInt32Builder::with_capacity(n);
         let mut services = ListBuilder::new(StringBuilder::new());
         for t in &self.list {
-            trace_id.append_value(t.trace_id).map_err(|e| e.to_string())?;
+            trace_id.append_value(t.trace_id)?;
             first_row.append_value(t.first_row);
             span_count.append_value(t.span_count);
             root_service.append_value(t.root.map_or("", |(_, r)| self.service.value(r)));
@@ -505,7 +505,7 @@ impl<'a> Summaries<'a> {
             Arc::new(errors.finish()),
             Arc::new(services.finish()),
         ];
-        let batch = RecordBatch::try_new(Arc::new(traces_schema()), columns).map_err(|e| e.to_string())?;
+        let batch = RecordBatch::try_new(Arc::new(traces_schema()), columns)?;
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
             .build();

@@ -26,11 +26,11 @@ pub(super) fn flush_loop(inner: Arc<Inner>, rx: Receiver<FlushJob>) {
 pub(super) fn write_frozen_until_done(
     inner: &Inner,
     frozen: &Arc<Frozen>,
-    waiters: Vec<oneshot::Sender<Result<(), String>>>,
+    waiters: Vec<oneshot::Sender<FlushResult>>,
 ) {
     // A frozen head already published (a flush request waiting on it) needs nothing.
     let pending = inner.state.read().frozen.iter().any(|f| Arc::ptr_eq(f, frozen));
-    let mut result = if pending { write_frozen(inner, frozen) } else { Ok(()) };
+    let mut result = if pending { write_frozen(inner, frozen).map_err(Arc::new) } else { Ok(()) };
     let mut waiters = Some(waiters);
     let mut delay = Duration::from_millis(100);
     while let Err(e) = &result {
@@ -44,24 +44,25 @@ pub(super) fn write_frozen_until_done(
         }
         std::thread::sleep(delay);
         delay = (delay * 2).min(Duration::from_secs(5));
-        result = write_frozen(inner, frozen);
+        result = write_frozen(inner, frozen).map_err(Arc::new);
     }
     for w in waiters.take().unwrap_or_default() {
         let _ = w.send(Ok(()));
     }
 }
 
-pub(super) fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), String> {
+pub(super) fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), StoreError> {
     let _guard = inner.maintenance.lock();
     let mut builder = BlockBuilder::new();
+    let corrupt_head = |e: FormatError| e.corrupt_at("head");
     for record in frozen.head.batches() {
-        builder.append_batch(&record?.1)?;
+        builder.append_batch(&record.map_err(corrupt_head)?.1).map_err(corrupt_head)?;
     }
     // The head's own search index (kept up to date by the index thread) becomes the block's.
     let index = {
         let (handle, first, tail) = frozen.head.index_handle();
         let mut guard = handle.write();
-        guard.extend(first, &tail)?;
+        guard.extend(first, &tail).map_err(corrupt_head)?;
         guard.builder.finish()
     };
     let (min_received, max_received) = (frozen.head.min_received(), frozen.head.max_received());
@@ -73,7 +74,7 @@ pub(super) fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), St
     }
     inner.stats.blocks_written.fetch_add(1, Ordering::Relaxed);
     Wal::remove_through(inner.fs.as_ref(), &inner.root.join("wal"), frozen.through_segment)
-        .map_err(|e| format!("removing flushed wal segments: {e}"))?;
+        .map_err(|source| StoreError::Io { path: "wal (removing flushed segments)".into(), source })?;
     Ok(())
 }
 
@@ -85,11 +86,13 @@ pub(super) fn write_block(
     min_received: u64,
     max_received: u64,
     compacted_from: Vec<String>,
-) -> Result<Block, String> {
+) -> Result<Block, StoreError> {
     let fs = inner.fs.as_ref();
     let id = new_block_id();
-    let mut encoded = builder.finish(id.clone(), min_received, max_received, compacted_from)?;
-    let index = index.encode()?;
+    let encoding = |e: FormatError| e.corrupt_at(format!("block {id} (encoding)"));
+    let mut encoded =
+        builder.finish(id.clone(), min_received, max_received, compacted_from).map_err(encoding)?;
+    let index = index.encode().map_err(encoding)?;
     encoded.meta.files.push(FileChecksum::of("index.bin", &index));
     let blocks_dir = inner.root.join("blocks");
     let tmp = blocks_dir.join(format!(".tmp-{id}"));
@@ -105,11 +108,11 @@ pub(super) fn write_block(
         fs.rename(&tmp, &fin)?;
         fs.sync_dir(&blocks_dir)
     })();
-    if let Err(e) = result {
+    if let Err(source) = result {
         let _ = fs.remove_dir_all(&tmp);
-        return Err(format!("writing block {id}: {e}"));
+        return Err(StoreError::Io { path: tmp.display().to_string(), source });
     }
-    Block::open(fs, &fin).map_err(|e| e.to_string())
+    Block::open(fs, &fin)
 }
 
 static BLOCK_SEQ: AtomicU64 = AtomicU64::new(0);

@@ -5,11 +5,11 @@ use super::*;
 /// Retention, then compaction (nothing is merged that is about to be deleted).
 pub(super) fn maintain(inner: &Inner) -> Result<bool, StoreError> {
     enforce_retention(inner, inner.cfg.clock.now_unix_nano());
-    compact(inner).map_err(|reason| StoreError::Unavailable(format!("compaction failed: {reason}")))
+    compact(inner)
 }
 
 /// Merges the oldest run of small blocks. Returns whether it merged anything.
-pub(super) fn compact(inner: &Inner) -> Result<bool, String> {
+pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
     let _guard = inner.maintenance.lock();
     let target = inner.cfg.compaction_target_spans;
     let candidates: Vec<Arc<Block>> = {
@@ -32,8 +32,8 @@ pub(super) fn compact(inner: &Inner) -> Result<bool, String> {
     let mut builder = BlockBuilder::new();
     let mut index = IndexBuilder::new();
     for b in &candidates {
-        let spans = b.read_all().map_err(|e| e.to_string())?;
-        builder.append_stored(&spans)?;
+        let spans = b.read_all()?;
+        builder.append_stored(&spans).map_err(|e| e.corrupt_at(b.dir.display()))?;
         let received = |id: &TraceId| {
             b.search_index().part(id).map_or(b.meta.min_received_unix_nano, |p| p.min_received)
         };

@@ -34,6 +34,7 @@ use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
 use crate::block::{Block, BlockBuilder, FileChecksum};
+use crate::error::FormatError;
 use crate::fs::FileSystem;
 use crate::head::{Head, HeadIndex, decode_trace};
 use crate::index::{IndexBuilder, IndexView, SearchIndex};
@@ -155,7 +156,7 @@ pub struct StoreSnapshot {
 
 enum Cmd {
     Write { batch: SpanBatch, done: oneshot::Sender<Result<(), SinkError>> },
-    Flush { done: oneshot::Sender<Result<(), String>> },
+    Flush { done: oneshot::Sender<FlushResult> },
     Shutdown,
 }
 
@@ -164,8 +165,11 @@ struct Frozen {
     through_segment: u64,
 }
 
+/// What a flush request hears: one failure is told to every request waiting on it.
+type FlushResult = Result<(), Arc<StoreError>>;
+
 enum FlushJob {
-    Frozen { frozen: Arc<Frozen>, waiters: Vec<oneshot::Sender<Result<(), String>>> },
+    Frozen { frozen: Arc<Frozen>, waiters: Vec<oneshot::Sender<FlushResult>> },
     Stop,
 }
 
@@ -310,7 +314,11 @@ impl Store {
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (done, rx) = oneshot::channel();
         self.tx.send(Cmd::Flush { done }).map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?.map_err(StoreError::Unavailable)
+        rx.await.map_err(|_| StoreError::Closed)?.map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cutting the head into a block failed (the data stays in the wal): {e}"
+            ))
+        })
     }
 
     /// Spans of a trace from head, frozen heads and blocks; blocking (reads files).
@@ -447,7 +455,7 @@ impl Inner {
             }
             drop(g);
             let mut g = index.write();
-            g.extend(*first, tail).map_err(|reason| StoreError::Corrupt { path: "head".into(), reason })?;
+            g.extend(*first, tail).map_err(|e| e.corrupt_at("head"))?;
             guards.push(parking_lot::RwLockWriteGuard::downgrade(g));
         }
         let mut views: Vec<&dyn IndexView> =
@@ -486,8 +494,7 @@ impl Inner {
         };
         let mut out = Vec::with_capacity(ids.len());
         for (id, records) in ids.iter().zip(records) {
-            let mut spans = decode_trace(&records, id)
-                .map_err(|e| StoreError::Corrupt { path: "head".into(), reason: e })?;
+            let mut spans = decode_trace(&records, id).map_err(|e| e.corrupt_at("head"))?;
             // Older copies first, so the first-written copy of a duplicate wins.
             let mut from_blocks = Vec::new();
             for b in blocks.iter().filter(|b| b.may_contain(id)) {

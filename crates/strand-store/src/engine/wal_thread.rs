@@ -181,7 +181,7 @@ fn maybe_cut(
     inner: &Inner,
     wal: &mut Wal,
     flush_tx: &mpsc::Sender<FlushJob>,
-    waiters: Vec<oneshot::Sender<Result<(), String>>>,
+    waiters: Vec<oneshot::Sender<FlushResult>>,
     force: bool,
 ) {
     let due = {
@@ -213,8 +213,9 @@ fn maybe_cut(
         Ok(s) => s,
         Err(e) => {
             warn!(error = %e, "wal rotation failed; head stays in memory");
+            let e = Arc::new(StoreError::Io { path: "wal (rotating a segment)".into(), source: e });
             waiters.into_iter().for_each(|w| {
-                let _ = w.send(Err(format!("wal rotation failed: {e}")));
+                let _ = w.send(Err(e.clone()));
             });
             return;
         }

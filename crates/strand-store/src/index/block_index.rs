@@ -2,10 +2,11 @@
 //! candidate sets for searches.
 
 use super::*;
+use crate::error::FormatError;
 
 impl SearchIndex {
     /// Encodes for `index.bin`: postings delta-encoded, then postcard.
-    pub fn encode(&self) -> Result<Vec<u8>, String> {
+    pub fn encode(&self) -> Result<Vec<u8>, FormatError> {
         let mut delta = self.clone();
         for p in &mut delta.terms {
             let mut prev = 0;
@@ -15,16 +16,16 @@ impl SearchIndex {
                 prev = v;
             }
         }
-        let raw = postcard::to_allocvec(&delta).map_err(|e| e.to_string())?;
-        zstd::bulk::compress(&raw, 3).map_err(|e| e.to_string())
+        let raw = postcard::to_allocvec(&delta)?;
+        zstd::bulk::compress(&raw, 3).map_err(FormatError::Zstd)
     }
 
     /// Decodes `index.bin`, checking that it is consistent.
-    pub fn decode(data: &[u8]) -> Result<Self, String> {
-        let raw = zstd::stream::decode_all(data).map_err(|e| format!("index.bin: {e}"))?;
-        let mut idx: SearchIndex = postcard::from_bytes(&raw).map_err(|e| format!("index.bin: {e}"))?;
+    pub fn decode(data: &[u8]) -> Result<Self, FormatError> {
+        let raw = zstd::stream::decode_all(data).map_err(FormatError::Zstd)?;
+        let mut idx: SearchIndex = postcard::from_bytes(&raw)?;
         if idx.version != INDEX_VERSION {
-            return Err(format!("index.bin: unsupported version {}", idx.version));
+            return Err(FormatError::UnknownVersion { what: "search index", found: idx.version });
         }
         let n = idx.traces.len() as u64;
         for p in &mut idx.terms {
@@ -32,7 +33,7 @@ impl SearchIndex {
             for t in &mut p.traces {
                 acc += u64::from(*t);
                 if acc >= n {
-                    return Err("index.bin: posting out of range".into());
+                    return Err(FormatError::invalid("posting out of range"));
                 }
                 *t = acc as u32;
             }
@@ -50,7 +51,7 @@ impl SearchIndex {
             || idx.edges.iter().any(|e| usize::from(e.parent.max(e.child)) >= services)
             || idx.traces.windows(2).any(|w| w[0].id >= w[1].id)
         {
-            return Err("index.bin: inconsistent".into());
+            return Err(FormatError::invalid("inconsistent search index"));
         }
         idx.order_by_start();
         Ok(idx)

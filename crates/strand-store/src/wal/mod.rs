@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use strand_core::SpanBatch;
 use tracing::{error, info, warn};
 
+use crate::error::FormatError;
 use crate::fs::{AppendFile, FileSystem};
 
 pub mod group_commit;
@@ -120,21 +121,23 @@ impl WalRecord {
 
     /// Decodes a record as [`WalRecord::encode`] wrote it, header included (checksum
     /// verified).
-    pub fn decode_framed(framed: &[u8]) -> Result<Self, String> {
-        let header = framed.get(..RECORD_HEADER).ok_or("record shorter than its header")?;
+    pub fn decode_framed(framed: &[u8]) -> Result<Self, FormatError> {
+        let header = framed
+            .get(..RECORD_HEADER)
+            .ok_or_else(|| FormatError::invalid("record shorter than its header"))?;
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
         let payload = &framed[RECORD_HEADER..];
         if crc32c::crc32c(payload) != crc {
-            return Err("record checksum mismatch".into());
+            return Err(FormatError::Checksum);
         }
         Self::decode(payload)
     }
 
-    fn decode(payload: &[u8]) -> Result<Self, String> {
+    fn decode(payload: &[u8]) -> Result<Self, FormatError> {
         match payload.split_first() {
-            Some((&PAYLOAD_VERSION, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
-            Some((v, _)) => Err(format!("unknown payload version {v}")),
-            None => Err("empty payload".into()),
+            Some((&PAYLOAD_VERSION, rest)) => Ok(postcard::from_bytes(rest)?),
+            Some((&v, _)) => Err(FormatError::UnknownVersion { what: "wal payload", found: u32::from(v) }),
+            None => Err(FormatError::invalid("empty payload")),
         }
     }
 }
