@@ -8,7 +8,9 @@
 //!   span *before* sampling so they stay exact when most traces are dropped.
 //! - [`remote`]: Jaeger remote-sampling strategies, from a file or adaptive.
 //! - [`runtime`]: [`runtime::Pipeline`], the sink the receivers write to: RED metrics, the
-//!   buffer and its deciding task, and the durable pending log.
+//!   buffer and its deciding task, and the durable pending log; and
+//!   [`runtime::remote::RemoteSampling`], the strategies served to SDKs with the task that
+//!   keeps them current (adaptive calculation, saved state, file reloads).
 //!
 //! Apart from [`runtime`], nothing here reads a clock or does I/O: time comes in as Unix
 //! nanoseconds, so every behaviour is testable step by step. The server owns the HTTP

@@ -27,8 +27,8 @@ use serde::Serialize;
 use strand_core::{SpanSink, TraceReader, TraceStore};
 use strand_ingest::{IngestLimits, Receiver, ReceiverStats};
 
-use crate::remote_sampling::RemoteSampling;
 use strand_sampling::runtime::Pipeline;
+use strand_sampling::runtime::remote::RemoteSampling;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
@@ -196,12 +196,12 @@ pub async fn run(
     // Like Jaeger's collector, the thrift HTTP port also answers `/api/sampling`.
     let mut jaeger_app = strand_ingest::jaeger::router(receiver.clone());
     if cfg.remote_sampling.enabled {
-        jaeger_app = jaeger_app.merge(remote.router());
+        jaeger_app = jaeger_app.merge(remote_sampling::router(&remote));
     }
     for (listener, app, what) in [
         (jaeger_http, jaeger_app, "jaeger thrift http server"),
         (zipkin, strand_ingest::zipkin::router(receiver.clone()), "zipkin server"),
-        (remote_http, remote.router(), "remote sampling server"),
+        (remote_http, remote_sampling::router(&remote), "remote sampling server"),
     ] {
         if let Some(listener) = listener {
             let stop = stopped();

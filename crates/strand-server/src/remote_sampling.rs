@@ -1,265 +1,22 @@
-//! Jaeger remote sampling: `GET /sampling?service=X` and `/api/sampling?service=X` answer
-//! SDKs' remote samplers with the strategy for their service, from the strategies file and
-//! the adaptive engine ([`strand_sampling::remote`]).
-//!
-//! A background task recomputes adaptive probabilities from the root spans the RED
-//! observer counted (before tail sampling) every `calculation_interval`, persists them to
-//! `<data_dir>/sampling/adaptive.json` so a restart resumes them, and re-reads the
-//! strategies file every `reload_interval` (a file that no longer parses is logged and the
-//! previous strategies stay).
+//! Jaeger remote sampling over HTTP: `GET /sampling?service=X` and `/api/sampling?service=X`
+//! answer SDKs' remote samplers with the strategy
+//! [`strand_sampling::runtime::remote::RemoteSampling`] holds for their service.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-use strand_core::MetricFamily;
 
-use anyhow::Context;
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use parking_lot::RwLock;
-use strand_sampling::red::RedMetrics;
-use strand_sampling::remote::{
-    Adaptive, AdaptiveProbability, RemoteSamplingConfig, StaticStrategies, Strategies,
-};
-use tracing::{info, warn};
+use strand_sampling::runtime::remote::RemoteSampling;
 
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
-pub struct RemoteStats {
-    /// Strategies served.
-    pub requests: AtomicU64,
-    /// Requests refused (no or repeated `service`).
-    pub bad_requests: AtomicU64,
-    /// Adaptive calculations run.
-    pub calculations: AtomicU64,
-    /// Strategies file reloads that changed the strategies.
-    pub reloads: AtomicU64,
-    /// Reloads or adaptive-state writes that failed.
-    pub errors: AtomicU64,
-}
-
-/// The strategies and what keeps them current.
-#[derive(Debug)]
-pub struct RemoteSampling {
-    cfg: RemoteSamplingConfig,
-    strategies: RwLock<Strategies>,
-    red: Arc<RedMetrics>,
-    state_path: PathBuf,
-    /// Bytes of the strategies file last loaded, to reload only on change.
-    file_bytes: parking_lot::Mutex<Option<Vec<u8>>>,
-    stats: RemoteStats,
-}
-
-impl RemoteSampling {
-    /// Reads the strategies file (an error if it is missing or invalid) and the adaptive
-    /// state an earlier run left in `data_dir`. Disabled, it reads nothing and does nothing.
-    pub fn open(cfg: &RemoteSamplingConfig, data_dir: &Path, red: Arc<RedMetrics>) -> anyhow::Result<Self> {
-        let mut cfg = cfg.clone();
-        if !cfg.enabled {
-            cfg.strategies_file = None;
-            cfg.adaptive.enabled = false;
-        }
-        let cfg = &cfg;
-        let (file, bytes) = match &cfg.strategies_file {
-            Some(path) => {
-                let bytes = std::fs::read(path)
-                    .with_context(|| format!("reading the sampling strategies file {}", path.display()))?;
-                let parsed = StaticStrategies::parse(&bytes)
-                    .map_err(|e| anyhow::anyhow!("sampling strategies file {}: {e}", path.display()))?;
-                for w in &parsed.warnings {
-                    warn!(file = %path.display(), "{w}");
-                }
-                (Some(parsed), Some(bytes))
-            }
-            None => (None, None),
-        };
-        let state_path = data_dir.join("sampling").join("adaptive.json");
-        let adaptive = cfg.adaptive.enabled.then(|| {
-            let restored = read_state(&state_path);
-            if !restored.is_empty() {
-                info!(operations = restored.len(), "resumed adaptive sampling probabilities");
-            }
-            Adaptive::new(cfg.adaptive.clone(), &restored)
-        });
-        Ok(Self {
-            cfg: cfg.clone(),
-            strategies: RwLock::new(Strategies::new(file, adaptive, cfg.default_sampling_probability)),
-            red,
-            state_path,
-            file_bytes: parking_lot::Mutex::new(bytes),
-            stats: RemoteStats::default(),
-        })
-    }
-
-    /// The counters.
-    pub fn stats(&self) -> &RemoteStats {
-        &self.stats
-    }
-
-    /// Operations with an adaptive probability.
-    pub fn adaptive_operations(&self) -> usize {
-        self.strategies.read().adaptive().map_or(0, |a| a.probabilities().len())
-    }
-
-    /// Counters and gauges for `/metrics`.
-    pub fn metric_families(&self) -> Vec<MetricFamily> {
-        let st = self.stats();
-        let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
-
-        vec![
-            MetricFamily::counter(
-                "strand_remote_sampling_requests_total",
-                "Sampling strategies served to SDKs.",
-                c(&st.requests) as f64,
-            ),
-            MetricFamily::counter(
-                "strand_remote_sampling_bad_requests_total",
-                "Strategy requests refused (no or repeated service).",
-                c(&st.bad_requests) as f64,
-            ),
-            MetricFamily::counter(
-                "strand_remote_sampling_calculations_total",
-                "Adaptive sampling calculations.",
-                c(&st.calculations) as f64,
-            ),
-            MetricFamily::gauge(
-                "strand_remote_sampling_adaptive_operations",
-                "Root operations with an adaptive probability.",
-                self.adaptive_operations() as f64,
-            ),
-            MetricFamily::counter(
-                "strand_remote_sampling_reloads_total",
-                "Strategies file reloads that changed the strategies.",
-                c(&st.reloads) as f64,
-            ),
-            MetricFamily::counter(
-                "strand_remote_sampling_errors_total",
-                "Strategies file reloads or adaptive state writes that failed.",
-                c(&st.errors) as f64,
-            ),
-        ]
-    }
-
-    /// `GET /sampling` and `GET /api/sampling`.
-    pub fn router(self: &Arc<Self>) -> Router {
-        Router::new()
-            .route("/sampling", get(strategy))
-            .route("/api/sampling", get(strategy))
-            .with_state(self.clone())
-    }
-
-    /// Recomputes adaptive probabilities and reloads the strategies file until `stop`
-    /// resolves; then saves the adaptive state once more.
-    pub async fn run(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
-        let every = |d: Duration| {
-            let mut t =
-                tokio::time::interval(if d.is_zero() { Duration::from_secs(86_400 * 365) } else { d });
-            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            t
-        };
-        let adaptive = self.cfg.adaptive.enabled;
-        let reload = self.cfg.strategies_file.is_some() && !self.cfg.reload_interval.0.is_zero();
-        let mut calc =
-            every(if adaptive { self.cfg.adaptive.calculation_interval.0 } else { Duration::ZERO });
-        let mut reload_tick = every(if reload { self.cfg.reload_interval.0 } else { Duration::ZERO });
-        tokio::pin!(stop);
-        loop {
-            tokio::select! {
-                _ = &mut stop => break,
-                _ = calc.tick(), if adaptive => self.calculate().await,
-                _ = reload_tick.tick(), if reload => self.reload().await,
-            }
-        }
-        if adaptive {
-            self.save().await;
-        }
-    }
-
-    async fn calculate(&self) {
-        let counts = self.red.root_counts();
-        let now = strand_store::now_unix_nano();
-        let changed = {
-            let mut s = self.strategies.write();
-            let Some(a) = s.adaptive_mut() else { return };
-            a.calculate(counts.iter().map(|(s, o, n)| (&**s, &**o, *n)), now)
-        };
-        self.stats.calculations.fetch_add(1, Ordering::Relaxed);
-        if changed {
-            self.save().await;
-        }
-    }
-
-    async fn save(&self) {
-        let Some(probabilities) = self.strategies.read().adaptive().map(Adaptive::probabilities) else {
-            return;
-        };
-        let path = self.state_path.clone();
-        let written = tokio::task::spawn_blocking(move || write_state(&path, &probabilities)).await;
-        if let Err(e) = written.map_err(anyhow::Error::from).and_then(|r| r) {
-            self.stats.errors.fetch_add(1, Ordering::Relaxed);
-            warn!(error = %e, "saving adaptive sampling probabilities failed");
-        }
-    }
-
-    async fn reload(&self) {
-        let Some(path) = self.cfg.strategies_file.clone() else { return };
-        let bytes = match tokio::fs::read(&path).await {
-            Ok(b) => b,
-            Err(e) => {
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                warn!(file = %path.display(), error = %e, "re-reading the sampling strategies file failed; keeping the previous strategies");
-                return;
-            }
-        };
-        if self.file_bytes.lock().as_deref() == Some(&bytes[..]) {
-            return;
-        }
-        match StaticStrategies::parse(&bytes) {
-            Ok(parsed) => {
-                for w in &parsed.warnings {
-                    warn!(file = %path.display(), "{w}");
-                }
-                self.strategies.write().set_file(Some(parsed));
-                *self.file_bytes.lock() = Some(bytes);
-                self.stats.reloads.fetch_add(1, Ordering::Relaxed);
-                info!(file = %path.display(), "reloaded sampling strategies");
-            }
-            Err(e) => {
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                // Remember the bad bytes so the same error is logged once, not every tick.
-                *self.file_bytes.lock() = Some(bytes);
-                warn!(file = %path.display(), error = %e, "the sampling strategies file is invalid; keeping the previous strategies");
-            }
-        }
-    }
-}
-
-fn read_state(path: &Path) -> Vec<AdaptiveProbability> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            warn!(file = %path.display(), error = %e, "ignoring unreadable adaptive sampling state");
-            Vec::new()
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => {
-            warn!(file = %path.display(), error = %e, "ignoring unreadable adaptive sampling state");
-            Vec::new()
-        }
-    }
-}
-
-fn write_state(path: &Path, probabilities: &[AdaptiveProbability]) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(probabilities)?)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+/// `GET /sampling` and `GET /api/sampling`.
+pub fn router(remote: &Arc<RemoteSampling>) -> Router {
+    Router::new()
+        .route("/sampling", get(strategy))
+        .route("/api/sampling", get(strategy))
+        .with_state(remote.clone())
 }
 
 /// Answers with the strategy for the one `service` parameter (Jaeger: 400 unless it is
@@ -269,7 +26,7 @@ async fn strategy(
     params: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let bad = |msg: String| {
-        remote.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
+        remote.count_bad_request();
         (StatusCode::BAD_REQUEST, msg).into_response()
     };
     let params = match params {
@@ -282,7 +39,5 @@ async fn strategy(
         (Some(_), None) => return bad("'service' parameter must not be empty".into()),
         _ => return bad("'service' parameter must be provided once".into()),
     };
-    let resp = remote.strategies.read().for_service(service);
-    remote.stats.requests.fetch_add(1, Ordering::Relaxed);
-    axum::Json(resp).into_response()
+    axum::Json(remote.strategy_for(service)).into_response()
 }

@@ -17,6 +17,8 @@
 //! first-seen time, decided ones go back into the decision cache. A segment is deleted
 //! when no buffered trace, retry or in-flight append still needs it.
 
+pub mod remote;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
