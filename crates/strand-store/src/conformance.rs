@@ -329,6 +329,8 @@ pub async fn search_conditions_hold_on_one_span<H: Harness>(h: &H) {
         KeyValue::new("http.response.status_code", AnyValue::Int(500)),
         KeyValue::new("sampled.ratio", AnyValue::Double(0.25)),
         KeyValue::new("retry", AnyValue::Bool(true)),
+        KeyValue::new("tags", AnyValue::Array(vec![AnyValue::String("urgent".into())])),
+        KeyValue::new("digest", AnyValue::Bytes(b"urgent".to_vec())),
     ];
     write(&store, service_batch("gateway", vec![], Scope::default(), vec![root])).await;
     store.flush().await.expect("flush");
@@ -410,6 +412,24 @@ pub async fn search_conditions_hold_on_one_span<H: Harness>(h: &H) {
                         q.service = Some("epro".into());
                         q.status = Some(StatusFilter::Ok)
                     }),
+                    vec![],
+                ),
+                (
+                    "status ok, unset spans",
+                    q(|q| {
+                        q.service = Some("gateway".into());
+                        q.status = Some(StatusFilter::Ok)
+                    }),
+                    vec![tid(2), id],
+                ),
+                (
+                    "array and bytes attributes never match as text",
+                    q(|q| q.attributes = vec![attr(AttrScope::Span, "tags", "urgent")]),
+                    vec![],
+                ),
+                (
+                    "bytes attribute",
+                    q(|q| q.attributes = vec![attr(AttrScope::Span, "digest", "urgent")]),
                     vec![],
                 ),
                 (
@@ -667,6 +687,18 @@ pub async fn dependencies_count_calls_between_services<H: Harness>(h: &H) {
             ),
         )
         .await;
+        // A batch consumer in its own trace that links the producer: links are not calls.
+        let mut archive = span(tid(100 + n), 1, None, "process reports batch", start + 6_000, 1_000);
+        archive.kind = SpanKind::Consumer;
+        archive.links = vec![Link {
+            trace_id: id,
+            span_id: SpanId(5u64.to_be_bytes()), // span 4 (testdata ids are n + 1)
+            trace_state: String::new(),
+            attributes: vec![],
+            dropped_attributes_count: 0,
+            flags: 0,
+        }];
+        write(&store, service_batch("archive-service", vec![], Scope::default(), vec![archive])).await;
     }
     in_every_tier(h, &opts, store, |s, tier| {
         Box::pin(async move {
@@ -682,7 +714,7 @@ pub async fn dependencies_count_calls_between_services<H: Harness>(h: &H) {
                     ("gateway", "user-service", 3, 1),
                     ("notify-service", "data-service", 3, 0),
                 ],
-                "conformance ({tier:?}): every edge, sorted, errors counted"
+                "conformance ({tier:?}): every edge, sorted, errors counted; a span link is no call"
             );
             let first_minute = TimeRange { start_unix_nano: t0, end_unix_nano: t0 + minute - 1 };
             let edges = s.dependencies(first_minute).await.expect("dependencies");
