@@ -260,20 +260,41 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     ];
     wait_ready(&mut services, &checks, &logs).await?;
     eprintln!("epro demo running: POST {gateway_url}/reports; logs in {}", logs.display());
+    let mut accepted = 0;
     if let Some(n) = args.load {
-        load(LoadArgs { gateway: gateway_url.clone(), n }).await?;
+        let results = load(LoadArgs { gateway: gateway_url.clone(), n }).await?;
+        accepted = results.iter().filter(|r| r["status"] == 202).count() as u64;
     }
     if !args.exit_after_load || args.load.is_none() {
         crate::telemetry::shutdown().await;
     } else {
-        // Let the notifications the load started go out before stopping.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Every accepted report publishes one event; stop once each has been handled and its
+        // SMS task has finished, so their spans are in the traces.
+        wait_for_notifications(&format!("http://{notify_health}/progress"), accepted).await?;
     }
     // Stop the entry point first, nats-server last.
     for mut s in services.into_iter().rev() {
         tokio::task::spawn_blocking(move || s.stop()).await?;
     }
     Ok(())
+}
+
+/// Polls notify-service's `/progress` until `events` events are handled and as many SMS
+/// tasks have finished (30 s at most).
+async fn wait_for_notifications(url: &str, events: u64) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let progress: serde_json::Value = client.get(url).send().await?.json().await?;
+        let (handled, sent) = (progress["handled"].as_u64(), progress["sms_done"].as_u64());
+        if handled >= Some(events) && sent >= Some(events) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!("notify-service handled {progress} of {events} report events within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Submits `n` reports (patients 1..=n; the (n+1)-th is unknown when n ≥ 10) and prints one

@@ -3,6 +3,8 @@
 //! message handling (and the HTTP request that started it all) but stays in its trace.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -50,7 +52,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         )
         .await?;
     let mut messages = consumer.messages().await?;
-    let health_app = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+    // `/progress`: events handled and SMS tasks finished, so a launcher can wait for the
+    // notifications a load started instead of guessing how long they take.
+    let handled_events = Arc::new(AtomicU64::new(0));
+    let sms_done = Arc::new(AtomicU64::new(0));
+    let progress = {
+        let (handled, done) = (handled_events.clone(), sms_done.clone());
+        move || async move {
+            axum::Json(serde_json::json!({
+                "handled": handled.load(Ordering::SeqCst),
+                "sms_done": done.load(Ordering::SeqCst),
+            }))
+        }
+    };
+    let health_app = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route("/progress", axum::routing::get(progress));
     let health = tokio::spawn(crate::telemetry::serve_http(args.health, health_app));
     let http = reqwest::Client::new();
     let mut in_flight: Vec<JoinHandle<()>> = Vec::new();
@@ -69,6 +86,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             },
         };
         let (http, sms, payload) = (http.clone(), args.sms.clone(), msg.payload.clone());
+        let sms_done = sms_done.clone();
         let handled = strand_instrument::nats::process_jetstream(&msg, move || async move {
             let event: serde_json::Value = serde_json::from_slice(&payload)?;
             tracing::info!(report_id = %event["report_id"], patient_id = %event["patient_id"], "notifying the patient");
@@ -79,6 +97,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     Ok(r) => tracing::error!(status = %r.status(), "sms gateway refused the message"),
                     Err(e) => tracing::error!(error = %e, "sms gateway unreachable"),
                 }
+                sms_done.fetch_add(1, Ordering::SeqCst);
             });
             Ok::<_, anyhow::Error>(task)
         })
@@ -90,6 +109,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         if let Err(e) = msg.ack().await {
             tracing::warn!(error = %e, "ack failed");
         }
+        handled_events.fetch_add(1, Ordering::SeqCst);
         in_flight.retain(|t| !t.is_finished());
     }
     // Let SMS tasks already started finish (their spans end properly), for a while.
