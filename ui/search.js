@@ -151,7 +151,10 @@ export function mount(main, _args, url) {
   });
 
   const results = h('section', { class: 'results', 'aria-live': 'polite' }, h('p', { class: 'muted' }, 'Searching…'));
-  main.replaceChildren(h('div', { class: 'search-page' }, h('aside', { class: 'sidebar' }, form), results));
+  const demo = h('div', { class: 'demo-banner', hidden: true });
+  main.replaceChildren(h('div', { class: 'search-page' }, h('aside', { class: 'sidebar' }, form),
+    h('div', { class: 'search-main' }, demo, results)));
+  demoBanner(demo, abort.signal);
 
   // Autocomplete from the API: services, the service's operations, attribute names, values.
   let servicesList = null;
@@ -267,6 +270,20 @@ function emptyState(q, newest, elsewhere) {
       ? `Nothing matched ${describeRange(q)}, nor at any other time.`
       : `Nothing matched ${describeRange(q)}.`,
     'Try fewer filters, or check that your services send to this Strand.');
+}
+
+/** With `strand serve --demo`, points a newcomer to the featured demo trace's red span. */
+async function demoBanner(box, signal) {
+  try {
+    const { demo } = await getJSON('/api/v1/status', {}, { signal });
+    if (!demo) return;
+    box.replaceChildren(h('strong', null, 'Demo data is loaded. '),
+      'One patient-report submission has a slow database query, a queue hop to notify-service and an SMS attempt the gateway refused: ',
+      h('a', { href: `/trace/${demo.traceId}?span=${demo.spanId}`, class: 'demo-link' }, 'open its red span'), '.');
+    box.hidden = false;
+  } catch {
+    // Without the banner the search page still lists the demo traces.
+  }
 }
 
 /** Adds where this server listens (from `/api/v1/status`) to an empty-state notice. */

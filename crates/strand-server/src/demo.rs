@@ -3,15 +3,17 @@
 //! as the demo system (`examples/epro`) sends them: gateway → user-service (HTTP) and
 //! epro-service (gRPC) → data-service (gRPC, SQL) → a queue hop to notify-service → a
 //! detached SMS task that outlives the request. One submission fails in the database (an
-//! error chain up to the gateway) and one is slow, so the search page, the trace view, the
-//! critical path and the service map all have something to show.
+//! error chain up to the gateway); the featured one has a slow query, the queue hop and an
+//! SMS attempt the gateway refused (a red span, retried), so the search page, the trace
+//! view, the critical path and the service map all have something to show. The UI's search
+//! page links to the featured one's red span (`GET /api/v1/status` names it).
 //!
 //! The spans go through the same sink as received spans (RED metrics, sampling, store).
 
 use std::sync::Arc;
 
 use strand_core::{
-    AnyValue, KeyValue, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanBatch, SpanId, SpanKind,
+    AnyValue, Event, KeyValue, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanBatch, SpanId, SpanKind,
     Status, StatusCode, TraceId,
 };
 
@@ -19,20 +21,39 @@ use strand_core::{
 pub const SUBMISSIONS: u8 = 6;
 /// Which submission fails in the database.
 pub const FAILING: u8 = 2;
-/// Which submission is slow (a slow SELECT).
+/// Which submission is slow (a slow SELECT) and featured: it also has the queue hop and a
+/// failed SMS attempt.
 pub const SLOW: u8 = 4;
+/// The featured submission, which the UI points a newcomer to.
+pub const FEATURED: u8 = SLOW;
+/// Span number (within a submission) of the featured submission's failed SMS attempt.
+const FAILED_SMS: u8 = 14;
 
 const MS: u64 = 1_000_000;
 
 /// The trace id of demo submission `n` of the run started at `run` (Unix nanoseconds):
-/// `de30de30` + the run + `n`. Each start stores new traces, so a kept data directory never
+/// `n` and three bytes mixed from the run (so the UI's 7-character short ids differ), then
+/// `de30de30`, then the run. Each start stores new traces, so a kept data directory never
 /// mixes an earlier run's spans into this one's (they age out by retention).
 pub fn trace_id(run: u64, n: u8) -> TraceId {
+    let mix =
+        run.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(u64::from(n)).rotate_left(29).to_be_bytes();
     let mut b = [0u8; 16];
-    b[..4].copy_from_slice(&[0xde, 0x30, 0xde, 0x30]);
-    b[4..12].copy_from_slice(&run.to_be_bytes());
-    b[15] = n;
+    b[0] = n;
+    b[1..4].copy_from_slice(&mix[..3]);
+    b[4..8].copy_from_slice(&[0xde, 0x30, 0xde, 0x30]);
+    b[8..].copy_from_slice(&run.to_be_bytes());
     TraceId(b)
+}
+
+/// The span id of span `k` of demo submission `n`.
+fn span_id(n: u8, k: u8) -> SpanId {
+    SpanId([0xd0, n, k, 1, 1, 1, 1, 1])
+}
+
+/// The featured submission of run `run` and its red span (the SMS attempt that failed).
+pub fn featured(run: u64) -> (TraceId, SpanId) {
+    (trace_id(run, FEATURED), span_id(FEATURED, FAILED_SMS))
 }
 
 fn attr(key: &str, value: impl Into<String>) -> KeyValue {
@@ -58,7 +79,7 @@ pub fn submission(run: u64, n: u8, start: u64) -> SpanBatch {
     let trace = trace_id(run, n);
     let fails = n == FAILING;
     let slow = if n == SLOW { 900 * MS } else { 0 };
-    let sid = |k: u8| SpanId([0xd0, n, k, 1, 1, 1, 1, 1]);
+    let sid = |k: u8| span_id(n, k);
     let span = |k: u8, parent: Option<u8>, name: &str, kind: SpanKind, from: u64, to: u64| Span {
         parent_span_id: parent.map(sid),
         kind,
@@ -142,10 +163,33 @@ pub fn submission(run: u64, n: u8, start: u64) -> SpanBatch {
             attr("messaging.system", "nats"),
             attr("messaging.destination.name", "patient-report.submitted"),
         ];
-        let sms = span(12, Some(11), "send-sms", SpanKind::Internal, 112 * MS + slow, 480 * MS + slow);
+        let mut sms = span(12, Some(11), "send-sms", SpanKind::Internal, 112 * MS + slow, 480 * MS + slow);
         let mut sms_call = span(13, Some(12), "POST", SpanKind::Client, 150 * MS + slow, 470 * MS + slow);
-        sms_call.attributes = vec![attr("url.full", "http://sms-gateway/messages")];
-        out.push(service("notify-service", vec![consume, sms, sms_call]));
+        sms_call.attributes = vec![
+            attr("url.full", "http://sms-gateway/messages"),
+            KeyValue::new("http.response.status_code", AnyValue::Int(202)),
+        ];
+        let mut notify = vec![consume];
+        if n == FEATURED {
+            // The SMS gateway refuses the first attempt; the task waits and tries again.
+            let mut refused =
+                span(FAILED_SMS, Some(12), "POST", SpanKind::Client, 115 * MS + slow, 128 * MS + slow);
+            refused.attributes = vec![
+                attr("url.full", "http://sms-gateway/messages"),
+                KeyValue::new("http.response.status_code", AnyValue::Int(503)),
+            ];
+            refused.status = error("503 Service Unavailable: sms gateway busy");
+            sms.events = vec![Event {
+                time_unix_nano: start + 130 * MS + slow,
+                name: "retrying after 503".into(),
+                attributes: vec![KeyValue::new("retry.attempt", AnyValue::Int(1))],
+                dropped_attributes_count: 0,
+            }];
+            sms_call.start_time_unix_nano = start + 150 * MS + slow;
+            notify.push(refused);
+        }
+        notify.extend([sms, sms_call]);
+        out.push(service("notify-service", notify));
     }
     SpanBatch { resource_spans: out }
 }

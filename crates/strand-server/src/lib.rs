@@ -92,12 +92,19 @@ pub async fn run(
         .context("starting tail sampling")?,
     );
     let sink: Arc<dyn SpanSink> = pipeline.clone();
+    let mut featured = None;
     if cfg.demo {
         let now = strand_store::now_unix_nano();
         for batch in demo::submissions(now) {
             sink.consume(batch).await.context("storing the demo traces")?;
         }
-        info!(traces = demo::SUBMISSIONS, "stored the demo traces: open the web UI");
+        let (trace, span) = demo::featured(now);
+        featured = Some(DemoTrace { trace_id: trace.to_hex(), span_id: span.to_hex() });
+        info!(
+            traces = demo::SUBMISSIONS,
+            featured = %trace,
+            "stored the demo traces: open the web UI (its search page links to the featured one)"
+        );
     }
     let receiver = Receiver::new(sink, limits);
 
@@ -219,7 +226,9 @@ pub async fn run(
     }
     {
         let reader: Arc<dyn TraceReader> = store.clone();
-        let status = Router::new().route("/api/v1/status", get(status)).with_state(Arc::new(addrs.clone()));
+        let status = Router::new()
+            .route("/api/v1/status", get(status))
+            .with_state(Arc::new(StatusInfo { addrs: addrs.clone(), demo: featured }));
         let mut app = strand_query::router(reader, cfg.query.to_limits()).merge(status).merge(admin_router(
             store.clone(),
             receiver.stats(),
@@ -276,11 +285,28 @@ fn admin_router(
         .with_state((store, receivers, pipeline, remote))
 }
 
+/// What `GET /api/v1/status` tells.
+struct StatusInfo {
+    addrs: BoundAddrs,
+    /// The demo's featured trace and its red span, with `--demo`.
+    demo: Option<DemoTrace>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DemoTrace {
+    trace_id: String,
+    span_id: String,
+}
+
 /// `GET /api/v1/status`: the version and the addresses this server listens on (`null` for a
-/// receiver that is off), so the UI can tell a newcomer where to send spans.
-async fn status(State(addrs): State<Arc<BoundAddrs>>) -> axum::response::Response {
+/// receiver that is off), so the UI can tell a newcomer where to send spans; with `--demo`,
+/// the featured demo trace and its red span (`demo`), which the UI's search page links to.
+async fn status(State(info): State<Arc<StatusInfo>>) -> axum::response::Response {
     let at = |a: Option<SocketAddr>| a.map(|a| a.to_string());
+    let addrs = &info.addrs;
     axum::Json(serde_json::json!({
+        "demo": info.demo,
         "version": env!("CARGO_PKG_VERSION"),
         "listen": {
             "otlpGrpc": at(addrs.otlp_grpc),

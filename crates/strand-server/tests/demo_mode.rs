@@ -1,6 +1,7 @@
 //! `strand serve --demo` leaves a newcomer something to look at: recent submissions with
-//! an error chain, a slow one, a queue hop and a task that outlives its request, found by the
-//! UI's default search and drawn on the service map.
+//! an error chain, a featured one with a slow query, a queue hop and a refused SMS attempt,
+//! and a task that outlives its request, found by the UI's default search, pointed to by the
+//! home page and drawn on the service map.
 
 mod common;
 
@@ -27,8 +28,15 @@ async fn serve_demo_stores_recent_traces_worth_a_look() {
         .filter(|t| t["errorCount"].as_u64() > Some(0))
         .filter_map(|t| t["traceId"].as_str())
         .collect();
-    assert_eq!(with_errors, [failing], "exactly the failing submission has errors");
     let slow = &traces[usize::from(demo::SUBMISSIONS - demo::SLOW)];
+    let featured = slow["traceId"].as_str().expect("id");
+    assert_eq!(
+        with_errors,
+        [featured, failing],
+        "the failing submission and the featured one (its SMS attempt) have errors"
+    );
+    let status = get("/api/v1/status".into()).await;
+    assert_eq!(status["demo"]["traceId"], featured, "the UI is pointed to the featured trace: {status}");
     assert!(
         slow["durationNano"].as_u64() > Some(1_000_000_000),
         "the slow submission takes over a second: {slow}"
@@ -83,4 +91,29 @@ async fn serve_demo_stores_recent_traces_worth_a_look() {
     let ids: std::collections::HashSet<&str> =
         page["traces"].as_array().into_iter().flatten().filter_map(|t| t["traceId"].as_str()).collect();
     assert_eq!(ids.len(), 2 * usize::from(demo::SUBMISSIONS), "two runs, none mixed into the other: {page}");
+}
+
+/// From the UI's home page a newcomer reaches the featured demo trace's red span
+/// (`tests/browser/demo.test.mjs` in headless Chromium).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_home_page_leads_to_the_demo_trace_and_its_red_span() {
+    if common::node_with_playwright().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = common::spawn_binary(&dir.path().join("data"), &["--demo"]);
+    let status: Value = reqwest::get(format!("http://{}/api/v1/status", server.http))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert!(status["demo"]["traceId"].as_str().is_some_and(|t| &t[8..16] == "de30de30"), "{status}");
+    let envs = [
+        ("STRAND_URL", format!("http://{}", server.http)),
+        ("STRAND_UI_ARTIFACTS", common::repo().join("test-artifacts/ui").display().to_string()),
+    ];
+    tokio::task::spawn_blocking(move || common::run_node(&["--test", "demo.test.mjs"], &envs))
+        .await
+        .expect("browser test");
 }

@@ -215,3 +215,57 @@ fn the_dockerfile_exposes_the_default_ports() {
     let readme = std::fs::read_to_string(common::repo().join("README.md")).expect("README.md");
     assert!(readme.contains("docker build -t strand ."), "the README says how to build the image");
 }
+
+/// Every `cargo run --release -- serve …` the README prints (the first command, `--demo`,
+/// `--sampling errors-plus=5%`) starts a server that does what the text next to it says. The
+/// command line is the README's; only the ports (free ones) and the data directory differ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_serve_command_in_the_readme_starts_as_printed() {
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).expect("README.md");
+    let mut commands: Vec<String> = readme
+        .lines()
+        .flat_map(|l| l.split('`'))
+        .filter_map(|l| l.trim().strip_prefix("cargo run --release -- serve"))
+        .map(|rest| rest.split(" #").next().unwrap_or(rest).trim().trim_end_matches('&').trim().to_owned())
+        .collect();
+    commands.sort();
+    commands.dedup();
+    assert_eq!(commands, ["", "--demo", "--sampling errors-plus=5%"], "the README's serve commands");
+    let client = reqwest::Client::new();
+    for args in commands {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let args: Vec<&str> = args.split_whitespace().collect();
+        let server = common::spawn_binary(&dir.path().join("data"), &args);
+        let base = format!("http://{}", server.http);
+        let status: serde_json::Value =
+            client.get(format!("{base}/api/v1/status")).send().await.expect("get").json().await.expect("json");
+        assert!(status["version"].is_string(), "{args:?}: {status}");
+        match args.first().copied() {
+            None => assert!(status["demo"].is_null(), "plain serve stores no demo"),
+            Some("--demo") => {
+                let id = status["demo"]["traceId"].as_str().expect("the demo's featured trace").to_owned();
+                let trace = client.get(format!("{base}/api/v1/traces/{id}")).send().await.expect("get");
+                assert_eq!(trace.status(), 200, "--demo stored its featured trace");
+            }
+            Some(_) => {
+                // Tail sampling is on: a span waits in the sampler's buffer for its decision.
+                let body = std::fs::read(common::fixture("otlp/trace.json")).expect("fixture");
+                let sent = client
+                    .post(format!("http://{}/v1/traces", server.otlp_http))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("post");
+                assert_eq!(sent.status(), 200);
+                let metrics = client.get(format!("{base}/metrics")).send().await.expect("get");
+                let text = metrics.text().await.expect("text");
+                assert_eq!(
+                    common::metric_value(&text, "strand_sampling_buffer_spans"),
+                    Some(1.0),
+                    "the span waits for a tail-sampling decision"
+                );
+            }
+        }
+    }
+}

@@ -8,33 +8,9 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-
-/// `node`, or `None` (after saying why) when the browser tests may be skipped.
-fn node_with_playwright() -> Option<PathBuf> {
-    let dir = common::repo().join("tests/browser");
-    let chromium =
-        std::env::var_os("CHROMIUM").map(PathBuf::from).unwrap_or_else(|| "/usr/bin/chromium".into());
-    let node_ok = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
-    let missing = if !node_ok {
-        Some("node".to_string())
-    } else if !dir.join("node_modules/playwright-core").exists() {
-        Some(format!("{}/node_modules/playwright-core", dir.display()))
-    } else if !chromium.exists() {
-        Some(chromium.display().to_string())
-    } else {
-        None
-    };
-    let Some(missing) = missing else { return Some("node".into()) };
-    let required = std::env::var_os("INTEROP_TESTS_REQUIRED").is_some() || std::env::var_os("CI").is_some();
-    assert!(!required, "{missing} missing: run scripts/test.sh, which installs the browser test tools");
-    eprintln!("SKIPPED: {missing} missing; run scripts/test.sh to install the browser test tools");
-    None
-}
 
 /// Moves every time in an OTLP/JSON request by `offset` nanoseconds.
 fn shift_times(request: &mut Value, offset: u64) {
@@ -55,31 +31,17 @@ fn shift_times(request: &mut Value, offset: u64) {
     }
 }
 
-fn run_node(args: &[&str], envs: &[(&str, String)]) {
-    let out = Command::new("node")
-        .args(args)
-        .current_dir(common::repo().join("tests/browser"))
-        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .expect("run node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    assert!(out.status.success(), "node {args:?} failed:\n{stdout}\n{stderr}");
-}
-
 #[test]
 fn ui_trace_model_unit_tests() {
-    if node_with_playwright().is_none() {
+    if common::node_with_playwright().is_none() {
         return;
     }
-    run_node(&["--test", "model.test.mjs"], &[]);
+    common::run_node(&["--test", "model.test.mjs"], &[]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_ui_in_headless_chromium() {
-    if node_with_playwright().is_none() {
+    if common::node_with_playwright().is_none() {
         return;
     }
     let server = common::start(|_| {}).await;
@@ -99,9 +61,11 @@ async fn web_ui_in_headless_chromium() {
     let artifacts = common::repo().join("test-artifacts/ui");
     let envs = [("STRAND_URL", url), ("STRAND_UI_ARTIFACTS", artifacts.display().to_string())];
     // The browser runs in a child process; the server keeps serving on this runtime.
-    tokio::task::spawn_blocking(move || run_node(&["--test", "--test-concurrency=1", "ui.test.mjs"], &envs))
-        .await
-        .expect("browser tests");
+    tokio::task::spawn_blocking(move || {
+        common::run_node(&["--test", "--test-concurrency=1", "ui.test.mjs"], &envs)
+    })
+    .await
+    .expect("browser tests");
     server.stop().await;
 }
 

@@ -244,3 +244,40 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+/// `node`, or `None` (after saying why) when the browser tests may be skipped.
+pub fn node_with_playwright() -> Option<PathBuf> {
+    let dir = repo().join("tests/browser");
+    let chromium =
+        std::env::var_os("CHROMIUM").map(PathBuf::from).unwrap_or_else(|| "/usr/bin/chromium".into());
+    let node_ok = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    let missing = if !node_ok {
+        Some("node".to_string())
+    } else if !dir.join("node_modules/playwright-core").exists() {
+        Some(format!("{}/node_modules/playwright-core", dir.display()))
+    } else if !chromium.exists() {
+        Some(chromium.display().to_string())
+    } else {
+        None
+    };
+    let Some(missing) = missing else { return Some("node".into()) };
+    let required = std::env::var_os("INTEROP_TESTS_REQUIRED").is_some() || std::env::var_os("CI").is_some();
+    assert!(!required, "{missing} missing: run scripts/test.sh, which installs the browser test tools");
+    eprintln!("SKIPPED: {missing} missing; run scripts/test.sh to install the browser test tools");
+    None
+}
+
+/// Runs `node` with `args` in `tests/browser`; fails the test when it fails.
+pub fn run_node(args: &[&str], envs: &[(&str, String)]) {
+    let out = Command::new("node")
+        .args(args)
+        .current_dir(repo().join("tests/browser"))
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(out.status.success(), "node {args:?} failed:\n{stdout}\n{stderr}");
+}
