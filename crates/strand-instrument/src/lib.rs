@@ -19,6 +19,22 @@
 //! # Ok(()) }
 //! ```
 //!
+//! A service's whole set-up, as the README shows it (the README's lines are checked to be
+//! these):
+//!
+//! ```no_run
+//! # #[cfg(feature = "axum")]
+//! # async fn main_() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn submit() -> &'static str { "ok" }
+//! let cfg = strand_instrument::TelemetryConfig::from_yaml(&std::fs::read_to_string("telemetry.yaml")?)?;
+//! let _telemetry = strand_instrument::init(cfg)?; // flushes and shuts down on drop
+//! let app = axum::Router::new()
+//!     .route("/reports", axum::routing::post(submit))
+//!     .layer(strand_instrument::http_server::HttpServerLayer::new());
+//! # let _: axum::Router = app;
+//! # Ok(()) }
+//! ```
+//!
 //! # Integrations (one feature each)
 //!
 //! | boundary | feature | what |

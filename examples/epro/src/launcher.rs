@@ -297,7 +297,7 @@ async fn wait_for_notifications(url: &str, events: u64) -> anyhow::Result<()> {
     }
 }
 
-/// Submits `n` reports (patients 1..=n; the (n+1)-th is unknown when n ≥ 10) and prints one
+/// Submits `n` reports (patients 1..=n) and prints one
 /// JSON line per submission: patient, HTTP status, trace id, report id or error.
 pub async fn load(args: LoadArgs) -> anyhow::Result<Vec<serde_json::Value>> {
     let client = reqwest::Client::new();

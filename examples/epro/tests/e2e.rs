@@ -1,6 +1,6 @@
 //! The demo end to end: a real `strand` (in-process, free ports), `nats-server` and the five
-//! services as processes (`epro run`); six reports submitted, every third failing in
-//! data-service. Each trace is read back through strand's API and checked whole.
+//! services as processes (`epro run` with the README's arguments: 20 reports, every fifth
+//! failing in data-service). Each trace is read back through strand's API and checked whole.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -138,6 +138,30 @@ async fn start_strand(
     (addr_rx.await.expect("strand started"), stop_tx)
 }
 
+/// The arguments of the README's `cargo run -p epro-demo -- run …` command (section "The
+/// patient-report demo"), with its strand URL replaced by `strand`.
+fn readme_demo_args(strand: &str) -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).expect("README");
+    let section = &readme[readme.find("## The patient-report demo").expect("demo section")..];
+    let line = section
+        .lines()
+        .find_map(|l| l.strip_prefix("cargo run -p epro-demo -- "))
+        .expect("the README's epro command");
+    let line = line.split(" #").next().unwrap_or(line);
+    let mut args: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+    let at = args.iter().position(|a| a == "--strand").expect("--strand") + 1;
+    args[at] = strand.to_owned();
+    args
+}
+
+fn flag<'a>(args: &'a [String], name: &str) -> &'a str {
+    let at = args.iter().position(|a| a == name).unwrap_or_else(|| panic!("{name} in {args:?}"));
+    &args[at + 1]
+}
+
+/// The README's demo command, run as printed against a real strand: one whole trace per
+/// report.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_whole_trace_per_report_across_five_services() {
     if !nats_installed() {
@@ -148,21 +172,17 @@ async fn one_whole_trace_per_report_across_five_services() {
     let grpc = addrs.otlp_grpc.expect("otlp grpc");
     let api = format!("http://{}", addrs.http);
 
+    // The README's command, as printed (with this strand's port), stopping after its load.
+    let args = readme_demo_args(&format!("http://{grpc}"));
+    let load: usize = flag(&args, "--load").parse().expect("--load N");
+    let fail_every: usize = flag(&args, "--fail-every").parse().expect("--fail-every K");
     let demo_dir = dir.path().join("demo");
     let out = tokio::task::spawn_blocking({
         let demo_dir = demo_dir.clone();
         move || {
             Command::new(env!("CARGO_BIN_EXE_epro"))
-                .args([
-                    "run",
-                    "--strand",
-                    &format!("http://{grpc}"),
-                    "--load",
-                    "6",
-                    "--fail-every",
-                    "3",
-                    "--exit-after-load",
-                ])
+                .args(&args)
+                .arg("--exit-after-load")
                 .arg("--dir")
                 .arg(&demo_dir)
                 .output()
@@ -174,9 +194,10 @@ async fn one_whole_trace_per_report_across_five_services() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "epro run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let results: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
-    assert_eq!(results.len(), 6);
+    assert_eq!(results.len(), load);
     let statuses: Vec<u64> = results.iter().map(|r| r["status"].as_u64().expect("status")).collect();
-    assert_eq!(statuses, [202, 202, 500, 202, 202, 500]);
+    let expected: Vec<u64> = (1..=load).map(|i| if i % fail_every == 0 { 500 } else { 202 }).collect();
+    assert_eq!(statuses, expected, "every {fail_every}th report fails");
 
     let client = reqwest::Client::new();
     let fetch = |id: String| {
