@@ -75,6 +75,11 @@ if [ ! -x /usr/bin/promtool ]; then
   log "installing prometheus (for promtool)"
   apt_install prometheus
 fi
+# Node and npm run the browser tests (the machine's own when present, else Debian's).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  log "installing nodejs and npm"
+  apt_install nodejs npm
+fi
 browser=tests/browser
 stamp="$browser/node_modules/.installed-$(sha256sum "$browser/package-lock.json" | cut -c1-16)"
 if [ ! -f "$stamp" ]; then

@@ -376,20 +376,26 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     }
 }
 
-/// Parses `250ms`, `5s`, `2m`, `1h`.
+/// Parses `250ms`, `5s`, `2m`, `1h`, `1d`, `1w` (also `us`, `ns`; a bare number is seconds),
+/// the units the Strand server accepts too.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("`{text}` is not a duration such as 250ms, 5s, 2m, 1h or 1d");
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("`{text}` is not a duration such as 250ms, 5s or 2m"))?;
+    let n: f64 = num.parse().map_err(|_| bad())?;
     let secs = match unit {
+        "ns" => n / 1e9,
+        "us" | "µs" => n / 1e6,
         "ms" => n / 1e3,
         "s" | "" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("`{text}` is not a duration such as 250ms, 5s or 2m")),
+        "d" => n * 86_400.0,
+        "w" => n * 604_800.0,
+        _ => return Err(bad()),
     };
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).map_err(|_| bad())
 }
 
 #[cfg(test)]
@@ -399,6 +405,19 @@ mod tests {
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: BTreeMap<String, String> = pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
         move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn durations_take_the_servers_units() {
+        let d = |t: &str| parse_duration(t);
+        assert_eq!(d("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(d("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(d("1d"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(d("2w"), Ok(Duration::from_secs(2 * 604_800)));
+        assert_eq!(d("10us"), Ok(Duration::from_micros(10)));
+        for bad in ["", "5x", "ms", "1e999d"] {
+            assert!(d(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

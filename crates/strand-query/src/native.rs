@@ -132,6 +132,9 @@ pub(crate) async fn search(
     let q = search_query(&p, &st, &mut warnings)?;
     let first_page = q.cursor.is_none();
     let mut page = st.reader.find_traces(q.clone()).await?;
+    // The store's own warnings say the search stopped short (a scan limit); the request's
+    // (a range or limit reduced to the server's bounds) do not.
+    let complete = page.warnings.is_empty();
     warnings.append(&mut page.warnings);
     let traces: Vec<SummaryJson> = page.traces.iter().map(SummaryJson::from).collect();
     let mut body = json!({
@@ -141,10 +144,11 @@ pub(crate) async fn search(
     });
     // Nothing in the range (data with old timestamps, a quiet service): say where the
     // newest trace matching the same conditions is, so a client can offer to go there.
-    // Best effort, and only after a clean first page: a first search that hit its limits
-    // would only be repeated at greater cost.
+    // Best effort, and only after a complete first page: a first search that hit the
+    // store's limits would only be repeated at greater cost. A range the server shortened
+    // (`since=800d` beyond `max_search_range`) is no reason to stay silent.
     let all_time = q.start_unix_nano == 0 && q.end_unix_nano == u64::MAX;
-    if page.traces.is_empty() && first_page && warnings.is_empty() && !all_time {
+    if page.traces.is_empty() && first_page && complete && !all_time {
         let anywhere = TraceQuery { start_unix_nano: 0, end_unix_nano: u64::MAX, limit: 1, ..q };
         if let Ok(elsewhere) = st.reader.find_traces(anywhere).await {
             match elsewhere.traces.first() {

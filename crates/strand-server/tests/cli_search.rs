@@ -135,6 +135,10 @@ async fn old_data_is_found_and_output_survives_a_closed_pipe() {
         ok && out.contains("warning: time range reduced"),
         "day units parse; the range is bounded: {out}{err}"
     );
+    assert!(
+        out.contains("the newest matching trace started at 2023-11-14 22:13:20.000 UTC"),
+        "a shortened range still says where the data is: {out}"
+    );
     let (ok, out, err) = run(args(&["deps"])).await.expect("join");
     assert!(
         ok && out
