@@ -275,3 +275,33 @@ async fn every_serve_command_in_the_readme_starts_as_printed() {
         }
     }
 }
+
+/// The README's repository tour names paths that exist, and its benchmark commands use
+/// flags the `bench` subcommands have (the benchmarks themselves are too heavy for CI).
+#[test]
+fn the_readme_tour_and_benchmark_commands_match_the_repository() {
+    let (_, tour) = section_commands_or_text("Repository tour");
+    let tour = block(&tour, "Repository tour", "text");
+    for line in tour.lines().filter(|l| !l.starts_with(' ')) {
+        let path = line.split_whitespace().next().expect("a path");
+        assert!(common::repo().join(path).exists(), "the tour names {path}, which does not exist");
+    }
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).expect("README.md");
+    let benches: Vec<&str> =
+        readme.lines().filter_map(|l| l.strip_prefix("cargo run --release -- bench ")).collect();
+    assert!(benches.len() >= 4, "{benches:?}");
+    for line in benches {
+        let line = line.split(" #").next().unwrap_or(line);
+        let mut words = line.split_whitespace();
+        let kind = words.next().expect("a benchmark");
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_strand")).args(["bench", kind, "--help"]).output().expect("run");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "strand bench {kind} --help failed");
+        for flag in words.filter(|w| w.starts_with("--")) {
+            assert!(help.contains(flag), "strand bench {kind} has no {flag}:\n{help}");
+        }
+    }
+    let fuzz = common::repo().join("scripts/fuzz.sh");
+    assert!(fuzz.exists(), "the README's scripts/fuzz.sh");
+}
