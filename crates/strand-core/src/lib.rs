@@ -11,6 +11,8 @@
 //! - [`units`]: sizes and durations written with units (`16MiB`, `30s`).
 //! - [`contract`]: [`SpanSink`], [`TraceWriter`], [`TraceReader`] and [`TraceStore`], with
 //!   the promises each implementation makes.
+//! - [`integrity`]: chain-integrity findings and edge health, [`ChainIntegrity`] (what the
+//!   query APIs ask) and [`SpanObserver`] (how analysers see every span before sampling).
 //! - [`clock`]: [`Clock`], the time source components are given.
 //! - [`metrics`]: [`MetricFamily`], how components report their metrics.
 //!
@@ -28,6 +30,7 @@
 pub mod clock;
 pub mod contract;
 pub mod ids;
+pub mod integrity;
 pub mod metrics;
 pub mod model;
 pub mod search;
@@ -38,6 +41,10 @@ pub use contract::{
     BoxFuture, ErrorKind, SinkError, SpanSink, StoreError, TraceReader, TraceStore, TraceWriter,
 };
 pub use ids::{IdError, SpanId, TraceId};
+pub use integrity::{
+    BrokenTrace, ChainIntegrity, Confidence, EdgeHealth, Finding, FindingKind, Integrity, IntegrityFilter,
+    SpanObserver,
+};
 pub use metrics::{MetricFamily, MetricKind};
 pub use model::{
     AnyValue, Event, KeyValue, Link, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanBatch, SpanKind,

@@ -1,0 +1,698 @@
+//! The analyser's state in the stream: every span before sampling goes in
+//! ([`Observer::observe`]); [`Observer::tick`] settles traces that went quiet, analyses
+//! them, counts each call's outcome once on its edge and says which traces' findings
+//! changed. Time is passed in; nothing here reads a clock or does I/O.
+//!
+//! ```text
+//! observe ─► pending (trace → spans, last seen) ──settle_time quiet──► analyse ─► retained
+//!   │          ▲  a late span moves a retained trace back                        │ hop window
+//!   │          └────────────────────────────────────────────────────────────────┤
+//!   └─► boundaries (new-root servers and consumers, producers, links,          final analysis
+//!       requests in progress) and knowledge (who receives requests,              ─► dropped
+//!       callee keys, consumers and producers of destinations)
+//! ```
+//!
+//! Matches between the halves of a break are made one to one and remembered both ways;
+//! when a match involves a trace already analysed, that trace is analysed again.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use foldhash::HashMap;
+use strand_core::{EdgeHealth, Finding, SpanBatch, SpanId, SpanKind, TraceId};
+
+use crate::analysis::{Analysis, Options, Outcome, Peer, Relations, analyse};
+use crate::span::{Interner, Lite, path_matches};
+
+const MINUTE: u64 = 60_000_000_000;
+/// Slack after a request's end within which work it started still counts as its.
+const REQUEST_SLACK: u64 = 1_000_000_000;
+/// Entries per service or destination in the boundary indexes.
+const MAX_BOUNDARY_ENTRIES: usize = 100_000;
+
+/// Settings of the observer, in nanoseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct ObserverConfig {
+    /// Quiet time after which a trace is settled.
+    pub settle: u64,
+    /// How long a message may wait in a queue.
+    pub hop_window: u64,
+    /// Clock disagreement tolerated.
+    pub clock_skew_tolerance: u64,
+    /// Spans held, pending and retained together.
+    pub max_spans: usize,
+    /// How long per-minute edge counts are kept.
+    pub edge_history: u64,
+}
+
+impl ObserverConfig {
+    /// How long a settled trace is kept: a hop window, so late spans and other halves
+    /// still find it.
+    fn retain(&self) -> u64 {
+        self.hop_window.max(self.settle)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    spans: Vec<Lite>,
+    last_seen: u64,
+    /// Calls already counted on their edge (a trace settles more than once when spans
+    /// arrive late).
+    counted: HashSet<SpanId>,
+    /// Findings last reported for the trace (to report changes only).
+    reported: Vec<Finding>,
+}
+
+#[derive(Debug)]
+struct Retained {
+    trace: Pending,
+    settled_at: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Endpoint {
+    trace: TraceId,
+    span: Lite,
+    /// When it was observed (entries expire after the retention).
+    seen: u64,
+}
+
+/// What was learned about the services from their spans.
+#[derive(Debug, Default)]
+struct Knowledge {
+    /// Services with SERVER or CONSUMER spans.
+    receivers: HashMap<Arc<str>, u64>,
+    /// Callee key → the service it reached.
+    callees: HashMap<Arc<str>, Arc<str>>,
+    /// Destination → consumer services.
+    consumers: HashMap<Arc<str>, Vec<Arc<str>>>,
+    /// Destinations with producers.
+    producers: HashMap<Arc<str>, u64>,
+}
+
+#[derive(Debug, Default)]
+struct Boundaries {
+    /// Service → SERVER spans without a parent.
+    server_roots: HashMap<Arc<str>, VecDeque<Endpoint>>,
+    /// Destination → CONSUMER spans without a parent or links.
+    consumer_roots: HashMap<Arc<str>, VecDeque<Endpoint>>,
+    /// Destination → PRODUCER spans.
+    producers: HashMap<Arc<str>, VecDeque<Endpoint>>,
+    /// Producer `(trace, span)` → the consumer continuing it (child or link).
+    continued: HashMap<(TraceId, SpanId), Peer>,
+    /// Service → SERVER and CONSUMER spans (requests in progress).
+    requests: HashMap<Arc<str>, VecDeque<Request>>,
+}
+
+/// A request of a service: its trace, start, end and when it was observed.
+type Request = (TraceId, u64, u64, u64);
+
+/// Saved per-minute counts of one edge: caller, callee, via, and `(minute, counts)`.
+pub type SavedEdge = (String, String, String, Vec<(u64, EdgeCount)>);
+
+/// Counts of one edge in one minute.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EdgeCount {
+    /// Calls whose context crossed.
+    pub crossed: u64,
+    /// Calls whose context was lost.
+    pub lost: u64,
+}
+
+type EdgeKey = (Arc<str>, Arc<str>, Arc<str>);
+
+/// A trace whose findings changed: what the findings log records.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Recorded {
+    /// The trace.
+    pub trace_id: TraceId,
+    /// Its earliest span start.
+    pub start_unix_nano: u64,
+    /// When the findings were made.
+    pub recorded_unix_nano: u64,
+    /// The findings (empty: the trace is whole after all).
+    pub findings: Vec<Finding>,
+}
+
+/// The analyser's stream state. One per server, behind a lock.
+#[derive(Debug)]
+pub struct Observer {
+    cfg: ObserverConfig,
+    strings: Interner,
+    pending: HashMap<TraceId, Pending>,
+    retained: HashMap<TraceId, Retained>,
+    /// Retained traces by settle time, for eviction (stale entries are skipped).
+    retained_order: VecDeque<(u64, TraceId)>,
+    spans_held: usize,
+    knowledge: Knowledge,
+    boundaries: Boundaries,
+    /// Matched halves, both ways: `(trace, span)` → the other half.
+    pairs: HashMap<(TraceId, SpanId), Peer>,
+    /// Traces whose analysis must be redone (the other half of a break was matched).
+    dirty: Vec<TraceId>,
+    /// Per edge and minute (of the call's start), outcomes of calls.
+    edges: HashMap<EdgeKey, BTreeMap<u64, EdgeCount>>,
+    /// Per edge, outcomes since start (monotonic, for `/metrics`).
+    totals: HashMap<EdgeKey, EdgeCount>,
+    /// Spans observed.
+    pub spans_observed: u64,
+    /// Traces analysed when they settled (again when late spans arrived).
+    pub traces_analysed: u64,
+    /// Traces settled before their quiet time because `max_spans` was reached.
+    pub traces_settled_early: u64,
+}
+
+impl Observer {
+    /// An empty observer.
+    pub fn new(cfg: ObserverConfig) -> Self {
+        Self {
+            cfg,
+            strings: Interner::default(),
+            pending: HashMap::default(),
+            retained: HashMap::default(),
+            retained_order: VecDeque::new(),
+            spans_held: 0,
+            knowledge: Knowledge::default(),
+            boundaries: Boundaries::default(),
+            pairs: HashMap::default(),
+            dirty: Vec::new(),
+            edges: HashMap::default(),
+            totals: HashMap::default(),
+            spans_observed: 0,
+            traces_analysed: 0,
+            traces_settled_early: 0,
+        }
+    }
+
+    /// Takes in every span of a batch received at `now`.
+    pub fn observe(&mut self, batch: &SpanBatch, now: u64) {
+        for rs in &batch.resource_spans {
+            for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+                let lite = Lite::of(span, &rs.resource, &mut self.strings);
+                self.learn(span.trace_id, &lite, now);
+                let trace = span.trace_id;
+                if let Some(r) = self.retained.remove(&trace) {
+                    // A late span: the trace settles again, with everything it had.
+                    self.pending.insert(trace, r.trace);
+                }
+                let p = self.pending.entry(trace).or_default();
+                if !p.spans.iter().any(|s| s.span_id == lite.span_id) {
+                    p.spans.push(lite);
+                    self.spans_held += 1;
+                }
+                p.last_seen = now;
+                self.spans_observed += 1;
+            }
+        }
+    }
+
+    /// What one span teaches: who receives requests, the boundary indexes, and which
+    /// producers are continued.
+    fn learn(&mut self, trace: TraceId, s: &Lite, now: u64) {
+        let k = &mut self.knowledge;
+        let b = &mut self.boundaries;
+        let endpoint = || Endpoint { trace, span: s.clone(), seen: now };
+        let push = |q: &mut VecDeque<Endpoint>, e: Endpoint| {
+            if q.len() >= MAX_BOUNDARY_ENTRIES {
+                q.pop_front();
+            }
+            q.push_back(e);
+        };
+        match s.kind {
+            SpanKind::Server | SpanKind::Consumer => {
+                k.receivers.insert(s.service.clone(), now);
+                let q = b.requests.entry(s.service.clone()).or_default();
+                if q.len() >= MAX_BOUNDARY_ENTRIES {
+                    q.pop_front();
+                }
+                q.push_back((trace, s.start, s.end, now));
+                if s.kind == SpanKind::Server {
+                    if let Some(rpc) = &s.boundary.rpc
+                        && let Some((svc, _)) = rpc.split_once('/')
+                    {
+                        let key = self.strings.get(&format!("rpc:{svc}"));
+                        k.callees.insert(key, s.service.clone());
+                    }
+                    if s.parent.is_none() {
+                        push(b.server_roots.entry(s.service.clone()).or_default(), endpoint());
+                    }
+                } else if let Some(d) = &s.boundary.destination {
+                    let consumers = k.consumers.entry(d.clone()).or_default();
+                    if !consumers.contains(&s.service) {
+                        consumers.push(s.service.clone());
+                        consumers.sort();
+                    }
+                    if s.parent.is_none() && s.links.is_empty() {
+                        push(b.consumer_roots.entry(d.clone()).or_default(), endpoint());
+                    }
+                }
+                if s.kind == SpanKind::Consumer {
+                    let me = Peer { trace_id: trace, span_id: s.span_id, service: s.service.clone() };
+                    if let Some(p) = s.parent {
+                        b.continued.entry((trace, p)).or_insert_with(|| me.clone());
+                    }
+                    for l in &s.links {
+                        b.continued.entry(*l).or_insert_with(|| me.clone());
+                    }
+                }
+            }
+            SpanKind::Producer => {
+                if let Some(d) = &s.boundary.destination {
+                    k.producers.insert(d.clone(), now);
+                    push(b.producers.entry(d.clone()).or_default(), endpoint());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Settles the traces quiet for the settle time (and the oldest, beyond `max_spans`),
+    /// analyses them and the traces whose other half was matched, and finally analyses and
+    /// drops the traces retained for a hop window. Returns the traces whose findings changed.
+    pub fn tick(&mut self, now: u64) -> Vec<Recorded> {
+        let mut out = Vec::new();
+        let mut due: Vec<(u64, TraceId)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now.saturating_sub(p.last_seen) >= self.cfg.settle)
+            .map(|(id, p)| (p.last_seen, *id))
+            .collect();
+        if self.spans_held > self.cfg.max_spans {
+            // Too much held: settle the quietest traces now, then drop retained ones.
+            let mut rest: Vec<(u64, TraceId, usize)> = self
+                .pending
+                .iter()
+                .filter(|(_, p)| now.saturating_sub(p.last_seen) < self.cfg.settle)
+                .map(|(id, p)| (p.last_seen, *id, p.spans.len()))
+                .collect();
+            rest.sort_unstable();
+            let mut excess = self.spans_held - self.cfg.max_spans;
+            for (seen, id, n) in rest {
+                if excess == 0 {
+                    break;
+                }
+                due.push((seen, id));
+                excess = excess.saturating_sub(n);
+                self.traces_settled_early += 1;
+            }
+        }
+        due.sort_unstable();
+        for (_, id) in due {
+            let Some(p) = self.pending.remove(&id) else { continue };
+            let p = self.settle(id, p, now, &mut out);
+            self.retained.insert(id, Retained { trace: p, settled_at: now });
+            self.retained_order.push_back((now, id));
+        }
+        self.redo_dirty(now, &mut out);
+        // Retained traces past the hop window (or beyond the span budget): final analysis.
+        let retain = self.cfg.retain();
+        while let Some(&(at, id)) = self.retained_order.front() {
+            let over = self.spans_held > self.cfg.max_spans;
+            if now.saturating_sub(at) < retain && !over {
+                break;
+            }
+            self.retained_order.pop_front();
+            match self.retained.get(&id) {
+                Some(r) if r.settled_at == at => {}
+                _ => continue, // moved back to pending, or settled again later
+            }
+            let Some(r) = self.retained.remove(&id) else { continue };
+            let p = self.settle(id, r.trace, now, &mut out);
+            self.spans_held = self.spans_held.saturating_sub(p.spans.len());
+        }
+        self.redo_dirty(now, &mut out);
+        self.expire(now);
+        out
+    }
+
+    /// Analyses traces whose other half was just matched, if they were already analysed.
+    fn redo_dirty(&mut self, now: u64, out: &mut Vec<Recorded>) {
+        let mut rounds = 0;
+        while !self.dirty.is_empty() && rounds < 4 {
+            rounds += 1;
+            let dirty = std::mem::take(&mut self.dirty);
+            for id in dirty {
+                if let Some(mut r) = self.retained.remove(&id) {
+                    r.trace = self.settle(id, r.trace, now, out);
+                    self.retained.insert(id, r);
+                }
+            }
+        }
+    }
+
+    /// Analyses a settled trace, counts its calls' outcomes once, learns callee keys from
+    /// its crossed calls and records changed findings.
+    fn settle(&mut self, id: TraceId, mut p: Pending, now: u64, out: &mut Vec<Recorded>) -> Pending {
+        self.traces_analysed += 1;
+        let opts = self.options(now);
+        let spans = std::mem::take(&mut p.spans);
+        let analysis = analyse(id, &spans, self, opts);
+        self.learn_callees(&spans);
+        for c in &analysis.calls {
+            if !p.counted.insert(c.span_id) {
+                continue;
+            }
+            let key = (c.caller.clone(), c.callee.clone(), self.strings.get(&c.via));
+            let minute = c.start / MINUTE * MINUTE;
+            let cell = self.edges.entry(key.clone()).or_default().entry(minute).or_default();
+            let total = self.totals.entry(key).or_default();
+            match c.outcome {
+                Outcome::Crossed => {
+                    cell.crossed += 1;
+                    total.crossed += 1;
+                }
+                Outcome::Lost => {
+                    cell.lost += 1;
+                    total.lost += 1;
+                }
+            }
+        }
+        if analysis.findings != p.reported {
+            out.push(Recorded {
+                trace_id: id,
+                start_unix_nano: spans.iter().map(|s| s.start).min().unwrap_or(0),
+                recorded_unix_nano: now,
+                findings: analysis.findings.clone(),
+            });
+            p.reported = analysis.findings;
+        }
+        p.spans = spans;
+        p
+    }
+
+    /// Callee keys of crossed calls: the key reaches the child's service.
+    fn learn_callees(&mut self, spans: &[Lite]) {
+        let by_id: HashMap<SpanId, &Lite> = spans.iter().map(|s| (s.span_id, s)).collect();
+        for s in spans {
+            if s.kind != SpanKind::Server {
+                continue;
+            }
+            let Some(parent) = s.parent.and_then(|p| by_id.get(&p)) else { continue };
+            if parent.kind == SpanKind::Client
+                && parent.service != s.service
+                && let Some(key) = &parent.boundary.callee
+            {
+                self.knowledge.callees.insert(key.clone(), s.service.clone());
+            }
+        }
+    }
+
+    fn options(&self, now: u64) -> Options {
+        Options {
+            now,
+            hop_window_nanos: self.cfg.hop_window,
+            clock_skew_tolerance_nanos: self.cfg.clock_skew_tolerance,
+        }
+    }
+
+    /// Drops boundary entries older than twice the retention, pairs of dropped traces, and
+    /// edge minutes older than the edge history.
+    fn expire(&mut self, now: u64) {
+        // Kept well past the last analysis of any trace that may ask (a trace is analysed a
+        // last time when it is dropped, a retention after it settled).
+        let horizon = now.saturating_sub(2 * (self.cfg.retain() + self.cfg.settle));
+        let b = &mut self.boundaries;
+        for map in [&mut b.server_roots, &mut b.consumer_roots, &mut b.producers] {
+            for q in map.values_mut() {
+                while q.front().is_some_and(|e| e.seen < horizon) {
+                    q.pop_front();
+                }
+            }
+            map.retain(|_, q| !q.is_empty());
+        }
+        for q in b.requests.values_mut() {
+            while q.front().is_some_and(|e| e.3 < horizon) {
+                q.pop_front();
+            }
+        }
+        b.requests.retain(|_, q| !q.is_empty());
+        let live: HashSet<TraceId> = self.pending.keys().chain(self.retained.keys()).copied().collect();
+        b.continued.retain(|(t, _), _| live.contains(t));
+        self.pairs.retain(|(t, _), peer| live.contains(t) || live.contains(&peer.trace_id));
+        let oldest_minute = now.saturating_sub(self.cfg.edge_history) / MINUTE * MINUTE;
+        for minutes in self.edges.values_mut() {
+            *minutes = minutes.split_off(&oldest_minute);
+        }
+        self.edges.retain(|_, m| !m.is_empty());
+        if self.strings.len() > 4 * (self.spans_held + 1024) {
+            self.strings.prune();
+        }
+    }
+
+    /// Adds spans of a settled trace read back from the store that the stream did not
+    /// bring (its earlier part arrived before a restart, or before it was last dropped) and
+    /// analyses it again. Returns the changed findings, if any.
+    pub fn merge_stored(&mut self, id: TraceId, spans: Vec<Lite>, now: u64) -> Vec<Recorded> {
+        let mut out = Vec::new();
+        let Some(mut r) = self.retained.remove(&id) else { return out };
+        let known: HashSet<SpanId> = r.trace.spans.iter().map(|s| s.span_id).collect();
+        let before = r.trace.spans.len();
+        r.trace.spans.extend(spans.into_iter().filter(|s| !known.contains(&s.span_id)));
+        let added = r.trace.spans.len() - before;
+        if added > 0 {
+            self.spans_held += added;
+            r.trace = self.settle(id, r.trace, now, &mut out);
+        }
+        self.retained.insert(id, r);
+        self.redo_dirty(now, &mut out);
+        out
+    }
+
+    /// Whether the trace is still settling (spans arrived within the settle time).
+    pub fn is_pending(&self, id: &TraceId) -> bool {
+        self.pending.contains_key(id)
+    }
+
+    /// Analyses a trace as read from the store, with what was learned from other traces.
+    pub fn analyse_read(&mut self, id: TraceId, spans: &[Lite], now: u64) -> Analysis {
+        let opts = self.options(now);
+        analyse(id, spans, self, opts)
+    }
+
+    /// The shared strings (for turning read spans into [`Lite`]s).
+    pub fn strings(&mut self) -> &mut Interner {
+        &mut self.strings
+    }
+
+    /// Edge health of calls that started in `[start, end]`.
+    pub fn edges(&self, start: u64, end: u64) -> Vec<EdgeHealth> {
+        let mut out: Vec<EdgeHealth> = self
+            .edges
+            .iter()
+            .filter_map(|((caller, callee, via), minutes)| {
+                let from = start / MINUTE * MINUTE;
+                let sum = minutes.range(from..=end).fold(EdgeCount::default(), |a, (_, c)| EdgeCount {
+                    crossed: a.crossed + c.crossed,
+                    lost: a.lost + c.lost,
+                });
+                (sum.crossed + sum.lost > 0).then(|| EdgeHealth {
+                    caller: caller.to_string(),
+                    callee: callee.to_string(),
+                    via: via.to_string(),
+                    crossed: sum.crossed,
+                    lost: sum.lost,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.caller, &a.callee, &a.via).cmp(&(&b.caller, &b.callee, &b.via)));
+        out
+    }
+
+    /// Outcomes per edge since start, for `/metrics`: `(caller, callee, via, counts)`.
+    pub fn totals(&self) -> Vec<(String, String, String, EdgeCount)> {
+        let mut v: Vec<_> = self
+            .totals
+            .iter()
+            .map(|((a, b, via), c)| (a.to_string(), b.to_string(), via.to_string(), *c))
+            .collect();
+        v.sort_by(|a, b| (&a.0, &a.1, &a.2).cmp(&(&b.0, &b.1, &b.2)));
+        v
+    }
+
+    /// The per-minute edge counts, for saving across restarts.
+    pub fn edge_minutes(&self) -> Vec<SavedEdge> {
+        self.edges
+            .iter()
+            .map(|((a, b, via), m)| {
+                (a.to_string(), b.to_string(), via.to_string(), m.iter().map(|(k, v)| (*k, *v)).collect())
+            })
+            .collect()
+    }
+
+    /// Restores saved per-minute edge counts (the totals for `/metrics` start again at
+    /// zero, as counters do after a restart).
+    pub fn restore_edges(&mut self, saved: Vec<SavedEdge>) {
+        for (a, b, via, minutes) in saved {
+            let key = (self.strings.get(&a), self.strings.get(&b), self.strings.get(&via));
+            let e = self.edges.entry(key).or_default();
+            for (m, c) in minutes {
+                let cell = e.entry(m).or_default();
+                cell.crossed += c.crossed;
+                cell.lost += c.lost;
+            }
+        }
+    }
+
+    /// Traces settling and spans held.
+    pub fn held(&self) -> (usize, usize, usize) {
+        (self.pending.len(), self.retained.len(), self.spans_held)
+    }
+
+    fn pair(&mut self, a: (TraceId, &Lite), b: &Peer) {
+        let me = Peer { trace_id: a.0, span_id: a.1.span_id, service: a.1.service.clone() };
+        self.pairs.insert((a.0, a.1.span_id), b.clone());
+        self.pairs.insert((b.trace_id, b.span_id), me);
+        if b.trace_id != a.0 {
+            self.dirty.push(b.trace_id);
+        }
+    }
+
+    fn paired(&self, trace: TraceId, span: SpanId) -> Option<Peer> {
+        self.pairs.get(&(trace, span)).cloned()
+    }
+
+    fn is_paired(&self, trace: TraceId, span: SpanId) -> bool {
+        self.pairs.contains_key(&(trace, span))
+    }
+}
+
+fn peer(e: &Endpoint) -> Peer {
+    Peer { trace_id: e.trace, span_id: e.span.span_id, service: e.span.service.clone() }
+}
+
+/// Whether the message ids of two messaging spans allow them to be the same message.
+fn same_message(a: &Lite, b: &Lite) -> bool {
+    match (&a.boundary.message_id, &b.boundary.message_id) {
+        (Some(x), Some(y)) => x == y,
+        _ => true,
+    }
+}
+
+impl Relations for Observer {
+    fn receives_requests(&self, service: &str) -> bool {
+        self.knowledge.receivers.contains_key(service)
+    }
+
+    fn callee_service(&self, key: &str) -> Option<Arc<str>> {
+        self.knowledge.callees.get(key).cloned()
+    }
+
+    fn consumers_of(&self, destination: &str) -> Vec<Arc<str>> {
+        self.knowledge.consumers.get(destination).cloned().unwrap_or_default()
+    }
+
+    fn has_producers(&self, destination: &str) -> bool {
+        self.knowledge.producers.contains_key(destination)
+    }
+
+    fn consumer_linking(&self, trace: TraceId, span: SpanId) -> Option<Peer> {
+        self.boundaries.continued.get(&(trace, span)).filter(|p| p.trace_id != trace).cloned()
+    }
+
+    fn consumer_root_for(&mut self, trace: TraceId, producer: &Lite) -> Option<Peer> {
+        if let Some(p) = self.paired(trace, producer.span_id) {
+            return Some(p);
+        }
+        let dest = producer.boundary.destination.as_ref()?;
+        let (tol, window) = (self.cfg.clock_skew_tolerance, self.cfg.hop_window);
+        let found = self
+            .boundaries
+            .consumer_roots
+            .get(dest)?
+            .iter()
+            .filter(|c| {
+                c.trace != trace
+                    && c.span.start + tol >= producer.start
+                    && c.span.start.saturating_sub(producer.start) <= window
+                    && same_message(&c.span, producer)
+                    && !self.is_paired(c.trace, c.span.span_id)
+            })
+            .min_by_key(|c| (c.span.start, c.span.span_id))
+            .map(peer)?;
+        self.pair((trace, producer), &found);
+        Some(found)
+    }
+
+    fn producer_for(&mut self, trace: TraceId, consumer: &Lite) -> Option<Peer> {
+        if let Some(p) = self.paired(trace, consumer.span_id) {
+            return Some(p);
+        }
+        let dest = consumer.boundary.destination.as_ref()?;
+        let (tol, window) = (self.cfg.clock_skew_tolerance, self.cfg.hop_window);
+        let found = self
+            .boundaries
+            .producers
+            .get(dest)?
+            .iter()
+            .filter(|p| {
+                p.trace != trace
+                    && p.span.start <= consumer.start + tol
+                    && consumer.start.saturating_sub(p.span.start) <= window
+                    && same_message(&p.span, consumer)
+                    && !self.boundaries.continued.contains_key(&(p.trace, p.span.span_id))
+                    && !self.is_paired(p.trace, p.span.span_id)
+            })
+            .max_by_key(|p| (p.span.start, std::cmp::Reverse(p.span.span_id)))
+            .map(peer)?;
+        self.pair((trace, consumer), &found);
+        Some(found)
+    }
+
+    fn server_root_for(&mut self, trace: TraceId, client: &Lite, callee: Option<&str>) -> Option<Peer> {
+        if let Some(p) = self.paired(trace, client.span_id) {
+            return Some(p);
+        }
+        let tol = self.cfg.clock_skew_tolerance;
+        let fits = |e: &Endpoint| {
+            let s = &e.span;
+            e.trace != trace
+                && s.service != client.service
+                && s.start + tol >= client.start
+                && s.start <= client.end + tol
+                && match (&client.boundary.rpc, &s.boundary.rpc) {
+                    (Some(a), Some(b)) => a == b,
+                    (Some(_), None) | (None, Some(_)) => false,
+                    (None, None) => {
+                        client
+                            .boundary
+                            .method
+                            .as_ref()
+                            .zip(s.boundary.method.as_ref())
+                            .is_none_or(|(a, b)| a == b)
+                            && client.boundary.path.as_deref().is_some_and(|p| path_matches(p, &s.boundary))
+                    }
+                }
+        };
+        let roots = &self.boundaries.server_roots;
+        let candidates: Vec<&Endpoint> = match callee {
+            Some(c) => roots.get(c).into_iter().flatten().filter(|e| fits(e)).collect(),
+            None => roots.values().flatten().filter(|e| fits(e)).collect(),
+        };
+        let found = candidates
+            .into_iter()
+            .filter(|e| !self.is_paired(e.trace, e.span.span_id))
+            .min_by_key(|e| (e.span.start.abs_diff(client.start), e.span.span_id))
+            .map(peer)?;
+        self.pair((trace, client), &found);
+        Some(found)
+    }
+
+    fn client_for(&mut self, trace: TraceId, server: &Lite) -> Option<Peer> {
+        self.paired(trace, server.span_id)
+    }
+
+    fn requests_at(&self, service: &str, at: u64, exclude: TraceId) -> Vec<TraceId> {
+        let Some(q) = self.boundaries.requests.get(service) else { return Vec::new() };
+        let mut hits: Vec<(u64, TraceId)> = q
+            .iter()
+            .filter(|(t, start, end, _)| {
+                *t != exclude && *start <= at && at <= end.saturating_add(REQUEST_SLACK)
+            })
+            .map(|(t, start, _, _)| (at - start, *t))
+            .collect();
+        hits.sort_unstable();
+        let mut seen = HashSet::new();
+        hits.into_iter().filter(|(_, t)| seen.insert(*t)).map(|(_, t)| t).collect()
+    }
+}
