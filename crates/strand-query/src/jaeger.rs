@@ -20,8 +20,8 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Map, Value, json};
 use strand_core::{
-    AnyValue, AttrFilter, AttrScope, KeyValue, SpanKind, StatusCode as OtelStatus, StatusFilter, TimeRange,
-    Trace, TraceId, TraceQuery,
+    AnyValue, AttrFilter, AttrScope, Integrity, KeyValue, SpanKind, StatusCode as OtelStatus, StatusFilter,
+    TimeRange, Trace, TraceId, TraceQuery,
 };
 
 use crate::native::parse_kind;
@@ -109,7 +109,15 @@ fn kind_tag(kind: SpanKind) -> Option<&'static str> {
 
 /// A trace in Jaeger v1 UI JSON.
 pub fn trace_to_jaeger(trace: &Trace) -> Value {
+    trace_to_jaeger_with(trace, None)
+}
+
+/// A trace in Jaeger v1 UI JSON with its chain-integrity findings: each finding is a
+/// `warnings` entry of every span it names (the Jaeger UI shows span warnings), and the
+/// other half of a break a `FOLLOWS_FROM` reference of the span at the break.
+pub fn trace_to_jaeger_with(trace: &Trace, integrity: Option<&Integrity>) -> Value {
     let tid = jaeger_trace_id(&trace.trace_id);
+    let findings = integrity.map_or(&[][..], |i| &i.findings[..]);
     let mut processes: Vec<(Value, String)> = Vec::new();
     let mut spans = Vec::with_capacity(trace.spans.len());
     for s in &trace.spans {
@@ -163,6 +171,15 @@ pub fn trace_to_jaeger(trace: &Trace) -> Value {
             let ref_type = if child_of { "CHILD_OF" } else { "FOLLOWS_FROM" };
             refs.push(json!({ "refType": ref_type, "traceID": jaeger_trace_id(&l.trace_id), "spanID": l.span_id.to_hex() }));
         }
+        let mut warnings = Vec::new();
+        for f in findings.iter().filter(|f| f.span_ids.contains(&span.span_id)) {
+            warnings.push(Value::String(format!("chain integrity: {}: {}", f.kind, f.message)));
+            if let (Some(t), Some(sid)) = (f.related_trace_id, f.related_span_id)
+                && f.span_ids.first() == Some(&span.span_id)
+            {
+                refs.push(json!({ "refType": "FOLLOWS_FROM", "traceID": jaeger_trace_id(&t), "spanID": sid.to_hex() }));
+            }
+        }
         let logs: Vec<Value> = span
             .events
             .iter()
@@ -182,7 +199,7 @@ pub fn trace_to_jaeger(trace: &Trace) -> Value {
             "tags": t,
             "logs": logs,
             "processID": pid,
-            "warnings": null,
+            "warnings": if warnings.is_empty() { Value::Null } else { Value::Array(warnings) },
         }));
     }
     let processes: Map<String, Value> = processes.into_iter().map(|(p, id)| (id, p)).collect();
@@ -206,19 +223,30 @@ pub(crate) async fn find_traces(
     }
     if !ids.is_empty() {
         let ids = ids.into_iter().map(parse_jaeger_trace_id).collect::<Result<Vec<_>, _>>()?;
-        let data: Vec<Value> = st.reader.get_traces(ids).await?.iter().map(trace_to_jaeger).collect();
+        let data = jaeger_traces(&st, st.reader.get_traces(ids).await?).await;
         if data.is_empty() {
             return Err(ApiError::NotFound("trace not found".into()).into());
         }
         return Ok(envelope(Value::Array(data), 0, Vec::new()));
     }
     let mut warnings = Vec::new();
-    let q = v1_query(&p, &st, &mut warnings)?;
-    let mut page = st.reader.find_traces(q).await?;
+    let mut q = v1_query(&p, &st, &mut warnings)?;
+    let filter = crate::integrity::take_tag(&mut q)?;
+    let mut page = crate::integrity::search(&st, q, filter).await?;
     warnings.append(&mut page.warnings);
     let ids = page.traces.iter().map(|s| s.trace_id).collect();
-    let data: Vec<Value> = st.reader.get_traces(ids).await?.iter().map(trace_to_jaeger).collect();
+    let data = jaeger_traces(&st, st.reader.get_traces(ids).await?).await;
     Ok(envelope(Value::Array(data), 0, warnings))
+}
+
+/// Traces in Jaeger v1 UI JSON, each with its chain-integrity findings.
+async fn jaeger_traces(st: &QueryState, traces: Vec<Trace>) -> Vec<Value> {
+    let mut out = Vec::with_capacity(traces.len());
+    for t in &traces {
+        let integrity = crate::integrity::of_trace(st, t).await;
+        out.push(trace_to_jaeger_with(t, integrity.as_ref()));
+    }
+    out
 }
 
 /// Maps Jaeger tag filters onto the span model: `error`, `span.kind` and
@@ -366,7 +394,7 @@ pub(crate) async fn get_trace(
 ) -> Result<Response, JaegerError> {
     let id = parse_jaeger_trace_id(&raw)?;
     let trace = st.reader.get_trace(id).await?.ok_or_else(|| ApiError::NotFound("trace not found".into()))?;
-    Ok(envelope(json!([trace_to_jaeger(&trace)]), 0, Vec::new()))
+    Ok(envelope(Value::Array(jaeger_traces(&st, vec![trace]).await), 0, Vec::new()))
 }
 
 pub(crate) async fn dependencies(
@@ -471,8 +499,9 @@ fn v3_query(p: &Params, st: &QueryState, warnings: &mut Vec<String>) -> Result<T
 async fn v3_search(st: &QueryState, raw: Option<&str>) -> Result<strand_core::SearchPage, ApiError> {
     let p = Params::parse(raw)?;
     let mut warnings = Vec::new();
-    let q = v3_query(&p, st, &mut warnings)?;
-    let mut page = st.reader.find_traces(q).await?;
+    let mut q = v3_query(&p, st, &mut warnings)?;
+    let filter = crate::integrity::take_tag(&mut q)?;
+    let mut page = crate::integrity::search(st, q, filter).await?;
     warnings.append(&mut page.warnings);
     page.warnings = warnings;
     Ok(page)

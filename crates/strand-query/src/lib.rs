@@ -3,6 +3,7 @@
 //! - native JSON under `/api/v1/` ([`native`]; documented in `docs/api.md`),
 //! - Jaeger v1 JSON under `/api/` and Jaeger `api_v3` under `/api/v3/` ([`jaeger`]),
 //! - the Tempo subset Grafana's Tempo data source uses ([`tempo`]),
+//! - chain integrity: a trace's findings, `integrity=` searches, edge health ([`integrity`]),
 //! - `GET /healthz`, `GET /readyz`.
 //!
 //! Every parameter error names the parameter and says why (400); unknown traces are 404.
@@ -20,8 +21,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
-use strand_core::{ErrorKind, StoreError, TraceId, TraceReader};
+use strand_core::{ChainIntegrity, ErrorKind, StoreError, TraceId, TraceReader};
 
+pub mod integrity;
 pub mod jaeger;
 pub mod native;
 pub mod params;
@@ -129,10 +131,17 @@ impl From<StoreError> for ApiError {
 pub struct QueryState {
     reader: Arc<dyn TraceReader>,
     limits: QueryLimits,
+    /// The chain-integrity analyser, when analysis is on.
+    integrity: Option<Arc<dyn ChainIntegrity>>,
 }
 
-/// The query routes.
-pub fn router(reader: Arc<dyn TraceReader>, limits: QueryLimits) -> Router {
+/// The query routes. Without `integrity` (analysis off) traces carry no `integrity` and
+/// `integrity=` searches and `/api/v1/integrity/edges` answer 501.
+pub fn router(
+    reader: Arc<dyn TraceReader>,
+    limits: QueryLimits,
+    integrity: Option<Arc<dyn ChainIntegrity>>,
+) -> Router {
     Router::new()
         // native
         .route("/api/v1/traces/{trace_id}", get(get_trace))
@@ -143,6 +152,7 @@ pub fn router(reader: Arc<dyn TraceReader>, limits: QueryLimits) -> Router {
         .route("/api/v1/attributes", get(native::attribute_names))
         .route("/api/v1/attributes/{key}/values", get(native::attribute_values))
         .route("/api/v1/dependencies", get(native::dependencies))
+        .route("/api/v1/integrity/edges", get(integrity::edges))
         // Jaeger v1
         .route("/api/services", get(jaeger::services))
         .route("/api/services/{service}/operations", get(jaeger::service_operations))
@@ -169,7 +179,7 @@ pub fn router(reader: Arc<dyn TraceReader>, limits: QueryLimits) -> Router {
         .route("/api/v2/search/tag/{name}/values", get(tempo::search_tag_values_v2))
         .route("/healthz", get(|| async { axum::Json(json!({ "status": "ok" })) }))
         .route("/readyz", get(|| async { axum::Json(json!({ "status": "ready" })) }))
-        .with_state(QueryState { reader, limits })
+        .with_state(QueryState { reader, limits, integrity })
 }
 
 /// `/api/traces/{id}` is Jaeger v1's and Tempo's path. A request that accepts protobuf
@@ -207,9 +217,11 @@ async fn get_trace(State(st): State<QueryState>, Path(raw): Path<String>) -> Res
     let id = parse_trace_id(&raw)?;
     let trace =
         st.reader.get_trace(id).await?.ok_or_else(|| ApiError::NotFound(format!("trace {id} not found")))?;
+    let integrity = integrity::of_trace(&st, &trace).await;
     let body = TraceBody {
         trace_id: id.to_hex(),
         span_count: trace.spans.len(),
+        integrity: integrity.as_ref().map(integrity::IntegrityJson::from),
         resource_spans: strand_otlp::to_resource_spans(&trace.to_batch()),
     };
     Ok(axum::Json(body).into_response())
@@ -222,5 +234,8 @@ async fn get_trace(State(st): State<QueryState>, Path(raw): Path<String>) -> Res
 struct TraceBody {
     trace_id: String,
     span_count: usize,
+    /// Chain integrity (absent when analysis is off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    integrity: Option<integrity::IntegrityJson>,
     resource_spans: Vec<strand_otlp::proto::trace::v1::ResourceSpans>,
 }

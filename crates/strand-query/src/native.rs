@@ -25,6 +25,9 @@ pub struct SummaryJson {
     span_count: u64,
     error_count: u64,
     services: Vec<ServiceJson>,
+    /// Kinds of the chain-integrity findings of a settled trace (left out when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    integrity: Vec<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -54,6 +57,7 @@ impl From<&TraceSummary> for SummaryJson {
                     error_count: s.error_count,
                 })
                 .collect(),
+            integrity: Vec::new(),
         }
     }
 }
@@ -130,13 +134,22 @@ pub(crate) async fn search(
     let p = Params::parse(raw.as_deref())?;
     let mut warnings = Vec::new();
     let q = search_query(&p, &st, &mut warnings)?;
+    let filter = p.parse_with(&["integrity"], "broken or a finding kind", |v| {
+        v.parse::<strand_core::IntegrityFilter>()
+    })?;
     let first_page = q.cursor.is_none();
-    let mut page = st.reader.find_traces(q.clone()).await?;
+    let mut page = crate::integrity::search(&st, q.clone(), filter).await?;
     // The store's own warnings say the search stopped short (a scan limit); the request's
     // (a range or limit reduced to the server's bounds) do not.
     let complete = page.warnings.is_empty();
     warnings.append(&mut page.warnings);
-    let traces: Vec<SummaryJson> = page.traces.iter().map(SummaryJson::from).collect();
+    let kinds = crate::integrity::kinds_of(&st, &page.traces);
+    let traces: Vec<SummaryJson> = page
+        .traces
+        .iter()
+        .zip(kinds)
+        .map(|(t, kinds)| SummaryJson { integrity: kinds, ..SummaryJson::from(t) })
+        .collect();
     let mut body = json!({
         "traces": traces,
         "nextCursor": page.next_cursor.map(|c| c.to_string()),
@@ -150,7 +163,7 @@ pub(crate) async fn search(
     let all_time = q.start_unix_nano == 0 && q.end_unix_nano == u64::MAX;
     if page.traces.is_empty() && first_page && complete && !all_time {
         let anywhere = TraceQuery { start_unix_nano: 0, end_unix_nano: u64::MAX, limit: 1, ..q };
-        if let Ok(elsewhere) = st.reader.find_traces(anywhere).await {
+        if let Ok(elsewhere) = crate::integrity::search(&st, anywhere, filter).await {
             match elsewhere.traces.first() {
                 Some(t) => {
                     body["newestMatch"] = json!({

@@ -233,8 +233,9 @@ pub(crate) async fn search(
 ) -> Result<Response, TempoError> {
     let p = Params::parse(raw.as_deref())?;
     let mut warnings = Vec::new();
-    let q = tempo_query(&p, &st, &mut warnings)?;
-    let page = st.reader.find_traces(q).await?;
+    let mut q = tempo_query(&p, &st, &mut warnings)?;
+    let filter = crate::integrity::take_tag(&mut q)?;
+    let page = crate::integrity::search(&st, q, filter).await?;
     let traces: Vec<Value> = page
         .traces
         .iter()

@@ -21,7 +21,7 @@ impl TraceReader for Limited {
 }
 
 async fn status(reader: Limited, path: &str) -> (StatusCode, Option<String>, String) {
-    let app = strand_query::router(Arc::new(reader), QueryLimits::default());
+    let app = strand_query::router(Arc::new(reader), QueryLimits::default(), None);
     let resp = app.oneshot(Request::get(path).body(Body::empty()).expect("request")).await.expect("answer");
     let retry = resp.headers().get("retry-after").map(|v| v.to_str().expect("ascii").to_owned());
     let status = resp.status();

@@ -50,6 +50,8 @@ pub struct Config {
     pub sampling: strand_sampling::SamplingConfig,
     /// Jaeger remote-sampling strategies served to SDKs (head sampling).
     pub remote_sampling: strand_sampling::remote::RemoteSamplingConfig,
+    /// Chain-integrity analysis (where traces lose their context).
+    pub integrity: strand_integrity::IntegrityConfig,
 }
 
 /// Bounds on searches.
@@ -248,6 +250,7 @@ impl Default for Config {
             query: QueryConfig::default(),
             sampling: strand_sampling::SamplingConfig::default(),
             remote_sampling: strand_sampling::remote::RemoteSamplingConfig::default(),
+            integrity: strand_integrity::IntegrityConfig::default(),
         }
     }
 }
@@ -325,6 +328,7 @@ impl Config {
     fn validate(&self) -> Vec<String> {
         let mut errs = self.sampling.validate();
         errs.extend(self.remote_sampling.validate());
+        errs.extend(self.integrity.validate());
         let mut positive = |path: &str, ok: bool| {
             if !ok {
                 errs.push(format!("`{path}`: must be greater than zero"));

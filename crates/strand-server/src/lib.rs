@@ -24,8 +24,9 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use serde::Serialize;
-use strand_core::{SpanSink, TraceReader, TraceStore};
+use strand_core::{ChainIntegrity, SpanObserver, SpanSink, TraceReader, TraceStore};
 use strand_ingest::{IngestLimits, Receiver, ReceiverStats};
+use strand_integrity::ChainAnalyser;
 
 use strand_sampling::runtime::Pipeline;
 use strand_sampling::runtime::remote::RemoteSampling;
@@ -80,10 +81,28 @@ pub async fn run(
         strand_store::now_unix_nano(),
     ));
     let remote = Arc::new(RemoteSampling::open(&cfg.remote_sampling, &cfg.data_dir, red.clone())?);
+    let integrity = if cfg.integrity.enabled {
+        // The findings log and edge counts live beside the data; a memory store keeps none.
+        let dir = (cfg.storage.backend == config::Backend::Embedded).then(|| cfg.data_dir.clone());
+        let (icfg, reader, retention) =
+            (cfg.integrity.clone(), store.clone() as Arc<dyn TraceReader>, cfg.storage.retention.0);
+        let analyser = tokio::task::spawn_blocking(move || {
+            ChainAnalyser::open(icfg, dir.as_deref(), reader, retention, Arc::new(strand_core::SystemClock))
+        })
+        .await
+        .context("integrity open task failed")?
+        .context("starting the chain-integrity analyser")?;
+        Some(Arc::new(analyser))
+    } else {
+        None
+    };
+    let observers: Vec<Arc<dyn SpanObserver>> =
+        integrity.iter().map(|a| a.clone() as Arc<dyn SpanObserver>).collect();
     let pipeline = Arc::new(
         Pipeline::open(
             store.clone(),
             red,
+            observers,
             &cfg.sampling,
             &cfg.data_dir,
             cfg.storage.fsync == config::Fsync::Always,
@@ -200,6 +219,13 @@ pub async fn run(
             Ok(())
         });
     }
+    if let Some(analyser) = integrity.clone() {
+        let stop = stopped();
+        tasks.spawn(async move {
+            analyser.run(stop).await;
+            Ok(())
+        });
+    }
     // Like Jaeger's collector, the thrift HTTP port also answers `/api/sampling`.
     let mut jaeger_app = strand_ingest::jaeger::router(receiver.clone());
     if cfg.remote_sampling.enabled {
@@ -229,12 +255,16 @@ pub async fn run(
         let status = Router::new()
             .route("/api/v1/status", get(status))
             .with_state(Arc::new(StatusInfo { addrs: addrs.clone(), demo: featured }));
-        let mut app = strand_query::router(reader, cfg.query.to_limits()).merge(status).merge(admin_router(
-            store.clone(),
-            receiver.stats(),
-            pipeline.clone(),
-            remote.clone(),
-        ));
+        let chain = integrity.clone().map(|a| a as Arc<dyn ChainIntegrity>);
+        let mut app = strand_query::router(reader, cfg.query.to_limits(), chain).merge(status).merge(
+            admin_router(MetricSources {
+                store: store.clone(),
+                receivers: receiver.stats(),
+                pipeline: pipeline.clone(),
+                remote: remote.clone(),
+                integrity: integrity.clone(),
+            }),
+        );
         if cfg.query.ui_enabled {
             app = app.merge(ui::router(cfg.query.ui_dir.clone()));
         }
@@ -268,21 +298,24 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("binding the {what} listener to {addr}"))
 }
 
-type MetricsState = (Arc<dyn TraceStore>, Arc<ReceiverStats>, Arc<Pipeline>, Arc<RemoteSampling>);
-
-fn admin_router(
+/// Everything `/metrics` reports on.
+#[derive(Clone)]
+struct MetricSources {
     store: Arc<dyn TraceStore>,
     receivers: Arc<ReceiverStats>,
     pipeline: Arc<Pipeline>,
     remote: Arc<RemoteSampling>,
-) -> Router {
+    integrity: Option<Arc<ChainAnalyser>>,
+}
+
+fn admin_router(sources: MetricSources) -> Router {
     Router::new()
         .route("/api/v1/admin/flush", post(flush))
-        .with_state(store.clone())
+        .with_state(sources.store.clone())
         .route("/api/v1/metrics/red", get(red_metrics))
-        .with_state(pipeline.clone())
+        .with_state(sources.pipeline.clone())
         .route("/metrics", get(metrics))
-        .with_state((store, receivers, pipeline, remote))
+        .with_state(Arc::new(sources))
 }
 
 /// What `GET /api/v1/status` tells.
@@ -365,14 +398,15 @@ async fn flush(State(store): State<Arc<dyn TraceStore>>) -> axum::response::Resp
     }
 }
 
-async fn metrics(
-    State((store, receivers, pipeline, remote)): State<MetricsState>,
-) -> axum::response::Response {
-    let mut families = store.metrics().await;
-    families.extend(receivers.metric_families());
-    families.extend(pipeline.metric_families());
-    families.extend(remote.metric_families());
-    families.extend(pipeline.red().metric_families());
+async fn metrics(State(m): State<Arc<MetricSources>>) -> axum::response::Response {
+    let mut families = m.store.metrics().await;
+    families.extend(m.receivers.metric_families());
+    families.extend(m.pipeline.metric_families());
+    families.extend(m.remote.metric_families());
+    families.extend(m.pipeline.red().metric_families());
+    if let Some(a) = &m.integrity {
+        families.extend(a.metric_families());
+    }
     match metrics::encode(&families) {
         Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
         Err(e) => strand_query::ApiError::Internal(format!("encoding metrics: {e}")).into_response(),

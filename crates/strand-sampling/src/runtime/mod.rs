@@ -3,7 +3,7 @@
 //! This is the one part of the crate with threads, a clock and files.
 //!
 //! ```text
-//! consume(batch) ─► RED metrics + service graph (every span)
+//! consume(batch) ─► RED metrics + service graph, chain integrity (every span)
 //!    │ no policies: ───────────────────────────────────────────► store
 //!    │ policies:
 //!    ├─► Prepared (spans encoded once) ─► pending log (fsync) ── ack after this
@@ -31,7 +31,9 @@ use crate::buffer::{BufferStats, decisions_record};
 use crate::red::RedMetrics;
 use crate::{DecidedTrace, LogRecord, Prepared, Preparer, SamplingConfig, TraceBuffer};
 use parking_lot::Mutex;
-use strand_core::{BoxFuture, MetricFamily, MetricKind, SinkError, SpanBatch, SpanSink, TraceId, TraceStore};
+use strand_core::{
+    BoxFuture, MetricFamily, MetricKind, SinkError, SpanBatch, SpanObserver, SpanSink, TraceId, TraceStore,
+};
 use strand_store::fs::{FileSystem, StdFs};
 use strand_store::now_unix_nano;
 use strand_store::wal::group_commit::{self, Append, Committed, Committer, Flow};
@@ -93,6 +95,8 @@ pub enum StartError {
 pub struct Pipeline {
     store: Arc<dyn TraceStore>,
     red: Arc<RedMetrics>,
+    /// Other observers of every span before sampling (chain integrity).
+    observers: Vec<Arc<dyn SpanObserver>>,
     tail: Option<Arc<Tail>>,
     stats: Arc<PipelineStats>,
 }
@@ -108,17 +112,19 @@ struct Tail {
 impl Pipeline {
     /// Builds the pipeline. With policies configured it opens (and replays) the pending log
     /// under `data_dir/sampling` and carries out what the replay decided; call
-    /// [`Pipeline::run_decider`] to keep deciding.
+    /// [`Pipeline::run_decider`] to keep deciding. `observers` see every span received, as
+    /// the RED metrics do, before any sampling decision.
     pub async fn open(
         store: Arc<dyn TraceStore>,
         red: Arc<RedMetrics>,
+        observers: Vec<Arc<dyn SpanObserver>>,
         cfg: &SamplingConfig,
         data_dir: &Path,
         sync_each: bool,
     ) -> Result<Self, StartError> {
         let stats = Arc::new(PipelineStats::default());
         if !cfg.enabled() {
-            return Ok(Self { store, red, tail: None, stats });
+            return Ok(Self { store, red, observers, tail: None, stats });
         }
         let mut buffer = TraceBuffer::new(cfg).map_err(|e| StartError::Config(e.join("; ")))?;
         let preparer = buffer.preparer();
@@ -170,7 +176,7 @@ impl Pipeline {
         if !late.is_empty() {
             store.write(SpanBatch::from_stored(late)).await?;
         }
-        let pipeline = Self { store, red, tail: Some(tail), stats };
+        let pipeline = Self { store, red, observers, tail: Some(tail), stats };
         pipeline.carry_out(decided).await;
         Ok(pipeline)
     }
@@ -351,6 +357,14 @@ impl Pipeline {
         }
     }
 
+    /// Shows a received batch to the RED metrics and every other observer.
+    fn observe(&self, batch: &SpanBatch, now: u64) {
+        self.red.observe(batch, now);
+        for o in &self.observers {
+            o.observe(batch, now);
+        }
+    }
+
     async fn consume_tail(&self, tail: &Tail, batch: SpanBatch) -> Result<(), SinkError> {
         let now = now_unix_nano();
         let prepared = Prepared::new(&batch, &tail.preparer);
@@ -358,7 +372,7 @@ impl Pipeline {
             self.stats.log_errors.fetch_add(1, Ordering::Relaxed);
             SinkError::Unavailable(format!("sampling log write failed: {e}"))
         })?;
-        self.red.observe(&batch, now);
+        self.observe(&batch, now);
         let admitted = tail.buffer.lock().insert(&prepared, now, segment);
         tail.log.release(segment);
         self.carry_out(admitted.decided).await;
@@ -375,7 +389,7 @@ impl SpanSink for Pipeline {
             match &self.tail {
                 Some(tail) => self.consume_tail(tail, batch).await,
                 None => {
-                    self.red.observe(&batch, now_unix_nano());
+                    self.observe(&batch, now_unix_nano());
                     self.store.write(batch).await
                 }
             }

@@ -95,6 +95,22 @@ impl TestServer {
         assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap_or_default());
     }
 
+    /// Posts a span batch as OTLP/HTTP protobuf, as an SDK would; asserts it was accepted.
+    pub async fn export_batch(&self, batch: &strand_core::SpanBatch) {
+        use prost::Message as _;
+        let request = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+            resource_spans: strand_otlp::to_resource_spans(batch),
+        };
+        let resp = reqwest::Client::new()
+            .post(self.otlp_url())
+            .header("content-type", "application/x-protobuf")
+            .body(request.encode_to_vec())
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap_or_default());
+    }
+
     /// [`TestServer::export_json`] of a JSON value.
     pub async fn export(&self, body: &serde_json::Value) {
         self.export_json(serde_json::to_vec(body).expect("json")).await;
