@@ -1,5 +1,7 @@
 // The service map: caller → callee edges from `GET /api/v1/dependencies`, laid out left to
-// right in layers, with call and error counts on each edge. Clicking a service searches it.
+// right in layers, with call and error counts on each edge, coloured by how often the trace
+// context was lost on them (`GET /api/v1/integrity/edges`; an edge whose context is always
+// lost appears only there, dashed). Clicking a service searches it.
 
 import { getJSON } from './api.js';
 import { h, svg, notice } from './dom.js';
@@ -29,9 +31,12 @@ export function mount(main, _args, url) {
   const searchRange = lookback === 'custom' && start && end
     ? `lookback=custom&start=${BigInt(start) / 1000n}&end=${BigInt(end) / 1000n}`
     : `lookback=${encodeURIComponent(lookback === 'all' || lookback === 'custom' ? '7d' : lookback)}`;
-  getJSON('/api/v1/dependencies', params, { signal: abort.signal })
-    .then(async (r) => {
-      const edges = r.dependencies;
+  // Edge health is a courtesy: a server without chain analysis (501) still draws its map.
+  const health = getJSON('/api/v1/integrity/edges', params, { signal: abort.signal })
+    .then((r) => r.edges, (e) => { if (e.name === 'AbortError') throw e; return []; });
+  Promise.all([getJSON('/api/v1/dependencies', params, { signal: abort.signal }), health])
+    .then(async ([r, integrity]) => {
+      const edges = mergeHealth(r.dependencies, integrity);
       if (!edges.length) {
         const box = notice('empty', 'No dependencies in this range',
           'Edges come from spans whose parent span belongs to another service. Try a longer range, ' +
@@ -54,6 +59,23 @@ export function mount(main, _args, url) {
     });
   return { destroy: () => abort.abort() };
 }
+
+/** Dependency edges with the calls whose context crossed and was lost on each (summed over
+ * protocols); an edge only edge health knows (every call lost its context) is added. */
+export function mergeHealth(deps, health) {
+  const byKey = new Map(deps.map((e) => [`${e.parent}\u0000${e.child}`, { ...e, crossed: 0, lost: 0 }]));
+  for (const x of health) {
+    const key = `${x.caller}\u0000${x.callee}`;
+    const e = byKey.get(key) ?? { parent: x.caller, child: x.callee, callCount: 0, errorCount: 0, crossed: 0, lost: 0 };
+    e.crossed += x.crossed;
+    e.lost += x.lost;
+    byKey.set(key, e);
+  }
+  return [...byKey.values()];
+}
+
+const breakRate = (e) => (e.crossed + e.lost ? e.lost / (e.crossed + e.lost) : 0);
+const pct = (x) => `${x >= 0.1 ? Math.round(x * 100) : (x * 100).toFixed(1)}%`;
 
 /** Layers by longest path from the callers nobody calls (edges closing a cycle ignored). */
 export function layout(edges) {
@@ -138,13 +160,15 @@ function graph(edges, searchRange) {
       const low = Math.max(a.y, b.y) + rowH;
       d = `M${a.x + a.w / 2},${a.y + a.h} C${a.x + a.w / 2},${low} ${b.x + b.w / 2},${low} ${b.x + b.w / 2},${b.y + b.h}`;
     }
-    const label = `${count(e.callCount)} call${e.callCount === 1 ? '' : 's'}${e.errorCount ? ` · ${count(e.errorCount)} err` : ''}`;
+    const lost = e.lost ? ` · ${count(e.lost)} lost (${pct(breakRate(e))})` : '';
+    const label = `${count(e.callCount)} call${e.callCount === 1 ? '' : 's'}${e.errorCount ? ` · ${count(e.errorCount)} err` : ''}${lost}`;
     const lx = e.parent === e.child ? x2 : (x1 + x2) / 2;
     const ly = e.parent === e.child ? a.y - 8 : (y1 + y2) / 2 - 6;
-    const cls = `edge${e.errorCount ? ' edge-error' : ''}`;
+    const cls = `edge${e.errorCount ? ' edge-error' : ''}${e.lost ? ' edge-broken' : ''}${e.callCount ? '' : ' edge-lost-only'}`;
     return [
-      svg('g', { class: cls, dataset: { parent: e.parent, child: e.child } },
-        svg('path', { d, 'marker-end': 'url(#arrow)' }), svg('title', null, `${e.parent} → ${e.child}: ${label}`)),
+      svg('g', { class: cls, dataset: { parent: e.parent, child: e.child, lost: e.lost } },
+        // The more often the context is lost on an edge, the thicker its broken line.
+        svg('path', { d, 'marker-end': 'url(#arrow)', style: e.lost ? { strokeWidth: `${1.5 + 3 * breakRate(e)}px` } : null }), svg('title', null, `${e.parent} → ${e.child}: ${label}`)),
       // Labels go on top of every edge, with a halo of the background, so no line crosses them.
       svg('text', { x: lx, y: ly, 'text-anchor': 'middle', class: `edge-label${e.errorCount ? ' edge-label-error' : ''}` },
         label, svg('title', null, `${e.parent} → ${e.child}: ${label}`)),
@@ -170,8 +194,10 @@ function edgeTable(edges, searchRange) {
   const search = (n) => h('a', { href: `/search?service=${encodeURIComponent(n)}&${searchRange}` }, n);
   const sorted = [...edges].sort((a, b) => b.callCount - a.callCount);
   return h('table', { class: 'edges' },
-    h('thead', null, h('tr', null, h('th', null, 'Caller'), h('th', null, 'Callee'), h('th', null, 'Calls'), h('th', null, 'Errors'))),
-    h('tbody', null, sorted.map((e) => h('tr', { class: e.errorCount ? 'has-error' : null },
+    h('thead', null, h('tr', null, h('th', null, 'Caller'), h('th', null, 'Callee'), h('th', null, 'Calls'), h('th', null, 'Errors'),
+      h('th', { title: 'Calls whose trace context was lost (of those whose outcome is known)' }, 'Context lost'))),
+    h('tbody', null, sorted.map((e) => h('tr', { class: e.errorCount || e.lost ? 'has-error' : null, dataset: { parent: e.parent, child: e.child } },
       h('td', null, search(e.parent)), h('td', null, search(e.child)),
-      h('td', { class: 'num' }, count(e.callCount)), h('td', { class: 'num' }, count(e.errorCount))))));
+      h('td', { class: 'num' }, count(e.callCount)), h('td', { class: 'num' }, count(e.errorCount)),
+      h('td', { class: e.lost ? 'num lost' : 'num' }, e.lost ? `${count(e.lost)} (${pct(breakRate(e))})` : '0')))));
 }

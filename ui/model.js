@@ -162,6 +162,8 @@ export function buildTrace(json) {
     services: [...services.values()].sort((a, b) => b.spans - a.spans || (a.name < b.name ? -1 : 1)),
     rootService: first?.service ?? '',
     rootName: first?.name ?? '',
+    // Chain integrity as the server reports it (null when the server does not analyse).
+    integrity: json.integrity ?? null,
   };
 }
 

@@ -12,6 +12,10 @@ const LOOKBACKS = [
   ['6h', 'Last 6 hours'], ['12h', 'Last 12 hours'], ['24h', 'Last 24 hours'], ['2d', 'Last 2 days'],
   ['7d', 'Last 7 days'], ['custom', 'Custom range'],
 ];
+const INTEGRITY = [['', 'Any'], ['broken', 'Broken chains'], ['missing_parent', 'Missing parent'],
+  ['missing_root', 'Missing root'], ['client_without_server', 'Client without server'],
+  ['producer_without_consumer', 'Producer without consumer'], ['consumer_new_root', 'Consumer started a new trace'],
+  ['unrooted_work', 'Work without a request'], ['clock_skew', 'Clock skew']];
 const SORTS = [['recent', 'Most recent'], ['longest', 'Longest first'], ['shortest', 'Shortest first'],
   ['spans', 'Most spans'], ['errors', 'Most errors']];
 
@@ -37,6 +41,7 @@ export function queryFromUrl(params) {
     maxDuration: params.get('maxDuration') ?? '',
     limit: params.get('limit') ?? '20',
     sort: params.get('sort') ?? 'recent',
+    integrity: params.get('integrity') ?? '',
   };
 }
 
@@ -70,6 +75,7 @@ function urlFromQuery(q) {
   set('minDuration', q.minDuration);
   set('maxDuration', q.maxDuration);
   set('limit', q.limit);
+  set('integrity', q.integrity);
   if (q.sort !== 'recent') p.set('sort', q.sort);
   return `/search?${p}`;
 }
@@ -79,6 +85,7 @@ function apiParams(q) {
   const params = {
     service: q.service, operation: q.operation, minDuration: q.minDuration, maxDuration: q.maxDuration,
     limit: q.limit, attr: q.tags.map(([k, v]) => `${k}=${v}`), status: q.errors ? 'error' : '',
+    integrity: q.integrity,
   };
   if (q.lookback === 'custom') {
     // Jaeger's URL carries microseconds; the API takes nanoseconds.
@@ -126,12 +133,15 @@ export function mount(main, _args, url) {
   const minDuration = h('input', { name: 'minDuration', value: q.minDuration, placeholder: 'e.g. 250ms', size: 8 });
   const maxDuration = h('input', { name: 'maxDuration', value: q.maxDuration, placeholder: 'e.g. 2s', size: 8 });
   const limit = h('input', { type: 'number', name: 'limit', value: q.limit, min: 1, max: 1000 });
+  const integrity = h('select', { name: 'integrity' },
+    INTEGRITY.map(([v, text]) => h('option', { value: v, selected: v === q.integrity }, text)));
 
   const form = h('form', { class: 'search-form', 'aria-label': 'Search traces' },
     field('Service', service),
     field('Operation', operation),
     field('Attributes', tags, 'key=value, space-separated; all must hold on one span'),
     h('label', { class: 'check' }, errors, ' Errors only'),
+    field('Chain integrity', integrity, 'settled traces whose context was lost'),
     field('Time range', lookback),
     custom,
     h('div', { class: 'row2' }, field('Min span duration', minDuration), field('Max span duration', maxDuration)),
@@ -146,7 +156,7 @@ export function mount(main, _args, url) {
       start: lookback.value === 'custom' ? fromLocalInput(start.value) : '',
       end: lookback.value === 'custom' ? fromLocalInput(end.value) : '',
       minDuration: minDuration.value.trim(), maxDuration: maxDuration.value.trim(),
-      limit: limit.value.trim(), sort: q.sort,
+      limit: limit.value.trim(), sort: q.sort, integrity: integrity.value,
     }));
   });
 
@@ -339,6 +349,8 @@ function resultItem(t, maxDur, selected, redraw) {
     h('div', { class: 'result-meta' },
       h('span', null, `${count(t.spanCount)} span${t.spanCount === 1 ? '' : 's'}`),
       t.errorCount ? h('span', { class: 'errors' }, `${count(t.errorCount)} error${t.errorCount === 1 ? '' : 's'}`) : null,
+      t.integrity?.length ? h('span', { class: 'chip chip-chain', title: t.integrity.join(', ') },
+        t.integrity.every((k) => k === 'clock_skew') ? 'clock skew' : 'broken chain') : null,
       h('span', { class: 'chips' }, t.services.map((s) => h('span', {
         class: `chip${s.errorCount ? ' chip-error' : ''}`, style: { borderColor: serviceColor(s.name) },
       }, `${s.name} (${s.spanCount})`))),

@@ -43,10 +43,29 @@ export function mount(main, { id }, url) {
   return { destroy: () => { abort.abort(); view?.destroy(); } };
 }
 
+/** A finding kind as words. */
+export const KIND_NAMES = {
+  missing_parent: 'Missing parent',
+  missing_root: 'Missing root',
+  client_without_server: 'Client without server',
+  producer_without_consumer: 'Producer without consumer',
+  consumer_new_root: 'Consumer started a new trace',
+  unrooted_work: 'Work without a request',
+  clock_skew: 'Clock skew',
+};
+
 class TraceView {
   constructor(main, trace, params) {
     this.trace = trace;
     this.spans = trace.spans;
+    // Span index → the chain-integrity findings naming it.
+    this.findings = new Map();
+    for (const f of trace.integrity?.findings ?? []) {
+      for (const id of f.spanIds) {
+        const i = trace.byId.get(id);
+        if (i !== undefined) this.findings.set(i, [...(this.findings.get(i) ?? []), f]);
+      }
+    }
     this.critical = criticalPath(trace);
     this.collapsed = new Uint8Array(this.spans.length);
     this.selected = -1;
@@ -87,7 +106,8 @@ class TraceView {
         fact('Services', String(t.services.length)),
         fact('Depth', String(t.depth)),
         fact('Spans', count(t.spans.length)),
-        fact('Errors', count(t.errors), t.errors ? 'errors' : null)),
+        fact('Errors', count(t.errors), t.errors ? 'errors' : null),
+        t.integrity ? fact('Chain', chainState(t.integrity), broken(t.integrity) ? 'errors' : null) : null),
       h('div', { class: 'chips' }, t.services.map((s) => h('span', {
         class: `chip${s.errors ? ' chip-error' : ''}`, style: { borderColor: serviceColor(s.name) },
       }, `${s.name} (${s.spans})`))));
@@ -179,7 +199,7 @@ class TraceView {
     this.scroller.addEventListener('scroll', () => this.schedule());
     this.rows.addEventListener('click', (e) => this.click(e));
     this.detail = h('aside', { class: 'detail', hidden: true, 'aria-label': 'Span details' });
-    this.root = h('div', { class: 'trace-page' }, header, toolbar, minimap,
+    this.root = h('div', { class: 'trace-page' }, header, this.integrityBanner(), toolbar, minimap,
       h('div', { class: 'trace-body' }, this.scroller, this.detail));
     main.replaceChildren(this.root);
   }
@@ -268,6 +288,9 @@ class TraceView {
       s.depth > MAX_INDENT ? h('span', { class: 'badge' }, `depth ${s.depth}`) : null,
       kids && this.collapsed[i] ? h('span', { class: 'badge' }, `+${count(kids)}`) : null,
       s.links.length ? h('button', { type: 'button', class: 'badge link-badge', title: 'Span links', dataset: { link: i } }, `⇄ ${s.links.length}`) : null,
+      s.parent < 0 && s.parentId ? h('span', { class: 'badge detached-badge', title: `Parent ${s.parentId} is not in this trace: this subtree is detached` }, 'detached') : null,
+      this.findings.has(i) ? h('span', { class: 'badge chain-badge', title: this.findings.get(i).map((f) => f.message).join('\n') },
+        `⚠ ${this.findings.get(i).map((f) => f.kind).join(', ')}`) : null,
       s.error ? h('span', { class: 'badge error-badge', title: s.status.message || 'error' }, 'error') : null),
     h('div', { class: 'lane' }, bar,
       h('span', { class: `span-dur${endPct >= 80 && startPct <= 20 ? ' inside' : ''}`, style: label }, duration(spanDur))));
@@ -421,6 +444,33 @@ class TraceView {
     }
   }
 
+  /** The chain-integrity findings above the waterfall, each with a link to its span and to
+   * the trace holding the other half of the chain. */
+  integrityBanner() {
+    const integrity = this.trace.integrity;
+    if (!integrity?.findings.length) return null;
+    const items = integrity.findings.map((f) => {
+      const at = this.trace.byId.get(f.spanIds[0]);
+      const other = f.relatedTraceId
+        ? h('a', { class: 'related', href: `/trace/${f.relatedTraceId}${f.relatedSpanId ? `?span=${f.relatedSpanId}` : ''}` },
+          f.kind === 'unrooted_work' ? 'likely request' : 'other half')
+        : null;
+      const more = (f.candidates ?? []).slice(1).map((c, n) => h('a', { class: 'related', href: `/trace/${c}` }, `candidate ${n + 2}`));
+      return h('li', { class: `finding finding-${f.kind}`, dataset: { kind: f.kind } },
+        h('strong', null, KIND_NAMES[f.kind] ?? f.kind),
+        f.services.some(Boolean) ? h('span', { class: 'muted' }, ` ${f.services.filter(Boolean).join(' → ')}`) : null,
+        f.confidence === 'low' ? h('span', { class: 'badge' }, 'low confidence') : null,
+        h('p', null, f.message),
+        h('div', { class: 'finding-links' },
+          at !== undefined ? button('Show span', () => this.select(at, { center: true })) : null, other, ...more));
+    });
+    const title = broken(integrity) ? `Broken chain: ${integrity.findings.length === 1 ? '1 finding' : `${integrity.findings.length} findings`}`
+      : 'Clock skew';
+    return h('section', { class: `integrity-banner${broken(integrity) ? ' broken' : ''}`, 'aria-label': 'Chain integrity' },
+      h('h2', null, title, integrity.settled ? null : h('span', { class: 'muted' }, ' · not settled yet: spans may still arrive')),
+      h('ul', null, items));
+  }
+
   renderDetail() {
     const s = this.spans[this.selected];
     const t = this.trace;
@@ -448,6 +498,8 @@ class TraceView {
         fact('Critical path', segs ? `${duration(onPath)} of this span's time` : 'not on the critical path'),
         s.traceState ? fact('Trace state', h('code', null, s.traceState)) : null,
         fact('Children', String(s.children.length))),
+      this.findings.has(s.i) ? section('Chain integrity', this.findings.get(s.i).length, h('ul', { class: 'span-findings' },
+        this.findings.get(s.i).map((f) => h('li', null, h('strong', null, KIND_NAMES[f.kind] ?? f.kind), ': ', f.message)))) : null,
       section('Span attributes', s.attrs.length, table(s.attrs)),
       section('Resource attributes', s.resource.length, table(s.resource)),
       section('Scope', 1, h('p', null, h('code', null, `${s.scope.name || '(unnamed)'}${s.scope.version ? ` ${s.scope.version}` : ''}`)),
@@ -464,6 +516,16 @@ class TraceView {
       }))));
     this.detail.hidden = false;
   }
+}
+
+/** Whether any finding breaks the chain (clock skew alone does not). */
+function broken(integrity) {
+  return integrity.findings.some((f) => f.kind !== 'clock_skew');
+}
+
+function chainState(integrity) {
+  const state = broken(integrity) ? 'broken' : integrity.complete ? 'whole' : 'partial';
+  return integrity.settled ? state : `${state} (settling)`;
 }
 
 function fact(label, value, cls) {

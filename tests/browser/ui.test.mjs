@@ -188,8 +188,10 @@ test('service map shows the edges with call and error counts; a service leads to
   const page = await open('/dependencies');
   await page.waitForSelector('.map .node');
   const edges = await page.$$eval('table.edges tbody tr', (rows) => rows.map((r) => [...r.cells].map((c) => c.textContent).join(' ')));
-  assert.deepEqual(edges.sort(), ['epro-service data-service 4 1', 'gateway epro-service 3 0',
-    'gateway notify-service 2 0', 'gateway user-service 2 0']);
+  // Caller, callee, calls, errors, calls whose context was lost (the fixtures lose none; the
+  // fixtures' traces have not settled, so no outcome is counted yet either).
+  assert.deepEqual(edges.sort(), ['epro-service data-service 4 1 0', 'gateway epro-service 3 0 0',
+    'gateway notify-service 2 0 0', 'gateway user-service 2 0 0']);
   assert.equal(await page.locator('.map .edge-error').count(), 1);
   assert.equal(await page.getAttribute('.map .edge-error', 'data-child'), 'data-service');
   // Edge labels sit above every edge line and apart from each other and the boxes.

@@ -372,6 +372,8 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
         emit(&format!("{}\n", serde_json::to_string_pretty(&body)?))
     } else {
         let trace = strand_server::trace_cmd::parse(&body)?;
-        emit(&strand_server::trace_cmd::render_tree(&trace))
+        let mut text = strand_server::trace_cmd::render_tree(&trace);
+        text.push_str(&strand_server::trace_cmd::render_integrity(&body["integrity"]));
+        emit(&text)
     }
 }

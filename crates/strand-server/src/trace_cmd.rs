@@ -91,6 +91,40 @@ pub fn render_tree(trace: &Trace) -> String {
     out
 }
 
+/// Renders the `integrity` of a trace's native JSON under its tree: whether it settled, and
+/// each finding with its kind, services and the other trace. Nothing when the server does
+/// not analyse chains (no `integrity`).
+pub fn render_integrity(integrity: &serde_json::Value) -> String {
+    let Some(findings) = integrity.get("findings").and_then(|f| f.as_array()) else { return String::new() };
+    let settled = integrity["settled"].as_bool() == Some(true);
+    let mut out = String::new();
+    let state = if settled { "" } else { " (not settled yet: spans may still arrive)" };
+    if findings.is_empty() {
+        let _ = writeln!(out, "\nchain: whole{state}");
+        return out;
+    }
+    let _ = writeln!(out, "\nchain: {}{state}", plural(findings.len(), "finding"));
+    for f in findings {
+        let services: Vec<&str> =
+            f["services"].as_array().into_iter().flatten().filter_map(|s| s.as_str()).collect();
+        let edge = match services.as_slice() {
+            ["", b] => format!(" at {b}"),
+            [a, b] => format!(" {a} → {b}"),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  {}{edge}: {}",
+            f["kind"].as_str().unwrap_or("?"),
+            f["message"].as_str().unwrap_or("")
+        );
+        if let Some(t) = f["relatedTraceId"].as_str() {
+            let _ = writeln!(out, "    other half: strand trace {t}");
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +139,26 @@ mod tests {
         assert_eq!(lines[1], "svc-2 op-0 [server] 0.5µs");
         assert_eq!(lines[2], "  svc-2 op-1 [client] 0.5µs ERROR: failed");
         assert_eq!(lines[3], "  svc-2 op-2 [client] 0.5µs");
+    }
+}
+
+#[cfg(test)]
+mod integrity_tests {
+    use super::render_integrity;
+
+    #[test]
+    fn findings_are_listed_with_their_edge_and_other_half() {
+        let body = serde_json::json!({ "settled": true, "complete": true, "findings": [{
+            "kind": "producer_without_consumer", "spanIds": ["8000000000000b0b"],
+            "services": ["data-service", "notify-service"], "relatedTraceId": "5c020000000000000000000000000002",
+            "message": "the context was lost on the queue hop" }] });
+        assert_eq!(
+            render_integrity(&body),
+            "\nchain: 1 finding\n  producer_without_consumer data-service → notify-service: the context was lost \
+             on the queue hop\n    other half: strand trace 5c020000000000000000000000000002\n"
+        );
+        let whole = serde_json::json!({ "settled": false, "complete": true, "findings": [] });
+        assert_eq!(render_integrity(&whole), "\nchain: whole (not settled yet: spans may still arrive)\n");
+        assert_eq!(render_integrity(&serde_json::Value::Null), "");
     }
 }

@@ -158,3 +158,47 @@ async fn broken_chains_are_flagged_linked_and_counted() {
     assert_eq!(common::metric_value(&metrics, series), Some(1.0), "{series} in {metrics}");
     server.stop().await;
 }
+
+/// The UI shows it: `tests/browser/integrity.test.mjs` in headless Chromium.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ui_shows_findings_links_halves_and_marks_the_edge() {
+    if common::node_with_playwright().is_none() {
+        return;
+    }
+    let server = common::start(|c| {
+        c.integrity.settle_time = strand_core::units::HumanDuration(Duration::from_millis(200));
+    })
+    .await;
+    let start = now_ns() - 120_000_000_000;
+    let subs: Vec<Submission> = [Shape::Complete, Shape::BreakQueue, Shape::BreakSpawn, Shape::BreakLostSpan]
+        .into_iter()
+        .enumerate()
+        .map(|(n, shape)| submission(n as u64, start + n as u64 * 1_000_000_000, shape))
+        .collect();
+    for sub in &subs {
+        for (_, batch) in &sub.batches {
+            server.export_batch(batch).await;
+        }
+    }
+    common::eventually("the breaks to be analysed", || async {
+        let page = get(&server, "/api/v1/search?integrity=broken").await;
+        (ids(&page, "traces", "traceId").len() == 4).then_some(())
+    })
+    .await;
+    let hex = |t: strand_core::TraceId| t.to_hex();
+    let envs = [
+        ("STRAND_URL", format!("http://{}", server.http)),
+        ("STRAND_UI_ARTIFACTS", common::repo().join("test-artifacts/ui").display().to_string()),
+        ("PRODUCER_TRACE", hex(subs[1].traces[0])),
+        ("CONSUMER_TRACE", hex(subs[1].traces[1])),
+        ("REQUEST_TRACE", hex(subs[2].traces[0])),
+        ("TASK_TRACE", hex(subs[2].traces[1])),
+        ("DETACHED_TRACE", hex(subs[3].traces[0])),
+    ];
+    tokio::task::spawn_blocking(move || {
+        common::run_node(&["--test", "--test-concurrency=1", "integrity.test.mjs"], &envs)
+    })
+    .await
+    .expect("browser tests");
+    server.stop().await;
+}
