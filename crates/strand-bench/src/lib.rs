@@ -5,11 +5,14 @@
 //!   OTLP/gRPC into a `strand serve` child process (or a running server), server CPU and
 //!   memory from `/proc`, bytes on disk, lookup and search latencies.
 //! - [`sampling`]: `bench sampling`: the tail sampler's memory and CPU per span, in-process.
+//! - [`integrity`]: `bench integrity`: the chain-integrity analyser's recall per kind of
+//!   break, false alarms and CPU per span, in-process, on labelled traffic.
 //! - [`ui`]: `bench ui`: one huge trace opened in headless Chromium.
 //!
 //! `examples/index_cost.rs` and `examples/legacy_decode_cost.rs` time the search index
 //! build and each receiver format's decoding per span on the same profile.
 
 pub mod ingest;
+pub mod integrity;
 pub mod sampling;
 pub mod ui;

@@ -94,15 +94,62 @@ struct Knowledge {
 #[derive(Debug, Default)]
 struct Boundaries {
     /// Service → SERVER spans without a parent.
-    server_roots: HashMap<Arc<str>, VecDeque<Endpoint>>,
+    /// Service → SERVER spans without a parent, by start (and arrival, to keep equal starts).
+    server_roots: HashMap<Arc<str>, BTreeMap<(u64, u64), Endpoint>>,
+    /// Arrivals so far (the tie-breaker of equal starts).
+    arrivals: u64,
     /// Destination → CONSUMER spans without a parent or links.
     consumer_roots: HashMap<Arc<str>, VecDeque<Endpoint>>,
     /// Destination → PRODUCER spans.
     producers: HashMap<Arc<str>, VecDeque<Endpoint>>,
     /// Producer `(trace, span)` → the consumer continuing it (child or link).
-    continued: HashMap<(TraceId, SpanId), Peer>,
+    continued: Aged<(TraceId, SpanId), Peer>,
     /// Service → SERVER and CONSUMER spans (requests in progress).
     requests: HashMap<Arc<str>, VecDeque<Request>>,
+}
+
+/// A map whose entries live between one and two ages: two generations, the older dropped
+/// whole when the newer is an age old (cheap, unlike scanning for expired entries).
+#[derive(Debug)]
+struct Aged<K, V> {
+    cur: HashMap<K, V>,
+    prev: HashMap<K, V>,
+    since: u64,
+}
+
+impl<K, V> Default for Aged<K, V> {
+    fn default() -> Self {
+        Self { cur: HashMap::default(), prev: HashMap::default(), since: 0 }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V> Aged<K, V> {
+    fn get(&self, k: &K) -> Option<&V> {
+        self.cur.get(k).or_else(|| self.prev.get(k))
+    }
+
+    fn contains(&self, k: &K) -> bool {
+        self.cur.contains_key(k) || self.prev.contains_key(k)
+    }
+
+    fn insert(&mut self, k: K, v: V) {
+        self.cur.insert(k, v);
+    }
+
+    /// Inserts unless present.
+    fn insert_new(&mut self, k: K, v: impl FnOnce() -> V) {
+        if !self.contains(&k) {
+            self.cur.insert(k, v());
+        }
+    }
+
+    /// Starts a new generation when the current one is `age` old.
+    fn rotate(&mut self, now: u64, age: u64) {
+        if now.saturating_sub(self.since) >= age {
+            self.prev = std::mem::take(&mut self.cur);
+            self.since = now;
+        }
+    }
 }
 
 /// A request of a service: its trace, start, end and when it was observed.
@@ -148,7 +195,7 @@ pub struct Observer {
     knowledge: Knowledge,
     boundaries: Boundaries,
     /// Matched halves, both ways: `(trace, span)` → the other half.
-    pairs: HashMap<(TraceId, SpanId), Peer>,
+    pairs: Aged<(TraceId, SpanId), Peer>,
     /// Traces whose analysis must be redone (the other half of a break was matched).
     dirty: Vec<TraceId>,
     /// Per edge and minute (of the call's start), outcomes of calls.
@@ -175,7 +222,7 @@ impl Observer {
             spans_held: 0,
             knowledge: Knowledge::default(),
             boundaries: Boundaries::default(),
-            pairs: HashMap::default(),
+            pairs: Aged::default(),
             dirty: Vec::new(),
             edges: HashMap::default(),
             totals: HashMap::default(),
@@ -235,7 +282,12 @@ impl Observer {
                         k.callees.insert(key, s.service.clone());
                     }
                     if s.parent.is_none() {
-                        push(b.server_roots.entry(s.service.clone()).or_default(), endpoint());
+                        let roots = b.server_roots.entry(s.service.clone()).or_default();
+                        if roots.len() >= MAX_BOUNDARY_ENTRIES {
+                            roots.pop_first();
+                        }
+                        b.arrivals += 1;
+                        roots.insert((s.start, b.arrivals), endpoint());
                     }
                 } else if let Some(d) = &s.boundary.destination {
                     let consumers = k.consumers.entry(d.clone()).or_default();
@@ -250,10 +302,10 @@ impl Observer {
                 if s.kind == SpanKind::Consumer {
                     let me = Peer { trace_id: trace, span_id: s.span_id, service: s.service.clone() };
                     if let Some(p) = s.parent {
-                        b.continued.entry((trace, p)).or_insert_with(|| me.clone());
+                        b.continued.insert_new((trace, p), || me.clone());
                     }
                     for l in &s.links {
-                        b.continued.entry(*l).or_insert_with(|| me.clone());
+                        b.continued.insert_new(*l, || me.clone());
                     }
                 }
             }
@@ -406,14 +458,18 @@ impl Observer {
         }
     }
 
-    /// Drops boundary entries older than twice the retention, pairs of dropped traces, and
-    /// edge minutes older than the edge history.
+    /// Drops boundary entries, continuations and pairs older than twice the retention
+    /// (continuations and pairs by generation), and edge minutes older than the edge history.
     fn expire(&mut self, now: u64) {
         // Kept well past the last analysis of any trace that may ask (a trace is analysed a
         // last time when it is dropped, a retention after it settled).
         let horizon = now.saturating_sub(2 * (self.cfg.retain() + self.cfg.settle));
         let b = &mut self.boundaries;
-        for map in [&mut b.server_roots, &mut b.consumer_roots, &mut b.producers] {
+        for roots in b.server_roots.values_mut() {
+            roots.retain(|_, e| e.seen >= horizon);
+        }
+        b.server_roots.retain(|_, r| !r.is_empty());
+        for map in [&mut b.consumer_roots, &mut b.producers] {
             for q in map.values_mut() {
                 while q.front().is_some_and(|e| e.seen < horizon) {
                     q.pop_front();
@@ -427,9 +483,9 @@ impl Observer {
             }
         }
         b.requests.retain(|_, q| !q.is_empty());
-        let live: HashSet<TraceId> = self.pending.keys().chain(self.retained.keys()).copied().collect();
-        b.continued.retain(|(t, _), _| live.contains(t));
-        self.pairs.retain(|(t, _), peer| live.contains(t) || live.contains(&peer.trace_id));
+        let age = 2 * (self.cfg.retain() + self.cfg.settle);
+        b.continued.rotate(now, age);
+        self.pairs.rotate(now, age);
         let oldest_minute = now.saturating_sub(self.cfg.edge_history) / MINUTE * MINUTE;
         for minutes in self.edges.values_mut() {
             *minutes = minutes.split_off(&oldest_minute);
@@ -553,9 +609,19 @@ impl Observer {
     }
 
     fn is_paired(&self, trace: TraceId, span: SpanId) -> bool {
-        self.pairs.contains_key(&(trace, span))
+        self.pairs.contains(&(trace, span))
     }
 }
+
+/// Entries of `q` observed in `[from, to]` (entries are pushed in observation order).
+fn observed_between(q: &VecDeque<Endpoint>, from: u64, to: u64) -> impl Iterator<Item = &Endpoint> {
+    let first = q.partition_point(|e| e.seen < from);
+    q.range(first..).take_while(move |e| e.seen <= to)
+}
+
+/// How far apart a span's own time and the time its other half was received may be:
+/// clocks differ, exporters batch, and a trace settles late.
+const OBSERVED_SLACK: u64 = 120 * 1_000_000_000;
 
 fn peer(e: &Endpoint) -> Peer {
     Peer { trace_id: e.trace, span_id: e.span.span_id, service: e.span.service.clone() }
@@ -596,11 +662,11 @@ impl Relations for Observer {
         }
         let dest = producer.boundary.destination.as_ref()?;
         let (tol, window) = (self.cfg.clock_skew_tolerance, self.cfg.hop_window);
-        let found = self
-            .boundaries
-            .consumer_roots
-            .get(dest)?
-            .iter()
+        let (from, to) = (
+            producer.start.saturating_sub(OBSERVED_SLACK),
+            producer.end.saturating_add(window + OBSERVED_SLACK),
+        );
+        let found = observed_between(self.boundaries.consumer_roots.get(dest)?, from, to)
             .filter(|c| {
                 c.trace != trace
                     && c.span.start + tol >= producer.start
@@ -620,17 +686,17 @@ impl Relations for Observer {
         }
         let dest = consumer.boundary.destination.as_ref()?;
         let (tol, window) = (self.cfg.clock_skew_tolerance, self.cfg.hop_window);
-        let found = self
-            .boundaries
-            .producers
-            .get(dest)?
-            .iter()
+        let (from, to) = (
+            consumer.start.saturating_sub(window + OBSERVED_SLACK),
+            consumer.end.saturating_add(OBSERVED_SLACK),
+        );
+        let found = observed_between(self.boundaries.producers.get(dest)?, from, to)
             .filter(|p| {
                 p.trace != trace
                     && p.span.start <= consumer.start + tol
                     && consumer.start.saturating_sub(p.span.start) <= window
                     && same_message(&p.span, consumer)
-                    && !self.boundaries.continued.contains_key(&(p.trace, p.span.span_id))
+                    && !self.boundaries.continued.contains(&(p.trace, p.span.span_id))
                     && !self.is_paired(p.trace, p.span.span_id)
             })
             .max_by_key(|p| (p.span.start, std::cmp::Reverse(p.span.span_id)))
@@ -665,10 +731,15 @@ impl Relations for Observer {
                 }
         };
         let roots = &self.boundaries.server_roots;
-        let candidates: Vec<&Endpoint> = match callee {
-            Some(c) => roots.get(c).into_iter().flatten().filter(|e| fits(e)).collect(),
-            None => roots.values().flatten().filter(|e| fits(e)).collect(),
-        };
+        // Servers that started within the client span (the tolerance around it).
+        let window = (client.start.saturating_sub(tol), 0)..=(client.end.saturating_add(tol), u64::MAX);
+        let mut candidates: Vec<&Endpoint> = Vec::new();
+        match callee {
+            Some(c) => candidates
+                .extend(roots.get(c).into_iter().flat_map(|r| r.range(window.clone())).map(|(_, e)| e)),
+            None => candidates.extend(roots.values().flat_map(|r| r.range(window.clone())).map(|(_, e)| e)),
+        }
+        let candidates: Vec<&Endpoint> = candidates.into_iter().filter(|e| fits(e)).collect();
         let found = candidates
             .into_iter()
             .filter(|e| !self.is_paired(e.trace, e.span.span_id))

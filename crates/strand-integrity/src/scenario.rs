@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use strand_core::{
-    AnyValue, Finding, FindingKind, KeyValue, Link, Resource, ResourceSpans, Scope, ScopeSpans, Span,
-    SpanBatch, SpanId, SpanKind, Status, StatusCode, TraceId,
+    AnyValue, Confidence, Finding, FindingKind, KeyValue, Link, Resource, ResourceSpans, Scope, ScopeSpans,
+    Span, SpanBatch, SpanId, SpanKind, Status, StatusCode, TraceId,
 };
 
 use crate::observer::Observer;
@@ -427,6 +427,9 @@ pub struct Score {
     pub false_alarms: u64,
     /// Broken submissions with a finding beyond the expected ones.
     pub extra_findings: u64,
+    /// Low-confidence findings whose candidates include the true other half, and such
+    /// findings in all.
+    pub candidates: (u64, u64),
     /// What was missed or raised wrongly, for reading (first few).
     pub notes: Vec<String>,
 }
@@ -465,11 +468,22 @@ pub fn score(subs: &[Submission], findings: &HashMap<TraceId, Vec<Finding>>) -> 
         for e in &sub.expected {
             let entry = s.found.entry(e.kind).or_default();
             entry.1 += 1;
-            let hit = of(&e.trace_id).iter().any(|f| {
+            // Low-confidence findings (unrooted work) count when found on the right trace
+            // and service; whether the true request is among their candidates is counted
+            // apart.
+            let hit = of(&e.trace_id).iter().find(|f| {
                 f.kind == e.kind
                     && e.services.iter().zip(&f.services).all(|(want, got)| want.is_empty() || want == got)
-                    && e.related.is_none_or(|r| f.related_trace_id == Some(r) || f.candidates.contains(&r))
+                    && (f.confidence == Confidence::Low
+                        || e.related.is_none_or(|r| f.related_trace_id == Some(r)))
             });
+            if let (Some(f), Some(r), Confidence::Low) =
+                (hit, e.related, hit.map_or(Confidence::High, |f| f.confidence))
+            {
+                s.candidates.1 += 1;
+                s.candidates.0 += u64::from(f.candidates.contains(&r));
+            }
+            let hit = hit.is_some();
             if hit {
                 entry.0 += 1;
                 matched += 1;

@@ -171,6 +171,9 @@ enum BenchCommand {
     Query(strand_bench::ingest::QueryArgs),
     /// Time the tail sampler in-process: memory per buffered span, CPU per span, decisions.
     Sampling(strand_bench::sampling::SamplingArgs),
+    /// Chain integrity on labelled traffic, in-process: recall per kind of break, false
+    /// alarms on complete traces, CPU per span.
+    Integrity(strand_bench::integrity::IntegrityArgs),
     /// Open a huge trace in the web UI (headless Chromium) and time it.
     Ui(strand_bench::ui::UiArgs),
 }
@@ -224,6 +227,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Ingest(args)) => rt.block_on(strand_bench::ingest::ingest(args)),
         Command::Bench(BenchCommand::Query(args)) => rt.block_on(strand_bench::ingest::query(args)),
         Command::Bench(BenchCommand::Sampling(args)) => strand_bench::sampling::run(args),
+        Command::Bench(BenchCommand::Integrity(args)) => strand_bench::integrity::run(args),
         Command::Bench(BenchCommand::Ui(args)) => rt.block_on(strand_bench::ui::run(args)),
     };
     match result {

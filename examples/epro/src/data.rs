@@ -37,6 +37,10 @@ pub struct Args {
     /// strand's OTLP/gRPC endpoint.
     #[arg(long)]
     strand: String,
+    /// Lose the trace context here: `queue` (publish without the injected headers) or
+    /// `grpc` (drop the incoming metadata before the server layer).
+    #[arg(long = "break", value_enum)]
+    breaks: Vec<crate::Break>,
 }
 
 /// The JetStream stream the demo's events go to.
@@ -108,6 +112,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     .await?;
     let count = Arc::new(AtomicU64::new(0));
     let fail_every = args.fail_every;
+    let break_queue = args.breaks.contains(&crate::Break::Queue);
     let service = DataService(UnaryServer::new("epro.Data", STORE, move |req: StoreReport| {
         let (db, js, count) = (db.clone(), js.clone(), count.clone());
         async move {
@@ -161,16 +166,54 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             tracing::info!(report_id = id, patient_id = req.patient_id, previous, "report stored");
             let event =
                 serde_json::json!({ "report_id": id, "patient_id": req.patient_id, "score": req.score });
-            strand_instrument::nats::publish_jetstream(
-                &js,
-                SUBJECT,
-                async_nats::HeaderMap::new(),
-                event.to_string().into(),
-            )
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            if break_queue {
+                publish_without_context(&js, event.to_string().into()).await
+            } else {
+                strand_instrument::nats::publish_jetstream(
+                    &js,
+                    SUBJECT,
+                    async_nats::HeaderMap::new(),
+                    event.to_string().into(),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| Status::unavailable(e.to_string()))
+            }?;
             Ok(Stored { report_id: id as u64 })
         }
     }));
-    crate::telemetry::serve_grpc(args.listen, args.health, service).await
+    let drop_metadata = args.breaks.contains(&crate::Break::Grpc);
+    crate::telemetry::serve_grpc(args.listen, args.health, service, drop_metadata).await
+}
+
+/// `--break queue`: the PRODUCER span is recorded and its context injected into a header
+/// map, but the message goes out with a fresh one — the mistake that loses the context on
+/// a queue hop.
+async fn publish_without_context(js: &jetstream::Context, payload: bytes::Bytes) -> Result<(), Status> {
+    use opentelemetry::trace::TraceContextExt as _;
+    let cx = strand_instrument::start_span(
+        format!("send {SUBJECT}"),
+        opentelemetry::trace::SpanKind::Producer,
+        vec![
+            opentelemetry::KeyValue::new("messaging.system", "nats"),
+            opentelemetry::KeyValue::new("messaging.destination.name", SUBJECT),
+            opentelemetry::KeyValue::new("messaging.operation.type", "send"),
+        ],
+        &opentelemetry::Context::current(),
+    );
+    let mut injected = std::collections::HashMap::new();
+    strand_instrument::propagation::inject(&cx, &mut injected);
+    let sent = async {
+        let ack = js.publish(SUBJECT, payload).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        ack.await.map_err(|e| Status::unavailable(e.to_string()))
+    }
+    .await;
+    if let Ok(ack) = &sent {
+        cx.span().set_attribute(opentelemetry::KeyValue::new(
+            "messaging.message.id",
+            format!("{}:{}", ack.stream, ack.sequence),
+        ));
+    }
+    cx.span().end();
+    sent.map(|_| ())
 }

@@ -50,5 +50,5 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Ok(Submitted { report_id: stored.report_id, score })
         }
     }));
-    crate::telemetry::serve_grpc(args.listen, args.health, service).await
+    crate::telemetry::serve_grpc(args.listen, args.health, service, false).await
 }

@@ -27,6 +27,9 @@ pub struct RunArgs {
     /// Stop everything after the load instead of running until Ctrl-C.
     #[arg(long)]
     exit_after_load: bool,
+    /// Lose the trace context at this boundary (repeatable): queue, spawn or grpc.
+    #[arg(long = "break", value_enum)]
+    breaks: Vec<crate::Break>,
     /// Working directory (database, NATS store, logs); default: a new temporary one.
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -185,6 +188,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         [(); 7].map(|()| free_addr()).map(|a| a.expect("a free port"));
     let s = |a: SocketAddr| a.to_string();
     let strand = args.strand.clone();
+    let breaks = |which: &[crate::Break]| -> Vec<String> {
+        args.breaks
+            .iter()
+            .filter(|b| which.contains(b))
+            .flat_map(|b| ["--break".to_owned(), format!("{b:?}").to_lowercase()])
+            .collect()
+    };
     services.push(spawn(
         "user-service",
         &logs,
@@ -206,7 +216,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             args.fail_every.to_string(),
             "--strand".into(),
             strand.clone(),
-        ],
+        ]
+        .into_iter()
+        .chain(breaks(&[crate::Break::Queue, crate::Break::Grpc]))
+        .collect::<Vec<_>>(),
     )?);
     services.push(spawn(
         "epro-service",
@@ -234,7 +247,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             s(notify_health),
             "--strand".into(),
             strand.clone(),
-        ],
+        ]
+        .into_iter()
+        .chain(breaks(&[crate::Break::Spawn]))
+        .collect::<Vec<_>>(),
     )?);
     services.push(spawn(
         "gateway",

@@ -9,8 +9,9 @@
 //!
 //! `epro run --strand http://127.0.0.1:4317` starts them all (and `nats-server` when no
 //! `--nats` is given); `--load N` submits N reports, `--fail-every K` makes every K-th
-//! submission fail in data-service. Every service exports its spans to strand and writes
-//! JSON log lines with trace ids.
+//! submission fail in data-service, and `--break queue|spawn|grpc` makes one boundary lose
+//! the trace context the way real code does (see [`Break`]). Every service exports its
+//! spans to strand and writes JSON log lines with trace ids.
 
 mod data;
 mod epro;
@@ -21,7 +22,22 @@ mod rpc;
 mod telemetry;
 mod user;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// A boundary where the demo loses the trace context on purpose, as real code does, so
+/// Strand's chain-integrity analysis has something to find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Break {
+    /// data-service publishes inside its PRODUCER span but sends the message without the
+    /// headers the span was injected into (notify-service starts a new trace).
+    Queue,
+    /// notify-service spawns the SMS task with a fresh context instead of the message's
+    /// (the task starts a trace of its own).
+    Spawn,
+    /// A middleware in front of data-service's gRPC server drops the incoming metadata
+    /// (the server starts a new trace).
+    Grpc,
+}
 
 #[derive(Parser)]
 #[command(name = "epro", about = "The patient-report demo system")]

@@ -29,6 +29,9 @@ pub struct Args {
     /// strand's OTLP/gRPC endpoint.
     #[arg(long)]
     strand: String,
+    /// Lose the trace context here: `spawn` (the SMS task starts from a fresh context).
+    #[arg(long = "break", value_enum)]
+    breaks: Vec<crate::Break>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -71,6 +74,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let health = tokio::spawn(crate::telemetry::serve_http(args.health, health_app));
     let http = reqwest::Client::new();
     let mut in_flight: Vec<JoinHandle<()>> = Vec::new();
+    let break_spawn = args.breaks.contains(&crate::Break::Spawn);
     let shutdown = crate::telemetry::shutdown();
     tokio::pin!(shutdown);
     loop {
@@ -90,7 +94,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let handled = strand_instrument::nats::process_jetstream(&msg, move || async move {
             let event: serde_json::Value = serde_json::from_slice(&payload)?;
             tracing::info!(report_id = %event["report_id"], patient_id = %event["patient_id"], "notifying the patient");
-            let task = strand_instrument::spawn_detached("send-sms", async move {
+            let sms_task = async move {
                 let text = format!("Thank you, your report {} was received.", event["report_id"]);
                 match http.post(&sms).json(&serde_json::json!({ "patient_id": event["patient_id"], "text": text })).send_traced().await {
                     Ok(r) if r.status().is_success() => tracing::info!(report_id = %event["report_id"], "sms sent"),
@@ -98,7 +102,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     Err(e) => tracing::error!(error = %e, "sms gateway unreachable"),
                 }
                 sms_done.fetch_add(1, Ordering::SeqCst);
-            });
+            };
+            let task = if break_spawn {
+                spawn_without_context(sms_task)
+            } else {
+                strand_instrument::spawn_detached("send-sms", sms_task)
+            };
             Ok::<_, anyhow::Error>(task)
         })
         .await;
@@ -116,4 +125,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(5), futures_util::future::join_all(in_flight)).await;
     health.abort();
     Ok(())
+}
+
+/// `--break spawn`: the SMS task runs in a span started from an empty context, as a task
+/// spawned with a fresh context (Go's `context.Background()`) does: it becomes a trace of
+/// its own.
+fn spawn_without_context(task: impl std::future::Future<Output = ()> + Send + 'static) -> JoinHandle<()> {
+    use opentelemetry::trace::{FutureExt as _, TraceContextExt as _};
+    let cx = strand_instrument::start_span(
+        "send-sms",
+        opentelemetry::trace::SpanKind::Internal,
+        Vec::new(),
+        &opentelemetry::Context::new(),
+    );
+    tokio::spawn(async move {
+        task.with_context(cx.clone()).await;
+        cx.span().end();
+    })
 }

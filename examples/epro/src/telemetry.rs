@@ -43,6 +43,7 @@ pub async fn serve_grpc<S>(
     listen: std::net::SocketAddr,
     health: std::net::SocketAddr,
     service: S,
+    drop_metadata: bool,
 ) -> anyhow::Result<()>
 where
     S: tower::Service<
@@ -59,7 +60,18 @@ where
     let health_app = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
     let health = tokio::spawn(serve_http(health, health_app));
     tracing::info!(%listen, "listening");
+    // `--break grpc`: a middleware that drops the trace-context metadata before the server
+    // layer could extract it (as a proxy stripping unknown headers would).
+    let strip = tower::util::MapRequestLayer::new(move |mut req: axum::http::Request<tonic::body::Body>| {
+        if drop_metadata {
+            for h in ["traceparent", "tracestate", "baggage"] {
+                req.headers_mut().remove(h);
+            }
+        }
+        req
+    });
     tonic::transport::Server::builder()
+        .layer(strip)
         .layer(strand_instrument::grpc::GrpcServerLayer)
         .add_service(service)
         .serve_with_shutdown(listen, shutdown())

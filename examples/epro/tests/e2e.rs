@@ -124,6 +124,8 @@ async fn start_strand(
     cfg.jaeger.agent_listen = local;
     cfg.zipkin.listen = local;
     cfg.remote_sampling.listen = local;
+    // Chain integrity settles traces after a second of quiet, not 30 s.
+    cfg.integrity.settle_time = strand_core_duration(1);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(strand_server::run(
@@ -138,15 +140,20 @@ async fn start_strand(
     (addr_rx.await.expect("strand started"), stop_tx)
 }
 
-/// The arguments of the README's `cargo run -p epro-demo -- run …` command (section "The
-/// patient-report demo"), with its strand URL replaced by `strand`.
-fn readme_demo_args(strand: &str) -> Vec<String> {
+fn strand_core_duration(secs: u64) -> strand_server::config::HumanDuration {
+    strand_server::config::HumanDuration(std::time::Duration::from_secs(secs))
+}
+
+/// The arguments of the README's `nth` `cargo run -p epro-demo -- run …` command (section
+/// "The patient-report demo"), with its strand URL replaced by `strand`.
+fn readme_demo_args(nth: usize, strand: &str) -> Vec<String> {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).expect("README");
     let section = &readme[readme.find("## The patient-report demo").expect("demo section")..];
     let line = section
         .lines()
-        .find_map(|l| l.strip_prefix("cargo run -p epro-demo -- "))
+        .filter_map(|l| l.strip_prefix("cargo run -p epro-demo -- "))
+        .nth(nth)
         .expect("the README's epro command");
     let line = line.split(" #").next().unwrap_or(line);
     let mut args: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
@@ -173,7 +180,7 @@ async fn one_whole_trace_per_report_across_five_services() {
     let api = format!("http://{}", addrs.http);
 
     // The README's command, as printed (with this strand's port), stopping after its load.
-    let args = readme_demo_args(&format!("http://{grpc}"));
+    let args = readme_demo_args(0, &format!("http://{grpc}"));
     let load: usize = flag(&args, "--load").parse().expect("--load N");
     let fail_every: usize = flag(&args, "--fail-every").parse().expect("--fail-every K");
     let demo_dir = dir.path().join("demo");
@@ -281,5 +288,124 @@ async fn one_whole_trace_per_report_across_five_services() {
             assert!(failed, "data-service logged the failure with its trace id");
         }
     }
+    let _ = stop.send(());
+}
+
+/// The README's `--break` command: each boundary that loses its context is found on its
+/// edge, and the halves name each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_broken_boundary_is_found_on_its_edge() {
+    if !nats_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (addrs, stop) = start_strand(dir.path()).await;
+    let grpc = addrs.otlp_grpc.expect("otlp grpc");
+    let api = format!("http://{}", addrs.http);
+    let args = readme_demo_args(1, &format!("http://{grpc}"));
+    assert!(args.iter().filter(|a| *a == "--break").count() == 3, "{args:?}");
+    let demo_dir = dir.path().join("demo");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_epro"))
+            .args(&args)
+            .arg("--exit-after-load")
+            .arg("--dir")
+            .arg(&demo_dir)
+            .output()
+            .expect("run the demo")
+    })
+    .await
+    .expect("demo task");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "epro run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let results: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    assert!(!results.is_empty());
+
+    let client = reqwest::Client::new();
+    let get = |path: String| {
+        let (client, api) = (client.clone(), api.clone());
+        async move {
+            client.get(format!("{api}{path}")).send().await.expect("get").json::<Value>().await.expect("json")
+        }
+    };
+    // Every trace has settled (a second of quiet) once the search finds each kind.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let page = get("/api/v1/search?integrity=broken&limit=100".into()).await;
+        let kinds: BTreeSet<String> = page["traces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|t| t["integrity"].as_array().cloned().unwrap_or_default())
+            .filter_map(|k| k.as_str().map(str::to_owned))
+            .collect();
+        let want =
+            ["client_without_server", "producer_without_consumer", "consumer_new_root", "unrooted_work"];
+        if want.iter().all(|k| kinds.contains(*k)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "kinds found so far: {kinds:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let finding = |trace: &Value, kind: &str| -> Value {
+        trace["integrity"]["findings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|f| f["kind"] == kind)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kind} in {}", trace["integrity"]))
+    };
+    for r in &results {
+        // The gateway's trace: epro-service's gRPC call lost its context.
+        let gateway = get(format!("/api/v1/traces/{}", r["trace_id"].as_str().expect("trace id"))).await;
+        let f = finding(&gateway, "client_without_server");
+        assert_eq!(f["services"], serde_json::json!(["epro-service", "data-service"]), "{f}");
+        // The other half: data-service's own trace, which also lost the queue hop ...
+        let data_id = f["relatedTraceId"].as_str().expect("the data-service trace").to_owned();
+        let data = get(format!("/api/v1/traces/{data_id}")).await;
+        assert_eq!(finding(&data, "client_without_server")["relatedTraceId"], r["trace_id"]);
+        let hop = finding(&data, "producer_without_consumer");
+        assert_eq!(hop["services"], serde_json::json!(["data-service", "notify-service"]), "{hop}");
+        // ... to notify-service's trace, whose SMS task was spawned without it.
+        let notify_id = hop["relatedTraceId"].as_str().expect("the notify-service trace").to_owned();
+        let notify = get(format!("/api/v1/traces/{notify_id}")).await;
+        let back = finding(&notify, "consumer_new_root");
+        assert_eq!(back["relatedTraceId"], data_id.as_str());
+        assert_eq!(back["services"], serde_json::json!(["data-service", "notify-service"]));
+    }
+    // The SMS tasks: traces of their own in notify-service, their requests among the
+    // candidates (one submission at a time: exactly one request in progress).
+    let tasks = get("/api/v1/search?integrity=unrooted_work&limit=100".into()).await;
+    let tasks = tasks["traces"].as_array().expect("traces");
+    assert_eq!(tasks.len(), results.len(), "one task trace per submission");
+    for t in tasks {
+        let trace = get(format!("/api/v1/traces/{}", t["traceId"].as_str().expect("id"))).await;
+        let f = finding(&trace, "unrooted_work");
+        assert_eq!(f["services"], serde_json::json!(["", "notify-service"]));
+        let candidate = f["relatedTraceId"].as_str().expect("a candidate request").to_owned();
+        let request = get(format!("/api/v1/traces/{candidate}")).await;
+        assert!(
+            request["resourceSpans"].to_string().contains("process patient-report.submitted"),
+            "the candidate is a notify-service request"
+        );
+    }
+    // Edge health counts every lost hop.
+    let edges = get("/api/v1/integrity/edges".into()).await;
+    let lost = |caller: &str, callee: &str| -> u64 {
+        edges["edges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["caller"] == caller && e["callee"] == callee)
+            .map(|e| e["lost"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let n = results.len() as u64;
+    assert_eq!(
+        (lost("epro-service", "data-service"), lost("data-service", "notify-service")),
+        (n, n),
+        "{edges}"
+    );
     let _ = stop.send(());
 }
