@@ -289,7 +289,10 @@ async function demoBanner(box, signal) {
     if (!demo) return;
     box.replaceChildren(h('strong', null, 'Demo data is loaded. '),
       'One patient-report submission has a slow database query, a queue hop to notify-service and an SMS attempt the gateway refused: ',
-      h('a', { href: `/trace/${demo.traceId}?span=${demo.spanId}`, class: 'demo-link' }, 'open its red span'), '.');
+      h('a', { href: `/trace/${demo.traceId}?span=${demo.spanId}`, class: 'demo-link' }, 'open its red span'), '. ',
+      'Another lost its trace context on the queue hop: ',
+      h('a', { href: `/trace/${demo.brokenTraceId}`, class: 'demo-broken' }, 'see where the chain broke'),
+      ' (once it has settled, 30 seconds after the start).');
     box.hidden = false;
   } catch {
     // Without the banner the search page still lists the demo traces.

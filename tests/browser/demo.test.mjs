@@ -19,7 +19,8 @@ test('the home page leads to the demo trace and its red span', async () => {
   await page.goto(`${BASE}/`);
   // The default search (last hour) lists the demo submissions; the banner points to one.
   await page.waitForSelector('.result');
-  assert.equal(await page.locator('.result').count(), 6);
+  assert.equal(await page.locator('.result').count(), 7);
+  assert.ok((await page.getAttribute('.demo-banner a.demo-broken', 'href')).startsWith('/trace/'));
   const link = page.locator('.demo-banner a.demo-link');
   await link.waitFor();
   assert.match(await page.textContent('.demo-banner'), /slow database query.*queue hop.*SMS attempt/);

@@ -5,8 +5,10 @@
 //! detached SMS task that outlives the request. One submission fails in the database (an
 //! error chain up to the gateway); the featured one has a slow query, the queue hop and an
 //! SMS attempt the gateway refused (a red span, retried), so the search page, the trace
-//! view, the critical path and the service map all have something to show. The UI's search
-//! page links to the featured one's red span (`GET /api/v1/status` names it).
+//! view, the critical path and the service map all have something to show; the newest one
+//! loses its trace context on the queue hop, for chain integrity to find once it settled. The
+//! UI's search page links to the featured one's red span and to the broken chain
+//! (`GET /api/v1/status` names both).
 //!
 //! The spans go through the same sink as received spans (RED metrics, sampling, store).
 
@@ -26,6 +28,9 @@ pub const FAILING: u8 = 2;
 pub const SLOW: u8 = 4;
 /// The featured submission, which the UI points a newcomer to.
 pub const FEATURED: u8 = SLOW;
+/// The submission whose queue hop loses the trace context: notify-service's part becomes a
+/// trace of its own.
+pub const BROKEN: u8 = 6;
 /// Span number (within a submission) of the featured submission's failed SMS attempt.
 const FAILED_SMS: u8 = 14;
 
@@ -49,6 +54,11 @@ pub fn trace_id(run: u64, n: u8) -> TraceId {
 /// The span id of span `k` of demo submission `n`.
 fn span_id(n: u8, k: u8) -> SpanId {
     SpanId([0xd0, n, k, 1, 1, 1, 1, 1])
+}
+
+/// The trace notify-service's part of the broken submission of run `run` starts.
+pub fn broken_half(run: u64) -> TraceId {
+    trace_id(run, BROKEN + 100)
 }
 
 /// The featured submission of run `run` and its red span (the SMS attempt that failed).
@@ -189,6 +199,14 @@ pub fn submission(run: u64, n: u8, start: u64) -> SpanBatch {
             notify.push(refused);
         }
         notify.extend([sms, sms_call]);
+        if n == BROKEN {
+            // The message went out without its trace context: notify-service's work is a
+            // trace of its own (Strand's chain integrity links the two).
+            for s in &mut notify {
+                s.trace_id = broken_half(run);
+            }
+            notify[0].parent_span_id = None;
+        }
         out.push(service("notify-service", notify));
     }
     SpanBatch { resource_spans: out }

@@ -118,7 +118,11 @@ pub async fn run(
             sink.consume(batch).await.context("storing the demo traces")?;
         }
         let (trace, span) = demo::featured(now);
-        featured = Some(DemoTrace { trace_id: trace.to_hex(), span_id: span.to_hex() });
+        featured = Some(DemoTrace {
+            trace_id: trace.to_hex(),
+            span_id: span.to_hex(),
+            broken_trace_id: demo::trace_id(now, demo::BROKEN).to_hex(),
+        });
         info!(
             traces = demo::SUBMISSIONS,
             featured = %trace,
@@ -330,6 +334,8 @@ struct StatusInfo {
 struct DemoTrace {
     trace_id: String,
     span_id: String,
+    /// The submission whose queue hop lost the context.
+    broken_trace_id: String,
 }
 
 /// `GET /api/v1/status`: the version and the addresses this server listens on (`null` for a

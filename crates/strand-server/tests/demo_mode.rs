@@ -12,31 +12,27 @@ use strand_server::demo;
 async fn serve_demo_stores_recent_traces_worth_a_look() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let server = common::spawn_binary(&data, &["--demo"]);
+    let server = common::spawn_binary(&data, &["--demo", "--set", "integrity.settle_time=1s"]);
     let base = format!("http://{}", server.http);
     let get = |path: String| {
         let url = format!("{base}{path}");
         async move { reqwest::get(url).await.expect("get").json::<Value>().await.expect("json") }
     };
-    // What the UI's home page asks: the last hour.
+    // What the UI's home page asks: the last hour. One trace per submission, and one more:
+    // the broken submission's notify-service part.
     let page = get("/api/v1/search?since=1h&limit=20".into()).await;
     let traces = page["traces"].as_array().expect("traces");
-    assert_eq!(traces.len(), usize::from(demo::SUBMISSIONS), "{page}");
-    let failing = traces[usize::from(demo::SUBMISSIONS - demo::FAILING)]["traceId"].as_str().expect("id");
+    assert_eq!(traces.len(), usize::from(demo::SUBMISSIONS) + 1, "{page}");
+    let status = get("/api/v1/status".into()).await;
+    let featured = status["demo"]["traceId"].as_str().expect("the featured trace").to_owned();
     let with_errors: Vec<&str> = traces
         .iter()
         .filter(|t| t["errorCount"].as_u64() > Some(0))
         .filter_map(|t| t["traceId"].as_str())
         .collect();
-    let slow = &traces[usize::from(demo::SUBMISSIONS - demo::SLOW)];
-    let featured = slow["traceId"].as_str().expect("id");
-    assert_eq!(
-        with_errors,
-        [featured, failing],
-        "the failing submission and the featured one (its SMS attempt) have errors"
-    );
-    let status = get("/api/v1/status".into()).await;
-    assert_eq!(status["demo"]["traceId"], featured, "the UI is pointed to the featured trace: {status}");
+    assert_eq!(with_errors.len(), 2, "the failing submission and the featured one have errors: {page}");
+    assert_eq!(with_errors[0], featured, "the featured one (its SMS attempt) is the newer");
+    let slow = traces.iter().find(|t| t["traceId"] == featured.as_str()).expect("the featured trace listed");
     assert!(
         slow["durationNano"].as_u64() > Some(1_000_000_000),
         "the slow submission takes over a second: {slow}"
@@ -60,6 +56,22 @@ async fn serve_demo_stores_recent_traces_worth_a_look() {
     assert_eq!(consumer["parentSpanId"], producer["spanId"]);
     let end = |s: &Value| s["endTimeUnixNano"].as_str().and_then(|t| t.parse::<u64>().ok()).expect("end");
     assert!(end(by_name("send-sms")) > end(by_name("POST /reports")), "the SMS task outlives the request");
+
+    // The broken chain: once settled (a second here), its queue hop is flagged and linked.
+    let broken = status["demo"]["brokenTraceId"].as_str().expect("the broken trace").to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let finding = loop {
+        let trace = get(format!("/api/v1/traces/{broken}")).await;
+        let f = trace["integrity"]["findings"][0].clone();
+        if trace["integrity"]["settled"] == true && !f.is_null() {
+            break f;
+        }
+        assert!(std::time::Instant::now() < deadline, "never settled: {}", trace["integrity"]);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(finding["kind"], "producer_without_consumer", "{finding}");
+    assert_eq!(finding["services"], serde_json::json!(["data-service", "notify-service"]));
+    assert!(finding["relatedTraceId"].is_string(), "the consumer's new trace is named: {finding}");
 
     let deps = get("/api/v1/dependencies".into()).await;
     let edges: Vec<(String, String)> = deps["dependencies"]
@@ -90,7 +102,11 @@ async fn serve_demo_stores_recent_traces_worth_a_look() {
         .expect("json");
     let ids: std::collections::HashSet<&str> =
         page["traces"].as_array().into_iter().flatten().filter_map(|t| t["traceId"].as_str()).collect();
-    assert_eq!(ids.len(), 2 * usize::from(demo::SUBMISSIONS), "two runs, none mixed into the other: {page}");
+    assert_eq!(
+        ids.len(),
+        2 * (usize::from(demo::SUBMISSIONS) + 1),
+        "two runs, none mixed into the other: {page}"
+    );
 }
 
 /// From the UI's home page a newcomer reaches the featured demo trace's red span
