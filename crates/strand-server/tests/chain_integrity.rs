@@ -202,3 +202,77 @@ async fn the_ui_shows_findings_links_halves_and_marks_the_edge() {
     .expect("browser tests");
     server.stop().await;
 }
+
+/// Findings of settled traces are in the findings log before the next tick ends: a
+/// SIGKILL loses none of them, and after the restart searches and trace reads find them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn findings_survive_a_kill_and_restart() {
+    use prost::Message as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let args = ["--set", "integrity.settle_time=1s"];
+    let server = common::spawn_binary(&data, &args);
+    let sub = submission(7, now_ns() - 60_000_000_000, Shape::BreakQueue);
+    let client = reqwest::Client::new();
+    for (_, batch) in &sub.batches {
+        let body = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+            resource_spans: strand_otlp::to_resource_spans(batch),
+        }
+        .encode_to_vec();
+        let resp = client
+            .post(format!("http://{}/v1/traces", server.otlp_http))
+            .header("content-type", "application/x-protobuf")
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(resp.status(), 200);
+    }
+    let search = |http: String| {
+        let client = client.clone();
+        async move {
+            let page: Value = client
+                .get(format!("http://{http}/api/v1/search?integrity=broken"))
+                .send()
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json");
+            let mut found = ids(&page, "traces", "traceId");
+            found.sort();
+            found
+        }
+    };
+    let mut want: Vec<String> = sub.traces.iter().map(|t| t.to_hex()).collect();
+    want.sort();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while search(server.http.clone()).await != want {
+        assert!(std::time::Instant::now() < deadline, "the break was never recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(server); // SIGKILL
+
+    let server = common::spawn_binary(&data, &args);
+    assert_eq!(search(server.http.clone()).await, want, "found again after the restart");
+    let trace: Value = client
+        .get(format!("http://{}/api/v1/traces/{}", server.http, want[0]))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let kinds: Vec<&str> = trace["integrity"]["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["kind"].as_str())
+        .collect();
+    assert!(!kinds.is_empty(), "{}", trace["integrity"]);
+    assert!(
+        trace["integrity"]["findings"][0]["relatedTraceId"].is_string(),
+        "still linked: {}",
+        trace["integrity"]
+    );
+}
