@@ -37,8 +37,9 @@ pub struct IntegrityArgs {
     /// Microseconds between submissions (500: 2,000 submissions a second).
     #[arg(long, default_value_t = 500)]
     pub gap_us: u64,
-    /// Spans of the standard profile (as `bench ingest` sends) to time the analyser on.
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Spans of the standard profile (as `bench ingest` sends, 20,000 a second) to time the
+    /// analyser on, generated as they are fed.
+    #[arg(long, default_value_t = 10_000_000)]
     pub spans: usize,
     /// Server CPU per span of ingest, as `bench ingest` reported it on this machine (all-in
     /// figure), for the cost ratio.
@@ -56,15 +57,18 @@ fn observer() -> Observer {
     })
 }
 
+/// What [`feed`] returns: the observer, each trace's last findings, the CPU seconds in all
+/// and in seeing spans, and the most spans held at once.
+type Fed = (Observer, BTreeMap<strand_core::TraceId, Vec<strand_core::Finding>>, f64, f64, usize);
+
 /// Feeds `batches` (in receive order) to a fresh observer, settling once a simulated second
 /// and at the end; returns the observer, each trace's last findings, the CPU seconds spent
 /// and the most spans held at once.
-fn feed(
-    batches: &[(u64, &SpanBatch)],
-) -> (Observer, BTreeMap<strand_core::TraceId, Vec<strand_core::Finding>>, f64, usize) {
+fn feed(batches: &[(u64, &SpanBatch)]) -> Fed {
     let mut obs = observer();
     let mut findings = BTreeMap::new();
     let mut held = 0;
+    let mut seeing = 0.0;
     let start = Instant::now();
     let mut next_tick = batches.first().map_or(0, |(at, _)| at + SECOND);
     for (at, batch) in batches {
@@ -75,7 +79,9 @@ fn feed(
             held = held.max(obs.held().2);
             next_tick += SECOND;
         }
+        let t = Instant::now();
         obs.observe(batch, *at);
+        seeing += t.elapsed().as_secs_f64();
     }
     let end = batches.last().map_or(0, |(at, _)| *at) + 700 * SECOND;
     while next_tick <= end {
@@ -84,7 +90,7 @@ fn feed(
         }
         next_tick += SECOND;
     }
-    (obs, findings, start.elapsed().as_secs_f64(), held)
+    (obs, findings, start.elapsed().as_secs_f64(), seeing, held)
 }
 
 /// Runs the benchmark and prints its report.
@@ -107,24 +113,41 @@ pub fn run(args: IntegrityArgs) -> anyhow::Result<()> {
         subs.iter().flat_map(|s| s.batches.iter().map(|(at, b)| (*at, b))).collect();
     batches.sort_by_key(|(at, _)| *at);
     let labelled_spans: usize = batches.iter().map(|(_, b)| b.span_count()).sum();
-    let (obs, findings, secs, held) = feed(&batches);
+    let (obs, findings, secs, seeing, held) = feed(&batches);
     let findings: std::collections::HashMap<_, _> = findings.into_iter().collect();
     let s = score(&subs, &findings);
 
-    // The standard profile: ~10 spans a trace over 4 services, 2,000 traces a second.
+    // The standard profile, 20,000 spans (~2,000 traces) a second, generated as it goes:
+    // long enough (by default 500 simulated seconds) for the analyser to reach its steady
+    // state, where traces are dropped as fast as they arrive. Only the analyser's calls are
+    // timed.
     let mut gen_ = Generator::new(7, 10, 4, 0);
-    let mut standard: Vec<SpanBatch> = Vec::new();
-    let mut total = 0;
+    let per_batch = 512 * SECOND / 20_000;
+    let rss_before = crate::sampling::rss_bytes();
+    let mut std_obs = observer();
+    let (mut total, mut std_secs, mut std_seeing, mut std_held, mut batches_sent) = (0, 0.0, 0.0, 0, 0u64);
+    let mut next_tick = t0 + SECOND;
     while total < args.spans {
         let (req, _, n) = gen_.request(512);
-        standard.push(strand_otlp::from_request(req).0);
+        let batch = strand_otlp::from_request(req).0;
+        let at = t0 + batches_sent * per_batch;
+        batches_sent += 1;
+        while at >= next_tick {
+            let t = Instant::now();
+            drop(std_obs.tick(next_tick));
+            std_secs += t.elapsed().as_secs_f64();
+            std_held = std_held.max(std_obs.held().2);
+            next_tick += SECOND;
+        }
+        let t = Instant::now();
+        std_obs.observe(&batch, at);
+        let dt = t.elapsed().as_secs_f64();
+        std_secs += dt;
+        std_seeing += dt;
         total += n;
     }
-    let per_batch = 512 * SECOND / 20_000; // 20,000 spans a second
-    let timed: Vec<(u64, &SpanBatch)> =
-        standard.iter().enumerate().map(|(k, b)| (t0 + k as u64 * per_batch, b)).collect();
-    let (std_obs, _, std_secs, std_held) = feed(&timed);
 
+    let rss_growth = crate::sampling::rss_bytes().zip(rss_before).map(|(a, b)| a.saturating_sub(b));
     let us = |secs: f64, spans: usize| secs * 1e6 / spans.max(1) as f64;
     println!(
         "strand bench integrity: {} submissions ({labelled_spans} spans), one in {every} broken",
@@ -157,13 +180,24 @@ pub fn run(args: IntegrityArgs) -> anyhow::Result<()> {
     let standard_us = us(std_secs, total);
     println!("CPU per span (one core; seeing, settling, analysing, matching, counting):");
     println!(
-        "  labelled traffic   {labelled_us:7.3} µs  ({} traces analysed, at most {held} spans held)",
+        "  labelled traffic   {labelled_us:7.3} µs  (seeing {:.3} µs; {} traces analysed, at most {held} spans held)",
+        us(seeing, labelled_spans),
         obs.traces_analysed
     );
     println!(
-        "  standard profile   {standard_us:7.3} µs  ({} traces analysed, at most {std_held} spans held)",
+        "  standard profile   {standard_us:7.3} µs  (seeing {:.3} µs; {} traces analysed, at most {std_held} spans held)",
+        us(std_seeing, total),
         std_obs.traces_analysed
     );
+    if let Some(growth) = rss_growth {
+        println!(
+            "memory: {} B per span held ({} spans held at most; the process's RSS growth over the standard run, \
+             an upper bound; a span's own record is {} B)",
+            growth / std_held.max(1) as u64,
+            std_held,
+            std::mem::size_of::<strand_integrity::span::Lite>()
+        );
+    }
     println!(
         "  share of ingest CPU ({:.1} µs/span, bench ingest): {:.1} % (labelled), {:.1} % (standard)",
         args.ingest_us_per_span,

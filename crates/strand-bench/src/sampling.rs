@@ -35,7 +35,8 @@ pub struct SamplingArgs {
     pub policy: String,
 }
 
-fn rss_bytes() -> Option<u64> {
+/// The process's resident memory, from `/proc/self/statm`.
+pub(crate) fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)

@@ -24,7 +24,9 @@
 //!
 //! Nothing is reported for spans whose flags say their context was not sampled.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt as _};
 use std::sync::Arc;
 
 use strand_core::{Confidence, Finding, FindingKind, SpanId, SpanKind, TraceId};
@@ -102,7 +104,9 @@ pub struct Call {
     /// Called service.
     pub callee: Arc<str>,
     /// `http`, `grpc`, `messaging:<destination>`, ...
-    pub via: String,
+    pub via: Arc<str>,
+    /// What the caller calls the callee by (`rpc:`, `addr:`, `peer:`), when it says.
+    pub callee_key: Option<Arc<str>>,
     /// Crossed or lost.
     pub outcome: Outcome,
 }
@@ -149,19 +153,23 @@ pub fn analyse(trace: TraceId, spans: &[Lite], rel: &mut dyn Relations, opts: Op
         out.complete = true;
         return out;
     }
-    let by_id: HashMap<SpanId, usize> = spans.iter().enumerate().map(|(i, s)| (s.span_id, i)).collect();
-    let mut children: Vec<Vec<usize>> = vec![Vec::new(); spans.len()];
+    let mut by_id: HashMap<SpanId, usize> = HashMap::with_capacity(spans.len());
+    for (i, s) in spans.iter().enumerate() {
+        by_id.entry(s.span_id).or_insert(i);
+    }
+    let mut parent_of: Vec<usize> = vec![usize::MAX; spans.len()];
     let mut orphans: BTreeMap<SpanId, Vec<usize>> = BTreeMap::new();
     let mut roots = Vec::new();
     for (i, s) in spans.iter().enumerate() {
         match s.parent {
             None => roots.push(i),
             Some(p) => match by_id.get(&p) {
-                Some(&parent) => children[parent].push(i),
+                Some(&parent) => parent_of[i] = parent,
                 None => orphans.entry(p).or_default().push(i),
             },
         }
     }
+    let children = Children::new(&parent_of);
     out.complete = roots.len() == 1 && orphans.is_empty();
     let svc = |i: usize| &*spans[i].service;
 
@@ -197,7 +205,7 @@ pub fn analyse(trace: TraceId, spans: &[Lite], rel: &mut dyn Relations, opts: Op
                     && c.service != orphan.service
                     && c.start <= orphan.start
                     && (c.kind == SpanKind::Producer || orphan.start <= c.end)
-                    && !children[*i].iter().any(|&k| spans[k].service == orphan.service)
+                    && !children.of(*i).any(|k| spans[k].service == orphan.service)
                     && c.boundary
                         .callee
                         .as_deref()
@@ -229,9 +237,9 @@ pub fn analyse(trace: TraceId, spans: &[Lite], rel: &mut dyn Relations, opts: Op
         if !s.sampled {
             continue;
         }
-        let crossed = children[i]
-            .iter()
-            .map(|&k| &spans[k])
+        let crossed = children
+            .of(i)
+            .map(|k| &spans[k])
             .find(|k| k.service != s.service || matches!(k.kind, SpanKind::Server | SpanKind::Consumer));
         match s.kind {
             SpanKind::Client if s.calls_a_service() => {
@@ -394,9 +402,10 @@ pub fn analyse(trace: TraceId, spans: &[Lite], rel: &mut dyn Relations, opts: Op
     // (parent service, child service) → the children outside their parents, the worst offset.
     type Skewed = BTreeMap<(Arc<str>, Arc<str>), (Vec<SpanId>, u64)>;
     let mut skew = Skewed::new();
-    for (i, kids) in children.iter().enumerate() {
+    for i in 0..spans.len() {
+        let kids = children.of(i);
         let p = &spans[i];
-        for &k in kids {
+        for k in kids {
             let c = &spans[k];
             if c.service == p.service {
                 continue;
@@ -435,7 +444,38 @@ fn call(s: &Lite, callee: &Arc<str>, outcome: Outcome) -> Call {
         start: s.start,
         caller: s.service.clone(),
         callee: callee.clone(),
-        via: s.via(),
+        via: s.boundary.via.clone().unwrap_or_else(|| Arc::from("call")),
+        callee_key: s.boundary.callee.clone(),
         outcome,
+    }
+}
+
+/// Each span's children, in one array (spans in order, grouped by parent).
+struct Children {
+    offsets: Vec<u32>,
+    kids: Vec<u32>,
+}
+
+impl Children {
+    /// From each span's parent index (`usize::MAX`: none in the trace).
+    fn new(parent_of: &[usize]) -> Self {
+        let mut offsets = vec![0u32; parent_of.len() + 1];
+        for &p in parent_of.iter().filter(|&&p| p != usize::MAX) {
+            offsets[p + 1] += 1;
+        }
+        for i in 1..offsets.len() {
+            offsets[i] += offsets[i - 1];
+        }
+        let mut fill = offsets.clone();
+        let mut kids = vec![0u32; offsets[parent_of.len()] as usize];
+        for (i, &p) in parent_of.iter().enumerate().filter(|(_, p)| **p != usize::MAX) {
+            kids[fill[p] as usize] = i as u32;
+            fill[p] += 1;
+        }
+        Self { offsets, kids }
+    }
+
+    fn of(&self, i: usize) -> impl ExactSizeIterator<Item = usize> + Clone + '_ {
+        self.kids[self.offsets[i] as usize..self.offsets[i + 1] as usize].iter().map(|&k| k as usize)
     }
 }

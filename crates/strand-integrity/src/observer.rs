@@ -15,10 +15,10 @@
 //! Matches between the halves of a break are made one to one and remembered both ways;
 //! when a match involves a trace already analysed, that trace is analysed again.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use foldhash::HashMap;
+use foldhash::{HashMap, HashSet};
 use strand_core::{EdgeHealth, Finding, SpanBatch, SpanId, SpanKind, TraceId};
 
 use crate::analysis::{Analysis, Options, Outcome, Peer, Relations, analyse};
@@ -27,6 +27,10 @@ use crate::span::{Interner, Lite, path_matches};
 const MINUTE: u64 = 60_000_000_000;
 /// Slack after a request's end within which work it started still counts as its.
 const REQUEST_SLACK: u64 = 1_000_000_000;
+/// Longest request considered as the one that started unrooted work.
+const MAX_REQUEST: u64 = 600 * 1_000_000_000;
+/// Candidate requests named for unrooted work.
+const MAX_CANDIDATES: usize = 3;
 /// Entries per service or destination in the boundary indexes.
 const MAX_BOUNDARY_ENTRIES: usize = 100_000;
 
@@ -94,8 +98,11 @@ struct Knowledge {
 #[derive(Debug, Default)]
 struct Boundaries {
     /// Service → SERVER spans without a parent.
-    /// Service → SERVER spans without a parent, by start (and arrival, to keep equal starts).
-    server_roots: HashMap<Arc<str>, BTreeMap<(u64, u64), Endpoint>>,
+    /// SERVER spans without a parent by what a call to them must match (see
+    /// [`match_keys`]), then by start (and arrival, to keep equal starts apart).
+    server_roots: HashMap<Arc<str>, HashMap<Arc<str>, ByStart<Endpoint>>>,
+    /// The same entries in arrival order, for expiry.
+    server_roots_seen: VecDeque<(u64, ServerKey, (u64, u64))>,
     /// Arrivals so far (the tie-breaker of equal starts).
     arrivals: u64,
     /// Destination → CONSUMER spans without a parent or links.
@@ -104,8 +111,10 @@ struct Boundaries {
     producers: HashMap<Arc<str>, VecDeque<Endpoint>>,
     /// Producer `(trace, span)` → the consumer continuing it (child or link).
     continued: Aged<(TraceId, SpanId), Peer>,
-    /// Service → SERVER and CONSUMER spans (requests in progress).
-    requests: HashMap<Arc<str>, VecDeque<Request>>,
+    /// Service → SERVER and CONSUMER spans (requests), by start (and arrival): trace, end.
+    requests: HashMap<Arc<str>, ByStart<(TraceId, u64)>>,
+    /// The same entries in arrival order, for expiry.
+    requests_seen: VecDeque<(u64, Arc<str>, (u64, u64))>,
 }
 
 /// A map whose entries live between one and two ages: two generations, the older dropped
@@ -152,8 +161,8 @@ impl<K: std::hash::Hash + Eq, V> Aged<K, V> {
     }
 }
 
-/// A request of a service: its trace, start, end and when it was observed.
-type Request = (TraceId, u64, u64, u64);
+/// Entries by their span's start, then arrival (so equal starts stay apart).
+type ByStart<T> = BTreeMap<(u64, u64), T>;
 
 /// Saved per-minute counts of one edge: caller, callee, via, and `(minute, counts)`.
 pub type SavedEdge = (String, String, String, Vec<(u64, EdgeCount)>);
@@ -235,20 +244,23 @@ impl Observer {
     /// Takes in every span of a batch received at `now`.
     pub fn observe(&mut self, batch: &SpanBatch, now: u64) {
         for rs in &batch.resource_spans {
+            let service = self.strings.get(rs.resource.service_name());
             for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
-                let lite = Lite::of(span, &rs.resource, &mut self.strings);
+                let lite = Lite::of_service(span, service.clone(), &mut self.strings);
                 self.learn(span.trace_id, &lite, now);
                 let trace = span.trace_id;
-                if let Some(r) = self.retained.remove(&trace) {
-                    // A late span: the trace settles again, with everything it had.
-                    self.pending.insert(trace, r.trace);
-                }
-                let p = self.pending.entry(trace).or_default();
-                if !p.spans.iter().any(|s| s.span_id == lite.span_id) {
-                    p.spans.push(lite);
-                    self.spans_held += 1;
-                }
+                // A span sent twice (a retry) is dropped when the trace settles.
+                let p = match self.pending.get_mut(&trace) {
+                    Some(p) => p,
+                    None => {
+                        // A late span of a settled trace: it settles again, with everything.
+                        let p = self.retained.remove(&trace).map(|r| r.trace).unwrap_or_default();
+                        self.pending.entry(trace).or_insert(p)
+                    }
+                };
+                p.spans.push(lite);
                 p.last_seen = now;
+                self.spans_held += 1;
                 self.spans_observed += 1;
             }
         }
@@ -268,26 +280,42 @@ impl Observer {
         };
         match s.kind {
             SpanKind::Server | SpanKind::Consumer => {
-                k.receivers.insert(s.service.clone(), now);
-                let q = b.requests.entry(s.service.clone()).or_default();
-                if q.len() >= MAX_BOUNDARY_ENTRIES {
-                    q.pop_front();
-                }
-                q.push_back((trace, s.start, s.end, now));
-                if s.kind == SpanKind::Server {
-                    if let Some(rpc) = &s.boundary.rpc
-                        && let Some((svc, _)) = rpc.split_once('/')
-                    {
-                        let key = self.strings.get(&format!("rpc:{svc}"));
-                        k.callees.insert(key, s.service.clone());
+                match k.receivers.get_mut(&s.service) {
+                    Some(seen) => *seen = now,
+                    None => {
+                        k.receivers.insert(s.service.clone(), now);
                     }
-                    if s.parent.is_none() {
-                        let roots = b.server_roots.entry(s.service.clone()).or_default();
+                }
+                let requests = b.requests.entry(s.service.clone()).or_default();
+                if requests.len() >= MAX_BOUNDARY_ENTRIES {
+                    requests.pop_first();
+                }
+                b.arrivals += 1;
+                requests.insert((s.start, b.arrivals), (trace, s.end));
+                b.requests_seen.push_back((now, s.service.clone(), (s.start, b.arrivals)));
+                if s.kind == SpanKind::Server {
+                    // A server that says its RPC service (`rpc:<service>`) tells its callers'
+                    // key.
+                    if let Some(key) = &s.boundary.callee
+                        && k.callees.get(key) != Some(&s.service)
+                    {
+                        k.callees.insert(key.clone(), s.service.clone());
+                    }
+                    if s.parent.is_none()
+                        && let Some(key) = server_key(&s.boundary, &mut self.strings)
+                    {
+                        let roots = b
+                            .server_roots
+                            .entry(key.0.clone())
+                            .or_default()
+                            .entry(key.1.clone())
+                            .or_default();
                         if roots.len() >= MAX_BOUNDARY_ENTRIES {
                             roots.pop_first();
                         }
                         b.arrivals += 1;
                         roots.insert((s.start, b.arrivals), endpoint());
+                        b.server_roots_seen.push_back((now, key, (s.start, b.arrivals)));
                     }
                 } else if let Some(d) = &s.boundary.destination {
                     let consumers = k.consumers.entry(d.clone()).or_default();
@@ -398,14 +426,24 @@ impl Observer {
     fn settle(&mut self, id: TraceId, mut p: Pending, now: u64, out: &mut Vec<Recorded>) -> Pending {
         self.traces_analysed += 1;
         let opts = self.options(now);
-        let spans = std::mem::take(&mut p.spans);
+        let mut spans = std::mem::take(&mut p.spans);
+        let before = spans.len();
+        spans.sort_unstable_by_key(|s| s.span_id);
+        spans.dedup_by_key(|s| s.span_id);
+        self.spans_held -= before - spans.len();
         let analysis = analyse(id, &spans, self, opts);
-        self.learn_callees(&spans);
         for c in &analysis.calls {
+            // A crossed call's key reaches the callee's service.
+            if c.outcome == Outcome::Crossed
+                && let Some(key) = &c.callee_key
+                && self.knowledge.callees.get(key) != Some(&c.callee)
+            {
+                self.knowledge.callees.insert(key.clone(), c.callee.clone());
+            }
             if !p.counted.insert(c.span_id) {
                 continue;
             }
-            let key = (c.caller.clone(), c.callee.clone(), self.strings.get(&c.via));
+            let key = (c.caller.clone(), c.callee.clone(), c.via.clone());
             let minute = c.start / MINUTE * MINUTE;
             let cell = self.edges.entry(key.clone()).or_default().entry(minute).or_default();
             let total = self.totals.entry(key).or_default();
@@ -433,23 +471,6 @@ impl Observer {
         p
     }
 
-    /// Callee keys of crossed calls: the key reaches the child's service.
-    fn learn_callees(&mut self, spans: &[Lite]) {
-        let by_id: HashMap<SpanId, &Lite> = spans.iter().map(|s| (s.span_id, s)).collect();
-        for s in spans {
-            if s.kind != SpanKind::Server {
-                continue;
-            }
-            let Some(parent) = s.parent.and_then(|p| by_id.get(&p)) else { continue };
-            if parent.kind == SpanKind::Client
-                && parent.service != s.service
-                && let Some(key) = &parent.boundary.callee
-            {
-                self.knowledge.callees.insert(key.clone(), s.service.clone());
-            }
-        }
-    }
-
     fn options(&self, now: u64) -> Options {
         Options {
             now,
@@ -465,10 +486,17 @@ impl Observer {
         // last time when it is dropped, a retention after it settled).
         let horizon = now.saturating_sub(2 * (self.cfg.retain() + self.cfg.settle));
         let b = &mut self.boundaries;
-        for roots in b.server_roots.values_mut() {
-            roots.retain(|_, e| e.seen >= horizon);
+        while b.server_roots_seen.front().is_some_and(|(seen, _, _)| *seen < horizon) {
+            let Some((_, key, at)) = b.server_roots_seen.pop_front() else { break };
+            if let Some(by_key) = b.server_roots.get_mut(&key.0)
+                && let Some(roots) = by_key.get_mut(&key.1)
+            {
+                roots.remove(&at);
+                if roots.is_empty() {
+                    by_key.remove(&key.1);
+                }
+            }
         }
-        b.server_roots.retain(|_, r| !r.is_empty());
         for map in [&mut b.consumer_roots, &mut b.producers] {
             for q in map.values_mut() {
                 while q.front().is_some_and(|e| e.seen < horizon) {
@@ -477,12 +505,15 @@ impl Observer {
             }
             map.retain(|_, q| !q.is_empty());
         }
-        for q in b.requests.values_mut() {
-            while q.front().is_some_and(|e| e.3 < horizon) {
-                q.pop_front();
+        while b.requests_seen.front().is_some_and(|(seen, _, _)| *seen < horizon) {
+            let Some((_, service, at)) = b.requests_seen.pop_front() else { break };
+            if let Some(requests) = b.requests.get_mut(&service) {
+                requests.remove(&at);
+                if requests.is_empty() {
+                    b.requests.remove(&service);
+                }
             }
         }
-        b.requests.retain(|_, q| !q.is_empty());
         let age = 2 * (self.cfg.retain() + self.cfg.settle);
         b.continued.rotate(now, age);
         self.pairs.rotate(now, age);
@@ -491,9 +522,7 @@ impl Observer {
             *minutes = minutes.split_off(&oldest_minute);
         }
         self.edges.retain(|_, m| !m.is_empty());
-        if self.strings.len() > 4 * (self.spans_held + 1024) {
-            self.strings.prune();
-        }
+        self.strings.prune_if_grown();
     }
 
     /// Adds spans of a settled trace read back from the store that the stream did not
@@ -611,6 +640,49 @@ impl Observer {
     fn is_paired(&self, trace: TraceId, span: SpanId) -> bool {
         self.pairs.contains(&(trace, span))
     }
+}
+
+/// The first segment of a path, or `*` for a route parameter (`{id}`, `:id`) or none.
+fn first_segment(path: &str) -> &str {
+    match path.trim_start_matches('/').split('/').next() {
+        Some(seg) if !seg.is_empty() && !seg.starts_with('{') && !seg.starts_with(':') => seg,
+        _ => "*",
+    }
+}
+
+/// What a new-root server is indexed by: `("rpc", <service/method>)`, or its HTTP method
+/// (`*` when unknown) and the first segment of its route or path. Both parts are interned,
+/// so equal keys compare by content and look up by `&str` pairs without allocating.
+type ServerKey = (Arc<str>, Arc<str>);
+
+/// Where a new-root server is indexed.
+fn server_key(b: &crate::span::Boundary, strings: &mut Interner) -> Option<ServerKey> {
+    if let Some(rpc) = &b.rpc {
+        return Some((strings.get("rpc"), rpc.clone()));
+    }
+    let path = b.route.as_deref().or(b.path.as_deref())?;
+    let seg = strings.get(first_segment(path));
+    Some((strings.get(b.method.as_deref().unwrap_or("*")), seg))
+}
+
+/// The keys a call may find its server under: the same RPC method, or its HTTP method (or
+/// any) and its path's first segment (or a parameter there).
+fn match_keys(b: &crate::span::Boundary) -> Vec<(&str, &str)> {
+    if let Some(rpc) = &b.rpc {
+        return vec![("rpc", rpc)];
+    }
+    let Some(path) = b.path.as_deref() else { return Vec::new() };
+    let seg = first_segment(path);
+    let method = b.method.as_deref().unwrap_or("*");
+    let mut keys = Vec::with_capacity(4);
+    for m in [method, "*"] {
+        for s in [seg, "*"] {
+            if !keys.contains(&(m, s)) {
+                keys.push((m, s));
+            }
+        }
+    }
+    keys
 }
 
 /// Entries of `q` observed in `[from, to]` (entries are pushed in observation order).
@@ -731,15 +803,15 @@ impl Relations for Observer {
                 }
         };
         let roots = &self.boundaries.server_roots;
-        // Servers that started within the client span (the tolerance around it).
+        // Servers that could have answered this call and started within the client span
+        // (the tolerance around it).
         let window = (client.start.saturating_sub(tol), 0)..=(client.end.saturating_add(tol), u64::MAX);
-        let mut candidates: Vec<&Endpoint> = Vec::new();
-        match callee {
-            Some(c) => candidates
-                .extend(roots.get(c).into_iter().flat_map(|r| r.range(window.clone())).map(|(_, e)| e)),
-            None => candidates.extend(roots.values().flat_map(|r| r.range(window.clone())).map(|(_, e)| e)),
-        }
-        let candidates: Vec<&Endpoint> = candidates.into_iter().filter(|e| fits(e)).collect();
+        let candidates: Vec<&Endpoint> = match_keys(&client.boundary)
+            .iter()
+            .filter_map(|(class, key)| roots.get(*class)?.get(*key))
+            .flat_map(|r| r.range(window.clone()).map(|(_, e)| e))
+            .filter(|e| callee.is_none_or(|c| *e.span.service == *c) && fits(e))
+            .collect();
         let found = candidates
             .into_iter()
             .filter(|e| !self.is_paired(e.trace, e.span.span_id))
@@ -754,16 +826,17 @@ impl Relations for Observer {
     }
 
     fn requests_at(&self, service: &str, at: u64, exclude: TraceId) -> Vec<TraceId> {
-        let Some(q) = self.boundaries.requests.get(service) else { return Vec::new() };
-        let mut hits: Vec<(u64, TraceId)> = q
-            .iter()
-            .filter(|(t, start, end, _)| {
-                *t != exclude && *start <= at && at <= end.saturating_add(REQUEST_SLACK)
-            })
-            .map(|(t, start, _, _)| (at - start, *t))
-            .collect();
-        hits.sort_unstable();
-        let mut seen = HashSet::new();
-        hits.into_iter().filter(|(_, t)| seen.insert(*t)).map(|(_, t)| t).collect()
+        let Some(requests) = self.boundaries.requests.get(service) else { return Vec::new() };
+        // Latest start first, back over the longest request worth considering.
+        let mut out: Vec<TraceId> = Vec::new();
+        for (_, (trace, end)) in requests.range((at.saturating_sub(MAX_REQUEST), 0)..=(at, u64::MAX)).rev() {
+            if *trace != exclude && at <= end.saturating_add(REQUEST_SLACK) && !out.contains(trace) {
+                out.push(*trace);
+                if out.len() == MAX_CANDIDATES {
+                    break;
+                }
+            }
+        }
+        out
     }
 }

@@ -5,12 +5,17 @@
 use std::sync::Arc;
 
 use foldhash::HashSet;
-use strand_core::{AnyValue, Resource, Span, SpanId, SpanKind, StatusCode, TraceId, find_attr};
+use strand_core::{AnyValue, Resource, Span, SpanId, SpanKind, StatusCode, TraceId};
 
 /// Shared strings: services, callee keys, destinations and routes repeat across spans.
 #[derive(Debug, Default)]
 pub struct Interner {
     set: HashSet<Arc<str>>,
+    scratch: String,
+    /// The boundary of spans that say nothing about one.
+    empty: Arc<Boundary>,
+    /// Strings held after the last prune.
+    pruned_at: usize,
 }
 
 impl Interner {
@@ -24,9 +29,35 @@ impl Interner {
         a
     }
 
-    /// Forgets strings nothing else holds (call now and then to bound memory).
-    pub fn prune(&mut self) {
-        self.set.retain(|a| Arc::strong_count(a) > 1);
+    /// The shared copy of an attribute value's text.
+    fn text(&mut self, t: Text<'_>) -> Arc<str> {
+        match t {
+            Text::Str(s) => self.get(s),
+            Text::Int(_) => self.joined(&[&t]),
+        }
+    }
+
+    /// The shared copy of `parts` written one after the other (built in a reused buffer:
+    /// no allocation unless the string is new).
+    pub fn joined(&mut self, parts: &[&dyn std::fmt::Display]) -> Arc<str> {
+        use std::fmt::Write as _;
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        for p in parts {
+            let _ = write!(buf, "{p}");
+        }
+        let a = self.get(&buf);
+        self.scratch = buf;
+        a
+    }
+
+    /// Forgets strings nothing else holds, when the set has doubled since it was last
+    /// pruned (so the cost stays proportional to the strings added).
+    pub fn prune_if_grown(&mut self) {
+        if self.set.len() > 2 * self.pruned_at + 4096 {
+            self.set.retain(|a| Arc::strong_count(a) > 1);
+            self.pruned_at = self.set.len();
+        }
     }
 
     /// Strings held.
@@ -58,6 +89,9 @@ pub struct Boundary {
     pub route: Option<Arc<str>>,
     /// `messaging.destination.name`.
     pub destination: Option<Arc<str>>,
+    /// How a CLIENT or PRODUCER span's call crosses (for edge health): the RPC system
+    /// (`grpc`), `http`, `messaging:<destination>`, else `call`.
+    pub via: Option<Arc<str>>,
     /// `messaging.message.id`.
     pub message_id: Option<Arc<str>>,
     /// The span talks to a database (`db.system`, `db.system.name`): its callee is never
@@ -91,8 +125,8 @@ pub struct Lite {
     pub error: bool,
     /// Spans it links to.
     pub links: Vec<(TraceId, SpanId)>,
-    /// What it says about its boundary.
-    pub boundary: Boundary,
+    /// What it says about its boundary (shared: spans that say nothing share one empty).
+    pub boundary: Arc<Boundary>,
 }
 
 /// OTLP span flags: the W3C sampled bit, and "the flags carry is-remote" (set by SDKs that
@@ -100,88 +134,148 @@ pub struct Lite {
 const SAMPLED: u32 = 0x01;
 const HAS_IS_REMOTE: u32 = 0x100;
 
-fn text(v: &AnyValue) -> Option<String> {
-    match v {
-        AnyValue::String(s) if !s.is_empty() => Some(s.clone()),
-        AnyValue::Int(i) => Some(i.to_string()),
-        _ => None,
-    }
-}
-
-/// `host:port` and path of a URL (`scheme://host[:port]/path?query`), without a URL crate:
-/// only what is needed to tell callees apart.
-fn url_parts(url: &str) -> Option<(String, String)> {
+/// Host, port and path of a URL (`scheme://host[:port]/path?query`), borrowed, without a
+/// URL crate: only what is needed to tell callees apart.
+fn url_parts(url: &str) -> Option<(&str, &str, &str)> {
     let (scheme, rest) = url.split_once("://")?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let default = match scheme {
-        "https" => "443",
-        _ => "80",
-    };
-    let host_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
-        authority.to_owned()
-    } else {
-        format!("{authority}:{default}")
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => (h, p),
+        _ => (authority, if scheme == "https" { "443" } else { "80" }),
     };
     let path = path.split(['?', '#']).next().unwrap_or("/");
-    Some((host_port, path.to_owned()))
+    Some((host, port, path))
+}
+
+/// An attribute value the analyser reads: text, or an integer (ports).
+#[derive(Debug, Clone, Copy)]
+enum Text<'a> {
+    Str(&'a str),
+    Int(i64),
+}
+
+impl std::fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Text::Str(s) => f.write_str(s),
+            Text::Int(i) => write!(f, "{i}"),
+        }
+    }
+}
+
+/// The attributes [`Lite::of`] looks at, borrowed from the span.
+#[derive(Default)]
+struct Attrs<'a> {
+    database: bool,
+    messaging: bool,
+    destination: Option<Text<'a>>,
+    message_id: Option<Text<'a>>,
+    method: Option<Text<'a>>,
+    rpc_service: Option<Text<'a>>,
+    rpc_method: Option<Text<'a>>,
+    rpc_system: Option<Text<'a>>,
+    url: Option<Text<'a>>,
+    peer: Option<Text<'a>>,
+    host: Option<Text<'a>>,
+    port: Option<Text<'a>>,
+    path: Option<Text<'a>>,
+    route: Option<Text<'a>>,
 }
 
 impl Lite {
     /// The analyser's view of `span`, sent by `resource`.
     pub fn of(span: &Span, resource: &Resource, strings: &mut Interner) -> Self {
-        let attrs = &span.attributes;
-        let get = |k: &str| find_attr(attrs, k).and_then(text);
-        let mut b = Boundary {
-            database: find_attr(attrs, "db.system").is_some() || find_attr(attrs, "db.system.name").is_some(),
-            messaging: find_attr(attrs, "messaging.system").is_some(),
-            ..Boundary::default()
-        };
-        if let Some(d) = get("messaging.destination.name") {
-            b.destination = Some(strings.get(&d));
+        let service = strings.get(resource.service_name());
+        Self::of_service(span, service, strings)
+    }
+
+    /// [`Lite::of`] with the resource's service already interned (spans of one resource
+    /// share it).
+    pub fn of_service(span: &Span, service: Arc<str>, strings: &mut Interner) -> Self {
+        // One pass over the attributes, borrowing (integers, such as ports, written out).
+        let mut a = Attrs::default();
+        for kv in &span.attributes {
+            let v = match &kv.value {
+                AnyValue::String(s) if !s.is_empty() => Text::Str(s),
+                AnyValue::Int(i) => Text::Int(*i),
+                _ => continue,
+            };
+            match kv.key.as_str() {
+                "db.system" | "db.system.name" => a.database = true,
+                "messaging.system" => a.messaging = true,
+                "messaging.destination.name" => a.destination = Some(v),
+                "messaging.message.id" => a.message_id = Some(v),
+                "http.request.method" => a.method = Some(v),
+                "http.method" => a.method = a.method.or(Some(v)),
+                "rpc.service" => a.rpc_service = Some(v),
+                "rpc.method" => a.rpc_method = Some(v),
+                "rpc.system" => a.rpc_system = Some(v),
+                "url.full" => a.url = Some(v),
+                "http.url" => a.url = a.url.or(Some(v)),
+                "peer.service" => a.peer = Some(v),
+                "server.address" => a.host = Some(v),
+                "net.peer.name" => a.host = a.host.or(Some(v)),
+                "server.port" => a.port = Some(v),
+                "net.peer.port" => a.port = a.port.or(Some(v)),
+                "url.path" => a.path = Some(v),
+                "http.target" => a.path = a.path.or(Some(v)),
+                "http.route" => a.route = Some(v),
+                _ => {}
+            }
         }
-        if let Some(m) = get("messaging.message.id") {
-            b.message_id = Some(strings.get(&m));
-        }
-        if let Some(m) = get("http.request.method").or_else(|| get("http.method")) {
-            b.method = Some(strings.get(&m));
-        }
-        if let (Some(svc), Some(method)) = (get("rpc.service"), get("rpc.method")) {
-            b.rpc = Some(strings.get(&format!("{svc}/{method}")));
-        }
-        if let Some(system) = get("rpc.system") {
-            b.rpc_system = Some(strings.get(&system));
+        let mut b = Boundary { database: a.database, messaging: a.messaging, ..Boundary::default() };
+        b.destination = a.destination.map(|t| strings.text(t));
+        // Message ids and request paths are nearly all different: kept, not interned.
+        b.message_id = a.message_id.map(|t| Arc::from(t.to_string()));
+        b.method = a.method.map(|t| strings.text(t));
+        b.rpc_system = a.rpc_system.map(|t| strings.text(t));
+        if let (Some(svc), Some(method)) = (a.rpc_service, a.rpc_method) {
+            b.rpc = Some(strings.joined(&[&svc, &"/", &method]));
         }
         match span.kind {
             SpanKind::Client | SpanKind::Producer => {
-                let url = get("url.full").or_else(|| get("http.url")).and_then(|u| url_parts(&u));
-                if let Some((_, path)) = &url {
-                    b.path = Some(strings.get(path));
+                let url = a.url.as_ref().and_then(|u| match u {
+                    Text::Str(u) => url_parts(u),
+                    Text::Int(_) => None,
+                });
+                if let Some((_, _, path)) = url {
+                    b.path = Some(Arc::from(path));
                 }
-                let callee = if let Some(peer) = get("peer.service") {
-                    Some(format!("peer:{peer}"))
-                } else if let Some(svc) = get("rpc.service") {
-                    Some(format!("rpc:{svc}"))
-                } else if let Some(host) = get("server.address").or_else(|| get("net.peer.name")) {
-                    match get("server.port").or_else(|| get("net.peer.port")) {
-                        Some(port) => Some(format!("addr:{host}:{port}")),
-                        None => url.as_ref().map(|(hp, _)| format!("addr:{hp}")),
-                    }
+                b.callee = if let Some(peer) = a.peer {
+                    Some(strings.joined(&[&"peer:", &peer]))
+                } else if let Some(svc) = a.rpc_service {
+                    Some(strings.joined(&[&"rpc:", &svc]))
+                } else if let (Some(host), Some(port)) = (a.host, a.port) {
+                    Some(strings.joined(&[&"addr:", &host, &":", &port]))
                 } else {
-                    url.as_ref().map(|(hp, _)| format!("addr:{hp}"))
+                    url.map(|(host, port, _)| strings.joined(&[&"addr:", &host, &":", &port]))
                 };
-                b.callee = callee.map(|c| strings.get(&c));
+                b.via = Some(if let Some(d) = &b.destination {
+                    strings.joined(&[&"messaging:", d])
+                } else if b.rpc.is_some() || b.rpc_system.is_some() {
+                    b.rpc_system.clone().unwrap_or_else(|| strings.get("rpc"))
+                } else if b.method.is_some() || b.path.is_some() {
+                    strings.get("http")
+                } else {
+                    strings.get("call")
+                });
             }
             SpanKind::Server | SpanKind::Consumer => {
-                if let Some(p) = get("url.path").or_else(|| get("http.target")) {
-                    let p = p.split('?').next().unwrap_or(&p).to_owned();
-                    b.path = Some(strings.get(&p));
+                match a.path {
+                    Some(Text::Str(p)) => b.path = Some(Arc::from(p.split('?').next().unwrap_or(p))),
+                    Some(t @ Text::Int(_)) => b.path = Some(Arc::from(t.to_string())),
+                    None => {}
                 }
-                if let Some(r) = get("http.route") {
-                    b.route = Some(strings.get(&r));
+                b.route = a.route.map(|t| strings.text(t));
+                if span.kind == SpanKind::Server
+                    && let Some(svc) = a.rpc_service
+                {
+                    // What a client of this server calls it by.
+                    b.callee = Some(strings.joined(&[&"rpc:", &svc]));
                 }
             }
             _ => {}
@@ -191,14 +285,14 @@ impl Lite {
             span_id: span.span_id,
             parent: span.parent_span_id,
             kind: span.kind,
-            service: strings.get(resource.service_name()),
+            service,
             name: strings.get(&span.name),
             start: span.start_time_unix_nano,
             end: span.end_time_unix_nano.max(span.start_time_unix_nano),
             sampled: !((flags & HAS_IS_REMOTE != 0 || flags & 0xff != 0) && flags & SAMPLED == 0),
             error: span.status.code == StatusCode::Error,
             links: span.links.iter().map(|l| (l.trace_id, l.span_id)).collect(),
-            boundary: b,
+            boundary: if b == Boundary::default() { strings.empty.clone() } else { Arc::new(b) },
         }
     }
 
@@ -206,21 +300,6 @@ impl Lite {
     /// database, not a messaging client).
     pub fn calls_a_service(&self) -> bool {
         self.kind == SpanKind::Client && !self.boundary.database && !self.boundary.messaging
-    }
-
-    /// How the call crosses its boundary, for edge health: `grpc`/`rpc`, `http`,
-    /// `messaging:<destination>`, else `call`.
-    pub fn via(&self) -> String {
-        if let Some(d) = &self.boundary.destination {
-            return format!("messaging:{d}");
-        }
-        if self.boundary.rpc.is_some() || self.boundary.rpc_system.is_some() {
-            return self.boundary.rpc_system.as_deref().unwrap_or("rpc").to_owned();
-        }
-        if self.boundary.method.is_some() || self.boundary.path.is_some() {
-            return "http".into();
-        }
-        "call".into()
     }
 }
 
@@ -263,9 +342,10 @@ mod tests {
     fn urls_give_host_port_and_path() {
         assert_eq!(
             url_parts("http://user-service/patients/41?x=1"),
-            Some(("user-service:80".into(), "/patients/41".into()))
+            Some(("user-service", "80", "/patients/41"))
         );
-        assert_eq!(url_parts("https://u:p@sms:8443/messages"), Some(("sms:8443".into(), "/messages".into())));
+        assert_eq!(url_parts("https://u:p@sms:8443/messages"), Some(("sms", "8443", "/messages")));
+        assert_eq!(url_parts("https://sms/"), Some(("sms", "443", "/")));
         assert_eq!(url_parts("not a url"), None);
     }
 
