@@ -20,8 +20,10 @@ pub struct IntegrityConfig {
     /// Clock disagreement between two services tolerated before `clock_skew`.
     pub clock_skew_tolerance: HumanDuration,
     /// Spans held for analysis (traces settling, and settled traces kept for the hop
-    /// window so late spans and the other halves of breaks find them). Beyond it the oldest
-    /// traces are settled early.
+    /// window so late spans and the other halves of breaks find them), each about 370 bytes
+    /// with the indexes. Beyond it the quietest traces are settled early and settled ones
+    /// dropped before their hop window ends. Enough for `spans/s × (settle_time +
+    /// hop_window)`: 500,000 covers 1,500 spans a second.
     pub max_buffered_spans: usize,
     /// Settled traces with findings kept in memory for `integrity=` searches and trace
     /// reads (all are in the findings log on disk); the oldest beyond it are forgotten.
@@ -37,7 +39,7 @@ impl Default for IntegrityConfig {
             settle_time: HumanDuration(Duration::from_secs(30)),
             hop_window: HumanDuration(Duration::from_secs(300)),
             clock_skew_tolerance: HumanDuration(Duration::from_millis(1)),
-            max_buffered_spans: 1_000_000,
+            max_buffered_spans: 500_000,
             max_indexed_traces: 200_000,
             edge_history: HumanDuration(Duration::from_secs(7 * 86_400)),
         }
