@@ -254,7 +254,8 @@ async fn trace_cli_prints_the_tree() {
     assert_eq!(
         text,
         format!(
-            "trace {} (2 spans)\nepro-service POST /reports [server] 250.000ms ERROR: report rejected\n  epro-service SELECT [client] 250.000ms\n",
+            "trace {} (2 spans)\nepro-service POST /reports [server] 250.000ms ERROR: report rejected\n  epro-service SELECT [client] 250.000ms\n\n\
+             chain: whole (not settled yet: spans may still arrive)\n",
             "ab".repeat(16)
         )
     );
