@@ -57,6 +57,9 @@ pub trait Relations {
     fn consumers_of(&self, destination: &str) -> Vec<Arc<str>>;
     /// Whether PRODUCER spans were seen on `destination`.
     fn has_producers(&self, destination: &str) -> bool;
+    /// Whether an instrumented caller was seen calling `service` (a call whose context
+    /// reached it).
+    fn has_instrumented_caller(&self, service: &str) -> bool;
     /// A CONSUMER span in another trace that links to the producer span `(trace, span)`.
     fn consumer_linking(&self, trace: TraceId, span: SpanId) -> Option<Peer>;
     /// The new-root CONSUMER span that received what `producer` (in `trace`) sent.
@@ -183,6 +186,17 @@ pub fn analyse(trace: TraceId, spans: &[Lite], rel: &mut dyn Relations, opts: Op
         let orphan = &spans[first];
         let ids: Vec<SpanId> = group.iter().map(|&i| spans[i].span_id).collect();
         if n == 0 && roots.is_empty() {
+            // A request from outside (a browser, a load balancer that starts traces): its
+            // entry point's parent is remote and nothing instrumented calls the service.
+            let from_outside = group.iter().all(|&i| {
+                let s = &spans[i];
+                s.remote_parent
+                    && matches!(s.kind, SpanKind::Server | SpanKind::Consumer)
+                    && !rel.has_instrumented_caller(&s.service)
+            });
+            if from_outside {
+                continue;
+            }
             out.findings.push(finding(
                 FindingKind::MissingRoot,
                 ids,
@@ -247,7 +261,8 @@ pub fn analyse(trace: TraceId, spans: &[Lite], rel: &mut dyn Relations, opts: Op
                     out.calls.push(call(s, &k.service, Outcome::Crossed));
                     continue;
                 }
-                if explained_clients.contains(&i) {
+                if explained_clients.contains(&i) || s.failed_unanswered() {
+                    // A lost span, not a lost context; or a call no server need have seen.
                     continue;
                 }
                 let known =
@@ -344,20 +359,20 @@ pub fn analyse(trace: TraceId, spans: &[Lite], rel: &mut dyn Relations, opts: Op
                 if !rel.has_producers(&dest) {
                     continue;
                 }
-                let peer = rel.producer_for(trace, s);
+                // Only once a producer is matched: on a destination that instrumented and
+                // uninstrumented producers share, a new root may be a legitimate start.
+                let Some(p) = rel.producer_for(trace, s) else { continue };
                 let mut f = finding(
                     FindingKind::ConsumerNewRoot,
                     vec![s.span_id],
-                    [peer.as_ref().map_or("", |p| &*p.service), &s.service],
+                    [&p.service, &s.service],
                     format!(
-                        "{} {} received from {dest} and started a new trace: the message carried no trace context",
-                        s.service, s.name
+                        "{} {} received from {dest} and started a new trace: the message carried no trace \
+                         context (sent by {} in trace {})",
+                        s.service, s.name, p.service, p.trace_id
                     ),
                 );
-                if let Some(p) = &peer {
-                    relate(&mut f, p);
-                    f.message.push_str(&format!(" (sent by {} in trace {})", p.service, p.trace_id));
-                }
+                relate(&mut f, &p);
                 out.findings.push(f);
             }
             _ => {}
@@ -367,11 +382,8 @@ pub fn analyse(trace: TraceId, spans: &[Lite], rel: &mut dyn Relations, opts: Op
     // Work started without a request's context.
     if let [root] = roots[..] {
         let r = &spans[root];
-        if r.sampled
-            && matches!(r.kind, SpanKind::Internal | SpanKind::Client | SpanKind::Unspecified)
-            && r.links.is_empty()
-            && rel.receives_requests(&r.service)
-        {
+        let work = r.kind == SpanKind::Internal || (r.kind == SpanKind::Client && r.calls_a_service());
+        if r.sampled && work && r.links.is_empty() && rel.receives_requests(&r.service) {
             let candidates: Vec<TraceId> =
                 rel.requests_at(&r.service, r.start, trace).into_iter().take(3).collect();
             if !candidates.is_empty() {
@@ -410,9 +422,13 @@ pub fn analyse(trace: TraceId, spans: &[Lite], rel: &mut dyn Relations, opts: Op
             if c.service == p.service {
                 continue;
             }
-            let off = if c.start + tol < p.start {
+            let off = if c.start.saturating_add(tol) < p.start {
                 p.start - c.start
-            } else if p.kind == SpanKind::Client && c.kind == SpanKind::Server && c.start > p.end + tol {
+            } else if p.kind == SpanKind::Client
+                && c.kind == SpanKind::Server
+                && !p.failed_unanswered()
+                && c.start > p.end.saturating_add(tol)
+            {
                 c.start - p.end
             } else {
                 continue;

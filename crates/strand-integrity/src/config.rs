@@ -56,6 +56,14 @@ impl IntegrityConfig {
         if self.max_buffered_spans == 0 {
             errs.push("integrity.max_buffered_spans must be at least 1".into());
         }
+        if self.max_indexed_traces == 0 {
+            errs.push("integrity.max_indexed_traces must be at least 1".into());
+        }
+        if self.hop_window.0 > Duration::from_secs(30 * 86_400)
+            || self.settle_time.0 > Duration::from_secs(86_400)
+        {
+            errs.push("integrity.hop_window must be at most 30d and integrity.settle_time at most 1d".into());
+        }
         if self.edge_history.0 < Duration::from_secs(60) {
             errs.push("integrity.edge_history must be at least 1m".into());
         }

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use foldhash::{HashMap, HashSet};
-use strand_core::{EdgeHealth, Finding, SpanBatch, SpanId, SpanKind, TraceId};
+use strand_core::{EdgeHealth, Finding, FindingKind, SpanBatch, SpanId, SpanKind, TraceId};
 
 use crate::analysis::{Analysis, Options, Outcome, Peer, Relations, analyse};
 use crate::span::{Interner, Lite, path_matches};
@@ -31,6 +31,10 @@ const REQUEST_SLACK: u64 = 1_000_000_000;
 const MAX_REQUEST: u64 = 600 * 1_000_000_000;
 /// Candidate requests named for unrooted work.
 const MAX_CANDIDATES: usize = 3;
+/// Entries of each expiry queue (new-root servers, requests) at most.
+const MAX_QUEUE: usize = 4 * MAX_BOUNDARY_ENTRIES;
+/// Distinct (caller, callee, via) edges counted; beyond, new vias count as `other`.
+const MAX_EDGES: usize = 10_000;
 /// Entries per service or destination in the boundary indexes.
 const MAX_BOUNDARY_ENTRIES: usize = 100_000;
 
@@ -61,11 +65,13 @@ impl ObserverConfig {
 struct Pending {
     spans: Vec<Lite>,
     last_seen: u64,
-    /// Calls already counted on their edge (a trace settles more than once when spans
-    /// arrive late).
-    counted: HashSet<SpanId>,
+    /// Calls already counted on their edge, by span and callee (a trace settles more than
+    /// once when spans arrive late).
+    counted: HashSet<(SpanId, Arc<str>)>,
     /// Findings last reported for the trace (to report changes only).
     reported: Vec<Finding>,
+    /// Spans read back from the store: their calls were counted before.
+    inherited: HashSet<SpanId>,
 }
 
 #[derive(Debug)]
@@ -82,22 +88,53 @@ struct Endpoint {
     seen: u64,
 }
 
-/// What was learned about the services from their spans.
+/// What was learned about the services from their spans, each fact with when it was last
+/// seen (facts unseen for [`KNOWLEDGE_AGE`] are forgotten, so per-request destinations
+/// and addresses do not pile up).
 #[derive(Debug, Default)]
 struct Knowledge {
     /// Services with SERVER or CONSUMER spans.
     receivers: HashMap<Arc<str>, u64>,
-    /// Callee key → the service it reached.
-    callees: HashMap<Arc<str>, Arc<str>>,
+    /// Callee key → the service it reached (`None`: it reached several, so it names none).
+    callees: HashMap<Arc<str>, (Option<Arc<str>>, u64)>,
+    /// Services some instrumented caller's context reached.
+    called: HashMap<Arc<str>, u64>,
     /// Destination → consumer services.
-    consumers: HashMap<Arc<str>, Vec<Arc<str>>>,
+    consumers: HashMap<Arc<str>, (Vec<Arc<str>>, u64)>,
     /// Destinations with producers.
     producers: HashMap<Arc<str>, u64>,
 }
 
+/// How long a learned fact lasts without being seen again.
+const KNOWLEDGE_AGE: u64 = 24 * 3600 * 1_000_000_000;
+
+impl Knowledge {
+    /// Learns that callee key `key` reached `service`.
+    fn learn_callee(&mut self, key: &Arc<str>, service: &Arc<str>, now: u64) {
+        match self.callees.get_mut(key) {
+            Some((known, seen)) => {
+                if known.as_ref().is_some_and(|k| k != service) {
+                    *known = None; // one key, several services: ambiguous from now on
+                }
+                *seen = now;
+            }
+            None => {
+                self.callees.insert(key.clone(), (Some(service.clone()), now));
+            }
+        }
+    }
+
+    fn forget_before(&mut self, horizon: u64) {
+        self.receivers.retain(|_, seen| *seen >= horizon);
+        self.callees.retain(|_, (_, seen)| *seen >= horizon);
+        self.called.retain(|_, seen| *seen >= horizon);
+        self.consumers.retain(|_, (_, seen)| *seen >= horizon);
+        self.producers.retain(|_, seen| *seen >= horizon);
+    }
+}
+
 #[derive(Debug, Default)]
 struct Boundaries {
-    /// Service → SERVER spans without a parent.
     /// SERVER spans without a parent by what a call to them must match (see
     /// [`match_keys`]), then by start (and arrival, to keep equal starts apart).
     server_roots: HashMap<Arc<str>, HashMap<Arc<str>, ByStart<Endpoint>>>,
@@ -161,6 +198,35 @@ impl<K: std::hash::Hash + Eq, V> Aged<K, V> {
     }
 }
 
+impl Boundaries {
+    /// Forgets the oldest new-root server.
+    fn expire_server_root(&mut self) {
+        let Some((_, key, at)) = self.server_roots_seen.pop_front() else { return };
+        if let Some(by_key) = self.server_roots.get_mut(&key.0) {
+            if let Some(roots) = by_key.get_mut(&key.1) {
+                roots.remove(&at);
+                if roots.is_empty() {
+                    by_key.remove(&key.1);
+                }
+            }
+            if by_key.is_empty() {
+                self.server_roots.remove(&key.0);
+            }
+        }
+    }
+
+    /// Forgets the oldest request.
+    fn expire_request(&mut self) {
+        let Some((_, service, at)) = self.requests_seen.pop_front() else { return };
+        if let Some(requests) = self.requests.get_mut(&service) {
+            requests.remove(&at);
+            if requests.is_empty() {
+                self.requests.remove(&service);
+            }
+        }
+    }
+}
+
 /// Entries by their span's start, then arrival (so equal starts stay apart).
 type ByStart<T> = BTreeMap<(u64, u64), T>;
 
@@ -207,10 +273,15 @@ pub struct Observer {
     pairs: Aged<(TraceId, SpanId), Peer>,
     /// Traces whose analysis must be redone (the other half of a break was matched).
     dirty: Vec<TraceId>,
+    /// Traces dropped after their hop window: a span of one arriving later is a fragment
+    /// whose parents were seen (their absence is no finding).
+    dropped: Aged<TraceId, ()>,
+    /// The time of the analysis under way (matching waits for the hop window by it).
+    now: u64,
     /// Per edge and minute (of the call's start), outcomes of calls.
     edges: HashMap<EdgeKey, BTreeMap<u64, EdgeCount>>,
-    /// Per edge, outcomes since start (monotonic, for `/metrics`).
-    totals: HashMap<EdgeKey, EdgeCount>,
+    /// Per caller and callee, outcomes since start (monotonic, for `/metrics`).
+    totals: HashMap<(Arc<str>, Arc<str>), EdgeCount>,
     /// Spans observed.
     pub spans_observed: u64,
     /// Traces analysed when they settled (again when late spans arrived).
@@ -233,6 +304,8 @@ impl Observer {
             boundaries: Boundaries::default(),
             pairs: Aged::default(),
             dirty: Vec::new(),
+            dropped: Aged::default(),
+            now: 0,
             edges: HashMap::default(),
             totals: HashMap::default(),
             spans_observed: 0,
@@ -293,13 +366,14 @@ impl Observer {
                 b.arrivals += 1;
                 requests.insert((s.start, b.arrivals), (trace, s.end));
                 b.requests_seen.push_back((now, s.service.clone(), (s.start, b.arrivals)));
+                if b.requests_seen.len() > MAX_QUEUE {
+                    b.expire_request();
+                }
                 if s.kind == SpanKind::Server {
                     // A server that says its RPC service (`rpc:<service>`) tells its callers'
                     // key.
-                    if let Some(key) = &s.boundary.callee
-                        && k.callees.get(key) != Some(&s.service)
-                    {
-                        k.callees.insert(key.clone(), s.service.clone());
+                    if let Some(key) = &s.boundary.callee {
+                        k.learn_callee(key, &s.service, now);
                     }
                     if s.parent.is_none()
                         && let Some(key) = server_key(&s.boundary, &mut self.strings)
@@ -316,9 +390,13 @@ impl Observer {
                         b.arrivals += 1;
                         roots.insert((s.start, b.arrivals), endpoint());
                         b.server_roots_seen.push_back((now, key, (s.start, b.arrivals)));
+                        if b.server_roots_seen.len() > MAX_QUEUE {
+                            b.expire_server_root();
+                        }
                     }
                 } else if let Some(d) = &s.boundary.destination {
-                    let consumers = k.consumers.entry(d.clone()).or_default();
+                    let (consumers, seen) = k.consumers.entry(d.clone()).or_default();
+                    *seen = now;
                     if !consumers.contains(&s.service) {
                         consumers.push(s.service.clone());
                         consumers.sort();
@@ -339,7 +417,12 @@ impl Observer {
             }
             SpanKind::Producer => {
                 if let Some(d) = &s.boundary.destination {
-                    k.producers.insert(d.clone(), now);
+                    match k.producers.get_mut(d) {
+                        Some(seen) => *seen = now,
+                        None => {
+                            k.producers.insert(d.clone(), now);
+                        }
+                    }
                     push(b.producers.entry(d.clone()).or_default(), endpoint());
                 }
             }
@@ -351,6 +434,7 @@ impl Observer {
     /// analyses them and the traces whose other half was matched, and finally analyses and
     /// drops the traces retained for a hop window. Returns the traces whose findings changed.
     pub fn tick(&mut self, now: u64) -> Vec<Recorded> {
+        self.now = now;
         let mut out = Vec::new();
         let mut due: Vec<(u64, TraceId)> = self
             .pending
@@ -400,6 +484,7 @@ impl Observer {
             let Some(r) = self.retained.remove(&id) else { continue };
             let p = self.settle(id, r.trace, now, &mut out);
             self.spans_held = self.spans_held.saturating_sub(p.spans.len());
+            self.dropped.insert(id, ());
         }
         self.redo_dirty(now, &mut out);
         self.expire(now);
@@ -431,22 +516,50 @@ impl Observer {
         spans.sort_unstable_by_key(|s| s.span_id);
         spans.dedup_by_key(|s| s.span_id);
         self.spans_held -= before - spans.len();
-        let analysis = analyse(id, &spans, self, opts);
+        let mut analysis = analyse(id, &spans, self, opts);
+        if self.dropped.contains(&id) {
+            // A late fragment of a trace analysed whole before it was dropped.
+            analysis
+                .findings
+                .retain(|f| !matches!(f.kind, FindingKind::MissingParent | FindingKind::MissingRoot));
+        }
         for c in &analysis.calls {
-            // A crossed call's key reaches the callee's service.
-            if c.outcome == Outcome::Crossed
-                && let Some(key) = &c.callee_key
-                && self.knowledge.callees.get(key) != Some(&c.callee)
-            {
-                self.knowledge.callees.insert(key.clone(), c.callee.clone());
+            if p.inherited.contains(&c.span_id) {
+                continue; // read back from the store: counted when its trace settled
             }
-            if !p.counted.insert(c.span_id) {
+            if c.outcome == Outcome::Crossed {
+                // A crossed call's key reaches the callee's service, which an instrumented
+                // caller reaches.
+                if let Some(key) = &c.callee_key {
+                    self.knowledge.learn_callee(key, &c.callee, now);
+                }
+                match self.knowledge.called.get_mut(&c.callee) {
+                    Some(seen) => *seen = now,
+                    None => {
+                        self.knowledge.called.insert(c.callee.clone(), now);
+                    }
+                }
+            }
+            // Once per call and callee (a producer whose message several services consume
+            // counts once for each).
+            if !p.counted.insert((c.span_id, c.callee.clone())) {
                 continue;
             }
-            let key = (c.caller.clone(), c.callee.clone(), c.via.clone());
+            let via = if self.edges.len() < MAX_EDGES
+                || self.edges.contains_key(&(c.caller.clone(), c.callee.clone(), c.via.clone()))
+            {
+                c.via.clone()
+            } else {
+                self.strings.get("other")
+            };
             let minute = c.start / MINUTE * MINUTE;
-            let cell = self.edges.entry(key.clone()).or_default().entry(minute).or_default();
-            let total = self.totals.entry(key).or_default();
+            let cell = self
+                .edges
+                .entry((c.caller.clone(), c.callee.clone(), via))
+                .or_default()
+                .entry(minute)
+                .or_default();
+            let total = self.totals.entry((c.caller.clone(), c.callee.clone())).or_default();
             match c.outcome {
                 Outcome::Crossed => {
                     cell.crossed += 1;
@@ -487,15 +600,10 @@ impl Observer {
         let horizon = now.saturating_sub(2 * (self.cfg.retain() + self.cfg.settle));
         let b = &mut self.boundaries;
         while b.server_roots_seen.front().is_some_and(|(seen, _, _)| *seen < horizon) {
-            let Some((_, key, at)) = b.server_roots_seen.pop_front() else { break };
-            if let Some(by_key) = b.server_roots.get_mut(&key.0)
-                && let Some(roots) = by_key.get_mut(&key.1)
-            {
-                roots.remove(&at);
-                if roots.is_empty() {
-                    by_key.remove(&key.1);
-                }
-            }
+            b.expire_server_root();
+        }
+        while b.requests_seen.front().is_some_and(|(seen, _, _)| *seen < horizon) {
+            b.expire_request();
         }
         for map in [&mut b.consumer_roots, &mut b.producers] {
             for q in map.values_mut() {
@@ -505,18 +613,11 @@ impl Observer {
             }
             map.retain(|_, q| !q.is_empty());
         }
-        while b.requests_seen.front().is_some_and(|(seen, _, _)| *seen < horizon) {
-            let Some((_, service, at)) = b.requests_seen.pop_front() else { break };
-            if let Some(requests) = b.requests.get_mut(&service) {
-                requests.remove(&at);
-                if requests.is_empty() {
-                    b.requests.remove(&service);
-                }
-            }
-        }
         let age = 2 * (self.cfg.retain() + self.cfg.settle);
         b.continued.rotate(now, age);
         self.pairs.rotate(now, age);
+        self.dropped.rotate(now, age);
+        self.knowledge.forget_before(now.saturating_sub(KNOWLEDGE_AGE));
         let oldest_minute = now.saturating_sub(self.cfg.edge_history) / MINUTE * MINUTE;
         for minutes in self.edges.values_mut() {
             *minutes = minutes.split_off(&oldest_minute);
@@ -533,7 +634,9 @@ impl Observer {
         let Some(mut r) = self.retained.remove(&id) else { return out };
         let known: HashSet<SpanId> = r.trace.spans.iter().map(|s| s.span_id).collect();
         let before = r.trace.spans.len();
-        r.trace.spans.extend(spans.into_iter().filter(|s| !known.contains(&s.span_id)));
+        let new: Vec<Lite> = spans.into_iter().filter(|s| !known.contains(&s.span_id)).collect();
+        r.trace.inherited.extend(new.iter().map(|s| s.span_id));
+        r.trace.spans.extend(new);
         let added = r.trace.spans.len() - before;
         if added > 0 {
             self.spans_held += added;
@@ -550,9 +653,15 @@ impl Observer {
     }
 
     /// Analyses a trace as read from the store, with what was learned from other traces.
-    pub fn analyse_read(&mut self, id: TraceId, spans: &[Lite], now: u64) -> Analysis {
-        let opts = self.options(now);
-        analyse(id, spans, self, opts)
+    /// Reading changes nothing: halves already matched are named, no new match is made.
+    pub fn analyse_read(&self, id: TraceId, spans: &[Lite], now: u64) -> Analysis {
+        analyse(id, spans, &mut ReadOnly(self), self.options(now))
+    }
+
+    /// Whether the stream analysed this trace and still holds it (its recorded findings,
+    /// or none, are its verdict).
+    pub fn holds(&self, id: &TraceId) -> bool {
+        self.retained.contains_key(id)
     }
 
     /// The shared strings (for turning read spans into [`Lite`]s).
@@ -584,14 +693,11 @@ impl Observer {
         out
     }
 
-    /// Outcomes per edge since start, for `/metrics`: `(caller, callee, via, counts)`.
-    pub fn totals(&self) -> Vec<(String, String, String, EdgeCount)> {
-        let mut v: Vec<_> = self
-            .totals
-            .iter()
-            .map(|((a, b, via), c)| (a.to_string(), b.to_string(), via.to_string(), *c))
-            .collect();
-        v.sort_by(|a, b| (&a.0, &a.1, &a.2).cmp(&(&b.0, &b.1, &b.2)));
+    /// Outcomes per caller and callee since start, for `/metrics`: `(caller, callee, counts)`.
+    pub fn totals(&self) -> Vec<(String, String, EdgeCount)> {
+        let mut v: Vec<_> =
+            self.totals.iter().map(|((a, b), c)| (a.to_string(), b.to_string(), *c)).collect();
+        v.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         v
     }
 
@@ -699,6 +805,11 @@ fn peer(e: &Endpoint) -> Peer {
     Peer { trace_id: e.trace, span_id: e.span.span_id, service: e.span.service.clone() }
 }
 
+/// Whether two messaging spans carry the same message id.
+fn same_id(a: &Lite, b: &Lite) -> bool {
+    a.boundary.message_id.is_some() && a.boundary.message_id == b.boundary.message_id
+}
+
 /// Whether the message ids of two messaging spans allow them to be the same message.
 fn same_message(a: &Lite, b: &Lite) -> bool {
     match (&a.boundary.message_id, &b.boundary.message_id) {
@@ -713,15 +824,19 @@ impl Relations for Observer {
     }
 
     fn callee_service(&self, key: &str) -> Option<Arc<str>> {
-        self.knowledge.callees.get(key).cloned()
+        self.knowledge.callees.get(key).and_then(|(s, _)| s.clone())
     }
 
     fn consumers_of(&self, destination: &str) -> Vec<Arc<str>> {
-        self.knowledge.consumers.get(destination).cloned().unwrap_or_default()
+        self.knowledge.consumers.get(destination).map(|(c, _)| c.clone()).unwrap_or_default()
     }
 
     fn has_producers(&self, destination: &str) -> bool {
         self.knowledge.producers.contains_key(destination)
+    }
+
+    fn has_instrumented_caller(&self, service: &str) -> bool {
+        self.knowledge.called.contains_key(service)
     }
 
     fn consumer_linking(&self, trace: TraceId, span: SpanId) -> Option<Peer> {
@@ -738,12 +853,15 @@ impl Relations for Observer {
             producer.start.saturating_sub(OBSERVED_SLACK),
             producer.end.saturating_add(window + OBSERVED_SLACK),
         );
+        // Before the hop window has passed, only the same message id says this consumer got
+        // this producer's message (a healthy message may still be queued).
+        let waited = self.now.saturating_sub(producer.start) >= window;
         let found = observed_between(self.boundaries.consumer_roots.get(dest)?, from, to)
             .filter(|c| {
                 c.trace != trace
-                    && c.span.start + tol >= producer.start
+                    && c.span.start.saturating_add(tol) >= producer.start
                     && c.span.start.saturating_sub(producer.start) <= window
-                    && same_message(&c.span, producer)
+                    && (same_id(&c.span, producer) || (waited && same_message(&c.span, producer)))
                     && !self.is_paired(c.trace, c.span.span_id)
             })
             .min_by_key(|c| (c.span.start, c.span.span_id))
@@ -762,12 +880,16 @@ impl Relations for Observer {
             consumer.start.saturating_sub(window + OBSERVED_SLACK),
             consumer.end.saturating_add(OBSERVED_SLACK),
         );
+        let now = self.now;
         let found = observed_between(self.boundaries.producers.get(dest)?, from, to)
             .filter(|p| {
+                // Matched on the same message id, or once the producer has waited the hop
+                // window without a consumer of its own.
+                let waited = now.saturating_sub(p.span.start) >= window;
                 p.trace != trace
-                    && p.span.start <= consumer.start + tol
+                    && p.span.start <= consumer.start.saturating_add(tol)
                     && consumer.start.saturating_sub(p.span.start) <= window
-                    && same_message(&p.span, consumer)
+                    && (same_id(&p.span, consumer) || (waited && same_message(&p.span, consumer)))
                     && !self.boundaries.continued.contains(&(p.trace, p.span.span_id))
                     && !self.is_paired(p.trace, p.span.span_id)
             })
@@ -786,8 +908,8 @@ impl Relations for Observer {
             let s = &e.span;
             e.trace != trace
                 && s.service != client.service
-                && s.start + tol >= client.start
-                && s.start <= client.end + tol
+                && s.start.saturating_add(tol) >= client.start
+                && s.start <= client.end.saturating_add(tol)
                 && match (&client.boundary.rpc, &s.boundary.rpc) {
                     (Some(a), Some(b)) => a == b,
                     (Some(_), None) | (None, Some(_)) => false,
@@ -799,6 +921,10 @@ impl Relations for Observer {
                             .zip(s.boundary.method.as_ref())
                             .is_none_or(|(a, b)| a == b)
                             && client.boundary.path.as_deref().is_some_and(|p| path_matches(p, &s.boundary))
+                            // A callee not yet known by its key must be the host called:
+                            // method and path alone match any service's new requests.
+                            && (callee.is_some()
+                                || client.boundary.host.is_some() && client.boundary.host == s.boundary.host)
                     }
                 }
         };
@@ -838,5 +964,54 @@ impl Relations for Observer {
             }
         }
         out
+    }
+}
+
+/// The observer's knowledge and existing matches, for reads: no match is made.
+struct ReadOnly<'a>(&'a Observer);
+
+impl Relations for ReadOnly<'_> {
+    fn receives_requests(&self, service: &str) -> bool {
+        self.0.receives_requests(service)
+    }
+
+    fn callee_service(&self, key: &str) -> Option<Arc<str>> {
+        self.0.callee_service(key)
+    }
+
+    fn consumers_of(&self, destination: &str) -> Vec<Arc<str>> {
+        self.0.consumers_of(destination)
+    }
+
+    fn has_producers(&self, destination: &str) -> bool {
+        self.0.has_producers(destination)
+    }
+
+    fn has_instrumented_caller(&self, service: &str) -> bool {
+        self.0.has_instrumented_caller(service)
+    }
+
+    fn consumer_linking(&self, trace: TraceId, span: SpanId) -> Option<Peer> {
+        self.0.consumer_linking(trace, span)
+    }
+
+    fn consumer_root_for(&mut self, trace: TraceId, producer: &Lite) -> Option<Peer> {
+        self.0.paired(trace, producer.span_id)
+    }
+
+    fn producer_for(&mut self, trace: TraceId, consumer: &Lite) -> Option<Peer> {
+        self.0.paired(trace, consumer.span_id)
+    }
+
+    fn server_root_for(&mut self, trace: TraceId, client: &Lite, _callee: Option<&str>) -> Option<Peer> {
+        self.0.paired(trace, client.span_id)
+    }
+
+    fn client_for(&mut self, trace: TraceId, server: &Lite) -> Option<Peer> {
+        self.0.paired(trace, server.span_id)
+    }
+
+    fn requests_at(&self, service: &str, at: u64, exclude: TraceId) -> Vec<TraceId> {
+        self.0.requests_at(service, at, exclude)
     }
 }

@@ -27,7 +27,7 @@ use strand_store::wal::{Wal, WalError, frame};
 use tracing::{info, warn};
 
 use crate::config::IntegrityConfig;
-use crate::observer::{EdgeCount, Observer, ObserverConfig, Recorded};
+use crate::observer::{Observer, ObserverConfig, Recorded};
 use crate::span::Lite;
 
 /// How often traces are settled.
@@ -53,6 +53,8 @@ pub enum OpenError {
 struct Entry {
     start: u64,
     recorded: u64,
+    /// When the trace was first recorded broken (what a search's snapshot compares).
+    first_recorded: u64,
     kinds: u8,
     findings: Arc<Vec<Finding>>,
 }
@@ -66,8 +68,10 @@ struct Index {
 
 impl Index {
     fn apply(&mut self, r: &Recorded, cap: usize) {
+        let mut first_recorded = r.recorded_unix_nano;
         if let Some(old) = self.by_id.remove(&r.trace_id) {
             self.order.remove(&(std::cmp::Reverse(old.start), r.trace_id));
+            first_recorded = old.first_recorded;
         }
         if r.findings.is_empty() {
             return;
@@ -78,6 +82,7 @@ impl Index {
             Entry {
                 start: r.start_unix_nano,
                 recorded: r.recorded_unix_nano,
+                first_recorded,
                 kinds,
                 findings: Arc::new(r.findings.clone()),
             },
@@ -247,10 +252,14 @@ impl ChainAnalyser {
     }
 
     /// One round: settle, analyse, complete traces with absent parents from the store,
-    /// then record changed findings in the index and the log.
-    pub async fn tick(&self) {
+    /// then record changed findings in the log (synced) and then the index, so a finding a
+    /// search returns is durable. The analysis and the file writes run on the blocking
+    /// pool.
+    pub async fn tick(self: &Arc<Self>) {
         let now = self.clock.now_unix_nano();
-        let mut records = self.observer.lock().tick(now);
+        let me = self.clone();
+        let mut records =
+            tokio::task::spawn_blocking(move || me.observer.lock().tick(now)).await.unwrap_or_default();
         let structural: Vec<TraceId> = records
             .iter()
             .filter(|r| {
@@ -264,29 +273,46 @@ impl ChainAnalyser {
         if !structural.is_empty() {
             self.stats.lookups.fetch_add(structural.len() as u64, Ordering::Relaxed);
             if let Ok(traces) = self.reader.get_traces(structural).await {
-                let mut obs = self.observer.lock();
-                for t in traces {
-                    let strings = obs.strings();
-                    let lites: Vec<Lite> =
-                        t.spans.iter().map(|s| Lite::of(&s.span, &s.resource, strings)).collect();
-                    records.extend(obs.merge_stored(t.trace_id, lites, now));
-                }
+                let me = self.clone();
+                let merged = tokio::task::spawn_blocking(move || {
+                    let mut strings = crate::span::Interner::default();
+                    let stored: Vec<(TraceId, Vec<Lite>)> = traces
+                        .iter()
+                        .map(|t| {
+                            (
+                                t.trace_id,
+                                t.spans
+                                    .iter()
+                                    .map(|s| Lite::of(&s.span, &s.resource, &mut strings))
+                                    .collect(),
+                            )
+                        })
+                        .collect();
+                    let mut obs = me.observer.lock();
+                    stored
+                        .into_iter()
+                        .flat_map(|(id, lites)| obs.merge_stored(id, lites, now))
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .unwrap_or_default();
+                records.extend(merged);
             }
         }
         if records.is_empty() {
             return;
         }
+        let me = self.clone();
+        let _ = tokio::task::spawn_blocking(move || me.record(&records, now)).await;
+    }
+
+    /// Writes changed findings to the log, syncs it, then shows them in the index.
+    fn record(&self, records: &[Recorded], now: u64) {
         self.stats.records.fetch_add(records.len() as u64, Ordering::Relaxed);
-        {
-            let mut index = self.index.write();
-            for r in &records {
-                index.apply(r, self.cfg.max_indexed_traces);
-            }
-        }
         let mut log = self.log.lock();
         if let Some(log) = log.as_mut() {
             let mut write = || -> std::io::Result<()> {
-                for r in &records {
+                for r in records {
                     log.wal.append(&frame(&encode(r)))?;
                 }
                 log.wal.sync()
@@ -295,13 +321,21 @@ impl ChainAnalyser {
                 self.stats.log_errors.fetch_add(1, Ordering::Relaxed);
                 warn!(error = %e, "writing the integrity findings log failed");
             }
-            if log.rewritten.elapsed() >= Duration::from_secs(3600) {
-                self.index.write().forget_before(now.saturating_sub(self.retention.as_nanos() as u64));
-                let rolled = log.wal.rotate().and_then(|_| self.rewrite(log));
-                if let Err(e) = rolled {
-                    self.stats.log_errors.fetch_add(1, Ordering::Relaxed);
-                    warn!(error = %e, "rewriting the integrity findings log failed");
-                }
+        }
+        {
+            let mut index = self.index.write();
+            for r in records {
+                index.apply(r, self.cfg.max_indexed_traces);
+            }
+        }
+        if let Some(log) = log.as_mut()
+            && log.rewritten.elapsed() >= Duration::from_secs(3600)
+        {
+            self.index.write().forget_before(now.saturating_sub(self.retention.as_nanos() as u64));
+            let rolled = log.wal.rotate().and_then(|_| self.rewrite(log));
+            if let Err(e) = rolled {
+                self.stats.log_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "rewriting the integrity findings log failed");
             }
         }
     }
@@ -331,13 +365,7 @@ impl ChainAnalyser {
             "Calls between services (client/server and producer/consumer, counted before sampling once their trace settled) whose trace context crossed or was lost.",
             MetricKind::Counter,
         );
-        let mut summed: std::collections::BTreeMap<(String, String), EdgeCount> = Default::default();
-        for (caller, callee, _, c) in obs.totals() {
-            let e = summed.entry((caller, callee)).or_default();
-            e.crossed += c.crossed;
-            e.lost += c.lost;
-        }
-        for ((caller, callee), c) in summed {
+        for (caller, callee, c) in obs.totals() {
             for (outcome, n) in [("crossed", c.crossed), ("lost", c.lost)] {
                 calls.push(
                     vec![("caller", caller.clone()), ("callee", callee.clone()), ("outcome", outcome.into())],
@@ -403,18 +431,34 @@ impl ChainIntegrity for ChainAnalyser {
     fn of_trace(&self, trace: &Trace) -> BoxFuture<'_, Integrity> {
         let id = trace.trace_id;
         let now = self.clock.now_unix_nano();
-        let (pending, analysis) = {
-            let mut obs = self.observer.lock();
-            let strings = obs.strings();
-            let lites: Vec<Lite> =
-                trace.spans.iter().map(|s| Lite::of(&s.span, &s.resource, strings)).collect();
-            (obs.is_pending(&id), obs.analyse_read(id, &lites, now))
+        let mut strings = crate::span::Interner::default();
+        let lites: Vec<Lite> =
+            trace.spans.iter().map(|s| Lite::of(&s.span, &s.resource, &mut strings)).collect();
+        let (pending, held, analysis) = {
+            let obs = self.observer.lock();
+            (obs.is_pending(&id), obs.holds(&id), obs.analyse_read(id, &lites, now))
         };
         let recorded =
             if pending { None } else { self.index.read().by_id.get(&id).map(|e| e.findings.clone()) };
         let findings = match recorded {
+            // Settled and recorded broken.
             Some(f) => (*f).clone(),
-            None => analysis.findings,
+            // Settled and analysed whole (still held): nothing was recorded.
+            None if held => Vec::new(),
+            // Settling: as it stands.
+            None if pending => analysis.findings,
+            // Unknown to the stream (older than it remembers, or from before a restart):
+            // only what the trace shows by itself; what other traces would tell is gone.
+            None => analysis
+                .findings
+                .into_iter()
+                .filter(|f| {
+                    matches!(
+                        f.kind,
+                        FindingKind::MissingParent | FindingKind::MissingRoot | FindingKind::ClockSkew
+                    )
+                })
+                .collect(),
         };
         Box::pin(async move { Integrity { settled: !pending, complete: analysis.complete, findings } })
     }
@@ -445,7 +489,7 @@ impl ChainIntegrity for ChainAnalyser {
             .take_while(|(std::cmp::Reverse(start), _)| *start >= start_unix_nano)
             .filter_map(|(std::cmp::Reverse(start), id)| {
                 let e = index.by_id.get(id)?;
-                (*start <= end_unix_nano && e.recorded <= as_of_unix_nano && filter.matches(e.kinds))
+                (*start <= end_unix_nano && e.first_recorded <= as_of_unix_nano && filter.matches(e.kinds))
                     .then_some(BrokenTrace { start_unix_nano: *start, trace_id: *id, kinds: e.kinds })
             })
             .take(limit)

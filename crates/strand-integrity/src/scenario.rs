@@ -177,6 +177,7 @@ pub fn submission(n: u64, start: u64, shape: Shape) -> Submission {
         attr("http.request.method", "GET"),
         attr("http.route", "/patients/{id}"),
         attr("url.path", &format!("/patients/{n}")),
+        attr("server.address", "user-service"),
     ];
     if shape == Shape::BreakHttp {
         new_trace(

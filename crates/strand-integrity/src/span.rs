@@ -99,6 +99,13 @@ pub struct Boundary {
     pub database: bool,
     /// The span is messaging (`messaging.system`).
     pub messaging: bool,
+    /// The host a client called (`server.address`, the URL's host) or a server was
+    /// addressed as (`server.address`).
+    pub host: Option<Arc<str>>,
+    /// The call got an answer (`http.response.status_code` or `rpc.grpc.status_code`).
+    pub responded: bool,
+    /// The call failed in a way that says why (`error.type`).
+    pub error_type: bool,
 }
 
 /// A span as the analyser keeps it.
@@ -123,6 +130,8 @@ pub struct Lite {
     pub sampled: bool,
     /// Status ERROR.
     pub error: bool,
+    /// Its flags say its parent is remote (in another process).
+    pub remote_parent: bool,
     /// Spans it links to.
     pub links: Vec<(TraceId, SpanId)>,
     /// What it says about its boundary (shared: spans that say nothing share one empty).
@@ -133,6 +142,7 @@ pub struct Lite {
 /// fill in the flags field at all).
 const SAMPLED: u32 = 0x01;
 const HAS_IS_REMOTE: u32 = 0x100;
+const IS_REMOTE: u32 = 0x200;
 
 /// Host, port and path of a URL (`scheme://host[:port]/path?query`), borrowed, without a
 /// URL crate: only what is needed to tell callees apart.
@@ -184,6 +194,8 @@ struct Attrs<'a> {
     port: Option<Text<'a>>,
     path: Option<Text<'a>>,
     route: Option<Text<'a>>,
+    responded: bool,
+    error_type: bool,
 }
 
 impl Lite {
@@ -224,10 +236,20 @@ impl Lite {
                 "url.path" => a.path = Some(v),
                 "http.target" => a.path = a.path.or(Some(v)),
                 "http.route" => a.route = Some(v),
+                "http.response.status_code" | "http.status_code" | "rpc.grpc.status_code" => {
+                    a.responded = true
+                }
+                "error.type" => a.error_type = true,
                 _ => {}
             }
         }
-        let mut b = Boundary { database: a.database, messaging: a.messaging, ..Boundary::default() };
+        let mut b = Boundary {
+            database: a.database,
+            messaging: a.messaging,
+            responded: a.responded,
+            error_type: a.error_type,
+            ..Boundary::default()
+        };
         b.destination = a.destination.map(|t| strings.text(t));
         // Message ids and request paths are nearly all different: kept, not interned.
         b.message_id = a.message_id.map(|t| Arc::from(t.to_string()));
@@ -245,6 +267,11 @@ impl Lite {
                 if let Some((_, _, path)) = url {
                     b.path = Some(Arc::from(path));
                 }
+                b.host = match (a.host, url) {
+                    (Some(h), _) => Some(strings.text(h)),
+                    (None, Some((h, _, _))) => Some(strings.get(h)),
+                    (None, None) => None,
+                };
                 b.callee = if let Some(peer) = a.peer {
                     Some(strings.joined(&[&"peer:", &peer]))
                 } else if let Some(svc) = a.rpc_service {
@@ -271,6 +298,7 @@ impl Lite {
                     None => {}
                 }
                 b.route = a.route.map(|t| strings.text(t));
+                b.host = a.host.map(|t| strings.text(t));
                 if span.kind == SpanKind::Server
                     && let Some(svc) = a.rpc_service
                 {
@@ -290,6 +318,7 @@ impl Lite {
             start: span.start_time_unix_nano,
             end: span.end_time_unix_nano.max(span.start_time_unix_nano),
             sampled: !((flags & HAS_IS_REMOTE != 0 || flags & 0xff != 0) && flags & SAMPLED == 0),
+            remote_parent: flags & (HAS_IS_REMOTE | IS_REMOTE) == HAS_IS_REMOTE | IS_REMOTE,
             error: span.status.code == StatusCode::Error,
             links: span.links.iter().map(|l| (l.trace_id, l.span_id)).collect(),
             boundary: if b == Boundary::default() { strings.empty.clone() } else { Arc::new(b) },
@@ -300,6 +329,12 @@ impl Lite {
     /// database, not a messaging client).
     pub fn calls_a_service(&self) -> bool {
         self.kind == SpanKind::Client && !self.boundary.database && !self.boundary.messaging
+    }
+
+    /// Whether a CLIENT span failed without an answer, or said why it failed (connection
+    /// refused, a timeout, a proxy's 503): no server need have seen the call.
+    pub fn failed_unanswered(&self) -> bool {
+        self.error && (!self.boundary.responded || self.boundary.error_type)
     }
 }
 

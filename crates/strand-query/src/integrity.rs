@@ -19,6 +19,9 @@ use crate::{ApiError, QueryState};
 /// The name of Strand's integrity filter among Jaeger and Tempo tags.
 pub const TAG: &str = "integrity";
 
+/// Broken traces an `integrity=` search reads from the store for one page at most.
+const SCAN_BUDGET: usize = 2_000;
+
 /// A finding as the native API writes it.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -116,8 +119,23 @@ pub(crate) async fn search(
     let span_conditions = has_span_conditions(&q);
     let mut page = SearchPage::default();
     let batch = q.limit.clamp(1, 200);
+    // Broken traces read per page at most, when the other conditions rarely hold.
+    let mut budget = SCAN_BUDGET;
     'pages: loop {
-        let candidates = chain.find_broken(filter, q.start_unix_nano, q.end_unix_nano, after, as_of, batch);
+        if budget == 0 {
+            // Stop here; the cursor continues after the last trace looked at.
+            if let Some((start, trace_id)) = after {
+                page.next_cursor = Some(Cursor { as_of_unix_nano: as_of, start_unix_nano: start, trace_id });
+            }
+            page.warnings.push(format!(
+                "looked at {SCAN_BUDGET} broken traces without filling the page: follow nextCursor for more, \
+                 or narrow the time range"
+            ));
+            break;
+        }
+        let candidates =
+            chain.find_broken(filter, q.start_unix_nano, q.end_unix_nano, after, as_of, batch.min(budget));
+        budget -= candidates.len();
         let Some(last) = candidates.last() else { break };
         after = Some((last.start_unix_nano, last.trace_id));
         let traces = st.reader.get_traces(candidates.iter().map(|c| c.trace_id).collect()).await?;
@@ -144,7 +162,7 @@ pub(crate) async fn search(
                 break 'pages;
             }
         }
-        if candidates.len() < batch {
+        if candidates.len() < batch.min(budget + candidates.len()) {
             break;
         }
     }

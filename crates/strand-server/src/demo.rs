@@ -153,6 +153,7 @@ pub fn submission(run: u64, n: u8, start: u64) -> SpanBatch {
         publish.attributes = vec![
             attr("messaging.system", "nats"),
             attr("messaging.destination.name", "patient-report.submitted"),
+            attr("messaging.message.id", format!("PATIENT_REPORTS:{}", u64::from(n) + run % 1_000_000 * 10)),
         ];
         data_spans.push(publish);
     }
@@ -172,6 +173,7 @@ pub fn submission(run: u64, n: u8, start: u64) -> SpanBatch {
         consume.attributes = vec![
             attr("messaging.system", "nats"),
             attr("messaging.destination.name", "patient-report.submitted"),
+            attr("messaging.message.id", format!("PATIENT_REPORTS:{}", u64::from(n) + run % 1_000_000 * 10)),
         ];
         let mut sms = span(12, Some(11), "send-sms", SpanKind::Internal, 112 * MS + slow, 480 * MS + slow);
         let mut sms_call = span(13, Some(12), "POST", SpanKind::Client, 150 * MS + slow, 470 * MS + slow);

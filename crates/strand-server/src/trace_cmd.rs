@@ -100,7 +100,8 @@ pub fn render_integrity(integrity: &serde_json::Value) -> String {
     let mut out = String::new();
     let state = if settled { "" } else { " (not settled yet: spans may still arrive)" };
     if findings.is_empty() {
-        let _ = writeln!(out, "\nchain: whole{state}");
+        let verdict = if integrity["complete"] == true { "whole" } else { "no break found" };
+        let _ = writeln!(out, "\nchain: {verdict}{state}");
         return out;
     }
     let _ = writeln!(out, "\nchain: {}{state}", plural(findings.len(), "finding"));
