@@ -48,13 +48,8 @@ pub struct IntegrityArgs {
 }
 
 fn observer() -> Observer {
-    Observer::new(ObserverConfig {
-        settle: 30 * SECOND,
-        hop_window: 300 * SECOND,
-        clock_skew_tolerance: 1_000_000,
-        max_spans: 5_000_000,
-        edge_history: 86_400 * SECOND,
-    })
+    // The server's defaults, with room for the standard profile's steady state.
+    Observer::new(ObserverConfig { max_spans: 5_000_000, ..ObserverConfig::default() })
 }
 
 /// What [`feed`] returns: the observer, each trace's last findings, the CPU seconds in all

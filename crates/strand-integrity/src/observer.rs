@@ -53,6 +53,25 @@ pub struct ObserverConfig {
     pub edge_history: u64,
 }
 
+impl From<&crate::config::IntegrityConfig> for ObserverConfig {
+    fn from(cfg: &crate::config::IntegrityConfig) -> Self {
+        Self {
+            settle: cfg.settle_time.0.as_nanos() as u64,
+            hop_window: cfg.hop_window.0.as_nanos() as u64,
+            clock_skew_tolerance: cfg.clock_skew_tolerance.0.as_nanos() as u64,
+            max_spans: cfg.max_buffered_spans,
+            edge_history: cfg.edge_history.0.as_nanos() as u64,
+        }
+    }
+}
+
+impl Default for ObserverConfig {
+    /// The server's defaults (`IntegrityConfig::default()`).
+    fn default() -> Self {
+        Self::from(&crate::config::IntegrityConfig::default())
+    }
+}
+
 impl ObserverConfig {
     /// How long a settled trace is kept: a hop window, so late spans and other halves
     /// still find it.

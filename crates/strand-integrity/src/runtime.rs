@@ -165,13 +165,7 @@ impl ChainAnalyser {
         retention: Duration,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, OpenError> {
-        let observer = Observer::new(ObserverConfig {
-            settle: cfg.settle_time.0.as_nanos() as u64,
-            hop_window: cfg.hop_window.0.as_nanos() as u64,
-            clock_skew_tolerance: cfg.clock_skew_tolerance.0.as_nanos() as u64,
-            max_spans: cfg.max_buffered_spans,
-            edge_history: cfg.edge_history.0.as_nanos() as u64,
-        });
+        let observer = Observer::new(ObserverConfig::from(&cfg));
         let me = Self {
             observer: Mutex::new(observer),
             index: RwLock::new(Index::default()),

@@ -7,14 +7,9 @@ use strand_integrity::scenario::{Shape, replay, score, submissions};
 
 const SECOND: u64 = 1_000_000_000;
 
+/// The server's default settings.
 fn observer() -> Observer {
-    Observer::new(ObserverConfig {
-        settle: 30 * SECOND,
-        hop_window: 300 * SECOND,
-        clock_skew_tolerance: 1_000_000,
-        max_spans: 1_000_000,
-        edge_history: 86_400 * SECOND,
-    })
+    Observer::new(ObserverConfig::default())
 }
 
 #[test]

@@ -12,14 +12,9 @@ use strand_integrity::span::{Interner, Lite};
 const SECOND: u64 = 1_000_000_000;
 const T0: u64 = 1_700_000_000 * SECOND;
 
+/// The server's default settings.
 fn observer() -> Observer {
-    Observer::new(ObserverConfig {
-        settle: 30 * SECOND,
-        hop_window: 300 * SECOND,
-        clock_skew_tolerance: 1_000_000,
-        max_spans: 1_000_000,
-        edge_history: 86_400 * SECOND,
-    })
+    Observer::new(ObserverConfig::default())
 }
 
 fn span(id: u8, parent: Option<u8>, kind: SpanKind) -> Span {

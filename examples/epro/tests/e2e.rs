@@ -162,6 +162,25 @@ fn readme_demo_args(nth: usize, strand: &str) -> Vec<String> {
     args
 }
 
+/// Runs `epro` with `args` and `--exit-after-load` in `dir`; returns its JSON lines (one per
+/// submission).
+async fn run_epro(args: Vec<String>, dir: std::path::PathBuf) -> Vec<Value> {
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_epro"))
+            .args(&args)
+            .arg("--exit-after-load")
+            .arg("--dir")
+            .arg(&dir)
+            .output()
+            .expect("run the demo")
+    })
+    .await
+    .expect("demo task");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "epro run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout.lines().map(|l| serde_json::from_str(l).expect("json line")).collect()
+}
+
 fn flag<'a>(args: &'a [String], name: &str) -> &'a str {
     let at = args.iter().position(|a| a == name).unwrap_or_else(|| panic!("{name} in {args:?}"));
     &args[at + 1]
@@ -184,23 +203,7 @@ async fn one_whole_trace_per_report_across_five_services() {
     let load: usize = flag(&args, "--load").parse().expect("--load N");
     let fail_every: usize = flag(&args, "--fail-every").parse().expect("--fail-every K");
     let demo_dir = dir.path().join("demo");
-    let out = tokio::task::spawn_blocking({
-        let demo_dir = demo_dir.clone();
-        move || {
-            Command::new(env!("CARGO_BIN_EXE_epro"))
-                .args(&args)
-                .arg("--exit-after-load")
-                .arg("--dir")
-                .arg(&demo_dir)
-                .output()
-                .expect("run the demo")
-        }
-    })
-    .await
-    .expect("demo task");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "epro run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let results: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    let results = run_epro(args, demo_dir.clone()).await;
     assert_eq!(results.len(), load);
     let statuses: Vec<u64> = results.iter().map(|r| r["status"].as_u64().expect("status")).collect();
     let expected: Vec<u64> = (1..=load).map(|i| if i % fail_every == 0 { 500 } else { 202 }).collect();
@@ -304,21 +307,7 @@ async fn each_broken_boundary_is_found_on_its_edge() {
     let api = format!("http://{}", addrs.http);
     let args = readme_demo_args(1, &format!("http://{grpc}"));
     assert!(args.iter().filter(|a| *a == "--break").count() == 3, "{args:?}");
-    let demo_dir = dir.path().join("demo");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_epro"))
-            .args(&args)
-            .arg("--exit-after-load")
-            .arg("--dir")
-            .arg(&demo_dir)
-            .output()
-            .expect("run the demo")
-    })
-    .await
-    .expect("demo task");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "epro run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let results: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    let results = run_epro(args, dir.path().join("demo")).await;
     assert!(!results.is_empty());
 
     let client = reqwest::Client::new();
