@@ -17,6 +17,22 @@ fn now_ns() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as u64
 }
 
+/// Sends one labelled submission of each shape, a second apart, the first `ago` seconds ago.
+async fn send(server: &common::TestServer, ago: u64, shapes: &[Shape]) -> Vec<Submission> {
+    let start = now_ns() - ago * 1_000_000_000;
+    let subs: Vec<Submission> = shapes
+        .iter()
+        .enumerate()
+        .map(|(n, shape)| submission(n as u64, start + n as u64 * 1_000_000_000, *shape))
+        .collect();
+    for sub in &subs {
+        for (_, batch) in &sub.batches {
+            server.export_batch(batch).await;
+        }
+    }
+    subs
+}
+
 async fn get(server: &common::TestServer, path: &str) -> Value {
     let resp = reqwest::get(server.query(path)).await.expect("get");
     assert_eq!(resp.status(), 200, "{path}");
@@ -34,18 +50,12 @@ async fn broken_chains_are_flagged_linked_and_counted() {
         c.integrity.hop_window = strand_core::units::HumanDuration(Duration::from_secs(1));
     })
     .await;
-    let start = now_ns() - 60_000_000_000;
-    let subs: Vec<Submission> =
-        [Shape::Complete, Shape::Complete, Shape::BreakQueue, Shape::BreakSpawn, Shape::BreakHttp]
-            .into_iter()
-            .enumerate()
-            .map(|(n, shape)| submission(n as u64, start + n as u64 * 1_000_000_000, shape))
-            .collect();
-    for sub in &subs {
-        for (_, batch) in &sub.batches {
-            server.export_batch(batch).await;
-        }
-    }
+    let subs = send(
+        &server,
+        60,
+        &[Shape::Complete, Shape::Complete, Shape::BreakQueue, Shape::BreakSpawn, Shape::BreakHttp],
+    )
+    .await;
     let sent = std::time::Instant::now();
     let hex = |t: strand_core::TraceId| t.to_hex();
     let queue = &subs[2];
@@ -169,17 +179,9 @@ async fn the_ui_shows_findings_links_halves_and_marks_the_edge() {
         c.integrity.settle_time = strand_core::units::HumanDuration(Duration::from_millis(200));
     })
     .await;
-    let start = now_ns() - 120_000_000_000;
-    let subs: Vec<Submission> = [Shape::Complete, Shape::BreakQueue, Shape::BreakSpawn, Shape::BreakLostSpan]
-        .into_iter()
-        .enumerate()
-        .map(|(n, shape)| submission(n as u64, start + n as u64 * 1_000_000_000, shape))
-        .collect();
-    for sub in &subs {
-        for (_, batch) in &sub.batches {
-            server.export_batch(batch).await;
-        }
-    }
+    let subs =
+        send(&server, 120, &[Shape::Complete, Shape::BreakQueue, Shape::BreakSpawn, Shape::BreakLostSpan])
+            .await;
     common::eventually("the breaks to be analysed", || async {
         let page = get(&server, "/api/v1/search?integrity=broken").await;
         (ids(&page, "traces", "traceId").len() == 4).then_some(())
@@ -207,7 +209,6 @@ async fn the_ui_shows_findings_links_halves_and_marks_the_edge() {
 /// SIGKILL loses none of them, and after the restart searches and trace reads find them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn findings_survive_a_kill_and_restart() {
-    use prost::Message as _;
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let args = ["--set", "integrity.settle_time=1s"];
@@ -215,18 +216,7 @@ async fn findings_survive_a_kill_and_restart() {
     let sub = submission(7, now_ns() - 60_000_000_000, Shape::BreakQueue);
     let client = reqwest::Client::new();
     for (_, batch) in &sub.batches {
-        let body = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
-            resource_spans: strand_otlp::to_resource_spans(batch),
-        }
-        .encode_to_vec();
-        let resp = client
-            .post(format!("http://{}/v1/traces", server.otlp_http))
-            .header("content-type", "application/x-protobuf")
-            .body(body)
-            .send()
-            .await
-            .expect("post");
-        assert_eq!(resp.status(), 200);
+        common::export_batch_to(&server.otlp_http, batch).await;
     }
     let search = |http: String| {
         let client = client.clone();

@@ -97,18 +97,7 @@ impl TestServer {
 
     /// Posts a span batch as OTLP/HTTP protobuf, as an SDK would; asserts it was accepted.
     pub async fn export_batch(&self, batch: &strand_core::SpanBatch) {
-        use prost::Message as _;
-        let request = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
-            resource_spans: strand_otlp::to_resource_spans(batch),
-        };
-        let resp = reqwest::Client::new()
-            .post(self.otlp_url())
-            .header("content-type", "application/x-protobuf")
-            .body(request.encode_to_vec())
-            .send()
-            .await
-            .expect("post");
-        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap_or_default());
+        export_batch_to(&self.otlp_http.to_string(), batch).await;
     }
 
     /// [`TestServer::export_json`] of a JSON value.
@@ -296,4 +285,21 @@ pub fn run_node(args: &[&str], envs: &[(&str, String)]) {
     println!("{stdout}");
     eprintln!("{stderr}");
     assert!(out.status.success(), "node {args:?} failed:\n{stdout}\n{stderr}");
+}
+
+/// Posts a span batch as OTLP/HTTP protobuf to the receiver at `otlp_http` (`host:port`);
+/// asserts it was accepted.
+pub async fn export_batch_to(otlp_http: &str, batch: &strand_core::SpanBatch) {
+    use prost::Message as _;
+    let request = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+        resource_spans: strand_otlp::to_resource_spans(batch),
+    };
+    let resp = reqwest::Client::new()
+        .post(format!("http://{otlp_http}/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .body(request.encode_to_vec())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap_or_default());
 }
