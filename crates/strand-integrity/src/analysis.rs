@@ -181,7 +181,9 @@ pub fn analyse(trace: TraceId, spans: &[Lite], rel: &mut dyn Relations, opts: Op
     groups.retain(|(_, g)| g.iter().any(|&i| spans[i].sampled));
     groups.sort_by_key(|(_, g)| g.iter().map(|&i| (spans[i].start, spans[i].span_id)).min());
     let mut explained_clients = Vec::new();
-    for (n, (parent, group)) in groups.iter().enumerate() {
+    // A trace of many detached pieces (hostile or broken beyond repair) is described by its
+    // first ones: the likely-caller search is linear in the trace per group.
+    for (n, (parent, group)) in groups.iter().enumerate().take(MAX_PER_KIND + 1) {
         let first = group.iter().copied().min_by_key(|&i| (spans[i].start, spans[i].span_id)).unwrap_or(0);
         let orphan = &spans[first];
         let ids: Vec<SpanId> = group.iter().map(|&i| spans[i].span_id).collect();
@@ -451,6 +453,48 @@ pub fn analyse(trace: TraceId, spans: &[Lite], rel: &mut dyn Relations, opts: Op
         ));
     }
     out.findings.sort_by(|a, b| (a.kind, &a.span_ids).cmp(&(b.kind, &b.span_ids)));
+    out.findings = bounded(std::mem::take(&mut out.findings));
+    out
+}
+
+/// Findings of one kind a trace reports at most; the last one kept says how many more.
+const MAX_PER_KIND: usize = 32;
+/// Span ids one finding names at most.
+const MAX_SPAN_IDS: usize = 32;
+
+/// Bounds what one trace records, however many spans break the same way: at most
+/// [`MAX_PER_KIND`] findings of a kind (sorted by kind), each naming at most
+/// [`MAX_SPAN_IDS`] spans.
+fn bounded(findings: Vec<Finding>) -> Vec<Finding> {
+    let mut out: Vec<Finding> = Vec::with_capacity(findings.len().min(4 * MAX_PER_KIND));
+    let mut kept_of_kind = 0;
+    let mut dropped = 0;
+    let close = |out: &mut Vec<Finding>, dropped: &mut usize| {
+        if *dropped > 0
+            && let Some(last) = out.last_mut()
+        {
+            last.message.push_str(&format!(" (and {} more like it)", *dropped));
+        }
+        *dropped = 0;
+    };
+    for mut f in findings {
+        if out.last().is_some_and(|l| l.kind != f.kind) {
+            close(&mut out, &mut dropped);
+            kept_of_kind = 0;
+        }
+        if kept_of_kind == MAX_PER_KIND {
+            dropped += 1;
+            continue;
+        }
+        if f.span_ids.len() > MAX_SPAN_IDS {
+            let more = f.span_ids.len() - MAX_SPAN_IDS;
+            f.span_ids.truncate(MAX_SPAN_IDS);
+            f.message.push_str(&format!(" ({more} more spans)"));
+        }
+        kept_of_kind += 1;
+        out.push(f);
+    }
+    close(&mut out, &mut dropped);
     out
 }
 
