@@ -498,6 +498,51 @@ fn bounded(findings: Vec<Finding>) -> Vec<Finding> {
     out
 }
 
+/// Analyses a trace by itself, knowing nothing of other traces: only what its own spans
+/// show (detached pieces, a missing root, clock skew), with no other half named.
+pub fn analyse_alone(trace: TraceId, spans: &[Lite], opts: Options) -> Analysis {
+    analyse(trace, spans, &mut Alone, opts)
+}
+
+/// Relations of a trace analysed alone: nothing is known, nothing is matched.
+struct Alone;
+
+impl Relations for Alone {
+    fn receives_requests(&self, _: &str) -> bool {
+        false
+    }
+    fn callee_service(&self, _: &str) -> Option<Arc<str>> {
+        None
+    }
+    fn consumers_of(&self, _: &str) -> Vec<Arc<str>> {
+        Vec::new()
+    }
+    fn has_producers(&self, _: &str) -> bool {
+        false
+    }
+    fn has_instrumented_caller(&self, _: &str) -> bool {
+        false
+    }
+    fn consumer_linking(&self, _: TraceId, _: SpanId) -> Option<Peer> {
+        None
+    }
+    fn consumer_root_for(&mut self, _: TraceId, _: &Lite) -> Option<Peer> {
+        None
+    }
+    fn producer_for(&mut self, _: TraceId, _: &Lite) -> Option<Peer> {
+        None
+    }
+    fn server_root_for(&mut self, _: TraceId, _: &Lite, _: Option<&str>) -> Option<Peer> {
+        None
+    }
+    fn client_for(&mut self, _: TraceId, _: &Lite) -> Option<Peer> {
+        None
+    }
+    fn requests_at(&self, _: &str, _: u64, _: TraceId) -> Vec<TraceId> {
+        Vec::new()
+    }
+}
+
 fn call(s: &Lite, callee: &Arc<str>, outcome: Outcome) -> Call {
     Call {
         span_id: s.span_id,

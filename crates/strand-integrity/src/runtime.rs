@@ -428,9 +428,24 @@ impl ChainIntegrity for ChainAnalyser {
         let mut strings = crate::span::Interner::default();
         let lites: Vec<Lite> =
             trace.spans.iter().map(|s| Lite::of(&s.span, &s.resource, &mut strings)).collect();
-        let (pending, held, analysis) = {
+        let (pending, held) = {
             let obs = self.observer.lock();
-            (obs.is_pending(&id), obs.holds(&id), obs.analyse_read(id, &lites, now))
+            (obs.is_pending(&id), obs.holds(&id))
+        };
+        // Only a settling trace needs what other traces taught (under the lock ingest takes
+        // too); otherwise its own spans say whether it is one tree.
+        let analysis = if pending {
+            self.observer.lock().analyse_read(id, &lites, now)
+        } else {
+            crate::analysis::analyse_alone(
+                id,
+                &lites,
+                crate::analysis::Options {
+                    now,
+                    hop_window_nanos: self.cfg.hop_window.0.as_nanos() as u64,
+                    clock_skew_tolerance_nanos: self.cfg.clock_skew_tolerance.0.as_nanos() as u64,
+                },
+            )
         };
         let recorded =
             if pending { None } else { self.index.read().by_id.get(&id).map(|e| e.findings.clone()) };
@@ -439,20 +454,9 @@ impl ChainIntegrity for ChainAnalyser {
             Some(f) => (*f).clone(),
             // Settled and analysed whole (still held): nothing was recorded.
             None if held => Vec::new(),
-            // Settling: as it stands.
-            None if pending => analysis.findings,
-            // Unknown to the stream (older than it remembers, or from before a restart):
-            // only what the trace shows by itself; what other traces would tell is gone.
-            None => analysis
-                .findings
-                .into_iter()
-                .filter(|f| {
-                    matches!(
-                        f.kind,
-                        FindingKind::MissingParent | FindingKind::MissingRoot | FindingKind::ClockSkew
-                    )
-                })
-                .collect(),
+            // Settling, as it stands; or unknown to the stream (older than it remembers, or
+            // from before a restart): what the trace shows by itself.
+            None => analysis.findings,
         };
         Box::pin(async move { Integrity { settled: !pending, complete: analysis.complete, findings } })
     }
