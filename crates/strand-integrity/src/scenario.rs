@@ -94,6 +94,15 @@ pub struct Submission {
     pub expected: Vec<Expected>,
 }
 
+fn expect(
+    trace_id: TraceId,
+    kind: FindingKind,
+    services: [&'static str; 2],
+    related: Option<TraceId>,
+) -> Expected {
+    Expected { trace_id, kind, services, related }
+}
+
 fn trace_id(n: u64, half: u8) -> TraceId {
     let mut b = [0u8; 16];
     b[0] = 0x5c;
@@ -142,7 +151,6 @@ pub fn submission(n: u64, start: u64, shape: Shape) -> Submission {
             ..Span::new(trace, sid(k), name, start + from * MS, start + to * MS)
         };
     let mut expected = Vec::new();
-    let new_trace = |expected: &mut Vec<Expected>, e: Vec<Expected>| expected.extend(e);
 
     // gateway: the root, an HTTP call to user-service, a gRPC call to epro-service, and a
     // call to an external payments API nobody instruments.
@@ -180,31 +188,13 @@ pub fn submission(n: u64, start: u64, shape: Shape) -> Submission {
         attr("server.address", "user-service"),
     ];
     if shape == Shape::BreakHttp {
-        new_trace(
-            &mut expected,
-            vec![
-                Expected {
-                    trace_id: main,
-                    kind: FindingKind::ClientWithoutServer,
-                    services: ["gateway", "user-service"],
-                    related: Some(second),
-                },
-                Expected {
-                    trace_id: second,
-                    kind: FindingKind::ClientWithoutServer,
-                    services: ["gateway", "user-service"],
-                    related: Some(main),
-                },
-            ],
-        );
+        expected.extend([
+            expect(main, FindingKind::ClientWithoutServer, ["gateway", "user-service"], Some(second)),
+            expect(second, FindingKind::ClientWithoutServer, ["gateway", "user-service"], Some(main)),
+        ]);
     }
     if shape == Shape::BreakSkew {
-        expected.push(Expected {
-            trace_id: main,
-            kind: FindingKind::ClockSkew,
-            services: ["gateway", "user-service"],
-            related: None,
-        });
+        expected.push(expect(main, FindingKind::ClockSkew, ["gateway", "user-service"], None));
     }
 
     // epro-service
@@ -217,35 +207,17 @@ pub fn submission(n: u64, start: u64, shape: Shape) -> Submission {
     let mut epro = vec![submit, store_call];
     if shape == Shape::BreakLostSpan {
         epro.remove(0);
-        expected.push(Expected {
-            trace_id: main,
-            kind: FindingKind::MissingParent,
-            services: ["gateway", "epro-service"],
-            related: None,
-        });
+        expected.push(expect(main, FindingKind::MissingParent, ["gateway", "epro-service"], None));
     }
 
     // data-service and everything after it: in the main trace, or in a new one when the
     // gRPC call loses its context.
     let t = if shape == Shape::BreakGrpc { second } else { main };
     if shape == Shape::BreakGrpc {
-        new_trace(
-            &mut expected,
-            vec![
-                Expected {
-                    trace_id: main,
-                    kind: FindingKind::ClientWithoutServer,
-                    services: ["epro-service", "data-service"],
-                    related: Some(second),
-                },
-                Expected {
-                    trace_id: second,
-                    kind: FindingKind::ClientWithoutServer,
-                    services: ["epro-service", "data-service"],
-                    related: Some(main),
-                },
-            ],
-        );
+        expected.extend([
+            expect(main, FindingKind::ClientWithoutServer, ["epro-service", "data-service"], Some(second)),
+            expect(second, FindingKind::ClientWithoutServer, ["epro-service", "data-service"], Some(main)),
+        ]);
     }
     let mut store = span(t, 8, (t == main).then_some(7), "epro.Data/Store", SpanKind::Server, 22, 104);
     store.attributes =
@@ -293,36 +265,20 @@ pub fn submission(n: u64, start: u64, shape: Shape) -> Submission {
         }];
     }
     if shape == Shape::BreakQueue {
-        new_trace(
-            &mut expected,
-            vec![
-                Expected {
-                    trace_id: main,
-                    kind: FindingKind::ProducerWithoutConsumer,
-                    services: ["data-service", "notify-service"],
-                    related: Some(second),
-                },
-                Expected {
-                    trace_id: second,
-                    kind: FindingKind::ConsumerNewRoot,
-                    services: ["data-service", "notify-service"],
-                    related: Some(main),
-                },
-            ],
-        );
+        expected.extend([
+            expect(
+                main,
+                FindingKind::ProducerWithoutConsumer,
+                ["data-service", "notify-service"],
+                Some(second),
+            ),
+            expect(second, FindingKind::ConsumerNewRoot, ["data-service", "notify-service"], Some(main)),
+        ]);
     }
     let (sms_trace, sms_parent) =
         if shape == Shape::BreakSpawn { (second, None) } else { (consumer_trace, Some(12)) };
     if shape == Shape::BreakSpawn {
-        new_trace(
-            &mut expected,
-            vec![Expected {
-                trace_id: second,
-                kind: FindingKind::UnrootedWork,
-                services: ["", "notify-service"],
-                related: Some(main),
-            }],
-        );
+        expected.push(expect(second, FindingKind::UnrootedWork, ["", "notify-service"], Some(main)));
     }
     let sms = span(sms_trace, 13, sms_parent, "send-sms", SpanKind::Internal, 108, 480);
     let mut sms_call = span(sms_trace, 14, Some(13), "POST", SpanKind::Client, 150, 470);
@@ -339,12 +295,7 @@ pub fn submission(n: u64, start: u64, shape: Shape) -> Submission {
     }
     if shape == Shape::BreakLostRoot {
         gateway.remove(0);
-        expected.push(Expected {
-            trace_id: main,
-            kind: FindingKind::MissingRoot,
-            services: ["", "gateway"],
-            related: None,
-        });
+        expected.push(expect(main, FindingKind::MissingRoot, ["", "gateway"], None));
     }
     if matches!(shape, Shape::BreakHttp) {
         // The new trace's root should be the callee's error-free server span.
