@@ -34,9 +34,7 @@ async fn send(server: &common::TestServer, ago: u64, shapes: &[Shape]) -> Vec<Su
 }
 
 async fn get(server: &common::TestServer, path: &str) -> Value {
-    let resp = reqwest::get(server.query(path)).await.expect("get");
-    assert_eq!(resp.status(), 200, "{path}");
-    resp.json().await.expect("json")
+    common::get_json(&server.query(path)).await
 }
 
 fn ids(page: &Value, list: &str, key: &str) -> Vec<String> {
@@ -214,25 +212,14 @@ async fn findings_survive_a_kill_and_restart() {
     let args = ["--set", "integrity.settle_time=1s"];
     let server = common::spawn_binary(&data, &args);
     let sub = submission(7, now_ns() - 60_000_000_000, Shape::BreakQueue);
-    let client = reqwest::Client::new();
     for (_, batch) in &sub.batches {
         common::export_batch_to(&server.otlp_http, batch).await;
     }
-    let search = |http: String| {
-        let client = client.clone();
-        async move {
-            let page: Value = client
-                .get(format!("http://{http}/api/v1/search?integrity=broken"))
-                .send()
-                .await
-                .expect("get")
-                .json()
-                .await
-                .expect("json");
-            let mut found = ids(&page, "traces", "traceId");
-            found.sort();
-            found
-        }
+    let search = |http: String| async move {
+        let page = common::get_json(&format!("http://{http}/api/v1/search?integrity=broken")).await;
+        let mut found = ids(&page, "traces", "traceId");
+        found.sort();
+        found
     };
     let mut want: Vec<String> = sub.traces.iter().map(|t| t.to_hex()).collect();
     want.sort();
@@ -245,14 +232,7 @@ async fn findings_survive_a_kill_and_restart() {
 
     let server = common::spawn_binary(&data, &args);
     assert_eq!(search(server.http.clone()).await, want, "found again after the restart");
-    let trace: Value = client
-        .get(format!("http://{}/api/v1/traces/{}", server.http, want[0]))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let trace = common::get_json(&format!("http://{}/api/v1/traces/{}", server.http, want[0])).await;
     let kinds: Vec<&str> = trace["integrity"]["findings"]
         .as_array()
         .into_iter()

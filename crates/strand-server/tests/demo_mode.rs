@@ -94,12 +94,7 @@ async fn serve_demo_stores_recent_traces_worth_a_look() {
 
     // A second start on the same data directory adds a new run beside the first.
     let server = common::spawn_binary(&data, &["--demo"]);
-    let page: Value = reqwest::get(format!("http://{}/api/v1/search?since=1h&limit=50", server.http))
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let page = common::get_json(&format!("http://{}/api/v1/search?since=1h&limit=50", server.http)).await;
     let ids: std::collections::HashSet<&str> =
         page["traces"].as_array().into_iter().flatten().filter_map(|t| t["traceId"].as_str()).collect();
     assert_eq!(
@@ -118,12 +113,7 @@ async fn the_home_page_leads_to_the_demo_trace_and_its_red_span() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let server = common::spawn_binary(&dir.path().join("data"), &["--demo"]);
-    let status: Value = reqwest::get(format!("http://{}/api/v1/status", server.http))
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let status = common::get_json(&format!("http://{}/api/v1/status", server.http)).await;
     assert!(status["demo"]["traceId"].as_str().is_some_and(|t| &t[8..16] == "de30de30"), "{status}");
     let envs = [
         ("STRAND_URL", format!("http://{}", server.http)),

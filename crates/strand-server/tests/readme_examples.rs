@@ -237,14 +237,7 @@ async fn every_serve_command_in_the_readme_starts_as_printed() {
         let args: Vec<&str> = args.split_whitespace().collect();
         let server = common::spawn_binary(&dir.path().join("data"), &args);
         let base = format!("http://{}", server.http);
-        let status: serde_json::Value = client
-            .get(format!("{base}/api/v1/status"))
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json");
+        let status = common::get_json(&format!("{base}/api/v1/status")).await;
         assert!(status["version"].is_string(), "{args:?}: {status}");
         match args.first().copied() {
             None => assert!(status["demo"].is_null(), "plain serve stores no demo"),

@@ -303,3 +303,10 @@ pub async fn export_batch_to(otlp_http: &str, batch: &strand_core::SpanBatch) {
         .expect("post");
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap_or_default());
 }
+
+/// GETs `url` and returns its JSON body; asserts the answer was 200.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let resp = reqwest::get(url).await.expect("get");
+    assert_eq!(resp.status(), 200, "{url}");
+    resp.json().await.expect("json")
+}
