@@ -115,6 +115,22 @@ async fn broken_chains_are_flagged_linked_and_counted() {
     let bad = reqwest::get(server.query("/api/v1/search?integrity=shaky")).await.expect("get");
     assert_eq!(bad.status(), 400);
     assert!(bad.text().await.expect("text").contains("unknown integrity finding kind `shaky`"));
+    // Malformed filters and ranges are refused with the parameter named, in every API.
+    for (path, says) in [
+        (
+            "/api/traces?service=gateway&tags=%7B%22integrity%22%3A%22nope%22%7D",
+            "unknown integrity finding kind `nope`",
+        ),
+        ("/api/search?tags=integrity%3Dnope", "unknown integrity finding kind `nope`"),
+        ("/api/v1/integrity/edges?start=yesterday", "start"),
+        ("/api/v1/integrity/edges?since=forever", "since"),
+        ("/api/v1/integrity/edges?start=2000&end=1000", "start of the time range is after its end"),
+    ] {
+        let resp = reqwest::get(server.query(path)).await.expect("get");
+        assert_eq!(resp.status(), 400, "{path}");
+        let text = resp.text().await.expect("text");
+        assert!(text.contains(says), "{path}: {text}");
+    }
 
     // Jaeger JSON: the producer span carries the finding as a warning and references the
     // consumer's span in the other trace.
