@@ -199,10 +199,11 @@ pub trait TraceReader: Send + Sync + 'static {
     }
 }
 
-/// A whole storage backend as the server runs it: writes, reads and its upkeep. The server
+/// A whole storage backend as the server runs it: span and log writes, reads and its
+/// upkeep (log records share the spans' lifecycle: retention, byte budget, flush). The server
 /// holds one as `Arc<dyn TraceStore>`, chosen by configuration; every implementation passes
 /// the conformance suite (`strand_store::conformance`).
-pub trait TraceStore: TraceWriter + TraceReader {
+pub trait TraceStore: TraceWriter + TraceReader + crate::logs::LogStore {
     /// Moves everything written so far into the backend's long-term form (the embedded
     /// store cuts its head into a block) and returns once that is durable.
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;

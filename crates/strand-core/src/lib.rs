@@ -13,6 +13,8 @@
 //!   the promises each implementation makes.
 //! - [`integrity`]: chain-integrity findings and edge health, [`ChainIntegrity`] (what the
 //!   query APIs ask) and [`SpanObserver`] (how analysers see every span before sampling).
+//! - [`logs`]: the OTLP log data model ([`LogBatch`], [`StoredLog`]), log searches, and
+//!   [`LogSink`] / [`LogStore`], the contracts of log ingest and storage.
 //! - [`clock`]: [`Clock`], the time source components are given.
 //! - [`metrics`]: [`MetricFamily`], how components report their metrics.
 //!
@@ -31,6 +33,7 @@ pub mod clock;
 pub mod contract;
 pub mod ids;
 pub mod integrity;
+pub mod logs;
 pub mod metrics;
 pub mod model;
 pub mod search;
@@ -44,6 +47,9 @@ pub use ids::{IdError, SpanId, TraceId};
 pub use integrity::{
     BrokenTrace, ChainIntegrity, Confidence, EdgeHealth, Finding, FindingKind, Integrity, IntegrityFilter,
     SpanObserver,
+};
+pub use logs::{
+    LogBatch, LogCursor, LogPage, LogQuery, LogRecord, LogSink, LogStore, ResourceLogs, ScopeLogs, StoredLog,
 };
 pub use metrics::{MetricFamily, MetricKind};
 pub use model::{

@@ -1,8 +1,8 @@
 //! Strand's receivers: protocol in, [`strand_core::SpanBatch`] out to a
 //! [`strand_core::SpanSink`].
 //!
-//! - [`otlp::http`]: OTLP/HTTP `POST /v1/traces` (protobuf and JSON, gzip).
-//! - [`otlp::grpc`]: OTLP/gRPC `TraceService/Export` (gzip, zstd).
+//! - [`otlp::http`]: OTLP/HTTP `POST /v1/traces` and `/v1/logs` (protobuf and JSON, gzip).
+//! - [`otlp::grpc`]: OTLP/gRPC `TraceService/Export` and `LogsService/Export` (gzip, zstd).
 //! - [`jaeger`]: Jaeger thrift over HTTP (`/api/traces`) and the agent's compact-thrift UDP.
 //! - [`zipkin`]: Zipkin v2 `POST /api/v2/spans`, JSON and proto3.
 //! - [`Receiver`]: what every receiver shares (sink, limits, in-flight slots, counters).
@@ -20,7 +20,7 @@ mod receiver;
 pub mod zipkin;
 
 pub use limits::IngestLimits;
-pub use receiver::{Protocol, ProtocolCounters, Receiver, ReceiverStats};
+pub use receiver::{LogCounters, Protocol, ProtocolCounters, Receiver, ReceiverStats};
 
 /// Why a request was not (wholly) accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

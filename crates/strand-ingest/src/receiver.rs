@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use strand_core::{SpanBatch, SpanSink};
+use strand_core::{LogBatch, LogSink, SpanBatch, SpanSink};
 use strand_otlp::Rejections;
 
 use crate::{IngestError, IngestLimits};
@@ -59,10 +59,26 @@ pub struct ProtocolCounters {
     pub requests_refused: AtomicU64,
 }
 
+/// Log counters of one protocol (OTLP only carries logs).
+#[derive(Debug, Default)]
+pub struct LogCounters {
+    /// Records in requests that decoded (stored or rejected).
+    pub records_received: AtomicU64,
+    /// Records handed to the log sink and acknowledged by it.
+    pub records_stored: AtomicU64,
+    /// Records rejected one by one (malformed ids, ...) while the rest were stored.
+    pub records_rejected: AtomicU64,
+    /// Log requests refused as a whole.
+    pub requests_refused: AtomicU64,
+    /// Metrics exports refused (Strand stores no metrics).
+    pub metrics_requests_refused: AtomicU64,
+}
+
 /// Counters of every protocol.
 #[derive(Debug, Default)]
 pub struct ReceiverStats {
     counters: [ProtocolCounters; Protocol::ALL.len()],
+    logs: [LogCounters; Protocol::ALL.len()],
     /// Requests holding an admission slot now.
     in_flight: std::sync::atomic::AtomicU64,
 }
@@ -84,6 +100,11 @@ impl ReceiverStats {
     /// The counters of `protocol`.
     pub fn of(&self, protocol: Protocol) -> &ProtocolCounters {
         &self.counters[protocol as usize]
+    }
+
+    /// The log counters of `protocol`.
+    pub fn logs_of(&self, protocol: Protocol) -> &LogCounters {
+        &self.logs[protocol as usize]
     }
 
     /// The counters as metric families, labelled by protocol.
@@ -114,6 +135,7 @@ impl ReceiverStats {
                 }
                 f
             })
+            .chain(self.log_families())
             .chain([strand_core::MetricFamily::gauge(
                 "strand_receiver_requests_in_flight",
                 "Ingest requests holding an admission slot (all protocols).",
@@ -123,10 +145,54 @@ impl ReceiverStats {
     }
 }
 
+impl ReceiverStats {
+    /// The log counters as metric families, labelled by the OTLP protocols.
+    fn log_families(&self) -> Vec<strand_core::MetricFamily> {
+        type Field = fn(&LogCounters) -> &AtomicU64;
+        let families: [(&str, &str, Field); 5] = [
+            (
+                "strand_receiver_log_records_received_total",
+                "Log records in requests that decoded, per protocol.",
+                |c| &c.records_received,
+            ),
+            ("strand_receiver_log_records_stored_total", "Log records stored, per protocol.", |c| {
+                &c.records_stored
+            }),
+            (
+                "strand_receiver_log_records_rejected_total",
+                "Invalid log records rejected one by one (the rest of their request was stored).",
+                |c| &c.records_rejected,
+            ),
+            (
+                "strand_receiver_log_requests_refused_total",
+                "Log requests refused as a whole (malformed, too large, overloaded, storage unavailable).",
+                |c| &c.requests_refused,
+            ),
+            (
+                "strand_receiver_metrics_requests_refused_total",
+                "OTLP metrics exports refused: strand stores traces and logs only.",
+                |c| &c.metrics_requests_refused,
+            ),
+        ];
+        families
+            .into_iter()
+            .map(|(name, help, field)| {
+                let mut f = strand_core::MetricFamily::new(name, help, strand_core::MetricKind::Counter);
+                for protocol in [Protocol::OtlpGrpc, Protocol::OtlpHttp] {
+                    let value = field(self.logs_of(protocol)).load(Ordering::Relaxed);
+                    f.push(vec![("protocol", protocol.as_str().to_owned())], value as f64);
+                }
+                f
+            })
+            .collect()
+    }
+}
+
 /// Shared state of the receivers: cheap to clone.
 #[derive(Clone)]
 pub struct Receiver {
     sink: Arc<dyn SpanSink>,
+    logs: Option<Arc<dyn LogSink>>,
     pub(crate) limits: IngestLimits,
     in_flight: Arc<tokio::sync::Semaphore>,
     stats: Arc<ReceiverStats>,
@@ -136,7 +202,14 @@ impl Receiver {
     /// A receiver handing batches to `sink`.
     pub fn new(sink: Arc<dyn SpanSink>, limits: IngestLimits) -> Self {
         let in_flight = Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_requests.max(1)));
-        Self { sink, limits, in_flight, stats: Arc::default() }
+        Self { sink, logs: None, limits, in_flight, stats: Arc::default() }
+    }
+
+    /// The receiver, also storing OTLP log records in `logs`. Without one, log exports are
+    /// refused as unavailable.
+    pub fn with_logs(mut self, logs: Arc<dyn LogSink>) -> Self {
+        self.logs = Some(logs);
+        self
     }
 
     /// Counters per protocol, for `/metrics`.
@@ -185,5 +258,45 @@ impl Receiver {
     /// Counts a request refused before it reached the sink.
     pub fn refused(&self, protocol: Protocol) {
         self.stats.of(protocol).requests_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Hands decoded log records to the log sink; returns once they are durable (or
+    /// refused). Callers count a refusal with [`Receiver::logs_refused`].
+    pub async fn store_logs(
+        &self,
+        protocol: Protocol,
+        batch: LogBatch,
+        rejections: &Rejections,
+    ) -> Result<(), IngestError> {
+        let counters = self.stats.logs_of(protocol);
+        let n = batch.record_count() as u64;
+        counters.records_received.fetch_add(n + rejections.count, Ordering::Relaxed);
+        if n > 0 {
+            let sink = self.logs.as_ref().ok_or_else(|| {
+                IngestError::Unavailable("this server has no log storage configured".into())
+            })?;
+            sink.consume_logs(batch).await?;
+        }
+        counters.records_stored.fetch_add(n, Ordering::Relaxed);
+        counters.records_rejected.fetch_add(rejections.count, Ordering::Relaxed);
+        if rejections.count > 0 {
+            tracing::debug!(
+                protocol = protocol.as_str(),
+                rejected = rejections.count,
+                reasons = %rejections.message(),
+                "log records rejected"
+            );
+        }
+        Ok(())
+    }
+
+    /// Counts a log request refused as a whole.
+    pub fn logs_refused(&self, protocol: Protocol) {
+        self.stats.logs_of(protocol).requests_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a refused metrics export.
+    pub fn metrics_refused(&self, protocol: Protocol) {
+        self.stats.logs_of(protocol).metrics_requests_refused.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -18,6 +18,8 @@ use strand_core::{
 
 pub use opentelemetry_proto::tonic as proto;
 
+pub mod logs;
+
 /// How deeply arrays and key-value lists may nest before a value is rejected; guards the
 /// recursion against hostile input.
 pub const MAX_VALUE_DEPTH: usize = 32;
@@ -29,6 +31,8 @@ pub struct Rejections {
     pub count: u64,
     /// Why, for the first few (at most [`Rejections::MAX_MESSAGES`]).
     pub messages: Vec<String>,
+    /// What was rejected, for the message: spans unless set.
+    what: &'static str,
 }
 
 impl Rejections {
@@ -43,12 +47,19 @@ impl Rejections {
         }
     }
 
+    /// Records one rejected log record and why.
+    pub fn push_record(&mut self, msg: String) {
+        self.what = "log records";
+        self.push(msg);
+    }
+
     /// The OTLP `error_message`: the reasons joined, with a count of the rest.
     pub fn message(&self) -> String {
         let mut msg = self.messages.join("; ");
         let rest = self.count.saturating_sub(self.messages.len() as u64);
         if rest > 0 {
-            msg.push_str(&format!("; and {rest} more rejected spans"));
+            let what = if self.what.is_empty() { "spans" } else { self.what };
+            msg.push_str(&format!("; and {rest} more rejected {what}"));
         }
         msg
     }
@@ -64,13 +75,8 @@ pub fn from_request(req: ExportTraceServiceRequest) -> (SpanBatch, Rejections) {
     let mut rejections = Rejections::default();
     let mut batch = SpanBatch::default();
     for (ri, rs) in req.resource_spans.into_iter().enumerate() {
-        let resource = rs.resource.unwrap_or_default();
-        let resource = match convert_attrs(resource.attributes) {
-            Ok(attributes) => Arc::new(Resource {
-                attributes,
-                dropped_attributes_count: resource.dropped_attributes_count,
-                schema_url: rs.schema_url,
-            }),
+        let resource = match convert_resource(rs.resource, rs.schema_url) {
+            Ok(r) => r,
             Err(e) => {
                 let n: usize = rs.scope_spans.iter().map(|s| s.spans.len()).sum();
                 for _ in 0..n {
@@ -81,15 +87,8 @@ pub fn from_request(req: ExportTraceServiceRequest) -> (SpanBatch, Rejections) {
         };
         let mut scope_spans = Vec::with_capacity(rs.scope_spans.len());
         for (si, ss) in rs.scope_spans.into_iter().enumerate() {
-            let scope = ss.scope.unwrap_or_default();
-            let scope = match convert_attrs(scope.attributes) {
-                Ok(attributes) => Arc::new(Scope {
-                    name: scope.name,
-                    version: scope.version,
-                    attributes,
-                    dropped_attributes_count: scope.dropped_attributes_count,
-                    schema_url: ss.schema_url,
-                }),
+            let scope = match convert_scope(ss.scope, ss.schema_url) {
+                Ok(s) => s,
                 Err(e) => {
                     for _ in 0..ss.spans.len() {
                         rejections.push(format!("resource {ri} scope {si}: attributes: {e}"));
@@ -113,6 +112,26 @@ pub fn from_request(req: ExportTraceServiceRequest) -> (SpanBatch, Rejections) {
         }
     }
     (batch, rejections)
+}
+
+fn convert_resource(resource: Option<pr::Resource>, schema_url: String) -> Result<Arc<Resource>, String> {
+    let resource = resource.unwrap_or_default();
+    Ok(Arc::new(Resource {
+        attributes: convert_attrs(resource.attributes)?,
+        dropped_attributes_count: resource.dropped_attributes_count,
+        schema_url,
+    }))
+}
+
+fn convert_scope(scope: Option<pc::InstrumentationScope>, schema_url: String) -> Result<Arc<Scope>, String> {
+    let scope = scope.unwrap_or_default();
+    Ok(Arc::new(Scope {
+        name: scope.name,
+        version: scope.version,
+        attributes: convert_attrs(scope.attributes)?,
+        dropped_attributes_count: scope.dropped_attributes_count,
+        schema_url,
+    }))
 }
 
 fn convert_span(s: pt::Span) -> Result<Span, String> {
@@ -165,7 +184,7 @@ fn convert_span(s: pt::Span) -> Result<Span, String> {
     })
 }
 
-fn convert_attrs(attrs: Vec<pc::KeyValue>) -> Result<Vec<KeyValue>, String> {
+pub(crate) fn convert_attrs(attrs: Vec<pc::KeyValue>) -> Result<Vec<KeyValue>, String> {
     attrs.into_iter().map(|kv| convert_kv(kv, 0)).collect()
 }
 
@@ -173,7 +192,7 @@ fn convert_kv(kv: pc::KeyValue, depth: usize) -> Result<KeyValue, String> {
     Ok(KeyValue { value: convert_value(kv.value, depth)?, key: kv.key })
 }
 
-fn convert_value(v: Option<pc::AnyValue>, depth: usize) -> Result<AnyValue, String> {
+pub(crate) fn convert_value(v: Option<pc::AnyValue>, depth: usize) -> Result<AnyValue, String> {
     use pc::any_value::Value as V;
     if depth > MAX_VALUE_DEPTH {
         return Err(format!("value nests deeper than {MAX_VALUE_DEPTH} levels"));
@@ -201,28 +220,36 @@ pub fn to_resource_spans(batch: &SpanBatch) -> Vec<pt::ResourceSpans> {
         .resource_spans
         .iter()
         .map(|rs| pt::ResourceSpans {
-            resource: Some(pr::Resource {
-                attributes: attrs_to_otlp(&rs.resource.attributes),
-                dropped_attributes_count: rs.resource.dropped_attributes_count,
-                entity_refs: Vec::new(),
-            }),
+            resource: Some(resource_to_otlp(&rs.resource)),
             schema_url: rs.resource.schema_url.clone(),
             scope_spans: rs
                 .scope_spans
                 .iter()
                 .map(|ss| pt::ScopeSpans {
-                    scope: Some(pc::InstrumentationScope {
-                        name: ss.scope.name.clone(),
-                        version: ss.scope.version.clone(),
-                        attributes: attrs_to_otlp(&ss.scope.attributes),
-                        dropped_attributes_count: ss.scope.dropped_attributes_count,
-                    }),
+                    scope: Some(scope_to_otlp(&ss.scope)),
                     schema_url: ss.scope.schema_url.clone(),
                     spans: ss.spans.iter().map(span_to_otlp).collect(),
                 })
                 .collect(),
         })
         .collect()
+}
+
+fn resource_to_otlp(r: &Resource) -> pr::Resource {
+    pr::Resource {
+        attributes: attrs_to_otlp(&r.attributes),
+        dropped_attributes_count: r.dropped_attributes_count,
+        entity_refs: Vec::new(),
+    }
+}
+
+fn scope_to_otlp(s: &Scope) -> pc::InstrumentationScope {
+    pc::InstrumentationScope {
+        name: s.name.clone(),
+        version: s.version.clone(),
+        attributes: attrs_to_otlp(&s.attributes),
+        dropped_attributes_count: s.dropped_attributes_count,
+    }
 }
 
 /// Converts one span to OTLP.
@@ -279,7 +306,7 @@ pub fn attrs_to_otlp(attrs: &[KeyValue]) -> Vec<pc::KeyValue> {
         .collect()
 }
 
-fn value_to_otlp(v: &AnyValue) -> pc::AnyValue {
+pub(crate) fn value_to_otlp(v: &AnyValue) -> pc::AnyValue {
     use pc::any_value::Value as V;
     let value = match v {
         AnyValue::Empty => None,

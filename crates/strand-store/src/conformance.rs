@@ -19,7 +19,11 @@
 //! - dependencies: HTTP, gRPC and producer → consumer hops, error counts, time ranges;
 //! - retention by receive age and by the byte budget, oldest first, as of the backend's
 //!   clock;
-//! - concurrent writers; reopening after close.
+//! - concurrent writers; reopening after close;
+//! - log records: every field reads back by trace and by span, each once whatever the
+//!   retries, records without trace context kept; searches by service, severity, text,
+//!   attributes and time, newest first, paged without skips or repeats; retention deletes
+//!   them by age and within the byte budget together with the spans.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -85,6 +89,9 @@ pub async fn run_all<H: Harness>(make: impl Fn() -> H) {
     retention_keeps_the_byte_budget_oldest_first(&make()).await;
     concurrent_writers_lose_nothing(&make()).await;
     writes_after_close_are_refused(&make()).await;
+    log_records_read_back_by_trace_and_span(&make()).await;
+    log_searches_filter_and_page(&make()).await;
+    log_retention_follows_the_spans(&make()).await;
 }
 
 /// The tiers of a backend, in the order a check visits them.
@@ -1076,4 +1083,210 @@ fn scenarios() -> Vec<Scenario> {
         out.push(Scenario { caption, query, batches, expected });
     }
     out
+}
+
+async fn write_logs<S: TraceStore + ?Sized>(s: &S, b: strand_core::LogBatch) {
+    s.write_logs(b).await.expect("conformance: a log write to a healthy backend succeeds");
+}
+
+async fn trace_logs<S: TraceStore + ?Sized>(
+    s: &S,
+    id: TraceId,
+    span: Option<SpanId>,
+) -> Vec<strand_core::StoredLog> {
+    s.trace_logs(id, span).await.expect("conformance: trace_logs on a healthy backend succeeds")
+}
+
+async fn find_logs<S: TraceStore + ?Sized>(s: &S, q: strand_core::LogQuery) -> strand_core::LogPage {
+    s.find_logs(q).await.expect("conformance: find_logs on a healthy backend succeeds")
+}
+
+/// The records of a fixture log batch that belong to a trace (or span), in read order.
+fn expected_logs(
+    b: &strand_core::LogBatch,
+    id: TraceId,
+    span: Option<SpanId>,
+) -> Vec<strand_core::StoredLog> {
+    let logs = b
+        .clone()
+        .into_stored()
+        .filter(|l| l.record.trace_id == Some(id) && span.is_none_or(|s| l.record.span_id == Some(s)));
+    strand_core::logs::dedup_and_sort(logs.collect())
+}
+
+/// Log records read back whole by trace and by span, once each however often they were
+/// written, in every tier; records without trace context are kept and found by search.
+pub async fn log_records_read_back_by_trace_and_span<H: Harness>(h: &H) {
+    use crate::testdata::log_batch;
+    let opts = Options::default();
+    let store = h.open(opts.clone()).await;
+    write(&store, batch(1, 3)).await;
+    write_logs(&store, log_batch(1, 4)).await;
+    write_logs(&store, log_batch(1, 4)).await; // a client's retry
+    write_logs(&store, log_batch(2, 2)).await;
+    let store = in_every_tier(h, &opts, store, |s, tier| {
+        Box::pin(async move {
+            let want = expected_logs(&log_batch(1, 4), trace_id(1), None);
+            assert_eq!(want.len(), 12);
+            let got = trace_logs(s, trace_id(1), None).await;
+            assert_eq!(got, want, "conformance ({tier:?}): a trace's log records, each once, by time");
+            let span = SpanId([1, 1, 1, 1, 1, 1, 1, 1]);
+            let got = trace_logs(s, trace_id(1), Some(span)).await;
+            assert_eq!(
+                got,
+                expected_logs(&log_batch(1, 4), trace_id(1), Some(span)),
+                "conformance ({tier:?}): by span"
+            );
+            assert_eq!(got.len(), 4, "conformance ({tier:?}): by span");
+            assert!(
+                trace_logs(s, trace_id(9), None).await.is_empty(),
+                "conformance ({tier:?}): unknown trace"
+            );
+            assert_eq!(
+                trace_logs(s, trace_id(2), None).await.len(),
+                6,
+                "conformance ({tier:?}): traces apart"
+            );
+            let q = strand_core::LogQuery { text: Some("WITHOUT CONTEXT".into()), ..Default::default() };
+            let page = find_logs(s, q).await;
+            assert_eq!(page.records.len(), 2, "conformance ({tier:?}): records without a trace are kept");
+            assert!(page.records.iter().all(|l| l.record.trace_id.is_none()));
+        })
+    })
+    .await;
+    // A retry after the records reached long-term storage is still read once.
+    write_logs(&store, log_batch(1, 4)).await;
+    assert_eq!(trace_logs(&store, trace_id(1), None).await.len(), 12, "conformance: retried after a flush");
+    store.flush().await.expect("flush");
+    assert_eq!(trace_logs(&store, trace_id(1), None).await.len(), 12, "conformance: retried, flushed again");
+}
+
+/// Log searches: each condition, newest first, paged without skips or repeats.
+pub async fn log_searches_filter_and_page<H: Harness>(h: &H) {
+    use crate::testdata::log_batch;
+    use strand_core::{LogCursor, LogQuery};
+    let opts = Options::default();
+    let store = h.open(opts.clone()).await;
+    for seed in 1..=6 {
+        write_logs(&store, log_batch(seed, 3)).await;
+        if seed == 3 {
+            store.flush().await.expect("flush");
+        }
+    }
+    let all: Vec<strand_core::StoredLog> = (1..=6).flat_map(|s| log_batch(s, 3).into_stored()).collect();
+    let all = Arc::new(all);
+    in_every_tier(h, &opts, store, |s, tier| {
+        let all = all.clone();
+        Box::pin(async move {
+            let expect = |q: &LogQuery| {
+                let lower = q.text.as_ref().map(|t| t.to_lowercase());
+                let mut v: Vec<_> = all
+                    .iter()
+                    .filter(|l| {
+                        let t = l.record.effective_time();
+                        q.range.overlaps(t, t) && q.matches(l, lower.as_deref())
+                    })
+                    .map(|l| l.order_key())
+                    .collect();
+                v.sort_by(|a, b| b.cmp(a));
+                v
+            };
+            let queries = [
+                LogQuery { limit: 1000, ..Default::default() },
+                LogQuery { service: Some("svc-1".into()), limit: 1000, ..Default::default() },
+                LogQuery { min_severity: 13, limit: 1000, ..Default::default() },
+                LogQuery { text: Some("ORDER 4-".into()), limit: 1000, ..Default::default() },
+                LogQuery { text: Some("structured".into()), limit: 1000, ..Default::default() },
+                LogQuery {
+                    attributes: vec![("order.id".into(), "203".into())],
+                    limit: 1000,
+                    ..Default::default()
+                },
+                LogQuery {
+                    attributes: vec![("host.cores".into(), "2".into())],
+                    min_severity: 21,
+                    limit: 1000,
+                    ..Default::default()
+                },
+                LogQuery {
+                    range: TimeRange {
+                        start_unix_nano: 1_700_000_002_000_000_000,
+                        end_unix_nano: 1_700_000_004_999_999_999,
+                    },
+                    limit: 1000,
+                    ..Default::default()
+                },
+            ];
+            for q in queries {
+                let want = expect(&q);
+                assert!(!want.is_empty(), "conformance: the fixture has matches for {q:?}");
+                let got: Vec<_> =
+                    find_logs(s, q.clone()).await.records.iter().map(|l| l.order_key()).collect();
+                assert_eq!(got, want, "conformance ({tier:?}): log search {q:?}");
+            }
+            // Pages of 4 walk every record once, newest first.
+            let want = expect(&LogQuery::default());
+            let mut q = LogQuery { limit: 4, ..Default::default() };
+            let mut got = Vec::new();
+            loop {
+                let page = find_logs(s, q.clone()).await;
+                assert!(page.records.len() <= 4);
+                got.extend(page.records.iter().map(|l| l.order_key()));
+                match page.next_cursor {
+                    Some(c) => q.cursor = Some(c.to_string().parse::<LogCursor>().expect("cursor")),
+                    None => break,
+                }
+            }
+            assert_eq!(got, want, "conformance ({tier:?}): pages walk every record once, newest first");
+        })
+    })
+    .await;
+}
+
+/// Retention deletes log records by receive age and within the byte budget, with the
+/// spans received at the same time.
+pub async fn log_retention_follows_the_spans<H: Harness>(h: &H) {
+    use crate::testdata::log_batch;
+    let opts = Options { retention: Duration::from_secs(24 * 3600), ..Options::default() };
+    let store = h.open(opts.clone()).await;
+    write(&store, batch(1, 3)).await;
+    write_logs(&store, log_batch(1, 2)).await;
+    store.flush().await.expect("flush");
+    opts.clock.advance(Duration::from_secs(36 * 3600));
+    write(&store, batch(2, 3)).await;
+    write_logs(&store, log_batch(2, 2)).await;
+    store.flush().await.expect("flush");
+    store.maintain().await.expect("maintain");
+    assert!(get(&store, trace_id(1)).await.is_none(), "conformance: old spans deleted");
+    assert!(trace_logs(&store, trace_id(1), None).await.is_empty(), "conformance: their logs with them");
+    assert_eq!(trace_logs(&store, trace_id(2), None).await.len(), 6, "conformance: newer logs kept");
+    let store = reopen(h, &opts, store).await;
+    assert!(trace_logs(&store, trace_id(1), None).await.is_empty(), "conformance: deleted logs stay deleted");
+    assert_eq!(
+        trace_logs(&store, trace_id(2), None).await.len(),
+        6,
+        "conformance: kept logs survive a restart"
+    );
+
+    // The byte budget counts log records: a store of logs only is held to it.
+    let opts = Options::default();
+    let store = reopen(h, &opts, store).await;
+    for seed in 10..=19 {
+        write_logs(&store, log_batch(seed, 20)).await;
+        store.flush().await.expect("flush");
+        opts.clock.advance(Duration::from_secs(60));
+    }
+    let full = store.stored_bytes().await.expect("stored_bytes");
+    let budget = full / 2;
+    let opts = Options { max_bytes: Some(budget), ..opts };
+    let store = reopen(h, &opts, store).await;
+    store.maintain().await.expect("maintain");
+    let left = store.stored_bytes().await.expect("stored_bytes");
+    assert!(left <= budget, "conformance: {left} bytes of logs left over a budget of {budget}");
+    assert!(trace_logs(&store, trace_id(10), None).await.is_empty(), "conformance: the oldest logs go first");
+    assert_eq!(
+        trace_logs(&store, trace_id(19), None).await.len(),
+        60,
+        "conformance: the newest logs are kept"
+    );
 }

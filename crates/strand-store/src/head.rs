@@ -12,6 +12,7 @@ use strand_core::{SpanBatch, SpanId, StoredSpan, TraceId};
 
 use crate::error::FormatError;
 use crate::index::IndexBuilder;
+use crate::logs::LogHead;
 use crate::wal::WalRecord;
 
 /// In-memory spans, kept as the encoded WAL records they arrived in (about the size of
@@ -30,6 +31,8 @@ pub struct Head {
     max_received: u64,
     index: Arc<RwLock<HeadIndex>>,
     progress: Arc<AtomicUsize>,
+    /// Log records received since the last cut; cut with the spans.
+    pub logs: LogHead,
 }
 
 impl Default for Head {
@@ -46,6 +49,7 @@ impl Default for Head {
             max_received: 0,
             index: Arc::new(RwLock::new(index)),
             progress,
+            logs: LogHead::default(),
         }
     }
 }
@@ -183,24 +187,29 @@ impl Head {
         self.span_count
     }
 
-    /// Encoded bytes held.
+    /// Encoded bytes held, spans and log records.
     pub fn bytes(&self) -> u64 {
-        self.bytes
+        self.bytes + self.logs.bytes()
     }
 
-    /// Earliest receive time of a held span (0 when empty).
+    /// Earliest receive time of a held span or log record (0 when empty).
     pub fn min_received(&self) -> u64 {
-        self.min_received
+        match (self.span_count, self.logs.is_empty()) {
+            (0, true) => 0,
+            (0, false) => self.logs.min_received(),
+            (_, true) => self.min_received,
+            _ => self.min_received.min(self.logs.min_received()),
+        }
     }
 
-    /// Latest receive time of a held span.
+    /// Latest receive time of a held span or log record.
     pub fn max_received(&self) -> u64 {
-        self.max_received
+        self.max_received.max(self.logs.max_received())
     }
 
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
-        self.span_count == 0
+        self.span_count == 0 && self.logs.is_empty()
     }
 }
 

@@ -4,6 +4,7 @@
 //!   documented there and in `docs/formats.md`) and [`wal::group_commit`], the writer loop
 //!   the store and the tail sampler's pending log share.
 //! - [`head`]: recent spans in memory, kept as their encoded WAL records with a trace index.
+//! - [`logs`]: log records: their head, their block files (schema documented there), reads.
 //! - [`block`]: immutable Parquet blocks; the schema is documented there.
 //! - [`engine`]: [`Store`], which ties them together, plus compaction and retention.
 //! - [`error`]: [`error::FormatError`], what decoding or encoding the store's files can
@@ -19,7 +20,8 @@
 //! ```text
 //! <data-dir>/
 //!   wal/<segment>.wal          write-ahead log segments (deleted once in a block)
-//!   blocks/<block-id>/         spans.parquet, traces.parquet, meta.json
+//!   blocks/<block-id>/         spans.parquet, traces.parquet, index.bin, meta.json;
+//!                              logs.parquet, log_traces.parquet when it holds log records
 //!   corrupt/<block-id>/        blocks that failed to open, set aside for inspection
 //!   corrupt/wal/<segment>      WAL segments with a damaged file header (see [`wal`])
 //!   LOCK                       held by the one process that has the directory open
@@ -48,6 +50,7 @@ pub mod error;
 pub mod fs;
 pub mod head;
 pub mod index;
+pub mod logs;
 pub mod memory;
 pub mod search;
 pub mod testdata;

@@ -17,9 +17,10 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use strand_core::search::{SpanConditions, value_text};
 use strand_core::{
-    BoxFuture, Clock, Cursor, DependencyEdge, KeyValue, MetricFamily, Operation, SearchPage, SinkError,
-    SpanBatch, SpanId, SpanSink, StatusCode, StoreError, StoredSpan, SystemClock, TimeRange, Trace, TraceId,
-    TraceQuery, TraceReader, TraceStore, TraceSummary, TraceWriter,
+    BoxFuture, Clock, Cursor, DependencyEdge, KeyValue, LogBatch, LogPage, LogQuery, LogStore, MetricFamily,
+    Operation, SearchPage, SinkError, SpanBatch, SpanId, SpanSink, StatusCode, StoreError, StoredLog,
+    StoredSpan, SystemClock, TimeRange, Trace, TraceId, TraceQuery, TraceReader, TraceStore, TraceSummary,
+    TraceWriter,
 };
 
 use crate::index::MAX_INDEXED_VALUE_LEN;
@@ -48,10 +49,20 @@ struct Entry {
     span: StoredSpan,
 }
 
+struct LogEntry {
+    received: u64,
+    bytes: u64,
+    log: StoredLog,
+}
+
 /// What a [`MemoryStore`] holds; shared by [`MemoryStore::reopen`].
 #[derive(Default)]
 pub struct MemoryData {
     traces: HashMap<TraceId, Vec<Entry>>,
+    /// Log records in arrival order.
+    logs: Vec<LogEntry>,
+    /// Fingerprints of the stored log records, for the duplicate check.
+    log_fingerprints: HashSet<u64>,
     /// Every stored span, for the duplicate check.
     ids: HashSet<(TraceId, SpanId)>,
     last_received: u64,
@@ -68,6 +79,7 @@ struct Counters {
     spans_written: AtomicU64,
     spans_duplicate: AtomicU64,
     spans_deleted: AtomicU64,
+    logs_written: AtomicU64,
 }
 
 /// The in-memory backend; see the module docs.
@@ -124,6 +136,25 @@ impl MemoryStore {
         drop(d);
         if due {
             self.enforce_retention();
+        }
+        Ok(())
+    }
+
+    fn insert_logs(&self, batch: LogBatch) -> Result<(), SinkError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(SinkError::Unavailable("store is closed".into()));
+        }
+        let mut d = self.data.write();
+        let received = strand_core::clock::next_receive_time(self.cfg.clock.now_unix_nano(), d.last_received);
+        d.last_received = received;
+        for log in batch.into_stored() {
+            if !d.log_fingerprints.insert(log.fingerprint()) {
+                continue;
+            }
+            let bytes = postcard::to_allocvec(&log.record).map_or(0, |v| v.len() as u64);
+            d.bytes += bytes;
+            d.logs.push(LogEntry { received, bytes, log });
+            self.counters.logs_written.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -208,7 +239,15 @@ impl MemoryStore {
         let cutoff = now.saturating_sub(self.cfg.retention.as_nanos() as u64);
         let mut d = self.data.write();
         d.maintained = now;
-        let MemoryData { traces, ids, bytes, .. } = &mut *d;
+        let MemoryData { traces, ids, bytes, logs, log_fingerprints, .. } = &mut *d;
+        logs.retain(|e| {
+            let keep = e.received >= cutoff;
+            if !keep {
+                log_fingerprints.remove(&e.log.fingerprint());
+                *bytes -= e.bytes;
+            }
+            keep
+        });
         let mut deleted = 0u64;
         let mut forget = |id: &TraceId, e: &Entry, bytes: &mut u64| {
             ids.remove(&(*id, e.span.span.span_id));
@@ -242,6 +281,17 @@ impl MemoryStore {
                     es.iter().for_each(|e| forget(&id, e, bytes));
                 }
             }
+            // Then log records, oldest received first (they are in arrival order).
+            let over = logs.iter().take_while(|e| {
+                let go = *bytes > low_water;
+                if go {
+                    *bytes -= e.bytes;
+                    log_fingerprints.remove(&e.log.fingerprint());
+                }
+                go
+            });
+            let n = over.count();
+            logs.drain(..n);
         }
         self.counters.spans_deleted.fetch_add(deleted, Ordering::Relaxed);
     }
@@ -341,6 +391,40 @@ impl TraceReader for MemoryStore {
     }
 }
 
+impl LogStore for MemoryStore {
+    fn write_logs(&self, batch: LogBatch) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(std::future::ready(self.insert_logs(batch)))
+    }
+
+    fn trace_logs(
+        &self,
+        trace_id: TraceId,
+        span_id: Option<SpanId>,
+    ) -> BoxFuture<'_, Result<Vec<StoredLog>, StoreError>> {
+        let found = self.check_open().map(|()| {
+            let d = self.data.read();
+            let logs = d.logs.iter().map(|e| &e.log).filter(|l| {
+                l.record.trace_id == Some(trace_id) && span_id.is_none_or(|s| l.record.span_id == Some(s))
+            });
+            strand_core::logs::dedup_and_sort(logs.cloned().collect())
+        });
+        ready(found)
+    }
+
+    fn find_logs(&self, query: LogQuery) -> BoxFuture<'_, Result<LogPage, StoreError>> {
+        let page = self.check_open().map(|()| {
+            let lower = query.text.as_ref().map(|t| t.to_lowercase());
+            let d = self.data.read();
+            let matching = d.logs.iter().map(|e| &e.log).filter(|l| {
+                let t = l.record.effective_time();
+                query.range.overlaps(t, t) && query.matches(l, lower.as_deref())
+            });
+            strand_core::logs::page_of(&query, matching.cloned().collect())
+        });
+        ready(page)
+    }
+}
+
 impl TraceStore for MemoryStore {
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         // Nothing to move: memory is the only tier.
@@ -375,7 +459,17 @@ impl TraceStore for MemoryStore {
                 "Spans deleted by retention (age or bytes).",
                 c(&self.counters.spans_deleted),
             ),
+            MetricFamily::counter(
+                "store_log_records_written_total",
+                "Log records newly stored.",
+                c(&self.counters.logs_written),
+            ),
             MetricFamily::gauge("strand_memory_spans", "Spans held in memory.", spans as f64),
+            MetricFamily::gauge(
+                "strand_memory_log_records",
+                "Log records held in memory.",
+                d.logs.len() as f64,
+            ),
             MetricFamily::gauge(
                 "strand_memory_bytes",
                 "Encoded bytes of the spans held in memory.",

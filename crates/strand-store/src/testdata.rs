@@ -7,6 +7,29 @@ use strand_core::{
     SpanKind, Status, StatusCode, TraceId,
 };
 
+/// The resource of fixture trace `seed`: service `svc-<seed % 3>`.
+fn fixture_resource(seed: u8) -> Arc<Resource> {
+    Arc::new(Resource {
+        attributes: vec![
+            KeyValue::new("service.name", AnyValue::String(format!("svc-{}", seed % 3))),
+            KeyValue::new("host.cores", AnyValue::Int(2)),
+        ],
+        dropped_attributes_count: 1,
+        schema_url: "https://opentelemetry.io/schemas/1.26.0".into(),
+    })
+}
+
+/// A fixture scope using every scope field.
+fn fixture_scope(name: &str) -> Arc<Scope> {
+    Arc::new(Scope {
+        name: name.into(),
+        version: "1.2.3".into(),
+        attributes: vec![KeyValue::new("scope.attr", AnyValue::Bool(true))],
+        dropped_attributes_count: 2,
+        schema_url: "scope-schema".into(),
+    })
+}
+
 /// The trace id of fixture trace `seed`.
 pub fn trace_id(seed: u8) -> TraceId {
     let mut b = [0u8; 16];
@@ -20,21 +43,7 @@ pub fn trace_id(seed: u8) -> TraceId {
 /// dropped counts.
 pub fn batch(seed: u8, spans: u8) -> SpanBatch {
     let tid = trace_id(seed);
-    let resource = Arc::new(Resource {
-        attributes: vec![
-            KeyValue::new("service.name", AnyValue::String(format!("svc-{}", seed % 3))),
-            KeyValue::new("host.cores", AnyValue::Int(2)),
-        ],
-        dropped_attributes_count: 1,
-        schema_url: "https://opentelemetry.io/schemas/1.26.0".into(),
-    });
-    let scope = Arc::new(Scope {
-        name: "strand.test".into(),
-        version: "1.2.3".into(),
-        attributes: vec![KeyValue::new("scope.attr", AnyValue::Bool(true))],
-        dropped_attributes_count: 2,
-        schema_url: "scope-schema".into(),
-    });
+    let (resource, scope) = (fixture_resource(seed), fixture_scope("strand.test"));
     let base = 1_700_000_000_000_000_000u64 + u64::from(seed) * 1_000_000_000;
     let spans = (0..spans)
         .map(|i| {
@@ -129,5 +138,55 @@ pub fn service_batch(
             }),
             scope_spans: vec![ScopeSpans { scope: Arc::new(scope), spans }],
         }],
+    }
+}
+
+/// Log records of fixture trace `seed`: `per_span` records under each of its first three
+/// spans (span ids as [`batch`] makes them), using every field of the log model — text and
+/// structured bodies, every severity range, attributes, flags, event names — plus one
+/// record without trace context. Times follow the trace's spans.
+pub fn log_batch(seed: u8, per_span: u8) -> strand_core::LogBatch {
+    use strand_core::{LogBatch, LogRecord, ResourceLogs, ScopeLogs};
+    let (resource, scope) = (fixture_resource(seed), fixture_scope("strand.test.logs"));
+    let base = 1_700_000_000_000_000_000u64 + u64::from(seed) * 1_000_000_000;
+    let mut records = Vec::new();
+    for span in 0..3u8 {
+        for i in 0..per_span {
+            let n = span * per_span + i;
+            let severity = 1 + (n.wrapping_mul(5).wrapping_add(seed)) % 24;
+            records.push(LogRecord {
+                time_unix_nano: base + u64::from(span) * 1000 + u64::from(i) * 10,
+                observed_time_unix_nano: base + u64::from(span) * 1000 + u64::from(i) * 10 + 3,
+                severity_number: severity,
+                severity_text: strand_core::logs::severity_name(severity).into(),
+                body: if n % 4 == 3 {
+                    AnyValue::KvList(vec![
+                        KeyValue::new("event", AnyValue::String("structured".into())),
+                        KeyValue::new("n", AnyValue::Int(i64::from(n))),
+                    ])
+                } else {
+                    AnyValue::String(format!("Order {seed}-{n} handled in {} ms \"quoted\" \u{e9}", 10 + n))
+                },
+                attributes: vec![
+                    KeyValue::new("order.id", AnyValue::Int(i64::from(seed) * 100 + i64::from(n))),
+                    KeyValue::new("ratio", AnyValue::Double(0.5)),
+                ],
+                dropped_attributes_count: u32::from(n % 2),
+                flags: 1,
+                trace_id: Some(trace_id(seed)),
+                span_id: Some(SpanId([seed, span, 1, 1, 1, 1, 1, 1])),
+                event_name: if n == 0 { "app.start".into() } else { String::new() },
+            });
+        }
+    }
+    records.push(LogRecord {
+        time_unix_nano: 0,
+        observed_time_unix_nano: base + 5,
+        severity_number: 0,
+        body: AnyValue::String(format!("background sweep {seed} without context")),
+        ..LogRecord::default()
+    });
+    LogBatch {
+        resource_logs: vec![ResourceLogs { resource, scope_logs: vec![ScopeLogs { scope, records }] }],
     }
 }

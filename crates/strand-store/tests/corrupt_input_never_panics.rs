@@ -1,4 +1,4 @@
-//! Mutated WAL segments and block files never panic the store at start-up: replay skips or
+//! Mutated WAL segments and block files (span and log files) never panic the store at start-up: replay skips or
 //! truncates, a bad block is set aside, the rest is served. (A bounded, seeded stand-in for
 //! fuzzing that runs in every test run.)
 
@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use strand_core::{LogQuery, LogStore};
 use strand_store::fs::{FileSystem, StdFs};
-use strand_store::testdata::{batch, trace_id};
+use strand_store::testdata::{batch, log_batch, trace_id};
 use strand_store::{Store, StoreConfig};
 
 fn mutate_file(rng: &mut StdRng, path: &Path) {
@@ -47,14 +48,17 @@ async fn mutated_wal_and_blocks_never_panic() {
         let store = Store::open(Arc::new(StdFs), pristine.path(), StoreConfig::default()).expect("open");
         for seed in 0..3 {
             store.append(batch(seed, 4)).await.expect("write");
+            store.append_logs(log_batch(seed, 2)).await.expect("write logs");
         }
         store.flush().await.expect("flush");
         for seed in 3..6 {
             store.append(batch(seed, 4)).await.expect("write");
+            store.append_logs(log_batch(seed, 2)).await.expect("write logs");
         }
         store.flush().await.expect("flush");
         for seed in 6..9 {
             store.append(batch(seed, 4)).await.expect("write");
+            store.append_logs(log_batch(seed, 2)).await.expect("write logs");
         }
         // Leave the last three in the WAL only: copy before close flushes them.
         copy_dir(pristine.path(), &pristine.path().join("../snapshot-for-mutation"));
@@ -84,7 +88,11 @@ async fn mutated_wal_and_blocks_never_panic() {
             if let Ok(Some(t)) = store.get_trace_blocking(trace_id(seed)) {
                 assert!(t.spans.len() <= 4, "round {round}: trace {seed} has extra spans")
             }
+            if let Ok(logs) = store.trace_logs(trace_id(seed), None).await {
+                assert!(logs.len() <= 6, "round {round}: trace {seed} has extra log records")
+            }
         }
+        let _ = store.find_logs(LogQuery { text: Some("order".into()), ..LogQuery::default() }).await;
     }
     // Second line of defence: damage a block and rewrite its checksums to match, so the
     // Parquet reader itself parses garbage. It may panic inside; the store must not.
@@ -93,7 +101,8 @@ async fn mutated_wal_and_blocks_never_panic() {
         copy_dir(&snapshot, dir.path());
         let blocks = StdFs.list(&dir.path().join("blocks")).expect("list");
         let block = &blocks[rng.random_range(0..blocks.len())];
-        let name = if rng.random_bool(0.7) { "spans.parquet" } else { "traces.parquet" };
+        let name =
+            ["spans.parquet", "traces.parquet", "logs.parquet", "log_traces.parquet"][rng.random_range(0..4)];
         mutate_file(&mut rng, &block.join(name));
         let meta_path = block.join("meta.json");
         let mut meta: serde_json::Value =
@@ -110,7 +119,9 @@ async fn mutated_wal_and_blocks_never_panic() {
             .unwrap_or_else(|e| panic!("round {round}: start-up failed: {e}"));
         for seed in 0..9 {
             let _ = store.get_trace_blocking(trace_id(seed));
+            let _ = store.trace_logs(trace_id(seed), None).await;
         }
+        let _ = store.find_logs(LogQuery { text: Some("order".into()), ..LogQuery::default() }).await;
     }
     let _ = std::fs::remove_dir_all(snapshot);
 }

@@ -1,8 +1,10 @@
-//! OTLP/gRPC receiver: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
+//! OTLP/gRPC receivers: `opentelemetry.proto.collector.trace.v1.TraceService/Export` and
+//! `opentelemetry.proto.collector.logs.v1.LogsService/Export`; `MetricsService/Export`
+//! answers `UNIMPLEMENTED` with a message saying Strand does not store metrics.
 //!
-//! Written by hand instead of with the generated `TraceServiceServer` for two reasons: the
-//! request arrives as raw bytes, so large ones are decoded on the blocking pool rather than
-//! on an async worker; and malformed protobuf is answered `INVALID_ARGUMENT` (the generated
+//! Written by hand instead of with the generated servers for two reasons: the request
+//! arrives as raw bytes, so large ones are decoded on the blocking pool rather than on an
+//! async worker; and malformed protobuf is answered `INVALID_ARGUMENT` (the generated
 //! codec says `INTERNAL`). Message size (after decompression) is capped by tonic and an
 //! oversized message answered `RESOURCE_EXHAUSTED`; gzip and zstd are accepted.
 
@@ -10,7 +12,8 @@ use std::convert::Infallible;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use std::marker::PhantomData;
+
 use prost::Message;
 use tonic::codec::{
     Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder,
@@ -19,10 +22,8 @@ use tonic::codegen::{BoxFuture, StdError, http};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
-use super::{Format, decode, export};
+use super::{Format, Logs, METRICS_REFUSED, Signal, Traces};
 use crate::{IngestError, Protocol, Receiver};
-
-const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
 /// Maps an ingest error to its gRPC status.
 pub fn status(e: IngestError) -> Status {
@@ -33,24 +34,22 @@ pub fn status(e: IngestError) -> Status {
     }
 }
 
-/// Passes request bytes through undecoded; encodes responses with prost.
-#[derive(Debug, Clone, Copy, Default)]
-struct RawCodec;
+/// Passes request bytes through undecoded; encodes responses (`R`) with prost.
+struct RawCodec<R>(PhantomData<R>);
 
 #[derive(Debug, Clone, Copy, Default)]
 struct RawDecoder;
 
-#[derive(Debug, Clone, Copy, Default)]
-struct ResponseEncoder;
+struct ResponseEncoder<R>(PhantomData<R>);
 
-impl Codec for RawCodec {
-    type Encode = ExportTraceServiceResponse;
+impl<R: Message + Send + 'static> Codec for RawCodec<R> {
+    type Encode = R;
     type Decode = Bytes;
-    type Encoder = ResponseEncoder;
+    type Encoder = ResponseEncoder<R>;
     type Decoder = RawDecoder;
 
-    fn encoder(&mut self) -> ResponseEncoder {
-        ResponseEncoder
+    fn encoder(&mut self) -> ResponseEncoder<R> {
+        ResponseEncoder(PhantomData)
     }
 
     fn decoder(&mut self) -> RawDecoder {
@@ -58,8 +57,8 @@ impl Codec for RawCodec {
     }
 }
 
-impl Encoder for ResponseEncoder {
-    type Item = ExportTraceServiceResponse;
+impl<R: Message> Encoder for ResponseEncoder<R> {
+    type Item = R;
     type Error = Status;
 
     fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
@@ -77,10 +76,10 @@ impl Decoder for RawDecoder {
     }
 }
 
-struct Export(Receiver);
+struct Export<S>(Receiver, PhantomData<S>);
 
-impl UnaryService<Bytes> for Export {
-    type Response = ExportTraceServiceResponse;
+impl<S: Signal> UnaryService<Bytes> for Export<S> {
+    type Response = S::Response;
     type Future = BoxFuture<Response<Self::Response>, Status>;
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
@@ -90,48 +89,102 @@ impl UnaryService<Bytes> for Export {
                 let _slot = receiver.admit()?;
                 let body = request.into_inner();
                 let (batch, rejections) = if body.len() > receiver.limits.blocking_decode_threshold {
-                    tokio::task::spawn_blocking(move || decode(Format::Protobuf, &body))
+                    tokio::task::spawn_blocking(move || S::decode(Format::Protobuf, &body))
                         .await
                         .map_err(|e| IngestError::Unavailable(format!("decode task failed: {e}")))??
                 } else {
-                    decode(Format::Protobuf, &body)?
+                    S::decode(Format::Protobuf, &body)?
                 };
-                export(&receiver, Protocol::OtlpGrpc, batch, rejections).await
+                S::export(&receiver, Protocol::OtlpGrpc, batch, rejections).await
             }
             .await;
             if result.is_err() {
-                receiver.refused(Protocol::OtlpGrpc);
+                S::refused(&receiver, Protocol::OtlpGrpc);
             }
             result.map(Response::new).map_err(status)
         })
     }
 }
 
-/// The OTLP trace service, ready to add to a tonic server.
-#[derive(Clone)]
-pub struct TraceGrpcService {
+/// An OTLP export service of one signal, ready to add to a tonic server.
+pub struct OtlpGrpcService<S> {
     receiver: Receiver,
     accept: EnabledCompressionEncodings,
     send: EnabledCompressionEncodings,
+    signal: PhantomData<S>,
 }
 
-/// Builds the service: decoded (and decompressed) messages are capped at the receiver's
+impl<S> Clone for OtlpGrpcService<S> {
+    fn clone(&self) -> Self {
+        Self { receiver: self.receiver.clone(), accept: self.accept, send: self.send, signal: PhantomData }
+    }
+}
+
+/// The OTLP trace service.
+pub type TraceGrpcService = OtlpGrpcService<Traces>;
+/// The OTLP logs service.
+pub type LogsGrpcService = OtlpGrpcService<Logs>;
+
+/// Builds a service: decoded (and decompressed) messages are capped at the receiver's
 /// `max_request_bytes`; gzip and zstd requests are accepted; answers are gzipped when the
 /// client accepts it.
-pub fn service(receiver: Receiver) -> TraceGrpcService {
+fn build<S>(receiver: Receiver) -> OtlpGrpcService<S> {
     let mut accept = EnabledCompressionEncodings::default();
     accept.enable(CompressionEncoding::Gzip);
     accept.enable(CompressionEncoding::Zstd);
     let mut send = EnabledCompressionEncodings::default();
     send.enable(CompressionEncoding::Gzip);
-    TraceGrpcService { receiver, accept, send }
+    OtlpGrpcService { receiver, accept, send, signal: PhantomData }
+}
+
+/// The trace service (see [`build`]).
+pub fn service(receiver: Receiver) -> TraceGrpcService {
+    build(receiver)
+}
+
+/// The logs service (see [`build`]).
+pub fn logs_service(receiver: Receiver) -> LogsGrpcService {
+    build(receiver)
+}
+
+/// `MetricsService`: every call is answered `UNIMPLEMENTED` with [`METRICS_REFUSED`] and
+/// counted, instead of tonic's message-less answer for an unknown service.
+#[derive(Clone)]
+pub struct MetricsGrpcService(Receiver);
+
+/// The metrics service that refuses metrics.
+pub fn metrics_service(receiver: Receiver) -> MetricsGrpcService {
+    MetricsGrpcService(receiver)
+}
+
+impl NamedService for MetricsGrpcService {
+    const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+}
+
+impl<B: Send + 'static> tower_service::Service<http::Request<B>> for MetricsGrpcService {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: http::Request<B>) -> Self::Future {
+        self.0.metrics_refused(Protocol::OtlpGrpc);
+        Box::pin(async { Ok(Status::unimplemented(METRICS_REFUSED).into_http()) })
+    }
 }
 
 impl NamedService for TraceGrpcService {
-    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const NAME: &'static str = Traces::GRPC_SERVICE;
 }
 
-impl<B> tower_service::Service<http::Request<B>> for TraceGrpcService
+impl NamedService for LogsGrpcService {
+    const NAME: &'static str = Logs::GRPC_SERVICE;
+}
+
+impl<S: Signal, B> tower_service::Service<http::Request<B>> for OtlpGrpcService<S>
 where
     B: http_body::Body + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
@@ -147,14 +200,14 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            if req.uri().path() != EXPORT_PATH {
+            if req.uri().path() != S::GRPC_PATH {
                 return Ok(Status::unimplemented(format!("unknown method {}", req.uri().path())).into_http());
             }
             let max = this.receiver.limits.max_request_bytes;
-            let mut grpc = Grpc::new(RawCodec)
+            let mut grpc = Grpc::new(RawCodec::<S::Response>(PhantomData))
                 .apply_compression_config(this.accept, this.send)
                 .apply_max_message_size_config(Some(max), None);
-            let mut resp = grpc.unary(Export(this.receiver), req).await;
+            let mut resp = grpc.unary(Export::<S>(this.receiver, PhantomData), req).await;
             // tonic answers an oversized message with OUT_OF_RANGE; gRPC and OTLP clients
             // expect RESOURCE_EXHAUSTED for it.
             let headers = resp.headers_mut();

@@ -1,4 +1,5 @@
-//! OTLP/HTTP receiver: `POST /v1/traces`.
+//! OTLP/HTTP receiver: `POST /v1/traces` and `POST /v1/logs`; `POST /v1/metrics` answers
+//! 404 with a message saying Strand does not store metrics (and is counted).
 //!
 //! Content types `application/x-protobuf` and `application/json`; `Content-Encoding`
 //! `gzip` or none. Bodies may be chunked (no `Content-Length`). Errors answer with an
@@ -12,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use prost::Message;
 
-use super::{Format, decode, export};
+use super::{Format, Logs, METRICS_REFUSED, Signal, Traces};
 use crate::http_body::{content_encoding, read_and_decode};
 use crate::{IngestError, Protocol, Receiver};
 
@@ -30,7 +31,9 @@ pub struct RpcStatus {
 /// The routes of the OTLP/HTTP receiver.
 pub fn router(receiver: Receiver) -> Router {
     Router::new()
-        .route("/v1/traces", post(export_traces))
+        .route("/v1/traces", post(export::<Traces>))
+        .route("/v1/logs", post(export::<Logs>))
+        .route("/v1/metrics", post(refuse_metrics))
         .layer(DefaultBodyLimit::disable())
         .with_state(receiver)
 }
@@ -76,17 +79,17 @@ fn content_format(headers: &HeaderMap) -> Result<Format, IngestError> {
     }
 }
 
-async fn export_traces(State(rx): State<Receiver>, headers: HeaderMap, body: Body) -> Response {
+async fn export<S: Signal>(State(rx): State<Receiver>, headers: HeaderMap, body: Body) -> Response {
     let format = match content_format(&headers) {
         Ok(f) => f,
         Err(e) => {
-            rx.refused(Protocol::OtlpHttp);
+            S::refused(&rx, Protocol::OtlpHttp);
             return error_response(Format::Json, e);
         }
     };
-    let result = handle(&rx, format, &headers, body).await;
+    let result = handle::<S>(&rx, format, &headers, body).await;
     if result.is_err() {
-        rx.refused(Protocol::OtlpHttp);
+        S::refused(&rx, Protocol::OtlpHttp);
     }
     match result {
         Ok(resp) => match format {
@@ -102,15 +105,34 @@ async fn export_traces(State(rx): State<Receiver>, headers: HeaderMap, body: Bod
     }
 }
 
-async fn handle(
+async fn handle<S: Signal>(
     rx: &Receiver,
     format: Format,
     headers: &HeaderMap,
     body: Body,
-) -> Result<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse, IngestError> {
+) -> Result<S::Response, IngestError> {
     let encoding = content_encoding(headers)?;
     let _slot = rx.admit()?;
     let (batch, rejections) =
-        read_and_decode(rx, headers, body, encoding, move |bytes| decode(format, bytes)).await?;
-    export(rx, Protocol::OtlpHttp, batch, rejections).await
+        read_and_decode(rx, headers, body, encoding, move |bytes| S::decode(format, bytes)).await?;
+    S::export(rx, Protocol::OtlpHttp, batch, rejections).await
+}
+
+/// `POST /v1/metrics`: 404 (the status OTLP/HTTP clients treat as "not retryable") with an
+/// OTLP `Status` saying why, in the request's format.
+async fn refuse_metrics(State(rx): State<Receiver>, headers: HeaderMap) -> Response {
+    rx.metrics_refused(Protocol::OtlpHttp);
+    let body = RpcStatus { code: 12, message: METRICS_REFUSED.into() };
+    match content_format(&headers) {
+        Ok(Format::Protobuf) => {
+            (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "application/x-protobuf")], body.encode_to_vec())
+                .into_response()
+        }
+        _ => (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::json!({ "code": body.code, "message": body.message }).to_string(),
+        )
+            .into_response(),
+    }
 }

@@ -109,6 +109,18 @@ fn write_value(out: &mut impl Write, v: &AnyValue) {
     }
 }
 
+/// Encodes one value (a structured log body) as typed JSON.
+pub fn value_to_json(v: &AnyValue) -> String {
+    let mut out = String::new();
+    write_value(&mut out, v);
+    out
+}
+
+/// Decodes a value written by [`value_to_json`].
+pub fn value_from_json(s: &str) -> Result<AnyValue, FormatError> {
+    json_to_value(serde_json::from_str(s)?)
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -6,6 +6,8 @@
 //!   traces.parquet   one row per trace: the per-block trace-summary table (sorted by trace id)
 //!   index.bin        the block's search index (see [`crate::index`]); blocks written before
 //!                    it existed are indexed when opened
+//!   logs.parquet     log records, when the cut had any (see [`crate::logs`])
+//!   log_traces.parquet  their trace index
 //!   meta.json        BlockMeta: format version, counts, time and trace-id ranges
 //! ```
 //!
@@ -59,8 +61,8 @@
 //! has one).
 
 pub mod json;
-mod read;
-mod write;
+pub(crate) mod read;
+pub(crate) mod write;
 
 pub use read::Block;
 pub use write::{BlockBuilder, EncodedBlock};
@@ -104,6 +106,15 @@ pub struct BlockMeta {
     /// Blocks this one replaced through compaction (deleted once this one is durable).
     #[serde(default)]
     pub compacted_from: Vec<String>,
+    /// Log records in the block (`logs.parquet`; see [`crate::logs`]); 0 when it has none.
+    #[serde(default)]
+    pub log_count: u64,
+    /// Earliest effective time of a log record in the block.
+    #[serde(default)]
+    pub min_log_time_unix_nano: u64,
+    /// Latest effective time of a log record in the block.
+    #[serde(default)]
+    pub max_log_time_unix_nano: u64,
     /// Size and CRC32C of each data file, checked before a file is parsed.
     pub files: Vec<FileChecksum>,
 }

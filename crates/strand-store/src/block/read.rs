@@ -27,9 +27,9 @@ use crate::index::{IndexBuilder, SearchIndex};
 
 /// Adapts a [`ReadAt`] to parquet's reader interface.
 #[derive(Clone)]
-struct FileReader(Arc<dyn ReadAt>);
+pub(crate) struct FileReader(pub(crate) Arc<dyn ReadAt>);
 
-struct PosReader {
+pub(crate) struct PosReader {
     file: Arc<dyn ReadAt>,
     pos: u64,
 }
@@ -83,13 +83,15 @@ pub struct Block {
     footer: ArrowReaderMetadata,
     index: Vec<IndexEntry>,
     search: SearchIndex,
+    /// The block's log records, when it has any.
+    pub logs: Option<crate::logs::LogFiles>,
 }
 
-fn corrupt(path: &Path, reason: impl ToString) -> StoreError {
+pub(crate) fn corrupt(path: &Path, reason: impl ToString) -> StoreError {
     StoreError::Corrupt { path: path.display().to_string(), reason: reason.to_string() }
 }
 
-fn io_err(path: &Path, source: std::io::Error) -> StoreError {
+pub(crate) fn io_err(path: &Path, source: std::io::Error) -> StoreError {
     StoreError::Io { path: path.display().to_string(), source }
 }
 
@@ -171,7 +173,13 @@ impl Block {
             footer,
             index,
             search: SearchIndex::default(),
+            logs: None,
         };
+        if block.meta.log_count > 0 {
+            let logs = crate::logs::LogFiles::open(fs, dir, &block.meta.files, block.meta.log_count)?;
+            block.disk_bytes += logs.disk_bytes;
+            block.logs = Some(logs);
+        }
         block.search = match index_bytes {
             Some(data) => {
                 block.disk_bytes += data.len() as u64;
@@ -270,7 +278,7 @@ fn read_index(traces: Bytes) -> Result<Vec<IndexEntry>, FormatError> {
     Ok(out)
 }
 
-fn fsb(batch: &RecordBatch, col: usize, width: i32) -> Result<&FixedSizeBinaryArray, FormatError> {
+pub(crate) fn fsb(batch: &RecordBatch, col: usize, width: i32) -> Result<&FixedSizeBinaryArray, FormatError> {
     let a = batch
         .column(col)
         .as_fixed_size_binary_opt()
@@ -281,7 +289,7 @@ fn fsb(batch: &RecordBatch, col: usize, width: i32) -> Result<&FixedSizeBinaryAr
     Ok(a)
 }
 
-fn u32_column(b: &RecordBatch, i: usize) -> Result<&arrow_array::UInt32Array, FormatError> {
+pub(crate) fn u32_column(b: &RecordBatch, i: usize) -> Result<&arrow_array::UInt32Array, FormatError> {
     b.column(i)
         .as_primitive_opt::<UInt32Type>()
         .ok_or_else(|| FormatError::invalid(format!("column {i} is not uint32")))
@@ -292,11 +300,98 @@ type ResourceKey = (Option<String>, u32, String);
 /// Scope columns of a row: name, version, attributes JSON, dropped count, schema URL.
 type ScopeKey = (String, String, Option<String>, u32, String);
 
+/// The eight resource and scope columns of a span or log row, in the order both
+/// schemas keep them: resource attributes, dropped count, schema URL; scope name,
+/// version, attributes, dropped count, schema URL.
+pub(crate) struct ResourceScopeColumns<'a> {
+    res_attrs: &'a arrow_array::StringArray,
+    res_dropped: &'a arrow_array::UInt32Array,
+    res_schema: &'a arrow_array::StringArray,
+    scope_name: &'a arrow_array::StringArray,
+    scope_version: &'a arrow_array::StringArray,
+    scope_attrs: &'a arrow_array::StringArray,
+    scope_dropped: &'a arrow_array::UInt32Array,
+    scope_schema: &'a arrow_array::StringArray,
+}
+
+impl<'a> ResourceScopeColumns<'a> {
+    /// The columns starting at `first`.
+    pub(crate) fn of(b: &'a RecordBatch, first: usize) -> Result<Self, FormatError> {
+        let s = |i: usize| {
+            b.column(i)
+                .as_string_opt::<i32>()
+                .ok_or_else(|| FormatError::invalid(format!("column {i} is not a string")))
+        };
+        Ok(Self {
+            res_attrs: s(first)?,
+            res_dropped: u32_column(b, first + 1)?,
+            res_schema: s(first + 2)?,
+            scope_name: s(first + 3)?,
+            scope_version: s(first + 4)?,
+            scope_attrs: s(first + 5)?,
+            scope_dropped: u32_column(b, first + 6)?,
+            scope_schema: s(first + 7)?,
+        })
+    }
+}
+
+/// Resources and scopes already decoded: rows with equal ones share one `Arc`.
+#[derive(Default)]
+pub(crate) struct SharedParts {
+    resources: HashMap<ResourceKey, Arc<Resource>>,
+    scopes: HashMap<ScopeKey, Arc<Scope>>,
+}
+
+impl SharedParts {
+    /// The resource and scope of row `i`.
+    pub(crate) fn get(
+        &mut self,
+        c: &ResourceScopeColumns<'_>,
+        i: usize,
+    ) -> Result<(Arc<Resource>, Arc<Scope>), FormatError> {
+        let opt = |a: &arrow_array::StringArray| (!a.is_null(i)).then(|| a.value(i).to_owned());
+        let res_key = (opt(c.res_attrs), c.res_dropped.value(i), c.res_schema.value(i).to_owned());
+        let resource = match self.resources.get(&res_key) {
+            Some(r) => r.clone(),
+            None => {
+                let r = Arc::new(Resource {
+                    attributes: attrs_from_json(res_key.0.as_deref())?,
+                    dropped_attributes_count: res_key.1,
+                    schema_url: res_key.2.clone(),
+                });
+                self.resources.insert(res_key, r.clone());
+                r
+            }
+        };
+        let scope_key = (
+            c.scope_name.value(i).to_owned(),
+            c.scope_version.value(i).to_owned(),
+            opt(c.scope_attrs),
+            c.scope_dropped.value(i),
+            c.scope_schema.value(i).to_owned(),
+        );
+        let scope = match self.scopes.get(&scope_key) {
+            Some(sc) => sc.clone(),
+            None => {
+                let sc = Arc::new(Scope {
+                    name: scope_key.0.clone(),
+                    version: scope_key.1.clone(),
+                    attributes: attrs_from_json(scope_key.2.as_deref())?,
+                    dropped_attributes_count: scope_key.3,
+                    schema_url: scope_key.4.clone(),
+                });
+                self.scopes.insert(scope_key, sc.clone());
+                sc
+            }
+        };
+        Ok((resource, scope))
+    }
+}
+
 /// Turns rows back into spans, sharing equal resources and scopes.
 #[derive(Default)]
 struct RowDecoder {
-    resources: HashMap<ResourceKey, Arc<Resource>>,
-    scopes: HashMap<ScopeKey, Arc<Scope>>,
+    parts: SharedParts,
 }
 
 impl RowDecoder {
@@ -316,56 +411,15 @@ impl RowDecoder {
         let duration = b.column(8).as_primitive_opt::<Int64Type>().ok_or_else(|| bad(8, "int64"))?;
         let status_code = i8c(9)?;
         let status_message = s(10)?;
-        let res_attrs = s(12)?;
-        let res_dropped = u32c(13)?;
-        let res_schema = s(14)?;
-        let scope_name = s(15)?;
-        let scope_version = s(16)?;
-        let scope_attrs = s(17)?;
-        let scope_dropped = u32c(18)?;
-        let scope_schema = s(19)?;
+        let parts = ResourceScopeColumns::of(b, 12)?;
         let attrs = s(20)?;
         let dropped_attrs = u32c(21)?;
         let events = s(22)?;
         let dropped_events = u32c(23)?;
         let links = s(24)?;
         let dropped_links = u32c(25)?;
-        let opt = |a: &arrow_array::StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_owned());
         for i in 0..b.num_rows() {
-            let res_key = (opt(res_attrs, i), res_dropped.value(i), res_schema.value(i).to_owned());
-            let resource = match self.resources.get(&res_key) {
-                Some(r) => r.clone(),
-                None => {
-                    let r = Arc::new(Resource {
-                        attributes: attrs_from_json(res_key.0.as_deref())?,
-                        dropped_attributes_count: res_key.1,
-                        schema_url: res_key.2.clone(),
-                    });
-                    self.resources.insert(res_key, r.clone());
-                    r
-                }
-            };
-            let scope_key = (
-                scope_name.value(i).to_owned(),
-                scope_version.value(i).to_owned(),
-                opt(scope_attrs, i),
-                scope_dropped.value(i),
-                scope_schema.value(i).to_owned(),
-            );
-            let scope = match self.scopes.get(&scope_key) {
-                Some(sc) => sc.clone(),
-                None => {
-                    let sc = Arc::new(Scope {
-                        name: scope_key.0.clone(),
-                        version: scope_key.1.clone(),
-                        attributes: attrs_from_json(scope_key.2.as_deref())?,
-                        dropped_attributes_count: scope_key.3,
-                        schema_url: scope_key.4.clone(),
-                    });
-                    self.scopes.insert(scope_key, sc.clone());
-                    sc
-                }
-            };
+            let (resource, scope) = self.parts.get(&parts, i)?;
             let id_err = |e: strand_core::IdError| FormatError::invalid(e.to_string());
             let start_ns = start.value(i);
             let span = Span {

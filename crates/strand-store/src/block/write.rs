@@ -113,7 +113,7 @@ fn spans_props(trace_count: u64) -> WriterProperties {
     b.build()
 }
 
-fn write_parquet(batch: &RecordBatch, props: WriterProperties) -> Result<Vec<u8>, FormatError> {
+pub(crate) fn write_parquet(batch: &RecordBatch, props: WriterProperties) -> Result<Vec<u8>, FormatError> {
     let mut out = Vec::new();
     let mut w = ArrowWriter::try_new(&mut out, batch.schema(), Some(props))?;
     w.write(batch)?;
@@ -388,6 +388,9 @@ impl BlockBuilder {
             min_trace_id: self.keys.first().map(|k| hex(k.0)).unwrap_or_default(),
             max_trace_id: self.keys.last().map(|k| hex(k.0)).unwrap_or_default(),
             compacted_from,
+            log_count: 0,
+            min_log_time_unix_nano: 0,
+            max_log_time_unix_nano: 0,
             files: vec![
                 FileChecksum::of("spans.parquet", &spans_bytes),
                 FileChecksum::of("traces.parquet", &traces_bytes),

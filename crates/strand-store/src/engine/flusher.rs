@@ -2,6 +2,7 @@
 //! maintenance on schedule.
 
 use super::*;
+use crate::logs::{LOG_TRACES_FILE, LOGS_FILE};
 
 pub(super) fn flush_loop(inner: Arc<Inner>, rx: Receiver<FlushJob>) {
     let mut last_maintenance = Instant::now();
@@ -58,6 +59,10 @@ pub(super) fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), St
     for record in frozen.head.batches() {
         builder.append_batch(&record.map_err(corrupt_head)?.1).map_err(corrupt_head)?;
     }
+    let mut logs = LogBlockBuilder::default();
+    for batch in frozen.head.logs.batches() {
+        logs.append_batch(&batch.map_err(corrupt_head)?).map_err(corrupt_head)?;
+    }
     // The head's own search index (kept up to date by the index thread) becomes the block's.
     let index = {
         let (handle, first, tail) = frozen.head.index_handle();
@@ -66,7 +71,7 @@ pub(super) fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), St
         guard.builder.finish()
     };
     let (min_received, max_received) = (frozen.head.min_received(), frozen.head.max_received());
-    let block = write_block(inner, builder, &index, min_received, max_received, Vec::new())?;
+    let block = write_block(inner, builder, logs, &index, min_received, max_received, Vec::new())?;
     {
         let mut st = inner.state.write();
         st.blocks.push(Arc::new(block));
@@ -82,6 +87,7 @@ pub(super) fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), St
 pub(super) fn write_block(
     inner: &Inner,
     builder: BlockBuilder,
+    logs: LogBlockBuilder,
     index: &SearchIndex,
     min_received: u64,
     max_received: u64,
@@ -94,6 +100,13 @@ pub(super) fn write_block(
         builder.finish(id.clone(), min_received, max_received, compacted_from).map_err(encoding)?;
     let index = index.encode().map_err(encoding)?;
     encoded.meta.files.push(FileChecksum::of("index.bin", &index));
+    let logs = if logs.is_empty() { None } else { Some(logs.finish().map_err(encoding)?) };
+    if let Some(l) = &logs {
+        encoded.meta.log_count = l.count;
+        (encoded.meta.min_log_time_unix_nano, encoded.meta.max_log_time_unix_nano) = l.time_range;
+        encoded.meta.files.push(FileChecksum::of(LOGS_FILE, &l.logs));
+        encoded.meta.files.push(FileChecksum::of(LOG_TRACES_FILE, &l.traces));
+    }
     let blocks_dir = inner.root.join("blocks");
     let tmp = blocks_dir.join(format!(".tmp-{id}"));
     let fin = blocks_dir.join(&id);
@@ -102,6 +115,10 @@ pub(super) fn write_block(
         fs.write_file(&tmp.join("spans.parquet"), &encoded.spans)?;
         fs.write_file(&tmp.join("traces.parquet"), &encoded.traces)?;
         fs.write_file(&tmp.join("index.bin"), &index)?;
+        if let Some(l) = &logs {
+            fs.write_file(&tmp.join(LOGS_FILE), &l.logs)?;
+            fs.write_file(&tmp.join(LOG_TRACES_FILE), &l.traces)?;
+        }
         let meta = serde_json::to_vec_pretty(&encoded.meta).map_err(std::io::Error::other)?;
         fs.write_file(&tmp.join("meta.json"), &meta)?;
         fs.sync_dir(&tmp)?;

@@ -16,11 +16,12 @@ pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
         let st = inner.state.read();
         let mut run = Vec::new();
         let mut total = 0;
-        for b in st.blocks.iter().filter(|b| b.meta.span_count < target / 2) {
-            if total + b.meta.span_count > target {
+        let rows = |b: &Block| b.meta.span_count + b.meta.log_count;
+        for b in st.blocks.iter().filter(|b| rows(b) < target / 2) {
+            if total + rows(b) > target {
                 break;
             }
-            total += b.meta.span_count;
+            total += rows(b);
             run.push(b.clone());
         }
         run
@@ -31,7 +32,11 @@ pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
     // Oldest block first, so the first-written copy of a duplicate wins.
     let mut builder = BlockBuilder::new();
     let mut index = IndexBuilder::new();
+    let mut logs = LogBlockBuilder::default();
     for b in &candidates {
+        if let Some(l) = &b.logs {
+            logs.append_stored(&l.read_all()?).map_err(|e| e.corrupt_at(b.dir.display()))?;
+        }
         let spans = b.read_all()?;
         builder.append_stored(&spans).map_err(|e| e.corrupt_at(b.dir.display()))?;
         let received = |id: &TraceId| {
@@ -42,7 +47,7 @@ pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
     let min_received = candidates.iter().map(|b| b.meta.min_received_unix_nano).min().unwrap_or(0);
     let max_received = candidates.iter().map(|b| b.meta.max_received_unix_nano).max().unwrap_or(0);
     let ids: Vec<String> = candidates.iter().map(|b| b.meta.id.clone()).collect();
-    let merged = write_block(inner, builder, &index.finish(), min_received, max_received, ids.clone())?;
+    let merged = write_block(inner, builder, logs, &index.finish(), min_received, max_received, ids.clone())?;
     info!(inputs = ids.len(), spans = merged.meta.span_count, block = %merged.meta.id, "compacted blocks");
     {
         let mut st = inner.state.write();

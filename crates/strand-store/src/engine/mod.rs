@@ -27,8 +27,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use strand_core::{
-    BoxFuture, Clock, DependencyEdge, MetricFamily, Operation, SearchPage, SinkError, SpanBatch, SpanSink,
-    StoreError, SystemClock, TimeRange, Trace, TraceId, TraceQuery, TraceReader, TraceStore, TraceWriter,
+    BoxFuture, Clock, DependencyEdge, LogBatch, LogPage, LogQuery, LogStore, MetricFamily, Operation,
+    SearchPage, SinkError, SpanBatch, SpanId, SpanSink, StoreError, StoredLog, SystemClock, TimeRange, Trace,
+    TraceId, TraceQuery, TraceReader, TraceStore, TraceWriter,
 };
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
@@ -38,8 +39,9 @@ use crate::error::FormatError;
 use crate::fs::FileSystem;
 use crate::head::{Head, HeadIndex, decode_trace};
 use crate::index::{IndexBuilder, IndexView, SearchIndex};
+use crate::logs::{LogBlockBuilder, decode_records};
 use crate::search::Sources;
-use crate::wal::{Wal, WalRecord};
+use crate::wal::{LogWalRecord, Wal, WalEntry, WalRecord};
 
 mod flusher;
 mod index_thread;
@@ -69,6 +71,8 @@ pub struct StoreConfig {
     pub fsync: FsyncPolicy,
     /// Cut the head into a block at this many spans.
     pub head_max_spans: usize,
+    /// Cut the head into a block at this many log records.
+    pub head_max_log_records: usize,
     /// Cut the head into a block at this many encoded bytes.
     pub head_max_bytes: u64,
     /// Cut the head into a block when its oldest span was received this long ago.
@@ -77,7 +81,8 @@ pub struct StoreConfig {
     pub retention: Duration,
     /// Delete the oldest blocks while blocks and WAL together exceed this many bytes.
     pub max_disk_bytes: Option<u64>,
-    /// Blocks under half this many spans are merged, up to this many spans.
+    /// Blocks under half this many rows (spans and log records) are merged, up to this
+    /// many rows.
     pub compaction_target_spans: u64,
     /// Writes that may wait for the WAL before new ones are refused as overloaded.
     pub max_pending_writes: usize,
@@ -92,6 +97,7 @@ impl Default for StoreConfig {
         Self {
             fsync: FsyncPolicy::Always,
             head_max_spans: 1_000_000,
+            head_max_log_records: 3_000_000,
             head_max_bytes: 512 * 1024 * 1024,
             head_max_age: Duration::from_secs(300),
             retention: Duration::from_secs(7 * 24 * 3600),
@@ -111,6 +117,8 @@ pub struct StoreStats {
     pub spans_written: AtomicU64,
     /// Spans received again and skipped as duplicates in the head.
     pub spans_duplicate: AtomicU64,
+    /// Log records written (a retried copy counts again here; readers see it once).
+    pub logs_written: AtomicU64,
     /// WAL fsyncs.
     pub wal_fsyncs: AtomicU64,
     /// Total nanoseconds spent in WAL fsync.
@@ -148,6 +156,10 @@ pub struct StoreSnapshot {
     pub blocks: usize,
     /// Spans in blocks.
     pub block_spans: u64,
+    /// Log records in the live and frozen heads.
+    pub head_log_records: usize,
+    /// Log records in blocks.
+    pub block_log_records: u64,
     /// Bytes of all blocks.
     pub block_bytes: u64,
     /// Bytes of the WAL.
@@ -156,6 +168,7 @@ pub struct StoreSnapshot {
 
 enum Cmd {
     Write { batch: SpanBatch, done: oneshot::Sender<Result<(), SinkError>> },
+    WriteLogs { batch: LogBatch, done: oneshot::Sender<Result<(), SinkError>> },
     Flush { done: oneshot::Sender<FlushResult> },
     Shutdown,
 }
@@ -237,10 +250,15 @@ impl Store {
         // versions are read first, and the WAL checks its own before it replays.
         check_block_versions(fs.as_ref(), &blocks_dir)?;
         let mut head = Head::default();
-        let (wal, replay_stats) = Wal::open(fs.clone(), &wal_dir, |framed, record| {
-            let n = record.batch.span_count();
-            let added = head.insert(framed, &record.batch, record.received_unix_nano);
-            stats.spans_duplicate.fetch_add((n - added) as u64, Ordering::Relaxed);
+        let (wal, replay_stats) = Wal::open(fs.clone(), &wal_dir, |framed, entry| match entry {
+            WalEntry::Spans(record) => {
+                let n = record.batch.span_count();
+                let added = head.insert(framed, &record.batch, record.received_unix_nano);
+                stats.spans_duplicate.fetch_add((n - added) as u64, Ordering::Relaxed);
+            }
+            WalEntry::Logs(record) => {
+                head.logs.insert(framed, &record.batch, record.received_unix_nano);
+            }
         })?;
         let blocks = open_blocks(fs.as_ref(), root, &stats)?;
         stats.wal_replayed_records.store(replay_stats.records, Ordering::Relaxed);
@@ -298,7 +316,13 @@ impl Store {
             return Ok(());
         }
         let (done, rx) = oneshot::channel();
-        match self.tx.try_send(Cmd::Write { batch, done }) {
+        self.submit(Cmd::Write { batch, done }, rx).await
+    }
+
+    /// Queues a write for the WAL thread and waits for its answer; a full queue is
+    /// refused at once as overloaded.
+    async fn submit(&self, cmd: Cmd, rx: oneshot::Receiver<Result<(), SinkError>>) -> Result<(), SinkError> {
+        match self.tx.try_send(cmd) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 return Err(SinkError::Overloaded("write queue is full".into()));
@@ -308,6 +332,15 @@ impl Store {
             }
         }
         rx.await.map_err(|_| SinkError::Unavailable("store is shut down".into()))?
+    }
+
+    /// Writes log records; see [`LogStore::write_logs`].
+    pub async fn append_logs(&self, batch: LogBatch) -> Result<(), SinkError> {
+        if batch.record_count() == 0 {
+            return Ok(());
+        }
+        let (done, rx) = oneshot::channel();
+        self.submit(Cmd::WriteLogs { batch, done }, rx).await
     }
 
     /// Cuts the head into a block now and waits until the block is durable.
@@ -361,6 +394,11 @@ impl Inner {
                 "Spans received again and skipped.",
                 c(&s.spans_duplicate),
             ),
+            counter(
+                "store_log_records_written_total",
+                "Log records written (a retried copy counts again; reads return it once).",
+                c(&s.logs_written),
+            ),
             counter("wal_fsyncs_total", "WAL fsync calls.", c(&s.wal_fsyncs)),
             counter("wal_fsync_seconds_total", "Time spent in WAL fsync.", c(&s.wal_fsync_nanos) / 1e9),
             counter("store_write_errors_total", "Failed WAL writes.", c(&s.write_errors)),
@@ -396,6 +434,12 @@ impl Inner {
             ),
             gauge("blocks", "Blocks.", snap.blocks as f64),
             gauge("block_spans", "Spans in blocks.", snap.block_spans as f64),
+            gauge(
+                "head_log_records",
+                "Log records in memory, not yet in blocks.",
+                snap.head_log_records as f64,
+            ),
+            gauge("block_log_records", "Log records in blocks.", snap.block_log_records as f64),
             gauge("disk_bytes", "Bytes of blocks and WAL.", (snap.block_bytes + snap.wal_bytes) as f64),
         ]
     }
@@ -430,6 +474,9 @@ impl Inner {
             frozen_spans: st.frozen.iter().map(|f| f.head.span_count()).sum(),
             blocks: st.blocks.len(),
             block_spans: st.blocks.iter().map(|b| b.meta.span_count).sum(),
+            head_log_records: st.head.logs.count()
+                + st.frozen.iter().map(|f| f.head.logs.count()).sum::<usize>(),
+            block_log_records: st.blocks.iter().map(|b| b.meta.log_count).sum(),
             block_bytes: st.blocks.iter().map(|b| b.disk_bytes).sum(),
             wal_bytes: Wal::disk_bytes(self.fs.as_ref(), &self.root.join("wal")),
         }
@@ -509,6 +556,85 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// The log records of a trace (of one span), each once, ordered by time: head handles
+    /// are cloned under the lock, decoding and block reads happen after it.
+    fn trace_logs(&self, id: TraceId, span: Option<SpanId>) -> Result<Vec<StoredLog>, StoreError> {
+        let (blocks, records) = {
+            let st = self.state.read();
+            let mut records = Vec::new();
+            for f in &st.frozen {
+                records.extend(f.head.logs.trace_records(&id));
+            }
+            records.extend(st.head.logs.trace_records(&id));
+            (st.blocks.clone(), records)
+        };
+        // Older copies first, so the first-written copy of a repeated record wins.
+        let mut out = Vec::new();
+        for b in &blocks {
+            if let Some(logs) = &b.logs {
+                out.extend(logs.read_trace(&id, span)?);
+            }
+        }
+        let keep =
+            |l: &StoredLog| l.record.trace_id == Some(id) && span.is_none_or(|s| l.record.span_id == Some(s));
+        out.extend(decode_records(&records, keep).map_err(|e| e.corrupt_at("head"))?);
+        Ok(strand_core::logs::dedup_and_sort(out))
+    }
+
+    /// One page of a log search: each block's matching rows are found from the columns the
+    /// query needs; only rows that can be on the page are decoded whole.
+    fn find_logs(&self, q: &LogQuery) -> Result<LogPage, StoreError> {
+        let lower = q.text.as_ref().map(|t| t.to_lowercase());
+        let (start, end) = (q.range.start_unix_nano, q.range.end_unix_nano);
+        let (blocks, records) = {
+            let st = self.state.read();
+            let mut records = Vec::new();
+            for f in &st.frozen {
+                records.extend(f.head.logs.records_in(start, end));
+            }
+            records.extend(st.head.logs.records_in(start, end));
+            (st.blocks.clone(), records)
+        };
+        let in_range = |l: &StoredLog| q.range.overlaps(l.record.effective_time(), l.record.effective_time());
+        let mut candidates = decode_records(&records, |l| in_range(l) && q.matches(l, lower.as_deref()))
+            .map_err(|e| e.corrupt_at("head"))?;
+        // (time, block, row) of every matching block row not excluded by the cursor's time.
+        let mut rows: Vec<(u64, usize, u32)> = Vec::new();
+        for (bi, b) in blocks.iter().enumerate() {
+            let Some(logs) = &b.logs else { continue };
+            if b.meta.max_log_time_unix_nano < start || b.meta.min_log_time_unix_nano > end {
+                continue;
+            }
+            for (t, row) in logs.search(q, lower.as_deref())? {
+                if q.cursor.is_none_or(|c| t <= c.time_unix_nano) {
+                    rows.push((t, bi, row));
+                }
+            }
+        }
+        // Newest first. Rows at the cursor's own time may be before or after it (the
+        // fingerprint decides), so they do not count towards the page; rows past the
+        // limit can only be on the page when they tie in time with its last record, so
+        // the cut is made after the ties.
+        rows.sort_unstable_by(|a, b| b.cmp(a));
+        let at_cursor = q.cursor.map_or(0, |c| rows.iter().take_while(|r| r.0 == c.time_unix_nano).count());
+        let mut keep = rows.len().min(q.limit + 1 + at_cursor);
+        if let Some(&(last, _, _)) = keep.checked_sub(1).and_then(|i| rows.get(i)) {
+            while rows.get(keep).is_some_and(|r| r.0 == last) {
+                keep += 1;
+            }
+        }
+        rows.truncate(keep);
+        rows.sort_unstable_by_key(|&(_, b, r)| (b, r));
+        for chunk in rows.chunk_by(|a, b| a.1 == b.1) {
+            let Some(logs) = &blocks[chunk[0].1].logs else { continue };
+            let wanted: Vec<u32> = chunk.iter().map(|r| r.2).collect();
+            candidates.extend(logs.read_rows(&wanted)?);
+        }
+        Ok(strand_core::logs::page_of(q, candidates))
+    }
+}
+
 impl Drop for Store {
     fn drop(&mut self) {
         self.close();
@@ -565,6 +691,25 @@ fn blocking<T: Send + 'static>(
     Box::pin(
         async move { tokio::task::spawn_blocking(move || f(&inner)).await.map_err(|_| StoreError::Closed)? },
     )
+}
+
+/// Log reads on tokio's blocking pool.
+impl LogStore for Store {
+    fn write_logs(&self, batch: LogBatch) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(self.append_logs(batch))
+    }
+
+    fn trace_logs(
+        &self,
+        trace_id: TraceId,
+        span_id: Option<SpanId>,
+    ) -> BoxFuture<'_, Result<Vec<StoredLog>, StoreError>> {
+        blocking(&self.inner, move |i| i.trace_logs(trace_id, span_id))
+    }
+
+    fn find_logs(&self, query: LogQuery) -> BoxFuture<'_, Result<LogPage, StoreError>> {
+        blocking(&self.inner, move |i| i.find_logs(&query))
+    }
 }
 
 /// Reads on tokio's blocking pool.

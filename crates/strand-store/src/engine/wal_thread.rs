@@ -8,6 +8,12 @@ use crate::wal::group_commit::{self, Append, Committed, Committer, Flow};
 
 use super::*;
 
+/// A write whose record is in the WAL.
+enum Written {
+    Spans(SpanBatch),
+    Logs(LogBatch),
+}
+
 /// The store's side of the group-commit loop.
 struct StoreCommitter {
     inner: Arc<Inner>,
@@ -57,6 +63,10 @@ impl Committer for StoreCommitter {
                 bytes: WalRecord::encode_parts(self.received, "", batch),
                 sync: self.inner.cfg.fsync == FsyncPolicy::Always,
             }),
+            Cmd::WriteLogs { batch, .. } => Some(Append {
+                bytes: LogWalRecord::encode_parts(self.received, "", batch),
+                sync: self.inner.cfg.fsync == FsyncPolicy::Always,
+            }),
             Cmd::Flush { .. } | Cmd::Shutdown => None,
         }
     }
@@ -72,20 +82,28 @@ impl Committer for StoreCommitter {
         let mut flush_waiters = Vec::new();
         let mut shutting_down = false;
         for Committed { job, bytes, appended } in group {
-            match job {
-                Cmd::Write { batch, done } => match (appended, synced) {
-                    (Some(Err(e)), _) => {
-                        inner.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                        warn!(error = %e, "wal append failed");
-                        let _ = done.send(Err(SinkError::Unavailable(format!("wal append failed: {e}"))));
-                    }
-                    (_, Some(Err(e))) => {
-                        let _ = done.send(Err(SinkError::Unavailable(format!("wal fsync failed: {e}"))));
-                    }
-                    _ => written.push((batch, bytes.unwrap_or_default(), done)),
-                },
-                Cmd::Flush { done } => flush_waiters.push(done),
-                Cmd::Shutdown => shutting_down = true,
+            let (written_job, done) = match job {
+                Cmd::Write { batch, done } => (Written::Spans(batch), done),
+                Cmd::WriteLogs { batch, done } => (Written::Logs(batch), done),
+                Cmd::Flush { done } => {
+                    flush_waiters.push(done);
+                    continue;
+                }
+                Cmd::Shutdown => {
+                    shutting_down = true;
+                    continue;
+                }
+            };
+            match (appended, synced) {
+                (Some(Err(e)), _) => {
+                    inner.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(error = %e, "wal append failed");
+                    let _ = done.send(Err(SinkError::Unavailable(format!("wal append failed: {e}"))));
+                }
+                (_, Some(Err(e))) => {
+                    let _ = done.send(Err(SinkError::Unavailable(format!("wal fsync failed: {e}"))));
+                }
+                _ => written.push((written_job, bytes.unwrap_or_default(), done)),
             }
         }
         if !written.is_empty() {
@@ -95,12 +113,20 @@ impl Committer for StoreCommitter {
             let received = self.received;
             let mut st = inner.state.write();
             let mut replies = Vec::with_capacity(written.len());
-            for (batch, bytes, done) in written {
+            for (job, bytes, done) in written {
+                replies.push(done);
+                let batch = match job {
+                    Written::Spans(batch) => batch,
+                    Written::Logs(batch) => {
+                        let n = st.head.logs.insert(bytes.into(), &batch, received);
+                        inner.stats.logs_written.fetch_add(n as u64, Ordering::Relaxed);
+                        continue;
+                    }
+                };
                 let n = batch.span_count();
                 let added = st.head.insert(bytes.into(), &batch, received);
                 inner.stats.spans_written.fetch_add(added as u64, Ordering::Relaxed);
                 inner.stats.spans_duplicate.fetch_add((n - added) as u64, Ordering::Relaxed);
-                replies.push(done);
                 if added > 0
                     && let (index, Some(position)) = st.head.newest_record()
                 {
@@ -133,7 +159,7 @@ impl Committer for StoreCommitter {
         }
         // Anything still queued after shutdown is refused rather than left hanging.
         for cmd in left {
-            if let Cmd::Write { done, .. } = cmd {
+            if let Cmd::Write { done, .. } | Cmd::WriteLogs { done, .. } = cmd {
                 let _ = done.send(Err(SinkError::Unavailable("store is shutting down".into())));
             }
         }
@@ -190,6 +216,7 @@ fn maybe_cut(
         !h.is_empty()
             && (force
                 || h.span_count() >= inner.cfg.head_max_spans
+                || h.logs.count() >= inner.cfg.head_max_log_records
                 || h.bytes() >= inner.cfg.head_max_bytes
                 || inner.cfg.clock.now_unix_nano().saturating_sub(h.min_received())
                     >= inner.cfg.head_max_age.as_nanos() as u64)

@@ -6,8 +6,13 @@
 //! │ magic "STRWAL\0" + v │ record                                                 │ ...
 //! │ 8 bytes              │ len u32 LE │ crc32c(payload) │ crc32c(len ++ crc) │ payload │
 //! └──────────────────────┴────────────────────────────────────────────────────────┴─────
-//! store payload = payload version byte (1) ++ postcard(WalRecord { received, tenant, batch })
+//! store payload = tag byte ++ postcard(record)
+//!   tag 1: WalRecord    { received, tenant, batch: spans }
+//!   tag 2: LogWalRecord { received, tenant, batch: log records }
 //! ```
+//!
+//! The tag is the payload's version: a binary that meets a tag above the highest it knows
+//! (an older strand on a directory a newer one wrote) stops with an error naming it.
 //!
 //! The magic's last byte is the segment's framing version ([`SEGMENT_VERSION`], now 2).
 //! Version 1 segments (8-byte record headers without the header checksum) are still read;
@@ -29,7 +34,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use strand_core::SpanBatch;
+use strand_core::{LogBatch, SpanBatch};
 use tracing::{error, info, warn};
 
 use crate::error::FormatError;
@@ -47,8 +52,12 @@ const MAGIC_LEN: usize = 8;
 const RECORD_HEADER: usize = 12;
 /// Record header of version 1 segments: length and payload checksum.
 const RECORD_HEADER_V1: usize = 8;
-/// Version byte in front of a store record's postcard payload.
+/// Tag (and version) byte in front of a store span record's postcard payload.
 const PAYLOAD_VERSION: u8 = 1;
+/// Tag byte in front of a store log record's postcard payload.
+const LOG_PAYLOAD_TAG: u8 = 2;
+/// The highest payload tag this binary reads.
+const NEWEST_PAYLOAD: u8 = LOG_PAYLOAD_TAG;
 /// Largest record accepted on replay; a length field above it is treated as garbage.
 pub const MAX_RECORD_BYTES: u32 = 512 * 1024 * 1024;
 
@@ -103,43 +112,97 @@ impl WalRecord {
     /// Encodes a record from its parts, without owning the batch: the same bytes as
     /// [`WalRecord::encode`] of a record holding them.
     pub fn encode_parts(received_unix_nano: u64, tenant: &str, batch: &SpanBatch) -> Vec<u8> {
-        /// `WalRecord` by reference: the same fields in the same order, so postcard writes
-        /// the same bytes.
-        #[derive(Serialize)]
-        struct Parts<'a> {
-            received_unix_nano: u64,
-            tenant: &'a str,
-            batch: &'a SpanBatch,
-        }
-        let mut out = vec![0u8; RECORD_HEADER + 1];
-        out[RECORD_HEADER] = PAYLOAD_VERSION;
-        let parts = Parts { received_unix_nano, tenant, batch };
-        let mut out = postcard::to_extend(&parts, out).expect("encoding into a Vec cannot fail");
-        seal_frame(&mut out);
-        out
+        encode_tagged(PAYLOAD_VERSION, received_unix_nano, tenant, batch)
     }
 
     /// Decodes a record as [`WalRecord::encode`] wrote it, header included (checksum
     /// verified).
     pub fn decode_framed(framed: &[u8]) -> Result<Self, FormatError> {
-        let header = framed
-            .get(..RECORD_HEADER)
-            .ok_or_else(|| FormatError::invalid("record shorter than its header"))?;
-        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        let payload = &framed[RECORD_HEADER..];
-        if crc32c::crc32c(payload) != crc {
-            return Err(FormatError::Checksum);
-        }
-        Self::decode(payload)
+        Self::decode(checked_payload(framed)?)
     }
 
     fn decode(payload: &[u8]) -> Result<Self, FormatError> {
+        match WalEntry::decode(payload)? {
+            WalEntry::Spans(r) => Ok(r),
+            WalEntry::Logs(_) => Err(FormatError::invalid("a log record where a span record was expected")),
+        }
+    }
+}
+
+/// One received batch of log records as the WAL keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogWalRecord {
+    /// When Strand received the batch (drives retention).
+    pub received_unix_nano: u64,
+    /// Tenant the batch belongs to; empty for the default tenant.
+    pub tenant: String,
+    /// The records.
+    pub batch: LogBatch,
+}
+
+impl LogWalRecord {
+    /// Encodes a record from its parts, header included.
+    pub fn encode_parts(received_unix_nano: u64, tenant: &str, batch: &LogBatch) -> Vec<u8> {
+        encode_tagged(LOG_PAYLOAD_TAG, received_unix_nano, tenant, batch)
+    }
+
+    /// Decodes a record as [`LogWalRecord::encode_parts`] wrote it (checksum verified).
+    pub fn decode_framed(framed: &[u8]) -> Result<Self, FormatError> {
+        match WalEntry::decode(checked_payload(framed)?)? {
+            WalEntry::Logs(r) => Ok(r),
+            WalEntry::Spans(_) => Err(FormatError::invalid("a span record where a log record was expected")),
+        }
+    }
+}
+
+/// Encodes a store record of either kind from its parts, without owning the batch: the
+/// fields of [`WalRecord`] and [`LogWalRecord`] by reference, in the same order, so
+/// postcard writes the same bytes as for the owned record.
+fn encode_tagged<B: Serialize>(tag: u8, received_unix_nano: u64, tenant: &str, batch: &B) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Parts<'a, B> {
+        received_unix_nano: u64,
+        tenant: &'a str,
+        batch: &'a B,
+    }
+    let mut out = vec![0u8; RECORD_HEADER + 1];
+    out[RECORD_HEADER] = tag;
+    let parts = Parts { received_unix_nano, tenant, batch };
+    let mut out = postcard::to_extend(&parts, out).expect("encoding into a Vec cannot fail");
+    seal_frame(&mut out);
+    out
+}
+
+/// A store WAL record of either kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WalEntry {
+    /// Spans.
+    Spans(WalRecord),
+    /// Log records.
+    Logs(LogWalRecord),
+}
+
+impl WalEntry {
+    fn decode(payload: &[u8]) -> Result<Self, FormatError> {
         match payload.split_first() {
-            Some((&PAYLOAD_VERSION, rest)) => Ok(postcard::from_bytes(rest)?),
+            Some((&PAYLOAD_VERSION, rest)) => Ok(WalEntry::Spans(postcard::from_bytes(rest)?)),
+            Some((&LOG_PAYLOAD_TAG, rest)) => Ok(WalEntry::Logs(postcard::from_bytes(rest)?)),
             Some((&v, _)) => Err(FormatError::UnknownVersion { what: "wal payload", found: u32::from(v) }),
             None => Err(FormatError::invalid("empty payload")),
         }
     }
+}
+
+/// The payload of a framed record, its checksum verified.
+fn checked_payload(framed: &[u8]) -> Result<&[u8], FormatError> {
+    let header =
+        framed.get(..RECORD_HEADER).ok_or_else(|| FormatError::invalid("record shorter than its header"))?;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    let payload = &framed[RECORD_HEADER..];
+    if crc32c::crc32c(payload) != crc {
+        return Err(FormatError::Checksum);
+    }
+    Ok(payload)
 }
 
 /// Frames an opaque payload as a record: the log's format for users other than the store
@@ -210,11 +273,11 @@ impl Wal {
     pub fn open(
         fs: Arc<dyn FileSystem>,
         dir: &Path,
-        mut on_record: impl FnMut(Bytes, WalRecord),
+        mut on_record: impl FnMut(Bytes, WalEntry),
     ) -> Result<(Self, ReplayStats), WalError> {
-        let newer_payload = |payload: &[u8]| payload.first().copied().filter(|v| *v > PAYLOAD_VERSION);
+        let newer_payload = |payload: &[u8]| payload.first().copied().filter(|v| *v > NEWEST_PAYLOAD);
         Self::open_with(fs, dir, newer_payload, |path, framed, stats| {
-            match WalRecord::decode(&framed[RECORD_HEADER..]) {
+            match WalEntry::decode(&framed[RECORD_HEADER..]) {
                 Ok(record) => {
                     stats.records += 1;
                     on_record(framed, record);
@@ -760,7 +823,7 @@ mod tests {
         std::fs::write(&seg1, &bytes).expect("write");
         let mut replayed = Vec::new();
         let (_, stats) = Wal::open(fs.clone(), &wal_dir, |_, r| replayed.push(r)).expect("reopen");
-        assert_eq!(replayed, [record(1), record(2)]);
+        assert_eq!(replayed, [WalEntry::Spans(record(1)), WalEntry::Spans(record(2))]);
         assert_eq!(stats.segments_set_aside, 1);
         let aside = dir.path().join("corrupt/wal").join(seg1.file_name().expect("name"));
         assert_eq!(std::fs::read(&aside).expect("a copy is kept"), bytes);
@@ -789,16 +852,37 @@ mod tests {
         assert!(segment_path(&wal_dir, 7).exists(), "the newer segment is left alone");
         std::fs::remove_file(segment_path(&wal_dir, 7)).expect("remove");
         let mut newer = magic(SEGMENT_VERSION).to_vec();
-        newer.extend(frame(&[PAYLOAD_VERSION + 1, 0, 0]));
+        newer.extend(frame(&[NEWEST_PAYLOAD + 1, 0, 0]));
         newer.extend(&record(3).encode()[..20]);
         std::fs::write(segment_path(&wal_dir, 8), &newer).expect("write");
         let err = Wal::open(fs, &wal_dir, |_, _| {}).err().expect("a newer record is refused");
-        assert!(err.to_string().contains(&format!("format version {}", PAYLOAD_VERSION + 1)), "{err}");
+        assert!(err.to_string().contains(&format!("format version {}", NEWEST_PAYLOAD + 1)), "{err}");
         assert_eq!(
             std::fs::read(segment_path(&wal_dir, 8)).expect("read"),
             newer,
             "its torn tail is not cut"
         );
+    }
+
+    #[test]
+    fn log_records_replay_beside_span_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs: Arc<dyn FileSystem> = Arc::new(StdFs);
+        let (mut wal, _) = Wal::open(fs.clone(), dir.path(), |_, _| {}).expect("open");
+        let logs = crate::testdata::log_batch(4, 3);
+        let encoded = LogWalRecord::encode_parts(9, "", &logs);
+        wal.append(&record(1).encode()).expect("append");
+        wal.append(&encoded).expect("append");
+        wal.sync().expect("sync");
+        drop(wal);
+        let mut replayed = Vec::new();
+        Wal::open(fs, dir.path(), |f, r| replayed.push((f, r))).expect("reopen");
+        let want = LogWalRecord { received_unix_nano: 9, tenant: String::new(), batch: logs };
+        assert_eq!(replayed[0].1, WalEntry::Spans(record(1)));
+        assert_eq!(replayed[1].1, WalEntry::Logs(want.clone()));
+        assert_eq!(LogWalRecord::decode_framed(&replayed[1].0).expect("decodes"), want);
+        assert!(LogWalRecord::decode_framed(&replayed[0].0).is_err(), "kinds are told apart");
+        assert!(WalRecord::decode_framed(&replayed[1].0).is_err(), "kinds are told apart");
     }
 
     #[test]
@@ -816,7 +900,7 @@ mod tests {
         let mut framed = Vec::new();
         let (wal, stats) = Wal::open(fs.clone(), dir.path(), |f, r| framed.push((f, r))).expect("reopen");
         assert_eq!(framed.len(), 1);
-        assert_eq!(framed[0].1, record(1));
+        assert_eq!(framed[0].1, WalEntry::Spans(record(1)));
         assert_eq!(framed[0].0, record(1).encode(), "the framed bytes are exactly what was written");
         assert_eq!(stats.torn_tails, 1);
         assert_eq!(wal.current_segment(), 2);

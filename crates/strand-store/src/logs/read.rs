@@ -1,0 +1,388 @@
+//! Opening a block's log files; reading records by trace and by search.
+
+use std::path::{Path, PathBuf};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int8Type, UInt64Type};
+use arrow_array::{Array, RecordBatch, StringArray};
+use bytes::Bytes;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+};
+use parquet::file::metadata::PageIndexPolicy;
+use parquet::file::reader::Length;
+use strand_core::{AnyValue, LogQuery, LogRecord, SpanId, StoreError, StoredLog, TraceId, find_attr};
+
+use super::write::{log_traces_schema, logs_schema};
+use super::{LOG_TRACES_FILE, LOGS_FILE};
+use crate::block::FileChecksum;
+use crate::block::guard;
+use crate::block::json::{attrs_from_json, value_from_json};
+use crate::block::read::{FileReader, ResourceScopeColumns, SharedParts, corrupt, fsb, io_err, u32_column};
+use crate::error::FormatError;
+use crate::fs::FileSystem;
+
+/// Where a trace's records are in `logs.parquet`.
+#[derive(Debug, Clone, Copy)]
+struct IndexEntry {
+    trace_id: [u8; 16],
+    first_row: u32,
+    rows: u32,
+}
+
+/// A block's log part, open: the parquet footer and the trace index stay in memory.
+pub struct LogFiles {
+    path: PathBuf,
+    file: FileReader,
+    footer: ArrowReaderMetadata,
+    index: Vec<IndexEntry>,
+    rows: u64,
+    /// Bytes of the two files.
+    pub disk_bytes: u64,
+}
+
+/// Columns a search reads before it knows which rows it wants.
+const TIME: usize = 2;
+const OBSERVED: usize = 3;
+const SEVERITY: usize = 4;
+const BODY: usize = 6;
+const BODY_VALUE: usize = 7;
+const ATTRS: usize = 8;
+const SERVICE: usize = 12;
+const RES_ATTRS: usize = 13;
+
+impl LogFiles {
+    /// Opens the log files of the block in `dir`, checking them against the checksums of
+    /// `meta.json` and the record count it gives.
+    pub fn open(
+        fs: &dyn FileSystem,
+        dir: &Path,
+        files: &[FileChecksum],
+        count: u64,
+    ) -> Result<Self, StoreError> {
+        let meta_path = dir.join("meta.json");
+        let mut loaded = Vec::new();
+        for name in [LOGS_FILE, LOG_TRACES_FILE] {
+            let path = dir.join(name);
+            let want = files
+                .iter()
+                .find(|f| f.name == name)
+                .ok_or_else(|| corrupt(&meta_path, format!("no checksum for {name}")))?;
+            let data = fs.read_file(&path).map_err(|e| io_err(&path, e))?;
+            let have = FileChecksum::of(name, &data);
+            if &have != want {
+                return Err(corrupt(
+                    &path,
+                    format!(
+                        "checksum mismatch: {} bytes crc32c {:08x}, meta.json says {} bytes crc32c {:08x}",
+                        have.bytes, have.crc32c, want.bytes, want.crc32c
+                    ),
+                ));
+            }
+            loaded.push(data);
+        }
+        let path = dir.join(LOGS_FILE);
+        let file = FileReader(fs.open_read(&path).map_err(|e| io_err(&path, e))?);
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+        let footer = guard(|| Ok(ArrowReaderMetadata::load(&file, options)?))
+            .map_err(|e| e.corrupt_at(path.display()))?;
+        if footer.schema().fields() != logs_schema().fields() {
+            return Err(corrupt(&path, "unexpected schema"));
+        }
+        let rows = footer.metadata().file_metadata().num_rows() as u64;
+        if rows != count {
+            return Err(corrupt(&path, format!("{rows} rows, meta.json says {count}")));
+        }
+        let index_path = dir.join(LOG_TRACES_FILE);
+        let index_bytes = Bytes::from(loaded.pop().unwrap_or_default());
+        let index_len = index_bytes.len() as u64;
+        let index = guard(|| read_index(index_bytes)).map_err(|e| e.corrupt_at(index_path.display()))?;
+        let in_order = index.windows(2).all(|w| w[0].trace_id < w[1].trace_id);
+        let in_bounds = index.iter().all(|e| u64::from(e.first_row) + u64::from(e.rows) <= rows);
+        if !in_order || !in_bounds {
+            return Err(corrupt(&index_path, "log trace index does not match logs.parquet"));
+        }
+        Ok(Self { disk_bytes: file.len() + index_len, path, file, footer, index, rows })
+    }
+
+    /// Records held (each once).
+    pub fn count(&self) -> u64 {
+        self.rows
+    }
+
+    /// The records of a trace (of one span of it), in file order.
+    pub fn read_trace(&self, id: &TraceId, span: Option<SpanId>) -> Result<Vec<StoredLog>, StoreError> {
+        let Ok(pos) = self.index.binary_search_by(|e| e.trace_id.cmp(&id.0)) else {
+            return Ok(Vec::new());
+        };
+        let e = self.index[pos];
+        let mut out = self.read_ranges(&[(u64::from(e.first_row), u64::from(e.rows))])?;
+        if let Some(span) = span {
+            out.retain(|l| l.record.span_id == Some(span));
+        }
+        Ok(out)
+    }
+
+    /// Every record (for compaction).
+    pub fn read_all(&self) -> Result<Vec<StoredLog>, StoreError> {
+        self.read_ranges(&[(0, self.rows)])
+    }
+
+    /// The rows (ascending) given, decoded.
+    pub fn read_rows(&self, rows: &[u32]) -> Result<Vec<StoredLog>, StoreError> {
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for &r in rows {
+            match ranges.last_mut() {
+                Some((start, len)) if *start + *len == u64::from(r) => *len += 1,
+                _ => ranges.push((u64::from(r), 1)),
+            }
+        }
+        self.read_ranges(&ranges)
+    }
+
+    /// Rows matching the query's conditions and time range, with their effective time:
+    /// reads only the columns the conditions need, never whole records.
+    pub fn search(&self, q: &LogQuery, lower_text: Option<&str>) -> Result<Vec<(u64, u32)>, StoreError> {
+        guard(|| self.search_unguarded(q, lower_text)).map_err(|e| e.corrupt_at(self.path.display()))
+    }
+
+    fn search_unguarded(
+        &self,
+        q: &LogQuery,
+        lower_text: Option<&str>,
+    ) -> Result<Vec<(u64, u32)>, FormatError> {
+        let mut cols = vec![TIME, OBSERVED, SEVERITY];
+        if q.service.is_some() {
+            cols.push(SERVICE);
+        }
+        if lower_text.is_some() {
+            cols.extend([BODY, BODY_VALUE]);
+        }
+        if !q.attributes.is_empty() {
+            cols.extend([ATTRS, RES_ATTRS]);
+        }
+        let mask = ProjectionMask::roots(
+            self.footer.metadata().file_metadata().schema_descr(),
+            cols.iter().copied(),
+        );
+        let reader =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(self.file.clone(), self.footer.clone())
+                .with_projection(mask)
+                .with_batch_size(8192)
+                .build()?;
+        let mut out = Vec::new();
+        let mut row = 0u32;
+        for batch in reader {
+            let b = batch?;
+            // Projected columns come in schema order.
+            let named = |name: &str| b.column_by_name(name);
+            let bad = |what: &str| FormatError::invalid(format!("log column {what} has the wrong type"));
+            let u64c = |name: &str| {
+                named(name).and_then(|c| c.as_primitive_opt::<UInt64Type>()).ok_or_else(|| bad(name))
+            };
+            let strc =
+                |name: &str| named(name).and_then(|c| c.as_string_opt::<i32>()).ok_or_else(|| bad(name));
+            let time = u64c("time_unix_nano")?;
+            let observed = u64c("observed_time_unix_nano")?;
+            let severity = named("severity_number")
+                .and_then(|c| c.as_primitive_opt::<Int8Type>())
+                .ok_or_else(|| bad("severity_number"))?;
+            let service = if q.service.is_some() { Some(strc("service_name")?) } else { None };
+            let bodies = if lower_text.is_some() { Some((strc("body")?, strc("body_value")?)) } else { None };
+            let attrs = if q.attributes.is_empty() {
+                None
+            } else {
+                Some((strc("attributes")?, strc("resource_attributes")?))
+            };
+            for i in 0..b.num_rows() {
+                let this = row + i as u32;
+                let t = match time.value(i) {
+                    0 => observed.value(i),
+                    t => t,
+                };
+                if t < q.range.start_unix_nano || t > q.range.end_unix_nano {
+                    continue;
+                }
+                if (severity.value(i) as u8) < q.min_severity {
+                    continue;
+                }
+                if let (Some(want), Some(col)) = (&q.service, service)
+                    && col.value(i) != want
+                {
+                    continue;
+                }
+                if let (Some(needle), Some((body, value))) = (lower_text, bodies)
+                    && !body_matches(body, value, i, needle)?
+                {
+                    continue;
+                }
+                if let Some((a, r)) = attrs
+                    && !attrs_match(&q.attributes, a, r, i)?
+                {
+                    continue;
+                }
+                out.push((t, this));
+            }
+            row += b.num_rows() as u32;
+        }
+        Ok(out)
+    }
+
+    fn read_ranges(&self, ranges: &[(u64, u64)]) -> Result<Vec<StoredLog>, StoreError> {
+        guard(|| self.read_ranges_unguarded(ranges)).map_err(|e| e.corrupt_at(self.path.display()))
+    }
+
+    fn read_ranges_unguarded(&self, ranges: &[(u64, u64)]) -> Result<Vec<StoredLog>, FormatError> {
+        let (Some(first), Some(last)) = (ranges.first(), ranges.last()) else { return Ok(Vec::new()) };
+        let (lo, hi) = (first.0, last.0 + last.1);
+        // The row groups holding [lo, hi), and the selection relative to the first.
+        let mut groups = Vec::new();
+        let mut offset = None;
+        let mut start = 0u64;
+        for (i, rg) in self.footer.metadata().row_groups().iter().enumerate() {
+            let end = start + rg.num_rows() as u64;
+            if end > lo && start < hi {
+                groups.push(i);
+                offset.get_or_insert(start);
+            }
+            start = end;
+        }
+        let Some(offset) = offset else { return Ok(Vec::new()) };
+        let mut selectors = Vec::new();
+        let mut at = offset;
+        for &(s, len) in ranges {
+            if s > at {
+                selectors.push(RowSelector::skip((s - at) as usize));
+            }
+            selectors.push(RowSelector::select(len as usize));
+            at = s + len;
+        }
+        let reader =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(self.file.clone(), self.footer.clone())
+                .with_row_groups(groups)
+                .with_row_selection(RowSelection::from(selectors))
+                .with_batch_size(8192)
+                .build()?;
+        let mut decoder = RowDecoder::default();
+        let mut out = Vec::new();
+        for batch in reader {
+            decoder.decode(&batch?, &mut out)?;
+        }
+        Ok(out)
+    }
+}
+
+fn body_matches(
+    body: &StringArray,
+    value: &StringArray,
+    i: usize,
+    needle: &str,
+) -> Result<bool, FormatError> {
+    if !body.is_null(i) {
+        return Ok(strand_core::logs::contains_ignore_case(body.value(i), needle));
+    }
+    if value.is_null(i) {
+        return Ok(needle.is_empty());
+    }
+    let record = LogRecord { body: value_from_json(value.value(i))?, ..LogRecord::default() };
+    Ok(strand_core::logs::contains_ignore_case(&record.body_text(), needle))
+}
+
+fn attrs_match(
+    want: &[(String, String)],
+    attrs: &StringArray,
+    res: &StringArray,
+    i: usize,
+) -> Result<bool, FormatError> {
+    fn cell(a: &StringArray, i: usize) -> Option<&str> {
+        (!a.is_null(i)).then(|| a.value(i))
+    }
+    let record = attrs_from_json(cell(attrs, i))?;
+    let resource = attrs_from_json(cell(res, i))?;
+    Ok(want.iter().all(|(k, v)| {
+        [&record, &resource].iter().any(|list| {
+            find_attr(list, k).and_then(strand_core::search::value_text).as_deref() == Some(v.as_str())
+        })
+    }))
+}
+
+fn read_index(data: Bytes) -> Result<Vec<IndexEntry>, FormatError> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(data)?;
+    if builder.schema().fields() != log_traces_schema().fields() {
+        return Err(FormatError::invalid("unexpected log trace index schema"));
+    }
+    let mut out = Vec::new();
+    for batch in builder.build()? {
+        let batch = batch?;
+        let ids = fsb(&batch, 0, 16)?;
+        let first = u32_column(&batch, 1)?;
+        let rows = u32_column(&batch, 2)?;
+        for i in 0..batch.num_rows() {
+            let trace_id: [u8; 16] =
+                ids.value(i).try_into().map_err(|_| FormatError::invalid("trace id width"))?;
+            out.push(IndexEntry { trace_id, first_row: first.value(i), rows: rows.value(i) });
+        }
+    }
+    Ok(out)
+}
+
+/// Turns rows back into records, sharing equal resources and scopes.
+#[derive(Default)]
+struct RowDecoder {
+    parts: SharedParts,
+}
+
+impl RowDecoder {
+    fn decode(&mut self, b: &RecordBatch, out: &mut Vec<StoredLog>) -> Result<(), FormatError> {
+        let bad = |i: usize, what: &str| FormatError::invalid(format!("log column {i} is not {what}"));
+        let s = |i: usize| b.column(i).as_string_opt::<i32>().ok_or_else(|| bad(i, "a string"));
+        let u32c = |i: usize| u32_column(b, i);
+        let u64c = |i: usize| b.column(i).as_primitive_opt::<UInt64Type>().ok_or_else(|| bad(i, "uint64"));
+        let trace_id = fsb(b, 0, 16)?;
+        let span_id = fsb(b, 1, 8)?;
+        let (time, observed) = (u64c(TIME)?, u64c(OBSERVED)?);
+        let severity =
+            b.column(SEVERITY).as_primitive_opt::<Int8Type>().ok_or_else(|| bad(SEVERITY, "int8"))?;
+        let severity_text = s(5)?;
+        let (body, body_value, attrs) = (s(BODY)?, s(BODY_VALUE)?, s(ATTRS)?);
+        let dropped = u32c(9)?;
+        let flags = u32c(10)?;
+        let event_name = s(11)?;
+        let parts = ResourceScopeColumns::of(b, RES_ATTRS)?;
+        let id_err = |e: strand_core::IdError| FormatError::invalid(e.to_string());
+        for i in 0..b.num_rows() {
+            let (resource, scope) = self.parts.get(&parts, i)?;
+            let body = if !body.is_null(i) {
+                AnyValue::String(body.value(i).to_owned())
+            } else if !body_value.is_null(i) {
+                value_from_json(body_value.value(i))?
+            } else {
+                AnyValue::Empty
+            };
+            let record = LogRecord {
+                time_unix_nano: time.value(i),
+                observed_time_unix_nano: observed.value(i),
+                severity_number: severity.value(i) as u8,
+                severity_text: severity_text.value(i).to_owned(),
+                body,
+                attributes: attrs_from_json((!attrs.is_null(i)).then(|| attrs.value(i)))?,
+                dropped_attributes_count: dropped.value(i),
+                flags: flags.value(i),
+                trace_id: if trace_id.is_null(i) {
+                    None
+                } else {
+                    Some(TraceId::from_slice(trace_id.value(i)).map_err(id_err)?)
+                },
+                span_id: if span_id.is_null(i) {
+                    None
+                } else {
+                    Some(SpanId::from_slice(span_id.value(i)).map_err(id_err)?)
+                },
+                event_name: event_name.value(i).to_owned(),
+            };
+            out.push(StoredLog { resource, scope, record });
+        }
+        Ok(())
+    }
+}

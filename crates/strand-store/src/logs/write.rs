@@ -1,0 +1,326 @@
+//! Encoding log records into a block's log files.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    FixedSizeBinaryBuilder, Int8Builder, StringBuilder, UInt32Builder, UInt64Builder,
+};
+use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow_schema::{DataType, Field, Schema};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use strand_core::{AnyValue, LogBatch, LogRecord, Resource, Scope, StoredLog};
+
+use crate::block::json::{attrs_to_json, value_to_json};
+use crate::block::write::write_parquet;
+use crate::error::FormatError;
+
+/// Rows per data page: small pages make a trace lookup read little.
+const PAGE_ROWS: usize = 2048;
+/// Rows per row group.
+const ROW_GROUP_ROWS: usize = 256 * 1024;
+
+pub(crate) fn logs_schema() -> Schema {
+    let fsb = |n: &str, w: i32| Field::new(n, DataType::FixedSizeBinary(w), true);
+    let s = |n: &str, null: bool| Field::new(n, DataType::Utf8, null);
+    let u32f = |n: &str| Field::new(n, DataType::UInt32, false);
+    Schema::new(vec![
+        fsb("trace_id", 16),
+        fsb("span_id", 8),
+        Field::new("time_unix_nano", DataType::UInt64, false),
+        Field::new("observed_time_unix_nano", DataType::UInt64, false),
+        Field::new("severity_number", DataType::Int8, false),
+        s("severity_text", false),
+        s("body", true),
+        s("body_value", true),
+        s("attributes", true),
+        u32f("dropped_attributes_count"),
+        u32f("flags"),
+        s("event_name", false),
+        s("service_name", false),
+        s("resource_attributes", true),
+        u32f("resource_dropped_attributes_count"),
+        s("resource_schema_url", false),
+        s("scope_name", false),
+        s("scope_version", false),
+        s("scope_attributes", true),
+        u32f("scope_dropped_attributes_count"),
+        s("scope_schema_url", false),
+    ])
+}
+
+pub(crate) fn log_traces_schema() -> Schema {
+    Schema::new(vec![
+        Field::new("trace_id", DataType::FixedSizeBinary(16), false),
+        Field::new("first_row", DataType::UInt32, false),
+        Field::new("rows", DataType::UInt32, false),
+    ])
+}
+
+fn logs_props(trace_count: u64) -> WriterProperties {
+    let col = |n: &str| ColumnPath::from(n);
+    let zstd = Compression::ZSTD(ZstdLevel::try_new(9).expect("9 is a valid zstd level"));
+    let mut b = WriterProperties::builder()
+        .set_compression(Compression::UNCOMPRESSED)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_data_page_row_count_limit(PAGE_ROWS)
+        .set_write_batch_size(PAGE_ROWS)
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_column_statistics_enabled(col("trace_id"), EnabledStatistics::Page)
+        .set_column_bloom_filter_enabled(col("trace_id"), true)
+        .set_column_bloom_filter_fpp(col("trace_id"), 0.01)
+        .set_column_bloom_filter_max_ndv(col("trace_id"), trace_count.max(1));
+    // Bodies, attributes, ids and times are mostly distinct per row: no dictionary, zstd
+    // over the page finds the repeated templates instead.
+    for c in ["body", "body_value", "attributes", "span_id", "time_unix_nano", "observed_time_unix_nano"] {
+        b = b.set_column_dictionary_enabled(col(c), false).set_column_compression(col(c), zstd);
+    }
+    for c in ["time_unix_nano", "observed_time_unix_nano"] {
+        b = b.set_column_encoding(col(c), Encoding::DELTA_BINARY_PACKED);
+    }
+    b.build()
+}
+
+/// Sort key of a record: trace id (0 for none), effective time, fingerprint, then the row
+/// it was appended at.
+type SortKey = (u128, u64, u64, u32);
+
+/// A block's encoded log files and what its metadata says of them.
+pub struct EncodedLogs {
+    /// `logs.parquet`.
+    pub logs: Vec<u8>,
+    /// `log_traces.parquet`.
+    pub traces: Vec<u8>,
+    /// Records written (repeated copies dropped).
+    pub count: u64,
+    /// Earliest and latest effective record time.
+    pub time_range: (u64, u64),
+}
+
+/// Builds a block's log part from records appended in any order: each goes straight into
+/// Arrow column builders and a sort key; [`LogBlockBuilder::finish`] sorts, drops repeated
+/// copies (the first appended wins) and encodes.
+pub struct LogBlockBuilder {
+    trace_id: FixedSizeBinaryBuilder,
+    span_id: FixedSizeBinaryBuilder,
+    time: UInt64Builder,
+    observed: UInt64Builder,
+    severity: Int8Builder,
+    severity_text: StringBuilder,
+    body: StringBuilder,
+    body_value: StringBuilder,
+    attrs: StringBuilder,
+    dropped_attrs: UInt32Builder,
+    flags: UInt32Builder,
+    event_name: StringBuilder,
+    service: StringBuilder,
+    res_attrs: StringBuilder,
+    res_dropped: UInt32Builder,
+    res_schema: StringBuilder,
+    scope_name: StringBuilder,
+    scope_version: StringBuilder,
+    scope_attrs: StringBuilder,
+    scope_dropped: UInt32Builder,
+    scope_schema: StringBuilder,
+    keys: Vec<SortKey>,
+}
+
+impl Default for LogBlockBuilder {
+    fn default() -> Self {
+        Self {
+            trace_id: FixedSizeBinaryBuilder::new(16),
+            span_id: FixedSizeBinaryBuilder::new(8),
+            time: UInt64Builder::new(),
+            observed: UInt64Builder::new(),
+            severity: Int8Builder::new(),
+            severity_text: StringBuilder::new(),
+            body: StringBuilder::new(),
+            body_value: StringBuilder::new(),
+            attrs: StringBuilder::new(),
+            dropped_attrs: UInt32Builder::new(),
+            flags: UInt32Builder::new(),
+            event_name: StringBuilder::new(),
+            service: StringBuilder::new(),
+            res_attrs: StringBuilder::new(),
+            res_dropped: UInt32Builder::new(),
+            res_schema: StringBuilder::new(),
+            scope_name: StringBuilder::new(),
+            scope_version: StringBuilder::new(),
+            scope_attrs: StringBuilder::new(),
+            scope_dropped: UInt32Builder::new(),
+            scope_schema: StringBuilder::new(),
+            keys: Vec::new(),
+        }
+    }
+}
+
+impl LogBlockBuilder {
+    /// Whether nothing was appended.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Appends a batch. Resource and scope attributes are encoded once per group.
+    pub fn append_batch(&mut self, batch: &LogBatch) -> Result<(), FormatError> {
+        for rl in &batch.resource_logs {
+            let res_json = attrs_to_json(&rl.resource.attributes);
+            for sl in &rl.scope_logs {
+                let scope_json = attrs_to_json(&sl.scope.attributes);
+                for r in &sl.records {
+                    self.append(r, &rl.resource, res_json.as_deref(), &sl.scope, scope_json.as_deref())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends stored records (for compaction), encoding each distinct resource and scope
+    /// once.
+    pub fn append_stored<'a>(
+        &mut self,
+        logs: impl IntoIterator<Item = &'a StoredLog>,
+    ) -> Result<(), FormatError> {
+        let mut resources: HashMap<usize, Option<String>> = HashMap::new();
+        let mut scopes: HashMap<usize, Option<String>> = HashMap::new();
+        for l in logs {
+            // Keyed by address: every record iterated here is alive for the whole call.
+            let r = resources
+                .entry(Arc::as_ptr(&l.resource) as usize)
+                .or_insert_with(|| attrs_to_json(&l.resource.attributes))
+                .clone();
+            let s = scopes
+                .entry(Arc::as_ptr(&l.scope) as usize)
+                .or_insert_with(|| attrs_to_json(&l.scope.attributes))
+                .clone();
+            self.append(&l.record, &l.resource, r.as_deref(), &l.scope, s.as_deref())?;
+        }
+        Ok(())
+    }
+
+    fn append(
+        &mut self,
+        r: &LogRecord,
+        resource: &Arc<Resource>,
+        res_json: Option<&str>,
+        scope: &Arc<Scope>,
+        scope_json: Option<&str>,
+    ) -> Result<(), FormatError> {
+        let row = self.keys.len() as u32;
+        let fingerprint = strand_core::logs::fingerprint(resource.service_name(), r);
+        self.keys.push((
+            r.trace_id.map_or(0, |t| u128::from_be_bytes(t.0)),
+            r.effective_time(),
+            fingerprint,
+            row,
+        ));
+        match r.trace_id {
+            Some(t) => self.trace_id.append_value(t.0)?,
+            None => self.trace_id.append_null(),
+        }
+        match r.span_id {
+            Some(s) => self.span_id.append_value(s.0)?,
+            None => self.span_id.append_null(),
+        }
+        self.time.append_value(r.time_unix_nano);
+        self.observed.append_value(r.observed_time_unix_nano);
+        self.severity.append_value(r.severity_number as i8);
+        self.severity_text.append_value(&r.severity_text);
+        match &r.body {
+            AnyValue::String(s) => {
+                self.body.append_value(s);
+                self.body_value.append_null();
+            }
+            AnyValue::Empty => {
+                self.body.append_null();
+                self.body_value.append_null();
+            }
+            other => {
+                self.body.append_null();
+                self.body_value.append_value(value_to_json(other));
+            }
+        }
+        self.attrs.append_option(attrs_to_json(&r.attributes));
+        self.dropped_attrs.append_value(r.dropped_attributes_count);
+        self.flags.append_value(r.flags);
+        self.event_name.append_value(&r.event_name);
+        self.service.append_value(resource.service_name());
+        self.res_attrs.append_option(res_json);
+        self.res_dropped.append_value(resource.dropped_attributes_count);
+        self.res_schema.append_value(&resource.schema_url);
+        self.scope_name.append_value(&scope.name);
+        self.scope_version.append_value(&scope.version);
+        self.scope_attrs.append_option(scope_json);
+        self.scope_dropped.append_value(scope.dropped_attributes_count);
+        self.scope_schema.append_value(&scope.schema_url);
+        Ok(())
+    }
+
+    /// Sorts, drops repeated copies and encodes the log files.
+    pub fn finish(mut self) -> Result<EncodedLogs, FormatError> {
+        self.keys.sort_unstable();
+        self.keys.dedup_by(|later, first| (later.0, later.1, later.2) == (first.0, first.1, first.2));
+        let order = UInt32Array::from_iter_values(self.keys.iter().map(|k| k.3));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.trace_id.finish()),
+            Arc::new(self.span_id.finish()),
+            Arc::new(self.time.finish()),
+            Arc::new(self.observed.finish()),
+            Arc::new(self.severity.finish()),
+            Arc::new(self.severity_text.finish()),
+            Arc::new(self.body.finish()),
+            Arc::new(self.body_value.finish()),
+            Arc::new(self.attrs.finish()),
+            Arc::new(self.dropped_attrs.finish()),
+            Arc::new(self.flags.finish()),
+            Arc::new(self.event_name.finish()),
+            Arc::new(self.service.finish()),
+            Arc::new(self.res_attrs.finish()),
+            Arc::new(self.res_dropped.finish()),
+            Arc::new(self.res_schema.finish()),
+            Arc::new(self.scope_name.finish()),
+            Arc::new(self.scope_version.finish()),
+            Arc::new(self.scope_attrs.finish()),
+            Arc::new(self.scope_dropped.finish()),
+            Arc::new(self.scope_schema.finish()),
+        ];
+        let sorted = columns
+            .iter()
+            .map(|c| arrow_select::take::take(c.as_ref(), &order, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        let batch = RecordBatch::try_new(Arc::new(logs_schema()), sorted)?;
+        // The lookup index: one row per trace, over the sorted keys (records without a
+        // trace, key 0, are not in it).
+        let mut index_ids = FixedSizeBinaryBuilder::new(16);
+        let mut first_row = UInt32Builder::new();
+        let mut rows = UInt32Builder::new();
+        let mut i = 0;
+        while i < self.keys.len() {
+            let t = self.keys[i].0;
+            let end = self.keys[i..].iter().position(|k| k.0 != t).map_or(self.keys.len(), |p| i + p);
+            if t != 0 {
+                index_ids.append_value(t.to_be_bytes())?;
+                first_row.append_value(i as u32);
+                rows.append_value((end - i) as u32);
+            }
+            i = end;
+        }
+        let trace_count = arrow_array::builder::ArrayBuilder::len(&index_ids) as u64;
+        let index = RecordBatch::try_new(
+            Arc::new(log_traces_schema()),
+            vec![Arc::new(index_ids.finish()), Arc::new(first_row.finish()), Arc::new(rows.finish())],
+        )?;
+        let index_props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+            .build();
+        let min = self.keys.iter().map(|k| k.1).min().unwrap_or(0);
+        let max = self.keys.iter().map(|k| k.1).max().unwrap_or(0);
+        Ok(EncodedLogs {
+            logs: write_parquet(&batch, logs_props(trace_count))?,
+            traces: write_parquet(&index, index_props)?,
+            count: self.keys.len() as u64,
+            time_range: (min, max),
+        })
+    }
+}
