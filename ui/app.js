@@ -11,6 +11,7 @@ const pages = {
   trace: () => import('./trace.js'),
   compare: () => import('./compare.js'),
   dependencies: () => import('./map.js'),
+  logs: () => import('./logs.js'),
 };
 
 /** Which page a location shows, and its arguments. Paths are the Jaeger UI's. */
@@ -18,6 +19,7 @@ function route(url) {
   const path = url.pathname.replace(/\/+$/, '') || '/';
   if (path === '/' || path === '/search') return { page: 'search', args: {} };
   if (path === '/dependencies') return { page: 'dependencies', args: {} };
+  if (path === '/logs') return { page: 'logs', args: {} };
   if (path === '/compare') return { page: 'compare', args: { a: url.searchParams.get('a') ?? '', b: url.searchParams.get('b') ?? '' } };
   const m = path.match(/^\/trace\/([^/]+)$/);
   if (m) {
@@ -37,7 +39,7 @@ async function render() {
   for (const a of document.querySelectorAll('nav a[data-page]')) {
     a.classList.toggle('active', a.dataset.page === page);
   }
-  document.title = `Strand · ${{ search: 'Search', trace: 'Trace', compare: 'Compare', dependencies: 'Service map' }[page] ?? 'Not found'}`;
+  document.title = `Strand · ${{ search: 'Search', trace: 'Trace', compare: 'Compare', dependencies: 'Service map', logs: 'Logs' }[page] ?? 'Not found'}`;
   if (!page) {
     main.replaceChildren(notice('empty', 'No such page', `Strand has no page at ${url.pathname}.`));
     return;

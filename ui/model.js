@@ -31,6 +31,49 @@ function splitNanos(s) {
   return [Number(str.slice(0, -3)) || 0, Number(str.slice(-3)) || 0];
 }
 
+/** The severity range of an OTLP severity number: `trace` … `fatal`, or `unspecified`. */
+export function severityRange(n) {
+  const ranges = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'];
+  return n >= 1 && n <= 24 ? ranges[Math.floor((n - 1) / 4)] : 'unspecified';
+}
+
+/**
+ * Log records from OTLP/JSON `resourceLogs` (`GET /api/v1/logs`), flat and ordered by time.
+ * With a `trace` (from `buildTrace`), `time` is microseconds relative to its start and
+ * `span` the index of the span that wrote the record (or -1).
+ */
+export function buildLogs(json, trace = null) {
+  const out = [];
+  const [baseUs, baseNs] = trace?.base ?? [0, 0];
+  for (const rl of json.resourceLogs ?? []) {
+    const resource = attrs(rl.resource?.attributes);
+    const service = resource.find(([k]) => k === 'service.name')?.[1] || 'unknown_service';
+    for (const sl of rl.scopeLogs ?? []) {
+      for (const r of sl.logRecords ?? []) {
+        const raw = r.timeUnixNano && String(r.timeUnixNano) !== '0' ? r.timeUnixNano : r.observedTimeUnixNano;
+        const [us, ns] = splitNanos(raw);
+        const spanId = String(r.spanId ?? '').toLowerCase();
+        const severity = Number(r.severityNumber ?? 0);
+        out.push({
+          service,
+          timeMs: us / 1000 + ns / 1e6,
+          time: us - baseUs + (ns - baseNs) / 1000,
+          severity,
+          level: r.severityText || severityRange(severity).toUpperCase(),
+          range: severityRange(severity),
+          body: valueText(r.body),
+          attrs: attrs(r.attributes),
+          traceId: String(r.traceId ?? '').toLowerCase(),
+          spanId,
+          span: trace && spanId ? (trace.byId.get(spanId) ?? -1) : -1,
+          eventName: r.eventName ?? '',
+        });
+      }
+    }
+  }
+  return out.sort((a, b) => a.timeMs - b.timeMs);
+}
+
 /**
  * Builds the trace. Span times are microseconds relative to the earliest span start
  * (`startMs` is that instant in epoch milliseconds). Spans whose parent is not in the trace
@@ -156,6 +199,8 @@ export function buildTrace(json) {
     order,
     byId,
     startMs: baseUs / 1000 + baseNs / 1e6,
+    // The earliest start as exact integers, for placing other times (log records) on it.
+    base: [baseUs, baseNs],
     duration: end,
     depth,
     errors,

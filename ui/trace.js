@@ -4,7 +4,7 @@
 import { getJSON, ApiError } from './api.js';
 import { h, notice, copyButton } from './dom.js';
 import { duration, dateTime, serviceColor, count } from './format.js';
-import { buildTrace, criticalPath } from './model.js';
+import { buildTrace, buildLogs, criticalPath } from './model.js';
 import { navigate } from './app.js';
 
 const ROW = 24; // px per row; CSS `.row` uses the same height
@@ -17,11 +17,15 @@ export function mount(main, { id }, url) {
   let view = null;
   main.replaceChildren(h('p', { class: 'muted loading' }, `Loading trace ${id}…`));
   performance.mark('strand:trace-requested');
+  // The trace's log records come beside it; a server without logs (or a failed read) only
+  // means no log markers.
+  const logs = getJSON('/api/v1/logs', { traceId: id }, { signal: abort.signal }).catch(() => null);
   getJSON(`/api/v1/traces/${encodeURIComponent(id)}`, {}, { signal: abort.signal })
-    .then((json) => {
+    .then(async (json) => {
       performance.mark('strand:trace-fetched');
       const trace = buildTrace(json);
-      view = new TraceView(main, trace, url.searchParams);
+      const logsJson = await logs;
+      view = new TraceView(main, trace, url.searchParams, logsJson ? buildLogs(logsJson, trace) : []);
       document.title = `Strand · ${trace.rootService}: ${trace.rootName}`;
       performance.mark('strand:trace-interactive');
       performance.measure('strand:trace', 'strand:trace-requested', 'strand:trace-interactive');
@@ -30,9 +34,15 @@ export function mount(main, { id }, url) {
     .catch((e) => {
       if (e.name === 'AbortError') return;
       if (e instanceof ApiError && e.status === 404) {
-        main.replaceChildren(notice('empty', 'Trace not found', `No trace ${id} is stored in this Strand.`,
+        const box = notice('empty', 'Trace not found', `No trace ${id} is stored in this Strand.`,
           'It may be older than the retention period, dropped by tail sampling, or its spans may not have arrived yet.',
-          h('p', null, h('a', { href: '/search' }, 'Search for traces'))));
+          h('p', null, h('a', { href: '/search' }, 'Search for traces')));
+        main.replaceChildren(box);
+        // Log records are kept whatever the sampler decided: point at them when there are any.
+        logs.then((json) => {
+          const n = json ? buildLogs(json).length : 0;
+          if (n) box.append(h('p', { class: 'trace-logs-link' }, h('a', { href: `/logs?traceId=${encodeURIComponent(id)}` }, `Its ${count(n)} log records are stored`)));
+        });
       } else if (e instanceof ApiError && e.status === 400) {
         main.replaceChildren(notice('error', 'Not a trace id', e.message,
           'A trace id is 32 hexadecimal characters, such as 4bf92f3577b34da6a3ce929d0e0e4736.'));
@@ -55,7 +65,7 @@ export const KIND_NAMES = {
 };
 
 class TraceView {
-  constructor(main, trace, params) {
+  constructor(main, trace, params, logs = []) {
     this.trace = trace;
     this.spans = trace.spans;
     // Span index → the chain-integrity findings naming it.
@@ -67,6 +77,12 @@ class TraceView {
       }
     }
     this.critical = criticalPath(trace);
+    // Log records, all and by span index.
+    this.logs = logs;
+    this.logsBySpan = new Map();
+    for (const l of logs) {
+      if (l.span >= 0) this.logsBySpan.set(l.span, [...(this.logsBySpan.get(l.span) ?? []), l]);
+    }
     this.collapsed = new Uint8Array(this.spans.length);
     this.selected = -1;
     this.matches = null; // Set of span indices matching the find box, or null
@@ -130,7 +146,12 @@ class TraceView {
       h('label', { class: 'check', title: 'The chain of spans that decided when the trace ended' },
         cp, ' Critical path'),
       this.findInput, this.findCount,
+      this.logs.length ? button(`Logs (${count(this.logs.length)})`, () => {
+        this.logsDetails.open = true;
+        this.logsDetails.scrollIntoView({ block: 'nearest' });
+      }) : null,
       h('span', { class: 'muted keys' }, '↑↓ move · ←→ fold · Enter fold · Esc close'));
+    this.logsDetails = this.logsPanel();
 
     this.canvas = h('canvas', { class: 'minimap-canvas', 'aria-hidden': 'true' });
     this.viewport = h('div', { class: 'minimap-viewport' });
@@ -199,7 +220,7 @@ class TraceView {
     this.scroller.addEventListener('scroll', () => this.schedule());
     this.rows.addEventListener('click', (e) => this.click(e));
     this.detail = h('aside', { class: 'detail', hidden: true, 'aria-label': 'Span details' });
-    this.root = h('div', { class: 'trace-page' }, header, this.integrityBanner(), toolbar, minimap,
+    this.root = h('div', { class: 'trace-page' }, header, this.integrityBanner(), toolbar, this.logsDetails, minimap,
       h('div', { class: 'trace-body' }, this.scroller, this.detail));
     main.replaceChildren(this.root);
   }
@@ -291,9 +312,31 @@ class TraceView {
       s.parent < 0 && s.parentId ? h('span', { class: 'badge detached-badge', title: `Parent ${s.parentId} is not in this trace: this subtree is detached` }, 'detached') : null,
       this.findings.has(i) ? h('span', { class: 'badge chain-badge', title: this.findings.get(i).map((f) => f.message).join('\n') },
         `⚠ ${this.findings.get(i).map((f) => f.kind).join(', ')}`) : null,
-      s.error ? h('span', { class: 'badge error-badge', title: s.status.message || 'error' }, 'error') : null),
-    h('div', { class: 'lane' }, bar,
+      s.error ? h('span', { class: 'badge error-badge', title: s.status.message || 'error' }, 'error') : null,
+      this.logsBySpan.has(i) ? h('span', { class: 'badge log-badge', title: 'Log records written in this span' }, `≡ ${this.logsBySpan.get(i).length}`) : null),
+    h('div', { class: 'lane' }, bar, this.logMarks(i, dur),
       h('span', { class: `span-dur${endPct >= 80 && startPct <= 20 ? ' inside' : ''}`, style: label }, duration(spanDur))));
+  }
+
+  /** A tick on the lane at each of span `i`'s log records (at most 100), coloured by severity. */
+  logMarks(i, dur) {
+    const logs = this.logsBySpan.get(i);
+    if (!logs) return null;
+    return logs.slice(0, 100).map((l) => h('span', {
+      class: `log-mark sev-${l.range}`,
+      style: { left: `${(Math.max(0, Math.min(l.time, dur)) / dur) * 100}%` },
+      title: `${l.level}: ${l.body}`,
+    }));
+  }
+
+  /** The trace's log records: time, severity, service, body, attributes, and a jump to the span. */
+  logsPanel() {
+    const rows = this.logs.map((l) => logRow(l, this.trace, l.span >= 0
+      ? button(this.spans[l.span].name, () => this.select(l.span, { center: true })) : h('span', { class: 'muted' }, 'no span')));
+    return h('details', { class: 'section trace-logs', id: 'trace-logs' },
+      h('summary', null, `Logs of this trace (${count(this.logs.length)})`),
+      this.logs.length ? h('table', { class: 'logs' }, h('tbody', null, rows))
+        : h('p', { class: 'muted' }, 'No log records carry this trace id.'));
   }
 
   click(e) {
@@ -500,6 +543,8 @@ class TraceView {
         fact('Children', String(s.children.length))),
       this.findings.has(s.i) ? section('Chain integrity', this.findings.get(s.i).length, h('ul', { class: 'span-findings' },
         this.findings.get(s.i).map((f) => h('li', null, h('strong', null, KIND_NAMES[f.kind] ?? f.kind), ': ', f.message)))) : null,
+      section('Logs', this.logsBySpan.get(s.i)?.length ?? 0, h('table', { class: 'logs' }, h('tbody', null,
+        (this.logsBySpan.get(s.i) ?? []).map((l) => logRow(l, t, null))))),
       section('Span attributes', s.attrs.length, table(s.attrs)),
       section('Resource attributes', s.resource.length, table(s.resource)),
       section('Scope', 1, h('p', null, h('code', null, `${s.scope.name || '(unnamed)'}${s.scope.version ? ` ${s.scope.version}` : ''}`)),
@@ -516,6 +561,18 @@ class TraceView {
       }))));
     this.detail.hidden = false;
   }
+}
+
+/** One log record as a table row: offset in the trace, severity, service, body and
+ * attributes, then `extra` (a jump to its span). */
+export function logRow(l, trace, extra) {
+  return h('tr', { class: `log sev-${l.range}`, dataset: { spanId: l.spanId } },
+    h('td', { class: 'muted log-time', title: dateTime(l.timeMs) }, trace ? `+${duration(l.time)}` : dateTime(l.timeMs)),
+    h('td', null, h('span', { class: `sev sev-${l.range}` }, l.level)),
+    h('td', { class: 'log-svc' }, l.service),
+    h('td', { class: 'log-body' }, l.body,
+      l.attrs.length ? h('div', { class: 'log-attrs muted' }, l.attrs.map(([k, v]) => `${k}=${v}`).join('  ')) : null),
+    extra ? h('td', null, extra) : null);
 }
 
 /** Whether any finding breaks the chain (clock skew alone does not). */

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { buildTrace, criticalPath, compareTraces } from '../../ui/model.js';
+import { buildTrace, buildLogs, criticalPath, compareTraces, severityRange } from '../../ui/model.js';
 
 const fixture = (name) => JSON.parse(readFileSync(new URL(`../../testdata/ui/${name}`, import.meta.url)));
 const byName = (trace, name) => trace.spans.find((s) => s.name === name);
@@ -98,4 +98,27 @@ test('time axis ticks are round, few and never repeat a label', async () => {
   // Whole local hours and days, whatever the time zone.
   const hours = timeTicks(at('2026-12-02T03:10'), at('2026-12-02T09:50'));
   assert.ok(hours.every((t) => t.label.endsWith(':00')), `local whole hours: ${hours.map((t) => t.label)}`);
+});
+
+test('log records: flat, by time, placed on the trace and its spans', () => {
+  const t = buildTrace(fixture('patient-report.json'));
+  const root = t.spans[t.roots[0]];
+  const [us, ns] = t.base;
+  const at = (offsetUs) => String(BigInt(us + offsetUs) * 1000n + BigInt(ns));
+  const logs = buildLogs({
+    resourceLogs: [{
+      resource: { attributes: [{ key: 'service.name', value: { stringValue: 'gateway' } }] },
+      scopeLogs: [{ logRecords: [
+        { timeUnixNano: at(2000), severityNumber: 17, body: { stringValue: 'later' }, spanId: root.id.toUpperCase() },
+        { timeUnixNano: '0', observedTimeUnixNano: at(1000), severityNumber: 9, severityText: 'Info', body: { kvlistValue: { values: [{ key: 'k', value: { intValue: '3' } }] } } },
+      ] }],
+    }],
+  }, t);
+  assert.deepEqual(logs.map((l) => [l.time, l.level, l.range, l.body, l.span]), [
+    [1000, 'Info', 'info', '{"k":"3"}', -1],
+    [2000, 'ERROR', 'error', 'later', root.i],
+  ]);
+  assert.equal(logs[1].service, 'gateway');
+  assert.equal(severityRange(0), 'unspecified');
+  assert.equal(severityRange(24), 'fatal');
 });

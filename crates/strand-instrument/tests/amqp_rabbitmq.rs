@@ -94,6 +94,22 @@ async fn rabbitmq() -> Option<RabbitMq> {
 }
 
 impl RabbitMq {
+    /// An AMQP connection. The port opens while the broker is still booting, and a
+    /// handshake then is aborted: retry until one succeeds, for at most a minute.
+    async fn connect(&self) -> Connection {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match Connection::connect(&self.url, ConnectionProperties::default()).await {
+                Ok(conn) => return conn,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    eprintln!("rabbitmq not ready yet ({e}); retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("connect: {e}\n{}", self.output()),
+            }
+        }
+    }
+
     fn output(&self) -> String {
         let read = |p: PathBuf| std::fs::read_to_string(p).unwrap_or_default();
         read(self.dir.path().join("broker.out")) + &read(self.dir.path().join("broker.err"))
@@ -111,7 +127,7 @@ async fn consumer_spans_are_children_of_producer_spans_across_the_broker() {
     global::set_tracer_provider(SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build());
     strand_instrument::propagation::install_propagator();
 
-    let conn = Connection::connect(&server.url, ConnectionProperties::default()).await.expect("connect");
+    let conn = server.connect().await;
     let channel = conn.create_channel().await.expect("channel");
     channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
     let queue = "patient-report.submitted";

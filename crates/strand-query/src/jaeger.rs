@@ -21,7 +21,7 @@ use base64::Engine;
 use serde_json::{Map, Value, json};
 use strand_core::{
     AnyValue, AttrFilter, AttrScope, Integrity, KeyValue, SpanKind, StatusCode as OtelStatus, StatusFilter,
-    TimeRange, Trace, TraceId, TraceQuery,
+    StoredLog, TimeRange, Trace, TraceId, TraceQuery,
 };
 
 use crate::native::parse_kind;
@@ -109,13 +109,15 @@ fn kind_tag(kind: SpanKind) -> Option<&'static str> {
 
 /// A trace in Jaeger v1 UI JSON.
 pub fn trace_to_jaeger(trace: &Trace) -> Value {
-    trace_to_jaeger_with(trace, None)
+    trace_to_jaeger_with(trace, None, &[])
 }
 
 /// A trace in Jaeger v1 UI JSON with its chain-integrity findings: each finding is a
 /// `warnings` entry of every span it names (the Jaeger UI shows span warnings), and the
-/// other half of a break a `FOLLOWS_FROM` reference of the span at the break.
-pub fn trace_to_jaeger_with(trace: &Trace, integrity: Option<&Integrity>) -> Value {
+/// other half of a break a `FOLLOWS_FROM` reference of the span at the break. Log records
+/// that carry a span id are among that span's `logs` (fields `message`, `level`, then
+/// their attributes), beside its events, in time order.
+pub fn trace_to_jaeger_with(trace: &Trace, integrity: Option<&Integrity>, records: &[StoredLog]) -> Value {
     let tid = jaeger_trace_id(&trace.trace_id);
     let findings = integrity.map_or(&[][..], |i| &i.findings[..]);
     let mut processes: Vec<(Value, String)> = Vec::new();
@@ -180,15 +182,32 @@ pub fn trace_to_jaeger_with(trace: &Trace, integrity: Option<&Integrity>) -> Val
                 refs.push(json!({ "refType": "FOLLOWS_FROM", "traceID": jaeger_trace_id(&t), "spanID": sid.to_hex() }));
             }
         }
-        let logs: Vec<Value> = span
+        let mut logs: Vec<(u64, Value)> = span
             .events
             .iter()
             .map(|e| {
                 let mut fields = vec![tag("event", &AnyValue::String(e.name.clone()))];
                 fields.extend(tags(&e.attributes));
-                json!({ "timestamp": e.time_unix_nano / 1000, "fields": fields })
+                (e.time_unix_nano, json!({ "timestamp": e.time_unix_nano / 1000, "fields": fields }))
             })
             .collect();
+        for l in records.iter().filter(|l| l.record.span_id == Some(span.span_id)) {
+            let r = &l.record;
+            let level = if r.severity_text.is_empty() {
+                strand_core::logs::severity_name(r.severity_number).to_owned()
+            } else {
+                r.severity_text.clone()
+            };
+            let mut fields = vec![
+                tag("message", &AnyValue::String(r.body_text())),
+                tag("level", &AnyValue::String(level)),
+            ];
+            fields.extend(tags(&r.attributes));
+            let t = r.effective_time();
+            logs.push((t, json!({ "timestamp": t / 1000, "fields": fields })));
+        }
+        logs.sort_by_key(|(t, _)| *t);
+        let logs: Vec<Value> = logs.into_iter().map(|(_, v)| v).collect();
         spans.push(json!({
             "traceID": tid,
             "spanID": span.span_id.to_hex(),
@@ -244,7 +263,8 @@ async fn jaeger_traces(st: &QueryState, traces: Vec<Trace>) -> Vec<Value> {
     let mut out = Vec::with_capacity(traces.len());
     for t in &traces {
         let integrity = crate::integrity::of_trace(st, t).await;
-        out.push(trace_to_jaeger_with(t, integrity.as_ref()));
+        let logs = st.logs_of(t.trace_id).await;
+        out.push(trace_to_jaeger_with(t, integrity.as_ref(), &logs));
     }
     out
 }

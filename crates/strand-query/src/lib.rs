@@ -4,6 +4,8 @@
 //! - Jaeger v1 JSON under `/api/` and Jaeger `api_v3` under `/api/v3/` ([`jaeger`]),
 //! - the Tempo subset Grafana's Tempo data source uses ([`tempo`]),
 //! - chain integrity: a trace's findings, `integrity=` searches, edge health ([`integrity`]),
+//! - log records by trace and span, and log search, under `/api/v1/logs` ([`logs`]); traces
+//!   carry their log counts (native) or their log lines as span logs (Jaeger v1),
 //! - `GET /healthz`, `GET /readyz`.
 //!
 //! Every parameter error names the parameter and says why (400); unknown traces are 404.
@@ -21,10 +23,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
-use strand_core::{ChainIntegrity, ErrorKind, StoreError, TraceId, TraceReader};
+use strand_core::{ChainIntegrity, ErrorKind, LogStore, StoreError, TraceId, TraceReader};
 
 pub mod integrity;
 pub mod jaeger;
+pub mod logs;
 pub mod native;
 pub mod params;
 pub mod tempo;
@@ -133,14 +136,34 @@ pub struct QueryState {
     limits: QueryLimits,
     /// The chain-integrity analyser, when analysis is on.
     integrity: Option<Arc<dyn ChainIntegrity>>,
+    /// Log storage, when the backend keeps log records.
+    logs: Option<Arc<dyn LogStore>>,
+}
+
+impl QueryState {
+    /// The log records of a trace, for the trace views; empty (with a warning in the
+    /// server log) when the backend keeps none or the read fails: a trace is still shown
+    /// without its logs.
+    pub(crate) async fn logs_of(&self, id: TraceId) -> Vec<strand_core::StoredLog> {
+        let Some(logs) = &self.logs else { return Vec::new() };
+        match logs.trace_logs(id, None).await {
+            Ok(records) => records,
+            Err(e) => {
+                tracing::warn!(trace_id = %id, error = %e, "reading the trace's log records failed");
+                Vec::new()
+            }
+        }
+    }
 }
 
 /// The query routes. Without `integrity` (analysis off) traces carry no `integrity` and
-/// `integrity=` searches and `/api/v1/integrity/edges` answer 501.
+/// `integrity=` searches and `/api/v1/integrity/edges` answer 501; without `logs` (a
+/// backend that keeps none) `/api/v1/logs` answers 501 and traces carry no logs.
 pub fn router(
     reader: Arc<dyn TraceReader>,
     limits: QueryLimits,
     integrity: Option<Arc<dyn ChainIntegrity>>,
+    logs: Option<Arc<dyn LogStore>>,
 ) -> Router {
     Router::new()
         // native
@@ -153,6 +176,7 @@ pub fn router(
         .route("/api/v1/attributes/{key}/values", get(native::attribute_values))
         .route("/api/v1/dependencies", get(native::dependencies))
         .route("/api/v1/integrity/edges", get(integrity::edges))
+        .route("/api/v1/logs", get(logs::logs))
         // Jaeger v1
         .route("/api/services", get(jaeger::services))
         .route("/api/services/{service}/operations", get(jaeger::service_operations))
@@ -179,7 +203,7 @@ pub fn router(
         .route("/api/v2/search/tag/{name}/values", get(tempo::search_tag_values_v2))
         .route("/healthz", get(|| async { axum::Json(json!({ "status": "ok" })) }))
         .route("/readyz", get(|| async { axum::Json(json!({ "status": "ready" })) }))
-        .with_state(QueryState { reader, limits, integrity })
+        .with_state(QueryState { reader, limits, integrity, logs })
 }
 
 /// `/api/traces/{id}` is Jaeger v1's and Tempo's path. A request that accepts protobuf
@@ -218,9 +242,18 @@ async fn get_trace(State(st): State<QueryState>, Path(raw): Path<String>) -> Res
     let trace =
         st.reader.get_trace(id).await?.ok_or_else(|| ApiError::NotFound(format!("trace {id} not found")))?;
     let integrity = integrity::of_trace(&st, &trace).await;
+    let logs = st.logs_of(id).await;
+    let mut span_log_counts = std::collections::BTreeMap::new();
+    for l in &logs {
+        if let Some(s) = l.record.span_id {
+            *span_log_counts.entry(s.to_hex()).or_insert(0usize) += 1;
+        }
+    }
     let body = TraceBody {
         trace_id: id.to_hex(),
         span_count: trace.spans.len(),
+        log_count: st.logs.as_ref().map(|_| logs.len()),
+        span_log_counts: st.logs.as_ref().map(|_| span_log_counts),
         integrity: integrity.as_ref().map(integrity::IntegrityJson::from),
         resource_spans: strand_otlp::to_resource_spans(&trace.to_batch()),
     };
@@ -234,6 +267,13 @@ async fn get_trace(State(st): State<QueryState>, Path(raw): Path<String>) -> Res
 struct TraceBody {
     trace_id: String,
     span_count: usize,
+    /// Log records of the trace (absent when the backend keeps no logs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_count: Option<usize>,
+    /// Log records per span id that has any (records without a span id are only counted
+    /// in `logCount`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    span_log_counts: Option<std::collections::BTreeMap<String, usize>>,
     /// Chain integrity (absent when analysis is off).
     #[serde(skip_serializing_if = "Option::is_none")]
     integrity: Option<integrity::IntegrityJson>,

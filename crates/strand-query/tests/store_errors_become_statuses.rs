@@ -21,7 +21,7 @@ impl TraceReader for Limited {
 }
 
 async fn status(reader: Limited, path: &str) -> (StatusCode, Option<String>, String) {
-    let app = strand_query::router(Arc::new(reader), QueryLimits::default(), None);
+    let app = strand_query::router(Arc::new(reader), QueryLimits::default(), None, None);
     let resp = app.oneshot(Request::get(path).body(Body::empty()).expect("request")).await.expect("answer");
     let retry = resp.headers().get("retry-after").map(|v| v.to_str().expect("ascii").to_owned());
     let status = resp.status();
@@ -41,6 +41,7 @@ async fn missing_capabilities_are_501_in_every_api() {
         "/api/traces?service=a",
         "/api/v3/services",
         "/api/search?tags=a%3Db",
+        "/api/v1/logs?q=timeout",
     ] {
         let (status, retry, body) = status(Limited(|| StoreError::Closed), path).await;
         assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{path}: {body}");

@@ -10,13 +10,17 @@
 //! UI's search page links to the featured one's red span and to the broken chain
 //! (`GET /api/v1/status` names both).
 //!
+//! Every submission also has the log lines its services wrote, each with the trace and span
+//! it was written in (the slow query a WARN, the failures ERRORs), so the trace page shows
+//! them under their spans.
+//!
 //! The spans go through the same sink as received spans (RED metrics, sampling, store).
 
 use std::sync::Arc;
 
 use strand_core::{
-    AnyValue, Event, KeyValue, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanBatch, SpanId, SpanKind,
-    Status, StatusCode, TraceId,
+    AnyValue, Event, KeyValue, LogBatch, LogRecord, Resource, ResourceLogs, ResourceSpans, Scope, ScopeLogs,
+    ScopeSpans, Span, SpanBatch, SpanId, SpanKind, Status, StatusCode, TraceId,
 };
 
 /// Submissions the demo stores.
@@ -70,13 +74,18 @@ fn attr(key: &str, value: impl Into<String>) -> KeyValue {
     KeyValue::new(key, AnyValue::String(value.into()))
 }
 
+/// The resource of one demo service.
+fn resource(name: &str) -> Arc<Resource> {
+    Arc::new(Resource {
+        attributes: vec![attr("service.name", name), attr("deployment.environment.name", "demo")],
+        ..Resource::default()
+    })
+}
+
 /// Spans of one service, as one resource.
 fn service(name: &str, spans: Vec<Span>) -> ResourceSpans {
     ResourceSpans {
-        resource: Arc::new(Resource {
-            attributes: vec![attr("service.name", name), attr("deployment.environment.name", "demo")],
-            ..Resource::default()
-        }),
+        resource: resource(name),
         scope_spans: vec![ScopeSpans {
             scope: Arc::new(Scope { name: "strand.demo".into(), ..Scope::default() }),
             spans,
@@ -214,10 +223,117 @@ pub fn submission(run: u64, n: u8, start: u64) -> SpanBatch {
     SpanBatch { resource_spans: out }
 }
 
+/// When submission `n` of the run at `now` starts: one every 40 seconds, the last 100 s
+/// before `now`.
+fn start_of(now: u64, n: u8) -> u64 {
+    now - u64::from(SUBMISSIONS + 1 - n) * 40_000 * MS - 60_000 * MS
+}
+
 /// The demo's submissions, one every 40 seconds, the last starting 100 s before `now`.
 pub fn submissions(now: u64) -> Vec<SpanBatch> {
-    let run = now;
-    (1..=SUBMISSIONS)
-        .map(|n| submission(run, n, now - u64::from(SUBMISSIONS + 1 - n) * 40_000 * MS - 60_000 * MS))
-        .collect()
+    (1..=SUBMISSIONS).map(|n| submission(now, n, start_of(now, n))).collect()
+}
+
+/// The log lines of the demo's submissions.
+pub fn submission_logs(now: u64) -> Vec<LogBatch> {
+    (1..=SUBMISSIONS).map(|n| logs(now, n, start_of(now, n))).collect()
+}
+
+/// One demo log line: service, span number, offset from the submission's start, severity
+/// number, text, attributes.
+struct Line(&'static str, u8, u64, u8, String, Vec<KeyValue>);
+
+/// The log lines the services wrote while handling submission `n`, each in its span (the
+/// numbering of [`submission`]).
+pub fn logs(run: u64, n: u8, start: u64) -> LogBatch {
+    let trace = trace_id(run, n);
+    let slow = if n == SLOW { 900 * MS } else { 0 };
+    let patient = i64::from(40 + n);
+    let mut lines: Vec<Line> = vec![
+        Line(
+            "gateway",
+            1,
+            MS,
+            9,
+            "report received".into(),
+            vec![KeyValue::new("patient_id", AnyValue::Int(patient))],
+        ),
+        Line(
+            "user-service",
+            4,
+            8 * MS,
+            9,
+            "patient found".into(),
+            vec![KeyValue::new("patient_id", AnyValue::Int(patient))],
+        ),
+        Line("epro-service", 5, 19 * MS, 9, format!("report validated score={}", 10 + n), Vec::new()),
+    ];
+    if n == FAILING {
+        lines.push(Line(
+            "data-service",
+            7,
+            60 * MS,
+            17,
+            "database statement failed: no such table: reports_archive".into(),
+            Vec::new(),
+        ));
+        lines.push(Line("gateway", 1, 110 * MS, 17, "report submission failed".into(), Vec::new()));
+    } else {
+        if n == SLOW {
+            lines.push(Line(
+                "data-service",
+                8,
+                40 * MS + slow,
+                13,
+                format!("slow query: SELECT reports took {} ms", (16 * MS + slow) / MS),
+                vec![attr("db.system.name", "sqlite")],
+            ));
+        }
+        lines.push(Line(
+            "data-service",
+            7,
+            71 * MS + slow,
+            9,
+            format!("report stored report_id={}", 1000 + u16::from(n)),
+            Vec::new(),
+        ));
+        lines.push(Line("gateway", 1, 118 * MS + slow, 9, "report accepted".into(), Vec::new()));
+    }
+    if n == FEATURED {
+        lines.push(Line(
+            "notify-service",
+            FAILED_SMS,
+            128 * MS + slow,
+            17,
+            "sms gateway refused the message: 503 Service Unavailable".into(),
+            vec![KeyValue::new("retry.attempt", AnyValue::Int(1))],
+        ));
+        lines.push(Line("notify-service", 13, 470 * MS + slow, 9, "sms sent".into(), Vec::new()));
+    }
+    let mut out: Vec<ResourceLogs> = Vec::new();
+    for Line(svc, k, at, severity, text, attributes) in lines {
+        let record = LogRecord {
+            time_unix_nano: start + at,
+            observed_time_unix_nano: start + at,
+            severity_number: severity,
+            severity_text: strand_core::logs::severity_name(severity).into(),
+            body: AnyValue::String(text),
+            attributes,
+            flags: 1,
+            trace_id: Some(trace),
+            span_id: Some(span_id(n, k)),
+            ..LogRecord::default()
+        };
+        match out.iter_mut().find(|rl| rl.resource.service_name() == svc) {
+            Some(rl) => rl.scope_logs[0].records.push(record),
+            None => out.push(ResourceLogs {
+                resource: resource(svc),
+                scope_logs: vec![ScopeLogs {
+                    scope: Arc::new(Scope { name: "strand.demo".into(), ..Scope::default() }),
+                    records: vec![record],
+                }],
+            }),
+        }
+    }
+    LogBatch { resource_logs: out }
 }

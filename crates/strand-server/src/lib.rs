@@ -24,7 +24,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use serde::Serialize;
-use strand_core::{ChainIntegrity, SpanObserver, SpanSink, TraceReader, TraceStore};
+use strand_core::{ChainIntegrity, LogSink, LogStore, SpanObserver, SpanSink, TraceReader, TraceStore};
 use strand_ingest::{IngestLimits, Receiver, ReceiverStats};
 use strand_integrity::ChainAnalyser;
 
@@ -53,6 +53,19 @@ pub struct BoundAddrs {
     pub remote_sampling: Option<SocketAddr>,
     /// Query API, UI, health, admin.
     pub http: SocketAddr,
+}
+
+/// Log records go straight to the store: they are kept whatever the tail decision of their
+/// trace.
+struct StoreLogs(Arc<dyn TraceStore>);
+
+impl LogSink for StoreLogs {
+    fn consume_logs(
+        &self,
+        batch: strand_core::LogBatch,
+    ) -> strand_core::BoxFuture<'_, Result<(), strand_core::SinkError>> {
+        self.0.write_logs(batch)
+    }
 }
 
 /// Runs the server until `shutdown` resolves, then stops accepting, answers in-flight
@@ -117,6 +130,9 @@ pub async fn run(
         for batch in demo::submissions(now) {
             sink.consume(batch).await.context("storing the demo traces")?;
         }
+        for batch in demo::submission_logs(now) {
+            store.write_logs(batch).await.context("storing the demo log lines")?;
+        }
         let (trace, span) = demo::featured(now);
         featured = Some(DemoTrace {
             trace_id: trace.to_hex(),
@@ -129,7 +145,7 @@ pub async fn run(
             "stored the demo traces: open the web UI (its search page links to the featured one)"
         );
     }
-    let receiver = Receiver::new(sink, limits);
+    let receiver = Receiver::new(sink, limits).with_logs(Arc::new(StoreLogs(store.clone())));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -198,11 +214,15 @@ pub async fn run(
         });
     }
     if let Some(listener) = grpc {
-        let svc = strand_ingest::otlp::grpc::service(receiver.clone());
+        let traces = strand_ingest::otlp::grpc::service(receiver.clone());
+        let logs = strand_ingest::otlp::grpc::logs_service(receiver.clone());
+        let metrics = strand_ingest::otlp::grpc::metrics_service(receiver.clone());
         let stop = stopped();
         tasks.spawn(async move {
             tonic::transport::Server::builder()
-                .add_service(svc)
+                .add_service(traces)
+                .add_service(logs)
+                .add_service(metrics)
                 .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), stop)
                 .await
                 .context("otlp grpc server")
@@ -260,7 +280,8 @@ pub async fn run(
             .route("/api/v1/status", get(status))
             .with_state(Arc::new(StatusInfo { addrs: addrs.clone(), demo: featured }));
         let chain = integrity.clone().map(|a| a as Arc<dyn ChainIntegrity>);
-        let mut app = strand_query::router(reader, cfg.query.to_limits(), chain).merge(status).merge(
+        let logs = Some(store.clone() as Arc<dyn LogStore>);
+        let mut app = strand_query::router(reader, cfg.query.to_limits(), chain, logs).merge(status).merge(
             admin_router(MetricSources {
                 store: store.clone(),
                 receivers: receiver.stats(),

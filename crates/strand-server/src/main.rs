@@ -96,6 +96,10 @@ struct TraceArgs {
     /// Print the server's JSON instead of a tree.
     #[arg(long)]
     json: bool,
+    /// Print each span's log lines under it (with `--json`: add the trace's
+    /// `/api/v1/logs` answer as `logs`).
+    #[arg(long)]
+    logs: bool,
 }
 
 #[derive(Args)]
@@ -371,12 +375,24 @@ async fn shutdown_signal() {
 }
 
 async fn trace(args: TraceArgs) -> anyhow::Result<()> {
-    let body = strand_server::trace_cmd::fetch(&args.server, &args.trace_id).await?;
+    let mut body = strand_server::trace_cmd::fetch(&args.server, &args.trace_id).await?;
+    let logs = if args.logs {
+        Some(strand_server::trace_cmd::fetch_logs(&args.server, &args.trace_id).await?)
+    } else {
+        None
+    };
     if args.json {
+        if let Some(logs) = logs {
+            body["logs"] = logs;
+        }
         emit(&format!("{}\n", serde_json::to_string_pretty(&body)?))
     } else {
         let trace = strand_server::trace_cmd::parse(&body)?;
-        let mut text = strand_server::trace_cmd::render_tree(&trace);
+        let records = match &logs {
+            Some(l) => strand_server::trace_cmd::parse_logs(l)?,
+            None => Vec::new(),
+        };
+        let mut text = strand_server::trace_cmd::render_tree_with_logs(&trace, &records);
         text.push_str(&strand_server::trace_cmd::render_integrity(&body["integrity"]));
         emit(&text)
     }

@@ -4,12 +4,33 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use anyhow::{Context, bail};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use strand_core::{SpanId, StatusCode, StoredSpan, Trace, TraceId};
+use strand_core::{SpanId, StatusCode, StoredLog, StoredSpan, Trace, TraceId};
 
 /// Fetches a trace; returns the server's JSON body.
 pub async fn fetch(server: &str, id: &str) -> anyhow::Result<serde_json::Value> {
-    let url = format!("{}/api/v1/traces/{}", server.trim_end_matches('/'), id);
+    get(server, &format!("{}/api/v1/traces/{}", server.trim_end_matches('/'), id)).await
+}
+
+/// Fetches the log records of a trace; returns the server's JSON body.
+pub async fn fetch_logs(server: &str, id: &str) -> anyhow::Result<serde_json::Value> {
+    get(server, &format!("{}/api/v1/logs?traceId={}", server.trim_end_matches('/'), id)).await
+}
+
+/// Parses the `resourceLogs` of a logs answer back into records.
+pub fn parse_logs(body: &serde_json::Value) -> anyhow::Result<Vec<StoredLog>> {
+    let req: ExportLogsServiceRequest =
+        serde_json::from_value(body.clone()).context("decoding resourceLogs")?;
+    let (batch, rej) = strand_otlp::logs::from_request(req);
+    if rej.count > 0 {
+        bail!("server returned invalid log records: {}", rej.message());
+    }
+    Ok(batch.into_stored().collect())
+}
+
+async fn get(server: &str, url: &str) -> anyhow::Result<serde_json::Value> {
+    let url = url.to_owned();
     let resp = reqwest::get(&url).await.map_err(|e| crate::search_cmd::request_error(server, &url, e))?;
     let status = resp.status();
     let body: serde_json::Value =
@@ -55,6 +76,42 @@ pub fn fmt_duration(nanos: u64) -> String {
 /// Renders a trace as an indented tree: service, operation, duration, status. Spans whose
 /// parent is not in the trace are shown as roots, marked `(parent missing)`.
 pub fn render_tree(trace: &Trace) -> String {
+    render_tree_with_logs(trace, &[])
+}
+
+/// One log line: time of day (UTC, ms), severity, body, attributes.
+fn log_line(l: &StoredLog) -> String {
+    let r = &l.record;
+    let t = r.effective_time();
+    let secs = t / 1_000_000_000;
+    let (h, m, s, ms) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60, (t / 1_000_000) % 1000);
+    let level = if r.severity_text.is_empty() {
+        strand_core::logs::severity_name(r.severity_number).to_owned()
+    } else {
+        r.severity_text.clone()
+    };
+    let mut line = format!("{h:02}:{m:02}:{s:02}.{ms:03} {level:<5} {}", r.body_text());
+    for kv in &r.attributes {
+        let v = strand_core::search::value_text(&kv.value).unwrap_or_else(|| "…".into());
+        let _ = write!(line, " {}={v}", kv.key);
+    }
+    line
+}
+
+/// [`render_tree`] with each span's log records under it (`│ ` lines), and records of no
+/// span of the trace after the tree.
+pub fn render_tree_with_logs(trace: &Trace, logs: &[StoredLog]) -> String {
+    let mut by_span: HashMap<SpanId, Vec<&StoredLog>> = HashMap::new();
+    let mut elsewhere = Vec::new();
+    let span_ids: std::collections::HashSet<SpanId> = trace.spans.iter().map(|s| s.span.span_id).collect();
+    for l in logs {
+        match l.record.span_id.filter(|s| span_ids.contains(s)) {
+            Some(s) => by_span.entry(s).or_default().push(l),
+            None => elsewhere.push(l),
+        }
+    }
+    by_span.values_mut().for_each(|v| v.sort_by_key(|l| l.record.effective_time()));
+    elsewhere.sort_by_key(|l| l.record.effective_time());
     let ids: std::collections::HashSet<SpanId> = trace.spans.iter().map(|s| s.span.span_id).collect();
     let mut children: HashMap<Option<SpanId>, Vec<&StoredSpan>> = HashMap::new();
     for s in &trace.spans {
@@ -84,8 +141,17 @@ pub fn render_tree(trace: &Trace) -> String {
             status,
             orphan
         );
+        for l in by_span.get(&sp.span_id).into_iter().flatten() {
+            let _ = writeln!(out, "{}  │ {}", "  ".repeat(depth), log_line(l));
+        }
         if let Some(kids) = children.get(&Some(sp.span_id)) {
             stack.extend(kids.iter().rev().map(|k| (*k, depth + 1)));
+        }
+    }
+    if !elsewhere.is_empty() {
+        let _ = writeln!(out, "\nlogs of the trace outside its stored spans ({}):", elsewhere.len());
+        for l in elsewhere {
+            let _ = writeln!(out, "  {} {}", l.resource.service_name(), log_line(l));
         }
     }
     out
@@ -140,6 +206,24 @@ mod tests {
         assert_eq!(lines[1], "svc-2 op-0 [server] 0.5µs");
         assert_eq!(lines[2], "  svc-2 op-1 [client] 0.5µs ERROR: failed");
         assert_eq!(lines[3], "  svc-2 op-2 [client] 0.5µs");
+    }
+
+    #[test]
+    fn log_lines_sit_under_their_span_and_the_rest_after_the_tree() {
+        let t = Trace::from_spans(trace_id(2), batch(2, 3).into_stored().collect());
+        let logs: Vec<StoredLog> = strand_store::testdata::log_batch(2, 1).into_stored().collect();
+        let text = render_tree_with_logs(&t, &logs);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[1], "svc-2 op-0 [server] 0.5µs");
+        assert!(
+            lines[2].starts_with("  │ 22:13:22.000 TRACE Order 2-0 handled in 10 ms \"quoted\" é"),
+            "{text}"
+        );
+        assert!(lines[2].ends_with("order.id=200 ratio=0.5"), "{text}");
+        assert_eq!(lines[3], "  svc-2 op-1 [client] 0.5µs ERROR: failed");
+        assert!(lines[4].starts_with("    │ "), "{text}");
+        assert!(text.contains("logs of the trace outside its stored spans (1):\n  svc-2 "), "{text}");
+        assert!(text.contains("background sweep 2 without context"), "{text}");
     }
 }
 

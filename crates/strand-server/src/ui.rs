@@ -2,7 +2,8 @@
 //! the binary (no front-end build step; see `docs/adr/004-web-ui-without-a-build-step.md`).
 //!
 //! Page paths are the Jaeger UI's (`/search`, `/trace/{id}`, `/trace/{a}...{b}`,
-//! `/dependencies`), so links people already have keep working; each answers `index.html`,
+//! `/dependencies`), so links people already have keep working (plus `/logs`, Strand's log
+//! search); each answers `index.html`,
 //! and the modules route on the client. Assets live under `/static/`.
 
 use std::path::PathBuf;
@@ -40,6 +41,7 @@ static ASSETS: &[Asset] = assets! {
     "map.js" => "text/javascript; charset=utf-8",
     "compare.js" => "text/javascript; charset=utf-8",
     "autocomplete.js" => "text/javascript; charset=utf-8",
+    "logs.js" => "text/javascript; charset=utf-8",
     "favicon.svg" => "image/svg+xml",
 };
 
@@ -69,6 +71,7 @@ pub fn router(dir: Option<PathBuf>) -> Router {
         .route("/trace/{id}", page())
         .route("/dependencies", page())
         .route("/compare", page())
+        .route("/logs", page())
         .route("/static/{file}", get(asset))
         .route("/favicon.ico", get(|s, h| async move { serve(s, "favicon.svg", h).await }))
         .fallback(not_found)

@@ -1,5 +1,5 @@
 //! Every kind of bad input gets its precise status and message, and never takes the
-//! server down.
+//! server down: on the trace and the log endpoints alike.
 
 mod common;
 
@@ -42,21 +42,30 @@ struct Case {
     encoding: Option<&'static str>,
     body: Vec<u8>,
     status: u16,
-    message: &'static str,
+    message: String,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_http_input_gets_precise_errors() {
-    let server = common::start(|c| c.otlp.max_request_size = strand_server::config::ByteSize(LIMIT)).await;
-    let good = span_json("0102030405060708090a0b0c0d0e0f10", "0102030405060708");
-    let cases = vec![
+fn log_json(trace: &str, span: &str, extra: &str) -> String {
+    format!(
+        r#"{{"traceId":"{trace}","spanId":"{span}","timeUnixNano":"1","body":{{"stringValue":"hello"}}{extra}}}"#
+    )
+}
+
+fn logs_request_json(records: &[String]) -> Vec<u8> {
+    format!(r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{}]}}]}}]}}"#, records.join(",")).into_bytes()
+}
+
+/// The bad requests of every OTLP/HTTP endpoint; `request` names its message type
+/// (`ExportTraceServiceRequest`), `bad_hex` is a request of it with an odd-length id.
+fn cases(request: &str, bad_hex: Vec<u8>) -> Vec<Case> {
+    vec![
         Case {
             name: "wrong content type",
             content_type: Some("text/plain"),
             encoding: None,
             body: b"hi".to_vec(),
             status: 415,
-            message: "unsupported Content-Type `text/plain`",
+            message: "unsupported Content-Type `text/plain`".into(),
         },
         Case {
             name: "missing content type",
@@ -64,7 +73,7 @@ async fn bad_http_input_gets_precise_errors() {
             encoding: None,
             body: b"hi".to_vec(),
             status: 415,
-            message: "missing Content-Type",
+            message: "missing Content-Type".into(),
         },
         Case {
             name: "unknown encoding",
@@ -72,7 +81,7 @@ async fn bad_http_input_gets_precise_errors() {
             encoding: Some("br"),
             body: b"{}".to_vec(),
             status: 415,
-            message: "unsupported Content-Encoding `br`",
+            message: "unsupported Content-Encoding `br`".into(),
         },
         Case {
             name: "malformed json",
@@ -80,7 +89,7 @@ async fn bad_http_input_gets_precise_errors() {
             encoding: None,
             body: b"{\"resourceSpans\": [".to_vec(),
             status: 400,
-            message: "invalid OTLP/JSON ExportTraceServiceRequest",
+            message: format!("invalid OTLP/JSON {request}"),
         },
         Case {
             name: "json of the wrong shape",
@@ -88,15 +97,15 @@ async fn bad_http_input_gets_precise_errors() {
             encoding: None,
             body: b"[1,2,3]".to_vec(),
             status: 400,
-            message: "invalid OTLP/JSON",
+            message: format!("invalid OTLP/JSON {request}"),
         },
         Case {
             name: "odd-length hex id",
             content_type: Some("application/json"),
             encoding: None,
-            body: request_json(&[span_json("abc", "0102030405060708")]),
+            body: bad_hex,
             status: 400,
-            message: "invalid OTLP/JSON",
+            message: format!("invalid OTLP/JSON {request}"),
         },
         Case {
             name: "malformed protobuf",
@@ -104,7 +113,7 @@ async fn bad_http_input_gets_precise_errors() {
             encoding: None,
             body: vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 1],
             status: 400,
-            message: "invalid protobuf ExportTraceServiceRequest",
+            message: format!("invalid protobuf {request}"),
         },
         Case {
             name: "corrupt gzip",
@@ -112,7 +121,7 @@ async fn bad_http_input_gets_precise_errors() {
             encoding: Some("gzip"),
             body: b"\x1f\x8b\x08\x00garbage".to_vec(),
             status: 400,
-            message: "invalid gzip body",
+            message: "invalid gzip body".into(),
         },
         Case {
             name: "body over the limit",
@@ -120,7 +129,7 @@ async fn bad_http_input_gets_precise_errors() {
             encoding: None,
             body: vec![b' '; LIMIT as usize + 1],
             status: 413,
-            message: "request body exceeds the limit of 65536 bytes",
+            message: "request body exceeds the limit of 65536 bytes".into(),
         },
         Case {
             // Still being sent when the server answers: it must read the rest away, or
@@ -130,7 +139,7 @@ async fn bad_http_input_gets_precise_errors() {
             encoding: None,
             body: vec![b' '; 64 * LIMIT as usize],
             status: 413,
-            message: "request body exceeds the limit of 65536 bytes",
+            message: "request body exceeds the limit of 65536 bytes".into(),
         },
         Case {
             name: "gzip bomb",
@@ -138,24 +147,48 @@ async fn bad_http_input_gets_precise_errors() {
             encoding: Some("gzip"),
             body: gzip(&vec![b' '; 50 * LIMIT as usize]),
             status: 413,
-            message: "decompressed request body exceeds the limit of 65536 bytes",
+            message: "decompressed request body exceeds the limit of 65536 bytes".into(),
         },
-    ];
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_http_input_gets_precise_errors() {
+    let server = common::start(|c| c.otlp.max_request_size = strand_server::config::ByteSize(LIMIT)).await;
+    let good = span_json("0102030405060708090a0b0c0d0e0f10", "0102030405060708");
     let client = reqwest::Client::new();
-    for case in &cases {
-        let mut req = client.post(server.otlp_url()).body(case.body.clone());
-        if let Some(ct) = case.content_type {
-            req = req.header("content-type", ct);
+    let endpoints = [
+        (
+            "/v1/traces",
+            cases("ExportTraceServiceRequest", request_json(&[span_json("abc", "0102030405060708")])),
+        ),
+        (
+            "/v1/logs",
+            cases("ExportLogsServiceRequest", logs_request_json(&[log_json("abc", "0102030405060708", "")])),
+        ),
+    ];
+    for (path, cases) in &endpoints {
+        let url = format!("http://{}{path}", server.otlp_http);
+        for case in cases {
+            let mut req = client.post(&url).body(case.body.clone());
+            if let Some(ct) = case.content_type {
+                req = req.header("content-type", ct);
+            }
+            if let Some(enc) = case.encoding {
+                req = req.header("content-encoding", enc);
+            }
+            let resp = req.send().await.expect("request");
+            assert_eq!(resp.status().as_u16(), case.status, "{path} case {}", case.name);
+            let text = resp.text().await.expect("body");
+            assert!(
+                text.contains(&case.message),
+                "{path} case {}: body {text:?} lacks {:?}",
+                case.name,
+                case.message
+            );
         }
-        if let Some(enc) = case.encoding {
-            req = req.header("content-encoding", enc);
-        }
-        let resp = req.send().await.expect("request");
-        assert_eq!(resp.status().as_u16(), case.status, "case {}", case.name);
-        let text = resp.text().await.expect("body");
-        assert!(text.contains(case.message), "case {}: body {text:?} lacks {:?}", case.name, case.message);
+        assert!(cases[6].body.len() < 16, "the protobuf case is small");
     }
-    assert!(cases[6].body.len() < 16, "the protobuf case is small");
 
     // Invalid spans are rejected one by one; the rest is stored.
     let body = request_json(&[
@@ -194,6 +227,56 @@ async fn bad_http_input_gets_precise_errors() {
             .expect("json");
     assert_eq!(trace["spanCount"], 1, "the valid span was stored");
 
+    // Invalid log records are rejected one by one; the rest is stored.
+    let body = logs_request_json(&[
+        log_json("0102030405060708090a0b0c0d0e0f10", "0102030405060708", ""),
+        log_json("0102030405060708090a0b0c0d0e0f1011", "0102030405060708", ""),
+        log_json("", "0102030405060708", ""),
+        log_json("0102030405060708090a0b0c0d0e0f10", "0102030405060708", r#","severityNumber":99"#),
+    ]);
+    let resp = client
+        .post(format!("http://{}/v1/logs", server.otlp_http))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 200);
+    let answer: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(answer["partialSuccess"]["rejectedLogRecords"], 3, "{answer}");
+    let msg = answer["partialSuccess"]["errorMessage"].as_str().expect("message");
+    for needle in [
+        "log record 1: trace_id must be 16 bytes or empty, got 17",
+        "log record 2: span_id given without a trace_id",
+        "log record 3: severity_number must be 0-24, got 99",
+    ] {
+        assert!(msg.contains(needle), "{msg} lacks {needle}");
+    }
+    let logs = common::get_json(&server.query("/api/v1/logs?traceId=0102030405060708090a0b0c0d0e0f10")).await;
+    assert_eq!(logs["count"], 1, "the valid record was stored: {logs}");
+
+    // Metrics are not stored: 404 with a message saying so, counted.
+    let resp = client
+        .post(format!("http://{}/v1/metrics", server.otlp_http))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 404);
+    let text = resp.text().await.expect("body");
+    assert!(text.contains("strand stores traces and logs, not metrics"), "{text}");
+    let metrics = reqwest::get(server.query("/metrics")).await.expect("get").text().await.expect("text");
+    for (series, want) in [
+        (r#"strand_receiver_metrics_requests_refused_total{protocol="otlp_http"}"#, 1.0),
+        (r#"strand_receiver_log_records_stored_total{protocol="otlp_http"}"#, 1.0),
+        (r#"strand_receiver_log_records_rejected_total{protocol="otlp_http"}"#, 3.0),
+        (r#"strand_receiver_log_records_received_total{protocol="otlp_http"}"#, 4.0),
+        (r#"strand_receiver_log_requests_refused_total{protocol="otlp_http"}"#, 11.0),
+    ] {
+        assert_eq!(common::metric_value(&metrics, series), Some(want), "{series}");
+    }
+
     // Query-side errors.
     for (path, status, message) in [
         ("/api/v1/traces/xyz", 400, "invalid trace id `xyz`: trace_id must be 32 hex characters"),
@@ -214,6 +297,25 @@ async fn bad_http_input_gets_precise_errors() {
         assert_eq!(body["error"], message, "{path}");
     }
     server.stop().await;
+}
+
+/// Sends `data` as the protobuf field 1 of a message to a gRPC method, whatever the method
+/// expects; the answer's message is left undecoded.
+async fn send_raw(
+    server: &common::TestServer,
+    path: &'static str,
+    data: Vec<u8>,
+) -> Result<Bogus, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("channel");
+    let mut raw = tonic::client::Grpc::new(channel);
+    raw.ready().await.expect("ready");
+    let codec = tonic_prost::ProstCodec::<Bogus, Bogus>::default();
+    let path = http::uri::PathAndQuery::from_static(path);
+    raw.unary(tonic::Request::new(Bogus { data }), path, codec).await.map(tonic::Response::into_inner)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,31 +344,74 @@ async fn bad_grpc_input_gets_status_codes() {
     assert_eq!(ps.rejected_spans, 1);
     assert!(ps.error_message.contains("trace_id must not be all zeroes"), "{}", ps.error_message);
     // Bytes that are not an ExportTraceServiceRequest: INVALID_ARGUMENT.
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("channel");
-    let mut raw = tonic::client::Grpc::new(channel);
-    raw.ready().await.expect("ready");
-    let codec = tonic_prost::ProstCodec::<
-        Bogus,
-        opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
-    >::default();
-    let err = raw
-        .unary(
-            tonic::Request::new(Bogus { data: vec![0xff, 0xff, 0xff] }),
-            http::uri::PathAndQuery::from_static(
-                "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-            ),
-            codec,
-        )
-        .await
-        .expect_err("garbage must be refused");
+    let err = send_raw(
+        &server,
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        vec![0xff, 0xff, 0xff],
+    )
+    .await
+    .expect_err("garbage must be refused");
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
     assert!(err.message().contains("invalid protobuf ExportTraceServiceRequest"), "{err}");
     // The server still works.
     client.export(req(vec![span(vec![2; 16], "after".into())])).await.expect("server still serves");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_grpc_log_input_gets_status_codes_and_metrics_are_refused_with_a_message() {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    let server = common::start(|c| c.otlp.max_request_size = strand_server::config::ByteSize(LIMIT)).await;
+    let mut client = LogsServiceClient::connect(format!("http://{}", server.grpc)).await.expect("connect");
+    let record = |tid: Vec<u8>, body: String| LogRecord {
+        trace_id: tid,
+        span_id: vec![1; 8],
+        body: Some(AnyValue { value: Some(any_value::Value::StringValue(body)) }),
+        ..Default::default()
+    };
+    let req = |log_records: Vec<LogRecord>| ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs { log_records, ..Default::default() }],
+            ..Default::default()
+        }],
+    };
+    let big = req(vec![record(vec![1; 16], "x".repeat(LIMIT as usize))]);
+    let err = client.export(big).await.expect_err("too large");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    let answer = client
+        .export(req(vec![record(vec![1; 16], "ok".into()), record(vec![7; 3], "short id".into())]))
+        .await
+        .expect("export")
+        .into_inner();
+    let ps = answer.partial_success.expect("partial success");
+    assert_eq!(ps.rejected_log_records, 1);
+    assert!(ps.error_message.contains("trace_id must be 16 bytes or empty, got 3"), "{}", ps.error_message);
+    let err = send_raw(
+        &server,
+        "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+        vec![0xff, 0xff, 0xff],
+    )
+    .await
+    .expect_err("garbage must be refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("invalid protobuf ExportLogsServiceRequest"), "{err}");
+    let logs = common::get_json(&server.query(&format!("/api/v1/logs?traceId={}", "01".repeat(16)))).await;
+    assert_eq!(logs["count"], 1, "the valid record was stored: {logs}");
+
+    // Metrics: UNIMPLEMENTED with a message (not tonic's bare answer), counted.
+    // (An empty message is a valid ExportMetricsServiceRequest.)
+    let err =
+        send_raw(&server, "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export", Vec::new())
+            .await
+            .expect_err("metrics are refused");
+    assert_eq!(err.code(), tonic::Code::Unimplemented, "{err}");
+    assert!(err.message().contains("strand stores traces and logs, not metrics"), "{err}");
+    let text = reqwest::get(server.query("/metrics")).await.expect("get").text().await.expect("text");
+    let refused = r#"strand_receiver_metrics_requests_refused_total{protocol="otlp_grpc"}"#;
+    assert_eq!(common::metric_value(&text, refused), Some(1.0));
     server.stop().await;
 }
 

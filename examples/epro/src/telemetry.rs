@@ -4,14 +4,15 @@ use std::time::Duration;
 
 use strand_instrument::{TelemetryConfig, TelemetryGuard};
 
-/// Telemetry for `service` exporting OTLP/gRPC to `strand` (the `OTEL_*` variables win),
-/// batching every 200 ms so the demo's traces show up quickly.
+/// Telemetry for `service` exporting spans and log records over OTLP/gRPC to `strand` (the
+/// `OTEL_*` variables win), batching every 200 ms so the demo's traces show up quickly.
 pub fn init(service: &str, strand: &str) -> anyhow::Result<TelemetryGuard> {
     let mut cfg = TelemetryConfig::new(service);
     cfg.endpoint = Some(strand.to_owned());
     cfg.service_version = Some(env!("CARGO_PKG_VERSION").to_owned());
     cfg.resource.insert("deployment.environment.name".into(), "demo".into());
     cfg.batch.scheduled_delay = Duration::from_millis(200);
+    cfg.logs.export = true;
     Ok(strand_instrument::init(cfg.with_env()?)?)
 }
 

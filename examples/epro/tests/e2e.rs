@@ -29,15 +29,20 @@ const PRODUCER: u64 = 4;
 const CONSUMER: u64 = 5;
 const INTERNAL: u64 = 1;
 
+/// The `service.name` of an OTLP/JSON resource (empty when it has none).
+fn service_of(resource: &Value) -> String {
+    resource["attributes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|kv| kv["key"] == "service.name"))
+        .and_then(|kv| kv["value"]["stringValue"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 fn spans(trace: &Value) -> Vec<S> {
     let mut out = Vec::new();
     for rs in trace["resourceSpans"].as_array().expect("resourceSpans") {
-        let service = rs["resource"]["attributes"]
-            .as_array()
-            .and_then(|a| a.iter().find(|kv| kv["key"] == "service.name"))
-            .and_then(|kv| kv["value"]["stringValue"].as_str())
-            .unwrap_or_default()
-            .to_owned();
+        let service = service_of(&rs["resource"]);
         for ss in rs["scopeSpans"].as_array().expect("scopeSpans") {
             for sp in ss["spans"].as_array().expect("spans") {
                 let num = |k: &str| sp[k].as_str().and_then(|s| s.parse::<u128>().ok()).unwrap_or(0);
@@ -270,13 +275,48 @@ async fn one_whole_trace_per_report_across_five_services() {
             child_of(one(&s, "notify-service", "POST", CLIENT), sms);
             assert!(sms.end > gw.end, "send-sms ends after the HTTP request returned");
             assert!(sms.start >= consume.start);
+            let mut written = Vec::new();
             for (service, text) in &logs {
-                let carries = text
+                let lines: Vec<Value> = text
                     .lines()
                     .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                    .any(|l| l["trace_id"] == trace_id.as_str());
-                assert!(carries, "{service} logged no line with trace id {trace_id}");
+                    .filter(|l| l["trace_id"] == trace_id.as_str())
+                    .collect();
+                assert!(!lines.is_empty(), "{service} logged no line with trace id {trace_id}");
+                for l in lines {
+                    let field = |k: &str| l[k].as_str().unwrap_or_default().to_owned();
+                    written.push((service.to_string(), field("span_id"), field("message")));
+                }
             }
+            // The same lines went to strand as OTLP log records: found by the trace id,
+            // each under the span that wrote it.
+            let stored = client
+                .get(format!("{api}/api/v1/logs?traceId={trace_id}"))
+                .send()
+                .await
+                .expect("get logs")
+                .json::<Value>()
+                .await
+                .expect("json");
+            let span_ids: BTreeSet<&str> = s.iter().map(|x| x.id.as_str()).collect();
+            let mut found = Vec::new();
+            for rl in stored["resourceLogs"].as_array().expect("resourceLogs") {
+                let service = service_of(&rl["resource"]);
+                for sl in rl["scopeLogs"].as_array().expect("scopeLogs") {
+                    for r in sl["logRecords"].as_array().expect("logRecords") {
+                        let span = r["spanId"]
+                            .as_str()
+                            .expect("every record of the request has a span")
+                            .to_lowercase();
+                        assert!(span_ids.contains(span.as_str()), "record {r} names a span of its trace");
+                        let body = r["body"]["stringValue"].as_str().expect("text body").to_owned();
+                        found.push((service.clone(), span, body));
+                    }
+                }
+            }
+            written.sort();
+            found.sort();
+            assert_eq!(found, written, "the request's log lines are stored under their spans");
         } else {
             assert!(gw.error, "the failed submission's gateway span is an error");
             let db = one(&s, "data-service", "INSERT reports_archive", CLIENT);
