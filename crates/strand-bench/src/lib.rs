@@ -4,6 +4,9 @@
 //! - [`ingest`]: `bench ingest` and `bench query`: the standard traffic profile over
 //!   OTLP/gRPC into a `strand serve` child process (or a running server), server CPU and
 //!   memory from `/proc`, bytes on disk, lookup and search latencies.
+//! - [`logs`]: `bench logs`: the standard log profile over OTLP/gRPC into a `strand serve`
+//!   child process: server CPU and bytes on disk per record, logs-of-a-trace and search
+//!   latencies.
 //! - [`sampling`]: `bench sampling`: the tail sampler's memory and CPU per span, in-process.
 //! - [`integrity`]: `bench integrity`: the chain-integrity analyser's recall per kind of
 //!   break, false alarms and CPU per span, in-process, on labelled traffic.
@@ -14,5 +17,6 @@
 
 pub mod ingest;
 pub mod integrity;
+pub mod logs;
 pub mod sampling;
 pub mod ui;

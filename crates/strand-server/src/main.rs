@@ -173,6 +173,9 @@ enum BenchCommand {
     Ingest(strand_bench::ingest::IngestArgs),
     /// Load traffic as `ingest` does, then time trace lookups, searches and dependencies.
     Query(strand_bench::ingest::QueryArgs),
+    /// Send the standard log profile to a server and report CPU and bytes per record and
+    /// lookup and search latencies.
+    Logs(strand_bench::logs::LogsArgs),
     /// Time the tail sampler in-process: memory per buffered span, CPU per span, decisions.
     Sampling(strand_bench::sampling::SamplingArgs),
     /// Chain integrity on labelled traffic, in-process: recall per kind of break, false
@@ -230,6 +233,7 @@ fn main() -> ExitCode {
         Command::Deps(args) => rt.block_on(list(args, "/api/v1/dependencies", search_cmd::render_deps)),
         Command::Bench(BenchCommand::Ingest(args)) => rt.block_on(strand_bench::ingest::ingest(args)),
         Command::Bench(BenchCommand::Query(args)) => rt.block_on(strand_bench::ingest::query(args)),
+        Command::Bench(BenchCommand::Logs(args)) => rt.block_on(strand_bench::logs::run(args)),
         Command::Bench(BenchCommand::Sampling(args)) => strand_bench::sampling::run(args),
         Command::Bench(BenchCommand::Integrity(args)) => strand_bench::integrity::run(args),
         Command::Bench(BenchCommand::Ui(args)) => rt.block_on(strand_bench::ui::run(args)),
