@@ -3,7 +3,8 @@ directory, so the README's example is known to work.
 
 usage: duckdb_reads_readme_queries.py README DATA_DIR EXPECTED_TRACE_ID
 
-Prints each query's rows; exits 1 unless every query runs and the expected trace shows up.
+Prints each query's rows; exits 1 unless every query runs, returns rows, and the expected
+trace shows up in every one of them.
 """
 
 import re
@@ -17,14 +18,12 @@ section = text.split("## Reading blocks with DuckDB", 1)[1].split("\n## ", 1)[0]
 queries = re.findall(r"```sql\n(.*?)```", section, re.S)
 if not queries:
     sys.exit("no sql blocks in the README section")
-found = False
 for q in queries:
     q = q.replace("strand-data/", data_dir.rstrip("/") + "/")
     rows = duckdb.sql(q).fetchall()
     print(q.strip(), "\n->", rows[:5])
     if not rows:
         sys.exit("query returned no rows")
-    found = found or any(expected in str(r) for r in rows)
-if not found:
-    sys.exit(f"trace {expected} not in any result")
+    if not any(expected in str(r) for r in rows):
+        sys.exit(f"trace {expected} not in the result of:\n{q}")
 print("README queries OK")

@@ -410,6 +410,25 @@ pub(crate) fn proc_cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
+/// CPU seconds of each thread of a process, summed by thread name (`strand-flush`,
+/// `strand-wal`, `tokio-rt-worker`, ...): where the server's CPU went, by phase.
+pub(crate) fn proc_cpu_by_thread(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    for t in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else { continue };
+        let (Some((head, rest)), Some(name_start)) = (stat.rsplit_once(") "), stat.find('(')) else {
+            continue;
+        };
+        let name = head[name_start + 1..].to_owned();
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+            + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        *out.entry(name).or_insert(0.0) += ticks as f64 / 100.0;
+    }
+    out
+}
+
 pub(crate) fn proc_peak_rss(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;

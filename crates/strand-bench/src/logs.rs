@@ -24,7 +24,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::ingest::{ChildServer, dir_bytes, int, kv, percentile, proc_cpu_seconds, proc_peak_rss, s};
+use crate::ingest::{
+    ChildServer, dir_bytes, int, kv, percentile, proc_cpu_by_thread, proc_cpu_seconds, proc_peak_rss, s,
+};
 
 /// Options of `strand bench logs`.
 #[derive(Args, Debug, Clone)]
@@ -92,13 +94,26 @@ const TEMPLATES: [(&str, i32, &str); 20] = [
 ];
 
 /// Generates the standard log profile.
-struct LogGenerator {
+pub struct LogGenerator {
     rng: StdRng,
     resources: Vec<Resource>,
     traces: u64,
 }
 
+/// A generator of the standard log profile (for the in-process cost examples).
+pub fn profile_generator(seed: u64) -> LogGenerator {
+    LogGenerator::new(seed)
+}
+
 impl LogGenerator {
+    /// About `records` records of whole traces, as the receivers hand them on; and how many.
+    pub fn batch(&mut self, records: usize) -> (strand_core::LogBatch, usize) {
+        let (req, _, count) = self.request(records);
+        let (batch, rejected) = strand_otlp::logs::from_request(req);
+        assert_eq!(rejected.count, 0, "the profile's records are valid");
+        (batch, count)
+    }
+
     fn new(seed: u64) -> Self {
         let resources = SERVICES
             .iter()
@@ -215,6 +230,9 @@ struct Report {
     server_cpu_seconds: Option<f64>,
     server_cpu_micros_per_record: Option<f64>,
     server_cpu_micros_per_record_including_final_flush: Option<f64>,
+    /// Server CPU µs per record by thread, after the final flush: `tokio-rt-worker` decodes
+    /// and answers requests, `strand-wal` appends and fsyncs, `strand-flush` cuts blocks.
+    server_cpu_micros_per_record_by_thread: std::collections::BTreeMap<String, f64>,
     disk_bytes_blocks: Option<u64>,
     disk_bytes_per_record: Option<f64>,
     peak_server_rss_bytes: Option<u64>,
@@ -269,6 +287,7 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
     let remaining = Arc::new(AtomicU64::new(args.records));
     let sent = Arc::new(AtomicU64::new(0));
     let cpu0 = proc_cpu_seconds(pid);
+    let threads_before = proc_cpu_by_thread(pid);
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     let per_worker_samples = (args.lookups / args.concurrency.max(1)).max(1);
@@ -361,6 +380,12 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
     if let (Some(a), Some(c)) = (cpu0, proc_cpu_seconds(pid)) {
         report.server_cpu_micros_per_record_including_final_flush = Some(per_record(c - a));
     }
+    let threads_after = proc_cpu_by_thread(pid);
+    report.server_cpu_micros_per_record_by_thread = threads_after
+        .iter()
+        .map(|(name, cpu)| (name.clone(), per_record(cpu - threads_before.get(name).copied().unwrap_or(0.0))))
+        .filter(|(_, us)| *us >= 0.01)
+        .collect();
     let blocks = dir_bytes(&server.data_dir().join("blocks"));
     report.disk_bytes_blocks = Some(blocks);
     report.disk_bytes_per_record = Some(blocks as f64 / report.records_sent as f64);

@@ -219,6 +219,8 @@ pub struct StorageConfig {
     pub fsync_interval: HumanDuration,
     /// Cut the in-memory head into a block at this many spans.
     pub head_max_spans: usize,
+    /// ... or at this many log records.
+    pub head_max_log_records: usize,
     /// ... or at this much encoded data.
     pub head_max_size: ByteSize,
     /// ... or when its oldest span was received this long ago.
@@ -276,6 +278,7 @@ impl Default for StorageConfig {
             fsync: Fsync::Always,
             fsync_interval: HumanDuration(Duration::from_millis(100)),
             head_max_spans: d.head_max_spans,
+            head_max_log_records: d.head_max_log_records,
             head_max_size: ByteSize(d.head_max_bytes),
             head_max_age: HumanDuration(d.head_max_age),
             retention: HumanDuration(d.retention),
@@ -296,6 +299,7 @@ impl StorageConfig {
                 Fsync::Interval => strand_store::FsyncPolicy::Interval(self.fsync_interval.0),
             },
             head_max_spans: self.head_max_spans,
+            head_max_log_records: self.head_max_log_records,
             head_max_bytes: self.head_max_size.0,
             head_max_age: self.head_max_age.0,
             retention: self.retention.0,
@@ -338,6 +342,7 @@ impl Config {
         positive("otlp.max_concurrent_requests", self.otlp.max_concurrent_requests > 0);
         positive("storage.fsync_interval", !self.storage.fsync_interval.0.is_zero());
         positive("storage.head_max_spans", self.storage.head_max_spans > 0);
+        positive("storage.head_max_log_records", self.storage.head_max_log_records > 0);
         positive("storage.head_max_size", self.storage.head_max_size.0 > 0);
         positive("storage.head_max_age", !self.storage.head_max_age.0.is_zero());
         positive("storage.retention", !self.storage.retention.0.is_zero());

@@ -1,4 +1,5 @@
-//! Blocks are plain Parquet: the README's DuckDB queries run against a real data directory
+//! Blocks are plain Parquet: the README's DuckDB queries (spans, traces, log records) run
+//! against a real data directory
 //! (`tests/interop/duckdb_reads_readme_queries.py` runs the SQL taken from the README).
 
 mod common;
@@ -11,6 +12,14 @@ async fn readme_duckdb_queries_read_blocks() {
     let Some(python) = common::interop_python("INTEROP_PYTHON", ".venv", "DuckDB") else { return };
     let server = common::start(|_| {}).await;
     server.export_json(std::fs::read(common::fixture("otlp/trace.json")).expect("fixture")).await;
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/v1/logs", server.otlp_http))
+        .header("content-type", "application/json")
+        .body(std::fs::read(common::fixture("otlp/logs.json")).expect("fixture"))
+        .send()
+        .await
+        .expect("post logs");
+    assert_eq!(resp.status(), 200);
     let data = server.dir.path().join("data");
     let dir = server.stop().await; // a clean stop cuts the head into a block
     let out = Command::new(&python)

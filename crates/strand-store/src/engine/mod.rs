@@ -97,7 +97,7 @@ impl Default for StoreConfig {
         Self {
             fsync: FsyncPolicy::Always,
             head_max_spans: 1_000_000,
-            head_max_log_records: 3_000_000,
+            head_max_log_records: 1_000_000,
             head_max_bytes: 512 * 1024 * 1024,
             head_max_age: Duration::from_secs(300),
             retention: Duration::from_secs(7 * 24 * 3600),
@@ -600,8 +600,13 @@ impl Inner {
         let mut candidates = decode_records(&records, |l| in_range(l) && q.matches(l, lower.as_deref()))
             .map_err(|e| e.corrupt_at("head"))?;
         // (time, block, row) of every matching block row not excluded by the cursor's time.
+        // Blocks are scanned newest first; once the rows found fill the page with rows newer
+        // than anything the blocks left could hold, those are not scanned at all.
+        let mut order: Vec<usize> = (0..blocks.len()).filter(|&b| blocks[b].logs.is_some()).collect();
+        order.sort_by_key(|&b| std::cmp::Reverse(blocks[b].meta.max_log_time_unix_nano));
         let mut rows: Vec<(u64, usize, u32)> = Vec::new();
-        for (bi, b) in blocks.iter().enumerate() {
+        for (n, &bi) in order.iter().enumerate() {
+            let b = &blocks[bi];
             let Some(logs) = &b.logs else { continue };
             if b.meta.max_log_time_unix_nano < start || b.meta.min_log_time_unix_nano > end {
                 continue;
@@ -610,6 +615,12 @@ impl Inner {
                 if q.cursor.is_none_or(|c| t <= c.time_unix_nano) {
                     rows.push((t, bi, row));
                 }
+            }
+            let next_max = order.get(n + 1).map(|&nb| blocks[nb].meta.max_log_time_unix_nano);
+            if let Some(next_max) = next_max
+                && page_is_full(&mut rows, q, next_max)
+            {
+                break;
             }
         }
         // Newest first. Rows at the cursor's own time may be before or after it (the
@@ -633,6 +644,18 @@ impl Inner {
         }
         Ok(strand_core::logs::page_of(q, candidates))
     }
+}
+
+/// Whether `rows` already hold a whole page (and the row after it) of rows newer than
+/// `newer_than`, so no row at or before that time can be on the page.
+fn page_is_full(rows: &mut [(u64, usize, u32)], q: &LogQuery, newer_than: u64) -> bool {
+    let at_cursor = q.cursor.map_or(0, |c| rows.iter().filter(|r| r.0 == c.time_unix_nano).count());
+    let need = q.limit + 1 + at_cursor;
+    if rows.len() < need {
+        return false;
+    }
+    let (_, kth, _) = rows.select_nth_unstable_by(need - 1, |a, b| b.0.cmp(&a.0));
+    kth.0 > newer_than
 }
 
 impl Drop for Store {

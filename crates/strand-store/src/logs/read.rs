@@ -142,16 +142,49 @@ impl LogFiles {
     }
 
     /// Rows matching the query's conditions and time range, with their effective time:
-    /// reads only the columns the conditions need, never whole records.
+    /// reads only the columns the conditions need, never whole records. Row groups are
+    /// scanned on up to [`SCAN_THREADS`] threads.
     pub fn search(&self, q: &LogQuery, lower_text: Option<&str>) -> Result<Vec<(u64, u32)>, StoreError> {
-        guard(|| self.search_unguarded(q, lower_text)).map_err(|e| e.corrupt_at(self.path.display()))
+        let groups = self.footer.metadata().row_groups();
+        let mut starts = Vec::with_capacity(groups.len());
+        let mut row = 0u32;
+        for rg in groups {
+            starts.push(row);
+            row += rg.num_rows() as u32;
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, SCAN_THREADS);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let scan = || -> Result<Vec<(u64, u32)>, FormatError> {
+            let mut out = Vec::new();
+            loop {
+                let g = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&first_row) = starts.get(g) else { return Ok(out) };
+                guard(|| self.search_group(g, first_row, q, lower_text, &mut out))?;
+            }
+        };
+        let results: Vec<Result<Vec<(u64, u32)>, FormatError>> = if threads == 1 || starts.len() < 2 {
+            vec![scan()]
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..threads.min(starts.len())).map(|_| s.spawn(scan)).collect();
+                handles.into_iter().map(|h| h.join().unwrap_or(Err(FormatError::ReaderPanicked))).collect()
+            })
+        };
+        let mut out = Vec::new();
+        for r in results {
+            out.extend(r.map_err(|e| e.corrupt_at(self.path.display()))?);
+        }
+        Ok(out)
     }
 
-    fn search_unguarded(
+    fn search_group(
         &self,
+        group: usize,
+        first_row: u32,
         q: &LogQuery,
         lower_text: Option<&str>,
-    ) -> Result<Vec<(u64, u32)>, FormatError> {
+        out: &mut Vec<(u64, u32)>,
+    ) -> Result<(), FormatError> {
         let mut cols = vec![TIME, OBSERVED, SEVERITY];
         if q.service.is_some() {
             cols.push(SERVICE);
@@ -168,14 +201,13 @@ impl LogFiles {
         );
         let reader =
             ParquetRecordBatchReaderBuilder::new_with_metadata(self.file.clone(), self.footer.clone())
+                .with_row_groups(vec![group])
                 .with_projection(mask)
                 .with_batch_size(8192)
                 .build()?;
-        let mut out = Vec::new();
-        let mut row = 0u32;
+        let mut row = first_row;
         for batch in reader {
             let b = batch?;
-            // Projected columns come in schema order.
             let named = |name: &str| b.column_by_name(name);
             let bad = |what: &str| FormatError::invalid(format!("log column {what} has the wrong type"));
             let u64c = |name: &str| {
@@ -189,7 +221,10 @@ impl LogFiles {
                 .and_then(|c| c.as_primitive_opt::<Int8Type>())
                 .ok_or_else(|| bad("severity_number"))?;
             let service = if q.service.is_some() { Some(strc("service_name")?) } else { None };
-            let bodies = if lower_text.is_some() { Some((strc("body")?, strc("body_value")?)) } else { None };
+            let text_hits = match lower_text {
+                Some(needle) => Some(text_matches(strc("body")?, strc("body_value")?, needle)?),
+                None => None,
+            };
             let attrs = if q.attributes.is_empty() {
                 None
             } else {
@@ -212,9 +247,7 @@ impl LogFiles {
                 {
                     continue;
                 }
-                if let (Some(needle), Some((body, value))) = (lower_text, bodies)
-                    && !body_matches(body, value, i, needle)?
-                {
+                if text_hits.as_ref().is_some_and(|hits| !hits[i]) {
                     continue;
                 }
                 if let Some((a, r)) = attrs
@@ -226,7 +259,7 @@ impl LogFiles {
             }
             row += b.num_rows() as u32;
         }
-        Ok(out)
+        Ok(())
     }
 
     fn read_ranges(&self, ranges: &[(u64, u64)]) -> Result<Vec<StoredLog>, StoreError> {
@@ -273,22 +306,63 @@ impl LogFiles {
     }
 }
 
-fn body_matches(
-    body: &StringArray,
-    value: &StringArray,
-    i: usize,
-    needle: &str,
-) -> Result<bool, FormatError> {
-    if !body.is_null(i) {
-        return Ok(strand_core::logs::contains_ignore_case(body.value(i), needle));
+/// Threads one block's search uses at most.
+pub const SCAN_THREADS: usize = 4;
+
+/// Which rows' bodies contain `needle` (lowercase), ignoring case. For an ASCII needle the
+/// text bodies of the whole batch are lowercased in one pass and searched with one
+/// substring finder, each match mapped back to its row; otherwise row by row.
+fn text_matches(body: &StringArray, value: &StringArray, needle: &str) -> Result<Vec<bool>, FormatError> {
+    let n = body.len();
+    let mut hits = vec![false; n];
+    if needle.is_ascii() && !needle.is_empty() && n > 0 {
+        let offsets = body.value_offsets();
+        let start = offsets[0] as usize;
+        let end = offsets[n] as usize;
+        let lower = body.value_data()[start..end].to_ascii_lowercase();
+        let finder = memchr::memmem::Finder::new(needle.as_bytes());
+        let row_end = |row: usize| offsets[row + 1] as usize - start;
+        let (mut row, mut from) = (0usize, 0usize);
+        while let Some(pos) = finder.find(&lower[from..]) {
+            let at = from + pos;
+            while row_end(row) <= at {
+                row += 1;
+            }
+            if at + needle.len() <= row_end(row) {
+                // Within one body (a match across two bodies does not count).
+                hits[row] = !body.is_null(row);
+                if row + 1 >= n {
+                    break;
+                }
+                from = row_end(row);
+            } else {
+                from = at + 1;
+            }
+        }
+    } else {
+        for (i, hit) in hits.iter_mut().enumerate() {
+            *hit = !body.is_null(i) && strand_core::logs::contains_ignore_case(body.value(i), needle);
+        }
     }
-    if value.is_null(i) {
-        return Ok(needle.is_empty());
+    // Structured bodies are searched as their text; no body matches only the empty text.
+    for (i, hit) in hits.iter_mut().enumerate() {
+        if !body.is_null(i) {
+            continue;
+        }
+        *hit = if value.is_null(i) {
+            needle.is_empty()
+        } else {
+            let record = LogRecord { body: value_from_json(value.value(i))?, ..LogRecord::default() };
+            strand_core::logs::contains_ignore_case(&record.body_text(), needle)
+        };
     }
-    let record = LogRecord { body: value_from_json(value.value(i))?, ..LogRecord::default() };
-    Ok(strand_core::logs::contains_ignore_case(&record.body_text(), needle))
+    Ok(hits)
 }
 
+/// Whether row `i`'s record or resource attributes hold every `want`ed value. A value whose
+/// text appears in neither JSON cell cannot match, so most rows are refused without parsing
+/// (JSON writes a value's text as it is, unless it needs escapes: such values are always
+/// checked by parsing).
 fn attrs_match(
     want: &[(String, String)],
     attrs: &StringArray,
@@ -298,8 +372,19 @@ fn attrs_match(
     fn cell(a: &StringArray, i: usize) -> Option<&str> {
         (!a.is_null(i)).then(|| a.value(i))
     }
-    let record = attrs_from_json(cell(attrs, i))?;
-    let resource = attrs_from_json(cell(res, i))?;
+    let cells = [cell(attrs, i), cell(res, i)];
+    for (_, v) in want {
+        // Fractional numbers may be written differently in JSON (`1e20`): checked by parsing.
+        let fractional = v.parse::<i64>().is_err() && v.parse::<f64>().is_ok();
+        let plain = !fractional && !v.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
+        let present =
+            cells.iter().flatten().any(|c| memchr::memmem::find(c.as_bytes(), v.as_bytes()).is_some());
+        if plain && !present {
+            return Ok(false);
+        }
+    }
+    let record = attrs_from_json(cells[0])?;
+    let resource = attrs_from_json(cells[1])?;
     Ok(want.iter().all(|(k, v)| {
         [&record, &resource].iter().any(|list| {
             find_attr(list, k).and_then(strand_core::search::value_text).as_deref() == Some(v.as_str())
@@ -384,5 +469,53 @@ impl RowDecoder {
             out.push(StoredLog { resource, scope, record });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow_array::StringArray;
+
+    use super::*;
+
+    #[test]
+    fn text_matches_finds_each_row_once_and_never_across_rows() {
+        let body = StringArray::from(vec![
+            Some("Payment DECLINED"),
+            Some("decl"),
+            Some("ined by bank"), // "declined" only across the two rows above
+            None,
+            Some("x declined declined"),
+            Some("Zürich DECLINED"),
+        ]);
+        let value =
+            StringArray::from(vec![None, None, None, Some(r#"{"msg":"Declined twice"}"#), None, None]);
+        let hits = text_matches(&body, &value, "declined").expect("matches");
+        assert_eq!(hits, [true, false, false, true, true, true]);
+        // A needle outside ASCII goes row by row.
+        let hits = text_matches(&body, &value, "zürich").expect("matches");
+        assert_eq!(hits, [false, false, false, false, false, true]);
+        // Sliced arrays (offsets not starting at 0) map matches to the right rows.
+        let sliced = body.slice(2, 4);
+        let values = value.slice(2, 4);
+        let hits = text_matches(&sliced, &values, "declined").expect("matches");
+        assert_eq!(hits, [false, true, true, true]);
+    }
+
+    #[test]
+    fn attribute_prefilter_never_refuses_a_match() {
+        let attrs = StringArray::from(vec![
+            Some(r#"{"n":4242,"ratio":1e20,"name":"a\"b","flag":true}"#),
+            Some(r#"{"n":42}"#),
+        ]);
+        let res = StringArray::from(vec![Some(r#"{"service.name":"api"}"#), None]);
+        let want = |k: &str, v: &str| vec![(k.to_owned(), v.to_owned())];
+        assert!(attrs_match(&want("n", "4242"), &attrs, &res, 0).expect("ok"));
+        assert!(!attrs_match(&want("n", "4242"), &attrs, &res, 1).expect("ok"));
+        assert!(attrs_match(&want("ratio", "100000000000000000000"), &attrs, &res, 0).expect("ok"));
+        assert!(attrs_match(&want("name", "a\"b"), &attrs, &res, 0).expect("ok"));
+        assert!(attrs_match(&want("flag", "true"), &attrs, &res, 0).expect("ok"));
+        assert!(attrs_match(&want("service.name", "api"), &attrs, &res, 0).expect("ok"));
+        assert!(!attrs_match(&want("service.name", "api"), &attrs, &res, 1).expect("ok"));
     }
 }
