@@ -40,14 +40,20 @@ export function mount(main, _args, url) {
   main.replaceChildren(h('div', { class: 'logs-page' }, h('h1', null, 'Logs'), form, results));
 
   const traceId = p.get('traceId');
+  // The time range is fixed when the page opens, so "Older records" continues the same
+  // search however long the reader waits between pages.
+  const hours = { '15m': 0.25, '1h': 1, '6h': 6, '24h': 24, '168h': 168 }[p.get('since') ?? '1h'] ?? 1;
+  const end = new Date();
+  const start = new Date(end.getTime() - hours * 3600_000);
   const params = traceId ? { traceId } : {
     service: p.get('service'), severity: p.get('severity'), q: p.get('q'), attr: p.get('attr'),
-    since: p.get('since') ?? '1h', limit: 100,
+    start: start.toISOString(), end: end.toISOString(), limit: 100,
   };
   const table = h('tbody');
   const more = h('button', { type: 'button', hidden: true }, 'Older records');
   let shown = 0;
   const load = (cursor) => {
+    more.disabled = true;
     results.setAttribute('aria-busy', 'true');
     getJSON('/api/v1/logs', { ...params, cursor }, { signal: abort.signal })
       .then((json) => {
@@ -68,8 +74,9 @@ export function mount(main, _args, url) {
         const counter = results.querySelector('.log-count');
         if (counter) counter.textContent = `${shown} record${shown === 1 ? '' : 's'}${json.nextCursor ? ' (more below)' : ''}`;
         more.hidden = !json.nextCursor;
+        more.disabled = false;
         more.onclick = () => load(json.nextCursor);
-        for (const w of json.warnings ?? []) results.prepend(h('p', { class: 'warning' }, w));
+        if (!cursor) for (const w of json.warnings ?? []) results.prepend(h('p', { class: 'warning' }, w));
         results.removeAttribute('aria-busy');
         document.body.dataset.logsReady = String(shown);
       })

@@ -81,7 +81,10 @@ class TraceView {
     this.logs = logs;
     this.logsBySpan = new Map();
     for (const l of logs) {
-      if (l.span >= 0) this.logsBySpan.set(l.span, [...(this.logsBySpan.get(l.span) ?? []), l]);
+      if (l.span < 0) continue;
+      const list = this.logsBySpan.get(l.span);
+      if (list) list.push(l);
+      else this.logsBySpan.set(l.span, [l]);
     }
     this.collapsed = new Uint8Array(this.spans.length);
     this.selected = -1;

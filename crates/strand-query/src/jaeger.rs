@@ -122,6 +122,13 @@ pub fn trace_to_jaeger_with(trace: &Trace, integrity: Option<&Integrity>, record
     let findings = integrity.map_or(&[][..], |i| &i.findings[..]);
     let mut processes: Vec<(Value, String)> = Vec::new();
     let mut spans = Vec::with_capacity(trace.spans.len());
+    let mut records_of: std::collections::HashMap<strand_core::SpanId, Vec<&StoredLog>> =
+        std::collections::HashMap::new();
+    for l in records {
+        if let Some(s) = l.record.span_id {
+            records_of.entry(s).or_default().push(l);
+        }
+    }
     for s in &trace.spans {
         let resource = &s.resource;
         let process = json!({
@@ -191,7 +198,7 @@ pub fn trace_to_jaeger_with(trace: &Trace, integrity: Option<&Integrity>, record
                 (e.time_unix_nano, json!({ "timestamp": e.time_unix_nano / 1000, "fields": fields }))
             })
             .collect();
-        for l in records.iter().filter(|l| l.record.span_id == Some(span.span_id)) {
+        for l in records_of.get(&span.span_id).into_iter().flatten() {
             let r = &l.record;
             let level = if r.severity_text.is_empty() {
                 strand_core::logs::severity_name(r.severity_number).to_owned()
@@ -263,7 +270,7 @@ async fn jaeger_traces(st: &QueryState, traces: Vec<Trace>) -> Vec<Value> {
     let mut out = Vec::with_capacity(traces.len());
     for t in &traces {
         let integrity = crate::integrity::of_trace(st, t).await;
-        let logs = st.logs_of(t.trace_id).await;
+        let logs = st.logs_of(t.trace_id).await.unwrap_or_default();
         out.push(trace_to_jaeger_with(t, integrity.as_ref(), &logs));
     }
     out

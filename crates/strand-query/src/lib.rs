@@ -141,16 +141,15 @@ pub struct QueryState {
 }
 
 impl QueryState {
-    /// The log records of a trace, for the trace views; empty (with a warning in the
-    /// server log) when the backend keeps none or the read fails: a trace is still shown
-    /// without its logs.
-    pub(crate) async fn logs_of(&self, id: TraceId) -> Vec<strand_core::StoredLog> {
-        let Some(logs) = &self.logs else { return Vec::new() };
-        match logs.trace_logs(id, None).await {
-            Ok(records) => records,
+    /// The log records of a trace, for the trace views; `None` (with a warning in the
+    /// server log when the read failed) when the backend keeps none or the read fails: a
+    /// trace is still shown without its logs.
+    pub(crate) async fn logs_of(&self, id: TraceId) -> Option<Vec<strand_core::StoredLog>> {
+        match self.logs.as_ref()?.trace_logs(id, None).await {
+            Ok(records) => Some(records),
             Err(e) => {
                 tracing::warn!(trace_id = %id, error = %e, "reading the trace's log records failed");
-                Vec::new()
+                None
             }
         }
     }
@@ -243,17 +242,18 @@ async fn get_trace(State(st): State<QueryState>, Path(raw): Path<String>) -> Res
         st.reader.get_trace(id).await?.ok_or_else(|| ApiError::NotFound(format!("trace {id} not found")))?;
     let integrity = integrity::of_trace(&st, &trace).await;
     let logs = st.logs_of(id).await;
-    let mut span_log_counts = std::collections::BTreeMap::new();
-    for l in &logs {
-        if let Some(s) = l.record.span_id {
-            *span_log_counts.entry(s.to_hex()).or_insert(0usize) += 1;
+    let span_log_counts = logs.as_ref().map(|logs| {
+        let mut counts = std::collections::BTreeMap::new();
+        for s in logs.iter().filter_map(|l| l.record.span_id) {
+            *counts.entry(s.to_hex()).or_insert(0usize) += 1;
         }
-    }
+        counts
+    });
     let body = TraceBody {
         trace_id: id.to_hex(),
         span_count: trace.spans.len(),
-        log_count: st.logs.as_ref().map(|_| logs.len()),
-        span_log_counts: st.logs.as_ref().map(|_| span_log_counts),
+        log_count: logs.as_ref().map(Vec::len),
+        span_log_counts,
         integrity: integrity.as_ref().map(integrity::IntegrityJson::from),
         resource_spans: strand_otlp::to_resource_spans(&trace.to_batch()),
     };
@@ -267,7 +267,8 @@ async fn get_trace(State(st): State<QueryState>, Path(raw): Path<String>) -> Res
 struct TraceBody {
     trace_id: String,
     span_count: usize,
-    /// Log records of the trace (absent when the backend keeps no logs).
+    /// Log records of the trace (absent when the backend keeps no logs or reading them
+    /// failed).
     #[serde(skip_serializing_if = "Option::is_none")]
     log_count: Option<usize>,
     /// Log records per span id that has any (records without a span id are only counted

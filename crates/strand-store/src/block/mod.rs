@@ -77,8 +77,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::FormatError;
 
-/// Version of the block layout described in the module docs.
-pub const FORMAT_VERSION: u32 = 1;
+/// Newest version of the block layout described in the module docs: 2 is a block holding
+/// log records (`logs.parquet`; see [`crate::logs`]). A block without log records is still
+/// written as version 1, which strands without log support read; one with them is 2, so
+/// such a strand refuses the directory instead of compacting the records away.
+pub const FORMAT_VERSION: u32 = 2;
+/// Version of a block without log records.
+pub const SPANS_ONLY_VERSION: u32 = 1;
 
 /// Contents of `meta.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -115,7 +115,7 @@ impl Block {
             });
         }
         let meta: BlockMeta = serde_json::from_slice(&meta_bytes).map_err(|e| corrupt(&meta_path, e))?;
-        if meta.format_version != FORMAT_VERSION {
+        if !(1..=FORMAT_VERSION).contains(&meta.format_version) {
             return Err(corrupt(&meta_path, format!("unsupported format version {}", meta.format_version)));
         }
         let spans_path = dir.join("spans.parquet");

@@ -16,7 +16,7 @@ use parquet::schema::types::ColumnPath;
 use strand_core::{Resource, Scope, Span, SpanBatch, StatusCode, StoredSpan};
 
 use super::json::{attrs_to_json, write_attrs, write_events, write_links};
-use super::{BlockMeta, FORMAT_VERSION, FileChecksum};
+use super::{BlockMeta, FileChecksum, SPANS_ONLY_VERSION};
 use crate::error::FormatError;
 
 /// Rows per data page: small pages make a trace lookup read little.
@@ -377,7 +377,7 @@ impl BlockBuilder {
         let traces_bytes = summaries.encode()?;
         let hex = |t: u128| strand_core::TraceId(t.to_be_bytes()).to_hex();
         let meta = BlockMeta {
-            format_version: FORMAT_VERSION,
+            format_version: SPANS_ONLY_VERSION,
             id,
             span_count: self.keys.len() as u64,
             trace_count,

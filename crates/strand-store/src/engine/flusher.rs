@@ -102,6 +102,7 @@ pub(super) fn write_block(
     encoded.meta.files.push(FileChecksum::of("index.bin", &index));
     let logs = if logs.is_empty() { None } else { Some(logs.finish().map_err(encoding)?) };
     if let Some(l) = &logs {
+        encoded.meta.format_version = crate::block::FORMAT_VERSION;
         encoded.meta.log_count = l.count;
         (encoded.meta.min_log_time_unix_nano, encoded.meta.max_log_time_unix_nano) = l.time_range;
         encoded.meta.files.push(FileChecksum::of(LOGS_FILE, &l.logs));

@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// Most bytes of log files one compaction merges.
+const MAX_MERGED_LOG_BYTES: u64 = 64 << 20;
+
 /// Retention, then compaction (nothing is merged that is about to be deleted).
 pub(super) fn maintain(inner: &Inner) -> Result<bool, StoreError> {
     enforce_retention(inner, inner.cfg.clock.now_unix_nano());
@@ -17,11 +20,16 @@ pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
         let mut run = Vec::new();
         let mut total = 0;
         let rows = |b: &Block| b.meta.span_count + b.meta.log_count;
+        let log_bytes = |b: &Block| b.logs.as_ref().map_or(0, |l| l.disk_bytes);
+        let mut total_log_bytes = 0;
         for b in st.blocks.iter().filter(|b| rows(b) < target / 2) {
-            if total + rows(b) > target {
+            // Log text compresses about 5 to 10 times: bounding the merged log files keeps
+            // each of the merge's string columns well under what one block may hold.
+            if total + rows(b) > target || total_log_bytes + log_bytes(b) > MAX_MERGED_LOG_BYTES {
                 break;
             }
             total += rows(b);
+            total_log_bytes += log_bytes(b);
             run.push(b.clone());
         }
         run

@@ -596,62 +596,89 @@ impl Inner {
             records.extend(st.head.logs.records_in(start, end));
             (st.blocks.clone(), records)
         };
-        let in_range = |l: &StoredLog| q.range.overlaps(l.record.effective_time(), l.record.effective_time());
-        let mut candidates = decode_records(&records, |l| in_range(l) && q.matches(l, lower.as_deref()))
+        let admitted = |l: &StoredLog| {
+            let t = l.record.effective_time();
+            q.range.overlaps(t, t) && q.cursor.is_none_or(|c| c.admits(l.order_key()))
+        };
+        let head = decode_records(&records, |l| admitted(l) && q.matches(l, lower.as_deref()))
             .map_err(|e| e.corrupt_at("head"))?;
-        // (time, block, row) of every matching block row not excluded by the cursor's time.
+        // (time, block, row) of matching block rows not excluded by the cursor's time.
         // Blocks are scanned newest first; once the rows found fill the page with rows newer
-        // than anything the blocks left could hold, those are not scanned at all.
+        // than anything the blocks left could hold, those are not scanned. A record can be
+        // in two blocks (a client's retry after a cut, a replay after a crash), so rows may
+        // count one record twice: when the page comes out short, more rows are wanted and
+        // the search goes on where it stopped.
         let mut order: Vec<usize> = (0..blocks.len()).filter(|&b| blocks[b].logs.is_some()).collect();
         order.sort_by_key(|&b| std::cmp::Reverse(blocks[b].meta.max_log_time_unix_nano));
         let mut rows: Vec<(u64, usize, u32)> = Vec::new();
-        for (n, &bi) in order.iter().enumerate() {
-            let b = &blocks[bi];
-            let Some(logs) = &b.logs else { continue };
-            if b.meta.max_log_time_unix_nano < start || b.meta.min_log_time_unix_nano > end {
-                continue;
-            }
-            for (t, row) in logs.search(q, lower.as_deref())? {
-                if q.cursor.is_none_or(|c| t <= c.time_unix_nano) {
-                    rows.push((t, bi, row));
+        let mut scanned = 0;
+        let mut need = q.limit.saturating_add(1);
+        loop {
+            while scanned < order.len() {
+                let bi = order[scanned];
+                scanned += 1;
+                let b = &blocks[bi];
+                let Some(logs) = &b.logs else { continue };
+                if b.meta.max_log_time_unix_nano < start || b.meta.min_log_time_unix_nano > end {
+                    continue;
+                }
+                for (t, row) in logs.search(q, lower.as_deref())? {
+                    if q.cursor.is_none_or(|c| t <= c.time_unix_nano) {
+                        rows.push((t, bi, row));
+                    }
+                }
+                let next_max = order.get(scanned).map(|&nb| blocks[nb].meta.max_log_time_unix_nano);
+                if next_max.is_some_and(|m| page_is_full(&mut rows, q, need, m)) {
+                    break;
                 }
             }
-            let next_max = order.get(n + 1).map(|&nb| blocks[nb].meta.max_log_time_unix_nano);
-            if let Some(next_max) = next_max
-                && page_is_full(&mut rows, q, next_max)
-            {
-                break;
+            let (candidates, every_row) = self.materialize(&blocks, &mut rows, q, need, &head)?;
+            let page = strand_core::logs::page_of(q, candidates);
+            if page.next_cursor.is_some() || (every_row && scanned >= order.len()) {
+                return Ok(page);
             }
+            need = need.saturating_mul(2);
         }
-        // Newest first. Rows at the cursor's own time may be before or after it (the
-        // fingerprint decides), so they do not count towards the page; rows past the
-        // limit can only be on the page when they tie in time with its last record, so
-        // the cut is made after the ties.
+    }
+
+    /// The head's matches and the newest `need` block rows (plus rows at the cursor's time
+    /// and ties at the cut, which may belong on the page), decoded; and whether that was
+    /// every row found.
+    fn materialize(
+        &self,
+        blocks: &[Arc<Block>],
+        rows: &mut [(u64, usize, u32)],
+        q: &LogQuery,
+        need: usize,
+        head: &[StoredLog],
+    ) -> Result<(Vec<StoredLog>, bool), StoreError> {
         rows.sort_unstable_by(|a, b| b.cmp(a));
         let at_cursor = q.cursor.map_or(0, |c| rows.iter().take_while(|r| r.0 == c.time_unix_nano).count());
-        let mut keep = rows.len().min(q.limit + 1 + at_cursor);
+        let mut keep = rows.len().min(need.saturating_add(at_cursor));
         if let Some(&(last, _, _)) = keep.checked_sub(1).and_then(|i| rows.get(i)) {
             while rows.get(keep).is_some_and(|r| r.0 == last) {
                 keep += 1;
             }
         }
-        rows.truncate(keep);
-        rows.sort_unstable_by_key(|&(_, b, r)| (b, r));
-        for chunk in rows.chunk_by(|a, b| a.1 == b.1) {
-            let Some(logs) = &blocks[chunk[0].1].logs else { continue };
-            let wanted: Vec<u32> = chunk.iter().map(|r| r.2).collect();
-            candidates.extend(logs.read_rows(&wanted)?);
+        let mut wanted: Vec<(usize, u32)> = rows[..keep].iter().map(|&(_, b, r)| (b, r)).collect();
+        wanted.sort_unstable();
+        let mut out = head.to_vec();
+        for chunk in wanted.chunk_by(|a, b| a.0 == b.0) {
+            let Some(logs) = &blocks[chunk[0].0].logs else { continue };
+            let ids: Vec<u32> = chunk.iter().map(|r| r.1).collect();
+            out.extend(logs.read_rows(&ids)?);
         }
-        Ok(strand_core::logs::page_of(q, candidates))
+        Ok((out, keep == rows.len()))
     }
 }
 
-/// Whether `rows` already hold a whole page (and the row after it) of rows newer than
-/// `newer_than`, so no row at or before that time can be on the page.
-fn page_is_full(rows: &mut [(u64, usize, u32)], q: &LogQuery, newer_than: u64) -> bool {
+/// Whether `rows` already hold `need` rows (besides those at the cursor's time, which may
+/// fall on either side of it) newer than `newer_than`, so no row at or before that time
+/// can be among the newest `need`.
+fn page_is_full(rows: &mut [(u64, usize, u32)], q: &LogQuery, need: usize, newer_than: u64) -> bool {
     let at_cursor = q.cursor.map_or(0, |c| rows.iter().filter(|r| r.0 == c.time_unix_nano).count());
-    let need = q.limit + 1 + at_cursor;
-    if rows.len() < need {
+    let need = need.saturating_add(at_cursor);
+    if rows.len() < need || need == 0 {
         return false;
     }
     let (_, kth, _) = rows.select_nth_unstable_by(need - 1, |a, b| b.0.cmp(&a.0));

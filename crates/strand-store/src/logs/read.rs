@@ -374,9 +374,12 @@ fn attrs_match(
     }
     let cells = [cell(attrs, i), cell(res, i)];
     for (_, v) in want {
-        // Fractional numbers may be written differently in JSON (`1e20`): checked by parsing.
-        let fractional = v.parse::<i64>().is_err() && v.parse::<f64>().is_ok();
-        let plain = !fractional && !v.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
+        // A number may be written differently in JSON (a double `1e16` for
+        // `10000000000000000`): numbers other than integers JSON writes digit for digit
+        // are checked by parsing.
+        let verbatim_number = v.parse::<i64>().is_ok_and(|i| i.unsigned_abs() < 1_000_000_000_000_000);
+        let number = v.parse::<f64>().is_ok();
+        let plain = (verbatim_number || !number) && !v.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
         let present =
             cells.iter().flatten().any(|c| memchr::memmem::find(c.as_bytes(), v.as_bytes()).is_some());
         if plain && !present {
@@ -515,6 +518,8 @@ mod tests {
         assert!(attrs_match(&want("ratio", "100000000000000000000"), &attrs, &res, 0).expect("ok"));
         assert!(attrs_match(&want("name", "a\"b"), &attrs, &res, 0).expect("ok"));
         assert!(attrs_match(&want("flag", "true"), &attrs, &res, 0).expect("ok"));
+        let big = StringArray::from(vec![Some(r#"{"size":1e16}"#)]);
+        assert!(attrs_match(&want("size", "10000000000000000"), &big, &res, 0).expect("ok"));
         assert!(attrs_match(&want("service.name", "api"), &attrs, &res, 0).expect("ok"));
         assert!(!attrs_match(&want("service.name", "api"), &attrs, &res, 1).expect("ok"));
     }

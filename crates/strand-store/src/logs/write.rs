@@ -139,7 +139,14 @@ pub struct LogBlockBuilder {
     scope_dropped: UInt32Builder,
     scope_schema: StringBuilder,
     keys: Vec<SortKey>,
+    /// Bytes appended to each big string column so far (bounded by [`MAX_COLUMN_BYTES`]).
+    string_bytes: [usize; 5],
 }
+
+/// Most bytes one string column of a block may hold: Arrow's string offsets are `i32`, and
+/// appending past them would panic. A cut or merge over it fails with an error instead
+/// (the data stays in the WAL or in the blocks merged).
+pub const MAX_COLUMN_BYTES: usize = 1 << 30;
 
 impl Default for LogBlockBuilder {
     fn default() -> Self {
@@ -166,6 +173,7 @@ impl Default for LogBlockBuilder {
             scope_dropped: UInt32Builder::new(),
             scope_schema: StringBuilder::new(),
             keys: Vec::new(),
+            string_bytes: [0; 5],
         }
     }
 }
@@ -221,6 +229,28 @@ impl LogBlockBuilder {
         scope: &Arc<Scope>,
         scope_json: Option<&str>,
     ) -> Result<(), FormatError> {
+        let attrs_json = attrs_to_json(&r.attributes);
+        let body_json = match &r.body {
+            AnyValue::String(_) | AnyValue::Empty => None,
+            other => Some(value_to_json(other)),
+        };
+        // What this row adds to each of the big string columns: body, structured body,
+        // attributes, resource and scope JSON (repeated on every row).
+        let adds = [
+            r.body.as_str().map_or(0, str::len),
+            body_json.as_ref().map_or(0, String::len),
+            attrs_json.as_ref().map_or(0, String::len),
+            res_json.map_or(0, str::len),
+            scope_json.map_or(0, str::len),
+        ];
+        for (total, add) in self.string_bytes.iter_mut().zip(adds) {
+            *total += add;
+        }
+        if self.string_bytes.iter().any(|b| *b > MAX_COLUMN_BYTES) || self.keys.len() >= u32::MAX as usize {
+            return Err(FormatError::invalid(format!(
+                "a block's log records would exceed {MAX_COLUMN_BYTES} bytes in one column"
+            )));
+        }
         let row = self.keys.len() as u32;
         let fingerprint = strand_core::logs::fingerprint(resource.service_name(), r);
         self.keys.push((
@@ -241,21 +271,9 @@ impl LogBlockBuilder {
         self.observed.append_value(r.observed_time_unix_nano);
         self.severity.append_value(r.severity_number as i8);
         self.severity_text.append_value(&r.severity_text);
-        match &r.body {
-            AnyValue::String(s) => {
-                self.body.append_value(s);
-                self.body_value.append_null();
-            }
-            AnyValue::Empty => {
-                self.body.append_null();
-                self.body_value.append_null();
-            }
-            other => {
-                self.body.append_null();
-                self.body_value.append_value(value_to_json(other));
-            }
-        }
-        self.attrs.append_option(attrs_to_json(&r.attributes));
+        self.body.append_option(r.body.as_str());
+        self.body_value.append_option(body_json);
+        self.attrs.append_option(attrs_json);
         self.dropped_attrs.append_value(r.dropped_attributes_count);
         self.flags.append_value(r.flags);
         self.event_name.append_value(&r.event_name);
