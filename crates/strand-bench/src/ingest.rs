@@ -598,6 +598,38 @@ async fn time_lookups(
     Ok(lat)
 }
 
+/// Sends an export, again and again while the server answers overloaded or unavailable
+/// (as an SDK retries); any other error ends the benchmark.
+pub(crate) async fn export_retrying<T, Fut>(mut send: impl FnMut() -> Fut) -> anyhow::Result<T>
+where
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    loop {
+        match send().await {
+            Ok(resp) => return Ok(resp),
+            Err(st)
+                if st.code() == tonic::Code::ResourceExhausted || st.code() == tonic::Code::Unavailable =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(st) => bail!("export failed: {st}"),
+        }
+    }
+}
+
+/// Keeps `item`, the `seen`-th (from 1), in a uniform random sample of at most `cap` items
+/// (reservoir sampling): every item sent has the same chance to be looked up.
+pub(crate) fn reservoir<T>(samples: &mut Vec<T>, cap: usize, seen: u64, item: T, rng: &mut StdRng) {
+    if samples.len() < cap {
+        samples.push(item);
+    } else {
+        let j = rng.random_range(0..seen) as usize;
+        if j < cap {
+            samples[j] = item;
+        }
+    }
+}
+
 pub(crate) fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
@@ -643,7 +675,7 @@ async fn run(args: IngestArgs, query_runs: Option<usize>) -> anyhow::Result<()> 
     let mut workers = tokio::task::JoinSet::new();
     let per_worker_samples = (args.lookups / args.concurrency.max(1)).max(1);
     for w in 0..args.concurrency.max(1) {
-        let mut client = client.clone();
+        let client = client.clone();
         let remaining = remaining.clone();
         let sent = sent.clone();
         let bar = bar.clone();
@@ -666,40 +698,21 @@ async fn run(args: IngestArgs, query_runs: Option<usize>) -> anyhow::Result<()> 
                 let Ok(before) = got else { break };
                 let n = want.min(before) as usize;
                 let (req, ids, count) = generator.request(n);
-                loop {
-                    match client.export(req.clone()).await {
-                        Ok(resp) => {
-                            if let Some(ps) = resp.into_inner().partial_success
-                                && ps.rejected_spans > 0
-                            {
-                                anyhow::bail!(
-                                    "server rejected {} spans: {}",
-                                    ps.rejected_spans,
-                                    ps.error_message
-                                );
-                            }
-                            break;
-                        }
-                        Err(st)
-                            if st.code() == tonic::Code::ResourceExhausted
-                                || st.code() == tonic::Code::Unavailable =>
-                        {
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                        Err(st) => anyhow::bail!("export failed: {st}"),
-                    }
+                let resp = export_retrying(|| {
+                    // A tonic client is a cheap handle on the shared channel.
+                    let (mut client, req) = (client.clone(), req.clone());
+                    async move { client.export(req).await }
+                })
+                .await?;
+                if let Some(ps) = resp.into_inner().partial_success
+                    && ps.rejected_spans > 0
+                {
+                    anyhow::bail!("server rejected {} spans: {}", ps.rejected_spans, ps.error_message);
                 }
                 requests += 1;
                 for id in ids {
                     traces += 1;
-                    if samples.len() < per_worker_samples {
-                        samples.push((id, a.spans_per_trace));
-                    } else {
-                        let j = rng.random_range(0..traces) as usize;
-                        if j < per_worker_samples {
-                            samples[j] = (id, a.spans_per_trace);
-                        }
-                    }
+                    reservoir(&mut samples, per_worker_samples, traces, (id, a.spans_per_trace), &mut rng);
                 }
                 sent.fetch_add(count as u64, Ordering::Relaxed);
                 bar.inc(count as u64);

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -25,7 +25,8 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::ingest::{
-    ChildServer, dir_bytes, int, kv, percentile, proc_cpu_by_thread, proc_cpu_seconds, proc_peak_rss, s,
+    ChildServer, dir_bytes, export_retrying, int, kv, percentile, proc_cpu_by_thread, proc_cpu_seconds,
+    proc_peak_rss, reservoir, s,
 };
 
 /// Options of `strand bench logs`.
@@ -292,7 +293,7 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
     let mut workers = tokio::task::JoinSet::new();
     let per_worker_samples = (args.lookups / args.concurrency.max(1)).max(1);
     for w in 0..args.concurrency.max(1) {
-        let (mut client, remaining, sent, bar) =
+        let (client, remaining, sent, bar) =
             (client.clone(), remaining.clone(), sent.clone(), bar.clone());
         let a = args.clone();
         workers.spawn(async move {
@@ -307,40 +308,20 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
                 });
                 let Ok(before) = got else { break };
                 let (req, ids, count) = generator.request(want.min(before) as usize);
-                loop {
-                    match client.export(req.clone()).await {
-                        Ok(resp) => {
-                            if let Some(ps) = resp.into_inner().partial_success
-                                && ps.rejected_log_records > 0
-                            {
-                                bail!(
-                                    "server rejected {} records: {}",
-                                    ps.rejected_log_records,
-                                    ps.error_message
-                                );
-                            }
-                            break;
-                        }
-                        Err(st)
-                            if st.code() == tonic::Code::ResourceExhausted
-                                || st.code() == tonic::Code::Unavailable =>
-                        {
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                        Err(st) => bail!("export failed: {st}"),
-                    }
+                let resp = export_retrying(|| {
+                    // A tonic client is a cheap handle on the shared channel.
+                    let (mut client, req) = (client.clone(), req.clone());
+                    async move { client.export(req).await }
+                })
+                .await?;
+                if let Some(ps) = resp.into_inner().partial_success
+                    && ps.rejected_log_records > 0
+                {
+                    bail!("server rejected {} records: {}", ps.rejected_log_records, ps.error_message);
                 }
                 for id in ids {
                     traces += 1;
-                    // Reservoir sampling: every trace has the same chance to be looked up.
-                    if samples.len() < per_worker_samples {
-                        samples.push(id);
-                    } else {
-                        let j = rng.random_range(0..traces) as usize;
-                        if j < per_worker_samples {
-                            samples[j] = id;
-                        }
-                    }
+                    reservoir(&mut samples, per_worker_samples, traces, id, &mut rng);
                 }
                 sent.fetch_add(count as u64, Ordering::Relaxed);
                 bar.inc(count as u64);

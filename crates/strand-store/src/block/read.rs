@@ -63,12 +63,45 @@ impl ChunkReader for FileReader {
     }
 }
 
-/// Where a trace's spans are in `spans.parquet`.
+/// Where a trace's rows are in a block file (`spans.parquet`, `logs.parquet`): one row of
+/// `traces.parquet` or `log_traces.parquet`.
 #[derive(Debug, Clone, Copy)]
-struct IndexEntry {
-    trace_id: [u8; 16],
-    first_row: u32,
-    rows: u32,
+pub(crate) struct IndexEntry {
+    pub(crate) trace_id: [u8; 16],
+    pub(crate) first_row: u32,
+    pub(crate) rows: u32,
+}
+
+/// The row groups of a file holding the row `ranges` (`(first, count)`, ascending), and the
+/// selection of those rows counted from the first of those groups; `None` when no group
+/// holds any.
+pub(crate) fn range_selection(
+    metadata: &parquet::file::metadata::ParquetMetaData,
+    ranges: &[(u64, u64)],
+) -> Option<(Vec<usize>, RowSelection)> {
+    let (first, last) = (ranges.first()?, ranges.last()?);
+    let (lo, hi) = (first.0, last.0 + last.1);
+    let mut groups = Vec::new();
+    let mut offset = None;
+    let mut start = 0u64;
+    for (i, rg) in metadata.row_groups().iter().enumerate() {
+        let end = start + rg.num_rows() as u64;
+        if end > lo && start < hi {
+            groups.push(i);
+            offset.get_or_insert(start);
+        }
+        start = end;
+    }
+    let mut at = offset?;
+    let mut selectors = Vec::with_capacity(ranges.len() * 2);
+    for &(s, len) in ranges {
+        if s > at {
+            selectors.push(RowSelector::skip((s - at) as usize));
+        }
+        selectors.push(RowSelector::select(len as usize));
+        at = s + len;
+    }
+    Some((groups, RowSelection::from(selectors)))
 }
 
 /// An open block: its metadata, parquet footer and trace index stay in memory.
@@ -229,23 +262,9 @@ impl Block {
     }
 
     fn read_rows_unguarded(&self, first: u64, count: u64) -> Result<Vec<StoredSpan>, FormatError> {
-        // Pick the row groups that hold [first, first + count).
-        let mut groups = Vec::new();
-        let mut group_start = 0u64;
-        let mut selection_offset = None;
-        for (i, rg) in self.footer.metadata().row_groups().iter().enumerate() {
-            let rows = rg.num_rows() as u64;
-            let end = group_start + rows;
-            if end > first && group_start < first + count {
-                groups.push(i);
-                selection_offset.get_or_insert(group_start);
-            }
-            group_start = end;
-        }
-        let Some(offset) = selection_offset else { return Ok(Vec::new()) };
-        let skip = (first - offset) as usize;
-        let selection =
-            RowSelection::from(vec![RowSelector::skip(skip), RowSelector::select(count as usize)]);
+        let Some((groups, selection)) = range_selection(self.footer.metadata(), &[(first, count)]) else {
+            return Ok(Vec::new());
+        };
         let reader =
             ParquetRecordBatchReaderBuilder::new_with_metadata(self.spans.clone(), self.footer.clone())
                 .with_row_groups(groups)
@@ -261,7 +280,9 @@ impl Block {
     }
 }
 
-fn read_index(traces: Bytes) -> Result<Vec<IndexEntry>, FormatError> {
+/// Reads a trace index file (`traces.parquet`, `log_traces.parquet`: trace id, first row,
+/// rows in its first three columns).
+pub(crate) fn read_index(traces: Bytes) -> Result<Vec<IndexEntry>, FormatError> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(traces)?.build()?;
     let mut out = Vec::new();
     for batch in reader {

@@ -8,28 +8,23 @@ use arrow_array::{Array, RecordBatch, StringArray};
 use bytes::Bytes;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
 use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::reader::Length;
 use strand_core::{AnyValue, LogQuery, LogRecord, SpanId, StoreError, StoredLog, TraceId, find_attr};
 
-use super::write::{log_traces_schema, logs_schema};
+use super::write::logs_schema;
 use super::{LOG_TRACES_FILE, LOGS_FILE};
 use crate::block::FileChecksum;
 use crate::block::guard;
 use crate::block::json::{attrs_from_json, value_from_json};
-use crate::block::read::{FileReader, ResourceScopeColumns, SharedParts, corrupt, fsb, io_err, u32_column};
+use crate::block::read::{
+    FileReader, IndexEntry, ResourceScopeColumns, SharedParts, corrupt, fsb, io_err, range_selection,
+    read_index, u32_column,
+};
 use crate::error::FormatError;
 use crate::fs::FileSystem;
-
-/// Where a trace's records are in `logs.parquet`.
-#[derive(Debug, Clone, Copy)]
-struct IndexEntry {
-    trace_id: [u8; 16],
-    first_row: u32,
-    rows: u32,
-}
 
 /// A block's log part, open: the parquet footer and the trace index stay in memory.
 pub struct LogFiles {
@@ -267,34 +262,13 @@ impl LogFiles {
     }
 
     fn read_ranges_unguarded(&self, ranges: &[(u64, u64)]) -> Result<Vec<StoredLog>, FormatError> {
-        let (Some(first), Some(last)) = (ranges.first(), ranges.last()) else { return Ok(Vec::new()) };
-        let (lo, hi) = (first.0, last.0 + last.1);
-        // The row groups holding [lo, hi), and the selection relative to the first.
-        let mut groups = Vec::new();
-        let mut offset = None;
-        let mut start = 0u64;
-        for (i, rg) in self.footer.metadata().row_groups().iter().enumerate() {
-            let end = start + rg.num_rows() as u64;
-            if end > lo && start < hi {
-                groups.push(i);
-                offset.get_or_insert(start);
-            }
-            start = end;
-        }
-        let Some(offset) = offset else { return Ok(Vec::new()) };
-        let mut selectors = Vec::new();
-        let mut at = offset;
-        for &(s, len) in ranges {
-            if s > at {
-                selectors.push(RowSelector::skip((s - at) as usize));
-            }
-            selectors.push(RowSelector::select(len as usize));
-            at = s + len;
-        }
+        let Some((groups, selection)) = range_selection(self.footer.metadata(), ranges) else {
+            return Ok(Vec::new());
+        };
         let reader =
             ParquetRecordBatchReaderBuilder::new_with_metadata(self.file.clone(), self.footer.clone())
                 .with_row_groups(groups)
-                .with_row_selection(RowSelection::from(selectors))
+                .with_row_selection(selection)
                 .with_batch_size(8192)
                 .build()?;
         let mut decoder = RowDecoder::default();
@@ -393,26 +367,6 @@ fn attrs_match(
             find_attr(list, k).and_then(strand_core::search::value_text).as_deref() == Some(v.as_str())
         })
     }))
-}
-
-fn read_index(data: Bytes) -> Result<Vec<IndexEntry>, FormatError> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(data)?;
-    if builder.schema().fields() != log_traces_schema().fields() {
-        return Err(FormatError::invalid("unexpected log trace index schema"));
-    }
-    let mut out = Vec::new();
-    for batch in builder.build()? {
-        let batch = batch?;
-        let ids = fsb(&batch, 0, 16)?;
-        let first = u32_column(&batch, 1)?;
-        let rows = u32_column(&batch, 2)?;
-        for i in 0..batch.num_rows() {
-            let trace_id: [u8; 16] =
-                ids.value(i).try_into().map_err(|_| FormatError::invalid("trace id width"))?;
-            out.push(IndexEntry { trace_id, first_row: first.value(i), rows: rows.value(i) });
-        }
-    }
-    Ok(out)
 }
 
 /// Turns rows back into records, sharing equal resources and scopes.
