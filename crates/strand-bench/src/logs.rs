@@ -293,8 +293,7 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
     let mut workers = tokio::task::JoinSet::new();
     let per_worker_samples = (args.lookups / args.concurrency.max(1)).max(1);
     for w in 0..args.concurrency.max(1) {
-        let (client, remaining, sent, bar) =
-            (client.clone(), remaining.clone(), sent.clone(), bar.clone());
+        let (client, remaining, sent, bar) = (client.clone(), remaining.clone(), sent.clone(), bar.clone());
         let a = args.clone();
         workers.spawn(async move {
             let mut generator = LogGenerator::new(a.seed.wrapping_mul(1000).wrapping_add(w as u64));
