@@ -216,6 +216,30 @@ impl LogBatch {
         }
         batch
     }
+
+    /// Splits the batch into the records that carry a trace id and those that do not, each
+    /// part keeping its resource and scope groups (empty groups left out).
+    pub fn split_by_trace(self) -> (LogBatch, LogBatch) {
+        let (mut traced, mut untraced) = (LogBatch::default(), LogBatch::default());
+        for rl in self.resource_logs {
+            let (mut with, mut without) = (Vec::new(), Vec::new());
+            for sl in rl.scope_logs {
+                let (a, b): (Vec<LogRecord>, Vec<LogRecord>) =
+                    sl.records.into_iter().partition(|r| r.trace_id.is_some());
+                for (part, records) in [(&mut with, a), (&mut without, b)] {
+                    if !records.is_empty() {
+                        part.push(ScopeLogs { scope: sl.scope.clone(), records });
+                    }
+                }
+            }
+            for (batch, scope_logs) in [(&mut traced, with), (&mut untraced, without)] {
+                if !scope_logs.is_empty() {
+                    batch.resource_logs.push(ResourceLogs { resource: rl.resource.clone(), scope_logs });
+                }
+            }
+        }
+        (traced, untraced)
+    }
 }
 
 /// A log record together with the resource and scope it came with.
@@ -552,6 +576,21 @@ mod tests {
                 ..LogRecord::default()
             },
         }
+    }
+
+    #[test]
+    fn split_by_trace_keeps_groups_and_drops_empty_ones() {
+        let mut a = log("a", 1, "traced");
+        a.record.trace_id = Some(TraceId([1; 16]));
+        let b = log("a", 2, "untraced");
+        let c = log("b", 3, "untraced too");
+        let batch = LogBatch::from_stored([a.clone(), b.clone(), c.clone()]);
+        let (traced, untraced) = batch.split_by_trace();
+        assert_eq!(traced.into_stored().collect::<Vec<_>>(), vec![a]);
+        assert_eq!(untraced.resource_logs.len(), 2);
+        assert_eq!(untraced.into_stored().collect::<Vec<_>>(), vec![b, c]);
+        let (none, _) = LogBatch::from_stored([log("c", 4, "x")]).split_by_trace();
+        assert!(none.resource_logs.is_empty());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use foldhash::{HashMap as FastMap, HashSet as FastSet};
-use strand_core::{AnyValue, KeyValue, Resource, Scope, SpanBatch, StoredSpan, TraceId};
+use strand_core::{AnyValue, KeyValue, LogBatch, Resource, Scope, SpanBatch, StoredLog, StoredSpan, TraceId};
 
 use crate::codec::{DecodeError, Dictionary, Reader, put_varint};
 use crate::config::SamplingConfig;
@@ -158,6 +158,7 @@ const RECORD_SPANS: u8 = 3;
 /// Spans as postcard-encoded `Span`s (written before the compact encoding; still read).
 const RECORD_SPANS_POSTCARD: u8 = 1;
 const RECORD_DECISIONS: u8 = 2;
+const RECORD_LOGS: u8 = 4;
 
 /// A record of the pending log, read back at start-up.
 #[derive(Debug)]
@@ -171,6 +172,21 @@ pub enum LogRecord {
     },
     /// Decisions taken (kept traces were durably stored before this was written).
     Decisions(Vec<(TraceId, bool)>),
+    /// Log records waiting for their traces' decisions (`sampling.logs: follow_traces`).
+    Logs {
+        /// When they were received (Unix ns).
+        received_unix_nano: u64,
+        /// The records, each with a trace id.
+        batch: LogBatch,
+    },
+}
+
+/// Encodes log records received at a time for the pending log.
+pub fn logs_record(received_unix_nano: u64, batch: &LogBatch) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + batch.record_count() * 128);
+    out.push(RECORD_LOGS);
+    out.extend_from_slice(&received_unix_nano.to_le_bytes());
+    postcard::to_extend(batch, out).expect("encoding into a Vec cannot fail")
 }
 
 /// Encodes decisions for the pending log.
@@ -239,6 +255,12 @@ impl LogRecord {
                 }
                 Ok(LogRecord::Decisions(out))
             }
+            RECORD_LOGS => {
+                let received_unix_nano = u64::from_le_bytes(rd.array()?);
+                let batch =
+                    postcard::from_bytes(rd.rest).map_err(|e| RecordError(format!("log records: {e}")))?;
+                Ok(LogRecord::Logs { received_unix_nano, batch })
+            }
             other => Err(RecordError(format!("unknown record type {other}"))),
         }
     }
@@ -277,8 +299,21 @@ pub struct DecidedTrace {
     pub spans: Vec<StoredSpan>,
     /// Spans it had.
     pub span_count: usize,
+    /// Its log records, when kept (`sampling.logs: follow_traces`).
+    pub logs: Vec<StoredLog>,
+    /// Log records it had.
+    pub log_count: usize,
     /// The smallest tag its spans were inserted with (the pending-log segment).
     pub tag: u64,
+}
+
+impl DecidedTrace {
+    /// Whether the policies decided the trace. `false` when only log records of it came
+    /// within the wait: they are kept, since nothing dropped their trace, and no decision
+    /// is remembered, so spans arriving later are decided as a new trace.
+    pub fn sampled(&self) -> bool {
+        self.span_count > 0
+    }
 }
 
 /// What [`TraceBuffer::insert`] did with a batch.
@@ -290,6 +325,8 @@ pub struct Admitted {
     pub late_dropped: usize,
     /// Traces decided early by this insert (too big, buffer full).
     pub decided: Vec<DecidedTrace>,
+    /// Log records to store now: of traces already kept, or with no trace id.
+    pub logs_now: Vec<StoredLog>,
 }
 
 /// Counters of what the buffer did.
@@ -315,6 +352,12 @@ pub struct BufferStats {
     pub overflow_kept: u64,
     /// Traces kept, per top-level policy name.
     pub kept_by_policy: HashMap<Arc<str>, u64>,
+    /// Log records kept with their trace (late ones included).
+    pub logs_kept: u64,
+    /// Log records dropped with their trace (late ones included).
+    pub logs_dropped: u64,
+    /// Log records kept because no span of their trace came within the wait.
+    pub logs_without_spans: u64,
 }
 
 #[derive(Debug)]
@@ -326,11 +369,43 @@ struct Pending {
     facts: TraceFacts,
     groups: Vec<(Arc<Resource>, Arc<Scope>)>,
     data: Vec<u8>,
+    /// Log records: each a group index (varint) and the record (postcard).
+    logs: Vec<u8>,
+    log_count: u32,
 }
 
 impl Pending {
+    fn new(now: u64, wait: u64, tag: u64) -> Self {
+        Pending {
+            first_seen: now,
+            // Entered in `deadlines` by the caller, once it knows whether the root came.
+            deadline: now.saturating_add(wait),
+            root_seen: false,
+            tag,
+            facts: TraceFacts::default(),
+            groups: Vec::new(),
+            data: Vec::new(),
+            logs: Vec::new(),
+            log_count: 0,
+        }
+    }
+
     fn cost(&self) -> usize {
-        TRACE_OVERHEAD_BYTES + self.data.capacity() + self.groups.capacity() * 16
+        TRACE_OVERHEAD_BYTES + self.data.capacity() + self.logs.capacity() + self.groups.capacity() * 16
+    }
+
+    /// The index of a resource and scope among the trace's groups, added when new.
+    fn group(&mut self, resource: &Arc<Resource>, scope: &Arc<Scope>) -> u32 {
+        let found = self.groups.iter().position(|(r, sc)| {
+            (Arc::ptr_eq(r, resource) || **r == **resource) && (Arc::ptr_eq(sc, scope) || **sc == **scope)
+        });
+        (match found {
+            Some(l) => l,
+            None => {
+                self.groups.push((resource.clone(), scope.clone()));
+                self.groups.len() - 1
+            }
+        }) as u32
     }
 }
 
@@ -379,6 +454,7 @@ pub struct TraceBuffer {
     tags: BTreeMap<u64, usize>,
     bytes: usize,
     spans: usize,
+    log_records: usize,
     kept: DecisionCache,
     dropped: DecisionCache,
     stats: BufferStats,
@@ -405,6 +481,7 @@ impl TraceBuffer {
             tags: BTreeMap::new(),
             bytes: 0,
             spans: 0,
+            log_records: 0,
             kept: DecisionCache::new(cfg.decision_cache.sampled_cache_size),
             dropped: DecisionCache::new(cfg.decision_cache.non_sampled_cache_size),
             stats: BufferStats::default(),
@@ -430,6 +507,11 @@ impl TraceBuffer {
     /// Spans buffered.
     pub fn spans(&self) -> usize {
         self.spans
+    }
+
+    /// Log records buffered.
+    pub fn log_records(&self) -> usize {
+        self.log_records
     }
 
     /// What the buffer did so far.
@@ -462,6 +544,87 @@ impl TraceBuffer {
             self.insert_trace(prepared, &order[i..j], trace_id, now, tag, &mut out);
             i = j;
         }
+        self.hold_bound(now, &mut out);
+        out
+    }
+
+    /// Adds log records received at `now`, tagged with `tag`: each waits with its trace's
+    /// spans for the decision, or follows a decision already taken. Records without a
+    /// trace id come back in [`Admitted::logs_now`].
+    pub fn insert_logs(&mut self, batch: &LogBatch, now: u64, tag: u64) -> Admitted {
+        let mut out = Admitted::default();
+        for rl in &batch.resource_logs {
+            for sl in &rl.scope_logs {
+                for record in &sl.records {
+                    let stored = || StoredLog {
+                        resource: rl.resource.clone(),
+                        scope: sl.scope.clone(),
+                        record: record.clone(),
+                    };
+                    let Some(trace_id) = record.trace_id else {
+                        out.logs_now.push(stored());
+                        continue;
+                    };
+                    if self.kept.contains(&trace_id) {
+                        self.stats.logs_kept += 1;
+                        out.logs_now.push(stored());
+                        continue;
+                    }
+                    if self.dropped.contains(&trace_id) {
+                        self.stats.logs_dropped += 1;
+                        continue;
+                    }
+                    let is_new = !self.traces.contains_key(&trace_id);
+                    let pending =
+                        Self::pending(&mut self.traces, &mut self.tags, self.wait, (trace_id, now, tag));
+                    let before = if is_new { 0 } else { pending.cost() };
+                    let group = pending.group(&rl.resource, &sl.scope);
+                    put_varint(&mut pending.logs, u64::from(group));
+                    pending.logs = postcard::to_extend(record, std::mem::take(&mut pending.logs))
+                        .expect("encoding into a Vec cannot fail");
+                    pending.log_count += 1;
+                    let (deadline, size, after) =
+                        (pending.deadline, pending.data.len() + pending.logs.len(), pending.cost());
+                    if is_new {
+                        self.deadlines.insert((deadline, trace_id));
+                    }
+                    self.bytes = self.bytes + after - before;
+                    self.log_records += 1;
+                    if size >= self.max_trace_bytes {
+                        self.stats.traces_capped += 1;
+                        if let Some(d) = self.decide(trace_id, DecisionReason::TraceTooBig, now) {
+                            out.decided.push(d);
+                        }
+                    }
+                }
+            }
+        }
+        self.hold_bound(now, &mut out);
+        out
+    }
+
+    /// The pending entry of a trace, created at `now` when new (its deadline not yet in
+    /// `deadlines`); its tag lowered to `tag` when that is older.
+    fn pending<'a>(
+        traces: &'a mut FastMap<TraceId, Pending>,
+        tags: &mut BTreeMap<u64, usize>,
+        wait: u64,
+        (trace_id, now, tag): (TraceId, u64, u64),
+    ) -> &'a mut Pending {
+        let pending = traces.entry(trace_id).or_insert_with(|| {
+            *tags.entry(tag).or_default() += 1;
+            Pending::new(now, wait, tag)
+        });
+        if pending.tag > tag {
+            // A replayed or reordered batch: keep the smallest segment the trace needs.
+            Self::move_tag(tags, pending.tag, tag);
+            pending.tag = tag;
+        }
+        pending
+    }
+
+    /// Decides the traces closest to their deadline until the buffer is within its bound.
+    fn hold_bound(&mut self, now: u64, out: &mut Admitted) {
         while self.bytes() > self.max_buffer_bytes {
             let Some(&(_, id)) = self.deadlines.first() else { break };
             self.stats.traces_overflowed += 1;
@@ -469,7 +632,6 @@ impl TraceBuffer {
                 out.decided.push(d);
             }
         }
-        out
     }
 
     fn insert_trace(
@@ -498,23 +660,9 @@ impl TraceBuffer {
             out.late_dropped += idx.len();
             return;
         }
-        let mut is_new = false;
-        let pending = self.traces.entry(trace_id).or_insert_with(|| {
-            is_new = true;
-            *self.tags.entry(tag).or_default() += 1;
-            Pending {
-                first_seen: now,
-                // Entered in `deadlines` below, once the batch's spans say whether the
-                // root came with them.
-                deadline: now.saturating_add(self.wait),
-                root_seen: false,
-                tag,
-                facts: TraceFacts::default(),
-                groups: Vec::new(),
-                data: Vec::new(),
-            }
-        });
-        let before = if pending.facts.span_count == 0 { 0 } else { pending.cost() };
+        let is_new = !self.traces.contains_key(&trace_id);
+        let pending = Self::pending(&mut self.traces, &mut self.tags, self.wait, (trace_id, now, tag));
+        let before = if is_new { 0 } else { pending.cost() };
         let needed: usize = idx.iter().map(|&k| prepared.spans[k as usize].len as usize + 2).sum();
         if pending.data.capacity() - pending.data.len() < needed {
             let grow = needed.max(pending.data.capacity() / 2);
@@ -528,16 +676,7 @@ impl TraceBuffer {
                 Some((g, l)) if g == s.group => l,
                 _ => {
                     let (resource, scope) = &prepared.groups[s.group as usize];
-                    let l = match pending.groups.iter().position(|(r, sc)| {
-                        (Arc::ptr_eq(r, resource) || **r == **resource)
-                            && (Arc::ptr_eq(sc, scope) || **sc == **scope)
-                    }) {
-                        Some(l) => l,
-                        None => {
-                            pending.groups.push((resource.clone(), scope.clone()));
-                            pending.groups.len() - 1
-                        }
-                    } as u32;
+                    let l = pending.group(resource, scope);
                     last_group = Some((s.group, l));
                     l
                 }
@@ -546,11 +685,6 @@ impl TraceBuffer {
             pending.data.extend_from_slice(prepared.bytes_of(s));
             pending.facts.add(s.start, s.end, s.bits);
             root |= s.is_root;
-        }
-        if pending.tag > tag {
-            // A replayed or reordered batch: keep the smallest segment the trace needs.
-            Self::move_tag(&mut self.tags, pending.tag, tag);
-            pending.tag = tag;
         }
         if root && !pending.root_seen {
             pending.root_seen = true;
@@ -571,7 +705,7 @@ impl TraceBuffer {
         let after = pending.cost();
         self.bytes = self.bytes + after - before;
         self.spans += idx.len();
-        if pending.data.len() >= self.max_trace_bytes {
+        if pending.data.len() + pending.logs.len() >= self.max_trace_bytes {
             self.stats.traces_capped += 1;
             if let Some(d) = self.decide(trace_id, DecisionReason::TraceTooBig, now) {
                 out.decided.push(d);
@@ -631,11 +765,28 @@ impl TraceBuffer {
         }
         self.bytes -= p.cost();
         self.spans -= p.facts.span_count as usize;
+        self.log_records -= p.log_count as usize;
         Some(p)
     }
 
     fn decide(&mut self, trace_id: TraceId, reason: DecisionReason, now: u64) -> Option<DecidedTrace> {
         let p = self.remove(&trace_id)?;
+        let log_count = p.log_count as usize;
+        if p.facts.span_count == 0 {
+            self.stats.logs_without_spans += log_count as u64;
+            return Some(DecidedTrace {
+                trace_id,
+                keep: true,
+                reason,
+                policies: Vec::new(),
+                rate: None,
+                spans: Vec::new(),
+                span_count: 0,
+                logs: decode_logs(&p),
+                log_count,
+                tag: p.tag,
+            });
+        }
         let mut verdict = self.policies.decide(&trace_id, &p.facts, now);
         if reason == DecisionReason::BufferFull
             && !verdict.keep
@@ -648,6 +799,7 @@ impl TraceBuffer {
         }
         let span_count = p.facts.span_count as usize;
         let mut spans = Vec::new();
+        let mut logs = Vec::new();
         if verdict.keep {
             self.kept.insert(trace_id);
             self.stats.traces_kept += 1;
@@ -657,10 +809,13 @@ impl TraceBuffer {
             }
             spans = decode_spans(&p, trace_id, &self.preparer.dict);
             annotate(&mut spans, &verdict.policies, verdict.rate);
+            logs = decode_logs(&p);
+            self.stats.logs_kept += log_count as u64;
         } else {
             self.dropped.insert(trace_id);
             self.stats.traces_dropped += 1;
             self.stats.spans_dropped += span_count as u64;
+            self.stats.logs_dropped += log_count as u64;
         }
         Some(DecidedTrace {
             trace_id,
@@ -670,9 +825,26 @@ impl TraceBuffer {
             rate: verdict.rate,
             spans,
             span_count,
+            logs,
+            log_count,
             tag: p.tag,
         })
     }
+}
+
+fn decode_logs(p: &Pending) -> Vec<StoredLog> {
+    let mut out = Vec::with_capacity(p.log_count as usize);
+    let mut rest = &p.logs[..];
+    while !rest.is_empty() {
+        let mut rd = Reader::new(rest);
+        let Ok(group) = rd.varint() else { break };
+        let Ok((record, r)) = postcard::take_from_bytes(rd.rest) else { break };
+        rest = r;
+        if let Some((resource, scope)) = p.groups.get(group as usize) {
+            out.push(StoredLog { resource: resource.clone(), scope: scope.clone(), record });
+        }
+    }
+    out
 }
 
 fn decode_spans(p: &Pending, trace_id: TraceId, dict: &Dictionary) -> Vec<StoredSpan> {

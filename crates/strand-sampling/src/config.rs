@@ -49,6 +49,22 @@ pub struct SamplingConfig {
     pub decision_cache: DecisionCacheConfig,
     /// The policies; empty means keep everything without buffering.
     pub policies: Vec<PolicyConfig>,
+    /// What the tail decision does to log records.
+    pub logs: LogSampling,
+}
+
+/// `sampling.logs`: whether a trace's log records follow its tail decision.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogSampling {
+    /// Every record is stored whatever happens to its trace (the default): the logs of a
+    /// trace sampled away stay findable by its id.
+    #[default]
+    Keep,
+    /// Records of traces the sampler dropped are dropped too; records without a trace id
+    /// are always kept. Records of undecided traces wait with their spans, in the pending
+    /// log and the buffer, until the decision (at most `decision_wait`).
+    FollowTraces,
 }
 
 impl Default for SamplingConfig {
@@ -61,6 +77,7 @@ impl Default for SamplingConfig {
             overflow_sampling_percentage: 10.0,
             decision_cache: DecisionCacheConfig::default(),
             policies: Vec::new(),
+            logs: LogSampling::Keep,
         }
     }
 }
@@ -404,6 +421,12 @@ impl SamplingConfig {
     /// Whether tail sampling is on (any policy configured).
     pub fn enabled(&self) -> bool {
         !self.policies.is_empty()
+    }
+
+    /// Whether log records wait for their trace's decision (`logs: follow_traces` with
+    /// tail sampling on).
+    pub fn logs_follow_traces(&self) -> bool {
+        self.enabled() && self.logs == LogSampling::FollowTraces
     }
 
     /// Every problem with the settings, each naming its key; empty when valid.

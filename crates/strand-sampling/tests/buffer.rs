@@ -6,7 +6,8 @@ use strand_core::{
     AnyValue, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanBatch, SpanId, SpanKind, Status,
     StatusCode, TraceId, find_attr,
 };
-use strand_sampling::buffer::{POLICY_ATTRIBUTE, RATE_ATTRIBUTE, decisions_record};
+use strand_core::{LogBatch, StoredLog};
+use strand_sampling::buffer::{POLICY_ATTRIBUTE, RATE_ATTRIBUTE, decisions_record, logs_record};
 use strand_sampling::{DecisionReason, LogRecord, Prepared, SamplingConfig, TraceBuffer};
 
 const SEC: u64 = 1_000_000_000;
@@ -208,4 +209,123 @@ fn log_records_round_trip_and_reject_garbage() {
         let _ = LogRecord::decode(&r);
     }
     assert!(LogRecord::decode(&[9, 1, 2]).is_err());
+}
+
+/// A log record of `trace` (none: no context) written by span `span`.
+fn log(trace: Option<u8>, span: u8, body: &str) -> StoredLog {
+    StoredLog {
+        resource: Arc::new(Resource::default()),
+        scope: Arc::new(Scope::default()),
+        record: strand_core::LogRecord {
+            time_unix_nano: T0 + u64::from(span),
+            severity_number: 9,
+            body: AnyValue::String(body.into()),
+            trace_id: trace.map(|t| TraceId([t; 16])),
+            span_id: trace.map(|_| SpanId([span; 8])),
+            ..strand_core::LogRecord::default()
+        },
+    }
+}
+
+fn insert_logs(buf: &mut TraceBuffer, logs: Vec<StoredLog>, now: u64) -> strand_sampling::Admitted {
+    buf.insert_logs(&LogBatch::from_stored(logs), now, 1)
+}
+
+fn bodies(logs: &[StoredLog]) -> Vec<String> {
+    let mut b: Vec<String> = logs.iter().map(|l| l.record.body_text()).collect();
+    b.sort();
+    b
+}
+
+#[test]
+fn log_records_follow_their_traces_decision() {
+    let mut buf = TraceBuffer::new(&config("decision_delay: 5s\ndecision_wait: 30s")).expect("valid");
+    // Records first (a service logs while its span is still open), untraced ones pass.
+    let a = insert_logs(
+        &mut buf,
+        vec![log(Some(1), 2, "kept early"), log(Some(2), 2, "dropped early"), log(None, 0, "no context")],
+        T0,
+    );
+    assert_eq!(bodies(&a.logs_now), ["no context"]);
+    assert_eq!((buf.traces(), buf.spans(), buf.log_records()), (2, 0, 2));
+    let logs_only = buf.bytes();
+    assert!(logs_only > buf.preparer().dictionary().bytes(), "waiting records count in the bound");
+    insert(&mut buf, vec![span(1, 1, None, false), span(1, 2, Some(1), true)], T0 + SEC);
+    insert(&mut buf, vec![span(2, 1, None, false)], T0 + SEC);
+    insert_logs(&mut buf, vec![log(Some(1), 1, "kept before the decision")], T0 + 2 * SEC);
+    // The records' arrival started the traces' clocks; the roots shorten the wait.
+    assert!(buf.decide_due(T0 + 6 * SEC - 1).is_empty());
+    let mut d = buf.decide_due(T0 + 6 * SEC);
+    d.sort_by_key(|t| t.trace_id);
+    assert_eq!(d.len(), 2);
+    assert!(d[0].keep && d[0].sampled() && !d[1].keep);
+    assert_eq!(bodies(&d[0].logs), ["kept before the decision", "kept early"]);
+    assert_eq!((d[0].log_count, d[1].log_count), (2, 1));
+    assert!(d[1].logs.is_empty());
+    assert_eq!(d[0].logs[0].record.trace_id, Some(TraceId([1; 16])));
+
+    // Late records follow the remembered decisions.
+    let a = insert_logs(
+        &mut buf,
+        vec![log(Some(1), 3, "late kept"), log(Some(2), 3, "late dropped")],
+        T0 + 7 * SEC,
+    );
+    assert_eq!(bodies(&a.logs_now), ["late kept"]);
+    assert!(a.decided.is_empty());
+    let s = buf.stats();
+    assert_eq!((s.logs_kept, s.logs_dropped, s.logs_without_spans), (3, 2, 0));
+    let dict = buf.preparer().dictionary().bytes();
+    assert_eq!((buf.traces(), buf.log_records(), buf.bytes()), (0, 0, dict));
+}
+
+#[test]
+fn records_whose_spans_never_came_are_kept_without_a_decision() {
+    let mut buf = TraceBuffer::new(&config("decision_wait: 10s")).expect("valid");
+    insert_logs(&mut buf, vec![log(Some(7), 1, "alone"), log(Some(7), 2, "alone too")], T0);
+    assert!(buf.decide_due(T0 + 10 * SEC - 1).is_empty(), "records wait as spans do");
+    let d = buf.decide_due(T0 + 10 * SEC);
+    assert_eq!(d.len(), 1);
+    assert!(d[0].keep && !d[0].sampled());
+    assert_eq!((d[0].span_count, d[0].reason), (0, DecisionReason::Timeout));
+    assert_eq!(bodies(&d[0].logs), ["alone", "alone too"]);
+    assert_eq!((buf.stats().traces_kept, buf.stats().logs_without_spans), (0, 2));
+    // Nothing is remembered: spans arriving now are a new trace for the policies.
+    let a = insert(&mut buf, vec![span(7, 1, None, false)], T0 + 11 * SEC);
+    assert!(a.late_kept.is_empty() && a.late_dropped == 0);
+    assert_eq!(buf.traces(), 1);
+}
+
+#[test]
+fn log_records_count_toward_the_trace_cap() {
+    let mut buf = TraceBuffer::new(&config("max_trace_bytes: 2KiB\nmax_buffer_bytes: 1MiB")).expect("valid");
+    insert(&mut buf, vec![span(4, 1, None, true)], T0);
+    let big = "x".repeat(1500);
+    let a = insert_logs(&mut buf, vec![log(Some(4), 1, &big)], T0);
+    assert!(a.decided.is_empty());
+    let a = insert_logs(&mut buf, vec![log(Some(4), 2, &big)], T0);
+    assert_eq!(a.decided.len(), 1, "the second record takes the trace past 2 KiB");
+    assert_eq!(a.decided[0].reason, DecisionReason::TraceTooBig);
+    assert_eq!(a.decided[0].logs.len(), 2);
+    assert_eq!(buf.stats().traces_capped, 1);
+}
+
+#[test]
+fn logs_records_round_trip_and_reject_garbage() {
+    let batch = LogBatch::from_stored(vec![log(Some(1), 1, "one"), log(Some(2), 2, "two")]);
+    let record = logs_record(T0 + 9, &batch);
+    match LogRecord::decode(&record).expect("valid") {
+        LogRecord::Logs { received_unix_nano, batch: back } => {
+            assert_eq!(received_unix_nano, T0 + 9);
+            assert_eq!(back, batch);
+        }
+        other => panic!("expected log records, got {other:?}"),
+    }
+    for cut in 0..record.len() {
+        assert!(LogRecord::decode(&record[..cut]).is_err(), "cut at {cut}");
+    }
+    for i in 0..record.len() {
+        let mut r = record.clone();
+        r[i] ^= 0x5a;
+        let _ = LogRecord::decode(&r);
+    }
 }

@@ -55,19 +55,6 @@ pub struct BoundAddrs {
     pub http: SocketAddr,
 }
 
-/// Log records go straight to the store: they are kept whatever the tail decision of their
-/// trace.
-struct StoreLogs(Arc<dyn TraceStore>);
-
-impl LogSink for StoreLogs {
-    fn consume_logs(
-        &self,
-        batch: strand_core::LogBatch,
-    ) -> strand_core::BoxFuture<'_, Result<(), strand_core::SinkError>> {
-        self.0.write_logs(batch)
-    }
-}
-
 /// Runs the server until `shutdown` resolves, then stops accepting, answers in-flight
 /// requests and closes the store (cutting the head into a block). `on_bound` is called
 /// once every listener is bound.
@@ -131,7 +118,7 @@ pub async fn run(
             sink.consume(batch).await.context("storing the demo traces")?;
         }
         for batch in demo::submission_logs(now) {
-            store.write_logs(batch).await.context("storing the demo log lines")?;
+            pipeline.consume_logs(batch).await.context("storing the demo log lines")?;
         }
         let (trace, span) = demo::featured(now);
         featured = Some(DemoTrace {
@@ -145,7 +132,9 @@ pub async fn run(
             "stored the demo traces: open the web UI (its search page links to the featured one)"
         );
     }
-    let receiver = Receiver::new(sink, limits).with_logs(Arc::new(StoreLogs(store.clone())));
+    // Log records are stored as they come, or wait for their trace's tail decision
+    // (`sampling.logs: follow_traces`).
+    let receiver = Receiver::new(sink, limits).with_logs(pipeline.clone());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {

@@ -214,3 +214,98 @@ async fn undecided_traces_survive_a_restart_and_are_decided_after_it() {
     assert_eq!(stored_spans(&client, &server, &trace_id(7)).await.len(), 2);
     server.stop().await;
 }
+
+/// One log record per trace in `range`, written by its child span, plus `extra` records.
+fn log_export(range: std::ops::Range<usize>, now_ns: u64, extra: Vec<Value>) -> Value {
+    let mut records: Vec<Value> = range
+        .map(|i| {
+            json!({
+                "timeUnixNano": (now_ns - 20_000_000).to_string(), "severityNumber": 9,
+                "body": { "stringValue": format!("checked report {i}") },
+                "traceId": trace_id(i), "spanId": "00000000000000b2"
+            })
+        })
+        .collect();
+    records.extend(extra);
+    json!({ "resourceLogs": [{
+        "resource": { "attributes": [{ "key": "service.name", "value": { "stringValue": "users" } }] },
+        "scopeLogs": [{ "scope": { "name": "t" }, "logRecords": records }]
+    }] })
+}
+
+async fn post_logs(client: &reqwest::Client, server: &common::TestServer, body: &Value) {
+    let resp = client
+        .post(format!("http://{}/v1/logs", server.otlp_http))
+        .json(body)
+        .send()
+        .await
+        .expect("post logs");
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap_or_default());
+}
+
+async fn log_count(client: &reqwest::Client, server: &common::TestServer, query: &str) -> u64 {
+    let r = client.get(server.query(&format!("/api/v1/logs?{query}"))).send().await.expect("get");
+    assert_eq!(r.status(), 200);
+    r.json::<Value>().await.expect("json")["count"].as_u64().expect("count")
+}
+
+#[tokio::test]
+async fn with_follow_traces_log_records_share_their_traces_fate_across_a_restart() {
+    let sampling = |wait: &str| {
+        let wait = wait.to_owned();
+        move |c: &mut strand_server::Config| {
+            c.sampling.policies =
+                strand_sampling::SamplingConfig::shorthand("errors-plus=0%").expect("valid");
+            c.sampling.decision_delay = "100ms".parse().expect("valid");
+            c.sampling.decision_wait = wait.parse().expect("valid");
+            c.sampling.logs = strand_sampling::config::LogSampling::FollowTraces;
+        }
+    };
+    let server = common::start(sampling("60s")).await;
+    let client = reqwest::Client::new();
+    let now = now_ns();
+    // Records first, as services log before their spans end; one without context and one
+    // of a trace whose spans never come.
+    let lonely = "0123456789abcdef0123456789abcdef";
+    let extra = vec![
+        json!({ "timeUnixNano": now.to_string(), "body": { "stringValue": "no context at all" } }),
+        json!({ "timeUnixNano": now.to_string(), "body": { "stringValue": "lonely" }, "traceId": lonely }),
+    ];
+    post_logs(&client, &server, &log_export(0..30, now, extra)).await;
+    server.export(&export(0..30, now_ns())).await;
+    assert_eq!(log_count(&client, &server, "q=no+context&since=1h").await, 1, "stored at once");
+    assert_eq!(metric(&client, &server, "strand_sampling_buffer_traces").await, Some(31.0));
+    assert_eq!(metric(&client, &server, "strand_sampling_buffer_log_records").await, Some(31.0));
+    assert_eq!(log_count(&client, &server, &format!("traceId={}", trace_id(7))).await, 0, "waiting");
+    let dir = server.stop().await;
+
+    // The records waited in the sampling log beside their spans; the restart decides
+    // everything within a second.
+    let data = dir.path().join("data");
+    let server = common::start(move |c| {
+        sampling("1s")(c);
+        c.data_dir = data;
+    })
+    .await;
+    for series in ["strand_sampling_buffer_traces", "strand_sampling_buffer_log_records"] {
+        common::eventually(series, || async {
+            (metric(&client, &server, series).await == Some(0.0)).then_some(())
+        })
+        .await;
+    }
+    for i in 0..30 {
+        let n = log_count(&client, &server, &format!("traceId={}", trace_id(i))).await;
+        assert_eq!(n, u64::from(is_error(i)), "trace {i}: records follow the spans");
+    }
+    assert_eq!(log_count(&client, &server, &format!("traceId={lonely}")).await, 1, "no spans: kept");
+    assert_eq!(metric(&client, &server, "strand_sampling_log_records_kept_total").await, Some(1.0));
+    assert_eq!(metric(&client, &server, "strand_sampling_log_records_dropped_total").await, Some(29.0));
+    assert_eq!(metric(&client, &server, "strand_sampling_log_records_without_spans_total").await, Some(1.0));
+
+    // Late records follow the remembered decisions.
+    post_logs(&client, &server, &log_export(7..9, now_ns(), Vec::new())).await;
+    assert_eq!(log_count(&client, &server, &format!("traceId={}", trace_id(7))).await, 2);
+    assert_eq!(log_count(&client, &server, &format!("traceId={}", trace_id(8))).await, 0);
+    assert_eq!(metric(&client, &server, "strand_sampling_log_records_dropped_total").await, Some(30.0));
+    server.stop().await;
+}

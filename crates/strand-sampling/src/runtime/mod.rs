@@ -9,6 +9,9 @@
 //!    ├─► Prepared (spans encoded once) ─► pending log (fsync) ── ack after this
 //!    └─► TraceBuffer ─ decided (deadline / caps) ─ kept ─► store ─► decision record
 //!                                               └ dropped ─────────► decision record
+//! consume_logs(batch) ── default, or no trace id ──────────────────► store
+//!    │ sampling.logs: follow_traces
+//!    └─► pending log (fsync) ─► TraceBuffer, beside the trace's spans ─ kept ─► store
 //! ```
 //!
 //! The pending log (`<data_dir>/sampling/`) holds every span acknowledged but not yet
@@ -27,12 +30,14 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::buffer::logs_record;
 use crate::buffer::{BufferStats, decisions_record};
 use crate::red::RedMetrics;
 use crate::{DecidedTrace, LogRecord, Prepared, Preparer, SamplingConfig, TraceBuffer};
 use parking_lot::Mutex;
 use strand_core::{
-    BoxFuture, MetricFamily, MetricKind, SinkError, SpanBatch, SpanObserver, SpanSink, TraceId, TraceStore,
+    BoxFuture, LogBatch, LogSink, MetricFamily, MetricKind, SinkError, SpanBatch, SpanObserver, SpanSink,
+    StoredLog, TraceId, TraceStore,
 };
 use strand_store::fs::{FileSystem, StdFs};
 use strand_store::now_unix_nano;
@@ -70,6 +75,8 @@ pub struct TailSnapshot {
     pub buffer_traces: usize,
     /// Spans buffered.
     pub buffer_spans: usize,
+    /// Log records buffered.
+    pub buffer_log_records: usize,
     /// The buffer's counters.
     pub stats: BufferStats,
 }
@@ -98,6 +105,8 @@ pub struct Pipeline {
     /// Other observers of every span before sampling (chain integrity).
     observers: Vec<Arc<dyn SpanObserver>>,
     tail: Option<Arc<Tail>>,
+    /// Log records wait for their traces' decisions (`sampling.logs: follow_traces`).
+    follow_logs: bool,
     stats: Arc<PipelineStats>,
 }
 
@@ -123,15 +132,17 @@ impl Pipeline {
         sync_each: bool,
     ) -> Result<Self, StartError> {
         let stats = Arc::new(PipelineStats::default());
+        let follow_logs = cfg.logs_follow_traces();
         if !cfg.enabled() {
-            return Ok(Self { store, red, observers, tail: None, stats });
+            return Ok(Self { store, red, observers, tail: None, follow_logs, stats });
         }
         let mut buffer = TraceBuffer::new(cfg).map_err(|e| StartError::Config(e.join("; ")))?;
         let preparer = buffer.preparer();
         let dir = data_dir.join("sampling");
         let replay_stats = stats.clone();
-        let (log, buffer, late, decided) = tokio::task::spawn_blocking(move || {
+        let (log, buffer, (late, late_logs), decided) = tokio::task::spawn_blocking(move || {
             let mut late = Vec::new();
+            let mut late_logs = Vec::new();
             let mut decided = Vec::new();
             let preparer = buffer.preparer();
             let (wal, replay) = Wal::open_payloads(Arc::new(StdFs), &dir, |segment, payload| {
@@ -140,6 +151,13 @@ impl Pipeline {
                         let prepared = Prepared::new(&batch, &preparer);
                         let a = buffer.insert(&prepared, received_unix_nano, segment);
                         late.extend(a.late_kept);
+                        decided.extend(a.decided);
+                    }
+                    Ok(LogRecord::Logs { received_unix_nano, batch }) => {
+                        // Whatever `sampling.logs` says now: these records were
+                        // acknowledged and wait for a decision.
+                        let a = buffer.insert_logs(&batch, received_unix_nano, segment);
+                        late_logs.extend(a.logs_now);
                         decided.extend(a.decided);
                     }
                     Ok(LogRecord::Decisions(ds)) => {
@@ -163,7 +181,12 @@ impl Pipeline {
                     "resumed tail-sampling decisions from the pending log"
                 );
             }
-            Ok::<_, strand_store::wal::WalError>((LogWriter::start(wal, dir), buffer, late, decided))
+            Ok::<_, strand_store::wal::WalError>((
+                LogWriter::start(wal, dir),
+                buffer,
+                (late, late_logs),
+                decided,
+            ))
         })
         .await??;
         let tail = Arc::new(Tail {
@@ -176,7 +199,10 @@ impl Pipeline {
         if !late.is_empty() {
             store.write(SpanBatch::from_stored(late)).await?;
         }
-        let pipeline = Self { store, red, observers, tail: Some(tail), stats };
+        if !late_logs.is_empty() {
+            store.write_logs(LogBatch::from_stored(late_logs)).await?;
+        }
+        let pipeline = Self { store, red, observers, tail: Some(tail), follow_logs, stats };
         pipeline.carry_out(decided).await;
         Ok(pipeline)
     }
@@ -199,6 +225,7 @@ impl Pipeline {
             buffer_bytes: b.bytes(),
             buffer_traces: b.traces(),
             buffer_spans: b.spans(),
+            buffer_log_records: b.log_records(),
             stats: b.stats().clone(),
         })
     }
@@ -225,6 +252,26 @@ impl Pipeline {
                 "strand_sampling_buffer_spans",
                 "Spans waiting for a decision.",
                 tail.buffer_spans as f64,
+            ),
+            MetricFamily::gauge(
+                "strand_sampling_buffer_log_records",
+                "Log records waiting for their trace's decision (sampling.logs: follow_traces).",
+                tail.buffer_log_records as f64,
+            ),
+            MetricFamily::counter(
+                "strand_sampling_log_records_kept_total",
+                "Log records kept with their trace (late ones included).",
+                st.logs_kept as f64,
+            ),
+            MetricFamily::counter(
+                "strand_sampling_log_records_dropped_total",
+                "Log records dropped with their trace (late ones included).",
+                st.logs_dropped as f64,
+            ),
+            MetricFamily::counter(
+                "strand_sampling_log_records_without_spans_total",
+                "Log records kept because no span of their trace came within decision_wait.",
+                st.logs_without_spans as f64,
             ),
             MetricFamily::counter(
                 "strand_sampling_traces_kept_total",
@@ -340,9 +387,9 @@ impl Pipeline {
             decided.into_iter().partition(|d| d.keep);
         let mut record: Vec<(TraceId, bool)> = dropped.iter().map(|d| (d.trace_id, false)).collect();
         if !kept.is_empty() {
-            let spans: Vec<_> = kept.iter().flat_map(|d| d.spans.iter().cloned()).collect();
-            match self.store.write(SpanBatch::from_stored(spans)).await {
-                Ok(()) => record.extend(kept.iter().map(|d| (d.trace_id, true))),
+            match self.store_kept(&kept).await {
+                // Traces of which only log records came were not decided: nothing to remember.
+                Ok(()) => record.extend(kept.iter().filter(|d| d.sampled()).map(|d| (d.trace_id, true))),
                 Err(e) => {
                     warn!(error = %e, traces = kept.len(), "storing kept traces failed; will retry");
                     self.stats.store_retries.fetch_add(1, Ordering::Relaxed);
@@ -355,6 +402,43 @@ impl Pipeline {
             // after a crash (kept spans are stored idempotently).
             let _ = tail.log.append(decisions_record(&record), false).await;
         }
+    }
+
+    /// Writes kept traces' spans, then their log records.
+    async fn store_kept(&self, kept: &[DecidedTrace]) -> Result<(), SinkError> {
+        let spans: Vec<_> = kept.iter().flat_map(|d| d.spans.iter().cloned()).collect();
+        if !spans.is_empty() {
+            self.store.write(SpanBatch::from_stored(spans)).await?;
+        }
+        let logs: Vec<StoredLog> = kept.iter().flat_map(|d| d.logs.iter().cloned()).collect();
+        if !logs.is_empty() {
+            self.store.write_logs(LogBatch::from_stored(logs)).await?;
+        }
+        Ok(())
+    }
+
+    /// Log records of traces not yet decided go to the pending log and wait in the buffer;
+    /// the others are stored now (or dropped with their trace).
+    async fn consume_logs_tail(&self, tail: &Tail, batch: LogBatch) -> Result<(), SinkError> {
+        let (traced, untraced) = batch.split_by_trace();
+        if !untraced.resource_logs.is_empty() {
+            self.store.write_logs(untraced).await?;
+        }
+        if traced.resource_logs.is_empty() {
+            return Ok(());
+        }
+        let now = now_unix_nano();
+        let segment = tail.log.append(logs_record(now, &traced), tail.sync_each).await.map_err(|e| {
+            self.stats.log_errors.fetch_add(1, Ordering::Relaxed);
+            SinkError::Unavailable(format!("sampling log write failed: {e}"))
+        })?;
+        let admitted = tail.buffer.lock().insert_logs(&traced, now, segment);
+        tail.log.release(segment);
+        self.carry_out(admitted.decided).await;
+        if !admitted.logs_now.is_empty() {
+            self.store.write_logs(LogBatch::from_stored(admitted.logs_now)).await?;
+        }
+        Ok(())
     }
 
     /// Shows a received batch to the RED metrics and every other observer.
@@ -392,6 +476,17 @@ impl SpanSink for Pipeline {
                     self.observe(&batch, now_unix_nano());
                     self.store.write(batch).await
                 }
+            }
+        })
+    }
+}
+
+impl LogSink for Pipeline {
+    fn consume_logs(&self, batch: LogBatch) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async move {
+            match &self.tail {
+                Some(tail) if self.follow_logs => self.consume_logs_tail(tail, batch).await,
+                _ => self.store.write_logs(batch).await,
             }
         })
     }
