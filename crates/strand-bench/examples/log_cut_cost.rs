@@ -42,6 +42,6 @@ fn main() {
         per(decode),
         per(append),
         per(finish),
-        (out.logs.len() + out.traces.len()) as f64 / n as f64
+        (out.logs.len() + out.traces.len() + out.grams.len()) as f64 / n as f64
     );
 }

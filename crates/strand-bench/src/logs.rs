@@ -260,6 +260,8 @@ fn searches() -> Vec<(&'static str, &'static str)> {
         ("text, rare (a few matches), 1h", "q=refused%20message&service=gateway&since=1h&limit=20"),
         ("text, common, 1h", "q=cache%20miss&since=1h&limit=20"),
         ("text with no match, 1h", "q=no%20such%20line&since=1h&limit=20"),
+        // Hex ids and numbers are in every row group's filter: this one reads every body.
+        ("an id nothing holds, 1h", "q=0123456789abcdef&since=1h&limit=20"),
         ("severity >= ERROR, 1h", "severity=ERROR&since=1h&limit=20"),
         (
             "service + severity >= WARN + text, 1h",

@@ -40,3 +40,45 @@ async fn a_block_with_log_records_is_version_2_and_one_without_is_version_1() {
     assert_eq!((found[1].0, found[1].1), (2, 7), "{found:?}");
     assert!(found[1].2.iter().any(|f| f.contains("logs.parquet")), "{found:?}");
 }
+
+/// The block's log files, opened as a search opens them.
+fn log_files(block: &std::path::Path) -> strand_store::logs::LogFiles {
+    let meta: strand_store::block::BlockMeta =
+        serde_json::from_slice(&std::fs::read(block.join("meta.json")).expect("meta")).expect("meta json");
+    strand_store::logs::LogFiles::open(&StdFs, block, &meta.files, meta.log_count).expect("open log files")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_search_skips_row_groups_its_text_cannot_be_in() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default()).expect("open");
+    store.append_logs(log_batch(3, 4)).await.expect("write logs");
+    store.flush().await.expect("flush");
+    store.close();
+    let blocks = StdFs.list(&dir.path().join("blocks")).expect("list");
+    assert_eq!(blocks.len(), 1);
+    let files = log_files(&blocks[0]);
+    // Text bodies ("Order 3-1 handled in 11 ms ...", any case) and structured ones (their
+    // JSON-like text) are in the filter; anything else is not.
+    for present in ["order 3-1", "HANDLED IN", "\"quoted\"", "structured", "ms \""] {
+        let lower = present.to_lowercase();
+        assert_eq!(files.groups_to_search(Some(&lower)), vec![(0, 0)], "{present}");
+    }
+    for absent in ["no such line", "order 4-", "handled  in"] {
+        assert!(files.groups_to_search(Some(absent)).is_empty(), "{absent}");
+    }
+    // Texts the filter cannot judge read every row group.
+    for unjudged in ["or", "\u{e9}", ""] {
+        assert_eq!(files.groups_to_search(Some(unjudged)).len(), 1, "{unjudged:?}");
+    }
+    assert_eq!(files.groups_to_search(None).len(), 1);
+
+    // A block written before the filter (no log_grams.bin in meta.json) reads every row group.
+    let meta_path = blocks[0].join("meta.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).expect("meta")).expect("json");
+    meta["files"].as_array_mut().expect("files").retain(|f| f["name"] != "log_grams.bin");
+    std::fs::write(&meta_path, serde_json::to_vec(&meta).expect("json")).expect("write meta");
+    std::fs::remove_file(blocks[0].join("log_grams.bin")).expect("remove filter");
+    assert_eq!(log_files(&blocks[0]).groups_to_search(Some("no such line")).len(), 1);
+}

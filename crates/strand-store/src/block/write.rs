@@ -114,11 +114,20 @@ fn spans_props(trace_count: u64) -> WriterProperties {
 }
 
 pub(crate) fn write_parquet(batch: &RecordBatch, props: WriterProperties) -> Result<Vec<u8>, FormatError> {
+    Ok(write_parquet_groups(batch, props)?.0)
+}
+
+/// [`write_parquet`], also giving the row count of each row group written.
+pub(crate) fn write_parquet_groups(
+    batch: &RecordBatch,
+    props: WriterProperties,
+) -> Result<(Vec<u8>, Vec<u64>), FormatError> {
     let mut out = Vec::new();
     let mut w = ArrowWriter::try_new(&mut out, batch.schema(), Some(props))?;
     w.write(batch)?;
-    w.close()?;
-    Ok(out)
+    let meta = w.close()?;
+    let rows = meta.row_groups().iter().map(|g| g.num_rows() as u64).collect();
+    Ok((out, rows))
 }
 
 fn append_json<T: ?Sized>(

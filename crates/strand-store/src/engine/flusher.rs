@@ -2,7 +2,7 @@
 //! maintenance on schedule.
 
 use super::*;
-use crate::logs::{LOG_TRACES_FILE, LOGS_FILE};
+use crate::logs::{LOG_GRAMS_FILE, LOG_TRACES_FILE, LOGS_FILE};
 
 pub(super) fn flush_loop(inner: Arc<Inner>, rx: Receiver<FlushJob>) {
     let mut last_maintenance = Instant::now();
@@ -107,6 +107,7 @@ pub(super) fn write_block(
         (encoded.meta.min_log_time_unix_nano, encoded.meta.max_log_time_unix_nano) = l.time_range;
         encoded.meta.files.push(FileChecksum::of(LOGS_FILE, &l.logs));
         encoded.meta.files.push(FileChecksum::of(LOG_TRACES_FILE, &l.traces));
+        encoded.meta.files.push(FileChecksum::of(LOG_GRAMS_FILE, &l.grams));
     }
     let blocks_dir = inner.root.join("blocks");
     let tmp = blocks_dir.join(format!(".tmp-{id}"));
@@ -119,6 +120,7 @@ pub(super) fn write_block(
         if let Some(l) = &logs {
             fs.write_file(&tmp.join(LOGS_FILE), &l.logs)?;
             fs.write_file(&tmp.join(LOG_TRACES_FILE), &l.traces)?;
+            fs.write_file(&tmp.join(LOG_GRAMS_FILE), &l.grams)?;
         }
         let meta = serde_json::to_vec_pretty(&encoded.meta).map_err(std::io::Error::other)?;
         fs.write_file(&tmp.join("meta.json"), &meta)?;

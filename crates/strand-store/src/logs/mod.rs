@@ -12,6 +12,9 @@
 //!   logs.parquet        one row per record, sorted by trace id (records without one
 //!                       first), then time, then fingerprint
 //!   log_traces.parquet  one row per trace: trace_id, first_row, rows (the lookup index)
+//!   log_grams.bin       per row group of logs.parquet, the trigrams of its bodies (the
+//!                       text search filter; see the `grams` module; blocks written before
+//!                       it have none and are always read)
 //! ```
 //!
 //! ## `logs.parquet` (block format version 1)
@@ -49,10 +52,12 @@
 //! FROM 'blocks/*/logs.parquet' WHERE trace_id = unhex('5b8efff798038103d269b633813fc60c');
 //! ```
 
+mod grams;
 mod head;
 mod read;
 mod write;
 
+pub use grams::LOG_GRAMS_FILE;
 pub use head::{LogHead, decode_records};
 pub use read::LogFiles;
 pub use write::{EncodedLogs, LogBlockBuilder};

@@ -14,6 +14,7 @@ use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::reader::Length;
 use strand_core::{AnyValue, LogQuery, LogRecord, SpanId, StoreError, StoredLog, TraceId, find_attr};
 
+use super::grams::{GramSets, LOG_GRAMS_FILE, needle_grams};
 use super::write::logs_schema;
 use super::{LOG_TRACES_FILE, LOGS_FILE};
 use crate::block::FileChecksum;
@@ -32,8 +33,10 @@ pub struct LogFiles {
     file: FileReader,
     footer: ArrowReaderMetadata,
     index: Vec<IndexEntry>,
+    /// The text filter; `None` for blocks written before it.
+    grams: Option<GramSets>,
     rows: u64,
-    /// Bytes of the two files.
+    /// Bytes of the log files.
     pub disk_bytes: u64,
 }
 
@@ -58,7 +61,9 @@ impl LogFiles {
     ) -> Result<Self, StoreError> {
         let meta_path = dir.join("meta.json");
         let mut loaded = Vec::new();
-        for name in [LOGS_FILE, LOG_TRACES_FILE] {
+        let has_grams = files.iter().any(|f| f.name == LOG_GRAMS_FILE);
+        let names = [LOGS_FILE, LOG_TRACES_FILE, LOG_GRAMS_FILE];
+        for name in names.into_iter().take(if has_grams { 3 } else { 2 }) {
             let path = dir.join(name);
             let want = files
                 .iter()
@@ -89,16 +94,26 @@ impl LogFiles {
         if rows != count {
             return Err(corrupt(&path, format!("{rows} rows, meta.json says {count}")));
         }
+        let grams = if has_grams {
+            let group_rows: Vec<u64> =
+                footer.metadata().row_groups().iter().map(|g| g.num_rows() as u64).collect();
+            let bytes = loaded.pop().unwrap_or_default();
+            let grams_path = dir.join(LOG_GRAMS_FILE);
+            Some(GramSets::decode(&bytes, &group_rows).map_err(|e| e.corrupt_at(grams_path.display()))?)
+        } else {
+            None
+        };
         let index_path = dir.join(LOG_TRACES_FILE);
         let index_bytes = Bytes::from(loaded.pop().unwrap_or_default());
         let index_len = index_bytes.len() as u64;
+        let grams_len = files.iter().find(|f| f.name == LOG_GRAMS_FILE).map_or(0, |f| f.bytes);
         let index = guard(|| read_index(index_bytes)).map_err(|e| e.corrupt_at(index_path.display()))?;
         let in_order = index.windows(2).all(|w| w[0].trace_id < w[1].trace_id);
         let in_bounds = index.iter().all(|e| u64::from(e.first_row) + u64::from(e.rows) <= rows);
         if !in_order || !in_bounds {
             return Err(corrupt(&index_path, "log trace index does not match logs.parquet"));
         }
-        Ok(Self { disk_bytes: file.len() + index_len, path, file, footer, index, rows })
+        Ok(Self { disk_bytes: file.len() + index_len + grams_len, path, file, footer, index, grams, rows })
     }
 
     /// Records held (each once).
@@ -136,24 +151,37 @@ impl LogFiles {
         self.read_ranges(&ranges)
     }
 
-    /// Rows matching the query's conditions and time range, with their effective time:
-    /// reads only the columns the conditions need, never whole records. Row groups are
-    /// scanned on up to [`SCAN_THREADS`] threads.
-    pub fn search(&self, q: &LogQuery, lower_text: Option<&str>) -> Result<Vec<(u64, u32)>, StoreError> {
-        let groups = self.footer.metadata().row_groups();
-        let mut starts = Vec::with_capacity(groups.len());
+    /// The row groups a search must read, with their first rows: for a text (lowercase),
+    /// those whose filter may hold it; otherwise all.
+    pub fn groups_to_search(&self, lower_text: Option<&str>) -> Vec<(usize, u32)> {
+        let needle = lower_text.and_then(needle_grams);
+        let mut out = Vec::new();
         let mut row = 0u32;
-        for rg in groups {
-            starts.push(row);
+        for (g, rg) in self.footer.metadata().row_groups().iter().enumerate() {
+            let first = row;
             row += rg.num_rows() as u32;
+            if let (Some(grams), Some(needle)) = (&self.grams, &needle)
+                && !grams.may_contain(g, needle)
+            {
+                continue;
+            }
+            out.push((g, first));
         }
+        out
+    }
+
+    /// Rows matching the query's conditions and time range, with their effective time:
+    /// reads only the columns the conditions need, never whole records, in the row groups
+    /// [`LogFiles::groups_to_search`] gives, on up to [`SCAN_THREADS`] threads.
+    pub fn search(&self, q: &LogQuery, lower_text: Option<&str>) -> Result<Vec<(u64, u32)>, StoreError> {
+        let starts = self.groups_to_search(lower_text);
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, SCAN_THREADS);
         let next = std::sync::atomic::AtomicUsize::new(0);
         let scan = || -> Result<Vec<(u64, u32)>, FormatError> {
             let mut out = Vec::new();
             loop {
-                let g = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(&first_row) = starts.get(g) else { return Ok(out) };
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&(g, first_row)) = starts.get(i) else { return Ok(out) };
                 guard(|| self.search_group(g, first_row, q, lower_text, &mut out))?;
             }
         };

@@ -13,8 +13,10 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use strand_core::{AnyValue, LogBatch, LogRecord, Resource, Scope, StoredLog};
 
+use super::grams::GramCollector;
+use crate::block::json::value_from_json;
 use crate::block::json::{attrs_to_json, value_to_json};
-use crate::block::write::write_parquet;
+use crate::block::write::{write_parquet, write_parquet_groups};
 use crate::error::FormatError;
 
 /// Rows per data page: small pages make a trace lookup read little.
@@ -107,6 +109,8 @@ pub struct EncodedLogs {
     pub logs: Vec<u8>,
     /// `log_traces.parquet`.
     pub traces: Vec<u8>,
+    /// `log_grams.bin`: the text filter of each row group.
+    pub grams: Vec<u8>,
     /// Records written (repeated copies dropped).
     pub count: u64,
     /// Earliest and latest effective record time.
@@ -348,11 +352,38 @@ impl LogBlockBuilder {
             .build();
         let min = self.keys.iter().map(|k| k.1).min().unwrap_or(0);
         let max = self.keys.iter().map(|k| k.1).max().unwrap_or(0);
+        let (logs, group_rows) = write_parquet_groups(&batch, logs_props(trace_count))?;
         Ok(EncodedLogs {
-            logs: write_parquet(&batch, logs_props(trace_count))?,
+            grams: body_grams(&batch, &group_rows)?,
+            logs,
             traces: write_parquet(&index, index_props)?,
             count: self.keys.len() as u64,
             time_range: (min, max),
         })
     }
+}
+
+/// The text filter of the sorted records, one trigram set per row group of `group_rows`.
+fn body_grams(batch: &RecordBatch, group_rows: &[u64]) -> Result<Vec<u8>, FormatError> {
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    let (body, value) = (batch.column(6).as_string::<i32>(), batch.column(7).as_string::<i32>());
+    let mut grams = GramCollector::default();
+    let mut row = 0usize;
+    for &n in group_rows {
+        for i in row..row + n as usize {
+            if !body.is_null(i) {
+                grams.add(body.value(i).as_bytes());
+            } else if !value.is_null(i) {
+                let text =
+                    LogRecord { body: value_from_json(value.value(i))?, ..LogRecord::default() }.body_text();
+                grams.add(text.as_bytes());
+                grams.add(text.to_lowercase().as_bytes());
+            }
+            grams.row();
+        }
+        grams.end_group();
+        row += n as usize;
+    }
+    Ok(grams.finish())
 }
