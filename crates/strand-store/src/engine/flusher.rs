@@ -59,10 +59,7 @@ pub(super) fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), St
     for record in frozen.head.batches() {
         builder.append_batch(&record.map_err(corrupt_head)?.1).map_err(corrupt_head)?;
     }
-    let mut logs = LogBlockBuilder::default();
-    for batch in frozen.head.logs.batches() {
-        logs.append_batch(&batch.map_err(corrupt_head)?).map_err(corrupt_head)?;
-    }
+    let logs = frozen.head.logs.take_builder().map_err(corrupt_head)?;
     // The head's own search index (kept up to date by the index thread) becomes the block's.
     let index = {
         let (handle, first, tail) = frozen.head.index_handle();

@@ -120,6 +120,12 @@ impl Committer for StoreCommitter {
                     Written::Logs(batch) => {
                         let n = st.head.logs.insert(bytes.into(), &batch, received);
                         inner.stats.logs_written.fetch_add(n as u64, Ordering::Relaxed);
+                        if n > 0 {
+                            // Columns are built off this thread; the cut decodes what the
+                            // index thread could not take.
+                            let (columns, position) = st.head.logs.columns();
+                            let _ = self.index_tx.try_send(IndexJob::Logs { columns, position, batch });
+                        }
                         continue;
                     }
                 };
@@ -133,7 +139,7 @@ impl Committer for StoreCommitter {
                     // The decoded batch goes to the index thread, which then needs not
                     // decode the record again; if it is behind, it catches up from the
                     // records instead.
-                    let _ = self.index_tx.try_send(IndexJob { index, position, received, batch });
+                    let _ = self.index_tx.try_send(IndexJob::Spans { index, position, received, batch });
                 }
             }
             drop(st);

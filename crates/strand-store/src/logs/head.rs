@@ -1,10 +1,13 @@
 //! Recent log records in memory.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use strand_core::{LogBatch, StoredLog, TraceId};
 
+use super::LogBlockBuilder;
 use crate::error::FormatError;
 use crate::wal::LogWalRecord;
 
@@ -16,6 +19,8 @@ use crate::wal::LogWalRecord;
 #[derive(Default)]
 pub struct LogHead {
     records: Vec<Bytes>,
+    /// The records as block columns, filled off the ingest path (see [`LogColumns`]).
+    columns: Arc<Mutex<LogColumns>>,
     traces: HashMap<TraceId, Vec<u32>>,
     count: usize,
     bytes: u64,
@@ -55,6 +60,30 @@ impl LogHead {
         self.records.push(encoded);
         self.count += n;
         n
+    }
+
+    /// The head's column builders, for [`LogColumns::add`], and the position of the newest
+    /// record (the one to add next).
+    pub fn columns(&self) -> (Arc<Mutex<LogColumns>>, usize) {
+        (self.columns.clone(), self.records.len().saturating_sub(1))
+    }
+
+    /// The head's records as a block's column builders, for the cut: the records already
+    /// appended as they arrived are taken, the rest (missed, or replayed from the WAL at
+    /// start) are decoded and appended now. Taking leaves the columns empty, so a cut that
+    /// is retried decodes everything.
+    pub fn take_builder(&self) -> Result<LogBlockBuilder, FormatError> {
+        let LogColumns { mut builder, appended, poisoned } = std::mem::take(&mut *self.columns.lock());
+        let from = if poisoned {
+            builder = LogBlockBuilder::default();
+            0
+        } else {
+            appended
+        };
+        for rec in self.records.iter().skip(from) {
+            builder.append_batch(&LogWalRecord::decode_framed(rec)?.batch)?;
+        }
+        Ok(builder)
     }
 
     /// The encoded records holding records of a trace: cheap to take under a lock,
@@ -106,6 +135,33 @@ impl LogHead {
     }
 }
 
+/// The column builders of a head's records, in record order, filled by the index thread
+/// from the batches the WAL thread has just decoded and written, so that a cut needs not
+/// decode the head's records again. Records it misses (its queue was full) are decoded by
+/// the cut ([`LogHead::take_builder`]).
+#[derive(Default)]
+pub struct LogColumns {
+    builder: LogBlockBuilder,
+    /// Head records appended, the first ones in order.
+    appended: usize,
+    /// An append failed half-way: the cut starts over from the records.
+    poisoned: bool,
+}
+
+impl LogColumns {
+    /// Appends the batch of the head's record at `position` when it is the next one;
+    /// otherwise leaves it to the cut.
+    pub fn add(&mut self, position: usize, batch: &LogBatch) {
+        if self.poisoned || position != self.appended {
+            return;
+        }
+        match self.builder.append_batch(batch) {
+            Ok(()) => self.appended += 1,
+            Err(_) => self.poisoned = true,
+        }
+    }
+}
+
 /// Decodes encoded records (from [`LogHead::trace_records`] or [`LogHead::records_in`]),
 /// keeping those `keep` accepts.
 pub fn decode_records(
@@ -118,4 +174,44 @@ pub fn decode_records(
         out.extend(batch.into_stored().filter(|l| keep(l)));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testdata::log_batch;
+
+    /// A head of `n` batches, each inserted as the WAL thread does; `columns` says which of
+    /// them the index thread appended.
+    fn head(n: u8, columns: impl Fn(usize) -> bool) -> LogHead {
+        let mut head = LogHead::default();
+        for seed in 1..=n {
+            let batch = log_batch(seed, 2);
+            head.insert(LogWalRecord::encode_parts(1, "", &batch).into(), &batch, 1);
+            let (cols, position) = head.columns();
+            if columns(position) {
+                cols.lock().add(position, &batch);
+            }
+        }
+        head
+    }
+
+    /// The cut's block file; every record appended exactly once (copies would be dropped
+    /// by the encoding, so the rows are counted before).
+    fn encoded(head: &LogHead) -> Vec<u8> {
+        let builder = head.take_builder().expect("builds");
+        assert_eq!(builder.rows(), head.count());
+        builder.finish().expect("encodes").logs
+    }
+
+    #[test]
+    fn a_cut_gives_the_same_block_whatever_the_index_thread_appended() {
+        let decoded_only = encoded(&head(4, |_| false));
+        assert_eq!(encoded(&head(4, |_| true)), decoded_only, "all appended as they came");
+        assert_eq!(encoded(&head(4, |p| p != 1)), decoded_only, "one missed: the rest decoded at the cut");
+        // Taking empties the columns: a retried cut decodes everything again.
+        let h = head(4, |_| true);
+        assert_eq!(encoded(&h), decoded_only);
+        assert_eq!(encoded(&h), decoded_only);
+    }
 }

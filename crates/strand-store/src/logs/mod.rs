@@ -58,7 +58,7 @@ mod read;
 mod write;
 
 pub use grams::LOG_GRAMS_FILE;
-pub use head::{LogHead, decode_records};
+pub use head::{LogColumns, LogHead, decode_records};
 pub use read::LogFiles;
 pub use write::{EncodedLogs, LogBlockBuilder};
 

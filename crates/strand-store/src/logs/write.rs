@@ -188,6 +188,11 @@ impl LogBlockBuilder {
         self.keys.is_empty()
     }
 
+    /// Records appended (repeated copies included).
+    pub fn rows(&self) -> usize {
+        self.keys.len()
+    }
+
     /// Appends a batch. Resource and scope attributes are encoded once per group.
     pub fn append_batch(&mut self, batch: &LogBatch) -> Result<(), FormatError> {
         for rl in &batch.resource_logs {
