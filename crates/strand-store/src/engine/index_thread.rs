@@ -8,12 +8,7 @@ pub(super) const INDEX_QUEUE: usize = 256;
 /// A batch just inserted into a head.
 pub(super) enum IndexJob {
     /// Spans, for that head's search index.
-    Spans {
-        index: Arc<parking_lot::RwLock<HeadIndex>>,
-        position: usize,
-        received: u64,
-        batch: SpanBatch,
-    },
+    Spans { index: Arc<parking_lot::RwLock<HeadIndex>>, position: usize, received: u64, batch: SpanBatch },
     /// Log records, for that head's block columns.
     Logs { columns: Arc<Mutex<crate::logs::LogColumns>>, position: usize, batch: LogBatch },
 }
