@@ -9,8 +9,8 @@ use strand_store::fs::{FileSystem, StdFs};
 use strand_store::testdata::{batch, service_batch, span, trace_id};
 use strand_store::{Store, StoreConfig};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn corrupt_block_is_set_aside_and_others_are_served() {
+/// A closed store of two blocks (traces 1 and 2, three spans each) and its block dirs.
+async fn two_blocks() -> (tempfile::TempDir, Vec<PathBuf>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default()).expect("open");
     store.append(batch(1, 3)).await.expect("write");
@@ -21,6 +21,12 @@ async fn corrupt_block_is_set_aside_and_others_are_served() {
     drop(store);
     let blocks = StdFs.list(&dir.path().join("blocks")).expect("list");
     assert_eq!(blocks.len(), 2);
+    (dir, blocks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_block_is_set_aside_and_others_are_served() {
+    let (dir, blocks) = two_blocks().await;
     // Overwrite the middle of the first block's spans file.
     let spans = blocks[0].join("spans.parquet");
     let mut bytes = std::fs::read(&spans).expect("read");
@@ -175,4 +181,44 @@ async fn a_data_directory_is_opened_by_one_store_at_a_time() {
     assert!(err.to_string().contains("in use by another strand process"), "{err}");
     drop(first);
     Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default()).expect("open after the first closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletions_cut_short_are_finished_not_reported_as_damage() {
+    let (dir, blocks) = two_blocks().await;
+    let blocks_dir = dir.path().join("blocks");
+    // A compaction input whose deletion a kill cut short (as a strand before `.deleting-`
+    // left it): an empty directory named in a published block's `compacted_from`.
+    let meta_path = blocks[1].join("meta.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).expect("meta")).expect("json");
+    meta["compacted_from"] = serde_json::json!(["01000000000000000000-000000"]);
+    std::fs::write(&meta_path, serde_json::to_vec(&meta).expect("json")).expect("write meta");
+    std::fs::create_dir(blocks_dir.join("01000000000000000000-000000")).expect("empty input");
+    // A retention or compaction deletion cut short after the rename.
+    let doomed = blocks_dir.join(".deleting-01000000000000000001-000000");
+    std::fs::create_dir(&doomed).expect("doomed");
+    std::fs::write(doomed.join("spans.parquet"), b"half").expect("leftover");
+    // A damaged block nobody replaced is still damage.
+    std::fs::create_dir(blocks_dir.join("01000000000000000002-000000")).expect("empty block");
+
+    let store = Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default()).expect("start");
+    assert_eq!(store.stats().corrupt_blocks.load(Ordering::Relaxed), 1, "only the unexplained one");
+    let mut left: Vec<String> = StdFs
+        .list(&blocks_dir)
+        .expect("list")
+        .iter()
+        .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    let mut expected: Vec<String> =
+        blocks.iter().map(|p| p.file_name().expect("name").to_string_lossy().into_owned()).collect();
+    expected.sort();
+    assert_eq!(left, expected);
+    let aside: Vec<PathBuf> = StdFs.list(&dir.path().join("corrupt")).expect("corrupt dir");
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert!(aside[0].ends_with("01000000000000000002-000000"));
+    for seed in [1, 2] {
+        assert_eq!(store.get_trace_blocking(trace_id(seed)).expect("read").expect("trace").spans.len(), 3);
+    }
 }

@@ -64,7 +64,7 @@ pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
         st.blocks.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
     }
     for b in &candidates {
-        if let Err(e) = inner.fs.remove_dir_all(&b.dir) {
+        if let Err(e) = delete_block(inner.fs.as_ref(), &b.dir) {
             warn!(block = %b.meta.id, error = %e, "could not delete compacted block");
         }
     }
@@ -102,8 +102,24 @@ pub(super) fn enforce_retention(inner: &Inner, now: u64) {
     for b in doomed {
         info!(block = %b.meta.id, spans = b.meta.span_count, "retention deleted block");
         inner.stats.retention_deleted_blocks.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = inner.fs.remove_dir_all(&b.dir) {
+        if let Err(e) = delete_block(inner.fs.as_ref(), &b.dir) {
             warn!(block = %b.meta.id, error = %e, "could not delete block");
         }
     }
+}
+
+/// Name prefix of a block directory being deleted.
+pub(super) const DELETING_PREFIX: &str = ".deleting-";
+
+/// Deletes a block directory so that a crash part-way never leaves a half block under a
+/// block's name (which the next start would report as damage): it is renamed to
+/// `.deleting-<id>` (durably), then removed; start-up finishes such deletions.
+pub(super) fn delete_block(fs: &dyn FileSystem, dir: &Path) -> std::io::Result<()> {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let doomed = dir.with_file_name(format!("{DELETING_PREFIX}{name}"));
+    fs.rename(dir, &doomed)?;
+    if let Some(parent) = dir.parent() {
+        fs.sync_dir(parent)?;
+    }
+    fs.remove_dir_all(&doomed)
 }

@@ -1,5 +1,6 @@
 //! Opening a data directory: the lock, format versions, and the blocks found.
 
+use super::maintenance::{DELETING_PREFIX, delete_block};
 use super::*;
 
 /// Takes an exclusive lock on `<root>/LOCK` so two processes never share a data directory.
@@ -31,7 +32,11 @@ pub(super) fn check_block_versions(fs: &dyn FileSystem, blocks_dir: &Path) -> Re
         .list(blocks_dir)
         .map_err(|source| StoreError::Io { path: blocks_dir.display().to_string(), source })?;
     for dir in entries {
-        if dir.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(".tmp-")) {
+        if dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(".tmp-") || n.starts_with(DELETING_PREFIX))
+        {
             continue;
         }
         let meta = dir.join("meta.json");
@@ -60,6 +65,7 @@ pub(super) fn open_blocks(
         .list(&blocks_dir)
         .map_err(|source| StoreError::Io { path: blocks_dir.display().to_string(), source })?;
     let mut blocks = Vec::new();
+    let mut unopened = Vec::new();
     for dir in entries {
         let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
         if name.starts_with(".tmp-") {
@@ -67,26 +73,38 @@ pub(super) fn open_blocks(
             let _ = fs.remove_dir_all(&dir);
             continue;
         }
+        if name.starts_with(DELETING_PREFIX) {
+            info!(dir = %dir.display(), "finishing the deletion of a block");
+            let _ = fs.remove_dir_all(&dir);
+            continue;
+        }
         match Block::open(fs, &dir) {
             Ok(b) => blocks.push(Arc::new(b)),
-            Err(e) => {
-                stats.corrupt_blocks.fetch_add(1, Ordering::Relaxed);
-                let aside = root.join("corrupt").join(&name);
-                error!(block = %name, error = %e, moved_to = %aside.display(), "set aside corrupt block");
-                let _ = fs.create_dir_all(&root.join("corrupt"));
-                if let Err(e) = fs.rename(&dir, &aside) {
-                    error!(block = %name, error = %e, "could not move corrupt block");
-                }
-            }
+            Err(e) => unopened.push((name, dir, e)),
         }
     }
-    // A compaction that crashed after publishing its result leaves its inputs behind.
+    // A compaction that crashed after publishing its result leaves its inputs behind,
+    // whole or (deleted by a strand before `.deleting-`) in part: nothing of them is lost.
     let replaced: std::collections::HashSet<String> =
         blocks.iter().flat_map(|b| b.meta.compacted_from.iter().cloned()).collect();
+    for (name, dir, e) in unopened {
+        if replaced.contains(&name) {
+            info!(block = %name, "removing what is left of a block replaced by compaction");
+            let _ = fs.remove_dir_all(&dir);
+            continue;
+        }
+        stats.corrupt_blocks.fetch_add(1, Ordering::Relaxed);
+        let aside = root.join("corrupt").join(&name);
+        error!(block = %name, error = %e, moved_to = %aside.display(), "set aside corrupt block");
+        let _ = fs.create_dir_all(&root.join("corrupt"));
+        if let Err(e) = fs.rename(&dir, &aside) {
+            error!(block = %name, error = %e, "could not move corrupt block");
+        }
+    }
     blocks.retain(|b| {
         if replaced.contains(&b.meta.id) {
             info!(block = %b.meta.id, "removing block replaced by compaction");
-            let _ = fs.remove_dir_all(&b.dir);
+            let _ = delete_block(fs, &b.dir);
             false
         } else {
             true
