@@ -222,3 +222,41 @@ async fn deletions_cut_short_are_finished_not_reported_as_damage() {
         assert_eq!(store.get_trace_blocking(trace_id(seed)).expect("read").expect("trace").spans.len(), 3);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_derived_files_are_rebuilt_from_the_data_and_counted() {
+    use strand_core::{LogQuery, LogStore, TraceQuery, TraceReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default()).expect("open");
+    store.append(batch(1, 3)).await.expect("write");
+    store.append_logs(strand_store::testdata::log_batch(1, 2)).await.expect("write logs");
+    store.flush().await.expect("flush");
+    store.close();
+    drop(store);
+    let blocks = StdFs.list(&dir.path().join("blocks")).expect("list");
+    assert_eq!(blocks.len(), 1);
+    // Garbage in the search index; the text filter gone.
+    let index = blocks[0].join("index.bin");
+    let mut bytes = std::fs::read(&index).expect("read");
+    bytes.iter_mut().skip(4).step_by(3).for_each(|b| *b ^= 0x5a);
+    std::fs::write(&index, bytes).expect("write");
+    std::fs::remove_file(blocks[0].join("log_grams.bin")).expect("remove");
+
+    let store = Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default()).expect("start");
+    assert_eq!(store.stats().corrupt_blocks.load(Ordering::Relaxed), 0, "no data was damaged");
+    assert_eq!(store.stats().derived_files_repaired.load(Ordering::Relaxed), 2);
+    let by_service = TraceQuery { service: Some("svc-1".into()), ..TraceQuery::all(10) };
+    let found = store.find_traces(by_service.clone()).await.expect("search");
+    assert_eq!(found.traces.iter().map(|t| t.trace_id).collect::<Vec<_>>(), [trace_id(1)], "the index works");
+    let text = LogQuery { text: Some("HANDLED in".into()), limit: 100, ..LogQuery::default() };
+    assert_eq!(store.find_logs(text.clone()).await.expect("search").records.len(), 5, "the filter works");
+    store.close();
+    drop(store);
+
+    // Written back: the next start finds nothing to repair and the same answers.
+    let store = Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default()).expect("start again");
+    assert_eq!(store.stats().derived_files_repaired.load(Ordering::Relaxed), 0);
+    assert_eq!(store.find_traces(by_service).await.expect("search").traces.len(), 1);
+    assert_eq!(store.find_logs(text).await.expect("search").records.len(), 5);
+    assert!(blocks[0].join("log_grams.bin").exists());
+}

@@ -118,6 +118,57 @@ pub struct Block {
     search: SearchIndex,
     /// The block's log records, when it has any.
     pub logs: Option<crate::logs::LogFiles>,
+    /// Derived files (`index.bin`, `log_grams.bin`) found damaged by [`Block::open`] and
+    /// rebuilt from the block's data, each with what was wrong.
+    pub repaired: Vec<String>,
+}
+
+/// Reads block file `name` of `dir`, checking it against its size and CRC32C in `files`.
+pub(crate) fn read_checked(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    files: &[super::FileChecksum],
+    name: &str,
+) -> Result<Vec<u8>, StoreError> {
+    let want = files
+        .iter()
+        .find(|f| f.name == name)
+        .ok_or_else(|| corrupt(&dir.join("meta.json"), format!("no checksum for {name}")))?;
+    let path = dir.join(name);
+    let data = fs.read_file(&path).map_err(|e| io_err(&path, e))?;
+    let have = super::FileChecksum::of(name, &data);
+    if &have != want {
+        return Err(corrupt(
+            &path,
+            format!(
+                "checksum mismatch: {} bytes crc32c {:08x}, meta.json says {} bytes crc32c {:08x}",
+                have.bytes, have.crc32c, want.bytes, want.crc32c
+            ),
+        ));
+    }
+    Ok(data)
+}
+
+/// Replaces derived file `name` of a block with `data` and its checksum in `meta.json`,
+/// each by an atomic rename (a crash in between leaves a checksum mismatch, which the next
+/// start repairs the same way).
+fn rewrite_derived(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    meta: &mut BlockMeta,
+    name: &str,
+    data: &[u8],
+) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    fs.write_file(&tmp, data)?;
+    fs.rename(&tmp, &dir.join(name))?;
+    meta.files.retain(|f| f.name != name);
+    meta.files.push(super::FileChecksum::of(name, data));
+    let json = serde_json::to_vec_pretty(meta).map_err(std::io::Error::other)?;
+    let tmp = dir.join(".meta.json.tmp");
+    fs.write_file(&tmp, &json)?;
+    fs.rename(&tmp, &dir.join("meta.json"))?;
+    fs.sync_dir(dir)
 }
 
 pub(crate) fn corrupt(path: &Path, reason: impl ToString) -> StoreError {
@@ -153,33 +204,20 @@ impl Block {
         }
         let spans_path = dir.join("spans.parquet");
         let traces_path = dir.join("traces.parquet");
-        let has_index = meta.files.iter().any(|f| f.name == "index.bin");
-        let mut index_bytes = None;
-        for name in ["spans.parquet", "traces.parquet", "index.bin"] {
-            if name == "index.bin" && !has_index {
-                continue;
-            }
-            let path = dir.join(name);
-            let want = meta
-                .files
-                .iter()
-                .find(|f| f.name == name)
-                .ok_or_else(|| corrupt(&meta_path, format!("no checksum for {name}")))?;
-            let data = fs.read_file(&path).map_err(|e| io_err(&path, e))?;
-            let have = super::FileChecksum::of(name, &data);
-            if &have != want {
-                return Err(corrupt(
-                    &path,
-                    format!(
-                        "checksum mismatch: {} bytes crc32c {:08x}, meta.json says {} bytes crc32c {:08x}",
-                        have.bytes, have.crc32c, want.bytes, want.crc32c
-                    ),
-                ));
-            }
-            if name == "index.bin" {
-                index_bytes = Some(data);
-            }
+        for name in ["spans.parquet", "traces.parquet"] {
+            read_checked(fs, dir, &meta.files, name)?;
         }
+        // index.bin is derived from the spans: damaged, it is rebuilt below.
+        let has_index = meta.files.iter().any(|f| f.name == "index.bin");
+        let stored_index = has_index.then(|| {
+            let data = read_checked(fs, dir, &meta.files, "index.bin")?;
+            let search =
+                SearchIndex::decode(&data).map_err(|e| e.corrupt_at(dir.join("index.bin").display()))?;
+            if search.traces.len() as u64 != meta.trace_count {
+                return Err(corrupt(&dir.join("index.bin"), "trace count does not match meta.json"));
+            }
+            Ok((search, data.len() as u64))
+        });
         let spans = FileReader(fs.open_read(&spans_path).map_err(|e| io_err(&spans_path, e))?);
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
         let footer = guard(|| Ok(ArrowReaderMetadata::load(&spans, options)?))
@@ -207,29 +245,49 @@ impl Block {
             index,
             search: SearchIndex::default(),
             logs: None,
+            repaired: Vec::new(),
         };
         if block.meta.log_count > 0 {
-            let logs = crate::logs::LogFiles::open(fs, dir, &block.meta.files, block.meta.log_count)?;
+            let (logs, rebuilt) =
+                crate::logs::LogFiles::open(fs, dir, &block.meta.files, block.meta.log_count)?;
             block.disk_bytes += logs.disk_bytes;
             block.logs = Some(logs);
-        }
-        block.search = match index_bytes {
-            Some(data) => {
-                block.disk_bytes += data.len() as u64;
-                SearchIndex::decode(&data).map_err(|e| e.corrupt_at(dir.join("index.bin").display()))?
+            if let Some((grams, reason)) = rebuilt {
+                block.repair(fs, crate::logs::LOG_GRAMS_FILE, &grams, reason);
             }
-            // Blocks written before index.bin existed: index them now.
-            None => {
+        }
+        block.search = match stored_index {
+            Some(Ok((search, len))) => {
+                block.disk_bytes += len;
+                search
+            }
+            // Blocks written before index.bin existed, or whose index.bin is damaged:
+            // index them now (receive times per trace are lost: the block's earliest).
+            other => {
                 let mut builder = IndexBuilder::new();
                 let received = block.meta.min_received_unix_nano;
                 builder.add_stored(&block.read_all()?, |_| received);
-                builder.finish()
+                let search = builder.finish();
+                if let Some(Err(e)) = other {
+                    let data = search.encode().map_err(|e| e.corrupt_at(dir.join("index.bin").display()))?;
+                    block.repair(fs, "index.bin", &data, e.to_string());
+                }
+                search
             }
         };
         if block.search.traces.len() as u64 != block.meta.trace_count {
             return Err(corrupt(&dir.join("index.bin"), "trace count does not match meta.json"));
         }
         Ok(block)
+    }
+
+    /// Records that derived file `name` was damaged (`reason`) and rebuilt as `data`, and
+    /// writes it back; if that fails the block is served from the rebuilt copy in memory.
+    fn repair(&mut self, fs: &dyn FileSystem, name: &str, data: &[u8], reason: String) {
+        if let Err(e) = rewrite_derived(fs, &self.dir, &mut self.meta, name, data) {
+            tracing::warn!(block = %self.meta.id, file = name, error = %e, "could not write a rebuilt file back");
+        }
+        self.repaired.push(format!("{name}: {reason}"));
     }
 
     /// The block's search index.

@@ -139,6 +139,8 @@ pub struct StoreStats {
     pub block_write_errors: AtomicU64,
     /// Corrupt blocks set aside at start.
     pub corrupt_blocks: AtomicU64,
+    /// Damaged derived files (`index.bin`, `log_grams.bin`) rebuilt from their block's data.
+    pub derived_files_repaired: AtomicU64,
     /// Compactions done.
     pub compactions: AtomicU64,
     /// Blocks deleted by retention (age or bytes).
@@ -421,6 +423,11 @@ impl Inner {
             counter("blocks_written_total", "Blocks written from the head.", c(&s.blocks_written)),
             counter("block_write_errors_total", "Failed block writes (retried).", c(&s.block_write_errors)),
             counter("corrupt_blocks_total", "Corrupt blocks set aside at start.", c(&s.corrupt_blocks)),
+            counter(
+                "derived_files_repaired_total",
+                "Damaged derived block files (index.bin, log_grams.bin) rebuilt from the block's data at start.",
+                c(&s.derived_files_repaired),
+            ),
             counter("compactions_total", "Compactions.", c(&s.compactions)),
             counter(
                 "retention_deleted_blocks_total",

@@ -79,7 +79,13 @@ pub(super) fn open_blocks(
             continue;
         }
         match Block::open(fs, &dir) {
-            Ok(b) => blocks.push(Arc::new(b)),
+            Ok(b) => {
+                for what in &b.repaired {
+                    warn!(block = %name, damage = %what, "rebuilt a damaged derived file from the block's data");
+                }
+                stats.derived_files_repaired.fetch_add(b.repaired.len() as u64, Ordering::Relaxed);
+                blocks.push(Arc::new(b));
+            }
             Err(e) => unopened.push((name, dir, e)),
         }
     }

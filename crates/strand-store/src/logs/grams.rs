@@ -17,6 +17,7 @@
 //! and fully (Unicode), so the filter never refuses a row the scan would accept.
 
 use serde::{Deserialize, Serialize};
+use strand_core::{AnyValue, LogRecord};
 
 use crate::error::FormatError;
 
@@ -69,6 +70,21 @@ impl GramCollector {
                     self.bits[word] |= bit;
                     self.distinct += 1;
                 }
+            }
+        }
+    }
+
+    /// Adds one row's body as a search sees it: a text body as it is, a structured one as
+    /// its text, lowercased both ASCII-only and fully (Unicode), so the filter never refuses
+    /// a row the scan would accept.
+    pub fn add_body(&mut self, body: &AnyValue) {
+        match body {
+            AnyValue::String(s) => self.add(s.as_bytes()),
+            AnyValue::Empty => {}
+            other => {
+                let text = LogRecord { body: other.clone(), ..LogRecord::default() }.body_text();
+                self.add(text.as_bytes());
+                self.add(text.to_lowercase().as_bytes());
             }
         }
     }

@@ -14,7 +14,7 @@ use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::reader::Length;
 use strand_core::{AnyValue, LogQuery, LogRecord, SpanId, StoreError, StoredLog, TraceId, find_attr};
 
-use super::grams::{GramSets, LOG_GRAMS_FILE, needle_grams};
+use super::grams::{GramCollector, GramSets, LOG_GRAMS_FILE, needle_grams};
 use super::write::logs_schema;
 use super::{LOG_TRACES_FILE, LOGS_FILE};
 use crate::block::FileChecksum;
@@ -22,7 +22,7 @@ use crate::block::guard;
 use crate::block::json::{attrs_from_json, value_from_json};
 use crate::block::read::{
     FileReader, IndexEntry, ResourceScopeColumns, SharedParts, corrupt, fsb, io_err, range_selection,
-    read_index, u32_column,
+    read_checked, read_index, u32_column,
 };
 use crate::error::FormatError;
 use crate::fs::FileSystem;
@@ -40,6 +40,9 @@ pub struct LogFiles {
     pub disk_bytes: u64,
 }
 
+/// A text filter rebuilt from the records: the file's new bytes and what was wrong with it.
+pub type RebuiltFilter = (Vec<u8>, String);
+
 /// Columns a search reads before it knows which rows it wants.
 const TIME: usize = 2;
 const OBSERVED: usize = 3;
@@ -52,36 +55,17 @@ const RES_ATTRS: usize = 13;
 
 impl LogFiles {
     /// Opens the log files of the block in `dir`, checking them against the checksums of
-    /// `meta.json` and the record count it gives.
+    /// `meta.json` and the record count it gives. A damaged text filter (`log_grams.bin`,
+    /// derived from the records) is rebuilt from the records: it comes back with what was
+    /// wrong, for the caller to write back.
     pub fn open(
         fs: &dyn FileSystem,
         dir: &Path,
         files: &[FileChecksum],
         count: u64,
-    ) -> Result<Self, StoreError> {
-        let meta_path = dir.join("meta.json");
-        let mut loaded = Vec::new();
-        let has_grams = files.iter().any(|f| f.name == LOG_GRAMS_FILE);
-        let names = [LOGS_FILE, LOG_TRACES_FILE, LOG_GRAMS_FILE];
-        for name in names.into_iter().take(if has_grams { 3 } else { 2 }) {
-            let path = dir.join(name);
-            let want = files
-                .iter()
-                .find(|f| f.name == name)
-                .ok_or_else(|| corrupt(&meta_path, format!("no checksum for {name}")))?;
-            let data = fs.read_file(&path).map_err(|e| io_err(&path, e))?;
-            let have = FileChecksum::of(name, &data);
-            if &have != want {
-                return Err(corrupt(
-                    &path,
-                    format!(
-                        "checksum mismatch: {} bytes crc32c {:08x}, meta.json says {} bytes crc32c {:08x}",
-                        have.bytes, have.crc32c, want.bytes, want.crc32c
-                    ),
-                ));
-            }
-            loaded.push(data);
-        }
+    ) -> Result<(Self, Option<RebuiltFilter>), StoreError> {
+        read_checked(fs, dir, files, LOGS_FILE)?;
+        let index_bytes = Bytes::from(read_checked(fs, dir, files, LOG_TRACES_FILE)?);
         let path = dir.join(LOGS_FILE);
         let file = FileReader(fs.open_read(&path).map_err(|e| io_err(&path, e))?);
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
@@ -94,26 +78,50 @@ impl LogFiles {
         if rows != count {
             return Err(corrupt(&path, format!("{rows} rows, meta.json says {count}")));
         }
-        let grams = if has_grams {
-            let group_rows: Vec<u64> =
-                footer.metadata().row_groups().iter().map(|g| g.num_rows() as u64).collect();
-            let bytes = loaded.pop().unwrap_or_default();
-            let grams_path = dir.join(LOG_GRAMS_FILE);
-            Some(GramSets::decode(&bytes, &group_rows).map_err(|e| e.corrupt_at(grams_path.display()))?)
-        } else {
-            None
-        };
         let index_path = dir.join(LOG_TRACES_FILE);
-        let index_bytes = Bytes::from(loaded.pop().unwrap_or_default());
         let index_len = index_bytes.len() as u64;
-        let grams_len = files.iter().find(|f| f.name == LOG_GRAMS_FILE).map_or(0, |f| f.bytes);
         let index = guard(|| read_index(index_bytes)).map_err(|e| e.corrupt_at(index_path.display()))?;
         let in_order = index.windows(2).all(|w| w[0].trace_id < w[1].trace_id);
         let in_bounds = index.iter().all(|e| u64::from(e.first_row) + u64::from(e.rows) <= rows);
         if !in_order || !in_bounds {
             return Err(corrupt(&index_path, "log trace index does not match logs.parquet"));
         }
-        Ok(Self { disk_bytes: file.len() + index_len + grams_len, path, file, footer, index, grams, rows })
+        let group_rows: Vec<u64> =
+            footer.metadata().row_groups().iter().map(|g| g.num_rows() as u64).collect();
+        let stored_grams = files.iter().any(|f| f.name == LOG_GRAMS_FILE).then(|| {
+            let bytes = read_checked(fs, dir, files, LOG_GRAMS_FILE)?;
+            let sets = GramSets::decode(&bytes, &group_rows)
+                .map_err(|e| e.corrupt_at(dir.join(LOG_GRAMS_FILE).display()))?;
+            Ok::<_, StoreError>((sets, bytes.len() as u64))
+        });
+        let mut out =
+            Self { disk_bytes: file.len() + index_len, path, file, footer, index, grams: None, rows };
+        let mut rebuilt = None;
+        match stored_grams {
+            Some(Ok((sets, len))) => {
+                out.disk_bytes += len;
+                out.grams = Some(sets);
+            }
+            Some(Err(e)) => {
+                let mut grams = GramCollector::default();
+                let records = out.read_all()?;
+                let mut at = records.iter();
+                for &n in &group_rows {
+                    for l in at.by_ref().take(n as usize) {
+                        grams.add_body(&l.record.body);
+                        grams.row();
+                    }
+                    grams.end_group();
+                }
+                let bytes = grams.finish();
+                out.disk_bytes += bytes.len() as u64;
+                out.grams =
+                    Some(GramSets::decode(&bytes, &group_rows).map_err(|e| e.corrupt_at("rebuilt filter"))?);
+                rebuilt = Some((bytes, e.to_string()));
+            }
+            None => {}
+        }
+        Ok((out, rebuilt))
     }
 
     /// Records held (each once).

@@ -380,10 +380,7 @@ fn body_grams(batch: &RecordBatch, group_rows: &[u64]) -> Result<Vec<u8>, Format
             if !body.is_null(i) {
                 grams.add(body.value(i).as_bytes());
             } else if !value.is_null(i) {
-                let text =
-                    LogRecord { body: value_from_json(value.value(i))?, ..LogRecord::default() }.body_text();
-                grams.add(text.as_bytes());
-                grams.add(text.to_lowercase().as_bytes());
+                grams.add_body(&value_from_json(value.value(i))?);
             }
             grams.row();
         }
