@@ -115,6 +115,13 @@ impl LogGenerator {
         (batch, count)
     }
 
+    /// About `records` records of whole traces as an encoded OTLP/protobuf export
+    /// request, as a client sends them; and how many.
+    pub fn encoded_request(&mut self, records: usize) -> (Vec<u8>, usize) {
+        let (req, _, count) = self.request(records);
+        (prost::Message::encode_to_vec(&req), count)
+    }
+
     fn new(seed: u64) -> Self {
         let resources = SERVICES
             .iter()
