@@ -218,6 +218,12 @@ pub trait TraceStore: TraceWriter + TraceReader + crate::logs::LogStore {
     /// The backend's counters and gauges (names `strand_...`).
     fn metrics(&self) -> BoxFuture<'_, Vec<MetricFamily>>;
 
+    /// Why the backend would not take writes right now, each reason naming what it is
+    /// about (`wal: …`, `disk: …`, `flush: …`); empty when ready. For `/readyz`.
+    fn not_ready(&self) -> BoxFuture<'_, Vec<String>> {
+        Box::pin(async { Vec::new() })
+    }
+
     /// Stops background work. Writes already accepted are answered; later ones fail with
     /// [`SinkError::Unavailable`]. Returns once the backend's files are closed.
     fn close(&self) -> BoxFuture<'_, ()>;

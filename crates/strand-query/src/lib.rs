@@ -5,8 +5,9 @@
 //! - the Tempo subset Grafana's Tempo data source uses ([`tempo`]),
 //! - chain integrity: a trace's findings, `integrity=` searches, edge health ([`integrity`]),
 //! - log records by trace and span, and log search, under `/api/v1/logs` ([`logs`]); traces
-//!   carry their log counts (native) or their log lines as span logs (Jaeger v1),
-//! - `GET /healthz`, `GET /readyz`.
+//!   carry their log counts (native) or their log lines as span logs (Jaeger v1).
+//!
+//! `GET /healthz` and `GET /readyz` are the server's (they ask the store and the sampler).
 //!
 //! Every parameter error names the parameter and says why (400); unknown traces are 404.
 //! Limits and time ranges are bounded by [`QueryLimits`], and a response says when it was
@@ -200,8 +201,6 @@ pub fn router(
         .route("/api/v2/search/tags", get(tempo::search_tags_v2))
         .route("/api/search/tag/{name}/values", get(tempo::search_tag_values))
         .route("/api/v2/search/tag/{name}/values", get(tempo::search_tag_values_v2))
-        .route("/healthz", get(|| async { axum::Json(json!({ "status": "ok" })) }))
-        .route("/readyz", get(|| async { axum::Json(json!({ "status": "ready" })) }))
         .with_state(QueryState { reader, limits, integrity, logs })
 }
 

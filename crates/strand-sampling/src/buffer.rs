@@ -509,6 +509,11 @@ impl TraceBuffer {
         self.spans
     }
 
+    /// The byte bound (`max_buffer_bytes`).
+    pub fn max_bytes(&self) -> usize {
+        self.max_buffer_bytes
+    }
+
     /// Log records buffered.
     pub fn log_records(&self) -> usize {
         self.log_records

@@ -329,6 +329,8 @@ fn admin_router(sources: MetricSources) -> Router {
         .route("/api/v1/metrics/red", get(red_metrics))
         .with_state(sources.pipeline.clone())
         .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
+        .route("/readyz", get(readyz))
         .with_state(Arc::new(sources))
 }
 
@@ -426,6 +428,20 @@ async fn metrics(State(m): State<Arc<MetricSources>>) -> axum::response::Respons
     match metrics::encode(&families) {
         Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
         Err(e) => strand_query::ApiError::Internal(format!("encoding metrics: {e}")).into_response(),
+    }
+}
+
+/// `GET /readyz`: 200 when ingest is accepted right now, else 503 naming each reason (the
+/// WAL cannot be written, a block write is failing, the disk budget is exceeded, the
+/// sampling log fails or its buffer is nearly full).
+async fn readyz(State(m): State<Arc<MetricSources>>) -> axum::response::Response {
+    let mut reasons = m.store.not_ready().await;
+    reasons.extend(m.pipeline.not_ready());
+    if reasons.is_empty() {
+        axum::Json(serde_json::json!({ "status": "ready" })).into_response()
+    } else {
+        let body = serde_json::json!({ "status": "not ready", "reasons": reasons });
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
     }
 }
 

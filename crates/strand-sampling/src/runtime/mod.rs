@@ -116,6 +116,8 @@ struct Tail {
     log: LogWriter,
     retry: Mutex<Vec<DecidedTrace>>,
     sync_each: bool,
+    /// The last pending-log append's failure, cleared by the next success.
+    log_failing: Mutex<Option<String>>,
 }
 
 impl Pipeline {
@@ -195,6 +197,7 @@ impl Pipeline {
             log,
             retry: Mutex::new(Vec::new()),
             sync_each,
+            log_failing: Mutex::new(None),
         });
         if !late.is_empty() {
             store.write(SpanBatch::from_stored(late)).await?;
@@ -228,6 +231,28 @@ impl Pipeline {
             buffer_log_records: b.log_records(),
             stats: b.stats().clone(),
         })
+    }
+
+    /// Why the sampling stage would not take spans as it should right now (`sampling: …`):
+    /// its log cannot be written, or its buffer is over 90 % of its byte bound (past it,
+    /// traces are decided before their time). Empty when ready, and always without tail
+    /// sampling.
+    pub fn not_ready(&self) -> Vec<String> {
+        let Some(tail) = &self.tail else { return Vec::new() };
+        let mut out = Vec::new();
+        if let Some(e) = &*tail.log_failing.lock() {
+            out.push(format!("sampling: the pending log cannot be written: {e}"));
+        }
+        let (bytes, max) = {
+            let b = tail.buffer.lock();
+            (b.bytes(), b.max_bytes())
+        };
+        if bytes as f64 > max as f64 * 0.9 {
+            out.push(format!(
+                "sampling: the buffer holds {bytes} of its {max} bytes (max_buffer_bytes): past it, traces are decided before their time"
+            ));
+        }
+        out
     }
 
     /// Counters and gauges of the sampling stage for `/metrics` (the RED metrics come from
@@ -428,10 +453,7 @@ impl Pipeline {
             return Ok(());
         }
         let now = now_unix_nano();
-        let segment = tail.log.append(logs_record(now, &traced), tail.sync_each).await.map_err(|e| {
-            self.stats.log_errors.fetch_add(1, Ordering::Relaxed);
-            SinkError::Unavailable(format!("sampling log write failed: {e}"))
-        })?;
+        let segment = tail.append(logs_record(now, &traced), &self.stats).await?;
         let admitted = tail.buffer.lock().insert_logs(&traced, now, segment);
         tail.log.release(segment);
         self.carry_out(admitted.decided).await;
@@ -452,10 +474,7 @@ impl Pipeline {
     async fn consume_tail(&self, tail: &Tail, batch: SpanBatch) -> Result<(), SinkError> {
         let now = now_unix_nano();
         let prepared = Prepared::new(&batch, &tail.preparer);
-        let segment = tail.log.append(prepared.to_record(now), tail.sync_each).await.map_err(|e| {
-            self.stats.log_errors.fetch_add(1, Ordering::Relaxed);
-            SinkError::Unavailable(format!("sampling log write failed: {e}"))
-        })?;
+        let segment = tail.append(prepared.to_record(now), &self.stats).await?;
         self.observe(&batch, now);
         let admitted = tail.buffer.lock().insert(&prepared, now, segment);
         tail.log.release(segment);
@@ -489,6 +508,24 @@ impl LogSink for Pipeline {
                 _ => self.store.write_logs(batch).await,
             }
         })
+    }
+}
+
+impl Tail {
+    /// Appends a record to the pending log; a failure is counted, remembered for readiness
+    /// and refused as retryable.
+    async fn append(&self, record: Vec<u8>, stats: &PipelineStats) -> Result<u64, SinkError> {
+        match self.log.append(record, self.sync_each).await {
+            Ok(segment) => {
+                *self.log_failing.lock() = None;
+                Ok(segment)
+            }
+            Err(e) => {
+                stats.log_errors.fetch_add(1, Ordering::Relaxed);
+                *self.log_failing.lock() = Some(e.to_string());
+                Err(SinkError::Unavailable(format!("sampling log write failed: {e}")))
+            }
+        }
     }
 }
 

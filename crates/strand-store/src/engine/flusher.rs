@@ -36,6 +36,7 @@ pub(super) fn write_frozen_until_done(
     let mut delay = Duration::from_millis(100);
     while let Err(e) = &result {
         inner.stats.block_write_errors.fetch_add(1, Ordering::Relaxed);
+        *inner.health.flush.lock() = Some(e.to_string());
         warn!(error = %e, "block write failed; will retry");
         for w in waiters.take().unwrap_or_default() {
             let _ = w.send(Err(e.clone()));
@@ -47,6 +48,7 @@ pub(super) fn write_frozen_until_done(
         delay = (delay * 2).min(Duration::from_secs(5));
         result = write_frozen(inner, frozen).map_err(Arc::new);
     }
+    *inner.health.flush.lock() = None;
     for w in waiters.take().unwrap_or_default() {
         let _ = w.send(Ok(()));
     }

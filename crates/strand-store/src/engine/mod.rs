@@ -218,6 +218,15 @@ struct Inner {
     maintenance: Mutex<()>,
     /// Set when the store is closing: the flusher stops retrying failed writes.
     closing: std::sync::atomic::AtomicBool,
+    /// What is failing right now, for readiness.
+    health: Health,
+}
+
+/// The last failure of the WAL and of block writes, cleared by the next success.
+#[derive(Default)]
+struct Health {
+    wal: Mutex<Option<String>>,
+    flush: Mutex<Option<String>>,
 }
 
 /// The embedded store. Cheap to share behind an `Arc`; see the module docs.
@@ -275,6 +284,7 @@ impl Store {
             stats,
             maintenance: Mutex::new(()),
             closing: std::sync::atomic::AtomicBool::new(false),
+            health: Health::default(),
         });
         let (tx, rx) = mpsc::sync_channel(cfg.max_pending_writes.max(1));
         let (index_tx, index_rx) = mpsc::sync_channel(INDEX_QUEUE);
@@ -470,6 +480,27 @@ impl Drop for Closing {
             let _ = t.join();
         }
         self.lock.take();
+    }
+}
+
+impl Inner {
+    /// Why writes would fail right now (see [`TraceStore::not_ready`]).
+    fn not_ready(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(e) = &*self.health.wal.lock() {
+            out.push(format!("wal: the last write failed: {e}"));
+        }
+        if let Some(e) = &*self.health.flush.lock() {
+            out.push(format!("flush: writing a block fails (retrying): {e}"));
+        }
+        if let Some(budget) = self.cfg.max_disk_bytes {
+            let snap = self.snapshot();
+            let stored = snap.block_bytes + snap.wal_bytes;
+            if stored > budget {
+                out.push(format!("disk: {stored} bytes stored, over the {budget}-byte budget"));
+            }
+        }
+        out
     }
 }
 
@@ -717,6 +748,11 @@ impl TraceStore for Store {
     fn metrics(&self) -> BoxFuture<'_, Vec<MetricFamily>> {
         let metrics = blocking(&self.inner, |i| Ok(i.metrics()));
         Box::pin(async move { metrics.await.unwrap_or_default() })
+    }
+
+    fn not_ready(&self) -> BoxFuture<'_, Vec<String>> {
+        let reasons = blocking(&self.inner, |i| Ok(i.not_ready()));
+        Box::pin(async move { reasons.await.unwrap_or_else(|e| vec![format!("store: {e}")]) })
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
