@@ -9,7 +9,13 @@ use axum::http::{HeaderMap, header};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 
-use crate::{IngestError, Receiver};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::receiver::Slot;
+use crate::{IngestError, Receiver, ReceiverStats};
 
 /// `Content-Encoding` of a request body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,12 +44,71 @@ pub fn media_type(headers: &HeaderMap) -> String {
     raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
 }
 
-/// Reads the body, refusing more than `limit` bytes without buffering them.
+/// Reads the body, refusing more than `limit` bytes without buffering them, taking each
+/// chunk's bytes from `budget` (the bytes all bodies being received may hold: 429 when it
+/// is spent) and giving up after `timeout` (408). The permit holds the body's bytes.
 ///
 /// A refused body is drained (discarded, bounded by [`DRAIN_BYTES`] and [`DRAIN_TIME`])
 /// before the 413 goes out: closing a socket with unread data makes the kernel reset the
 /// connection, and a client still sending would see the reset instead of the answer.
-pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, IngestError> {
+pub async fn read_body(
+    rx: &Receiver,
+    body: Body,
+    headers: &HeaderMap,
+) -> Result<(Bytes, Receiving), IngestError> {
+    let timeout = rx.limits.body_read_timeout;
+    let mut held = Receiving { permit: None, stats: rx.stats.clone() };
+    let read = read_body_budgeted(body, headers, rx.limits.max_request_bytes, &rx.receiving, &mut held);
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(bytes)) => Ok((bytes, held)),
+        Ok(Err(e)) => {
+            if matches!(e, IngestError::Overloaded(_)) {
+                rx.stats.body_budget_refused.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e)
+        }
+        Err(_) => {
+            rx.stats.body_timeouts.fetch_add(1, Ordering::Relaxed);
+            Err(IngestError::Timeout(format!(
+                "the request body did not arrive within {} s",
+                timeout.as_secs_f64()
+            )))
+        }
+    }
+}
+
+/// The receive budget a body holds while it is read and decoded, counted in
+/// `strand_receiver_body_bytes_receiving`; given back when dropped.
+pub struct Receiving {
+    permit: Option<OwnedSemaphorePermit>,
+    stats: Arc<ReceiverStats>,
+}
+
+impl Receiving {
+    fn add(&mut self, permit: OwnedSemaphorePermit) {
+        self.stats.receiving_bytes.fetch_add(permit.num_permits() as u64, Ordering::Relaxed);
+        match &mut self.permit {
+            Some(p) => p.merge(permit),
+            None => self.permit = Some(permit),
+        }
+    }
+}
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        if let Some(p) = &self.permit {
+            self.stats.receiving_bytes.fetch_sub(p.num_permits() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn read_body_budgeted(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+    budget: &Arc<Semaphore>,
+    held: &mut Receiving,
+) -> Result<Bytes, IngestError> {
     let too_large = || IngestError::TooLarge(format!("request body exceeds the limit of {limit} bytes"));
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -62,6 +127,15 @@ pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<
             if buf.len() + data.len() > limit {
                 drain(&mut body).await;
                 return Err(too_large());
+            }
+            let n = u32::try_from(data.len()).map_err(|_| too_large())?;
+            if n > 0 {
+                let permit = budget.clone().try_acquire_many_owned(n).map_err(|_| {
+                    IngestError::Overloaded(
+                        "the request bodies being received fill the receive budget; retry later".into(),
+                    )
+                })?;
+                held.add(permit);
             }
             buf.extend_from_slice(&data);
         }
@@ -103,28 +177,32 @@ pub fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, IngestError> {
     Ok(out)
 }
 
-/// Reads the body, inflates it (`encoding` from [`content_encoding`]) and runs `decode` on
-/// the plain bytes: on the blocking pool when the body is large or compressed (both are CPU
-/// work), inline otherwise.
+/// Reads the body ([`read_body`]), takes an admission slot ([`Receiver::admit`]: only now,
+/// so a client still sending holds none), inflates the body (`encoding` from
+/// [`content_encoding`]) and runs `decode` on the plain bytes: on the blocking pool when the
+/// body is large or compressed (both are CPU work), inline otherwise. The slot comes back
+/// with the result, for the caller to hold while it stores it.
 pub async fn read_and_decode<T: Send + 'static>(
     rx: &Receiver,
     headers: &HeaderMap,
     body: Body,
     encoding: Encoding,
     decode: impl FnOnce(&[u8]) -> Result<T, IngestError> + Send + 'static,
-) -> Result<T, IngestError> {
+) -> Result<(T, Slot), IngestError> {
     let limit = rx.limits.max_request_bytes;
-    let raw = read_body(body, headers, limit).await?;
+    let (raw, _receiving) = read_body(rx, body, headers).await?;
+    let slot = rx.admit()?;
     let off_thread = raw.len() > rx.limits.blocking_decode_threshold || encoding == Encoding::Gzip;
     let work = move || match encoding {
         Encoding::Identity => decode(&raw),
         Encoding::Gzip => decode(&gunzip(&raw, limit)?),
     };
-    if off_thread {
+    let decoded = if off_thread {
         tokio::task::spawn_blocking(work)
             .await
             .map_err(|e| IngestError::Unavailable(format!("decode task failed: {e}")))?
     } else {
         work()
-    }
+    };
+    Ok((decoded?, slot))
 }

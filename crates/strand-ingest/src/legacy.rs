@@ -30,8 +30,7 @@ where
     let result = async {
         let decode = decoder?;
         let encoding = content_encoding(headers)?;
-        let _slot = rx.admit()?;
-        let (batch, rejections) = read_and_decode(rx, headers, body, encoding, decode).await?;
+        let ((batch, rejections), _slot) = read_and_decode(rx, headers, body, encoding, decode).await?;
         rx.store(protocol, batch, &rejections).await?;
         Ok(rejections)
     }
@@ -146,6 +145,7 @@ pub(crate) fn refused(e: IngestError) -> Response {
         crate::IngestError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         crate::IngestError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
         crate::IngestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        crate::IngestError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
     };
     let retry = matches!(e, crate::IngestError::Overloaded(_) | crate::IngestError::Unavailable(_));
     let mut resp =

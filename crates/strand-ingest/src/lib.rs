@@ -40,6 +40,9 @@ pub enum IngestError {
     /// Storage failed: retry later (HTTP 503, gRPC `UNAVAILABLE`).
     #[error("{0}")]
     Unavailable(String),
+    /// The body did not arrive within `body_read_timeout` (HTTP 408).
+    #[error("{0}")]
+    Timeout(String),
 }
 
 impl From<strand_core::SinkError> for IngestError {

@@ -81,6 +81,12 @@ pub struct ReceiverStats {
     logs: [LogCounters; Protocol::ALL.len()],
     /// Requests holding an admission slot now.
     in_flight: std::sync::atomic::AtomicU64,
+    /// Bytes of HTTP bodies being received or decoded now.
+    pub(crate) receiving_bytes: AtomicU64,
+    /// HTTP requests refused because bodies being received filled the receive budget.
+    pub(crate) body_budget_refused: AtomicU64,
+    /// HTTP requests whose body did not arrive within `body_read_timeout`.
+    pub(crate) body_timeouts: AtomicU64,
 }
 
 /// An admission slot, held while a request is handled; given back when dropped.
@@ -136,11 +142,28 @@ impl ReceiverStats {
                 f
             })
             .chain(self.log_families())
-            .chain([strand_core::MetricFamily::gauge(
-                "strand_receiver_requests_in_flight",
-                "Ingest requests holding an admission slot (all protocols).",
-                self.in_flight.load(std::sync::atomic::Ordering::Relaxed) as f64,
-            )])
+            .chain([
+                strand_core::MetricFamily::gauge(
+                    "strand_receiver_requests_in_flight",
+                    "Ingest requests holding an admission slot (all protocols).",
+                    self.in_flight.load(std::sync::atomic::Ordering::Relaxed) as f64,
+                ),
+                strand_core::MetricFamily::gauge(
+                    "strand_receiver_body_bytes_receiving",
+                    "Bytes of HTTP request bodies being received or decoded (all HTTP receivers).",
+                    self.receiving_bytes.load(std::sync::atomic::Ordering::Relaxed) as f64,
+                ),
+                strand_core::MetricFamily::counter(
+                    "strand_receiver_body_budget_refused_total",
+                    "HTTP requests refused (429) because the bodies being received filled the receive budget.",
+                    self.body_budget_refused.load(std::sync::atomic::Ordering::Relaxed) as f64,
+                ),
+                strand_core::MetricFamily::counter(
+                    "strand_receiver_body_timeouts_total",
+                    "HTTP requests refused (408) because their body did not arrive within body_read_timeout.",
+                    self.body_timeouts.load(std::sync::atomic::Ordering::Relaxed) as f64,
+                ),
+            ])
             .collect()
     }
 }
@@ -195,14 +218,21 @@ pub struct Receiver {
     logs: Option<Arc<dyn LogSink>>,
     pub(crate) limits: IngestLimits,
     in_flight: Arc<tokio::sync::Semaphore>,
-    stats: Arc<ReceiverStats>,
+    /// Bytes of HTTP bodies being received (see [`IngestLimits::max_concurrent_requests`]).
+    pub(crate) receiving: Arc<tokio::sync::Semaphore>,
+    pub(crate) stats: Arc<ReceiverStats>,
 }
 
 impl Receiver {
     /// A receiver handing batches to `sink`.
     pub fn new(sink: Arc<dyn SpanSink>, limits: IngestLimits) -> Self {
         let in_flight = Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_requests.max(1)));
-        Self { sink, logs: None, limits, in_flight, stats: Arc::default() }
+        let budget = (limits.max_request_bytes.max(1))
+            .saturating_mul(limits.max_concurrent_requests.max(1))
+            .saturating_mul(2)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        let receiving = Arc::new(tokio::sync::Semaphore::new(budget));
+        Self { sink, logs: None, limits, in_flight, receiving, stats: Arc::default() }
     }
 
     /// The receiver, also storing OTLP log records in `logs`. Without one, log exports are

@@ -117,7 +117,10 @@ pub struct OtlpConfig {
     /// Largest request accepted, before and after decompression.
     pub max_request_size: ByteSize,
     /// Requests handled at once across both receivers; more get 429 / RESOURCE_EXHAUSTED.
+    /// A request takes its slot once its body has arrived.
     pub max_concurrent_requests: usize,
+    /// Longest an HTTP request body may take to arrive (all HTTP receivers); slower: 408.
+    pub body_read_timeout: HumanDuration,
 }
 
 /// Jaeger receivers. They share `otlp.max_request_size` and `otlp.max_concurrent_requests`
@@ -266,6 +269,7 @@ impl Default for OtlpConfig {
             http_enabled: true,
             max_request_size: ByteSize(16 * 1024 * 1024),
             max_concurrent_requests: 64,
+            body_read_timeout: HumanDuration(std::time::Duration::from_secs(30)),
         }
     }
 }

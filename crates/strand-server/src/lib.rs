@@ -74,6 +74,7 @@ pub async fn run(
     let limits = IngestLimits {
         max_request_bytes: cfg.otlp.max_request_size.0 as usize,
         max_concurrent_requests: cfg.otlp.max_concurrent_requests,
+        body_read_timeout: cfg.otlp.body_read_timeout.0,
         ..IngestLimits::default()
     };
     let red = Arc::new(strand_sampling::red::RedMetrics::new(

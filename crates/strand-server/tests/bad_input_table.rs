@@ -416,36 +416,66 @@ async fn bad_grpc_log_input_gets_status_codes_and_metrics_are_refused_with_a_mes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_beyond_the_in_flight_limit_get_429() {
-    use tokio::io::AsyncWriteExt;
-    let server = common::start(|c| c.otlp.max_concurrent_requests = 1).await;
-    // A client that sends half of its body holds the only slot.
-    let mut slow = tokio::net::TcpStream::connect(server.otlp_http).await.expect("connect");
-    slow.write_all(b"POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"resourceSpans\"")
-        .await
-        .expect("write");
-    // The slow request holds the slot once the server has read its headers: wait for that
-    // on the query port, which takes no ingest slot.
-    common::eventually("the slow request to hold the only slot", || async {
-        let text = reqwest::get(server.query("/metrics")).await.ok()?.text().await.ok()?;
-        (common::metric_value(&text, "strand_receiver_requests_in_flight") == Some(1.0)).then_some(())
+async fn slow_bodies_hold_no_slot_but_fill_the_receive_budget_and_time_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = common::start(|c| {
+        c.otlp.max_concurrent_requests = 1;
+        c.otlp.max_request_size = "1KiB".parse().expect("size");
+        c.otlp.body_read_timeout = "2s".parse().expect("duration");
     })
     .await;
-    let post_empty = || {
+    // The receive budget is 2 x 1 KiB x 1 request. Two clients send 900 of their 1000 body
+    // bytes and stall.
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(server.otlp_http).await.expect("connect");
+        let head = "POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n";
+        s.write_all(head.as_bytes()).await.expect("write");
+        s.write_all(&[b' '; 900]).await.expect("write");
+        stalled.push(s);
+    }
+    let metric = |series: &'static str| {
+        let url = server.query("/metrics");
+        async move {
+            let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+            common::metric_value(&text, series)
+        }
+    };
+    common::eventually("both stalled bodies to be received in part", || async {
+        (metric("strand_receiver_body_bytes_receiving").await == Some(1800.0)).then_some(())
+    })
+    .await;
+    let post = |body: String| {
         reqwest::Client::new()
             .post(server.otlp_url())
             .header("content-type", "application/json")
-            .body("{}")
+            .body(body)
             .send()
     };
-    let resp = post_empty().await.expect("post");
+    // They hold no admission slot: the only one is free for a request that has arrived.
+    assert_eq!(post("{}".into()).await.expect("post").status(), 200);
+    // A body that does not fit in what is left of the budget is refused, retryably.
+    let padded = format!("{{\"resourceSpans\":[]}}{}", " ".repeat(380));
+    let resp = post(padded.clone()).await.expect("post");
     assert_eq!(resp.status(), 429);
     assert_eq!(resp.headers()["retry-after"], "1");
-    assert!(resp.text().await.expect("body").contains("1 requests already in flight"));
-    drop(slow);
-    common::eventually("the slot to be free again once the slow client left", || async {
-        (post_empty().await.expect("post").status() == 200).then_some(())
+    assert!(resp.text().await.expect("body").contains("receive budget"));
+    // The stalled bodies get 408 once body_read_timeout has passed, and give the budget back.
+    for mut s in stalled {
+        let mut answer = vec![0u8; 64];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(30), s.read(&mut answer))
+            .await
+            .expect("an answer within 30 s")
+            .expect("read");
+        let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    assert_eq!(metric("strand_receiver_body_timeouts_total").await, Some(2.0));
+    assert_eq!(metric("strand_receiver_body_budget_refused_total").await, Some(1.0));
+    common::eventually("the budget to be given back", || async {
+        (metric("strand_receiver_body_bytes_receiving").await == Some(0.0)).then_some(())
     })
     .await;
+    assert_eq!(post(padded).await.expect("post").status(), 200);
     server.stop().await;
 }

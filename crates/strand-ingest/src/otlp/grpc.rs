@@ -31,6 +31,7 @@ pub fn status(e: IngestError) -> Status {
         IngestError::BadRequest(m) | IngestError::UnsupportedMediaType(m) => Status::invalid_argument(m),
         IngestError::TooLarge(m) | IngestError::Overloaded(m) => Status::resource_exhausted(m),
         IngestError::Unavailable(m) => Status::unavailable(m),
+        IngestError::Timeout(m) => Status::deadline_exceeded(m),
     }
 }
 

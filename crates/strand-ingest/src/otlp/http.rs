@@ -45,6 +45,7 @@ fn error_response(format: Format, e: IngestError) -> Response {
         IngestError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, 3),
         IngestError::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, 8),
         IngestError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, 14),
+        IngestError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, 4),
     };
     let body = RpcStatus { code: grpc_code, message: e.to_string() };
     let mut resp = match format {
@@ -112,8 +113,7 @@ async fn handle<S: Signal>(
     body: Body,
 ) -> Result<S::Response, IngestError> {
     let encoding = content_encoding(headers)?;
-    let _slot = rx.admit()?;
-    let (batch, rejections) =
+    let ((batch, rejections), _slot) =
         read_and_decode(rx, headers, body, encoding, move |bytes| S::decode(format, bytes)).await?;
     S::export(rx, Protocol::OtlpHttp, batch, rejections).await
 }
