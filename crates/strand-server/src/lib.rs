@@ -55,6 +55,19 @@ pub struct BoundAddrs {
     pub http: SocketAddr,
 }
 
+/// Raises the soft limit on open files to the hard limit and returns both (before, after):
+/// every connection and every block file is a descriptor, and the common soft limit of
+/// 1,024 is reached by about a thousand idle clients, after which accepts, writes and
+/// reads fail.
+pub fn raise_open_files_limit() -> std::io::Result<(Option<u64>, Option<u64>)> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let now = getrlimit(Resource::Nofile);
+    if now.current.is_some() && now.current != now.maximum {
+        setrlimit(Resource::Nofile, Rlimit { current: now.maximum, maximum: now.maximum })?;
+    }
+    Ok((now.current, getrlimit(Resource::Nofile).current))
+}
+
 /// Runs the server until `shutdown` resolves, then stops accepting, answers in-flight
 /// requests and closes the store (cutting the head into a block). `on_bound` is called
 /// once every listener is bound.
@@ -63,6 +76,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_bound: impl FnOnce(&BoundAddrs),
 ) -> anyhow::Result<()> {
+    match raise_open_files_limit() {
+        Ok((before, after)) if before != after => {
+            info!(before = ?before, after = ?after, "raised the soft limit on open files");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not raise the soft limit on open files"),
+    }
     let data_dir = cfg.data_dir.clone();
     let storage = cfg.storage.clone();
     let store: Arc<dyn TraceStore> = tokio::task::spawn_blocking(move || storage.open_backend(&data_dir))
@@ -452,4 +472,24 @@ pub fn write_listen_info(path: &PathBuf, addrs: &BoundAddrs) -> std::io::Result<
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, serde_json::to_vec(addrs)?)?;
     std::fs::rename(tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_soft_open_files_limit_is_raised_to_the_hard_one() {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        // Start from the common soft limit (when the hard one allows more).
+        let hard = getrlimit(Resource::Nofile).maximum;
+        if hard.is_none_or(|h| h > 1024) {
+            setrlimit(Resource::Nofile, Rlimit { current: Some(1024), maximum: hard }).expect("lowered");
+        }
+        let (before, after) = super::raise_open_files_limit().expect("raised");
+        if hard.is_none_or(|h| h > 1024) {
+            assert_eq!(before, Some(1024));
+        }
+        let now = getrlimit(Resource::Nofile);
+        assert_eq!(after, now.current);
+        assert_eq!(now.current, now.maximum, "soft limit = hard limit");
+    }
 }
