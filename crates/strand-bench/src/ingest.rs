@@ -58,6 +58,11 @@ pub struct IngestArgs {
     /// Keep the started server's data directory (printed in the report).
     #[arg(long)]
     pub keep_data: bool,
+    /// Print the report as one JSON line (the last line of stdout), with the summary keys
+    /// `spans`, `cpu_us_per_span` (all-in), `disk_bytes_per_span`, `rss_peak_bytes`,
+    /// `by_id_p50_ms`, `by_id_p99_ms` and, from `bench query`, `search_p50_ms`.
+    #[arg(long)]
+    pub json: bool,
     /// Seed of the traffic generator.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -73,6 +78,17 @@ pub struct IngestArgs {
 
 #[derive(Serialize, Default)]
 struct Report {
+    /// Spans sent (= `spans_sent`; a summary key of `--json`).
+    spans: u64,
+    /// Server CPU per span, final flush included (µs).
+    cpu_us_per_span: Option<f64>,
+    /// Peak server RSS (= `peak_server_rss_bytes`).
+    rss_peak_bytes: Option<u64>,
+    /// Trace-by-id latency (= `lookup_p50_ms`, `lookup_p99_ms`).
+    by_id_p50_ms: Option<f64>,
+    by_id_p99_ms: Option<f64>,
+    /// `bench query`: p50 of the service + attribute search over one hour.
+    search_p50_ms: Option<f64>,
     profile: String,
     spans_sent: u64,
     traces_sent: u64,
@@ -127,7 +143,7 @@ fn bench_queries() -> Vec<(&'static str, String)> {
     vec![
         ("search by service, 1h", "/api/v1/search?service=epro-service&since=1h&limit=20".into()),
         (
-            "search by service + attribute, 1h",
+            SEARCH_SUMMARY,
             "/api/v1/search?service=gateway&attr=http.response.status_code%3D200&since=1h&limit=20".into(),
         ),
         (
@@ -805,6 +821,18 @@ async fn run(args: IngestArgs, query_runs: Option<usize>) -> anyhow::Result<()> 
     if args.keep_data {
         report.data_dir = server.as_ref().map(|s| s.dir.join("data").display().to_string());
     }
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    report.spans = report.spans_sent;
+    report.cpu_us_per_span = report.server_cpu_seconds_per_million_spans_including_final_flush;
+    report.rss_peak_bytes = report.peak_server_rss_bytes;
+    (report.by_id_p50_ms, report.by_id_p99_ms) = (report.lookup_p50_ms, report.lookup_p99_ms);
+    report.search_p50_ms = report.queries.iter().find(|q| q.name == SEARCH_SUMMARY).and_then(|q| q.p50_ms);
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
     Ok(())
 }
+
+/// The query whose p50 is the report's `search_p50_ms`.
+const SEARCH_SUMMARY: &str = "search by service + attribute, 1h";
