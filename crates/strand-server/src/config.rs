@@ -38,6 +38,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// OTLP receivers.
     pub otlp: OtlpConfig,
+    /// Connections of the HTTP listeners.
+    pub connections: ConnectionsConfig,
     /// Jaeger receivers (thrift over HTTP, agent UDP).
     pub jaeger: JaegerConfig,
     /// Zipkin v2 receiver.
@@ -52,6 +54,23 @@ pub struct Config {
     pub remote_sampling: strand_sampling::remote::RemoteSamplingConfig,
     /// Chain-integrity analysis (where traces lose their context).
     pub integrity: strand_integrity::IntegrityConfig,
+}
+
+/// Connections of every HTTP listener (OTLP/HTTP, Jaeger thrift, Zipkin, remote sampling,
+/// query and UI).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionsConfig {
+    /// Open connections one listener keeps; more are closed at once (counted, logged).
+    pub max_per_listener: usize,
+    /// A connection with no byte either way for this long is closed.
+    pub idle_timeout: HumanDuration,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        Self { max_per_listener: 4096, idle_timeout: HumanDuration(std::time::Duration::from_secs(300)) }
+    }
 }
 
 /// Bounds on searches.
@@ -249,6 +268,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             demo: false,
             otlp: OtlpConfig::default(),
+            connections: ConnectionsConfig::default(),
             jaeger: JaegerConfig::default(),
             zipkin: ZipkinConfig::default(),
             storage: StorageConfig::default(),

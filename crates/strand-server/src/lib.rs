@@ -6,6 +6,7 @@
 pub mod compress;
 pub mod config;
 pub mod demo;
+pub mod listener;
 pub mod metrics;
 pub mod remote_sampling;
 pub mod search_cmd;
@@ -238,9 +239,20 @@ pub async fn run(
                 .context("otlp grpc server")
         });
     }
+    let connections = Arc::new(listener::ConnectionStats::default());
+    let guard = |listener: TcpListener, what: &'static str| {
+        listener::GuardedListener::new(
+            listener,
+            what,
+            cfg.connections.max_per_listener,
+            cfg.connections.idle_timeout.0,
+            connections.clone(),
+        )
+    };
     if let Some(listener) = otlp_http {
         let app = strand_ingest::otlp::http::router(receiver.clone());
         let stop = stopped();
+        let listener = guard(listener, "otlp http");
         tasks.spawn(async move {
             axum::serve(listener, app).with_graceful_shutdown(stop).await.context("otlp http server")
         });
@@ -272,6 +284,7 @@ pub async fn run(
     ] {
         if let Some(listener) = listener {
             let stop = stopped();
+            let listener = guard(listener, what);
             tasks.spawn(async move {
                 axum::serve(listener, app).with_graceful_shutdown(stop).await.context(what)
             });
@@ -298,6 +311,7 @@ pub async fn run(
                 pipeline: pipeline.clone(),
                 remote: remote.clone(),
                 integrity: integrity.clone(),
+                connections: connections.clone(),
             }),
         );
         if cfg.query.ui_enabled {
@@ -307,6 +321,7 @@ pub async fn run(
             app = app.layer(axum::middleware::from_fn(compress::compress));
         }
         let stop = stopped();
+        let http = guard(http, "query http");
         tasks.spawn(async move {
             axum::serve(http, app).with_graceful_shutdown(stop).await.context("query http server")
         });
@@ -341,6 +356,7 @@ struct MetricSources {
     pipeline: Arc<Pipeline>,
     remote: Arc<RemoteSampling>,
     integrity: Option<Arc<ChainAnalyser>>,
+    connections: Arc<listener::ConnectionStats>,
 }
 
 fn admin_router(sources: MetricSources) -> Router {
@@ -443,6 +459,7 @@ async fn metrics(State(m): State<Arc<MetricSources>>) -> axum::response::Respons
     families.extend(m.pipeline.metric_families());
     families.extend(m.remote.metric_families());
     families.extend(m.pipeline.red().metric_families());
+    families.extend(m.connections.metric_families());
     if let Some(a) = &m.integrity {
         families.extend(a.metric_families());
     }

@@ -1,0 +1,66 @@
+//! Every HTTP listener caps its open connections and closes idle ones, so idle or abandoned
+//! clients cannot hold the server's descriptors.
+
+mod common;
+
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+async fn metric(server: &common::TestServer, series: &str) -> Option<f64> {
+    let text = reqwest::get(server.query("/metrics")).await.ok()?.text().await.ok()?;
+    common::metric_value(&text, series)
+}
+
+/// Waits (at most 30 s) for the server to close `s`: a read gives end of file or an error.
+async fn closed_by_server(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 256];
+    matches!(tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf)).await, Ok(Ok(0) | Err(_)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed() {
+    let server = common::start(|c| c.connections.idle_timeout = "1s".parse().expect("duration")).await;
+    let mut idle = TcpStream::connect(server.otlp_http).await.expect("connect");
+    assert!(closed_by_server(&mut idle).await, "an idle connection is closed");
+    assert!(metric(&server, "strand_http_connections_idle_closed_total").await >= Some(1.0));
+    // A client that talks is served as usual.
+    server.export_json(std::fs::read(common::fixture("otlp/trace.json")).expect("fixture")).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_are_closed_and_counted() {
+    let server = common::start(|c| c.connections.max_per_listener = 2).await;
+    let held: Vec<TcpStream> = vec![
+        TcpStream::connect(server.otlp_http).await.expect("connect"),
+        TcpStream::connect(server.otlp_http).await.expect("connect"),
+    ];
+    common::eventually("the two connections to be open", || async {
+        // The query port is another listener: its own connection (this request) counts too.
+        (metric(&server, "strand_http_connections_open").await >= Some(3.0)).then_some(())
+    })
+    .await;
+    let mut third = TcpStream::connect(server.otlp_http).await.expect("connect");
+    assert!(closed_by_server(&mut third).await, "the third connection is closed at once");
+    assert_eq!(metric(&server, "strand_http_connections_refused_total").await, Some(1.0));
+    drop(held);
+    let trace = std::fs::read(common::fixture("otlp/trace.json")).expect("fixture");
+    common::eventually("a connection to be accepted again", || {
+        let trace = trace.clone();
+        let url = server.otlp_url();
+        async move {
+            let resp = reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(trace)
+                .send()
+                .await
+                .ok()?;
+            (resp.status() == 200).then_some(())
+        }
+    })
+    .await;
+    server.stop().await;
+}
