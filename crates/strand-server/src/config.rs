@@ -38,7 +38,7 @@ pub struct Config {
     pub log_format: LogFormat,
     /// OTLP receivers.
     pub otlp: OtlpConfig,
-    /// Connections of the HTTP listeners.
+    /// Connections of the TCP listeners.
     pub connections: ConnectionsConfig,
     /// Jaeger receivers (thrift over HTTP, agent UDP).
     pub jaeger: JaegerConfig,
@@ -56,8 +56,8 @@ pub struct Config {
     pub integrity: strand_integrity::IntegrityConfig,
 }
 
-/// Connections of every HTTP listener (OTLP/HTTP, Jaeger thrift, Zipkin, remote sampling,
-/// query and UI).
+/// Connections of every TCP listener (OTLP/gRPC and HTTP, Jaeger thrift, Zipkin, remote
+/// sampling, query and UI).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConnectionsConfig {

@@ -224,21 +224,6 @@ pub async fn run(
             Ok(())
         });
     }
-    if let Some(listener) = grpc {
-        let traces = strand_ingest::otlp::grpc::service(receiver.clone());
-        let logs = strand_ingest::otlp::grpc::logs_service(receiver.clone());
-        let metrics = strand_ingest::otlp::grpc::metrics_service(receiver.clone());
-        let stop = stopped();
-        tasks.spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(traces)
-                .add_service(logs)
-                .add_service(metrics)
-                .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), stop)
-                .await
-                .context("otlp grpc server")
-        });
-    }
     let connections = Arc::new(listener::ConnectionStats::default());
     let guard = |listener: TcpListener, what: &'static str| {
         listener::GuardedListener::new(
@@ -249,6 +234,22 @@ pub async fn run(
             connections.clone(),
         )
     };
+    if let Some(listener) = grpc {
+        let incoming = guard(listener, "otlp grpc").into_incoming();
+        let traces = strand_ingest::otlp::grpc::service(receiver.clone());
+        let logs = strand_ingest::otlp::grpc::logs_service(receiver.clone());
+        let metrics = strand_ingest::otlp::grpc::metrics_service(receiver.clone());
+        let stop = stopped();
+        tasks.spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(traces)
+                .add_service(logs)
+                .add_service(metrics)
+                .serve_with_incoming_shutdown(incoming, stop)
+                .await
+                .context("otlp grpc server")
+        });
+    }
     if let Some(listener) = otlp_http {
         let app = strand_ingest::otlp::http::router(receiver.clone());
         let stop = stopped();

@@ -1,4 +1,4 @@
-//! The HTTP listeners' guard: at most `connections.max_per_listener` open connections per
+//! The listeners' guard (every HTTP listener and OTLP/gRPC): at most `connections.max_per_listener` open connections per
 //! listener (more are closed at once, counted and logged), and connections that neither
 //! send nor receive a byte for `connections.idle_timeout` are closed. Together with the
 //! receivers' body timeout and receive budget this keeps slow, idle or abandoned clients
@@ -38,7 +38,7 @@ impl ConnectionStats {
         vec![
             strand_core::MetricFamily::gauge(
                 "strand_http_connections_open",
-                "Open connections of the HTTP listeners (ingest, query and UI, remote sampling).",
+                "Open connections of the TCP listeners (OTLP gRPC and HTTP, Jaeger, Zipkin, query and UI, remote sampling).",
                 c(&self.open),
             ),
             strand_core::MetricFamily::counter(
@@ -121,6 +121,37 @@ impl axum::serve::Listener for GuardedListener {
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         self.inner.local_addr()
+    }
+}
+
+impl GuardedListener {
+    /// The accepted connections as the stream tonic serves (for the OTLP/gRPC listener):
+    /// a task accepts until the stream is dropped.
+    pub fn into_incoming(
+        mut self,
+    ) -> tonic::codegen::tokio_stream::wrappers::ReceiverStream<Result<GuardedStream, io::Error>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    (stream, _) = axum::serve::Listener::accept(&mut self) => {
+                        if tx.send(Ok(stream)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(rx)
+    }
+}
+
+impl tonic::transport::server::Connected for GuardedStream {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
     }
 }
 

@@ -1,4 +1,4 @@
-//! Every HTTP listener caps its open connections and closes idle ones, so idle or abandoned
+//! Every HTTP listener and the OTLP/gRPC one cap its open connections and closes idle ones, so idle or abandoned
 //! clients cannot hold the server's descriptors.
 
 mod common;
@@ -13,18 +13,29 @@ async fn metric(server: &common::TestServer, series: &str) -> Option<f64> {
     common::metric_value(&text, series)
 }
 
-/// Waits (at most 30 s) for the server to close `s`: a read gives end of file or an error.
+/// Waits (at most 30 s) for the server to close `s`: a read gives end of file or an error
+/// (what the server sends first, like HTTP/2's settings, is read past).
 async fn closed_by_server(s: &mut TcpStream) -> bool {
     let mut buf = [0u8; 256];
-    matches!(tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf)).await, Ok(Ok(0) | Err(_)))
+    let closed = async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), closed).await.is_ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed() {
     let server = common::start(|c| c.connections.idle_timeout = "1s".parse().expect("duration")).await;
-    let mut idle = TcpStream::connect(server.otlp_http).await.expect("connect");
-    assert!(closed_by_server(&mut idle).await, "an idle connection is closed");
-    assert!(metric(&server, "strand_http_connections_idle_closed_total").await >= Some(1.0));
+    for port in [server.otlp_http, server.grpc] {
+        let mut idle = TcpStream::connect(port).await.expect("connect");
+        assert!(closed_by_server(&mut idle).await, "an idle connection to {port} is closed");
+    }
+    assert!(metric(&server, "strand_http_connections_idle_closed_total").await >= Some(2.0));
     // A client that talks is served as usual.
     server.export_json(std::fs::read(common::fixture("otlp/trace.json")).expect("fixture")).await;
     server.stop().await;
@@ -45,6 +56,19 @@ async fn connections_beyond_the_cap_are_closed_and_counted() {
     let mut third = TcpStream::connect(server.otlp_http).await.expect("connect");
     assert!(closed_by_server(&mut third).await, "the third connection is closed at once");
     assert_eq!(metric(&server, "strand_http_connections_refused_total").await, Some(1.0));
+    // The OTLP/gRPC listener has its own cap.
+    let grpc_held = [
+        TcpStream::connect(server.grpc).await.expect("connect"),
+        TcpStream::connect(server.grpc).await.expect("connect"),
+    ];
+    common::eventually("the gRPC connections to be open", || async {
+        (metric(&server, "strand_http_connections_open").await >= Some(5.0)).then_some(())
+    })
+    .await;
+    let mut third = TcpStream::connect(server.grpc).await.expect("connect");
+    assert!(closed_by_server(&mut third).await, "the third gRPC connection is closed at once");
+    assert_eq!(metric(&server, "strand_http_connections_refused_total").await, Some(2.0));
+    drop(grpc_held);
     drop(held);
     let trace = std::fs::read(common::fixture("otlp/trace.json")).expect("fixture");
     common::eventually("a connection to be accepted again", || {
