@@ -130,11 +130,13 @@ async fn read_body_budgeted(
             }
             let n = u32::try_from(data.len()).map_err(|_| too_large())?;
             if n > 0 {
-                let permit = budget.clone().try_acquire_many_owned(n).map_err(|_| {
-                    IngestError::Overloaded(
+                let Ok(permit) = budget.clone().try_acquire_many_owned(n) else {
+                    // Drained, as for 413, so the client sees the 429 and not a reset.
+                    drain(&mut body).await;
+                    return Err(IngestError::Overloaded(
                         "the request bodies being received fill the receive budget; retry later".into(),
-                    )
-                })?;
+                    ));
+                };
                 held.add(permit);
             }
             buf.extend_from_slice(&data);

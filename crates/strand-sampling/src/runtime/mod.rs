@@ -117,7 +117,7 @@ struct Tail {
     retry: Mutex<Vec<DecidedTrace>>,
     sync_each: bool,
     /// The last pending-log append's failure, cleared by the next success.
-    log_failing: Mutex<Option<String>>,
+    log_failing: Mutex<Option<(String, Instant)>>,
 }
 
 impl Pipeline {
@@ -240,7 +240,9 @@ impl Pipeline {
     pub fn not_ready(&self) -> Vec<String> {
         let Some(tail) = &self.tail else { return Vec::new() };
         let mut out = Vec::new();
-        if let Some(e) = &*tail.log_failing.lock() {
+        if let Some((e, at)) = &*tail.log_failing.lock()
+            && at.elapsed() < Duration::from_secs(30)
+        {
             out.push(format!("sampling: the pending log cannot be written: {e}"));
         }
         let (bytes, max) = {
@@ -522,7 +524,7 @@ impl Tail {
             }
             Err(e) => {
                 stats.log_errors.fetch_add(1, Ordering::Relaxed);
-                *self.log_failing.lock() = Some(e.to_string());
+                *self.log_failing.lock() = Some((e.to_string(), Instant::now()));
                 Err(SinkError::Unavailable(format!("sampling log write failed: {e}")))
             }
         }

@@ -222,11 +222,22 @@ struct Inner {
     health: Health,
 }
 
-/// The last failure of the WAL and of block writes, cleared by the next success.
+/// The last failure of the WAL and of block writes, cleared by the next success. A WAL
+/// failure counts for [`WAL_FAILURE_MEMORY`] only: a node that readiness took out of
+/// rotation gets no writes that could clear it.
 #[derive(Default)]
 struct Health {
-    wal: Mutex<Option<String>>,
+    wal: Mutex<Option<(String, Instant)>>,
     flush: Mutex<Option<String>>,
+}
+
+/// How long a WAL failure keeps the store not ready without a new one.
+const WAL_FAILURE_MEMORY: Duration = Duration::from_secs(30);
+
+impl Health {
+    fn wal_failed(&self, what: String) {
+        *self.wal.lock() = Some((what, Instant::now()));
+    }
 }
 
 /// The embedded store. Cheap to share behind an `Arc`; see the module docs.
@@ -487,7 +498,9 @@ impl Inner {
     /// Why writes would fail right now (see [`TraceStore::not_ready`]).
     fn not_ready(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if let Some(e) = &*self.health.wal.lock() {
+        if let Some((e, at)) = &*self.health.wal.lock()
+            && at.elapsed() < WAL_FAILURE_MEMORY
+        {
             out.push(format!("wal: the last write failed: {e}"));
         }
         if let Some(e) = &*self.health.flush.lock() {

@@ -98,11 +98,11 @@ impl Committer for StoreCommitter {
                 (Some(Err(e)), _) => {
                     inner.stats.write_errors.fetch_add(1, Ordering::Relaxed);
                     warn!(error = %e, "wal append failed");
-                    *inner.health.wal.lock() = Some(format!("append: {e}"));
+                    inner.health.wal_failed(format!("append: {e}"));
                     let _ = done.send(Err(SinkError::Unavailable(format!("wal append failed: {e}"))));
                 }
                 (_, Some(Err(e))) => {
-                    *inner.health.wal.lock() = Some(format!("fsync: {e}"));
+                    inner.health.wal_failed(format!("fsync: {e}"));
                     let _ = done.send(Err(SinkError::Unavailable(format!("wal fsync failed: {e}"))));
                 }
                 _ => written.push((written_job, bytes.unwrap_or_default(), done)),
@@ -249,7 +249,7 @@ fn maybe_cut(
         Ok(s) => s,
         Err(e) => {
             warn!(error = %e, "wal rotation failed; head stays in memory");
-            *inner.health.wal.lock() = Some(format!("rotating a segment to cut the head: {e}"));
+            inner.health.wal_failed(format!("rotating a segment to cut the head: {e}"));
             let e = Arc::new(StoreError::Io { path: "wal (rotating a segment)".into(), source: e });
             waiters.into_iter().for_each(|w| {
                 let _ = w.send(Err(e.clone()));
