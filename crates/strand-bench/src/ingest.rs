@@ -614,6 +614,15 @@ async fn time_lookups(
     Ok(lat)
 }
 
+/// Takes up to `want` items from what is left to send; `None` once nothing is left.
+pub(crate) fn claim(remaining: &std::sync::atomic::AtomicU64, want: u64) -> Option<u64> {
+    use std::sync::atomic::Ordering;
+    let before = remaining
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| r.checked_sub(want.min(r)).filter(|_| r > 0))
+        .ok()?;
+    Some(want.min(before))
+}
+
 /// Sends an export, again and again while the server answers overloaded or unavailable
 /// (as an SDK retries); any other error ends the benchmark.
 pub(crate) async fn export_retrying<T, Fut>(mut send: impl FnMut() -> Fut) -> anyhow::Result<T>
@@ -706,14 +715,8 @@ async fn run(args: IngestArgs, query_runs: Option<usize>) -> anyhow::Result<()> 
             let mut rng = StdRng::seed_from_u64(a.seed ^ (w as u64 + 77));
             let mut samples: Vec<([u8; 16], usize)> = Vec::new();
             let (mut traces, mut requests) = (0u64, 0u64);
-            loop {
-                let want = a.batch_spans as u64;
-                let got = remaining.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| {
-                    r.checked_sub(want.min(r)).filter(|_| r > 0)
-                });
-                let Ok(before) = got else { break };
-                let n = want.min(before) as usize;
-                let (req, ids, count) = generator.request(n);
+            while let Some(n) = claim(&remaining, a.batch_spans as u64) {
+                let (req, ids, count) = generator.request(n as usize);
                 let resp = export_retrying(|| {
                     // A tonic client is a cheap handle on the shared channel.
                     let (mut client, req) = (client.clone(), req.clone());

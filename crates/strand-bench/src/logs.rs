@@ -309,13 +309,8 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
             let mut rng = StdRng::seed_from_u64(a.seed ^ (w as u64 + 91));
             let mut samples: Vec<[u8; 16]> = Vec::new();
             let mut traces = 0u64;
-            loop {
-                let want = a.batch_records as u64;
-                let got = remaining.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| {
-                    r.checked_sub(want.min(r)).filter(|_| r > 0)
-                });
-                let Ok(before) = got else { break };
-                let (req, ids, count) = generator.request(want.min(before) as usize);
+            while let Some(n) = crate::ingest::claim(&remaining, a.batch_records as u64) {
+                let (req, ids, count) = generator.request(n as usize);
                 let resp = export_retrying(|| {
                     // A tonic client is a cheap handle on the shared channel.
                     let (mut client, req) = (client.clone(), req.clone());
