@@ -109,6 +109,14 @@ struct Report {
     lookup_after_restart_p50_ms: Option<f64>,
     lookup_after_restart_p99_ms: Option<f64>,
     lookup_after_restart_max_ms: Option<f64>,
+    /// From starting the process on the stored data to its listening (WAL replay and
+    /// opening blocks included).
+    start_after_restart_ms: Option<f64>,
+    /// Resident memory of the restarted server once listening: what stored data costs
+    /// with nothing asked of it yet.
+    rss_after_restart_bytes: Option<u64>,
+    /// ... and after the lookups and one run of each search.
+    rss_after_restart_queries_bytes: Option<u64>,
     /// First search after loading, before the flush: includes indexing the head.
     first_search_before_flush_ms: Option<f64>,
     queries: Vec<QueryTiming>,
@@ -446,8 +454,17 @@ pub(crate) fn proc_cpu_by_thread(pid: u32) -> std::collections::BTreeMap<String,
 }
 
 pub(crate) fn proc_peak_rss(pid: u32) -> Option<u64> {
+    proc_status_bytes(pid, "VmHWM:")
+}
+
+/// The server's resident memory now.
+pub(crate) fn proc_rss(pid: u32) -> Option<u64> {
+    proc_status_bytes(pid, "VmRSS:")
+}
+
+fn proc_status_bytes(pid: u32, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
@@ -576,10 +593,13 @@ impl ChildServer {
     }
 
     /// Stops the server and starts a fresh process on the same data directory.
-    fn restart(&mut self) -> anyhow::Result<()> {
+    /// Returns how long the new process took to listen.
+    fn restart(&mut self) -> anyhow::Result<Duration> {
         self.stop();
+        let started = Instant::now();
         self.child = Self::spawn(&self.dir, &self.fsync, &self.extra)?;
-        self.wait_listening()
+        self.wait_listening()?;
+        Ok(started.elapsed())
     }
 }
 
@@ -815,11 +835,18 @@ async fn run(args: IngestArgs, query_runs: Option<usize>) -> anyhow::Result<()> 
         && let Some(server) = server.as_mut()
     {
         eprintln!("restarting the server on the same data...");
-        server.restart()?;
+        report.start_after_restart_ms = Some(server.restart()?.as_secs_f64() * 1000.0);
+        report.rss_after_restart_bytes = proc_rss(server.pid());
         let lat = time_lookups(&http_client, &server.http, &samples).await?;
         report.lookup_after_restart_p50_ms = percentile(&lat, 0.5);
         report.lookup_after_restart_p99_ms = percentile(&lat, 0.99);
         report.lookup_after_restart_max_ms = lat.last().copied();
+        if query_runs.is_some() {
+            for (_, path) in bench_queries() {
+                time_query(&http_client, &server.http, &path, 1).await?;
+            }
+        }
+        report.rss_after_restart_queries_bytes = proc_rss(server.pid());
     }
     if args.keep_data {
         report.data_dir = server.as_ref().map(|s| s.dir.join("data").display().to_string());

@@ -257,6 +257,8 @@ pub struct StorageConfig {
     pub max_pending_writes: usize,
     /// How often compaction and retention run.
     pub maintenance_interval: HumanDuration,
+    /// Memory for block indexes loaded by queries (least recently used out beyond it).
+    pub cache_size: ByteSize,
 }
 
 impl Default for Config {
@@ -310,6 +312,7 @@ impl Default for StorageConfig {
             compaction_target_spans: d.compaction_target_spans,
             max_pending_writes: d.max_pending_writes,
             maintenance_interval: HumanDuration(d.maintenance_interval),
+            cache_size: ByteSize(d.cache_bytes),
         }
     }
 }
@@ -331,6 +334,7 @@ impl StorageConfig {
             compaction_target_spans: self.compaction_target_spans,
             max_pending_writes: self.max_pending_writes,
             maintenance_interval: self.maintenance_interval.0,
+            cache_bytes: self.cache_size.0,
             ..strand_store::StoreConfig::default()
         }
     }

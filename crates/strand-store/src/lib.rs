@@ -44,6 +44,7 @@
 //! ```
 
 pub mod block;
+pub mod cache;
 pub mod conformance;
 pub mod engine;
 pub mod error;

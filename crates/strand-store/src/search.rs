@@ -8,8 +8,10 @@
 //! resolved trace is emitted once no pending candidate could still come before it, so the
 //! order is exact (start descending, trace id ascending) and pagination is keyset-based.
 
+use std::cell::OnceCell;
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::Arc;
 
 use strand_core::search::SpanConditions;
 use strand_core::{
@@ -17,15 +19,71 @@ use strand_core::{
     TimeRange, Trace, TraceId, TraceQuery, TraceSummary,
 };
 
-use crate::index::{Candidates, Field, IndexView, RootPart, TermRef, TracePart};
+use crate::block::Block;
+use crate::index::{Candidates, Field, IndexView, RootPart, SearchIndex, TermRef, TracePart};
 
 /// Most candidate traces a search reads spans of before giving up with a warning.
 pub const MAX_VERIFIED_TRACES: usize = 20_000;
 
-/// A source's view and what the snapshot may count of it.
+/// One source of a snapshot: a block, whose index is loaded (through the block cache) the
+/// first time this snapshot needs it, or a head's index.
+pub(crate) enum Source<'a> {
+    /// A block.
+    Block {
+        /// The block.
+        block: Arc<Block>,
+        /// Its index, once loaded.
+        index: OnceCell<Arc<SearchIndex>>,
+    },
+    /// A head (live or frozen).
+    Head(&'a dyn IndexView),
+}
+
+impl Source<'_> {
+    /// A block source.
+    pub fn block(block: Arc<Block>) -> Self {
+        Source::Block { block, index: OnceCell::new() }
+    }
+
+    fn view(&self) -> Result<&dyn IndexView, StoreError> {
+        match self {
+            Source::Head(v) => Ok(*v),
+            Source::Block { block, index } => {
+                if let Some(i) = index.get() {
+                    return Ok(&**i);
+                }
+                let loaded = block.search_index()?;
+                Ok(&**index.get_or_init(|| loaded))
+            }
+        }
+    }
+
+    /// Earliest span start and latest span end, known without loading a block's index.
+    fn time_range(&self) -> (u64, u64) {
+        match self {
+            Source::Head(v) => v.time_range(),
+            Source::Block { block, .. } => block.time_range(),
+        }
+    }
+
+    /// Whether the source may hold a part of trace `id` (`false`: certainly not).
+    fn may_hold(&self, id: &TraceId) -> bool {
+        match self {
+            Source::Head(_) => true,
+            Source::Block { block, .. } => block.may_contain(id),
+        }
+    }
+
+    fn overlaps(&self, start: u64, end: u64) -> bool {
+        let (s, e) = self.time_range();
+        s <= e && s <= end && e >= start
+    }
+}
+
+/// The sources of a snapshot and what it may count of them.
 pub(crate) struct Sources<'a> {
-    /// Indexes of the sources.
-    pub views: Vec<&'a dyn IndexView>,
+    /// Blocks, then heads.
+    pub sources: Vec<Source<'a>>,
     /// Receive-time watermark of the snapshot.
     pub as_of: u64,
 }
@@ -176,10 +234,6 @@ impl<'q> Prepared<'q> {
         as_of: u64,
     ) -> Box<dyn Iterator<Item = Candidate> + 'v> {
         let q = self.q;
-        let (min_start, max_end) = view.time_range();
-        if min_start > q.end_unix_nano || max_end < q.start_unix_nano {
-            return Box::new(std::iter::empty());
-        }
         let services: Vec<u16> = match &q.service {
             Some(s) => match view.service_names().iter().position(|n| n == s) {
                 Some(i) => vec![i as u16],
@@ -232,7 +286,7 @@ impl<'q> Prepared<'q> {
 impl Sources<'_> {
     /// The whole trace's summary from its parts in every source, and how many sources
     /// hold a part of it.
-    fn summary(&self, id: &TraceId) -> Option<(TraceSummary, usize)> {
+    fn summary(&self, id: &TraceId) -> Result<Option<(TraceSummary, usize)>, StoreError> {
         let mut out = TraceSummary {
             trace_id: *id,
             root_service: String::new(),
@@ -246,7 +300,11 @@ impl Sources<'_> {
         let mut end = 0;
         let mut root: Option<(RootPart, usize)> = None;
         let mut parts = 0;
-        for (vi, view) in self.views.iter().enumerate() {
+        for (vi, source) in self.sources.iter().enumerate() {
+            if !source.may_hold(id) {
+                continue;
+            }
+            let view = source.view()?;
             let Some(p) = view.part_of(id) else { continue };
             if p.min_received > self.as_of {
                 continue;
@@ -277,16 +335,16 @@ impl Sources<'_> {
             }
         }
         if parts == 0 {
-            return None;
+            return Ok(None);
         }
         if let Some((r, vi)) = root {
-            let view = self.views[vi];
+            let view = self.sources[vi].view()?;
             out.root_service = view.service_names()[usize::from(r.service)].clone();
             out.root_name = view.name(r.name).to_owned();
         }
         out.duration_nano = end.saturating_sub(out.start_unix_nano);
         out.services.sort_by(|a, b| a.name.cmp(&b.name));
-        Some((out, parts))
+        Ok(Some((out, parts)))
     }
 
     /// Runs a search; `read` fetches a whole trace for span-level checks.
@@ -296,8 +354,11 @@ impl Sources<'_> {
         read: &dyn Fn(TraceId) -> Result<Option<Trace>, StoreError>,
     ) -> Result<SearchPage, StoreError> {
         let prepared = Prepared::new(q);
-        let mut pending =
-            Pending::new(self.views.iter().map(|v| prepared.candidates(*v, self.as_of)).collect());
+        let mut found = Vec::new();
+        for source in self.sources.iter().filter(|s| s.overlaps(q.start_unix_nano, q.end_unix_nano)) {
+            found.push(prepared.candidates(source.view()?, self.as_of));
+        }
+        let mut pending = Pending::new(found);
         let mut ready: BinaryHeap<Ready> = BinaryHeap::new();
         let mut resolved: HashSet<TraceId> = HashSet::new();
         let after = q.cursor.map(|c| Rank(c.start_unix_nano, Reverse(c.trace_id)));
@@ -328,7 +389,7 @@ impl Sources<'_> {
             if !resolved.insert(id) {
                 continue;
             }
-            let Some((summary, parts)) = self.summary(&id) else { continue };
+            let Some((summary, parts)) = self.summary(&id)? else { continue };
             let rank = Rank(summary.start_unix_nano, Reverse(id));
             if after.is_some_and(|a| rank >= a)
                 || q.min_trace_duration_nano.is_some_and(|m| summary.duration_nano < m)
@@ -376,20 +437,22 @@ impl Sources<'_> {
         Ok(page)
     }
 
-    fn overlapping(&self, range: TimeRange) -> impl Iterator<Item = &&dyn IndexView> {
-        self.views.iter().filter(move |v| {
-            let (s, e) = v.time_range();
-            s <= e && range.overlaps(s, e)
-        })
+    /// The indexes of the sources with spans in the range (blocks' loaded as needed).
+    fn overlapping(&self, range: TimeRange) -> Result<Vec<&dyn IndexView>, StoreError> {
+        self.sources
+            .iter()
+            .filter(|s| s.overlaps(range.start_unix_nano, range.end_unix_nano))
+            .map(Source::view)
+            .collect()
     }
 
     /// Services with spans in sources overlapping the range, sorted.
-    pub fn services(&self, range: TimeRange) -> Vec<String> {
+    pub fn services(&self, range: TimeRange) -> Result<Vec<String>, StoreError> {
         let mut out: Vec<String> =
-            self.overlapping(range).flat_map(|v| v.service_names().iter().cloned()).collect();
+            self.overlapping(range)?.into_iter().flat_map(|v| v.service_names().iter().cloned()).collect();
         out.sort();
         out.dedup();
-        out
+        Ok(out)
     }
 
     fn service_id(view: &dyn IndexView, service: &str) -> Option<u16> {
@@ -397,23 +460,28 @@ impl Sources<'_> {
     }
 
     /// Operations of a service, sorted by name then kind.
-    pub fn operations(&self, service: &str, range: TimeRange) -> Vec<Operation> {
+    pub fn operations(&self, service: &str, range: TimeRange) -> Result<Vec<Operation>, StoreError> {
         let mut out: Vec<Operation> = self
-            .overlapping(range)
-            .filter_map(|v| Self::service_id(*v, service).map(|id| v.operations(id)))
+            .overlapping(range)?
+            .into_iter()
+            .filter_map(|v| Self::service_id(v, service).map(|id| v.operations(id)))
             .flatten()
             .collect();
         out.sort();
         out.dedup();
-        out
+        Ok(out)
     }
 
     /// Indexed `(key, value)` pairs of a service (or of all services), sorted.
-    pub fn attributes(&self, service: Option<&str>, range: TimeRange) -> Vec<(String, String)> {
+    pub fn attributes(
+        &self,
+        service: Option<&str>,
+        range: TimeRange,
+    ) -> Result<Vec<(String, String)>, StoreError> {
         let mut out: Vec<(String, String)> = Vec::new();
-        for v in self.overlapping(range) {
+        for v in self.overlapping(range)? {
             let ids: Vec<u16> = match service {
-                Some(s) => Self::service_id(*v, s).into_iter().collect(),
+                Some(s) => Self::service_id(v, s).into_iter().collect(),
                 None => (0..v.service_names().len() as u16).collect(),
             };
             for id in ids {
@@ -422,15 +490,15 @@ impl Sources<'_> {
         }
         out.sort();
         out.dedup();
-        out
+        Ok(out)
     }
 
     /// Service edges whose child spans started in the range, by (parent, child).
-    pub fn dependencies(&self, range: TimeRange) -> Vec<DependencyEdge> {
+    pub fn dependencies(&self, range: TimeRange) -> Result<Vec<DependencyEdge>, StoreError> {
         let minute = |ns: u64| (ns / 60_000_000_000).min(u64::from(u32::MAX)) as u32;
         let (from, to) = (minute(range.start_unix_nano), minute(range.end_unix_nano));
         let mut edges: HashMap<(String, String), (u64, u64)> = HashMap::new();
-        for v in self.overlapping(range) {
+        for v in self.overlapping(range)? {
             let names = v.service_names();
             for e in v.edges(from, to) {
                 let key = (names[usize::from(e.parent)].clone(), names[usize::from(e.child)].clone());
@@ -439,6 +507,6 @@ impl Sources<'_> {
                 entry.1 += u64::from(e.errors);
             }
         }
-        DependencyEdge::from_counts(edges)
+        Ok(DependencyEdge::from_counts(edges))
     }
 }

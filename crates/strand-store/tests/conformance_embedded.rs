@@ -1,5 +1,6 @@
 //! The embedded store passes the backend conformance suite: spans in the head, in Parquet
-//! blocks and after a restart, with both fsync policies.
+//! blocks and after a restart, with both fsync policies, and with a block cache too small
+//! to keep any block index (every query loads them from disk).
 
 use std::sync::Arc;
 
@@ -12,11 +13,16 @@ use strand_store::{FsyncPolicy, Store, StoreConfig};
 struct Embedded {
     dir: tempfile::TempDir,
     fsync: FsyncPolicy,
+    cache_bytes: u64,
 }
 
 impl Embedded {
     fn new(fsync: FsyncPolicy) -> Self {
-        Self { dir: tempfile::tempdir().expect("tempdir"), fsync }
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+            fsync,
+            cache_bytes: strand_store::engine::DEFAULT_CACHE_BYTES,
+        }
     }
 }
 
@@ -29,6 +35,7 @@ impl Harness for Embedded {
             retention: opts.retention,
             max_disk_bytes: opts.max_bytes,
             clock: opts.clock,
+            cache_bytes: self.cache_bytes,
             ..StoreConfig::default()
         };
         Box::pin(async move { Store::open(Arc::new(StdFs), self.dir.path(), cfg).expect("open") })
@@ -44,4 +51,9 @@ async fn embedded_store_passes_conformance() {
 async fn embedded_store_with_interval_fsync_passes_conformance() {
     let every = std::time::Duration::from_millis(5);
     conformance::run_all(|| Embedded::new(FsyncPolicy::Interval(every))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_without_a_block_cache_passes_conformance() {
+    conformance::run_all(|| Embedded { cache_bytes: 0, ..Embedded::new(FsyncPolicy::Always) }).await;
 }

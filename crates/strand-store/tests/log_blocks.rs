@@ -45,7 +45,9 @@ async fn a_block_with_log_records_is_version_2_and_one_without_is_version_1() {
 fn log_files(block: &std::path::Path) -> strand_store::logs::LogFiles {
     let meta: strand_store::block::BlockMeta =
         serde_json::from_slice(&std::fs::read(block.join("meta.json")).expect("meta")).expect("meta json");
-    strand_store::logs::LogFiles::open(&StdFs, block, &meta.files, meta.log_count).expect("open log files").0
+    let fs: Arc<dyn strand_store::fs::FileSystem> = Arc::new(StdFs);
+    let cache = Arc::new(strand_store::cache::BlockCache::new(1 << 20));
+    strand_store::logs::LogFiles::open(&fs, block, &meta, &cache).expect("open log files").0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

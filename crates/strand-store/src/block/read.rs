@@ -21,6 +21,7 @@ use strand_core::{
 use super::json::{attrs_from_json, events_from_json, links_from_json};
 use super::write::spans_schema;
 use super::{BlockMeta, FORMAT_VERSION, guard};
+use crate::cache::{BlockCache, Part, TraceFilter};
 use crate::error::FormatError;
 use crate::fs::{FileSystem, ReadAt};
 use crate::index::{IndexBuilder, SearchIndex};
@@ -104,7 +105,9 @@ pub(crate) fn range_selection(
     Some((groups, RowSelection::from(selectors)))
 }
 
-/// An open block: its metadata, parquet footer and trace index stay in memory.
+/// An open block. Its metadata, parquet footer and trace-id filter stay in memory; its
+/// search and trace indexes are loaded when a query needs them and kept in the store's
+/// [`BlockCache`].
 pub struct Block {
     /// `meta.json`.
     pub meta: BlockMeta,
@@ -112,15 +115,24 @@ pub struct Block {
     pub dir: PathBuf,
     /// Bytes of the block's files.
     pub disk_bytes: u64,
+    /// The cache key of the block's parts (its id).
+    key: Arc<str>,
+    fs: Arc<dyn FileSystem>,
+    cache: Arc<BlockCache>,
     spans: FileReader,
     footer: ArrowReaderMetadata,
-    index: Vec<IndexEntry>,
-    search: SearchIndex,
+    filter: TraceFilter,
     /// The block's log records, when it has any.
     pub logs: Option<crate::logs::LogFiles>,
     /// Derived files (`index.bin`, `log_grams.bin`) found damaged by [`Block::open`] and
     /// rebuilt from the block's data, each with what was wrong.
     pub repaired: Vec<String>,
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        self.cache.forget(&self.key);
+    }
 }
 
 /// Reads block file `name` of `dir`, checking it against its size and CRC32C in `files`.
@@ -180,8 +192,10 @@ pub(crate) fn io_err(path: &Path, source: std::io::Error) -> StoreError {
 }
 
 impl Block {
-    /// Opens a block directory, checking its files fit together.
-    pub fn open(fs: &dyn FileSystem, dir: &Path) -> Result<Self, StoreError> {
+    /// Opens a block directory, checking its files against `meta.json` and that they fit
+    /// together. The trace index, read to build the trace-id filter, is offered to `cache`;
+    /// `index.bin` is only checksummed (decoded when a query first needs it).
+    pub fn open(fs: &Arc<dyn FileSystem>, dir: &Path, cache: &Arc<BlockCache>) -> Result<Self, StoreError> {
         let meta_path = dir.join("meta.json");
         let meta_bytes = fs.read_file(&meta_path).map_err(|e| io_err(&meta_path, e))?;
         // The version is read on its own first: a newer layout may not parse as this one.
@@ -204,20 +218,13 @@ impl Block {
         }
         let spans_path = dir.join("spans.parquet");
         let traces_path = dir.join("traces.parquet");
-        for name in ["spans.parquet", "traces.parquet"] {
-            read_checked(fs, dir, &meta.files, name)?;
-        }
-        // index.bin is derived from the spans: damaged, it is rebuilt below.
+        read_checked(fs.as_ref(), dir, &meta.files, "spans.parquet")?;
+        let traces = Bytes::from(read_checked(fs.as_ref(), dir, &meta.files, "traces.parquet")?);
+        // index.bin is derived from the spans: damaged, it is rebuilt below. Only its
+        // checksum is checked here; it is decoded when a query first needs it.
         let has_index = meta.files.iter().any(|f| f.name == "index.bin");
-        let stored_index = has_index.then(|| {
-            let data = read_checked(fs, dir, &meta.files, "index.bin")?;
-            let search =
-                SearchIndex::decode(&data).map_err(|e| e.corrupt_at(dir.join("index.bin").display()))?;
-            if search.traces.len() as u64 != meta.trace_count {
-                return Err(corrupt(&dir.join("index.bin"), "trace count does not match meta.json"));
-            }
-            Ok((search, data.len() as u64))
-        });
+        let stored_index = has_index
+            .then(|| read_checked(fs.as_ref(), dir, &meta.files, "index.bin").map(|data| data.len() as u64));
         let spans = FileReader(fs.open_read(&spans_path).map_err(|e| io_err(&spans_path, e))?);
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
         let footer = guard(|| Ok(ArrowReaderMetadata::load(&spans, options)?))
@@ -229,55 +236,51 @@ impl Block {
         if rows != meta.span_count as i64 {
             return Err(corrupt(&spans_path, format!("{rows} rows, meta.json says {}", meta.span_count)));
         }
-        let traces = Bytes::from(fs.read_file(&traces_path).map_err(|e| io_err(&traces_path, e))?);
-        let index = guard(|| read_index(traces)).map_err(|e| e.corrupt_at(traces_path.display()))?;
-        let covered: u64 = index.iter().map(|e| u64::from(e.rows)).sum();
-        if covered != meta.span_count || index.windows(2).any(|w| w[0].trace_id >= w[1].trace_id) {
-            return Err(corrupt(&traces_path, "trace index does not match spans"));
-        }
-        let disk_bytes = spans.len() + fs.file_size(&traces_path).unwrap_or(0) + meta_bytes.len() as u64;
+        let traces_len = traces.len() as u64;
+        let index = decode_trace_index(traces, &traces_path, meta.span_count)?;
+        let disk_bytes = spans.len() + traces_len + meta_bytes.len() as u64;
+        let key: Arc<str> = Arc::from(meta.id.as_str());
         let mut block = Self {
+            filter: TraceFilter::new(index.iter().map(|e| &e.trace_id)),
             meta,
             dir: dir.to_path_buf(),
             disk_bytes,
+            key,
+            fs: fs.clone(),
+            cache: cache.clone(),
             spans,
             footer,
-            index,
-            search: SearchIndex::default(),
             logs: None,
             repaired: Vec::new(),
         };
         if block.meta.log_count > 0 {
-            let (logs, rebuilt) =
-                crate::logs::LogFiles::open(fs, dir, &block.meta.files, block.meta.log_count)?;
+            let (logs, rebuilt) = crate::logs::LogFiles::open(fs, dir, &block.meta, cache)?;
             block.disk_bytes += logs.disk_bytes;
             block.logs = Some(logs);
             if let Some((grams, reason)) = rebuilt {
-                block.repair(fs, crate::logs::LOG_GRAMS_FILE, &grams, reason);
+                block.repair(fs.as_ref(), crate::logs::LOG_GRAMS_FILE, &grams, reason);
             }
         }
-        block.search = match stored_index {
-            Some(Ok((search, len))) => {
-                block.disk_bytes += len;
-                search
-            }
+        match stored_index {
+            Some(Ok(len)) => block.disk_bytes += len,
             // Blocks written before index.bin existed, or whose index.bin is damaged:
             // index them now (receive times per trace are lost: the block's earliest).
             other => {
-                let mut builder = IndexBuilder::new();
-                let received = block.meta.min_received_unix_nano;
-                builder.add_stored(&block.read_all()?, |_| received);
-                let search = builder.finish();
+                let search = block.index_from_spans()?;
+                if search.traces.len() as u64 != block.meta.trace_count {
+                    return Err(corrupt(&dir.join("traces.parquet"), "trace count does not match meta.json"));
+                }
                 if let Some(Err(e)) = other {
                     let data = search.encode().map_err(|e| e.corrupt_at(dir.join("index.bin").display()))?;
-                    block.repair(fs, "index.bin", &data, e.to_string());
+                    block.disk_bytes += data.len() as u64;
+                    block.repair(fs.as_ref(), "index.bin", &data, e.to_string());
                 }
-                search
+                let bytes = search.heap_bytes();
+                cache.insert(&block.key, Part::SearchIndex, Arc::new(search), bytes);
             }
-        };
-        if block.search.traces.len() as u64 != block.meta.trace_count {
-            return Err(corrupt(&dir.join("index.bin"), "trace count does not match meta.json"));
         }
+        let bytes = index_bytes(&index);
+        cache.insert(&block.key, Part::TraceIndex, Arc::new(index), bytes);
         Ok(block)
     }
 
@@ -290,22 +293,74 @@ impl Block {
         self.repaired.push(format!("{name}: {reason}"));
     }
 
-    /// The block's search index.
-    pub fn search_index(&self) -> &SearchIndex {
-        &self.search
+    /// The search index built from the block's spans.
+    fn index_from_spans(&self) -> Result<SearchIndex, StoreError> {
+        let mut builder = IndexBuilder::new();
+        let received = self.meta.min_received_unix_nano;
+        builder.add_stored(&self.read_all()?, |_| received);
+        Ok(builder.finish())
     }
 
-    /// Whether the block may hold spans of this trace.
+    /// The block's search index, from the cache or its file. Damaged since the block was
+    /// opened, it is rebuilt from the spans (and written back at the next start).
+    pub fn search_index(&self) -> Result<Arc<SearchIndex>, StoreError> {
+        self.cache.get_or_load(&self.key, Part::SearchIndex, || {
+            let search = if self.meta.files.iter().any(|f| f.name == "index.bin") {
+                match read_checked(self.fs.as_ref(), &self.dir, &self.meta.files, "index.bin")
+                    .and_then(|data| decode_search_index(&data, &self.dir, self.meta.trace_count))
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(block = %self.meta.id, error = %e, "search index unreadable; rebuilding it from the spans");
+                        self.index_from_spans()?
+                    }
+                }
+            } else {
+                // A block written before index.bin existed.
+                self.index_from_spans()?
+            };
+            let bytes = search.heap_bytes();
+            Ok((search, bytes))
+        })
+    }
+
+    /// Where each trace's spans are, from the cache or `traces.parquet`.
+    fn trace_index(&self) -> Result<Arc<Vec<IndexEntry>>, StoreError> {
+        self.cache.get_or_load(&self.key, Part::TraceIndex, || {
+            let path = self.dir.join("traces.parquet");
+            let data = read_checked(self.fs.as_ref(), &self.dir, &self.meta.files, "traces.parquet")?;
+            let index = decode_trace_index(Bytes::from(data), &path, self.meta.span_count)?;
+            let bytes = index_bytes(&index);
+            Ok((index, bytes))
+        })
+    }
+
+    /// Whether the block may hold spans of this trace (`false`: certainly not), answered
+    /// from memory.
     pub fn may_contain(&self, id: &TraceId) -> bool {
-        self.index.binary_search_by(|e| e.trace_id.cmp(&id.0)).is_ok()
+        self.filter.may_contain(&id.0)
+    }
+
+    /// Earliest span start and latest span end, from `meta.json`.
+    pub fn time_range(&self) -> (u64, u64) {
+        (self.meta.min_start_unix_nano, self.meta.max_end_unix_nano)
+    }
+
+    /// Heap bytes the open block holds whatever the cache does (its trace-id filter).
+    pub fn resident_bytes(&self) -> u64 {
+        self.filter.heap_bytes()
     }
 
     /// The spans of one trace held in this block.
     pub fn read_trace(&self, id: &TraceId) -> Result<Vec<StoredSpan>, StoreError> {
-        let Ok(pos) = self.index.binary_search_by(|e| e.trace_id.cmp(&id.0)) else {
+        if !self.may_contain(id) {
+            return Ok(Vec::new());
+        }
+        let index = self.trace_index()?;
+        let Ok(pos) = index.binary_search_by(|e| e.trace_id.cmp(&id.0)) else {
             return Ok(Vec::new());
         };
-        let entry = self.index[pos];
+        let entry = index[pos];
         self.read_rows(u64::from(entry.first_row), u64::from(entry.rows))
     }
 
@@ -336,6 +391,32 @@ impl Block {
         }
         Ok(out)
     }
+}
+
+/// Decodes `index.bin` of the block in `dir`, which holds `traces` traces.
+fn decode_search_index(data: &[u8], dir: &Path, traces: u64) -> Result<SearchIndex, StoreError> {
+    let path = dir.join("index.bin");
+    let search = SearchIndex::decode(data).map_err(|e| e.corrupt_at(path.display()))?;
+    if search.traces.len() as u64 != traces {
+        return Err(corrupt(&path, "trace count does not match meta.json"));
+    }
+    Ok(search)
+}
+
+/// Decodes the trace index `traces.parquet` (at `path`) of a block of `spans` spans,
+/// checking that it covers every span once, in trace-id order.
+fn decode_trace_index(data: Bytes, path: &Path, spans: u64) -> Result<Vec<IndexEntry>, StoreError> {
+    let index = guard(|| read_index(data)).map_err(|e| e.corrupt_at(path.display()))?;
+    let covered: u64 = index.iter().map(|e| u64::from(e.rows)).sum();
+    if covered != spans || index.windows(2).any(|w| w[0].trace_id >= w[1].trace_id) {
+        return Err(corrupt(path, "trace index does not match spans"));
+    }
+    Ok(index)
+}
+
+/// Heap bytes of a trace index.
+pub(crate) fn index_bytes(index: &[IndexEntry]) -> u64 {
+    std::mem::size_of_val(index) as u64
 }
 
 /// Reads a trace index file (`traces.parquet`, `log_traces.parquet`: trace id, first row,

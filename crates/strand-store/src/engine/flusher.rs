@@ -131,7 +131,7 @@ pub(super) fn write_block(
         let _ = fs.remove_dir_all(&tmp);
         return Err(StoreError::Io { path: tmp.display().to_string(), source });
     }
-    Block::open(fs, &fin)
+    Block::open(&inner.fs, &fin, &inner.cache)
 }
 
 static BLOCK_SEQ: AtomicU64 = AtomicU64::new(0);

@@ -47,9 +47,9 @@ pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
         }
         let spans = b.read_all()?;
         builder.append_stored(&spans).map_err(|e| e.corrupt_at(b.dir.display()))?;
-        let received = |id: &TraceId| {
-            b.search_index().part(id).map_or(b.meta.min_received_unix_nano, |p| p.min_received)
-        };
+        let search = b.search_index()?;
+        let received =
+            |id: &TraceId| search.part(id).map_or(b.meta.min_received_unix_nano, |p| p.min_received);
         index.add_stored(&spans, received);
     }
     let min_received = candidates.iter().map(|b| b.meta.min_received_unix_nano).min().unwrap_or(0);

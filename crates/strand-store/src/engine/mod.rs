@@ -35,12 +35,13 @@ use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
 use crate::block::{Block, BlockBuilder, FileChecksum};
+use crate::cache::BlockCache;
 use crate::error::FormatError;
 use crate::fs::FileSystem;
 use crate::head::{Head, HeadIndex, decode_trace};
 use crate::index::{IndexBuilder, IndexView, SearchIndex};
 use crate::logs::{LogBlockBuilder, decode_records};
-use crate::search::Sources;
+use crate::search::{Source, Sources};
 use crate::wal::{LogWalRecord, Wal, WalEntry, WalRecord};
 
 mod flusher;
@@ -90,6 +91,8 @@ pub struct StoreConfig {
     pub maintenance_interval: Duration,
     /// Where receive times, head ages and retention's "now" come from.
     pub clock: Arc<dyn Clock>,
+    /// Bytes of block indexes kept in memory for queries (see [`crate::cache`]).
+    pub cache_bytes: u64,
 }
 
 impl Default for StoreConfig {
@@ -106,9 +109,13 @@ impl Default for StoreConfig {
             max_pending_writes: 1024,
             maintenance_interval: Duration::from_secs(60),
             clock: Arc::new(SystemClock),
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
+
+/// Default of [`StoreConfig::cache_bytes`].
+pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Counters describing what the store did.
 #[derive(Debug, Default)]
@@ -166,6 +173,8 @@ pub struct StoreSnapshot {
     pub block_bytes: u64,
     /// Bytes of the WAL.
     pub wal_bytes: u64,
+    /// Heap bytes open blocks hold outside the block cache (their filters).
+    pub block_resident_bytes: u64,
 }
 
 enum Cmd {
@@ -210,6 +219,8 @@ impl State {
 
 struct Inner {
     fs: Arc<dyn FileSystem>,
+    /// Block indexes loaded for queries.
+    cache: Arc<BlockCache>,
     root: PathBuf,
     cfg: StoreConfig,
     state: RwLock<State>,
@@ -282,13 +293,15 @@ impl Store {
                 head.logs.insert(framed, &record.batch, record.received_unix_nano);
             }
         })?;
-        let blocks = open_blocks(fs.as_ref(), root, &stats)?;
+        let cache = Arc::new(BlockCache::new(cfg.cache_bytes));
+        let blocks = open_blocks(&fs, root, &stats, &cache)?;
         stats.wal_replayed_records.store(replay_stats.records, Ordering::Relaxed);
         stats.wal_corrupt_records.store(replay_stats.corrupt_records, Ordering::Relaxed);
         stats.wal_torn_tails.store(replay_stats.torn_tails, Ordering::Relaxed);
         stats.wal_segments_set_aside.store(replay_stats.segments_set_aside, Ordering::Relaxed);
         let inner = Arc::new(Inner {
             fs,
+            cache,
             root: root.to_path_buf(),
             cfg: cfg.clone(),
             state: RwLock::new(State { head, frozen: Vec::new(), blocks }),
@@ -326,6 +339,11 @@ impl Store {
     /// Counters.
     pub fn stats(&self) -> &StoreStats {
         &self.inner.stats
+    }
+
+    /// The block cache (block indexes loaded for queries).
+    pub fn block_cache(&self) -> &BlockCache {
+        &self.inner.cache
     }
 
     /// Current sizes.
@@ -469,6 +487,36 @@ impl Inner {
             ),
             gauge("block_log_records", "Log records in blocks.", snap.block_log_records as f64),
             gauge("disk_bytes", "Bytes of blocks and WAL.", (snap.block_bytes + snap.wal_bytes) as f64),
+            counter(
+                "block_cache_hits_total",
+                "Block indexes a query found in the block cache.",
+                c(&self.cache.stats.hits),
+            ),
+            counter(
+                "block_cache_misses_total",
+                "Block indexes a query loaded from disk.",
+                c(&self.cache.stats.misses),
+            ),
+            counter(
+                "block_cache_evictions_total",
+                "Block indexes dropped from the block cache to keep within storage.cache_size.",
+                c(&self.cache.stats.evictions),
+            ),
+            gauge(
+                "block_cache_bytes",
+                "Bytes of block indexes held by the block cache.",
+                self.cache.bytes() as f64,
+            ),
+            gauge(
+                "block_cache_budget_bytes",
+                "The block cache's budget (storage.cache_size).",
+                self.cache.budget() as f64,
+            ),
+            gauge(
+                "block_resident_bytes",
+                "Bytes every open block keeps in memory whatever the cache holds (trace-id and text filters).",
+                snap.block_resident_bytes as f64,
+            ),
         ]
     }
 }
@@ -530,13 +578,22 @@ impl Inner {
             block_log_records: st.blocks.iter().map(|b| b.meta.log_count).sum(),
             block_bytes: st.blocks.iter().map(|b| b.disk_bytes).sum(),
             wal_bytes: Wal::disk_bytes(self.fs.as_ref(), &self.root.join("wal")),
+            block_resident_bytes: st
+                .blocks
+                .iter()
+                .map(|b| b.resident_bytes() + b.logs.as_ref().map_or(0, |l| l.resident_bytes()))
+                .sum(),
         }
     }
 
     /// Runs `f` over a snapshot of every source's search index (the heads' indexes brought
     /// up to date first, outside the state lock). `as_of` defaults to the newest receive
     /// time visible now.
-    fn with_sources<T>(&self, as_of: Option<u64>, f: impl FnOnce(&Sources) -> T) -> Result<T, StoreError> {
+    fn with_sources<T>(
+        &self,
+        as_of: Option<u64>,
+        f: impl FnOnce(&Sources) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let (blocks, heads, newest) = {
             let st = self.state.read();
             let mut heads: Vec<_> = st.frozen.iter().map(|f| f.head.index_handle()).collect();
@@ -556,15 +613,14 @@ impl Inner {
             g.extend(*first, tail).map_err(|e| e.corrupt_at("head"))?;
             guards.push(parking_lot::RwLockWriteGuard::downgrade(g));
         }
-        let mut views: Vec<&dyn IndexView> =
-            blocks.iter().map(|b| b.search_index() as &dyn IndexView).collect();
-        views.extend(guards.iter().map(|g| &g.builder as &dyn IndexView));
-        Ok(f(&Sources { views, as_of: as_of.unwrap_or(newest) }))
+        let mut sources: Vec<Source> = blocks.iter().cloned().map(Source::block).collect();
+        sources.extend(guards.iter().map(|g| Source::Head(&g.builder as &dyn IndexView)));
+        f(&Sources { sources, as_of: as_of.unwrap_or(newest) })
     }
 
     fn search(&self, q: &TraceQuery) -> Result<SearchPage, StoreError> {
         let as_of = q.cursor.map(|c| c.as_of_unix_nano);
-        self.with_sources(as_of, |s| s.search(q, &|id| self.get_trace(id)))?
+        self.with_sources(as_of, |s| s.search(q, &|id| self.get_trace(id)))
     }
 
     fn get_trace(&self, id: TraceId) -> Result<Option<Trace>, StoreError> {

@@ -56,10 +56,12 @@ pub(super) fn check_block_versions(fs: &dyn FileSystem, blocks_dir: &Path) -> Re
 }
 
 pub(super) fn open_blocks(
-    fs: &dyn FileSystem,
+    fs_arc: &Arc<dyn FileSystem>,
     root: &Path,
     stats: &StoreStats,
+    cache: &Arc<BlockCache>,
 ) -> Result<Vec<Arc<Block>>, StoreError> {
+    let fs = fs_arc.as_ref();
     let blocks_dir = root.join("blocks");
     let entries = fs
         .list(&blocks_dir)
@@ -78,7 +80,7 @@ pub(super) fn open_blocks(
             let _ = fs.remove_dir_all(&dir);
             continue;
         }
-        match Block::open(fs, &dir) {
+        match Block::open(fs_arc, &dir, cache) {
             Ok(b) => {
                 for what in &b.repaired {
                     warn!(block = %name, damage = %what, "rebuilt a damaged derived file from the block's data");

@@ -187,6 +187,36 @@ pub struct SearchIndex {
     pub by_start: Vec<u32>,
 }
 
+impl SearchIndex {
+    /// Estimated heap bytes held (the block cache's weight of it).
+    pub fn heap_bytes(&self) -> u64 {
+        use std::mem::size_of;
+        let text = |s: &String| (size_of::<String>() + s.capacity()) as u64;
+        let traces: u64 = self
+            .traces
+            .iter()
+            .map(|t| (size_of::<TracePart>() + t.services.capacity() * size_of::<ServicePart>()) as u64)
+            .sum();
+        let terms: u64 = self
+            .terms
+            .iter()
+            .map(|p| {
+                size_of::<Postings>() as u64
+                    + p.term.key.capacity() as u64
+                    + p.term.value.capacity() as u64
+                    + p.traces.capacity() as u64 * 4
+            })
+            .sum();
+        let unindexed: u64 = self.unindexed.iter().map(|(_, k)| 8 + text(k)).sum();
+        self.services.iter().chain(&self.names).map(text).sum::<u64>()
+            + traces
+            + terms
+            + unindexed
+            + (self.edges.capacity() * size_of::<EdgeCount>()) as u64
+            + self.by_start.capacity() as u64 * 4
+    }
+}
+
 /// Candidate traces of one source.
 pub enum Candidates<'a> {
     /// Parts, in no particular order.

@@ -168,6 +168,11 @@ impl GramSets {
         Ok(Self { groups })
     }
 
+    /// Heap bytes held.
+    pub fn heap_bytes(&self) -> u64 {
+        self.groups.iter().map(|g| 32 + g.as_ref().map_or(0, |v| v.capacity() as u64 * 4)).sum()
+    }
+
     /// Whether row group `group` may hold a body containing the text whose trigrams are
     /// `needle` (see [`needle_grams`]). `false` is certain; `true` means read it.
     pub fn may_contain(&self, group: usize, needle: &[u32]) -> bool {

@@ -1,6 +1,7 @@
 //! Opening a block's log files; reading records by trace and by search.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int8Type, UInt64Type};
@@ -17,22 +18,31 @@ use strand_core::{AnyValue, LogQuery, LogRecord, SpanId, StoreError, StoredLog, 
 use super::grams::{GramCollector, GramSets, LOG_GRAMS_FILE, needle_grams};
 use super::write::logs_schema;
 use super::{LOG_TRACES_FILE, LOGS_FILE};
-use crate::block::FileChecksum;
 use crate::block::guard;
 use crate::block::json::{attrs_from_json, value_from_json};
 use crate::block::read::{
-    FileReader, IndexEntry, ResourceScopeColumns, SharedParts, corrupt, fsb, io_err, range_selection,
-    read_checked, read_index, u32_column,
+    FileReader, IndexEntry, ResourceScopeColumns, SharedParts, corrupt, fsb, index_bytes as index_bytes_of,
+    io_err, range_selection, read_checked, read_index, u32_column,
 };
+use crate::block::{BlockMeta, FileChecksum};
+use crate::cache::{BlockCache, Part, TraceFilter};
 use crate::error::FormatError;
 use crate::fs::FileSystem;
 
-/// A block's log part, open: the parquet footer and the trace index stay in memory.
+/// A block's log part, open: the parquet footer, the text filter and a trace-id filter
+/// stay in memory; the trace index is loaded when a lookup needs it and kept in the
+/// store's [`BlockCache`].
 pub struct LogFiles {
     path: PathBuf,
     file: FileReader,
     footer: ArrowReaderMetadata,
-    index: Vec<IndexEntry>,
+    /// The block's cache key.
+    key: Arc<str>,
+    fs: Arc<dyn FileSystem>,
+    cache: Arc<BlockCache>,
+    /// Size and checksum of `log_traces.parquet`.
+    index_file: FileChecksum,
+    filter: TraceFilter,
     /// The text filter; `None` for blocks written before it.
     grams: Option<GramSets>,
     rows: u64,
@@ -59,13 +69,15 @@ impl LogFiles {
     /// derived from the records) is rebuilt from the records: it comes back with what was
     /// wrong, for the caller to write back.
     pub fn open(
-        fs: &dyn FileSystem,
+        fs: &Arc<dyn FileSystem>,
         dir: &Path,
-        files: &[FileChecksum],
-        count: u64,
+        meta: &BlockMeta,
+        cache: &Arc<BlockCache>,
     ) -> Result<(Self, Option<RebuiltFilter>), StoreError> {
-        read_checked(fs, dir, files, LOGS_FILE)?;
-        let index_bytes = Bytes::from(read_checked(fs, dir, files, LOG_TRACES_FILE)?);
+        let (files, count) = (&meta.files, meta.log_count);
+        read_checked(fs.as_ref(), dir, files, LOGS_FILE)?;
+        let index_bytes = Bytes::from(read_checked(fs.as_ref(), dir, files, LOG_TRACES_FILE)?);
+        let index_file = FileChecksum::of(LOG_TRACES_FILE, &index_bytes);
         let path = dir.join(LOGS_FILE);
         let file = FileReader(fs.open_read(&path).map_err(|e| io_err(&path, e))?);
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
@@ -78,24 +90,33 @@ impl LogFiles {
         if rows != count {
             return Err(corrupt(&path, format!("{rows} rows, meta.json says {count}")));
         }
-        let index_path = dir.join(LOG_TRACES_FILE);
         let index_len = index_bytes.len() as u64;
-        let index = guard(|| read_index(index_bytes)).map_err(|e| e.corrupt_at(index_path.display()))?;
-        let in_order = index.windows(2).all(|w| w[0].trace_id < w[1].trace_id);
-        let in_bounds = index.iter().all(|e| u64::from(e.first_row) + u64::from(e.rows) <= rows);
-        if !in_order || !in_bounds {
-            return Err(corrupt(&index_path, "log trace index does not match logs.parquet"));
-        }
+        let index = decode_log_index(index_bytes, &dir.join(LOG_TRACES_FILE), rows)?;
+        let key: Arc<str> = Arc::from(meta.id.as_str());
+        let bytes = index_bytes_of(&index);
+        let filter = TraceFilter::new(index.iter().map(|e| &e.trace_id));
+        cache.insert(&key, Part::LogTraceIndex, Arc::new(index), bytes);
         let group_rows: Vec<u64> =
             footer.metadata().row_groups().iter().map(|g| g.num_rows() as u64).collect();
         let stored_grams = files.iter().any(|f| f.name == LOG_GRAMS_FILE).then(|| {
-            let bytes = read_checked(fs, dir, files, LOG_GRAMS_FILE)?;
+            let bytes = read_checked(fs.as_ref(), dir, files, LOG_GRAMS_FILE)?;
             let sets = GramSets::decode(&bytes, &group_rows)
                 .map_err(|e| e.corrupt_at(dir.join(LOG_GRAMS_FILE).display()))?;
             Ok::<_, StoreError>((sets, bytes.len() as u64))
         });
-        let mut out =
-            Self { disk_bytes: file.len() + index_len, path, file, footer, index, grams: None, rows };
+        let mut out = Self {
+            disk_bytes: file.len() + index_len,
+            path,
+            file,
+            footer,
+            key,
+            fs: fs.clone(),
+            cache: cache.clone(),
+            index_file,
+            filter,
+            grams: None,
+            rows,
+        };
         let mut rebuilt = None;
         match stored_grams {
             Some(Ok((sets, len))) => {
@@ -131,15 +152,36 @@ impl LogFiles {
 
     /// The records of a trace (of one span of it), in file order.
     pub fn read_trace(&self, id: &TraceId, span: Option<SpanId>) -> Result<Vec<StoredLog>, StoreError> {
-        let Ok(pos) = self.index.binary_search_by(|e| e.trace_id.cmp(&id.0)) else {
+        if !self.filter.may_contain(&id.0) {
+            return Ok(Vec::new());
+        }
+        let index = self.trace_index()?;
+        let Ok(pos) = index.binary_search_by(|e| e.trace_id.cmp(&id.0)) else {
             return Ok(Vec::new());
         };
-        let e = self.index[pos];
+        let e = index[pos];
         let mut out = self.read_ranges(&[(u64::from(e.first_row), u64::from(e.rows))])?;
         if let Some(span) = span {
             out.retain(|l| l.record.span_id == Some(span));
         }
         Ok(out)
+    }
+
+    /// Where each trace's records are, from the cache or `log_traces.parquet`.
+    fn trace_index(&self) -> Result<Arc<Vec<IndexEntry>>, StoreError> {
+        self.cache.get_or_load(&self.key, Part::LogTraceIndex, || {
+            let dir = self.path.parent().unwrap_or(Path::new("."));
+            let data =
+                read_checked(self.fs.as_ref(), dir, std::slice::from_ref(&self.index_file), LOG_TRACES_FILE)?;
+            let index = decode_log_index(Bytes::from(data), &dir.join(LOG_TRACES_FILE), self.rows)?;
+            let bytes = index_bytes_of(&index);
+            Ok((index, bytes))
+        })
+    }
+
+    /// Heap bytes held whatever the cache does (trace-id and text filters).
+    pub fn resident_bytes(&self) -> u64 {
+        self.filter.heap_bytes() + self.grams.as_ref().map_or(0, GramSets::heap_bytes)
     }
 
     /// Every record (for compaction).
@@ -463,6 +505,18 @@ impl RowDecoder {
         }
         Ok(())
     }
+}
+
+/// Decodes the log trace index at `path` of a file of `rows` records, checking its order
+/// and bounds.
+fn decode_log_index(data: Bytes, path: &Path, rows: u64) -> Result<Vec<IndexEntry>, StoreError> {
+    let index = guard(|| read_index(data)).map_err(|e| e.corrupt_at(path.display()))?;
+    let in_order = index.windows(2).all(|w| w[0].trace_id < w[1].trace_id);
+    let in_bounds = index.iter().all(|e| u64::from(e.first_row) + u64::from(e.rows) <= rows);
+    if !in_order || !in_bounds {
+        return Err(corrupt(path, "log trace index does not match logs.parquet"));
+    }
+    Ok(index)
 }
 
 #[cfg(test)]
