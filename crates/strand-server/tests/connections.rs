@@ -41,33 +41,34 @@ async fn idle_connections_are_closed() {
     server.stop().await;
 }
 
+/// Opens the two connections a cap of 2 allows to `addr`, waits until the server counts
+/// `open` connections in all, then checks that a third is closed at once and that
+/// `refused` connections have been refused in all. Returns the two held open.
+async fn fill_and_overflow(
+    server: &common::TestServer,
+    addr: std::net::SocketAddr,
+    open: f64,
+    refused: f64,
+) -> [TcpStream; 2] {
+    let held =
+        [TcpStream::connect(addr).await.expect("connect"), TcpStream::connect(addr).await.expect("connect")];
+    common::eventually("the two connections to be open", || async {
+        (metric(server, "strand_http_connections_open").await >= Some(open)).then_some(())
+    })
+    .await;
+    let mut third = TcpStream::connect(addr).await.expect("connect");
+    assert!(closed_by_server(&mut third).await, "the third connection to {addr} is closed at once");
+    assert_eq!(metric(server, "strand_http_connections_refused_total").await, Some(refused));
+    held
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_cap_are_closed_and_counted() {
     let server = common::start(|c| c.connections.max_per_listener = 2).await;
-    let held: Vec<TcpStream> = vec![
-        TcpStream::connect(server.otlp_http).await.expect("connect"),
-        TcpStream::connect(server.otlp_http).await.expect("connect"),
-    ];
-    common::eventually("the two connections to be open", || async {
-        // The query port is another listener: its own connection (this request) counts too.
-        (metric(&server, "strand_http_connections_open").await >= Some(3.0)).then_some(())
-    })
-    .await;
-    let mut third = TcpStream::connect(server.otlp_http).await.expect("connect");
-    assert!(closed_by_server(&mut third).await, "the third connection is closed at once");
-    assert_eq!(metric(&server, "strand_http_connections_refused_total").await, Some(1.0));
-    // The OTLP/gRPC listener has its own cap.
-    let grpc_held = [
-        TcpStream::connect(server.grpc).await.expect("connect"),
-        TcpStream::connect(server.grpc).await.expect("connect"),
-    ];
-    common::eventually("the gRPC connections to be open", || async {
-        (metric(&server, "strand_http_connections_open").await >= Some(5.0)).then_some(())
-    })
-    .await;
-    let mut third = TcpStream::connect(server.grpc).await.expect("connect");
-    assert!(closed_by_server(&mut third).await, "the third gRPC connection is closed at once");
-    assert_eq!(metric(&server, "strand_http_connections_refused_total").await, Some(2.0));
+    // The query port is another listener: its own connection (each /metrics request)
+    // counts too. The OTLP/gRPC listener has its own cap.
+    let held = fill_and_overflow(&server, server.otlp_http, 3.0, 1.0).await;
+    let grpc_held = fill_and_overflow(&server, server.grpc, 5.0, 2.0).await;
     drop(grpc_held);
     drop(held);
     let trace = std::fs::read(common::fixture("otlp/trace.json")).expect("fixture");

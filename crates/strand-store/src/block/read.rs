@@ -279,7 +279,7 @@ impl Block {
                 cache.insert(&block.key, Part::SearchIndex, Arc::new(search), bytes);
             }
         }
-        let bytes = index_bytes(&index);
+        let bytes = trace_index_heap_bytes(&index);
         cache.insert(&block.key, Part::TraceIndex, Arc::new(index), bytes);
         Ok(block)
     }
@@ -330,7 +330,7 @@ impl Block {
             let path = self.dir.join("traces.parquet");
             let data = read_checked(self.fs.as_ref(), &self.dir, &self.meta.files, "traces.parquet")?;
             let index = decode_trace_index(Bytes::from(data), &path, self.meta.span_count)?;
-            let bytes = index_bytes(&index);
+            let bytes = trace_index_heap_bytes(&index);
             Ok((index, bytes))
         })
     }
@@ -415,7 +415,7 @@ fn decode_trace_index(data: Bytes, path: &Path, spans: u64) -> Result<Vec<IndexE
 }
 
 /// Heap bytes of a trace index.
-pub(crate) fn index_bytes(index: &[IndexEntry]) -> u64 {
+pub(crate) fn trace_index_heap_bytes(index: &[IndexEntry]) -> u64 {
     std::mem::size_of_val(index) as u64
 }
 

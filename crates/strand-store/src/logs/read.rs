@@ -21,8 +21,8 @@ use super::{LOG_TRACES_FILE, LOGS_FILE};
 use crate::block::guard;
 use crate::block::json::{attrs_from_json, value_from_json};
 use crate::block::read::{
-    FileReader, IndexEntry, ResourceScopeColumns, SharedParts, corrupt, fsb, index_bytes as index_bytes_of,
-    io_err, range_selection, read_checked, read_index, u32_column,
+    FileReader, IndexEntry, ResourceScopeColumns, SharedParts, corrupt, fsb, io_err, range_selection,
+    read_checked, read_index, trace_index_heap_bytes, u32_column,
 };
 use crate::block::{BlockMeta, FileChecksum};
 use crate::cache::{BlockCache, Part, TraceFilter};
@@ -93,7 +93,7 @@ impl LogFiles {
         let index_len = index_bytes.len() as u64;
         let index = decode_log_index(index_bytes, &dir.join(LOG_TRACES_FILE), rows)?;
         let key: Arc<str> = Arc::from(meta.id.as_str());
-        let bytes = index_bytes_of(&index);
+        let bytes = trace_index_heap_bytes(&index);
         let filter = TraceFilter::new(index.iter().map(|e| &e.trace_id));
         cache.insert(&key, Part::LogTraceIndex, Arc::new(index), bytes);
         let group_rows: Vec<u64> =
@@ -174,7 +174,7 @@ impl LogFiles {
             let data =
                 read_checked(self.fs.as_ref(), dir, std::slice::from_ref(&self.index_file), LOG_TRACES_FILE)?;
             let index = decode_log_index(Bytes::from(data), &dir.join(LOG_TRACES_FILE), self.rows)?;
-            let bytes = index_bytes_of(&index);
+            let bytes = trace_index_heap_bytes(&index);
             Ok((index, bytes))
         })
     }
