@@ -250,7 +250,11 @@ pub struct StorageConfig {
     /// Delete data received longer ago than this.
     pub retention: HumanDuration,
     /// Delete the oldest blocks while the data directory exceeds this; `null` for no limit.
+    /// The head is cut at a quarter of it, and writes get 503 while the WAL alone is over it.
     pub max_disk_size: Option<ByteSize>,
+    /// Memory for received data not yet in blocks (the head and heads waiting to be
+    /// written); writes get 429 at it while block writes catch up.
+    pub max_unwritten_size: ByteSize,
     /// Blocks under half this many spans are merged up to this many.
     pub compaction_target_spans: u64,
     /// Writes that may queue for the WAL before clients are told to back off (429).
@@ -309,6 +313,7 @@ impl Default for StorageConfig {
             head_max_age: HumanDuration(d.head_max_age),
             retention: HumanDuration(d.retention),
             max_disk_size: None,
+            max_unwritten_size: ByteSize(d.max_unwritten_bytes),
             compaction_target_spans: d.compaction_target_spans,
             max_pending_writes: d.max_pending_writes,
             maintenance_interval: HumanDuration(d.maintenance_interval),
@@ -331,6 +336,7 @@ impl StorageConfig {
             head_max_age: self.head_max_age.0,
             retention: self.retention.0,
             max_disk_bytes: self.max_disk_size.map(|b| b.0),
+            max_unwritten_bytes: self.max_unwritten_size.0,
             compaction_target_spans: self.compaction_target_spans,
             max_pending_writes: self.max_pending_writes,
             maintenance_interval: self.maintenance_interval.0,
@@ -372,6 +378,7 @@ impl Config {
         positive("storage.head_max_spans", self.storage.head_max_spans > 0);
         positive("storage.head_max_log_records", self.storage.head_max_log_records > 0);
         positive("storage.head_max_size", self.storage.head_max_size.0 > 0);
+        positive("storage.max_unwritten_size", self.storage.max_unwritten_size.0 > 0);
         positive("storage.head_max_age", !self.storage.head_max_age.0.is_zero());
         positive("storage.retention", !self.storage.retention.0.is_zero());
         positive("storage.compaction_target_spans", self.storage.compaction_target_spans > 0);

@@ -179,6 +179,8 @@ impl FileSystem for StdFs {
 ///   with `ENOSPC`, like a full disk.
 /// - [`FaultyFs::crash`] cuts every appended file back to its last fsynced length and makes
 ///   the open handles fail, like a power cut: what was written but not synced is gone.
+/// - [`FaultyFs::fail_writes_under`] makes whole-file writes below one directory fail with
+///   `ENOSPC` while everything else works: block writes fail, the WAL does not.
 #[derive(Default, Clone)]
 pub struct FaultyFs {
     state: Arc<FaultState>,
@@ -190,6 +192,7 @@ struct FaultState {
     limited: AtomicBool,
     crashed: AtomicBool,
     synced: Mutex<HashMap<PathBuf, u64>>,
+    failing_dir: Mutex<Option<PathBuf>>,
 }
 
 impl FaultState {
@@ -239,6 +242,12 @@ impl FaultyFs {
             }
         }
         Ok(())
+    }
+
+    /// Makes [`FileSystem::write_file`] fail with `ENOSPC` for every path below `dir`;
+    /// `None` ends it.
+    pub fn fail_writes_under(&self, dir: Option<PathBuf>) {
+        *self.state.failing_dir.lock() = dir;
     }
 
     /// After a crash, lets a new store open the same directory.
@@ -299,6 +308,9 @@ impl FileSystem for FaultyFs {
     }
 
     fn write_file(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        if self.state.failing_dir.lock().as_ref().is_some_and(|d| path.starts_with(d)) {
+            return Err(io::Error::from_raw_os_error(28));
+        }
         self.state.take_space(data.len() as u64)?;
         StdFs.write_file(path, data)
     }

@@ -1,56 +1,86 @@
-//! The flusher thread: frozen heads become blocks, written atomically; it also runs
-//! maintenance on schedule.
+//! The flusher thread: frozen heads become blocks, written atomically, oldest first; each
+//! written block wakes the maintenance thread (the disk budget may now be exceeded).
 
 use super::*;
 use crate::logs::{LOG_GRAMS_FILE, LOG_TRACES_FILE, LOGS_FILE};
 
-pub(super) fn flush_loop(inner: Arc<Inner>, rx: Receiver<FlushJob>) {
-    let mut last_maintenance = Instant::now();
+pub(super) fn flush_loop(inner: &Inner, rx: &Receiver<FlushJob>, wake_maintenance: &mpsc::Sender<()>) {
+    let mut queue = FlushQueue::default();
     loop {
-        match rx.recv_timeout(Duration::from_millis(500)) {
-            Ok(FlushJob::Frozen { frozen, waiters }) => write_frozen_until_done(&inner, &frozen, waiters),
+        let wait = queue
+            .retry_at
+            .map_or(Duration::from_millis(500), |at| at.saturating_duration_since(Instant::now()));
+        match rx.recv_timeout(wait) {
+            Ok(FlushJob::Frozen { frozen, waiters }) => queue.push(inner, frozen, waiters),
             Ok(FlushJob::Stop) | Err(RecvTimeoutError::Disconnected) => return,
             Err(RecvTimeoutError::Timeout) => {}
         }
-        if last_maintenance.elapsed() >= inner.cfg.maintenance_interval {
-            last_maintenance = Instant::now();
-            if let Err(e) = maintain(&inner) {
-                warn!(error = %e, "maintenance failed");
-            }
+        if queue.write_due(inner) {
+            let _ = wake_maintenance.send(());
         }
     }
 }
 
-/// Writes a frozen head as a block. After a failure (a full disk) the waiters hear of it at
-/// once, and the write is retried with backoff until it succeeds or the store closes; the
-/// WAL segments keep the data safe meanwhile, so a restart replays it.
-pub(super) fn write_frozen_until_done(
-    inner: &Inner,
-    frozen: &Arc<Frozen>,
-    waiters: Vec<oneshot::Sender<FlushResult>>,
-) {
-    // A frozen head already published (a flush request waiting on it) needs nothing.
-    let pending = inner.state.read().frozen.iter().any(|f| Arc::ptr_eq(f, frozen));
-    let mut result = if pending { write_frozen(inner, frozen).map_err(Arc::new) } else { Ok(()) };
-    let mut waiters = Some(waiters);
-    let mut delay = Duration::from_millis(100);
-    while let Err(e) = &result {
-        inner.stats.block_write_errors.fetch_add(1, Ordering::Relaxed);
-        *inner.health.flush.lock() = Some(e.to_string());
-        warn!(error = %e, "block write failed; will retry");
-        for w in waiters.take().unwrap_or_default() {
-            let _ = w.send(Err(e.clone()));
-        }
-        if inner.closing.load(Ordering::SeqCst) {
+/// Frozen heads waiting to be written, oldest first (their WAL segments are deleted in that
+/// order), and the failure that holds them up.
+#[derive(Default)]
+struct FlushQueue {
+    waiting: std::collections::VecDeque<(Arc<Frozen>, Vec<oneshot::Sender<FlushResult>>)>,
+    /// The last write's failure: flush requests arriving meanwhile hear it at once instead
+    /// of waiting for a retry that may take as long as the disk stays full.
+    failure: Option<Arc<StoreError>>,
+    retry_at: Option<Instant>,
+    delay: Duration,
+}
+
+impl FlushQueue {
+    fn push(&mut self, inner: &Inner, frozen: Arc<Frozen>, mut waiters: Vec<oneshot::Sender<FlushResult>>) {
+        let pending = inner.state.read().frozen.iter().any(|f| Arc::ptr_eq(f, &frozen));
+        if !pending {
+            // Already written (a flush request waiting on it found it published).
+            waiters.into_iter().for_each(|w| drop(w.send(Ok(()))));
             return;
         }
-        std::thread::sleep(delay);
-        delay = (delay * 2).min(Duration::from_secs(5));
-        result = write_frozen(inner, frozen).map_err(Arc::new);
+        if let Some(e) = &self.failure {
+            waiters.drain(..).for_each(|w| drop(w.send(Err(e.clone()))));
+        }
+        match self.waiting.iter_mut().find(|(f, _)| Arc::ptr_eq(f, &frozen)) {
+            Some((_, queued)) => queued.extend(waiters),
+            None => self.waiting.push_back((frozen, waiters)),
+        }
     }
-    *inner.health.flush.lock() = None;
-    for w in waiters.take().unwrap_or_default() {
-        let _ = w.send(Ok(()));
+
+    /// Writes the waiting frozen heads in order until one fails (then retried with backoff,
+    /// up to 5 s apart, until it succeeds or the store closes; its WAL segments keep the
+    /// data safe meanwhile). Returns whether a block was written.
+    fn write_due(&mut self, inner: &Inner) -> bool {
+        if self.retry_at.is_some_and(|at| Instant::now() < at) {
+            return false;
+        }
+        let mut wrote = false;
+        while let Some((frozen, waiters)) = self.waiting.front_mut() {
+            match write_frozen(inner, frozen) {
+                Ok(()) => {
+                    waiters.drain(..).for_each(|w| drop(w.send(Ok(()))));
+                    self.waiting.pop_front();
+                    (self.failure, self.retry_at, self.delay) = (None, None, Duration::ZERO);
+                    *inner.health.flush.lock() = None;
+                    wrote = true;
+                }
+                Err(e) => {
+                    let e = Arc::new(e);
+                    inner.stats.block_write_errors.fetch_add(1, Ordering::Relaxed);
+                    *inner.health.flush.lock() = Some(e.to_string());
+                    warn!(error = %e, "block write failed; will retry");
+                    waiters.drain(..).for_each(|w| drop(w.send(Err(e.clone()))));
+                    self.delay = (self.delay * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+                    self.retry_at = Some(Instant::now() + self.delay);
+                    self.failure = Some(e);
+                    break;
+                }
+            }
+        }
+        wrote
     }
 }
 
@@ -75,6 +105,7 @@ pub(super) fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), St
         let mut st = inner.state.write();
         st.blocks.push(Arc::new(block));
         st.frozen.retain(|f| !Arc::ptr_eq(f, frozen));
+        inner.frozen_bytes.fetch_sub(frozen.head.bytes(), Ordering::Relaxed);
     }
     inner.stats.blocks_written.fetch_add(1, Ordering::Relaxed);
     Wal::remove_through(inner.fs.as_ref(), &inner.root.join("wal"), frozen.through_segment)

@@ -5,6 +5,31 @@ use super::*;
 /// Most bytes of log files one compaction merges.
 const MAX_MERGED_LOG_BYTES: u64 = 64 << 20;
 
+/// How often the disk budget is checked when there is one.
+const BUDGET_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The maintenance thread: retention and compaction every `maintenance_interval`, and the
+/// disk budget every second and after each block write (the flusher wakes it). Running
+/// apart from the flusher, it deletes old blocks while a block write is failing for want
+/// of space. It stops when the flusher does.
+pub(super) fn maintenance_loop(inner: &Inner, wake: &Receiver<()>) {
+    let mut last_full = Instant::now();
+    loop {
+        match wake.recv_timeout(BUDGET_CHECK_INTERVAL) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if last_full.elapsed() >= inner.cfg.maintenance_interval {
+            last_full = Instant::now();
+            if let Err(e) = maintain(inner) {
+                warn!(error = %e, "maintenance failed");
+            }
+        } else if inner.cfg.max_disk_bytes.is_some() {
+            enforce_retention(inner, inner.cfg.clock.now_unix_nano());
+        }
+    }
+}
+
 /// Retention, then compaction (nothing is merged that is about to be deleted).
 pub(super) fn maintain(inner: &Inner) -> Result<bool, StoreError> {
     enforce_retention(inner, inner.cfg.clock.now_unix_nano());
@@ -96,6 +121,12 @@ pub(super) fn enforce_retention(inner: &Inner, now: u64) {
                 doomed.push(b);
             }
             st.blocks.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
+            // What is left over the budget is data not yet in blocks: refuse writes until
+            // cuts turn it into (smaller) blocks.
+            let over = if total > budget { total } else { 0 };
+            if inner.over_disk_budget.swap(over, Ordering::Relaxed) == 0 && over > 0 {
+                warn!(stored = over, budget, "the WAL alone is over the disk budget; refusing writes");
+            }
         }
         doomed
     };

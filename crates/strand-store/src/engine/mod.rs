@@ -7,15 +7,20 @@
 //!                                      ▼
 //!                   rotate WAL, freeze head ──► flusher thread: encode block, write it
 //!                                               atomically, publish, delete sealed WAL
-//!                                               segments; also compaction and retention
+//!                                               segments
+//!                                                 │ wakes
+//!                                                 ▼
+//!                                  maintenance thread: disk budget, retention, compaction
 //! ```
 //!
-//! Reads see the live head, frozen heads still being written, and blocks.
+//! Reads see the live head, frozen heads still being written, and blocks. Writes are
+//! refused before the WAL while frozen heads hold up too much memory
+//! ([`StoreConfig::max_unwritten_bytes`]) or the WAL alone is over the disk budget.
 //!
 //! - `wal_thread`: group commit, head inserts, head cuts;
 //! - `index_thread`: the heads' search indexes;
-//! - `flusher`: frozen heads into blocks, and scheduled maintenance;
-//! - `maintenance`: retention and compaction;
+//! - `flusher`: frozen heads into blocks, in order, failures retried;
+//! - `maintenance`: the disk budget, retention and compaction, on their own thread;
 //! - `startup`: the data-directory lock, format versions, blocks found at start.
 
 use std::path::{Path, PathBuf};
@@ -52,7 +57,7 @@ mod wal_thread;
 
 use flusher::{flush_loop, write_block};
 use index_thread::{INDEX_QUEUE, IndexJob, index_loop};
-use maintenance::maintain;
+use maintenance::{maintain, maintenance_loop};
 use startup::{check_block_versions, lock_data_dir, open_blocks};
 use wal_thread::wal_loop;
 
@@ -80,8 +85,15 @@ pub struct StoreConfig {
     pub head_max_age: Duration,
     /// Delete blocks whose newest span was received longer ago than this.
     pub retention: Duration,
-    /// Delete the oldest blocks while blocks and WAL together exceed this many bytes.
+    /// Delete the oldest blocks while blocks and WAL together exceed this many bytes. The
+    /// head is cut at a quarter of it at most, and writes are refused while the WAL alone
+    /// is over it.
     pub max_disk_bytes: Option<u64>,
+    /// Most encoded bytes of received spans and log records held in memory until they are
+    /// in blocks (the live head and frozen heads waiting for the flusher). The head is cut
+    /// at half of it at most; writes are refused as overloaded while frozen heads wait and
+    /// the total is at the limit, so block writes catch up.
+    pub max_unwritten_bytes: u64,
     /// Blocks under half this many rows (spans and log records) are merged, up to this
     /// many rows.
     pub compaction_target_spans: u64,
@@ -105,6 +117,7 @@ impl Default for StoreConfig {
             head_max_age: Duration::from_secs(300),
             retention: Duration::from_secs(7 * 24 * 3600),
             max_disk_bytes: None,
+            max_unwritten_bytes: DEFAULT_MAX_UNWRITTEN_BYTES,
             compaction_target_spans: 1_000_000,
             max_pending_writes: 1024,
             maintenance_interval: Duration::from_secs(60),
@@ -113,6 +126,9 @@ impl Default for StoreConfig {
         }
     }
 }
+
+/// Default of [`StoreConfig::max_unwritten_bytes`]: twice the default head size.
+pub const DEFAULT_MAX_UNWRITTEN_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// Default of [`StoreConfig::cache_bytes`].
 pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
@@ -152,6 +168,11 @@ pub struct StoreStats {
     pub compactions: AtomicU64,
     /// Blocks deleted by retention (age or bytes).
     pub retention_deleted_blocks: AtomicU64,
+    /// Writes refused because received data waiting for blocks reached
+    /// [`StoreConfig::max_unwritten_bytes`].
+    pub writes_refused_memory: AtomicU64,
+    /// Writes refused because the WAL alone exceeded [`StoreConfig::max_disk_bytes`].
+    pub writes_refused_disk_budget: AtomicU64,
 }
 
 /// A point-in-time view of the store's size.
@@ -175,6 +196,8 @@ pub struct StoreSnapshot {
     pub wal_bytes: u64,
     /// Heap bytes open blocks hold outside the block cache (their filters).
     pub block_resident_bytes: u64,
+    /// Encoded bytes of the live head and of frozen heads not yet written as blocks.
+    pub unwritten_bytes: u64,
 }
 
 enum Cmd {
@@ -227,10 +250,17 @@ struct Inner {
     stats: StoreStats,
     /// Serialises block publication, compaction and retention.
     maintenance: Mutex<()>,
-    /// Set when the store is closing: the flusher stops retrying failed writes.
+    /// Set when the store is closing: the index thread stops.
     closing: std::sync::atomic::AtomicBool,
     /// What is failing right now, for readiness.
     health: Health,
+    /// Encoded bytes of the live head, as of the WAL thread's last group.
+    head_bytes: AtomicU64,
+    /// Encoded bytes of frozen heads not yet written as blocks.
+    frozen_bytes: AtomicU64,
+    /// Bytes stored while the WAL alone exceeds the disk budget (retention has nothing
+    /// left to delete); 0 otherwise. Set by maintenance.
+    over_disk_budget: AtomicU64,
 }
 
 /// The last failure of the WAL and of block writes, cleared by the next success. A WAL
@@ -293,6 +323,7 @@ impl Store {
                 head.logs.insert(framed, &record.batch, record.received_unix_nano);
             }
         })?;
+        let head_bytes = head.bytes();
         let cache = Arc::new(BlockCache::new(cfg.cache_bytes));
         let blocks = open_blocks(&fs, root, &stats, &cache)?;
         stats.wal_replayed_records.store(replay_stats.records, Ordering::Relaxed);
@@ -309,10 +340,14 @@ impl Store {
             maintenance: Mutex::new(()),
             closing: std::sync::atomic::AtomicBool::new(false),
             health: Health::default(),
+            head_bytes: AtomicU64::new(head_bytes),
+            frozen_bytes: AtomicU64::new(0),
+            over_disk_budget: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::sync_channel(cfg.max_pending_writes.max(1));
         let (index_tx, index_rx) = mpsc::sync_channel(INDEX_QUEUE);
         let (flush_tx, flush_rx) = mpsc::channel();
+        let (wake_tx, wake_rx) = mpsc::channel();
         let wal_inner = inner.clone();
         let wal_thread = std::thread::Builder::new()
             .name("strand-wal".into())
@@ -321,7 +356,12 @@ impl Store {
         let flush_inner = inner.clone();
         let flush_thread = std::thread::Builder::new()
             .name("strand-flush".into())
-            .spawn(move || flush_loop(flush_inner, flush_rx))
+            .spawn(move || flush_loop(&flush_inner, &flush_rx, &wake_tx))
+            .map_err(io(root))?;
+        let maintenance_inner = inner.clone();
+        let maintenance_thread = std::thread::Builder::new()
+            .name("strand-maintain".into())
+            .spawn(move || maintenance_loop(&maintenance_inner, &wake_rx))
             .map_err(io(root))?;
         let index_inner = inner.clone();
         let index_thread = std::thread::Builder::new()
@@ -331,7 +371,7 @@ impl Store {
         Ok(Self {
             inner,
             tx,
-            threads: Mutex::new(vec![wal_thread, flush_thread, index_thread]),
+            threads: Mutex::new(vec![wal_thread, flush_thread, index_thread, maintenance_thread]),
             lock: Mutex::new(Some(lock)),
         })
     }
@@ -360,9 +400,10 @@ impl Store {
         self.submit(Cmd::Write { batch, done }, rx).await
     }
 
-    /// Queues a write for the WAL thread and waits for its answer; a full queue is
-    /// refused at once as overloaded.
+    /// Queues a write for the WAL thread and waits for its answer; a full queue, or data
+    /// waiting for blocks over its memory or disk budget, is refused at once.
     async fn submit(&self, cmd: Cmd, rx: oneshot::Receiver<Result<(), SinkError>>) -> Result<(), SinkError> {
+        self.inner.admit()?;
         match self.tx.try_send(cmd) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -487,6 +528,23 @@ impl Inner {
             ),
             gauge("block_log_records", "Log records in blocks.", snap.block_log_records as f64),
             gauge("disk_bytes", "Bytes of blocks and WAL.", (snap.block_bytes + snap.wal_bytes) as f64),
+            gauge(
+                "store_unwritten_bytes",
+                "Encoded bytes of received spans and log records in memory, not yet in blocks.",
+                snap.unwritten_bytes as f64,
+            ),
+            gauge(
+                "store_unwritten_budget_bytes",
+                "The limit of unwritten bytes (storage.max_unwritten_size).",
+                self.cfg.max_unwritten_bytes as f64,
+            ),
+            MetricFamily::new(
+                "strand_store_writes_refused_total",
+                "Writes refused before the WAL: data waiting for blocks at storage.max_unwritten_size (memory, 429), or the WAL alone over storage.max_disk_size (disk_budget, 503).",
+                strand_core::MetricKind::Counter,
+            )
+            .with(vec![("reason", "memory".into())], c(&s.writes_refused_memory))
+            .with(vec![("reason", "disk_budget".into())], c(&s.writes_refused_disk_budget)),
             counter(
                 "block_cache_hits_total",
                 "Block indexes a query found in the block cache.",
@@ -543,6 +601,48 @@ impl Drop for Closing {
 }
 
 impl Inner {
+    /// Encoded bytes received and not yet in blocks: the live head and frozen heads.
+    fn unwritten_bytes(&self) -> u64 {
+        self.head_bytes.load(Ordering::Relaxed) + self.frozen_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The head is cut at this many encoded bytes: its own limit, half the memory for
+    /// unwritten data and a quarter of the disk budget, whichever is smallest.
+    fn head_cut_bytes(&self) -> u64 {
+        let cfg = &self.cfg;
+        let mut cap = cfg.head_max_bytes.min(cfg.max_unwritten_bytes / 2);
+        if let Some(budget) = cfg.max_disk_bytes {
+            cap = cap.min(budget / 4);
+        }
+        cap.max(1)
+    }
+
+    /// Refuses a write while frozen heads wait and the unwritten data is at its memory
+    /// limit (overloaded: block writes go first), or while the WAL alone is over the disk
+    /// budget (unavailable until blocks are written and old ones deleted).
+    fn admit(&self) -> Result<(), SinkError> {
+        let frozen = self.frozen_bytes.load(Ordering::Relaxed);
+        let unwritten = self.unwritten_bytes();
+        if frozen > 0 && unwritten >= self.cfg.max_unwritten_bytes {
+            self.stats.writes_refused_memory.fetch_add(1, Ordering::Relaxed);
+            return Err(SinkError::Overloaded(format!(
+                "{unwritten} bytes of received data wait to be written to blocks, at the limit of {} \
+                 (storage.max_unwritten_size); retry later",
+                self.cfg.max_unwritten_bytes
+            )));
+        }
+        let stored = self.over_disk_budget.load(Ordering::Relaxed);
+        if stored > 0 {
+            self.stats.writes_refused_disk_budget.fetch_add(1, Ordering::Relaxed);
+            return Err(SinkError::Unavailable(format!(
+                "the disk budget is full: {stored} bytes stored, over the {}-byte budget \
+                 (storage.max_disk_size), and only data not yet in blocks is left to delete; retry later",
+                self.cfg.max_disk_bytes.unwrap_or_default()
+            )));
+        }
+        Ok(())
+    }
+
     /// Why writes would fail right now (see [`TraceStore::not_ready`]).
     fn not_ready(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -553,6 +653,13 @@ impl Inner {
         }
         if let Some(e) = &*self.health.flush.lock() {
             out.push(format!("flush: writing a block fails (retrying): {e}"));
+        }
+        let (frozen, unwritten) = (self.frozen_bytes.load(Ordering::Relaxed), self.unwritten_bytes());
+        if frozen > 0 && unwritten >= self.cfg.max_unwritten_bytes {
+            out.push(format!(
+                "memory: {unwritten} bytes wait to be written to blocks, at the {}-byte limit",
+                self.cfg.max_unwritten_bytes
+            ));
         }
         if let Some(budget) = self.cfg.max_disk_bytes {
             let snap = self.snapshot();
@@ -583,6 +690,7 @@ impl Inner {
                 .iter()
                 .map(|b| b.resident_bytes() + b.logs.as_ref().map_or(0, |l| l.resident_bytes()))
                 .sum(),
+            unwritten_bytes: st.head.bytes() + st.frozen.iter().map(|f| f.head.bytes()).sum::<u64>(),
         }
     }
 

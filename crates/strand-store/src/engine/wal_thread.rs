@@ -145,6 +145,7 @@ impl Committer for StoreCommitter {
                     let _ = self.index_tx.try_send(IndexJob::Spans { index, position, received, batch });
                 }
             }
+            inner.head_bytes.store(st.head.bytes(), Ordering::Relaxed);
             drop(st);
             for done in replies {
                 let _ = done.send(Ok(()));
@@ -211,7 +212,8 @@ impl StoreCommitter {
 
 /// Cuts the head into a frozen head for the flusher when it is due (size, age) or `force`d
 /// (a flush request, shutdown); a flush request with nothing to cut waits for the frozen
-/// heads already queued.
+/// heads already queued. The size that makes a cut due also answers to the memory and disk
+/// budgets ([`Inner::head_cut_bytes`]).
 fn maybe_cut(
     inner: &Inner,
     wal: &mut Wal,
@@ -226,7 +228,7 @@ fn maybe_cut(
             && (force
                 || h.span_count() >= inner.cfg.head_max_spans
                 || h.logs.count() >= inner.cfg.head_max_log_records
-                || h.bytes() >= inner.cfg.head_max_bytes
+                || h.bytes() >= inner.head_cut_bytes()
                 || inner.cfg.clock.now_unix_nano().saturating_sub(h.min_received())
                     >= inner.cfg.head_max_age.as_nanos() as u64)
     };
@@ -260,6 +262,8 @@ fn maybe_cut(
     let frozen = {
         let mut st = inner.state.write();
         let head = std::mem::take(&mut st.head);
+        inner.frozen_bytes.fetch_add(head.bytes(), Ordering::Relaxed);
+        inner.head_bytes.store(0, Ordering::Relaxed);
         let frozen = Arc::new(Frozen { head, through_segment: sealed });
         st.frozen.push(frozen.clone());
         frozen
