@@ -165,8 +165,9 @@ impl BlockCache {
 }
 
 /// A Bloom filter of a block's trace ids: "certainly not here" or "maybe here" (about 1 %
-/// false positives at 10 bits per id), built when the block is opened.
-#[derive(Debug, Clone)]
+/// false positives at 10 bits per id), written with the block (`filter.bin`).
+/// The default filter holds nothing.
+#[derive(Debug, Clone, Default)]
 pub struct TraceFilter {
     bits: Vec<u64>,
 }
@@ -210,12 +211,75 @@ impl TraceFilter {
 
     /// Whether `id` may be among the filter's ids (`false`: certainly not).
     pub fn may_contain(&self, id: &[u8; 16]) -> bool {
-        self.probes(id).all(|bit| self.bits[bit / 64] & (1 << (bit % 64)) != 0)
+        !self.bits.is_empty() && self.probes(id).all(|bit| self.bits[bit / 64] & (1 << (bit % 64)) != 0)
     }
 
     /// Heap bytes held.
     pub fn heap_bytes(&self) -> u64 {
         self.bits.len() as u64 * 8
+    }
+
+    /// Appends the filter's encoding (its word count, then the words, little-endian).
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.bits.len() as u64).to_le_bytes());
+        for w in &self.bits {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+    }
+
+    /// Reads a filter from the front of `data`, advancing it.
+    fn decode_from(data: &mut &[u8]) -> Option<Self> {
+        let take = |data: &mut &[u8]| -> Option<u64> {
+            let (word, rest) = data.split_first_chunk::<8>()?;
+            *data = rest;
+            Some(u64::from_le_bytes(*word))
+        };
+        let words = usize::try_from(take(data)?).ok()?;
+        if words == 0 || words > data.len() / 8 {
+            return None;
+        }
+        let bits = (0..words).map(|_| take(data)).collect::<Option<Vec<u64>>>()?;
+        Some(Self { bits })
+    }
+}
+
+/// `filter.bin`: the trace-id filters of a block's spans and of its log records, so that
+/// opening a block reads this small file instead of its trace indexes.
+///
+/// Layout: the magic `STRFILT1`, then the span filter, then a byte 0 or 1 telling whether a
+/// log filter follows, then it; a filter is its word count (u64) and its 64-bit words, all
+/// little-endian. The file is derived (rebuilt from the trace indexes when damaged).
+pub(crate) struct BlockFilters {
+    pub(crate) spans: TraceFilter,
+    pub(crate) logs: Option<TraceFilter>,
+}
+
+/// File name of [`BlockFilters`].
+pub(crate) const FILTER_FILE: &str = "filter.bin";
+const FILTER_MAGIC: &[u8; 8] = b"STRFILT1";
+
+impl BlockFilters {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = FILTER_MAGIC.to_vec();
+        self.spans.encode_into(&mut out);
+        out.push(u8::from(self.logs.is_some()));
+        if let Some(l) = &self.logs {
+            l.encode_into(&mut out);
+        }
+        out
+    }
+
+    /// The filters in `data`; `None` when it is not a whole, well-formed `filter.bin`.
+    pub(crate) fn decode(data: &[u8]) -> Option<Self> {
+        let mut rest = data.strip_prefix(FILTER_MAGIC)?;
+        let spans = TraceFilter::decode_from(&mut rest)?;
+        let (&has_logs, mut rest) = rest.split_first()?;
+        let logs = match has_logs {
+            0 => None,
+            1 => Some(TraceFilter::decode_from(&mut rest)?),
+            _ => return None,
+        };
+        rest.is_empty().then_some(Self { spans, logs })
     }
 }
 
@@ -297,5 +361,25 @@ mod tests {
         assert!(false_positives < 200, "{false_positives} false positives in 10,000");
         let empty = TraceFilter::new([].iter());
         assert!(!empty.may_contain(&[1; 16]));
+    }
+
+    #[test]
+    fn filters_round_trip_through_their_file_and_damage_is_refused() {
+        let ids: Vec<[u8; 16]> = (0u8..50).map(|i| [i; 16]).collect();
+        for logs in [None, Some(TraceFilter::new(ids[..5].iter()))] {
+            let f = BlockFilters { spans: TraceFilter::new(ids.iter()), logs };
+            let bytes = f.encode();
+            let back = BlockFilters::decode(&bytes).expect("decodes");
+            assert_eq!(back.spans.bits, f.spans.bits);
+            assert_eq!(back.logs.map(|l| l.bits), f.logs.map(|l| l.bits));
+            assert!(BlockFilters::decode(&bytes[..bytes.len() - 1]).is_none(), "truncated");
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(BlockFilters::decode(&longer).is_none(), "trailing bytes");
+            let mut huge = bytes.clone();
+            huge[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+            assert!(BlockFilters::decode(&huge).is_none(), "a word count past the end");
+        }
+        assert!(BlockFilters::decode(b"STRFILT0").is_none());
     }
 }

@@ -9,6 +9,15 @@ use strand_store::fs::{FileSystem, StdFs};
 use strand_store::testdata::{batch, service_batch, span, trace_id};
 use strand_store::{Store, StoreConfig};
 
+/// Polls `check` every 10 ms for up to 30 s.
+fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// A closed store of two blocks (traces 1 and 2, three spans each) and its block dirs.
 async fn two_blocks() -> (tempfile::TempDir, Vec<PathBuf>) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -40,6 +49,69 @@ async fn corrupt_block_is_set_aside_and_others_are_served() {
     assert!(dir.path().join("corrupt").read_dir().expect("corrupt dir").next().is_some());
     assert!(store.get_trace_blocking(trace_id(1)).expect("read").is_none());
     assert_eq!(store.get_trace_blocking(trace_id(2)).expect("read").expect("trace 2").spans.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_damaged_inside_its_data_is_found_by_the_scrub_after_start_and_set_aside() {
+    let (dir, blocks) = two_blocks().await;
+    // Damage a data page, not the footer: opening reads only the footer, so the store
+    // starts with the block, and the scrub that checks every file afterwards finds it.
+    let spans = blocks[0].join("spans.parquet");
+    let mut bytes = std::fs::read(&spans).expect("read");
+    bytes[8..24].fill(0xEE);
+    std::fs::write(&spans, bytes).expect("write");
+
+    let store = Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default()).expect("start");
+    eventually("the scrub sets the block aside", || {
+        store.stats().corrupt_blocks.load(Ordering::Relaxed) == 1
+    });
+    assert_eq!(store.snapshot().blocks, 1);
+    let aside = dir.path().join("corrupt").join(blocks[0].file_name().expect("name"));
+    assert!(aside.join("spans.parquet").exists(), "moved whole to {}", aside.display());
+    assert!(store.get_trace_blocking(trace_id(1)).expect("read").is_none());
+    assert_eq!(store.get_trace_blocking(trace_id(2)).expect("read").expect("trace 2").spans.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_reads_no_trace_index_and_blocks_without_a_filter_file_get_one() {
+    let (dir, blocks) = two_blocks().await;
+    let store = Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default()).expect("start");
+    assert_eq!(store.block_cache().bytes(), 0, "opening loaded no index: the filters come from filter.bin");
+    assert_eq!(store.get_trace_blocking(trace_id(1)).expect("read").expect("trace 1").spans.len(), 3);
+    store.close();
+    drop(store);
+
+    // A block from before filter.bin: its trace index is read at start, and the scrub
+    // writes the file so the next start does not.
+    let meta_path = blocks[0].join("meta.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).expect("meta")).expect("json");
+    meta["files"].as_array_mut().expect("files").retain(|f| f["name"] != "filter.bin");
+    std::fs::write(&meta_path, serde_json::to_vec(&meta).expect("json")).expect("write meta");
+    std::fs::remove_file(blocks[0].join("filter.bin")).expect("remove");
+    // And a damaged one: rebuilt at once, counted.
+    let filter = blocks[1].join("filter.bin");
+    let mut bytes = std::fs::read(&filter).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&filter, bytes).expect("write");
+
+    let store = Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default()).expect("start");
+    assert!(store.block_cache().bytes() > 0, "the trace indexes were read to build the filters");
+    assert_eq!(store.stats().derived_files_repaired.load(Ordering::Relaxed), 1, "the damaged one");
+    eventually("the scrub adds filter.bin", || blocks[0].join("filter.bin").exists());
+    for seed in [1, 2] {
+        assert_eq!(store.get_trace_blocking(trace_id(seed)).expect("read").expect("trace").spans.len(), 3);
+    }
+    store.close();
+    drop(store);
+    let store = Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default()).expect("start again");
+    assert_eq!(store.block_cache().bytes(), 0, "both blocks open from their filter files");
+    assert_eq!(store.stats().derived_files_repaired.load(Ordering::Relaxed), 0);
+    assert_eq!(store.stats().corrupt_blocks.load(Ordering::Relaxed), 0);
+    for seed in [1, 2] {
+        assert_eq!(store.get_trace_blocking(trace_id(seed)).expect("read").expect("trace").spans.len(), 3);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,8 +315,11 @@ async fn damaged_derived_files_are_rebuilt_from_the_data_and_counted() {
     std::fs::remove_file(blocks[0].join("log_grams.bin")).expect("remove");
 
     let store = Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default()).expect("start");
+    // The text filter is read at start; index.bin is checked by the scrub after it.
+    eventually("both files are rebuilt", || {
+        store.stats().derived_files_repaired.load(Ordering::Relaxed) == 2
+    });
     assert_eq!(store.stats().corrupt_blocks.load(Ordering::Relaxed), 0, "no data was damaged");
-    assert_eq!(store.stats().derived_files_repaired.load(Ordering::Relaxed), 2);
     let by_service = TraceQuery { service: Some("svc-1".into()), ..TraceQuery::all(10) };
     let found = store.find_traces(by_service.clone()).await.expect("search");
     assert_eq!(found.traces.iter().map(|t| t.trace_id).collect::<Vec<_>>(), [trace_id(1)], "the index works");

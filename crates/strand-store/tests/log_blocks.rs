@@ -47,7 +47,8 @@ fn log_files(block: &std::path::Path) -> strand_store::logs::LogFiles {
         serde_json::from_slice(&std::fs::read(block.join("meta.json")).expect("meta")).expect("meta json");
     let fs: Arc<dyn strand_store::fs::FileSystem> = Arc::new(StdFs);
     let cache = Arc::new(strand_store::cache::BlockCache::new(1 << 20));
-    strand_store::logs::LogFiles::open(&fs, block, &meta, &cache).expect("open log files").0
+    let key: Arc<str> = Arc::from(meta.id.as_str());
+    strand_store::logs::LogFiles::open(&fs, block, &meta, &key, &cache, true, None).expect("open log files").0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

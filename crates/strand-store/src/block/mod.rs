@@ -8,14 +8,18 @@
 //!                    it existed are indexed when opened
 //!   logs.parquet     log records, when the cut had any (see [`crate::logs`])
 //!   log_traces.parquet  their trace index
+//!   filter.bin       Bloom filters of the trace ids of spans and of log records (derived;
+//!                    blocks written before it get one when first verified)
 //!   meta.json        BlockMeta: format version, counts, time and trace-id ranges
 //! ```
 //!
 //! A block is written into `blocks/.tmp-<id>/`, every file fsynced, then renamed into
 //! place and the parent directory fsynced, so a block is either whole or absent.
-//! `meta.json` records each data file's size and CRC32C; a block whose files do not match
-//! is never handed to the Parquet reader (which can panic on malformed input) but set
-//! aside as corrupt.
+//! `meta.json` records each data file's size and CRC32C. Opening a block at start reads
+//! only `meta.json`, `filter.bin` and the Parquet footers ([`Verify::Lazy`]); a background
+//! scrub then checks every file of each block against its checksum ([`Verify::Full`]),
+//! rebuilds damaged derived files and sets aside a block whose data does not match. Reads
+//! before that are guarded (the Parquet reader can panic on malformed input).
 //!
 //! ## `spans.parquet` (format version 1)
 //!
@@ -64,7 +68,7 @@ pub mod json;
 pub(crate) mod read;
 pub(crate) mod write;
 
-pub use read::Block;
+pub use read::{Block, Verify};
 pub use write::{BlockBuilder, EncodedBlock};
 
 /// Runs parquet-reading code, turning a panic inside it into an error: blocks are

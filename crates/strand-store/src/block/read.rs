@@ -21,7 +21,7 @@ use strand_core::{
 use super::json::{attrs_from_json, events_from_json, links_from_json};
 use super::write::spans_schema;
 use super::{BlockMeta, FORMAT_VERSION, guard};
-use crate::cache::{BlockCache, Part, TraceFilter};
+use crate::cache::{BlockCache, BlockFilters, FILTER_FILE, Part, TraceFilter};
 use crate::error::FormatError;
 use crate::fs::{FileSystem, ReadAt};
 use crate::index::{IndexBuilder, SearchIndex};
@@ -124,9 +124,16 @@ pub struct Block {
     filter: TraceFilter,
     /// The block's log records, when it has any.
     pub logs: Option<crate::logs::LogFiles>,
-    /// Derived files (`index.bin`, `log_grams.bin`) found damaged by [`Block::open`] and
-    /// rebuilt from the block's data, each with what was wrong.
+    /// Derived files (`index.bin`, `log_grams.bin`, `filter.bin`) found damaged by
+    /// [`Block::open`] and rebuilt from the block's data, each with what was wrong.
     pub repaired: Vec<String>,
+    /// See [`Block::verified`].
+    verified: bool,
+}
+
+/// Length of a block's `meta.json` (0 when it cannot be read: only sizes depend on it).
+fn meta_len(fs: &dyn FileSystem, dir: &Path) -> u64 {
+    fs.file_size(&dir.join("meta.json")).unwrap_or(0)
 }
 
 impl Drop for Block {
@@ -191,11 +198,36 @@ pub(crate) fn io_err(path: &Path, source: std::io::Error) -> StoreError {
     StoreError::Io { path: path.display().to_string(), source }
 }
 
+/// How much of a block [`Block::open`] checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    /// Every file against its size and CRC32C in `meta.json`, and that they fit together;
+    /// damaged derived files are rebuilt from the data and written back. The store's
+    /// background scrub does this once for every block opened at start.
+    Full,
+    /// Only what serving needs: `meta.json`, `filter.bin` (checked; rebuilt when damaged)
+    /// and the Parquet footers. The rest is checked when it is first read, and by the
+    /// scrub. This is how a store opens its blocks at start.
+    Lazy,
+    /// As [`Verify::Lazy`], for a block this process has just written from memory: it
+    /// counts as verified.
+    Written,
+}
+
+/// Makes every opened block's cache key unique, so a block replaced by a newer opening of
+/// the same directory (the scrub's) never drops its successor's cached parts.
+static OPENINGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl Block {
-    /// Opens a block directory, checking its files against `meta.json` and that they fit
-    /// together. The trace index, read to build the trace-id filter, is offered to `cache`;
-    /// `index.bin` is only checksummed (decoded when a query first needs it).
-    pub fn open(fs: &Arc<dyn FileSystem>, dir: &Path, cache: &Arc<BlockCache>) -> Result<Self, StoreError> {
+    /// Opens a block directory, checking as much as `verify` says. A trace index read to
+    /// build a missing or damaged filter is offered to `cache`.
+    pub fn open(
+        fs: &Arc<dyn FileSystem>,
+        dir: &Path,
+        cache: &Arc<BlockCache>,
+        verify: Verify,
+    ) -> Result<Self, StoreError> {
+        let full = verify == Verify::Full;
         let meta_path = dir.join("meta.json");
         let meta_bytes = fs.read_file(&meta_path).map_err(|e| io_err(&meta_path, e))?;
         // The version is read on its own first: a newer layout may not parse as this one.
@@ -216,15 +248,34 @@ impl Block {
         if !(1..=FORMAT_VERSION).contains(&meta.format_version) {
             return Err(corrupt(&meta_path, format!("unsupported format version {}", meta.format_version)));
         }
+        let has = |name: &str| meta.files.iter().any(|f| f.name == name);
+        let has_filters = has(FILTER_FILE);
         let spans_path = dir.join("spans.parquet");
         let traces_path = dir.join("traces.parquet");
-        read_checked(fs.as_ref(), dir, &meta.files, "spans.parquet")?;
-        let traces = Bytes::from(read_checked(fs.as_ref(), dir, &meta.files, "traces.parquet")?);
-        // index.bin is derived from the spans: damaged, it is rebuilt below. Only its
-        // checksum is checked here; it is decoded when a query first needs it.
-        let has_index = meta.files.iter().any(|f| f.name == "index.bin");
-        let stored_index = has_index
-            .then(|| read_checked(fs.as_ref(), dir, &meta.files, "index.bin").map(|data| data.len() as u64));
+        if full {
+            read_checked(fs.as_ref(), dir, &meta.files, "spans.parquet")?;
+        }
+        // filter.bin is derived from the trace indexes: damaged, it is rebuilt below.
+        let stored_filters = has_filters.then(|| {
+            let data = read_checked(fs.as_ref(), dir, &meta.files, FILTER_FILE)?;
+            let filters = BlockFilters::decode(&data)
+                .filter(|f| f.logs.is_some() == (meta.log_count > 0))
+                .ok_or_else(|| corrupt(&dir.join(FILTER_FILE), "not a filter file of this block"))?;
+            Ok::<_, StoreError>(filters)
+        });
+        // The trace index, when it must be read: to verify it, or to build the filter.
+        let index = match (&stored_filters, full) {
+            (Some(Ok(_)), false) => None,
+            _ => {
+                let traces = Bytes::from(read_checked(fs.as_ref(), dir, &meta.files, "traces.parquet")?);
+                Some(decode_trace_index(traces, &traces_path, meta.span_count)?)
+            }
+        };
+        // index.bin is derived from the spans: damaged, it is rebuilt below. A full check
+        // reads it; otherwise it is checked when a query first loads it.
+        let has_index = has("index.bin");
+        let stored_index =
+            (has_index && full).then(|| read_checked(fs.as_ref(), dir, &meta.files, "index.bin").map(|_| ()));
         let spans = FileReader(fs.open_read(&spans_path).map_err(|e| io_err(&spans_path, e))?);
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
         let footer = guard(|| Ok(ArrowReaderMetadata::load(&spans, options)?))
@@ -236,15 +287,18 @@ impl Block {
         if rows != meta.span_count as i64 {
             return Err(corrupt(&spans_path, format!("{rows} rows, meta.json says {}", meta.span_count)));
         }
-        let traces_len = traces.len() as u64;
-        let index = decode_trace_index(traces, &traces_path, meta.span_count)?;
-        let disk_bytes = spans.len() + traces_len + meta_bytes.len() as u64;
-        let key: Arc<str> = Arc::from(meta.id.as_str());
+        let key: Arc<str> = Arc::from(
+            format!("{}#{}", meta.id, OPENINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)).as_str(),
+        );
+        let (filter, log_filter) = match &stored_filters {
+            Some(Ok(f)) => (f.spans.clone(), f.logs.clone()),
+            _ => (TraceFilter::new(index.as_deref().unwrap_or_default().iter().map(|e| &e.trace_id)), None),
+        };
         let mut block = Self {
-            filter: TraceFilter::new(index.iter().map(|e| &e.trace_id)),
+            filter,
+            disk_bytes: 0,
             meta,
             dir: dir.to_path_buf(),
-            disk_bytes,
             key,
             fs: fs.clone(),
             cache: cache.clone(),
@@ -252,36 +306,67 @@ impl Block {
             footer,
             logs: None,
             repaired: Vec::new(),
+            verified: verify != Verify::Lazy,
         };
         if block.meta.log_count > 0 {
-            let (logs, rebuilt) = crate::logs::LogFiles::open(fs, dir, &block.meta, cache)?;
-            block.disk_bytes += logs.disk_bytes;
+            let (logs, rebuilt) =
+                crate::logs::LogFiles::open(fs, dir, &block.meta, &block.key, cache, full, log_filter)?;
             block.logs = Some(logs);
             if let Some((grams, reason)) = rebuilt {
                 block.repair(fs.as_ref(), crate::logs::LOG_GRAMS_FILE, &grams, reason);
             }
         }
         match stored_index {
-            Some(Ok(len)) => block.disk_bytes += len,
+            Some(Ok(())) => {}
             // Blocks written before index.bin existed, or whose index.bin is damaged:
             // index them now (receive times per trace are lost: the block's earliest).
+            None if has_index => {}
             other => {
                 let search = block.index_from_spans()?;
                 if search.traces.len() as u64 != block.meta.trace_count {
-                    return Err(corrupt(&dir.join("traces.parquet"), "trace count does not match meta.json"));
+                    return Err(corrupt(&traces_path, "trace count does not match meta.json"));
                 }
                 if let Some(Err(e)) = other {
                     let data = search.encode().map_err(|e| e.corrupt_at(dir.join("index.bin").display()))?;
-                    block.disk_bytes += data.len() as u64;
                     block.repair(fs.as_ref(), "index.bin", &data, e.to_string());
                 }
                 let bytes = search.heap_bytes();
                 cache.insert(&block.key, Part::SearchIndex, Arc::new(search), bytes);
             }
         }
-        let bytes = trace_index_heap_bytes(&index);
-        cache.insert(&block.key, Part::TraceIndex, Arc::new(index), bytes);
+        match stored_filters {
+            Some(Ok(_)) => {}
+            // Blocks written before filter.bin existed get one when fully checked (then
+            // their next start reads no trace index); a damaged one is rebuilt at once.
+            damage => {
+                if let Some(Err(e)) = &damage {
+                    let data = block.filters().encode();
+                    block.repair(fs.as_ref(), FILTER_FILE, &data, e.to_string());
+                } else if full {
+                    let data = block.filters().encode();
+                    if let Err(e) = rewrite_derived(fs.as_ref(), dir, &mut block.meta, FILTER_FILE, &data) {
+                        tracing::warn!(block = %block.meta.id, error = %e, "could not add filter.bin");
+                    }
+                }
+            }
+        }
+        block.disk_bytes = meta_len(fs.as_ref(), dir) + block.meta.files.iter().map(|f| f.bytes).sum::<u64>();
+        if let Some(index) = index {
+            let bytes = trace_index_heap_bytes(&index);
+            cache.insert(&block.key, Part::TraceIndex, Arc::new(index), bytes);
+        }
         Ok(block)
+    }
+
+    /// The block's filters, as `filter.bin` holds them.
+    fn filters(&self) -> BlockFilters {
+        BlockFilters { spans: self.filter.clone(), logs: self.logs.as_ref().map(|l| l.filter().clone()) }
+    }
+
+    /// Whether every file of the block was checked against its checksum (or written by
+    /// this process); see [`Verify`].
+    pub fn verified(&self) -> bool {
+        self.verified
     }
 
     /// Records that derived file `name` was damaged (`reason`) and rebuilt as `data`, and

@@ -30,6 +30,8 @@ pub struct EncodedBlock {
     pub spans: Vec<u8>,
     /// `traces.parquet`.
     pub traces: Vec<u8>,
+    /// The trace ids' filter (for `filter.bin`).
+    pub(crate) filter: crate::cache::TraceFilter,
     /// `meta.json` content.
     pub meta: BlockMeta,
 }
@@ -405,7 +407,8 @@ impl BlockBuilder {
                 FileChecksum::of("traces.parquet", &traces_bytes),
             ],
         };
-        Ok(EncodedBlock { spans: spans_bytes, traces: traces_bytes, meta })
+        let filter = crate::cache::TraceFilter::new(summaries.list.iter().map(|s| &s.trace_id));
+        Ok(EncodedBlock { spans: spans_bytes, traces: traces_bytes, filter, meta })
     }
 }
 

@@ -2,6 +2,7 @@
 //! written block wakes the maintenance thread (the disk budget may now be exceeded).
 
 use super::*;
+use crate::cache::FILTER_FILE;
 use crate::logs::{LOG_GRAMS_FILE, LOG_TRACES_FILE, LOGS_FILE};
 
 pub(super) fn flush_loop(inner: &Inner, rx: &Receiver<FlushJob>, wake_maintenance: &mpsc::Sender<()>) {
@@ -130,7 +131,13 @@ pub(super) fn write_block(
         builder.finish(id.clone(), min_received, max_received, compacted_from).map_err(encoding)?;
     let index = index.encode().map_err(encoding)?;
     encoded.meta.files.push(FileChecksum::of("index.bin", &index));
-    let logs = if logs.is_empty() { None } else { Some(logs.finish().map_err(encoding)?) };
+    let mut logs = if logs.is_empty() { None } else { Some(logs.finish().map_err(encoding)?) };
+    let filters = crate::cache::BlockFilters {
+        spans: std::mem::take(&mut encoded.filter),
+        logs: logs.as_mut().map(|l| std::mem::take(&mut l.filter)),
+    }
+    .encode();
+    encoded.meta.files.push(FileChecksum::of(FILTER_FILE, &filters));
     if let Some(l) = &logs {
         encoded.meta.format_version = crate::block::FORMAT_VERSION;
         encoded.meta.log_count = l.count;
@@ -147,6 +154,7 @@ pub(super) fn write_block(
         fs.write_file(&tmp.join("spans.parquet"), &encoded.spans)?;
         fs.write_file(&tmp.join("traces.parquet"), &encoded.traces)?;
         fs.write_file(&tmp.join("index.bin"), &index)?;
+        fs.write_file(&tmp.join(FILTER_FILE), &filters)?;
         if let Some(l) = &logs {
             fs.write_file(&tmp.join(LOGS_FILE), &l.logs)?;
             fs.write_file(&tmp.join(LOG_TRACES_FILE), &l.traces)?;
@@ -162,7 +170,8 @@ pub(super) fn write_block(
         let _ = fs.remove_dir_all(&tmp);
         return Err(StoreError::Io { path: tmp.display().to_string(), source });
     }
-    Block::open(&inner.fs, &fin, &inner.cache)
+    // Its files were just written from memory: it needs no verifying.
+    Block::open(&inner.fs, &fin, &inner.cache, Verify::Written)
 }
 
 static BLOCK_SEQ: AtomicU64 = AtomicU64::new(0);

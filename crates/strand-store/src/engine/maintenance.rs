@@ -15,6 +15,7 @@ const BUDGET_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 pub(super) fn maintenance_loop(inner: &Inner, wake: &Receiver<()>) {
     let mut last_full = Instant::now();
     loop {
+        scrub(inner, SCRUB_SLICE);
         match wake.recv_timeout(BUDGET_CHECK_INTERVAL) {
             Ok(()) | Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
@@ -27,6 +28,57 @@ pub(super) fn maintenance_loop(inner: &Inner, wake: &Receiver<()>) {
         } else if inner.cfg.max_disk_bytes.is_some() {
             enforce_retention(inner, inner.cfg.clock.now_unix_nano());
         }
+    }
+}
+
+/// Longest the scrub keeps at it before the maintenance thread's other work.
+const SCRUB_SLICE: Duration = Duration::from_millis(500);
+
+/// Checks the blocks opened at start without verifying ([`Verify::Lazy`]) against their
+/// checksums, oldest first, one at a time under the maintenance lock (so none is compacted
+/// or deleted meanwhile), for about `slice`. A block whose data does not match is set
+/// aside as start-up would have; one whose derived files were damaged is replaced by its
+/// repaired opening. A passing i/o failure leaves the block for the next round.
+pub(super) fn scrub(inner: &Inner, slice: Duration) {
+    let started = Instant::now();
+    while started.elapsed() < slice {
+        let _guard = inner.maintenance.lock();
+        let Some(block) = inner.state.read().blocks.iter().find(|b| !b.verified()).cloned() else {
+            return;
+        };
+        match Block::open(&inner.fs, &block.dir, &inner.cache, Verify::Full) {
+            Ok(checked) => {
+                for what in &checked.repaired {
+                    warn!(block = %checked.meta.id, damage = %what, "rebuilt a damaged derived file from the block's data");
+                }
+                inner
+                    .stats
+                    .derived_files_repaired
+                    .fetch_add(checked.repaired.len() as u64, Ordering::Relaxed);
+                let mut st = inner.state.write();
+                if let Some(slot) = st.blocks.iter_mut().find(|b| Arc::ptr_eq(b, &block)) {
+                    *slot = Arc::new(checked);
+                }
+            }
+            Err(e) if is_damage(&e) => {
+                inner.state.write().blocks.retain(|b| !Arc::ptr_eq(b, &block));
+                startup::set_aside(inner.fs.as_ref(), &inner.root, &block.dir, &e, &inner.stats);
+            }
+            Err(e) => {
+                warn!(block = %block.meta.id, error = %e, "could not verify a block; will try again");
+                return;
+            }
+        }
+    }
+}
+
+/// Whether a block failed to open because of what its files hold (or lack), rather than
+/// a passing failure to read them.
+fn is_damage(e: &StoreError) -> bool {
+    match e {
+        StoreError::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+        StoreError::Corrupt { .. } | StoreError::NewerFormat { .. } => true,
+        _ => false,
     }
 }
 
@@ -47,7 +99,8 @@ pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
         let rows = |b: &Block| b.meta.span_count + b.meta.log_count;
         let log_bytes = |b: &Block| b.logs.as_ref().map_or(0, |l| l.disk_bytes);
         let mut total_log_bytes = 0;
-        for b in st.blocks.iter().filter(|b| rows(b) < target / 2) {
+        // A block not yet verified is not read whole before the scrub has checked it.
+        for b in st.blocks.iter().filter(|b| rows(b) < target / 2 && b.verified()) {
             // Log text compresses about 5 to 10 times: bounding the merged log files keeps
             // each of the merge's string columns well under what one block may hold.
             if total + rows(b) > target || total_log_bytes + log_bytes(b) > MAX_MERGED_LOG_BYTES {

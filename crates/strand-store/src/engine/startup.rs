@@ -55,6 +55,18 @@ pub(super) fn check_block_versions(fs: &dyn FileSystem, blocks_dir: &Path) -> Re
     Ok(())
 }
 
+/// Moves a damaged block directory to `<root>/corrupt/`, counted and logged.
+pub(super) fn set_aside(fs: &dyn FileSystem, root: &Path, dir: &Path, e: &StoreError, stats: &StoreStats) {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    stats.corrupt_blocks.fetch_add(1, Ordering::Relaxed);
+    let aside = root.join("corrupt").join(name);
+    error!(block = %name, error = %e, moved_to = %aside.display(), "set aside corrupt block");
+    let _ = fs.create_dir_all(&root.join("corrupt"));
+    if let Err(e) = fs.rename(dir, &aside) {
+        error!(block = %name, error = %e, "could not move corrupt block");
+    }
+}
+
 pub(super) fn open_blocks(
     fs_arc: &Arc<dyn FileSystem>,
     root: &Path,
@@ -80,7 +92,7 @@ pub(super) fn open_blocks(
             let _ = fs.remove_dir_all(&dir);
             continue;
         }
-        match Block::open(fs_arc, &dir, cache) {
+        match Block::open(fs_arc, &dir, cache, Verify::Lazy) {
             Ok(b) => {
                 for what in &b.repaired {
                     warn!(block = %name, damage = %what, "rebuilt a damaged derived file from the block's data");
@@ -101,13 +113,7 @@ pub(super) fn open_blocks(
             let _ = fs.remove_dir_all(&dir);
             continue;
         }
-        stats.corrupt_blocks.fetch_add(1, Ordering::Relaxed);
-        let aside = root.join("corrupt").join(&name);
-        error!(block = %name, error = %e, moved_to = %aside.display(), "set aside corrupt block");
-        let _ = fs.create_dir_all(&root.join("corrupt"));
-        if let Err(e) = fs.rename(&dir, &aside) {
-            error!(block = %name, error = %e, "could not move corrupt block");
-        }
+        set_aside(fs, root, &dir, &e, stats);
     }
     blocks.retain(|b| {
         if replaced.contains(&b.meta.id) {

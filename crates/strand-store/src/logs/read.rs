@@ -64,20 +64,28 @@ const SERVICE: usize = 12;
 const RES_ATTRS: usize = 13;
 
 impl LogFiles {
-    /// Opens the log files of the block in `dir`, checking them against the checksums of
-    /// `meta.json` and the record count it gives. A damaged text filter (`log_grams.bin`,
-    /// derived from the records) is rebuilt from the records: it comes back with what was
-    /// wrong, for the caller to write back.
+    /// Opens the log files of the block in `dir`, checking the record count `meta.json`
+    /// gives and, when `full`, every file against its checksum. `filter` is the trace-id
+    /// filter from `filter.bin`; without it the trace index is read to build one. A
+    /// damaged text filter (`log_grams.bin`, derived from the records) is rebuilt from the
+    /// records: it comes back with what was wrong, for the caller to write back.
     pub fn open(
         fs: &Arc<dyn FileSystem>,
         dir: &Path,
         meta: &BlockMeta,
+        key: &Arc<str>,
         cache: &Arc<BlockCache>,
+        full: bool,
+        filter: Option<TraceFilter>,
     ) -> Result<(Self, Option<RebuiltFilter>), StoreError> {
         let (files, count) = (&meta.files, meta.log_count);
-        read_checked(fs.as_ref(), dir, files, LOGS_FILE)?;
-        let index_bytes = Bytes::from(read_checked(fs.as_ref(), dir, files, LOG_TRACES_FILE)?);
-        let index_file = FileChecksum::of(LOG_TRACES_FILE, &index_bytes);
+        if full {
+            read_checked(fs.as_ref(), dir, files, LOGS_FILE)?;
+        }
+        let index_file =
+            files.iter().find(|f| f.name == LOG_TRACES_FILE).cloned().ok_or_else(|| {
+                corrupt(&dir.join("meta.json"), format!("no checksum for {LOG_TRACES_FILE}"))
+            })?;
         let path = dir.join(LOGS_FILE);
         let file = FileReader(fs.open_read(&path).map_err(|e| io_err(&path, e))?);
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
@@ -90,12 +98,19 @@ impl LogFiles {
         if rows != count {
             return Err(corrupt(&path, format!("{rows} rows, meta.json says {count}")));
         }
-        let index_len = index_bytes.len() as u64;
-        let index = decode_log_index(index_bytes, &dir.join(LOG_TRACES_FILE), rows)?;
-        let key: Arc<str> = Arc::from(meta.id.as_str());
-        let bytes = trace_index_heap_bytes(&index);
-        let filter = TraceFilter::new(index.iter().map(|e| &e.trace_id));
-        cache.insert(&key, Part::LogTraceIndex, Arc::new(index), bytes);
+        // The trace index is read to be checked, or to build a filter `filter.bin` lacks.
+        let filter = match filter {
+            Some(f) if !full => f,
+            stored => {
+                let index_bytes = Bytes::from(read_checked(fs.as_ref(), dir, files, LOG_TRACES_FILE)?);
+                let index = decode_log_index(index_bytes, &dir.join(LOG_TRACES_FILE), rows)?;
+                let built = stored.unwrap_or_else(|| TraceFilter::new(index.iter().map(|e| &e.trace_id)));
+                let bytes = trace_index_heap_bytes(&index);
+                cache.insert(key, Part::LogTraceIndex, Arc::new(index), bytes);
+                built
+            }
+        };
+        let key = key.clone();
         let group_rows: Vec<u64> =
             footer.metadata().row_groups().iter().map(|g| g.num_rows() as u64).collect();
         let stored_grams = files.iter().any(|f| f.name == LOG_GRAMS_FILE).then(|| {
@@ -105,7 +120,7 @@ impl LogFiles {
             Ok::<_, StoreError>((sets, bytes.len() as u64))
         });
         let mut out = Self {
-            disk_bytes: file.len() + index_len,
+            disk_bytes: file.len() + index_file.bytes,
             path,
             file,
             footer,
@@ -179,7 +194,12 @@ impl LogFiles {
         })
     }
 
-    /// Heap bytes held whatever the cache does (trace-id and text filters).
+    /// The trace-id filter (for `filter.bin`).
+    pub(crate) fn filter(&self) -> &TraceFilter {
+        &self.filter
+    }
+
+    /// Heap bytes held whatever the cache does (the trace-id and text filters).
     pub fn resident_bytes(&self) -> u64 {
         self.filter.heap_bytes() + self.grams.as_ref().map_or(0, GramSets::heap_bytes)
     }

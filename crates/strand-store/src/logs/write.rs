@@ -115,6 +115,8 @@ pub struct EncodedLogs {
     pub count: u64,
     /// Earliest and latest effective record time.
     pub time_range: (u64, u64),
+    /// The filter of the records' trace ids (for `filter.bin`).
+    pub(crate) filter: crate::cache::TraceFilter,
 }
 
 /// Builds a block's log part from records appended in any order: each goes straight into
@@ -348,6 +350,8 @@ impl LogBlockBuilder {
             i = end;
         }
         let trace_count = arrow_array::builder::ArrayBuilder::len(&index_ids) as u64;
+        let ids: Vec<[u8; 16]> =
+            index_ids.values_slice().chunks_exact(16).map(|c| c.try_into().unwrap_or_default()).collect();
         let index = RecordBatch::try_new(
             Arc::new(log_traces_schema()),
             vec![Arc::new(index_ids.finish()), Arc::new(first_row.finish()), Arc::new(rows.finish())],
@@ -364,6 +368,7 @@ impl LogBlockBuilder {
             traces: write_parquet(&index, index_props)?,
             count: self.keys.len() as u64,
             time_range: (min, max),
+            filter: crate::cache::TraceFilter::new(ids.iter()),
         })
     }
 }
