@@ -181,6 +181,8 @@ impl FileSystem for StdFs {
 ///   the open handles fail, like a power cut: what was written but not synced is gone.
 /// - [`FaultyFs::fail_writes_under`] makes whole-file writes below one directory fail with
 ///   `ENOSPC` while everything else works: block writes fail, the WAL does not.
+/// - [`FaultyFs::hold_reads_under`] makes reads below one directory wait until released,
+///   like a very slow disk under one block.
 #[derive(Default, Clone)]
 pub struct FaultyFs {
     state: Arc<FaultState>,
@@ -193,9 +195,25 @@ struct FaultState {
     crashed: AtomicBool,
     synced: Mutex<HashMap<PathBuf, u64>>,
     failing_dir: Mutex<Option<PathBuf>>,
+    held_dir: Mutex<Option<PathBuf>>,
+    held_changed: parking_lot::Condvar,
+    held_reads: AtomicU64,
 }
 
 impl FaultState {
+    /// Waits while reads of `path` are held; counts each read that had to wait.
+    fn wait_if_held(&self, path: &Path) {
+        let mut held = self.held_dir.lock();
+        let mut counted = false;
+        while held.as_ref().is_some_and(|d| path.starts_with(d)) {
+            if !counted {
+                self.held_reads.fetch_add(1, Ordering::SeqCst);
+                counted = true;
+            }
+            self.held_changed.wait(&mut held);
+        }
+    }
+
     fn check_alive(&self) -> io::Result<()> {
         if self.crashed.load(Ordering::SeqCst) {
             return Err(io::Error::other("simulated crash"));
@@ -250,6 +268,18 @@ impl FaultyFs {
         *self.state.failing_dir.lock() = dir;
     }
 
+    /// Makes every read of a path below `dir` wait until this is called again with
+    /// `None`.
+    pub fn hold_reads_under(&self, dir: Option<PathBuf>) {
+        *self.state.held_dir.lock() = dir;
+        self.state.held_changed.notify_all();
+    }
+
+    /// Reads that waited under [`FaultyFs::hold_reads_under`] so far.
+    pub fn held_reads(&self) -> u64 {
+        self.state.held_reads.load(Ordering::SeqCst)
+    }
+
     /// After a crash, lets a new store open the same directory.
     pub fn restart(&self) {
         self.state.crashed.store(false, Ordering::SeqCst);
@@ -290,6 +320,23 @@ impl AppendFile for FaultyAppend {
     }
 }
 
+struct FaultyRead {
+    inner: Arc<dyn ReadAt>,
+    path: PathBuf,
+    state: Arc<FaultState>,
+}
+
+impl ReadAt for FaultyRead {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.state.wait_if_held(&self.path);
+        self.inner.read_at(buf, offset)
+    }
+
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+}
+
 impl FileSystem for FaultyFs {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         self.state.check_alive()?;
@@ -316,11 +363,14 @@ impl FileSystem for FaultyFs {
     }
 
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.state.wait_if_held(path);
         StdFs.read_file(path)
     }
 
     fn open_read(&self, path: &Path) -> io::Result<Arc<dyn ReadAt>> {
-        StdFs.open_read(path)
+        self.state.wait_if_held(path);
+        let inner = StdFs.open_read(path)?;
+        Ok(Arc::new(FaultyRead { inner, path: path.to_path_buf(), state: self.state.clone() }))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

@@ -40,3 +40,99 @@ async fn small_blocks_are_compacted_and_duplicates_dropped() {
     TraceStore::maintain(&store).await.expect("maintain");
     assert_eq!(blocks(), merged, "nothing left to merge: the merged block is not rewritten");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_writes_go_on_while_a_compaction_reads_its_inputs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fs = strand_store::fs::FaultyFs::new();
+    let cfg = StoreConfig { compaction_target_spans: 1000, ..StoreConfig::default() };
+    let store = Arc::new(Store::open(Arc::new(fs.clone()), dir.path(), cfg).expect("open"));
+    for seed in 1..=2 {
+        store.append(batch(seed, 5)).await.expect("write");
+        store.flush().await.expect("flush");
+    }
+    let mut inputs: Vec<_> = std::fs::read_dir(dir.path().join("blocks"))
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    inputs.sort();
+    // A very slow disk under the oldest block: the compaction stalls reading it.
+    fs.hold_reads_under(Some(inputs[0].clone()));
+    let compacting = tokio::spawn({
+        let store = store.clone();
+        async move { TraceStore::maintain(store.as_ref()).await }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while fs.held_reads() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the compaction never read its inputs");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    store.append(batch(3, 5)).await.expect("write during the compaction");
+    let flushed = tokio::time::timeout(std::time::Duration::from_secs(10), store.flush()).await;
+    let still_compacting = !compacting.is_finished();
+    // Released before anything is asserted, so a failure does not leave the compaction
+    // (and the test) waiting forever.
+    fs.hold_reads_under(None);
+    flushed.expect("a block is written while the compaction waits").expect("flush");
+    assert!(still_compacting, "the compaction was still held");
+    compacting.await.expect("task").expect("compaction");
+    let snap = store.snapshot();
+    assert_eq!(snap.blocks, 2, "the two inputs merged; the block written meanwhile kept");
+    assert_eq!(store.stats().compactions.load(std::sync::atomic::Ordering::Relaxed), 1);
+    for seed in 1..=3 {
+        assert_eq!(store.get_trace_blocking(trace_id(seed)).expect("read").expect("trace").spans.len(), 5);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_whose_inputs_retention_deleted_meanwhile_is_discarded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fs = strand_store::fs::FaultyFs::new();
+    let clock = Arc::new(strand_core::clock::ManualClock::new(1_700_000_000_000_000_000));
+    let cfg = StoreConfig {
+        compaction_target_spans: 1000,
+        retention: std::time::Duration::from_secs(3600),
+        clock: clock.clone(),
+        ..StoreConfig::default()
+    };
+    let store = Arc::new(Store::open(Arc::new(fs.clone()), dir.path(), cfg).expect("open"));
+    for seed in 1..=2 {
+        store.append(batch(seed, 5)).await.expect("write");
+        store.flush().await.expect("flush");
+    }
+    let mut inputs: Vec<_> = std::fs::read_dir(dir.path().join("blocks"))
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    inputs.sort();
+    fs.hold_reads_under(Some(inputs[0].clone()));
+    let compacting = tokio::spawn({
+        let store = store.clone();
+        async move { TraceStore::maintain(store.as_ref()).await }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while fs.held_reads() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the compaction never read its inputs");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Both inputs age out while the merge waits; a second maintenance run deletes them
+    // (then waits for the first compaction to end before its own).
+    clock.advance(std::time::Duration::from_secs(7200));
+    let retention = tokio::spawn({
+        let store = store.clone();
+        async move { TraceStore::maintain(store.as_ref()).await }
+    });
+    while store.snapshot().blocks > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let deleted = store.snapshot().blocks == 0;
+    fs.hold_reads_under(None);
+    assert!(deleted, "retention deleted the inputs while the merge waited");
+    compacting.await.expect("task").expect("compaction");
+    retention.await.expect("task").expect("retention");
+    assert_eq!(store.snapshot().blocks, 0, "the merge of deleted blocks was not published");
+    assert_eq!(store.stats().compactions.load(std::sync::atomic::Ordering::Relaxed), 0);
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("blocks")).expect("dir").collect();
+    assert!(left.is_empty(), "nothing left on disk: {left:?}");
+    assert!(store.get_trace_blocking(trace_id(1)).expect("read").is_none(), "deleted data stays deleted");
+}

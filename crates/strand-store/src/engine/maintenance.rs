@@ -89,10 +89,15 @@ pub(super) fn maintain(inner: &Inner) -> Result<bool, StoreError> {
 }
 
 /// Merges the oldest run of small blocks. Returns whether it merged anything.
+///
+/// Only choosing the inputs and publishing the result hold the maintenance lock: block
+/// writes, retention and the scrub go on while the inputs are read and merged. Inputs that
+/// retention deleted meanwhile make the merge void: it is discarded, not published.
 pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
-    let _guard = inner.maintenance.lock();
+    let _compacting = inner.compaction.lock();
     let target = inner.cfg.compaction_target_spans;
     let candidates: Vec<Arc<Block>> = {
+        let _guard = inner.maintenance.lock();
         let st = inner.state.read();
         let mut run = Vec::new();
         let mut total = 0;
@@ -134,13 +139,24 @@ pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
     let max_received = candidates.iter().map(|b| b.meta.max_received_unix_nano).max().unwrap_or(0);
     let ids: Vec<String> = candidates.iter().map(|b| b.meta.id.clone()).collect();
     let merged = write_block(inner, builder, logs, &index.finish(), min_received, max_received, ids.clone())?;
-    info!(inputs = ids.len(), spans = merged.meta.span_count, block = %merged.meta.id, "compacted blocks");
+    let (merged_id, merged_spans) = (merged.meta.id.clone(), merged.meta.span_count);
+    let guard = inner.maintenance.lock();
     {
         let mut st = inner.state.write();
+        if !candidates.iter().all(|c| st.blocks.iter().any(|b| Arc::ptr_eq(b, c))) {
+            drop(st);
+            info!(block = %merged.meta.id, "retention deleted an input of the compaction meanwhile; discarding its result");
+            if let Err(e) = delete_block(inner.fs.as_ref(), &merged.dir) {
+                warn!(block = %merged.meta.id, error = %e, "could not delete a discarded compaction result");
+            }
+            return Ok(false);
+        }
         st.blocks.retain(|b| !ids.contains(&b.meta.id));
         st.blocks.push(Arc::new(merged));
         st.blocks.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
     }
+    drop(guard);
+    info!(inputs = ids.len(), spans = merged_spans, block = %merged_id, "compacted blocks");
     for b in &candidates {
         if let Err(e) = delete_block(inner.fs.as_ref(), &b.dir) {
             warn!(block = %b.meta.id, error = %e, "could not delete compacted block");

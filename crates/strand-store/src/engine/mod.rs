@@ -248,8 +248,11 @@ struct Inner {
     cfg: StoreConfig,
     state: RwLock<State>,
     stats: StoreStats,
-    /// Serialises block publication, compaction and retention.
+    /// Serialises changes to the set of blocks on disk: block publication, retention, the
+    /// scrub, and a compaction's choice of inputs and its publication (not its merge).
     maintenance: Mutex<()>,
+    /// One compaction at a time (the maintenance thread's, or one asked for).
+    compaction: Mutex<()>,
     /// Set when the store is closing: the index thread stops.
     closing: std::sync::atomic::AtomicBool,
     /// What is failing right now, for readiness.
@@ -338,6 +341,7 @@ impl Store {
             state: RwLock::new(State { head, frozen: Vec::new(), blocks }),
             stats,
             maintenance: Mutex::new(()),
+            compaction: Mutex::new(()),
             closing: std::sync::atomic::AtomicBool::new(false),
             health: Health::default(),
             head_bytes: AtomicU64::new(head_bytes),
