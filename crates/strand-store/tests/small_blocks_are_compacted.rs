@@ -41,22 +41,22 @@ async fn small_blocks_are_compacted_and_duplicates_dropped() {
     assert_eq!(blocks(), merged, "nothing left to merge: the merged block is not rewritten");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn block_writes_go_on_while_a_compaction_reads_its_inputs() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let fs = strand_store::fs::FaultyFs::new();
-    let cfg = StoreConfig { compaction_target_spans: 1000, ..StoreConfig::default() };
-    let store = Arc::new(Store::open(Arc::new(fs.clone()), dir.path(), cfg).expect("open"));
+/// A store of two small blocks (traces 1 and 2) on `fs`, and a compaction of them started
+/// in the background and stalled reading the oldest block (a very slow disk under it) —
+/// returned once it is.
+async fn stalled_compaction(
+    dir: &std::path::Path,
+    fs: &strand_store::fs::FaultyFs,
+    cfg: StoreConfig,
+) -> (Arc<Store>, tokio::task::JoinHandle<Result<(), strand_core::StoreError>>) {
+    let store = Arc::new(Store::open(Arc::new(fs.clone()), dir, cfg).expect("open"));
     for seed in 1..=2 {
         store.append(batch(seed, 5)).await.expect("write");
         store.flush().await.expect("flush");
     }
-    let mut inputs: Vec<_> = std::fs::read_dir(dir.path().join("blocks"))
-        .expect("dir")
-        .map(|e| e.expect("entry").path())
-        .collect();
+    let mut inputs: Vec<_> =
+        std::fs::read_dir(dir.join("blocks")).expect("dir").map(|e| e.expect("entry").path()).collect();
     inputs.sort();
-    // A very slow disk under the oldest block: the compaction stalls reading it.
     fs.hold_reads_under(Some(inputs[0].clone()));
     let compacting = tokio::spawn({
         let store = store.clone();
@@ -67,6 +67,15 @@ async fn block_writes_go_on_while_a_compaction_reads_its_inputs() {
         assert!(std::time::Instant::now() < deadline, "the compaction never read its inputs");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    (store, compacting)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_writes_go_on_while_a_compaction_reads_its_inputs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fs = strand_store::fs::FaultyFs::new();
+    let cfg = StoreConfig { compaction_target_spans: 1000, ..StoreConfig::default() };
+    let (store, compacting) = stalled_compaction(dir.path(), &fs, cfg).await;
     store.append(batch(3, 5)).await.expect("write during the compaction");
     let flushed = tokio::time::timeout(std::time::Duration::from_secs(10), store.flush()).await;
     let still_compacting = !compacting.is_finished();
@@ -95,26 +104,8 @@ async fn a_merge_whose_inputs_retention_deleted_meanwhile_is_discarded() {
         clock: clock.clone(),
         ..StoreConfig::default()
     };
-    let store = Arc::new(Store::open(Arc::new(fs.clone()), dir.path(), cfg).expect("open"));
-    for seed in 1..=2 {
-        store.append(batch(seed, 5)).await.expect("write");
-        store.flush().await.expect("flush");
-    }
-    let mut inputs: Vec<_> = std::fs::read_dir(dir.path().join("blocks"))
-        .expect("dir")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    inputs.sort();
-    fs.hold_reads_under(Some(inputs[0].clone()));
-    let compacting = tokio::spawn({
-        let store = store.clone();
-        async move { TraceStore::maintain(store.as_ref()).await }
-    });
+    let (store, compacting) = stalled_compaction(dir.path(), &fs, cfg).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while fs.held_reads() == 0 {
-        assert!(std::time::Instant::now() < deadline, "the compaction never read its inputs");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
     // Both inputs age out while the merge waits; a second maintenance run deletes them
     // (then waits for the first compaction to end before its own).
     clock.advance(std::time::Duration::from_secs(7200));
