@@ -26,6 +26,7 @@ export function mount(main, { id }, url) {
       const trace = buildTrace(json);
       const logsJson = await logs;
       view = new TraceView(main, trace, url.searchParams, logsJson ? buildLogs(logsJson, trace) : []);
+      if (json.truncated) main.prepend(notice('empty', 'Trace cut short', json.truncated.message));
       document.title = `Strand · ${trace.rootService}: ${trace.rootName}`;
       performance.mark('strand:trace-interactive');
       performance.measure('strand:trace', 'strand:trace-requested', 'strand:trace-interactive');

@@ -266,12 +266,19 @@ pub(crate) async fn find_traces(
 }
 
 /// Traces in Jaeger v1 UI JSON, each with its chain-integrity findings.
+/// A trace over `query.max_trace_spans` is cut to its earliest spans, with a trace-level
+/// warning saying so (the Jaeger UI shows it).
 async fn jaeger_traces(st: &QueryState, traces: Vec<Trace>) -> Vec<Value> {
     let mut out = Vec::with_capacity(traces.len());
-    for t in &traces {
-        let integrity = crate::integrity::of_trace(st, t).await;
+    for mut t in traces {
+        let integrity = crate::integrity::of_trace(st, &t).await;
+        let truncated = st.limits.cut_trace(&mut t);
         let logs = st.logs_of(t.trace_id).await.unwrap_or_default();
-        out.push(trace_to_jaeger_with(t, integrity.as_ref(), &logs));
+        let mut json = trace_to_jaeger_with(&t, integrity.as_ref(), &logs);
+        if let Some(cut) = truncated {
+            json["warnings"] = json!([cut.message()]);
+        }
+        out.push(json);
     }
     out
 }
@@ -470,6 +477,19 @@ fn otlp_result(traces: &[Trace]) -> Response {
     Json(json!({ "result": { "resourceSpans": resource_spans } })).into_response()
 }
 
+/// One trace as api_v3 answers it; one cut to `query.max_trace_spans` says so in the
+/// `strand-trace-truncated` header (the OTLP shape has no place for it).
+fn otlp_trace_result(st: &QueryState, mut trace: Trace) -> Response {
+    let truncated = st.limits.cut_trace(&mut trace);
+    let mut resp = otlp_result(std::slice::from_ref(&trace));
+    if let Some(cut) = truncated
+        && let Ok(v) = axum::http::HeaderValue::from_str(&cut.header_value())
+    {
+        resp.headers_mut().insert(crate::params::TRUNCATED_HEADER, v);
+    }
+    resp
+}
+
 pub(crate) async fn v3_services(State(st): State<QueryState>) -> Result<Response, V3Error> {
     Ok(Json(json!({ "services": st.reader.services(all_time()).await? })).into_response())
 }
@@ -491,7 +511,7 @@ pub(crate) async fn v3_get_trace(
     let id = parse_trace_id(&raw)?;
     let trace =
         st.reader.get_trace(id).await?.ok_or_else(|| ApiError::NotFound(format!("trace {id} not found")))?;
-    Ok(otlp_result(&[trace]))
+    Ok(otlp_trace_result(&st, trace))
 }
 
 /// api_v3 `query.*` parameters, snake_case or camelCase.

@@ -237,9 +237,10 @@ fn truncate(s: &str, max: usize) -> &str {
 
 async fn get_trace(State(st): State<QueryState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
     let id = parse_trace_id(&raw)?;
-    let trace =
+    let mut trace =
         st.reader.get_trace(id).await?.ok_or_else(|| ApiError::NotFound(format!("trace {id} not found")))?;
     let integrity = integrity::of_trace(&st, &trace).await;
+    let truncated = st.limits.cut_trace(&mut trace);
     let logs = st.logs_of(id).await;
     let span_log_counts = logs.as_ref().map(|logs| {
         let mut counts = std::collections::BTreeMap::new();
@@ -254,9 +255,23 @@ async fn get_trace(State(st): State<QueryState>, Path(raw): Path<String>) -> Res
         log_count: logs.as_ref().map(Vec::len),
         span_log_counts,
         integrity: integrity.as_ref().map(integrity::IntegrityJson::from),
+        truncated: truncated.map(|cut| TruncatedJson {
+            stored_spans: cut.stored,
+            returned_spans: cut.returned,
+            message: cut.message(),
+        }),
         resource_spans: strand_otlp::to_resource_spans(&trace.to_batch()),
     };
     Ok(axum::Json(body).into_response())
+}
+
+/// `truncated` of a trace cut to `query.max_trace_spans`.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TruncatedJson {
+    stored_spans: usize,
+    returned_spans: usize,
+    message: String,
 }
 
 /// Body of `GET /api/v1/traces/{id}`: OTLP/JSON `resourceSpans` with the id and span count
@@ -277,5 +292,9 @@ struct TraceBody {
     /// Chain integrity (absent when analysis is off).
     #[serde(skip_serializing_if = "Option::is_none")]
     integrity: Option<integrity::IntegrityJson>,
+    /// Present when the trace has more spans than `query.max_trace_spans`: `spanCount` and
+    /// `resourceSpans` then hold its earliest spans.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    truncated: Option<TruncatedJson>,
     resource_spans: Vec<strand_otlp::proto::trace::v1::ResourceSpans>,
 }

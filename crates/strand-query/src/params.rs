@@ -16,6 +16,9 @@ pub struct QueryLimits {
     pub max_range: Duration,
     /// Range searched when the request names none (ending now).
     pub default_range: Duration,
+    /// Most spans of one trace a response holds: a larger trace is cut to its earliest
+    /// spans by start time, and the response says so.
+    pub max_trace_spans: usize,
 }
 
 impl Default for QueryLimits {
@@ -25,6 +28,7 @@ impl Default for QueryLimits {
             max_limit: 1000,
             max_range: Duration::from_secs(7 * 86_400),
             default_range: Duration::from_secs(3_600),
+            max_trace_spans: 20_000,
         }
     }
 }
@@ -149,7 +153,46 @@ pub struct Range {
     pub end: u64,
 }
 
+/// A trace cut to [`QueryLimits::max_trace_spans`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Truncated {
+    /// Spans the trace has.
+    pub(crate) stored: usize,
+    /// Spans the response holds.
+    pub(crate) returned: usize,
+}
+
+impl Truncated {
+    /// What every API says about it.
+    pub(crate) fn message(&self) -> String {
+        format!(
+            "this trace has {} spans; the response holds the first {} by start time (query.max_trace_spans)",
+            self.stored, self.returned
+        )
+    }
+
+    /// `stored=N; returned=M`, the value of the [`TRUNCATED_HEADER`] response header.
+    pub(crate) fn header_value(&self) -> String {
+        format!("stored={}; returned={}", self.stored, self.returned)
+    }
+}
+
+/// Response header of a trace-by-id answer whose format has no place to say it was cut.
+pub(crate) const TRUNCATED_HEADER: &str = "strand-trace-truncated";
+
 impl QueryLimits {
+    /// Cuts a trace (its spans sorted by start time, as [`strand_core::Trace`] keeps them)
+    /// to `max_trace_spans`.
+    pub(crate) fn cut_trace(&self, trace: &mut strand_core::Trace) -> Option<Truncated> {
+        let stored = trace.spans.len();
+        if stored <= self.max_trace_spans {
+            return None;
+        }
+        trace.spans.truncate(self.max_trace_spans);
+        trace.spans.shrink_to_fit();
+        Some(Truncated { stored, returned: self.max_trace_spans })
+    }
+
     /// Applies the range bounds: a missing start means `default_range` before the end (or
     /// `lookback` when given), a range longer than `max_range` is shortened.
     pub fn range(

@@ -84,19 +84,42 @@ async fn trace_response(
     v2: bool,
 ) -> Result<Response, TempoError> {
     let id = parse_trace_id(&format!("{raw:0>32}"))?;
-    let trace =
+    let mut trace =
         st.reader.get_trace(id).await?.ok_or_else(|| ApiError::NotFound(format!("trace not found: {id}")))?;
+    // A cut trace is Tempo's partial answer: v2 says so in its `status` and `message`
+    // (PartialStatus PARTIAL), v1, which has no place for it, in a header.
+    let truncated = st.limits.cut_trace(&mut trace);
     let resource_spans = strand_otlp::to_resource_spans(&trace.to_batch());
+    let mut resp = trace_body(resource_spans, headers, v2, truncated)?;
+    if let Some(cut) = truncated
+        && let Ok(v) = header::HeaderValue::from_str(&cut.header_value())
+    {
+        resp.headers_mut().insert(crate::params::TRUNCATED_HEADER, v);
+    }
+    Ok(resp)
+}
+
+fn trace_body(
+    resource_spans: Vec<strand_otlp::proto::trace::v1::ResourceSpans>,
+    headers: &HeaderMap,
+    v2: bool,
+    truncated: Option<crate::params::Truncated>,
+) -> Result<Response, TempoError> {
     if wants_protobuf(headers) {
         // Tempo's `Trace { repeated ResourceSpans batches = 1 }` has TracesData's wire form.
         let data = strand_otlp::proto::trace::v1::TracesData { resource_spans };
         let body = if v2 {
-            // TraceByIDResponse { Trace trace = 1; ... }
+            // TraceByIDResponse { Trace trace = 1; metrics = 2; PartialStatus status = 3;
+            // string message = 4 }
             let inner = data.encode_to_vec();
             let mut out = Vec::with_capacity(inner.len() + 8);
             prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut out);
             prost::encoding::encode_varint(inner.len() as u64, &mut out);
             out.extend(inner);
+            if let Some(cut) = truncated {
+                prost::encoding::int32::encode(3, &1, &mut out);
+                prost::encoding::string::encode(4, &cut.message(), &mut out);
+            }
             out
         } else {
             data.encode_to_vec()
@@ -105,7 +128,13 @@ async fn trace_response(
     }
     let mut spans = serde_json::to_value(&resource_spans).map_err(|e| ApiError::Internal(e.to_string()))?;
     ids_to_base64(&mut spans);
-    let body = if v2 { json!({ "trace": { "resourceSpans": spans } }) } else { json!({ "batches": spans }) };
+    let body = match (v2, truncated) {
+        (true, None) => json!({ "trace": { "resourceSpans": spans } }),
+        (true, Some(cut)) => {
+            json!({ "trace": { "resourceSpans": spans }, "status": "PARTIAL", "message": cut.message() })
+        }
+        (false, _) => json!({ "batches": spans }),
+    };
     Ok(Json(body).into_response())
 }
 

@@ -85,6 +85,9 @@ pub struct QueryConfig {
     pub default_search_range: HumanDuration,
     /// Longest range searched; longer requested ranges are shortened (the response says so).
     pub max_search_range: HumanDuration,
+    /// Most spans of one trace a response holds; a larger trace is cut to its earliest
+    /// spans (the response says so).
+    pub max_trace_spans: usize,
     /// Serve the web UI at `/` of the query port.
     pub ui_enabled: bool,
     /// Serve the UI's files from this directory instead of the ones built into the binary
@@ -102,6 +105,7 @@ impl Default for QueryConfig {
             max_search_limit: d.max_limit,
             default_search_range: HumanDuration(d.default_range),
             max_search_range: HumanDuration(d.max_range),
+            max_trace_spans: d.max_trace_spans,
             ui_enabled: true,
             ui_dir: None,
             compression: true,
@@ -117,6 +121,7 @@ impl QueryConfig {
             max_limit: self.max_search_limit,
             default_range: self.default_search_range.0,
             max_range: self.max_search_range.0,
+            max_trace_spans: self.max_trace_spans,
         }
     }
 }
@@ -388,6 +393,7 @@ impl Config {
         positive("query.max_search_limit", self.query.max_search_limit > 0);
         positive("query.default_search_range", !self.query.default_search_range.0.is_zero());
         positive("query.max_search_range", !self.query.max_search_range.0.is_zero());
+        positive("query.max_trace_spans", self.query.max_trace_spans > 0);
         if self.query.default_search_limit > self.query.max_search_limit {
             errs.push("`query.default_search_limit`: must not exceed `query.max_search_limit`".into());
         }

@@ -398,6 +398,9 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
         };
         let mut text = strand_server::trace_cmd::render_tree_with_logs(&trace, &records);
         text.push_str(&strand_server::trace_cmd::render_integrity(&body["integrity"]));
+        if let Some(message) = body["truncated"]["message"].as_str() {
+            text.push_str(&format!("\ntruncated: {message}\n"));
+        }
         emit(&text)
     }
 }

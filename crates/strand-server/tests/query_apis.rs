@@ -314,3 +314,81 @@ async fn responses_are_compressed_as_the_client_accepts() {
     assert_eq!(resp.headers()["etag"], etag.as_str());
     server.stop().await;
 }
+
+/// Tempo's `TraceByIDResponse`, as far as a cut trace needs.
+#[derive(Clone, PartialEq, prost::Message)]
+struct TraceByIdResponse {
+    #[prost(message, optional, tag = "1")]
+    trace: Option<TracesData>,
+    #[prost(int32, tag = "3")]
+    status: i32,
+    #[prost(string, tag = "4")]
+    message: String,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_over_the_span_cap_is_cut_to_its_earliest_spans_and_every_api_says_so() {
+    let server = common::start(|c| c.query.max_trace_spans = 5).await;
+    let big = strand_store::testdata::batch(1, 8);
+    let small = strand_store::testdata::batch(2, 3);
+    server.export_batch(&big).await;
+    server.export_batch(&small).await;
+    let (big_id, small_id) = (strand_store::testdata::trace_id(1), strand_store::testdata::trace_id(2));
+    let mut starts: Vec<u64> = big.clone().into_stored().map(|s| s.span.start_time_unix_nano).collect();
+    starts.sort_unstable();
+    let message =
+        "this trace has 8 spans; the response holds the first 5 by start time (query.max_trace_spans)";
+
+    let (_, native) = get(&server, &format!("/api/v1/traces/{big_id}")).await;
+    assert_eq!(native["spanCount"], 5);
+    assert_eq!(native["truncated"], json!({ "storedSpans": 8, "returnedSpans": 5, "message": message }));
+    let kept: Vec<u64> = native["resourceSpans"][0]["scopeSpans"][0]["spans"]
+        .as_array()
+        .expect("spans")
+        .iter()
+        .map(|s| s["startTimeUnixNano"].as_str().expect("start").parse().expect("number"))
+        .collect();
+    assert_eq!(kept, starts[..5], "the earliest five");
+    let (_, whole) = get(&server, &format!("/api/v1/traces/{small_id}")).await;
+    assert_eq!((whole["spanCount"].clone(), whole.get("truncated")), (json!(3), None));
+
+    let (_, jaeger) = get(&server, &format!("/api/traces/{big_id}")).await;
+    assert_eq!(jaeger["data"][0]["spans"].as_array().map(Vec::len), Some(5));
+    assert_eq!(jaeger["data"][0]["warnings"], json!([message]));
+    let (_, jaeger) = get(&server, &format!("/api/traces/{small_id}")).await;
+    assert_eq!(jaeger["data"][0]["warnings"], Value::Null);
+
+    let header = |resp: &reqwest::Response| {
+        resp.headers().get("strand-trace-truncated").map(|v| v.to_str().expect("ascii").to_owned())
+    };
+    let v3 = reqwest::get(server.query(&format!("/api/v3/traces/{big_id}"))).await.expect("get");
+    assert_eq!(header(&v3).as_deref(), Some("stored=8; returned=5"));
+    let v3: Value = v3.json().await.expect("json");
+    let v3_spans: usize = v3["result"]["resourceSpans"]
+        .as_array()
+        .expect("resourceSpans")
+        .iter()
+        .map(|rs| rs["scopeSpans"][0]["spans"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(v3_spans, 5);
+    let v3 = reqwest::get(server.query(&format!("/api/v3/traces/{small_id}"))).await.expect("get");
+    assert_eq!(header(&v3), None);
+
+    let (_, tempo) = get(&server, &format!("/api/v2/traces/{big_id}")).await;
+    assert_eq!((tempo["status"].clone(), tempo["message"].clone()), (json!("PARTIAL"), json!(message)));
+    let (_, tempo) = get(&server, &format!("/api/v2/traces/{small_id}")).await;
+    assert_eq!(tempo.get("status"), None);
+    let pb = reqwest::Client::new()
+        .get(server.query(&format!("/api/v2/traces/{big_id}")))
+        .header("accept", "application/protobuf")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(header(&pb).as_deref(), Some("stored=8; returned=5"));
+    let resp = TraceByIdResponse::decode(pb.bytes().await.expect("body")).expect("TraceByIDResponse");
+    assert_eq!((resp.status, resp.message.as_str()), (1, message), "PartialStatus PARTIAL");
+    let spans: usize =
+        resp.trace.expect("trace").resource_spans.iter().map(|rs| rs.scope_spans[0].spans.len()).sum();
+    assert_eq!(spans, 5);
+    server.stop().await;
+}

@@ -220,7 +220,8 @@ static OPENINGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 
 impl Block {
     /// Opens a block directory, checking as much as `verify` says. A trace index read to
-    /// build a missing or damaged filter is offered to `cache`.
+    /// build a missing or damaged filter is offered to `cache`; one read only to be checked
+    /// is not.
     pub fn open(
         fs: &Arc<dyn FileSystem>,
         dir: &Path,
@@ -334,6 +335,7 @@ impl Block {
                 cache.insert(&block.key, Part::SearchIndex, Arc::new(search), bytes);
             }
         }
+        let filters_were_stored = matches!(stored_filters, Some(Ok(_)));
         match stored_filters {
             Some(Ok(_)) => {}
             // Blocks written before filter.bin existed get one when fully checked (then
@@ -351,7 +353,9 @@ impl Block {
             }
         }
         block.disk_bytes = meta_len(fs.as_ref(), dir) + block.meta.files.iter().map(|f| f.bytes).sum::<u64>();
-        if let Some(index) = index {
+        // A trace index read only to be checked (by the scrub) is not kept: it would push
+        // out what queries use.
+        if let Some(index) = index.filter(|_| !filters_were_stored) {
             let bytes = trace_index_heap_bytes(&index);
             cache.insert(&block.key, Part::TraceIndex, Arc::new(index), bytes);
         }

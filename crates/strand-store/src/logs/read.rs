@@ -104,10 +104,16 @@ impl LogFiles {
             stored => {
                 let index_bytes = Bytes::from(read_checked(fs.as_ref(), dir, files, LOG_TRACES_FILE)?);
                 let index = decode_log_index(index_bytes, &dir.join(LOG_TRACES_FILE), rows)?;
-                let built = stored.unwrap_or_else(|| TraceFilter::new(index.iter().map(|e| &e.trace_id)));
-                let bytes = trace_index_heap_bytes(&index);
-                cache.insert(key, Part::LogTraceIndex, Arc::new(index), bytes);
-                built
+                match stored {
+                    // Read only to be checked: not kept (it would push out what queries use).
+                    Some(f) => f,
+                    None => {
+                        let bytes = trace_index_heap_bytes(&index);
+                        let built = TraceFilter::new(index.iter().map(|e| &e.trace_id));
+                        cache.insert(key, Part::LogTraceIndex, Arc::new(index), bytes);
+                        built
+                    }
+                }
             }
         };
         let key = key.clone();
