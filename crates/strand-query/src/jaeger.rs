@@ -477,13 +477,14 @@ fn otlp_result(traces: &[Trace]) -> Response {
     Json(json!({ "result": { "resourceSpans": resource_spans } })).into_response()
 }
 
-/// One trace as api_v3 answers it; one cut to `query.max_trace_spans` says so in the
+/// Traces as api_v3 answers them; those cut to `query.max_trace_spans` are named in the
 /// `strand-trace-truncated` header (the OTLP shape has no place for it).
-fn otlp_trace_result(st: &QueryState, mut trace: Trace) -> Response {
-    let truncated = st.limits.cut_trace(&mut trace);
-    let mut resp = otlp_result(std::slice::from_ref(&trace));
-    if let Some(cut) = truncated
-        && let Ok(v) = axum::http::HeaderValue::from_str(&cut.header_value())
+fn otlp_traces_result(st: &QueryState, mut traces: Vec<Trace>) -> Response {
+    let cut: Vec<String> =
+        traces.iter_mut().filter_map(|t| st.limits.cut_trace(t)).map(|c| c.header_value()).collect();
+    let mut resp = otlp_result(&traces);
+    if !cut.is_empty()
+        && let Ok(v) = axum::http::HeaderValue::from_str(&cut.join(", "))
     {
         resp.headers_mut().insert(crate::params::TRUNCATED_HEADER, v);
     }
@@ -511,7 +512,7 @@ pub(crate) async fn v3_get_trace(
     let id = parse_trace_id(&raw)?;
     let trace =
         st.reader.get_trace(id).await?.ok_or_else(|| ApiError::NotFound(format!("trace {id} not found")))?;
-    Ok(otlp_trace_result(&st, trace))
+    Ok(otlp_traces_result(&st, vec![trace]))
 }
 
 /// api_v3 `query.*` parameters, snake_case or camelCase.
@@ -560,7 +561,7 @@ pub(crate) async fn v3_find_traces(
 ) -> Result<Response, V3Error> {
     let page = v3_search(&st, raw.as_deref()).await?;
     let traces = st.reader.get_traces(page.traces.iter().map(|s| s.trace_id).collect()).await?;
-    Ok(otlp_result(&traces))
+    Ok(otlp_traces_result(&st, traces))
 }
 
 pub(crate) async fn v3_summaries(

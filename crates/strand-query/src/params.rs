@@ -156,6 +156,8 @@ pub struct Range {
 /// A trace cut to [`QueryLimits::max_trace_spans`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Truncated {
+    /// The trace.
+    pub(crate) trace_id: strand_core::TraceId,
     /// Spans the trace has.
     pub(crate) stored: usize,
     /// Spans the response holds.
@@ -171,9 +173,10 @@ impl Truncated {
         )
     }
 
-    /// `stored=N; returned=M`, the value of the [`TRUNCATED_HEADER`] response header.
+    /// `traceId=<hex>; stored=N; returned=M`: one entry of the [`TRUNCATED_HEADER`]
+    /// response header (entries of several traces are joined by `, `).
     pub(crate) fn header_value(&self) -> String {
-        format!("stored={}; returned={}", self.stored, self.returned)
+        format!("traceId={}; stored={}; returned={}", self.trace_id, self.stored, self.returned)
     }
 }
 
@@ -190,7 +193,7 @@ impl QueryLimits {
         }
         trace.spans.truncate(self.max_trace_spans);
         trace.spans.shrink_to_fit();
-        Some(Truncated { stored, returned: self.max_trace_spans })
+        Some(Truncated { trace_id: trace.trace_id, stored, returned: self.max_trace_spans })
     }
 
     /// Applies the range bounds: a missing start means `default_range` before the end (or

@@ -362,7 +362,7 @@ async fn a_trace_over_the_span_cap_is_cut_to_its_earliest_spans_and_every_api_sa
         resp.headers().get("strand-trace-truncated").map(|v| v.to_str().expect("ascii").to_owned())
     };
     let v3 = reqwest::get(server.query(&format!("/api/v3/traces/{big_id}"))).await.expect("get");
-    assert_eq!(header(&v3).as_deref(), Some("stored=8; returned=5"));
+    assert_eq!(header(&v3), Some(format!("traceId={big_id}; stored=8; returned=5")));
     let v3: Value = v3.json().await.expect("json");
     let v3_spans: usize = v3["result"]["resourceSpans"]
         .as_array()
@@ -373,6 +373,8 @@ async fn a_trace_over_the_span_cap_is_cut_to_its_earliest_spans_and_every_api_sa
     assert_eq!(v3_spans, 5);
     let v3 = reqwest::get(server.query(&format!("/api/v3/traces/{small_id}"))).await.expect("get");
     assert_eq!(header(&v3), None);
+    let found = reqwest::get(server.query("/api/v3/traces?query.service_name=svc-1&query.start_time_min=2023-11-14T00:00:00Z&query.start_time_max=2023-11-16T00:00:00Z")).await.expect("get");
+    assert_eq!(header(&found), Some(format!("traceId={big_id}; stored=8; returned=5")), "searches cut too");
 
     let (_, tempo) = get(&server, &format!("/api/v2/traces/{big_id}")).await;
     assert_eq!((tempo["status"].clone(), tempo["message"].clone()), (json!("PARTIAL"), json!(message)));
@@ -384,7 +386,7 @@ async fn a_trace_over_the_span_cap_is_cut_to_its_earliest_spans_and_every_api_sa
         .send()
         .await
         .expect("get");
-    assert_eq!(header(&pb).as_deref(), Some("stored=8; returned=5"));
+    assert_eq!(header(&pb), Some(format!("traceId={big_id}; stored=8; returned=5")));
     let resp = TraceByIdResponse::decode(pb.bytes().await.expect("body")).expect("TraceByIDResponse");
     assert_eq!((resp.status, resp.message.as_str()), (1, message), "PartialStatus PARTIAL");
     let spans: usize =

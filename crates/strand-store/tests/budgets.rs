@@ -185,8 +185,33 @@ async fn retention_makes_room_while_a_block_write_is_retried() {
             && store.not_ready().await.iter().any(|r| r.starts_with("flush: "))
     })
     .await;
+    // With every block gone and the WAL still growing, the WAL alone passes the budget:
+    // writes are refused (503) rather than let it grow on.
+    let refused = loop {
+        match store.append(trace(n).1).await {
+            Ok(()) => n += 1,
+            Err(e) => break e,
+        }
+        assert!(store.snapshot().wal_bytes < 4 * budget, "the WAL grew to four times the budget");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(matches!(&refused, SinkError::Unavailable(m) if m.contains("disk budget is full")), "{refused}");
+    assert_eq!(store.snapshot().blocks, 0, "every block was deleted first");
+    let reasons = store.not_ready().await;
+    assert!(reasons.iter().any(|r| r.starts_with("disk: ")), "{reasons:?}");
+    assert!(store.stats().writes_refused_disk_budget.load(Ordering::Relaxed) >= 1);
     fs.fail_writes_under(None);
     eventually("the block write succeeds", async || store.not_ready().await.is_empty()).await;
+    let next = trace(n).1;
+    eventually("writes are accepted once the WAL became blocks", async || {
+        match store.append(next.clone()).await {
+            Ok(()) => true,
+            Err(SinkError::Unavailable(m)) if m.contains("disk budget") => false,
+            Err(e) => panic!("unexpected refusal: {e}"),
+        }
+    })
+    .await;
+    n += 1;
     for k in first_new..n {
         assert!(store.get_trace_blocking(trace(k).0).expect("read").is_some(), "new trace {k} lost");
     }

@@ -25,14 +25,66 @@ use tonic::{Request, Response, Status};
 use super::{Format, Logs, METRICS_REFUSED, Signal, Traces};
 use crate::{IngestError, Protocol, Receiver};
 
-/// Maps an ingest error to its gRPC status.
+/// Maps an ingest error to its gRPC status. An overload's `RESOURCE_EXHAUSTED` carries a
+/// `google.rpc.RetryInfo` (retry in 1 s): OTLP exporters retry that code only with one,
+/// and drop the data otherwise; a message too large gets none (retrying cannot help).
 pub fn status(e: IngestError) -> Status {
     match e {
         IngestError::BadRequest(m) | IngestError::UnsupportedMediaType(m) => Status::invalid_argument(m),
-        IngestError::TooLarge(m) | IngestError::Overloaded(m) => Status::resource_exhausted(m),
+        IngestError::TooLarge(m) => Status::resource_exhausted(m),
+        IngestError::Overloaded(m) => retry_later(m),
         IngestError::Unavailable(m) => Status::unavailable(m),
         IngestError::Timeout(m) => Status::deadline_exceeded(m),
     }
+}
+
+/// `google.protobuf.Duration`.
+#[derive(Clone, PartialEq, Message)]
+struct ProtoDuration {
+    #[prost(int64, tag = "1")]
+    seconds: i64,
+    #[prost(int32, tag = "2")]
+    nanos: i32,
+}
+
+/// `google.rpc.RetryInfo`.
+#[derive(Clone, PartialEq, Message)]
+struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    retry_delay: Option<ProtoDuration>,
+}
+
+/// `google.protobuf.Any`.
+#[derive(Clone, PartialEq, Message)]
+struct ProtoAny {
+    #[prost(string, tag = "1")]
+    type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+}
+
+/// `google.rpc.Status`, what the `grpc-status-details-bin` trailer holds.
+#[derive(Clone, PartialEq, Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<ProtoAny>,
+}
+
+const RETRY_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RetryInfo";
+
+/// `RESOURCE_EXHAUSTED` with a `RetryInfo` of one second.
+fn retry_later(message: String) -> Status {
+    let retry = RetryInfo { retry_delay: Some(ProtoDuration { seconds: 1, nanos: 0 }) };
+    let details = RpcStatus {
+        code: tonic::Code::ResourceExhausted as i32,
+        message: message.clone(),
+        details: vec![ProtoAny { type_url: RETRY_INFO_TYPE.into(), value: retry.encode_to_vec() }],
+    };
+    Status::with_details(tonic::Code::ResourceExhausted, message, details.encode_to_vec().into())
 }
 
 /// Passes request bytes through undecoded; encodes responses (`R`) with prost.
@@ -217,5 +269,26 @@ where
             }
             Ok(resp)
         })
+    }
+}
+
+#[cfg(test)]
+mod retry_info_tests {
+    use super::*;
+
+    #[test]
+    fn an_overload_says_when_to_retry_and_a_message_too_large_does_not() {
+        let st = status(IngestError::Overloaded("write queue is full".into()));
+        assert_eq!(st.code(), tonic::Code::ResourceExhausted);
+        let details = RpcStatus::decode(st.details()).expect("google.rpc.Status");
+        assert_eq!(details.code, tonic::Code::ResourceExhausted as i32);
+        assert_eq!(details.message, "write queue is full");
+        let [any] = details.details.as_slice() else { panic!("one detail: {details:?}") };
+        assert_eq!(any.type_url, RETRY_INFO_TYPE);
+        let retry = RetryInfo::decode(any.value.as_slice()).expect("RetryInfo");
+        assert_eq!(retry.retry_delay, Some(ProtoDuration { seconds: 1, nanos: 0 }));
+        let too_large = status(IngestError::TooLarge("over 16 MiB".into()));
+        assert_eq!(too_large.code(), tonic::Code::ResourceExhausted);
+        assert!(too_large.details().is_empty());
     }
 }

@@ -60,7 +60,8 @@ impl FlushQueue {
         }
         let mut wrote = false;
         while let Some((frozen, waiters)) = self.waiting.front_mut() {
-            match write_frozen(inner, frozen) {
+            let pending = inner.state.read().frozen.iter().any(|f| Arc::ptr_eq(f, frozen));
+            match if pending { write_frozen(inner, frozen) } else { Ok(()) } {
                 Ok(()) => {
                     waiters.drain(..).for_each(|w| drop(w.send(Ok(()))));
                     self.waiting.pop_front();
@@ -105,12 +106,24 @@ pub(super) fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), St
     {
         let mut st = inner.state.write();
         st.blocks.push(Arc::new(block));
+        let waiting = st.frozen.len();
         st.frozen.retain(|f| !Arc::ptr_eq(f, frozen));
-        inner.frozen_bytes.fetch_sub(frozen.head.bytes(), Ordering::Relaxed);
+        if st.frozen.len() < waiting {
+            inner.frozen_bytes.fetch_sub(frozen.head.bytes(), Ordering::Relaxed);
+        }
     }
     inner.stats.blocks_written.fetch_add(1, Ordering::Relaxed);
-    Wal::remove_through(inner.fs.as_ref(), &inner.root.join("wal"), frozen.through_segment)
-        .map_err(|source| StoreError::Io { path: "wal (removing flushed segments)".into(), source })?;
+    // The block is durable and published: segments that could not be deleted now are
+    // deleted with the next cut's (a restart would replay spans the block already holds,
+    // which reads and compaction take once).
+    if let Err(e) = Wal::remove_through(inner.fs.as_ref(), &inner.root.join("wal"), frozen.through_segment) {
+        warn!(error = %e, "could not delete the wal segments of a written block; the next cut will");
+    }
+    if inner.over_disk_budget.load(Ordering::Relaxed) > 0 {
+        // The WAL just shrank: writes refused for the disk budget need not wait for the
+        // maintenance thread (which may be in a long compaction) to notice.
+        super::maintenance::recheck_disk_budget(inner);
+    }
     Ok(())
 }
 

@@ -35,18 +35,28 @@ pub(super) fn maintenance_loop(inner: &Inner, wake: &Receiver<()>) {
 const SCRUB_SLICE: Duration = Duration::from_millis(500);
 
 /// Checks the blocks opened at start without verifying ([`Verify::Lazy`]) against their
-/// checksums, oldest first, one at a time under the maintenance lock (so none is compacted
-/// or deleted meanwhile), for about `slice`. A block whose data does not match is set
-/// aside as start-up would have; one whose derived files were damaged is replaced by its
-/// repaired opening. A passing i/o failure leaves the block for the next round.
+/// checksums, oldest first, for about `slice`. A block is read without the maintenance lock
+/// (block writes go on); the lock is taken only to swap in the checked block, or set aside
+/// one whose data does not match, and only if the block is still there (retention may have
+/// deleted it meanwhile). A block that could not be read for a passing reason (not
+/// damage) is left for a minute.
 pub(super) fn scrub(inner: &Inner, slice: Duration) {
     let started = Instant::now();
     while started.elapsed() < slice {
-        let _guard = inner.maintenance.lock();
-        let Some(block) = inner.state.read().blocks.iter().find(|b| !b.verified()).cloned() else {
-            return;
+        let block = {
+            let later = inner.scrub_later.lock();
+            let st = inner.state.read();
+            st.blocks
+                .iter()
+                .find(|b| !b.verified() && later.get(&b.meta.id).is_none_or(|t| t.elapsed() >= SCRUB_RETRY))
+                .cloned()
         };
-        match Block::open(&inner.fs, &block.dir, &inner.cache, Verify::Full) {
+        let Some(block) = block else { return };
+        let checked = Block::open(&inner.fs, &block.dir, &inner.cache, Verify::Full);
+        let _guard = inner.maintenance.lock();
+        let mut st = inner.state.write();
+        let Some(slot) = st.blocks.iter_mut().find(|b| Arc::ptr_eq(b, &block)) else { continue };
+        match checked {
             Ok(checked) => {
                 for what in &checked.repaired {
                     warn!(block = %checked.meta.id, damage = %what, "rebuilt a damaged derived file from the block's data");
@@ -55,22 +65,24 @@ pub(super) fn scrub(inner: &Inner, slice: Duration) {
                     .stats
                     .derived_files_repaired
                     .fetch_add(checked.repaired.len() as u64, Ordering::Relaxed);
-                let mut st = inner.state.write();
-                if let Some(slot) = st.blocks.iter_mut().find(|b| Arc::ptr_eq(b, &block)) {
-                    *slot = Arc::new(checked);
-                }
+                *slot = Arc::new(checked);
             }
             Err(e) if is_damage(&e) => {
-                inner.state.write().blocks.retain(|b| !Arc::ptr_eq(b, &block));
+                st.blocks.retain(|b| !Arc::ptr_eq(b, &block));
+                drop(st);
                 startup::set_aside(inner.fs.as_ref(), &inner.root, &block.dir, &e, &inner.stats);
             }
             Err(e) => {
-                warn!(block = %block.meta.id, error = %e, "could not verify a block; will try again");
-                return;
+                drop(st);
+                warn!(block = %block.meta.id, error = %e, "could not verify a block; will try again in a minute");
+                inner.scrub_later.lock().insert(block.meta.id.clone(), Instant::now());
             }
         }
     }
 }
+
+/// How long the scrub leaves a block it could not read for a passing reason.
+const SCRUB_RETRY: Duration = Duration::from_secs(60);
 
 /// Whether a block failed to open because of what its files hold (or lack), rather than
 /// a passing failure to read them.
@@ -82,10 +94,24 @@ fn is_damage(e: &StoreError) -> bool {
     }
 }
 
-/// Retention, then compaction (nothing is merged that is about to be deleted).
+/// Retention, then compaction (nothing is merged that is about to be deleted; nothing at
+/// all while over the disk budget, since a merge needs room for its result).
 pub(super) fn maintain(inner: &Inner) -> Result<bool, StoreError> {
     enforce_retention(inner, inner.cfg.clock.now_unix_nano());
+    if inner.over_disk_budget.load(Ordering::Relaxed) > 0 {
+        return Ok(false);
+    }
     compact(inner)
+}
+
+/// Clears the disk-budget refusal once blocks and WAL fit the budget again.
+pub(super) fn recheck_disk_budget(inner: &Inner) {
+    let Some(budget) = inner.cfg.max_disk_bytes else { return };
+    let wal = Wal::disk_bytes(inner.fs.as_ref(), &inner.root.join("wal"));
+    let blocks: u64 = inner.state.read().blocks.iter().map(|b| b.disk_bytes).sum();
+    if wal + blocks <= budget {
+        inner.over_disk_budget.store(0, Ordering::Relaxed);
+    }
 }
 
 /// Merges the oldest run of small blocks. Returns whether it merged anything.

@@ -253,6 +253,8 @@ struct Inner {
     maintenance: Mutex<()>,
     /// One compaction at a time (the maintenance thread's, or one asked for).
     compaction: Mutex<()>,
+    /// Blocks the scrub could not read for a passing reason, and when.
+    scrub_later: Mutex<std::collections::HashMap<String, Instant>>,
     /// Set when the store is closing: the index thread stops.
     closing: std::sync::atomic::AtomicBool,
     /// What is failing right now, for readiness.
@@ -342,6 +344,7 @@ impl Store {
             stats,
             maintenance: Mutex::new(()),
             compaction: Mutex::new(()),
+            scrub_later: Mutex::new(std::collections::HashMap::new()),
             closing: std::sync::atomic::AtomicBool::new(false),
             health: Health::default(),
             head_bytes: AtomicU64::new(head_bytes),
