@@ -168,6 +168,42 @@ pub(crate) fn read_checked(
     Ok(data)
 }
 
+/// Checks block file `name` of `dir` against its size and CRC32C in `files` without
+/// holding it in memory (read in 1 MiB pieces): for the scrub, which only checks.
+pub(crate) fn check_file(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    files: &[super::FileChecksum],
+    name: &str,
+) -> Result<(), StoreError> {
+    let want = files
+        .iter()
+        .find(|f| f.name == name)
+        .ok_or_else(|| corrupt(&dir.join("meta.json"), format!("no checksum for {name}")))?;
+    let path = dir.join(name);
+    let file = fs.open_read(&path).map_err(|e| io_err(&path, e))?;
+    let (mut crc, mut at) = (0u32, 0u64);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read_at(&mut buf, at).map_err(|e| io_err(&path, e))?;
+        if n == 0 {
+            break;
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        at += n as u64;
+    }
+    if (at, crc) != (want.bytes, want.crc32c) {
+        return Err(corrupt(
+            &path,
+            format!(
+                "checksum mismatch: {at} bytes crc32c {crc:08x}, meta.json says {} bytes crc32c {:08x}",
+                want.bytes, want.crc32c
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Replaces derived file `name` of a block with `data` and its checksum in `meta.json`,
 /// each by an atomic rename (a crash in between leaves a checksum mismatch, which the next
 /// start repairs the same way).
@@ -254,7 +290,7 @@ impl Block {
         let spans_path = dir.join("spans.parquet");
         let traces_path = dir.join("traces.parquet");
         if full {
-            read_checked(fs.as_ref(), dir, &meta.files, "spans.parquet")?;
+            check_file(fs.as_ref(), dir, &meta.files, "spans.parquet")?;
         }
         // filter.bin is derived from the trace indexes: damaged, it is rebuilt below.
         let stored_filters = has_filters.then(|| {
@@ -276,7 +312,7 @@ impl Block {
         // reads it; otherwise it is checked when a query first loads it.
         let has_index = has("index.bin");
         let stored_index =
-            (has_index && full).then(|| read_checked(fs.as_ref(), dir, &meta.files, "index.bin").map(|_| ()));
+            (has_index && full).then(|| check_file(fs.as_ref(), dir, &meta.files, "index.bin"));
         let spans = FileReader(fs.open_read(&spans_path).map_err(|e| io_err(&spans_path, e))?);
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
         let footer = guard(|| Ok(ArrowReaderMetadata::load(&spans, options)?))

@@ -21,8 +21,8 @@ use super::{LOG_TRACES_FILE, LOGS_FILE};
 use crate::block::guard;
 use crate::block::json::{attrs_from_json, value_from_json};
 use crate::block::read::{
-    FileReader, IndexEntry, ResourceScopeColumns, SharedParts, corrupt, fsb, io_err, range_selection,
-    read_checked, read_index, trace_index_heap_bytes, u32_column,
+    FileReader, IndexEntry, ResourceScopeColumns, SharedParts, check_file, corrupt, fsb, io_err,
+    range_selection, read_checked, read_index, trace_index_heap_bytes, u32_column,
 };
 use crate::block::{BlockMeta, FileChecksum};
 use crate::cache::{BlockCache, Part, TraceFilter};
@@ -80,7 +80,7 @@ impl LogFiles {
     ) -> Result<(Self, Option<RebuiltFilter>), StoreError> {
         let (files, count) = (&meta.files, meta.log_count);
         if full {
-            read_checked(fs.as_ref(), dir, files, LOGS_FILE)?;
+            check_file(fs.as_ref(), dir, files, LOGS_FILE)?;
         }
         let index_file =
             files.iter().find(|f| f.name == LOG_TRACES_FILE).cloned().ok_or_else(|| {
