@@ -65,11 +65,19 @@ pub struct ConnectionsConfig {
     pub max_per_listener: usize,
     /// A connection with no byte either way for this long is closed.
     pub idle_timeout: HumanDuration,
+    /// An HTTP/1 connection waiting longer than this for a request's whole header block
+    /// is closed: a client trickling headers (never idle), or a keep-alive connection
+    /// with no next request.
+    pub header_read_timeout: HumanDuration,
 }
 
 impl Default for ConnectionsConfig {
     fn default() -> Self {
-        Self { max_per_listener: 4096, idle_timeout: HumanDuration(std::time::Duration::from_secs(300)) }
+        Self {
+            max_per_listener: 4096,
+            idle_timeout: HumanDuration(std::time::Duration::from_secs(300)),
+            header_read_timeout: HumanDuration(std::time::Duration::from_secs(60)),
+        }
     }
 }
 
@@ -380,6 +388,7 @@ impl Config {
         positive("otlp.max_request_size", self.otlp.max_request_size.0 > 0);
         positive("otlp.max_concurrent_requests", self.otlp.max_concurrent_requests > 0);
         positive("storage.fsync_interval", !self.storage.fsync_interval.0.is_zero());
+        positive("connections.header_read_timeout", !self.connections.header_read_timeout.0.is_zero());
         positive("storage.head_max_spans", self.storage.head_max_spans > 0);
         positive("storage.head_max_log_records", self.storage.head_max_log_records > 0);
         positive("storage.head_max_size", self.storage.head_max_size.0 > 0);

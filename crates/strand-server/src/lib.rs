@@ -6,6 +6,7 @@
 pub mod compress;
 pub mod config;
 pub mod demo;
+pub mod http_serve;
 pub mod listener;
 pub mod metrics;
 pub mod remote_sampling;
@@ -225,6 +226,7 @@ pub async fn run(
         });
     }
     let connections = Arc::new(listener::ConnectionStats::default());
+    let header_timeout = cfg.connections.header_read_timeout.0;
     let guard = |listener: TcpListener, what: &'static str| {
         listener::GuardedListener::new(
             listener,
@@ -255,7 +257,8 @@ pub async fn run(
         let stop = stopped();
         let listener = guard(listener, "otlp http");
         tasks.spawn(async move {
-            axum::serve(listener, app).with_graceful_shutdown(stop).await.context("otlp http server")
+            http_serve::serve(listener, app, stop, header_timeout).await;
+            Ok(())
         });
     }
     {
@@ -287,7 +290,8 @@ pub async fn run(
             let stop = stopped();
             let listener = guard(listener, what);
             tasks.spawn(async move {
-                axum::serve(listener, app).with_graceful_shutdown(stop).await.context(what)
+                http_serve::serve(listener, app, stop, header_timeout).await;
+                Ok(())
             });
         }
     }
@@ -324,7 +328,8 @@ pub async fn run(
         let stop = stopped();
         let http = guard(http, "query http");
         tasks.spawn(async move {
-            axum::serve(http, app).with_graceful_shutdown(stop).await.context("query http server")
+            http_serve::serve(http, app, stop, header_timeout).await;
+            Ok(())
         });
     }
 

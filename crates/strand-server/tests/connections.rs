@@ -1,5 +1,6 @@
 //! Every HTTP listener and the OTLP/gRPC one cap its open connections and closes idle ones, so idle or abandoned
-//! clients cannot hold the server's descriptors.
+//! clients cannot hold the server's descriptors; HTTP/1 listeners also cut off a client
+//! that trickles its request headers.
 
 mod common;
 
@@ -87,5 +88,36 @@ async fn connections_beyond_the_cap_are_closed_and_counted() {
         }
     })
     .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_trickling_request_headers_is_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let server = common::start(|c| c.connections.header_read_timeout = "1s".parse().expect("duration")).await;
+    for addr in [server.otlp_http, server.http, server.zipkin] {
+        let mut slow = TcpStream::connect(addr).await.expect("connect");
+        slow.write_all(b"POST /v1/traces HTTP/1.1\r\nhost: strand\r\n").await.expect("write");
+        // A header line every 100 ms: never idle, never done.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut buf = [0u8; 256];
+        loop {
+            assert!(std::time::Instant::now() < deadline, "a trickling client to {addr} was never cut off");
+            if slow.write_all(b"x-slow: 1\r\n").await.is_err() {
+                break;
+            }
+            match tokio::time::timeout(Duration::from_millis(100), slow.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => break,
+                Ok(Ok(n)) => {
+                    // hyper may answer before it closes; anything but a success is a cut.
+                    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    assert!(!head.starts_with("HTTP/1.1 2"), "{head}");
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    // A client that sends its request at once is served as usual.
+    server.export_json(std::fs::read(common::fixture("otlp/trace.json")).expect("fixture")).await;
     server.stop().await;
 }
