@@ -127,3 +127,29 @@ async fn a_merge_whose_inputs_retention_deleted_meanwhile_is_discarded() {
     assert!(left.is_empty(), "nothing left on disk: {left:?}");
     assert!(store.get_trace_blocking(trace_id(1)).expect("read").is_none(), "deleted data stays deleted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_written_during_a_merge_counts_as_newer_than_the_merge() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fs = strand_store::fs::FaultyFs::new();
+    let cfg = StoreConfig { compaction_target_spans: 1000, ..StoreConfig::default() };
+    let (store, compacting) = stalled_compaction(dir.path(), &fs, cfg).await;
+    // A retried copy of trace 1's root span, changed, arrives while the merge waits: its
+    // block gets an id older than the merged block's, but it holds newer data.
+    let mut retry = batch(1, 1);
+    retry.resource_spans[0].scope_spans[0].spans[0].name = "retried copy".into();
+    store.append(retry).await.expect("write");
+    let flushed = tokio::time::timeout(std::time::Duration::from_secs(10), store.flush()).await;
+    fs.hold_reads_under(None);
+    flushed.expect("flushed during the merge").expect("flush");
+    compacting.await.expect("task").expect("compaction");
+    let root = |store: &Store| {
+        let t = store.get_trace_blocking(trace_id(1)).expect("read").expect("trace 1");
+        assert_eq!(t.spans.len(), 5, "one copy of each span");
+        t.spans.iter().find(|s| s.span.parent_span_id.is_none()).expect("root").span.name.clone()
+    };
+    assert_eq!(root(&store), "op-0", "reads take the first-received copy");
+    TraceStore::maintain(store.as_ref()).await.expect("maintain");
+    assert_eq!(store.snapshot().blocks, 1, "the merged block and the one written meanwhile merged");
+    assert_eq!(root(&store), "op-0", "so does compaction");
+}

@@ -179,7 +179,7 @@ pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
         }
         st.blocks.retain(|b| !ids.contains(&b.meta.id));
         st.blocks.push(Arc::new(merged));
-        st.blocks.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
+        st.blocks.sort_by(by_data_age);
     }
     drop(guard);
     info!(inputs = ids.len(), spans = merged_spans, block = %merged_id, "compacted blocks");
@@ -208,14 +208,12 @@ pub(super) fn enforce_retention(inner: &Inner, now: u64) {
         });
         if let Some(budget) = inner.cfg.max_disk_bytes {
             let mut total: u64 = wal_bytes + st.blocks.iter().map(|b| b.disk_bytes).sum::<u64>();
-            // Oldest received first.
-            st.blocks.sort_by_key(|b| b.meta.min_received_unix_nano);
+            // Blocks are kept oldest data first: the oldest go first.
             while total > budget && !st.blocks.is_empty() {
                 let b = st.blocks.remove(0);
                 total -= b.disk_bytes;
                 doomed.push(b);
             }
-            st.blocks.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
             // What is left over the budget is data not yet in blocks: refuse writes until
             // cuts turn it into (smaller) blocks.
             let over = if total > budget { total } else { 0 };

@@ -224,7 +224,16 @@ enum FlushJob {
 struct State {
     head: Head,
     frozen: Vec<Arc<Frozen>>,
+    /// Oldest data first ([`by_data_age`]): reads, compaction and retention go in this
+    /// order, so the first-received copy of a duplicate span wins everywhere.
     blocks: Vec<Arc<Block>>,
+}
+
+/// Orders blocks by their earliest receive time, then id. Not by id alone: a block written
+/// while a compaction merged older ones has an older id than the merged block, but newer
+/// data.
+fn by_data_age(a: &Arc<Block>, b: &Arc<Block>) -> std::cmp::Ordering {
+    (a.meta.min_received_unix_nano, &a.meta.id).cmp(&(b.meta.min_received_unix_nano, &b.meta.id))
 }
 
 impl State {

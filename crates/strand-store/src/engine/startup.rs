@@ -124,6 +124,6 @@ pub(super) fn open_blocks(
             true
         }
     });
-    blocks.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
+    blocks.sort_by(by_data_age);
     Ok(blocks)
 }
