@@ -95,21 +95,9 @@ async fn post(client: &reqwest::Client, server: &common::TestServer, batch: &Spa
     status
 }
 
-/// Bytes of every file under `dir`.
-fn du(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => du(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
-
 fn stored_bytes(data: &Path) -> u64 {
-    du(&data.join("wal")) + du(&data.join("blocks"))
+    strand_store::testdata::dir_bytes(&data.join("wal"))
+        + strand_store::testdata::dir_bytes(&data.join("blocks"))
 }
 
 /// Polls `check` every 20 ms until it holds, for at most 60 s.

@@ -108,3 +108,20 @@ async fn ui_files_are_served_with_types_etags_and_a_strict_policy() {
     assert_eq!(health.status(), 200);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_ui_says_when_a_trace_was_cut_to_the_span_cap() {
+    if common::node_with_playwright().is_none() {
+        return;
+    }
+    let server = common::start(|c| c.query.max_trace_spans = 2).await;
+    server.export_batch(&strand_store::testdata::batch(1, 5)).await;
+    let envs = [
+        ("STRAND_URL", format!("http://{}", server.http)),
+        ("STRAND_TRACE", strand_store::testdata::trace_id(1).to_hex()),
+    ];
+    tokio::task::spawn_blocking(move || common::run_node(&["--test", "truncated.test.mjs"], &envs))
+        .await
+        .expect("browser test");
+    server.stop().await;
+}

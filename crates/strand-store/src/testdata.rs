@@ -190,3 +190,17 @@ pub fn log_batch(seed: u8, per_span: u8) -> strand_core::LogBatch {
         resource_logs: vec![ResourceLogs { resource, scope_logs: vec![ScopeLogs { scope, records }] }],
     }
 }
+
+/// Bytes of every file under `dir`, for tests of disk use; what is deleted during the
+/// walk (retention at work) counts as gone.
+pub fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}

@@ -3,7 +3,6 @@
 //! block write at once, the head is cut early for the disk budget, and retention deletes
 //! old blocks while a block write is being retried.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -27,16 +26,6 @@ fn trace(n: u32) -> (TraceId, SpanBatch) {
         }
     }
     (TraceId(id), b)
-}
-
-/// Bytes of every file under `dir`.
-fn disk_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
-        let meta = entry.metadata().expect("metadata");
-        total += if meta.is_dir() { disk_bytes(&entry.path()) } else { meta.len() };
-    }
-    total
 }
 
 async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
@@ -148,7 +137,10 @@ async fn the_disk_budget_holds_the_head_cut_early_and_oldest_blocks_deleted() {
     }
     assert_eq!(written, 1_000);
     let stats = store.stats();
-    eventually("the data directory is within the budget", async || disk_bytes(dir.path()) <= budget).await;
+    eventually("the data directory is within the budget", async || {
+        strand_store::testdata::dir_bytes(dir.path()) <= budget
+    })
+    .await;
     assert!(stats.blocks_written.load(Ordering::Relaxed) >= 4, "the head was cut for the budget");
     assert!(stats.retention_deleted_blocks.load(Ordering::Relaxed) >= 1, "old blocks made room");
     assert!(store.get_trace_blocking(trace(999).0).expect("read").is_some(), "the newest trace is kept");
