@@ -142,6 +142,32 @@ impl Drop for Block {
     }
 }
 
+/// The size and checksum `meta.json` (`files`) gives block file `name` of `dir`.
+pub(crate) fn expected<'a>(
+    dir: &Path,
+    files: &'a [super::FileChecksum],
+    name: &str,
+) -> Result<&'a super::FileChecksum, StoreError> {
+    files
+        .iter()
+        .find(|f| f.name == name)
+        .ok_or_else(|| corrupt(&dir.join("meta.json"), format!("no checksum for {name}")))
+}
+
+/// Fails unless `bytes` and `crc32c` are what `want` says of the file at `path`.
+fn compare(path: &Path, bytes: u64, crc32c: u32, want: &super::FileChecksum) -> Result<(), StoreError> {
+    if (bytes, crc32c) == (want.bytes, want.crc32c) {
+        return Ok(());
+    }
+    Err(corrupt(
+        path,
+        format!(
+            "checksum mismatch: {bytes} bytes crc32c {crc32c:08x}, meta.json says {} bytes crc32c {:08x}",
+            want.bytes, want.crc32c
+        ),
+    ))
+}
+
 /// Reads block file `name` of `dir`, checking it against its size and CRC32C in `files`.
 pub(crate) fn read_checked(
     fs: &dyn FileSystem,
@@ -149,22 +175,10 @@ pub(crate) fn read_checked(
     files: &[super::FileChecksum],
     name: &str,
 ) -> Result<Vec<u8>, StoreError> {
-    let want = files
-        .iter()
-        .find(|f| f.name == name)
-        .ok_or_else(|| corrupt(&dir.join("meta.json"), format!("no checksum for {name}")))?;
+    let want = expected(dir, files, name)?;
     let path = dir.join(name);
     let data = fs.read_file(&path).map_err(|e| io_err(&path, e))?;
-    let have = super::FileChecksum::of(name, &data);
-    if &have != want {
-        return Err(corrupt(
-            &path,
-            format!(
-                "checksum mismatch: {} bytes crc32c {:08x}, meta.json says {} bytes crc32c {:08x}",
-                have.bytes, have.crc32c, want.bytes, want.crc32c
-            ),
-        ));
-    }
+    compare(&path, data.len() as u64, crc32c::crc32c(&data), want)?;
     Ok(data)
 }
 
@@ -176,10 +190,7 @@ pub(crate) fn check_file(
     files: &[super::FileChecksum],
     name: &str,
 ) -> Result<(), StoreError> {
-    let want = files
-        .iter()
-        .find(|f| f.name == name)
-        .ok_or_else(|| corrupt(&dir.join("meta.json"), format!("no checksum for {name}")))?;
+    let want = expected(dir, files, name)?;
     let path = dir.join(name);
     let file = fs.open_read(&path).map_err(|e| io_err(&path, e))?;
     let (mut crc, mut at) = (0u32, 0u64);
@@ -192,16 +203,7 @@ pub(crate) fn check_file(
         crc = crc32c::crc32c_append(crc, &buf[..n]);
         at += n as u64;
     }
-    if (at, crc) != (want.bytes, want.crc32c) {
-        return Err(corrupt(
-            &path,
-            format!(
-                "checksum mismatch: {at} bytes crc32c {crc:08x}, meta.json says {} bytes crc32c {:08x}",
-                want.bytes, want.crc32c
-            ),
-        ));
-    }
-    Ok(())
+    compare(&path, at, crc, want)
 }
 
 /// Replaces derived file `name` of a block with `data` and its checksum in `meta.json`,

@@ -21,7 +21,7 @@ use super::{LOG_TRACES_FILE, LOGS_FILE};
 use crate::block::guard;
 use crate::block::json::{attrs_from_json, value_from_json};
 use crate::block::read::{
-    FileReader, IndexEntry, ResourceScopeColumns, SharedParts, check_file, corrupt, fsb, io_err,
+    FileReader, IndexEntry, ResourceScopeColumns, SharedParts, check_file, corrupt, expected, fsb, io_err,
     range_selection, read_checked, read_index, trace_index_heap_bytes, u32_column,
 };
 use crate::block::{BlockMeta, FileChecksum};
@@ -82,10 +82,7 @@ impl LogFiles {
         if full {
             check_file(fs.as_ref(), dir, files, LOGS_FILE)?;
         }
-        let index_file =
-            files.iter().find(|f| f.name == LOG_TRACES_FILE).cloned().ok_or_else(|| {
-                corrupt(&dir.join("meta.json"), format!("no checksum for {LOG_TRACES_FILE}"))
-            })?;
+        let index_file = expected(dir, files, LOG_TRACES_FILE)?.clone();
         let path = dir.join(LOGS_FILE);
         let file = FileReader(fs.open_read(&path).map_err(|e| io_err(&path, e))?);
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
