@@ -424,7 +424,10 @@ impl Block {
     fn index_from_spans(&self) -> Result<SearchIndex, StoreError> {
         let mut builder = IndexBuilder::new();
         let received = self.meta.min_received_unix_nano;
-        builder.add_stored(&self.read_all()?, |_| received);
+        self.for_each_slice(|spans| {
+            builder.add_stored(&spans, |_| received);
+            Ok(())
+        })?;
         Ok(builder.finish())
     }
 
@@ -491,9 +494,18 @@ impl Block {
         self.read_rows(u64::from(entry.first_row), u64::from(entry.rows))
     }
 
-    /// Every span in the block (for compaction).
-    pub fn read_all(&self) -> Result<Vec<StoredSpan>, StoreError> {
-        self.read_rows(0, self.meta.span_count)
+    /// Every span in the block, a slice of rows at a time in row order (for compaction and
+    /// rebuilding the search index): decoded spans take several times their columnar size,
+    /// so a whole block is never decoded at once.
+    pub fn for_each_slice(
+        &self,
+        mut f: impl FnMut(Vec<StoredSpan>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let total = self.meta.span_count;
+        for first in (0..total).step_by(SLICE_ROWS as usize) {
+            f(self.read_rows(first, SLICE_ROWS.min(total - first))?)?;
+        }
+        Ok(())
     }
 
     fn read_rows(&self, first: u64, count: u64) -> Result<Vec<StoredSpan>, StoreError> {
@@ -519,6 +531,9 @@ impl Block {
         Ok(out)
     }
 }
+
+/// Rows [`Block::for_each_slice`] decodes at a time.
+const SLICE_ROWS: u64 = 64 * 1024;
 
 /// Decodes `index.bin` of the block in `dir`, which holds `traces` traces.
 fn decode_search_index(data: &[u8], dir: &Path, traces: u64) -> Result<SearchIndex, StoreError> {

@@ -23,6 +23,8 @@ use crate::error::FormatError;
 const PAGE_ROWS: usize = 2048;
 /// Rows per row group.
 const ROW_GROUP_ROWS: usize = 256 * 1024;
+/// Rows put in sorted order and handed to the Parquet writer at a time by a cut.
+const TAKE_ROWS: usize = 16 * PAGE_ROWS;
 
 /// A block ready to be written: file contents and metadata.
 pub struct EncodedBlock {
@@ -116,17 +118,33 @@ fn spans_props(trace_count: u64) -> WriterProperties {
 }
 
 pub(crate) fn write_parquet(batch: &RecordBatch, props: WriterProperties) -> Result<Vec<u8>, FormatError> {
-    Ok(write_parquet_groups(batch, props)?.0)
-}
-
-/// [`write_parquet`], also giving the row count of each row group written.
-pub(crate) fn write_parquet_groups(
-    batch: &RecordBatch,
-    props: WriterProperties,
-) -> Result<(Vec<u8>, Vec<u64>), FormatError> {
     let mut out = Vec::new();
     let mut w = ArrowWriter::try_new(&mut out, batch.schema(), Some(props))?;
     w.write(batch)?;
+    w.close()?;
+    Ok(out)
+}
+
+/// Writes the rows of `appended` in `order` (positions in it) as a Parquet file, also
+/// giving the row count of each row group written. The order is taken a chunk at a time
+/// into the writer, which encodes each chunk's pages at once: besides the file, the caller's
+/// one copy of the data is all that is held, not a second, sorted one.
+pub(crate) fn write_parquet_sorted(
+    appended: &RecordBatch,
+    order: &[u32],
+    props: WriterProperties,
+) -> Result<(Vec<u8>, Vec<u64>), FormatError> {
+    let mut out = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut out, appended.schema(), Some(props))?;
+    for chunk in order.chunks(TAKE_ROWS) {
+        let chunk = UInt32Array::from_iter_values(chunk.iter().copied());
+        let sorted = appended
+            .columns()
+            .iter()
+            .map(|c| arrow_select::take::take(c.as_ref(), &chunk, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        w.write(&RecordBatch::try_new(appended.schema(), sorted)?)?;
+    }
     let meta = w.close()?;
     let rows = meta.row_groups().iter().map(|g| g.num_rows() as u64).collect();
     Ok((out, rows))
@@ -348,7 +366,6 @@ impl BlockBuilder {
     ) -> Result<EncodedBlock, FormatError> {
         self.keys.sort_unstable();
         self.keys.dedup_by(|later, first| (later.0, later.1, later.2) == (first.0, first.1, first.2));
-        let order = UInt32Array::from_iter_values(self.keys.iter().map(|k| k.3));
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.trace_id.finish()),
             Arc::new(self.span_id.finish()),
@@ -377,14 +394,11 @@ impl BlockBuilder {
             Arc::new(self.links.finish()),
             Arc::new(self.dropped_links.finish()),
         ];
-        let sorted = columns
-            .iter()
-            .map(|c| arrow_select::take::take(c.as_ref(), &order, None))
-            .collect::<Result<Vec<_>, _>>()?;
-        let batch = RecordBatch::try_new(Arc::new(spans_schema()), sorted)?;
-        let summaries = Summaries::from_sorted(&batch)?;
+        let appended = RecordBatch::try_new(Arc::new(spans_schema()), columns)?;
+        let summaries = Summaries::from_order(&appended, self.keys.iter().map(|k| k.3 as usize))?;
         let trace_count = summaries.list.len() as u64;
-        let spans_bytes = write_parquet(&batch, spans_props(trace_count))?;
+        let order: Vec<u32> = self.keys.iter().map(|k| k.3).collect();
+        let (spans_bytes, _) = write_parquet_sorted(&appended, &order, spans_props(trace_count))?;
         let traces_bytes = summaries.encode()?;
         let hex = |t: u128| strand_core::TraceId(t.to_be_bytes()).to_hex();
         let meta = BlockMeta {
@@ -432,8 +446,9 @@ struct Summaries<'a> {
 }
 
 impl<'a> Summaries<'a> {
-    /// Summarises the traces of a batch sorted by trace id and start time.
-    fn from_sorted(b: &'a RecordBatch) -> Result<Self, FormatError> {
+    /// Summarises the traces of a batch whose rows, taken in `order`, are sorted by trace id
+    /// and start time. Rows are kept as positions in the batch.
+    fn from_order(b: &'a RecordBatch, order: impl Iterator<Item = usize>) -> Result<Self, FormatError> {
         use arrow_array::cast::AsArray;
         use arrow_array::types::{Int8Type, Int64Type, UInt64Type};
         let col = |i: usize| b.column(i);
@@ -446,13 +461,13 @@ impl<'a> Summaries<'a> {
         let name = col(5).as_string_opt::<i32>().ok_or_else(|| bad("name"))?;
         let service = col(11).as_string_opt::<i32>().ok_or_else(|| bad("service"))?;
         let mut list: Vec<Summary> = Vec::new();
-        for row in 0..b.num_rows() {
+        for (sorted_row, row) in order.enumerate() {
             let tid: [u8; 16] =
                 trace_id.value(row).try_into().map_err(|_| FormatError::invalid("trace id width"))?;
             if list.last().is_none_or(|l| l.trace_id != tid) {
                 list.push(Summary {
                     trace_id: tid,
-                    first_row: row as u32,
+                    first_row: sorted_row as u32,
                     span_count: 0,
                     root: None,
                     start: u64::MAX,
@@ -525,5 +540,79 @@ impl<'a> Summaries<'a> {
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
             .build();
         write_parquet(&batch, props)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::UInt64Type;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use strand_core::TraceId;
+
+    use crate::testdata::{service_batch, span};
+
+    fn read(file: &[u8]) -> RecordBatch {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::copy_from_slice(file))
+            .and_then(|b| b.with_batch_size(usize::MAX).build())
+            .expect("a parquet file");
+        let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().expect("decodes");
+        arrow_select::concat::concat_batches(&batches[0].schema(), &batches).expect("one schema")
+    }
+
+    /// Rows are appended span by span across thousands of traces, later spans starting
+    /// earlier, so the sorted order differs from the appended one everywhere and spans
+    /// several chunks of the writer.
+    #[test]
+    fn a_cut_larger_than_a_chunk_is_sorted_and_summarised_across_chunks() {
+        const TRACES: u64 = 3_500;
+        const SPANS: u64 = 10;
+        let tid = |t: u64| TraceId((t.wrapping_mul(0x9e37_79b9_7f4a_7c15) as u128 * 7919).to_be_bytes());
+        let mut b = BlockBuilder::new();
+        for i in 0..SPANS {
+            for t in 0..TRACES {
+                let parent = (i > 0).then_some(0);
+                let sp = span(tid(t), i, parent, &format!("op-{i}"), 1_000_000 - i * 10, 5);
+                let service = format!("svc-{}", (t + i) % 3);
+                b.append_batch(&service_batch(&service, vec![], Default::default(), vec![sp]))
+                    .expect("appends");
+            }
+        }
+        // A retried copy of one span: kept once.
+        let again = span(tid(7), 3, Some(0), "op-3", 1_000_000 - 30, 5);
+        b.append_batch(&service_batch("svc-1", vec![], Default::default(), vec![again])).expect("appends");
+        assert!(b.len() > TAKE_ROWS, "the test must cross chunks");
+        let encoded = b.finish("b".into(), 1, 2, Vec::new()).expect("encodes");
+        assert_eq!(encoded.meta.span_count, TRACES * SPANS);
+
+        let spans = read(&encoded.spans);
+        assert_eq!(spans.num_rows() as u64, TRACES * SPANS);
+        let ids = spans.column(0).as_fixed_size_binary();
+        let span_ids = spans.column(1).as_fixed_size_binary();
+        let starts = spans.column(7).as_primitive::<UInt64Type>();
+        let key = |r: usize| (ids.value(r), starts.value(r), span_ids.value(r));
+        for r in 1..spans.num_rows() {
+            assert!(key(r - 1) < key(r), "row {r} is out of order or repeated");
+        }
+
+        let traces = read(&encoded.traces);
+        assert_eq!(traces.num_rows() as u64, TRACES);
+        let (first, count) = (
+            traces.column(1).as_primitive::<arrow_array::types::UInt32Type>(),
+            traces.column(2).as_primitive::<arrow_array::types::UInt32Type>(),
+        );
+        let (root_service, root_name) =
+            (traces.column(3).as_string::<i32>(), traces.column(4).as_string::<i32>());
+        let services = spans.column(11).as_string::<i32>();
+        for t in 0..traces.num_rows() {
+            let rows = first.value(t) as usize..(first.value(t) + count.value(t)) as usize;
+            assert_eq!(rows.len() as u64, SPANS);
+            assert!(rows.clone().all(|r| ids.value(r) == traces.column(0).as_fixed_size_binary().value(t)));
+            // The root (span 0) starts last, so it is the last row of its trace.
+            let root = rows.end - 1;
+            assert_eq!(root_name.value(t), "op-0", "trace {t}");
+            assert_eq!(root_service.value(t), services.value(root), "trace {t}");
+        }
     }
 }

@@ -154,12 +154,14 @@ pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
         if let Some(l) = &b.logs {
             logs.append_stored(&l.read_all()?).map_err(|e| e.corrupt_at(b.dir.display()))?;
         }
-        let spans = b.read_all()?;
-        builder.append_stored(&spans).map_err(|e| e.corrupt_at(b.dir.display()))?;
         let search = b.search_index()?;
         let received =
             |id: &TraceId| search.part(id).map_or(b.meta.min_received_unix_nano, |p| p.min_received);
-        index.add_stored(&spans, received);
+        b.for_each_slice(|spans| {
+            builder.append_stored(&spans).map_err(|e| e.corrupt_at(b.dir.display()))?;
+            index.add_stored(&spans, received);
+            Ok(())
+        })?;
     }
     let min_received = candidates.iter().map(|b| b.meta.min_received_unix_nano).min().unwrap_or(0);
     let max_received = candidates.iter().map(|b| b.meta.max_received_unix_nano).max().unwrap_or(0);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow_array::builder::{
     FixedSizeBinaryBuilder, Int8Builder, StringBuilder, UInt32Builder, UInt64Builder,
 };
-use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -16,7 +16,7 @@ use strand_core::{AnyValue, LogBatch, LogRecord, Resource, Scope, StoredLog};
 use super::grams::GramCollector;
 use crate::block::json::value_from_json;
 use crate::block::json::{attrs_to_json, value_to_json};
-use crate::block::write::{write_parquet, write_parquet_groups};
+use crate::block::write::{write_parquet, write_parquet_sorted};
 use crate::error::FormatError;
 
 /// Rows per data page: small pages make a trace lookup read little.
@@ -304,7 +304,7 @@ impl LogBlockBuilder {
     pub fn finish(mut self) -> Result<EncodedLogs, FormatError> {
         self.keys.sort_unstable();
         self.keys.dedup_by(|later, first| (later.0, later.1, later.2) == (first.0, first.1, first.2));
-        let order = UInt32Array::from_iter_values(self.keys.iter().map(|k| k.3));
+        let order: Vec<u32> = self.keys.iter().map(|k| k.3).collect();
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.trace_id.finish()),
             Arc::new(self.span_id.finish()),
@@ -328,11 +328,8 @@ impl LogBlockBuilder {
             Arc::new(self.scope_dropped.finish()),
             Arc::new(self.scope_schema.finish()),
         ];
-        let sorted = columns
-            .iter()
-            .map(|c| arrow_select::take::take(c.as_ref(), &order, None))
-            .collect::<Result<Vec<_>, _>>()?;
-        let batch = RecordBatch::try_new(Arc::new(logs_schema()), sorted)?;
+        // Rows stay where they were appended; they are written in sorted order.
+        let appended = RecordBatch::try_new(Arc::new(logs_schema()), columns)?;
         // The lookup index: one row per trace, over the sorted keys (records without a
         // trace, key 0, are not in it).
         let mut index_ids = FixedSizeBinaryBuilder::new(16);
@@ -361,9 +358,9 @@ impl LogBlockBuilder {
             .build();
         let min = self.keys.iter().map(|k| k.1).min().unwrap_or(0);
         let max = self.keys.iter().map(|k| k.1).max().unwrap_or(0);
-        let (logs, group_rows) = write_parquet_groups(&batch, logs_props(trace_count))?;
+        let (logs, group_rows) = write_parquet_sorted(&appended, &order, logs_props(trace_count))?;
         Ok(EncodedLogs {
-            grams: body_grams(&batch, &group_rows)?,
+            grams: body_grams(&appended, &order, &group_rows)?,
             logs,
             traces: write_parquet(&index, index_props)?,
             count: self.keys.len() as u64,
@@ -373,15 +370,20 @@ impl LogBlockBuilder {
     }
 }
 
-/// The text filter of the sorted records, one trigram set per row group of `group_rows`.
-fn body_grams(batch: &RecordBatch, group_rows: &[u64]) -> Result<Vec<u8>, FormatError> {
+/// The text filter of the records of `batch` taken in `order`, one trigram set per row
+/// group of `group_rows`.
+fn body_grams(batch: &RecordBatch, order: &[u32], group_rows: &[u64]) -> Result<Vec<u8>, FormatError> {
     use arrow_array::Array;
     use arrow_array::cast::AsArray;
     let (body, value) = (batch.column(6).as_string::<i32>(), batch.column(7).as_string::<i32>());
     let mut grams = GramCollector::default();
     let mut row = 0usize;
     for &n in group_rows {
-        for i in row..row + n as usize {
+        let group = order
+            .get(row..row + n as usize)
+            .ok_or_else(|| FormatError::invalid("row groups hold more rows than were written"))?;
+        for &i in group {
+            let i = i as usize;
             if !body.is_null(i) {
                 grams.add(body.value(i).as_bytes());
             } else if !value.is_null(i) {
