@@ -4,12 +4,14 @@ use std::sync::Arc;
 
 use arrow_array::UInt32Array;
 use arrow_array::builder::{
-    FixedSizeBinaryBuilder, Int8Builder, Int64Builder, ListBuilder, StringBuilder, UInt32Builder,
-    UInt64Builder,
+    FixedSizeBinaryBuilder, Int8Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
+    UInt32Builder, UInt64Builder,
 };
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::types::Int32Type;
+use arrow_array::{ArrayRef, DictionaryArray, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
@@ -135,7 +137,10 @@ pub(crate) fn write_parquet_sorted(
     props: WriterProperties,
 ) -> Result<(Vec<u8>, Vec<u64>), FormatError> {
     let mut out = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut out, appended.schema(), Some(props))?;
+    // Columns held as dictionaries are stored as the strings they hold: without the Arrow
+    // schema in the file, readers see the plain Parquet string columns.
+    let options = ArrowWriterOptions::new().with_properties(props).with_skip_arrow_metadata(true);
+    let mut w = ArrowWriter::try_new_with_options(&mut out, appended.schema(), options)?;
     for chunk in order.chunks(TAKE_ROWS) {
         let chunk = UInt32Array::from_iter_values(chunk.iter().copied());
         let sorted = appended
@@ -169,6 +174,108 @@ fn append_json<T: ?Sized>(
 /// at, so among copies of one span the first appended sorts first.
 type SortKey = (u128, u64, u64, u32);
 
+/// Keys of one resource's values in the dictionary columns, found once per resource.
+#[derive(Clone, Copy)]
+struct ResourceKeys {
+    service: i32,
+    attrs: Option<i32>,
+    dropped: u32,
+    schema: i32,
+}
+
+/// Keys of one scope's values in the dictionary columns, found once per scope.
+#[derive(Clone, Copy)]
+struct ScopeKeys {
+    name: i32,
+    version: i32,
+    attrs: Option<i32>,
+    dropped: u32,
+    schema: i32,
+}
+
+/// The string columns of `spans.parquet` a cut holds as [`DictColumn`]s.
+const DICT_COLUMNS: &[&str] = &[
+    "trace_state",
+    "name",
+    "status_message",
+    "service_name",
+    "resource_attributes",
+    "resource_schema_url",
+    "scope_name",
+    "scope_version",
+    "scope_attributes",
+    "scope_schema_url",
+];
+
+/// `schema` with the string columns named in `columns` as dictionaries of strings (how a
+/// cut holds them; Parquet stores them as the plain string columns of `schema`).
+pub(crate) fn dictionary_schema(schema: &Schema, columns: &[&str]) -> Schema {
+    let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| match columns.contains(&f.name().as_str()) {
+                true => Arc::new(f.as_ref().clone().with_data_type(dict.clone())),
+                false => f.clone(),
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// A string column whose values repeat (those of a resource or scope, span names): rows
+/// hold keys into the distinct values, so a resource's attributes are held once per cut
+/// instead of once per span (they were over half of a cut's memory).
+#[derive(Default)]
+pub(crate) struct DictColumn {
+    keys: Int32Builder,
+    values: StringBuilder,
+    /// Keys of the distinct values, by the hash of the value. std's keyed hasher: values
+    /// come from the network, and must not be made to collide.
+    table: hashbrown::HashTable<i32>,
+    hasher: std::hash::RandomState,
+}
+
+impl DictColumn {
+    /// The key of `v`, added to the distinct values if new.
+    pub(crate) fn key(&mut self, v: &str) -> i32 {
+        use std::hash::BuildHasher;
+        let Self { values, table, hasher, .. } = self;
+        let value = |k: i32| {
+            let o = values.offsets_slice();
+            &values.values_slice()[o[k as usize] as usize..o[k as usize + 1] as usize]
+        };
+        let hash = hasher.hash_one(v.as_bytes());
+        if let Some(&k) = table.find(hash, |&k| value(k) == v.as_bytes()) {
+            return k;
+        }
+        let k = arrow_array::builder::ArrayBuilder::len(values) as i32;
+        values.append_value(v);
+        let value = |k: i32| {
+            let o = values.offsets_slice();
+            &values.values_slice()[o[k as usize] as usize..o[k as usize + 1] as usize]
+        };
+        table.insert_unique(hash, k, |&k| hasher.hash_one(value(k)));
+        k
+    }
+
+    /// Appends a row holding the value of `key` (from [`DictColumn::key`]), or null.
+    pub(crate) fn push(&mut self, key: Option<i32>) {
+        self.keys.append_option(key);
+    }
+
+    /// Appends a row holding `v`.
+    pub(crate) fn push_value(&mut self, v: &str) {
+        let k = self.key(v);
+        self.keys.append_value(k);
+    }
+
+    pub(crate) fn finish(&mut self) -> Result<ArrayRef, FormatError> {
+        let keys = self.keys.finish();
+        Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(keys, Arc::new(self.values.finish()))?))
+    }
+}
+
 /// Builds a block from spans appended in any order, without keeping them: each span goes
 /// straight into Arrow column builders and a sort key; [`BlockBuilder::finish`] sorts the
 /// keys, drops repeated copies of a span (same trace id, start and span id: a retry; the
@@ -177,23 +284,23 @@ pub struct BlockBuilder {
     trace_id: FixedSizeBinaryBuilder,
     span_id: FixedSizeBinaryBuilder,
     parent: FixedSizeBinaryBuilder,
-    trace_state: StringBuilder,
+    trace_state: DictColumn,
     flags: UInt32Builder,
-    name: StringBuilder,
+    name: DictColumn,
     kind: Int8Builder,
     start: UInt64Builder,
     duration: Int64Builder,
     status_code: Int8Builder,
-    status_message: StringBuilder,
-    service: StringBuilder,
-    res_attrs: StringBuilder,
+    status_message: DictColumn,
+    service: DictColumn,
+    res_attrs: DictColumn,
     res_dropped: UInt32Builder,
-    res_schema: StringBuilder,
-    scope_name: StringBuilder,
-    scope_version: StringBuilder,
-    scope_attrs: StringBuilder,
+    res_schema: DictColumn,
+    scope_name: DictColumn,
+    scope_version: DictColumn,
+    scope_attrs: DictColumn,
     scope_dropped: UInt32Builder,
-    scope_schema: StringBuilder,
+    scope_schema: DictColumn,
     attrs: StringBuilder,
     dropped_attrs: UInt32Builder,
     events: StringBuilder,
@@ -217,23 +324,23 @@ impl BlockBuilder {
             trace_id: FixedSizeBinaryBuilder::new(16),
             span_id: FixedSizeBinaryBuilder::new(8),
             parent: FixedSizeBinaryBuilder::new(8),
-            trace_state: StringBuilder::new(),
+            trace_state: DictColumn::default(),
             flags: UInt32Builder::new(),
-            name: StringBuilder::new(),
+            name: DictColumn::default(),
             kind: Int8Builder::new(),
             start: UInt64Builder::new(),
             duration: Int64Builder::new(),
             status_code: Int8Builder::new(),
-            status_message: StringBuilder::new(),
-            service: StringBuilder::new(),
-            res_attrs: StringBuilder::new(),
+            status_message: DictColumn::default(),
+            service: DictColumn::default(),
+            res_attrs: DictColumn::default(),
             res_dropped: UInt32Builder::new(),
-            res_schema: StringBuilder::new(),
-            scope_name: StringBuilder::new(),
-            scope_version: StringBuilder::new(),
-            scope_attrs: StringBuilder::new(),
+            res_schema: DictColumn::default(),
+            scope_name: DictColumn::default(),
+            scope_version: DictColumn::default(),
+            scope_attrs: DictColumn::default(),
             scope_dropped: UInt32Builder::new(),
-            scope_schema: StringBuilder::new(),
+            scope_schema: DictColumn::default(),
             attrs: StringBuilder::new(),
             dropped_attrs: UInt32Builder::new(),
             events: StringBuilder::new(),
@@ -259,19 +366,11 @@ impl BlockBuilder {
     /// resource or scope of the batch.
     pub fn append_batch(&mut self, batch: &SpanBatch) -> Result<(), FormatError> {
         for rs in &batch.resource_spans {
-            let service = rs.resource.service_name();
-            let res_json = attrs_to_json(&rs.resource.attributes);
+            let res = self.resource_keys(&rs.resource);
             for ss in &rs.scope_spans {
-                let scope_json = attrs_to_json(&ss.scope.attributes);
+                let scope = self.scope_keys(&ss.scope);
                 for sp in &ss.spans {
-                    self.append(
-                        sp,
-                        &rs.resource,
-                        service,
-                        res_json.as_deref(),
-                        &ss.scope,
-                        scope_json.as_deref(),
-                    )?;
+                    self.append(sp, res, scope)?;
                 }
             }
         }
@@ -283,39 +382,45 @@ impl BlockBuilder {
         &mut self,
         spans: impl IntoIterator<Item = &'a StoredSpan>,
     ) -> Result<(), FormatError> {
-        let mut resources: std::collections::HashMap<usize, Option<String>> = Default::default();
-        let mut scopes: std::collections::HashMap<usize, Option<String>> = Default::default();
+        let mut resources: std::collections::HashMap<usize, ResourceKeys> = Default::default();
+        let mut scopes: std::collections::HashMap<usize, ScopeKeys> = Default::default();
         for s in spans {
             // Keyed by address: every span iterated here is alive for the whole call.
-            let r = resources
-                .entry(Arc::as_ptr(&s.resource) as usize)
-                .or_insert_with(|| attrs_to_json(&s.resource.attributes))
-                .clone();
-            let sc = scopes
-                .entry(Arc::as_ptr(&s.scope) as usize)
-                .or_insert_with(|| attrs_to_json(&s.scope.attributes))
-                .clone();
-            self.append(
-                &s.span,
-                &s.resource,
-                s.resource.service_name(),
-                r.as_deref(),
-                &s.scope,
-                sc.as_deref(),
-            )?;
+            let res = match resources.get(&(Arc::as_ptr(&s.resource) as usize)) {
+                Some(&k) => k,
+                None => *resources
+                    .entry(Arc::as_ptr(&s.resource) as usize)
+                    .or_insert(self.resource_keys(&s.resource)),
+            };
+            let scope = match scopes.get(&(Arc::as_ptr(&s.scope) as usize)) {
+                Some(&k) => k,
+                None => *scopes.entry(Arc::as_ptr(&s.scope) as usize).or_insert(self.scope_keys(&s.scope)),
+            };
+            self.append(&s.span, res, scope)?;
         }
         Ok(())
     }
 
-    fn append(
-        &mut self,
-        sp: &Span,
-        resource: &Resource,
-        service: &str,
-        res_json: Option<&str>,
-        scope: &Scope,
-        scope_json: Option<&str>,
-    ) -> Result<(), FormatError> {
+    fn resource_keys(&mut self, resource: &Resource) -> ResourceKeys {
+        ResourceKeys {
+            service: self.service.key(resource.service_name()),
+            attrs: attrs_to_json(&resource.attributes).map(|j| self.res_attrs.key(&j)),
+            dropped: resource.dropped_attributes_count,
+            schema: self.res_schema.key(&resource.schema_url),
+        }
+    }
+
+    fn scope_keys(&mut self, scope: &Scope) -> ScopeKeys {
+        ScopeKeys {
+            name: self.scope_name.key(&scope.name),
+            version: self.scope_version.key(&scope.version),
+            attrs: attrs_to_json(&scope.attributes).map(|j| self.scope_attrs.key(&j)),
+            dropped: scope.dropped_attributes_count,
+            schema: self.scope_schema.key(&scope.schema_url),
+        }
+    }
+
+    fn append(&mut self, sp: &Span, res: ResourceKeys, scope: ScopeKeys) -> Result<(), FormatError> {
         let row = self.keys.len() as u32;
         self.keys.push((
             u128::from_be_bytes(sp.trace_id.0),
@@ -330,23 +435,23 @@ impl BlockBuilder {
             Some(p) => self.parent.append_value(p.0)?,
             None => self.parent.append_null(),
         }
-        self.trace_state.append_value(&sp.trace_state);
+        self.trace_state.push_value(&sp.trace_state);
         self.flags.append_value(sp.flags);
-        self.name.append_value(&sp.name);
+        self.name.push_value(&sp.name);
         self.kind.append_value(sp.kind as i8);
         self.start.append_value(sp.start_time_unix_nano);
         self.duration.append_value(sp.end_time_unix_nano.wrapping_sub(sp.start_time_unix_nano) as i64);
         self.status_code.append_value(sp.status.code as i8);
-        self.status_message.append_value(&sp.status.message);
-        self.service.append_value(service);
-        self.res_attrs.append_option(res_json);
-        self.res_dropped.append_value(resource.dropped_attributes_count);
-        self.res_schema.append_value(&resource.schema_url);
-        self.scope_name.append_value(&scope.name);
-        self.scope_version.append_value(&scope.version);
-        self.scope_attrs.append_option(scope_json);
-        self.scope_dropped.append_value(scope.dropped_attributes_count);
-        self.scope_schema.append_value(&scope.schema_url);
+        self.status_message.push_value(&sp.status.message);
+        self.service.push(Some(res.service));
+        self.res_attrs.push(res.attrs);
+        self.res_dropped.append_value(res.dropped);
+        self.res_schema.push(Some(res.schema));
+        self.scope_name.push(Some(scope.name));
+        self.scope_version.push(Some(scope.version));
+        self.scope_attrs.push(scope.attrs);
+        self.scope_dropped.append_value(scope.dropped);
+        self.scope_schema.push(Some(scope.schema));
         append_json(&mut self.attrs, &sp.attributes[..], sp.attributes.is_empty(), write_attrs);
         self.dropped_attrs.append_value(sp.dropped_attributes_count);
         append_json(&mut self.events, &sp.events[..], sp.events.is_empty(), write_events);
@@ -370,23 +475,23 @@ impl BlockBuilder {
             Arc::new(self.trace_id.finish()),
             Arc::new(self.span_id.finish()),
             Arc::new(self.parent.finish()),
-            Arc::new(self.trace_state.finish()),
+            self.trace_state.finish()?,
             Arc::new(self.flags.finish()),
-            Arc::new(self.name.finish()),
+            self.name.finish()?,
             Arc::new(self.kind.finish()),
             Arc::new(self.start.finish()),
             Arc::new(self.duration.finish()),
             Arc::new(self.status_code.finish()),
-            Arc::new(self.status_message.finish()),
-            Arc::new(self.service.finish()),
-            Arc::new(self.res_attrs.finish()),
+            self.status_message.finish()?,
+            self.service.finish()?,
+            self.res_attrs.finish()?,
             Arc::new(self.res_dropped.finish()),
-            Arc::new(self.res_schema.finish()),
-            Arc::new(self.scope_name.finish()),
-            Arc::new(self.scope_version.finish()),
-            Arc::new(self.scope_attrs.finish()),
+            self.res_schema.finish()?,
+            self.scope_name.finish()?,
+            self.scope_version.finish()?,
+            self.scope_attrs.finish()?,
             Arc::new(self.scope_dropped.finish()),
-            Arc::new(self.scope_schema.finish()),
+            self.scope_schema.finish()?,
             Arc::new(self.attrs.finish()),
             Arc::new(self.dropped_attrs.finish()),
             Arc::new(self.events.finish()),
@@ -394,7 +499,8 @@ impl BlockBuilder {
             Arc::new(self.links.finish()),
             Arc::new(self.dropped_links.finish()),
         ];
-        let appended = RecordBatch::try_new(Arc::new(spans_schema()), columns)?;
+        let appended =
+            RecordBatch::try_new(Arc::new(dictionary_schema(&spans_schema(), DICT_COLUMNS)), columns)?;
         let summaries = Summaries::from_order(&appended, self.keys.iter().map(|k| k.3 as usize))?;
         let trace_count = summaries.list.len() as u64;
         let order: Vec<u32> = self.keys.iter().map(|k| k.3).collect();
@@ -441,8 +547,31 @@ struct Summary {
 
 struct Summaries<'a> {
     list: Vec<Summary>,
-    service: &'a arrow_array::StringArray,
-    name: &'a arrow_array::StringArray,
+    service: DictStrings<'a>,
+    name: DictStrings<'a>,
+}
+
+/// The values of a [`DictColumn`] by row.
+#[derive(Clone, Copy)]
+struct DictStrings<'a> {
+    keys: &'a [i32],
+    values: &'a arrow_array::StringArray,
+}
+
+impl<'a> DictStrings<'a> {
+    fn of(column: &'a ArrayRef) -> Option<Self> {
+        use arrow_array::cast::AsArray;
+        let dict = column.as_dictionary_opt::<Int32Type>()?;
+        Some(Self { keys: dict.keys().values(), values: dict.values().as_string_opt::<i32>()? })
+    }
+
+    fn key(&self, row: usize) -> i32 {
+        self.keys[row]
+    }
+
+    fn value(&self, row: usize) -> &'a str {
+        self.values.value(self.keys[row] as usize)
+    }
 }
 
 impl<'a> Summaries<'a> {
@@ -458,8 +587,8 @@ impl<'a> Summaries<'a> {
         let start = col(7).as_primitive_opt::<UInt64Type>().ok_or_else(|| bad("start"))?;
         let duration = col(8).as_primitive_opt::<Int64Type>().ok_or_else(|| bad("duration"))?;
         let status = col(9).as_primitive_opt::<Int8Type>().ok_or_else(|| bad("status"))?;
-        let name = col(5).as_string_opt::<i32>().ok_or_else(|| bad("name"))?;
-        let service = col(11).as_string_opt::<i32>().ok_or_else(|| bad("service"))?;
+        let name = DictStrings::of(col(5)).ok_or_else(|| bad("name"))?;
+        let service = DictStrings::of(col(11)).ok_or_else(|| bad("service"))?;
         let mut list: Vec<Summary> = Vec::new();
         for (sorted_row, row) in order.enumerate() {
             let tid: [u8; 16] =
@@ -484,8 +613,8 @@ impl<'a> Summaries<'a> {
             if status.value(row) == StatusCode::Error as i8 {
                 t.errors += 1;
             }
-            let svc = service.value(row);
-            if !t.services.iter().any(|&r| service.value(r) == svc) {
+            let svc = service.key(row);
+            if !t.services.iter().any(|&r| service.key(r) == svc) {
                 t.services.push(row);
             }
             let is_root = arrow_array::Array::is_null(parent, row);
