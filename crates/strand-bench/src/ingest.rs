@@ -99,6 +99,11 @@ struct Report {
     server_cpu_seconds_per_million_spans: Option<f64>,
     server_cpu_seconds_including_final_flush: Option<f64>,
     server_cpu_seconds_per_million_spans_including_final_flush: Option<f64>,
+    /// Server CPU per span by thread, final flush included: where it went by phase
+    /// (`tokio-rt-worker`: receiving, decoding, sampling, chain analysis; `strand-wal`: WAL
+    /// records and the head; `strand-index`: the head's search index; `strand-flush`:
+    /// block cuts; `strand-maintain`: compaction, retention, scrub).
+    server_cpu_us_per_span_by_thread: std::collections::BTreeMap<String, f64>,
     disk_bytes_blocks: Option<u64>,
     disk_bytes_per_span: Option<f64>,
     peak_server_rss_bytes: Option<u64>,
@@ -716,6 +721,7 @@ async fn run(args: IngestArgs, query_runs: Option<usize>) -> anyhow::Result<()> 
     let remaining = Arc::new(AtomicU64::new(args.spans));
     let sent = Arc::new(AtomicU64::new(0));
     let cpu0 = pid.and_then(proc_cpu_seconds);
+    let threads0 = pid.map(proc_cpu_by_thread).unwrap_or_default();
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     let per_worker_samples = (args.lookups / args.concurrency.max(1)).max(1);
@@ -804,6 +810,14 @@ async fn run(args: IngestArgs, query_runs: Option<usize>) -> anyhow::Result<()> 
             report.server_cpu_seconds_including_final_flush = Some(c - a);
             report.server_cpu_seconds_per_million_spans_including_final_flush =
                 Some((c - a) / report.spans_sent as f64 * 1e6);
+        }
+        if let Some(pid) = pid {
+            let per_span = |cpu: f64| cpu / report.spans_sent as f64 * 1e6;
+            report.server_cpu_us_per_span_by_thread = proc_cpu_by_thread(pid)
+                .iter()
+                .map(|(name, cpu)| (name.clone(), per_span(cpu - threads0.get(name).copied().unwrap_or(0.0))))
+                .filter(|(_, us)| *us >= 0.01)
+                .collect();
         }
         if let Some(server) = &server {
             let blocks = dir_bytes(&server.dir.join("data").join("blocks"));

@@ -176,7 +176,7 @@ type SortKey = (u128, u64, u64, u32);
 
 /// Keys of one resource's values in the dictionary columns, found once per resource.
 #[derive(Clone, Copy)]
-struct ResourceKeys {
+pub(crate) struct ResourceKeys {
     service: i32,
     attrs: Option<i32>,
     dropped: u32,
@@ -185,7 +185,7 @@ struct ResourceKeys {
 
 /// Keys of one scope's values in the dictionary columns, found once per scope.
 #[derive(Clone, Copy)]
-struct ScopeKeys {
+pub(crate) struct ScopeKeys {
     name: i32,
     version: i32,
     attrs: Option<i32>,
@@ -193,11 +193,103 @@ struct ScopeKeys {
     schema: i32,
 }
 
-/// The string columns of `spans.parquet` a cut holds as [`DictColumn`]s.
-const DICT_COLUMNS: &[&str] = &[
-    "trace_state",
-    "name",
-    "status_message",
+/// The columns from a row's resource and scope, `service_name` to `scope_schema_url` in
+/// both span and log blocks: the same few values on every row of a resource, so held as
+/// dictionaries.
+#[derive(Default)]
+pub(crate) struct OriginColumns {
+    service: DictColumn,
+    res_attrs: DictColumn,
+    res_dropped: UInt32Builder,
+    res_schema: DictColumn,
+    scope_name: DictColumn,
+    scope_version: DictColumn,
+    scope_attrs: DictColumn,
+    scope_dropped: UInt32Builder,
+    scope_schema: DictColumn,
+}
+
+impl OriginColumns {
+    pub(crate) fn resource_keys(&mut self, resource: &Resource) -> ResourceKeys {
+        ResourceKeys {
+            service: self.service.key(resource.service_name()),
+            attrs: attrs_to_json(&resource.attributes).map(|j| self.res_attrs.key(&j)),
+            dropped: resource.dropped_attributes_count,
+            schema: self.res_schema.key(&resource.schema_url),
+        }
+    }
+
+    pub(crate) fn scope_keys(&mut self, scope: &Scope) -> ScopeKeys {
+        ScopeKeys {
+            name: self.scope_name.key(&scope.name),
+            version: self.scope_version.key(&scope.version),
+            attrs: attrs_to_json(&scope.attributes).map(|j| self.scope_attrs.key(&j)),
+            dropped: scope.dropped_attributes_count,
+            schema: self.scope_schema.key(&scope.schema_url),
+        }
+    }
+
+    /// Appends one row.
+    pub(crate) fn push(&mut self, res: ResourceKeys, scope: ScopeKeys) {
+        self.service.push(Some(res.service));
+        self.res_attrs.push(res.attrs);
+        self.res_dropped.append_value(res.dropped);
+        self.res_schema.push(Some(res.schema));
+        self.scope_name.push(Some(scope.name));
+        self.scope_version.push(Some(scope.version));
+        self.scope_attrs.push(scope.attrs);
+        self.scope_dropped.append_value(scope.dropped);
+        self.scope_schema.push(Some(scope.schema));
+    }
+
+    /// The nine columns, `service_name` to `scope_schema_url`.
+    pub(crate) fn finish(&mut self) -> Result<[ArrayRef; 9], FormatError> {
+        Ok([
+            self.service.finish()?,
+            self.res_attrs.finish()?,
+            Arc::new(self.res_dropped.finish()),
+            self.res_schema.finish()?,
+            self.scope_name.finish()?,
+            self.scope_version.finish()?,
+            self.scope_attrs.finish()?,
+            Arc::new(self.scope_dropped.finish()),
+            self.scope_schema.finish()?,
+        ])
+    }
+}
+
+/// The keys of the resources and scopes of stored rows (compaction), found once per
+/// distinct resource and scope. Keyed by address: every row handed to one cache must stay
+/// alive while it is used.
+#[derive(Default)]
+pub(crate) struct OriginCache {
+    resources: std::collections::HashMap<usize, ResourceKeys>,
+    scopes: std::collections::HashMap<usize, ScopeKeys>,
+}
+
+impl OriginCache {
+    pub(crate) fn keys(
+        &mut self,
+        columns: &mut OriginColumns,
+        resource: &Arc<Resource>,
+        scope: &Arc<Scope>,
+    ) -> (ResourceKeys, ScopeKeys) {
+        let res = *self
+            .resources
+            .entry(Arc::as_ptr(resource) as usize)
+            .or_insert_with(|| columns.resource_keys(resource));
+        let scope =
+            *self.scopes.entry(Arc::as_ptr(scope) as usize).or_insert_with(|| columns.scope_keys(scope));
+        (res, scope)
+    }
+}
+
+/// The string columns of `spans.parquet` a cut holds as [`DictColumn`]s, besides those of
+/// [`OriginColumns`].
+const DICT_COLUMNS: &[&str] = &["trace_state", "name", "status_message"];
+
+/// The columns of [`OriginColumns`] held as dictionaries.
+const ORIGIN_DICT_COLUMNS: &[&str] = &[
     "service_name",
     "resource_attributes",
     "resource_schema_url",
@@ -207,15 +299,16 @@ const DICT_COLUMNS: &[&str] = &[
     "scope_schema_url",
 ];
 
-/// `schema` with the string columns named in `columns` as dictionaries of strings (how a
-/// cut holds them; Parquet stores them as the plain string columns of `schema`).
+/// `schema` with the string columns named in `columns` and those of [`OriginColumns`] as
+/// dictionaries of strings (how a cut holds them; Parquet stores them as the plain string
+/// columns of `schema`).
 pub(crate) fn dictionary_schema(schema: &Schema, columns: &[&str]) -> Schema {
     let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
     Schema::new(
         schema
             .fields()
             .iter()
-            .map(|f| match columns.contains(&f.name().as_str()) {
+            .map(|f| match columns.iter().chain(ORIGIN_DICT_COLUMNS).any(|c| c == f.name()) {
                 true => Arc::new(f.as_ref().clone().with_data_type(dict.clone())),
                 false => f.clone(),
             })
@@ -292,15 +385,7 @@ pub struct BlockBuilder {
     duration: Int64Builder,
     status_code: Int8Builder,
     status_message: DictColumn,
-    service: DictColumn,
-    res_attrs: DictColumn,
-    res_dropped: UInt32Builder,
-    res_schema: DictColumn,
-    scope_name: DictColumn,
-    scope_version: DictColumn,
-    scope_attrs: DictColumn,
-    scope_dropped: UInt32Builder,
-    scope_schema: DictColumn,
+    origin: OriginColumns,
     attrs: StringBuilder,
     dropped_attrs: UInt32Builder,
     events: StringBuilder,
@@ -332,15 +417,7 @@ impl BlockBuilder {
             duration: Int64Builder::new(),
             status_code: Int8Builder::new(),
             status_message: DictColumn::default(),
-            service: DictColumn::default(),
-            res_attrs: DictColumn::default(),
-            res_dropped: UInt32Builder::new(),
-            res_schema: DictColumn::default(),
-            scope_name: DictColumn::default(),
-            scope_version: DictColumn::default(),
-            scope_attrs: DictColumn::default(),
-            scope_dropped: UInt32Builder::new(),
-            scope_schema: DictColumn::default(),
+            origin: OriginColumns::default(),
             attrs: StringBuilder::new(),
             dropped_attrs: UInt32Builder::new(),
             events: StringBuilder::new(),
@@ -366,9 +443,9 @@ impl BlockBuilder {
     /// resource or scope of the batch.
     pub fn append_batch(&mut self, batch: &SpanBatch) -> Result<(), FormatError> {
         for rs in &batch.resource_spans {
-            let res = self.resource_keys(&rs.resource);
+            let res = self.origin.resource_keys(&rs.resource);
             for ss in &rs.scope_spans {
-                let scope = self.scope_keys(&ss.scope);
+                let scope = self.origin.scope_keys(&ss.scope);
                 for sp in &ss.spans {
                     self.append(sp, res, scope)?;
                 }
@@ -382,42 +459,12 @@ impl BlockBuilder {
         &mut self,
         spans: impl IntoIterator<Item = &'a StoredSpan>,
     ) -> Result<(), FormatError> {
-        let mut resources: std::collections::HashMap<usize, ResourceKeys> = Default::default();
-        let mut scopes: std::collections::HashMap<usize, ScopeKeys> = Default::default();
+        let mut seen = OriginCache::default();
         for s in spans {
-            // Keyed by address: every span iterated here is alive for the whole call.
-            let res = match resources.get(&(Arc::as_ptr(&s.resource) as usize)) {
-                Some(&k) => k,
-                None => *resources
-                    .entry(Arc::as_ptr(&s.resource) as usize)
-                    .or_insert(self.resource_keys(&s.resource)),
-            };
-            let scope = match scopes.get(&(Arc::as_ptr(&s.scope) as usize)) {
-                Some(&k) => k,
-                None => *scopes.entry(Arc::as_ptr(&s.scope) as usize).or_insert(self.scope_keys(&s.scope)),
-            };
+            let (res, scope) = seen.keys(&mut self.origin, &s.resource, &s.scope);
             self.append(&s.span, res, scope)?;
         }
         Ok(())
-    }
-
-    fn resource_keys(&mut self, resource: &Resource) -> ResourceKeys {
-        ResourceKeys {
-            service: self.service.key(resource.service_name()),
-            attrs: attrs_to_json(&resource.attributes).map(|j| self.res_attrs.key(&j)),
-            dropped: resource.dropped_attributes_count,
-            schema: self.res_schema.key(&resource.schema_url),
-        }
-    }
-
-    fn scope_keys(&mut self, scope: &Scope) -> ScopeKeys {
-        ScopeKeys {
-            name: self.scope_name.key(&scope.name),
-            version: self.scope_version.key(&scope.version),
-            attrs: attrs_to_json(&scope.attributes).map(|j| self.scope_attrs.key(&j)),
-            dropped: scope.dropped_attributes_count,
-            schema: self.scope_schema.key(&scope.schema_url),
-        }
     }
 
     fn append(&mut self, sp: &Span, res: ResourceKeys, scope: ScopeKeys) -> Result<(), FormatError> {
@@ -443,15 +490,7 @@ impl BlockBuilder {
         self.duration.append_value(sp.end_time_unix_nano.wrapping_sub(sp.start_time_unix_nano) as i64);
         self.status_code.append_value(sp.status.code as i8);
         self.status_message.push_value(&sp.status.message);
-        self.service.push(Some(res.service));
-        self.res_attrs.push(res.attrs);
-        self.res_dropped.append_value(res.dropped);
-        self.res_schema.push(Some(res.schema));
-        self.scope_name.push(Some(scope.name));
-        self.scope_version.push(Some(scope.version));
-        self.scope_attrs.push(scope.attrs);
-        self.scope_dropped.append_value(scope.dropped);
-        self.scope_schema.push(Some(scope.schema));
+        self.origin.push(res, scope);
         append_json(&mut self.attrs, &sp.attributes[..], sp.attributes.is_empty(), write_attrs);
         self.dropped_attrs.append_value(sp.dropped_attributes_count);
         append_json(&mut self.events, &sp.events[..], sp.events.is_empty(), write_events);
@@ -471,7 +510,7 @@ impl BlockBuilder {
     ) -> Result<EncodedBlock, FormatError> {
         self.keys.sort_unstable();
         self.keys.dedup_by(|later, first| (later.0, later.1, later.2) == (first.0, first.1, first.2));
-        let columns: Vec<ArrayRef> = vec![
+        let mut columns: Vec<ArrayRef> = vec![
             Arc::new(self.trace_id.finish()),
             Arc::new(self.span_id.finish()),
             Arc::new(self.parent.finish()),
@@ -483,22 +522,16 @@ impl BlockBuilder {
             Arc::new(self.duration.finish()),
             Arc::new(self.status_code.finish()),
             self.status_message.finish()?,
-            self.service.finish()?,
-            self.res_attrs.finish()?,
-            Arc::new(self.res_dropped.finish()),
-            self.res_schema.finish()?,
-            self.scope_name.finish()?,
-            self.scope_version.finish()?,
-            self.scope_attrs.finish()?,
-            Arc::new(self.scope_dropped.finish()),
-            self.scope_schema.finish()?,
+        ];
+        columns.extend(self.origin.finish()?);
+        columns.extend::<[ArrayRef; 6]>([
             Arc::new(self.attrs.finish()),
             Arc::new(self.dropped_attrs.finish()),
             Arc::new(self.events.finish()),
             Arc::new(self.dropped_events.finish()),
             Arc::new(self.links.finish()),
             Arc::new(self.dropped_links.finish()),
-        ];
+        ]);
         let appended =
             RecordBatch::try_new(Arc::new(dictionary_schema(&spans_schema(), DICT_COLUMNS)), columns)?;
         let summaries = Summaries::from_order(&appended, self.keys.iter().map(|k| k.3 as usize))?;

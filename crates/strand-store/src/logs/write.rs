@@ -1,6 +1,5 @@
 //! Encoding log records into a block's log files.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -11,12 +10,15 @@ use arrow_schema::{DataType, Field, Schema};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
-use strand_core::{AnyValue, LogBatch, LogRecord, Resource, Scope, StoredLog};
+use strand_core::{AnyValue, LogBatch, LogRecord, StoredLog};
 
 use super::grams::GramCollector;
 use crate::block::json::value_from_json;
 use crate::block::json::{attrs_to_json, value_to_json};
-use crate::block::write::{write_parquet, write_parquet_sorted};
+use crate::block::write::{
+    DictColumn, OriginCache, OriginColumns, ResourceKeys, ScopeKeys, dictionary_schema, write_parquet,
+    write_parquet_sorted,
+};
 use crate::error::FormatError;
 
 /// Rows per data page: small pages make a trace lookup read little.
@@ -128,25 +130,17 @@ pub struct LogBlockBuilder {
     time: UInt64Builder,
     observed: UInt64Builder,
     severity: Int8Builder,
-    severity_text: StringBuilder,
+    severity_text: DictColumn,
     body: StringBuilder,
     body_value: StringBuilder,
     attrs: StringBuilder,
     dropped_attrs: UInt32Builder,
     flags: UInt32Builder,
-    event_name: StringBuilder,
-    service: StringBuilder,
-    res_attrs: StringBuilder,
-    res_dropped: UInt32Builder,
-    res_schema: StringBuilder,
-    scope_name: StringBuilder,
-    scope_version: StringBuilder,
-    scope_attrs: StringBuilder,
-    scope_dropped: UInt32Builder,
-    scope_schema: StringBuilder,
+    event_name: DictColumn,
+    origin: OriginColumns,
     keys: Vec<SortKey>,
     /// Bytes appended to each big string column so far (bounded by [`MAX_COLUMN_BYTES`]).
-    string_bytes: [usize; 5],
+    string_bytes: [usize; 3],
 }
 
 /// Most bytes one string column of a block may hold: Arrow's string offsets are `i32`, and
@@ -162,24 +156,16 @@ impl Default for LogBlockBuilder {
             time: UInt64Builder::new(),
             observed: UInt64Builder::new(),
             severity: Int8Builder::new(),
-            severity_text: StringBuilder::new(),
+            severity_text: DictColumn::default(),
             body: StringBuilder::new(),
             body_value: StringBuilder::new(),
             attrs: StringBuilder::new(),
             dropped_attrs: UInt32Builder::new(),
             flags: UInt32Builder::new(),
-            event_name: StringBuilder::new(),
-            service: StringBuilder::new(),
-            res_attrs: StringBuilder::new(),
-            res_dropped: UInt32Builder::new(),
-            res_schema: StringBuilder::new(),
-            scope_name: StringBuilder::new(),
-            scope_version: StringBuilder::new(),
-            scope_attrs: StringBuilder::new(),
-            scope_dropped: UInt32Builder::new(),
-            scope_schema: StringBuilder::new(),
+            event_name: DictColumn::default(),
+            origin: OriginColumns::default(),
             keys: Vec::new(),
-            string_bytes: [0; 5],
+            string_bytes: [0; 3],
         }
     }
 }
@@ -198,11 +184,11 @@ impl LogBlockBuilder {
     /// Appends a batch. Resource and scope attributes are encoded once per group.
     pub fn append_batch(&mut self, batch: &LogBatch) -> Result<(), FormatError> {
         for rl in &batch.resource_logs {
-            let res_json = attrs_to_json(&rl.resource.attributes);
+            let res = self.origin.resource_keys(&rl.resource);
             for sl in &rl.scope_logs {
-                let scope_json = attrs_to_json(&sl.scope.attributes);
+                let scope = self.origin.scope_keys(&sl.scope);
                 for r in &sl.records {
-                    self.append(r, &rl.resource, res_json.as_deref(), &sl.scope, scope_json.as_deref())?;
+                    self.append(r, rl.resource.service_name(), res, scope)?;
                 }
             }
         }
@@ -215,19 +201,10 @@ impl LogBlockBuilder {
         &mut self,
         logs: impl IntoIterator<Item = &'a StoredLog>,
     ) -> Result<(), FormatError> {
-        let mut resources: HashMap<usize, Option<String>> = HashMap::new();
-        let mut scopes: HashMap<usize, Option<String>> = HashMap::new();
+        let mut seen = OriginCache::default();
         for l in logs {
-            // Keyed by address: every record iterated here is alive for the whole call.
-            let r = resources
-                .entry(Arc::as_ptr(&l.resource) as usize)
-                .or_insert_with(|| attrs_to_json(&l.resource.attributes))
-                .clone();
-            let s = scopes
-                .entry(Arc::as_ptr(&l.scope) as usize)
-                .or_insert_with(|| attrs_to_json(&l.scope.attributes))
-                .clone();
-            self.append(&l.record, &l.resource, r.as_deref(), &l.scope, s.as_deref())?;
+            let (res, scope) = seen.keys(&mut self.origin, &l.resource, &l.scope);
+            self.append(&l.record, l.resource.service_name(), res, scope)?;
         }
         Ok(())
     }
@@ -235,10 +212,9 @@ impl LogBlockBuilder {
     fn append(
         &mut self,
         r: &LogRecord,
-        resource: &Arc<Resource>,
-        res_json: Option<&str>,
-        scope: &Arc<Scope>,
-        scope_json: Option<&str>,
+        service: &str,
+        res: ResourceKeys,
+        scope: ScopeKeys,
     ) -> Result<(), FormatError> {
         let attrs_json = attrs_to_json(&r.attributes);
         let body_json = match &r.body {
@@ -246,13 +222,11 @@ impl LogBlockBuilder {
             other => Some(value_to_json(other)),
         };
         // What this row adds to each of the big string columns: body, structured body,
-        // attributes, resource and scope JSON (repeated on every row).
+        // attributes (resource and scope JSON are held once per distinct value).
         let adds = [
             r.body.as_str().map_or(0, str::len),
             body_json.as_ref().map_or(0, String::len),
             attrs_json.as_ref().map_or(0, String::len),
-            res_json.map_or(0, str::len),
-            scope_json.map_or(0, str::len),
         ];
         for (total, add) in self.string_bytes.iter_mut().zip(adds) {
             *total += add;
@@ -263,7 +237,7 @@ impl LogBlockBuilder {
             )));
         }
         let row = self.keys.len() as u32;
-        let fingerprint = strand_core::logs::fingerprint(resource.service_name(), r);
+        let fingerprint = strand_core::logs::fingerprint(service, r);
         self.keys.push((
             r.trace_id.map_or(0, |t| u128::from_be_bytes(t.0)),
             r.effective_time(),
@@ -281,22 +255,14 @@ impl LogBlockBuilder {
         self.time.append_value(r.time_unix_nano);
         self.observed.append_value(r.observed_time_unix_nano);
         self.severity.append_value(r.severity_number as i8);
-        self.severity_text.append_value(&r.severity_text);
+        self.severity_text.push_value(&r.severity_text);
         self.body.append_option(r.body.as_str());
         self.body_value.append_option(body_json);
         self.attrs.append_option(attrs_json);
         self.dropped_attrs.append_value(r.dropped_attributes_count);
         self.flags.append_value(r.flags);
-        self.event_name.append_value(&r.event_name);
-        self.service.append_value(resource.service_name());
-        self.res_attrs.append_option(res_json);
-        self.res_dropped.append_value(resource.dropped_attributes_count);
-        self.res_schema.append_value(&resource.schema_url);
-        self.scope_name.append_value(&scope.name);
-        self.scope_version.append_value(&scope.version);
-        self.scope_attrs.append_option(scope_json);
-        self.scope_dropped.append_value(scope.dropped_attributes_count);
-        self.scope_schema.append_value(&scope.schema_url);
+        self.event_name.push_value(&r.event_name);
+        self.origin.push(res, scope);
         Ok(())
     }
 
@@ -305,31 +271,24 @@ impl LogBlockBuilder {
         self.keys.sort_unstable();
         self.keys.dedup_by(|later, first| (later.0, later.1, later.2) == (first.0, first.1, first.2));
         let order: Vec<u32> = self.keys.iter().map(|k| k.3).collect();
-        let columns: Vec<ArrayRef> = vec![
+        let mut columns: Vec<ArrayRef> = vec![
             Arc::new(self.trace_id.finish()),
             Arc::new(self.span_id.finish()),
             Arc::new(self.time.finish()),
             Arc::new(self.observed.finish()),
             Arc::new(self.severity.finish()),
-            Arc::new(self.severity_text.finish()),
+            self.severity_text.finish()?,
             Arc::new(self.body.finish()),
             Arc::new(self.body_value.finish()),
             Arc::new(self.attrs.finish()),
             Arc::new(self.dropped_attrs.finish()),
             Arc::new(self.flags.finish()),
-            Arc::new(self.event_name.finish()),
-            Arc::new(self.service.finish()),
-            Arc::new(self.res_attrs.finish()),
-            Arc::new(self.res_dropped.finish()),
-            Arc::new(self.res_schema.finish()),
-            Arc::new(self.scope_name.finish()),
-            Arc::new(self.scope_version.finish()),
-            Arc::new(self.scope_attrs.finish()),
-            Arc::new(self.scope_dropped.finish()),
-            Arc::new(self.scope_schema.finish()),
+            self.event_name.finish()?,
         ];
+        columns.extend(self.origin.finish()?);
         // Rows stay where they were appended; they are written in sorted order.
-        let appended = RecordBatch::try_new(Arc::new(logs_schema()), columns)?;
+        let schema = dictionary_schema(&logs_schema(), &["severity_text", "event_name"]);
+        let appended = RecordBatch::try_new(Arc::new(schema), columns)?;
         // The lookup index: one row per trace, over the sorted keys (records without a
         // trace, key 0, are not in it).
         let mut index_ids = FixedSizeBinaryBuilder::new(16);
