@@ -498,14 +498,26 @@ impl Sources<'_> {
         let minute = |ns: u64| (ns / 60_000_000_000).min(u64::from(u32::MAX)) as u32;
         let (from, to) = (minute(range.start_unix_nano), minute(range.end_unix_nano));
         let mut edges: HashMap<(String, String), (u64, u64)> = HashMap::new();
+        // Edges across blocks, once each however many blocks hold them.
+        let mut across: HashMap<([u8; 16], u64), (String, String, bool)> = HashMap::new();
         for v in self.overlapping(range)? {
             let names = v.service_names();
+            let name = |i: u16| names[usize::from(i)].clone();
             for e in v.edges(from, to) {
-                let key = (names[usize::from(e.parent)].clone(), names[usize::from(e.child)].clone());
-                let entry = edges.entry(key).or_default();
+                let entry = edges.entry((name(e.parent), name(e.child))).or_default();
                 entry.0 += u64::from(e.calls);
                 entry.1 += u64::from(e.errors);
             }
+            for e in v.cross_edges(from, to) {
+                across
+                    .entry((e.trace_id, e.child_span))
+                    .or_insert_with(|| (name(e.parent), name(e.child), e.error));
+            }
+        }
+        for (parent, child, error) in across.into_values() {
+            let entry = edges.entry((parent, child)).or_default();
+            entry.0 += 1;
+            entry.1 += u64::from(error);
         }
         Ok(DependencyEdge::from_counts(edges))
     }

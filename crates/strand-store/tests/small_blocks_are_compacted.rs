@@ -134,9 +134,11 @@ async fn a_block_written_during_a_merge_counts_as_newer_than_the_merge() {
     let fs = strand_store::fs::FaultyFs::new();
     let cfg = StoreConfig { compaction_target_spans: 1000, ..StoreConfig::default() };
     let (store, compacting) = stalled_compaction(dir.path(), &fs, cfg).await;
-    // A retried copy of trace 1's root span, changed, arrives while the merge waits: its
-    // block gets an id older than the merged block's, but it holds newer data.
-    let mut retry = batch(1, 1);
+    // A retried copy of trace 2's root span, changed, arrives while the merge waits: its
+    // block gets an id older than the merged block's, but it holds newer data. (Trace 2
+    // is in the input not held: the cut reads the blocks holding its traces, for the
+    // dependency edges between them.)
+    let mut retry = batch(2, 1);
     retry.resource_spans[0].scope_spans[0].spans[0].name = "retried copy".into();
     store.append(retry).await.expect("write");
     let flushed = tokio::time::timeout(std::time::Duration::from_secs(10), store.flush()).await;
@@ -144,7 +146,7 @@ async fn a_block_written_during_a_merge_counts_as_newer_than_the_merge() {
     flushed.expect("flushed during the merge").expect("flush");
     compacting.await.expect("task").expect("compaction");
     let root = |store: &Store| {
-        let t = store.get_trace_blocking(trace_id(1)).expect("read").expect("trace 1");
+        let t = store.get_trace_blocking(trace_id(2)).expect("read").expect("trace 2");
         assert_eq!(t.spans.len(), 5, "one copy of each span");
         t.spans.iter().find(|s| s.span.parent_span_id.is_none()).expect("root").span.name.clone()
     };

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::cache::FILTER_FILE;
+use crate::index::Link;
 use crate::logs::{LOG_GRAMS_FILE, LOG_TRACES_FILE, LOGS_FILE};
 
 pub(super) fn flush_loop(inner: &Inner, rx: &Receiver<FlushJob>, wake_maintenance: &mpsc::Sender<()>) {
@@ -95,11 +96,12 @@ pub(super) fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), St
     }
     let logs = frozen.head.logs.take_builder().map_err(corrupt_head)?;
     // The head's own search index (kept up to date by the index thread) becomes the block's.
+    let (handle, first, tail) = frozen.head.index_handle();
+    handle.write().extend(first, &tail).map_err(corrupt_head)?;
+    // Searches of the frozen head go on meanwhile: they only read its index now.
     let index = {
-        let (handle, first, tail) = frozen.head.index_handle();
-        let mut guard = handle.write();
-        guard.extend(first, &tail).map_err(corrupt_head)?;
-        guard.builder.finish()
+        let guard = handle.read();
+        guard.builder.finish_with(links_to_blocks(inner, &guard.builder))
     };
     let (min_received, max_received) = (frozen.head.min_received(), frozen.head.max_received());
     let block = write_block(inner, builder, logs, &index, min_received, max_received, Vec::new())?;
@@ -125,6 +127,46 @@ pub(super) fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), St
         super::maintenance::recheck_disk_budget(inner);
     }
     Ok(())
+}
+
+/// How far outside a head's span times a block may hold a parent or child of its spans:
+/// a consumer can start well after its producer ended.
+const LINK_WINDOW_NANOS: u64 = 3_600 * 1_000_000_000;
+
+/// The dependency edges between the spans of a head being cut and their parents or
+/// children in blocks already written (a trace cut across blocks): each block whose times
+/// are near the head's is asked, through its trace filter, for the head's traces. Earlier
+/// heads are all blocks by now (the flusher writes them in order); later ones find their
+/// edges to this one when they are cut. A block that cannot be read is left out, logged.
+fn links_to_blocks(inner: &Inner, head: &IndexBuilder) -> Vec<Link> {
+    use crate::index::IndexView;
+    let (start, end) = head.time_range();
+    let (from, to) = (start.saturating_sub(LINK_WINDOW_NANOS), end.saturating_add(LINK_WINDOW_NANOS));
+    let near: Vec<Arc<Block>> = inner
+        .state
+        .read()
+        .blocks
+        .iter()
+        .filter(|b| {
+            let (s, e) = b.time_range();
+            s <= to && e >= from
+        })
+        .cloned()
+        .collect();
+    let mut links = Vec::new();
+    for b in &near {
+        for id in head.trace_ids() {
+            match b.read_trace(id) {
+                Ok(spans) if !spans.is_empty() => links.extend(head.links_with(id, &spans)),
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(block = %b.meta.id, error = %e, "could not read a block for edges across blocks; leaving it out");
+                    break;
+                }
+            }
+        }
+    }
+    links
 }
 
 /// Encodes and writes a block atomically; returns it opened.

@@ -150,6 +150,7 @@ pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
     let mut builder = BlockBuilder::new();
     let mut index = IndexBuilder::new();
     let mut logs = LogBlockBuilder::default();
+    let mut links = Vec::new();
     for b in &candidates {
         if let Some(l) = &b.logs {
             logs.append_stored(&l.read_all()?).map_err(|e| e.corrupt_at(b.dir.display()))?;
@@ -162,11 +163,15 @@ pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
             index.add_stored(&spans, received);
             Ok(())
         })?;
+        links.extend(search.links());
     }
+    // Cross edges stay cross edges, also between two inputs: another block may hold the
+    // same one (a retried copy of a span), and each is counted once by its child span.
+    let index = index.finish_with(links);
     let min_received = candidates.iter().map(|b| b.meta.min_received_unix_nano).min().unwrap_or(0);
     let max_received = candidates.iter().map(|b| b.meta.max_received_unix_nano).max().unwrap_or(0);
     let ids: Vec<String> = candidates.iter().map(|b| b.meta.id.clone()).collect();
-    let merged = write_block(inner, builder, logs, &index.finish(), min_received, max_received, ids.clone())?;
+    let merged = write_block(inner, builder, logs, &index, min_received, max_received, ids.clone())?;
     let (merged_id, merged_spans) = (merged.meta.id.clone(), merged.meta.span_count);
     let guard = inner.maintenance.lock();
     {

@@ -16,16 +16,20 @@ impl SearchIndex {
                 prev = v;
             }
         }
-        let raw = postcard::to_allocvec(&delta)?;
+        delta.version = INDEX_VERSION;
+        let mut raw = postcard::to_allocvec(&delta)?;
+        raw = postcard::to_extend(&self.cross_edges, raw)?;
         zstd::bulk::compress(&raw, 3).map_err(FormatError::Zstd)
     }
 
     /// Decodes `index.bin`, checking that it is consistent.
     pub fn decode(data: &[u8]) -> Result<Self, FormatError> {
         let raw = zstd::stream::decode_all(data).map_err(FormatError::Zstd)?;
-        let mut idx: SearchIndex = postcard::from_bytes(&raw)?;
-        if idx.version != INDEX_VERSION {
-            return Err(FormatError::UnknownVersion { what: "search index", found: idx.version });
+        let (mut idx, rest): (SearchIndex, _) = postcard::take_from_bytes(&raw)?;
+        match idx.version {
+            1 => {}
+            INDEX_VERSION => idx.cross_edges = postcard::from_bytes(rest)?,
+            found => return Err(FormatError::UnknownVersion { what: "search index", found }),
         }
         let n = idx.traces.len() as u64;
         for p in &mut idx.terms {
@@ -49,6 +53,7 @@ impl SearchIndex {
         if bad_part
             || idx.terms.iter().any(|p| usize::from(p.term.service) >= services)
             || idx.edges.iter().any(|e| usize::from(e.parent.max(e.child)) >= services)
+            || idx.cross_edges.iter().any(|e| usize::from(e.parent.max(e.child)) >= services)
             || idx.traces.windows(2).any(|w| w[0].id >= w[1].id)
         {
             return Err(FormatError::invalid("inconsistent search index"));
@@ -180,6 +185,10 @@ impl IndexView for SearchIndex {
 
     fn edges(&self, from_minute: u32, to_minute: u32) -> Vec<EdgeCount> {
         self.edges.iter().filter(|e| e.minute >= from_minute && e.minute <= to_minute).copied().collect()
+    }
+
+    fn cross_edges(&self, from_minute: u32, to_minute: u32) -> Vec<CrossEdge> {
+        self.cross_edges.iter().filter(|e| (from_minute..=to_minute).contains(&e.minute)).copied().collect()
     }
 
     fn time_range(&self) -> (u64, u64) {

@@ -8,7 +8,7 @@ pub(super) struct TraceAcc {
     /// Term ids, sorted, no duplicates.
     terms: Vec<u32>,
     /// Spans in arrival order (duplicates are skipped).
-    spans: Vec<SpanLite>,
+    pub(super) spans: Vec<SpanLite>,
     /// Span ids, once the trace is too big for a linear duplicate check.
     seen: Option<std::collections::HashSet<u64>>,
 }
@@ -37,7 +37,7 @@ pub(super) const OVERFLOW_SERVICE: &str = "(more than 65535 services)";
 /// Interns strings into indexes.
 #[derive(Debug, Default)]
 pub(super) struct Dict {
-    list: Vec<String>,
+    pub(super) list: Vec<String>,
     ids: HashMap<String, u32>,
 }
 
@@ -71,11 +71,11 @@ pub(super) const KIND_TEXT: [&str; 6] = ["0", "1", "2", "3", "4", "5"];
 /// Builds an index span by span; also searchable while being built (the head's index).
 #[derive(Debug)]
 pub struct IndexBuilder {
-    services: Dict,
+    pub(super) services: Dict,
     names: Dict,
     term_ids: FastMap<(u16, Field), FastMap<String, KeyTerms>>,
     terms: Vec<Term>,
-    traces: HashMap<TraceId, TraceAcc>,
+    pub(super) traces: HashMap<TraceId, TraceAcc>,
     min_start: u64,
     max_end: u64,
     scratch: Vec<u32>,
@@ -226,7 +226,7 @@ impl IndexBuilder {
                 parent: span.parent_span_id.map(|p| span_id_u64(p.0)),
                 service,
                 error,
-                minute: (span.start_time_unix_nano / 60_000_000_000) as u32,
+                minute: super::edges::minute_of(span.start_time_unix_nano),
             });
         }
         let error = span.status.code == StatusCode::Error;
@@ -293,6 +293,17 @@ impl IndexBuilder {
 
     /// The finished, sorted index.
     pub fn finish(&self) -> SearchIndex {
+        self.finish_with(Vec::new())
+    }
+
+    /// The finished index, with edges to spans in other sources (see
+    /// [`IndexBuilder::links_with`]). An edge there is counted once across sources by its
+    /// (trace, child span), never among this source's own edges as well: a merge keeps the
+    /// cross edges of its inputs, since a retried copy of a span may keep one in another
+    /// block too.
+    pub fn finish_with(&self, links: Vec<Link>) -> SearchIndex {
+        let cross: std::collections::HashSet<(TraceId, u64)> =
+            links.iter().map(|l| (l.trace_id, l.child_span)).collect();
         let mut ids: Vec<&TraceId> = self.traces.keys().collect();
         ids.sort_unstable();
         let mut postings: Vec<Vec<u32>> = vec![Vec::new(); self.terms.len()];
@@ -303,7 +314,7 @@ impl IndexBuilder {
             for &t in &acc.terms {
                 postings[t as usize].push(ord as u32);
             }
-            trace_edges(&acc.spans, &mut edges);
+            trace_edges(&acc.spans, |span| cross.contains(&(*id, span)), &mut edges);
             traces.push(acc.part.clone());
         }
         let mut terms: Vec<Postings> = self
@@ -332,8 +343,10 @@ impl IndexBuilder {
             terms,
             unindexed,
             edges,
+            cross_edges: Vec::new(),
             by_start: Vec::new(),
         };
+        idx.add_links(links);
         idx.order_by_start();
         idx
     }
@@ -424,9 +437,13 @@ impl IndexView for IndexBuilder {
     fn edges(&self, from_minute: u32, to_minute: u32) -> Vec<EdgeCount> {
         let mut edges = HashMap::new();
         for acc in self.traces.values() {
-            trace_edges(&acc.spans, &mut edges);
+            trace_edges(&acc.spans, |_| false, &mut edges);
         }
         edge_list(edges, from_minute, to_minute)
+    }
+
+    fn cross_edges(&self, _from_minute: u32, _to_minute: u32) -> Vec<CrossEdge> {
+        Vec::new()
     }
 
     fn time_range(&self) -> (u64, u64) {

@@ -1,5 +1,6 @@
 //! Dependency edges: parent → child service pairs of a trace's spans, counted per minute.
 
+use super::builder::span_id_u64;
 use super::*;
 
 /// The part of a span the dependency computation needs.
@@ -23,12 +24,20 @@ pub(super) fn edge_list(counts: HashMap<(u32, u16, u16), (u32, u32)>, from: u32,
     edges
 }
 
-/// Counts parent → child service edges of one trace's spans.
-pub(super) fn trace_edges(spans: &[SpanLite], edges: &mut HashMap<(u32, u16, u16), (u32, u32)>) {
+/// Counts parent → child service edges of one trace's spans, but for the child spans
+/// `counted_elsewhere` names (their edges are cross edges, counted once across sources).
+pub(super) fn trace_edges(
+    spans: &[SpanLite],
+    counted_elsewhere: impl Fn(u64) -> bool,
+    edges: &mut HashMap<(u32, u16, u16), (u32, u32)>,
+) {
     let mut by_id: Vec<(u64, u16)> = spans.iter().map(|s| (s.span_id, s.service)).collect();
     by_id.sort_unstable();
     for s in spans {
         let Some(parent) = s.parent else { continue };
+        if counted_elsewhere(s.span_id) {
+            continue;
+        }
         let Ok(p) = by_id.binary_search_by_key(&parent, |x| x.0) else { continue };
         let parent_service = by_id[p].1;
         if parent_service != s.service {
@@ -36,5 +45,156 @@ pub(super) fn trace_edges(spans: &[SpanLite], edges: &mut HashMap<(u32, u16, u16
             e.0 += 1;
             e.1 += u32::from(s.error);
         }
+    }
+}
+
+/// A dependency edge between a span of one source and a span of another: a parent and its
+/// child cut into different blocks. The block cut later finds it (see
+/// [`IndexBuilder::links_with`]) and keeps it in its index; compaction keeps it while the
+/// two spans stay in different blocks. Counted once per (trace, child span), however many
+/// sources hold it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrossEdge {
+    /// The trace.
+    pub trace_id: [u8; 16],
+    /// The child span's id.
+    pub child_span: u64,
+    /// The parent span's id.
+    pub parent_span: u64,
+    /// Minute of the child span's start.
+    pub minute: u32,
+    /// Parent service index.
+    pub parent: u16,
+    /// Child service index.
+    pub child: u16,
+    /// Whether the child span had status ERROR.
+    pub error: bool,
+}
+
+/// A [`CrossEdge`] with its services by name, before an index gives them numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// The trace.
+    pub trace_id: TraceId,
+    /// The child span's id.
+    pub child_span: u64,
+    /// The parent span's id.
+    pub parent_span: u64,
+    /// Minute of the child span's start.
+    pub minute: u32,
+    /// Parent service.
+    pub parent: String,
+    /// Child service.
+    pub child: String,
+    /// Whether the child span had status ERROR.
+    pub error: bool,
+}
+
+/// The minute an edge is counted in: its child span's start.
+pub(super) fn minute_of(start_unix_nano: u64) -> u32 {
+    (start_unix_nano / 60_000_000_000) as u32
+}
+
+impl IndexBuilder {
+    /// The edges between this source's spans of trace `id` and `other`, the same trace's
+    /// spans from another source, in both directions: a span here whose parent is there,
+    /// and a span there whose parent is here. Spans held on both sides (a retried copy)
+    /// link nothing. Edges within one service are not dependencies and are left out, as
+    /// within a source.
+    pub fn links_with(&self, id: &TraceId, other: &[strand_core::StoredSpan]) -> Vec<Link> {
+        let Some(acc) = self.traces.get(id) else { return Vec::new() };
+        let here: HashMap<u64, &SpanLite> = acc.spans.iter().map(|s| (s.span_id, s)).collect();
+        let there: HashMap<u64, &strand_core::StoredSpan> = other
+            .iter()
+            .map(|s| (span_id_u64(s.span.span_id.0), s))
+            .filter(|(sid, _)| !here.contains_key(sid))
+            .collect();
+        let name = |service: u16| self.services.list.get(usize::from(service)).cloned().unwrap_or_default();
+        let mut out = Vec::new();
+        for s in acc.spans.iter() {
+            let Some(p) = s.parent.and_then(|p| there.get(&p)) else { continue };
+            if p.resource.service_name() != name(s.service) {
+                out.push(Link {
+                    trace_id: *id,
+                    child_span: s.span_id,
+                    parent_span: span_id_u64(p.span.span_id.0),
+                    minute: s.minute,
+                    parent: p.resource.service_name().to_owned(),
+                    child: name(s.service),
+                    error: s.error,
+                });
+            }
+        }
+        // A span there whose parent is there too was counted there, even if here holds a
+        // (retried) copy of the parent.
+        let all_there: std::collections::HashSet<u64> =
+            other.iter().map(|s| span_id_u64(s.span.span_id.0)).collect();
+        for (&child_span, c) in &there {
+            let Some(parent) = c.span.parent_span_id.map(|p| span_id_u64(p.0)) else { continue };
+            if all_there.contains(&parent) {
+                continue;
+            }
+            let Some(p) = here.get(&parent) else { continue };
+            if c.resource.service_name() != name(p.service) {
+                out.push(Link {
+                    trace_id: *id,
+                    child_span,
+                    parent_span: p.span_id,
+                    minute: minute_of(c.span.start_time_unix_nano),
+                    parent: name(p.service),
+                    child: c.resource.service_name().to_owned(),
+                    error: c.span.status.code == StatusCode::Error,
+                });
+            }
+        }
+        out
+    }
+
+    /// The ids of the traces indexed.
+    pub fn trace_ids(&self) -> impl Iterator<Item = &TraceId> {
+        self.traces.keys()
+    }
+}
+
+impl SearchIndex {
+    /// Adds edges to spans in other sources, giving their services numbers here; one per
+    /// (trace, child span).
+    pub fn add_links(&mut self, links: impl IntoIterator<Item = Link>) {
+        for l in links {
+            let mut service = |name: &str| match self.services.iter().position(|s| s == name) {
+                Some(i) => i as u16,
+                None if self.services.len() < usize::from(u16::MAX) => {
+                    self.services.push(name.to_owned());
+                    (self.services.len() - 1) as u16
+                }
+                None => self.services.iter().position(|s| s == builder::OVERFLOW_SERVICE).unwrap_or(0) as u16,
+            };
+            let (parent, child) = (service(&l.parent), service(&l.child));
+            self.cross_edges.push(CrossEdge {
+                trace_id: l.trace_id.0,
+                child_span: l.child_span,
+                parent_span: l.parent_span,
+                minute: l.minute,
+                parent,
+                child,
+                error: l.error,
+            });
+        }
+        self.cross_edges.sort_unstable_by_key(|e| (e.trace_id, e.child_span));
+        self.cross_edges.dedup_by_key(|e| (e.trace_id, e.child_span));
+    }
+
+    /// The cross edges with their services by name.
+    pub fn links(&self) -> impl Iterator<Item = Link> + '_ {
+        let name = |i: u16| self.services.get(usize::from(i)).cloned().unwrap_or_default();
+        self.cross_edges.iter().map(move |e| Link {
+            trace_id: TraceId(e.trace_id),
+            child_span: e.child_span,
+            parent_span: e.parent_span,
+            minute: e.minute,
+            parent: name(e.parent),
+            child: name(e.child),
+            error: e.error,
+        })
     }
 }

@@ -30,6 +30,7 @@ mod edges;
 
 use block_index::parse_kind;
 pub use builder::IndexBuilder;
+pub use edges::{CrossEdge, Link};
 use edges::{SpanLite, edge_list, trace_edges};
 
 /// Longest attribute value (bytes) that is indexed.
@@ -37,8 +38,9 @@ pub const MAX_INDEXED_VALUE_LEN: usize = 256;
 /// Most distinct values of one attribute key per service and source before the key is
 /// treated as unindexed.
 pub const MAX_VALUES_PER_KEY: usize = 1000;
-/// Version of [`SearchIndex`]'s encoding.
-pub const INDEX_VERSION: u32 = 1;
+/// Version of [`SearchIndex`]'s encoding: 2 adds the cross edges after the rest (version 1
+/// files, which end before them, are read as having none).
+pub const INDEX_VERSION: u32 = 2;
 
 /// What a term says about a span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -182,6 +184,10 @@ pub struct SearchIndex {
     pub unindexed: Vec<(u16, String)>,
     /// Dependency edges, by minute.
     pub edges: Vec<EdgeCount>,
+    /// Dependency edges to spans in other blocks, sorted by trace and child span (encoded
+    /// after the rest, see [`INDEX_VERSION`]).
+    #[serde(skip)]
+    pub cross_edges: Vec<CrossEdge>,
     /// Trace ordinals newest first (start descending, id ascending); computed on load.
     #[serde(skip)]
     pub by_start: Vec<u32>,
@@ -213,6 +219,7 @@ impl SearchIndex {
             + terms
             + unindexed
             + (self.edges.capacity() * size_of::<EdgeCount>()) as u64
+            + (self.cross_edges.capacity() * size_of::<CrossEdge>()) as u64
             + self.by_start.capacity() as u64 * 4
     }
 }
@@ -256,6 +263,9 @@ pub trait IndexView {
     fn attributes(&self, service: u16) -> Vec<(String, String)>;
     /// Edges with child-span minute in `[from, to]`.
     fn edges(&self, from_minute: u32, to_minute: u32) -> Vec<EdgeCount>;
+    /// Edges to spans in other sources with child-span minute in `[from, to]` (only blocks
+    /// have them: they are found when a block is cut).
+    fn cross_edges(&self, from_minute: u32, to_minute: u32) -> Vec<CrossEdge>;
     /// Earliest span start and latest span end.
     fn time_range(&self) -> (u64, u64);
 }

@@ -1,0 +1,125 @@
+//! Dependency edges of traces cut across blocks: a parent in one block and its child in
+//! another count as if they had been cut together, whichever arrived first, before and
+//! after compaction, and across a restart.
+
+use std::sync::Arc;
+
+use strand_core::{
+    Scope, SpanBatch, SpanKind, Status, StatusCode, TimeRange, TraceId, TraceReader, TraceStore,
+};
+use strand_store::fs::StdFs;
+use strand_store::testdata::{service_batch, span};
+use strand_store::{Store, StoreConfig};
+
+const MINUTE: u64 = 60_000_000_000;
+const T0: u64 = 100 * MINUTE;
+
+fn tid(n: u32) -> TraceId {
+    let mut id = [0u8; 16];
+    id[12..].copy_from_slice(&(n + 1).to_be_bytes());
+    TraceId(id)
+}
+
+/// The batches of trace `n` (one per service, as four services would export them):
+/// gateway → user-service (an error in trace 2), gateway → notify-service across a queue,
+/// notify-service → data-service.
+fn trace(n: u32) -> Vec<SpanBatch> {
+    let id = tid(n);
+    let start = T0 + u64::from(n) * MINUTE;
+    let root = span(id, 1, None, "POST /reports", start, 1_000_000);
+    let mut http = span(id, 2, Some(1), "GET /users", start + 10, 1_000);
+    http.kind = SpanKind::Client;
+    let mut produce = span(id, 4, Some(1), "send reports", start + 20, 1_000);
+    produce.kind = SpanKind::Producer;
+    let mut users = span(id, 3, Some(2), "GET /users", start + 11, 900);
+    if n == 2 {
+        users.status = Status { code: StatusCode::Error, message: "no such user".into() };
+    }
+    let mut consume = span(id, 5, Some(4), "process reports", start + 5_000, 1_000);
+    consume.kind = SpanKind::Consumer;
+    let mut grpc = span(id, 6, Some(5), "epro.Data/Store", start + 5_100, 500);
+    grpc.kind = SpanKind::Client;
+    let data = span(id, 7, Some(6), "epro.Data/Store", start + 5_150, 400);
+    let batch = |service: &str, spans| service_batch(service, vec![], Scope::default(), spans);
+    vec![
+        batch("gateway", vec![root, http, produce]),
+        batch("user-service", vec![users]),
+        batch("notify-service", vec![consume, grpc]),
+        batch("data-service", vec![data]),
+    ]
+}
+
+type Edges = Vec<(String, String, u64, u64)>;
+
+async fn edges(store: &Store, range: TimeRange) -> Edges {
+    let edges = store.dependencies(range).await.expect("dependencies");
+    edges.into_iter().map(|e| (e.parent, e.child, e.call_count, e.error_count)).collect()
+}
+
+fn expected() -> Edges {
+    [
+        ("gateway", "notify-service", 3, 0),
+        ("gateway", "user-service", 3, 1),
+        ("notify-service", "data-service", 3, 0),
+    ]
+    .into_iter()
+    .map(|(p, c, calls, errors)| (p.to_owned(), c.to_owned(), calls, errors))
+    .collect()
+}
+
+async fn check(store: &Store, when: &str) {
+    assert_eq!(edges(store, TimeRange::ALL).await, expected(), "{when}");
+    let first_minute = TimeRange { start_unix_nano: T0, end_unix_nano: T0 + MINUTE - 1 };
+    let first = edges(store, first_minute).await;
+    assert_eq!(first.len(), 3, "{when}: {first:?}");
+    assert!(first.iter().all(|e| e.2 == 1), "{when}: the range counts one trace: {first:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edges_of_a_trace_cut_across_blocks_are_those_of_one_block() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Blocks of 1 to 3 spans: a compaction merges runs of them into blocks of at most 8.
+    let small = StoreConfig { compaction_target_spans: 8, ..StoreConfig::default() };
+    let store = Store::open(Arc::new(StdFs), dir.path(), small.clone()).expect("open");
+    // Every service's batch of every trace is cut into a block of its own. Trace 1 arrives
+    // children first (each parent is cut after its children); trace 0's gateway batch is
+    // sent again after the rest (a retry), so two blocks hold its parents.
+    for n in 0..3 {
+        let mut batches = trace(n);
+        if n == 1 {
+            batches.reverse();
+        }
+        if n == 0 {
+            batches.push(batches[0].clone());
+        }
+        for b in batches {
+            store.append(b).await.expect("write");
+            store.flush().await.expect("flush");
+        }
+    }
+    assert_eq!(store.snapshot().blocks, 13);
+    check(&store, "every batch in a block of its own").await;
+
+    loop {
+        let before = store.snapshot().blocks;
+        TraceStore::maintain(&store).await.expect("maintain");
+        if store.snapshot().blocks == before {
+            break;
+        }
+    }
+    assert!((2..13).contains(&store.snapshot().blocks), "{:?}", store.snapshot());
+    check(&store, "after compacting into blocks that still split traces").await;
+    drop(store);
+
+    let whole = StoreConfig { compaction_target_spans: 1000, ..small };
+    let store = Store::open(Arc::new(StdFs), dir.path(), whole).expect("reopen");
+    check(&store, "after a restart").await;
+    // Compaction merges blocks once the scrub after start has checked them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store.snapshot().blocks > 1 {
+        assert!(std::time::Instant::now() < deadline, "never compacted: {:?}", store.snapshot());
+        TraceStore::maintain(&store).await.expect("maintain");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    check(&store, "after compacting into one block").await;
+}
