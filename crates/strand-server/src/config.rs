@@ -276,6 +276,9 @@ pub struct StorageConfig {
     pub maintenance_interval: HumanDuration,
     /// Memory for block indexes loaded by queries (least recently used out beyond it).
     pub cache_size: ByteSize,
+    /// Memory the trace reads in flight may hold together (decoded spans, estimated from
+    /// span counts before reading); a read beyond it is answered 503 with `Retry-After`.
+    pub max_read_size: ByteSize,
 }
 
 impl Default for Config {
@@ -331,6 +334,7 @@ impl Default for StorageConfig {
             max_pending_writes: d.max_pending_writes,
             maintenance_interval: HumanDuration(d.maintenance_interval),
             cache_size: ByteSize(d.cache_bytes),
+            max_read_size: ByteSize(d.max_read_bytes),
         }
     }
 }
@@ -354,6 +358,7 @@ impl StorageConfig {
             max_pending_writes: self.max_pending_writes,
             maintenance_interval: self.maintenance_interval.0,
             cache_bytes: self.cache_size.0,
+            max_read_bytes: self.max_read_size.0,
             ..strand_store::StoreConfig::default()
         }
     }

@@ -54,6 +54,9 @@ async fn reads_back_whole(version: &str) {
     let stats = store.stats();
     assert_eq!(stats.wal_replayed_records.load(std::sync::atomic::Ordering::Relaxed), 2, "{version}");
     assert_eq!(stats.wal_corrupt_records.load(std::sync::atomic::Ordering::Relaxed), 0, "{version}");
+    // The start reports how long the replay and the opening of blocks took.
+    assert!(stats.wal_replay_nanos.load(std::sync::atomic::Ordering::Relaxed) > 0, "{version}");
+    assert!(stats.open_blocks_nanos.load(std::sync::atomic::Ordering::Relaxed) > 0, "{version}");
     assert_eq!(stats.corrupt_blocks.load(std::sync::atomic::Ordering::Relaxed), 0, "{version}");
     for (seed, spans) in [(1, 3), (2, 3), (3, 3), (4, 2), (5, 2)] {
         let trace = store

@@ -483,15 +483,23 @@ impl Block {
 
     /// The spans of one trace held in this block.
     pub fn read_trace(&self, id: &TraceId) -> Result<Vec<StoredSpan>, StoreError> {
+        match self.trace_entry(id)? {
+            Some(entry) => self.read_rows(u64::from(entry.first_row), u64::from(entry.rows)),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// How many spans of a trace this block holds, from its trace index (no span read).
+    pub fn trace_span_count(&self, id: &TraceId) -> Result<u64, StoreError> {
+        Ok(self.trace_entry(id)?.map_or(0, |e| u64::from(e.rows)))
+    }
+
+    fn trace_entry(&self, id: &TraceId) -> Result<Option<IndexEntry>, StoreError> {
         if !self.may_contain(id) {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         let index = self.trace_index()?;
-        let Ok(pos) = index.binary_search_by(|e| e.trace_id.cmp(&id.0)) else {
-            return Ok(Vec::new());
-        };
-        let entry = index[pos];
-        self.read_rows(u64::from(entry.first_row), u64::from(entry.rows))
+        Ok(index.binary_search_by(|e| e.trace_id.cmp(&id.0)).ok().map(|pos| index[pos]))
     }
 
     /// Every span in the block, a slice of rows at a time in row order (for compaction and

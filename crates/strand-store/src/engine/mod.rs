@@ -105,6 +105,11 @@ pub struct StoreConfig {
     pub clock: Arc<dyn Clock>,
     /// Bytes of block indexes kept in memory for queries (see [`crate::cache`]).
     pub cache_bytes: u64,
+    /// Bytes of decoded spans the trace reads in flight may hold together, estimated from
+    /// span counts before anything is read; a read that would pass it is refused as
+    /// unavailable (HTTP 503, retry) instead of growing memory. A trace bigger than the
+    /// whole budget is read when no other read is in flight.
+    pub max_read_bytes: u64,
 }
 
 impl Default for StoreConfig {
@@ -123,7 +128,58 @@ impl Default for StoreConfig {
             maintenance_interval: Duration::from_secs(60),
             clock: Arc::new(SystemClock),
             cache_bytes: DEFAULT_CACHE_BYTES,
+            max_read_bytes: DEFAULT_MAX_READ_BYTES,
         }
+    }
+}
+
+/// Default of [`StoreConfig::max_read_bytes`].
+pub const DEFAULT_MAX_READ_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Heap bytes one decoded span is counted as by the read budget: a span of the standard
+/// `strand bench` profile (seven attributes, an event every fifth span) decodes to about
+/// 1 KB; the head's records count 4 bytes per encoded byte (a record is decoded whole).
+const DECODED_SPAN_BYTES: u64 = 1024;
+const DECODED_PER_ENCODED_BYTE: u64 = 4;
+
+/// The bytes trace reads in flight hold, against [`StoreConfig::max_read_bytes`].
+#[derive(Debug)]
+pub(crate) struct ReadBudget {
+    limit: u64,
+    in_use: Mutex<u64>,
+}
+
+/// Bytes of the read budget held by one read; given back when dropped.
+#[derive(Debug)]
+pub(crate) struct ReadReservation<'a> {
+    budget: &'a ReadBudget,
+    bytes: u64,
+}
+
+impl ReadBudget {
+    fn reserve(&self, bytes: u64) -> Result<ReadReservation<'_>, StoreError> {
+        // A read bigger than the whole budget runs alone rather than never.
+        let bytes = bytes.min(self.limit);
+        let mut used = self.in_use.lock();
+        if *used + bytes > self.limit {
+            return Err(StoreError::Unavailable(format!(
+                "trace reads in flight hold {used} bytes of their {} byte budget \
+                 (storage.max_read_size) and this one needs about {bytes}; retry shortly",
+                self.limit
+            )));
+        }
+        *used += bytes;
+        Ok(ReadReservation { budget: self, bytes })
+    }
+
+    fn in_use(&self) -> u64 {
+        *self.in_use.lock()
+    }
+}
+
+impl Drop for ReadReservation<'_> {
+    fn drop(&mut self) {
+        *self.budget.in_use.lock() -= self.bytes;
     }
 }
 
@@ -150,6 +206,10 @@ pub struct StoreStats {
     pub write_errors: AtomicU64,
     /// WAL records replayed at start.
     pub wal_replayed_records: AtomicU64,
+    /// Nanoseconds the start spent replaying the WAL into the head.
+    pub wal_replay_nanos: AtomicU64,
+    /// Nanoseconds the start spent opening blocks (their small files).
+    pub open_blocks_nanos: AtomicU64,
     /// Corrupt WAL records skipped at start.
     pub wal_corrupt_records: AtomicU64,
     /// Torn WAL tails truncated at start.
@@ -162,6 +222,8 @@ pub struct StoreStats {
     pub block_write_errors: AtomicU64,
     /// Corrupt blocks set aside at start.
     pub corrupt_blocks: AtomicU64,
+    /// Trace reads refused because the read budget was in use.
+    pub reads_refused: AtomicU64,
     /// Damaged derived files (`index.bin`, `log_grams.bin`) rebuilt from their block's data.
     pub derived_files_repaired: AtomicU64,
     /// Compactions done.
@@ -275,6 +337,8 @@ struct Inner {
     /// Bytes stored while the WAL alone exceeds the disk budget (retention has nothing
     /// left to delete); 0 otherwise. Set by maintenance.
     over_disk_budget: AtomicU64,
+    /// What trace reads in flight hold.
+    reads: ReadBudget,
 }
 
 /// The last failure of the WAL and of block writes, cleared by the next success. A WAL
@@ -327,6 +391,7 @@ impl Store {
         // versions are read first, and the WAL checks its own before it replays.
         check_block_versions(fs.as_ref(), &blocks_dir)?;
         let mut head = Head::default();
+        let replay_started = Instant::now();
         let (wal, replay_stats) = Wal::open(fs.clone(), &wal_dir, |framed, entry| match entry {
             WalEntry::Spans(record) => {
                 let n = record.batch.span_count();
@@ -337,9 +402,23 @@ impl Store {
                 head.logs.insert(framed, &record.batch, record.received_unix_nano);
             }
         })?;
+        let replay_took = replay_started.elapsed();
         let head_bytes = head.bytes();
         let cache = Arc::new(BlockCache::new(cfg.cache_bytes));
+        let open_started = Instant::now();
         let blocks = open_blocks(&fs, root, &stats, &cache)?;
+        let open_took = open_started.elapsed();
+        info!(
+            wal_records = replay_stats.records,
+            head_spans = head.span_count(),
+            head_bytes,
+            wal_replay_ms = replay_took.as_millis() as u64,
+            blocks = blocks.len(),
+            open_blocks_ms = open_took.as_millis() as u64,
+            "store opened"
+        );
+        stats.wal_replay_nanos.store(replay_took.as_nanos() as u64, Ordering::Relaxed);
+        stats.open_blocks_nanos.store(open_took.as_nanos() as u64, Ordering::Relaxed);
         stats.wal_replayed_records.store(replay_stats.records, Ordering::Relaxed);
         stats.wal_corrupt_records.store(replay_stats.corrupt_records, Ordering::Relaxed);
         stats.wal_torn_tails.store(replay_stats.torn_tails, Ordering::Relaxed);
@@ -359,6 +438,7 @@ impl Store {
             head_bytes: AtomicU64::new(head_bytes),
             frozen_bytes: AtomicU64::new(0),
             over_disk_budget: AtomicU64::new(0),
+            reads: ReadBudget { limit: cfg.max_read_bytes, in_use: Mutex::new(0) },
         });
         let (tx, rx) = mpsc::sync_channel(cfg.max_pending_writes.max(1));
         let (index_tx, index_rx) = mpsc::sync_channel(INDEX_QUEUE);
@@ -505,6 +585,16 @@ impl Inner {
                 "WAL records replayed at start.",
                 c(&s.wal_replayed_records),
             ),
+            gauge(
+                "store_start_wal_replay_seconds",
+                "Time the last start spent replaying the WAL into the head (bounded by the head's size).",
+                c(&s.wal_replay_nanos) / 1e9,
+            ),
+            gauge(
+                "store_start_open_blocks_seconds",
+                "Time the last start spent opening blocks (their small files; a scrub checks the rest after).",
+                c(&s.open_blocks_nanos) / 1e9,
+            ),
             counter(
                 "wal_corrupt_records_total",
                 "Corrupt WAL records (or damaged stretches) skipped at start.",
@@ -525,6 +615,16 @@ impl Inner {
                 c(&s.derived_files_repaired),
             ),
             counter("compactions_total", "Compactions.", c(&s.compactions)),
+            counter(
+                "store_reads_refused_total",
+                "Trace reads refused (503) because reads in flight held storage.max_read_size.",
+                c(&s.reads_refused),
+            ),
+            gauge(
+                "store_read_bytes",
+                "Estimated bytes of decoded spans held by trace reads in flight.",
+                self.reads.in_use() as f64,
+            ),
             counter(
                 "retention_deleted_blocks_total",
                 "Blocks deleted by retention.",
@@ -771,7 +871,22 @@ impl Inner {
             (st.blocks.clone(), records)
         };
         let mut out = Vec::with_capacity(ids.len());
+        // Held until the traces are returned: they are in memory until then.
+        let mut reserved = Vec::with_capacity(ids.len());
         for (id, records) in ids.iter().zip(records) {
+            let mut stored = 0;
+            for b in blocks.iter().filter(|b| b.may_contain(id)) {
+                stored += b.trace_span_count(id)?;
+            }
+            let head: u64 = records.iter().map(|r| r.len() as u64).sum();
+            let estimate = stored * DECODED_SPAN_BYTES + head * DECODED_PER_ENCODED_BYTE;
+            match self.reads.reserve(estimate) {
+                Ok(r) => reserved.push(r),
+                Err(e) => {
+                    self.stats.reads_refused.fetch_add(1, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
             let mut spans = decode_trace(&records, id).map_err(|e| e.corrupt_at("head"))?;
             // Older copies first, so the first-written copy of a duplicate wins.
             let mut from_blocks = Vec::new();

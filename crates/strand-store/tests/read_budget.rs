@@ -1,0 +1,49 @@
+//! Trace reads in flight hold at most `max_read_bytes` of decoded spans together: a read
+//! that would pass it is refused at once as unavailable, and served again once the reads
+//! before it are done.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use strand_core::{ErrorKind, StoreError};
+use strand_store::fs::FaultyFs;
+use strand_store::testdata::{batch, trace_id};
+use strand_store::{Store, StoreConfig};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_past_the_budget_is_refused_while_others_hold_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fs = FaultyFs::new();
+    // Room for three decoded spans: a five-span trace takes all of it while it is read.
+    let cfg = StoreConfig { max_read_bytes: 3 * 1024, ..StoreConfig::default() };
+    let store = Arc::new(Store::open(Arc::new(fs.clone()), dir.path(), cfg).expect("open"));
+    store.append(batch(1, 5)).await.expect("write");
+    store.flush().await.expect("flush");
+    store.append(batch(2, 1)).await.expect("write");
+    let read = |seed: u8| {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.get_trace_blocking(trace_id(seed)))
+    };
+    // A first read loads the block's trace index; the next one stalls reading its spans.
+    assert_eq!(read(1).await.expect("task").expect("read").expect("trace 1").spans.len(), 5);
+    let block = std::fs::read_dir(dir.path().join("blocks")).expect("dir").next().expect("a block");
+    fs.hold_reads_under(Some(block.expect("entry").path()));
+    let stalled = read(1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fs.held_reads() == 0 {
+        assert!(Instant::now() < deadline, "the read never reached the block");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let refused = read(2).await.expect("task");
+    let err: StoreError = refused.expect_err("the budget is held by the stalled read");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("storage.max_read_size"), "names the setting: {err}");
+    assert_eq!(store.stats().reads_refused.load(Ordering::Relaxed), 1);
+
+    fs.hold_reads_under(None);
+    assert_eq!(stalled.await.expect("task").expect("read").expect("trace 1").spans.len(), 5);
+    let served = read(2).await.expect("task").expect("read once the budget is free");
+    assert_eq!(served.expect("trace 2").spans.len(), 1);
+}
