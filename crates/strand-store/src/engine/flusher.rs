@@ -129,9 +129,11 @@ pub(super) fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), St
     Ok(())
 }
 
-/// How far outside a head's span times a block may hold a parent or child of its spans:
-/// a consumer can start well after its producer ended.
-const LINK_WINDOW_NANOS: u64 = 3_600 * 1_000_000_000;
+/// How far outside a head's span times a block may hold a parent or child of its spans
+/// for the cut to look there: a consumer can start well after its producer ended, but
+/// every block in the window has its trace index read at each cut (its filter lets about
+/// 1 % of the head's traces through), so the window stays a few blocks wide.
+const LINK_WINDOW_NANOS: u64 = 10 * 60 * 1_000_000_000;
 
 /// The dependency edges between the spans of a head being cut and their parents or
 /// children in blocks already written (a trace cut across blocks): each block whose times
