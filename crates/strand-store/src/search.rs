@@ -498,9 +498,16 @@ impl Sources<'_> {
         let minute = |ns: u64| (ns / 60_000_000_000).min(u64::from(u32::MAX)) as u32;
         let (from, to) = (minute(range.start_unix_nano), minute(range.end_unix_nano));
         let mut edges: HashMap<(String, String), (u64, u64)> = HashMap::new();
-        // Edges across blocks, once each however many blocks hold them.
-        let mut across: HashMap<([u8; 16], u64), (String, String, bool)> = HashMap::new();
-        for v in self.overlapping(range)? {
+        // Edges across blocks, once each however many blocks hold them. A block may hold
+        // one whose child started outside its own times (the child is in another block),
+        // by up to the window a cut looks in.
+        let mut across: HashMap<(TraceId, u64), (String, String, bool)> = HashMap::new();
+        let window = crate::index::LINK_WINDOW_NANOS;
+        let widened = TimeRange {
+            start_unix_nano: range.start_unix_nano.saturating_sub(window),
+            end_unix_nano: range.end_unix_nano.saturating_add(window),
+        };
+        for v in self.overlapping(widened)? {
             let names = v.service_names();
             let name = |i: u16| names[usize::from(i)].clone();
             for e in v.edges(from, to) {
@@ -508,10 +515,8 @@ impl Sources<'_> {
                 entry.0 += u64::from(e.calls);
                 entry.1 += u64::from(e.errors);
             }
-            for e in v.cross_edges(from, to) {
-                across
-                    .entry((e.trace_id, e.child_span))
-                    .or_insert_with(|| (name(e.parent), name(e.child), e.error));
+            for l in v.cross_edges(from, to) {
+                across.entry((l.trace_id, l.child_span)).or_insert((l.parent, l.child, l.error));
             }
         }
         for (parent, child, error) in across.into_values() {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use strand_core::{ErrorKind, StoreError};
+use strand_core::{ErrorKind, StoreError, TraceReader};
 use strand_store::fs::FaultyFs;
 use strand_store::testdata::{batch, trace_id};
 use strand_store::{Store, StoreConfig};
@@ -46,4 +46,20 @@ async fn a_read_past_the_budget_is_refused_while_others_hold_it() {
     assert_eq!(stalled.await.expect("task").expect("read").expect("trace 1").spans.len(), 5);
     let served = read(2).await.expect("task").expect("read once the budget is free");
     assert_eq!(served.expect("trace 2").spans.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_read_together_past_the_budget_are_served_when_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = StoreConfig { max_read_bytes: 3 * 1024, ..StoreConfig::default() };
+    let store = Store::open(Arc::new(strand_store::fs::StdFs), dir.path(), cfg).expect("open");
+    for seed in [1, 3] {
+        store.append(batch(seed, 5)).await.expect("write");
+    }
+    store.flush().await.expect("flush");
+    // Each trace alone is over the budget; one call reading both must not be refused for
+    // its own first trace.
+    let traces = store.get_traces(vec![trace_id(1), trace_id(3)]).await.expect("read both");
+    assert_eq!(traces.iter().map(|t| t.spans.len()).collect::<Vec<_>>(), [5, 5]);
+    assert_eq!(store.stats().reads_refused.load(Ordering::Relaxed), 0);
 }

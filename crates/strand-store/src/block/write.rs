@@ -210,23 +210,23 @@ pub(crate) struct OriginColumns {
 }
 
 impl OriginColumns {
-    pub(crate) fn resource_keys(&mut self, resource: &Resource) -> ResourceKeys {
-        ResourceKeys {
-            service: self.service.key(resource.service_name()),
-            attrs: attrs_to_json(&resource.attributes).map(|j| self.res_attrs.key(&j)),
+    pub(crate) fn resource_keys(&mut self, resource: &Resource) -> Result<ResourceKeys, FormatError> {
+        Ok(ResourceKeys {
+            service: self.service.key(resource.service_name())?,
+            attrs: attrs_to_json(&resource.attributes).map(|j| self.res_attrs.key(&j)).transpose()?,
             dropped: resource.dropped_attributes_count,
-            schema: self.res_schema.key(&resource.schema_url),
-        }
+            schema: self.res_schema.key(&resource.schema_url)?,
+        })
     }
 
-    pub(crate) fn scope_keys(&mut self, scope: &Scope) -> ScopeKeys {
-        ScopeKeys {
-            name: self.scope_name.key(&scope.name),
-            version: self.scope_version.key(&scope.version),
-            attrs: attrs_to_json(&scope.attributes).map(|j| self.scope_attrs.key(&j)),
+    pub(crate) fn scope_keys(&mut self, scope: &Scope) -> Result<ScopeKeys, FormatError> {
+        Ok(ScopeKeys {
+            name: self.scope_name.key(&scope.name)?,
+            version: self.scope_version.key(&scope.version)?,
+            attrs: attrs_to_json(&scope.attributes).map(|j| self.scope_attrs.key(&j)).transpose()?,
             dropped: scope.dropped_attributes_count,
-            schema: self.scope_schema.key(&scope.schema_url),
-        }
+            schema: self.scope_schema.key(&scope.schema_url)?,
+        })
     }
 
     /// Appends one row.
@@ -273,14 +273,16 @@ impl OriginCache {
         columns: &mut OriginColumns,
         resource: &Arc<Resource>,
         scope: &Arc<Scope>,
-    ) -> (ResourceKeys, ScopeKeys) {
-        let res = *self
-            .resources
-            .entry(Arc::as_ptr(resource) as usize)
-            .or_insert_with(|| columns.resource_keys(resource));
-        let scope =
-            *self.scopes.entry(Arc::as_ptr(scope) as usize).or_insert_with(|| columns.scope_keys(scope));
-        (res, scope)
+    ) -> Result<(ResourceKeys, ScopeKeys), FormatError> {
+        let res = match self.resources.entry(Arc::as_ptr(resource) as usize) {
+            std::collections::hash_map::Entry::Occupied(e) => *e.get(),
+            std::collections::hash_map::Entry::Vacant(e) => *e.insert(columns.resource_keys(resource)?),
+        };
+        let scope = match self.scopes.entry(Arc::as_ptr(scope) as usize) {
+            std::collections::hash_map::Entry::Occupied(e) => *e.get(),
+            std::collections::hash_map::Entry::Vacant(e) => *e.insert(columns.scope_keys(scope)?),
+        };
+        Ok((res, scope))
     }
 }
 
@@ -330,18 +332,25 @@ pub(crate) struct DictColumn {
 }
 
 impl DictColumn {
-    /// The key of `v`, added to the distinct values if new.
-    pub(crate) fn key(&mut self, v: &str) -> i32 {
+    /// The key of `v`, added to the distinct values if new. Fails rather than pass what
+    /// Arrow's `i32` string offsets hold ([`crate::logs::MAX_COLUMN_BYTES`] of values).
+    pub(crate) fn key(&mut self, v: &str) -> Result<i32, FormatError> {
         use std::hash::BuildHasher;
         let Self { values, table, hasher, .. } = self;
         let hash = hasher.hash_one(v.as_bytes());
         if let Some(&k) = table.find(hash, |&k| value_of(values, k) == v.as_bytes()) {
-            return k;
+            return Ok(k);
+        }
+        if values.values_slice().len() + v.len() > crate::logs::MAX_COLUMN_BYTES {
+            return Err(FormatError::invalid(format!(
+                "a block's distinct values would exceed {} bytes in one column",
+                crate::logs::MAX_COLUMN_BYTES
+            )));
         }
         let k = arrow_array::builder::ArrayBuilder::len(values) as i32;
         values.append_value(v);
         table.insert_unique(hash, k, |&k| hasher.hash_one(value_of(values, k)));
-        k
+        Ok(k)
     }
 
     /// Appends a row holding the value of `key` (from [`DictColumn::key`]), or null.
@@ -350,12 +359,15 @@ impl DictColumn {
     }
 
     /// Appends a row holding `v`.
-    pub(crate) fn push_value(&mut self, v: &str) {
-        let k = self.key(v);
+    pub(crate) fn push_value(&mut self, v: &str) -> Result<(), FormatError> {
+        let k = self.key(v)?;
         self.keys.append_value(k);
+        Ok(())
     }
 
+    /// The column, leaving the builder empty.
     pub(crate) fn finish(&mut self) -> Result<ArrayRef, FormatError> {
+        self.table.clear();
         let keys = self.keys.finish();
         Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(keys, Arc::new(self.values.finish()))?))
     }
@@ -441,9 +453,9 @@ impl BlockBuilder {
     /// resource or scope of the batch.
     pub fn append_batch(&mut self, batch: &SpanBatch) -> Result<(), FormatError> {
         for rs in &batch.resource_spans {
-            let res = self.origin.resource_keys(&rs.resource);
+            let res = self.origin.resource_keys(&rs.resource)?;
             for ss in &rs.scope_spans {
-                let scope = self.origin.scope_keys(&ss.scope);
+                let scope = self.origin.scope_keys(&ss.scope)?;
                 for sp in &ss.spans {
                     self.append(sp, res, scope)?;
                 }
@@ -459,7 +471,7 @@ impl BlockBuilder {
     ) -> Result<(), FormatError> {
         let mut seen = OriginCache::default();
         for s in spans {
-            let (res, scope) = seen.keys(&mut self.origin, &s.resource, &s.scope);
+            let (res, scope) = seen.keys(&mut self.origin, &s.resource, &s.scope)?;
             self.append(&s.span, res, scope)?;
         }
         Ok(())
@@ -480,14 +492,14 @@ impl BlockBuilder {
             Some(p) => self.parent.append_value(p.0)?,
             None => self.parent.append_null(),
         }
-        self.trace_state.push_value(&sp.trace_state);
+        self.trace_state.push_value(&sp.trace_state)?;
         self.flags.append_value(sp.flags);
-        self.name.push_value(&sp.name);
+        self.name.push_value(&sp.name)?;
         self.kind.append_value(sp.kind as i8);
         self.start.append_value(sp.start_time_unix_nano);
         self.duration.append_value(sp.end_time_unix_nano.wrapping_sub(sp.start_time_unix_nano) as i64);
         self.status_code.append_value(sp.status.code as i8);
-        self.status_message.push_value(&sp.status.message);
+        self.status_message.push_value(&sp.status.message)?;
         self.origin.push(res, scope);
         append_json(&mut self.attrs, &sp.attributes[..], sp.attributes.is_empty(), write_attrs);
         self.dropped_attrs.append_value(sp.dropped_attributes_count);

@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::cache::FILTER_FILE;
-use crate::index::Link;
 use crate::logs::{LOG_GRAMS_FILE, LOG_TRACES_FILE, LOGS_FILE};
 
 pub(super) fn flush_loop(inner: &Inner, rx: &Receiver<FlushJob>, wake_maintenance: &mpsc::Sender<()>) {
@@ -98,10 +97,18 @@ pub(super) fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), St
     // The head's own search index (kept up to date by the index thread) becomes the block's.
     let (handle, first, tail) = frozen.head.index_handle();
     handle.write().extend(first, &tail).map_err(corrupt_head)?;
-    // Searches of the frozen head go on meanwhile: they only read its index now.
+    // Blocks are read for edges across blocks without holding the head index's lock (the
+    // index thread's catch-up would wait for it, and searches behind it).
+    let (ids, range) = {
+        use crate::index::IndexView;
+        let guard = handle.read();
+        (guard.builder.trace_ids().copied().collect::<Vec<_>>(), guard.builder.time_range())
+    };
+    let shared = traces_in_blocks(inner, &ids, range);
     let index = {
         let guard = handle.read();
-        guard.builder.finish_with(links_to_blocks(inner, &guard.builder))
+        let links = shared.iter().flat_map(|(id, spans)| guard.builder.links_with(id, spans)).collect();
+        guard.builder.finish_with(links)
     };
     let (min_received, max_received) = (frozen.head.min_received(), frozen.head.max_received());
     let block = write_block(inner, builder, logs, &index, min_received, max_received, Vec::new())?;
@@ -129,21 +136,21 @@ pub(super) fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), St
     Ok(())
 }
 
-/// How far outside a head's span times a block may hold a parent or child of its spans
-/// for the cut to look there: a consumer can start well after its producer ended, but
-/// every block in the window has its trace index read at each cut (its filter lets about
-/// 1 % of the head's traces through), so the window stays a few blocks wide.
-const LINK_WINDOW_NANOS: u64 = 10 * 60 * 1_000_000_000;
-
-/// The dependency edges between the spans of a head being cut and their parents or
-/// children in blocks already written (a trace cut across blocks): each block whose times
-/// are near the head's is asked, through its trace filter, for the head's traces. Earlier
-/// heads are all blocks by now (the flusher writes them in order); later ones find their
-/// edges to this one when they are cut. A block that cannot be read is left out, logged.
-fn links_to_blocks(inner: &Inner, head: &IndexBuilder) -> Vec<Link> {
-    use crate::index::IndexView;
-    let (start, end) = head.time_range();
-    let (from, to) = (start.saturating_sub(LINK_WINDOW_NANOS), end.saturating_add(LINK_WINDOW_NANOS));
+/// The spans blocks already written hold of the traces of a head being cut (`ids`, span
+/// times `range`), for the dependency edges between the two (a trace cut across blocks):
+/// each block whose times are near the head's is asked, through its trace filter and
+/// trace index. Earlier heads are all blocks by now (the flusher writes them in order);
+/// later ones find their edges to this one when they are cut. A block that cannot be read
+/// is left out, logged.
+fn traces_in_blocks(
+    inner: &Inner,
+    ids: &[TraceId],
+    range: (u64, u64),
+) -> Vec<(TraceId, Vec<strand_core::StoredSpan>)> {
+    let (from, to) = (
+        range.0.saturating_sub(crate::index::LINK_WINDOW_NANOS),
+        range.1.saturating_add(crate::index::LINK_WINDOW_NANOS),
+    );
     let near: Vec<Arc<Block>> = inner
         .state
         .read()
@@ -155,11 +162,11 @@ fn links_to_blocks(inner: &Inner, head: &IndexBuilder) -> Vec<Link> {
         })
         .cloned()
         .collect();
-    let mut links = Vec::new();
+    let mut shared = Vec::new();
     for b in &near {
-        for id in head.trace_ids() {
+        for id in ids {
             match b.read_trace(id) {
-                Ok(spans) if !spans.is_empty() => links.extend(head.links_with(id, &spans)),
+                Ok(spans) if !spans.is_empty() => shared.push((*id, spans)),
                 Ok(_) => {}
                 Err(e) => {
                     warn!(block = %b.meta.id, error = %e, "could not read a block for edges across blocks; leaving it out");
@@ -168,7 +175,7 @@ fn links_to_blocks(inner: &Inner, head: &IndexBuilder) -> Vec<Link> {
             }
         }
     }
-    links
+    shared
 }
 
 /// Encodes and writes a block atomically; returns it opened.

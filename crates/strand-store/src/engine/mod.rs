@@ -107,8 +107,8 @@ pub struct StoreConfig {
     pub cache_bytes: u64,
     /// Bytes of decoded spans the trace reads in flight may hold together, estimated from
     /// span counts before anything is read; a read that would pass it is refused as
-    /// unavailable (HTTP 503, retry) instead of growing memory. A trace bigger than the
-    /// whole budget is read when no other read is in flight.
+    /// unavailable (HTTP 503, retry) instead of growing memory. A read bigger than the
+    /// whole budget runs when no other read is in flight; 0 turns the budget off.
     pub max_read_bytes: u64,
 }
 
@@ -158,10 +158,11 @@ pub(crate) struct ReadReservation<'a> {
 
 impl ReadBudget {
     fn reserve(&self, bytes: u64) -> Result<ReadReservation<'_>, StoreError> {
-        // A read bigger than the whole budget runs alone rather than never.
+        // A read bigger than the whole budget runs alone rather than never (and with a
+        // budget of 0, every read counts 0: the budget is off).
         let bytes = bytes.min(self.limit);
         let mut used = self.in_use.lock();
-        if *used + bytes > self.limit {
+        if used.saturating_add(bytes) > self.limit {
             return Err(StoreError::Unavailable(format!(
                 "trace reads in flight hold {used} bytes of their {} byte budget \
                  (storage.max_read_size) and this one needs about {bytes}; retry shortly",
@@ -870,23 +871,25 @@ impl Inner {
                 .collect();
             (st.blocks.clone(), records)
         };
-        let mut out = Vec::with_capacity(ids.len());
-        // Held until the traces are returned: they are in memory until then.
-        let mut reserved = Vec::with_capacity(ids.len());
-        for (id, records) in ids.iter().zip(records) {
-            let mut stored = 0;
+        // One reservation for the whole call, held until the traces are returned (they are
+        // in memory until then): reserving trace by trace could refuse a call's second big
+        // trace for its own first forever.
+        let mut estimate = 0u64;
+        for (id, records) in ids.iter().zip(&records) {
+            let mut stored = 0u64;
             for b in blocks.iter().filter(|b| b.may_contain(id)) {
-                stored += b.trace_span_count(id)?;
+                stored = stored.saturating_add(b.trace_span_count(id)?);
             }
             let head: u64 = records.iter().map(|r| r.len() as u64).sum();
-            let estimate = stored * DECODED_SPAN_BYTES + head * DECODED_PER_ENCODED_BYTE;
-            match self.reads.reserve(estimate) {
-                Ok(r) => reserved.push(r),
-                Err(e) => {
-                    self.stats.reads_refused.fetch_add(1, Ordering::Relaxed);
-                    return Err(e);
-                }
-            }
+            estimate = estimate
+                .saturating_add(stored.saturating_mul(DECODED_SPAN_BYTES))
+                .saturating_add(head.saturating_mul(DECODED_PER_ENCODED_BYTE));
+        }
+        let _reserved = self.reads.reserve(estimate).inspect_err(|_| {
+            self.stats.reads_refused.fetch_add(1, Ordering::Relaxed);
+        })?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, records) in ids.iter().zip(records) {
             let mut spans = decode_trace(&records, id).map_err(|e| e.corrupt_at("head"))?;
             // Older copies first, so the first-written copy of a duplicate wins.
             let mut from_blocks = Vec::new();

@@ -18,7 +18,7 @@ impl SearchIndex {
         }
         delta.version = INDEX_VERSION;
         let mut raw = postcard::to_allocvec(&delta)?;
-        raw = postcard::to_extend(&self.cross_edges, raw)?;
+        raw = postcard::to_extend(&(&self.cross_services, &self.cross_edges), raw)?;
         zstd::bulk::compress(&raw, 3).map_err(FormatError::Zstd)
     }
 
@@ -28,7 +28,7 @@ impl SearchIndex {
         let (mut idx, rest): (SearchIndex, _) = postcard::take_from_bytes(&raw)?;
         match idx.version {
             1 => {}
-            INDEX_VERSION => idx.cross_edges = postcard::from_bytes(rest)?,
+            INDEX_VERSION => (idx.cross_services, idx.cross_edges) = postcard::from_bytes(rest)?,
             found => return Err(FormatError::UnknownVersion { what: "search index", found }),
         }
         let n = idx.traces.len() as u64;
@@ -53,7 +53,7 @@ impl SearchIndex {
         if bad_part
             || idx.terms.iter().any(|p| usize::from(p.term.service) >= services)
             || idx.edges.iter().any(|e| usize::from(e.parent.max(e.child)) >= services)
-            || idx.cross_edges.iter().any(|e| usize::from(e.parent.max(e.child)) >= services)
+            || idx.cross_edges.iter().any(|e| usize::from(e.parent.max(e.child)) >= idx.cross_services.len())
             || idx.traces.windows(2).any(|w| w[0].id >= w[1].id)
         {
             return Err(FormatError::invalid("inconsistent search index"));
@@ -187,8 +187,12 @@ impl IndexView for SearchIndex {
         self.edges.iter().filter(|e| e.minute >= from_minute && e.minute <= to_minute).copied().collect()
     }
 
-    fn cross_edges(&self, from_minute: u32, to_minute: u32) -> Vec<CrossEdge> {
-        self.cross_edges.iter().filter(|e| (from_minute..=to_minute).contains(&e.minute)).copied().collect()
+    fn cross_edges(&self, from_minute: u32, to_minute: u32) -> Vec<Link> {
+        self.cross_edges
+            .iter()
+            .filter(|e| (from_minute..=to_minute).contains(&e.minute))
+            .map(|e| self.link(e))
+            .collect()
     }
 
     fn time_range(&self) -> (u64, u64) {

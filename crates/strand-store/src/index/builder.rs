@@ -344,6 +344,7 @@ impl IndexBuilder {
             unindexed,
             edges,
             cross_edges: Vec::new(),
+            cross_services: Vec::new(),
             by_start: Vec::new(),
         };
         idx.add_links(links);
@@ -442,7 +443,7 @@ impl IndexView for IndexBuilder {
         edge_list(edges, from_minute, to_minute)
     }
 
-    fn cross_edges(&self, _from_minute: u32, _to_minute: u32) -> Vec<CrossEdge> {
+    fn cross_edges(&self, _from_minute: u32, _to_minute: u32) -> Vec<Link> {
         Vec::new()
     }
 

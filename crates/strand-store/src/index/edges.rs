@@ -63,9 +63,9 @@ pub struct CrossEdge {
     pub parent_span: u64,
     /// Minute of the child span's start.
     pub minute: u32,
-    /// Parent service index.
+    /// Parent service, an index into [`SearchIndex::cross_services`].
     pub parent: u16,
-    /// Child service index.
+    /// Child service, an index into [`SearchIndex::cross_services`].
     pub child: u16,
     /// Whether the child span had status ERROR.
     pub error: bool,
@@ -98,8 +98,9 @@ pub(super) fn minute_of(start_unix_nano: u64) -> u32 {
 impl IndexBuilder {
     /// The edges between this source's spans of trace `id` and `other`, the same trace's
     /// spans from another source, in both directions: a span here whose parent is there,
-    /// and a span there whose parent is here. Spans held on both sides (a retried copy)
-    /// link nothing. Edges within one service are not dependencies and are left out, as
+    /// and a span there whose parent is here. A span held on both sides (a retried copy)
+    /// links nothing, and neither does one whose parent is on its own side too: those
+    /// edges are counted where both are. Edges within one service are not dependencies and are left out, as
     /// within a source.
     pub fn links_with(&self, id: &TraceId, other: &[strand_core::StoredSpan]) -> Vec<Link> {
         let Some(acc) = self.traces.get(id) else { return Vec::new() };
@@ -109,9 +110,15 @@ impl IndexBuilder {
             .map(|s| (span_id_u64(s.span.span_id.0), s))
             .filter(|(sid, _)| !here.contains_key(sid))
             .collect();
+        let all_there: std::collections::HashSet<u64> =
+            other.iter().map(|s| span_id_u64(s.span.span_id.0)).collect();
         let name = |service: u16| self.services.list.get(usize::from(service)).cloned().unwrap_or_default();
         let mut out = Vec::new();
         for s in acc.spans.iter() {
+            // A span held there too (a retried copy) was counted there with its parent.
+            if all_there.contains(&s.span_id) {
+                continue;
+            }
             let Some(p) = s.parent.and_then(|p| there.get(&p)) else { continue };
             if p.resource.service_name() != name(s.service) {
                 out.push(Link {
@@ -127,8 +134,6 @@ impl IndexBuilder {
         }
         // A span there whose parent is there too was counted there, even if here holds a
         // (retried) copy of the parent.
-        let all_there: std::collections::HashSet<u64> =
-            other.iter().map(|s| span_id_u64(s.span.span_id.0)).collect();
         for (&child_span, c) in &there {
             let Some(parent) = c.span.parent_span_id.map(|p| span_id_u64(p.0)) else { continue };
             if all_there.contains(&parent) {
@@ -157,19 +162,21 @@ impl IndexBuilder {
 }
 
 impl SearchIndex {
-    /// Adds edges to spans in other sources, giving their services numbers here; one per
-    /// (trace, child span).
+    /// Adds edges to spans in other sources, giving their services numbers in the cross
+    /// edges' own service table (so the services listed for the block stay those with
+    /// spans in it); one per (trace, child span).
     pub fn add_links(&mut self, links: impl IntoIterator<Item = Link>) {
         for l in links {
-            let mut service = |name: &str| match self.services.iter().position(|s| s == name) {
-                Some(i) => i as u16,
-                None if self.services.len() < usize::from(u16::MAX) => {
-                    self.services.push(name.to_owned());
-                    (self.services.len() - 1) as u16
+            let mut service = |name: &str| match self.cross_services.iter().position(|s| s == name) {
+                Some(i) => Some(i as u16),
+                None if self.cross_services.len() < usize::from(u16::MAX) => {
+                    self.cross_services.push(name.to_owned());
+                    Some((self.cross_services.len() - 1) as u16)
                 }
-                None => self.services.iter().position(|s| s == builder::OVERFLOW_SERVICE).unwrap_or(0) as u16,
+                None => None,
             };
-            let (parent, child) = (service(&l.parent), service(&l.child));
+            // Past 65 535 services in one block's cross edges, the rest are not kept.
+            let (Some(parent), Some(child)) = (service(&l.parent), service(&l.child)) else { continue };
             self.cross_edges.push(CrossEdge {
                 trace_id: l.trace_id.0,
                 child_span: l.child_span,
@@ -186,8 +193,12 @@ impl SearchIndex {
 
     /// The cross edges with their services by name.
     pub fn links(&self) -> impl Iterator<Item = Link> + '_ {
-        let name = |i: u16| self.services.get(usize::from(i)).cloned().unwrap_or_default();
-        self.cross_edges.iter().map(move |e| Link {
+        self.cross_edges.iter().map(|e| self.link(e))
+    }
+
+    pub(super) fn link(&self, e: &CrossEdge) -> Link {
+        let name = |i: u16| self.cross_services.get(usize::from(i)).cloned().unwrap_or_default();
+        Link {
             trace_id: TraceId(e.trace_id),
             child_span: e.child_span,
             parent_span: e.parent_span,
@@ -195,6 +206,6 @@ impl SearchIndex {
             parent: name(e.parent),
             child: name(e.child),
             error: e.error,
-        })
+        }
     }
 }

@@ -33,13 +33,22 @@ pub use builder::IndexBuilder;
 pub use edges::{CrossEdge, Link};
 use edges::{SpanLite, edge_list, trace_edges};
 
+/// How far outside a head's span times a block may hold a parent or child of its spans
+/// for the cut to look there (see [`IndexBuilder::links_with`]), and how far outside a
+/// dependency query's range a block may hold a cross edge counted in it: a consumer can
+/// start well after its producer ended, but every block in the window has its trace index
+/// read at each cut (its filter lets about 1 % of the head's traces through), so the
+/// window stays a few blocks wide.
+pub const LINK_WINDOW_NANOS: u64 = 10 * 60 * 1_000_000_000;
+
 /// Longest attribute value (bytes) that is indexed.
 pub const MAX_INDEXED_VALUE_LEN: usize = 256;
 /// Most distinct values of one attribute key per service and source before the key is
 /// treated as unindexed.
 pub const MAX_VALUES_PER_KEY: usize = 1000;
-/// Version of [`SearchIndex`]'s encoding: 2 adds the cross edges after the rest (version 1
-/// files, which end before them, are read as having none).
+/// Version of [`SearchIndex`]'s encoding: 2 adds the cross edges' service table and the
+/// cross edges after the rest (version 1 files, which end before them, are read as having
+/// none).
 pub const INDEX_VERSION: u32 = 2;
 
 /// What a term says about a span.
@@ -185,9 +194,12 @@ pub struct SearchIndex {
     /// Dependency edges, by minute.
     pub edges: Vec<EdgeCount>,
     /// Dependency edges to spans in other blocks, sorted by trace and child span (encoded
-    /// after the rest, see [`INDEX_VERSION`]).
+    /// after the rest with their service table, see [`INDEX_VERSION`]).
     #[serde(skip)]
     pub cross_edges: Vec<CrossEdge>,
+    /// The services cross edges name (those of the other block's spans among them).
+    #[serde(skip)]
+    pub cross_services: Vec<String>,
     /// Trace ordinals newest first (start descending, id ascending); computed on load.
     #[serde(skip)]
     pub by_start: Vec<u32>,
@@ -220,6 +232,7 @@ impl SearchIndex {
             + unindexed
             + (self.edges.capacity() * size_of::<EdgeCount>()) as u64
             + (self.cross_edges.capacity() * size_of::<CrossEdge>()) as u64
+            + self.cross_services.iter().map(text).sum::<u64>()
             + self.by_start.capacity() as u64 * 4
     }
 }
@@ -265,7 +278,7 @@ pub trait IndexView {
     fn edges(&self, from_minute: u32, to_minute: u32) -> Vec<EdgeCount>;
     /// Edges to spans in other sources with child-span minute in `[from, to]` (only blocks
     /// have them: they are found when a block is cut).
-    fn cross_edges(&self, from_minute: u32, to_minute: u32) -> Vec<CrossEdge>;
+    fn cross_edges(&self, from_minute: u32, to_minute: u32) -> Vec<Link>;
     /// Earliest span start and latest span end.
     fn time_range(&self) -> (u64, u64);
 }

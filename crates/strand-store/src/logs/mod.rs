@@ -60,7 +60,7 @@ mod write;
 pub use grams::LOG_GRAMS_FILE;
 pub use head::{LogColumns, LogHead, decode_records};
 pub use read::LogFiles;
-pub use write::{EncodedLogs, LogBlockBuilder};
+pub use write::{EncodedLogs, LogBlockBuilder, MAX_COLUMN_BYTES};
 
 /// File names of a block's log part.
 pub const LOGS_FILE: &str = "logs.parquet";

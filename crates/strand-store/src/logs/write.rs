@@ -184,9 +184,9 @@ impl LogBlockBuilder {
     /// Appends a batch. Resource and scope attributes are encoded once per group.
     pub fn append_batch(&mut self, batch: &LogBatch) -> Result<(), FormatError> {
         for rl in &batch.resource_logs {
-            let res = self.origin.resource_keys(&rl.resource);
+            let res = self.origin.resource_keys(&rl.resource)?;
             for sl in &rl.scope_logs {
-                let scope = self.origin.scope_keys(&sl.scope);
+                let scope = self.origin.scope_keys(&sl.scope)?;
                 for r in &sl.records {
                     self.append(r, rl.resource.service_name(), res, scope)?;
                 }
@@ -203,7 +203,7 @@ impl LogBlockBuilder {
     ) -> Result<(), FormatError> {
         let mut seen = OriginCache::default();
         for l in logs {
-            let (res, scope) = seen.keys(&mut self.origin, &l.resource, &l.scope);
+            let (res, scope) = seen.keys(&mut self.origin, &l.resource, &l.scope)?;
             self.append(&l.record, l.resource.service_name(), res, scope)?;
         }
         Ok(())
@@ -255,13 +255,13 @@ impl LogBlockBuilder {
         self.time.append_value(r.time_unix_nano);
         self.observed.append_value(r.observed_time_unix_nano);
         self.severity.append_value(r.severity_number as i8);
-        self.severity_text.push_value(&r.severity_text);
+        self.severity_text.push_value(&r.severity_text)?;
         self.body.append_option(r.body.as_str());
         self.body_value.append_option(body_json);
         self.attrs.append_option(attrs_json);
         self.dropped_attrs.append_value(r.dropped_attributes_count);
         self.flags.append_value(r.flags);
-        self.event_name.push_value(&r.event_name);
+        self.event_name.push_value(&r.event_name)?;
         self.origin.push(res, scope);
         Ok(())
     }
