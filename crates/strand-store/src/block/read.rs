@@ -572,7 +572,12 @@ pub(crate) fn trace_index_heap_bytes(index: &[IndexEntry]) -> u64 {
 /// Reads a trace index file (`traces.parquet`, `log_traces.parquet`: trace id, first row,
 /// rows in its first three columns).
 pub(crate) fn read_index(traces: Bytes) -> Result<Vec<IndexEntry>, FormatError> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(traces)?.build()?;
+    // Only those three: the rest of `traces.parquet` (root names, service lists) is most
+    // of its decoding, and a lookup after a start or a cut's look for edges across blocks
+    // loads the index of every block it asks.
+    let builder = ParquetRecordBatchReaderBuilder::try_new(traces)?;
+    let three = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [0, 1, 2]);
+    let reader = builder.with_projection(three).build()?;
     let mut out = Vec::new();
     for batch in reader {
         let batch = batch?;
