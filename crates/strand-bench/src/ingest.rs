@@ -474,17 +474,7 @@ fn proc_status_bytes(pid: u32, key: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
-pub(crate) fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
+pub(crate) use strand_store::testdata::dir_bytes;
 
 pub(crate) struct ChildServer {
     child: Child,

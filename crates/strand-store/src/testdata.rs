@@ -191,8 +191,8 @@ pub fn log_batch(seed: u8, per_span: u8) -> strand_core::LogBatch {
     }
 }
 
-/// Bytes of every file under `dir`, for tests of disk use; what is deleted during the
-/// walk (retention at work) counts as gone.
+/// Bytes of every file under `dir`, for tests and benchmarks of disk use; what is deleted
+/// during the walk (retention at work) counts as gone.
 pub fn dir_bytes(dir: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     entries

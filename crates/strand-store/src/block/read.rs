@@ -484,17 +484,19 @@ impl Block {
     /// The spans of one trace held in this block.
     pub fn read_trace(&self, id: &TraceId) -> Result<Vec<StoredSpan>, StoreError> {
         match self.trace_entry(id)? {
-            Some(entry) => self.read_rows(u64::from(entry.first_row), u64::from(entry.rows)),
+            Some(entry) => self.read_entry(entry),
             None => Ok(Vec::new()),
         }
     }
 
-    /// How many spans of a trace this block holds, from its trace index (no span read).
-    pub fn trace_span_count(&self, id: &TraceId) -> Result<u64, StoreError> {
-        Ok(self.trace_entry(id)?.map_or(0, |e| u64::from(e.rows)))
+    /// The spans of the trace whose trace-index entry is `entry` (from
+    /// [`Block::trace_entry`]).
+    pub(crate) fn read_entry(&self, entry: IndexEntry) -> Result<Vec<StoredSpan>, StoreError> {
+        self.read_rows(u64::from(entry.first_row), u64::from(entry.rows))
     }
 
-    fn trace_entry(&self, id: &TraceId) -> Result<Option<IndexEntry>, StoreError> {
+    /// Where a trace's spans are in this block (its trace-index entry), if it holds any.
+    pub(crate) fn trace_entry(&self, id: &TraceId) -> Result<Option<IndexEntry>, StoreError> {
         if !self.may_contain(id) {
             return Ok(None);
         }

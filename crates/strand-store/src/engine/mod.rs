@@ -874,12 +874,18 @@ impl Inner {
         // One reservation for the whole call, held until the traces are returned (they are
         // in memory until then): reserving trace by trace could refuse a call's second big
         // trace for its own first forever.
+        // The blocks' parts of each trace are looked up once, for the estimate and the read.
         let mut estimate = 0u64;
+        let mut parts = Vec::with_capacity(ids.len());
         for (id, records) in ids.iter().zip(&records) {
-            let mut stored = 0u64;
+            let mut found = Vec::new();
             for b in blocks.iter().filter(|b| b.may_contain(id)) {
-                stored = stored.saturating_add(b.trace_span_count(id)?);
+                if let Some(entry) = b.trace_entry(id)? {
+                    found.push((b, entry));
+                }
             }
+            let stored: u64 = found.iter().map(|(_, e)| u64::from(e.rows)).sum();
+            parts.push(found);
             let head: u64 = records.iter().map(|r| r.len() as u64).sum();
             estimate = estimate
                 .saturating_add(stored.saturating_mul(DECODED_SPAN_BYTES))
@@ -889,12 +895,12 @@ impl Inner {
             self.stats.reads_refused.fetch_add(1, Ordering::Relaxed);
         })?;
         let mut out = Vec::with_capacity(ids.len());
-        for (id, records) in ids.iter().zip(records) {
+        for ((id, records), found) in ids.iter().zip(records).zip(parts) {
             let mut spans = decode_trace(&records, id).map_err(|e| e.corrupt_at("head"))?;
             // Older copies first, so the first-written copy of a duplicate wins.
             let mut from_blocks = Vec::new();
-            for b in blocks.iter().filter(|b| b.may_contain(id)) {
-                from_blocks.extend(b.read_trace(id)?);
+            for (b, entry) in found {
+                from_blocks.extend(b.read_entry(entry)?);
             }
             from_blocks.append(&mut spans);
             if !from_blocks.is_empty() {
