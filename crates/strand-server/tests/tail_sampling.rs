@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 use strand_core::TraceId;
 use strand_sampling::policy::{ratio_threshold, trace_id_hash};
@@ -54,14 +52,24 @@ async fn metric(client: &reqwest::Client, server: &common::TestServer, series: &
     common::metric_value(&text, series)
 }
 
-async fn wait_buffer_empty(client: &reqwest::Client, server: &common::TestServer) {
-    for _ in 0..200 {
-        if metric(client, server, "strand_sampling_buffer_traces").await == Some(0.0) {
-            return;
+/// Waits until every trace received has been decided and its decision carried out: kept
+/// spans (and log records) stored, dropped ones gone. The buffer empties when traces are
+/// decided, before kept ones are stored, so it alone is not enough.
+async fn wait_decided(client: &reqwest::Client, server: &common::TestServer) {
+    let series = [
+        "strand_sampling_buffer_traces",
+        "strand_sampling_buffer_log_records",
+        "strand_sampling_decisions_in_progress",
+    ];
+    common::eventually("every trace decided and carried out", || async {
+        for s in series {
+            if metric(client, server, s).await != Some(0.0) {
+                return None;
+            }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the sampling buffer never emptied");
+        Some(())
+    })
+    .await;
 }
 
 /// Jaeger v1 view of a trace: its spans, or none when not stored.
@@ -91,7 +99,7 @@ async fn errors_plus_five_percent_keeps_exactly_those_and_metrics_count_everythi
     for chunk in (0..TRACES).collect::<Vec<_>>().chunks(50) {
         server.export(&export(chunk[0]..chunk[chunk.len() - 1] + 1, now)).await;
     }
-    wait_buffer_empty(&client, &server).await;
+    wait_decided(&client, &server).await;
 
     // Expected: every error trace, and the traces whose collector hash falls under 5 %.
     let mut expected_sampled = 0;
@@ -193,7 +201,7 @@ async fn undecided_traces_survive_a_restart_and_are_decided_after_it() {
     })
     .await;
     assert_eq!(metric(&client, &server, "strand_sampling_log_replayed_records_total").await, Some(1.0));
-    wait_buffer_empty(&client, &server).await;
+    wait_decided(&client, &server).await;
     for i in 0..30 {
         let spans = stored_spans(&client, &server, &trace_id(i)).await;
         assert_eq!(spans.len(), if is_error(i) { 2 } else { 0 }, "trace {i}");
@@ -287,12 +295,7 @@ async fn with_follow_traces_log_records_share_their_traces_fate_across_a_restart
         c.data_dir = data;
     })
     .await;
-    for series in ["strand_sampling_buffer_traces", "strand_sampling_buffer_log_records"] {
-        common::eventually(series, || async {
-            (metric(&client, &server, series).await == Some(0.0)).then_some(())
-        })
-        .await;
-    }
+    wait_decided(&client, &server).await;
     for i in 0..30 {
         let n = log_count(&client, &server, &format!("traceId={}", trace_id(i))).await;
         assert_eq!(n, u64::from(is_error(i)), "trace {i}: records follow the spans");

@@ -77,6 +77,10 @@ pub struct TailSnapshot {
     pub buffer_spans: usize,
     /// Log records buffered.
     pub buffer_log_records: usize,
+    /// Traces decided but not yet carried out: kept spans being stored, or waiting for a
+    /// retry after a failed store write. With `buffer_traces` at 0 too, every trace received
+    /// so far is either stored or dropped.
+    pub carrying_out: usize,
     /// The buffer's counters.
     pub stats: BufferStats,
 }
@@ -115,6 +119,9 @@ struct Tail {
     preparer: Arc<Preparer>,
     log: LogWriter,
     retry: Mutex<Vec<DecidedTrace>>,
+    /// Traces taken out of the buffer (decided, or back from `retry`) whose decision is being
+    /// carried out; set under the buffer's lock, so a snapshot never misses them.
+    carrying_out: AtomicU64,
     sync_each: bool,
     /// The last pending-log append's failure, cleared by the next success.
     log_failing: Mutex<Option<(String, Instant)>>,
@@ -196,6 +203,7 @@ impl Pipeline {
             preparer,
             log,
             retry: Mutex::new(Vec::new()),
+            carrying_out: AtomicU64::new(0),
             sync_each,
             log_failing: Mutex::new(None),
         });
@@ -224,11 +232,13 @@ impl Pipeline {
     pub fn tail_snapshot(&self) -> Option<TailSnapshot> {
         let tail = self.tail.as_ref()?;
         let b = tail.buffer.lock();
+        let carrying_out = tail.carrying_out.load(Ordering::Relaxed) as usize + tail.retry.lock().len();
         Some(TailSnapshot {
             buffer_bytes: b.bytes(),
             buffer_traces: b.traces(),
             buffer_spans: b.spans(),
             buffer_log_records: b.log_records(),
+            carrying_out,
             stats: b.stats().clone(),
         })
     }
@@ -279,6 +289,11 @@ impl Pipeline {
                 "strand_sampling_buffer_spans",
                 "Spans waiting for a decision.",
                 tail.buffer_spans as f64,
+            ),
+            MetricFamily::gauge(
+                "strand_sampling_decisions_in_progress",
+                "Traces decided whose kept spans are being stored or wait for a retry.",
+                tail.carrying_out as f64,
             ),
             MetricFamily::gauge(
                 "strand_sampling_buffer_log_records",
@@ -390,9 +405,15 @@ impl Pipeline {
                 _ = &mut stop => break,
                 _ = tick.tick() => {}
             }
-            let decided = tail.buffer.lock().decide_due(now_unix_nano());
-            let retry = std::mem::take(&mut *tail.retry.lock());
-            self.carry_out(retry.into_iter().chain(decided).collect()).await;
+            let due = {
+                let mut b = tail.buffer.lock();
+                let decided = b.decide_due(now_unix_nano());
+                let retry = std::mem::take(&mut *tail.retry.lock());
+                tail.carrying_out.store((decided.len() + retry.len()) as u64, Ordering::Relaxed);
+                retry.into_iter().chain(decided).collect()
+            };
+            self.carry_out(due).await;
+            tail.carrying_out.store(0, Ordering::Relaxed);
             let keep_from = {
                 let b = tail.buffer.lock();
                 let r = tail.retry.lock();
