@@ -165,7 +165,32 @@ fn bench_queries() -> Vec<(&'static str, String)> {
         ),
         ("search errors (any service), 1h", "/api/v1/search?status=error&since=1h&limit=20".into()),
         ("dependencies, 1h", "/api/v1/dependencies?since=1h".into()),
+        (
+            "TraceQL service + attribute (indexed), 1h",
+            tempo_search(r#"{ resource.service.name = "gateway" && span.http.response.status_code = 200 }"#),
+        ),
+        (
+            "TraceQL errors below the gateway (>>), 1h",
+            tempo_search(r#"{ resource.service.name = "gateway" } >> { status = error }"#),
+        ),
+        (
+            "TraceQL regex on span name (not indexed), 1h",
+            tempo_search(r#"{ name =~ "POST /api/v1/reports/.*" }"#),
+        ),
+        ("TraceQL count() over each trace (not indexed), 1h", tempo_search("{ } | count() > 3")),
     ]
+}
+
+/// A Tempo TraceQL search over the default hour, as Grafana sends it.
+fn tempo_search(q: &str) -> String {
+    let q: String = q
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("/api/search?q={q}&limit=20&spss=3")
 }
 
 async fn time_query(

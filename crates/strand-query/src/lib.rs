@@ -2,7 +2,8 @@
 //!
 //! - native JSON under `/api/v1/` ([`native`]; documented in `docs/api.md`),
 //! - Jaeger v1 JSON under `/api/` and Jaeger `api_v3` under `/api/v3/` ([`jaeger`]),
-//! - the Tempo subset Grafana's Tempo data source uses ([`tempo`]),
+//! - the Tempo subset Grafana's Tempo data source uses ([`tempo`]), with TraceQL search
+//!   ([`traceql`]),
 //! - chain integrity: a trace's findings, `integrity=` searches, edge health ([`integrity`]),
 //! - log records by trace and span, and log search, under `/api/v1/logs` ([`logs`]); traces
 //!   carry their log counts (native) or their log lines as span logs (Jaeger v1).
@@ -32,6 +33,7 @@ pub mod logs;
 pub mod native;
 pub mod params;
 pub mod tempo;
+pub mod traceql;
 
 pub use params::QueryLimits;
 

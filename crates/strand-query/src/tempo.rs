@@ -1,11 +1,12 @@
-//! The subset of Tempo's HTTP API that Grafana's Tempo data source uses without TraceQL.
+//! The Tempo HTTP API that Grafana's Tempo data source uses.
 //!
 //! Trace lookups return OTLP as Tempo does: JSON with base64 ids under `batches`
 //! (`/api/traces/{id}`) or `trace.resourceSpans` (`/api/v2/traces/{id}`), or protobuf when
-//! the request accepts `application/protobuf`. Search takes `tags=` in logfmt;
-//! `service.name`, `name` and `status` are span fields, every other key an attribute
-//! anywhere on the span. `minDuration`/`maxDuration` bound the **trace** duration, as in
-//! Tempo; `start`/`end` are Unix seconds.
+//! the request accepts `application/protobuf`. Search takes TraceQL (`q=`, see
+//! [`crate::traceql`]) and answers with each trace's matched spans (`spanSets`, `spss` per
+//! set), or, without `q`, `tags=` in logfmt: `service.name`, `name` and `status` are span
+//! fields, every other key an attribute anywhere on the span. `minDuration`/`maxDuration`
+//! bound the **trace** duration, as in Tempo; `start`/`end` are Unix seconds.
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
@@ -14,11 +15,11 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use prost::Message;
 use serde_json::{Value, json};
-use strand_core::{AttrFilter, AttrScope, StatusFilter, TraceQuery};
+use strand_core::{AttrFilter, AttrScope, StatusFilter, TraceId, TraceQuery, TraceSummary};
 
 use crate::native::parse_kind;
 use crate::params::{Params, check_bounds};
-use crate::{ApiError, ErrorShape, QueryState, Shaped, parse_trace_id};
+use crate::{ApiError, ErrorShape, QueryState, Shaped, parse_trace_id, traceql};
 
 /// Tempo errors: plain text, as Tempo answers.
 pub(crate) struct TempoShape;
@@ -201,13 +202,6 @@ pub fn parse_logfmt(s: &str) -> Result<Vec<(String, String)>, String> {
 }
 
 fn tempo_query(p: &Params, st: &QueryState, warnings: &mut Vec<String>) -> Result<TraceQuery, ApiError> {
-    if p.get(&["q"]).is_some() {
-        return Err(ApiError::BadRequest(
-            "TraceQL (`q=`) is not supported yet; search with `tags=` (logfmt, e.g. tags=service.name=api \
-             http.response.status_code=500), `minDuration`, `maxDuration`, `start`, `end` and `limit`"
-                .into(),
-        ));
-    }
     let mut q = TraceQuery::default();
     if let Some(raw) = p.get(&["tags"]) {
         let pairs = parse_logfmt(raw).map_err(|e| ApiError::BadRequest(format!("parameter `tags`: {e}")))?;
@@ -242,10 +236,28 @@ fn tempo_query(p: &Params, st: &QueryState, warnings: &mut Vec<String>) -> Resul
             }
         }
     }
+    bound(&mut q, p, st, warnings)?;
+    Ok(q)
+}
+
+/// The parameters every Tempo search takes: `minDuration`/`maxDuration` (of the trace,
+/// tightening what the query already asks), `start`/`end` (Unix seconds) and `limit`.
+fn bound(
+    q: &mut TraceQuery,
+    p: &Params,
+    st: &QueryState,
+    warnings: &mut Vec<String>,
+) -> Result<(), ApiError> {
     let (min, max) = (p.duration(&["minDuration"])?, p.duration(&["maxDuration"])?);
     check_bounds(min, max, "minDuration/maxDuration")?;
-    q.min_trace_duration_nano = min.map(|d| d.as_nanos() as u64);
-    q.max_trace_duration_nano = max.map(|d| d.as_nanos() as u64);
+    if let Some(min) = min {
+        let min = min.as_nanos() as u64;
+        q.min_trace_duration_nano = Some(q.min_trace_duration_nano.map_or(min, |m| m.max(min)));
+    }
+    if let Some(max) = max {
+        let max = max.as_nanos() as u64;
+        q.max_trace_duration_nano = Some(q.max_trace_duration_nano.map_or(max, |m| m.min(max)));
+    }
     let secs = |name: &str| -> Result<Option<u64>, ApiError> {
         Ok(p.u64(&[name])?.map(|s| s.saturating_mul(1_000_000_000)))
     };
@@ -253,7 +265,7 @@ fn tempo_query(p: &Params, st: &QueryState, warnings: &mut Vec<String>) -> Resul
     q.start_unix_nano = range.start;
     q.end_unix_nano = range.end;
     q.limit = st.limits.limit(p.u64(&["limit"])?, warnings)?;
-    Ok(q)
+    Ok(())
 }
 
 pub(crate) async fn search(
@@ -262,32 +274,129 @@ pub(crate) async fn search(
 ) -> Result<Response, TempoError> {
     let p = Params::parse(raw.as_deref())?;
     let mut warnings = Vec::new();
+    if let Some(text) = p.get(&["q"]).filter(|q| !q.trim().is_empty()) {
+        return Ok(Json(traceql_search(&st, &p, text, &mut warnings).await?).into_response());
+    }
     let mut q = tempo_query(&p, &st, &mut warnings)?;
     let filter = crate::integrity::take_tag(&mut q)?;
     let page = crate::integrity::search(&st, q, filter).await?;
-    let traces: Vec<Value> = page
-        .traces
-        .iter()
-        .map(|t| {
-            let stats: serde_json::Map<String, Value> = t
-                .services
-                .iter()
-                .map(|s| (s.name.clone(), json!({ "spanCount": s.span_count, "errorCount": s.error_count })))
-                .collect();
-            json!({
-                "traceID": t.trace_id.to_hex(),
-                "rootServiceName": t.root_service,
-                "rootTraceName": t.root_name,
-                "startTimeUnixNano": t.start_unix_nano.to_string(),
-                "durationMs": t.duration_nano / 1_000_000,
-                "serviceStats": stats,
-            })
-        })
-        .collect();
+    let traces: Vec<Value> = page.traces.iter().map(summary_json).collect();
     Ok(Json(
         json!({ "traces": traces, "metrics": { "inspectedTraces": traces.len() }, "warnings": warnings }),
     )
     .into_response())
+}
+
+/// A search result's trace-level fields, as Tempo writes them.
+fn summary_json(t: &TraceSummary) -> Value {
+    let stats: serde_json::Map<String, Value> = t
+        .services
+        .iter()
+        .map(|s| (s.name.clone(), json!({ "spanCount": s.span_count, "errorCount": s.error_count })))
+        .collect();
+    json!({
+        "traceID": t.trace_id.to_hex(),
+        "rootServiceName": t.root_service,
+        "rootTraceName": t.root_name,
+        "startTimeUnixNano": t.start_unix_nano.to_string(),
+        "durationMs": t.duration_nano / 1_000_000,
+        "serviceStats": stats,
+    })
+}
+
+/// Traces a TraceQL search reads from the store for one answer at most: past this the
+/// answer says how many it inspected and that the search stopped early.
+pub const TRACEQL_SCAN_BUDGET: usize = 5_000;
+/// Spans shown per spanset when `spss` is not given (Tempo's default).
+const DEFAULT_SPSS: usize = 3;
+
+/// A TraceQL search (`q=`): the store is asked for the traces that meet what every match
+/// needs (the query's prefilter) in the time range, newest first, and the whole query is
+/// evaluated on each until `limit` traces match or [`TRACEQL_SCAN_BUDGET`] were read.
+async fn traceql_search(
+    st: &QueryState,
+    p: &Params,
+    text: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Value, ApiError> {
+    let query = traceql::parse(text).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let mut q = TraceQuery::default();
+    query.prefilter(&mut q);
+    bound(&mut q, p, st, warnings)?;
+    let limit = q.limit;
+    let spss = match p.u64(&["spss"])? {
+        None | Some(0) => DEFAULT_SPSS,
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+    };
+    let fields = query.result_fields();
+    // Pages of candidates big enough that a selective query needs few round trips, small
+    // enough that one page's traces stay well inside the read budget.
+    q.limit = limit.clamp(20, 100);
+    let (mut out, mut inspected, mut inspected_spans) = (Vec::new(), 0usize, 0usize);
+    loop {
+        let page = st.reader.find_traces(q.clone()).await?;
+        let ids: Vec<TraceId> = page.traces.iter().map(|t| t.trace_id).collect();
+        inspected += ids.len();
+        for trace in st.reader.get_traces(ids).await? {
+            inspected_spans += trace.spans.len();
+            if let Some(m) = query.evaluate(&trace) {
+                out.push(traceql_result(&m, &fields, spss));
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        match page.next_cursor {
+            Some(c) if out.len() < limit && inspected < TRACEQL_SCAN_BUDGET => q.cursor = Some(c),
+            Some(_) if out.len() < limit => {
+                warnings.push(format!(
+                    "the search stopped after inspecting {inspected} traces; narrow the time range or the query"
+                ));
+                break;
+            }
+            _ => break,
+        }
+    }
+    Ok(json!({
+        "traces": out,
+        "metrics": { "inspectedTraces": inspected, "inspectedSpans": inspected_spans.to_string() },
+        "warnings": warnings,
+    }))
+}
+
+/// One trace of a TraceQL answer, in Tempo's shape: its summary and one spanset (as both
+/// `spanSet` and `spanSets`, for older and newer Grafana versions).
+fn traceql_result(m: &traceql::Matched<'_>, fields: &[traceql::Field], spss: usize) -> Value {
+    let t = m.summary();
+    let service = traceql::Field::Attr(traceql::Scope::Resource, "service.name".into());
+    let spans: Vec<Value> = m
+        .spans
+        .iter()
+        .take(spss)
+        .map(|s| {
+            let mut attributes: Vec<Value> = m.attribute(s, &service).into_iter().collect();
+            attributes.extend(
+                fields
+                    .iter()
+                    .filter(|f| {
+                        **f != service && !matches!(f, traceql::Field::Attr(_, k) if k == "service.name")
+                    })
+                    .filter_map(|f| m.attribute(s, f)),
+            );
+            json!({
+                "spanID": s.span.span.span_id.to_hex(),
+                "name": s.span.span.name,
+                "startTimeUnixNano": s.span.span.start_time_unix_nano.to_string(),
+                "durationNanos": s.span.span.duration_nanos().to_string(),
+                "attributes": attributes,
+            })
+        })
+        .collect();
+    let spanset = json!({ "spans": spans, "matched": m.spans.len() });
+    let mut v = summary_json(t);
+    v["spanSet"] = spanset.clone();
+    v["spanSets"] = json!([spanset]);
+    v
 }
 
 /// Tag names: the intrinsic `service.name`, `name`, `status` and every indexed attribute.

@@ -18,5 +18,16 @@ fn bench_query_json_ends_stdout_with_one_line_holding_the_summary_keys() {
         assert!(report[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {report}");
     }
     assert!(report["rss_peak_bytes"].as_u64().is_some_and(|v| v > 0), "{report}");
+    // The TraceQL searches ran (a non-2xx answer ends the benchmark) and the ones every
+    // load matches found traces.
+    let queries = report["queries"].as_array().expect("queries");
+    for name in [
+        "TraceQL service + attribute (indexed), 1h",
+        "TraceQL regex on span name (not indexed), 1h",
+        "TraceQL count() over each trace (not indexed), 1h",
+    ] {
+        let q = queries.iter().find(|q| q["name"] == name).unwrap_or_else(|| panic!("{name}: {report}"));
+        assert!(q["results"].as_u64().is_some_and(|n| n > 0), "{name}: {q}");
+    }
     assert_eq!(report["spans"], report["spans_sent"]);
 }

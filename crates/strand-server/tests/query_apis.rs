@@ -215,7 +215,12 @@ async fn parameter_errors_name_the_parameter_and_unknown_traces_are_404() {
         ("/api/v3/traces?query.start_time_min=notatime", 400, "`query.start_time_min`"),
         ("/api/v3/traces?query.durationMin=x", 400, "`query.durationMin`"),
         (&format!("/api/v3/traces/{unknown}"), 404, "not found"),
-        ("/api/search?q=%7B%7D", 400, "TraceQL"),
+        (
+            "/api/search?q=%7B%20.a%20%2B%201%20%7D",
+            400,
+            "TraceQL: column 6: `+`: arithmetic is not supported",
+        ),
+        ("/api/search?q=%7B%7D&spss=x", 400, "`spss`"),
         ("/api/search?tags=broken", 400, "`tags`"),
         ("/api/search?tags=status%3Dweird", 400, "unknown status"),
         (&format!("/api/v2/traces/{unknown}"), 404, "trace not found"),
