@@ -307,61 +307,96 @@ fn summary_json(t: &TraceSummary) -> Value {
 /// Traces a TraceQL search reads from the store for one answer at most: past this the
 /// answer says how many it inspected and that the search stopped early.
 pub const TRACEQL_SCAN_BUDGET: usize = 5_000;
+/// Matching traces whose spans a tag listing with a `q=` filter reads for names and values.
+const TAG_TRACES: usize = 100;
 /// Spans shown per spanset when `spss` is not given (Tempo's default).
 const DEFAULT_SPSS: usize = 3;
 
-/// A TraceQL search (`q=`): the store is asked for the traces that meet what every match
-/// needs (the query's prefilter) in the time range, newest first, and the whole query is
-/// evaluated on each until `limit` traces match or [`TRACEQL_SCAN_BUDGET`] were read.
+/// A TraceQL search (`q=`), see [`run_traceql`].
 async fn traceql_search(
     st: &QueryState,
     p: &Params,
     text: &str,
     warnings: &mut Vec<String>,
 ) -> Result<Value, ApiError> {
-    let query = traceql::parse(text).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let query = parse_query(text)?;
     let mut q = TraceQuery::default();
     query.prefilter(&mut q);
     bound(&mut q, p, st, warnings)?;
-    let limit = q.limit;
     let spss = match p.u64(&["spss"])? {
         None | Some(0) => DEFAULT_SPSS,
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
     };
     let fields = query.result_fields();
+    let mut out = Vec::new();
+    let run = run_traceql(st, &query, q, |m| out.push(traceql_result(m, &fields, spss))).await?;
+    if run.stopped_early {
+        warnings.push(format!(
+            "the search stopped after inspecting {} traces; narrow the time range or the query",
+            run.inspected_traces
+        ));
+    }
+    Ok(json!({
+        "traces": out,
+        "metrics": {
+            "inspectedTraces": run.inspected_traces,
+            "inspectedSpans": run.inspected_spans.to_string(),
+        },
+        "warnings": warnings,
+    }))
+}
+
+fn parse_query(text: &str) -> Result<traceql::Query, ApiError> {
+    traceql::parse(text).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+/// What a TraceQL run read.
+struct TraceqlRun {
+    inspected_traces: usize,
+    inspected_spans: usize,
+    /// The scan budget ended the run before `limit` matches or the end of the range.
+    stopped_early: bool,
+}
+
+/// Runs a TraceQL query: the store is asked for the traces that meet what every match
+/// needs (`q`, with the query's prefilter and the range), newest first, and the whole
+/// query is evaluated on each; `on_match` sees each matching trace until `q.limit` matched
+/// or [`TRACEQL_SCAN_BUDGET`] traces were read.
+async fn run_traceql(
+    st: &QueryState,
+    query: &traceql::Query,
+    mut q: TraceQuery,
+    mut on_match: impl FnMut(&traceql::Matched<'_>),
+) -> Result<TraceqlRun, ApiError> {
+    let limit = q.limit;
     // Pages of candidates big enough that a selective query needs few round trips, small
     // enough that one page's traces stay well inside the read budget.
     q.limit = limit.clamp(20, 100);
-    let (mut out, mut inspected, mut inspected_spans) = (Vec::new(), 0usize, 0usize);
+    let mut run = TraceqlRun { inspected_traces: 0, inspected_spans: 0, stopped_early: false };
+    let mut matched = 0;
     loop {
         let page = st.reader.find_traces(q.clone()).await?;
         let ids: Vec<TraceId> = page.traces.iter().map(|t| t.trace_id).collect();
-        inspected += ids.len();
         for trace in st.reader.get_traces(ids).await? {
-            inspected_spans += trace.spans.len();
+            run.inspected_traces += 1;
+            run.inspected_spans += trace.spans.len();
             if let Some(m) = query.evaluate(&trace) {
-                out.push(traceql_result(&m, &fields, spss));
-                if out.len() == limit {
-                    break;
+                on_match(&m);
+                matched += 1;
+                if matched == limit {
+                    return Ok(run);
                 }
             }
         }
         match page.next_cursor {
-            Some(c) if out.len() < limit && inspected < TRACEQL_SCAN_BUDGET => q.cursor = Some(c),
-            Some(_) if out.len() < limit => {
-                warnings.push(format!(
-                    "the search stopped after inspecting {inspected} traces; narrow the time range or the query"
-                ));
-                break;
+            Some(c) if run.inspected_traces < TRACEQL_SCAN_BUDGET => q.cursor = Some(c),
+            Some(_) => {
+                run.stopped_early = true;
+                return Ok(run);
             }
-            _ => break,
+            None => return Ok(run),
         }
     }
-    Ok(json!({
-        "traces": out,
-        "metrics": { "inspectedTraces": inspected, "inspectedSpans": inspected_spans.to_string() },
-        "warnings": warnings,
-    }))
 }
 
 /// One trace of a TraceQL answer, in Tempo's shape: its summary and one spanset (as both
@@ -413,14 +448,67 @@ pub(crate) async fn search_tags(State(st): State<QueryState>) -> Result<Response
     Ok(Json(json!({ "tagNames": tag_names(&st).await? })).into_response())
 }
 
-pub(crate) async fn search_tags_v2(State(st): State<QueryState>) -> Result<Response, TempoError> {
-    let names: Vec<String> =
-        tag_names(&st).await?.into_iter().filter(|n| n != "name" && n != "status").collect();
-    Ok(Json(json!({ "scopes": [
-        { "name": "span", "tags": names },
-        { "name": "intrinsic", "tags": ["duration", "kind", "name", "status"] },
-    ] }))
-    .into_response())
+/// The `q=` filter of a tag request, when it filters anything (`{}` and `{ }` do not), run
+/// over the request's range: the spans of up to [`TAG_TRACES`] matching traces.
+async fn tag_filter(
+    st: &QueryState,
+    p: &Params,
+    mut on_span: impl FnMut(&traceql::Matched<'_>, &traceql::SpanMatch<'_>),
+) -> Result<bool, ApiError> {
+    let Some(text) = p.get(&["q"]).filter(|q| !q.chars().all(|c| c.is_whitespace() || c == '{' || c == '}'))
+    else {
+        return Ok(false);
+    };
+    let query = parse_query(text)?;
+    let mut q = TraceQuery::default();
+    query.prefilter(&mut q);
+    let mut warnings = Vec::new();
+    bound(&mut q, p, st, &mut warnings)?;
+    q.limit = TAG_TRACES;
+    run_traceql(st, &query, q, |m| m.spans.iter().for_each(|s| on_span(m, s))).await?;
+    Ok(true)
+}
+
+pub(crate) async fn search_tags_v2(
+    State(st): State<QueryState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, TempoError> {
+    let p = Params::parse(raw.as_deref())?;
+    let intrinsic = [
+        "duration",
+        "kind",
+        "name",
+        "status",
+        "statusMessage",
+        "rootName",
+        "rootServiceName",
+        "traceDuration",
+    ];
+    let (mut resource, mut span) = (std::collections::BTreeSet::new(), std::collections::BTreeSet::new());
+    let filtered = tag_filter(&st, &p, |_, s| {
+        resource.extend(s.span.resource.attributes.iter().map(|kv| kv.key.clone()));
+        span.extend(s.span.span.attributes.iter().map(|kv| kv.key.clone()));
+    })
+    .await?;
+    let mut scopes = if filtered {
+        vec![json!({ "name": "resource", "tags": resource }), json!({ "name": "span", "tags": span })]
+    } else {
+        // The index does not keep an attribute's scope: every key is listed as a span's.
+        let names: Vec<String> =
+            tag_names(&st).await?.into_iter().filter(|n| n != "name" && n != "status").collect();
+        vec![json!({ "name": "span", "tags": names })]
+    };
+    scopes.push(json!({ "name": "intrinsic", "tags": intrinsic }));
+    if let Some(scope) = p.get(&["scope"]).filter(|s| *s != "all" && !s.is_empty()) {
+        if !matches!(scope, "resource" | "span" | "intrinsic") {
+            return Err(ApiError::BadRequest(format!(
+                "parameter `scope`: unknown scope `{scope}` (resource, span, intrinsic or all)"
+            ))
+            .into());
+        }
+        scopes.retain(|s| s["name"] == scope);
+    }
+    Ok(Json(json!({ "scopes": scopes })).into_response())
 }
 
 async fn tag_values(st: &QueryState, name: &str) -> Result<Vec<String>, ApiError> {
@@ -461,9 +549,18 @@ pub(crate) async fn search_tag_values(
 pub(crate) async fn search_tag_values_v2(
     State(st): State<QueryState>,
     Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, TempoError> {
-    let values: Vec<Value> =
-        tag_values(&st, &name).await?.into_iter().map(|v| json!({ "type": "string", "value": v })).collect();
+    let p = Params::parse(raw.as_deref())?;
+    let field =
+        traceql::parse_field(&name).map_err(|e| ApiError::BadRequest(format!("tag `{name}`: {e}")))?;
+    let mut typed = std::collections::BTreeSet::new();
+    let filtered = tag_filter(&st, &p, |m, s| typed.extend(m.typed_value(s, &field))).await?;
+    let values: Vec<Value> = if filtered {
+        typed.into_iter().map(|(t, v)| json!({ "type": t, "value": v })).collect()
+    } else {
+        tag_values(&st, &name).await?.into_iter().map(|v| json!({ "type": "string", "value": v })).collect()
+    };
     Ok(Json(json!({ "tagValues": values })).into_response())
 }
 

@@ -159,6 +159,69 @@ async fn grafana_searches_with_traceql_opens_a_trace_and_autocompletes() {
             .contains(&json!({ "type": "string", "value": "notify-service" }))
     );
 
+    // Narrowed by the query being written (`q=`): the scopes and values of matching spans.
+    let data = enc(r#"{ resource.service.name = "data-service" }"#);
+    let (status, tags) = get(&server, &format!("/api/v2/search/tags?q={data}&{range}")).await;
+    assert_eq!(status, 200, "{tags}");
+    let scope = |name: &str| {
+        tags["scopes"]
+            .as_array()
+            .expect("scopes")
+            .iter()
+            .find(|s| s["name"] == name)
+            .map(|s| s["tags"].clone())
+    };
+    assert_eq!(scope("resource"), Some(json!(["deployment.environment.name", "service.name"])));
+    assert_eq!(
+        scope("span"),
+        Some(json!([
+            "db.query.text",
+            "db.system.name",
+            "messaging.destination.name",
+            "messaging.message.id",
+            "messaging.system",
+            "rpc.system"
+        ])),
+        "data-service's span attributes only"
+    );
+    let (_, only) = get(&server, &format!("/api/v2/search/tags?scope=intrinsic&q={data}")).await;
+    assert_eq!(
+        only["scopes"].as_array().map(|s| s.iter().map(|s| s["name"].clone()).collect::<Vec<_>>()),
+        Some(vec![json!("intrinsic")])
+    );
+    let (_, names) = get(&server, &format!("/api/v2/search/tag/name/values?q={data}&{range}")).await;
+    let want: Vec<Value> = [
+        "INSERT reports",
+        "INSERT reports_archive",
+        "SELECT reports",
+        "epro.Data/Store",
+        "send patient-report.submitted",
+    ]
+    .iter()
+    .map(|v| json!({ "type": "string", "value": v }))
+    .collect();
+    assert_eq!(names["tagValues"], json!(want));
+    let (_, statuses) = get(&server, &format!("/api/v2/search/tag/status/values?q={data}&{range}")).await;
+    assert_eq!(
+        statuses["tagValues"],
+        json!([{ "type": "keyword", "value": "error" }, { "type": "keyword", "value": "unset" }])
+    );
+    let servers = enc("{ kind = server && resource.service.name = \"gateway\" }");
+    let (_, codes) = get(
+        &server,
+        &format!("/api/v2/search/tag/span.http.response.status_code/values?q={servers}&{range}"),
+    )
+    .await;
+    assert_eq!(
+        codes["tagValues"],
+        json!([{ "type": "int", "value": "202" }, { "type": "int", "value": "500" }])
+    );
+    let (status, _) = get(&server, "/api/v2/search/tags?scope=everything").await;
+    assert_eq!(status, 400);
+    let (status, body) =
+        get(&server, &format!("/api/v2/search/tag/name/values?q={}", enc("{ name = }"))).await;
+    assert_eq!((status, body), (400, json!("TraceQL: column 10: expected a field or a value, found `}`")));
+
     // A query Strand cannot run: 400 with the column and what is not supported.
     let (status, body) = get(&server, &format!("/api/search?q={}", enc("{ .a = 1 } | by(.b)"))).await;
     assert_eq!(status, 400);

@@ -283,6 +283,24 @@ impl<'t> Matched<'t> {
     }
 }
 
+impl Matched<'_> {
+    /// `field` of a matched span as Tempo's tag values are typed (`string`, `int`, `float`,
+    /// `bool`, `duration`, `keyword` for statuses and kinds) and its text, when the span
+    /// has it.
+    pub fn typed_value(&self, m: &SpanMatch<'_>, field: &Field) -> Option<(&'static str, String)> {
+        Some(match self.ctx.field(m.index, field) {
+            Val::Str(s) => ("string", s.into_owned()),
+            Val::Int(i) => ("int", i.to_string()),
+            Val::Float(f) => ("float", f.to_string()),
+            Val::Bool(b) => ("bool", b.to_string()),
+            Val::Duration(d) => ("duration", format!("{d}ns")),
+            Val::Status(s) => ("keyword", s.as_str().to_owned()),
+            Val::Kind(k) => ("keyword", k.as_str().to_owned()),
+            Val::Nil | Val::Missing | Val::Other => return None,
+        })
+    }
+}
+
 impl Query {
     /// Evaluates the query on a whole trace: the matched spans, or `None` when the trace
     /// does not match.

@@ -42,7 +42,7 @@ use regex::Regex;
 use strand_core::{SpanKind, StatusCode};
 
 pub use eval::{Matched, SpanMatch};
-pub use parse::{MAX_QUERY_BYTES, ParseError, parse};
+pub use parse::{MAX_QUERY_BYTES, ParseError, parse, parse_field};
 
 /// A parsed query: the first stage selects spans, later ones filter or annotate them.
 #[derive(Debug, Clone)]

@@ -331,6 +331,28 @@ pub fn parse(src: &str) -> Result<Query, ParseError> {
     Ok(Query { stages })
 }
 
+/// Parses a field on its own, as tag endpoints name them: `resource.k`, `span.k`, `.k`, an
+/// intrinsic (`name`, `status`, …), or a bare `k` (an attribute anywhere, as Tempo's v1 tag
+/// names are written).
+pub fn parse_field(src: &str) -> Result<Field, ParseError> {
+    if src.len() > MAX_QUERY_BYTES {
+        return Err(ParseError { column: 1, message: format!("the name is over {MAX_QUERY_BYTES} bytes") });
+    }
+    let toks = Lexer { src, pos: 0 }.tokens()?;
+    let mut p = Parser { src, toks, at: 0, depth: 0 };
+    let field = match p.peek().clone() {
+        Tok::Word(w) if keyword(&w).is_none() => {
+            p.next();
+            Field::Attr(Scope::Unscoped, w)
+        }
+        _ => p.field("a tag name")?,
+    };
+    if p.peek() != &Tok::End {
+        return Err(p.unexpected("the end of the tag name"));
+    }
+    Ok(field)
+}
+
 impl Parser<'_> {
     fn peek(&self) -> &Tok {
         &self.toks[self.at.min(self.toks.len() - 1)].0
