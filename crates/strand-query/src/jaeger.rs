@@ -129,6 +129,8 @@ pub fn trace_to_jaeger_with(trace: &Trace, integrity: Option<&Integrity>, record
             records_of.entry(s).or_default().push(l);
         }
     }
+    let span_ids: std::collections::HashSet<strand_core::SpanId> =
+        trace.spans.iter().map(|s| s.span.span_id).collect();
     for s in &trace.spans {
         let resource = &s.resource;
         let process = json!({
@@ -181,6 +183,13 @@ pub fn trace_to_jaeger_with(trace: &Trace, integrity: Option<&Integrity>, record
             refs.push(json!({ "refType": ref_type, "traceID": jaeger_trace_id(&l.trace_id), "spanID": l.span_id.to_hex() }));
         }
         let mut warnings = Vec::new();
+        if let Some(p) = span.parent_span_id.filter(|p| !span_ids.contains(p)) {
+            // As Jaeger's clock-skew adjuster says of a parent the trace does not hold.
+            warnings.push(Value::String(format!(
+                "invalid parent span IDs={}; skipping clock skew adjustment",
+                p.to_hex()
+            )));
+        }
         for f in findings.iter().filter(|f| f.span_ids.contains(&span.span_id)) {
             warnings.push(Value::String(format!("chain integrity: {}: {}", f.kind, f.message)));
             if let (Some(t), Some(sid)) = (f.related_trace_id, f.related_span_id)
@@ -248,12 +257,19 @@ pub(crate) async fn find_traces(
         .into());
     }
     if !ids.is_empty() {
+        // As Jaeger answers a multi-get: 200 with the traces found and, for each id not
+        // found, an entry in `errors` (also when none is found).
         let ids = ids.into_iter().map(parse_jaeger_trace_id).collect::<Result<Vec<_>, _>>()?;
-        let data = jaeger_traces(&st, st.reader.get_traces(ids).await?).await;
-        if data.is_empty() {
-            return Err(ApiError::NotFound("trace not found".into()).into());
-        }
-        return Ok(envelope(Value::Array(data), 0, Vec::new()));
+        let traces = st.reader.get_traces(ids.clone()).await?;
+        let missing: Vec<Value> = ids
+            .iter()
+            .filter(|id| !traces.iter().any(|t| t.trace_id == **id))
+            .map(|id| json!({ "code": 404, "msg": "trace not found", "traceID": jaeger_trace_id(id) }))
+            .collect();
+        let data = jaeger_traces(&st, traces).await;
+        let errors = if missing.is_empty() { Value::Null } else { Value::Array(missing) };
+        let body = json!({ "data": data, "total": 0, "limit": 0, "offset": 0, "errors": errors });
+        return Ok(Json(body).into_response());
     }
     let mut warnings = Vec::new();
     let mut q = v1_query(&p, &st, &mut warnings)?;

@@ -58,11 +58,13 @@ async fn jaeger_otlp_fixture_reads_back_as_jaeger_ui_json() {
     let spans = want["data"][0]["spans"].as_array_mut().expect("spans");
     spans.dedup();
     assert_eq!(spans.len(), 1);
-    // Strand's one addition: the span's parent never arrived, and the Jaeger UI shows the
+    // The span's parent never arrived: Jaeger's query service warns so, and Strand adds the
     // chain-integrity finding as a span warning.
-    spans[0]["warnings"] =
-        json!(["chain integrity: missing_root: no span of this trace is without a parent: its root span \
-         909541b92cf05311 never arrived; the trace starts at telemetrygen okey-dokey-0"]);
+    spans[0]["warnings"] = json!([
+        "invalid parent span IDs=909541b92cf05311; skipping clock skew adjustment",
+        "chain integrity: missing_root: no span of this trace is without a parent: its root span \
+         909541b92cf05311 never arrived; the trace starts at telemetrygen okey-dokey-0"
+    ]);
     assert_eq!(got, want);
     server.stop().await;
 }
@@ -110,6 +112,19 @@ async fn every_api_answers_in_its_own_shape() {
     assert_eq!((status, ui["data"].as_array().map(Vec::len)), (200, Some(2)), "{ui}");
     let (_, multi) = get(&server, &format!("/api/traces?traceID={id}&traceID=abc")).await;
     assert_eq!(multi["data"].as_array().map(Vec::len), Some(2));
+    assert_eq!(multi["errors"], Value::Null);
+    // Ids not found are each an entry in `errors`, with status 200 even when none is found
+    // (the Jaeger UI's compare view asks for two and shows what it gets).
+    let (status, some) = get(&server, &format!("/api/traces?traceID={id}&traceID=abd")).await;
+    assert_eq!(status, 200);
+    assert_eq!(some["data"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        some["errors"],
+        json!([{ "code": 404, "msg": "trace not found", "traceID": "0000000000000abd" }])
+    );
+    let (status, none) = get(&server, "/api/traces?traceID=abd&traceID=abe").await;
+    assert_eq!((status, none["data"].clone()), (200, json!([])));
+    assert_eq!(none["errors"].as_array().map(Vec::len), Some(2));
     let (_, services) = get(&server, "/api/services").await;
     assert_eq!(
         services,
