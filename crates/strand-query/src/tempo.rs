@@ -311,6 +311,8 @@ pub const TRACEQL_SCAN_BUDGET: usize = 5_000;
 const TAG_TRACES: usize = 100;
 /// Spans shown per spanset when `spss` is not given (Tempo's default).
 const DEFAULT_SPSS: usize = 3;
+/// Most spans shown per spanset.
+const MAX_SPSS: usize = 1_000;
 
 /// A TraceQL search (`q=`), see [`run_traceql`].
 async fn traceql_search(
@@ -325,11 +327,16 @@ async fn traceql_search(
     bound(&mut q, p, st, warnings)?;
     let spss = match p.u64(&["spss"])? {
         None | Some(0) => DEFAULT_SPSS,
-        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        Some(n) if n > MAX_SPSS as u64 => {
+            warnings.push(format!("spss {n} reduced to {MAX_SPSS} spans per spanset"));
+            MAX_SPSS
+        }
+        Some(n) => n as usize,
     };
     let fields = query.result_fields();
     let mut out = Vec::new();
-    let run = run_traceql(st, &query, q, |m| out.push(traceql_result(m, &fields, spss))).await?;
+    let mut run = run_traceql(st, &query, q, |m| out.push(traceql_result(m, &fields, spss))).await?;
+    warnings.append(&mut run.store_warnings);
     if run.stopped_early {
         warnings.push(format!(
             "the search stopped after inspecting {} traces; narrow the time range or the query",
@@ -356,6 +363,8 @@ struct TraceqlRun {
     inspected_spans: usize,
     /// The scan budget ended the run before `limit` matches or the end of the range.
     stopped_early: bool,
+    /// What the store said of its searches (a search it ended early says so here).
+    store_warnings: Vec<String>,
 }
 
 /// Runs a TraceQL query: the store is asked for the traces that meet what every match
@@ -372,10 +381,20 @@ async fn run_traceql(
     // Pages of candidates big enough that a selective query needs few round trips, small
     // enough that one page's traces stay well inside the read budget.
     q.limit = limit.clamp(20, 100);
-    let mut run = TraceqlRun { inspected_traces: 0, inspected_spans: 0, stopped_early: false };
+    let mut run = TraceqlRun {
+        inspected_traces: 0,
+        inspected_spans: 0,
+        stopped_early: false,
+        store_warnings: Vec::new(),
+    };
     let mut matched = 0;
     loop {
-        let page = st.reader.find_traces(q.clone()).await?;
+        let mut page = st.reader.find_traces(q.clone()).await?;
+        for w in page.warnings.drain(..) {
+            if !run.store_warnings.contains(&w) {
+                run.store_warnings.push(w);
+            }
+        }
         let ids: Vec<TraceId> = page.traces.iter().map(|t| t.trace_id).collect();
         for trace in st.reader.get_traces(ids).await? {
             run.inspected_traces += 1;

@@ -175,29 +175,48 @@ impl<'t> Ctx<'t> {
                 }
                 let mut in_left = vec![false; self.trace.spans.len()];
                 left.iter().for_each(|&i| in_left[i] = true);
-                let direct = matches!(e, SpansetExpr::Child(..));
-                self.spans(b, input)
-                    .into_iter()
-                    .filter(|&i| self.has_ancestor_in(i, &in_left, direct))
-                    .collect()
+                let right = self.spans(b, input);
+                if matches!(e, SpansetExpr::Child(..)) {
+                    return right
+                        .into_iter()
+                        .filter(|&i| self.parents[i].is_some_and(|p| in_left[p]))
+                        .collect();
+                }
+                let below = self.below(&in_left);
+                right.into_iter().filter(|&i| below[i]).collect()
             }
         }
     }
 
-    /// Whether `i`'s parent (`direct`) or any ancestor is marked; a parent cycle ends the walk.
-    fn has_ancestor_in(&self, i: usize, marked: &[bool], direct: bool) -> bool {
-        let mut at = self.parents[i];
-        for _ in 0..self.parents.len() {
-            let Some(p) = at else { return false };
-            if marked[p] {
-                return true;
+    /// For every span, whether some ancestor is marked. Each span's answer is worked out
+    /// once (a walk up stops at the first span already known), so a trace costs O(spans)
+    /// however deep; a parent cycle counts as no marked ancestor.
+    fn below(&self, marked: &[bool]) -> Vec<bool> {
+        let n = self.parents.len();
+        let mut known: Vec<Option<bool>> = vec![None; n];
+        let mut path = Vec::new();
+        for start in 0..n {
+            let mut at = start;
+            let answer = loop {
+                if let Some(k) = known[at] {
+                    break k;
+                }
+                if path.len() > n {
+                    break false;
+                }
+                path.push(at);
+                match self.parents[at] {
+                    None => break false,
+                    Some(p) if marked[p] => break true,
+                    Some(p) => at = p,
+                }
+            };
+            // Each span on the walk has the answer of the span above it, up to the end.
+            for i in path.drain(..) {
+                known[i] = Some(answer);
             }
-            if direct {
-                return false;
-            }
-            at = self.parents[p];
         }
-        false
+        known.into_iter().map(|k| k == Some(true)).collect()
     }
 
     /// The aggregate of `field` over `spans` (`count()` when `None`), typed as its values.

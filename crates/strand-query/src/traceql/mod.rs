@@ -320,6 +320,8 @@ fn prefilter_one(e: &Expr, q: &mut strand_core::TraceQuery) {
             // strings, integers and booleans (floats are left to the evaluation).
             let value = match v {
                 Static::Str(s) => s.clone(),
+                // A stored -0.0 reads as the text "-0", which the store's forms of 0 lack.
+                Static::Int(0) => return,
                 Static::Int(i) => i.to_string(),
                 Static::Bool(b) => b.to_string(),
                 _ => return,

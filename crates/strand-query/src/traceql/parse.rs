@@ -10,6 +10,11 @@ use super::{AggFunc, CmpOp, Expr, Field, Intrinsic, Query, Scope, SpansetExpr, S
 pub const MAX_QUERY_BYTES: usize = 16 << 10;
 /// Deepest nesting of parentheses and braces accepted.
 const MAX_DEPTH: usize = 64;
+/// Most tokens in a query: bounds the tree, so chains of `&&` or `>` cannot nest the
+/// evaluation's recursion without limit.
+const MAX_TOKENS: usize = 1_024;
+/// Most regular expressions in a query.
+const MAX_REGEXES: usize = 16;
 /// Compiled size a regular expression may take.
 const MAX_REGEX_BYTES: usize = 1 << 20;
 
@@ -312,6 +317,7 @@ struct Parser<'a> {
     toks: Vec<(Tok, usize)>,
     at: usize,
     depth: usize,
+    regexes: usize,
 }
 
 /// Parses a query.
@@ -320,7 +326,13 @@ pub fn parse(src: &str) -> Result<Query, ParseError> {
         return Err(ParseError { column: 1, message: format!("the query is over {MAX_QUERY_BYTES} bytes") });
     }
     let toks = Lexer { src, pos: 0 }.tokens()?;
-    let mut p = Parser { src, toks, at: 0, depth: 0 };
+    if toks.len() > MAX_TOKENS {
+        return Err(ParseError {
+            column: src[..toks[MAX_TOKENS].1].chars().count() + 1,
+            message: format!("the query has over {MAX_TOKENS} tokens"),
+        });
+    }
+    let mut p = Parser { src, toks, at: 0, depth: 0, regexes: 0 };
     let mut stages = vec![Stage::Spansets(p.spansets()?)];
     while p.eat(&Tok::Pipe) {
         stages.push(p.stage()?);
@@ -339,7 +351,7 @@ pub fn parse_field(src: &str) -> Result<Field, ParseError> {
         return Err(ParseError { column: 1, message: format!("the name is over {MAX_QUERY_BYTES} bytes") });
     }
     let toks = Lexer { src, pos: 0 }.tokens()?;
-    let mut p = Parser { src, toks, at: 0, depth: 0 };
+    let mut p = Parser { src, toks, at: 0, depth: 0, regexes: 0 };
     let field = match p.peek().clone() {
         Tok::Word(w) if keyword(&w).is_none() => {
             p.next();
@@ -475,7 +487,20 @@ impl Parser<'_> {
                     }
                 };
                 let value_at = self.pos();
+                let durations =
+                    matches!(field, Some(Field::Intrinsic(Intrinsic::Duration | Intrinsic::TraceDuration)));
                 let value = match self.next() {
+                    Tok::Int(_) | Tok::Float(_) if durations => {
+                        return Err(self.err_at(
+                            value_at,
+                            "a duration aggregate compares with a duration such as 150ms",
+                        ));
+                    }
+                    Tok::Duration(_) if !durations => {
+                        return Err(
+                            self.err_at(value_at, "this aggregate is a number; compare it with a number")
+                        );
+                    }
                     Tok::Int(i) => Static::Int(i),
                     Tok::Float(f) => Static::Float(f),
                     Tok::Duration(d) => Static::Duration(d),
@@ -593,6 +618,12 @@ impl Parser<'_> {
                 let Tok::Str(pattern) = self.next() else {
                     return Err(self.err_at(re_at, "the right of `=~` / `!~` must be a string"));
                 };
+                self.regexes += 1;
+                if self.regexes > MAX_REGEXES {
+                    return Err(
+                        self.err_at(re_at, format!("over {MAX_REGEXES} regular expressions in one query"))
+                    );
+                }
                 let re = RegexBuilder::new(&format!("^(?:{pattern})$"))
                     .size_limit(MAX_REGEX_BYTES)
                     .build()

@@ -90,6 +90,8 @@ fn errors_name_the_column_and_what_is_unsupported() {
         ("{ .a = 1 ", 10, "expected `}`"),
         ("", 1, "expected a spanset filter"),
         ("{ \"x\" =~ \"y\" }", 3, "the left of `=~`"),
+        ("{ } | avg(duration) > 1", 23, "a duration aggregate compares with a duration"),
+        ("{ } | count() > 1s", 17, "this aggregate is a number"),
         ("{ .é = \"ü\" } | foo()", 16, "found `foo`"),
     ];
     for (q, column, message) in cases {
@@ -103,6 +105,13 @@ fn errors_name_the_column_and_what_is_unsupported() {
     }
     let deep = format!("{}{{ }}{}", "(".repeat(100), ")".repeat(100));
     assert!(parse(&deep).is_err_and(|e| e.message.contains("nested deeper")));
+    let chain = format!("{{ {}true }}", "true && ".repeat(600));
+    assert!(
+        parse(&chain).is_err_and(|e| e.message.contains("over 1024 tokens")),
+        "a chain too long to evaluate"
+    );
+    let regexes = format!("{{ {}.a =~ \"x\" }}", ".a =~ \"x\" && ".repeat(16));
+    assert!(parse(&regexes).is_err_and(|e| e.message.contains("over 16 regular expressions")));
     let huge = format!("{{ .a = \"{}\" }}", "x".repeat(parse::MAX_QUERY_BYTES));
     assert!(parse(&huge).is_err_and(|e| e.message.contains("bytes")));
 }
@@ -215,6 +224,28 @@ fn evaluation_follows_tempos_semantics() {
     for (q, want) in cases {
         assert_eq!(matched(q).as_deref(), *want, "{q}");
     }
+}
+
+#[test]
+fn descendants_are_found_in_deep_chains_and_parent_cycles_end() {
+    // A chain 1 → 2 → … → 200, and two spans that are each other's parent (malformed, but
+    // a client can send it).
+    let mut spans: Vec<StoredSpan> =
+        (1..=200).map(|i| span(i, (i > 1).then(|| i - 1), "svc", &format!("s{i}"), 1, vec![])).collect();
+    spans.push(span(301, Some(302), "svc", "loop-a", 1, vec![]));
+    spans.push(span(302, Some(301), "svc", "loop-b", 1, vec![]));
+    let trace = Trace::from_spans(spans[0].span.trace_id, spans);
+    let ids = |q: &str| -> Vec<String> {
+        let m = parse(q).expect("parses").evaluate(&trace);
+        m.map(|m| m.spans.iter().map(|s| s.span.span.name.clone()).collect()).unwrap_or_default()
+    };
+    assert_eq!(ids(r#"{ name = "s198" } >> { }"#), vec!["s199", "s200"]);
+    assert_eq!(ids(r#"{ name = "s1" } >> { name = "s200" }"#), vec!["s200"]);
+    assert_eq!(ids(r#"{ name = "s1" } > { name = "s200" }"#), Vec::<String>::new());
+    assert_eq!(ids(r#"{ name = "s1" } >> { }"#).len(), 199);
+    // Through the cycle each is the other's ancestor, and its own: the walk ends.
+    assert_eq!(ids(r#"{ name = "loop-a" } >> { }"#), vec!["loop-a", "loop-b"]);
+    assert_eq!(ids(r#"{ name = "s5" } >> { name =~ "loop.*" }"#), Vec::<String>::new());
 }
 
 #[test]
