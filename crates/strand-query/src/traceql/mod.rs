@@ -268,20 +268,45 @@ impl Query {
     }
 
     /// What the store can be asked for first: the conditions that every matching trace
-    /// has on one span (the conjunction at the top of one spanset filter that every match
-    /// needs), as a [`strand_core::TraceQuery`]'s span and trace conditions. The full query
-    /// is still evaluated on each trace the store returns.
+    /// has on one span, as a [`strand_core::TraceQuery`]'s span and trace conditions. Each
+    /// spanset filter every match needs (both sides of `&&`, `>` and `>>`; none under `||`)
+    /// offers the conjunction at its top; the most selective one is taken (see
+    /// [`selectivity`]). The full query is still evaluated on each trace the store returns.
     pub fn prefilter(&self, q: &mut strand_core::TraceQuery) {
-        if let Some(Stage::Spansets(s)) = self.stages.first()
-            && let Some(expr) = s.required_filter()
-        {
+        let Some(Stage::Spansets(s)) = self.stages.first() else { return };
+        let mut filters = Vec::new();
+        s.required_filters(&mut filters);
+        let mut best: Option<(u32, strand_core::TraceQuery)> = None;
+        for expr in filters {
+            let mut candidate = q.clone();
             let mut conjuncts = Vec::new();
             expr.conjuncts(&mut conjuncts);
             for c in conjuncts {
-                prefilter_one(c, q);
+                prefilter_one(c, &mut candidate);
+            }
+            let score = selectivity(&candidate);
+            if best.as_ref().is_none_or(|(b, _)| score > *b) {
+                best = Some((score, candidate));
             }
         }
+        if let Some((_, chosen)) = best {
+            *q = chosen;
+        }
     }
+}
+
+/// How few traces a prefilter is likely to leave: errors are rare, an attribute value or a
+/// span name picks out few traces, a service or a duration bound fewer than nothing, a kind
+/// hardly any. Ties keep the leftmost filter.
+fn selectivity(q: &strand_core::TraceQuery) -> u32 {
+    let n = |b: bool| u32::from(b);
+    8 * n(q.status == Some(strand_core::StatusFilter::Error))
+        + 4 * q.attributes.len() as u32
+        + 4 * n(q.operation.is_some())
+        + 2 * n(q.service.is_some())
+        + 2 * n(q.min_span_duration_nano.is_some() || q.max_span_duration_nano.is_some())
+        + 2 * n(q.min_trace_duration_nano.is_some() || q.max_trace_duration_nano.is_some())
+        + n(q.kind.is_some())
 }
 
 fn prefilter_one(e: &Expr, q: &mut strand_core::TraceQuery) {
@@ -382,15 +407,16 @@ impl SpansetExpr {
         }
     }
 
-    /// A filter some span of every matching trace must meet (`None` when there is none,
-    /// as under `||`).
-    fn required_filter(&self) -> Option<&Expr> {
+    /// The filters some span of every matching trace must meet, left to right (none under
+    /// `||`).
+    fn required_filters<'a>(&'a self, out: &mut Vec<&'a Expr>) {
         match self {
-            SpansetExpr::Filter(e) => e.as_ref(),
+            SpansetExpr::Filter(e) => out.extend(e.as_ref()),
             SpansetExpr::And(a, b) | SpansetExpr::Child(a, b) | SpansetExpr::Descendant(a, b) => {
-                a.required_filter().or_else(|| b.required_filter())
+                a.required_filters(out);
+                b.required_filters(out);
             }
-            SpansetExpr::Or(..) => None,
+            SpansetExpr::Or(..) => {}
         }
     }
 }

@@ -312,9 +312,16 @@ fn the_prefilter_keeps_only_what_every_match_needs() {
     ] {
         assert_eq!(pre(q), strand_core::TraceQuery::default(), "{q}");
     }
-    // Either side of `&&` and `>` is needed: the first filter is used.
+    // Both sides of `&&`, `>` and `>>` are needed: the more selective one is used, the
+    // leftmost on a tie.
     assert_eq!(pre(r#"{ } > { .a = "x" }"#).attributes.len(), 1);
     assert_eq!(pre(r#"{ status = error } && { .a = "x" }"#).status, Some(strand_core::StatusFilter::Error));
+    let errors_below = pre(r#"{ resource.service.name = "gateway" } >> { status = error }"#);
+    assert_eq!((errors_below.service, errors_below.status), (None, Some(strand_core::StatusFilter::Error)));
+    let named = pre(r#"{ kind = server } >> ({ name = "a" } && { kind = client })"#);
+    assert_eq!((named.operation.as_deref(), named.kind), (Some("a"), None));
+    assert_eq!(pre(r#"{ name = "a" } > { name = "b" }"#).operation.as_deref(), Some("a"));
+    assert_eq!(pre(r#"{ name = "a" } || { status = error }"#), strand_core::TraceQuery::default());
     assert_eq!(pre(r#"{ 500 = .code }"#).attributes[0].value, "500");
     assert_eq!(pre("{ 1s < duration }").min_span_duration_nano, Some(1_000_000_001));
 }
