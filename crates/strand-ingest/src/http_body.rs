@@ -1,5 +1,6 @@
 //! Request bodies of the HTTP receivers (OTLP/HTTP, Jaeger thrift, Zipkin): read under a
-//! size limit without buffering more than it, inflate gzip under the same limit, and decode
+//! size limit without buffering more than it, inflate gzip, deflate (zlib) or zstd under the
+//! same limit (the encodings the OpenTelemetry Collector's HTTP receivers take), and decode
 //! on the blocking pool when the work is large.
 
 use std::io::Read;
@@ -24,16 +25,23 @@ pub enum Encoding {
     Identity,
     /// gzip.
     Gzip,
+    /// `deflate` or `zlib`: zlib-wrapped deflate, as HTTP defines `deflate` and the
+    /// collector reads both.
+    Deflate,
+    /// zstd.
+    Zstd,
 }
 
-/// The request's `Content-Encoding`: gzip or none.
+/// The request's `Content-Encoding`: gzip, deflate (zlib), zstd or none.
 pub fn content_encoding(headers: &HeaderMap) -> Result<Encoding, IngestError> {
     let raw = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("");
     match raw.trim().to_ascii_lowercase().as_str() {
         "" | "identity" => Ok(Encoding::Identity),
         "gzip" | "x-gzip" => Ok(Encoding::Gzip),
+        "deflate" | "zlib" => Ok(Encoding::Deflate),
+        "zstd" => Ok(Encoding::Zstd),
         other => Err(IngestError::UnsupportedMediaType(format!(
-            "unsupported Content-Encoding `{other}`; use gzip or none"
+            "unsupported Content-Encoding `{other}`; use gzip, deflate, zstd or none"
         ))),
     }
 }
@@ -166,11 +174,25 @@ async fn drain(body: &mut Body) {
 
 /// Inflates gzip, refusing output beyond `limit` (a gzip bomb costs at most `limit`).
 pub fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, IngestError> {
+    inflate(Encoding::Gzip, body, limit)
+}
+
+/// Decompresses a body in `encoding`, refusing output beyond `limit` (a decompression bomb
+/// costs at most `limit`).
+pub fn inflate(encoding: Encoding, body: &[u8], limit: usize) -> Result<Vec<u8>, IngestError> {
     let mut out = Vec::with_capacity((body.len() * 4).min(limit));
-    flate2::read::MultiGzDecoder::new(body)
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| IngestError::BadRequest(format!("invalid gzip body: {e}")))?;
+    let take = limit as u64 + 1;
+    let (name, read) = match encoding {
+        Encoding::Identity => return Ok(body.to_vec()),
+        Encoding::Gzip => ("gzip", flate2::read::MultiGzDecoder::new(body).take(take).read_to_end(&mut out)),
+        Encoding::Deflate => {
+            ("deflate", flate2::read::ZlibDecoder::new(body).take(take).read_to_end(&mut out))
+        }
+        Encoding::Zstd => {
+            ("zstd", zstd::stream::read::Decoder::new(body).and_then(|d| d.take(take).read_to_end(&mut out)))
+        }
+    };
+    read.map_err(|e| IngestError::BadRequest(format!("invalid {name} body: {e}")))?;
     if out.len() > limit {
         return Err(IngestError::TooLarge(format!(
             "decompressed request body exceeds the limit of {limit} bytes"
@@ -194,10 +216,10 @@ pub async fn read_and_decode<T: Send + 'static>(
     let limit = rx.limits.max_request_bytes;
     let (raw, _receiving) = read_body(rx, body, headers).await?;
     let slot = rx.admit()?;
-    let off_thread = raw.len() > rx.limits.blocking_decode_threshold || encoding == Encoding::Gzip;
+    let off_thread = raw.len() > rx.limits.blocking_decode_threshold || encoding != Encoding::Identity;
     let work = move || match encoding {
         Encoding::Identity => decode(&raw),
-        Encoding::Gzip => decode(&gunzip(&raw, limit)?),
+        compressed => decode(&inflate(compressed, &raw, limit)?),
     };
     let decoded = if off_thread {
         tokio::task::spawn_blocking(work)

@@ -3,7 +3,7 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use strand_ingest::http_body::gunzip;
+use strand_ingest::http_body::{Encoding, gunzip, inflate};
 use strand_ingest::otlp::{Format, decode};
 
 const PB: &[u8] = include_bytes!("../../../testdata/otlp/trace.protobuf-bin");
@@ -61,6 +61,26 @@ fn random_bytes_never_panic_and_gzip_stays_bounded() {
         let mut gz = vec![0x1f, 0x8b, 0x08, 0x00];
         gz.extend_from_slice(&bytes);
         let _ = gunzip(&gz, 1024);
+        for (encoding, magic) in
+            [(Encoding::Deflate, &[0x78, 0x9c][..]), (Encoding::Zstd, &[0x28, 0xb5, 0x2f, 0xfd])]
+        {
+            let mut body = magic.to_vec();
+            body.extend_from_slice(&bytes);
+            if let Ok(out) = inflate(encoding, &body, 1024) {
+                assert!(out.len() <= 1024, "{encoding:?} output stays under the limit");
+            }
+        }
+    }
+    // A small body inflating past the limit is refused, whatever the encoding.
+    let spaces = vec![b' '; 1 << 20];
+    let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut zlib, &spaces).expect("deflate");
+    for (encoding, body) in [
+        (Encoding::Deflate, zlib.finish().expect("deflate")),
+        (Encoding::Zstd, zstd::encode_all(&spaces[..], 1).expect("zstd")),
+    ] {
+        assert!(inflate(encoding, &body, 1024).is_err_and(|e| e.to_string().contains("exceeds the limit")));
+        assert_eq!(inflate(encoding, &body, 1 << 20).map(|v| v.len()).ok(), Some(1 << 20), "{encoding:?}");
     }
 }
 

@@ -124,6 +124,30 @@ fn cases(request: &str, bad_hex: Vec<u8>) -> Vec<Case> {
             message: "invalid gzip body".into(),
         },
         Case {
+            name: "corrupt deflate",
+            content_type: Some("application/json"),
+            encoding: Some("deflate"),
+            body: b"\x78\x9cgarbage".to_vec(),
+            status: 400,
+            message: "invalid deflate body".into(),
+        },
+        Case {
+            name: "corrupt zstd",
+            content_type: Some("application/json"),
+            encoding: Some("zstd"),
+            body: b"\x28\xb5\x2f\xfdgarbage".to_vec(),
+            status: 400,
+            message: "invalid zstd body".into(),
+        },
+        Case {
+            name: "zstd bomb",
+            content_type: Some("application/json"),
+            encoding: Some("zstd"),
+            body: zstd::encode_all(&vec![b' '; 50 * LIMIT as usize][..], 1).expect("zstd"),
+            status: 413,
+            message: "decompressed request body exceeds the limit of 65536 bytes".into(),
+        },
+        Case {
             name: "body over the limit",
             content_type: Some("application/json"),
             encoding: None,
@@ -272,7 +296,8 @@ async fn bad_http_input_gets_precise_errors() {
         (r#"strand_receiver_log_records_stored_total{protocol="otlp_http"}"#, 1.0),
         (r#"strand_receiver_log_records_rejected_total{protocol="otlp_http"}"#, 3.0),
         (r#"strand_receiver_log_records_received_total{protocol="otlp_http"}"#, 4.0),
-        (r#"strand_receiver_log_requests_refused_total{protocol="otlp_http"}"#, 11.0),
+        // Every case of the table but the partial successes.
+        (r#"strand_receiver_log_requests_refused_total{protocol="otlp_http"}"#, 14.0),
     ] {
         assert_eq!(common::metric_value(&metrics, series), Some(want), "{series}");
     }

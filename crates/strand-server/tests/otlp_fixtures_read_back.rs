@@ -126,6 +126,31 @@ async fn gzipped_protobuf_fixture_over_http_reads_back() {
     server.stop().await;
 }
 
+/// deflate (zlib) and zstd bodies, as the collector's HTTP receivers take them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deflate_and_zstd_bodies_read_back() {
+    let server = common::start(|_| {}).await;
+    let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), Compression::default());
+    zlib.write_all(&fixture_pb()).expect("deflate");
+    let sent = ExportTraceServiceRequest::decode(fixture_pb().as_slice()).expect("fixture");
+    for (encoding, body) in [
+        ("deflate", zlib.finish().expect("deflate")),
+        ("zstd", zstd::encode_all(fixture_pb().as_slice(), 3).expect("zstd")),
+    ] {
+        let resp = reqwest::Client::new()
+            .post(server.otlp_url())
+            .header("content-type", "application/x-protobuf")
+            .header("content-encoding", encoding)
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(resp.status(), 200, "{encoding}: {}", resp.text().await.unwrap_or_default());
+        assert_round_trip(&server, FIXTURE_TRACE, &sent).await;
+    }
+    server.stop().await;
+}
+
 fn v(value: Value) -> Option<AnyValue> {
     Some(AnyValue { value: Some(value) })
 }
