@@ -204,6 +204,40 @@ pub fn router(
         .route("/api/search/tag/{name}/values", get(tempo::search_tag_values))
         .route("/api/v2/search/tag/{name}/values", get(tempo::search_tag_values_v2))
         .with_state(QueryState { reader, limits, integrity, logs })
+        .layer(axum::middleware::from_fn(pretty_print))
+}
+
+/// `prettyPrint=true` (Jaeger's query parameter, honoured on every query API): a JSON answer
+/// is indented.
+async fn pretty_print(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let wanted = request
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv.eq_ignore_ascii_case("prettyPrint=true")));
+    let response = next.run(request).await;
+    let json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !wanted || !json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // Query answers are built whole in memory, so collecting one only moves its bytes.
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return Response::from_parts(parts, axum::body::Body::empty());
+    };
+    let pretty = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| serde_json::to_vec_pretty(&v).ok());
+    match pretty {
+        Some(p) => {
+            parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+            Response::from_parts(parts, axum::body::Body::from(p))
+        }
+        None => Response::from_parts(parts, axum::body::Body::from(bytes)),
+    }
 }
 
 /// `/api/traces/{id}` is Jaeger v1's and Tempo's path. A request that accepts protobuf

@@ -125,6 +125,13 @@ async fn every_api_answers_in_its_own_shape() {
     let (status, none) = get(&server, "/api/traces?traceID=abd&traceID=abe").await;
     assert_eq!((status, none["data"].clone()), (200, json!([])));
     assert_eq!(none["errors"].as_array().map(Vec::len), Some(2));
+    // `prettyPrint=true` indents the answer, which stays the same JSON.
+    let pretty = reqwest::get(server.query("/api/services?prettyPrint=true")).await.expect("get");
+    let text = pretty.text().await.expect("text");
+    assert!(text.starts_with("{\n  \""), "{text}");
+    let plain = reqwest::get(server.query("/api/services")).await.expect("get").text().await.expect("text");
+    assert!(!plain.contains('\n'), "{plain}");
+    assert_eq!(serde_json::from_str::<Value>(&text).ok(), serde_json::from_str::<Value>(&plain).ok());
     let (_, services) = get(&server, "/api/services").await;
     assert_eq!(
         services,
