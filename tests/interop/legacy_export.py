@@ -175,6 +175,10 @@ def export(protocol, endpoint, query):
         else:
             check(w + " resource", {k: {"stringValue": text(v)} for k, v in resource.items()}, res)
             want_attrs = {k: {"stringValue": text(v)} for k, v in s.attributes.items()}
+            if s.status.status_code == StatusCode.ERROR:
+                # Zipkin carries an error as the `error` tag (the description), which sets the
+                # status and stays an attribute, as the collector's Zipkin receiver keeps it.
+                want_attrs["error"] = {"stringValue": s.status.description}
         check(w + " attributes", want_attrs, norm(sp.get("attributes")))
         check(w + " scope", (s.instrumentation_scope.name, s.instrumentation_scope.version),
               (scope.get("name"), scope.get("version")))

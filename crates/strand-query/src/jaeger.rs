@@ -161,7 +161,10 @@ pub fn trace_to_jaeger_with(trace: &Trace, integrity: Option<&Integrity>, record
             OtelStatus::Ok => t.push(tag("otel.status_code", &AnyValue::String("OK".into()))),
             OtelStatus::Error => {
                 t.push(tag("otel.status_code", &AnyValue::String("ERROR".into())));
-                t.push(tag("error", &AnyValue::Bool(true)));
+                // A span from Zipkin keeps its own `error` tag (among the attributes above).
+                if strand_core::find_attr(&span.attributes, "error").is_none() {
+                    t.push(tag("error", &AnyValue::Bool(true)));
+                }
             }
             OtelStatus::Unset => {}
         }
