@@ -284,6 +284,32 @@ pub(crate) async fn find_traces(
     Ok(envelope(Value::Array(data), 0, warnings))
 }
 
+/// Largest OTLP/JSON file `POST /api/transform` takes (as OTLP/HTTP's default request size).
+pub const MAX_TRANSFORM_BYTES: usize = 16 << 20;
+
+/// `POST /api/transform`: the Jaeger UI's upload of an OTLP/JSON file (`TracesData` /
+/// `ExportTraceServiceRequest`), answered as Jaeger UI traces without storing anything.
+/// Spans with invalid ids are left out and counted in `warnings`.
+pub(crate) async fn transform(body: axum::body::Bytes) -> Result<Response, JaegerError> {
+    let req: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid OTLP/JSON: {e}")))?;
+    let (batch, rejections) = strand_otlp::from_request(req);
+    let mut by_trace: std::collections::BTreeMap<TraceId, Vec<strand_core::StoredSpan>> = Default::default();
+    for s in batch.into_stored() {
+        by_trace.entry(s.span.trace_id).or_default().push(s);
+    }
+    let data: Vec<Value> = by_trace
+        .into_iter()
+        .map(|(id, spans)| trace_to_jaeger_with(&Trace::from_spans(id, spans), None, &[]))
+        .collect();
+    let warnings = if rejections.count > 0 {
+        vec![format!("{} spans left out: {}", rejections.count, rejections.message())]
+    } else {
+        Vec::new()
+    };
+    Ok(envelope(Value::Array(data), 0, warnings))
+}
+
 /// Traces in Jaeger v1 UI JSON, each with its chain-integrity findings.
 /// A trace over `query.max_trace_spans` is cut to its earliest spans, with a trace-level
 /// warning saying so (the Jaeger UI shows it).

@@ -185,6 +185,11 @@ pub fn router(
         .route("/api/operations", get(jaeger::operations))
         .route("/api/traces", get(jaeger::find_traces))
         .route("/api/dependencies", get(jaeger::dependencies))
+        .route(
+            "/api/transform",
+            axum::routing::post(jaeger::transform)
+                .layer(axum::extract::DefaultBodyLimit::max(jaeger::MAX_TRANSFORM_BYTES)),
+        )
         // Jaeger v1 and Tempo share `/api/traces/{id}`: Tempo clients ask for protobuf or
         // send Tempo's headers; see `traces_by_id`.
         .route("/api/traces/{trace_id}", get(traces_by_id))

@@ -125,6 +125,32 @@ async fn every_api_answers_in_its_own_shape() {
     let (status, none) = get(&server, "/api/traces?traceID=abd&traceID=abe").await;
     assert_eq!((status, none["data"].clone()), (200, json!([])));
     assert_eq!(none["errors"].as_array().map(Vec::len), Some(2));
+    // The Jaeger UI's OTLP file upload: converted, not stored.
+    let upload = "00000000000000000000000000000def";
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(server.query("/api/transform"))
+        .body(two_service_trace(upload, now - 60_000_000_000))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 200);
+    let ui: Value = resp.json().await.expect("json");
+    assert_eq!(ui["data"][0]["traceID"], "0000000000000def");
+    assert_eq!(ui["data"][0]["spans"].as_array().map(Vec::len), Some(2));
+    assert_eq!(ui["data"][0]["processes"].as_object().map(|p| p.len()), Some(2));
+    let (status, _) = get(&server, "/api/traces/0000000000000def").await;
+    assert_eq!(status, 404, "an upload is not stored");
+    let resp = client
+        .post(server.query("/api/transform"))
+        .body("{\"resourceSpans\": 7}")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.expect("json");
+    assert!(body["errors"][0]["msg"].as_str().is_some_and(|m| m.starts_with("invalid OTLP/JSON")), "{body}");
+
     // `prettyPrint=true` indents the answer, which stays the same JSON.
     let pretty = reqwest::get(server.query("/api/services?prettyPrint=true")).await.expect("get");
     let text = pretty.text().await.expect("text");
