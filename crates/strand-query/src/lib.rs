@@ -59,7 +59,7 @@ const RETRY_AFTER_SECONDS: &str = "1";
 
 impl ApiError {
     /// The HTTP status and message, for APIs that shape their own bodies.
-    pub(crate) fn parts(self) -> (StatusCode, String) {
+    pub fn parts(self) -> (StatusCode, String) {
         match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),

@@ -133,6 +133,51 @@ impl Totals {
 /// Totals per (service, operation, kind), statuses merged.
 type OperationTotals = HashMap<(Arc<str>, Arc<str>, SpanKind), Totals>;
 
+/// No totals: before counting started.
+static EMPTY_TOTALS: std::sync::LazyLock<OperationTotals> =
+    std::sync::LazyLock::new(OperationTotals::default);
+
+/// What [`RedMetrics::series`] is asked.
+#[derive(Debug, Clone)]
+pub struct SeriesQuery<'a> {
+    /// Services to include; all when empty.
+    pub services: &'a [String],
+    /// Span kinds to include; all when empty.
+    pub kinds: &'a [SpanKind],
+    /// One series per operation instead of per service.
+    pub by_operation: bool,
+    /// When the points are (Unix nanoseconds).
+    pub points: &'a [u64],
+    /// How far back from each point its spans are counted.
+    pub window: u64,
+    /// The latency quantile each point carries (0 to 1).
+    pub quantile: f64,
+}
+
+/// One series of [`RedMetrics::series`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedSeries {
+    /// Service.
+    pub service: String,
+    /// Operation, when grouped by operation.
+    pub operation: Option<String>,
+    /// Its points, in time order.
+    pub points: Vec<RedPoint>,
+}
+
+/// One point: the spans of the window before `at`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedPoint {
+    /// When (Unix nanoseconds).
+    pub at: u64,
+    /// Spans.
+    pub requests: u64,
+    /// Spans with error status.
+    pub errors: u64,
+    /// The asked quantile of their durations, in seconds (from the histogram).
+    pub quantile_seconds: Option<f64>,
+}
+
 /// Series key within a service: operation, kind, status.
 type CellKey = (Arc<str>, SpanKind, StatusCode);
 
@@ -396,6 +441,67 @@ impl RedMetrics {
             (&a.service, &a.operation, a.span_kind).cmp(&(&b.service, &b.operation, b.span_kind))
         });
         (from, out)
+    }
+
+    /// Time series for Jaeger's Monitor tab: for each of `points` (Unix nanoseconds), the
+    /// spans of the services named (all when empty) and kinds named (all when empty) over
+    /// the `window` before it, grouped by service, or by service and operation. Minute
+    /// resolution: a point counts up to the end of its minute (in the current minute,
+    /// everything so far); points older than the history kept are left out. Series are
+    /// sorted by their labels.
+    pub fn series(&self, q: &SeriesQuery<'_>, now: u64) -> Vec<RedSeries> {
+        let mut st = self.state.lock();
+        st.snapshot_if_due(now);
+        let current = st.totals();
+        let oldest = st.history.front().map_or(now, |(t, _)| *t);
+        // Older minutes were dropped from the history: what came before `oldest` is unknown.
+        let truncated = st.history.len() > HISTORY_MINUTES;
+        // Totals up to the end of the minute holding `t`: the first snapshot taken after it
+        // (a minute without a snapshot had no events until the next one), else the current.
+        let at = |t: u64| -> Option<&OperationTotals> {
+            if t < st.started {
+                return Some(&EMPTY_TOTALS);
+            }
+            let next = t / MINUTE * MINUTE + MINUTE;
+            if truncated && next < oldest {
+                return None;
+            }
+            Some(st.history.iter().find(|(s, _)| *s >= next).map_or(&current, |(_, snap)| snap))
+        };
+        let group = |totals: &OperationTotals| -> BTreeMap<(String, Option<String>), Totals> {
+            let mut out: BTreeMap<(String, Option<String>), Totals> = BTreeMap::new();
+            for ((svc, op, kind), t) in totals {
+                if (!q.services.is_empty() && !q.services.iter().any(|s| s == &**svc))
+                    || (!q.kinds.is_empty() && !q.kinds.contains(kind))
+                {
+                    continue;
+                }
+                let key = (svc.to_string(), q.by_operation.then(|| op.to_string()));
+                out.entry(key).or_default().merge(t);
+            }
+            out
+        };
+        let mut series: BTreeMap<(String, Option<String>), Vec<RedPoint>> = BTreeMap::new();
+        for &t in q.points {
+            let (Some(end), Some(start)) = (at(t), at(t.saturating_sub(q.window))) else { continue };
+            let (end, start) = (group(end), group(start));
+            for (key, total) in end {
+                let d = match start.get(&key) {
+                    Some(earlier) => total.minus(earlier),
+                    None => total,
+                };
+                series.entry(key).or_default().push(RedPoint {
+                    at: t,
+                    requests: d.count,
+                    errors: d.errors,
+                    quantile_seconds: d.quantile(q.quantile),
+                });
+            }
+        }
+        series
+            .into_iter()
+            .map(|((service, operation), points)| RedSeries { service, operation, points })
+            .collect()
     }
 
     /// Service-graph edges so far: `(client, server, calls, failed)`, sorted.

@@ -153,3 +153,56 @@ fn query_covers_the_range_at_minute_resolution() {
     assert!((10.0..=50.0).contains(&p50), "p50 {p50} within the 10–50 ms bucket");
     assert!(m.query(Some("nobody"), 3600 * SEC, now).1.is_empty());
 }
+
+#[test]
+fn series_count_each_points_window_at_minute_resolution() {
+    use strand_sampling::red::SeriesQuery;
+    // T0 is on a minute boundary plus 40 s; counting starts a minute earlier.
+    let start = T0 - 60 * SEC;
+    let m = RedMetrics::new(RedLimits::default(), start);
+    // Minute of T0: 10 calls to GET /x (2 failing, 100 ms); ten minutes later 30 calls of 20 ms,
+    // and 5 calls to another operation and 5 client spans (another kind).
+    for i in 0..10u8 {
+        m.observe(&one("api", i, 1, None, "GET /x", 100, i < 2), T0 + u64::from(i));
+    }
+    let later = T0 + 600 * SEC;
+    for i in 0..30u8 {
+        m.observe(&one("api", 100 + i, 1, None, "GET /x", 20, false), later + u64::from(i));
+    }
+    for i in 0..5u8 {
+        m.observe(&one("api", 200 + i, 1, None, "GET /y", 20, false), later + u64::from(i));
+        let mut client = one("api", 210 + i, 1, None, "call", 20, false);
+        client.resource_spans[0].scope_spans[0].spans[0].kind = SpanKind::Client;
+        m.observe(&client, later + u64::from(i));
+    }
+    m.observe(&one("other-service", 250, 1, None, "GET /", 1, false), later);
+    let now = later + 90 * SEC;
+    let minute = 60 * SEC;
+    // Points: before anything, just after the first burst, after the second, and now.
+    let points = [T0 - 50 * SEC, T0 + minute, later + minute, now];
+    let services = ["api".to_string()];
+    let q = SeriesQuery {
+        services: &services,
+        kinds: &[SpanKind::Server],
+        by_operation: false,
+        points: &points,
+        window: 5 * minute,
+        quantile: 0.5,
+    };
+    let series = m.series(&q, now);
+    assert_eq!(series.len(), 1, "one series for the one service asked: {series:?}");
+    let got: Vec<(u64, u64)> = series[0].points.iter().map(|p| (p.requests, p.errors)).collect();
+    // The 5-minute window before each point. Before the service's first span it has no
+    // point (as Prometheus has no sample); then the first burst; the second (the first is
+    // over 5 minutes older); the second again (now is 90 s later).
+    assert_eq!(got, vec![(10, 2), (35, 0), (35, 0)]);
+    assert_eq!(series[0].points[0].at, T0 + minute);
+    let p50 = series[0].points[0].quantile_seconds.expect("first burst");
+    assert!((0.05..=0.1).contains(&p50), "p50 {p50} in the 50–100 ms bucket");
+    // Grouped by operation, with client spans too: a series per operation.
+    let q = SeriesQuery { by_operation: true, kinds: &[], ..q };
+    let series = m.series(&q, now);
+    let ops: Vec<(Option<&str>, u64)> =
+        series.iter().map(|s| (s.operation.as_deref(), s.points.last().map_or(0, |p| p.requests))).collect();
+    assert_eq!(ops, vec![(Some("GET /x"), 30), (Some("GET /y"), 5), (Some("call"), 5)]);
+}

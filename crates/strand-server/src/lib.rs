@@ -11,6 +11,7 @@ pub mod listener;
 pub mod metrics;
 pub mod remote_sampling;
 pub mod search_cmd;
+pub mod spm;
 pub mod trace_cmd;
 pub mod ui;
 
@@ -370,6 +371,8 @@ fn admin_router(sources: MetricSources) -> Router {
         .route("/api/v1/admin/flush", post(flush))
         .with_state(sources.store.clone())
         .route("/api/v1/metrics/red", get(red_metrics))
+        .route("/api/metrics/minstep", get(spm::min_step))
+        .route("/api/metrics/{kind}", get(spm::metrics))
         .with_state(sources.pipeline.clone())
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
