@@ -100,12 +100,13 @@ fn cases(request: &str, bad_hex: Vec<u8>) -> Vec<Case> {
             message: format!("invalid OTLP/JSON {request}"),
         },
         Case {
+            // Rejected on its own (partial success), not the whole request.
             name: "odd-length hex id",
             content_type: Some("application/json"),
             encoding: None,
             body: bad_hex,
-            status: 400,
-            message: format!("invalid OTLP/JSON {request}"),
+            status: 200,
+            message: "traceId `abc` is not hex".into(),
         },
         Case {
             name: "malformed protobuf",
@@ -294,10 +295,11 @@ async fn bad_http_input_gets_precise_errors() {
     for (series, want) in [
         (r#"strand_receiver_metrics_requests_refused_total{protocol="otlp_http"}"#, 1.0),
         (r#"strand_receiver_log_records_stored_total{protocol="otlp_http"}"#, 1.0),
-        (r#"strand_receiver_log_records_rejected_total{protocol="otlp_http"}"#, 3.0),
-        (r#"strand_receiver_log_records_received_total{protocol="otlp_http"}"#, 4.0),
-        // Every case of the table but the partial successes.
-        (r#"strand_receiver_log_requests_refused_total{protocol="otlp_http"}"#, 14.0),
+        // Three in the partial-success request below, one (a non-hex trace id) in the table.
+        (r#"strand_receiver_log_records_rejected_total{protocol="otlp_http"}"#, 4.0),
+        (r#"strand_receiver_log_records_received_total{protocol="otlp_http"}"#, 5.0),
+        // Every case of the table but the partial success.
+        (r#"strand_receiver_log_requests_refused_total{protocol="otlp_http"}"#, 13.0),
     ] {
         assert_eq!(common::metric_value(&metrics, series), Some(want), "{series}");
     }

@@ -5,6 +5,7 @@
 
 pub mod grpc;
 pub mod http;
+mod json_ids;
 
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
@@ -105,9 +106,14 @@ impl Signal for Logs {
             Format::Protobuf => prost::Message::decode(body).map_err(|e| {
                 IngestError::BadRequest(format!("invalid protobuf ExportLogsServiceRequest: {e}"))
             })?,
-            Format::Json => serde_json::from_slice(body).map_err(|e| {
-                IngestError::BadRequest(format!("invalid OTLP/JSON ExportLogsServiceRequest: {e}"))
-            })?,
+            Format::Json => {
+                let (req, marked) = json_ids::decode(body, &json_ids::LOG_RECORDS).map_err(|e| {
+                    IngestError::BadRequest(format!("invalid OTLP/JSON ExportLogsServiceRequest: {e}"))
+                })?;
+                let (batch, mut rejections) = strand_otlp::logs::from_request(req);
+                json_ids::explain(&mut rejections, &marked);
+                return Ok((batch, rejections));
+            }
         };
         Ok(strand_otlp::logs::from_request(req))
     }
@@ -139,9 +145,14 @@ pub fn decode(format: Format, body: &[u8]) -> Result<(SpanBatch, Rejections), In
         Format::Protobuf => prost::Message::decode(body).map_err(|e| {
             IngestError::BadRequest(format!("invalid protobuf ExportTraceServiceRequest: {e}"))
         })?,
-        Format::Json => serde_json::from_slice(body).map_err(|e| {
-            IngestError::BadRequest(format!("invalid OTLP/JSON ExportTraceServiceRequest: {e}"))
-        })?,
+        Format::Json => {
+            let (req, marked) = json_ids::decode(body, &json_ids::SPANS).map_err(|e| {
+                IngestError::BadRequest(format!("invalid OTLP/JSON ExportTraceServiceRequest: {e}"))
+            })?;
+            let (batch, mut rejections) = strand_otlp::from_request(req);
+            json_ids::explain(&mut rejections, &marked);
+            return Ok((batch, rejections));
+        }
     };
     Ok(strand_otlp::from_request(req))
 }
