@@ -28,7 +28,10 @@ fn jaeger_batches(batch: &SpanBatch) -> Vec<jm::Batch> {
         .resource_spans
         .iter()
         .map(|rs| jm::Batch {
-            process: jm::Process { service_name: rs.resource.service_name().to_owned(), tags: Vec::new() },
+            process: jm::Process {
+                service_name: rs.resource.service_name().to_owned(),
+                ..jm::Process::default()
+            },
             spans: rs
                 .scope_spans
                 .iter()

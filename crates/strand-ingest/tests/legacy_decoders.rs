@@ -182,6 +182,7 @@ fn rich_batch() -> Batch {
                 Tag { v_str: Some("box-1".into()), ..tag("hostname", tag_type::STRING) },
                 Tag { v_long: Some(42), ..tag("pid", tag_type::LONG) },
             ],
+            ..Process::default()
         },
         spans: vec![root, child],
     }
@@ -289,6 +290,46 @@ fn truncated_and_malformed_thrift_are_clear_errors() {
     renamed[at..at + 9].copy_from_slice(b"emitZipkn");
     let err = decode_agent(&renamed).expect_err("other method").to_string();
     assert!(err.contains("unsupported agent method `emitZipkn`"), "{err}");
+}
+
+/// `from` replaced by `to` (same length) once in `bytes`.
+fn patched(mut bytes: Vec<u8>, from: &[u8], to: &[u8]) -> Vec<u8> {
+    let at = bytes.windows(from.len()).position(|w| w == from).expect("present");
+    bytes[at..at + to.len()].copy_from_slice(to);
+    bytes
+}
+
+#[test]
+fn invalid_utf8_rejects_its_span_or_its_process_spans() {
+    let http = encode::binary_batch(&rich_batch());
+    let agent = encode::compact_emit_batch(&rich_batch(), 1);
+    for (name, body, agent_body) in [("http", http, false), ("agent", agent, true)] {
+        let decode = |b: &[u8]| if agent_body { decode_agent(b) } else { decode_http(b) };
+        // A span's name: that span is rejected, the other stored.
+        let (batch, rejections) = decode(&patched(body.clone(), b"op-2", b"op\xff2")).expect("decodes");
+        assert_eq!(
+            spans(batch).iter().map(|s| s.span.name.clone()).collect::<Vec<_>>(),
+            vec!["op-1"],
+            "{name}"
+        );
+        assert_eq!(rejections.message(), "span 1: operationName is not valid UTF-8", "{name}");
+        // A tag value of the other span.
+        let (batch, rejections) =
+            decode(&patched(body.clone(), b"cache miss", b"cache\xc3 iss")).expect("decodes");
+        assert_eq!(spans(batch).len(), 1, "{name}");
+        assert_eq!(rejections.message(), "span 0: log field `event` is not valid UTF-8", "{name}");
+        // A process tag: every span of the batch.
+        let (batch, rejections) = decode(&patched(body, b"box-1", b"box\xfe1")).expect("decodes");
+        assert_eq!(batch.span_count(), 0, "{name}");
+        assert_eq!(rejections.count, 2, "{name}");
+        assert!(
+            rejections
+                .message()
+                .starts_with("span 0: the process's process tag `hostname` is not valid UTF-8"),
+            "{name}: {}",
+            rejections.message()
+        );
+    }
 }
 
 #[test]

@@ -204,7 +204,7 @@ async fn jaeger_http_udp_and_zipkin_proto_payloads_are_stored() {
     use strand_ingest::jaeger::model::{Batch, CHILD_OF, FOLLOWS_FROM, Process, Span, SpanRef};
     let r = |ref_type, low, span_id| SpanRef { ref_type, trace_id_low: low, trace_id_high: 0, span_id };
     let batch = Batch {
-        process: Process { service_name: "refs".into(), tags: Vec::new() },
+        process: Process { service_name: "refs".into(), ..Process::default() },
         spans: vec![Span {
             trace_id_low: 0xfeed,
             span_id: 2,

@@ -25,11 +25,18 @@ use super::model::{self, Batch, CHILD_OF, Tag, tag_type};
 use crate::legacy::{BatchBuilder, kind_from_name, micros_to_nanos, status_from_http};
 
 /// Converts a batch; a span that cannot be stored (zero or malformed ids, no or negative
-/// start time) is rejected on its own and described in the [`Rejections`].
+/// start time, a string that is not UTF-8) is rejected on its own and described in the
+/// [`Rejections`]; a process whose strings are not UTF-8 rejects every span of its batch.
 pub fn to_span_batch(batch: Batch) -> (SpanBatch, Rejections) {
     let mut rejections = Rejections::default();
     let mut out = BatchBuilder::default();
     let Batch { process, spans } = batch;
+    if let Some(what) = &process.invalid_utf8 {
+        for i in 0..spans.len() {
+            rejections.push(format!("span {i}: the process's {what} is not valid UTF-8"));
+        }
+        return (out.finish(), rejections);
+    }
     let mut resource = Some(to_resource(process));
     for (i, span) in spans.into_iter().enumerate() {
         match convert_span(span) {
@@ -100,6 +107,9 @@ fn span_id(id: i64) -> Result<SpanId, String> {
 }
 
 fn convert_span(s: model::Span) -> Result<((String, String), Span), String> {
+    if let Some(what) = &s.invalid_utf8 {
+        return Err(format!("{what} is not valid UTF-8"));
+    }
     let trace = trace_id(s.trace_id_high, s.trace_id_low)?;
     let id = span_id(s.span_id)?;
     let start_us = s.start_time.ok_or("startTime is missing")?;

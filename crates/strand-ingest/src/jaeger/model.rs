@@ -44,6 +44,8 @@ pub struct Tag {
     pub v_long: Option<i64>,
     /// Binary value.
     pub v_binary: Option<Vec<u8>>,
+    /// The key or string value was not valid UTF-8 (kept with U+FFFD in its place).
+    pub invalid_utf8: bool,
 }
 
 /// A timestamped set of fields (an OTLP event).
@@ -93,6 +95,9 @@ pub struct Span {
     pub tags: Vec<Tag>,
     /// Logs.
     pub logs: Vec<Log>,
+    /// What was not valid UTF-8 (the operation name, a tag), when something was: the span
+    /// is rejected, as the other receivers reject a span they cannot read.
+    pub invalid_utf8: Option<String>,
 }
 
 /// The process (service instance) that reported a batch.
@@ -102,6 +107,9 @@ pub struct Process {
     pub service_name: String,
     /// Resource attributes.
     pub tags: Vec<Tag>,
+    /// What was not valid UTF-8 (the service name, a tag), when something was: every span
+    /// of the batch is rejected.
+    pub invalid_utf8: Option<String>,
 }
 
 /// What a Jaeger client sends: one process and its spans.
@@ -199,12 +207,30 @@ fn read_batch<'a, P: Protocol<'a>>(p: &mut P) -> Result<Batch> {
     Ok(batch)
 }
 
+/// A string, noting in `bad` when it was not valid UTF-8.
+fn utf8<'a, P: Protocol<'a>>(p: &mut P, bad: &mut bool) -> Result<String> {
+    let bytes = p.binary()?;
+    Ok(match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => {
+            *bad = true;
+            String::from_utf8_lossy(bytes).into_owned()
+        }
+    })
+}
+
+/// Where invalid UTF-8 was among `tags`, if anywhere.
+fn bad_tag(tags: &[Tag], what: &str) -> Option<String> {
+    tags.iter().find(|t| t.invalid_utf8).map(|t| format!("{what} `{}`", t.key))
+}
+
 fn read_process<'a, P: Protocol<'a>>(p: &mut P) -> Result<Process> {
     let mut process = Process::default();
+    let mut bad_name = false;
     read_struct(p, |p, ty, id| {
         Ok(match (id, ty) {
             (1, TType::Binary) => {
-                process.service_name = p.string()?;
+                process.service_name = utf8(p, &mut bad_name)?;
                 true
             }
             (2, TType::List) => {
@@ -214,6 +240,8 @@ fn read_process<'a, P: Protocol<'a>>(p: &mut P) -> Result<Process> {
             _ => false,
         })
     })?;
+    process.invalid_utf8 =
+        if bad_name { Some("serviceName".into()) } else { bad_tag(&process.tags, "process tag") };
     Ok(process)
 }
 
@@ -225,9 +253,9 @@ fn read_tag<'a, P: Protocol<'a>>(p: &mut P) -> Result<Tag> {
     let mut tag = Tag::default();
     read_struct(p, |p, ty, id| {
         match (id, ty) {
-            (1, TType::Binary) => tag.key = p.string()?,
+            (1, TType::Binary) => tag.key = utf8(p, &mut tag.invalid_utf8)?,
             (2, TType::I32) => tag.v_type = p.i32()?,
-            (3, TType::Binary) => tag.v_str = Some(p.string()?),
+            (3, TType::Binary) => tag.v_str = Some(utf8(p, &mut tag.invalid_utf8)?),
             (4, TType::Double) => tag.v_double = Some(p.double()?),
             (5, TType::Bool) => tag.v_bool = Some(p.bool()?),
             (6, TType::I64) => tag.v_long = Some(p.i64()?),
@@ -269,13 +297,14 @@ fn read_ref<'a, P: Protocol<'a>>(p: &mut P) -> Result<SpanRef> {
 
 fn read_span<'a, P: Protocol<'a>>(p: &mut P) -> Result<Span> {
     let mut s = Span::default();
+    let mut bad_name = false;
     read_struct(p, |p, ty, id| {
         match (id, ty) {
             (1, TType::I64) => s.trace_id_low = p.i64()?,
             (2, TType::I64) => s.trace_id_high = p.i64()?,
             (3, TType::I64) => s.span_id = p.i64()?,
             (4, TType::I64) => s.parent_span_id = p.i64()?,
-            (5, TType::Binary) => s.operation_name = p.string()?,
+            (5, TType::Binary) => s.operation_name = utf8(p, &mut bad_name)?,
             (6, TType::List) => s.references = read_list(p, TType::Struct, "SpanRef", read_ref)?,
             (7, TType::I32) => s.flags = p.i32()?,
             (8, TType::I64) => s.start_time = Some(p.i64()?),
@@ -286,5 +315,10 @@ fn read_span<'a, P: Protocol<'a>>(p: &mut P) -> Result<Span> {
         }
         Ok(true)
     })?;
+    s.invalid_utf8 = if bad_name {
+        Some("operationName".into())
+    } else {
+        bad_tag(&s.tags, "tag").or_else(|| s.logs.iter().find_map(|l| bad_tag(&l.fields, "log field")))
+    };
     Ok(s)
 }

@@ -89,8 +89,7 @@ pub trait Protocol<'a> {
     /// Current byte offset, for error messages.
     fn offset(&self) -> usize;
 
-    /// A `string`: invalid UTF-8 is replaced rather than refused, as Jaeger's collector
-    /// (Go strings) keeps it.
+    /// A `string`, invalid UTF-8 replaced (the span model notes where, to reject the span).
     fn string(&mut self) -> Result<String> {
         Ok(String::from_utf8_lossy(self.binary()?).into_owned())
     }
