@@ -18,7 +18,7 @@ USER strand
 WORKDIR /data
 VOLUME ["/data"]
 # OTLP gRPC and HTTP, Jaeger thrift HTTP and agent UDP, Zipkin, remote sampling, query API and UI.
-EXPOSE 4317 4318 14268 6831/udp 9411 5778 16686
+EXPOSE 4317 4318 14268 6831/udp 6832/udp 9411 5778 16686
 # The data directory by environment, so `docker run … strand serve --demo` keeps it.
 ENV STRAND_DATA_DIR=/data
 ENTRYPOINT ["/usr/local/bin/strand"]

@@ -552,6 +552,7 @@ impl ChildServer {
             .args(["serve", "--otlp-grpc-listen", "127.0.0.1:0", "--otlp-http-listen", "127.0.0.1:0"])
             .args(["--http-listen", "127.0.0.1:0", "--zipkin-listen", "127.0.0.1:0"])
             .args(["--jaeger-thrift-listen", "127.0.0.1:0", "--jaeger-agent-listen", "127.0.0.1:0"])
+            .args(["--jaeger-agent-binary-listen", "127.0.0.1:0"])
             .args(["--remote-sampling-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(dir.join("data"))

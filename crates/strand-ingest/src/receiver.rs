@@ -20,17 +20,20 @@ pub enum Protocol {
     JaegerThriftHttp,
     /// Jaeger agent `emitBatch` in the thrift compact protocol over UDP (`:6831`).
     JaegerAgentCompact,
+    /// Jaeger agent `emitBatch` in the thrift binary protocol over UDP (`:6832`).
+    JaegerAgentBinary,
     /// Zipkin v2 JSON or proto3 over HTTP (`:9411/api/v2/spans`).
     Zipkin,
 }
 
 impl Protocol {
     /// Every protocol, in a fixed order.
-    pub const ALL: [Protocol; 5] = [
+    pub const ALL: [Protocol; 6] = [
         Protocol::OtlpGrpc,
         Protocol::OtlpHttp,
         Protocol::JaegerThriftHttp,
         Protocol::JaegerAgentCompact,
+        Protocol::JaegerAgentBinary,
         Protocol::Zipkin,
     ];
 
@@ -41,6 +44,7 @@ impl Protocol {
             Protocol::OtlpHttp => "otlp_http",
             Protocol::JaegerThriftHttp => "jaeger_thrift_http",
             Protocol::JaegerAgentCompact => "jaeger_agent_compact",
+            Protocol::JaegerAgentBinary => "jaeger_agent_binary",
             Protocol::Zipkin => "zipkin",
         }
     }

@@ -91,6 +91,10 @@ fn mutated_jaeger_and_zipkin_payloads_never_panic() {
     const AGENT: &[u8] = include_bytes!("../../../testdata/jaeger/python-otel-1.21-agent.thrift");
     const ZIPKIN_JSON: &[u8] = include_bytes!("../../../testdata/zipkin/python-otel-1.21.json");
     const ZIPKIN_PROTO: &[u8] = include_bytes!("../../../testdata/zipkin/python-otel-1.21.pb");
+    let agent_binary = jaeger::encode::binary_emit_batch(
+        &jaeger::model::decode_compact_emit_batch(AGENT).expect("the captured datagram decodes"),
+        1,
+    );
     let mut rng = StdRng::seed_from_u64(13);
     let (mut ok, mut err) = (0, 0);
     let mut count =
@@ -104,6 +108,7 @@ fn mutated_jaeger_and_zipkin_payloads_never_panic() {
     for _ in 0..10_000 {
         count(jaeger::decode_http(&mutate(&mut rng, COLLECTOR)));
         count(jaeger::decode_agent(&mutate(&mut rng, AGENT)));
+        count(jaeger::decode_agent_binary(&mutate(&mut rng, &agent_binary)));
         count(zipkin::decode(zipkin::Format::Json, &mutate(&mut rng, ZIPKIN_JSON)));
         count(zipkin::decode(zipkin::Format::Proto, &mutate(&mut rng, ZIPKIN_PROTO)));
     }

@@ -7,7 +7,7 @@ use strand_core::{AnyValue, KeyValue, SpanBatch, SpanKind, StatusCode, StoredSpa
 use strand_ingest::jaeger::model::{
     self, Batch, CHILD_OF, FOLLOWS_FROM, Log, Process, SpanRef, Tag, tag_type,
 };
-use strand_ingest::jaeger::{decode_agent, decode_http, encode};
+use strand_ingest::jaeger::{decode_agent, decode_agent_binary, decode_http, encode};
 use strand_ingest::zipkin::{self, Format};
 
 const COLLECTOR: &[u8] = include_bytes!("../../../testdata/jaeger/python-otel-1.21-collector.thrift");
@@ -114,6 +114,31 @@ fn encoder_reproduces_the_captured_payloads() {
         p.message_header().expect("header").seq_id
     };
     assert_eq!(encode::compact_emit_batch(&batch, seq_id), AGENT);
+}
+
+#[test]
+fn binary_agent_datagrams_decode_and_bad_ones_are_clear_errors() {
+    let batch = model::decode_compact_emit_batch(AGENT).expect("compact");
+    let datagram = encode::binary_emit_batch(&batch, 3);
+    let (decoded, rejections) = decode_agent_binary(&datagram).expect("decodes");
+    assert_eq!(rejections.count, 0);
+    check_python_gateway(&spans(decoded), true);
+    for (bytes, says) in [
+        (AGENT.to_vec(), "not a binary-protocol message (version word 0x8281"),
+        (datagram[..datagram.len() - 1].to_vec(), "truncated"),
+        ([datagram.as_slice(), b"xx"].concat(), "2 unexpected bytes after the emitBatch message"),
+    ] {
+        let err = decode_agent_binary(&bytes).expect_err("refused").to_string();
+        assert!(err.starts_with("invalid binary-thrift emitBatch: "), "{err}");
+        assert!(err.contains(says), "{err} lacks {says}");
+    }
+    let renamed = {
+        let mut d = datagram.clone();
+        let at = d.windows(9).position(|w| w == b"emitBatch").expect("name");
+        d[at..at + 9].copy_from_slice(b"emitZipkn");
+        d
+    };
+    assert!(decode_agent_binary(&renamed).expect_err("other method").to_string().contains("`emitZipkn`"));
 }
 
 #[test]

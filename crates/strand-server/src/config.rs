@@ -166,7 +166,9 @@ pub struct JaegerConfig {
     pub thrift_http_enabled: bool,
     /// Agent UDP (compact thrift `emitBatch`) listen address.
     pub agent_listen: SocketAddr,
-    /// Whether the agent UDP receiver runs.
+    /// Agent UDP (binary thrift `emitBatch`) listen address.
+    pub agent_binary_listen: SocketAddr,
+    /// Whether the agent UDP receivers (both ports) run.
     pub agent_enabled: bool,
 }
 
@@ -176,6 +178,7 @@ impl Default for JaegerConfig {
             thrift_http_listen: SocketAddr::from(([0, 0, 0, 0], 14268)),
             thrift_http_enabled: true,
             agent_listen: SocketAddr::from(([0, 0, 0, 0], 6831)),
+            agent_binary_listen: SocketAddr::from(([0, 0, 0, 0], 6832)),
             agent_enabled: true,
         }
     }

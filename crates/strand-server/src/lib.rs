@@ -50,6 +50,8 @@ pub struct BoundAddrs {
     pub jaeger_thrift_http: Option<SocketAddr>,
     /// Jaeger agent UDP, if enabled.
     pub jaeger_agent: Option<SocketAddr>,
+    /// Jaeger agent UDP, binary thrift (`None` when off).
+    pub jaeger_agent_binary: Option<SocketAddr>,
     /// Zipkin v2, if enabled.
     pub zipkin: Option<SocketAddr>,
     /// Jaeger remote sampling, if enabled.
@@ -177,15 +179,18 @@ pub async fn run(
     } else {
         None
     };
-    let jaeger_agent = if cfg.jaeger.agent_enabled {
-        let addr = cfg.jaeger.agent_listen;
-        Some(
-            tokio::net::UdpSocket::bind(addr)
-                .await
-                .with_context(|| format!("binding the jaeger agent UDP socket to {addr}"))?,
+    let udp = |addr: SocketAddr, what: &'static str| async move {
+        tokio::net::UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("binding the {what} UDP socket to {addr}"))
+    };
+    let (jaeger_agent, jaeger_agent_binary) = if cfg.jaeger.agent_enabled {
+        (
+            Some(udp(cfg.jaeger.agent_listen, "jaeger agent (compact)").await?),
+            Some(udp(cfg.jaeger.agent_binary_listen, "jaeger agent (binary)").await?),
         )
     } else {
-        None
+        (None, None)
     };
     let zipkin = if cfg.zipkin.enabled { Some(bind(cfg.zipkin.listen, "zipkin").await?) } else { None };
     let remote_http = if cfg.remote_sampling.enabled {
@@ -199,6 +204,7 @@ pub async fn run(
         otlp_http: otlp_http.as_ref().map(|l| l.local_addr()).transpose()?,
         jaeger_thrift_http: jaeger_http.as_ref().map(|l| l.local_addr()).transpose()?,
         jaeger_agent: jaeger_agent.as_ref().map(|s| s.local_addr()).transpose()?,
+        jaeger_agent_binary: jaeger_agent_binary.as_ref().map(|s| s.local_addr()).transpose()?,
         zipkin: zipkin.as_ref().map(|l| l.local_addr()).transpose()?,
         remote_sampling: remote_http.as_ref().map(|l| l.local_addr()).transpose()?,
         http: http.local_addr()?,
@@ -209,6 +215,7 @@ pub async fn run(
         otlp_http = %at(addrs.otlp_http),
         jaeger_thrift_http = %at(addrs.jaeger_thrift_http),
         jaeger_agent_udp = %at(addrs.jaeger_agent),
+        jaeger_agent_binary_udp = %at(addrs.jaeger_agent_binary),
         zipkin = %at(addrs.zipkin),
         remote_sampling = %at(addrs.remote_sampling),
         http = %addrs.http,
@@ -301,6 +308,15 @@ pub async fn run(
         let rx = receiver.clone();
         tasks.spawn(async move {
             strand_ingest::jaeger::serve_agent(socket, rx, stop).await.context("jaeger agent udp receiver")
+        });
+    }
+    if let Some(socket) = jaeger_agent_binary {
+        let stop = stopped();
+        let rx = receiver.clone();
+        tasks.spawn(async move {
+            strand_ingest::jaeger::serve_agent_binary(socket, rx, stop)
+                .await
+                .context("jaeger agent binary udp receiver")
         });
     }
     {
@@ -410,6 +426,7 @@ async fn status(State(info): State<Arc<StatusInfo>>) -> axum::response::Response
             "otlpHttp": at(addrs.otlp_http),
             "jaegerThriftHttp": at(addrs.jaeger_thrift_http),
             "jaegerAgentUdp": at(addrs.jaeger_agent),
+            "jaegerAgentBinaryUdp": at(addrs.jaeger_agent_binary),
             "zipkin": at(addrs.zipkin),
             "remoteSampling": at(addrs.remote_sampling),
             "http": addrs.http.to_string(),

@@ -51,6 +51,9 @@ struct ServeArgs {
     /// Jaeger agent UDP (compact thrift) listen address (`jaeger.agent_listen`).
     #[arg(long, value_name = "ADDR")]
     jaeger_agent_listen: Option<String>,
+    /// Jaeger agent UDP (binary thrift) listen address (`jaeger.agent_binary_listen`).
+    #[arg(long, value_name = "ADDR")]
+    jaeger_agent_binary_listen: Option<String>,
     /// Zipkin v2 listen address (`zipkin.listen`).
     #[arg(long, value_name = "ADDR")]
     zipkin_listen: Option<String>,
@@ -196,6 +199,7 @@ fn with_serve_defaults(cmd: clap::Command) -> clap::Command {
         ("otlp_http_listen", d.otlp.http_listen.to_string()),
         ("jaeger_thrift_listen", d.jaeger.thrift_http_listen.to_string()),
         ("jaeger_agent_listen", d.jaeger.agent_listen.to_string()),
+        ("jaeger_agent_binary_listen", d.jaeger.agent_binary_listen.to_string()),
         ("zipkin_listen", d.zipkin.listen.to_string()),
         ("http_listen", d.http_listen.to_string()),
         ("remote_sampling_listen", d.remote_sampling.listen.to_string()),
@@ -310,6 +314,7 @@ fn serve(args: ServeArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         ("--otlp-http-listen", "otlp.http_listen", &args.otlp_http_listen),
         ("--jaeger-thrift-listen", "jaeger.thrift_http_listen", &args.jaeger_thrift_listen),
         ("--jaeger-agent-listen", "jaeger.agent_listen", &args.jaeger_agent_listen),
+        ("--jaeger-agent-binary-listen", "jaeger.agent_binary_listen", &args.jaeger_agent_binary_listen),
         ("--zipkin-listen", "zipkin.listen", &args.zipkin_listen),
         ("--http-listen", "http_listen", &args.http_listen),
         ("--sampling-strategies", "remote_sampling.strategies_file", &args.sampling_strategies),

@@ -49,6 +49,7 @@ fn serve_help_names_every_listener_default() {
         "[default: 0.0.0.0:4318]",
         "[default: 0.0.0.0:14268]",
         "[default: 0.0.0.0:6831]",
+        "[default: 0.0.0.0:6832]",
         "[default: 0.0.0.0:9411]",
         "[default: 0.0.0.0:16686]",
         "[default: 0.0.0.0:5778]",

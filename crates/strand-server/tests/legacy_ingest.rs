@@ -244,23 +244,55 @@ async fn jaeger_http_udp_and_zipkin_proto_payloads_are_stored() {
     let spans = native_trace(&server, "5eed0000000000000000000000000010", 3).await;
     assert_eq!(span(&spans, "POST /reports").1["events"][0]["name"], "accepted");
 
+    // The binary agent port (what Node clients send): the same batch as a strict
+    // binary-protocol emitBatch, and the refs batch above in the old non-strict header.
+    let mut agent_batch = strand_ingest::jaeger::model::decode_compact_emit_batch(PY_AGENT).expect("compact");
+    for s in &mut agent_batch.spans {
+        s.trace_id_low += 0x100;
+    }
+    let binary = strand_ingest::jaeger::encode::binary_emit_batch(&agent_batch, 7);
+    socket.send_to(&binary, server.jaeger_agent_binary).await.expect("send datagram");
+    let spans = native_trace(&server, "5eed0000000000000000000000000110", 3).await;
+    assert_eq!(span(&spans, "POST /reports").1["events"][0]["name"], "accepted");
+    let mut non_strict = 9i32.to_be_bytes().to_vec();
+    non_strict.extend_from_slice(b"emitBatch");
+    non_strict.push(4); // oneway
+    non_strict.extend_from_slice(&1i32.to_be_bytes());
+    let mut elsewhere = batch.clone();
+    elsewhere.spans[0].trace_id_low = 0xfeee;
+    elsewhere.spans[0].references.clear();
+    non_strict.extend_from_slice(&[12, 0, 1]); // field 1: the Batch struct
+    non_strict.extend(strand_ingest::jaeger::encode::binary_batch(&elsewhere));
+    non_strict.push(0);
+    socket.send_to(&non_strict, server.jaeger_agent_binary).await.expect("send datagram");
+    common::eventually("the non-strict datagram's span", || async {
+        let r = reqwest::get(server.query("/api/v1/traces/0000000000000000000000000000feee")).await.ok()?;
+        let body: serde_json::Value = r.json().await.ok()?;
+        (body["spanCount"] == 1).then_some(())
+    })
+    .await;
+
     let zipkin = format!("http://{}/api/v2/spans", server.zipkin);
     let (status, _) = post(&zipkin, Some("application/x-protobuf"), true, gzip(PY_ZIPKIN_PROTO)).await;
     assert_eq!(status, 202);
     let spans = native_trace(&server, "5eed0000000000000000000000000003", 3).await;
     assert_eq!(span(&spans, "render").1["status"]["code"], 1);
 
-    // A garbage datagram is counted, not fatal.
+    // A garbage datagram is counted, not fatal; a compact datagram on the binary port is
+    // garbage there.
     socket.send_to(b"not thrift", server.jaeger_agent).await.expect("send");
-    let metrics = common::eventually("the garbage datagram to be counted", || async {
+    socket.send_to(PY_AGENT, server.jaeger_agent_binary).await.expect("send");
+    let metrics = common::eventually("the garbage datagrams to be counted", || async {
         let text = reqwest::get(server.query("/metrics")).await.expect("metrics").text().await.expect("text");
-        text.contains("strand_receiver_requests_refused_total{protocol=\"jaeger_agent_compact\"} 1")
-            .then_some(text)
+        (text.contains("strand_receiver_requests_refused_total{protocol=\"jaeger_agent_compact\"} 1")
+            && text.contains("strand_receiver_requests_refused_total{protocol=\"jaeger_agent_binary\"} 1"))
+        .then_some(text)
     })
     .await;
     for line in [
         "strand_receiver_spans_accepted_total{protocol=\"jaeger_thrift_http\"} 7",
         "strand_receiver_spans_accepted_total{protocol=\"jaeger_agent_compact\"} 3",
+        "strand_receiver_spans_accepted_total{protocol=\"jaeger_agent_binary\"} 4",
         "strand_receiver_spans_accepted_total{protocol=\"zipkin\"} 3",
         "strand_receiver_spans_accepted_total{protocol=\"otlp_http\"} 0",
     ] {

@@ -201,6 +201,7 @@ fn the_dockerfile_exposes_the_default_ports() {
         d.otlp.http_listen.port().to_string(),
         d.jaeger.thrift_http_listen.port().to_string(),
         format!("{}/udp", d.jaeger.agent_listen.port()),
+        format!("{}/udp", d.jaeger.agent_binary_listen.port()),
         d.zipkin.listen.port().to_string(),
         d.remote_sampling.listen.port().to_string(),
         d.http_listen.port().to_string(),

@@ -127,6 +127,7 @@ async fn start_strand(
     cfg.otlp.http_listen = local;
     cfg.jaeger.thrift_http_listen = local;
     cfg.jaeger.agent_listen = local;
+    cfg.jaeger.agent_binary_listen = local;
     cfg.zipkin.listen = local;
     cfg.remote_sampling.listen = local;
     // Chain integrity settles traces after a second of quiet, not 30 s.

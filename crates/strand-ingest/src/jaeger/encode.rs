@@ -160,6 +160,19 @@ pub fn binary_batch(batch: &Batch) -> Vec<u8> {
     w.0
 }
 
+/// An `Agent.emitBatch` oneway message in the strict binary protocol: one UDP datagram for
+/// the agent's binary port.
+pub fn binary_emit_batch(batch: &Batch, seq_id: i32) -> Vec<u8> {
+    let mut w = BinaryWriter::default();
+    w.i32(0x8001_0004_u32 as i32); // version 1, oneway
+    w.binary(b"emitBatch");
+    w.i32(seq_id);
+    w.field(Ty::Struct, 1);
+    write_batch(&mut w, batch);
+    w.stop();
+    w.0
+}
+
 /// An `Agent.emitBatch` oneway message in the compact protocol: one UDP datagram.
 pub fn compact_emit_batch(batch: &Batch, seq_id: i32) -> Vec<u8> {
     let mut w = CompactWriter::default();

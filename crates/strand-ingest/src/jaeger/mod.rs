@@ -5,7 +5,9 @@
 //!   `Content-Type: application/x-thrift` (or `application/vnd.apache.thrift.binary`),
 //!   optionally gzip. Answers `202 Accepted`.
 //! - **UDP agent** (`:6831`): `Agent.emitBatch` messages in the thrift compact protocol, one
-//!   per datagram. UDP has no answer, so refused datagrams are only counted and logged.
+//!   per datagram; and (`:6832`) in the thrift binary protocol, what the Node
+//!   `jaeger-client` and the OTel JS Jaeger exporter send. UDP has no answer, so refused
+//!   datagrams are only counted and logged.
 //!
 //! [`thrift`] reads both protocols, [`model`] the `jaeger.thrift` structs, [`convert`] maps
 //! them to the OTLP model the way the OpenTelemetry Collector's Jaeger receiver does.
@@ -48,6 +50,13 @@ pub fn decode_agent(datagram: &[u8]) -> Result<(SpanBatch, Rejections), IngestEr
     Ok(convert::to_span_batch(batch))
 }
 
+/// Decodes an agent datagram of the binary port: a binary-protocol `emitBatch` message.
+pub fn decode_agent_binary(datagram: &[u8]) -> Result<(SpanBatch, Rejections), IngestError> {
+    let batch = model::decode_binary_emit_batch(datagram)
+        .map_err(|e| IngestError::BadRequest(format!("invalid binary-thrift emitBatch: {e}")))?;
+    Ok(convert::to_span_batch(batch))
+}
+
 /// The routes of the Jaeger thrift HTTP receiver.
 pub fn router(receiver: Receiver) -> Router {
     Router::new().route("/api/traces", post(submit)).layer(DefaultBodyLimit::disable()).with_state(receiver)
@@ -74,6 +83,26 @@ pub async fn serve_agent(
     rx: Receiver,
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    serve_agent_port(socket, rx, stop, Protocol::JaegerAgentCompact).await
+}
+
+/// Serves the agent's binary-protocol UDP port (`:6832`) as [`serve_agent`] serves the
+/// compact one.
+pub async fn serve_agent_binary(
+    socket: UdpSocket,
+    rx: Receiver,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    serve_agent_port(socket, rx, stop, Protocol::JaegerAgentBinary).await
+}
+
+async fn serve_agent_port(
+    socket: UdpSocket,
+    rx: Receiver,
+    stop: impl Future<Output = ()>,
+    protocol: Protocol,
+) -> std::io::Result<()> {
+    let decode = if protocol == Protocol::JaegerAgentBinary { decode_agent_binary } else { decode_agent };
     let mut buf = vec![0u8; MAX_DATAGRAM];
     tokio::pin!(stop);
     loop {
@@ -91,7 +120,7 @@ pub async fn serve_agent(
         let slot = match rx.admit() {
             Ok(slot) => slot,
             Err(e) => {
-                rx.refused(Protocol::JaegerAgentCompact);
+                rx.refused(protocol);
                 tracing::debug!(error = %e, "jaeger agent datagram dropped");
                 continue;
             }
@@ -100,12 +129,12 @@ pub async fn serve_agent(
         let rx = rx.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let result = match decode_agent(&datagram) {
-                Ok((batch, rejections)) => rx.store(Protocol::JaegerAgentCompact, batch, &rejections).await,
+            let result = match decode(&datagram) {
+                Ok((batch, rejections)) => rx.store(protocol, batch, &rejections).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = result {
-                rx.refused(Protocol::JaegerAgentCompact);
+                rx.refused(protocol);
                 tracing::debug!(error = %e, bytes = datagram.len(), "jaeger agent datagram refused");
             }
         });

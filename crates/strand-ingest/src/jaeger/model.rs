@@ -131,18 +131,34 @@ pub fn decode_binary_batch(buf: &[u8]) -> Result<Batch> {
     Ok(batch)
 }
 
-/// Decodes a Jaeger agent datagram: a compact-protocol `Agent.emitBatch` message.
+/// Decodes a Jaeger agent datagram: a compact-protocol `Agent.emitBatch` message (`:6831`).
 pub fn decode_compact_emit_batch(buf: &[u8]) -> Result<Batch> {
     let mut p = Compact::new(buf);
     let header = p.message_header()?;
-    if header.name != "emitBatch" {
+    read_emit_batch(&mut p, &header.name)
+}
+
+/// Decodes a Jaeger agent datagram: a binary-protocol `Agent.emitBatch` message (`:6832`),
+/// what the Node `jaeger-client` and the OTel JS Jaeger exporter send by default.
+pub fn decode_binary_emit_batch(buf: &[u8]) -> Result<Batch> {
+    let mut p = Binary::new(buf);
+    let header = p.message_header()?;
+    let batch = read_emit_batch(&mut p, &header.name)?;
+    if p.remaining() > 0 {
+        return Err(p.error(format!("{} unexpected bytes after the emitBatch message", p.remaining())));
+    }
+    Ok(batch)
+}
+
+/// The arguments of an `emitBatch` message, its header read.
+fn read_emit_batch<'a, P: Protocol<'a>>(p: &mut P, method: &str) -> Result<Batch> {
+    if method != "emitBatch" {
         return Err(p.error(format!(
-            "unsupported agent method `{}`: only emitBatch (jaeger.thrift) is accepted",
-            header.name
+            "unsupported agent method `{method}`: only emitBatch (jaeger.thrift) is accepted"
         )));
     }
     let mut batch = None;
-    read_struct(&mut p, |p, ty, id| {
+    read_struct(p, |p, ty, id| {
         Ok(match (id, ty) {
             (1, TType::Struct) => {
                 batch = Some(read_batch(p)?);

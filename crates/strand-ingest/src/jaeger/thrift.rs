@@ -244,6 +244,28 @@ impl<'a> Binary<'a> {
     pub fn remaining(&self) -> usize {
         self.cur.remaining()
     }
+
+    /// A message header: strict (`0x8001` version word with the type, the name, the
+    /// sequence id), as Jaeger clients and the OTel JS exporter write it, or the old
+    /// non-strict form (the name, the type byte, the sequence id).
+    pub fn message_header(&mut self) -> Result<MessageHeader> {
+        let first = self.i32()?;
+        if first < 0 {
+            let word = first as u32;
+            if word & 0xffff_0000 != 0x8001_0000 {
+                return Err(self.cur.error(format!(
+                    "not a binary-protocol message (version word {word:#010x}, want 0x8001....)"
+                )));
+            }
+            let name = self.string()?;
+            let seq_id = self.i32()?;
+            return Ok(MessageHeader { name, kind: (word & 0xff) as u8, seq_id });
+        }
+        let name = String::from_utf8_lossy(self.cur.take(first as usize, "method name")?).into_owned();
+        let kind = self.cur.u8("message type")?;
+        let seq_id = self.i32()?;
+        Ok(MessageHeader { name, kind, seq_id })
+    }
 }
 
 impl<'a> Protocol<'a> for Binary<'a> {

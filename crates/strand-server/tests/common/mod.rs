@@ -16,6 +16,8 @@ pub struct TestServer {
     pub otlp_http: SocketAddr,
     pub jaeger_http: SocketAddr,
     pub jaeger_agent: SocketAddr,
+    /// Jaeger agent UDP, binary thrift.
+    pub jaeger_agent_binary: SocketAddr,
     pub zipkin: SocketAddr,
     pub remote_sampling: Option<SocketAddr>,
     pub http: SocketAddr,
@@ -42,6 +44,7 @@ pub async fn start(adjust: impl FnOnce(&mut Config)) -> TestServer {
         jaeger: strand_server::config::JaegerConfig {
             thrift_http_listen: local(),
             agent_listen: local(),
+            agent_binary_listen: local(),
             ..Default::default()
         },
         zipkin: strand_server::config::ZipkinConfig { listen: local(), ..Default::default() },
@@ -69,6 +72,7 @@ pub async fn start(adjust: impl FnOnce(&mut Config)) -> TestServer {
         otlp_http: addrs.otlp_http.expect("http enabled"),
         jaeger_http: addrs.jaeger_thrift_http.expect("jaeger thrift enabled"),
         jaeger_agent: addrs.jaeger_agent.expect("jaeger agent enabled"),
+        jaeger_agent_binary: addrs.jaeger_agent_binary.expect("jaeger agent enabled"),
         zipkin: addrs.zipkin.expect("zipkin enabled"),
         remote_sampling: addrs.remote_sampling,
         http: addrs.http,
@@ -148,6 +152,8 @@ pub fn spawn_binary(data_dir: &Path, extra: &[&str]) -> ChildServer {
             "--jaeger-thrift-listen",
             "127.0.0.1:0",
             "--jaeger-agent-listen",
+            "127.0.0.1:0",
+            "--jaeger-agent-binary-listen",
             "127.0.0.1:0",
             "--zipkin-listen",
             "127.0.0.1:0",
