@@ -111,7 +111,7 @@ impl Prepared {
                         is_root: span.parent_span_id.is_none(),
                         start: span.start_time_unix_nano,
                         end: span.end_time_unix_nano,
-                        bits: resource_bits | conditions.span_bits(span),
+                        bits: resource_bits | conditions.span_bits(&rs.resource, &ss.scope, span),
                         at: at as u32,
                         len: (data.len() - at) as u32,
                     });

@@ -146,6 +146,9 @@ pub struct PolicyConfig {
     /// `composite` settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub composite: Option<CompositeConfig>,
+    /// `ottl_condition` settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ottl_condition: Option<OttlConditionConfig>,
 }
 
 impl PolicyConfig {
@@ -167,6 +170,7 @@ impl PolicyConfig {
             not: None,
             drop: None,
             composite: None,
+            ottl_condition: None,
         }
     }
 
@@ -187,6 +191,7 @@ impl PolicyConfig {
             (self.not.is_some(), PolicyType::Not),
             (self.drop.is_some(), PolicyType::Drop),
             (self.composite.is_some(), PolicyType::Composite),
+            (self.ottl_condition.is_some(), PolicyType::OttlCondition),
         ];
         for (is, kind) in present {
             if is {
@@ -229,6 +234,8 @@ pub enum PolicyType {
     Drop,
     /// Sub-policies in order, each with a spans-per-second budget.
     Composite,
+    /// OTTL conditions on spans and span events.
+    OttlCondition,
 }
 
 impl PolicyType {
@@ -249,6 +256,7 @@ impl PolicyType {
             Self::Not => "not",
             Self::Drop => "drop",
             Self::Composite => "composite",
+            Self::OttlCondition => "ottl_condition",
         }
     }
 }
@@ -379,6 +387,37 @@ pub struct AndConfig {
 pub struct NotConfig {
     /// The policy whose decision is reversed.
     pub not_sub_policy: Box<PolicyConfig>,
+}
+
+/// `ottl_condition`: sampled when any span meets any `span` condition, or any span event
+/// meets any `spanevent` condition (see [`crate::ottl`] for the language).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OttlConditionConfig {
+    /// What an evaluation error does. Strand's subset only errs on a type error in
+    /// arithmetic, which makes the condition false under every mode (the collector's
+    /// `propagate` makes the policy not sample; `ignore` and `silent` skip the condition).
+    #[serde(default)]
+    pub error_mode: OttlErrorMode,
+    /// Conditions on spans (with their resource and scope).
+    #[serde(default)]
+    pub span: Vec<String>,
+    /// Conditions on span events.
+    #[serde(default)]
+    pub spanevent: Vec<String>,
+}
+
+/// `ottl_condition.error_mode`, as the collector spells it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OttlErrorMode {
+    /// The error ends the policy's evaluation: not sampled (the collector's default).
+    #[default]
+    Propagate,
+    /// The condition is skipped, logged.
+    Ignore,
+    /// The condition is skipped.
+    Silent,
 }
 
 /// `drop`.

@@ -3,6 +3,7 @@
 //! - [`config`]: the `sampling:` section, in the OpenTelemetry Collector's `tail_sampling`
 //!   policy syntax, and the `--sampling errors-plus=5%` shorthand.
 //! - [`policy`]: compiled policies and the collector's final decision rule.
+//! - [`ottl`]: the OTTL subset of the collector's `ottl_condition` policy.
 //! - [`buffer`]: the trace buffer, bounded in bytes, with its decision cache.
 //! - [`red`]: request/error/duration metrics and service-graph edges, computed from every
 //!   span *before* sampling so they stay exact when most traces are dropped.
@@ -19,6 +20,7 @@
 pub mod buffer;
 pub mod codec;
 pub mod config;
+pub mod ottl;
 pub mod policy;
 pub mod red;
 pub mod remote;

@@ -13,7 +13,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use regex::RegexSet;
-use strand_core::{AnyValue, KeyValue, Resource, Span, StatusCode, TraceId};
+use strand_core::{AnyValue, KeyValue, Resource, Scope, Span, StatusCode, TraceId};
+
+use crate::ottl::{self, Subject};
 
 use crate::config::{PolicyConfig, PolicyType};
 
@@ -106,6 +108,12 @@ enum Condition {
         key: String,
         values: HashSet<String>,
     },
+    /// `ottl_condition`: any span condition on the span, or any event condition on one of
+    /// its events.
+    Ottl {
+        span: Vec<crate::ottl::Condition>,
+        events: Vec<crate::ottl::Condition>,
+    },
 }
 
 impl Condition {
@@ -127,12 +135,17 @@ impl Condition {
                 matches!(find(key), Some(AnyValue::Int(v)) if (*min..=*max).contains(v))
             }
             Condition::Bool { key, value } => matches!(find(key), Some(AnyValue::Bool(v)) if v == value),
-            Condition::Status(_) | Condition::TraceState { .. } => false,
+            Condition::Status(_) | Condition::TraceState { .. } | Condition::Ottl { .. } => false,
         }
     }
 
-    fn matches_span(&self, span: &Span) -> bool {
+    fn matches_span(&self, resource: &Resource, scope: &Scope, span: &Span) -> bool {
         match self {
+            Condition::Ottl { span: conditions, events } => {
+                let subject = |event| Subject { resource, scope, span, event };
+                conditions.iter().any(|c| c.holds(&subject(None)))
+                    || span.events.iter().any(|e| events.iter().any(|c| c.holds(&subject(Some(e)))))
+            }
             Condition::Status(mask) => mask & (1 << span.status.code as u8) != 0,
             Condition::TraceState { key, values } => span.trace_state.split(',').any(|member| {
                 member.trim().split_once('=').is_some_and(|(k, v)| k == key && values.contains(v))
@@ -240,11 +253,11 @@ impl ConditionSet {
         bits
     }
 
-    /// Condition bits a span matches.
-    pub fn span_bits(&self, span: &Span) -> u64 {
+    /// Condition bits a span (with its resource and scope) matches.
+    pub fn span_bits(&self, resource: &Resource, scope: &Scope, span: &Span) -> u64 {
         let mut bits = 0;
         for (i, c) in self.conditions.iter().enumerate() {
-            if c.matches_span(span) {
+            if c.matches_span(resource, scope, span) {
                 bits |= 1 << i;
             }
         }
@@ -462,6 +475,27 @@ impl Builder<'_> {
                 let b = block!(trace_state);
                 let values = b.values.iter().filter(|v| !v.is_empty()).cloned().collect();
                 self.condition(Condition::TraceState { key: b.key.clone(), values }, false)
+            }
+            PolicyType::OttlCondition => {
+                let b = block!(ottl_condition);
+                if b.span.is_empty() && b.spanevent.is_empty() {
+                    bad("needs at least one `span` or `spanevent` condition".into());
+                }
+                let mut compile = |list: &[String], ctx: ottl::Context, what: &str| -> Vec<ottl::Condition> {
+                    list.iter()
+                        .enumerate()
+                        .filter_map(|(i, text)| match ottl::Condition::parse(text, ctx) {
+                            Ok(c) => Some(c),
+                            Err(e) => {
+                                bad(format!("{what} condition {} `{text}`: {e}", i + 1));
+                                None
+                            }
+                        })
+                        .collect()
+                };
+                let span = compile(&b.span, ottl::Context::Span, "span");
+                let events = compile(&b.spanevent, ottl::Context::SpanEvent, "spanevent");
+                self.condition(Condition::Ottl { span, events }, false)
             }
             PolicyType::And => {
                 let b = block!(and);

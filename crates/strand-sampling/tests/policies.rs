@@ -30,7 +30,11 @@ fn facts(set: &PolicySet, resource: &Resource, spans: &[Span]) -> TraceFacts {
     let rbits = c.resource_bits(resource);
     let mut f = TraceFacts::default();
     for s in spans {
-        f.add(s.start_time_unix_nano, s.end_time_unix_nano, rbits | c.span_bits(s));
+        f.add(
+            s.start_time_unix_nano,
+            s.end_time_unix_nano,
+            rbits | c.span_bits(resource, &Scope::default(), s),
+        );
     }
     f
 }
@@ -348,12 +352,97 @@ fn every_policy_type_is_covered_here() {
         "not",
         "drop",
         "composite",
+        "ottl_condition",
     ];
     for name in covered {
         let p: Result<PolicyConfig, _> = serde_saphyr::from_str(&format!("{{ name: x, type: {name} }}"));
         assert!(p.is_ok(), "{name} is a policy type");
     }
-    let unknown: Result<PolicyConfig, _> = serde_saphyr::from_str("{ name: x, type: ottl_condition }");
-    assert!(unknown.is_err(), "ottl_condition is not supported and must be refused, not ignored");
+    let unknown: Result<PolicyConfig, _> = serde_saphyr::from_str("{ name: x, type: bayesian }");
+    assert!(unknown.is_err(), "an unknown policy type is refused, not ignored");
     let _ = Arc::new(Scope::default());
+}
+
+/// The collector README's `ottl_condition` example: any span condition or any span-event
+/// condition samples (they are ORed), inside `and` and `not` too.
+#[test]
+fn ottl_conditions_sample_as_the_collectors_readme_says() {
+    let yaml = r#"
+policies:
+  - name: test-policy-11
+    type: ottl_condition
+    ottl_condition:
+      error_mode: ignore
+      span:
+        - 'attributes["test_attr_key_1"] == "test_attr_val_1"'
+        - 'attributes["test_attr_key_2"] != "test_attr_val_1"'
+      spanevent:
+        - 'name != "test_span_event_name"'
+        - 'attributes["test_event_attr_key_2"] != "test_event_attr_val_1"'
+"#;
+    let attr = |k: &str, v: &str| KeyValue::new(k, AnyValue::String(v.into()));
+    let event = |name: &str, attrs: Vec<KeyValue>| strand_core::Event {
+        time_unix_nano: 5 * MS,
+        name: name.into(),
+        attributes: attrs,
+        dropped_attributes_count: 0,
+    };
+    // Neither span condition (key 2 equal to the value) nor an event.
+    let mut quiet = span(0, 10 * MS);
+    quiet.attributes = vec![attr("test_attr_key_2", "test_attr_val_1")];
+    assert!(!keeps(yaml, &[quiet.clone()]));
+    // The first span condition.
+    let mut first = quiet.clone();
+    first.attributes.push(attr("test_attr_key_1", "test_attr_val_1"));
+    assert!(keeps(yaml, &[quiet.clone(), first]));
+    // An event named otherwise.
+    let mut other_event = quiet.clone();
+    other_event.events = vec![event("something else", vec![])];
+    assert!(keeps(yaml, &[other_event]));
+    // An event named as excluded but with the second attribute unlike the value: sampled.
+    let mut excluded = quiet.clone();
+    excluded.events = vec![event("test_span_event_name", vec![])];
+    assert!(keeps(yaml, &[excluded.clone()]), "attributes[...] != value holds when the key is missing");
+    excluded.events =
+        vec![event("test_span_event_name", vec![attr("test_event_attr_key_2", "test_event_attr_val_1")])];
+    assert!(!keeps(yaml, &[excluded]));
+
+    // Resource and span together on one span, and Duration arithmetic.
+    let slow_checkout = r#"
+policies:
+  - name: slow-checkout
+    type: ottl_condition
+    ottl_condition:
+      span:
+        - 'resource.attributes["service.name"] == "checkout" and end_time - start_time > Duration("2s")'
+"#;
+    let mut set = policies(slow_checkout);
+    let checkout = Resource {
+        attributes: vec![KeyValue::new("service.name", AnyValue::String("checkout".into()))],
+        ..Resource::default()
+    };
+    let verdict = |set: &mut PolicySet, resource: &Resource, spans: &[Span]| {
+        set.decide(&TraceId([7; 16]), &facts(set, resource, spans), 0).keep
+    };
+    assert!(verdict(&mut set, &checkout, &[span(0, 3 * SEC)]));
+    assert!(!verdict(&mut set, &checkout, &[span(0, SEC)]));
+    assert!(!verdict(&mut set, &Resource::default(), &[span(0, 3 * SEC)]), "another service");
+
+    // A configuration error names the policy, the condition and the column.
+    let bad = r#"
+policies:
+  - name: bad
+    type: ottl_condition
+    ottl_condition: { span: ['name == "a"', 'Len(name) > 3'], spanevent: [] }
+  - { name: empty, type: ottl_condition, ottl_condition: {} }
+"#;
+    let cfg: SamplingConfig = serde_saphyr::from_str(bad).expect("yaml");
+    let errs = PolicySet::compile(&cfg.policies).expect_err("refused").join("\n");
+    assert!(
+        errs.contains(
+            "policy `bad`: span condition 2 `Len(name) > 3`: column 1: converter `Len` is not supported"
+        ),
+        "{errs}"
+    );
+    assert!(errs.contains("policy `empty`: needs at least one `span` or `spanevent` condition"), "{errs}");
 }

@@ -621,7 +621,7 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigErrors> {
     let mut cfg: Config = serde_json::from_value(merged).map_err(|e| ConfigErrors(vec![e.to_string()]))?;
     if let Some(path) = &sources.sampling_file {
         let parsed = read_yaml(path).and_then(|v| {
-            serde_json::from_value::<strand_sampling::SamplingConfig>(v)
+            serde_json::from_value::<strand_sampling::SamplingConfig>(sampling_section(v))
                 .map_err(|e| format!("--sampling-config {}: {e}", path.display()))
         });
         match parsed {
@@ -637,6 +637,34 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigErrors> {
     }
     let problems = cfg.validate();
     if problems.is_empty() { Ok(cfg) } else { Err(ConfigErrors(problems)) }
+}
+
+/// Collector `tail_sampling` keys with no meaning here: the buffer is bounded in bytes
+/// (`max_buffer_bytes`), not in traces.
+const COLLECTOR_ONLY_SAMPLING_KEYS: [&str; 2] = ["num_traces", "expected_new_traces_per_sec"];
+
+/// The `sampling:` section from a `--sampling-config` file, which may hold the section's
+/// keys, a bare list of policies, a collector `tail_sampling:` block, or a collector
+/// configuration with `processors: { tail_sampling: … }` (also `tail_sampling/name`).
+fn sampling_section(v: Value) -> Value {
+    let mut v = match v {
+        Value::Array(policies) => return serde_json::json!({ "policies": policies }),
+        other => other,
+    };
+    if let Some(processors) = v.get("processors").and_then(Value::as_object)
+        && let Some((_, ts)) =
+            processors.iter().find(|(k, _)| *k == "tail_sampling" || k.starts_with("tail_sampling/"))
+    {
+        v = ts.clone();
+    } else if let Some(ts) = v.get("tail_sampling") {
+        v = ts.clone();
+    }
+    if let Value::Object(map) = &mut v {
+        for key in COLLECTOR_ONLY_SAMPLING_KEYS {
+            map.remove(key);
+        }
+    }
+    v
 }
 
 fn read_yaml(path: &Path) -> Result<Value, String> {
@@ -724,6 +752,36 @@ mod tests {
         })
         .expect_err("out of range");
         assert!(errs.0[0].contains("remote_sampling.default_sampling_probability"), "{errs:?}");
+    }
+
+    #[test]
+    fn collector_tail_sampling_files_load_as_they_are() {
+        // A whole collector configuration, its processor block picked out.
+        let example =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/collector-tail-sampling.yaml");
+        let cfg = load(&Sources { sampling_file: Some(example), ..Sources::default() })
+            .expect("the example is valid");
+        let names: Vec<&str> = cfg.sampling.policies.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["errors", "slow-checkout", "no-health-checks", "some-of-the-rest"]);
+        assert_eq!(cfg.sampling.decision_wait, HumanDuration(Duration::from_secs(10)));
+        // A `tail_sampling:` block on its own, a named processor, and a bare policy list.
+        let policy = "{ name: all, type: always_sample }";
+        for text in [
+            format!("tail_sampling:\n  num_traces: 10\n  policies: [{policy}]\n"),
+            format!("processors:\n  tail_sampling/errors:\n    policies: [{policy}]\n"),
+            format!("- {policy}\n"),
+        ] {
+            let (_f, path) = file(&text);
+            let cfg = load(&Sources { sampling_file: Some(path), ..Sources::default() })
+                .unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(cfg.sampling.policies[0].name, "all", "{text}");
+        }
+        // A key neither Strand nor the ignored collector ones: refused, named.
+        let (_g, path) = file("tail_sampling:\n  sample_on_first_match: true\n  policies: []\n");
+        let err = load(&Sources { sampling_file: Some(path), ..Sources::default() })
+            .expect_err("unknown")
+            .to_string();
+        assert!(err.contains("sample_on_first_match"), "{err}");
     }
 
     #[test]

@@ -67,7 +67,9 @@ struct ServeArgs {
     /// plus 5 % of the rest; `5%`; `all` (the default: keep everything).
     #[arg(long, value_name = "SHORTHAND")]
     sampling: Option<String>,
-    /// YAML file with the `sampling:` section (collector `tail_sampling` policy syntax).
+    /// YAML file with the `sampling:` section in the collector's `tail_sampling` syntax:
+    /// the section's keys, a bare list of policies, a `tail_sampling:` block or a collector
+    /// configuration holding one (`num_traces` and `expected_new_traces_per_sec` are ignored).
     #[arg(long, value_name = "FILE", conflicts_with = "sampling")]
     sampling_config: Option<PathBuf>,
     /// Jaeger strategies file served to SDKs' remote samplers

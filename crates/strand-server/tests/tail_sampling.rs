@@ -312,3 +312,49 @@ async fn with_follow_traces_log_records_share_their_traces_fate_across_a_restart
     assert_eq!(metric(&client, &server, "strand_sampling_log_records_dropped_total").await, Some(30.0));
     server.stop().await;
 }
+
+/// A collector configuration's tail sampling, `ottl_condition` included, decides in a
+/// running server as the collector would: a slow checkout kept by its OTTL condition, a
+/// failing health check dropped by the `drop` policy although it failed, a fast checkout
+/// dropped.
+#[tokio::test]
+async fn a_collector_tail_sampling_file_decides_in_a_running_server() {
+    let example = common::repo().join("examples/collector-tail-sampling.yaml");
+    let sources = strand_server::config::Sources { sampling_file: Some(example), ..Default::default() };
+    let loaded = strand_server::config::load(&sources).expect("the example loads");
+    let server = common::start(move |c| {
+        c.sampling = loaded.sampling;
+        c.sampling.decision_delay = "100ms".parse().expect("valid");
+        c.sampling.decision_wait = "1s".parse().expect("valid");
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let now = now_ns();
+    // Ids the 5 % policy does not pick.
+    let ids: Vec<usize> = (0..).filter(|i| !five_percent_by_hash(*i)).take(3).collect();
+    let trace = |i: usize, service: &str, name: &str, path: &str, ms: u64, error: bool| {
+        json!({
+            "resource": { "attributes": [{ "key": "service.name", "value": { "stringValue": service } }] },
+            "scopeSpans": [{ "spans": [{
+                "traceId": trace_id(i), "spanId": "00000000000000a1", "name": name, "kind": 2,
+                "startTimeUnixNano": (now - ms * 1_000_000).to_string(), "endTimeUnixNano": now.to_string(),
+                "attributes": [{ "key": "url.path", "value": { "stringValue": path } }],
+                "status": { "code": if error { 2 } else { 0 } }
+            }] }]
+        })
+    };
+    server
+        .export(&json!({ "resourceSpans": [
+            trace(ids[0], "checkout", "POST /pay", "/pay", 3_000, false),
+            trace(ids[1], "checkout", "POST /pay", "/pay", 20, false),
+            trace(ids[2], "gateway", "GET /healthz", "/healthz", 1, true),
+        ] }))
+        .await;
+    wait_decided(&client, &server).await;
+    let slow = stored_spans(&client, &server, &trace_id(ids[0])).await;
+    assert_eq!(slow.len(), 1, "kept by its OTTL condition");
+    assert_eq!(tag(&slow[0], "strand.sampling.policy").and_then(Value::as_str), Some("slow-checkout"));
+    assert!(stored_spans(&client, &server, &trace_id(ids[1])).await.is_empty(), "fast: dropped");
+    assert!(stored_spans(&client, &server, &trace_id(ids[2])).await.is_empty(), "health check: dropped");
+    server.stop().await;
+}
