@@ -378,6 +378,13 @@ async fn run_traceql(
     mut on_match: impl FnMut(&traceql::Matched<'_>),
 ) -> Result<TraceqlRun, ApiError> {
     let limit = q.limit;
+    let uses_integrity = query.uses_integrity();
+    if uses_integrity {
+        crate::integrity::analyser(st)?;
+    }
+    // An `integrity = "…"` every match needs: the candidates are the analysed traces with
+    // such findings, as an `integrity=` search finds them.
+    let integrity_filter = query.integrity_filter();
     // Pages of candidates big enough that a selective query needs few round trips, small
     // enough that one page's traces stay well inside the read budget.
     q.limit = limit.clamp(20, 100);
@@ -389,7 +396,10 @@ async fn run_traceql(
     };
     let mut matched = 0;
     loop {
-        let mut page = st.reader.find_traces(q.clone()).await?;
+        let mut page = match integrity_filter {
+            Some(f) => crate::integrity::search(st, q.clone(), Some(f)).await?,
+            None => st.reader.find_traces(q.clone()).await?,
+        };
         for w in page.warnings.drain(..) {
             if !run.store_warnings.contains(&w) {
                 run.store_warnings.push(w);
@@ -399,7 +409,8 @@ async fn run_traceql(
         for trace in st.reader.get_traces(ids).await? {
             run.inspected_traces += 1;
             run.inspected_spans += trace.spans.len();
-            if let Some(m) = query.evaluate(&trace) {
+            let integrity = if uses_integrity { crate::integrity::of_trace(st, &trace).await } else { None };
+            if let Some(m) = query.evaluate_with(&trace, integrity.as_ref()) {
                 on_match(&m);
                 matched += 1;
                 if matched == limit {

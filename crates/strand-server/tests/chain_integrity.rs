@@ -112,6 +112,26 @@ async fn broken_chains_are_flagged_linked_and_counted() {
     assert_eq!(ids(&jaeger, "data", "traceID"), [consumer_trace.as_str()]);
     let tempo = get(&server, "/api/search?tags=integrity%3Dproducer_without_consumer").await;
     assert_eq!(ids(&tempo, "traces", "traceID"), [producer_trace.as_str()]);
+    // TraceQL's `integrity` extension, alone and beside span conditions.
+    let traceql = |q: &str| {
+        let q: String = q.bytes().map(|b| format!("%{b:02X}")).collect();
+        format!("/api/search?q={q}")
+    };
+    let tempo = get(&server, &traceql(r#"{ integrity = "producer_without_consumer" }"#)).await;
+    assert_eq!(ids(&tempo, "traces", "traceID"), [producer_trace.as_str()]);
+    let tempo = get(
+        &server,
+        &traceql(r#"{ resource.service.name = "notify-service" && integrity = "consumer_new_root" }"#),
+    )
+    .await;
+    assert_eq!(ids(&tempo, "traces", "traceID"), [consumer_trace.as_str()]);
+    let whole_trace = hex(subs[0].traces[0]);
+    let tempo = get(&server, &traceql(r#"{ integrity != "broken" && kind = server } | count() > 1"#)).await;
+    assert!(ids(&tempo, "traces", "traceID").contains(&whole_trace), "{tempo}");
+    assert!(!ids(&tempo, "traces", "traceID").contains(&producer_trace), "{tempo}");
+    let bad = reqwest::get(server.query(&traceql(r#"{ integrity = "shaky" }"#))).await.expect("get");
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.expect("text").contains("column 3: `integrity`"));
     let bad = reqwest::get(server.query("/api/v1/search?integrity=shaky")).await.expect("get");
     assert_eq!(bad.status(), 400);
     assert!(bad.text().await.expect("text").contains("unknown integrity finding kind `shaky`"));

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 use strand_core::model::find_attr;
-use strand_core::{AnyValue, SpanKind, StatusCode, StoredSpan, Trace, TraceSummary};
+use strand_core::{AnyValue, Integrity, SpanKind, StatusCode, StoredSpan, Trace, TraceSummary};
 
 use super::{AggFunc, CmpOp, Expr, Field, Intrinsic, Query, Scope, SpansetExpr, Stage, Static};
 
@@ -25,6 +25,9 @@ enum Val<'a> {
     Missing,
     /// Present but not comparable (bytes, arrays, maps, an empty value).
     Other,
+    /// The kinds of the trace's findings ([`strand_core::FindingKind::bit`]s), when its
+    /// chain integrity is known (analysed and settled).
+    Findings(Option<u8>),
 }
 
 impl<'a> Val<'a> {
@@ -70,6 +73,12 @@ fn compare(a: &Val<'_>, op: CmpOp, b: &Val<'_>) -> bool {
         _ => false,
     };
     match (a, b) {
+        (Val::Findings(kinds), Val::Str(s)) | (Val::Str(s), Val::Findings(kinds)) => {
+            let (Some(kinds), Ok(filter)) = (kinds, s.parse::<strand_core::IntegrityFilter>()) else {
+                return false;
+            };
+            equality_only(filter.matches(*kinds))
+        }
         (Val::Missing | Val::Nil, Val::Missing | Val::Nil) => {
             op == CmpOp::Eq && (matches!(a, Val::Nil) || matches!(b, Val::Nil))
         }
@@ -94,15 +103,20 @@ struct Ctx<'t> {
     /// Each span's parent, by index, when the parent is in the trace.
     parents: Vec<Option<usize>>,
     summary: TraceSummary,
+    /// The kinds of the trace's findings, when its integrity is known and settled.
+    findings: Option<u8>,
 }
 
 impl<'t> Ctx<'t> {
-    fn new(trace: &'t Trace) -> Self {
+    fn new(trace: &'t Trace, integrity: Option<&Integrity>) -> Self {
         let by_id: HashMap<_, usize> =
             trace.spans.iter().enumerate().map(|(i, s)| (s.span.span_id, i)).collect();
         let parents =
             trace.spans.iter().map(|s| s.span.parent_span_id.and_then(|p| by_id.get(&p).copied())).collect();
-        Self { trace, parents, summary: TraceSummary::of(trace.trace_id, &trace.spans) }
+        let findings = integrity
+            .filter(|i| i.settled)
+            .map(|i| i.findings.iter().fold(0u8, |bits, f| bits | f.kind.bit()));
+        Self { trace, parents, summary: TraceSummary::of(trace.trace_id, &trace.spans), findings }
     }
 
     fn field(&self, i: usize, f: &Field) -> Val<'t> {
@@ -121,6 +135,7 @@ impl<'t> Ctx<'t> {
                 Intrinsic::TraceDuration => Val::Duration(self.summary.duration_nano),
                 Intrinsic::SpanId => Val::Str(Cow::Owned(s.span.span_id.to_hex())),
                 Intrinsic::TraceId => Val::Str(Cow::Owned(self.trace.trace_id.to_hex())),
+                Intrinsic::Integrity => Val::Findings(self.findings),
             },
             Field::Attr(Scope::Span, k) => attr(&s.span.attributes, k),
             Field::Attr(Scope::Resource, k) => attr(&s.resource.attributes, k),
@@ -296,7 +311,7 @@ impl<'t> Matched<'t> {
             Val::Status(s) => json!({ "stringValue": s.as_str() }),
             Val::Kind(k) => json!({ "stringValue": k.as_str() }),
             Val::Duration(d) => json!({ "intValue": d.to_string() }),
-            Val::Nil | Val::Missing | Val::Other => return None,
+            Val::Nil | Val::Missing | Val::Other | Val::Findings(_) => return None,
         };
         Some(json!({ "key": key, "value": value }))
     }
@@ -315,7 +330,7 @@ impl Matched<'_> {
             Val::Duration(d) => ("duration", format!("{d}ns")),
             Val::Status(s) => ("keyword", s.as_str().to_owned()),
             Val::Kind(k) => ("keyword", k.as_str().to_owned()),
-            Val::Nil | Val::Missing | Val::Other => return None,
+            Val::Nil | Val::Missing | Val::Other | Val::Findings(_) => return None,
         })
     }
 }
@@ -324,7 +339,13 @@ impl Query {
     /// Evaluates the query on a whole trace: the matched spans, or `None` when the trace
     /// does not match.
     pub fn evaluate<'t>(&self, trace: &'t Trace) -> Option<Matched<'t>> {
-        let ctx = Ctx::new(trace);
+        self.evaluate_with(trace, None)
+    }
+
+    /// [`Query::evaluate`] with the trace's chain integrity, for `integrity` conditions
+    /// (without it, or before the trace settled, they never hold).
+    pub fn evaluate_with<'t>(&self, trace: &'t Trace, integrity: Option<&Integrity>) -> Option<Matched<'t>> {
+        let ctx = Ctx::new(trace, integrity);
         let mut set: Vec<usize> = (0..trace.spans.len()).collect();
         for stage in &self.stages {
             match stage {

@@ -185,6 +185,9 @@ pub enum Intrinsic {
     SpanId,
     /// Trace id, hex.
     TraceId,
+    /// Strand's extension: the trace's chain-integrity findings, compared with `broken` or
+    /// a finding kind (`= "producer_without_consumer"`).
+    Integrity,
 }
 
 impl Intrinsic {
@@ -201,6 +204,7 @@ impl Intrinsic {
             Intrinsic::TraceDuration => "traceDuration",
             Intrinsic::SpanId => "span:id",
             Intrinsic::TraceId => "trace:id",
+            Intrinsic::Integrity => "integrity",
         }
     }
 }
@@ -247,6 +251,33 @@ pub enum Static {
 }
 
 impl Query {
+    /// Whether any condition reads the trace's chain integrity.
+    pub fn uses_integrity(&self) -> bool {
+        self.result_fields().contains(&Field::Intrinsic(Intrinsic::Integrity))
+    }
+
+    /// The integrity filter every match needs (`integrity = "…"` at the top of the first
+    /// filter every match must meet), to find candidates among the analysed traces.
+    pub fn integrity_filter(&self) -> Option<strand_core::IntegrityFilter> {
+        let Some(Stage::Spansets(s)) = self.stages.first() else { return None };
+        let mut filters = Vec::new();
+        s.required_filters(&mut filters);
+        filters.into_iter().find_map(|expr| {
+            let mut conjuncts = Vec::new();
+            expr.conjuncts(&mut conjuncts);
+            conjuncts.into_iter().find_map(|c| match c {
+                Expr::Cmp(l, CmpOp::Eq, r) => match (&**l, &**r) {
+                    (Expr::Field(Field::Intrinsic(Intrinsic::Integrity)), Expr::Static(Static::Str(v)))
+                    | (Expr::Static(Static::Str(v)), Expr::Field(Field::Intrinsic(Intrinsic::Integrity))) => {
+                        v.parse().ok()
+                    }
+                    _ => None,
+                },
+                _ => None,
+            })
+        })
+    }
+
     /// The fields a result should carry for each matched span: those the conditions name,
     /// then those `select` asks for, each once.
     pub fn result_fields(&self) -> Vec<Field> {

@@ -466,6 +466,7 @@ impl Parser<'_> {
                                 | Intrinsic::RootServiceName
                                 | Intrinsic::SpanId
                                 | Intrinsic::TraceId
+                                | Intrinsic::Integrity
                         )
                     ) {
                         return Err(self.err_at(
@@ -606,7 +607,7 @@ impl Parser<'_> {
             Tok::Op(op) => {
                 self.next();
                 let right = self.operand()?;
-                check_types(&left, &right).map_err(|m| self.err_at(left_at, m))?;
+                check_types(&left, op, &right).map_err(|m| self.err_at(left_at, m))?;
                 Ok(Expr::Cmp(Box::new(left), op, Box::new(right)))
             }
             tok @ (Tok::Re | Tok::NotRe) => {
@@ -694,6 +695,7 @@ fn keyword(w: &str) -> Option<Result<Field, Static>> {
         "traceDuration" | "trace:duration" => i(Intrinsic::TraceDuration),
         "span:id" => i(Intrinsic::SpanId),
         "trace:id" => i(Intrinsic::TraceId),
+        "integrity" | "trace:integrity" => i(Intrinsic::Integrity),
         "true" => s(Static::Bool(true)),
         "false" => s(Static::Bool(false)),
         "nil" => s(Static::Nil),
@@ -711,12 +713,25 @@ fn keyword(w: &str) -> Option<Result<Field, Static>> {
 }
 
 /// Refuses comparisons that can never hold because an intrinsic has a fixed type.
-fn check_types(left: &Expr, right: &Expr) -> Result<(), String> {
+fn check_types(left: &Expr, op: CmpOp, right: &Expr) -> Result<(), String> {
     let (field, value) = match (left, right) {
         (Expr::Field(Field::Intrinsic(i)), Expr::Static(v))
         | (Expr::Static(v), Expr::Field(Field::Intrinsic(i))) => (i, v),
+        (Expr::Field(Field::Intrinsic(Intrinsic::Integrity)), _)
+        | (_, Expr::Field(Field::Intrinsic(Intrinsic::Integrity))) => {
+            return Err("`integrity` compares with a string: \"broken\" or a finding kind".into());
+        }
         _ => return Ok(()),
     };
+    if *field == Intrinsic::Integrity {
+        let Static::Str(v) = value else {
+            return Err("`integrity` compares with a string: \"broken\" or a finding kind".into());
+        };
+        if !matches!(op, CmpOp::Eq | CmpOp::Ne) {
+            return Err("`integrity` compares with = or != only".into());
+        }
+        return v.parse::<strand_core::IntegrityFilter>().map(drop).map_err(|e| format!("`integrity`: {e}"));
+    }
     let ok = matches!(
         (field, value),
         (_, Static::Nil)

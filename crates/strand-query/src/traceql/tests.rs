@@ -91,6 +91,9 @@ fn errors_name_the_column_and_what_is_unsupported() {
         ("", 1, "expected a spanset filter"),
         ("{ \"x\" =~ \"y\" }", 3, "the left of `=~`"),
         ("{ } | avg(duration) > 1", 23, "a duration aggregate compares with a duration"),
+        ("{ integrity = 3 }", 3, "`integrity` compares with a string"),
+        ("{ integrity > \"broken\" }", 3, "`integrity` compares with = or != only"),
+        ("{ trace:integrity = \"shaky\" }", 3, "`integrity`: "),
         ("{ } | count() > 1s", 17, "this aggregate is a number"),
         ("{ .é = \"ü\" } | foo()", 16, "found `foo`"),
     ];
@@ -220,6 +223,9 @@ fn evaluation_follows_tempos_semantics() {
         ("{ duration > 10ms } | { status = error }", Some(&[3])),
         ("{ true }", Some(&[1, 2, 3, 4])),
         ("{ false }", None),
+        // Without the trace's integrity (analysis off, not settled), never.
+        (r#"{ integrity = "broken" }"#, None),
+        (r#"{ integrity != "broken" }"#, None),
     ];
     for (q, want) in cases {
         assert_eq!(matched(q).as_deref(), *want, "{q}");
