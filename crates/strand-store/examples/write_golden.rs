@@ -1,5 +1,6 @@
 //! Writes a golden data directory with today's formats, for `tests/golden_formats.rs`:
-//! fixture traces 1–3 in one block, fixture traces 4–5 in the WAL.
+//! fixture traces 1–3 in one block with trace 6, whose second span ends before it starts
+//! (since format version 3), fixture traces 4–5 in the WAL.
 //!
 //! ```sh
 //! cargo run -p strand-store --example write_golden -- crates/strand-store/tests/golden/vN
@@ -25,6 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for seed in 1..=3 {
             store.append(testdata::batch(seed, 3)).await?;
         }
+        store.append(testdata::skewed_batch(6, 3)).await?;
         store.flush().await?;
         for seed in 4..=5 {
             store.append(testdata::batch(seed, 2)).await?;

@@ -110,6 +110,16 @@ pub fn batch(seed: u8, spans: u8) -> SpanBatch {
     }
 }
 
+/// [`batch`] whose second span ends 5 µs before it starts (a client's clock stepped back):
+/// a block holding it is format version 3.
+pub fn skewed_batch(seed: u8, spans: u8) -> SpanBatch {
+    let mut b = batch(seed, spans);
+    if let Some(s) = b.resource_spans[0].scope_spans[0].spans.get_mut(1) {
+        s.end_time_unix_nano = s.start_time_unix_nano - 5_000;
+    }
+    b
+}
+
 /// A plain span for search tests: `id` and `parent` are small numbers, times in ns.
 pub fn span(trace: TraceId, id: u64, parent: Option<u64>, name: &str, start: u64, duration: u64) -> Span {
     let sid = |n: u64| SpanId((n + 1).to_be_bytes());

@@ -2,7 +2,8 @@
 //!
 //! `tests/golden/vN/` holds the bytes a release with format version N wrote (by
 //! `examples/write_golden.rs`): fixture traces 1–3 (three spans each) in one block and 4–5
-//! (two spans each) in the WAL. Every later binary must open each of them and read every
+//! (two spans each) in the WAL; since version 3 the block also holds trace 6, whose second
+//! span ends before it starts. Every later binary must open each of them and read every
 //! trace back unchanged; a file from a newer version than the binary is refused with an
 //! error naming the version, and nothing is moved or deleted.
 
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use strand_core::{StoredSpan, TraceQuery, TraceReader};
 use strand_store::fs::StdFs;
-use strand_store::testdata::{batch, trace_id};
+use strand_store::testdata::{batch, skewed_batch, trace_id};
 use strand_store::{Store, StoreConfig};
 
 fn golden(version: &str) -> std::path::PathBuf {
@@ -49,6 +50,10 @@ fn sorted(spans: u8, seed: u8) -> Vec<StoredSpan> {
 }
 
 async fn reads_back_whole(version: &str) {
+    reads_back_whole_with(version, false).await;
+}
+
+async fn reads_back_whole_with(version: &str, skewed: bool) {
     let (_dir, store) = open_copy(version);
     let store = store.unwrap_or_else(|e| panic!("golden {version} must open: {e}"));
     let stats = store.stats();
@@ -66,8 +71,14 @@ async fn reads_back_whole(version: &str) {
             .unwrap_or_else(|| panic!("{version}: trace {seed} missing"));
         assert_eq!(trace.spans, sorted(spans, seed), "{version}: trace {seed} reads back unchanged");
     }
+    if skewed {
+        let trace = store.get_trace(trace_id(6)).await.expect("read").expect("trace 6");
+        let mut want: Vec<_> = skewed_batch(6, 3).into_stored().collect();
+        want.sort_by_key(|s| (s.span.start_time_unix_nano, s.span.span_id));
+        assert_eq!(trace.spans, want, "{version}: a span ending before it starts keeps its times");
+    }
     let page = store.find_traces(TraceQuery::all(10)).await.expect("search");
-    assert_eq!(page.traces.len(), 5, "{version}: search finds block and WAL traces");
+    assert_eq!(page.traces.len(), 5 + usize::from(skewed), "{version}: search finds block and WAL traces");
     // Written again by this binary, the data still reads the same.
     store.flush().await.expect("flush");
     assert_eq!(store.get_trace(trace_id(4)).await.expect("read").expect("trace 4").spans, sorted(2, 4));
@@ -81,6 +92,11 @@ async fn version_1_data_directory_reads_back_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_2_data_directory_reads_back_whole() {
     reads_back_whole("v2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_3_data_directory_reads_back_whole() {
+    reads_back_whole_with("v3", true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -81,13 +81,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::FormatError;
 
-/// Newest version of the block layout described in the module docs: 2 is a block holding
-/// log records (`logs.parquet`; see [`crate::logs`]). A block without log records is still
-/// written as version 1, which strands without log support read; one with them is 2, so
-/// such a strand refuses the directory instead of compacting the records away.
-pub const FORMAT_VERSION: u32 = 2;
+/// Newest version of the block layout described in the module docs. Each version is
+/// written only by blocks that need it, so older strands read every block they can: 1 is
+/// spans only; 2 a block holding log records (`logs.parquet`; see [`crate::logs`]), which a
+/// strand without log support refuses instead of compacting the records away; 3 a block
+/// holding a span whose end precedes its start (its `spans.parquet` has the
+/// `end_before_start_unix_nano` column, so `duration_nano` is never negative).
+pub const FORMAT_VERSION: u32 = 3;
 /// Version of a block without log records.
 pub const SPANS_ONLY_VERSION: u32 = 1;
+/// Version of a block with log records.
+pub const LOGS_VERSION: u32 = 2;
+/// Version of a block with a span ending before it starts.
+pub const EARLY_END_VERSION: u32 = 3;
 
 /// Contents of `meta.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

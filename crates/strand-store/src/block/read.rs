@@ -19,7 +19,7 @@ use strand_core::{
 };
 
 use super::json::{attrs_from_json, events_from_json, links_from_json};
-use super::write::spans_schema;
+use super::write::{spans_schema, spans_schema_early_end};
 use super::{BlockMeta, FORMAT_VERSION, guard};
 use crate::cache::{BlockCache, BlockFilters, FILTER_FILE, Part, TraceFilter};
 use crate::error::FormatError;
@@ -319,7 +319,8 @@ impl Block {
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
         let footer = guard(|| Ok(ArrowReaderMetadata::load(&spans, options)?))
             .map_err(|e| e.corrupt_at(spans_path.display()))?;
-        if footer.schema().fields() != spans_schema().fields() {
+        let fields = footer.schema().fields();
+        if fields != spans_schema().fields() && fields != spans_schema_early_end().fields() {
             return Err(corrupt(&spans_path, "unexpected schema"));
         }
         let rows = footer.metadata().file_metadata().num_rows();
@@ -735,6 +736,11 @@ impl RowDecoder {
         let dropped_events = u32c(23)?;
         let links = s(24)?;
         let dropped_links = u32c(25)?;
+        // Blocks of version 3 may end with the end times of spans ending before they start.
+        let early_end = match b.num_columns() {
+            26 => None,
+            _ => Some(b.column(26).as_primitive_opt::<UInt64Type>().ok_or_else(|| bad(26, "uint64"))?),
+        };
         for i in 0..b.num_rows() {
             let (resource, scope) = self.parts.get(&parts, i)?;
             let id_err = |e: strand_core::IdError| FormatError::invalid(e.to_string());
@@ -752,7 +758,10 @@ impl RowDecoder {
                 name: name.value(i).to_owned(),
                 kind: SpanKind::from_i32(i32::from(kind.value(i))),
                 start_time_unix_nano: start_ns,
-                end_time_unix_nano: start_ns.wrapping_add(duration.value(i) as u64),
+                end_time_unix_nano: match early_end {
+                    Some(c) if !c.is_null(i) => c.value(i),
+                    _ => start_ns.wrapping_add(duration.value(i) as u64),
+                },
                 attributes: attrs_from_json((!attrs.is_null(i)).then(|| attrs.value(i)))?,
                 dropped_attributes_count: dropped_attrs.value(i),
                 events: events_from_json((!events.is_null(i)).then(|| events.value(i)))?,

@@ -18,7 +18,7 @@ use parquet::schema::types::ColumnPath;
 use strand_core::{Resource, Scope, Span, SpanBatch, StatusCode, StoredSpan};
 
 use super::json::{attrs_to_json, write_attrs, write_events, write_links};
-use super::{BlockMeta, FileChecksum, SPANS_ONLY_VERSION};
+use super::{BlockMeta, EARLY_END_VERSION, FileChecksum, SPANS_ONLY_VERSION};
 use crate::error::FormatError;
 
 /// Rows per data page: small pages make a trace lookup read little.
@@ -73,6 +73,18 @@ pub(crate) fn spans_schema() -> Schema {
         u32f("dropped_links_count"),
     ])
 }
+
+/// The spans schema of a block holding a span whose end precedes its start: the same
+/// columns, then that span's end time (null on every other row). `duration_nano` is 0 on
+/// such a row, so it is never negative.
+pub(crate) fn spans_schema_early_end() -> Schema {
+    let mut fields: Vec<Field> = spans_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(EARLY_END_COLUMN, DataType::UInt64, true));
+    Schema::new(fields)
+}
+
+/// The column holding the end time of a span that ends before it starts.
+pub(crate) const EARLY_END_COLUMN: &str = "end_before_start_unix_nano";
 
 pub(crate) fn traces_schema() -> Schema {
     Schema::new(vec![
@@ -402,6 +414,9 @@ pub struct BlockBuilder {
     dropped_events: UInt32Builder,
     links: StringBuilder,
     dropped_links: UInt32Builder,
+    /// End times of spans ending before they start (null for the rest).
+    early_end: UInt64Builder,
+    has_early_end: bool,
     keys: Vec<SortKey>,
     max_end: u64,
 }
@@ -434,6 +449,8 @@ impl BlockBuilder {
             dropped_events: UInt32Builder::new(),
             links: StringBuilder::new(),
             dropped_links: UInt32Builder::new(),
+            early_end: UInt64Builder::new(),
+            has_early_end: false,
             keys: Vec::new(),
             max_end: 0,
         }
@@ -497,7 +514,15 @@ impl BlockBuilder {
         self.name.push_value(&sp.name)?;
         self.kind.append_value(sp.kind as i8);
         self.start.append_value(sp.start_time_unix_nano);
-        self.duration.append_value(sp.end_time_unix_nano.wrapping_sub(sp.start_time_unix_nano) as i64);
+        // A span ending before it starts keeps its end apart; its duration is 0.
+        let (start, end) = (sp.start_time_unix_nano, sp.end_time_unix_nano);
+        if end < start {
+            self.early_end.append_value(end);
+            self.has_early_end = true;
+        } else {
+            self.early_end.append_null();
+        }
+        self.duration.append_value(end.saturating_sub(start).min(i64::MAX as u64) as i64);
         self.status_code.append_value(sp.status.code as i8);
         self.status_message.push_value(&sp.status.message)?;
         self.origin.push(res, scope);
@@ -542,8 +567,13 @@ impl BlockBuilder {
             Arc::new(self.links.finish()),
             Arc::new(self.dropped_links.finish()),
         ]);
-        let appended =
-            RecordBatch::try_new(Arc::new(dictionary_schema(&spans_schema(), DICT_COLUMNS)), columns)?;
+        let schema = if self.has_early_end {
+            columns.push(Arc::new(self.early_end.finish()));
+            spans_schema_early_end()
+        } else {
+            spans_schema()
+        };
+        let appended = RecordBatch::try_new(Arc::new(dictionary_schema(&schema, DICT_COLUMNS)), columns)?;
         let summaries = Summaries::from_order(&appended, self.keys.iter().map(|k| k.3 as usize))?;
         let trace_count = summaries.list.len() as u64;
         let order: Vec<u32> = self.keys.iter().map(|k| k.3).collect();
@@ -551,7 +581,7 @@ impl BlockBuilder {
         let traces_bytes = summaries.encode()?;
         let hex = |t: u128| strand_core::TraceId(t.to_be_bytes()).to_hex();
         let meta = BlockMeta {
-            format_version: SPANS_ONLY_VERSION,
+            format_version: if self.has_early_end { EARLY_END_VERSION } else { SPANS_ONLY_VERSION },
             id,
             span_count: self.keys.len() as u64,
             trace_count,

@@ -203,7 +203,7 @@ pub(super) fn write_block(
     .encode();
     encoded.meta.files.push(FileChecksum::of(FILTER_FILE, &filters));
     if let Some(l) = &logs {
-        encoded.meta.format_version = crate::block::FORMAT_VERSION;
+        encoded.meta.format_version = encoded.meta.format_version.max(crate::block::LOGS_VERSION);
         encoded.meta.log_count = l.count;
         (encoded.meta.min_log_time_unix_nano, encoded.meta.max_log_time_unix_nano) = l.time_range;
         encoded.meta.files.push(FileChecksum::of(LOGS_FILE, &l.logs));
