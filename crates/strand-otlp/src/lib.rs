@@ -18,6 +18,7 @@ use strand_core::{
 
 pub use opentelemetry_proto::tonic as proto;
 
+pub mod json_ids;
 pub mod logs;
 
 /// How deeply arrays and key-value lists may nest before a value is rejected; guards the

@@ -161,8 +161,13 @@ pub fn trace_to_jaeger_with(trace: &Trace, integrity: Option<&Integrity>, record
             OtelStatus::Ok => t.push(tag("otel.status_code", &AnyValue::String("OK".into()))),
             OtelStatus::Error => {
                 t.push(tag("otel.status_code", &AnyValue::String("ERROR".into())));
-                // A span from Zipkin keeps its own `error` tag (among the attributes above).
-                if strand_core::find_attr(&span.attributes, "error").is_none() {
+                // The Jaeger UI marks a span red by `error` = true: added unless an `error`
+                // attribute (a Zipkin span's message) already says so.
+                let says_true =
+                    matches!(strand_core::find_attr(&span.attributes, "error"), Some(AnyValue::Bool(true)))
+                        || strand_core::find_attr(&span.attributes, "error").and_then(AnyValue::as_str)
+                            == Some("true");
+                if !says_true {
                     t.push(tag("error", &AnyValue::Bool(true)));
                 }
             }
@@ -291,9 +296,8 @@ pub const MAX_TRANSFORM_BYTES: usize = 16 << 20;
 /// `ExportTraceServiceRequest`), answered as Jaeger UI traces without storing anything.
 /// Spans with invalid ids are left out and counted in `warnings`.
 pub(crate) async fn transform(body: axum::body::Bytes) -> Result<Response, JaegerError> {
-    let req: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest =
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid OTLP/JSON: {e}")))?;
-    let (batch, rejections) = strand_otlp::from_request(req);
+    let (batch, rejections) = strand_otlp::json_ids::traces_from_json(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid OTLP/JSON: {e}")))?;
     let mut by_trace: std::collections::BTreeMap<TraceId, Vec<strand_core::StoredSpan>> = Default::default();
     for s in batch.into_stored() {
         by_trace.entry(s.span.trace_id).or_default().push(s);

@@ -209,12 +209,11 @@ pub fn router(
         .route("/api/search/tag/{name}/values", get(tempo::search_tag_values))
         .route("/api/v2/search/tag/{name}/values", get(tempo::search_tag_values_v2))
         .with_state(QueryState { reader, limits, integrity, logs })
-        .layer(axum::middleware::from_fn(pretty_print))
 }
 
-/// `prettyPrint=true` (Jaeger's query parameter, honoured on every query API): a JSON answer
-/// is indented.
-async fn pretty_print(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+/// `prettyPrint=true` (Jaeger's query parameter): a JSON answer is indented. A middleware
+/// (`axum::middleware::from_fn`) for the whole query port, so every API's answers honour it.
+pub async fn pretty_print(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let wanted = request
         .uri()
         .query()

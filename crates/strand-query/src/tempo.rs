@@ -307,6 +307,9 @@ fn summary_json(t: &TraceSummary) -> Value {
 /// Traces a TraceQL search reads from the store for one answer at most: past this the
 /// answer says how many it inspected and that the search stopped early.
 pub const TRACEQL_SCAN_BUDGET: usize = 5_000;
+/// Pages of candidates one TraceQL search asks the store for at most (each page is a search
+/// of its own, with its own budget).
+const MAX_ROUNDS: usize = 100;
 /// Matching traces whose spans a tag listing with a `q=` filter reads for names and values.
 const TAG_TRACES: usize = 100;
 /// Spans shown per spanset when `spss` is not given (Tempo's default).
@@ -394,7 +397,7 @@ async fn run_traceql(
         stopped_early: false,
         store_warnings: Vec::new(),
     };
-    let mut matched = 0;
+    let (mut matched, mut rounds) = (0, 0);
     loop {
         let mut page = match integrity_filter {
             Some(f) => crate::integrity::search(st, q.clone(), Some(f)).await?,
@@ -418,8 +421,17 @@ async fn run_traceql(
                 }
             }
         }
+        rounds += 1;
         match page.next_cursor {
-            Some(c) if run.inspected_traces < TRACEQL_SCAN_BUDGET => q.cursor = Some(c),
+            // A page that came back empty with a cursor is a search that spent its own
+            // budget (an integrity search's): stop rather than page through the index.
+            Some(c)
+                if run.inspected_traces < TRACEQL_SCAN_BUDGET
+                    && rounds < MAX_ROUNDS
+                    && !page.traces.is_empty() =>
+            {
+                q.cursor = Some(c)
+            }
             Some(_) => {
                 run.stopped_early = true;
                 return Ok(run);

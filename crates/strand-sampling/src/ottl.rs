@@ -742,7 +742,8 @@ fn compare(l: &Val, op: Op, r: &Val) -> bool {
     use Val::*;
     use std::cmp::Ordering;
     let ord: Option<Ordering> = match (l, r) {
-        (Nil, Nil) => Some(Ordering::Equal),
+        // nil equals nil, and is neither less nor greater.
+        (Nil, Nil) => return op == Op::Eq,
         (Str(a), Str(b)) => Some(a.cmp(b)),
         (Int(a), Int(b)) | (Time(a), Time(b)) | (Duration(a), Duration(b)) => Some(a.cmp(b)),
         (Int(a), Float(b)) => (*a as f64).partial_cmp(b),

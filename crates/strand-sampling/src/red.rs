@@ -133,10 +133,6 @@ impl Totals {
 /// Totals per (service, operation, kind), statuses merged.
 type OperationTotals = HashMap<(Arc<str>, Arc<str>, SpanKind), Totals>;
 
-/// No totals: before counting started.
-static EMPTY_TOTALS: std::sync::LazyLock<OperationTotals> =
-    std::sync::LazyLock::new(OperationTotals::default);
-
 /// What [`RedMetrics::series`] is asked.
 #[derive(Debug, Clone)]
 pub struct SeriesQuery<'a> {
@@ -458,15 +454,22 @@ impl RedMetrics {
         let truncated = st.history.len() > HISTORY_MINUTES;
         // Totals up to the end of the minute holding `t`: the first snapshot taken after it
         // (a minute without a snapshot had no events until the next one), else the current.
-        let at = |t: u64| -> Option<&OperationTotals> {
+        // Where the totals at `t` are (see above): nothing yet, a snapshot, or the current.
+        #[derive(Clone, Copy, PartialEq, Eq, Hash)]
+        enum Source {
+            Empty,
+            Snapshot(usize),
+            Current,
+        }
+        let source_at = |t: u64| -> Option<Source> {
             if t < st.started {
-                return Some(&EMPTY_TOTALS);
+                return Some(Source::Empty);
             }
-            let next = t / MINUTE * MINUTE + MINUTE;
+            let next = (t / MINUTE * MINUTE).saturating_add(MINUTE);
             if truncated && next < oldest {
                 return None;
             }
-            Some(st.history.iter().find(|(s, _)| *s >= next).map_or(&current, |(_, snap)| snap))
+            Some(st.history.iter().position(|(s, _)| *s >= next).map_or(Source::Current, Source::Snapshot))
         };
         let group = |totals: &OperationTotals| -> BTreeMap<(String, Option<String>), Totals> {
             let mut out: BTreeMap<(String, Option<String>), Totals> = BTreeMap::new();
@@ -481,16 +484,33 @@ impl RedMetrics {
             }
             out
         };
-        let mut series: BTreeMap<(String, Option<String>), Vec<RedPoint>> = BTreeMap::new();
+        // Each source is grouped once (many points share one), under the lock; the rest is
+        // done after it, so receivers wait for as little as possible.
+        let mut grouped: HashMap<Source, BTreeMap<(String, Option<String>), Totals>> = HashMap::default();
+        let mut pairs = Vec::with_capacity(q.points.len());
         for &t in q.points {
-            let (Some(end), Some(start)) = (at(t), at(t.saturating_sub(q.window))) else { continue };
-            let (end, start) = (group(end), group(start));
+            let (Some(end), Some(start)) = (source_at(t), source_at(t.saturating_sub(q.window))) else {
+                continue;
+            };
+            for src in [end, start] {
+                grouped.entry(src).or_insert_with(|| match src {
+                    Source::Empty => BTreeMap::new(),
+                    Source::Snapshot(i) => group(&st.history[i].1),
+                    Source::Current => group(&current),
+                });
+            }
+            pairs.push((t, end, start));
+        }
+        drop(st);
+        let mut series: BTreeMap<(String, Option<String>), Vec<RedPoint>> = BTreeMap::new();
+        for (t, end, start) in pairs {
+            let (Some(end), Some(start)) = (grouped.get(&end), grouped.get(&start)) else { continue };
             for (key, total) in end {
-                let d = match start.get(&key) {
+                let d = match start.get(key) {
                     Some(earlier) => total.minus(earlier),
-                    None => total,
+                    None => total.clone(),
                 };
-                series.entry(key).or_default().push(RedPoint {
+                series.entry(key.clone()).or_default().push(RedPoint {
                     at: t,
                     requests: d.count,
                     errors: d.errors,

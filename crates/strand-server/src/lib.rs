@@ -339,6 +339,7 @@ pub async fn run(
         if cfg.query.ui_enabled {
             app = app.merge(ui::router(cfg.query.ui_dir.clone()));
         }
+        app = app.layer(axum::middleware::from_fn(strand_query::pretty_print));
         if cfg.query.compression {
             app = app.layer(axum::middleware::from_fn(compress::compress));
         }

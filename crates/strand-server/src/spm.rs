@@ -91,7 +91,8 @@ fn answer(pipeline: &Pipeline, kind: &str, raw: Option<&str>, now: u64) -> Resul
         }
     };
     let now_ms = now / 1_000_000;
-    let end = u64_param("endTs")?.unwrap_or(now_ms);
+    // Points past now count what there is now.
+    let end = u64_param("endTs")?.unwrap_or(now_ms).min(now_ms);
     let lookback = u64_param("lookback")?.unwrap_or(MAX_LOOKBACK_MS).min(MAX_LOOKBACK_MS);
     let step = u64_param("step")?.unwrap_or(MINUTE_MS).max(MINUTE_MS).max(lookback / MAX_POINTS);
     let rate_per = u64_param("ratePer")?.unwrap_or(10 * MINUTE_MS).max(MINUTE_MS);

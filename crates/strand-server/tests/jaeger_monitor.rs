@@ -37,6 +37,8 @@ async fn the_monitor_tab_reads_rates_errors_and_latencies() {
     }
     let (status, step) = get(&server, "/api/metrics/minstep").await;
     assert_eq!((status, &step["data"]), (200, &json!(60000)));
+    let pretty = reqwest::get(server.query("/api/metrics/minstep?prettyPrint=true")).await.expect("get");
+    assert!(pretty.text().await.expect("text").starts_with("{\n  "), "prettyPrint holds here too");
 
     // Six submissions: six gateway server spans (one failing), six data-service ones.
     let window = "lookback=3600000&step=60000&ratePer=600000";
@@ -73,6 +75,12 @@ async fn the_monitor_tab_reads_rates_errors_and_latencies() {
     // The user-service call takes 12 ms: its 95th percentile is in the 10–50 ms bucket.
     let p95 = last(&latencies, labels[0].clone());
     assert!((10.0..=50.0).contains(&p95), "p95 {p95} ms");
+
+    // An end far in the future counts what there is now (no overflow).
+    let (status, far) =
+        get(&server, &format!("/api/metrics/calls?service=gateway&endTs={}&{window}", u64::MAX / 2)).await;
+    assert_eq!(status, 200, "{far}");
+    assert_eq!(last(&far, json!([{ "name": "service_name", "value": "gateway" }])), 6.0 / 600.0);
 
     for (path, status, says) in [
         ("/api/metrics/calls", 400, "at least one service"),

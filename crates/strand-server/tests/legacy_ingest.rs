@@ -277,6 +277,23 @@ async fn jaeger_http_udp_and_zipkin_proto_payloads_are_stored() {
     assert_eq!(status, 202);
     let spans = native_trace(&server, "5eed0000000000000000000000000003", 3).await;
     assert_eq!(span(&spans, "render").1["status"]["code"], 1);
+    // Zipkin's `error` tag stays an attribute with its message, and the Jaeger JSON still
+    // marks the span as an error the way the Jaeger UI reads it.
+    let (_, jaeger_json) = get_json(&server.query("/api/traces/5eed0000000000000000000000000003")).await;
+    let client = jaeger_json["data"][0]["spans"]
+        .as_array()
+        .expect("spans")
+        .iter()
+        .find(|s| s["operationName"] == "GET user-service")
+        .expect("the client span");
+    let errors: Vec<&serde_json::Value> = client["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .filter(|t| t["key"] == "error")
+        .map(|t| &t["value"])
+        .collect();
+    assert_eq!(errors, vec![&serde_json::json!("upstream failed"), &serde_json::json!(true)], "{client}");
 
     // A garbage datagram is counted, not fatal; a compact datagram on the binary port is
     // garbage there.

@@ -141,6 +141,16 @@ async fn every_api_answers_in_its_own_shape() {
     assert_eq!(ui["data"][0]["processes"].as_object().map(|p| p.len()), Some(2));
     let (status, _) = get(&server, "/api/traces/0000000000000def").await;
     assert_eq!(status, 404, "an upload is not stored");
+    // A span whose id is not hex is left out and said so; the rest converts.
+    let mut with_bad: Value =
+        serde_json::from_slice(&two_service_trace(upload, now - 60_000_000_000)).expect("json");
+    with_bad["resourceSpans"][1]["scopeSpans"][0]["spans"][0]["spanId"] = json!("zz");
+    let resp =
+        client.post(server.query("/api/transform")).body(with_bad.to_string()).send().await.expect("post");
+    assert_eq!(resp.status(), 200);
+    let ui: Value = resp.json().await.expect("json");
+    assert_eq!(ui["data"][0]["spans"].as_array().map(Vec::len), Some(1), "{ui}");
+    assert!(ui["warnings"][0].as_str().is_some_and(|w| w.contains("spanId `zz` is not hex")), "{ui}");
     let resp = client
         .post(server.query("/api/transform"))
         .body("{\"resourceSpans\": 7}")

@@ -5,7 +5,6 @@
 
 pub mod grpc;
 pub mod http;
-mod json_ids;
 
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
@@ -14,7 +13,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use strand_core::{LogBatch, SpanBatch};
-use strand_otlp::Rejections;
+use strand_otlp::{Rejections, json_ids};
 
 use crate::{IngestError, Protocol, Receiver};
 
@@ -107,12 +106,9 @@ impl Signal for Logs {
                 IngestError::BadRequest(format!("invalid protobuf ExportLogsServiceRequest: {e}"))
             })?,
             Format::Json => {
-                let (req, marked) = json_ids::decode(body, &json_ids::LOG_RECORDS).map_err(|e| {
+                return json_ids::logs_from_json(body).map_err(|e| {
                     IngestError::BadRequest(format!("invalid OTLP/JSON ExportLogsServiceRequest: {e}"))
-                })?;
-                let (batch, mut rejections) = strand_otlp::logs::from_request(req);
-                json_ids::explain(&mut rejections, &marked);
-                return Ok((batch, rejections));
+                });
             }
         };
         Ok(strand_otlp::logs::from_request(req))
@@ -146,12 +142,9 @@ pub fn decode(format: Format, body: &[u8]) -> Result<(SpanBatch, Rejections), In
             IngestError::BadRequest(format!("invalid protobuf ExportTraceServiceRequest: {e}"))
         })?,
         Format::Json => {
-            let (req, marked) = json_ids::decode(body, &json_ids::SPANS).map_err(|e| {
+            return json_ids::traces_from_json(body).map_err(|e| {
                 IngestError::BadRequest(format!("invalid OTLP/JSON ExportTraceServiceRequest: {e}"))
-            })?;
-            let (batch, mut rejections) = strand_otlp::from_request(req);
-            json_ids::explain(&mut rejections, &marked);
-            return Ok((batch, rejections));
+            });
         }
     };
     Ok(strand_otlp::from_request(req))

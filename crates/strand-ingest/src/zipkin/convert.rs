@@ -283,13 +283,16 @@ fn status(tags: &mut Vec<KeyValue>) -> Status {
         };
         status.message = take(tags, "otel.status_description").unwrap_or_default();
     }
-    // The `error` tag sets the status and stays an attribute, as the collector's Zipkin
-    // receiver keeps it (its text is often the only error message).
-    if let Some(tag) = tags.iter().find(|kv| kv.key == "error" && kv.value.as_str() != Some("false")) {
-        let message = match &tag.value {
+    // The `error` tag sets the status; unless it only says `true`, it stays an attribute,
+    // as the collector's Zipkin receiver keeps it (its text is often the only message).
+    if let Some(at) = tags.iter().position(|kv| kv.key == "error" && kv.value.as_str() != Some("false")) {
+        let message = match &tags[at].value {
             AnyValue::String(s) if !s.is_empty() && s != "true" => s.clone(),
             _ => String::new(),
         };
+        if tags[at].value.as_str() == Some("true") {
+            tags.remove(at);
+        }
         if status.message.is_empty() {
             status.message = message;
         }

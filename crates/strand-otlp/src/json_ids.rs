@@ -5,12 +5,14 @@
 //! at the same position as any other invalid span — and the request decodes; the rejection
 //! message then says which id was not hex.
 
+use crate::Rejections;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use strand_otlp::Rejections;
 
 /// How a request names its lists, and what its items are called in rejection messages.
-pub(crate) struct Shape {
+pub struct Shape {
     /// `resourceSpans` / `resourceLogs`.
     resources: &'static str,
     /// `scopeSpans` / `scopeLogs`.
@@ -24,7 +26,7 @@ pub(crate) struct Shape {
 }
 
 /// Spans: their trace, span and parent ids and their links' ids.
-pub(crate) const SPANS: Shape = Shape {
+pub const SPANS: Shape = Shape {
     resources: "resourceSpans",
     scopes: "scopeSpans",
     items: "spans",
@@ -32,7 +34,7 @@ pub(crate) const SPANS: Shape = Shape {
     links: true,
 };
 /// Log records: their trace and span ids.
-pub(crate) const LOG_RECORDS: Shape = Shape {
+pub const LOG_RECORDS: Shape = Shape {
     resources: "resourceLogs",
     scopes: "scopeLogs",
     items: "logRecords",
@@ -42,14 +44,11 @@ pub(crate) const LOG_RECORDS: Shape = Shape {
 
 /// Messages for items marked invalid: conversion's message prefix for the item, and what to
 /// say instead.
-pub(crate) type Marked = Vec<(String, String)>;
+pub type Marked = Vec<(String, String)>;
 
 /// Decodes `body` as `T`; when that fails, marks the items whose ids are not hex and
 /// decodes again. The error of the first attempt stands when nothing was marked.
-pub(crate) fn decode<T: DeserializeOwned>(
-    body: &[u8],
-    shape: &Shape,
-) -> Result<(T, Marked), serde_json::Error> {
+pub fn decode<T: DeserializeOwned>(body: &[u8], shape: &Shape) -> Result<(T, Marked), serde_json::Error> {
     let first = match serde_json::from_slice(body) {
         Ok(v) => return Ok((v, Vec::new())),
         Err(e) => e,
@@ -62,8 +61,26 @@ pub(crate) fn decode<T: DeserializeOwned>(
     Ok((serde_json::from_value(value)?, marked))
 }
 
+/// Decodes an OTLP/JSON `ExportTraceServiceRequest` (or `TracesData`) and converts it,
+/// rejecting spans with invalid ids one by one, ids that are not hex included.
+pub fn traces_from_json(body: &[u8]) -> Result<(strand_core::SpanBatch, Rejections), serde_json::Error> {
+    let (req, marked) = decode::<ExportTraceServiceRequest>(body, &SPANS)?;
+    let (batch, mut rejections) = crate::from_request(req);
+    explain(&mut rejections, &marked);
+    Ok((batch, rejections))
+}
+
+/// Decodes an OTLP/JSON `ExportLogsServiceRequest` and converts it, rejecting log records
+/// with invalid ids one by one, ids that are not hex included.
+pub fn logs_from_json(body: &[u8]) -> Result<(strand_core::LogBatch, Rejections), serde_json::Error> {
+    let (req, marked) = decode::<ExportLogsServiceRequest>(body, &LOG_RECORDS)?;
+    let (batch, mut rejections) = crate::logs::from_request(req);
+    explain(&mut rejections, &marked);
+    Ok((batch, rejections))
+}
+
 /// Puts the "not hex" messages in place of conversion's messages for the marked items.
-pub(crate) fn explain(rejections: &mut Rejections, marked: &Marked) {
+pub fn explain(rejections: &mut Rejections, marked: &Marked) {
     for msg in &mut rejections.messages {
         if let Some((_, why)) = marked.iter().find(|(prefix, _)| msg.starts_with(prefix.as_str())) {
             msg.clone_from(why);
@@ -130,7 +147,6 @@ fn items_mut<'a>(v: &'a mut Value, key: &str) -> impl Iterator<Item = &'a mut Va
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
     #[test]
     fn a_span_with_a_bad_id_is_rejected_in_place_and_the_rest_decodes() {
@@ -145,7 +161,7 @@ mod tests {
         let (req, marked) =
             decode::<ExportTraceServiceRequest>(&serde_json::to_vec(&body).expect("json"), &SPANS)
                 .expect("decodes");
-        let (batch, mut rejections) = strand_otlp::from_request(req);
+        let (batch, mut rejections) = crate::from_request(req);
         explain(&mut rejections, &marked);
         let names: Vec<String> = batch.into_stored().map(|s| s.span.name).collect();
         assert_eq!(names, vec!["good"]);
