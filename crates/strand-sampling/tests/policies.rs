@@ -147,6 +147,26 @@ policies:
 "#;
     assert!(!keeps(inverted_and_always, &route("/health")));
     assert!(keeps(inverted_and_always, &route("/orders")));
+    // Inside `and` (or `drop`, `composite`) an inverted non-match is only "not sampled": the
+    // veto holds at the top level alone, as the collector's decision order says.
+    let nested = r#"
+policies:
+  - { name: everything, type: always_sample }
+  - name: not-health-and-slow
+    type: and
+    and:
+      and_sub_policy:
+        - { name: not-health, type: string_attribute, string_attribute: { key: http.route, values: [/health], invert_match: true } }
+        - { name: slow, type: latency, latency: { threshold_ms: 0 } }
+"#;
+    assert!(keeps(nested, &route("/health")), "the nested inversion vetoes nothing");
+    let verdict = decide(&mut policies(nested), &route("/health"));
+    assert_eq!(verdict.policies.iter().map(|p| p.to_string()).collect::<Vec<_>>(), vec!["everything"]);
+    let verdict = decide(&mut policies(nested), &route("/orders"));
+    assert_eq!(
+        verdict.policies.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        vec!["everything", "not-health-and-slow"]
+    );
 }
 
 #[test]
