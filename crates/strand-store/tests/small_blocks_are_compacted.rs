@@ -155,3 +155,67 @@ async fn a_block_written_during_a_merge_counts_as_newer_than_the_merge() {
     assert_eq!(store.snapshot().blocks, 1, "the merged block and the one written meanwhile merged");
     assert_eq!(root(&store), "op-0", "so does compaction");
 }
+
+/// The largest span text column (attribute, event or link JSON, decoded) of a block's
+/// spans.parquet, from its footer.
+fn text_bytes(block: &std::path::Path) -> u64 {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(std::fs::File::open(block.join("spans.parquet")).expect("spans"))
+        .expect("parquet");
+    let md = reader.metadata();
+    let schema = md.file_metadata().schema_descr();
+    (0..schema.num_columns())
+        .filter(|&c| matches!(schema.column(c).name(), "attributes" | "events" | "links"))
+        .map(|c| {
+            md.row_groups()
+                .iter()
+                .map(|rg| rg.column(c).unencoded_byte_array_data_bytes().unwrap_or(0) as u64)
+                .sum()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// A merge stops at `compaction_max_text_bytes` of span text, whatever the row target: big
+/// events (stack traces) would otherwise overflow a column of the merged block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_stops_at_the_text_budget() {
+    let blocks = |dir: &std::path::Path| {
+        let mut v: Vec<_> =
+            std::fs::read_dir(dir.join("blocks")).expect("dir").map(|e| e.expect("entry").path()).collect();
+        v.sort();
+        v
+    };
+    let fill = |cfg: StoreConfig| async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(Arc::new(StdFs), dir.path(), cfg).expect("open");
+        for seed in 0..4 {
+            store.append(batch(seed, 5)).await.expect("write");
+            store.flush().await.expect("flush");
+        }
+        (dir, store)
+    };
+    // Measure one block's text, then allow a little over two of them.
+    let (probe, _store) = fill(StoreConfig::default()).await;
+    let one = blocks(probe.path()).iter().map(|b| text_bytes(b)).max().expect("a block");
+    assert!(one > 0);
+    let cfg = StoreConfig {
+        compaction_target_spans: 1000,
+        compaction_max_text_bytes: 2 * one + one / 2,
+        ..StoreConfig::default()
+    };
+    let (dir, store) = fill(cfg.clone()).await;
+    TraceStore::maintain(&store).await.expect("maintain");
+    let after = blocks(dir.path());
+    assert_eq!(after.len(), 3, "two merged, two left: {after:?}");
+    for b in &after {
+        assert!(text_bytes(b) <= cfg.compaction_max_text_bytes, "{b:?}: {}", text_bytes(b));
+    }
+    for seed in 0..4 {
+        assert_eq!(store.get_trace_blocking(trace_id(seed)).expect("read").expect("trace").spans.len(), 5);
+    }
+    // A budget under one block's text: nothing merges (each is left as it is).
+    let (dir, store) = fill(StoreConfig { compaction_max_text_bytes: one / 2, ..cfg }).await;
+    TraceStore::maintain(&store).await.expect("maintain");
+    assert_eq!(blocks(dir.path()).len(), 4);
+}

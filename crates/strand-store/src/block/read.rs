@@ -406,6 +406,29 @@ impl Block {
         BlockFilters { spans: self.filter.clone(), logs: self.logs.as_ref().map(|l| l.filter().clone()) }
     }
 
+    /// Bytes of the largest span text column (attribute, event or link JSON) as decoded:
+    /// what merging the block adds to that column of a compaction's result. From the
+    /// Parquet footer (each column chunk's unencoded byte-array size, else its uncompressed
+    /// size).
+    pub fn span_text_bytes(&self) -> u64 {
+        let md = self.footer.metadata();
+        let schema = md.file_metadata().schema_descr();
+        (0..schema.num_columns())
+            .filter(|&c| matches!(schema.column(c).name(), "attributes" | "events" | "links"))
+            .map(|c| {
+                md.row_groups()
+                    .iter()
+                    .map(|rg| {
+                        let chunk = rg.column(c);
+                        chunk.unencoded_byte_array_data_bytes().unwrap_or(chunk.uncompressed_size()).max(0)
+                            as u64
+                    })
+                    .sum::<u64>()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Whether every file of the block was checked against its checksum (or written by
     /// this process); see [`Verify`].
     pub fn verified(&self) -> bool {

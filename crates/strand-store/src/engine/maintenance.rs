@@ -129,16 +129,27 @@ pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
         let mut total = 0;
         let rows = |b: &Block| b.meta.span_count + b.meta.log_count;
         let log_bytes = |b: &Block| b.logs.as_ref().map_or(0, |l| l.disk_bytes);
-        let mut total_log_bytes = 0;
+        let (mut total_log_bytes, mut total_text) = (0, 0);
+        let max_text = inner.cfg.compaction_max_text_bytes;
         // A block not yet verified is not read whole before the scrub has checked it.
         for b in st.blocks.iter().filter(|b| rows(b) < target / 2 && b.verified()) {
             // Log text compresses about 5 to 10 times: bounding the merged log files keeps
-            // each of the merge's string columns well under what one block may hold.
-            if total + rows(b) > target || total_log_bytes + log_bytes(b) > MAX_MERGED_LOG_BYTES {
+            // each of the merge's string columns well under what one block may hold; span
+            // text is bounded by its decoded size, which the Parquet footers give.
+            let text = b.span_text_bytes();
+            if total + rows(b) > target
+                || total_log_bytes + log_bytes(b) > MAX_MERGED_LOG_BYTES
+                || total_text + text > max_text
+            {
+                if run.is_empty() {
+                    // Too big to merge with anything: the run starts after it.
+                    continue;
+                }
                 break;
             }
             total += rows(b);
             total_log_bytes += log_bytes(b);
+            total_text += text;
             run.push(b.clone());
         }
         run

@@ -97,6 +97,10 @@ pub struct StoreConfig {
     /// Blocks under half this many rows (spans and log records) are merged, up to this
     /// many rows.
     pub compaction_target_spans: u64,
+    /// Most bytes of span text (attribute, event or link JSON, as decoded) one compaction
+    /// puts in one column of its block: Arrow string columns hold at most 2 GiB, and
+    /// spans with large events (stack traces) reach it long before the row target.
+    pub compaction_max_text_bytes: u64,
     /// Writes that may wait for the WAL before new ones are refused as overloaded.
     pub max_pending_writes: usize,
     /// How often compaction and retention run.
@@ -124,6 +128,7 @@ impl Default for StoreConfig {
             max_disk_bytes: None,
             max_unwritten_bytes: DEFAULT_MAX_UNWRITTEN_BYTES,
             compaction_target_spans: 1_000_000,
+            compaction_max_text_bytes: 512 << 20,
             max_pending_writes: 1024,
             maintenance_interval: Duration::from_secs(60),
             clock: Arc::new(SystemClock),
