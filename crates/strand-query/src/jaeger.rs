@@ -295,7 +295,22 @@ pub const MAX_TRANSFORM_BYTES: usize = 16 << 20;
 /// `POST /api/transform`: the Jaeger UI's upload of an OTLP/JSON file (`TracesData` /
 /// `ExportTraceServiceRequest`), answered as Jaeger UI traces without storing anything.
 /// Spans with invalid ids are left out and counted in `warnings`.
-pub(crate) async fn transform(body: axum::body::Bytes) -> Result<Response, JaegerError> {
+pub(crate) async fn transform(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, JaegerError> {
+    let body = match body {
+        Ok(b) => b,
+        // Over the size limit (413) or unreadable: said in Jaeger's envelope.
+        Err(e) => {
+            let msg = match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => {
+                    format!("the OTLP/JSON file is over {MAX_TRANSFORM_BYTES} bytes")
+                }
+                _ => format!("cannot read the request body: {e}"),
+            };
+            return Ok(JaegerShape::response(e.status(), msg));
+        }
+    };
     let (batch, rejections) = strand_otlp::json_ids::traces_from_json(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid OTLP/JSON: {e}")))?;
     let mut by_trace: std::collections::BTreeMap<TraceId, Vec<strand_core::StoredSpan>> = Default::default();

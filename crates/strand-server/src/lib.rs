@@ -303,20 +303,15 @@ pub async fn run(
             });
         }
     }
-    if let Some(socket) = jaeger_agent {
+    use strand_ingest::Protocol::{JaegerAgentBinary, JaegerAgentCompact};
+    for (socket, protocol) in [(jaeger_agent, JaegerAgentCompact), (jaeger_agent_binary, JaegerAgentBinary)] {
+        let Some(socket) = socket else { continue };
         let stop = stopped();
         let rx = receiver.clone();
         tasks.spawn(async move {
-            strand_ingest::jaeger::serve_agent(socket, rx, stop).await.context("jaeger agent udp receiver")
-        });
-    }
-    if let Some(socket) = jaeger_agent_binary {
-        let stop = stopped();
-        let rx = receiver.clone();
-        tasks.spawn(async move {
-            strand_ingest::jaeger::serve_agent_binary(socket, rx, stop)
+            strand_ingest::jaeger::serve_agent(socket, rx, stop, protocol)
                 .await
-                .context("jaeger agent binary udp receiver")
+                .with_context(|| format!("jaeger agent udp receiver ({})", protocol.as_str()))
         });
     }
     {

@@ -161,6 +161,16 @@ async fn every_api_answers_in_its_own_shape() {
     let body: Value = resp.json().await.expect("json");
     assert!(body["errors"][0]["msg"].as_str().is_some_and(|m| m.starts_with("invalid OTLP/JSON")), "{body}");
 
+    let resp = client
+        .post(server.query("/api/transform"))
+        .body(vec![b' '; (16 << 20) + 1])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 413);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["errors"][0]["msg"], "the OTLP/JSON file is over 16777216 bytes", "{body}");
+
     // `prettyPrint=true` indents the answer, which stays the same JSON.
     let pretty = reqwest::get(server.query("/api/services?prettyPrint=true")).await.expect("get");
     let text = pretty.text().await.expect("text");

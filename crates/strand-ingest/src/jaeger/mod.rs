@@ -75,28 +75,12 @@ async fn submit(State(rx): State<Receiver>, headers: HeaderMap, body: Body) -> R
     receive(&rx, Protocol::JaegerThriftHttp, &headers, body, decoder).await
 }
 
-/// Serves the agent's UDP port until `stop` resolves. Each datagram is decoded and stored
-/// in its own task, holding one of the receiver's in-flight slots; a datagram that finds
-/// none free is dropped and counted (UDP cannot push back).
+/// Serves one of the agent's UDP ports until `stop` resolves: `protocol` is
+/// [`Protocol::JaegerAgentCompact`] (`:6831`) or [`Protocol::JaegerAgentBinary`] (`:6832`).
+/// Each datagram is decoded and stored in its own task, holding one of the receiver's
+/// in-flight slots; a datagram that finds none free is dropped and counted (UDP cannot
+/// push back).
 pub async fn serve_agent(
-    socket: UdpSocket,
-    rx: Receiver,
-    stop: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    serve_agent_port(socket, rx, stop, Protocol::JaegerAgentCompact).await
-}
-
-/// Serves the agent's binary-protocol UDP port (`:6832`) as [`serve_agent`] serves the
-/// compact one.
-pub async fn serve_agent_binary(
-    socket: UdpSocket,
-    rx: Receiver,
-    stop: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    serve_agent_port(socket, rx, stop, Protocol::JaegerAgentBinary).await
-}
-
-async fn serve_agent_port(
     socket: UdpSocket,
     rx: Receiver,
     stop: impl Future<Output = ()>,

@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use arrow_array::UInt32Array;
 use arrow_array::builder::{
     FixedSizeBinaryBuilder, Int8Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
     UInt32Builder, UInt64Builder,
 };
 use arrow_array::types::Int32Type;
 use arrow_array::{ArrayRef, DictionaryArray, RecordBatch};
+use arrow_array::{UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
@@ -414,9 +414,9 @@ pub struct BlockBuilder {
     dropped_events: UInt32Builder,
     links: StringBuilder,
     dropped_links: UInt32Builder,
-    /// End times of spans ending before they start (null for the rest).
-    early_end: UInt64Builder,
-    has_early_end: bool,
+    /// Rows (in append order) of spans ending before they start, with their end times:
+    /// rare, so the column is built only at the end, and only when there are any.
+    early_ends: Vec<(u32, u64)>,
     keys: Vec<SortKey>,
     max_end: u64,
 }
@@ -449,8 +449,7 @@ impl BlockBuilder {
             dropped_events: UInt32Builder::new(),
             links: StringBuilder::new(),
             dropped_links: UInt32Builder::new(),
-            early_end: UInt64Builder::new(),
-            has_early_end: false,
+            early_ends: Vec::new(),
             keys: Vec::new(),
             max_end: 0,
         }
@@ -517,10 +516,7 @@ impl BlockBuilder {
         // A span ending before it starts keeps its end apart; its duration is 0.
         let (start, end) = (sp.start_time_unix_nano, sp.end_time_unix_nano);
         if end < start {
-            self.early_end.append_value(end);
-            self.has_early_end = true;
-        } else {
-            self.early_end.append_null();
+            self.early_ends.push((row, end));
         }
         self.duration.append_value(end.saturating_sub(start).min(i64::MAX as u64) as i64);
         self.status_code.append_value(sp.status.code as i8);
@@ -567,8 +563,14 @@ impl BlockBuilder {
             Arc::new(self.links.finish()),
             Arc::new(self.dropped_links.finish()),
         ]);
-        let schema = if self.has_early_end {
-            columns.push(Arc::new(self.early_end.finish()));
+        let has_early_end = !self.early_ends.is_empty();
+        let schema = if has_early_end {
+            // One per appended row (repeated copies included), as the other columns.
+            let mut ends = vec![None; columns[0].len()];
+            for (row, end) in &self.early_ends {
+                ends[*row as usize] = Some(*end);
+            }
+            columns.push(Arc::new(UInt64Array::from(ends)));
             spans_schema_early_end()
         } else {
             spans_schema()
@@ -581,7 +583,7 @@ impl BlockBuilder {
         let traces_bytes = summaries.encode()?;
         let hex = |t: u128| strand_core::TraceId(t.to_be_bytes()).to_hex();
         let meta = BlockMeta {
-            format_version: if self.has_early_end { EARLY_END_VERSION } else { SPANS_ONLY_VERSION },
+            format_version: if has_early_end { EARLY_END_VERSION } else { SPANS_ONLY_VERSION },
             id,
             span_count: self.keys.len() as u64,
             trace_count,
