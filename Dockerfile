@@ -22,4 +22,6 @@ EXPOSE 4317 4318 14268 6831/udp 6832/udp 9411 5778 16686
 # The data directory by environment, so `docker run … strand serve --demo` keeps it.
 ENV STRAND_DATA_DIR=/data
 ENTRYPOINT ["/usr/local/bin/strand"]
-CMD ["serve"]
+# A container's loopback is its own: listen on all its interfaces. The server then refuses
+# to start until tokens are configured or `auth: none` is chosen (STRAND_AUTH_MODE=none).
+CMD ["serve", "--listen-all"]

@@ -817,8 +817,12 @@ async fn run(args: IngestArgs, query_runs: Option<usize>) -> anyhow::Result<()> 
     }
     if let Some(http) = &http {
         eprintln!("flushing the head into blocks...");
-        let resp =
-            http_client.post(format!("{http}/api/v1/admin/flush")).send().await.context("flush request")?;
+        let resp = http_client
+            .post(format!("{http}/api/v1/admin/flush"))
+            .header("content-type", "application/json")
+            .send()
+            .await
+            .context("flush request")?;
         if !resp.status().is_success() {
             bail!("flush failed: {}", resp.text().await.unwrap_or_default());
         }

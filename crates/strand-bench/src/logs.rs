@@ -356,8 +356,12 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
     }
     let http = reqwest::Client::new();
     eprintln!("flushing the head into blocks...");
-    let resp =
-        http.post(format!("{}/api/v1/admin/flush", server.http)).send().await.context("flush request")?;
+    let resp = http
+        .post(format!("{}/api/v1/admin/flush", server.http))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .context("flush request")?;
     if !resp.status().is_success() {
         bail!("flush failed: {}", resp.text().await.unwrap_or_default());
     }

@@ -64,7 +64,11 @@ pub async fn run(args: UiArgs) -> anyhow::Result<()> {
         client.export(req).await.context("exporting the trace")?;
     }
     let http = reqwest::Client::new();
-    http.post(format!("{}/api/v1/admin/flush", server.http)).send().await.context("flush")?;
+    http.post(format!("{}/api/v1/admin/flush", server.http))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .context("flush")?;
 
     // The API alone, for comparison with what the browser sees: plain, and compressed as a
     // browser asks for it (zstd) and as curl or Prometheus do (gzip).

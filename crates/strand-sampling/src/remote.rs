@@ -52,7 +52,7 @@ impl Default for RemoteSamplingConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            listen: SocketAddr::from(([0, 0, 0, 0], 5778)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 5778)),
             strategies_file: None,
             reload_interval: HumanDuration(Duration::ZERO),
             default_sampling_probability: 1.0,

@@ -20,6 +20,9 @@ pub use strand_core::units::{ByteSize, HumanDuration};
 use strand_core::{StoreError, TraceStore};
 use strand_store::fs::StdFs;
 
+/// Where listeners bind by default: this machine only (`listen_all` widens it).
+pub const LOOPBACK: [u8; 4] = [127, 0, 0, 1];
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -28,6 +31,17 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Address of the query API, UI, health and admin endpoints.
     pub http_listen: SocketAddr,
+    /// Listeners configured on a loopback address (every default) listen on all
+    /// interfaces instead, same port (`--listen-all`). Beyond loopback the server needs
+    /// `auth.tokens`, or `auth: none` written out.
+    pub listen_all: bool,
+    /// Who may call the server: bearer tokens with scopes and tenants (`auth: none` for
+    /// none, on purpose).
+    pub auth: crate::auth::AuthConfig,
+    /// TLS on every TCP listener.
+    pub tls: crate::tls::TlsConfig,
+    /// Cross-origin requests from web pages (the OTLP/HTTP receiver and the query API).
+    pub cors: CorsConfig,
     /// Log filter (`info`, `debug`, `strand_store=debug,info`, ...); `RUST_LOG` wins.
     pub log_level: String,
     /// Store a few demo traces from the last minutes at start (`strand serve --demo`): a
@@ -54,6 +68,15 @@ pub struct Config {
     pub remote_sampling: strand_sampling::remote::RemoteSamplingConfig,
     /// Chain-integrity analysis (where traces lose their context).
     pub integrity: strand_integrity::IntegrityConfig,
+}
+
+/// Cross-origin requests (CORS): off unless origins are listed.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Origins (`https://app.example.com`) whose pages may call the OTLP/HTTP receiver
+    /// (browser SDKs) and the query API; `*` for any. Empty: none.
+    pub allowed_origins: Vec<String>,
 }
 
 /// Connections of every TCP listener (OTLP/gRPC and HTTP, Jaeger thrift, Zipkin, remote
@@ -175,10 +198,10 @@ pub struct JaegerConfig {
 impl Default for JaegerConfig {
     fn default() -> Self {
         Self {
-            thrift_http_listen: SocketAddr::from(([0, 0, 0, 0], 14268)),
+            thrift_http_listen: SocketAddr::from((LOOPBACK, 14268)),
             thrift_http_enabled: true,
-            agent_listen: SocketAddr::from(([0, 0, 0, 0], 6831)),
-            agent_binary_listen: SocketAddr::from(([0, 0, 0, 0], 6832)),
+            agent_listen: SocketAddr::from((LOOPBACK, 6831)),
+            agent_binary_listen: SocketAddr::from((LOOPBACK, 6832)),
             agent_enabled: true,
         }
     }
@@ -196,7 +219,7 @@ pub struct ZipkinConfig {
 
 impl Default for ZipkinConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([0, 0, 0, 0], 9411)), enabled: true }
+        Self { listen: SocketAddr::from((LOOPBACK, 9411)), enabled: true }
     }
 }
 
@@ -288,7 +311,11 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("./strand-data"),
-            http_listen: SocketAddr::from(([0, 0, 0, 0], 16686)),
+            http_listen: SocketAddr::from((LOOPBACK, 16686)),
+            listen_all: false,
+            auth: crate::auth::AuthConfig::default(),
+            tls: crate::tls::TlsConfig::default(),
+            cors: CorsConfig::default(),
             log_level: "info".into(),
             log_format: LogFormat::Text,
             demo: false,
@@ -308,8 +335,8 @@ impl Default for Config {
 impl Default for OtlpConfig {
     fn default() -> Self {
         Self {
-            grpc_listen: SocketAddr::from(([0, 0, 0, 0], 4317)),
-            http_listen: SocketAddr::from(([0, 0, 0, 0], 4318)),
+            grpc_listen: SocketAddr::from((LOOPBACK, 4317)),
+            http_listen: SocketAddr::from((LOOPBACK, 4318)),
             grpc_enabled: true,
             http_enabled: true,
             max_request_size: ByteSize(16 * 1024 * 1024),
@@ -384,8 +411,103 @@ impl StorageConfig {
 }
 
 impl Config {
+    /// The enabled listeners: (key, address, whether it is UDP).
+    pub fn listeners(&self) -> Vec<(&'static str, SocketAddr, bool)> {
+        let mut out = vec![("http_listen", self.http_listen, false)];
+        if self.otlp.grpc_enabled {
+            out.push(("otlp.grpc_listen", self.otlp.grpc_listen, false));
+        }
+        if self.otlp.http_enabled {
+            out.push(("otlp.http_listen", self.otlp.http_listen, false));
+        }
+        if self.jaeger.thrift_http_enabled {
+            out.push(("jaeger.thrift_http_listen", self.jaeger.thrift_http_listen, false));
+        }
+        if self.jaeger.agent_enabled {
+            out.push(("jaeger.agent_listen", self.jaeger.agent_listen, true));
+            out.push(("jaeger.agent_binary_listen", self.jaeger.agent_binary_listen, true));
+        }
+        if self.zipkin.enabled {
+            out.push(("zipkin.listen", self.zipkin.listen, false));
+        }
+        if self.remote_sampling.enabled {
+            out.push(("remote_sampling.listen", self.remote_sampling.listen, false));
+        }
+        out
+    }
+
+    /// `listen_all`: every listener on a loopback address moves to all interfaces.
+    fn apply_listen_all(&mut self) {
+        if !self.listen_all {
+            return;
+        }
+        for addr in [
+            &mut self.http_listen,
+            &mut self.otlp.grpc_listen,
+            &mut self.otlp.http_listen,
+            &mut self.jaeger.thrift_http_listen,
+            &mut self.jaeger.agent_listen,
+            &mut self.jaeger.agent_binary_listen,
+            &mut self.zipkin.listen,
+            &mut self.remote_sampling.listen,
+        ] {
+            if addr.ip().is_loopback() {
+                let any: std::net::IpAddr = if addr.is_ipv4() {
+                    std::net::Ipv4Addr::UNSPECIFIED.into()
+                } else {
+                    std::net::Ipv6Addr::UNSPECIFIED.into()
+                };
+                addr.set_ip(any);
+            }
+        }
+    }
+
+    /// Listeners beyond loopback need tokens, or `auth: none` written out; the agent's UDP
+    /// ports, which carry no token, stay on loopback when tokens are required.
+    fn check_exposure(&self) -> Vec<String> {
+        let mut errs = Vec::new();
+        let exposed: Vec<String> = self
+            .listeners()
+            .into_iter()
+            .filter(|(_, addr, _)| !addr.ip().is_loopback())
+            .map(|(key, addr, _)| format!("`{key}` {addr}"))
+            .collect();
+        if !exposed.is_empty() && !self.auth.required() && self.auth.mode != crate::auth::AuthMode::None {
+            errs.push(format!(
+                "listening beyond loopback ({}) without auth tokens: add `auth.tokens` (`strand token new` makes one), \
+                 or write `auth: none` to let every client that reaches these ports write and read",
+                exposed.join(", ")
+            ));
+        }
+        if self.auth.required() {
+            for (key, addr, udp) in self.listeners() {
+                if udp && !addr.ip().is_loopback() {
+                    errs.push(format!(
+                        "`{key}` {addr}: the Jaeger agent's UDP ports carry no token, so with `auth.tokens` they \
+                         listen on loopback only (or set `jaeger.agent_enabled: false`)"
+                    ));
+                }
+            }
+        }
+        errs
+    }
+
     fn validate(&self) -> Vec<String> {
         let mut errs = self.sampling.validate();
+        errs.extend(self.auth.validate());
+        errs.extend(self.tls.validate());
+        errs.extend(self.check_exposure());
+        for origin in &self.cors.allowed_origins {
+            let ok = origin == "*"
+                || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                    && !origin.trim_end_matches('/').contains(['?', '#', ' '])
+                    && origin.split("://").nth(1).is_some_and(|h| !h.is_empty() && !h.contains('/')));
+            if !ok {
+                errs.push(format!(
+                    "`cors.allowed_origins`: `{origin}` is not an origin (scheme://host[:port], or `*`)"
+                ));
+            }
+        }
         errs.extend(self.remote_sampling.validate());
         errs.extend(self.integrity.validate());
         let mut positive = |path: &str, ok: bool| {
@@ -571,7 +693,7 @@ pub struct Sources {
 }
 
 /// Environment variables starting with `STRAND_` that are not configuration keys.
-const NON_CONFIG_ENV: &[&str] = &["STRAND_SERVER"];
+const NON_CONFIG_ENV: &[&str] = &crate::search_cmd::CLIENT_ENV;
 
 /// Loads the configuration from defaults, file, environment and flags.
 pub fn load(sources: &Sources) -> Result<Config, ConfigErrors> {
@@ -580,7 +702,14 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigErrors> {
     let mut set_leaves = Vec::new();
     if let Some(path) = &sources.file {
         match read_yaml(path) {
-            Ok(user) => walk(&schema, &user, "", &Source::File(path.clone()), &mut errs, &mut set_leaves),
+            Ok(user) => walk(
+                &schema,
+                &auth_shorthand(user),
+                "",
+                &Source::File(path.clone()),
+                &mut errs,
+                &mut set_leaves,
+            ),
             Err(e) => errs.push(e),
         }
     }
@@ -619,6 +748,7 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigErrors> {
         return Err(ConfigErrors(errs));
     }
     let mut cfg: Config = serde_json::from_value(merged).map_err(|e| ConfigErrors(vec![e.to_string()]))?;
+    cfg.apply_listen_all();
     if let Some(path) = &sources.sampling_file {
         let parsed = read_yaml(path).and_then(|v| {
             serde_json::from_value::<strand_sampling::SamplingConfig>(sampling_section(v))
@@ -637,6 +767,16 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigErrors> {
     }
     let problems = cfg.validate();
     if problems.is_empty() { Ok(cfg) } else { Err(ConfigErrors(problems)) }
+}
+
+/// `auth: none` is short for `auth: { mode: none }`.
+fn auth_shorthand(mut user: Value) -> Value {
+    if let Some(auth) = user.get_mut("auth")
+        && auth.as_str() == Some("none")
+    {
+        *auth = serde_json::json!({ "mode": "none" });
+    }
+    user
 }
 
 /// Collector `tail_sampling` keys with no meaning here: the buffer is bounded in bytes
@@ -886,6 +1026,71 @@ mod tests {
         let (_f, path) = file(yaml);
         let cfg = load(&Sources { file: Some(path), ..Sources::default() }).expect("README example loads");
         assert_eq!(cfg, Config::default(), "the README example must show the defaults");
+    }
+
+    #[test]
+    fn listeners_stay_on_loopback_unless_auth_is_decided() {
+        let d = Config::default();
+        assert!(d.listeners().iter().all(|(_, a, _)| a.ip().is_loopback()), "{:?}", d.listeners());
+        // --listen-all without tokens or `auth: none`: refused, naming the listeners.
+        let flags = |extra: &[(&str, &str)]| Sources {
+            flags: extra
+                .iter()
+                .map(|(k, v)| (format!("--set {k}"), (*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..Sources::default()
+        };
+        let err = load(&flags(&[("listen_all", "true")])).expect_err("refused").to_string();
+        assert!(err.contains("`otlp.grpc_listen` 0.0.0.0:4317"), "{err}");
+        assert!(err.contains("auth: none"), "{err}");
+        // `auth: none` written out (the file's shorthand) lets every listener out.
+        let (_f, path) = file("listen_all: true\nauth: none\n");
+        let cfg = load(&Sources { file: Some(path), ..Sources::default() }).expect("loads");
+        assert_eq!(cfg.auth.mode, crate::auth::AuthMode::None);
+        assert!(cfg.listeners().iter().all(|(_, a, _)| a.ip().is_unspecified()), "{:?}", cfg.listeners());
+        assert_eq!(cfg.http_listen.port(), 16686);
+        // An explicit address elsewhere stays as written.
+        let cfg =
+            load(&flags(&[("listen_all", "true"), ("auth.mode", "none"), ("http_listen", "10.1.2.3:80")]))
+                .expect("loads");
+        assert_eq!(cfg.http_listen.to_string(), "10.1.2.3:80");
+        // With tokens, the agent's UDP ports (no token possible) must stay on loopback.
+        let (_f, path) = file(&format!(
+            "listen_all: true\nauth:\n  tokens:\n    - {{ name: a, sha256: {}, scopes: [write] }}\n",
+            "ab".repeat(32)
+        ));
+        let err =
+            load(&Sources { file: Some(path.clone()), ..Sources::default() }).expect_err("udp").to_string();
+        assert!(err.contains("`jaeger.agent_listen` 0.0.0.0:6831") && err.contains("UDP"), "{err}");
+        let ok = Sources {
+            file: Some(path),
+            flags: vec![("--set".into(), "jaeger.agent_enabled".into(), "false".into())],
+            ..Sources::default()
+        };
+        assert!(load(&ok).expect("loads").auth.required());
+    }
+
+    #[test]
+    fn auth_and_tls_mistakes_are_reported_by_key() {
+        let (_f, path) = file(
+            "auth:\n  mode: none\n  tokens:\n    - { name: a, sha256: nothex, scopes: [] , tenants: [\"../x\"] }\n    - { name: a, sha256: nothex, scopes: [read] }\ntls:\n  cert_file: c.pem\ncors:\n  allowed_origins: [\"example.com\"]\n",
+        );
+        let err = load(&Sources { file: Some(path), ..Sources::default() }).expect_err("invalid").to_string();
+        for needle in [
+            "`auth.mode` is `none` but `auth.tokens` lists tokens",
+            "`auth.tokens[0]`.sha256: must be 64 hex digits",
+            "`auth.tokens[0]`.scopes: must name at least one",
+            "`auth.tokens[0]`.tenants: tenant id `../x`",
+            "`auth.tokens[1]`.name: `a` names two tokens",
+            "`tls.key_file`: required with `tls.cert_file`",
+            "`cors.allowed_origins`: `example.com` is not an origin",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
+        let (_f, path) = file("auth:\n  mode: tokens\n");
+        let err =
+            load(&Sources { file: Some(path), ..Sources::default() }).expect_err("no tokens").to_string();
+        assert!(err.contains("`auth.mode` is `tokens` but `auth.tokens` lists none"), "{err}");
     }
 
     #[test]

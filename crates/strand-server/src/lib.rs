@@ -3,8 +3,10 @@
 //! [`run`] starts everything on listeners it binds from the [`Config`] and runs until the
 //! shutdown future resolves; tests start it on port 0. `main.rs` only parses arguments.
 
+pub mod auth;
 pub mod compress;
 pub mod config;
+pub mod cors;
 pub mod demo;
 pub mod http_serve;
 pub mod listener;
@@ -12,6 +14,7 @@ pub mod metrics;
 pub mod remote_sampling;
 pub mod search_cmd;
 pub mod spm;
+pub mod tls;
 pub mod trace_cmd;
 pub mod ui;
 
@@ -87,6 +90,15 @@ pub async fn run(
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "could not raise the soft limit on open files"),
+    }
+    let tls = if cfg.tls.enabled() {
+        Some(tls::Tls::load(&cfg.tls).context("loading the TLS certificate")?)
+    } else {
+        None
+    };
+    let authority = Arc::new(auth::Authority::new(&cfg.auth, false));
+    if !authority.required() {
+        info!("auth: none (no tokens configured); admin endpoints answer loopback clients only");
     }
     let data_dir = cfg.data_dir.clone();
     let storage = cfg.storage.clone();
@@ -244,28 +256,39 @@ pub async fn run(
             connections.clone(),
         )
     };
+    let serving =
+        |ingest: bool| http_serve::Serving { header_timeout, tls: tls.as_ref().map(|t| (t.clone(), ingest)) };
+    let cors = cors::Cors(Arc::new(cfg.cors.allowed_origins.clone()));
+    let guarded = |app: Router, listener: auth::Listener| {
+        app.layer(axum::middleware::from_fn_with_state(
+            auth::Guard { authority: authority.clone(), listener },
+            auth::guard,
+        ))
+    };
     if let Some(listener) = grpc {
-        let incoming = guard(listener, "otlp grpc").into_incoming();
-        let traces = strand_ingest::otlp::grpc::service(receiver.clone());
-        let logs = strand_ingest::otlp::grpc::logs_service(receiver.clone());
-        let metrics = strand_ingest::otlp::grpc::metrics_service(receiver.clone());
+        // Served by hyper like the HTTP listeners (it tells HTTP/2 from the first bytes), so
+        // TLS and the token check are the same code for every TCP listener.
+        let app = tonic::service::Routes::new(strand_ingest::otlp::grpc::service(receiver.clone()))
+            .add_service(strand_ingest::otlp::grpc::logs_service(receiver.clone()))
+            .add_service(strand_ingest::otlp::grpc::metrics_service(receiver.clone()))
+            .into_axum_router();
+        let app = guarded(app, auth::Listener::OtlpGrpc);
         let stop = stopped();
+        let listener = guard(listener, "otlp grpc");
+        let how = serving(true);
         tasks.spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(traces)
-                .add_service(logs)
-                .add_service(metrics)
-                .serve_with_incoming_shutdown(incoming, stop)
-                .await
-                .context("otlp grpc server")
+            http_serve::serve(listener, app, stop, how).await;
+            Ok(())
         });
     }
     if let Some(listener) = otlp_http {
-        let app = strand_ingest::otlp::http::router(receiver.clone());
+        let app = guarded(strand_ingest::otlp::http::router(receiver.clone()), auth::Listener::OtlpHttp)
+            .layer(axum::middleware::from_fn_with_state(cors.clone(), cors::cors));
         let stop = stopped();
         let listener = guard(listener, "otlp http");
+        let how = serving(true);
         tasks.spawn(async move {
-            http_serve::serve(listener, app, stop, header_timeout).await;
+            http_serve::serve(listener, app, stop, how).await;
             Ok(())
         });
     }
@@ -289,16 +312,23 @@ pub async fn run(
     if cfg.remote_sampling.enabled {
         jaeger_app = jaeger_app.merge(remote_sampling::router(&remote));
     }
-    for (listener, app, what) in [
-        (jaeger_http, jaeger_app, "jaeger thrift http server"),
-        (zipkin, strand_ingest::zipkin::router(receiver.clone()), "zipkin server"),
-        (remote_http, remote_sampling::router(&remote), "remote sampling server"),
+    for (listener, app, what, kind) in [
+        (jaeger_http, jaeger_app, "jaeger thrift http server", auth::Listener::JaegerHttp),
+        (zipkin, strand_ingest::zipkin::router(receiver.clone()), "zipkin server", auth::Listener::Zipkin),
+        (
+            remote_http,
+            remote_sampling::router(&remote),
+            "remote sampling server",
+            auth::Listener::RemoteSampling,
+        ),
     ] {
         if let Some(listener) = listener {
             let stop = stopped();
             let listener = guard(listener, what);
+            let app = guarded(app, kind);
+            let how = serving(kind != auth::Listener::RemoteSampling);
             tasks.spawn(async move {
-                http_serve::serve(listener, app, stop, header_timeout).await;
+                http_serve::serve(listener, app, stop, how).await;
                 Ok(())
             });
         }
@@ -329,19 +359,33 @@ pub async fn run(
                 remote: remote.clone(),
                 integrity: integrity.clone(),
                 connections: connections.clone(),
+                authority: authority.clone(),
+                tls: tls.clone(),
             }),
         );
         if cfg.query.ui_enabled {
             app = app.merge(ui::router(cfg.query.ui_dir.clone()));
         }
         app = app.layer(axum::middleware::from_fn(strand_query::pretty_print));
+        app = guarded(app, auth::Listener::Query);
         if cfg.query.compression {
             app = app.layer(axum::middleware::from_fn(compress::compress));
         }
+        app = app
+            .layer(axum::middleware::from_fn_with_state(cors.clone(), cors::cors))
+            .layer(axum::middleware::from_fn(security_headers));
         let stop = stopped();
         let http = guard(http, "query http");
+        let how = serving(false);
         tasks.spawn(async move {
-            http_serve::serve(http, app, stop, header_timeout).await;
+            http_serve::serve(http, app, stop, how).await;
+            Ok(())
+        });
+    }
+    if let Some(tls) = tls.clone() {
+        let stop = stopped();
+        tasks.spawn(async move {
+            reload_tls_on_sighup(tls, stop).await;
             Ok(())
         });
     }
@@ -363,6 +407,41 @@ pub async fn run(
     Ok(())
 }
 
+/// Re-reads the TLS certificate and key on every SIGHUP until `stop` resolves; a failed
+/// reload keeps the old certificate and says why.
+async fn reload_tls_on_sighup(tls: Arc<tls::Tls>, stop: impl Future<Output = ()>) {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: the TLS certificate will not be reloaded");
+            return;
+        }
+    };
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            Some(()) = hup.recv() => match tls.reload() {
+                Ok(()) => info!("SIGHUP: reloaded the TLS certificate and key"),
+                Err(e) => tracing::error!(error = format!("{e:#}"), "SIGHUP: the TLS certificate could not be reloaded; the old one stays"),
+            },
+        }
+    }
+}
+
+/// Headers every answer of the query port carries: no MIME sniffing, no framing (the UI's
+/// CSP says `frame-ancestors 'none'` too, for browsers that read only one of them).
+async fn security_headers(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, header::HeaderValue::from_static("DENY"));
+    resp
+}
+
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("binding the {what} listener to {addr}"))
 }
@@ -376,6 +455,8 @@ struct MetricSources {
     remote: Arc<RemoteSampling>,
     integrity: Option<Arc<ChainAnalyser>>,
     connections: Arc<listener::ConnectionStats>,
+    authority: Arc<auth::Authority>,
+    tls: Option<Arc<tls::Tls>>,
 }
 
 fn admin_router(sources: MetricSources) -> Router {
@@ -482,6 +563,10 @@ async fn metrics(State(m): State<Arc<MetricSources>>) -> axum::response::Respons
     families.extend(m.remote.metric_families());
     families.extend(m.pipeline.red().metric_families());
     families.extend(m.connections.metric_families());
+    families.extend(m.authority.metric_families());
+    if let Some(t) = &m.tls {
+        families.extend(t.metric_families());
+    }
     if let Some(a) = &m.integrity {
         families.extend(a.metric_families());
     }

@@ -29,6 +29,8 @@ pub struct ConnectionStats {
     pub idle_closed: AtomicU64,
     /// Connections open now, all guarded listeners.
     pub open: AtomicU64,
+    /// Connections closed because their TLS handshake failed or timed out.
+    pub tls_failed: AtomicU64,
 }
 
 impl ConnectionStats {
@@ -50,6 +52,11 @@ impl ConnectionStats {
                 "strand_http_connections_idle_closed_total",
                 "Connections closed after connections.idle_timeout without a byte either way.",
                 c(&self.idle_closed),
+            ),
+            strand_core::MetricFamily::counter(
+                "strand_tls_handshake_failures_total",
+                "Connections closed because their TLS handshake failed or took longer than connections.header_read_timeout.",
+                c(&self.tls_failed),
             ),
         ]
     }
@@ -125,33 +132,9 @@ impl axum::serve::Listener for GuardedListener {
 }
 
 impl GuardedListener {
-    /// The accepted connections as the stream tonic serves (for the OTLP/gRPC listener):
-    /// a task accepts until the stream is dropped.
-    pub fn into_incoming(
-        mut self,
-    ) -> tonic::codegen::tokio_stream::wrappers::ReceiverStream<Result<GuardedStream, io::Error>> {
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tx.closed() => return,
-                    (stream, _) = axum::serve::Listener::accept(&mut self) => {
-                        if tx.send(Ok(stream)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
-        tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(rx)
-    }
-}
-
-impl tonic::transport::server::Connected for GuardedStream {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
+    /// The counters this listener adds to.
+    pub fn stats(&self) -> Arc<ConnectionStats> {
+        self.stats.clone()
     }
 }
 

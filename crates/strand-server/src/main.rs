@@ -29,6 +29,29 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Bearer tokens for `auth.tokens`.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new random token and the `auth.tokens` entry (its SHA-256) for the
+    /// configuration. The server never stores the token itself.
+    New(TokenNewArgs),
+}
+
+#[derive(Args)]
+struct TokenNewArgs {
+    /// Who holds it (shown in metrics and logs).
+    #[arg(long, default_value = "my-token")]
+    name: String,
+    /// Scopes, comma-separated: write (ingest), read (query API and UI), admin, metrics.
+    #[arg(long, default_value = "write,read", value_delimiter = ',')]
+    scopes: Vec<String>,
+    /// Tenants it may use when multi-tenancy is on, comma-separated (`*` for all).
+    #[arg(long, value_delimiter = ',')]
+    tenants: Vec<String>,
 }
 
 #[derive(Args)]
@@ -86,6 +109,10 @@ struct ServeArgs {
     /// Server log format: `text` or `json` (`log_format`).
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
+    /// Listen on all interfaces instead of loopback (`listen_all`); beyond loopback the
+    /// server needs `auth.tokens`, or `auth: none` written out.
+    #[arg(long)]
+    listen_all: bool,
     /// Write the bound addresses as JSON to this file once listening.
     #[arg(long, value_name = "FILE")]
     listen_info_file: Option<PathBuf>,
@@ -95,9 +122,8 @@ struct ServeArgs {
 struct TraceArgs {
     /// Trace id (32 hex characters).
     trace_id: String,
-    /// Query API base URL.
-    #[arg(long, env = "STRAND_SERVER", default_value = "http://127.0.0.1:16686")]
-    server: String,
+    #[command(flatten)]
+    server: search_cmd::Remote,
     /// Print the server's JSON instead of a tree.
     #[arg(long)]
     json: bool,
@@ -137,9 +163,8 @@ struct SearchCli {
     /// Continue from a previous page.
     #[arg(long)]
     cursor: Option<String>,
-    /// Query API base URL.
-    #[arg(long, env = "STRAND_SERVER", default_value = "http://127.0.0.1:16686")]
-    server: String,
+    #[command(flatten)]
+    server: search_cmd::Remote,
     /// Print the server's JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -164,9 +189,8 @@ struct ListCli {
     since: Option<String>,
     #[command(flatten)]
     range: RangeArgs,
-    /// Query API base URL.
-    #[arg(long, env = "STRAND_SERVER", default_value = "http://127.0.0.1:16686")]
-    server: String,
+    #[command(flatten)]
+    server: search_cmd::Remote,
     /// Print the server's JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -243,6 +267,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Sampling(args)) => strand_bench::sampling::run(args),
         Command::Bench(BenchCommand::Integrity(args)) => strand_bench::integrity::run(args),
         Command::Bench(BenchCommand::Ui(args)) => rt.block_on(strand_bench::ui::run(args)),
+        Command::Token(TokenCommand::New(args)) => new_token(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -273,7 +298,7 @@ async fn search(args: SearchCli) -> anyhow::Result<()> {
     if let Some(c) = args.cursor {
         qs.push_str(&format!("&cursor={c}"));
     }
-    let body = search_cmd::get_json(&args.server, &format!("/api/v1/search?{qs}")).await?;
+    let body = args.server.get_json(&format!("/api/v1/search?{qs}")).await?;
     if args.json {
         emit(&format!("{}\n", serde_json::to_string_pretty(&body)?))
     } else {
@@ -300,7 +325,7 @@ async fn list(args: ListCli, path: &str, render: fn(&serde_json::Value) -> Strin
             .collect();
     let qs =
         if pairs.is_empty() { String::new() } else { format!("?{}", serde_urlencoded::to_string(&pairs)?) };
-    let body = search_cmd::get_json(&args.server, &format!("{path}{qs}")).await?;
+    let body = args.server.get_json(&format!("{path}{qs}")).await?;
     if args.json {
         emit(&format!("{}\n", serde_json::to_string_pretty(&body)?))
     } else {
@@ -329,6 +354,9 @@ fn serve(args: ServeArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     }
     if args.demo {
         flags.push(("--demo".to_string(), "demo".to_string(), "true".to_string()));
+    }
+    if args.listen_all {
+        flags.push(("--listen-all".to_string(), "listen_all".to_string(), "true".to_string()));
     }
     for kv in &args.set {
         match kv.split_once('=') {
@@ -363,6 +391,31 @@ fn serve(args: ServeArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
             tracing::error!(path = %path.display(), error = %e, "cannot write listen info file");
         }
     }))
+}
+
+fn new_token(args: TokenNewArgs) -> anyhow::Result<()> {
+    let mut scopes = Vec::new();
+    for s in &args.scopes {
+        let scope: strand_server::auth::Scope =
+            serde_json::from_value(serde_json::Value::String(s.trim().into()))
+                .map_err(|_| anyhow::anyhow!("--scopes: `{s}` is not one of write, read, admin, metrics"))?;
+        scopes.push(scope);
+    }
+    for t in &args.tenants {
+        if t != "*" {
+            strand_server::auth::check_tenant_id(t).map_err(|e| anyhow::anyhow!("--tenants: {e}"))?;
+        }
+    }
+    let (token, hash) = strand_server::auth::new_token()?;
+    let entry =
+        strand_server::auth::TokenConfig { name: args.name, sha256: hash, scopes, tenants: args.tenants };
+    let yaml = serde_json::to_string(&entry)?;
+    emit(&format!(
+        "token: {token}\n\
+         # Give the token to its holder; put this entry in the server's configuration\n\
+         # (it holds only the token's SHA-256):\n\
+         auth:\n  tokens:\n    - {yaml}\n"
+    ))
 }
 
 async fn shutdown_signal() {

@@ -64,17 +64,67 @@ impl SearchArgs {
     }
 }
 
-/// GETs a native API path; an error answer becomes an error with the server's message.
-pub async fn get_json(server: &str, path_and_query: &str) -> anyhow::Result<Value> {
-    let url = format!("{}{}", server.trim_end_matches('/'), path_and_query);
-    let resp = reqwest::get(&url).await.map_err(|e| request_error(server, &url, e))?;
-    let status = resp.status();
-    let body: Value = resp.json().await.with_context(|| format!("reading the answer of {url}"))?;
-    if !status.is_success() {
-        let msg = body.get("error").and_then(Value::as_str).unwrap_or("no error message");
-        bail!("{status}: {msg}");
+/// A running server as the CLI commands reach it: its URL, and the token, tenant and CA
+/// certificate they send with every request (flags or `STRAND_*` environment variables).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Remote {
+    /// Query API base URL (`https://…` when the server has TLS).
+    #[arg(long, env = "STRAND_SERVER", default_value = "http://127.0.0.1:16686")]
+    pub server: String,
+    /// Bearer token, when the server requires one (a token with the `read` scope).
+    #[arg(long, env = "STRAND_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Tenant to read (`X-Scope-OrgID`), when the server has tenants.
+    #[arg(long, env = "STRAND_TENANT")]
+    pub tenant: Option<String>,
+    /// PEM file of a certificate authority to trust for an `https://` server, besides the
+    /// system's.
+    #[arg(long, env = "STRAND_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
+}
+
+/// Environment variables of the CLI commands, which the server's configuration loader
+/// leaves alone.
+pub const CLIENT_ENV: [&str; 4] = ["STRAND_SERVER", "STRAND_TOKEN", "STRAND_TENANT", "STRAND_CA_CERT"];
+
+impl Remote {
+    /// A server at `server` with no token, tenant or CA.
+    pub fn at(server: &str) -> Self {
+        Self { server: server.to_owned(), ..Self::default() }
     }
-    Ok(body)
+
+    /// GETs a native API path; an error answer becomes an error with the server's message.
+    pub async fn get_json(&self, path_and_query: &str) -> anyhow::Result<Value> {
+        let server = self.server.trim_end_matches('/');
+        let url = format!("{server}{path_and_query}");
+        let mut client = reqwest::Client::builder();
+        if let Some(ca) = &self.ca_cert {
+            let pem = std::fs::read(ca).with_context(|| format!("reading --ca-cert {}", ca.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("--ca-cert {} holds no PEM certificate", ca.display()))?;
+            for c in certs {
+                client = client.add_root_certificate(c);
+            }
+        }
+        let mut req = client.build().context("building the HTTP client")?.get(&url);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token.trim());
+        }
+        if let Some(tenant) = &self.tenant {
+            req = req.header("x-scope-orgid", tenant.trim());
+        }
+        let resp = req.send().await.map_err(|e| request_error(server, &url, e))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.with_context(|| format!("reading the answer of {url}"))?;
+        if !status.is_success() {
+            let msg = body.get("error").and_then(Value::as_str).unwrap_or("no error message");
+            if status == reqwest::StatusCode::UNAUTHORIZED && self.token.is_none() {
+                bail!("{status}: {msg} (pass it with --token or STRAND_TOKEN)");
+            }
+            bail!("{status}: {msg}");
+        }
+        Ok(body)
+    }
 }
 
 /// A failed request as one sentence: who could not be reached and why, the URL once.

@@ -8,14 +8,16 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use strand_core::{SpanId, StatusCode, StoredLog, StoredSpan, Trace, TraceId};
 
+use crate::search_cmd::Remote;
+
 /// Fetches a trace; returns the server's JSON body.
-pub async fn fetch(server: &str, id: &str) -> anyhow::Result<serde_json::Value> {
-    get(server, &format!("{}/api/v1/traces/{}", server.trim_end_matches('/'), id)).await
+pub async fn fetch(server: &Remote, id: &str) -> anyhow::Result<serde_json::Value> {
+    server.get_json(&format!("/api/v1/traces/{id}")).await
 }
 
 /// Fetches the log records of a trace; returns the server's JSON body.
-pub async fn fetch_logs(server: &str, id: &str) -> anyhow::Result<serde_json::Value> {
-    get(server, &format!("{}/api/v1/logs?traceId={}", server.trim_end_matches('/'), id)).await
+pub async fn fetch_logs(server: &Remote, id: &str) -> anyhow::Result<serde_json::Value> {
+    server.get_json(&format!("/api/v1/logs?traceId={id}")).await
 }
 
 /// Parses the `resourceLogs` of a logs answer back into records.
@@ -27,19 +29,6 @@ pub fn parse_logs(body: &serde_json::Value) -> anyhow::Result<Vec<StoredLog>> {
         bail!("server returned invalid log records: {}", rej.message());
     }
     Ok(batch.into_stored().collect())
-}
-
-async fn get(server: &str, url: &str) -> anyhow::Result<serde_json::Value> {
-    let url = url.to_owned();
-    let resp = reqwest::get(&url).await.map_err(|e| crate::search_cmd::request_error(server, &url, e))?;
-    let status = resp.status();
-    let body: serde_json::Value =
-        resp.json().await.with_context(|| format!("reading the answer of {url}"))?;
-    if !status.is_success() {
-        let msg = body.get("error").and_then(|e| e.as_str()).unwrap_or("no error message");
-        bail!("{status}: {msg}");
-    }
-    Ok(body)
 }
 
 /// Parses the native JSON of a trace back into the model.

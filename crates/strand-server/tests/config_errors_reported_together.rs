@@ -45,14 +45,14 @@ fn serve_help_names_every_listener_default() {
     let help = String::from_utf8_lossy(&out.stdout);
     for default in [
         "[default: ./strand-data]",
-        "[default: 0.0.0.0:4317]",
-        "[default: 0.0.0.0:4318]",
-        "[default: 0.0.0.0:14268]",
-        "[default: 0.0.0.0:6831]",
-        "[default: 0.0.0.0:6832]",
-        "[default: 0.0.0.0:9411]",
-        "[default: 0.0.0.0:16686]",
-        "[default: 0.0.0.0:5778]",
+        "[default: 127.0.0.1:4317]",
+        "[default: 127.0.0.1:4318]",
+        "[default: 127.0.0.1:14268]",
+        "[default: 127.0.0.1:6831]",
+        "[default: 127.0.0.1:6832]",
+        "[default: 127.0.0.1:9411]",
+        "[default: 127.0.0.1:16686]",
+        "[default: 127.0.0.1:5778]",
         "[default: text]",
     ] {
         assert!(help.contains(default), "missing {default} in:\n{help}");

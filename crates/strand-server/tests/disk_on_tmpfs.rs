@@ -193,7 +193,11 @@ async fn a_full_disk_answers_at_once_and_recovers_when_space_returns() {
     );
     assert_eq!(reqwest::get(server.query("/healthz")).await.expect("healthz").status(), 200, "still serving");
     for _ in 0..2 {
-        let flush = client.post(server.query("/api/v1/admin/flush")).send().await;
+        let flush = client
+            .post(server.query("/api/v1/admin/flush"))
+            .header("content-type", "application/json")
+            .send()
+            .await;
         let status = flush.expect("a flush on a full disk is answered at once").status();
         assert_eq!(status, 503, "a flush on a full disk fails");
     }
@@ -202,7 +206,12 @@ async fn a_full_disk_answers_at_once_and_recovers_when_space_returns() {
     until("an export is accepted again", async || post(&client, &server, &traces(n, 20)).await == 200).await;
     acked.push(n);
     until("a flush succeeds", async || {
-        client.post(server.query("/api/v1/admin/flush")).send().await.is_ok_and(|r| r.status() == 200)
+        client
+            .post(server.query("/api/v1/admin/flush"))
+            .header("content-type", "application/json")
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
     })
     .await;
     until("ready again", async || {

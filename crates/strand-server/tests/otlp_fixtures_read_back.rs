@@ -52,7 +52,12 @@ async fn read_back(server: &common::TestServer, id: &str) -> ExportTraceServiceR
 }
 
 async fn flush(server: &common::TestServer) {
-    let resp = reqwest::Client::new().post(server.query("/api/v1/admin/flush")).send().await.expect("flush");
+    let resp = reqwest::Client::new()
+        .post(server.query("/api/v1/admin/flush"))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .expect("flush");
     assert_eq!(resp.status(), 200);
 }
 

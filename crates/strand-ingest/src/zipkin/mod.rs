@@ -1,6 +1,7 @@
 //! Zipkin v2 receiver (`:9411`): `POST /api/v2/spans` with a JSON array of spans
-//! (`application/json`, the default when no type is given) or a proto3 `ListOfSpans`
-//! (`application/x-protobuf`), optionally gzip. Answers `202 Accepted`, as Zipkin does.
+//! (`application/json`) or a proto3 `ListOfSpans` (`application/x-protobuf`), optionally
+//! gzip. A body without a Content-Type is refused (415): a web page of another origin can
+//! send one without the browser asking first, and every Zipkin reporter names its type. Answers `202 Accepted`, as Zipkin does.
 //! `/api/v1/spans` answers 415 naming v2, rather than 404, so a misconfigured v1 client
 //! learns why.
 //!
@@ -60,7 +61,10 @@ async fn v1(State(rx): State<Receiver>) -> Response {
 
 fn format(headers: &HeaderMap) -> Result<Format, IngestError> {
     match media_type(headers).as_str() {
-        "" | "application/json" => Ok(Format::Json),
+        "application/json" => Ok(Format::Json),
+        "" => Err(IngestError::UnsupportedMediaType(
+            "missing Content-Type; send application/json or application/x-protobuf".into(),
+        )),
         "application/x-protobuf" | "application/protobuf" => Ok(Format::Proto),
         other => Err(IngestError::UnsupportedMediaType(format!(
             "unsupported Content-Type `{other}`; use application/json or application/x-protobuf"
