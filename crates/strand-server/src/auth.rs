@@ -482,10 +482,8 @@ impl Authority {
             strand_core::MetricKind::Counter,
         );
         for ((listener, reason), n) in self.failures.lock().iter() {
-            failures = failures.with(
-                vec![("listener", (*listener).into()), ("reason", (*reason).into())],
-                *n as f64,
-            );
+            failures = failures
+                .with(vec![("listener", (*listener).into()), ("reason", (*reason).into())], *n as f64);
         }
         vec![
             failures,

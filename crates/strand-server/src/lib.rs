@@ -234,6 +234,15 @@ pub async fn run(
         data_dir = %cfg.data_dir.display(),
         "strand listening"
     );
+    // SIGHUP re-reads the TLS files: listened for before anyone can know the server is up,
+    // since the signal's default action would end the process.
+    let hup = match &tls {
+        Some(_) => Some(
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("listening for SIGHUP (TLS certificate reloads)")?,
+        ),
+        None => None,
+    };
     on_bound(&addrs);
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -382,10 +391,10 @@ pub async fn run(
             Ok(())
         });
     }
-    if let Some(tls) = tls.clone() {
+    if let (Some(tls), Some(hup)) = (tls.clone(), hup) {
         let stop = stopped();
         tasks.spawn(async move {
-            reload_tls_on_sighup(tls, stop).await;
+            reload_tls_on_sighup(tls, hup, stop).await;
             Ok(())
         });
     }
@@ -409,14 +418,11 @@ pub async fn run(
 
 /// Re-reads the TLS certificate and key on every SIGHUP until `stop` resolves; a failed
 /// reload keeps the old certificate and says why.
-async fn reload_tls_on_sighup(tls: Arc<tls::Tls>, stop: impl Future<Output = ()>) {
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP: the TLS certificate will not be reloaded");
-            return;
-        }
-    };
+async fn reload_tls_on_sighup(
+    tls: Arc<tls::Tls>,
+    mut hup: tokio::signal::unix::Signal,
+    stop: impl Future<Output = ()>,
+) {
     let mut stop = std::pin::pin!(stop);
     loop {
         tokio::select! {

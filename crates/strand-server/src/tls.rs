@@ -103,10 +103,7 @@ impl Tls {
             strand_core::MetricKind::Counter,
         );
         f = f.with(vec![("result", "ok".into())], self.reloads.load(Ordering::Relaxed) as f64);
-        f = f.with(
-            vec![("result", "failed".into())],
-            self.reload_failures.load(Ordering::Relaxed) as f64,
-        );
+        f = f.with(vec![("result", "failed".into())], self.reload_failures.load(Ordering::Relaxed) as f64);
         vec![f]
     }
 }

@@ -299,3 +299,47 @@ fn the_readme_tour_and_benchmark_commands_match_the_repository() {
     let fuzz = common::repo().join("scripts/fuzz.sh");
     assert!(fuzz.exists(), "the README's scripts/fuzz.sh");
 }
+
+/// "Tokens and TLS": `token new` prints what the README shows (a fresh token, the entry
+/// with its SHA-256), and the configuration shown loads once its placeholders hold hashes.
+#[test]
+fn the_readme_token_command_prints_what_it_shows_and_its_configuration_loads() {
+    let (commands, body) = section_commands("Tokens and TLS");
+    assert_eq!(commands.len(), 1, "{commands:?}");
+    let args: Vec<&str> = commands[0]
+        .strip_prefix("cargo run --release -- ")
+        .expect("a strand command")
+        .split_whitespace()
+        .collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_strand")).args(&args).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let shown = block(&body, "Tokens and TLS", "text");
+    let (printed_lines, shown_lines): (Vec<&str>, Vec<&str>) =
+        (printed.lines().collect(), shown.lines().collect());
+    assert_eq!(printed_lines.len(), shown_lines.len(), "{printed}");
+    for (p, s) in printed_lines.iter().zip(&shown_lines) {
+        // The README elides the random parts with "…".
+        match s.split_once('…') {
+            Some((head, tail)) => {
+                let tail = tail.trim_start_matches(|c: char| c.is_ascii_hexdigit());
+                assert!(p.starts_with(head) && p.ends_with(tail), "printed {p:?}, README {s:?}");
+            }
+            None => assert_eq!(p, s),
+        }
+    }
+    let token = printed_lines[0].strip_prefix("token: ").expect("the token line");
+    assert!(token.starts_with("strand_") && token.len() == 7 + 64, "{token}");
+    let entry: serde_json::Value =
+        serde_json::from_str(printed_lines.last().expect("entry").trim().trim_start_matches("- "))
+            .expect("json");
+    assert_eq!(entry["sha256"], strand_server::auth::token_hash(token));
+    assert_eq!(entry["scopes"], serde_json::json!(["write", "read"]));
+    // The configuration shown, with real hashes in place of its placeholders.
+    let yaml = block(&body, "Tokens and TLS", "yaml")
+        .replace("<hash printed for it>", entry["sha256"].as_str().expect("hash"))
+        .replace("<another hash>", &strand_server::auth::token_hash("another"));
+    let config = load_yaml(&yaml);
+    assert!(config.listen_all && config.auth.required() && config.tls.enabled());
+    assert!(config.listeners().iter().all(|(_, a, _)| a.ip().is_unspecified()));
+}

@@ -125,3 +125,47 @@ async fn web_ui_says_when_a_trace_was_cut_to_the_span_cap() {
         .expect("browser test");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_ui_asks_for_a_token_when_the_server_requires_one() {
+    if common::node_with_playwright().is_none() {
+        return;
+    }
+    let entry = |name: &str, scope| {
+        let (token, sha256) = strand_server::auth::new_token().expect("token");
+        (
+            token,
+            strand_server::auth::TokenConfig {
+                name: name.into(),
+                sha256,
+                scopes: vec![scope],
+                tenants: Vec::new(),
+            },
+        )
+    };
+    let (reader, r) = entry("browser", strand_server::auth::Scope::Read);
+    let (writer, w) = entry("sdk", strand_server::auth::Scope::Write);
+    let server = common::start(|c| c.auth.tokens = vec![r, w]).await;
+    let batch = strand_store::testdata::batch(1, 5);
+    let request = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+        resource_spans: strand_otlp::to_resource_spans(&batch),
+    };
+    let resp = reqwest::Client::new()
+        .post(server.otlp_url())
+        .bearer_auth(&writer)
+        .header("content-type", "application/x-protobuf")
+        .body(prost::Message::encode_to_vec(&request))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 200);
+    let envs = [
+        ("STRAND_URL", format!("http://{}", server.http)),
+        ("STRAND_TOKEN", reader),
+        ("STRAND_TRACE", strand_store::testdata::trace_id(1).to_hex()),
+    ];
+    tokio::task::spawn_blocking(move || common::run_node(&["--test", "token.test.mjs"], &envs))
+        .await
+        .expect("browser test");
+    server.stop().await;
+}
