@@ -49,6 +49,59 @@ function askForToken(message) {
   return asking;
 }
 
+/** Fetches `url` with the token (asking for one when the server wants it, at most three
+ * times) and, when `withTenant`, the chosen tenant. */
+async function fetchAuthorized(url, signal, withTenant) {
+  const send = async () => {
+    const tenant = withTenant ? sessionStorage.getItem(TENANT_KEY) : null;
+    const headers = { accept: 'application/json', ...authHeaders(), ...(tenant ? { 'x-scope-orgid': tenant } : {}) };
+    try {
+      return await fetch(url, { signal, headers });
+    } catch (e) {
+      if (e.name === 'AbortError') throw e;
+      throw new ApiError(0, `The Strand server cannot be reached (${e.message}). Is it running?`);
+    }
+  };
+  let response = await send();
+  // A token is needed (or the one kept was refused: the answer challenges for a bearer
+  // token), so ask, then try again. A 401 for a missing tenant challenges for nothing.
+  for (let tries = 0; response.status === 401 && response.headers.has('www-authenticate') && tries < 3; tries++) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    const body = await response.clone().json().catch(() => null);
+    if (!(await askForToken(body?.error ?? 'The server asks for a token.'))) break;
+    response = await send();
+  }
+  return response;
+}
+
+// With tenants on, the tenant whose data the UI shows: the one picked in this tab, else
+// the first the server lists for this token. Chosen once per page load, before any read.
+const TENANT_KEY = 'strand.tenant';
+let tenantChoice = null;
+
+function chooseTenant() {
+  tenantChoice ??= (async () => {
+    const response = await fetchAuthorized('/api/v1/tenants', undefined, false);
+    if (!response.ok) return;
+    const { multitenancy, tenants } = await response.json();
+    if (!multitenancy) {
+      sessionStorage.removeItem(TENANT_KEY);
+      return;
+    }
+    let current = sessionStorage.getItem(TENANT_KEY);
+    if (!tenants.includes(current)) current = tenants[0] ?? null;
+    if (current) sessionStorage.setItem(TENANT_KEY, current);
+    window.dispatchEvent(new CustomEvent('strand:tenants', { detail: { tenants, current } }));
+  })().catch(() => {});
+  return tenantChoice;
+}
+
+/** Switches the UI to another tenant (the page reloads). */
+export function pickTenant(tenant) {
+  sessionStorage.setItem(TENANT_KEY, tenant);
+  window.location.reload();
+}
+
 /** GET a JSON API path; `params` values may be arrays (repeated parameters). */
 export async function getJSON(path, params = {}, { signal } = {}) {
   const qs = new URLSearchParams();
@@ -58,22 +111,8 @@ export async function getJSON(path, params = {}, { signal } = {}) {
     }
   }
   const url = qs.toString() ? `${path}?${qs}` : path;
-  const send = async () => {
-    try {
-      return await fetch(url, { signal, headers: { accept: 'application/json', ...authHeaders() } });
-    } catch (e) {
-      if (e.name === 'AbortError') throw e;
-      throw new ApiError(0, `The Strand server cannot be reached (${e.message}). Is it running?`);
-    }
-  };
-  let response = await send();
-  // A token is needed (or the one kept was refused): ask, then try once more.
-  for (let tries = 0; response.status === 401 && tries < 3; tries++) {
-    sessionStorage.removeItem(TOKEN_KEY);
-    const body = await response.clone().json().catch(() => null);
-    if (!(await askForToken(body?.error ?? 'The server asks for a token.'))) break;
-    response = await send();
-  }
+  await chooseTenant();
+  const response = await fetchAuthorized(url, signal, true);
   if (!response.ok) {
     let message = `${response.status} ${response.statusText}`;
     try {

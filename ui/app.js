@@ -1,7 +1,8 @@
 // Strand's web UI: a router over the page modules, the top bar and the theme. Pages are
 // plain ES modules; nothing is built (docs/adr/004-web-ui-without-a-build-step.md).
 
-import { notice } from './dom.js';
+import { h, notice } from './dom.js';
+import { pickTenant } from './api.js';
 
 const main = document.getElementById('main');
 let current = null; // the page on screen: { destroy() } or null
@@ -57,7 +58,17 @@ async function render() {
 export function navigate(href, { replace = false } = {}) {
   if (replace) history.replaceState(null, '', href);
   else history.pushState(null, '', href);
-  render();
+  // Tenants: a picker in the top bar when this token may read more than one.
+window.addEventListener('strand:tenants', (e) => {
+  const { tenants, current } = e.detail;
+  if (tenants.length < 2 || document.getElementById('tenant')) return;
+  const select = h('select', { id: 'tenant', class: 'tenant-picker', 'aria-label': 'Tenant',
+    title: 'Tenant (X-Scope-OrgID)', onchange: () => pickTenant(select.value) },
+  tenants.map((t) => h('option', { value: t, selected: t === current }, t)));
+  themeButton.before(select);
+});
+
+render();
 }
 
 // In-app links navigate without reloading; modified clicks open tabs as usual.
@@ -96,6 +107,16 @@ themeButton.addEventListener('click', () => {
   localStorage.setItem('strand.theme', next);
   applyTheme(next);
   window.dispatchEvent(new Event('strand:theme'));
+});
+
+// Tenants: a picker in the top bar when this token may read more than one.
+window.addEventListener('strand:tenants', (e) => {
+  const { tenants, current } = e.detail;
+  if (tenants.length < 2 || document.getElementById('tenant')) return;
+  const select = h('select', { id: 'tenant', class: 'tenant-picker', 'aria-label': 'Tenant',
+    title: 'Tenant (X-Scope-OrgID)', onchange: () => pickTenant(select.value) },
+  tenants.map((t) => h('option', { value: t, selected: t === current }, t)));
+  themeButton.before(select);
 });
 
 render();

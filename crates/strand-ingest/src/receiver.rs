@@ -246,6 +246,20 @@ impl Receiver {
         self
     }
 
+    /// A receiver handing batches to other sinks (a tenant's) with its own counters, under
+    /// the same bounds: the requests in flight and the bytes being received are counted
+    /// together with this receiver's and every other one made from it.
+    pub fn with_sinks(&self, sink: Arc<dyn SpanSink>, logs: Option<Arc<dyn LogSink>>) -> Self {
+        Self {
+            sink,
+            logs,
+            limits: self.limits,
+            in_flight: self.in_flight.clone(),
+            receiving: self.receiving.clone(),
+            stats: Arc::default(),
+        }
+    }
+
     /// Counters per protocol, for `/metrics`.
     pub fn stats(&self) -> Arc<ReceiverStats> {
         self.stats.clone()

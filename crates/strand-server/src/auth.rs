@@ -339,6 +339,8 @@ pub struct Caller {
     pub tenant: String,
     /// The token's name, when a token was used.
     pub token: Option<String>,
+    /// The tenants the caller may use; `None` for any.
+    pub tenants: Option<Vec<String>>,
 }
 
 /// The peer address of a connection, put in each request's extensions by the server.
@@ -439,8 +441,17 @@ impl Authority {
             }
             check_not_cross_origin(method, headers)?;
         }
-        let tenant = self.tenant(headers, token, need)?;
-        Ok(Some(Caller { tenant, token: token.map(|t| t.name.clone()) }))
+        // The tenant list itself is read before a tenant is chosen.
+        let tenant = if path == "/api/v1/tenants" {
+            SINGLE_TENANT.to_owned()
+        } else {
+            self.tenant(headers, token, need)?
+        };
+        Ok(Some(Caller {
+            tenant,
+            token: token.map(|t| t.name.clone()),
+            tenants: token.and_then(|t| t.tenants.clone()),
+        }))
     }
 
     fn tenant(&self, headers: &HeaderMap, token: Option<&Token>, need: Need) -> Result<String, Denied> {
@@ -559,7 +570,24 @@ pub async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Resp
 }
 
 fn refusal(listener: Listener, headers: &HeaderMap, denied: &Denied) -> Response {
-    let msg = denied.message();
+    let mut resp = error_response(listener, headers, denied.status(), denied.grpc_code(), denied.message());
+    if matches!(denied, Denied::Missing | Denied::Invalid) {
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"strand\""));
+    }
+    resp
+}
+
+/// An error answer in the listener's shape: a gRPC status for gRPC requests, an OTLP
+/// `google.rpc.Status` in the request's encoding on the OTLP/HTTP port, `{"error": …}`
+/// elsewhere.
+pub fn error_response(
+    listener: Listener,
+    headers: &HeaderMap,
+    status: StatusCode,
+    grpc_code: tonic::Code,
+    msg: String,
+) -> Response {
     let media = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -569,26 +597,20 @@ fn refusal(listener: Listener, headers: &HeaderMap, denied: &Denied) -> Response
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    let mut resp = if media.starts_with("application/grpc") || listener == Listener::OtlpGrpc {
-        tonic::Status::new(denied.grpc_code(), msg).into_http::<Body>()
+    if media.starts_with("application/grpc") || listener == Listener::OtlpGrpc {
+        tonic::Status::new(grpc_code, msg).into_http::<Body>()
     } else if listener == Listener::OtlpHttp {
-        // OTLP/HTTP answers errors with a google.rpc.Status in the request's encoding.
-        let code = denied.grpc_code() as i32;
+        let code = grpc_code as i32;
         if media == "application/json" {
-            (denied.status(), axum::Json(serde_json::json!({ "code": code, "message": msg }))).into_response()
+            (status, axum::Json(serde_json::json!({ "code": code, "message": msg }))).into_response()
         } else {
             use prost::Message;
             let body = strand_ingest::otlp::http::RpcStatus { code, message: msg }.encode_to_vec();
-            (denied.status(), [(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response()
+            (status, [(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response()
         }
     } else {
-        (denied.status(), axum::Json(serde_json::json!({ "error": msg }))).into_response()
-    };
-    if matches!(denied, Denied::Missing | Denied::Invalid) {
-        resp.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"strand\""));
+        (status, axum::Json(serde_json::json!({ "error": msg }))).into_response()
     }
-    resp
 }
 
 #[cfg(test)]
@@ -678,6 +700,45 @@ mod tests {
             a.check(Listener::JaegerHttp, &Method::POST, "/api/traces", &HeaderMap::new(), None),
             Err(Denied::Missing)
         );
+    }
+
+    #[test]
+    fn the_tenant_comes_from_the_header_or_the_tokens_only_tenant() {
+        let (a, s) = authority(
+            &[
+                ("one", &[Scope::Read], &["acme"]),
+                ("two", &[Scope::Read], &["acme", "globex"]),
+                ("all", &[Scope::Read], &["*"]),
+            ],
+            true,
+        );
+        let check = |token: &str, tenant: Option<&str>| {
+            let mut pairs = vec![("authorization", format!("Bearer {token}"))];
+            if let Some(t) = tenant {
+                pairs.push(("x-scope-orgid", t.to_owned()));
+            }
+            let h: Vec<(&'static str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            a.check(Listener::Query, &Method::GET, "/api/v1/search", &headers(&h), None)
+                .map(|c| c.map(|c| c.tenant))
+        };
+        assert_eq!(check(&s[0], None), Ok(Some("acme".into())));
+        assert_eq!(check(&s[0], Some("acme")), Ok(Some("acme".into())));
+        assert_eq!(
+            check(&s[0], Some("globex")),
+            Err(Denied::Tenant { token: "one".into(), tenant: "globex".into() })
+        );
+        assert_eq!(check(&s[1], Some("globex")), Ok(Some("globex".into())));
+        assert!(matches!(check(&s[1], None), Err(Denied::NoTenant(m)) if m.contains("acme, globex")));
+        assert!(matches!(check(&s[2], None), Err(Denied::NoTenant(_))));
+        assert_eq!(check(&s[2], Some("anyone")), Ok(Some("anyone".into())));
+        assert!(matches!(check(&s[2], Some("a/b")), Err(Denied::BadTenant(_))));
+        // The tenant list is read before a tenant is chosen; admin is server-wide.
+        let h = headers(&[("authorization", &format!("Bearer {}", s[1]))]);
+        let list = a
+            .check(Listener::Query, &Method::GET, "/api/v1/tenants", &h, None)
+            .expect("allowed")
+            .expect("caller");
+        assert_eq!(list.tenants, Some(vec!["acme".to_owned(), "globex".to_owned()]));
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct Config {
     pub tls: crate::tls::TlsConfig,
     /// Cross-origin requests from web pages (the OTLP/HTTP receiver and the query API).
     pub cors: CorsConfig,
+    /// Tenants (`X-Scope-OrgID`), each with its own store, and their limits.
+    pub multitenancy: crate::tenants::MultitenancyConfig,
     /// Log filter (`info`, `debug`, `strand_store=debug,info`, ...); `RUST_LOG` wins.
     pub log_level: String,
     /// Store a few demo traces from the last minutes at start (`strand serve --demo`): a
@@ -316,6 +318,7 @@ impl Default for Config {
             auth: crate::auth::AuthConfig::default(),
             tls: crate::tls::TlsConfig::default(),
             cors: CorsConfig::default(),
+            multitenancy: crate::tenants::MultitenancyConfig::default(),
             log_level: "info".into(),
             log_format: LogFormat::Text,
             demo: false,
@@ -496,6 +499,7 @@ impl Config {
         let mut errs = self.sampling.validate();
         errs.extend(self.auth.validate());
         errs.extend(self.tls.validate());
+        errs.extend(self.multitenancy.validate());
         errs.extend(self.check_exposure());
         for origin in &self.cors.allowed_origins {
             let ok = origin == "*"

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod remote_sampling;
 pub mod search_cmd;
 pub mod spm;
+pub mod tenants;
 pub mod tls;
 pub mod trace_cmd;
 pub mod ui;
@@ -30,9 +31,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use serde::Serialize;
-use strand_core::{ChainIntegrity, LogSink, LogStore, SpanObserver, SpanSink, TraceReader, TraceStore};
-use strand_ingest::{IngestLimits, Receiver, ReceiverStats};
-use strand_integrity::ChainAnalyser;
+use strand_core::{LogSink, SpanSink};
+use strand_ingest::{IngestLimits, Receiver};
 
 use strand_sampling::runtime::Pipeline;
 use strand_sampling::runtime::remote::RemoteSampling;
@@ -77,7 +77,7 @@ pub fn raise_open_files_limit() -> std::io::Result<(Option<u64>, Option<u64>)> {
 }
 
 /// Runs the server until `shutdown` resolves, then stops accepting, answers in-flight
-/// requests and closes the store (cutting the head into a block). `on_bound` is called
+/// requests and closes the stores (cutting each head into a block). `on_bound` is called
 /// once every listener is bound.
 pub async fn run(
     cfg: Config,
@@ -91,72 +91,44 @@ pub async fn run(
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "could not raise the soft limit on open files"),
     }
+    let cfg = Arc::new(cfg);
     let tls = if cfg.tls.enabled() {
         Some(tls::Tls::load(&cfg.tls).context("loading the TLS certificate")?)
     } else {
         None
     };
-    let authority = Arc::new(auth::Authority::new(&cfg.auth, false));
+    let authority = Arc::new(auth::Authority::new(&cfg.auth, cfg.multitenancy.enabled));
     if !authority.required() {
         info!("auth: none (no tokens configured); admin endpoints answer loopback clients only");
     }
-    let data_dir = cfg.data_dir.clone();
-    let storage = cfg.storage.clone();
-    let store: Arc<dyn TraceStore> = tokio::task::spawn_blocking(move || storage.open_backend(&data_dir))
-        .await
-        .context("store open task failed")?
-        .with_context(|| {
-            format!("opening the {:?} store in {}", cfg.storage.backend, cfg.data_dir.display())
-        })?;
     let limits = IngestLimits {
         max_request_bytes: cfg.otlp.max_request_size.0 as usize,
         max_concurrent_requests: cfg.otlp.max_concurrent_requests,
         body_read_timeout: cfg.otlp.body_read_timeout.0,
         ..IngestLimits::default()
     };
-    let red = Arc::new(strand_sampling::red::RedMetrics::new(
-        strand_sampling::red::RedLimits::default(),
-        strand_store::now_unix_nano(),
-    ));
-    let remote = Arc::new(RemoteSampling::open(&cfg.remote_sampling, &cfg.data_dir, red.clone())?);
-    let integrity = if cfg.integrity.enabled {
-        // The findings log and edge counts live beside the data; a memory store keeps none.
-        let dir = (cfg.storage.backend == config::Backend::Embedded).then(|| cfg.data_dir.clone());
-        let (icfg, reader, retention) =
-            (cfg.integrity.clone(), store.clone() as Arc<dyn TraceReader>, cfg.storage.retention.0);
-        let analyser = tokio::task::spawn_blocking(move || {
-            ChainAnalyser::open(icfg, dir.as_deref(), reader, retention, Arc::new(strand_core::SystemClock))
-        })
-        .await
-        .context("integrity open task failed")?
-        .context("starting the chain-integrity analyser")?;
-        Some(Arc::new(analyser))
-    } else {
-        None
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
     };
-    let observers: Vec<Arc<dyn SpanObserver>> =
-        integrity.iter().map(|a| a.clone() as Arc<dyn SpanObserver>).collect();
-    let pipeline = Arc::new(
-        Pipeline::open(
-            store.clone(),
-            red,
-            observers,
-            &cfg.sampling,
-            &cfg.data_dir,
-            cfg.storage.fsync == config::Fsync::Always,
-        )
-        .await
-        .context("starting tail sampling")?,
-    );
-    let sink: Arc<dyn SpanSink> = pipeline.clone();
+    // The receivers' bounds (requests in flight, bytes being received) are shared by every
+    // tenant's receivers, made from this one; it stores nothing itself.
+    let base = Receiver::new(Arc::new(Refuse), limits);
+    let tenants = tenants::Tenants::start(cfg.clone(), base, stop_tx.subscribe()).await?;
+    let primary = tenants.primary();
+    let remote =
+        Arc::new(RemoteSampling::open(&cfg.remote_sampling, &cfg.data_dir, primary.pipeline.red().clone())?);
     let mut featured = None;
     if cfg.demo {
         let now = strand_store::now_unix_nano();
         for batch in demo::submissions(now) {
-            sink.consume(batch).await.context("storing the demo traces")?;
+            primary.pipeline.consume(batch).await.context("storing the demo traces")?;
         }
         for batch in demo::submission_logs(now) {
-            pipeline.consume_logs(batch).await.context("storing the demo log lines")?;
+            primary.pipeline.consume_logs(batch).await.context("storing the demo log lines")?;
         }
         let (trace, span) = demo::featured(now);
         featured = Some(DemoTrace {
@@ -170,17 +142,6 @@ pub async fn run(
             "stored the demo traces: open the web UI (its search page links to the featured one)"
         );
     }
-    // Log records are stored as they come, or wait for their trace's tail decision
-    // (`sampling.logs: follow_traces`).
-    let receiver = Receiver::new(sink, limits).with_logs(pipeline.clone());
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
 
     let grpc =
         if cfg.otlp.grpc_enabled { Some(bind(cfg.otlp.grpc_listen, "otlp grpc").await?) } else { None };
@@ -232,6 +193,9 @@ pub async fn run(
         remote_sampling = %at(addrs.remote_sampling),
         http = %addrs.http,
         data_dir = %cfg.data_dir.display(),
+        tls = tls.is_some(),
+        tokens = authority.required(),
+        multitenancy = cfg.multitenancy.enabled,
         "strand listening"
     );
     // SIGHUP re-reads the TLS files: listened for before anyone can know the server is up,
@@ -246,14 +210,6 @@ pub async fn run(
     on_bound(&addrs);
 
     let mut tasks = tokio::task::JoinSet::new();
-    {
-        let stop = stopped();
-        let p = pipeline.clone();
-        tasks.spawn(async move {
-            p.run_decider(stop).await;
-            Ok(())
-        });
-    }
     let connections = Arc::new(listener::ConnectionStats::default());
     let header_timeout = cfg.connections.header_read_timeout.0;
     let guard = |listener: TcpListener, what: &'static str| {
@@ -274,33 +230,10 @@ pub async fn run(
             auth::guard,
         ))
     };
-    if let Some(listener) = grpc {
-        // Served by hyper like the HTTP listeners (it tells HTTP/2 from the first bytes), so
-        // TLS and the token check are the same code for every TCP listener.
-        let app = tonic::service::Routes::new(strand_ingest::otlp::grpc::service(receiver.clone()))
-            .add_service(strand_ingest::otlp::grpc::logs_service(receiver.clone()))
-            .add_service(strand_ingest::otlp::grpc::metrics_service(receiver.clone()))
-            .into_axum_router();
-        let app = guarded(app, auth::Listener::OtlpGrpc);
-        let stop = stopped();
-        let listener = guard(listener, "otlp grpc");
-        let how = serving(true);
-        tasks.spawn(async move {
-            http_serve::serve(listener, app, stop, how).await;
-            Ok(())
-        });
-    }
-    if let Some(listener) = otlp_http {
-        let app = guarded(strand_ingest::otlp::http::router(receiver.clone()), auth::Listener::OtlpHttp)
-            .layer(axum::middleware::from_fn_with_state(cors.clone(), cors::cors));
-        let stop = stopped();
-        let listener = guard(listener, "otlp http");
-        let how = serving(true);
-        tasks.spawn(async move {
-            http_serve::serve(listener, app, stop, how).await;
-            Ok(())
-        });
-    }
+    // Every tenant-scoped request goes to its tenant's stack (see `tenants`).
+    let to_tenant = |listener: auth::Listener| {
+        Router::new().fallback(tenants::dispatch).with_state((tenants.clone(), listener))
+    };
     {
         let stop = stopped();
         let r = remote.clone();
@@ -309,21 +242,18 @@ pub async fn run(
             Ok(())
         });
     }
-    if let Some(analyser) = integrity.clone() {
-        let stop = stopped();
-        tasks.spawn(async move {
-            analyser.run(stop).await;
-            Ok(())
-        });
-    }
     // Like Jaeger's collector, the thrift HTTP port also answers `/api/sampling`.
-    let mut jaeger_app = strand_ingest::jaeger::router(receiver.clone());
+    let mut jaeger_app = to_tenant(auth::Listener::JaegerHttp);
     if cfg.remote_sampling.enabled {
-        jaeger_app = jaeger_app.merge(remote_sampling::router(&remote));
+        jaeger_app = remote_sampling::router(&remote).merge(jaeger_app);
     }
+    // gRPC is served by hyper like the HTTP listeners (it tells HTTP/2 from the first
+    // bytes), so TLS, the token check and the tenant routing are the same code everywhere.
     for (listener, app, what, kind) in [
+        (grpc, to_tenant(auth::Listener::OtlpGrpc), "otlp grpc", auth::Listener::OtlpGrpc),
+        (otlp_http, to_tenant(auth::Listener::OtlpHttp), "otlp http", auth::Listener::OtlpHttp),
         (jaeger_http, jaeger_app, "jaeger thrift http server", auth::Listener::JaegerHttp),
-        (zipkin, strand_ingest::zipkin::router(receiver.clone()), "zipkin server", auth::Listener::Zipkin),
+        (zipkin, to_tenant(auth::Listener::Zipkin), "zipkin server", auth::Listener::Zipkin),
         (
             remote_http,
             remote_sampling::router(&remote),
@@ -334,7 +264,10 @@ pub async fn run(
         if let Some(listener) = listener {
             let stop = stopped();
             let listener = guard(listener, what);
-            let app = guarded(app, kind);
+            let mut app = guarded(app, kind);
+            if kind == auth::Listener::OtlpHttp {
+                app = app.layer(axum::middleware::from_fn_with_state(cors.clone(), cors::cors));
+            }
             let how = serving(kind != auth::Listener::RemoteSampling);
             tasks.spawn(async move {
                 http_serve::serve(listener, app, stop, how).await;
@@ -346,7 +279,7 @@ pub async fn run(
     for (socket, protocol) in [(jaeger_agent, JaegerAgentCompact), (jaeger_agent_binary, JaegerAgentBinary)] {
         let Some(socket) = socket else { continue };
         let stop = stopped();
-        let rx = receiver.clone();
+        let rx = primary.receiver.clone();
         tasks.spawn(async move {
             strand_ingest::jaeger::serve_agent(socket, rx, stop, protocol)
                 .await
@@ -354,24 +287,22 @@ pub async fn run(
         });
     }
     {
-        let reader: Arc<dyn TraceReader> = store.clone();
         let status = Router::new()
             .route("/api/v1/status", get(status))
-            .with_state(Arc::new(StatusInfo { addrs: addrs.clone(), demo: featured }));
-        let chain = integrity.clone().map(|a| a as Arc<dyn ChainIntegrity>);
-        let logs = Some(store.clone() as Arc<dyn LogStore>);
-        let mut app = strand_query::router(reader, cfg.query.to_limits(), chain, logs).merge(status).merge(
-            admin_router(MetricSources {
-                store: store.clone(),
-                receivers: receiver.stats(),
-                pipeline: pipeline.clone(),
+            .with_state(Arc::new(StatusInfo { addrs: addrs.clone(), demo: featured }))
+            .route("/api/v1/tenants", get(tenant_list))
+            .with_state(tenants.clone());
+        let mut app = Router::new()
+            .route("/api/{*rest}", axum::routing::any(tenants::dispatch))
+            .with_state((tenants.clone(), auth::Listener::Query))
+            .merge(status)
+            .merge(admin_router(MetricSources {
+                tenants: tenants.clone(),
                 remote: remote.clone(),
-                integrity: integrity.clone(),
                 connections: connections.clone(),
                 authority: authority.clone(),
                 tls: tls.clone(),
-            }),
-        );
+            }));
         if cfg.query.ui_enabled {
             app = app.merge(ui::router(cfg.query.ui_dir.clone()));
         }
@@ -399,21 +330,60 @@ pub async fn run(
         });
     }
 
+    let mut failed = None;
     tokio::select! {
         _ = shutdown => info!("shutting down"),
         Some(res) = tasks.join_next() => {
             // A server ended on its own: that is an error worth stopping for.
-            let _ = stop_tx.send(true);
-            res.context("server task panicked")??;
+            failed = Some(res);
         }
     }
     let _ = stop_tx.send(true);
     while let Some(res) = tasks.join_next().await {
         res.context("server task panicked")??;
     }
-    store.close().await;
+    tenants.close().await;
+    if let Some(res) = failed {
+        res.context("server task panicked")??;
+    }
     info!("stopped");
     Ok(())
+}
+
+/// The sink of the receiver the tenants' receivers are made from: it is never given a
+/// request, and would refuse one.
+struct Refuse;
+
+impl SpanSink for Refuse {
+    fn consume(
+        &self,
+        _: strand_core::SpanBatch,
+    ) -> strand_core::BoxFuture<'_, Result<(), strand_core::SinkError>> {
+        Box::pin(async { Err(strand_core::SinkError::Unavailable("no tenant was chosen".into())) })
+    }
+}
+
+/// The RED and service-performance routes of one tenant's pipeline.
+pub(crate) fn red_router(pipeline: Arc<Pipeline>) -> Router {
+    Router::new()
+        .route("/api/v1/metrics/red", get(red_metrics))
+        .route("/api/metrics/minstep", get(spm::min_step))
+        .route("/api/metrics/{kind}", get(spm::metrics))
+        .with_state(pipeline)
+}
+
+/// `GET /api/v1/tenants`: the tenants the caller may read (its token's, or every open one),
+/// for the UI's tenant picker.
+async fn tenant_list(
+    State(tenants): State<Arc<tenants::Tenants>>,
+    caller: Option<axum::Extension<auth::Caller>>,
+) -> axum::response::Response {
+    let open: Vec<String> = tenants.all().iter().map(|s| s.tenant.clone()).collect();
+    let list = match caller.as_ref().and_then(|c| c.tenants.clone()) {
+        Some(allowed) => allowed,
+        None => open,
+    };
+    axum::Json(serde_json::json!({ "multitenancy": tenants.multitenant(), "tenants": list })).into_response()
 }
 
 /// Re-reads the TLS certificate and key on every SIGHUP until `stop` resolves; a failed
@@ -455,11 +425,8 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 /// Everything `/metrics` reports on.
 #[derive(Clone)]
 struct MetricSources {
-    store: Arc<dyn TraceStore>,
-    receivers: Arc<ReceiverStats>,
-    pipeline: Arc<Pipeline>,
+    tenants: Arc<tenants::Tenants>,
     remote: Arc<RemoteSampling>,
-    integrity: Option<Arc<ChainAnalyser>>,
     connections: Arc<listener::ConnectionStats>,
     authority: Arc<auth::Authority>,
     tls: Option<Arc<tls::Tls>>,
@@ -468,11 +435,6 @@ struct MetricSources {
 fn admin_router(sources: MetricSources) -> Router {
     Router::new()
         .route("/api/v1/admin/flush", post(flush))
-        .with_state(sources.store.clone())
-        .route("/api/v1/metrics/red", get(red_metrics))
-        .route("/api/metrics/minstep", get(spm::min_step))
-        .route("/api/metrics/{kind}", get(spm::metrics))
-        .with_state(sources.pipeline.clone())
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
         .route("/readyz", get(readyz))
@@ -555,26 +517,45 @@ async fn red_metrics(
     .into_response()
 }
 
-async fn flush(State(store): State<Arc<dyn TraceStore>>) -> axum::response::Response {
-    match store.flush().await {
-        Ok(()) => axum::Json(serde_json::json!({ "status": "flushed" })).into_response(),
-        Err(e) => strand_query::ApiError::from(e).into_response(),
+/// `POST /api/v1/admin/flush`: cuts every tenant's head into a block.
+async fn flush(State(m): State<Arc<MetricSources>>) -> axum::response::Response {
+    for stack in m.tenants.all() {
+        if let Err(e) = stack.store.flush().await {
+            return strand_query::ApiError::from(e).into_response();
+        }
     }
+    axum::Json(serde_json::json!({ "status": "flushed" })).into_response()
 }
 
 async fn metrics(State(m): State<Arc<MetricSources>>) -> axum::response::Response {
-    let mut families = m.store.metrics().await;
-    families.extend(m.receivers.metric_families());
-    families.extend(m.pipeline.metric_families());
+    let mut per_tenant = Vec::new();
+    for stack in m.tenants.all() {
+        let mut families = stack.store.metrics().await;
+        families.extend(stack.receiver.stats().metric_families());
+        families.extend(stack.pipeline.metric_families());
+        families.extend(stack.pipeline.red().metric_families());
+        if let Some(a) = &stack.integrity {
+            families.extend(a.metric_families());
+        }
+        families.push(strand_core::MetricFamily::counter(
+            "strand_tenant_ingest_refused_total",
+            "Spans and log records refused by the tenant's ingest rate limits (multitenancy.limits).",
+            stack.refused() as f64,
+        ));
+        per_tenant.push((stack.tenant.clone(), families));
+    }
+    // With tenants every tenant's series carries a `tenant` label; without, the one
+    // stack's series are as they always were.
+    let mut families = if m.tenants.multitenant() {
+        metrics::label_tenants(per_tenant)
+    } else {
+        per_tenant.into_iter().flat_map(|(_, f)| f).collect()
+    };
     families.extend(m.remote.metric_families());
-    families.extend(m.pipeline.red().metric_families());
     families.extend(m.connections.metric_families());
     families.extend(m.authority.metric_families());
     if let Some(t) = &m.tls {
         families.extend(t.metric_families());
-    }
-    if let Some(a) = &m.integrity {
-        families.extend(a.metric_families());
     }
     match metrics::encode(&families) {
         Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
@@ -586,8 +567,16 @@ async fn metrics(State(m): State<Arc<MetricSources>>) -> axum::response::Respons
 /// WAL cannot be written, a block write is failing, the disk budget is exceeded, the
 /// sampling log fails or its buffer is nearly full).
 async fn readyz(State(m): State<Arc<MetricSources>>) -> axum::response::Response {
-    let mut reasons = m.store.not_ready().await;
-    reasons.extend(m.pipeline.not_ready());
+    let mut reasons = Vec::new();
+    for stack in m.tenants.all() {
+        let mut mine = stack.store.not_ready().await;
+        mine.extend(stack.pipeline.not_ready());
+        if m.tenants.multitenant() {
+            reasons.extend(mine.into_iter().map(|r| format!("tenant {}: {r}", stack.tenant)));
+        } else {
+            reasons.extend(mine);
+        }
+    }
     if reasons.is_empty() {
         axum::Json(serde_json::json!({ "status": "ready" })).into_response()
     } else {

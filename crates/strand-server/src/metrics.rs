@@ -23,6 +23,24 @@ pub fn encode(families: &[MetricFamily]) -> Result<String, prometheus::Error> {
     prometheus::TextEncoder::new().encode_to_string(&out)
 }
 
+/// Each tenant's families as one set: every sample gains a `tenant` label, and families of
+/// the same name are merged (in the order first seen).
+pub fn label_tenants(per_tenant: Vec<(String, Vec<MetricFamily>)>) -> Vec<MetricFamily> {
+    let mut out: Vec<MetricFamily> = Vec::new();
+    for (tenant, families) in per_tenant {
+        for mut f in families {
+            for s in &mut f.samples {
+                s.labels.insert(0, ("tenant", tenant.clone()));
+            }
+            match out.iter_mut().find(|o| o.name == f.name) {
+                Some(o) => o.samples.extend(f.samples),
+                None => out.push(f),
+            }
+        }
+    }
+    out
+}
+
 fn to_proto(f: &MetricFamily) -> proto::MetricFamily {
     let mut family = proto::MetricFamily::default();
     family.set_name(f.name.clone());

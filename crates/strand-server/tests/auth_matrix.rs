@@ -132,7 +132,7 @@ async fn call(server: &common::TestServer, ep: &Endpoint, auth: Option<&str>) ->
             if let Some(a) = auth {
                 req = req.header("authorization", a);
             }
-            req.send().await.expect("request").status().as_u16()
+            req.header("x-scope-orgid", "acme").send().await.expect("request").status().as_u16()
         }
         None => {
             let body: serde_json::Value =
@@ -145,6 +145,7 @@ async fn call(server: &common::TestServer, ep: &Endpoint, auth: Option<&str>) ->
             if let Some(a) = auth {
                 req.metadata_mut().insert("authorization", a.parse().expect("metadata"));
             }
+            req.metadata_mut().insert("x-scope-orgid", "acme".parse().expect("metadata"));
             match client.export(req).await {
                 Ok(_) => 0,
                 Err(status) => 1000 + status.code() as u16,
@@ -157,32 +158,44 @@ const UNAUTHENTICATED: u16 = 1000 + tonic::Code::Unauthenticated as u16;
 const PERMISSION_DENIED: u16 = 1000 + tonic::Code::PermissionDenied as u16;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_endpoint_answers_each_caller_as_its_scope_says() {
-    let (writer, w) = token("writer", &[Scope::Write], &[]);
-    let (reader, r) = token("reader", &[Scope::Read], &[]);
+async fn every_endpoint_answers_each_caller_as_its_scope_and_tenant_say() {
+    // Tenants on; every request below names tenant `acme`.
+    let (writer, w) = token("writer", &[Scope::Write], &["acme"]);
+    let (reader, r) = token("reader", &[Scope::Read], &["acme"]);
     let (admin, a) = token("admin", &[Scope::Admin], &[]);
     let (scraper, m) = token("scraper", &[Scope::Metrics], &[]);
-    let server = common::start(|c| c.auth.tokens = vec![w, r, a, m]).await;
+    let (other_writer, ow) = token("globex-writer", &[Scope::Write], &["globex"]);
+    let (other_reader, or) = token("globex-reader", &[Scope::Read], &["globex"]);
+    let server = common::start(|c| {
+        c.multitenancy.enabled = true;
+        c.auth.tokens = vec![w, r, a, m, ow, or];
+    })
+    .await;
     let bearer = |t: &str| format!("Bearer {t}");
     let mut wrong = Vec::new();
     for ep in endpoints(&server) {
-        let (right, lacking) = match ep.needs {
-            Needs::Write => (Some(&writer), &reader),
-            Needs::Read => (Some(&reader), &writer),
-            Needs::Admin => (Some(&admin), &reader),
-            Needs::Metrics => (Some(&scraper), &writer),
-            Needs::Open => (None, &writer),
+        // The right token; one without the scope; one with the scope for another tenant
+        // (admin and metrics are server-wide: their tokens name no tenant).
+        let (right, lacking, elsewhere) = match ep.needs {
+            Needs::Write => (Some(&writer), &reader, Some(&other_writer)),
+            Needs::Read => (Some(&reader), &writer, Some(&other_reader)),
+            Needs::Admin => (Some(&admin), &reader, None),
+            Needs::Metrics => (Some(&scraper), &writer, None),
+            Needs::Open => (None, &writer, None),
         };
         let grpc = ep.http.is_none();
         let (no, forbidden) = if grpc { (UNAUTHENTICATED, PERMISSION_DENIED) } else { (401, 403) };
         let open = ep.needs == Needs::Open;
-        let cases = [
+        let mut cases = vec![
             ("no token", None, if open { ep.ok } else { no }),
             ("bad token", Some("Bearer strand_0000".to_owned()), if open { ep.ok } else { no }),
             ("not a bearer", Some(format!("Basic {writer}")), if open { ep.ok } else { no }),
             ("wrong scope", Some(bearer(lacking)), if open { ep.ok } else { forbidden }),
             ("right token", right.map(|t| bearer(t)), ep.ok),
         ];
+        if let Some(t) = elsewhere {
+            cases.push(("wrong tenant", Some(bearer(t)), forbidden));
+        }
         for (case, auth, want) in cases {
             let got = call(&server, &ep, auth.as_deref()).await;
             if got != want {
@@ -191,7 +204,46 @@ async fn every_endpoint_answers_each_caller_as_its_scope_says() {
         }
     }
     assert!(wrong.is_empty(), "wrong answers:\n{}", wrong.join("\n"));
-    // The admin token also reads /metrics; the writer's data arrived.
+
+    // 0 cross-tenant reads: globex's reader, on its own tenant (its only one, so no header
+    // needed), finds none of what acme's writer sent.
+    let client = reqwest::Client::new();
+    let read = |path: &str| client.get(server.query(path)).bearer_auth(&other_reader).send();
+    for path in [
+        format!("/api/v1/traces/{FIXTURE_TRACE}"),
+        format!("/api/traces/{FIXTURE_TRACE}"),
+        format!("/api/v2/traces/{FIXTURE_TRACE}"),
+    ] {
+        assert_eq!(read(&path).await.expect("get").status(), 404, "{path}");
+    }
+    for (path, list) in [
+        ("/api/v1/services", "services"),
+        ("/api/v1/search?since=1h", "traces"),
+        ("/api/v1/dependencies", "dependencies"),
+        ("/api/search?q=%7B%7D", "traces"),
+    ] {
+        let resp = read(path).await.expect("get");
+        assert_eq!(resp.status(), 200, "{path}");
+        let body: serde_json::Value = resp.json().await.expect("json");
+        assert_eq!(body[list], serde_json::json!([]), "{path}: {body}");
+    }
+    let logs: serde_json::Value = read(&format!("/api/v1/logs?traceId={FIXTURE_TRACE}"))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(logs["resourceLogs"], serde_json::json!([]), "{logs}");
+    // ... while acme's reader finds the fixture trace.
+    let resp = client
+        .get(server.query(&format!("/api/v1/traces/{FIXTURE_TRACE}")))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), 200);
+
+    // The admin token also reads /metrics; refusals are counted there, tokens never shown.
     let metrics = reqwest::Client::new()
         .get(server.query("/metrics"))
         .bearer_auth(&admin)
@@ -208,7 +260,35 @@ async fn every_endpoint_answers_each_caller_as_its_scope_says() {
     };
     assert!(refused("missing_token").is_some_and(|n| n >= 14.0), "{text}");
     assert!(refused("scope").is_some_and(|n| n >= 14.0), "{text}");
+    assert!(refused("tenant").is_some_and(|n| n >= 14.0), "{text}");
     assert!(!text.contains(&writer) && !text.contains(&reader), "no token in /metrics");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tenants_a_token_reads_everything_its_scope_allows() {
+    let (writer, w) = token("writer", &[Scope::Write], &[]);
+    let (reader, r) = token("reader", &[Scope::Read], &[]);
+    let server = common::start(|c| c.auth.tokens = vec![w, r]).await;
+    let body = std::fs::read(common::fixture("otlp/trace.json")).expect("fixture");
+    let client = reqwest::Client::new();
+    let sent = client
+        .post(server.otlp_url())
+        .bearer_auth(&writer)
+        .header("content-type", "application/json")
+        .header("x-scope-orgid", "ignored-without-tenants")
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(sent.status(), 200);
+    let got = client
+        .get(server.query(&format!("/api/v1/traces/{FIXTURE_TRACE}")))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(got.status(), 200);
     server.stop().await;
 }
 

@@ -169,3 +169,46 @@ async fn web_ui_asks_for_a_token_when_the_server_requires_one() {
         .expect("browser test");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_ui_picks_among_the_tenants_a_token_may_read() {
+    if common::node_with_playwright().is_none() {
+        return;
+    }
+    let (reader, sha256) = strand_server::auth::new_token().expect("token");
+    let server = common::start(|c| {
+        c.multitenancy.enabled = true;
+        c.auth.tokens = vec![strand_server::auth::TokenConfig {
+            name: "browser".into(),
+            sha256,
+            scopes: vec![strand_server::auth::Scope::Read, strand_server::auth::Scope::Write],
+            tenants: vec!["acme".into(), "globex".into()],
+        }];
+    })
+    .await;
+    for (tenant, seed) in [("acme", 1), ("globex", 2)] {
+        let request = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+            resource_spans: strand_otlp::to_resource_spans(&strand_store::testdata::batch(seed, 3)),
+        };
+        let resp = reqwest::Client::new()
+            .post(server.otlp_url())
+            .bearer_auth(&reader)
+            .header("x-scope-orgid", tenant)
+            .header("content-type", "application/x-protobuf")
+            .body(prost::Message::encode_to_vec(&request))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(resp.status(), 200);
+    }
+    let envs = [
+        ("STRAND_URL", format!("http://{}", server.http)),
+        ("STRAND_TOKEN", reader),
+        ("STRAND_ACME_TRACE", strand_store::testdata::trace_id(1).to_hex()),
+        ("STRAND_GLOBEX_TRACE", strand_store::testdata::trace_id(2).to_hex()),
+    ];
+    tokio::task::spawn_blocking(move || common::run_node(&["--test", "tenants.test.mjs"], &envs))
+        .await
+        .expect("browser test");
+    server.stop().await;
+}

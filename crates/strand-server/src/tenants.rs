@@ -1,0 +1,619 @@
+//! Tenants: each one a whole stack of its own — store (WAL, head, blocks, indexes) in its
+//! own directory, tail sampler, RED metrics, chain-integrity analyser, receivers and query
+//! API — so no search, trace, service list, dependency graph, log or integrity edge can
+//! reach another tenant's data: a request is routed to its tenant's stack before any of
+//! these sees it.
+//!
+//! Without multi-tenancy there is one stack, `single-tenant`, in the data directory itself
+//! (the layout of every earlier version). With it, that stack stays (it holds the data from
+//! before, and the Jaeger agent's UDP spans, which carry no tenant), and every other tenant
+//! lives in `data_dir/tenants/<id>/`, opened at start when it exists and on its first
+//! request otherwise, at most `multitenancy.max_tenants` of them.
+//!
+//! Per-tenant limits (`multitenancy.limits`): ingest rate in spans (and log records) and in
+//! bytes per second, refused beyond with 429 / RESOURCE_EXHAUSTED and `Retry-After`;
+//! retention and disk budget of the tenant's store.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use strand_core::{
+    BoxFuture, ChainIntegrity, KeyValue, LogBatch, LogSink, LogStore, SinkError, SpanBatch, SpanObserver,
+    SpanSink, TraceReader, TraceStore,
+};
+use strand_ingest::Receiver;
+use strand_integrity::ChainAnalyser;
+use strand_sampling::runtime::Pipeline;
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use crate::auth::{Caller, Listener, SINGLE_TENANT};
+use crate::config::{self, ByteSize, Config, HumanDuration};
+
+/// The `multitenancy:` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MultitenancyConfig {
+    /// `X-Scope-OrgID` selects the tenant of every request; off: one tenant,
+    /// `single-tenant`, and the header is ignored.
+    pub enabled: bool,
+    /// Most tenants the server keeps; a request for one more is refused (each tenant has
+    /// its own WAL, head and background threads).
+    pub max_tenants: usize,
+    /// Per-tenant limits; an entry for `*` applies to tenants without their own.
+    pub limits: Vec<TenantLimits>,
+}
+
+impl Default for MultitenancyConfig {
+    fn default() -> Self {
+        Self { enabled: false, max_tenants: 100, limits: Vec::new() }
+    }
+}
+
+/// Limits of one tenant (or of every tenant without an entry, `tenant: "*"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantLimits {
+    /// The tenant id, or `*`.
+    pub tenant: String,
+    /// Spans and log records per second, with a second's worth as burst.
+    #[serde(default)]
+    pub ingest_spans_per_second: Option<f64>,
+    /// Bytes per second of span and log data as decoded (names, attributes, events,
+    /// bodies; about the size of its OTLP protobuf), with a second's worth as burst.
+    #[serde(default)]
+    pub ingest_bytes_per_second: Option<ByteSize>,
+    /// The tenant's retention (instead of `storage.retention`).
+    #[serde(default)]
+    pub retention: Option<HumanDuration>,
+    /// The tenant's disk budget (instead of `storage.max_disk_size`).
+    #[serde(default)]
+    pub max_disk_size: Option<ByteSize>,
+}
+
+impl MultitenancyConfig {
+    /// The limits of `tenant`: its own entry, else the `*` entry.
+    pub fn limits_of(&self, tenant: &str) -> Option<&TenantLimits> {
+        self.limits
+            .iter()
+            .find(|l| l.tenant == tenant)
+            .or_else(|| self.limits.iter().find(|l| l.tenant == "*"))
+    }
+
+    /// Problems with the section, each naming its key.
+    pub fn validate(&self) -> Vec<String> {
+        let mut errs = Vec::new();
+        if self.max_tenants == 0 {
+            errs.push("`multitenancy.max_tenants`: must be greater than zero".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, l) in self.limits.iter().enumerate() {
+            let at = format!("`multitenancy.limits[{i}]`");
+            if l.tenant != "*"
+                && let Err(e) = crate::auth::check_tenant_id(&l.tenant)
+            {
+                errs.push(format!("{at}.tenant: {e}"));
+            }
+            if !seen.insert(l.tenant.as_str()) {
+                errs.push(format!("{at}.tenant: `{}` has two entries", l.tenant));
+            }
+            if l.ingest_spans_per_second.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+                errs.push(format!("{at}.ingest_spans_per_second: must be greater than zero"));
+            }
+            if l.ingest_bytes_per_second.is_some_and(|b| b.0 == 0) {
+                errs.push(format!("{at}.ingest_bytes_per_second: must be greater than zero"));
+            }
+            if l.retention.is_some_and(|r| r.0.is_zero()) {
+                errs.push(format!("{at}.retention: must be greater than zero"));
+            }
+            if l.max_disk_size.is_some_and(|b| b.0 == 0) {
+                errs.push(format!("{at}.max_disk_size: must be greater than zero"));
+            }
+        }
+        errs
+    }
+}
+
+/// A token bucket: `rate` per second, a second's worth of burst. A batch larger than the
+/// burst passes when the bucket is full and leaves it in debt, so no batch size is refused
+/// forever.
+struct Bucket {
+    rate: f64,
+    state: parking_lot::Mutex<(f64, Instant)>,
+}
+
+impl Bucket {
+    fn new(rate: f64) -> Self {
+        Self { rate, state: parking_lot::Mutex::new((rate, Instant::now())) }
+    }
+
+    /// Takes `n`, or says how many seconds until it could.
+    fn take(&self, n: f64) -> Result<(), u64> {
+        let mut s = self.state.lock();
+        let now = Instant::now();
+        s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * self.rate).min(self.rate);
+        s.1 = now;
+        let need = n.min(self.rate);
+        if s.0 >= need {
+            s.0 -= n;
+            Ok(())
+        } else {
+            Err((((need - s.0) / self.rate).ceil() as u64).max(1))
+        }
+    }
+}
+
+/// A tenant's ingest limits in front of its pipeline, and what they refused.
+pub struct Limited {
+    tenant: String,
+    inner: Arc<Pipeline>,
+    spans: Option<(Bucket, f64)>,
+    bytes: Option<(Bucket, u64)>,
+    refused: AtomicU64,
+}
+
+impl Limited {
+    fn new(tenant: &str, inner: Arc<Pipeline>, limits: Option<&TenantLimits>) -> Self {
+        let spans = limits.and_then(|l| l.ingest_spans_per_second).map(|r| (Bucket::new(r), r));
+        let bytes = limits.and_then(|l| l.ingest_bytes_per_second).map(|b| (Bucket::new(b.0 as f64), b.0));
+        Self { tenant: tenant.to_owned(), inner, spans, bytes, refused: AtomicU64::new(0) }
+    }
+
+    fn admit(&self, items: usize, bytes: impl FnOnce() -> usize) -> Result<(), SinkError> {
+        if let Some((bucket, rate)) = &self.spans
+            && let Err(wait) = bucket.take(items as f64)
+        {
+            self.refused.fetch_add(items as u64, Ordering::Relaxed);
+            return Err(SinkError::Overloaded(format!(
+                "tenant `{}` is over its ingest limit of {rate} spans and log records per second; retry in {wait} s",
+                self.tenant
+            )));
+        }
+        if let Some((bucket, rate)) = &self.bytes
+            && let Err(wait) = bucket.take(bytes() as f64)
+        {
+            self.refused.fetch_add(items as u64, Ordering::Relaxed);
+            return Err(SinkError::Overloaded(format!(
+                "tenant `{}` is over its ingest limit of {} per second; retry in {wait} s",
+                self.tenant,
+                ByteSize(*rate)
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl SpanSink for Limited {
+    fn consume(&self, batch: SpanBatch) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async move {
+            self.admit(batch.span_count(), || span_bytes(&batch))?;
+            self.inner.consume(batch).await
+        })
+    }
+}
+
+impl LogSink for Limited {
+    fn consume_logs(&self, batch: LogBatch) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async move {
+            self.admit(batch.record_count(), || log_bytes(&batch))?;
+            self.inner.consume_logs(batch).await
+        })
+    }
+}
+
+fn value_bytes(v: &strand_core::AnyValue) -> usize {
+    use strand_core::AnyValue as V;
+    match v {
+        V::String(s) => s.len(),
+        V::Bytes(b) => b.len(),
+        V::Empty => 0,
+        V::Bool(_) => 1,
+        V::Int(_) | V::Double(_) => 8,
+        V::Array(items) => items.iter().map(value_bytes).sum(),
+        V::KvList(kvs) => attrs_bytes(kvs),
+    }
+}
+
+fn attrs_bytes(attrs: &[KeyValue]) -> usize {
+    attrs.iter().map(|kv| kv.key.len() + value_bytes(&kv.value) + 4).sum()
+}
+
+/// About the OTLP protobuf size of a batch: ids, times, names, attributes, events, links.
+pub fn span_bytes(batch: &SpanBatch) -> usize {
+    batch
+        .resource_spans
+        .iter()
+        .map(|rs| {
+            attrs_bytes(&rs.resource.attributes)
+                + rs.scope_spans
+                    .iter()
+                    .map(|ss| {
+                        ss.spans
+                            .iter()
+                            .map(|s| {
+                                56 + s.name.len()
+                                    + s.trace_state.len()
+                                    + s.status.message.len()
+                                    + attrs_bytes(&s.attributes)
+                                    + s.events
+                                        .iter()
+                                        .map(|e| 12 + e.name.len() + attrs_bytes(&e.attributes))
+                                        .sum::<usize>()
+                                    + s.links
+                                        .iter()
+                                        .map(|l| 28 + l.trace_state.len() + attrs_bytes(&l.attributes))
+                                        .sum::<usize>()
+                            })
+                            .sum::<usize>()
+                    })
+                    .sum::<usize>()
+        })
+        .sum()
+}
+
+/// About the OTLP protobuf size of a log batch.
+pub fn log_bytes(batch: &LogBatch) -> usize {
+    batch
+        .resource_logs
+        .iter()
+        .map(|rl| {
+            attrs_bytes(&rl.resource.attributes)
+                + rl.scope_logs
+                    .iter()
+                    .flat_map(|sl| &sl.records)
+                    .map(|r| 48 + value_bytes(&r.body) + r.severity_text.len() + attrs_bytes(&r.attributes))
+                    .sum::<usize>()
+        })
+        .sum()
+}
+
+/// One tenant's stack.
+pub struct Stack {
+    /// Its id.
+    pub tenant: String,
+    /// Its store.
+    pub store: Arc<dyn TraceStore>,
+    /// Its tail sampler, RED metrics and span observers.
+    pub pipeline: Arc<Pipeline>,
+    /// Its chain-integrity analyser.
+    pub integrity: Option<Arc<ChainAnalyser>>,
+    /// Its receivers' front (the Jaeger agent's UDP ports use the primary stack's).
+    pub receiver: Receiver,
+    limited: Arc<Limited>,
+    routes: Routes,
+}
+
+struct Routes {
+    otlp_grpc: Router,
+    otlp_http: Router,
+    jaeger: Router,
+    zipkin: Router,
+    query: Router,
+}
+
+impl Stack {
+    fn router(&self, listener: Listener) -> Option<Router> {
+        Some(match listener {
+            Listener::OtlpGrpc => self.routes.otlp_grpc.clone(),
+            Listener::OtlpHttp => self.routes.otlp_http.clone(),
+            Listener::JaegerHttp => self.routes.jaeger.clone(),
+            Listener::Zipkin => self.routes.zipkin.clone(),
+            Listener::Query => self.routes.query.clone(),
+            Listener::RemoteSampling => return None,
+        })
+    }
+
+    /// Spans and log records its ingest limits refused.
+    pub fn refused(&self) -> u64 {
+        self.limited.refused.load(Ordering::Relaxed)
+    }
+}
+
+/// Every tenant's stack, opened on demand.
+pub struct Tenants {
+    cfg: Arc<Config>,
+    base: Receiver,
+    stop: watch::Receiver<bool>,
+    stacks: parking_lot::RwLock<BTreeMap<String, Arc<Stack>>>,
+    opening: tokio::sync::Mutex<()>,
+    tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// Why a tenant's stack is not there.
+#[derive(Debug)]
+pub enum TenantError {
+    /// `multitenancy.max_tenants` stacks are open.
+    TooMany(usize),
+    /// Opening its store, sampler or analyser failed.
+    Open(anyhow::Error),
+}
+
+impl Tenants {
+    /// Opens the `single-tenant` stack in the data directory and, with multi-tenancy,
+    /// every tenant's directory found under `tenants/`. `base` holds the receivers' shared
+    /// bounds; the stacks' background tasks end when `stop` turns true.
+    pub async fn start(
+        cfg: Arc<Config>,
+        base: Receiver,
+        stop: watch::Receiver<bool>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let me = Arc::new(Self {
+            cfg: cfg.clone(),
+            base,
+            stop,
+            stacks: Default::default(),
+            opening: tokio::sync::Mutex::new(()),
+            tasks: Default::default(),
+        });
+        me.open(SINGLE_TENANT).await.map_err(|e| match e {
+            TenantError::Open(e) => e,
+            TenantError::TooMany(n) => anyhow::anyhow!("multitenancy.max_tenants is {n}"),
+        })?;
+        if cfg.multitenancy.enabled {
+            let dir = cfg.data_dir.join("tenants");
+            let mut found = Vec::new();
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for entry in entries.flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if entry.path().is_dir() && crate::auth::check_tenant_id(&name).is_ok() {
+                        found.push(name);
+                    }
+                }
+            }
+            found.sort();
+            for tenant in found {
+                if let Err(e) = me.open(&tenant).await {
+                    let msg = match e {
+                        TenantError::Open(e) => format!("{e:#}"),
+                        TenantError::TooMany(n) => {
+                            format!("more tenant directories than multitenancy.max_tenants ({n})")
+                        }
+                    };
+                    anyhow::bail!("opening tenant `{tenant}`: {msg}");
+                }
+            }
+        }
+        Ok(me)
+    }
+
+    /// Whether the header selects tenants.
+    pub fn multitenant(&self) -> bool {
+        self.cfg.multitenancy.enabled
+    }
+
+    /// The `single-tenant` stack (the data directory itself).
+    pub fn primary(&self) -> Arc<Stack> {
+        self.stacks.read().get(SINGLE_TENANT).cloned().expect("the primary stack is opened at start")
+    }
+
+    /// Every open stack, by tenant id.
+    pub fn all(&self) -> Vec<Arc<Stack>> {
+        self.stacks.read().values().cloned().collect()
+    }
+
+    /// The stack of `tenant`, opened when needed.
+    pub async fn get(&self, tenant: &str) -> Result<Arc<Stack>, TenantError> {
+        if let Some(s) = self.stacks.read().get(tenant) {
+            return Ok(s.clone());
+        }
+        self.open(tenant).await
+    }
+
+    fn dir(&self, tenant: &str) -> PathBuf {
+        if tenant == SINGLE_TENANT {
+            self.cfg.data_dir.clone()
+        } else {
+            self.cfg.data_dir.join("tenants").join(tenant)
+        }
+    }
+
+    async fn open(&self, tenant: &str) -> Result<Arc<Stack>, TenantError> {
+        let _one_at_a_time = self.opening.lock().await;
+        if let Some(s) = self.stacks.read().get(tenant) {
+            return Ok(s.clone());
+        }
+        let max = self.cfg.multitenancy.max_tenants;
+        // The primary stack is not counted: it exists whether or not tenants are on.
+        if tenant != SINGLE_TENANT && self.stacks.read().len() > max {
+            return Err(TenantError::TooMany(max));
+        }
+        let stack = self.open_stack(tenant, &self.dir(tenant)).await.map_err(TenantError::Open)?;
+        let stack = Arc::new(stack);
+        self.stacks.write().insert(tenant.to_owned(), stack.clone());
+        if tenant != SINGLE_TENANT {
+            tracing::info!(tenant, "opened the tenant's store");
+        }
+        Ok(stack)
+    }
+
+    async fn open_stack(&self, tenant: &str, dir: &Path) -> anyhow::Result<Stack> {
+        let cfg = &self.cfg;
+        let limits = cfg.multitenancy.limits_of(tenant);
+        let mut storage = cfg.storage.clone();
+        if let Some(l) = limits {
+            if let Some(r) = l.retention {
+                storage.retention = r;
+            }
+            if let Some(b) = l.max_disk_size {
+                storage.max_disk_size = Some(b);
+            }
+        }
+        let (storage_c, dir_c) = (storage.clone(), dir.to_owned());
+        let store: Arc<dyn TraceStore> = tokio::task::spawn_blocking(move || storage_c.open_backend(&dir_c))
+            .await
+            .context("store open task failed")?
+            .with_context(|| format!("opening the {:?} store in {}", storage.backend, dir.display()))?;
+        let red = Arc::new(strand_sampling::red::RedMetrics::new(
+            strand_sampling::red::RedLimits::default(),
+            strand_store::now_unix_nano(),
+        ));
+        let integrity = if cfg.integrity.enabled {
+            // The findings log and edge counts live beside the data; a memory store keeps none.
+            let idir = (storage.backend == config::Backend::Embedded).then(|| dir.to_owned());
+            let (icfg, reader, retention) =
+                (cfg.integrity.clone(), store.clone() as Arc<dyn TraceReader>, storage.retention.0);
+            let analyser = tokio::task::spawn_blocking(move || {
+                ChainAnalyser::open(
+                    icfg,
+                    idir.as_deref(),
+                    reader,
+                    retention,
+                    Arc::new(strand_core::SystemClock),
+                )
+            })
+            .await
+            .context("integrity open task failed")?
+            .context("starting the chain-integrity analyser")?;
+            Some(Arc::new(analyser))
+        } else {
+            None
+        };
+        let observers: Vec<Arc<dyn SpanObserver>> =
+            integrity.iter().map(|a| a.clone() as Arc<dyn SpanObserver>).collect();
+        let pipeline = Arc::new(
+            Pipeline::open(
+                store.clone(),
+                red,
+                observers,
+                &cfg.sampling,
+                dir,
+                storage.fsync == config::Fsync::Always,
+            )
+            .await
+            .context("starting tail sampling")?,
+        );
+        let limited = Arc::new(Limited::new(tenant, pipeline.clone(), limits));
+        // Log records are stored as they come, or wait for their trace's tail decision
+        // (`sampling.logs: follow_traces`).
+        let receiver = self.base.with_sinks(limited.clone(), Some(limited.clone()));
+        let chain = integrity.clone().map(|a| a as Arc<dyn ChainIntegrity>);
+        let query = strand_query::router(
+            store.clone() as Arc<dyn TraceReader>,
+            cfg.query.to_limits(),
+            chain,
+            Some(store.clone() as Arc<dyn LogStore>),
+        )
+        .merge(crate::red_router(pipeline.clone()))
+        .fallback(|uri: axum::http::Uri| async move {
+            (StatusCode::NOT_FOUND, format!("no such path: {}", uri.path()))
+        });
+        let routes = Routes {
+            otlp_grpc: tonic::service::Routes::new(strand_ingest::otlp::grpc::service(receiver.clone()))
+                .add_service(strand_ingest::otlp::grpc::logs_service(receiver.clone()))
+                .add_service(strand_ingest::otlp::grpc::metrics_service(receiver.clone()))
+                .into_axum_router(),
+            otlp_http: strand_ingest::otlp::http::router(receiver.clone()),
+            jaeger: strand_ingest::jaeger::router(receiver.clone()),
+            zipkin: strand_ingest::zipkin::router(receiver.clone()),
+            query,
+        };
+        let mut tasks = self.tasks.lock();
+        {
+            let (p, mut stop) = (pipeline.clone(), self.stop.clone());
+            tasks.push(tokio::spawn(async move {
+                p.run_decider(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+            }));
+        }
+        if let Some(a) = integrity.clone() {
+            let mut stop = self.stop.clone();
+            tasks.push(tokio::spawn(async move {
+                a.run(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+            }));
+        }
+        Ok(Stack { tenant: tenant.to_owned(), store, pipeline, integrity, receiver, limited, routes })
+    }
+
+    /// After `stop`: waits for the stacks' background tasks, then closes every store
+    /// (cutting each head into a block).
+    pub async fn close(&self) {
+        let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock());
+        for t in tasks {
+            let _ = t.await;
+        }
+        for stack in self.all() {
+            stack.store.close().await;
+        }
+    }
+}
+
+/// The handler every tenant-scoped request of a listener goes through: to the stack of
+/// the caller's tenant (set by the auth middleware), in the listener's error shape when
+/// that stack cannot be had.
+pub async fn dispatch(State((tenants, listener)): State<(Arc<Tenants>, Listener)>, req: Request) -> Response {
+    let tenant = match req.extensions().get::<Caller>() {
+        Some(c) => c.tenant.clone(),
+        None if !tenants.multitenant() => SINGLE_TENANT.to_owned(),
+        None => {
+            let msg = "no tenant: send X-Scope-OrgID with the tenant id";
+            return crate::auth::error_response(
+                listener,
+                req.headers(),
+                StatusCode::UNAUTHORIZED,
+                tonic::Code::Unauthenticated,
+                msg.into(),
+            );
+        }
+    };
+    let stack = match tenants.get(&tenant).await {
+        Ok(s) => s,
+        Err(TenantError::TooMany(n)) => {
+            let msg = format!(
+                "tenant `{tenant}` cannot be added: the server holds multitenancy.max_tenants ({n}) tenants"
+            );
+            return crate::auth::error_response(
+                listener,
+                req.headers(),
+                StatusCode::FORBIDDEN,
+                tonic::Code::PermissionDenied,
+                msg,
+            );
+        }
+        Err(TenantError::Open(e)) => {
+            tracing::error!(tenant, error = format!("{e:#}"), "cannot open the tenant's store");
+            let msg = format!("tenant `{tenant}`'s store cannot be opened; retry later");
+            return crate::auth::error_response(
+                listener,
+                req.headers(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                tonic::Code::Unavailable,
+                msg,
+            );
+        }
+    };
+    // Handed on as a new request carrying only what the stack needs: the outer route's
+    // path parameters (`/api/{*rest}`) must not reach the stack's own routes.
+    let (parts, body) = req.into_parts();
+    let mut inner = Request::new(body);
+    *inner.method_mut() = parts.method;
+    *inner.uri_mut() = parts.uri;
+    *inner.version_mut() = parts.version;
+    *inner.headers_mut() = parts.headers;
+    if let Some(c) = parts.extensions.get::<Caller>() {
+        inner.extensions_mut().insert(c.clone());
+    }
+    if let Some(p) = parts.extensions.get::<crate::auth::Peer>() {
+        inner.extensions_mut().insert(*p);
+    }
+    match stack.router(listener) {
+        Some(router) => match router.oneshot(inner).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        },
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
