@@ -58,17 +58,7 @@ async function render() {
 export function navigate(href, { replace = false } = {}) {
   if (replace) history.replaceState(null, '', href);
   else history.pushState(null, '', href);
-  // Tenants: a picker in the top bar when this token may read more than one.
-window.addEventListener('strand:tenants', (e) => {
-  const { tenants, current } = e.detail;
-  if (tenants.length < 2 || document.getElementById('tenant')) return;
-  const select = h('select', { id: 'tenant', class: 'tenant-picker', 'aria-label': 'Tenant',
-    title: 'Tenant (X-Scope-OrgID)', onchange: () => pickTenant(select.value) },
-  tenants.map((t) => h('option', { value: t, selected: t === current }, t)));
-  themeButton.before(select);
-});
-
-render();
+  render();
 }
 
 // In-app links navigate without reloading; modified clicks open tabs as usual.

@@ -146,19 +146,7 @@ async fn web_ui_asks_for_a_token_when_the_server_requires_one() {
     let (reader, r) = entry("browser", strand_server::auth::Scope::Read);
     let (writer, w) = entry("sdk", strand_server::auth::Scope::Write);
     let server = common::start(|c| c.auth.tokens = vec![r, w]).await;
-    let batch = strand_store::testdata::batch(1, 5);
-    let request = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
-        resource_spans: strand_otlp::to_resource_spans(&batch),
-    };
-    let resp = reqwest::Client::new()
-        .post(server.otlp_url())
-        .bearer_auth(&writer)
-        .header("content-type", "application/x-protobuf")
-        .body(prost::Message::encode_to_vec(&request))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(resp.status(), 200);
+    export_as(&server, &writer, None, &strand_store::testdata::batch(1, 5)).await;
     let envs = [
         ("STRAND_URL", format!("http://{}", server.http)),
         ("STRAND_TOKEN", reader),
@@ -187,19 +175,7 @@ async fn web_ui_picks_among_the_tenants_a_token_may_read() {
     })
     .await;
     for (tenant, seed) in [("acme", 1), ("globex", 2)] {
-        let request = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
-            resource_spans: strand_otlp::to_resource_spans(&strand_store::testdata::batch(seed, 3)),
-        };
-        let resp = reqwest::Client::new()
-            .post(server.otlp_url())
-            .bearer_auth(&reader)
-            .header("x-scope-orgid", tenant)
-            .header("content-type", "application/x-protobuf")
-            .body(prost::Message::encode_to_vec(&request))
-            .send()
-            .await
-            .expect("post");
-        assert_eq!(resp.status(), 200);
+        export_as(&server, &reader, Some(tenant), &strand_store::testdata::batch(seed, 3)).await;
     }
     let envs = [
         ("STRAND_URL", format!("http://{}", server.http)),
@@ -211,4 +187,25 @@ async fn web_ui_picks_among_the_tenants_a_token_may_read() {
         .await
         .expect("browser test");
     server.stop().await;
+}
+
+/// Exports a batch as OTLP/HTTP protobuf with a token (and a tenant); asserts it was taken.
+async fn export_as(
+    server: &common::TestServer,
+    token: &str,
+    tenant: Option<&str>,
+    batch: &strand_core::SpanBatch,
+) {
+    let request = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+        resource_spans: strand_otlp::to_resource_spans(batch),
+    };
+    let mut req = reqwest::Client::new()
+        .post(server.otlp_url())
+        .bearer_auth(token)
+        .header("content-type", "application/x-protobuf");
+    if let Some(t) = tenant {
+        req = req.header("x-scope-orgid", t);
+    }
+    let resp = req.body(prost::Message::encode_to_vec(&request)).send().await.expect("post");
+    assert_eq!(resp.status(), 200);
 }
