@@ -8,7 +8,8 @@
 //! (the layout of every earlier version). With it, that stack stays (it holds the data from
 //! before, and the Jaeger agent's UDP spans, which carry no tenant), and every other tenant
 //! lives in `data_dir/tenants/<id>/`, opened at start when it exists and on its first
-//! request otherwise, at most `multitenancy.max_tenants` of them.
+//! write otherwise, at most `multitenancy.max_tenants` of them; reads of a tenant that
+//! never wrote are answered by an empty store in memory.
 //!
 //! Per-tenant limits (`multitenancy.limits`): ingest rate in spans (and log records) and in
 //! bytes per second, refused beyond with 429 / RESOURCE_EXHAUSTED and `Retry-After`;
@@ -326,6 +327,9 @@ pub struct Tenants {
     stacks: parking_lot::RwLock<BTreeMap<String, Arc<Stack>>>,
     opening: tokio::sync::Mutex<()>,
     tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Answers reads for a tenant that has never written: an empty store in memory, so a
+    /// read creates no directory, thread or stack.
+    empty: parking_lot::Mutex<Option<Arc<Stack>>>,
 }
 
 /// Why a tenant's stack is not there.
@@ -353,6 +357,7 @@ impl Tenants {
             stacks: Default::default(),
             opening: tokio::sync::Mutex::new(()),
             tasks: Default::default(),
+            empty: Default::default(),
         });
         me.open(SINGLE_TENANT).await.map_err(|e| match e {
             TenantError::Open(e) => e,
@@ -408,6 +413,23 @@ impl Tenants {
         self.open(tenant).await
     }
 
+    /// The stack that answers `listener` for `tenant`: for reads of a tenant that has no
+    /// stack and no directory, the empty one; otherwise its own, opened when needed.
+    pub async fn for_request(&self, tenant: &str, listener: Listener) -> Result<Arc<Stack>, TenantError> {
+        if let Some(s) = self.stacks.read().get(tenant) {
+            return Ok(s.clone());
+        }
+        if listener == Listener::Query && !self.dir(tenant).exists() {
+            if let Some(e) = self.empty.lock().clone() {
+                return Ok(e);
+            }
+            let empty =
+                Arc::new(self.open_stack("", &self.cfg.data_dir, true).await.map_err(TenantError::Open)?);
+            return Ok(self.empty.lock().get_or_insert(empty).clone());
+        }
+        self.open(tenant).await
+    }
+
     fn dir(&self, tenant: &str) -> PathBuf {
         if tenant == SINGLE_TENANT {
             self.cfg.data_dir.clone()
@@ -426,7 +448,7 @@ impl Tenants {
         if tenant != SINGLE_TENANT && self.stacks.read().len() > max {
             return Err(TenantError::TooMany(max));
         }
-        let stack = self.open_stack(tenant, &self.dir(tenant)).await.map_err(TenantError::Open)?;
+        let stack = self.open_stack(tenant, &self.dir(tenant), false).await.map_err(TenantError::Open)?;
         let stack = Arc::new(stack);
         self.stacks.write().insert(tenant.to_owned(), stack.clone());
         if tenant != SINGLE_TENANT {
@@ -435,10 +457,15 @@ impl Tenants {
         Ok(stack)
     }
 
-    async fn open_stack(&self, tenant: &str, dir: &Path) -> anyhow::Result<Stack> {
+    /// Opens a tenant's stack in `dir`; `empty`: the stack for reads of tenants without
+    /// data (a memory store, no sampler, analyser or background task, nothing on disk).
+    async fn open_stack(&self, tenant: &str, dir: &Path, empty: bool) -> anyhow::Result<Stack> {
         let cfg = &self.cfg;
         let limits = cfg.multitenancy.limits_of(tenant);
         let mut storage = cfg.storage.clone();
+        if empty {
+            storage.backend = config::Backend::Memory;
+        }
         if let Some(l) = limits {
             if let Some(r) = l.retention {
                 storage.retention = r;
@@ -456,7 +483,7 @@ impl Tenants {
             strand_sampling::red::RedLimits::default(),
             strand_store::now_unix_nano(),
         ));
-        let integrity = if cfg.integrity.enabled {
+        let integrity = if cfg.integrity.enabled && !empty {
             // The findings log and edge counts live beside the data; a memory store keeps none.
             let idir = (storage.backend == config::Backend::Embedded).then(|| dir.to_owned());
             let (icfg, reader, retention) =
@@ -479,12 +506,13 @@ impl Tenants {
         };
         let observers: Vec<Arc<dyn SpanObserver>> =
             integrity.iter().map(|a| a.clone() as Arc<dyn SpanObserver>).collect();
+        let no_sampling = strand_sampling::SamplingConfig::default();
         let pipeline = Arc::new(
             Pipeline::open(
                 store.clone(),
                 red,
                 observers,
-                &cfg.sampling,
+                if empty { &no_sampling } else { &cfg.sampling },
                 dir,
                 storage.fsync == config::Fsync::Always,
             )
@@ -516,6 +544,18 @@ impl Tenants {
             zipkin: strand_ingest::zipkin::router(receiver.clone()),
             query,
         };
+        let stack = |routes| Stack {
+            tenant: tenant.to_owned(),
+            store,
+            pipeline: pipeline.clone(),
+            integrity: integrity.clone(),
+            receiver,
+            limited,
+            routes,
+        };
+        if empty {
+            return Ok(stack(routes));
+        }
         let mut tasks = self.tasks.lock();
         {
             let (p, mut stop) = (pipeline.clone(), self.stop.clone());
@@ -535,7 +575,7 @@ impl Tenants {
                 .await
             }));
         }
-        Ok(Stack { tenant: tenant.to_owned(), store, pipeline, integrity, receiver, limited, routes })
+        Ok(stack(routes))
     }
 
     /// After `stop`: waits for the stacks' background tasks, then closes every store
@@ -569,7 +609,7 @@ pub async fn dispatch(State((tenants, listener)): State<(Arc<Tenants>, Listener)
             );
         }
     };
-    let stack = match tenants.get(&tenant).await {
+    let stack = match tenants.for_request(&tenant, listener).await {
         Ok(s) => s,
         Err(TenantError::TooMany(n)) => {
             let msg = format!(

@@ -179,8 +179,13 @@ async fn no_read_api_shows_one_tenants_data_to_another() {
         let (_, edges) = get(&server, t, "/api/v1/integrity/edges").await;
         assert!(edges.to_string().contains("notify-service"), "{tenant}: {edges}");
     }
-    // Each tenant has its own directory; /metrics labels series by tenant.
+    // Reading a tenant that never wrote finds nothing and creates nothing.
+    let (status, services) = get(&server, Some("nobody-yet"), "/api/v1/services").await;
+    assert_eq!((status, &services["services"]), (200, &json!([])), "{services}");
+    assert_eq!(get(&server, Some("nobody-yet"), &format!("/api/v1/traces/{ACME}")).await.0, 404);
     let data = server.dir.path().join("data");
+    assert!(!data.join("tenants/nobody-yet").exists(), "a read made a tenant directory");
+    // Each tenant has its own directory; /metrics labels series by tenant.
     assert!(data.join("tenants/acme/wal").is_dir() && data.join("tenants/globex/wal").is_dir());
     let metrics = reqwest::get(server.query("/metrics")).await.expect("metrics").text().await.expect("text");
     for tenant in ["acme", "globex"] {
@@ -194,6 +199,7 @@ async fn no_read_api_shows_one_tenants_data_to_another() {
     let tenants: Vec<&str> =
         list["tenants"].as_array().expect("list").iter().filter_map(Value::as_str).collect();
     assert!(tenants.contains(&"acme") && tenants.contains(&"globex"), "{list}");
+    assert!(!tenants.contains(&"nobody-yet"), "{list}");
     // After a restart the tenants' data is where it was, and still apart.
     let dir = server.stop().await;
     let server = common::start(|c| {
