@@ -22,6 +22,8 @@ EXPOSE 4317 4318 14268 6831/udp 6832/udp 9411 5778 16686
 # The data directory by environment, so `docker run … strand serve --demo` keeps it.
 ENV STRAND_DATA_DIR=/data
 ENTRYPOINT ["/usr/local/bin/strand"]
-# A container's loopback is its own: listen on all its interfaces. The server then refuses
-# to start until tokens are configured or `auth: none` is chosen (STRAND_AUTH_MODE=none).
-CMD ["serve", "--listen-all"]
+# A container's loopback is its own: listen on all its interfaces (by environment, so a
+# command given to `docker run` keeps it). The server then refuses to start until tokens
+# are configured or `auth: none` is chosen (STRAND_AUTH_MODE=none).
+ENV STRAND_LISTEN_ALL=true
+CMD ["serve"]

@@ -115,7 +115,11 @@ impl AuthConfig {
             _ => {}
         }
         let mut names = std::collections::HashSet::new();
+        let mut hashes = std::collections::HashSet::new();
         for (i, t) in self.tokens.iter().enumerate() {
+            if !hashes.insert(t.sha256.trim().to_ascii_lowercase()) {
+                errs.push(format!("`auth.tokens[{i}]`.sha256: the same token as an earlier entry"));
+            }
             let at = format!("`auth.tokens[{i}]`");
             if t.name.trim().is_empty() {
                 errs.push(format!("{at}.name: must not be empty"));
@@ -237,7 +241,7 @@ pub enum Need {
 pub fn need(listener: Listener, path: &str) -> Need {
     match listener {
         Listener::RemoteSampling => Need::Open,
-        Listener::JaegerHttp if path == "/api/sampling" => Need::Open,
+        Listener::JaegerHttp if path == "/api/sampling" || path == "/sampling" => Need::Open,
         Listener::OtlpGrpc | Listener::OtlpHttp | Listener::JaegerHttp | Listener::Zipkin => {
             Need::Scope(Scope::Write)
         }
@@ -281,6 +285,8 @@ pub enum Denied {
     NotLoopback,
     /// A request a web page of another origin could send without a preflight (403).
     CrossOrigin(String),
+    /// Without tokens, a request to a loopback listener addressed to another host (403).
+    ForeignHost(String),
 }
 
 impl Denied {
@@ -295,6 +301,7 @@ impl Denied {
             Denied::BadTenant(_) => "bad_tenant",
             Denied::NotLoopback => "not_loopback",
             Denied::CrossOrigin(_) => "cross_origin",
+            Denied::ForeignHost(_) => "foreign_host",
         }
     }
 
@@ -328,6 +335,11 @@ impl Denied {
             Denied::NotLoopback => {
                 "admin endpoints answer only loopback clients when no auth tokens are configured".into()
             }
+            Denied::ForeignHost(host) => format!(
+                "this server listens on loopback without tokens and answers requests addressed to \
+                 localhost or a loopback address only, not to `{}`",
+                host.escape_debug()
+            ),
         }
     }
 }
@@ -341,6 +353,43 @@ pub struct Caller {
     pub token: Option<String>,
     /// The tenants the caller may use; `None` for any.
     pub tenants: Option<Vec<String>>,
+}
+
+/// A request as the token check sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    /// The listener it came in on.
+    pub listener: Listener,
+    /// Its method.
+    pub method: &'a Method,
+    /// Its path.
+    pub path: &'a str,
+    /// Its headers.
+    pub headers: &'a HeaderMap,
+    /// The host it is addressed to (`Host`, or HTTP/2's `:authority`).
+    pub host: Option<&'a str>,
+    /// The peer's address.
+    pub peer: Option<SocketAddr>,
+    /// Whether the listener is bound to a loopback address.
+    pub loopback_listener: bool,
+}
+
+/// Whether a `Host` value names this machine's loopback: `localhost` (or a name under
+/// it), `127.x.x.x` or `[::1]`, with or without a port.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        }
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The peer address of a connection, put in each request's extensions by the server.
@@ -407,19 +456,19 @@ impl Authority {
     }
 
     /// Decides a request: its caller, or why it is refused.
-    pub fn check(
-        &self,
-        listener: Listener,
-        method: &Method,
-        path: &str,
-        headers: &HeaderMap,
-        peer: Option<SocketAddr>,
-    ) -> Result<Option<Caller>, Denied> {
+    pub fn check(&self, ask: &Ask<'_>) -> Result<Option<Caller>, Denied> {
+        let Ask { listener, method, path, headers, host, peer, loopback_listener } = *ask;
         let need = need(listener, path);
         if need == Need::Open {
             return Ok(None);
         }
         let token = if self.required() { Some(self.token(headers)?.ok_or(Denied::Missing)?) } else { None };
+        if token.is_none() && loopback_listener && host.is_some_and(|h| !is_loopback_host(h)) {
+            // Without tokens, a listener on loopback answers requests addressed to loopback
+            // only: a page whose domain was made to resolve to 127.0.0.1 (DNS rebinding)
+            // looks same-origin to the browser but names its own host.
+            return Err(Denied::ForeignHost(host.unwrap_or_default().to_owned()));
+        }
         if let Some(t) = token {
             let ok = match need {
                 Need::Scope(s) => t.scopes.contains(&s),
@@ -439,7 +488,7 @@ impl Authority {
             if !peer.is_some_and(|p| p.ip().is_loopback()) {
                 return Err(Denied::NotLoopback);
             }
-            check_not_cross_origin(method, headers)?;
+            check_not_cross_origin(method, headers, host)?;
         }
         // The tenant list itself is read before a tenant is chosen.
         let tenant = if path == "/api/v1/tenants" {
@@ -510,7 +559,7 @@ impl Authority {
 /// Refuses an admin request without a token that a page of another origin could have
 /// sent: one the browser marks cross-site, one with a foreign `Origin`, and a `POST`
 /// without `Content-Type: application/json` (a "simple" request, sent without a preflight).
-fn check_not_cross_origin(method: &Method, headers: &HeaderMap) -> Result<(), Denied> {
+fn check_not_cross_origin(method: &Method, headers: &HeaderMap, host: Option<&str>) -> Result<(), Denied> {
     let get = |h: &str| headers.get(h).and_then(|v| v.to_str().ok()).map(str::trim);
     if let Some(site) = get("sec-fetch-site")
         && site != "same-origin"
@@ -520,9 +569,10 @@ fn check_not_cross_origin(method: &Method, headers: &HeaderMap) -> Result<(), De
             "admin requests from another site are refused (Sec-Fetch-Site: {site})"
         )));
     }
-    if let (Some(origin), Some(host)) = (get("origin"), get("host")) {
+    if let Some(origin) = get("origin") {
         let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-        if origin_host != host {
+        // No host to compare with (possible over HTTP/2): refused rather than assumed same.
+        if host.is_none_or(|h| !origin_host.eq_ignore_ascii_case(h)) {
             return Err(Denied::CrossOrigin(format!(
                 "admin requests from another origin are refused (Origin: {origin})"
             )));
@@ -547,6 +597,8 @@ pub struct Guard {
     pub authority: Arc<Authority>,
     /// The listener guarded.
     pub listener: Listener,
+    /// Whether it is bound to a loopback address.
+    pub loopback: bool,
 }
 
 /// The middleware: refuses what the caller may not do, in the listener's error shape
@@ -554,7 +606,22 @@ pub struct Guard {
 /// [`Caller`] in the extensions.
 pub async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Response {
     let peer = req.extensions().get::<Peer>().map(|p| p.0);
-    match g.authority.check(g.listener, req.method(), req.uri().path(), req.headers(), peer) {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
+    let ask = Ask {
+        listener: g.listener,
+        method: req.method(),
+        path: req.uri().path(),
+        headers: req.headers(),
+        host: host.as_deref(),
+        peer,
+        loopback_listener: g.loopback,
+    };
+    match g.authority.check(&ask) {
         Ok(caller) => {
             if let Some(caller) = caller {
                 g.authority.allowed.fetch_add(1, Ordering::Relaxed);
@@ -644,12 +711,72 @@ mod tests {
 
     const LOOPBACK: &str = "127.0.0.1:5000";
 
+    fn decide(
+        a: &Authority,
+        listener: Listener,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        peer: Option<SocketAddr>,
+    ) -> Result<Option<Caller>, Denied> {
+        a.check(&Ask { listener, method, path, headers, host: None, peer, loopback_listener: false })
+    }
+
+    #[test]
+    fn without_tokens_a_loopback_listener_answers_loopback_hosts_only() {
+        let (a, _) = authority(&[], false);
+        let ask = |host: &'static str, loopback_listener| {
+            let h = HeaderMap::new();
+            a.check(&Ask {
+                listener: Listener::Query,
+                method: &Method::GET,
+                path: "/api/v1/search",
+                headers: &h,
+                host: Some(host),
+                peer: None,
+                loopback_listener,
+            })
+        };
+        for ok in
+            ["localhost:16686", "127.0.0.1:16686", "[::1]:16686", "LOCALHOST", "app.localhost", "127.0.0.2"]
+        {
+            assert!(ask(ok, true).is_ok(), "{ok}");
+        }
+        for bad in ["evil.example:16686", "evil.example", "10.0.0.1:80", "localhost.evil.example"] {
+            assert_eq!(ask(bad, true), Err(Denied::ForeignHost(bad.into())), "{bad}");
+        }
+        // A listener beyond loopback (auth: none written out) takes any host.
+        assert!(ask("strand.example", false).is_ok());
+        // With tokens the host does not matter: a rebinding page has no token.
+        let (a, s) = authority(&[("r", &[Scope::Read], &[])], false);
+        let h = headers(&[("authorization", &format!("Bearer {}", s[0]))]);
+        let ask = Ask {
+            listener: Listener::Query,
+            method: &Method::GET,
+            path: "/api/v1/search",
+            headers: &h,
+            host: Some("evil.example"),
+            peer: None,
+            loopback_listener: true,
+        };
+        assert!(a.check(&ask).is_ok());
+    }
+
+    #[test]
+    fn an_admin_origin_without_a_host_to_compare_is_refused() {
+        let json = headers(&[("content-type", "application/json"), ("origin", "http://127.0.0.1:16686")]);
+        assert!(check_not_cross_origin(&Method::POST, &json, None).is_err());
+        assert!(check_not_cross_origin(&Method::POST, &json, Some("127.0.0.1:16686")).is_ok());
+        assert!(check_not_cross_origin(&Method::POST, &json, Some("127.0.0.1:9999")).is_err());
+    }
+
     #[test]
     fn without_tokens_admin_answers_loopback_only() {
         let (a, _) = authority(&[], false);
         let json = headers(&[("content-type", "application/json")]);
         let flush = |peer: &str| {
-            a.check(
+            decide(
+                &a,
                 Listener::Query,
                 &Method::POST,
                 "/api/v1/admin/flush",
@@ -662,20 +789,21 @@ mod tests {
         assert!(flush(LOOPBACK).is_ok());
         // No peer known: refused, not assumed local.
         assert_eq!(
-            a.check(Listener::Query, &Method::POST, "/api/v1/admin/flush", &json, None),
+            decide(&a, Listener::Query, &Method::POST, "/api/v1/admin/flush", &json, None),
             Err(Denied::NotLoopback)
         );
         // Reads and writes need nothing without tokens.
         let peer = Some("10.0.0.7:5000".parse().expect("addr"));
-        assert!(a.check(Listener::Query, &Method::GET, "/api/v1/search", &HeaderMap::new(), peer).is_ok());
-        assert!(a.check(Listener::OtlpHttp, &Method::POST, "/v1/traces", &HeaderMap::new(), peer).is_ok());
+        assert!(decide(&a, Listener::Query, &Method::GET, "/api/v1/search", &HeaderMap::new(), peer).is_ok());
+        assert!(decide(&a, Listener::OtlpHttp, &Method::POST, "/v1/traces", &HeaderMap::new(), peer).is_ok());
     }
 
     #[test]
     fn a_token_is_found_by_its_hash_in_any_bearer_spelling() {
         let (a, s) = authority(&[("w", &[Scope::Write], &[]), ("r", &[Scope::Read], &[])], false);
         let check = |auth: String| {
-            a.check(
+            decide(
+                &a,
                 Listener::Query,
                 &Method::GET,
                 "/api/v1/search",
@@ -690,14 +818,14 @@ mod tests {
         assert_eq!(check(s[1].clone()), Err(Denied::Invalid));
         assert_eq!(token_hash(&s[0]).len(), 64);
         // Open paths need no token even when tokens are required.
-        assert_eq!(a.check(Listener::Query, &Method::GET, "/healthz", &HeaderMap::new(), None), Ok(None));
-        assert_eq!(a.check(Listener::Query, &Method::GET, "/", &HeaderMap::new(), None), Ok(None));
+        assert_eq!(decide(&a, Listener::Query, &Method::GET, "/healthz", &HeaderMap::new(), None), Ok(None));
+        assert_eq!(decide(&a, Listener::Query, &Method::GET, "/", &HeaderMap::new(), None), Ok(None));
         assert_eq!(
-            a.check(Listener::JaegerHttp, &Method::GET, "/api/sampling", &HeaderMap::new(), None),
+            decide(&a, Listener::JaegerHttp, &Method::GET, "/api/sampling", &HeaderMap::new(), None),
             Ok(None)
         );
         assert_eq!(
-            a.check(Listener::JaegerHttp, &Method::POST, "/api/traces", &HeaderMap::new(), None),
+            decide(&a, Listener::JaegerHttp, &Method::POST, "/api/traces", &HeaderMap::new(), None),
             Err(Denied::Missing)
         );
     }
@@ -718,7 +846,7 @@ mod tests {
                 pairs.push(("x-scope-orgid", t.to_owned()));
             }
             let h: Vec<(&'static str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            a.check(Listener::Query, &Method::GET, "/api/v1/search", &headers(&h), None)
+            decide(&a, Listener::Query, &Method::GET, "/api/v1/search", &headers(&h), None)
                 .map(|c| c.map(|c| c.tenant))
         };
         assert_eq!(check(&s[0], None), Ok(Some("acme".into())));
@@ -734,8 +862,7 @@ mod tests {
         assert!(matches!(check(&s[2], Some("a/b")), Err(Denied::BadTenant(_))));
         // The tenant list is read before a tenant is chosen; admin is server-wide.
         let h = headers(&[("authorization", &format!("Bearer {}", s[1]))]);
-        let list = a
-            .check(Listener::Query, &Method::GET, "/api/v1/tenants", &h, None)
+        let list = decide(&a, Listener::Query, &Method::GET, "/api/v1/tenants", &h, None)
             .expect("allowed")
             .expect("caller");
         assert_eq!(list.tenants, Some(vec!["acme".to_owned(), "globex".to_owned()]));

@@ -500,6 +500,25 @@ impl Config {
         errs.extend(self.auth.validate());
         errs.extend(self.tls.validate());
         errs.extend(self.multitenancy.validate());
+        for (i, t) in self.auth.tokens.iter().enumerate() {
+            let scoped =
+                t.scopes.iter().any(|s| matches!(s, crate::auth::Scope::Write | crate::auth::Scope::Read));
+            if !self.multitenancy.enabled && !t.tenants.is_empty() {
+                errs.push(format!(
+                    "`auth.tokens[{i}]`.tenants: tenants need `multitenancy.enabled: true` (without it the token would read and write everything)"
+                ));
+            }
+            if self.multitenancy.enabled && scoped && t.tenants.is_empty() {
+                errs.push(format!(
+                    "`auth.tokens[{i}]`.tenants: with multitenancy a write or read token lists its tenants (or `*` for all)"
+                ));
+            }
+        }
+        if self.cors.allowed_origins.iter().any(|o| o == "*") && !self.auth.required() {
+            errs.push(
+                "`cors.allowed_origins`: `*` without auth tokens would let every web page read and write; list origins, or add tokens".into(),
+            );
+        }
         errs.extend(self.check_exposure());
         for origin in &self.cors.allowed_origins {
             let ok = origin == "*"

@@ -23,8 +23,16 @@ impl Cors {
 
 /// The middleware.
 pub async fn cors(State(cors): State<Cors>, req: Request, next: Next) -> Response {
+    if cors.0.is_empty() {
+        return next.run(req).await;
+    }
     let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let Some(origin) = origin.filter(|o| cors.allows(o)) else { return next.run(req).await };
+    let Some(origin) = origin.filter(|o| cors.allows(o)) else {
+        // Answers differ by origin once origins are listed: caches must key on it.
+        let mut resp = next.run(req).await;
+        resp.headers_mut().append(header::VARY, HeaderValue::from_static("Origin"));
+        return resp;
+    };
     let allow_origin = HeaderValue::from_str(&origin).unwrap_or(HeaderValue::from_static("null"));
     if req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
         let mut resp = StatusCode::NO_CONTENT.into_response();
@@ -38,7 +46,10 @@ pub async fn cors(State(cors): State<Cors>, req: Request, next: Next) -> Respons
             ),
         );
         h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
-        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        h.insert(
+            header::VARY,
+            HeaderValue::from_static("Origin, Access-Control-Request-Method, Access-Control-Request-Headers"),
+        );
         return resp;
     }
     let mut resp = next.run(req).await;

@@ -33,6 +33,8 @@ pub struct Serving {
     pub header_timeout: Duration,
     /// TLS, and whether this is an ingest listener (client certificates when configured).
     pub tls: Option<(Arc<Tls>, bool)>,
+    /// Speak HTTP/2 only (the gRPC listener).
+    pub http2_only: bool,
 }
 
 /// Serves `app` on `listener` until `stop` completes, then lets open connections finish
@@ -65,11 +67,11 @@ pub async fn serve(
             (signal_tx.clone(), close_rx.clone(), how.clone(), stats.clone());
         tokio::spawn(async move {
             match &how.tls {
-                None => serve_connection(io, app, &signal_tx, how.header_timeout).await,
+                None => serve_connection(io, app, &signal_tx, &how).await,
                 Some((tls, ingest)) => {
                     let handshake = tls.acceptor(*ingest).accept(io);
                     match tokio::time::timeout(how.header_timeout, handshake).await {
-                        Ok(Ok(io)) => serve_connection(io, app, &signal_tx, how.header_timeout).await,
+                        Ok(Ok(io)) => serve_connection(io, app, &signal_tx, &how).await,
                         Ok(Err(e)) => {
                             stats.tls_failed.fetch_add(1, Ordering::Relaxed);
                             tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
@@ -89,7 +91,7 @@ pub async fn serve(
     close_tx.closed().await;
 }
 
-async fn serve_connection<I, S>(io: I, app: S, signal: &watch::Sender<()>, header_timeout: Duration)
+async fn serve_connection<I, S>(io: I, app: S, signal: &watch::Sender<()>, how: &Serving)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: tower::Service<
@@ -103,8 +105,11 @@ where
 {
     let service = TowerToHyperService::new(app);
     let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
-    let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(how.header_timeout);
+    if how.http2_only {
+        builder = builder.http2_only();
+    }
+    let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
     let mut signalled = pin!(signal.closed());
     let mut shutting_down = false;
     loop {

@@ -100,6 +100,10 @@ pub async fn run(
     let authority = Arc::new(auth::Authority::new(&cfg.auth, cfg.multitenancy.enabled));
     if !authority.required() {
         info!("auth: none (no tokens configured); admin endpoints answer loopback clients only");
+    } else if tls.is_none() && cfg.listeners().iter().any(|(_, a, udp)| !udp && !a.ip().is_loopback()) {
+        tracing::warn!(
+            "auth tokens are required on listeners beyond loopback without TLS: tokens and traces cross the network in the clear (set tls.cert_file and tls.key_file)"
+        );
     }
     let limits = IngestLimits {
         max_request_bytes: cfg.otlp.max_request_size.0 as usize,
@@ -221,12 +225,15 @@ pub async fn run(
             connections.clone(),
         )
     };
-    let serving =
-        |ingest: bool| http_serve::Serving { header_timeout, tls: tls.as_ref().map(|t| (t.clone(), ingest)) };
+    let serving = |ingest: bool, http2_only: bool| http_serve::Serving {
+        header_timeout,
+        tls: tls.as_ref().map(|t| (t.clone(), ingest)),
+        http2_only,
+    };
     let cors = cors::Cors(Arc::new(cfg.cors.allowed_origins.clone()));
-    let guarded = |app: Router, listener: auth::Listener| {
+    let guarded = |app: Router, listener: auth::Listener, at: SocketAddr| {
         app.layer(axum::middleware::from_fn_with_state(
-            auth::Guard { authority: authority.clone(), listener },
+            auth::Guard { authority: authority.clone(), listener, loopback: at.ip().is_loopback() },
             auth::guard,
         ))
     };
@@ -264,11 +271,13 @@ pub async fn run(
         if let Some(listener) = listener {
             let stop = stopped();
             let listener = guard(listener, what);
-            let mut app = guarded(app, kind);
+            let mut app = guarded(app, kind, axum::serve::Listener::local_addr(&listener)?);
             if kind == auth::Listener::OtlpHttp {
                 app = app.layer(axum::middleware::from_fn_with_state(cors.clone(), cors::cors));
             }
-            let how = serving(kind != auth::Listener::RemoteSampling);
+            // gRPC is HTTP/2 only: over HTTP/1 a web page could post a gRPC-framed body
+            // as a "simple" request, without a CORS preflight.
+            let how = serving(kind != auth::Listener::RemoteSampling, kind == auth::Listener::OtlpGrpc);
             tasks.spawn(async move {
                 http_serve::serve(listener, app, stop, how).await;
                 Ok(())
@@ -307,7 +316,7 @@ pub async fn run(
             app = app.merge(ui::router(cfg.query.ui_dir.clone()));
         }
         app = app.layer(axum::middleware::from_fn(strand_query::pretty_print));
-        app = guarded(app, auth::Listener::Query);
+        app = guarded(app, auth::Listener::Query, addrs.http);
         if cfg.query.compression {
             app = app.layer(axum::middleware::from_fn(compress::compress));
         }
@@ -316,7 +325,7 @@ pub async fn run(
             .layer(axum::middleware::from_fn(security_headers));
         let stop = stopped();
         let http = guard(http, "query http");
-        let how = serving(false);
+        let how = serving(false, false);
         tasks.spawn(async move {
             http_serve::serve(http, app, stop, how).await;
             Ok(())

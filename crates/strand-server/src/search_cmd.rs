@@ -71,7 +71,8 @@ pub struct Remote {
     /// Query API base URL (`https://…` when the server has TLS).
     #[arg(long, env = "STRAND_SERVER", default_value = "http://127.0.0.1:16686")]
     pub server: String,
-    /// Bearer token, when the server requires one (a token with the `read` scope).
+    /// Bearer token, when the server requires one (a token with the `read` scope). Prefer
+    /// STRAND_TOKEN: a flag's value shows in the process list.
     #[arg(long, env = "STRAND_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Tenant to read (`X-Scope-OrgID`), when the server has tenants.

@@ -137,6 +137,12 @@ impl Bucket {
         Self { rate, state: parking_lot::Mutex::new((rate, Instant::now())) }
     }
 
+    /// Gives back what a refused request had taken.
+    fn refund(&self, n: f64) {
+        let mut s = self.state.lock();
+        s.0 = (s.0 + n).min(self.rate);
+    }
+
     /// Takes `n`, or says how many seconds until it could.
     fn take(&self, n: f64) -> Result<(), u64> {
         let mut s = self.state.lock();
@@ -182,6 +188,9 @@ impl Limited {
         if let Some((bucket, rate)) = &self.bytes
             && let Err(wait) = bucket.take(bytes() as f64)
         {
+            if let Some((spans, _)) = &self.spans {
+                spans.refund(items as f64);
+            }
             self.refused.fetch_add(items as u64, Ordering::Relaxed);
             return Err(SinkError::Overloaded(format!(
                 "tenant `{}` is over its ingest limit of {} per second; retry in {wait} s",
@@ -375,8 +384,9 @@ impl Tenants {
                 }
             }
             found.sort();
+            // Every tenant with data is opened, however many: `max_tenants` bounds new ones.
             for tenant in found {
-                if let Err(e) = me.open(&tenant).await {
+                if let Err(e) = me.open_unbounded(&tenant).await {
                     let msg = match e {
                         TenantError::Open(e) => format!("{e:#}"),
                         TenantError::TooMany(n) => {
@@ -415,11 +425,28 @@ impl Tenants {
 
     /// The stack that answers `listener` for `tenant`: for reads of a tenant that has no
     /// stack and no directory, the empty one; otherwise its own, opened when needed.
-    pub async fn for_request(&self, tenant: &str, listener: Listener) -> Result<Arc<Stack>, TenantError> {
+    pub async fn for_request(
+        &self,
+        tenant: &str,
+        listener: Listener,
+        path: &str,
+    ) -> Result<Arc<Stack>, TenantError> {
         if let Some(s) = self.stacks.read().get(tenant) {
             return Ok(s.clone());
         }
-        if listener == Listener::Query && !self.dir(tenant).exists() {
+        // Only a request that can store something makes a new tenant: not a read, not a
+        // request for a path no receiver has.
+        let stores = match listener {
+            Listener::OtlpHttp => path == "/v1/traces" || path == "/v1/logs",
+            Listener::OtlpGrpc => {
+                path == "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+                    || path == "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+            }
+            Listener::JaegerHttp => path == "/api/traces",
+            Listener::Zipkin => path == "/api/v2/spans",
+            Listener::Query | Listener::RemoteSampling => false,
+        };
+        if !stores && !self.dir(tenant).exists() {
             if let Some(e) = self.empty.lock().clone() {
                 return Ok(e);
             }
@@ -439,13 +466,21 @@ impl Tenants {
     }
 
     async fn open(&self, tenant: &str) -> Result<Arc<Stack>, TenantError> {
+        self.open_bounded(tenant, true).await
+    }
+
+    async fn open_unbounded(&self, tenant: &str) -> Result<Arc<Stack>, TenantError> {
+        self.open_bounded(tenant, false).await
+    }
+
+    async fn open_bounded(&self, tenant: &str, bounded: bool) -> Result<Arc<Stack>, TenantError> {
         let _one_at_a_time = self.opening.lock().await;
         if let Some(s) = self.stacks.read().get(tenant) {
             return Ok(s.clone());
         }
         let max = self.cfg.multitenancy.max_tenants;
         // The primary stack is not counted: it exists whether or not tenants are on.
-        if tenant != SINGLE_TENANT && self.stacks.read().len() > max {
+        if bounded && tenant != SINGLE_TENANT && self.stacks.read().len() > max {
             return Err(TenantError::TooMany(max));
         }
         let stack = self.open_stack(tenant, &self.dir(tenant), false).await.map_err(TenantError::Open)?;
@@ -609,7 +644,7 @@ pub async fn dispatch(State((tenants, listener)): State<(Arc<Tenants>, Listener)
             );
         }
     };
-    let stack = match tenants.for_request(&tenant, listener).await {
+    let stack = match tenants.for_request(&tenant, listener, req.uri().path()).await {
         Ok(s) => s,
         Err(TenantError::TooMany(n)) => {
             let msg = format!(

@@ -365,6 +365,28 @@ async fn without_tokens_admin_takes_no_request_a_foreign_page_could_send() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-frame-options"], "DENY");
     assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+    // A page whose domain was made to resolve to 127.0.0.1 names its own host: refused.
+    let resp = client
+        .get(server.query("/api/v1/services"))
+        .header("host", "rebound.example")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), 403);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("rebound.example")), "{body}");
+    let resp =
+        client.get(server.query("/api/v1/services")).header("host", "localhost").send().await.expect("get");
+    assert_eq!(resp.status(), 200);
+    // The gRPC port speaks HTTP/2 only: an HTTP/1.1 post (what a page can send without a
+    // preflight) gets no answer.
+    let http1 = client
+        .post(format!("http://{}/opentelemetry.proto.collector.trace.v1.TraceService/Export", server.grpc))
+        .header("content-type", "application/grpc")
+        .body(vec![0u8, 0, 0, 0, 0])
+        .send()
+        .await;
+    assert!(http1.is_err(), "HTTP/1.1 on the gRPC port: {http1:?}");
     // Zipkin takes no body without a declared type (a page could post one cross-origin).
     let zipkin = std::fs::read(common::fixture("zipkin/simple-db-p6.json")).expect("fixture");
     let resp = client
@@ -395,8 +417,10 @@ async fn cors_is_off_unless_origins_are_listed() {
     assert!(
         resp.headers()["access-control-allow-headers"].to_str().is_ok_and(|h| h.contains("content-type"))
     );
+    assert!(resp.headers()["vary"].to_str().is_ok_and(|v| v.contains("Access-Control-Request-Headers")));
     let resp = preflight(server.otlp_url(), "https://other.example").send().await.expect("preflight");
     assert!(resp.headers().get("access-control-allow-origin").is_none(), "{:?}", resp.headers());
+    assert_eq!(resp.headers()["vary"], "Origin", "answers differ by origin once origins are listed");
     let resp =
         client.get(server.query("/api/v1/services")).header("origin", allowed).send().await.expect("get");
     assert_eq!(resp.status(), 200);

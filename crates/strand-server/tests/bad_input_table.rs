@@ -456,7 +456,7 @@ async fn slow_bodies_hold_no_slot_but_fill_the_receive_budget_and_time_out() {
     let mut stalled = Vec::new();
     for _ in 0..2 {
         let mut s = tokio::net::TcpStream::connect(server.otlp_http).await.expect("connect");
-        let head = "POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n";
+        let head = "POST /v1/traces HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n";
         s.write_all(head.as_bytes()).await.expect("write");
         s.write_all(&[b' '; 900]).await.expect("write");
         stalled.push(s);

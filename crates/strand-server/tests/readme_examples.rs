@@ -338,7 +338,8 @@ fn the_readme_token_command_prints_what_it_shows_and_its_configuration_loads() {
     // The configuration shown, with real hashes in place of its placeholders.
     let yaml = block(&body, "Tokens and TLS", "yaml")
         .replace("<hash printed for it>", entry["sha256"].as_str().expect("hash"))
-        .replace("<another hash>", &strand_server::auth::token_hash("another"));
+        .replace("<hash for prometheus>", &strand_server::auth::token_hash("prometheus"))
+        .replace("<hash for ops>", &strand_server::auth::token_hash("ops"));
     let config = load_yaml(&yaml);
     assert!(config.listen_all && config.auth.required() && config.tls.enabled());
     assert!(config.listeners().iter().all(|(_, a, _)| a.ip().is_unspecified()));

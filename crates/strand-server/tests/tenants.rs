@@ -183,8 +183,11 @@ async fn no_read_api_shows_one_tenants_data_to_another() {
     let (status, services) = get(&server, Some("nobody-yet"), "/api/v1/services").await;
     assert_eq!((status, &services["services"]), (200, &json!([])), "{services}");
     assert_eq!(get(&server, Some("nobody-yet"), &format!("/api/v1/traces/{ACME}")).await.0, 404);
+    // Nor does a write to a path no receiver has.
+    let (spans, _) = export("nobody", ACME);
+    assert_eq!(post(otlp("/v1/nothing"), Some("nobody-yet"), &spans).await, 404);
     let data = server.dir.path().join("data");
-    assert!(!data.join("tenants/nobody-yet").exists(), "a read made a tenant directory");
+    assert!(!data.join("tenants/nobody-yet").exists(), "a read or a bad path made a tenant directory");
     // Each tenant has its own directory; /metrics labels series by tenant.
     assert!(data.join("tenants/acme/wal").is_dir() && data.join("tenants/globex/wal").is_dir());
     let metrics = reqwest::get(server.query("/metrics")).await.expect("metrics").text().await.expect("text");
