@@ -283,9 +283,15 @@ async fn sighup_swaps_the_certificate_and_a_bad_one_keeps_the_old() {
     let (cert, key) = pki.issue("server", "first", false);
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("strand.yaml");
+    // A token too: the server's log must never hold one, good or bad.
+    let (token, sha256) = strand_server::auth::new_token().expect("token");
     std::fs::write(
         &config,
-        format!("tls:\n  cert_file: {}\n  key_file: {}\n", cert.display(), key.display()),
+        format!(
+            "tls:\n  cert_file: {}\n  key_file: {}\nauth:\n  tokens:\n    - {{ name: ops, sha256: {sha256}, scopes: [admin] }}\n",
+            cert.display(),
+            key.display()
+        ),
     )
     .expect("write");
     let server =
@@ -311,11 +317,16 @@ async fn sighup_swaps_the_certificate_and_a_bad_one_keeps_the_old() {
     std::fs::write(&cert, "not a certificate").expect("write");
     hup(server.child.id());
     let https = pki.https_client(None);
+    let bad = "strand_00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let refused =
+        https.get(format!("https://127.0.0.1:{port}/metrics")).bearer_auth(bad).send().await.expect("get");
+    assert_eq!(refused.status(), 401);
     let metrics = common::eventually("the failed reload counted", || {
-        let https = https.clone();
+        let (https, token) = (https.clone(), token.clone());
         async move {
             let text = https
                 .get(format!("https://127.0.0.1:{port}/metrics"))
+                .bearer_auth(token)
                 .send()
                 .await
                 .ok()?
@@ -331,5 +342,7 @@ async fn sighup_swaps_the_certificate_and_a_bad_one_keeps_the_old() {
     assert_eq!(presented_certificate(port, &pki.ca()).await, second, "the old certificate stays");
     let log = common::log_text(&dir.path().join("data"));
     assert!(log.contains("the TLS certificate could not be reloaded"), "{log}");
+    assert!(!log.contains(&token) && !log.contains(bad), "a token in the server's log:\n{log}");
+    assert!(!log.contains(&token[7..20]), "part of a token in the server's log");
     drop(server);
 }
