@@ -96,6 +96,22 @@ function chooseTenant() {
   return tenantChoice;
 }
 
+/** A link's click handler for an API path: with a token or a tenant, which a plain link
+ * cannot send, it fetches the JSON itself and shows it in a new tab. */
+export function openJSON(path) {
+  return (event) => {
+    const plain = !sessionStorage.getItem(TOKEN_KEY) && !sessionStorage.getItem(TENANT_KEY);
+    if (plain || event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return;
+    event.preventDefault();
+    const tab = window.open('', '_blank');
+    getJSON(path).then((data) => {
+      const url = URL.createObjectURL(new Blob([JSON.stringify(data, null, 2)], { type: 'application/json' }));
+      if (tab) tab.location.href = url;
+      else window.location.href = url;
+    }).catch(() => tab?.close());
+  };
+}
+
 /** Switches the UI to another tenant (the page reloads). */
 export function pickTenant(tenant) {
   sessionStorage.setItem(TENANT_KEY, tenant);

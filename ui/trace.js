@@ -1,7 +1,7 @@
 // The trace view: header, minimap, a virtualised waterfall (only the rows in view are in
 // the DOM, so 100,000 spans scroll like 100) with the critical path, and the span details.
 
-import { getJSON, ApiError } from './api.js';
+import { getJSON, ApiError, openJSON } from './api.js';
 import { h, notice, copyButton } from './dom.js';
 import { duration, dateTime, serviceColor, count } from './format.js';
 import { buildTrace, buildLogs, criticalPath } from './model.js';
@@ -119,7 +119,8 @@ class TraceView {
         `${t.rootService}: ${t.rootName}`),
       h('div', { class: 'trace-id' }, 'Trace ', h('code', null, t.traceId), copyButton(t.traceId),
         h('a', { href: `/compare?a=${t.traceId}` }, 'Compare…'),
-        h('a', { href: `/api/v1/traces/${t.traceId}`, target: '_blank', rel: 'noopener' }, 'JSON')),
+        h('a', { href: `/api/v1/traces/${t.traceId}`, target: '_blank', rel: 'noopener',
+          onclick: openJSON(`/api/v1/traces/${t.traceId}`) }, 'JSON')),
       h('dl', { class: 'facts' },
         fact('Started', dateTime(t.startMs)),
         fact('Duration', duration(t.duration)),

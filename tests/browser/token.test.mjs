@@ -39,6 +39,11 @@ test('the UI asks for a token, keeps it for the tab and reads with it', async ()
   assert.equal(await page.evaluate(() => sessionStorage.getItem('strand.token')), TOKEN);
   assert.equal(await page.evaluate(() => localStorage.length), 0, 'nothing kept beyond the tab');
   assert.equal((await page.context().cookies()).length, 0, 'no cookie');
+  // The trace's JSON link sends the token too (a plain link could not): a new tab shows it.
+  const [tab] = await Promise.all([page.context().waitForEvent('page'), page.click('.trace-id a:text("JSON")')]);
+  await tab.waitForFunction((id) => document.body?.innerText.includes(id), TRACE);
+  assert.match(await tab.evaluate(() => document.body.innerText), /"resourceSpans"/);
+  await tab.close();
   // Loading the page again in the same tab reads without asking again.
   await page.goto(`${BASE}/trace/${TRACE}`);
   await page.waitForSelector(`body[data-trace-ready="${TRACE}"]`);

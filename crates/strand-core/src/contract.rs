@@ -26,6 +26,15 @@ pub enum SinkError {
     /// `UNAVAILABLE`).
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// A rate limit refused the batch; the client should retry after `retry_after_secs`
+    /// (HTTP 429 with that `Retry-After`, gRPC `RESOURCE_EXHAUSTED` with that `RetryInfo`).
+    #[error("{message}")]
+    RateLimited {
+        /// What was exceeded.
+        message: String,
+        /// When a retry could pass, in whole seconds (at least 1).
+        retry_after_secs: u64,
+    },
 }
 
 /// Receives what the receivers decoded. Called concurrently from many request tasks.
@@ -119,7 +128,7 @@ impl SinkError {
     /// How the error should be answered.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            SinkError::Overloaded(_) => ErrorKind::Overloaded,
+            SinkError::Overloaded(_) | SinkError::RateLimited { .. } => ErrorKind::Overloaded,
             SinkError::Unavailable(_) => ErrorKind::Unavailable,
         }
     }

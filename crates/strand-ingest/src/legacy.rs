@@ -143,15 +143,17 @@ pub(crate) fn refused(e: IngestError) -> Response {
         crate::IngestError::BadRequest(_) => StatusCode::BAD_REQUEST,
         crate::IngestError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         crate::IngestError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        crate::IngestError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
+        crate::IngestError::Overloaded(_) | crate::IngestError::RateLimited(..) => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
         crate::IngestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         crate::IngestError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
     };
-    let retry = matches!(e, crate::IngestError::Overloaded(_) | crate::IngestError::Unavailable(_));
+    let retry = e.retry_after_secs();
     let mut resp =
         (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{e}\n")).into_response();
-    if retry {
-        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    if let Some(secs) = retry {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     resp
 }

@@ -43,6 +43,21 @@ pub enum IngestError {
     /// The body did not arrive within `body_read_timeout` (HTTP 408).
     #[error("{0}")]
     Timeout(String),
+    /// A rate limit refused it: retry after this many seconds (HTTP 429 with that
+    /// `Retry-After`, gRPC `RESOURCE_EXHAUSTED` with that `RetryInfo`).
+    #[error("{0}")]
+    RateLimited(String, u64),
+}
+
+impl IngestError {
+    /// When a client should retry, for the errors a retry can cure.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            IngestError::Overloaded(_) | IngestError::Unavailable(_) => Some(1),
+            IngestError::RateLimited(_, secs) => Some((*secs).max(1)),
+            _ => None,
+        }
+    }
 }
 
 impl From<strand_core::SinkError> for IngestError {
@@ -50,6 +65,9 @@ impl From<strand_core::SinkError> for IngestError {
         match e {
             strand_core::SinkError::Overloaded(m) => Self::Overloaded(m),
             strand_core::SinkError::Unavailable(m) => Self::Unavailable(m),
+            strand_core::SinkError::RateLimited { message, retry_after_secs } => {
+                Self::RateLimited(message, retry_after_secs)
+            }
         }
     }
 }

@@ -180,10 +180,13 @@ impl Limited {
             && let Err(wait) = bucket.take(items as f64)
         {
             self.refused.fetch_add(items as u64, Ordering::Relaxed);
-            return Err(SinkError::Overloaded(format!(
-                "tenant `{}` is over its ingest limit of {rate} spans and log records per second; retry in {wait} s",
-                self.tenant
-            )));
+            return Err(SinkError::RateLimited {
+                message: format!(
+                    "tenant `{}` is over its ingest limit of {rate} spans and log records per second; retry in {wait} s",
+                    self.tenant
+                ),
+                retry_after_secs: wait,
+            });
         }
         if let Some((bucket, rate)) = &self.bytes
             && let Err(wait) = bucket.take(bytes() as f64)
@@ -192,11 +195,14 @@ impl Limited {
                 spans.refund(items as f64);
             }
             self.refused.fetch_add(items as u64, Ordering::Relaxed);
-            return Err(SinkError::Overloaded(format!(
-                "tenant `{}` is over its ingest limit of {} per second; retry in {wait} s",
-                self.tenant,
-                ByteSize(*rate)
-            )));
+            return Err(SinkError::RateLimited {
+                message: format!(
+                    "tenant `{}` is over its ingest limit of {} per second; retry in {wait} s",
+                    self.tenant,
+                    ByteSize(*rate)
+                ),
+                retry_after_secs: wait,
+            });
         }
         Ok(())
     }

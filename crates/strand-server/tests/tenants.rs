@@ -223,7 +223,7 @@ async fn a_tenant_over_its_ingest_rate_gets_429_and_the_others_do_not() {
         c.multitenancy.enabled = true;
         c.multitenancy.limits = vec![TenantLimits {
             tenant: "small".into(),
-            ingest_spans_per_second: Some(10.0),
+            ingest_spans_per_second: Some(2.0),
             ingest_bytes_per_second: None,
             retention: None,
             max_disk_size: None,
@@ -250,10 +250,14 @@ async fn a_tenant_over_its_ingest_rate_gets_429_and_the_others_do_not() {
                 .expect("post")
         }
     };
+    // A batch over the second's burst passes on a full bucket and leaves it 6 in debt: the
+    // next one must wait about (2 + 6) / 2 = 4 s, and Retry-After says so.
     assert_eq!(send("small", batch(1, 8)).await.status(), 200);
     let over = send("small", batch(2, 8)).await;
     assert_eq!(over.status(), 429);
-    assert_eq!(over.headers()["retry-after"], "1");
+    let wait: u64 =
+        over.headers()["retry-after"].to_str().ok().and_then(|s| s.parse().ok()).expect("seconds");
+    assert!((3..=4).contains(&wait), "Retry-After {wait}");
     // Another tenant, without limits, is not held back.
     for seed in 3..8 {
         assert_eq!(send("big", batch(seed, 8)).await.status(), 200);
@@ -269,6 +273,22 @@ async fn a_tenant_over_its_ingest_rate_gets_429_and_the_others_do_not() {
         Some(0.0)
     );
     // The bucket refills: a second later the small tenant may send again.
+    // A gRPC client is told the same wait in the status's RetryInfo.
+    let mut grpc =
+        opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::connect(
+            format!("http://{}", server.grpc),
+        )
+        .await
+        .expect("connect");
+    let mut req =
+        tonic::Request::new(opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+            resource_spans: strand_otlp::to_resource_spans(&strand_store::testdata::batch(3, 4)),
+        });
+    req.metadata_mut().insert("x-scope-orgid", "small".parse().expect("metadata"));
+    let err = grpc.export(req).await.expect_err("over the limit");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("tenant `small` is over its ingest limit of 2 spans"), "{err}");
+    assert!(!err.details().is_empty(), "a RetryInfo rides along");
     common::eventually("the small tenant's bucket to refill", || {
         let send = &send;
         async move { (send("small", batch(9, 8)).await.status() == 200).then_some(()) }

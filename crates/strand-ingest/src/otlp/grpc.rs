@@ -32,7 +32,8 @@ pub fn status(e: IngestError) -> Status {
     match e {
         IngestError::BadRequest(m) | IngestError::UnsupportedMediaType(m) => Status::invalid_argument(m),
         IngestError::TooLarge(m) => Status::resource_exhausted(m),
-        IngestError::Overloaded(m) => retry_later(m),
+        IngestError::Overloaded(m) => retry_later(m, 1),
+        IngestError::RateLimited(m, secs) => retry_later(m, secs.max(1)),
         IngestError::Unavailable(m) => Status::unavailable(m),
         IngestError::Timeout(m) => Status::deadline_exceeded(m),
     }
@@ -76,9 +77,9 @@ struct RpcStatus {
 
 const RETRY_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RetryInfo";
 
-/// `RESOURCE_EXHAUSTED` with a `RetryInfo` of one second.
-fn retry_later(message: String) -> Status {
-    let retry = RetryInfo { retry_delay: Some(ProtoDuration { seconds: 1, nanos: 0 }) };
+/// `RESOURCE_EXHAUSTED` with a `RetryInfo` of `secs` seconds.
+fn retry_later(message: String, secs: u64) -> Status {
+    let retry = RetryInfo { retry_delay: Some(ProtoDuration { seconds: secs as i64, nanos: 0 }) };
     let details = RpcStatus {
         code: tonic::Code::ResourceExhausted as i32,
         message: message.clone(),
@@ -287,6 +288,11 @@ mod retry_info_tests {
         assert_eq!(any.type_url, RETRY_INFO_TYPE);
         let retry = RetryInfo::decode(any.value.as_slice()).expect("RetryInfo");
         assert_eq!(retry.retry_delay, Some(ProtoDuration { seconds: 1, nanos: 0 }));
+        // A rate limit's wait is passed on.
+        let limited = status(IngestError::RateLimited("over the tenant's rate".into(), 4));
+        let details = RpcStatus::decode(limited.details()).expect("google.rpc.Status");
+        let retry = RetryInfo::decode(details.details[0].value.as_slice()).expect("RetryInfo");
+        assert_eq!(retry.retry_delay, Some(ProtoDuration { seconds: 4, nanos: 0 }));
         let too_large = status(IngestError::TooLarge("over 16 MiB".into()));
         assert_eq!(too_large.code(), tonic::Code::ResourceExhausted);
         assert!(too_large.details().is_empty());

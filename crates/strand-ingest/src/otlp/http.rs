@@ -43,7 +43,7 @@ fn error_response(format: Format, e: IngestError) -> Response {
         IngestError::BadRequest(_) => (StatusCode::BAD_REQUEST, 3),
         IngestError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, 8),
         IngestError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, 3),
-        IngestError::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, 8),
+        IngestError::Overloaded(_) | IngestError::RateLimited(..) => (StatusCode::TOO_MANY_REQUESTS, 8),
         IngestError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, 14),
         IngestError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, 4),
     };
@@ -59,8 +59,8 @@ fn error_response(format: Format, e: IngestError) -> Response {
         )
             .into_response(),
     };
-    if matches!(e, IngestError::Overloaded(_) | IngestError::Unavailable(_)) {
-        resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    if let Some(secs) = e.retry_after_secs() {
+        resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
     }
     resp
 }
