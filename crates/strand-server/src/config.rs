@@ -195,6 +195,9 @@ pub struct JaegerConfig {
     pub agent_binary_listen: SocketAddr,
     /// Whether the agent UDP receivers (both ports) run.
     pub agent_enabled: bool,
+    /// With multitenancy, the tenant whose store takes the agent's spans (UDP carries no
+    /// header); `single-tenant` by default.
+    pub agent_tenant: String,
 }
 
 impl Default for JaegerConfig {
@@ -205,6 +208,7 @@ impl Default for JaegerConfig {
             agent_listen: SocketAddr::from((LOOPBACK, 6831)),
             agent_binary_listen: SocketAddr::from((LOOPBACK, 6832)),
             agent_enabled: true,
+            agent_tenant: crate::auth::SINGLE_TENANT.to_owned(),
         }
     }
 }
@@ -500,6 +504,11 @@ impl Config {
         errs.extend(self.auth.validate());
         errs.extend(self.tls.validate());
         errs.extend(self.multitenancy.validate());
+        if let Err(e) = crate::auth::check_tenant_id(&self.jaeger.agent_tenant) {
+            errs.push(format!("`jaeger.agent_tenant`: {e}"));
+        } else if !self.multitenancy.enabled && self.jaeger.agent_tenant != crate::auth::SINGLE_TENANT {
+            errs.push("`jaeger.agent_tenant`: tenants need `multitenancy.enabled: true`".into());
+        }
         for (i, t) in self.auth.tokens.iter().enumerate() {
             let scoped =
                 t.scopes.iter().any(|s| matches!(s, crate::auth::Scope::Write | crate::auth::Scope::Read));

@@ -288,7 +288,18 @@ pub async fn run(
     for (socket, protocol) in [(jaeger_agent, JaegerAgentCompact), (jaeger_agent_binary, JaegerAgentBinary)] {
         let Some(socket) = socket else { continue };
         let stop = stopped();
-        let rx = primary.receiver.clone();
+        // UDP carries no tenant: the agent's spans go to `jaeger.agent_tenant`.
+        let rx = match tenants.get(&cfg.jaeger.agent_tenant).await {
+            Ok(stack) => stack.receiver.clone(),
+            Err(tenants::TenantError::Open(e)) => {
+                return Err(e.context("opening jaeger.agent_tenant's store"));
+            }
+            Err(tenants::TenantError::TooMany(n)) => {
+                anyhow::bail!(
+                    "jaeger.agent_tenant cannot be opened: multitenancy.max_tenants ({n}) tenants are open"
+                )
+            }
+        };
         tasks.spawn(async move {
             strand_ingest::jaeger::serve_agent(socket, rx, stop, protocol)
                 .await

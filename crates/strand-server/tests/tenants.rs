@@ -330,3 +330,25 @@ async fn a_tenant_with_a_short_retention_loses_its_old_blocks_and_the_others_kee
     assert_eq!(get(&server, Some("lasting"), &format!("/api/v1/traces/{ACME}")).await.0, 200);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jaeger_agents_udp_spans_go_to_the_configured_tenant() {
+    const PY_AGENT: &[u8] = include_bytes!("../../../testdata/jaeger/python-otel-1.21-agent.thrift");
+    const AGENT_TRACE: &str = "5eed0000000000000000000000000010";
+    let server = common::start(|c| {
+        c.multitenancy.enabled = true;
+        c.jaeger.agent_tenant = "edge".into();
+    })
+    .await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    socket.send_to(PY_AGENT, server.jaeger_agent).await.expect("send datagram");
+    let path = format!("/api/v1/traces/{AGENT_TRACE}");
+    common::eventually("the agent's trace in tenant edge", || {
+        let (server, path) = (&server, path.clone());
+        async move { (get(server, Some("edge"), &path).await.0 == 200).then_some(()) }
+    })
+    .await;
+    assert_eq!(get(&server, Some("single-tenant"), &path).await.0, 404);
+    assert!(server.dir.path().join("data/tenants/edge/wal").is_dir());
+    server.stop().await;
+}
