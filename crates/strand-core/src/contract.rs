@@ -227,6 +227,13 @@ pub trait TraceStore: TraceWriter + TraceReader + crate::logs::LogStore {
     /// The backend's counters and gauges (names `strand_...`).
     fn metrics(&self) -> BoxFuture<'_, Vec<MetricFamily>>;
 
+    /// Bytes received and held in memory until they reach the backend's long-term form
+    /// (the embedded store's live and frozen heads), read without waiting: for memory
+    /// budgets across several stores. 0 for a backend that holds nothing so.
+    fn unwritten_bytes(&self) -> u64 {
+        0
+    }
+
     /// Why the backend would not take writes right now, each reason naming what it is
     /// about (`wal: …`, `disk: …`, `flush: …`); empty when ready. For `/readyz`.
     fn not_ready(&self) -> BoxFuture<'_, Vec<String>> {

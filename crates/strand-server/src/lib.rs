@@ -571,6 +571,13 @@ async fn metrics(State(m): State<Arc<MetricSources>>) -> axum::response::Respons
     } else {
         per_tenant.into_iter().flat_map(|(_, f)| f).collect()
     };
+    if m.tenants.multitenant() {
+        families.push(strand_core::MetricFamily::counter(
+            "strand_tenants_writes_refused_memory_total",
+            "Writes refused because all tenants' data waiting for blocks was at storage.max_unwritten_size together.",
+            m.tenants.refused_for_memory() as f64,
+        ));
+    }
     families.extend(m.remote.metric_families());
     families.extend(m.connections.metric_families());
     families.extend(m.authority.metric_families());

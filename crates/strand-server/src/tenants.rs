@@ -159,23 +159,78 @@ impl Bucket {
     }
 }
 
+/// The memory every tenant's store holds for data not yet in blocks, bounded together by
+/// `storage.max_unwritten_size`: each store also keeps that bound on its own, so without
+/// this N tenants could hold N times it.
+pub struct Unwritten {
+    limit: u64,
+    stores: parking_lot::RwLock<Vec<Arc<dyn TraceStore>>>,
+    /// A flush this pool started and that has not finished.
+    flushing: Arc<std::sync::atomic::AtomicBool>,
+    refused: AtomicU64,
+}
+
+impl Unwritten {
+    fn new(limit: u64) -> Self {
+        Self { limit, stores: Default::default(), flushing: Default::default(), refused: AtomicU64::new(0) }
+    }
+
+    /// Refuses a write while the tenants' unwritten data together is at the limit, and
+    /// then has the store holding the most cut its head into a block (one at a time), so
+    /// the total comes down without waiting for heads to age out.
+    fn admit(&self) -> Result<(), SinkError> {
+        let stores = self.stores.read();
+        if stores.len() < 2 {
+            return Ok(()); // one store keeps the bound itself
+        }
+        let total: u64 = stores.iter().map(|s| s.unwritten_bytes()).sum();
+        if total < self.limit {
+            return Ok(());
+        }
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        if !self.flushing.swap(true, Ordering::AcqRel)
+            && let Some(biggest) = stores.iter().max_by_key(|s| s.unwritten_bytes()).cloned()
+        {
+            let flushing = self.flushing.clone();
+            tokio::spawn(async move {
+                if let Err(e) = biggest.flush().await {
+                    tracing::warn!(error = %e, "cutting a tenant's head for the shared memory bound failed");
+                }
+                flushing.store(false, Ordering::Release);
+            });
+        }
+        Err(SinkError::Overloaded(format!(
+            "{total} bytes of all tenants' received data wait to be written to blocks, at the limit of {} \
+             (storage.max_unwritten_size, shared by the tenants); retry later",
+            self.limit
+        )))
+    }
+}
+
 /// A tenant's ingest limits in front of its pipeline, and what they refused.
 pub struct Limited {
     tenant: String,
     inner: Arc<Pipeline>,
     spans: Option<(Bucket, f64)>,
     bytes: Option<(Bucket, u64)>,
+    unwritten: Arc<Unwritten>,
     refused: AtomicU64,
 }
 
 impl Limited {
-    fn new(tenant: &str, inner: Arc<Pipeline>, limits: Option<&TenantLimits>) -> Self {
+    fn new(
+        tenant: &str,
+        inner: Arc<Pipeline>,
+        limits: Option<&TenantLimits>,
+        unwritten: Arc<Unwritten>,
+    ) -> Self {
         let spans = limits.and_then(|l| l.ingest_spans_per_second).map(|r| (Bucket::new(r), r));
         let bytes = limits.and_then(|l| l.ingest_bytes_per_second).map(|b| (Bucket::new(b.0 as f64), b.0));
-        Self { tenant: tenant.to_owned(), inner, spans, bytes, refused: AtomicU64::new(0) }
+        Self { tenant: tenant.to_owned(), inner, spans, bytes, unwritten, refused: AtomicU64::new(0) }
     }
 
     fn admit(&self, items: usize, bytes: impl FnOnce() -> usize) -> Result<(), SinkError> {
+        self.unwritten.admit()?;
         if let Some((bucket, rate)) = &self.spans
             && let Err(wait) = bucket.take(items as f64)
         {
@@ -345,6 +400,8 @@ pub struct Tenants {
     /// Answers reads for a tenant that has never written: an empty store in memory, so a
     /// read creates no directory, thread or stack.
     empty: parking_lot::Mutex<Option<Arc<Stack>>>,
+    /// The tenants' stores' unwritten data, bounded together.
+    unwritten: Arc<Unwritten>,
 }
 
 /// Why a tenant's stack is not there.
@@ -373,6 +430,7 @@ impl Tenants {
             opening: tokio::sync::Mutex::new(()),
             tasks: Default::default(),
             empty: Default::default(),
+            unwritten: Arc::new(Unwritten::new(cfg.storage.max_unwritten_size.0)),
         });
         me.open(SINGLE_TENANT).await.map_err(|e| match e {
             TenantError::Open(e) => e,
@@ -414,6 +472,12 @@ impl Tenants {
     /// The `single-tenant` stack (the data directory itself).
     pub fn primary(&self) -> Arc<Stack> {
         self.stacks.read().get(SINGLE_TENANT).cloned().expect("the primary stack is opened at start")
+    }
+
+    /// Writes refused because the tenants' unwritten data together was at
+    /// `storage.max_unwritten_size`.
+    pub fn refused_for_memory(&self) -> u64 {
+        self.unwritten.refused.load(Ordering::Relaxed)
     }
 
     /// Every open stack, by tenant id.
@@ -560,7 +624,10 @@ impl Tenants {
             .await
             .context("starting tail sampling")?,
         );
-        let limited = Arc::new(Limited::new(tenant, pipeline.clone(), limits));
+        let limited = Arc::new(Limited::new(tenant, pipeline.clone(), limits, self.unwritten.clone()));
+        if !empty {
+            self.unwritten.stores.write().push(store.clone());
+        }
         // Log records are stored as they come, or wait for their trace's tail decision
         // (`sampling.logs: follow_traces`).
         let receiver = self.base.with_sinks(limited.clone(), Some(limited.clone()));

@@ -230,26 +230,8 @@ async fn a_tenant_over_its_ingest_rate_gets_429_and_the_others_do_not() {
         }];
     })
     .await;
-    let batch = |seed: u8, spans: u8| {
-        use prost::Message as _;
-        opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
-            resource_spans: strand_otlp::to_resource_spans(&strand_store::testdata::batch(seed, spans)),
-        }
-        .encode_to_vec()
-    };
-    let send = |tenant: &'static str, body: Vec<u8>| {
-        let url = server.otlp_url();
-        async move {
-            reqwest::Client::new()
-                .post(url)
-                .header("content-type", "application/x-protobuf")
-                .header("x-scope-orgid", tenant)
-                .body(body)
-                .send()
-                .await
-                .expect("post")
-        }
-    };
+    let send = |tenant: &'static str, (seed, spans): (u8, u8)| send_batch(&server, tenant, seed, spans);
+    let batch = |seed: u8, spans: u8| (seed, spans);
     // A batch over the second's burst passes on a full bucket and leaves it 6 in debt: the
     // next one must wait about (2 + 6) / 2 = 4 s, and Retry-After says so.
     assert_eq!(send("small", batch(1, 8)).await.status(), 200);
@@ -351,4 +333,59 @@ async fn the_jaeger_agents_udp_spans_go_to_the_configured_tenant() {
     assert_eq!(get(&server, Some("single-tenant"), &path).await.0, 404);
     assert!(server.dir.path().join("data/tenants/edge/wal").is_dir());
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tenants_unwritten_data_is_bounded_together() {
+    // Each store would take up to 1 MiB of unwritten data (and cuts its head at half of it);
+    // three tenants together must not hold more than 1 MiB either.
+    let server = common::start(|c| {
+        c.multitenancy.enabled = true;
+        c.storage.max_unwritten_size = "1MiB".parse().expect("size");
+    })
+    .await;
+    let send = |tenant: &'static str, seed: u8| send_batch(&server, tenant, seed, 200);
+    let mut refused = None;
+    'fill: for seed in 0..=255u8 {
+        for tenant in ["t1", "t2", "t3"] {
+            let resp = send(tenant, seed).await;
+            if resp.status() == 429 {
+                refused = Some(resp.text().await.expect("body"));
+                break 'fill;
+            }
+            assert_eq!(resp.status(), 200);
+        }
+    }
+    let refused = refused.expect("a write refused once the tenants held 1 MiB together");
+    assert!(refused.contains("shared by the tenants"), "{refused}");
+    // The biggest head was cut: writes are taken again.
+    common::eventually("writes to be taken again", || {
+        let send = &send;
+        async move { (send("t1", 255).await.status() == 200).then_some(()) }
+    })
+    .await;
+    let metrics = reqwest::get(server.query("/metrics")).await.expect("metrics").text().await.expect("text");
+    assert!(
+        common::metric_value(&metrics, "strand_tenants_writes_refused_memory_total")
+            .is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    server.stop().await;
+}
+
+/// Posts `testdata::batch(seed, spans)` as OTLP/HTTP protobuf to `tenant`.
+async fn send_batch(server: &common::TestServer, tenant: &str, seed: u8, spans: u8) -> reqwest::Response {
+    use prost::Message as _;
+    let body = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+        resource_spans: strand_otlp::to_resource_spans(&strand_store::testdata::batch(seed, spans)),
+    }
+    .encode_to_vec();
+    reqwest::Client::new()
+        .post(server.otlp_url())
+        .header("content-type", "application/x-protobuf")
+        .header("x-scope-orgid", tenant)
+        .body(body)
+        .send()
+        .await
+        .expect("post")
 }

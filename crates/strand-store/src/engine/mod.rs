@@ -1056,6 +1056,10 @@ impl TraceStore for Store {
         Box::pin(Store::flush(self))
     }
 
+    fn unwritten_bytes(&self) -> u64 {
+        self.inner.unwritten_bytes()
+    }
+
     fn maintain(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         blocking(&self.inner, |i| maintain(i).map(|_| ()))
     }
