@@ -108,7 +108,10 @@ export function openJSON(path) {
       const url = URL.createObjectURL(new Blob([JSON.stringify(data, null, 2)], { type: 'application/json' }));
       if (tab) tab.location.href = url;
       else window.location.href = url;
-    }).catch(() => tab?.close());
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    }).catch((e) => {
+      if (tab) tab.document.body.textContent = `Could not load ${path}: ${e.message}`;
+    });
   };
 }
 

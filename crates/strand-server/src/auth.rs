@@ -93,6 +93,9 @@ pub struct AuthConfig {
     pub mode: AuthMode,
     /// The bearer tokens (their hashes) the server accepts.
     pub tokens: Vec<TokenConfig>,
+    /// Host names (no port) a loopback client may address without tokens, besides
+    /// `localhost` and loopback addresses: a reverse proxy's public name, say.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl AuthConfig {
@@ -336,8 +339,8 @@ impl Denied {
                 "admin endpoints answer only loopback clients when no auth tokens are configured".into()
             }
             Denied::ForeignHost(host) => format!(
-                "this server listens on loopback without tokens and answers requests addressed to \
-                 localhost or a loopback address only, not to `{}`",
+                "without tokens this server answers a loopback client only when it addresses \
+                 localhost, a loopback address or one of auth.allowed_hosts, not `{}`",
                 host.escape_debug()
             ),
         }
@@ -370,13 +373,14 @@ pub struct Ask<'a> {
     pub host: Option<&'a str>,
     /// The peer's address.
     pub peer: Option<SocketAddr>,
-    /// Whether the listener is bound to a loopback address.
-    pub loopback_listener: bool,
+    /// Whether the host a request names is checked (not over TLS, whose certificate a
+    /// rebinding page cannot present, nor on the HTTP/2-only gRPC port, which browsers
+    /// cannot speak in the clear).
+    pub check_host: bool,
 }
 
-/// Whether a `Host` value names this machine's loopback: `localhost` (or a name under
-/// it), `127.x.x.x` or `[::1]`, with or without a port.
-pub fn is_loopback_host(host: &str) -> bool {
+/// The name of a `Host` value, without its port, lowercase, without a trailing dot.
+fn host_name(host: &str) -> String {
     let host = host.trim();
     let name = if let Some(rest) = host.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
@@ -386,7 +390,13 @@ pub fn is_loopback_host(host: &str) -> bool {
             _ => host,
         }
     };
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Whether a `Host` value names this machine's loopback: `localhost` (or a name under
+/// it), `127.x.x.x` or `[::1]`, with or without a port.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = host_name(host);
     name == "localhost"
         || name.ends_with(".localhost")
         || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
@@ -407,6 +417,7 @@ struct Token {
 /// The tokens and tenancy rules of a running server, and what they refused.
 pub struct Authority {
     tokens: Vec<Token>,
+    allowed_hosts: Vec<String>,
     multitenant: bool,
     failures: parking_lot::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
     allowed: AtomicU64,
@@ -427,7 +438,8 @@ impl Authority {
                 })
             })
             .collect();
-        Self { tokens, multitenant, failures: Default::default(), allowed: AtomicU64::new(0) }
+        let allowed_hosts = cfg.allowed_hosts.iter().map(|h| host_name(h)).collect();
+        Self { tokens, allowed_hosts, multitenant, failures: Default::default(), allowed: AtomicU64::new(0) }
     }
 
     /// Whether requests need a token.
@@ -457,16 +469,21 @@ impl Authority {
 
     /// Decides a request: its caller, or why it is refused.
     pub fn check(&self, ask: &Ask<'_>) -> Result<Option<Caller>, Denied> {
-        let Ask { listener, method, path, headers, host, peer, loopback_listener } = *ask;
+        let Ask { listener, method, path, headers, host, peer, check_host } = *ask;
         let need = need(listener, path);
         if need == Need::Open {
             return Ok(None);
         }
         let token = if self.required() { Some(self.token(headers)?.ok_or(Denied::Missing)?) } else { None };
-        if token.is_none() && loopback_listener && host.is_some_and(|h| !is_loopback_host(h)) {
-            // Without tokens, a listener on loopback answers requests addressed to loopback
-            // only: a page whose domain was made to resolve to 127.0.0.1 (DNS rebinding)
-            // looks same-origin to the browser but names its own host.
+        if token.is_none()
+            && check_host
+            && peer.is_some_and(|p| p.ip().is_loopback())
+            && host.is_some_and(|h| !is_loopback_host(h) && !self.allowed_hosts.contains(&host_name(h)))
+        {
+            // Without tokens, a loopback client is answered only when it addresses
+            // loopback (or an allowed host): a page whose domain was made to resolve to
+            // 127.0.0.1 (DNS rebinding) looks same-origin to the browser but names its
+            // own host.
             return Err(Denied::ForeignHost(host.unwrap_or_default().to_owned()));
         }
         if let Some(t) = token {
@@ -597,8 +614,8 @@ pub struct Guard {
     pub authority: Arc<Authority>,
     /// The listener guarded.
     pub listener: Listener,
-    /// Whether it is bound to a loopback address.
-    pub loopback: bool,
+    /// Whether the host a request addresses is checked (see [`Ask::check_host`]).
+    pub check_host: bool,
 }
 
 /// The middleware: refuses what the caller may not do, in the listener's error shape
@@ -606,12 +623,11 @@ pub struct Guard {
 /// [`Caller`] in the extensions.
 pub async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Response {
     let peer = req.extensions().get::<Peer>().map(|p| p.0);
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
+    // A Host header that is not text names no host of ours.
+    let host = match req.headers().get(header::HOST) {
+        Some(h) => Some(h.to_str().unwrap_or("\u{fffd}").to_owned()),
+        None => req.uri().authority().map(|a| a.as_str().to_owned()),
+    };
     let ask = Ask {
         listener: g.listener,
         method: req.method(),
@@ -619,7 +635,7 @@ pub async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Resp
         headers: req.headers(),
         host: host.as_deref(),
         peer,
-        loopback_listener: g.loopback,
+        check_host: g.check_host,
     };
     match g.authority.check(&ask) {
         Ok(caller) => {
@@ -719,13 +735,14 @@ mod tests {
         headers: &HeaderMap,
         peer: Option<SocketAddr>,
     ) -> Result<Option<Caller>, Denied> {
-        a.check(&Ask { listener, method, path, headers, host: None, peer, loopback_listener: false })
+        a.check(&Ask { listener, method, path, headers, host: None, peer, check_host: false })
     }
 
     #[test]
-    fn without_tokens_a_loopback_listener_answers_loopback_hosts_only() {
-        let (a, _) = authority(&[], false);
-        let ask = |host: &'static str, loopback_listener| {
+    fn without_tokens_a_loopback_client_is_answered_for_loopback_hosts_only() {
+        let cfg = AuthConfig { allowed_hosts: vec!["Traces.Example.com.".into()], ..AuthConfig::default() };
+        let a = Authority::new(&cfg, false);
+        let ask = |host: &'static str, peer: &str, check_host| {
             let h = HeaderMap::new();
             a.check(&Ask {
                 listener: Listener::Query,
@@ -733,20 +750,32 @@ mod tests {
                 path: "/api/v1/search",
                 headers: &h,
                 host: Some(host),
-                peer: None,
-                loopback_listener,
+                peer: Some(peer.parse().expect("addr")),
+                check_host,
             })
         };
-        for ok in
-            ["localhost:16686", "127.0.0.1:16686", "[::1]:16686", "LOCALHOST", "app.localhost", "127.0.0.2"]
+        let local = "127.0.0.1:5000";
+        for ok in [
+            "localhost:16686",
+            "localhost.",
+            "127.0.0.1:16686",
+            "[::1]:16686",
+            "[::1]",
+            "LOCALHOST",
+            "app.localhost",
+            "127.0.0.2",
+            "traces.example.com:443",
+        ] {
+            assert!(ask(ok, local, true).is_ok(), "{ok}");
+        }
+        for bad in ["evil.example:16686", "evil.example", "10.0.0.1:80", "localhost.evil.example", "\u{fffd}"]
         {
-            assert!(ask(ok, true).is_ok(), "{ok}");
+            assert_eq!(ask(bad, local, true), Err(Denied::ForeignHost(bad.into())), "{bad}");
         }
-        for bad in ["evil.example:16686", "evil.example", "10.0.0.1:80", "localhost.evil.example"] {
-            assert_eq!(ask(bad, true), Err(Denied::ForeignHost(bad.into())), "{bad}");
-        }
-        // A listener beyond loopback (auth: none written out) takes any host.
-        assert!(ask("strand.example", false).is_ok());
+        // A client from elsewhere (auth: none on a listener beyond loopback) names the
+        // server's own name; over TLS or gRPC the host is not checked.
+        assert!(ask("strand.example", "10.1.2.3:5000", true).is_ok());
+        assert!(ask("evil.example", local, false).is_ok());
         // With tokens the host does not matter: a rebinding page has no token.
         let (a, s) = authority(&[("r", &[Scope::Read], &[])], false);
         let h = headers(&[("authorization", &format!("Bearer {}", s[0]))]);
@@ -756,8 +785,8 @@ mod tests {
             path: "/api/v1/search",
             headers: &h,
             host: Some("evil.example"),
-            peer: None,
-            loopback_listener: true,
+            peer: Some(local.parse().expect("addr")),
+            check_host: true,
         };
         assert!(a.check(&ask).is_ok());
     }

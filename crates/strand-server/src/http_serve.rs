@@ -38,9 +38,10 @@ pub struct Serving {
 }
 
 /// Serves `app` on `listener` until `stop` completes, then lets open connections finish
-/// their requests (graceful shutdown) and returns. hyper starts the header-read clock when
-/// it starts waiting for a request, so it also closes keep-alive connections left that
-/// long without one.
+/// their requests (graceful shutdown) and returns. hyper starts the HTTP/1 header-read
+/// clock when it starts waiting for a request, so it also closes keep-alive connections
+/// left that long without one; HTTP/2 connections (gRPC) are closed by the listener's idle
+/// timeout instead.
 pub async fn serve(
     mut listener: GuardedListener,
     app: Router,

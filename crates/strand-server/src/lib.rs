@@ -120,7 +120,7 @@ pub async fn run(
     };
     // The receivers' bounds (requests in flight, bytes being received) are shared by every
     // tenant's receivers, made from this one; it stores nothing itself.
-    let base = Receiver::new(Arc::new(Refuse), limits);
+    let base = Receiver::new(Arc::new(tenants::Refuse), limits);
     let tenants = tenants::Tenants::start(cfg.clone(), base, stop_tx.subscribe()).await?;
     let primary = tenants.primary();
     let remote =
@@ -231,9 +231,10 @@ pub async fn run(
         http2_only,
     };
     let cors = cors::Cors(Arc::new(cfg.cors.allowed_origins.clone()));
-    let guarded = |app: Router, listener: auth::Listener, at: SocketAddr| {
+    let guarded = |app: Router, listener: auth::Listener| {
+        let check_host = tls.is_none() && listener != auth::Listener::OtlpGrpc;
         app.layer(axum::middleware::from_fn_with_state(
-            auth::Guard { authority: authority.clone(), listener, loopback: at.ip().is_loopback() },
+            auth::Guard { authority: authority.clone(), listener, check_host },
             auth::guard,
         ))
     };
@@ -271,7 +272,7 @@ pub async fn run(
         if let Some(listener) = listener {
             let stop = stopped();
             let listener = guard(listener, what);
-            let mut app = guarded(app, kind, axum::serve::Listener::local_addr(&listener)?);
+            let mut app = guarded(app, kind);
             if kind == auth::Listener::OtlpHttp {
                 app = app.layer(axum::middleware::from_fn_with_state(cors.clone(), cors::cors));
             }
@@ -327,7 +328,7 @@ pub async fn run(
             app = app.merge(ui::router(cfg.query.ui_dir.clone()));
         }
         app = app.layer(axum::middleware::from_fn(strand_query::pretty_print));
-        app = guarded(app, auth::Listener::Query, addrs.http);
+        app = guarded(app, auth::Listener::Query);
         if cfg.query.compression {
             app = app.layer(axum::middleware::from_fn(compress::compress));
         }
@@ -368,19 +369,6 @@ pub async fn run(
     }
     info!("stopped");
     Ok(())
-}
-
-/// The sink of the receiver the tenants' receivers are made from: it is never given a
-/// request, and would refuse one.
-struct Refuse;
-
-impl SpanSink for Refuse {
-    fn consume(
-        &self,
-        _: strand_core::SpanBatch,
-    ) -> strand_core::BoxFuture<'_, Result<(), strand_core::SinkError>> {
-        Box::pin(async { Err(strand_core::SinkError::Unavailable("no tenant was chosen".into())) })
-    }
 }
 
 /// The RED and service-performance routes of one tenant's pipeline.

@@ -175,30 +175,38 @@ impl Unwritten {
         Self { limit, stores: Default::default(), flushing: Default::default(), refused: AtomicU64::new(0) }
     }
 
-    /// Refuses a write while the tenants' unwritten data together is at the limit, and
-    /// then has the store holding the most cut its head into a block (one at a time), so
-    /// the total comes down without waiting for heads to age out.
+    /// From three quarters of the limit on, has the store holding the most cut its head
+    /// into a block (one at a time), so the total comes down without waiting for heads to
+    /// age out; at the limit, refuses the write.
     fn admit(&self) -> Result<(), SinkError> {
         let stores = self.stores.read();
         if stores.len() < 2 {
             return Ok(()); // one store keeps the bound itself
         }
         let total: u64 = stores.iter().map(|s| s.unwritten_bytes()).sum();
+        if total >= self.limit / 4 * 3
+            && !self.flushing.swap(true, Ordering::AcqRel)
+            && let Some(biggest) = stores.iter().max_by_key(|s| s.unwritten_bytes()).cloned()
+        {
+            /// Clears the flag however the flush ends (a panic included).
+            struct Done(Arc<std::sync::atomic::AtomicBool>);
+            impl Drop for Done {
+                fn drop(&mut self) {
+                    self.0.store(false, Ordering::Release);
+                }
+            }
+            let done = Done(self.flushing.clone());
+            tokio::spawn(async move {
+                let _done = done;
+                if let Err(e) = biggest.flush().await {
+                    tracing::warn!(error = %e, "cutting a tenant's head for the shared memory bound failed");
+                }
+            });
+        }
         if total < self.limit {
             return Ok(());
         }
         self.refused.fetch_add(1, Ordering::Relaxed);
-        if !self.flushing.swap(true, Ordering::AcqRel)
-            && let Some(biggest) = stores.iter().max_by_key(|s| s.unwritten_bytes()).cloned()
-        {
-            let flushing = self.flushing.clone();
-            tokio::spawn(async move {
-                if let Err(e) = biggest.flush().await {
-                    tracing::warn!(error = %e, "cutting a tenant's head for the shared memory bound failed");
-                }
-                flushing.store(false, Ordering::Release);
-            });
-        }
         Err(SinkError::Overloaded(format!(
             "{total} bytes of all tenants' received data wait to be written to blocks, at the limit of {} \
              (storage.max_unwritten_size, shared by the tenants); retry later",
@@ -345,6 +353,22 @@ pub fn log_bytes(batch: &LogBatch) -> usize {
                     .sum::<usize>()
         })
         .sum()
+}
+
+/// The sinks of receivers that must store nothing: the one the tenants' receivers are
+/// made from, and the empty stack's (reads of tenants that never wrote).
+pub struct Refuse;
+
+impl SpanSink for Refuse {
+    fn consume(&self, _: SpanBatch) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async { Err(SinkError::Unavailable("this tenant has no store yet; retry".into())) })
+    }
+}
+
+impl LogSink for Refuse {
+    fn consume_logs(&self, _: LogBatch) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async { Err(SinkError::Unavailable("this tenant has no store yet; retry".into())) })
+    }
 }
 
 /// One tenant's stack.
@@ -499,23 +523,26 @@ impl Tenants {
         &self,
         tenant: &str,
         listener: Listener,
+        method: &axum::http::Method,
         path: &str,
     ) -> Result<Arc<Stack>, TenantError> {
         if let Some(s) = self.stacks.read().get(tenant) {
             return Ok(s.clone());
         }
         // Only a request that can store something makes a new tenant: not a read, not a
-        // request for a path no receiver has.
-        let stores = match listener {
-            Listener::OtlpHttp => path == "/v1/traces" || path == "/v1/logs",
-            Listener::OtlpGrpc => {
-                path == "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-                    || path == "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
-            }
-            Listener::JaegerHttp => path == "/api/traces",
-            Listener::Zipkin => path == "/api/v2/spans",
-            Listener::Query | Listener::RemoteSampling => false,
-        };
+        // request for a path or method no receiver stores. The others are answered by the
+        // empty stack, whose receivers refuse every write.
+        let stores = method == axum::http::Method::POST
+            && match listener {
+                Listener::OtlpHttp => path == "/v1/traces" || path == "/v1/logs",
+                Listener::OtlpGrpc => {
+                    path == "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+                        || path == "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+                }
+                Listener::JaegerHttp => path == "/api/traces",
+                Listener::Zipkin => path == "/api/v2/spans",
+                Listener::Query | Listener::RemoteSampling => false,
+            };
         if !stores && !self.dir(tenant).exists() {
             if let Some(e) = self.empty.lock().clone() {
                 return Ok(e);
@@ -630,7 +657,13 @@ impl Tenants {
         }
         // Log records are stored as they come, or wait for their trace's tail decision
         // (`sampling.logs: follow_traces`).
-        let receiver = self.base.with_sinks(limited.clone(), Some(limited.clone()));
+        let receiver = if empty {
+            // Whatever reaches the empty stack's receivers is refused, never stored where
+            // every tenant without data reads.
+            self.base.with_sinks(Arc::new(Refuse), Some(Arc::new(Refuse)))
+        } else {
+            self.base.with_sinks(limited.clone(), Some(limited.clone()))
+        };
         let chain = integrity.clone().map(|a| a as Arc<dyn ChainIntegrity>);
         let query = strand_query::router(
             store.clone() as Arc<dyn TraceReader>,
@@ -717,7 +750,7 @@ pub async fn dispatch(State((tenants, listener)): State<(Arc<Tenants>, Listener)
             );
         }
     };
-    let stack = match tenants.for_request(&tenant, listener, req.uri().path()).await {
+    let stack = match tenants.for_request(&tenant, listener, req.method(), req.uri().path()).await {
         Ok(s) => s,
         Err(TenantError::TooMany(n)) => {
             let msg = format!(

@@ -79,7 +79,8 @@ const RETRY_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RetryInfo";
 
 /// `RESOURCE_EXHAUSTED` with a `RetryInfo` of `secs` seconds.
 fn retry_later(message: String, secs: u64) -> Status {
-    let retry = RetryInfo { retry_delay: Some(ProtoDuration { seconds: secs as i64, nanos: 0 }) };
+    let seconds = i64::try_from(secs).unwrap_or(i64::MAX);
+    let retry = RetryInfo { retry_delay: Some(ProtoDuration { seconds, nanos: 0 }) };
     let details = RpcStatus {
         code: tonic::Code::ResourceExhausted as i32,
         message: message.clone(),
