@@ -431,29 +431,33 @@ impl Parser<'_> {
     }
 
     fn value(&mut self) -> Result<Expr, OttlError> {
-        let mut left = self.term()?;
-        loop {
-            let op = match self.peek() {
-                Tok::Plus => '+',
-                Tok::Minus => '-',
-                _ => return Ok(left),
-            };
-            self.next();
-            left = Expr::Math(Box::new(left), op, Box::new(self.term()?));
-        }
+        self.left_assoc(Self::term, |t| match t {
+            Tok::Plus => Some('+'),
+            Tok::Minus => Some('-'),
+            _ => None,
+        })
     }
 
     fn term(&mut self) -> Result<Expr, OttlError> {
-        let mut left = self.factor()?;
-        loop {
-            let op = match self.peek() {
-                Tok::Star => '*',
-                Tok::Slash => '/',
-                _ => return Ok(left),
-            };
+        self.left_assoc(Self::factor, |t| match t {
+            Tok::Star => Some('*'),
+            Tok::Slash => Some('/'),
+            _ => None,
+        })
+    }
+
+    /// `operand (op operand)*`, folded to the left, for the operators `op_of` names.
+    fn left_assoc(
+        &mut self,
+        operand: fn(&mut Self) -> Result<Expr, OttlError>,
+        op_of: fn(&Tok) -> Option<char>,
+    ) -> Result<Expr, OttlError> {
+        let mut left = operand(self)?;
+        while let Some(op) = op_of(self.peek()) {
             self.next();
-            left = Expr::Math(Box::new(left), op, Box::new(self.factor()?));
+            left = Expr::Math(Box::new(left), op, Box::new(operand(self)?));
         }
+        Ok(left)
     }
 
     fn factor(&mut self) -> Result<Expr, OttlError> {

@@ -683,14 +683,9 @@ pub fn error_response(
     if media.starts_with("application/grpc") || listener == Listener::OtlpGrpc {
         tonic::Status::new(grpc_code, msg).into_http::<Body>()
     } else if listener == Listener::OtlpHttp {
-        let code = grpc_code as i32;
-        if media == "application/json" {
-            (status, axum::Json(serde_json::json!({ "code": code, "message": msg }))).into_response()
-        } else {
-            use prost::Message;
-            let body = strand_ingest::otlp::http::RpcStatus { code, message: msg }.encode_to_vec();
-            (status, [(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response()
-        }
+        use strand_ingest::otlp::{Format, http};
+        let format = if media == "application/json" { Format::Json } else { Format::Protobuf };
+        http::status_response(status, format, http::RpcStatus { code: grpc_code as i32, message: msg })
     } else {
         (status, axum::Json(serde_json::json!({ "error": msg }))).into_response()
     }

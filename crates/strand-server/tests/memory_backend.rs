@@ -30,13 +30,7 @@ async fn the_memory_backend_stores_and_serves_without_data_files() {
     let services: serde_json::Value =
         client.get(server.query("/api/services")).send().await.expect("get").json().await.expect("json");
     assert_eq!(services["data"], json!(["memory-svc"]));
-    let flushed = client
-        .post(server.query("/api/v1/admin/flush"))
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .expect("flush");
-    assert_eq!(flushed.status(), 200);
+    server.flush().await;
     let metrics = client.get(server.query("/metrics")).send().await.expect("get").text().await.expect("text");
     assert_eq!(common::metric_value(&metrics, "strand_memory_spans"), Some(1.0), "{metrics}");
     let data_dir = server.dir.path().join("data");

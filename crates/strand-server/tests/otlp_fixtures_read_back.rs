@@ -51,19 +51,9 @@ async fn read_back(server: &common::TestServer, id: &str) -> ExportTraceServiceR
     serde_json::from_value(body).expect("answer is OTLP/JSON resourceSpans")
 }
 
-async fn flush(server: &common::TestServer) {
-    let resp = reqwest::Client::new()
-        .post(server.query("/api/v1/admin/flush"))
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .expect("flush");
-    assert_eq!(resp.status(), 200);
-}
-
 async fn assert_round_trip(server: &common::TestServer, id: &str, sent: &ExportTraceServiceRequest) {
     assert_eq!(normalize(read_back(server, id).await), normalize(sent.clone()), "read back from the head");
-    flush(server).await;
+    server.flush().await;
     assert_eq!(normalize(read_back(server, id).await), normalize(sent.clone()), "read back from a block");
 }
 

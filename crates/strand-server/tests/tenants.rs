@@ -308,13 +308,7 @@ async fn a_tenant_with_a_short_retention_loses_its_old_blocks_and_the_others_kee
         let (spans, _) = export(&format!("{tenant}-svc"), ACME);
         assert_eq!(post(server.otlp_url(), Some(tenant), &spans).await, 200);
     }
-    let flushed = reqwest::Client::new()
-        .post(server.query("/api/v1/admin/flush"))
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .expect("flush");
-    assert_eq!(flushed.status(), 200);
+    server.flush().await;
     common::eventually("the brief tenant's trace to expire", || {
         let server = &server;
         async move { (get(server, Some("brief"), &format!("/api/v1/traces/{ACME}")).await.0 == 404).then_some(()) }

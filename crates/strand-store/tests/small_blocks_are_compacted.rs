@@ -156,24 +156,13 @@ async fn a_block_written_during_a_merge_counts_as_newer_than_the_merge() {
     assert_eq!(root(&store), "op-0", "so does compaction");
 }
 
-/// The largest span text column (attribute, event or link JSON, decoded) of a block's
-/// spans.parquet, from its footer.
+/// The largest span text column (attribute, event or link JSON, decoded) of a block, as
+/// the block reports it from its Parquet footer.
 fn text_bytes(block: &std::path::Path) -> u64 {
-    use parquet::file::reader::{FileReader, SerializedFileReader};
-    let reader = SerializedFileReader::new(std::fs::File::open(block.join("spans.parquet")).expect("spans"))
-        .expect("parquet");
-    let md = reader.metadata();
-    let schema = md.file_metadata().schema_descr();
-    (0..schema.num_columns())
-        .filter(|&c| matches!(schema.column(c).name(), "attributes" | "events" | "links"))
-        .map(|c| {
-            md.row_groups()
-                .iter()
-                .map(|rg| rg.column(c).unencoded_byte_array_data_bytes().unwrap_or(0) as u64)
-                .sum()
-        })
-        .max()
-        .unwrap_or(0)
+    use strand_store::block::{Block, Verify};
+    let fs: Arc<dyn strand_store::fs::FileSystem> = Arc::new(StdFs);
+    let cache = Arc::new(strand_store::cache::BlockCache::new(1 << 20));
+    Block::open(&fs, block, &cache, Verify::Lazy).expect("block").span_text_bytes()
 }
 
 /// A merge stops at `compaction_max_text_bytes` of span text, whatever the row target: big

@@ -38,17 +38,9 @@ pub fn router(receiver: Receiver) -> Router {
         .with_state(receiver)
 }
 
-fn error_response(format: Format, e: IngestError) -> Response {
-    let (status, grpc_code) = match &e {
-        IngestError::BadRequest(_) => (StatusCode::BAD_REQUEST, 3),
-        IngestError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, 8),
-        IngestError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, 3),
-        IngestError::Overloaded(_) | IngestError::RateLimited(..) => (StatusCode::TOO_MANY_REQUESTS, 8),
-        IngestError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, 14),
-        IngestError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, 4),
-    };
-    let body = RpcStatus { code: grpc_code, message: e.to_string() };
-    let mut resp = match format {
+/// An OTLP/HTTP error answer: `status` with a `google.rpc.Status` body in `format`.
+pub fn status_response(status: StatusCode, format: Format, body: RpcStatus) -> Response {
+    match format {
         Format::Protobuf => {
             (status, [(header::CONTENT_TYPE, "application/x-protobuf")], body.encode_to_vec()).into_response()
         }
@@ -58,7 +50,19 @@ fn error_response(format: Format, e: IngestError) -> Response {
             serde_json::json!({ "code": body.code, "message": body.message }).to_string(),
         )
             .into_response(),
+    }
+}
+
+fn error_response(format: Format, e: IngestError) -> Response {
+    let (status, grpc_code) = match &e {
+        IngestError::BadRequest(_) => (StatusCode::BAD_REQUEST, 3),
+        IngestError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, 8),
+        IngestError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, 3),
+        IngestError::Overloaded(_) | IngestError::RateLimited(..) => (StatusCode::TOO_MANY_REQUESTS, 8),
+        IngestError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, 14),
+        IngestError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, 4),
     };
+    let mut resp = status_response(status, format, RpcStatus { code: grpc_code, message: e.to_string() });
     if let Some(secs) = e.retry_after_secs() {
         resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
     }

@@ -113,6 +113,17 @@ impl TestServer {
         format!("http://{}{}", self.http, path)
     }
 
+    /// `POST /api/v1/admin/flush` as a loopback admin without a token does it; asserts 200.
+    pub async fn flush(&self) {
+        let resp = reqwest::Client::new()
+            .post(self.query("/api/v1/admin/flush"))
+            .header("content-type", "application/json")
+            .send()
+            .await
+            .expect("flush");
+        assert_eq!(resp.status(), 200, "flush");
+    }
+
     /// Stops the server gracefully and waits for it.
     pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(s) = self.stop.take() {
