@@ -243,7 +243,7 @@ impl LogBatch {
 }
 
 /// A log record together with the resource and scope it came with.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StoredLog {
     /// Resource of the record.
     pub resource: Arc<Resource>,
@@ -377,7 +377,7 @@ pub fn dedup_and_sort(records: Vec<StoredLog>) -> Vec<StoredLog> {
 
 /// Where the next page of a log search starts: after the record with this time and
 /// fingerprint (results run newest first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LogCursor {
     /// [`LogRecord::effective_time`] of the last record returned.
     pub time_unix_nano: u64,
@@ -423,7 +423,7 @@ impl FromStr for LogCursor {
 }
 
 /// A log search. Every condition given must hold.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LogQuery {
     /// Records of this service (`service.name`) only.
     pub service: Option<String>,
@@ -499,7 +499,7 @@ pub fn contains_ignore_case(haystack: &str, lower_needle: &str) -> bool {
 }
 
 /// One page of a log search, newest first.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct LogPage {
     /// The records.
     pub records: Vec<StoredLog>,

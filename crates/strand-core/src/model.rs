@@ -328,7 +328,7 @@ impl SpanBatch {
 }
 
 /// A span together with the resource and scope it came with.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StoredSpan {
     /// Resource of the span.
     pub resource: Arc<Resource>,
@@ -339,7 +339,7 @@ pub struct StoredSpan {
 }
 
 /// A whole trace: its spans in a deterministic order (start time, then span id).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Trace {
     /// The trace's id.
     pub trace_id: TraceId,

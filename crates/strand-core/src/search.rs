@@ -21,7 +21,7 @@ use crate::ids::TraceId;
 use crate::model::{AnyValue, KeyValue, SpanKind, StatusCode, StoredSpan};
 
 /// Where an attribute filter looks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum AttrScope {
     /// Anywhere on the span: its attributes, its resource's, its scope's, its events' and
     /// its links' (what Jaeger's tag search does).
@@ -35,7 +35,7 @@ pub enum AttrScope {
 
 /// `key = value`, compared as text: `500` matches the integer 500 and the string "500",
 /// `true` the boolean.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AttrFilter {
     /// Where to look.
     pub scope: AttrScope,
@@ -46,7 +46,7 @@ pub struct AttrFilter {
 }
 
 /// Span status condition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StatusFilter {
     /// Status code ERROR.
     Error,
@@ -55,7 +55,7 @@ pub enum StatusFilter {
 }
 
 /// A trace search. Build with struct update syntax from [`TraceQuery::default`].
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct TraceQuery {
     /// Service (`service.name`) of the matching span.
     pub service: Option<String>,
@@ -150,7 +150,7 @@ impl<'q> SpanConditions<'q> {
 /// Position in a paginated search: the last trace returned (start, id) and the snapshot
 /// the first page saw (`as_of`: spans first received later are not counted, so pages
 /// neither skip nor repeat traces while data is written).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Cursor {
     /// Receive-time watermark of the first page.
     pub as_of_unix_nano: u64,
@@ -187,7 +187,7 @@ impl FromStr for Cursor {
 }
 
 /// Spans of one service in a trace.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServiceSpans {
     /// Service name.
     pub name: String,
@@ -198,7 +198,7 @@ pub struct ServiceSpans {
 }
 
 /// One search result.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TraceSummary {
     /// Trace id.
     pub trace_id: TraceId,
@@ -261,7 +261,7 @@ impl TraceSummary {
 }
 
 /// One page of search results.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct SearchPage {
     /// Matching traces, newest first.
     pub traces: Vec<TraceSummary>,
@@ -272,7 +272,7 @@ pub struct SearchPage {
 }
 
 /// An operation (span name) of a service.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Operation {
     /// Span name.
     pub name: String,
@@ -281,7 +281,7 @@ pub struct Operation {
 }
 
 /// A caller → callee edge between services.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DependencyEdge {
     /// Calling service.
     pub parent: String,
@@ -312,7 +312,7 @@ impl DependencyEdge {
 }
 
 /// A time range, both ends inclusive, in Unix nanoseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TimeRange {
     /// Start.
     pub start_unix_nano: u64,

@@ -70,6 +70,9 @@ pub struct Config {
     pub remote_sampling: strand_sampling::remote::RemoteSamplingConfig,
     /// Chain-integrity analysis (where traces lose their context).
     pub integrity: strand_integrity::IntegrityConfig,
+    /// Past one machine: this process's role and the NATS JetStream the roles meet on
+    /// (`docs/cluster.md`). The default role, `all`, is the single binary.
+    pub cluster: strand_cluster::ClusterConfig,
 }
 
 /// Cross-origin requests (CORS): off unless origins are listed.
@@ -335,6 +338,7 @@ impl Default for Config {
             sampling: strand_sampling::SamplingConfig::default(),
             remote_sampling: strand_sampling::remote::RemoteSamplingConfig::default(),
             integrity: strand_integrity::IntegrityConfig::default(),
+            cluster: strand_cluster::ClusterConfig::default(),
         }
     }
 }
@@ -443,6 +447,20 @@ impl Config {
         out
     }
 
+    /// Ingesters and queriers take no spans from clients (receivers do): their ingest and
+    /// remote-sampling listeners are off, whatever else the shared file says.
+    fn apply_role(&mut self) {
+        use strand_cluster::Role;
+        if matches!(self.cluster.role, Role::Ingester | Role::Querier) {
+            self.otlp.grpc_enabled = false;
+            self.otlp.http_enabled = false;
+            self.jaeger.thrift_http_enabled = false;
+            self.jaeger.agent_enabled = false;
+            self.zipkin.enabled = false;
+            self.remote_sampling.enabled = false;
+        }
+    }
+
     /// `listen_all`: every listener on a loopback address moves to all interfaces.
     fn apply_listen_all(&mut self) {
         if !self.listen_all {
@@ -542,6 +560,7 @@ impl Config {
         }
         errs.extend(self.remote_sampling.validate());
         errs.extend(self.integrity.validate());
+        errs.extend(self.cluster.validate());
         let mut positive = |path: &str, ok: bool| {
             if !ok {
                 errs.push(format!("`{path}`: must be greater than zero"));
@@ -780,6 +799,7 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigErrors> {
         return Err(ConfigErrors(errs));
     }
     let mut cfg: Config = serde_json::from_value(merged).map_err(|e| ConfigErrors(vec![e.to_string()]))?;
+    cfg.apply_role();
     cfg.apply_listen_all();
     if let Some(path) = &sources.sampling_file {
         let parsed = read_yaml(path).and_then(|v| {

@@ -4,6 +4,7 @@
 //! shutdown future resolves; tests start it on port 0. `main.rs` only parses arguments.
 
 pub mod auth;
+pub mod cluster;
 pub mod compress;
 pub mod config;
 pub mod cors;
@@ -121,7 +122,8 @@ pub async fn run(
     // The receivers' bounds (requests in flight, bytes being received) are shared by every
     // tenant's receivers, made from this one; it stores nothing itself.
     let base = Receiver::new(Arc::new(tenants::Refuse), limits);
-    let tenants = tenants::Tenants::start(cfg.clone(), base, stop_tx.subscribe()).await?;
+    let node = cluster::Node::open(&cfg.cluster).await?;
+    let tenants = tenants::Tenants::start(cfg.clone(), base, stop_tx.subscribe(), node.clone()).await?;
     let primary = tenants.primary();
     let remote =
         Arc::new(RemoteSampling::open(&cfg.remote_sampling, &cfg.data_dir, primary.pipeline.red().clone())?);
@@ -214,6 +216,15 @@ pub async fn run(
     on_bound(&addrs);
 
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(node) = node.as_ref().filter(|n| n.role == strand_cluster::Role::Ingester) {
+        let url = if cfg.cluster.advertise_url.is_empty() {
+            advertised(addrs.http, tls.is_some())
+        } else {
+            cfg.cluster.advertise_url.clone()
+        };
+        let ingester = node.start_ingester(&cfg.cluster, url, &tenants, stopped())?;
+        tasks.spawn(async move { ingester.await.context("the ingester's task failed") });
+    }
     let connections = Arc::new(listener::ConnectionStats::default());
     let header_timeout = cfg.connections.header_read_timeout.0;
     let guard = |listener: TcpListener, what: &'static str| {
@@ -323,6 +334,7 @@ pub async fn run(
                 connections: connections.clone(),
                 authority: authority.clone(),
                 tls: tls.clone(),
+                node: node.clone(),
             }));
         if cfg.query.ui_enabled {
             app = app.merge(ui::router(cfg.query.ui_dir.clone()));
@@ -430,6 +442,19 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("binding the {what} listener to {addr}"))
 }
 
+/// The URL queriers reach an ingester's query port at: the bound address, or the host
+/// name when it listens on all interfaces.
+fn advertised(http: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    if http.ip().is_unspecified() {
+        let host =
+            std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".into());
+        format!("{scheme}://{host}:{}", http.port())
+    } else {
+        format!("{scheme}://{http}")
+    }
+}
+
 /// Everything `/metrics` reports on.
 #[derive(Clone)]
 struct MetricSources {
@@ -438,6 +463,7 @@ struct MetricSources {
     connections: Arc<listener::ConnectionStats>,
     authority: Arc<auth::Authority>,
     tls: Option<Arc<tls::Tls>>,
+    node: Option<Arc<cluster::Node>>,
 }
 
 fn admin_router(sources: MetricSources) -> Router {
@@ -567,6 +593,9 @@ async fn metrics(State(m): State<Arc<MetricSources>>) -> axum::response::Respons
         ));
     }
     families.extend(m.remote.metric_families());
+    if let Some(n) = &m.node {
+        families.extend(n.metric_families());
+    }
     families.extend(m.connections.metric_families());
     families.extend(m.authority.metric_families());
     if let Some(t) = &m.tls {

@@ -113,6 +113,10 @@ struct ServeArgs {
     /// server needs `auth.tokens`, or `auth: none` written out.
     #[arg(long)]
     listen_all: bool,
+    /// Role in a cluster (`cluster.role`): `all` (the single binary, the default),
+    /// `receiver`, `ingester` or `querier`; see docs/cluster.md.
+    #[arg(long, value_name = "ROLE")]
+    role: Option<String>,
     /// Write the bound addresses as JSON to this file once listening.
     #[arg(long, value_name = "FILE")]
     listen_info_file: Option<PathBuf>,
@@ -347,6 +351,7 @@ fn serve(args: ServeArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         ("--sampling-strategies", "remote_sampling.strategies_file", &args.sampling_strategies),
         ("--remote-sampling-listen", "remote_sampling.listen", &args.remote_sampling_listen),
         ("--log-format", "log_format", &args.log_format),
+        ("--role", "cluster.role", &args.role),
     ] {
         if let Some(v) = value {
             flags.push((flag.to_string(), path.to_string(), v.clone()));

@@ -426,6 +426,8 @@ pub struct Tenants {
     empty: parking_lot::Mutex<Option<Arc<Stack>>>,
     /// The tenants' stores' unwritten data, bounded together.
     unwritten: Arc<Unwritten>,
+    /// This process's cluster role, when it is not the single binary.
+    node: Option<Arc<crate::cluster::Node>>,
 }
 
 /// Why a tenant's stack is not there.
@@ -445,6 +447,7 @@ impl Tenants {
         cfg: Arc<Config>,
         base: Receiver,
         stop: watch::Receiver<bool>,
+        node: Option<Arc<crate::cluster::Node>>,
     ) -> anyhow::Result<Arc<Self>> {
         let me = Arc::new(Self {
             cfg: cfg.clone(),
@@ -455,6 +458,7 @@ impl Tenants {
             tasks: Default::default(),
             empty: Default::default(),
             unwritten: Arc::new(Unwritten::new(cfg.storage.max_unwritten_size.0)),
+            node,
         });
         me.open(SINGLE_TENANT).await.map_err(|e| match e {
             TenantError::Open(e) => e,
@@ -543,7 +547,9 @@ impl Tenants {
                 Listener::Zipkin => path == "/api/v2/spans",
                 Listener::Query | Listener::RemoteSampling => false,
             };
-        if !stores && !self.dir(tenant).exists() {
+        // A querier's tenants have their data on the ingesters, never in its own directory.
+        let remote = self.node.as_ref().is_some_and(|n| n.role == strand_cluster::Role::Querier);
+        if !stores && !remote && !self.dir(tenant).exists() {
             if let Some(e) = self.empty.lock().clone() {
                 return Ok(e);
             }
@@ -607,15 +613,24 @@ impl Tenants {
             }
         }
         let (storage_c, dir_c) = (storage.clone(), dir.to_owned());
-        let store: Arc<dyn TraceStore> = tokio::task::spawn_blocking(move || storage_c.open_backend(&dir_c))
-            .await
-            .context("store open task failed")?
-            .with_context(|| format!("opening the {:?} store in {}", storage.backend, dir.display()))?;
+        // A receiver publishes to JetStream and a querier asks the ingesters: neither
+        // keeps data, samples or analyses chains (the ingesters do, with whole traces).
+        let stateless = self.node.as_ref().is_some_and(|n| n.stateless());
+        let store: Arc<dyn TraceStore> =
+            match self.node.as_ref().filter(|_| !empty).and_then(|n| n.store_for(tenant)) {
+                Some(store) => store,
+                None => tokio::task::spawn_blocking(move || storage_c.open_backend(&dir_c))
+                    .await
+                    .context("store open task failed")?
+                    .with_context(|| {
+                        format!("opening the {:?} store in {}", storage.backend, dir.display())
+                    })?,
+            };
         let red = Arc::new(strand_sampling::red::RedMetrics::new(
             strand_sampling::red::RedLimits::default(),
             strand_store::now_unix_nano(),
         ));
-        let integrity = if cfg.integrity.enabled && !empty {
+        let integrity = if cfg.integrity.enabled && !empty && !stateless {
             // The findings log and edge counts live beside the data; a memory store keeps none.
             let idir = (storage.backend == config::Backend::Embedded).then(|| dir.to_owned());
             let (icfg, reader, retention) =
@@ -644,7 +659,7 @@ impl Tenants {
                 store.clone(),
                 red,
                 observers,
-                if empty { &no_sampling } else { &cfg.sampling },
+                if empty || stateless { &no_sampling } else { &cfg.sampling },
                 dir,
                 storage.fsync == config::Fsync::Always,
             )
@@ -665,14 +680,18 @@ impl Tenants {
             self.base.with_sinks(limited.clone(), Some(limited.clone()))
         };
         let chain = integrity.clone().map(|a| a as Arc<dyn ChainIntegrity>);
-        let query = strand_query::router(
+        let mut query = strand_query::router(
             store.clone() as Arc<dyn TraceReader>,
             cfg.query.to_limits(),
             chain,
             Some(store.clone() as Arc<dyn LogStore>),
         )
-        .merge(crate::red_router(pipeline.clone()))
-        .fallback(|uri: axum::http::Uri| async move {
+        .merge(crate::red_router(pipeline.clone()));
+        if self.node.as_ref().is_some_and(|n| n.role == strand_cluster::Role::Ingester) {
+            // Queriers read this ingester's store through the cluster's read protocol.
+            query = query.merge(strand_cluster::wire::router(store.clone()));
+        }
+        let query = query.fallback(|uri: axum::http::Uri| async move {
             (StatusCode::NOT_FOUND, format!("no such path: {}", uri.path()))
         });
         let routes = Routes {

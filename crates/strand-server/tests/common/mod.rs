@@ -189,8 +189,9 @@ pub fn spawn_binary(data_dir: &Path, extra: &[&str]) -> ChildServer {
     loop {
         if let Ok(text) = std::fs::read_to_string(&info) {
             let v: serde_json::Value = serde_json::from_str(&text).expect("listen info json");
-            server.otlp_http = v["otlp_http"].as_str().expect("otlp_http").to_owned();
-            server.grpc = v["otlp_grpc"].as_str().expect("otlp_grpc").to_owned();
+            // Ingesters and queriers have no ingest listeners: empty then.
+            server.otlp_http = v["otlp_http"].as_str().unwrap_or_default().to_owned();
+            server.grpc = v["otlp_grpc"].as_str().unwrap_or_default().to_owned();
             server.http = v["http"].as_str().expect("http").to_owned();
             let _ = std::fs::remove_file(&info);
             return server;

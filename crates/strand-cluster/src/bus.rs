@@ -1,0 +1,168 @@
+//! The connection to NATS JetStream every role opens at start: the stream of spans and log
+//! records, and the key-value buckets of the cluster's state.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use async_nats::jetstream::{self, kv, stream};
+
+use crate::{ClusterConfig, Kind};
+
+/// A role's NATS connection, the stream and the buckets.
+pub struct Bus {
+    /// The configuration it was opened with.
+    pub cfg: ClusterConfig,
+    /// The connection.
+    pub client: async_nats::Client,
+    /// JetStream on it.
+    pub js: jetstream::Context,
+    /// The stream every receiver publishes to.
+    pub stream: stream::Stream,
+    /// Registered ingesters: key = ingester id, value = JSON [`Member`]; entries expire
+    /// after `lease_ttl` unless renewed.
+    pub members: kv::Store,
+    /// Partition leases: key `p<N>` = the owning ingester's id; expire like members.
+    pub leases: kv::Store,
+}
+
+/// An ingester as the registry lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Member {
+    /// Its id.
+    pub id: String,
+    /// Where queriers reach its query port.
+    pub url: String,
+}
+
+impl Bus {
+    /// Connects (retrying for up to `wait`, so a cluster can start in any order), makes
+    /// sure the stream and buckets exist, and checks that the cluster's recorded partition
+    /// count is this process's.
+    pub async fn open(cfg: &ClusterConfig, wait: Duration) -> anyhow::Result<Self> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let client = loop {
+            let opts = async_nats::ConnectOptions::new()
+                .name(format!("strand {}", cfg.role.as_str()))
+                .connection_timeout(Duration::from_secs(5));
+            match opts.connect(cfg.nats_url.as_str()).await {
+                Ok(c) => break c,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(url = %cfg.nats_url, error = %e, "NATS not reachable yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("connecting to NATS at {}", cfg.nats_url));
+                }
+            }
+        };
+        let js = jetstream::new(client.clone());
+        let stream = js
+            .get_or_create_stream(stream::Config {
+                name: cfg.stream_name(),
+                description: Some("strand: spans and log records by trace-id partition".into()),
+                // `<name>.<partition>.spans|logs`: a partition's consumer filters on
+                // `<name>.<partition>.*`, which servers before 2.10 accept only as a subset
+                // of one of the stream's subjects.
+                subjects: vec![format!("{}.*.*", cfg.name)],
+                // Each message is consumed once, by its partition's consumer, then deleted.
+                retention: stream::RetentionPolicy::WorkQueue,
+                storage: stream::StorageType::File,
+                num_replicas: cfg.replicas,
+                max_age: cfg.max_age.0,
+                // A full stream refuses new messages: receivers answer 503 and clients
+                // retry; nothing already accepted is dropped.
+                discard: stream::DiscardPolicy::New,
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("creating the JetStream stream {}", cfg.stream_name()))?;
+        let bucket = |suffix: &str, max_age: Duration, description: &str| BucketConfig {
+            name: format!("{}_{suffix}", cfg.name),
+            description: description.to_owned(),
+            max_age,
+            replicas: cfg.replicas,
+        };
+        let ttl = cfg.lease_ttl.0;
+        let members = open_bucket(&js, bucket("members", ttl, "strand: live ingesters")).await?;
+        let leases = open_bucket(&js, bucket("leases", ttl, "strand: partition owners")).await?;
+        let meta = open_bucket(&js, bucket("meta", Duration::ZERO, "strand: cluster settings")).await?;
+        let mine = cfg.partitions.to_string();
+        match meta.create("partitions", mine.clone().into()).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                let recorded =
+                    meta.get("partitions").await.context("reading the cluster's partition count")?;
+                let recorded = recorded.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                if recorded != mine {
+                    bail!(
+                        "cluster `{}` has {recorded} partitions but this process is configured with {mine} \
+                         (cluster.partitions): every process of a cluster must agree",
+                        cfg.name
+                    );
+                }
+            }
+            Err(e) => return Err(e).context("recording the cluster's partition count"),
+        }
+        Ok(Self { cfg: cfg.clone(), client, js, stream, members, leases })
+    }
+
+    /// The subject a part of partition `p` goes to.
+    pub fn subject(&self, kind: Kind, p: u32) -> String {
+        self.cfg.subject(kind, p)
+    }
+
+    /// Whether the connection is up now.
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// The registered ingesters, by id.
+    pub async fn members(&self) -> anyhow::Result<Vec<Member>> {
+        use futures_util::TryStreamExt as _;
+        let keys: Vec<String> = self.members.keys().await?.try_collect().await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            // A key can expire between listing and reading.
+            if let Some(value) = self.members.get(&key).await? {
+                match serde_json::from_slice::<Member>(&value) {
+                    Ok(m) => out.push(m),
+                    Err(e) => tracing::warn!(key, error = %e, "unreadable ingester registration skipped"),
+                }
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+}
+
+/// A key-value bucket as Strand uses them: the latest value per key only.
+struct BucketConfig {
+    name: String,
+    description: String,
+    max_age: Duration,
+    replicas: usize,
+}
+
+/// Opens a key-value bucket, creating its stream first when missing. The stream is made
+/// directly, with the settings a bucket has, because the client's own bucket creation asks
+/// for account details in a shape NATS servers before 2.10 (Debian's 2.9) do not answer.
+async fn open_bucket(js: &jetstream::Context, cfg: BucketConfig) -> anyhow::Result<kv::Store> {
+    let name = cfg.name.clone();
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{name}"),
+        description: Some(cfg.description),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        max_age: cfg.max_age,
+        storage: stream::StorageType::File,
+        num_replicas: cfg.replicas,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("creating the key-value bucket {name}"))?;
+    js.get_key_value(&name).await.with_context(|| format!("opening the key-value bucket {name}"))
+}

@@ -1,0 +1,249 @@
+//! What crosses the wire between the roles: the JetStream messages (a tag byte, then the
+//! batch in postcard, the WAL's encoding) and the read protocol queriers speak to
+//! ingesters (`POST /api/v1/cluster/read`, a postcard [`ReadRequest`] in, a postcard
+//! `Result<ReadResponse, WireError>` out). Both carry a version in their first byte, so a
+//! newer peer is refused by name instead of being misread.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use strand_core::logs::{LogBatch, LogPage, LogQuery, StoredLog};
+use strand_core::search::{DependencyEdge, Operation, SearchPage, TimeRange, TraceQuery};
+use strand_core::{ErrorKind, SpanBatch, SpanId, StoreError, Trace, TraceId, TraceStore};
+
+/// Tag of a message holding spans (format 1).
+const SPANS_V1: u8 = 1;
+/// Tag of a message holding log records (format 1).
+const LOGS_V1: u8 = 2;
+/// Version byte of the read protocol.
+const READ_V1: u8 = 1;
+/// Media type of the read protocol's bodies.
+pub const READ_MEDIA_TYPE: &str = "application/x-strand-read";
+/// The read protocol's path on an ingester's query port.
+pub const READ_PATH: &str = "/api/v1/cluster/read";
+/// The largest read request an ingester takes (a request is a query, not data).
+const MAX_READ_REQUEST: usize = 1 << 20;
+
+/// A message's batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// Spans.
+    Spans(SpanBatch),
+    /// Log records.
+    Logs(LogBatch),
+}
+
+/// Encodes spans as a message body.
+pub fn encode_spans(batch: &SpanBatch) -> Vec<u8> {
+    tagged(SPANS_V1, batch)
+}
+
+/// Encodes log records as a message body.
+pub fn encode_logs(batch: &LogBatch) -> Vec<u8> {
+    tagged(LOGS_V1, batch)
+}
+
+fn tagged<T: Serialize>(tag: u8, value: &T) -> Vec<u8> {
+    postcard::to_extend(value, vec![tag]).expect("encoding into a Vec cannot fail")
+}
+
+/// Decodes a message body.
+pub fn decode(body: &[u8]) -> Result<Payload, String> {
+    match body.split_first() {
+        Some((&SPANS_V1, rest)) => {
+            postcard::from_bytes(rest).map(Payload::Spans).map_err(|e| format!("undecodable spans: {e}"))
+        }
+        Some((&LOGS_V1, rest)) => {
+            postcard::from_bytes(rest).map(Payload::Logs).map_err(|e| format!("undecodable log records: {e}"))
+        }
+        Some((tag, _)) => Err(format!(
+            "message format {tag} is unknown to this strand (a newer receiver wrote it?): upgrade the ingesters first"
+        )),
+        None => Err("empty message".into()),
+    }
+}
+
+/// One question a querier asks an ingester: a [`strand_core::TraceReader`] or
+/// [`strand_core::LogStore`] call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ReadRequest {
+    /// [`strand_core::TraceReader::get_traces`].
+    Traces(Vec<TraceId>),
+    /// [`strand_core::TraceReader::find_traces`].
+    Find(TraceQuery),
+    /// [`strand_core::TraceReader::services`].
+    Services(TimeRange),
+    /// [`strand_core::TraceReader::operations`].
+    Operations(String, TimeRange),
+    /// [`strand_core::TraceReader::attributes`].
+    Attributes(Option<String>, TimeRange),
+    /// [`strand_core::TraceReader::dependencies`].
+    Dependencies(TimeRange),
+    /// [`strand_core::LogStore::trace_logs`].
+    TraceLogs(TraceId, Option<SpanId>),
+    /// [`strand_core::LogStore::find_logs`].
+    FindLogs(LogQuery),
+}
+
+/// An ingester's answer, one variant per [`ReadRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ReadResponse {
+    /// Traces found, in the order asked.
+    Traces(Vec<Trace>),
+    /// A search page.
+    Find(SearchPage),
+    /// Service names.
+    Services(Vec<String>),
+    /// Operations.
+    Operations(Vec<Operation>),
+    /// Attribute pairs.
+    Attributes(Vec<(String, String)>),
+    /// Dependency edges.
+    Dependencies(Vec<DependencyEdge>),
+    /// Log records.
+    Logs(Vec<StoredLog>),
+    /// A log search page.
+    LogPage(LogPage),
+}
+
+/// A failed read, as the ingester's store reported it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireError {
+    /// What the caller can do about it.
+    pub kind: WireKind,
+    /// The store's message.
+    pub message: String,
+}
+
+/// [`ErrorKind`] on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireKind {
+    /// The request is wrong.
+    InvalidInput,
+    /// The store cannot do this.
+    Unsupported,
+    /// Retry later: too much in flight.
+    Overloaded,
+    /// Retry later: unavailable.
+    Unavailable,
+    /// A fault of the ingester or its data.
+    Internal,
+}
+
+impl WireError {
+    fn of(e: &StoreError) -> Self {
+        let kind = match e.kind() {
+            ErrorKind::InvalidInput => WireKind::InvalidInput,
+            ErrorKind::Unsupported => WireKind::Unsupported,
+            ErrorKind::Overloaded => WireKind::Overloaded,
+            ErrorKind::Unavailable => WireKind::Unavailable,
+            ErrorKind::Internal => WireKind::Internal,
+        };
+        Self { kind, message: e.to_string() }
+    }
+
+    /// The error a querier reports for it, naming the ingester.
+    pub fn into_store_error(self, ingester: &str) -> StoreError {
+        let message = format!("ingester {ingester}: {}", self.message);
+        match self.kind {
+            WireKind::InvalidInput => StoreError::InvalidQuery(message),
+            WireKind::Unsupported => StoreError::Unsupported("a query the ingesters' store does not answer"),
+            WireKind::Overloaded => StoreError::Overloaded(message),
+            WireKind::Unavailable => StoreError::Unavailable(message),
+            WireKind::Internal => StoreError::Corrupt { path: ingester.to_owned(), reason: self.message },
+        }
+    }
+}
+
+/// Encodes a read request body.
+pub fn encode_request(req: &ReadRequest) -> Vec<u8> {
+    tagged(READ_V1, req)
+}
+
+/// Decodes a read answer body.
+pub fn decode_response(body: &[u8]) -> Result<Result<ReadResponse, WireError>, String> {
+    match body.split_first() {
+        Some((&READ_V1, rest)) => postcard::from_bytes(rest).map_err(|e| format!("undecodable answer: {e}")),
+        Some((v, _)) => Err(format!("read protocol version {v} is unknown to this querier")),
+        None => Err("empty answer".into()),
+    }
+}
+
+/// The ingester's side of the read protocol, over its store.
+pub fn router(store: Arc<dyn TraceStore>) -> Router {
+    Router::new()
+        .route(READ_PATH, axum::routing::post(read))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_READ_REQUEST))
+        .with_state(store)
+}
+
+async fn read(State(store): State<Arc<dyn TraceStore>>, body: Bytes) -> Response {
+    let req: ReadRequest = match body.split_first() {
+        Some((&READ_V1, rest)) => match postcard::from_bytes(rest) {
+            Ok(r) => r,
+            Err(e) => {
+                return (StatusCode::BAD_REQUEST, format!("undecodable read request: {e}")).into_response();
+            }
+        },
+        Some((v, _)) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("read protocol version {v} is unknown to this ingester: upgrade it first"),
+            )
+                .into_response();
+        }
+        None => return (StatusCode::BAD_REQUEST, "empty read request").into_response(),
+    };
+    let answer = answer(&*store, req).await.map_err(|e| WireError::of(&e));
+    ([(header::CONTENT_TYPE, READ_MEDIA_TYPE)], tagged(READ_V1, &answer)).into_response()
+}
+
+async fn answer(store: &dyn TraceStore, req: ReadRequest) -> Result<ReadResponse, StoreError> {
+    Ok(match req {
+        ReadRequest::Traces(ids) => ReadResponse::Traces(store.get_traces(ids).await?),
+        ReadRequest::Find(q) => ReadResponse::Find(store.find_traces(q).await?),
+        ReadRequest::Services(r) => ReadResponse::Services(store.services(r).await?),
+        ReadRequest::Operations(s, r) => ReadResponse::Operations(store.operations(s, r).await?),
+        ReadRequest::Attributes(s, r) => ReadResponse::Attributes(store.attributes(s, r).await?),
+        ReadRequest::Dependencies(r) => ReadResponse::Dependencies(store.dependencies(r).await?),
+        ReadRequest::TraceLogs(t, s) => ReadResponse::Logs(store.trace_logs(t, s).await?),
+        ReadRequest::FindLogs(q) => ReadResponse::LogPage(store.find_logs(q).await?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_unknown_formats_are_named() {
+        let batch = strand_core::SpanBatch::default();
+        assert_eq!(decode(&encode_spans(&batch)), Ok(Payload::Spans(batch)));
+        let logs = LogBatch::default();
+        assert_eq!(decode(&encode_logs(&logs)), Ok(Payload::Logs(logs)));
+        let err = decode(&[9, 1, 2]).expect_err("unknown tag");
+        assert!(err.contains("format 9"), "{err}");
+        assert!(decode(&[]).is_err());
+        assert!(decode(&[SPANS_V1, 0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn read_requests_round_trip() {
+        let req = ReadRequest::Find(TraceQuery::all(20));
+        let body = encode_request(&req);
+        assert_eq!(body[0], READ_V1);
+        assert_eq!(postcard::from_bytes::<ReadRequest>(&body[1..]), Ok(req));
+        let answer: Result<ReadResponse, WireError> =
+            Err(WireError { kind: WireKind::Overloaded, message: "busy".into() });
+        let decoded = decode_response(&tagged(READ_V1, &answer)).expect("decodes");
+        assert_eq!(decoded, answer);
+        let e = decoded.expect_err("an error").into_store_error("i-1");
+        assert!(matches!(e, StoreError::Overloaded(ref m) if m == "ingester i-1: busy"), "{e}");
+        assert!(decode_response(&[2]).is_err());
+    }
+}

@@ -1,0 +1,341 @@
+//! The roles as separate processes on a real NATS JetStream (Debian's `nats-server`, which
+//! `scripts/test.sh` installs): two receivers, two ingesters, one querier. Spans of one
+//! trace go through both receivers; an ingester is killed with SIGKILL in the middle and
+//! restarted, another leaves; every acknowledged span is read back through the querier
+//! exactly once, and searches, services and dependencies answer as for one machine.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use common::{ChildServer, eventually, export_batch_to, get_json, metric_value, spawn_binary};
+use strand_core::{KeyValue, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanBatch, SpanId, TraceId};
+
+const PARTITIONS: u32 = 8;
+
+struct Nats {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `nats-server -js` on a free port, or `None` when it is missing and not required.
+async fn nats(dir: &Path) -> Option<Nats> {
+    let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"].into_iter().find(|p| Path::new(p).exists());
+    let Some(bin) = bin else {
+        let required =
+            std::env::var_os("INTEROP_TESTS_REQUIRED").is_some() || std::env::var_os("CI").is_some();
+        assert!(!required, "nats-server missing: run scripts/test.sh, which installs it");
+        eprintln!("SKIPPED: nats-server missing; run scripts/test.sh to install it");
+        return None;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let child = Command::new(bin)
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nats-server");
+    let nats = Nats { child, url: format!("nats://127.0.0.1:{port}") };
+    eventually("nats-server to listen", || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()
+    })
+    .await;
+    Some(nats)
+}
+
+fn role_args(role: &str, nats: &str, id: Option<&str>) -> Vec<String> {
+    let mut args = vec![
+        "--role".to_owned(),
+        role.to_owned(),
+        "--set".to_owned(),
+        format!("cluster.nats_url={nats}"),
+        "--set".to_owned(),
+        format!("cluster.partitions={PARTITIONS}"),
+        "--set".to_owned(),
+        "cluster.lease_ttl=3s".to_owned(),
+        "--set".to_owned(),
+        "cluster.ack_wait=2s".to_owned(),
+    ];
+    if let Some(id) = id {
+        args.extend(["--set".to_owned(), format!("cluster.ingester_id={id}")]);
+    }
+    args
+}
+
+fn spawn_role(dir: &Path, role: &str, nats: &str, id: Option<&str>) -> ChildServer {
+    let args = role_args(role, nats, id);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    spawn_binary(dir, &args)
+}
+
+/// Partitions an ingester holds, from its `/metrics`.
+async fn owned(ingester: &ChildServer) -> Option<f64> {
+    let text = reqwest::get(format!("http://{}/metrics", ingester.http)).await.ok()?.text().await.ok()?;
+    metric_value(&text, "strand_cluster_partitions_owned")
+}
+
+/// Messages an ingester wrote and acknowledged, from its `/metrics`.
+async fn consumed(ingester: &ChildServer) -> Option<f64> {
+    let text = reqwest::get(format!("http://{}/metrics", ingester.http)).await.ok()?.text().await.ok()?;
+    metric_value(&text, "strand_cluster_consumed_messages_total")
+}
+
+fn attr(k: &str, v: &str) -> KeyValue {
+    KeyValue::new(k, strand_core::AnyValue::String(v.into()))
+}
+
+fn resource(service: &str) -> std::sync::Arc<Resource> {
+    std::sync::Arc::new(Resource {
+        attributes: vec![attr("service.name", service), attr("test.suite", "cluster")],
+        ..Resource::default()
+    })
+}
+
+/// Trace `n`: gateway → user-service → epro-service, and two more epro-service spans;
+/// the first three spans in one batch, the last two in another.
+fn trace(n: u32, now: u64) -> (TraceId, SpanBatch, SpanBatch) {
+    let mut id = [0u8; 16];
+    id[..4].copy_from_slice(&n.to_be_bytes());
+    id[4..12].copy_from_slice(&0x5eed_c1a5_7e12_0000u64.to_be_bytes());
+    id[15] = 1;
+    let trace_id = TraceId(id);
+    let span_id = |i: u8| {
+        let mut s = [0u8; 8];
+        s[..4].copy_from_slice(&n.to_be_bytes());
+        s[7] = i + 1;
+        SpanId(s)
+    };
+    let start = now - 60_000_000_000 + u64::from(n) * 1_000_000;
+    let mk = |i: u8, parent: Option<u8>, name: &str| {
+        let mut s = Span::new(trace_id, span_id(i), name, start + u64::from(i) * 1000, start + 500_000);
+        s.parent_span_id = parent.map(span_id);
+        s.attributes = vec![attr("report.id", &format!("r-{n}"))];
+        s
+    };
+    let group = |service: &str, spans: Vec<Span>| ResourceSpans {
+        resource: resource(service),
+        scope_spans: vec![ScopeSpans { scope: std::sync::Arc::new(Scope::default()), spans }],
+    };
+    let first = SpanBatch {
+        resource_spans: vec![
+            group("gateway", vec![mk(0, None, "POST /reports")]),
+            group("user-service", vec![mk(1, Some(0), "GetUser")]),
+            group("epro-service", vec![mk(2, Some(1), "SubmitReport")]),
+        ],
+    };
+    let second = SpanBatch {
+        resource_spans: vec![group("epro-service", vec![mk(3, Some(2), "Validate"), mk(4, Some(2), "Save")])],
+    };
+    (trace_id, first, second)
+}
+
+/// Sends traces `range` through the receivers, the two halves of each through different
+/// receivers.
+async fn send(receivers: &[&ChildServer], range: std::ops::Range<u32>, now: u64, sent: &mut Sent) {
+    for n in range {
+        let (_, first, second) = trace(n, now);
+        let (a, b) = if n % 2 == 0 { (receivers[0], receivers[1]) } else { (receivers[1], receivers[0]) };
+        export_batch_to(&a.otlp_http, &first).await;
+        sent.add(&first);
+        export_batch_to(&b.otlp_http, &second).await;
+        sent.add(&second);
+    }
+}
+
+/// What the receivers acknowledged.
+#[derive(Default)]
+struct Sent {
+    spans: Vec<strand_core::StoredSpan>,
+}
+
+impl Sent {
+    fn add(&mut self, batch: &SpanBatch) {
+        self.spans.extend(batch.clone().into_stored());
+    }
+
+    /// Spans per trace.
+    fn traces(&self) -> BTreeMap<TraceId, usize> {
+        let mut out = BTreeMap::new();
+        for s in &self.spans {
+            *out.entry(s.span.trace_id).or_insert(0) += 1;
+        }
+        out
+    }
+
+    /// Calls per caller → callee service: one per span whose parent has another service.
+    fn edges(&self) -> BTreeMap<(String, String), u64> {
+        let by_id: BTreeMap<(TraceId, SpanId), &str> = self
+            .spans
+            .iter()
+            .map(|s| ((s.span.trace_id, s.span.span_id), s.resource.service_name()))
+            .collect();
+        let mut out = BTreeMap::new();
+        for s in &self.spans {
+            let Some(parent) = s.span.parent_span_id.and_then(|p| by_id.get(&(s.span.trace_id, p))) else {
+                continue;
+            };
+            if *parent != s.resource.service_name() {
+                *out.entry((parent.to_string(), s.resource.service_name().to_owned())).or_insert(0) += 1;
+            }
+        }
+        out
+    }
+}
+
+/// Every trace of `sent` is read whole through the querier, each span once.
+async fn all_found(querier: &ChildServer, sent: &Sent) {
+    let client = reqwest::Client::new();
+    for (id, spans) in &sent.traces() {
+        let url = format!("http://{}/api/v1/traces/{id}", querier.http);
+        let client = client.clone();
+        eventually(&format!("trace {id} whole through the querier"), || {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                let resp = client.get(&url).send().await.ok()?;
+                if resp.status() != 200 {
+                    return None;
+                }
+                let body: serde_json::Value = resp.json().await.ok()?;
+                let got = body["spanCount"].as_u64()? as usize;
+                assert!(got <= *spans, "trace {id}: {got} spans read, {spans} sent: a span was read twice");
+                (got == *spans).then_some(())
+            }
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_receivers_two_ingesters_one_querier_lose_nothing_through_a_kill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(nats) = nats(&dir.path().join("nats")).await else { return };
+    let now = strand_store::now_unix_nano();
+    let d = |name: &str| dir.path().join(name);
+    let receivers = [
+        spawn_role(&d("r1"), "receiver", &nats.url, None),
+        spawn_role(&d("r2"), "receiver", &nats.url, None),
+    ];
+    let mut i1 = spawn_role(&d("i1"), "ingester", &nats.url, Some("i1"));
+    let i2 = spawn_role(&d("i2"), "ingester", &nats.url, Some("i2"));
+    let querier = spawn_role(&d("q"), "querier", &nats.url, None);
+
+    // The partitions are shared between the two ingesters.
+    eventually("both ingesters to hold half of the partitions", || async {
+        let (a, b) = (owned(&i1).await?, owned(&i2).await?);
+        (a == f64::from(PARTITIONS / 2) && b == f64::from(PARTITIONS / 2)).then_some(())
+    })
+    .await;
+
+    let r = [&receivers[0], &receivers[1]];
+    let mut sent = Sent::default();
+    send(&r, 0..60, now, &mut sent).await;
+    // The patient-report traces of the demo, through the first receiver.
+    for batch in strand_server::demo::submissions(now) {
+        sent.add(&batch);
+        export_batch_to(&receivers[0].otlp_http, &batch).await;
+    }
+    all_found(&querier, &sent).await;
+
+    // SIGKILL one ingester while traces keep coming; the receivers go on acknowledging
+    // (JetStream holds the killed ingester's partitions), then it comes back.
+    // The kill comes while messages are being written, so some were written and not yet
+    // acknowledged: JetStream delivers them again, and they must not count twice.
+    let before = consumed(&i1).await.expect("consumed count");
+    let killing = async {
+        eventually("the ingester to consume more", || async {
+            (consumed(&i1).await? >= before + 10.0).then_some(())
+        })
+        .await;
+        i1.child.kill().expect("kill -9 the ingester");
+        let _ = i1.child.wait();
+    };
+    tokio::join!(send(&r, 60..120, now, &mut sent), killing);
+    i1 = spawn_role(&d("i1"), "ingester", &nats.url, Some("i1"));
+    send(&r, 120..150, now, &mut sent).await;
+    all_found(&querier, &sent).await;
+    eventually("the restarted ingester to hold its half again", || async {
+        (owned(&i1).await? == f64::from(PARTITIONS / 2)).then_some(())
+    })
+    .await;
+
+    // Searches and listings merge the ingesters' answers.
+    let q = |path: &str| format!("http://{}{path}", querier.http);
+    let found =
+        get_json(&q("/api/v1/search?service=gateway&resourceAttr=test.suite=cluster&limit=1000&since=1h"))
+            .await;
+    let traces = found["traces"].as_array().expect("traces");
+    assert_eq!(traces.len(), 150, "every generated trace: {found}");
+    assert!(traces.iter().all(|t| t["spanCount"] == 5), "each summarised from all its spans: {found}");
+    // One page at a time, newest first: pages neither repeat nor skip.
+    let mut paged = Vec::new();
+    let mut cursor = String::new();
+    for _ in 0..10 {
+        let page = get_json(&q(&format!(
+            "/api/v1/search?resourceAttr=test.suite=cluster&operation=Save&limit=40&since=1h{cursor}"
+        )))
+        .await;
+        paged.extend(
+            page["traces"]
+                .as_array()
+                .expect("traces")
+                .iter()
+                .map(|t| t["traceId"].as_str().expect("id").to_owned()),
+        );
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    let mut unique = paged.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((paged.len(), unique.len()), (150, 150), "paging through the querier");
+    let services = get_json(&q("/api/v1/services")).await;
+    for s in ["gateway", "user-service", "epro-service"] {
+        assert!(services.to_string().contains(s), "{s} in {services}");
+    }
+    // Each call once, although the kill left messages written and not acknowledged.
+    let deps = get_json(&q("/api/v1/dependencies")).await;
+    let edges: BTreeMap<(String, String), u64> = deps["dependencies"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .map(|e| {
+            let name = |k: &str| e[k].as_str().expect("service").to_owned();
+            ((name("parent"), name("child")), e["callCount"].as_u64().expect("count"))
+        })
+        .collect();
+    assert_eq!(edges, sent.edges(), "dependencies through the querier");
+    assert!(edges.get(&("gateway".to_owned(), "user-service".to_owned())) >= Some(&150), "{deps}");
+
+    // An ingester that leaves gives its partitions back at once; the other takes them all.
+    let status =
+        Command::new("kill").args(["-TERM", &i2.child.id().to_string()]).status().expect("kill -TERM");
+    assert!(status.success());
+    eventually("the remaining ingester to hold every partition", || async {
+        (owned(&i1).await? == f64::from(PARTITIONS)).then_some(())
+    })
+    .await;
+    drop(i2);
+    let mut more = Sent::default();
+    send(&r, 150..170, now, &mut more).await;
+    all_found(&querier, &more).await;
+
+    // A querier refuses writes and a receiver refuses reads, each saying where to go.
+    let resp = reqwest::get(q("/api/v1/traces/0af7651916cd43dd8448eb211c80319c")).await.expect("get");
+    assert_eq!(resp.status(), 404, "an unknown trace through the querier");
+    let resp = reqwest::get(format!("http://{}/api/v1/services", receivers[0].http)).await.expect("get");
+    let text = resp.text().await.unwrap_or_default();
+    assert!(text.contains("ask a querier"), "{text}");
+    drop(nats);
+}
