@@ -148,21 +148,31 @@ struct BucketConfig {
 /// for account details in a shape NATS servers before 2.10 (Debian's 2.9) do not answer.
 async fn open_bucket(js: &jetstream::Context, cfg: BucketConfig) -> anyhow::Result<kv::Store> {
     let name = cfg.name.clone();
-    js.get_or_create_stream(stream::Config {
-        name: format!("KV_{name}"),
-        description: Some(cfg.description),
-        subjects: vec![format!("$KV.{name}.>")],
-        max_messages_per_subject: 1,
-        max_age: cfg.max_age,
-        storage: stream::StorageType::File,
-        num_replicas: cfg.replicas,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: stream::DiscardPolicy::New,
-        ..Default::default()
-    })
-    .await
-    .with_context(|| format!("creating the key-value bucket {name}"))?;
+    let max_age = cfg.max_age;
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: format!("KV_{name}"),
+            description: Some(cfg.description),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: 1,
+            max_age: cfg.max_age,
+            storage: stream::StorageType::File,
+            num_replicas: cfg.replicas,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("creating the key-value bucket {name}"))?;
+    // The first process made it: every process must renew on the same clock.
+    let found = stream.cached_info().config.max_age;
+    if found != max_age {
+        bail!(
+            "the key-value bucket {name} keeps entries {found:?} but this process expects {max_age:?}: \
+             every process of a cluster needs the same cluster.lease_ttl"
+        );
+    }
     js.get_key_value(&name).await.with_context(|| format!("opening the key-value bucket {name}"))
 }

@@ -32,6 +32,10 @@ pub type TenantSinks = (Arc<dyn SpanSink>, Arc<dyn LogSink>);
 /// Where an ingester writes what it consumes: a tenant's sinks (its tail sampler and
 /// store). `None` is the single tenant.
 pub trait Sinks: Send + Sync + 'static {
+    /// Whether `tenant` (from a message header, so from anyone who may publish) is a
+    /// tenant id this ingester may store; the reason when not.
+    fn check_tenant(&self, tenant: &str) -> Result<(), String>;
+
     /// The span and log sinks of `tenant`.
     fn sinks(&self, tenant: Option<&str>) -> BoxFuture<'_, Result<TenantSinks, SinkError>>;
 }
@@ -51,6 +55,8 @@ struct Stats {
 
 struct Owned {
     revision: u64,
+    /// When the lease was last created or renewed.
+    renewed: tokio::time::Instant,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -88,6 +94,7 @@ impl Ingester {
                 _ = tick.tick() => {
                     if let Err(e) = self.balance().await {
                         tracing::warn!(error = %format!("{e:#}"), "cluster: balancing partitions failed; retrying");
+                        self.stop_expired().await;
                     }
                 }
             }
@@ -110,7 +117,10 @@ impl Ingester {
         let mut lost = Vec::new();
         for (p, o) in owned.iter_mut() {
             match self.bus.leases.update(lease_key(*p), self.me.id.clone().into(), o.revision).await {
-                Ok(rev) => o.revision = rev,
+                Ok(rev) => {
+                    o.revision = rev;
+                    o.renewed = tokio::time::Instant::now();
+                }
                 Err(e) => {
                     tracing::warn!(partition = p, error = %e, "cluster: lost the partition's lease");
                     lost.push(*p);
@@ -177,7 +187,26 @@ impl Ingester {
     fn start_consuming(self: &Arc<Self>, owned: &mut BTreeMap<u32, Owned>, p: u32, revision: u64) {
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(self.clone().consume(p, rx));
-        owned.insert(p, Owned { revision, stop, task });
+        owned.insert(p, Owned { revision, renewed: tokio::time::Instant::now(), stop, task });
+    }
+
+    /// While NATS cannot be reached no lease is renewed: once a lease may have expired,
+    /// another ingester may hold it, so its consumer stops (JetStream cannot deliver to it
+    /// meanwhile either).
+    async fn stop_expired(&self) {
+        let mut owned = self.owned.lock().await;
+        let ttl = self.bus.cfg.lease_ttl.0;
+        let expired: Vec<u32> =
+            owned.iter().filter(|(_, o)| o.renewed.elapsed() >= ttl).map(|(p, _)| *p).collect();
+        for p in expired {
+            tracing::warn!(partition = p, "cluster: lease not renewed within lease_ttl; consumer stopped");
+            self.stats.leases_lost.fetch_add(1, Ordering::Relaxed);
+            if let Some(o) = owned.remove(&p) {
+                let _ = o.stop.send(true);
+                let _ = o.task.await;
+            }
+        }
+        self.stats.owned.store(owned.len() as u64, Ordering::Relaxed);
     }
 
     async fn give_back(&self, owned: &mut BTreeMap<u32, Owned>, p: u32) {
@@ -265,8 +294,21 @@ impl Ingester {
 
     async fn handle(&self, p: u32, msg: async_nats::jetstream::Message) {
         let tenant = msg.headers.as_ref().and_then(|h| h.get(TENANT_HEADER)).map(|v| v.as_str().to_owned());
+        if let Some(Err(e)) = tenant.as_deref().map(|t| self.sinks.check_tenant(t)) {
+            self.stats.poison.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(partition = p, error = %e, "cluster: message for an invalid tenant; terminated");
+            let _ = msg.ack_with(AckKind::Term).await;
+            return;
+        }
         let payload = match wire::decode(&msg.payload) {
             Ok(payload) => payload,
+            Err(e @ wire::DecodeError::Unknown(_)) => {
+                // A newer ingester can read it: left for one, never dropped.
+                self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(partition = p, error = %e, "cluster: message in a newer format; handed back");
+                let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(60)))).await;
+                return;
+            }
             Err(e) => {
                 // Redelivering cannot help: the message is set aside for good.
                 self.stats.poison.fetch_add(1, Ordering::Relaxed);
@@ -301,7 +343,7 @@ impl Ingester {
                     SinkError::RateLimited { retry_after_secs, .. } => Duration::from_secs(*retry_after_secs),
                     _ => Duration::from_secs(1),
                 };
-                tracing::debug!(partition = p, error = %e, "cluster: the store refused a message; redelivered later");
+                tracing::warn!(partition = p, error = %e, "cluster: the store refused a message; redelivered later");
                 let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
             }
         }

@@ -153,6 +153,22 @@ impl ClusterConfig {
         if self.lease_ttl.0 < Duration::from_secs(1) {
             errs.push(format!("cluster.lease_ttl must be at least 1s, not {}", self.lease_ttl));
         }
+        for (key, d) in [
+            ("publish_timeout", self.publish_timeout),
+            ("read_timeout", self.read_timeout),
+            ("max_age", self.max_age),
+        ] {
+            if d.0.is_zero() {
+                errs.push(format!("cluster.{key} must be greater than zero"));
+            }
+        }
+        let url = &self.advertise_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            errs.push(format!(
+                "cluster.advertise_url `{}` must be an http:// or https:// URL",
+                self.advertise_url
+            ));
+        }
         if self.ack_wait.0 < Duration::from_secs(1) {
             errs.push(format!("cluster.ack_wait must be at least 1s, not {}", self.ack_wait));
         }

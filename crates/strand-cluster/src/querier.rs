@@ -98,6 +98,12 @@ impl RemoteStore {
     /// Asks every live ingester; fails when any of them fails.
     async fn ask_all(&self, req: ReadRequest) -> Result<Vec<ReadResponse>, StoreError> {
         let members = self.members.list().await?;
+        if members.is_empty() {
+            // An empty answer would read as "no such data".
+            return Err(StoreError::Unavailable(
+                "no ingester is registered in the cluster (are they running and reaching NATS?)".into(),
+            ));
+        }
         let body = bytes::Bytes::from(wire::encode_request(&req));
         let asks = members.iter().map(|m| self.ask(m, body.clone()));
         futures_util::future::try_join_all(asks).await

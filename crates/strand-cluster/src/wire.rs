@@ -52,19 +52,36 @@ fn tagged<T: Serialize>(tag: u8, value: &T) -> Vec<u8> {
     postcard::to_extend(value, vec![tag]).expect("encoding into a Vec cannot fail")
 }
 
+/// Why a message body could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// A format this binary does not know (a newer receiver): a newer ingester can read it.
+    Unknown(String),
+    /// Damaged: nothing will ever read it.
+    Bad(String),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::Unknown(m) | DecodeError::Bad(m) => f.write_str(m),
+        }
+    }
+}
+
 /// Decodes a message body.
-pub fn decode(body: &[u8]) -> Result<Payload, String> {
+pub fn decode(body: &[u8]) -> Result<Payload, DecodeError> {
     match body.split_first() {
-        Some((&SPANS_V1, rest)) => {
-            postcard::from_bytes(rest).map(Payload::Spans).map_err(|e| format!("undecodable spans: {e}"))
-        }
-        Some((&LOGS_V1, rest)) => {
-            postcard::from_bytes(rest).map(Payload::Logs).map_err(|e| format!("undecodable log records: {e}"))
-        }
-        Some((tag, _)) => Err(format!(
+        Some((&SPANS_V1, rest)) => postcard::from_bytes(rest)
+            .map(Payload::Spans)
+            .map_err(|e| DecodeError::Bad(format!("undecodable spans: {e}"))),
+        Some((&LOGS_V1, rest)) => postcard::from_bytes(rest)
+            .map(Payload::Logs)
+            .map_err(|e| DecodeError::Bad(format!("undecodable log records: {e}"))),
+        Some((tag, _)) => Err(DecodeError::Unknown(format!(
             "message format {tag} is unknown to this strand (a newer receiver wrote it?): upgrade the ingesters first"
-        )),
-        None => Err("empty message".into()),
+        ))),
+        None => Err(DecodeError::Bad("empty message".into())),
     }
 }
 
@@ -227,7 +244,8 @@ mod tests {
         let logs = LogBatch::default();
         assert_eq!(decode(&encode_logs(&logs)), Ok(Payload::Logs(logs)));
         let err = decode(&[9, 1, 2]).expect_err("unknown tag");
-        assert!(err.contains("format 9"), "{err}");
+        assert!(matches!(&err, DecodeError::Unknown(m) if m.contains("format 9")), "{err}");
+        assert!(matches!(decode(&[SPANS_V1, 0xff]), Err(DecodeError::Bad(_))));
         assert!(decode(&[]).is_err());
         assert!(decode(&[SPANS_V1, 0xff, 0xff, 0xff]).is_err());
     }

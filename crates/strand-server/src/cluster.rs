@@ -111,7 +111,7 @@ impl Node {
 }
 
 /// The host name, an ingester's id when none is configured.
-fn host_name() -> anyhow::Result<String> {
+pub(crate) fn host_name() -> anyhow::Result<String> {
     let name = std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())
@@ -126,6 +126,10 @@ fn host_name() -> anyhow::Result<String> {
 struct TenantSinks(Weak<Tenants>);
 
 impl Sinks for TenantSinks {
+    fn check_tenant(&self, tenant: &str) -> Result<(), String> {
+        crate::auth::check_tenant_id(tenant)
+    }
+
     fn sinks(
         &self,
         tenant: Option<&str>,

@@ -452,6 +452,8 @@ impl Config {
     fn apply_role(&mut self) {
         use strand_cluster::Role;
         if matches!(self.cluster.role, Role::Ingester | Role::Querier) {
+            // Demo traces go through a receiver like any others.
+            self.demo = false;
             self.otlp.grpc_enabled = false;
             self.otlp.http_enabled = false;
             self.jaeger.thrift_http_enabled = false;
@@ -561,6 +563,13 @@ impl Config {
         errs.extend(self.remote_sampling.validate());
         errs.extend(self.integrity.validate());
         errs.extend(self.cluster.validate());
+        if self.cluster.role == strand_cluster::Role::Ingester
+            && (self.storage.fsync != Fsync::Always || self.storage.backend != Backend::Embedded)
+        {
+            errs.push(
+                "an ingester acknowledges JetStream messages once they are durable: it needs `storage.backend: embedded` and `storage.fsync: always`".into(),
+            );
+        }
         let mut positive = |path: &str, ok: bool| {
             if !ok {
                 errs.push(format!("`{path}`: must be greater than zero"));

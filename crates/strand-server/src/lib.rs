@@ -447,10 +447,15 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 fn advertised(http: SocketAddr, tls: bool) -> String {
     let scheme = if tls { "https" } else { "http" };
     if http.ip().is_unspecified() {
-        let host =
-            std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".into());
+        let host = cluster::host_name().unwrap_or_else(|_| "localhost".into());
         format!("{scheme}://{host}:{}", http.port())
     } else {
+        if http.ip().is_loopback() {
+            tracing::warn!(
+                %http,
+                "cluster: this ingester advertises a loopback address; queriers on other machines cannot reach it (set cluster.advertise_url)"
+            );
+        }
         format!("{scheme}://{http}")
     }
 }

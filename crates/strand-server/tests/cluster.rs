@@ -62,7 +62,9 @@ fn role_args(role: &str, nats: &str, id: Option<&str>) -> Vec<String> {
         "--set".to_owned(),
         format!("cluster.partitions={PARTITIONS}"),
         "--set".to_owned(),
-        "cluster.lease_ttl=3s".to_owned(),
+        // Long enough for a killed ingester to restart and take its own leases back (what
+        // it had not acknowledged then comes back to it, not to the other one).
+        "cluster.lease_ttl=10s".to_owned(),
         "--set".to_owned(),
         "cluster.ack_wait=2s".to_owned(),
     ];
