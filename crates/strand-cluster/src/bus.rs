@@ -25,6 +25,33 @@ pub struct Bus {
     pub leases: kv::Store,
 }
 
+/// The durable consumer of partition `p`.
+pub(crate) fn partition_consumer(cfg: &ClusterConfig, p: u32) -> String {
+    format!("{}-p{p}", cfg.name)
+}
+
+/// Its settings: explicit acknowledgements, redelivery after `ack_wait`.
+pub(crate) fn partition_consumer_config(
+    cfg: &ClusterConfig,
+    p: u32,
+) -> async_nats::jetstream::consumer::pull::Config {
+    use async_nats::jetstream::consumer::AckPolicy;
+    async_nats::jetstream::consumer::pull::Config {
+        durable_name: Some(partition_consumer(cfg, p)),
+        description: Some(format!("strand: partition {p}")),
+        filter_subject: format!("{}.{p}.*", cfg.name),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: cfg.ack_wait.0,
+        max_ack_pending: 1024,
+        ..Default::default()
+    }
+}
+
+/// The key of partition `p`'s lease.
+pub(crate) fn lease_key(p: u32) -> String {
+    format!("p{p}")
+}
+
 /// An ingester as the registry lists it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Member {
@@ -64,8 +91,10 @@ impl Bus {
                 // `<name>.<partition>.*`, which servers before 2.10 accept only as a subset
                 // of one of the stream's subjects.
                 subjects: vec![format!("{}.*.*", cfg.name)],
-                // Each message is consumed once, by its partition's consumer, then deleted.
-                retention: stream::RetentionPolicy::WorkQueue,
+                // A message goes once to its partition's consumer, and is seen by every
+                // ingester's chain analyser; it is deleted once its partition's consumer
+                // acknowledged it (the analysers' consumers acknowledge nothing).
+                retention: stream::RetentionPolicy::Interest,
                 storage: stream::StorageType::File,
                 num_replicas: cfg.replicas,
                 max_age: cfg.max_age.0,
@@ -82,6 +111,14 @@ impl Bus {
             max_age,
             replicas: cfg.replicas,
         };
+        // Every partition's durable consumer exists before anything is published: a stream
+        // kept by interest drops a message nobody is interested in yet.
+        for p in 0..cfg.partitions {
+            stream
+                .get_or_create_consumer(&partition_consumer(cfg, p), partition_consumer_config(cfg, p))
+                .await
+                .with_context(|| format!("creating the consumer of partition {p}"))?;
+        }
         let ttl = cfg.lease_ttl.0;
         let members = open_bucket(&js, bucket("members", ttl, "strand: live ingesters")).await?;
         let leases = open_bucket(&js, bucket("leases", ttl, "strand: partition owners")).await?;

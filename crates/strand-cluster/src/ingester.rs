@@ -16,14 +16,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
-use async_nats::jetstream::consumer::{AckPolicy, pull};
+use async_nats::jetstream::consumer::pull;
 use async_nats::jetstream::kv::CreateErrorKind;
 use futures_util::StreamExt as _;
 use strand_core::metrics::MetricFamily;
-use strand_core::{BoxFuture, LogSink, SinkError, SpanSink};
+use strand_core::{BoxFuture, LogSink, SinkError, SpanBatch, SpanSink};
 use tokio::sync::{Semaphore, watch};
 
-use crate::bus::{Bus, Member};
+use crate::bus::{Bus, Member, lease_key, partition_consumer, partition_consumer_config};
 use crate::{TENANT_HEADER, wire};
 
 /// A tenant's span and log sinks.
@@ -35,6 +35,11 @@ pub trait Sinks: Send + Sync + 'static {
     /// Whether `tenant` (from a message header, so from anyone who may publish) is a
     /// tenant id this ingester may store; the reason when not.
     fn check_tenant(&self, tenant: &str) -> Result<(), String>;
+
+    /// Shows `batch` of `tenant` to its chain analyser: every ingester's analyser sees
+    /// every span, whichever ingester stores it, so a queue hop whose two traces fall in
+    /// two partitions is matched as on one machine.
+    fn observe(&self, tenant: Option<&str>, batch: SpanBatch) -> BoxFuture<'_, ()>;
 
     /// The span and log sinks of `tenant`.
     fn sinks(&self, tenant: Option<&str>) -> BoxFuture<'_, Result<TenantSinks, SinkError>>;
@@ -55,8 +60,12 @@ struct Stats {
 
 struct Owned {
     revision: u64,
-    /// When the lease was last created or renewed.
+    /// When the last create or renewal of the lease was sent (conservative: the lease
+    /// lives `lease_ttl` from the server's receipt, which is later).
     renewed: tokio::time::Instant,
+    /// Being given back: its consumer was told to stop and finishes the messages in hand;
+    /// the lease is kept renewed until then, so nobody else consumes meanwhile.
+    releasing: bool,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -67,7 +76,8 @@ pub struct Ingester {
     me: Member,
     sinks: Arc<dyn Sinks>,
     stats: Stats,
-    owned: tokio::sync::Mutex<BTreeMap<u32, Owned>>,
+    /// Never held across an await: renewing leases never waits for a consumer.
+    owned: parking_lot::Mutex<BTreeMap<u32, Owned>>,
 }
 
 impl Ingester {
@@ -82,9 +92,64 @@ impl Ingester {
         })
     }
 
+    /// Shows every span published, of every partition, to the chain analysers, until
+    /// `stop` is true. Best effort: what is published while no consumer runs is not seen.
+    async fn observe_all(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            if let Err(e) = self.observe_until_stopped(&mut stop).await {
+                tracing::warn!(error = %format!("{e:#}"), "cluster: following every partition for chain analysis failed; retrying in 1 s");
+            }
+            let done = *stop.borrow();
+            if done {
+                return;
+            }
+            tokio::select! {
+                _ = stopped(&mut stop) => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    async fn observe_until_stopped(&self, stop: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
+        use async_nats::jetstream::consumer::{DeliverPolicy, push};
+        let mut messages = self
+            .bus
+            .stream
+            .create_consumer(push::OrderedConfig {
+                deliver_subject: self.bus.client.new_inbox(),
+                description: Some(format!("strand: chain analysis on {}", self.me.id)),
+                filter_subject: format!("{}.*.spans", self.bus.cfg.name),
+                deliver_policy: DeliverPolicy::New,
+                ..Default::default()
+            })
+            .await?
+            .messages()
+            .await?;
+        loop {
+            tokio::select! {
+                _ = stopped(stop) => return Ok(()),
+                next = messages.next() => match next {
+                    None => anyhow::bail!("the analysis consumer's stream ended"),
+                    Some(Err(e)) => return Err(e.into()),
+                    Some(Ok(msg)) => {
+                        let tenant = msg.headers.as_ref().and_then(|h| h.get(TENANT_HEADER)).map(|v| v.as_str().to_owned());
+                        if tenant.as_deref().is_some_and(|t| self.sinks.check_tenant(t).is_err()) {
+                            continue;
+                        }
+                        if let Ok(wire::Payload::Spans(batch)) = wire::decode(&msg.payload) {
+                            self.sinks.observe(tenant.as_deref(), batch).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Balances and consumes until `stop` resolves; then finishes the messages in hand,
     /// gives its leases back and leaves the registry, so others take over at once.
     pub async fn run(self: Arc<Self>, stop: impl Future<Output = ()>) {
+        let (stop_observing, observing) = watch::channel(false);
+        let observer = tokio::spawn(self.clone().observe_all(observing));
         let mut tick = tokio::time::interval(self.bus.cfg.lease_ttl.0 / 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(stop);
@@ -94,130 +159,157 @@ impl Ingester {
                 _ = tick.tick() => {
                     if let Err(e) = self.balance().await {
                         tracing::warn!(error = %format!("{e:#}"), "cluster: balancing partitions failed; retrying");
-                        self.stop_expired().await;
                     }
                 }
             }
         }
-        let mut owned = self.owned.lock().await;
-        let parts: Vec<u32> = owned.keys().copied().collect();
-        for p in parts {
-            self.give_back(&mut owned, p).await;
+        // Every consumer stops at once; the leases stay renewed until each has finished
+        // the messages in hand, then go back.
+        for o in self.owned.lock().values_mut() {
+            o.releasing = true;
+            let _ = o.stop.send(true);
         }
+        while !self.owned.lock().is_empty() {
+            self.renew().await;
+            self.finish_releases().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+            }
+        }
+        let _ = stop_observing.send(true);
+        let _ = observer.await;
         if let Err(e) = self.bus.members.delete(&self.me.id).await {
             tracing::warn!(error = %e, "cluster: leaving the registry failed (it expires)");
         }
         tracing::info!(ingester = %self.me.id, "cluster: left, partitions given back");
     }
 
-    async fn balance(self: &Arc<Self>) -> anyhow::Result<()> {
-        let cfg = &self.bus.cfg;
-        self.bus.members.put(&self.me.id, serde_json::to_vec(&self.me)?.into()).await?;
-        let mut owned = self.owned.lock().await;
-        let mut lost = Vec::new();
-        for (p, o) in owned.iter_mut() {
-            match self.bus.leases.update(lease_key(*p), self.me.id.clone().into(), o.revision).await {
+    /// Renews every lease held (those being given back too); a lease that cannot be
+    /// renewed is lost and its consumer stops at once. A lease not renewed for
+    /// `lease_ttl` (NATS unreachable) may be someone else's by now: its consumer stops
+    /// too.
+    async fn renew(&self) {
+        let held: Vec<(u32, u64)> = self.owned.lock().iter().map(|(p, o)| (*p, o.revision)).collect();
+        for (p, revision) in held {
+            let sent = tokio::time::Instant::now();
+            let renewed = self.bus.leases.update(lease_key(p), self.me.id.clone().into(), revision).await;
+            let mut owned = self.owned.lock();
+            let Some(o) = owned.get_mut(&p) else { continue };
+            match renewed {
                 Ok(rev) => {
                     o.revision = rev;
-                    o.renewed = tokio::time::Instant::now();
+                    o.renewed = sent;
+                }
+                Err(e) if e.kind() == async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision => {
+                    tracing::warn!(partition = p, "cluster: lost the partition's lease");
+                    self.stats.leases_lost.fetch_add(1, Ordering::Relaxed);
+                    let o = owned.remove(&p).expect("looked up above");
+                    let _ = o.stop.send(true);
+                }
+                Err(e) if o.renewed.elapsed() >= self.bus.cfg.lease_ttl.0 => {
+                    tracing::warn!(partition = p, error = %e, "cluster: lease not renewed within lease_ttl; consumer stopped");
+                    self.stats.leases_lost.fetch_add(1, Ordering::Relaxed);
+                    let o = owned.remove(&p).expect("looked up above");
+                    let _ = o.stop.send(true);
                 }
                 Err(e) => {
-                    tracing::warn!(partition = p, error = %e, "cluster: lost the partition's lease");
-                    lost.push(*p);
+                    tracing::warn!(partition = p, error = %e, "cluster: renewing the lease failed; retrying")
                 }
             }
         }
-        for p in lost {
-            self.stats.leases_lost.fetch_add(1, Ordering::Relaxed);
-            if let Some(o) = owned.remove(&p) {
-                let _ = o.stop.send(true);
-                let _ = o.task.await;
+        self.stats.owned.store(self.owned.lock().len() as u64, Ordering::Relaxed);
+    }
+
+    /// Gives back the leases whose consumers have finished.
+    async fn finish_releases(&self) {
+        let done: Vec<(u32, u64)> = {
+            let mut owned = self.owned.lock();
+            let done: Vec<u32> =
+                owned.iter().filter(|(_, o)| o.releasing && o.task.is_finished()).map(|(p, _)| *p).collect();
+            done.into_iter().filter_map(|p| owned.remove(&p).map(|o| (p, o.revision))).collect()
+        };
+        for (p, revision) in done {
+            if let Err(e) = self.bus.leases.delete_expect_revision(lease_key(p), Some(revision)).await {
+                tracing::warn!(partition = p, error = %e, "cluster: giving the lease back failed (it expires)");
             }
+            tracing::info!(partition = p, ingester = %self.me.id, "cluster: gave the partition back");
         }
+        self.stats.owned.store(self.owned.lock().len() as u64, Ordering::Relaxed);
+    }
+
+    async fn balance(self: &Arc<Self>) -> anyhow::Result<()> {
+        let cfg = &self.bus.cfg;
+        self.renew().await;
+        self.finish_releases().await;
+        self.bus.members.put(&self.me.id, serde_json::to_vec(&self.me)?.into()).await?;
         let members = self.bus.members().await?;
         let n = members.len().max(1) as u32;
         let share = cfg.partitions.div_ceil(n) as usize;
-        while owned.len() > share {
-            let p = *owned.keys().next_back().expect("more than the share");
-            self.give_back(&mut owned, p).await;
-        }
-        if owned.len() < share {
-            // Start at a point of our own, so ingesters starting together do not all race
-            // for partition 0.
-            let start =
-                members.iter().position(|m| m.id == self.me.id).unwrap_or(0) as u32 * cfg.partitions / n;
-            for i in 0..cfg.partitions {
-                if owned.len() >= share {
-                    break;
-                }
-                let p = (start + i) % cfg.partitions;
-                if owned.contains_key(&p) {
-                    continue;
-                }
-                match self.bus.leases.create(lease_key(p), self.me.id.clone().into()).await {
-                    Ok(revision) => {
-                        self.start_consuming(&mut owned, p, revision);
-                        tracing::info!(partition = p, ingester = %self.me.id, "cluster: took the partition");
-                    }
-                    Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
-                        // Our own lease from before a restart (same id): take it up again at
-                        // once, so what the crash left unacknowledged comes back to this
-                        // store, which drops the copies it already has.
-                        if let Some(entry) = self.bus.leases.entry(lease_key(p)).await?
-                            && entry.operation == async_nats::jetstream::kv::Operation::Put
-                            && entry.value == self.me.id.as_bytes()
-                            && let Ok(revision) = self
-                                .bus
-                                .leases
-                                .update(lease_key(p), self.me.id.clone().into(), entry.revision)
-                                .await
-                        {
-                            self.start_consuming(&mut owned, p, revision);
-                            tracing::info!(partition = p, ingester = %self.me.id, "cluster: took its partition back after a restart");
-                        }
-                    }
-                    Err(e) => return Err(e.into()),
+        let kept = {
+            let mut owned = self.owned.lock();
+            let mut kept: Vec<u32> = owned.iter().filter(|(_, o)| !o.releasing).map(|(p, _)| *p).collect();
+            // Beyond the share: the highest go back once their consumers are done.
+            while kept.len() > share {
+                let p = kept.pop().expect("more than the share");
+                if let Some(o) = owned.get_mut(&p) {
+                    o.releasing = true;
+                    let _ = o.stop.send(true);
                 }
             }
+            kept.len()
+        };
+        if kept >= share {
+            return Ok(());
         }
-        self.stats.owned.store(owned.len() as u64, Ordering::Relaxed);
+        // Start at a point of our own, so ingesters starting together do not all race for
+        // partition 0.
+        let start = members.iter().position(|m| m.id == self.me.id).unwrap_or(0) as u32 * cfg.partitions / n;
+        let mut taken = kept;
+        for i in 0..cfg.partitions {
+            if taken >= share {
+                break;
+            }
+            let p = (start + i) % cfg.partitions;
+            if self.owned.lock().contains_key(&p) {
+                continue;
+            }
+            let sent = tokio::time::Instant::now();
+            match self.bus.leases.create(lease_key(p), self.me.id.clone().into()).await {
+                Ok(revision) => {
+                    self.start_consuming(p, revision, sent);
+                    taken += 1;
+                    tracing::info!(partition = p, ingester = %self.me.id, "cluster: took the partition");
+                }
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
+                    // Our own lease from before a restart (same id): take it up again at
+                    // once, so what the crash left unacknowledged comes back to this
+                    // store, which drops the copies it already has.
+                    if let Some(entry) = self.bus.leases.entry(lease_key(p)).await?
+                        && entry.operation == async_nats::jetstream::kv::Operation::Put
+                        && entry.value == self.me.id.as_bytes()
+                        && let Ok(revision) = self
+                            .bus
+                            .leases
+                            .update(lease_key(p), self.me.id.clone().into(), entry.revision)
+                            .await
+                    {
+                        self.start_consuming(p, revision, sent);
+                        taken += 1;
+                        tracing::info!(partition = p, ingester = %self.me.id, "cluster: took its partition back after a restart");
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.stats.owned.store(self.owned.lock().len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
-    fn start_consuming(self: &Arc<Self>, owned: &mut BTreeMap<u32, Owned>, p: u32, revision: u64) {
+    fn start_consuming(self: &Arc<Self>, p: u32, revision: u64, renewed: tokio::time::Instant) {
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(self.clone().consume(p, rx));
-        owned.insert(p, Owned { revision, renewed: tokio::time::Instant::now(), stop, task });
-    }
-
-    /// While NATS cannot be reached no lease is renewed: once a lease may have expired,
-    /// another ingester may hold it, so its consumer stops (JetStream cannot deliver to it
-    /// meanwhile either).
-    async fn stop_expired(&self) {
-        let mut owned = self.owned.lock().await;
-        let ttl = self.bus.cfg.lease_ttl.0;
-        let expired: Vec<u32> =
-            owned.iter().filter(|(_, o)| o.renewed.elapsed() >= ttl).map(|(p, _)| *p).collect();
-        for p in expired {
-            tracing::warn!(partition = p, "cluster: lease not renewed within lease_ttl; consumer stopped");
-            self.stats.leases_lost.fetch_add(1, Ordering::Relaxed);
-            if let Some(o) = owned.remove(&p) {
-                let _ = o.stop.send(true);
-                let _ = o.task.await;
-            }
-        }
-        self.stats.owned.store(owned.len() as u64, Ordering::Relaxed);
-    }
-
-    async fn give_back(&self, owned: &mut BTreeMap<u32, Owned>, p: u32) {
-        let Some(o) = owned.remove(&p) else { return };
-        let _ = o.stop.send(true);
-        let _ = o.task.await;
-        if let Err(e) = self.bus.leases.delete_expect_revision(lease_key(p), Some(o.revision)).await {
-            tracing::warn!(partition = p, error = %e, "cluster: giving the lease back failed (it expires)");
-        }
-        self.stats.owned.store(owned.len() as u64, Ordering::Relaxed);
-        tracing::info!(partition = p, ingester = %self.me.id, "cluster: gave the partition back");
+        self.owned.lock().insert(p, Owned { revision, renewed, releasing: false, stop, task });
     }
 
     async fn consume(self: Arc<Self>, p: u32, mut stop: watch::Receiver<bool>) {
@@ -242,22 +334,10 @@ impl Ingester {
         stop: &mut watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         let cfg = &self.bus.cfg;
-        let name = format!("{}-p{p}", cfg.name);
         let consumer: pull::Stream = self
             .bus
             .stream
-            .get_or_create_consumer(
-                &name,
-                pull::Config {
-                    durable_name: Some(name.clone()),
-                    description: Some(format!("strand: partition {p}")),
-                    filter_subject: format!("{}.{p}.*", cfg.name),
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: cfg.ack_wait.0,
-                    max_ack_pending: 1024,
-                    ..Default::default()
-                },
-            )
+            .get_or_create_consumer(&partition_consumer(cfg, p), partition_consumer_config(cfg, p))
             .await?
             .stream()
             .max_messages_per_batch(64)
@@ -286,8 +366,15 @@ impl Ingester {
                 }
             }
         };
-        // The messages in hand are finished (written and acknowledged) before the
-        // partition can move: fewer redeliveries to the next owner.
+        // Messages pulled but not yet handed out go back now, for the next owner (else
+        // they would wait out `ack_wait`); the messages in hand are finished (written and
+        // acknowledged) before the partition can move.
+        if result.is_ok() {
+            use futures_util::FutureExt as _;
+            while let Some(Some(Ok(msg))) = messages.next().now_or_never() {
+                let _ = msg.ack_with(AckKind::Nak(None)).await;
+            }
+        }
         while handlers.join_next().await.is_some() {}
         result
     }
@@ -350,8 +437,8 @@ impl Ingester {
     }
 
     /// The partitions held now.
-    pub async fn partitions(&self) -> Vec<u32> {
-        self.owned.lock().await.keys().copied().collect()
+    pub fn partitions(&self) -> Vec<u32> {
+        self.owned.lock().keys().copied().collect()
     }
 
     /// Counters and gauges of the consumers and leases.
@@ -396,8 +483,4 @@ impl Ingester {
 /// Resolves once `stop` is true (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
-}
-
-fn lease_key(p: u32) -> String {
-    format!("p{p}")
 }

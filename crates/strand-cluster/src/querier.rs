@@ -18,7 +18,8 @@ use strand_core::search::{
     Cursor, DependencyEdge, Operation, SearchPage, TimeRange, TraceQuery, TraceSummary,
 };
 use strand_core::{
-    BoxFuture, SinkError, SpanBatch, SpanId, StoreError, Trace, TraceId, TraceReader, TraceStore, TraceWriter,
+    BoxFuture, BrokenTrace, ChainIntegrity, EdgeHealth, Integrity, IntegrityFilter, SinkError, SpanBatch,
+    SpanId, StoreError, Trace, TraceId, TraceReader, TraceStore, TraceWriter,
 };
 
 use crate::bus::{Bus, Member};
@@ -66,6 +67,65 @@ impl Members {
         Ok(members)
     }
 
+    /// Asks every live ingester; fails when any of them fails.
+    pub(crate) async fn ask_all(
+        &self,
+        tenant: Option<&str>,
+        req: ReadRequest,
+    ) -> Result<Vec<ReadResponse>, StoreError> {
+        let members = self.list().await?;
+        if members.is_empty() {
+            // An empty answer would read as "no such data".
+            return Err(StoreError::Unavailable(
+                "no ingester is registered in the cluster (are they running and reaching NATS?)".into(),
+            ));
+        }
+        let body = bytes::Bytes::from(wire::encode_request(&req));
+        let asks = members.iter().map(|m| self.ask(m, tenant, body.clone()));
+        futures_util::future::try_join_all(asks).await
+    }
+
+    async fn ask(
+        &self,
+        member: &Member,
+        tenant: Option<&str>,
+        body: bytes::Bytes,
+    ) -> Result<ReadResponse, StoreError> {
+        let m = self;
+        m.reads.fetch_add(1, Ordering::Relaxed);
+        let failed = |what: String| {
+            m.failures.fetch_add(1, Ordering::Relaxed);
+            StoreError::Unavailable(format!("ingester {} at {}: {what}", member.id, member.url))
+        };
+        let mut req = m
+            .http
+            .post(format!("{}{}", member.url.trim_end_matches('/'), wire::READ_PATH))
+            .header(reqwest::header::CONTENT_TYPE, wire::READ_MEDIA_TYPE)
+            .body(body);
+        if let Some(t) = &m.bus.cfg.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(t) = tenant {
+            req = req.header("X-Scope-OrgID", t);
+        }
+        let resp = req.send().await.map_err(|e| failed(e.to_string()))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| failed(e.to_string()))?;
+        if !status.is_success() {
+            return Err(failed(format!(
+                "{status}: {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(500)])
+            )));
+        }
+        match wire::decode_response(&bytes).map_err(failed)? {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                m.failures.fetch_add(1, Ordering::Relaxed);
+                Err(e.into_store_error(&member.id))
+            }
+        }
+    }
+
     /// Counters of the reads sent to ingesters.
     pub fn metric_families(&self) -> Vec<MetricFamily> {
         vec![
@@ -95,54 +155,145 @@ impl RemoteStore {
         Self { members, tenant }
     }
 
-    /// Asks every live ingester; fails when any of them fails.
     async fn ask_all(&self, req: ReadRequest) -> Result<Vec<ReadResponse>, StoreError> {
-        let members = self.members.list().await?;
-        if members.is_empty() {
-            // An empty answer would read as "no such data".
-            return Err(StoreError::Unavailable(
-                "no ingester is registered in the cluster (are they running and reaching NATS?)".into(),
-            ));
-        }
-        let body = bytes::Bytes::from(wire::encode_request(&req));
-        let asks = members.iter().map(|m| self.ask(m, body.clone()));
-        futures_util::future::try_join_all(asks).await
+        self.members.ask_all(self.tenant.as_deref(), req).await
+    }
+}
+
+/// A tenant's chain integrity on a querier. Every ingester's analyser sees every span (see
+/// [`crate::ingester`]), so each holds the cluster's analysis, except for what it missed
+/// while it was down: the answers are merged, each finding taken from whoever recorded it.
+pub struct RemoteIntegrity {
+    members: Arc<Members>,
+    tenant: Option<String>,
+}
+
+impl RemoteIntegrity {
+    /// Chain integrity of `tenant` (`None`: the single tenant) through `members`.
+    pub fn new(members: Arc<Members>, tenant: Option<String>) -> Self {
+        Self { members, tenant }
     }
 
-    async fn ask(&self, member: &Member, body: bytes::Bytes) -> Result<ReadResponse, StoreError> {
-        let m = &self.members;
-        m.reads.fetch_add(1, Ordering::Relaxed);
-        let failed = |what: String| {
-            m.failures.fetch_add(1, Ordering::Relaxed);
-            StoreError::Unavailable(format!("ingester {} at {}: {what}", member.id, member.url))
-        };
-        let mut req = m
-            .http
-            .post(format!("{}{}", member.url.trim_end_matches('/'), wire::READ_PATH))
-            .header(reqwest::header::CONTENT_TYPE, wire::READ_MEDIA_TYPE)
-            .body(body);
-        if let Some(t) = &m.bus.cfg.token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(t) = &self.tenant {
-            req = req.header("X-Scope-OrgID", t);
-        }
-        let resp = req.send().await.map_err(|e| failed(e.to_string()))?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| failed(e.to_string()))?;
-        if !status.is_success() {
-            return Err(failed(format!(
-                "{status}: {}",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(500)])
-            )));
-        }
-        match wire::decode_response(&bytes).map_err(failed)? {
-            Ok(r) => Ok(r),
-            Err(e) => {
-                m.failures.fetch_add(1, Ordering::Relaxed);
-                Err(e.into_store_error(&member.id))
+    async fn ask_all(&self, req: ReadRequest) -> Result<Vec<ReadResponse>, StoreError> {
+        self.members.ask_all(self.tenant.as_deref(), req).await
+    }
+}
+
+/// The most informed of several analyses of one trace: settled before settling, then the
+/// one with more findings.
+fn best_integrity(answers: impl IntoIterator<Item = Integrity>) -> Option<Integrity> {
+    answers.into_iter().max_by_key(|i| (i.settled, i.findings.len()))
+}
+
+/// Merges broken-trace lists: newest first, each trace once with every kind recorded for
+/// it, at most `limit`.
+fn merge_broken(lists: Vec<Vec<BrokenTrace>>, limit: usize) -> Vec<BrokenTrace> {
+    let mut by_key: BTreeMap<(std::cmp::Reverse<u64>, TraceId), u8> = BTreeMap::new();
+    for b in lists.into_iter().flatten() {
+        *by_key.entry((std::cmp::Reverse(b.start_unix_nano), b.trace_id)).or_insert(0) |= b.kinds;
+    }
+    by_key
+        .into_iter()
+        .take(limit)
+        .map(|((std::cmp::Reverse(start_unix_nano), trace_id), kinds)| BrokenTrace {
+            start_unix_nano,
+            trace_id,
+            kinds,
+        })
+        .collect()
+}
+
+/// Merges edge health: each analyser counted the same calls (those it was up for), so the
+/// largest count of each edge is the cluster's.
+fn merge_edges(lists: Vec<Vec<EdgeHealth>>) -> Vec<EdgeHealth> {
+    let mut best: BTreeMap<(String, String, String), (u64, u64)> = BTreeMap::new();
+    for e in lists.into_iter().flatten() {
+        let b = best.entry((e.caller, e.callee, e.via)).or_default();
+        b.0 = b.0.max(e.crossed);
+        b.1 = b.1.max(e.lost);
+    }
+    best.into_iter()
+        .map(|((caller, callee, via), (crossed, lost))| EdgeHealth { caller, callee, via, crossed, lost })
+        .collect()
+}
+
+impl ChainIntegrity for RemoteIntegrity {
+    fn of_trace(&self, trace: &Trace) -> BoxFuture<'_, Option<Integrity>> {
+        let (id, req) = (trace.trace_id, ReadRequest::IntegrityOf(trace.clone()));
+        Box::pin(async move {
+            match self.ask_all(req).await {
+                Ok(answers) => best_integrity(answers.into_iter().filter_map(|r| match r {
+                    ReadResponse::Integrity(i) => i,
+                    _ => None,
+                })),
+                Err(e) => {
+                    tracing::warn!(trace = %id, error = %e, "cluster: a trace's integrity could not be asked");
+                    None
+                }
             }
-        }
+        })
+    }
+
+    fn kinds_of(&self, ids: &[TraceId]) -> BoxFuture<'_, Vec<u8>> {
+        let ids = ids.to_vec();
+        Box::pin(async move {
+            let mut kinds = vec![0u8; ids.len()];
+            match self.ask_all(ReadRequest::KindsOf(ids)).await {
+                Ok(answers) => {
+                    for r in answers {
+                        if let ReadResponse::Kinds(k) = r {
+                            for (mine, theirs) in kinds.iter_mut().zip(k) {
+                                *mine |= theirs;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cluster: integrity badges could not be asked"),
+            }
+            kinds
+        })
+    }
+
+    fn find_broken(
+        &self,
+        filter: IntegrityFilter,
+        start_unix_nano: u64,
+        end_unix_nano: u64,
+        after: Option<(u64, TraceId)>,
+        as_of_unix_nano: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<BrokenTrace>, StoreError>> {
+        Box::pin(async move {
+            let req = ReadRequest::FindBroken {
+                filter,
+                start_unix_nano,
+                end_unix_nano,
+                after,
+                as_of_unix_nano,
+                limit,
+            };
+            let mut lists = Vec::new();
+            for r in self.ask_all(req).await? {
+                let ReadResponse::Broken(b) = r else { return Err(unexpected("broken-trace")) };
+                lists.push(b);
+            }
+            Ok(merge_broken(lists, limit))
+        })
+    }
+
+    fn edges(
+        &self,
+        start_unix_nano: u64,
+        end_unix_nano: u64,
+    ) -> BoxFuture<'_, Result<Vec<EdgeHealth>, StoreError>> {
+        Box::pin(async move {
+            let mut lists = Vec::new();
+            for r in self.ask_all(ReadRequest::IntegrityEdges(start_unix_nano, end_unix_nano)).await? {
+                let ReadResponse::Edges(e) = r else { return Err(unexpected("edge health")) };
+                lists.push(e);
+            }
+            Ok(merge_edges(lists))
+        })
     }
 }
 
@@ -452,6 +603,36 @@ mod tests {
         assert_eq!(merged.traces.len(), 1);
         assert_eq!(merged.traces[0].span_count, 2);
         assert_eq!(merged.traces[0].start_unix_nano, 20);
+    }
+
+    #[test]
+    fn integrity_answers_merge_to_the_most_informed() {
+        let b = |start: u64, id: u8, kinds: u8| BrokenTrace {
+            start_unix_nano: start,
+            trace_id: TraceId([id; 16]),
+            kinds,
+        };
+        // One analyser missed trace 2 (it was down), the other recorded another kind of 1.
+        let merged =
+            merge_broken(vec![vec![b(9, 1, 1), b(5, 3, 4)], vec![b(9, 1, 2), b(7, 2, 1), b(5, 3, 4)]], 10);
+        assert_eq!(merged, vec![b(9, 1, 3), b(7, 2, 1), b(5, 3, 4)]);
+        assert_eq!(merge_broken(vec![vec![b(9, 1, 1), b(7, 2, 1)]], 1), vec![b(9, 1, 1)]);
+        let e = |crossed: u64, lost: u64| EdgeHealth {
+            caller: "a".into(),
+            callee: "b".into(),
+            via: "http".into(),
+            crossed,
+            lost,
+        };
+        assert_eq!(
+            merge_edges(vec![vec![e(10, 1)], vec![e(7, 2)]]),
+            vec![e(10, 2)],
+            "the larger count, not the sum"
+        );
+        let settling = Integrity { settled: false, complete: true, findings: Vec::new() };
+        let settled = Integrity { settled: true, complete: true, findings: Vec::new() };
+        assert_eq!(best_integrity([settling.clone(), settled.clone()]), Some(settled));
+        assert_eq!(best_integrity([]), None);
     }
 
     #[test]

@@ -14,7 +14,10 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use strand_core::logs::{LogBatch, LogPage, LogQuery, StoredLog};
 use strand_core::search::{DependencyEdge, Operation, SearchPage, TimeRange, TraceQuery};
-use strand_core::{ErrorKind, SpanBatch, SpanId, StoreError, Trace, TraceId, TraceStore};
+use strand_core::{
+    BrokenTrace, ChainIntegrity, EdgeHealth, ErrorKind, Integrity, IntegrityFilter, SpanBatch, SpanId,
+    StoreError, Trace, TraceId, TraceStore,
+};
 
 /// Tag of a message holding spans (format 1).
 const SPANS_V1: u8 = 1;
@@ -26,8 +29,9 @@ const READ_V1: u8 = 1;
 pub const READ_MEDIA_TYPE: &str = "application/x-strand-read";
 /// The read protocol's path on an ingester's query port.
 pub const READ_PATH: &str = "/api/v1/cluster/read";
-/// The largest read request an ingester takes (a request is a query, not data).
-const MAX_READ_REQUEST: usize = 1 << 20;
+/// The largest read request an ingester takes: a query, or a trace to analyse (at most
+/// `query.max_trace_spans` spans).
+const MAX_READ_REQUEST: usize = 64 << 20;
 
 /// A message's batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,6 +109,27 @@ pub enum ReadRequest {
     TraceLogs(TraceId, Option<SpanId>),
     /// [`strand_core::LogStore::find_logs`].
     FindLogs(LogQuery),
+    /// [`ChainIntegrity::of_trace`] of a trace as the querier read it.
+    IntegrityOf(Trace),
+    /// [`ChainIntegrity::kinds_of`].
+    KindsOf(Vec<TraceId>),
+    /// [`ChainIntegrity::find_broken`].
+    FindBroken {
+        /// The finding kinds asked for.
+        filter: IntegrityFilter,
+        /// Earliest trace start.
+        start_unix_nano: u64,
+        /// Latest trace start.
+        end_unix_nano: u64,
+        /// Strictly after this (start, id) in the search order.
+        after: Option<(u64, TraceId)>,
+        /// Recorded no later than this.
+        as_of_unix_nano: u64,
+        /// At most this many.
+        limit: usize,
+    },
+    /// [`ChainIntegrity::edges`].
+    IntegrityEdges(u64, u64),
 }
 
 /// An ingester's answer, one variant per [`ReadRequest`].
@@ -126,6 +151,14 @@ pub enum ReadResponse {
     Logs(Vec<StoredLog>),
     /// A log search page.
     LogPage(LogPage),
+    /// A trace's integrity, when it could be told.
+    Integrity(Option<Integrity>),
+    /// Finding kinds by position.
+    Kinds(Vec<u8>),
+    /// Broken traces, in search order.
+    Broken(Vec<BrokenTrace>),
+    /// Edge health.
+    Edges(Vec<EdgeHealth>),
 }
 
 /// A failed read, as the ingester's store reported it.
@@ -191,15 +224,23 @@ pub fn decode_response(body: &[u8]) -> Result<Result<ReadResponse, WireError>, S
     }
 }
 
-/// The ingester's side of the read protocol, over its store.
-pub fn router(store: Arc<dyn TraceStore>) -> Router {
+/// What an ingester answers queriers from.
+#[derive(Clone)]
+struct Sources {
+    store: Arc<dyn TraceStore>,
+    integrity: Option<Arc<dyn ChainIntegrity>>,
+}
+
+/// The ingester's side of the read protocol, over its store and chain analyser. A request
+/// carries a trace for [`ReadRequest::IntegrityOf`], hence the body limit of a trace read.
+pub fn router(store: Arc<dyn TraceStore>, integrity: Option<Arc<dyn ChainIntegrity>>) -> Router {
     Router::new()
         .route(READ_PATH, axum::routing::post(read))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_READ_REQUEST))
-        .with_state(store)
+        .with_state(Sources { store, integrity })
 }
 
-async fn read(State(store): State<Arc<dyn TraceStore>>, body: Bytes) -> Response {
+async fn read(State(sources): State<Sources>, body: Bytes) -> Response {
     let req: ReadRequest = match body.split_first() {
         Some((&READ_V1, rest)) => match postcard::from_bytes(rest) {
             Ok(r) => r,
@@ -216,11 +257,18 @@ async fn read(State(store): State<Arc<dyn TraceStore>>, body: Bytes) -> Response
         }
         None => return (StatusCode::BAD_REQUEST, "empty read request").into_response(),
     };
-    let answer = answer(&*store, req).await.map_err(|e| WireError::of(&e));
+    let answer = answer(&sources, req).await.map_err(|e| WireError::of(&e));
     ([(header::CONTENT_TYPE, READ_MEDIA_TYPE)], tagged(READ_V1, &answer)).into_response()
 }
 
-async fn answer(store: &dyn TraceStore, req: ReadRequest) -> Result<ReadResponse, StoreError> {
+async fn answer(sources: &Sources, req: ReadRequest) -> Result<ReadResponse, StoreError> {
+    let store = &*sources.store;
+    let chain = || {
+        sources
+            .integrity
+            .as_deref()
+            .ok_or(StoreError::Unsupported("chain integrity (it is off on this ingester)"))
+    };
     Ok(match req {
         ReadRequest::Traces(ids) => ReadResponse::Traces(store.get_traces(ids).await?),
         ReadRequest::Find(q) => ReadResponse::Find(store.find_traces(q).await?),
@@ -230,6 +278,16 @@ async fn answer(store: &dyn TraceStore, req: ReadRequest) -> Result<ReadResponse
         ReadRequest::Dependencies(r) => ReadResponse::Dependencies(store.dependencies(r).await?),
         ReadRequest::TraceLogs(t, s) => ReadResponse::Logs(store.trace_logs(t, s).await?),
         ReadRequest::FindLogs(q) => ReadResponse::LogPage(store.find_logs(q).await?),
+        ReadRequest::IntegrityOf(trace) => ReadResponse::Integrity(chain()?.of_trace(&trace).await),
+        ReadRequest::KindsOf(ids) => ReadResponse::Kinds(chain()?.kinds_of(&ids).await),
+        ReadRequest::FindBroken { filter, start_unix_nano, end_unix_nano, after, as_of_unix_nano, limit } => {
+            ReadResponse::Broken(
+                chain()?
+                    .find_broken(filter, start_unix_nano, end_unix_nano, after, as_of_unix_nano, limit)
+                    .await?,
+            )
+        }
+        ReadRequest::IntegrityEdges(start, end) => ReadResponse::Edges(chain()?.edges(start, end).await?),
     })
 }
 

@@ -151,7 +151,7 @@ impl Integrity {
 }
 
 /// What an `integrity=` search filter asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum IntegrityFilter {
     /// Any finding that breaks the chain.
     Broken,
@@ -194,7 +194,7 @@ pub struct EdgeHealth {
 
 /// A trace found by an `integrity=` search: its start and id (the search order), and the
 /// kinds of its findings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokenTrace {
     /// Earliest span start.
     pub start_unix_nano: u64,
@@ -208,12 +208,13 @@ pub struct BrokenTrace {
 pub trait ChainIntegrity: Send + Sync + 'static {
     /// The integrity of a trace read from the store: analysed now as it stands, with what
     /// the analyser learned from other traces (the other halves, which callees are
-    /// instrumented). Never fails; an empty trace is complete and settled.
-    fn of_trace(&self, trace: &Trace) -> BoxFuture<'_, Integrity>;
+    /// instrumented). An empty trace is complete and settled. `None` when it cannot be
+    /// told now (an analyser elsewhere did not answer).
+    fn of_trace(&self, trace: &Trace) -> BoxFuture<'_, Option<Integrity>>;
 
     /// The finding kinds recorded for settled traces, by id (`0` for none or unknown);
     /// cheap, for badges in search results.
-    fn kinds_of(&self, ids: &[TraceId]) -> Vec<u8>;
+    fn kinds_of(&self, ids: &[TraceId]) -> BoxFuture<'_, Vec<u8>>;
 
     /// Settled traces with findings matching `filter` whose start is in
     /// `[start, end]`, newest first (start descending, then id ascending), strictly after
@@ -227,11 +228,15 @@ pub trait ChainIntegrity: Send + Sync + 'static {
         after: Option<(u64, TraceId)>,
         as_of_unix_nano: u64,
         limit: usize,
-    ) -> Vec<BrokenTrace>;
+    ) -> BoxFuture<'_, Result<Vec<BrokenTrace>, crate::StoreError>>;
 
     /// Per caller → callee edge, calls whose context crossed and was lost, counted from
     /// every span before sampling, for calls that started in `[start, end]`.
-    fn edges(&self, start_unix_nano: u64, end_unix_nano: u64) -> Vec<EdgeHealth>;
+    fn edges(
+        &self,
+        start_unix_nano: u64,
+        end_unix_nano: u64,
+    ) -> BoxFuture<'_, Result<Vec<EdgeHealth>, crate::StoreError>>;
 }
 
 /// Sees every span as it is received, before sampling. Called concurrently from the

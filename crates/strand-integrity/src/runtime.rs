@@ -422,7 +422,7 @@ impl SpanObserver for ChainAnalyser {
 }
 
 impl ChainIntegrity for ChainAnalyser {
-    fn of_trace(&self, trace: &Trace) -> BoxFuture<'_, Integrity> {
+    fn of_trace(&self, trace: &Trace) -> BoxFuture<'_, Option<Integrity>> {
         let id = trace.trace_id;
         let now = self.clock.now_unix_nano();
         let mut strings = crate::span::Interner::default();
@@ -458,15 +458,43 @@ impl ChainIntegrity for ChainAnalyser {
             // from before a restart): what the trace shows by itself.
             None => analysis.findings,
         };
-        Box::pin(async move { Integrity { settled: !pending, complete: analysis.complete, findings } })
+        Box::pin(async move { Some(Integrity { settled: !pending, complete: analysis.complete, findings }) })
     }
 
-    fn kinds_of(&self, ids: &[TraceId]) -> Vec<u8> {
-        let index = self.index.read();
-        ids.iter().map(|id| index.by_id.get(id).map_or(0, |e| e.kinds)).collect()
+    fn kinds_of(&self, ids: &[TraceId]) -> BoxFuture<'_, Vec<u8>> {
+        let kinds = {
+            let index = self.index.read();
+            ids.iter().map(|id| index.by_id.get(id).map_or(0, |e| e.kinds)).collect()
+        };
+        Box::pin(async move { kinds })
     }
 
     fn find_broken(
+        &self,
+        filter: IntegrityFilter,
+        start_unix_nano: u64,
+        end_unix_nano: u64,
+        after: Option<(u64, TraceId)>,
+        as_of_unix_nano: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<BrokenTrace>, strand_core::StoreError>> {
+        let found = self.broken(filter, start_unix_nano, end_unix_nano, after, as_of_unix_nano, limit);
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn edges(
+        &self,
+        start_unix_nano: u64,
+        end_unix_nano: u64,
+    ) -> BoxFuture<'_, Result<Vec<EdgeHealth>, strand_core::StoreError>> {
+        let edges = self.observer.lock().edges(start_unix_nano, end_unix_nano);
+        Box::pin(async move { Ok(edges) })
+    }
+}
+
+impl ChainAnalyser {
+    /// [`ChainIntegrity::find_broken`], answered from the index at once.
+    fn broken(
         &self,
         filter: IntegrityFilter,
         start_unix_nano: u64,
@@ -492,9 +520,5 @@ impl ChainIntegrity for ChainAnalyser {
             })
             .take(limit)
             .collect()
-    }
-
-    fn edges(&self, start_unix_nano: u64, end_unix_nano: u64) -> Vec<EdgeHealth> {
-        self.observer.lock().edges(start_unix_nano, end_unix_nano)
     }
 }

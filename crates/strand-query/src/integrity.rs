@@ -133,8 +133,9 @@ pub(crate) async fn search(
             ));
             break;
         }
-        let candidates =
-            chain.find_broken(filter, q.start_unix_nano, q.end_unix_nano, after, as_of, batch.min(budget));
+        let candidates = chain
+            .find_broken(filter, q.start_unix_nano, q.end_unix_nano, after, as_of, batch.min(budget))
+            .await?;
         budget -= candidates.len();
         let Some(last) = candidates.last() else { break };
         after = Some((last.start_unix_nano, last.trace_id));
@@ -170,11 +171,12 @@ pub(crate) async fn search(
 }
 
 /// The finding kinds of search results, by position (`[]` where none or unknown).
-pub(crate) fn kinds_of(st: &QueryState, traces: &[TraceSummary]) -> Vec<Vec<&'static str>> {
+pub(crate) async fn kinds_of(st: &QueryState, traces: &[TraceSummary]) -> Vec<Vec<&'static str>> {
     let Some(chain) = st.integrity.as_deref() else { return vec![Vec::new(); traces.len()] };
     let ids: Vec<_> = traces.iter().map(|t| t.trace_id).collect();
     chain
         .kinds_of(&ids)
+        .await
         .into_iter()
         .map(|bits| FindingKind::ALL.iter().filter(|k| bits & k.bit() != 0).map(|k| k.as_str()).collect())
         .collect()
@@ -183,7 +185,7 @@ pub(crate) fn kinds_of(st: &QueryState, traces: &[TraceSummary]) -> Vec<Vec<&'st
 /// A trace's integrity, when analysis is on.
 pub(crate) async fn of_trace(st: &QueryState, trace: &Trace) -> Option<Integrity> {
     match st.integrity.as_deref() {
-        Some(chain) => Some(chain.of_trace(trace).await),
+        Some(chain) => chain.of_trace(trace).await,
         None => None,
     }
 }
@@ -209,6 +211,7 @@ pub(crate) async fn edges(
     }
     let edges: Vec<_> = chain
         .edges(start, end)
+        .await?
         .into_iter()
         .map(|e| {
             let calls = e.crossed + e.lost;

@@ -143,7 +143,7 @@ pub(crate) async fn search(
     // (a range or limit reduced to the server's bounds) do not.
     let complete = page.warnings.is_empty();
     warnings.append(&mut page.warnings);
-    let kinds = crate::integrity::kinds_of(&st, &page.traces);
+    let kinds = crate::integrity::kinds_of(&st, &page.traces).await;
     let traces: Vec<SummaryJson> = page
         .traces
         .iter()

@@ -73,6 +73,15 @@ impl Node {
         }
     }
 
+    /// A querier's chain integrity for `tenant`: the ingesters' analysers, merged.
+    pub fn integrity_for(&self, tenant: &str) -> Option<Arc<dyn strand_core::ChainIntegrity>> {
+        let members = self.members.clone()?;
+        Some(Arc::new(strand_cluster::querier::RemoteIntegrity::new(
+            members,
+            (tenant != SINGLE_TENANT).then(|| tenant.to_owned()),
+        )))
+    }
+
     /// Starts consuming (ingesters): registers as reachable at `url` and balances the
     /// partitions until `stop`; the returned task ends once the leases are given back.
     pub fn start_ingester(
@@ -128,6 +137,22 @@ struct TenantSinks(Weak<Tenants>);
 impl Sinks for TenantSinks {
     fn check_tenant(&self, tenant: &str) -> Result<(), String> {
         crate::auth::check_tenant_id(tenant)
+    }
+
+    fn observe(&self, tenant: Option<&str>, batch: strand_core::SpanBatch) -> BoxFuture<'_, ()> {
+        let tenant = tenant.unwrap_or(SINGLE_TENANT).to_owned();
+        Box::pin(async move {
+            let Some(tenants) = self.0.upgrade() else { return };
+            if tenant != SINGLE_TENANT && !tenants.multitenant() {
+                return;
+            }
+            if let Ok(stack) = tenants.get(&tenant).await
+                && let Some(analyser) = &stack.integrity
+            {
+                use strand_core::SpanObserver as _;
+                analyser.observe(&batch, strand_store::now_unix_nano());
+            }
+        })
     }
 
     fn sinks(

@@ -651,8 +651,14 @@ impl Tenants {
         } else {
             None
         };
+        // An ingester's analyser sees every partition's spans through a consumer of its
+        // own (`strand_cluster::ingester`), not only what this ingester stores.
         let observers: Vec<Arc<dyn SpanObserver>> =
-            integrity.iter().map(|a| a.clone() as Arc<dyn SpanObserver>).collect();
+            if self.node.as_ref().is_some_and(|n| n.role == strand_cluster::Role::Ingester) {
+                Vec::new()
+            } else {
+                integrity.iter().map(|a| a.clone() as Arc<dyn SpanObserver>).collect()
+            };
         let no_sampling = strand_sampling::SamplingConfig::default();
         let pipeline = Arc::new(
             Pipeline::open(
@@ -679,7 +685,13 @@ impl Tenants {
         } else {
             self.base.with_sinks(limited.clone(), Some(limited.clone()))
         };
-        let chain = integrity.clone().map(|a| a as Arc<dyn ChainIntegrity>);
+        let mut chain = integrity.clone().map(|a| a as Arc<dyn ChainIntegrity>);
+        if cfg.integrity.enabled && !empty {
+            // A querier's analysis is the ingesters'.
+            if let Some(remote) = self.node.as_ref().and_then(|n| n.integrity_for(tenant)) {
+                chain = Some(remote);
+            }
+        }
         let mut query = strand_query::router(
             store.clone() as Arc<dyn TraceReader>,
             cfg.query.to_limits(),
@@ -689,7 +701,10 @@ impl Tenants {
         .merge(crate::red_router(pipeline.clone()));
         if self.node.as_ref().is_some_and(|n| n.role == strand_cluster::Role::Ingester) {
             // Queriers read this ingester's store through the cluster's read protocol.
-            query = query.merge(strand_cluster::wire::router(store.clone()));
+            query = query.merge(strand_cluster::wire::router(
+                store.clone(),
+                integrity.clone().map(|a| a as Arc<dyn ChainIntegrity>),
+            ));
         }
         let query = query.fallback(|uri: axum::http::Uri| async move {
             (StatusCode::NOT_FOUND, format!("no such path: {}", uri.path()))

@@ -2,7 +2,9 @@
 //! `scripts/test.sh` installs): two receivers, two ingesters, one querier. Spans of one
 //! trace go through both receivers; an ingester is killed with SIGKILL in the middle and
 //! restarted, another leaves; every acknowledged span is read back through the querier
-//! exactly once, and searches, services and dependencies answer as for one machine.
+//! exactly once, searches, services and dependencies answer as for one machine, and chain
+//! integrity (a queue hop whose two traces land on two ingesters included) finds what one
+//! machine finds on the same spans.
 
 mod common;
 
@@ -67,6 +69,8 @@ fn role_args(role: &str, nats: &str, id: Option<&str>) -> Vec<String> {
         "cluster.lease_ttl=10s".to_owned(),
         "--set".to_owned(),
         "cluster.ack_wait=2s".to_owned(),
+        "--set".to_owned(),
+        "integrity.settle_time=1s".to_owned(),
     ];
     if let Some(id) = id {
         args.extend(["--set".to_owned(), format!("cluster.ingester_id={id}")]);
@@ -319,6 +323,58 @@ async fn two_receivers_two_ingesters_one_querier_lose_nothing_through_a_kill() {
         .collect();
     assert_eq!(edges, sent.edges(), "dependencies through the querier");
     assert!(edges.get(&("gateway".to_owned(), "user-service".to_owned())) >= Some(&150), "{deps}");
+
+    // Chain integrity through the querier is what one machine finds on the same spans.
+    let one = spawn_binary(&d("one"), &["--set", "integrity.settle_time=1s"]);
+    for chunk in sent.spans.chunks(500) {
+        export_batch_to(&one.otlp_http, &SpanBatch::from_stored(chunk.iter().cloned())).await;
+    }
+    let broken = |server: &ChildServer| {
+        let url = format!("http://{}/api/v1/search?integrity=broken&limit=1000&since=1h", server.http);
+        async move {
+            let page = get_json(&url).await;
+            let mut ids: Vec<(String, String)> = page["traces"]
+                .as_array()
+                .expect("traces")
+                .iter()
+                .map(|t| (t["traceId"].as_str().expect("id").to_owned(), t["integrity"].to_string()))
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let expected = eventually("one machine to settle the broken traces", || async {
+        let found = broken(&one).await;
+        (!found.is_empty()).then_some(found)
+    })
+    .await;
+    eventually("the querier to find the same broken traces", || async {
+        let found = broken(&querier).await;
+        (found == expected).then_some(())
+    })
+    .await;
+    for (id, _) in &expected {
+        let findings = |server: &ChildServer| {
+            let url = format!("http://{}/api/v1/traces/{id}", server.http);
+            async move { get_json(&url).await["integrity"].clone() }
+        };
+        assert_eq!(findings(&querier).await, findings(&one).await, "trace {id}'s integrity");
+    }
+    let edges = |server: &ChildServer| {
+        let url = format!("http://{}/api/v1/integrity/edges", server.http);
+        async move {
+            let body = get_json(&url).await;
+            let mut e: Vec<String> = body["edges"]
+                .as_array()
+                .expect("edges")
+                .iter()
+                .map(|e| format!("{} -> {} via {}", e["caller"], e["callee"], e["via"]))
+                .collect();
+            e.sort();
+            e
+        }
+    };
+    assert_eq!(edges(&querier).await, edges(&one).await, "edge health through the querier");
 
     // An ingester that leaves gives its partitions back at once; the other takes them all.
     let status =
