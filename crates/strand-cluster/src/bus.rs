@@ -82,7 +82,10 @@ impl Bus {
                 }
             }
         };
-        let js = jetstream::new(client.clone());
+        let mut js = jetstream::new(client.clone());
+        // Publishes, acknowledgements and key-value calls wait this long (the client's
+        // default is 5 s).
+        js.set_timeout(cfg.publish_timeout.0);
         let stream = js
             .get_or_create_stream(stream::Config {
                 name: cfg.stream_name(),

@@ -111,6 +111,11 @@ impl Members {
         let resp = req.send().await.map_err(|e| failed(e.to_string()))?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| failed(e.to_string()))?;
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            return Err(failed(format!(
+                "{status}: the ingester refused this querier's token; set cluster.token to a token with the read scope (and the tenants) the ingesters accept"
+            )));
+        }
         if !status.is_success() {
             return Err(failed(format!(
                 "{status}: {}",

@@ -547,8 +547,9 @@ impl Tenants {
                 Listener::Zipkin => path == "/api/v2/spans",
                 Listener::Query | Listener::RemoteSampling => false,
             };
-        // A querier's tenants have their data on the ingesters, never in its own directory.
-        let remote = self.node.as_ref().is_some_and(|n| n.role == strand_cluster::Role::Querier);
+        // A querier's tenants have their data on the ingesters, a receiver's nowhere: their
+        // stacks keep nothing on disk and answer reads as their role does.
+        let remote = self.node.as_ref().is_some_and(|n| n.stateless());
         if !stores && !remote && !self.dir(tenant).exists() {
             if let Some(e) = self.empty.lock().clone() {
                 return Ok(e);
