@@ -59,6 +59,9 @@ pub struct Member {
     pub id: String,
     /// Where queriers reach its query port.
     pub url: String,
+    /// When it started (Unix nanoseconds): its RED history begins then.
+    #[serde(default)]
+    pub started_unix_nano: u64,
 }
 
 impl Bus {

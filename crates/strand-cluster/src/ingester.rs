@@ -36,9 +36,10 @@ pub trait Sinks: Send + Sync + 'static {
     /// tenant id this ingester may store; the reason when not.
     fn check_tenant(&self, tenant: &str) -> Result<(), String>;
 
-    /// Shows `batch` of `tenant` to its chain analyser: every ingester's analyser sees
-    /// every span, whichever ingester stores it, so a queue hop whose two traces fall in
-    /// two partitions is matched as on one machine.
+    /// Shows `batch` of `tenant` to its chain analyser and RED metrics: every ingester's
+    /// sees every span, whichever ingester stores it, so a queue hop whose two traces fall
+    /// in two partitions is matched as on one machine, and any ingester can answer for the
+    /// RED metrics of the whole cluster.
     fn observe(&self, tenant: Option<&str>, batch: SpanBatch) -> BoxFuture<'_, ()>;
 
     /// The span and log sinks of `tenant`.
@@ -85,7 +86,13 @@ impl Ingester {
     pub fn new(bus: Arc<Bus>, id: String, url: String, sinks: Arc<dyn Sinks>) -> Arc<Self> {
         Arc::new(Self {
             bus,
-            me: Member { id, url },
+            me: Member {
+                id,
+                url,
+                started_unix_nano: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64),
+            },
             sinks,
             stats: Stats::default(),
             owned: Default::default(),

@@ -131,6 +131,48 @@ impl Members {
         }
     }
 
+    /// Forwards a GET of the query API (`path_and_query`) to the ingester up longest (the
+    /// longest RED history) that answers; its status, content type and body.
+    pub async fn proxy_get(
+        &self,
+        tenant: Option<&str>,
+        path_and_query: &str,
+    ) -> Result<(u16, Option<String>, bytes::Bytes), StoreError> {
+        let mut members = self.list().await?;
+        members.sort_by_key(|m| (m.started_unix_nano, m.id.clone()));
+        let mut last = StoreError::Unavailable(
+            "no ingester is registered in the cluster (are they running and reaching NATS?)".into(),
+        );
+        for m in &members {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            let mut req = self.http.get(format!("{}{path_and_query}", m.url.trim_end_matches('/')));
+            if let Some(t) = &self.bus.cfg.token {
+                req = req.bearer_auth(t);
+            }
+            if let Some(t) = tenant {
+                req = req.header("X-Scope-OrgID", t);
+            }
+            let answer = async {
+                let resp = req.send().await?;
+                let status = resp.status().as_u16();
+                let kind = resp
+                    .headers()
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                Ok::<_, reqwest::Error>((status, kind, resp.bytes().await?))
+            };
+            match answer.await {
+                Ok(a) => return Ok(a),
+                Err(e) => {
+                    self.failures.fetch_add(1, Ordering::Relaxed);
+                    last = StoreError::Unavailable(format!("ingester {} at {}: {e}", m.id, m.url));
+                }
+            }
+        }
+        Err(last)
+    }
+
     /// Counters of the reads sent to ingesters.
     pub fn metric_families(&self) -> Vec<MetricFamily> {
         vec![

@@ -261,7 +261,30 @@ async fn read(State(sources): State<Sources>, body: Bytes) -> Response {
     ([(header::CONTENT_TYPE, READ_MEDIA_TYPE)], tagged(READ_V1, &answer)).into_response()
 }
 
+/// The most ids, results or spans one read asks for: a querier asks for a page or a
+/// trace's worth, never more; anything larger is refused rather than built.
+const MAX_READ_ITEMS: usize = 100_000;
+
+/// Refuses a request asking for more than [`MAX_READ_ITEMS`].
+fn bounded(req: &ReadRequest) -> Result<(), StoreError> {
+    let asked = match req {
+        ReadRequest::Traces(ids) | ReadRequest::KindsOf(ids) => ids.len(),
+        ReadRequest::Find(q) => q.limit,
+        ReadRequest::FindLogs(q) => q.limit,
+        ReadRequest::FindBroken { limit, .. } => *limit,
+        ReadRequest::IntegrityOf(t) => t.spans.len(),
+        _ => 0,
+    };
+    if asked > MAX_READ_ITEMS {
+        return Err(StoreError::InvalidQuery(format!(
+            "a cluster read asks for {asked} items, more than the {MAX_READ_ITEMS} one read may"
+        )));
+    }
+    Ok(())
+}
+
 async fn answer(sources: &Sources, req: ReadRequest) -> Result<ReadResponse, StoreError> {
+    bounded(&req)?;
     let store = &*sources.store;
     let chain = || {
         sources
@@ -306,6 +329,14 @@ mod tests {
         assert!(matches!(decode(&[SPANS_V1, 0xff]), Err(DecodeError::Bad(_))));
         assert!(decode(&[]).is_err());
         assert!(decode(&[SPANS_V1, 0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn oversized_reads_are_refused() {
+        assert!(bounded(&ReadRequest::Find(TraceQuery::all(20))).is_ok());
+        let e = bounded(&ReadRequest::Find(TraceQuery::all(MAX_READ_ITEMS + 1))).expect_err("too many");
+        assert!(matches!(e, StoreError::InvalidQuery(ref m) if m.contains("100000")), "{e}");
+        assert!(bounded(&ReadRequest::Traces(vec![TraceId([1; 16]); MAX_READ_ITEMS + 1])).is_err());
     }
 
     #[test]

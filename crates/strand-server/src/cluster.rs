@@ -11,7 +11,7 @@ use strand_cluster::publish::{PublishStats, Publisher};
 use strand_cluster::querier::{Members, RemoteStore};
 use strand_cluster::{ClusterConfig, Role};
 use strand_core::metrics::MetricFamily;
-use strand_core::{BoxFuture, LogSink, SinkError, SpanSink, TraceStore};
+use strand_core::{BoxFuture, SinkError, TraceStore};
 
 use crate::auth::SINGLE_TENANT;
 use crate::tenants::{TenantError, Tenants};
@@ -82,6 +82,33 @@ impl Node {
         )))
     }
 
+    /// A querier's RED and service-performance routes: forwarded to an ingester, whose
+    /// RED metrics count every span of the cluster.
+    pub fn red_proxy(&self, tenant: &str) -> axum::Router {
+        use axum::extract::State;
+        use axum::response::IntoResponse as _;
+        let members = self.members.clone().expect("a querier lists members");
+        let state = (members, (tenant != SINGLE_TENANT).then(|| tenant.to_owned()));
+        let forward = |State((members, tenant)): State<(Arc<Members>, Option<String>)>,
+                       uri: axum::http::Uri| async move {
+            let path = uri.path_and_query().map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
+            match members.proxy_get(tenant.as_deref(), &path).await {
+                Ok((status, kind, body)) => {
+                    let status = axum::http::StatusCode::from_u16(status)
+                        .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+                    let kind = kind.unwrap_or_else(|| "application/json".into());
+                    (status, [(axum::http::header::CONTENT_TYPE, kind)], body).into_response()
+                }
+                Err(e) => strand_query::ApiError::from(e).into_response(),
+            }
+        };
+        axum::Router::new()
+            .route("/api/v1/metrics/red", axum::routing::get(forward))
+            .route("/api/metrics/minstep", axum::routing::get(forward))
+            .route("/api/metrics/{kind}", axum::routing::get(forward))
+            .with_state(state)
+    }
+
     /// Starts consuming (ingesters): registers as reachable at `url` and balances the
     /// partitions until `stop`; the returned task ends once the leases are given back.
     pub fn start_ingester(
@@ -146,11 +173,13 @@ impl Sinks for TenantSinks {
             if tenant != SINGLE_TENANT && !tenants.multitenant() {
                 return;
             }
-            if let Ok(stack) = tenants.get(&tenant).await
-                && let Some(analyser) = &stack.integrity
-            {
-                use strand_core::SpanObserver as _;
-                analyser.observe(&batch, strand_store::now_unix_nano());
+            if let Ok(stack) = tenants.get(&tenant).await {
+                let now = strand_store::now_unix_nano();
+                stack.red.observe(&batch, now);
+                if let Some(analyser) = &stack.integrity {
+                    use strand_core::SpanObserver as _;
+                    analyser.observe(&batch, now);
+                }
             }
         })
     }
@@ -168,10 +197,8 @@ impl Sinks for TenantSinks {
                 )));
             }
             match tenants.get(&tenant).await {
-                Ok(stack) => Ok((
-                    stack.pipeline.clone() as Arc<dyn SpanSink>,
-                    stack.pipeline.clone() as Arc<dyn LogSink>,
-                )),
+                // The pipeline behind the tenants' shared memory bound.
+                Ok(stack) => Ok(stack.sinks()),
                 Err(TenantError::TooMany(n)) => {
                     Err(SinkError::Overloaded(format!("multitenancy.max_tenants ({n}) tenants are open")))
                 }

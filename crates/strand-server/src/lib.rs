@@ -35,7 +35,6 @@ use serde::Serialize;
 use strand_core::{LogSink, SpanSink};
 use strand_ingest::{IngestLimits, Receiver};
 
-use strand_sampling::runtime::Pipeline;
 use strand_sampling::runtime::remote::RemoteSampling;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -125,8 +124,7 @@ pub async fn run(
     let node = cluster::Node::open(&cfg.cluster).await?;
     let tenants = tenants::Tenants::start(cfg.clone(), base, stop_tx.subscribe(), node.clone()).await?;
     let primary = tenants.primary();
-    let remote =
-        Arc::new(RemoteSampling::open(&cfg.remote_sampling, &cfg.data_dir, primary.pipeline.red().clone())?);
+    let remote = Arc::new(RemoteSampling::open(&cfg.remote_sampling, &cfg.data_dir, primary.red.clone())?);
     let mut featured = None;
     if cfg.demo {
         let now = strand_store::now_unix_nano();
@@ -383,13 +381,13 @@ pub async fn run(
     Ok(())
 }
 
-/// The RED and service-performance routes of one tenant's pipeline.
-pub(crate) fn red_router(pipeline: Arc<Pipeline>) -> Router {
+/// The RED and service-performance routes of one tenant's RED metrics.
+pub(crate) fn red_router(red: Arc<strand_sampling::red::RedMetrics>) -> Router {
     Router::new()
         .route("/api/v1/metrics/red", get(red_metrics))
         .route("/api/metrics/minstep", get(spm::min_step))
         .route("/api/metrics/{kind}", get(spm::metrics))
-        .with_state(pipeline)
+        .with_state(red)
 }
 
 /// `GET /api/v1/tenants`: the tenants the caller may read (its token's, or every open one),
@@ -529,7 +527,7 @@ struct RedParams {
 /// `GET /api/v1/metrics/red?service=&since=15m`: rate, errors and duration per operation,
 /// from every span before sampling, over the last `since` (at most an hour).
 async fn red_metrics(
-    State(pipeline): State<Arc<Pipeline>>,
+    State(red): State<Arc<strand_sampling::red::RedMetrics>>,
     params: Result<axum::extract::Query<RedParams>, axum::extract::rejection::QueryRejection>,
 ) -> axum::response::Response {
     let bad = |msg: String| {
@@ -546,7 +544,7 @@ async fn red_metrics(
         Some(Err(e)) => return bad(format!("`since`: {e}")),
     };
     let now = strand_store::now_unix_nano();
-    let (from, operations) = pipeline.red().query(params.service.as_deref(), since.as_nanos() as u64, now);
+    let (from, operations) = red.query(params.service.as_deref(), since.as_nanos() as u64, now);
     axum::Json(serde_json::json!({
         "service": params.service,
         "fromUnixNano": from.to_string(),
@@ -572,7 +570,7 @@ async fn metrics(State(m): State<Arc<MetricSources>>) -> axum::response::Respons
         let mut families = stack.store.metrics().await;
         families.extend(stack.receiver.stats().metric_families());
         families.extend(stack.pipeline.metric_families());
-        families.extend(stack.pipeline.red().metric_families());
+        families.extend(stack.red.metric_families());
         if let Some(a) = &stack.integrity {
             families.extend(a.metric_families());
         }

@@ -23,8 +23,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use strand_core::SpanKind;
 use strand_query::params::Params;
+use strand_sampling::red::RedMetrics;
 use strand_sampling::red::{RedSeries, SeriesQuery};
-use strand_sampling::runtime::Pipeline;
 
 const MINUTE_MS: u64 = 60_000;
 /// The history the RED metrics keep.
@@ -52,17 +52,17 @@ pub async fn min_step() -> Response {
 
 /// `GET /api/metrics/{latencies|calls|errors}`.
 pub async fn metrics(
-    State(pipeline): State<Arc<Pipeline>>,
+    State(red): State<Arc<RedMetrics>>,
     Path(kind): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    match answer(&pipeline, &kind, raw.as_deref(), strand_store::now_unix_nano()) {
+    match answer(&red, &kind, raw.as_deref(), strand_store::now_unix_nano()) {
         Ok(v) => Json(v).into_response(),
         Err(r) => refusal_response(r),
     }
 }
 
-fn answer(pipeline: &Pipeline, kind: &str, raw: Option<&str>, now: u64) -> Result<Value, Refusal> {
+fn answer(red: &RedMetrics, kind: &str, raw: Option<&str>, now: u64) -> Result<Value, Refusal> {
     let p = Params::parse(raw).map_err(|e| bad(e.parts().1))?;
     let u64_param = |name: &str| p.u64(&[name]).map_err(|e| bad(e.parts().1));
     let services: Vec<String> = p.all("service").into_iter().map(str::to_owned).collect();
@@ -112,7 +112,7 @@ fn answer(pipeline: &Pipeline, kind: &str, raw: Option<&str>, now: u64) -> Resul
         window: rate_per.saturating_mul(1_000_000),
         quantile,
     };
-    let series = pipeline.red().series(&q, now);
+    let series = red.series(&q, now);
     let window_secs = rate_per as f64 / 1e3;
     let value = |pt: &strand_sampling::red::RedPoint| -> Option<f64> {
         match kind {

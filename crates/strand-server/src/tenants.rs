@@ -381,6 +381,9 @@ pub struct Stack {
     pub pipeline: Arc<Pipeline>,
     /// Its chain-integrity analyser.
     pub integrity: Option<Arc<ChainAnalyser>>,
+    /// Its RED metrics (every span received, before sampling; on an ingester every span
+    /// of the cluster).
+    pub red: Arc<strand_sampling::red::RedMetrics>,
     /// Its receivers' front (the Jaeger agent's UDP ports use the primary stack's).
     pub receiver: Receiver,
     limited: Arc<Limited>,
@@ -405,6 +408,11 @@ impl Stack {
             Listener::Query => self.routes.query.clone(),
             Listener::RemoteSampling => return None,
         })
+    }
+
+    /// What its receivers write to: its pipeline behind its limits.
+    pub fn sinks(&self) -> (Arc<dyn SpanSink>, Arc<dyn LogSink>) {
+        (self.limited.clone(), self.limited.clone())
     }
 
     /// Spans and log records its ingest limits refused.
@@ -654,17 +662,26 @@ impl Tenants {
         };
         // An ingester's analyser sees every partition's spans through a consumer of its
         // own (`strand_cluster::ingester`), not only what this ingester stores.
-        let observers: Vec<Arc<dyn SpanObserver>> =
-            if self.node.as_ref().is_some_and(|n| n.role == strand_cluster::Role::Ingester) {
-                Vec::new()
-            } else {
-                integrity.iter().map(|a| a.clone() as Arc<dyn SpanObserver>).collect()
-            };
+        let ingester = self.node.as_ref().is_some_and(|n| n.role == strand_cluster::Role::Ingester);
+        let observers: Vec<Arc<dyn SpanObserver>> = if ingester {
+            Vec::new()
+        } else {
+            integrity.iter().map(|a| a.clone() as Arc<dyn SpanObserver>).collect()
+        };
         let no_sampling = strand_sampling::SamplingConfig::default();
         let pipeline = Arc::new(
             Pipeline::open(
                 store.clone(),
-                red,
+                // An ingester's RED counts every partition (fed with its analyser, see
+                // `cluster`); what its pipeline counts, its own partitions, is not shown.
+                if ingester {
+                    Arc::new(strand_sampling::red::RedMetrics::new(
+                        strand_sampling::red::RedLimits::default(),
+                        strand_store::now_unix_nano(),
+                    ))
+                } else {
+                    red.clone()
+                },
                 observers,
                 if empty || stateless { &no_sampling } else { &cfg.sampling },
                 dir,
@@ -673,7 +690,14 @@ impl Tenants {
             .await
             .context("starting tail sampling")?,
         );
-        let limited = Arc::new(Limited::new(tenant, pipeline.clone(), limits, self.unwritten.clone()));
+        // Rate limits apply where clients send (receivers); an ingester keeps only the
+        // shared memory bound, whose refusal hands the message back for later.
+        let limited = Arc::new(Limited::new(
+            tenant,
+            pipeline.clone(),
+            if ingester { None } else { limits },
+            self.unwritten.clone(),
+        ));
         if !empty {
             self.unwritten.stores.write().push(store.clone());
         }
@@ -699,7 +723,11 @@ impl Tenants {
             chain,
             Some(store.clone() as Arc<dyn LogStore>),
         )
-        .merge(crate::red_router(pipeline.clone()));
+        .merge(match self.node.as_ref().filter(|n| n.role == strand_cluster::Role::Querier) {
+            // Any ingester's RED covers the whole cluster: a querier asks one.
+            Some(node) => node.red_proxy(tenant),
+            None => crate::red_router(red.clone()),
+        });
         if self.node.as_ref().is_some_and(|n| n.role == strand_cluster::Role::Ingester) {
             // Queriers read this ingester's store through the cluster's read protocol.
             query = query.merge(strand_cluster::wire::router(
@@ -725,6 +753,7 @@ impl Tenants {
             store,
             pipeline: pipeline.clone(),
             integrity: integrity.clone(),
+            red: red.clone(),
             receiver,
             limited,
             routes,

@@ -375,6 +375,24 @@ async fn two_receivers_two_ingesters_one_querier_lose_nothing_through_a_kill() {
         }
     };
     assert_eq!(edges(&querier).await, edges(&one).await, "edge health through the querier");
+    // RED counts every span received, as on one machine (any ingester's covers them all).
+    let red = |server: &ChildServer| {
+        let url = format!("http://{}/api/v1/metrics/red?since=1h", server.http);
+        async move {
+            let body = get_json(&url).await;
+            let mut ops: Vec<String> = body["operations"]
+                .as_array()
+                .expect("operations")
+                .iter()
+                .map(|o| format!("{} {} {} {}", o["service"], o["operation"], o["spanKind"], o["requests"]))
+                .collect();
+            ops.sort();
+            ops
+        }
+    };
+    let expected = red(&one).await;
+    assert!(expected.iter().any(|o| o.starts_with("\"gateway\"")), "{expected:?}");
+    assert_eq!(red(&querier).await, expected, "RED through the querier");
 
     // An ingester that leaves gives its partitions back at once; the other takes them all.
     let status =
