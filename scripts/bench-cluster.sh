@@ -23,7 +23,7 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$WORK"
+  [ -n "${KEEP:-}" ] && echo "kept $WORK" >&2 || rm -rf "$WORK"
 }
 trap cleanup EXIT
 TCK="$(getconf CLK_TCK)"
@@ -43,7 +43,7 @@ run_cluster() {
   "$NATS" -js -a 127.0.0.1 -p "$nport" -sd "$dir/nats" >"$dir/nats.log" 2>&1 &
   local npid=$!; PIDS+=("$npid")
   sleep 0.5
-  local common=(--set "cluster.nats_url=nats://127.0.0.1:$nport" --set cluster.partitions=16)
+  local common=(--set "cluster.nats_url=nats://127.0.0.1:$nport" --set cluster.partitions=${PARTS:-16} ${BENCH_SET:-})
   local rgrpc rhttp; rgrpc="$(free_port)"; rhttp="$(free_port)"
   "$BIN" serve --role receiver --data-dir "$dir/r" --otlp-grpc-listen "127.0.0.1:$rgrpc" \
     --otlp-http-listen 127.0.0.1:0 --jaeger-thrift-listen 127.0.0.1:0 --jaeger-agent-listen 127.0.0.1:0 \
@@ -66,11 +66,13 @@ run_cluster() {
   for _ in $(seq 1 300); do
     local owned=0
     for h in "${ihttps[@]}"; do owned=$((owned + $(metric "$h" strand_cluster_partitions_owned))); done
-    [ "$owned" -ge 16 ] && break
+    [ "$owned" -ge "${PARTS:-16}" ] && break
     sleep 0.2
   done
-  local before=0
+  local before=0 r0 i0=0 n0
   for p in "$rpid" "${ipids[@]}" "$npid"; do before="$(calc "$before + $(cpu "$p")")"; done
+  r0="$(cpu "$rpid")"; n0="$(cpu "$npid")"
+  for p in "${ipids[@]}"; do i0="$(calc "$i0 + $(cpu "$p")")"; done
   local t0; t0="$(date +%s.%N)"
   "$BIN" bench ingest --target "127.0.0.1:$rgrpc" --spans "$SPANS" --lookups 0 --json >"$dir/bench.json" 2>"$dir/bench.log"
   # Written: every message the receiver published has been consumed.
@@ -86,8 +88,11 @@ run_cluster() {
   for h in "${ihttps[@]}"; do
     curl -sf -X POST -H 'content-type: application/json' "http://$h/api/v1/admin/flush" >/dev/null
   done
-  local after=0
+  local after=0 i1=0
   for p in "$rpid" "${ipids[@]}" "$npid"; do after="$(calc "$after + $(cpu "$p")")"; done
+  for p in "${ipids[@]}"; do i1="$(calc "$i1 + $(cpu "$p")")"; done
+  per() { calc "round(($1) * 1000000 / $SPANS, 2)"; }
+  echo "  $ingesters ingester(s), CPU µs per span: receiver $(per "$(cpu "$rpid") - $r0"), ingesters $(per "$i1 - $i0"), nats-server $(per "$(cpu "$npid") - $n0")" >&2
   local acked; acked="$(tail -1 "$dir/bench.json" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["spans_per_second"]))')"
   local written; written="$(calc "round($SPANS / ($t1 - $t0))")"
   local cpu_us; cpu_us="$(calc "round(($after - $before) * 1000000 / $SPANS, 2)")"
@@ -101,6 +106,9 @@ run_cluster() {
   local p50 p99
   p50="$(awk -v n="$n" 'NR == int(n * 0.5) + 1 { printf "%.2f", $1 * 1000 }' "$dir/lat")"
   p99="$(awk -v n="$n" 'NR == int(n * 0.99) + 1 { printf "%.2f", $1 * 1000 }' "$dir/lat")"
+  for h in "${ihttps[@]}"; do
+    echo "  ingester $h: consumed $(metric "$h" strand_cluster_consumed_messages_total), handed back $(metric "$h" strand_cluster_redelivery_requests_total), leases lost $(metric "$h" strand_cluster_leases_lost_total)" >&2
+  done
   echo "$acked $written $cpu_us $p50 $p99"
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true

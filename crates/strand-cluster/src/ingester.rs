@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
-use async_nats::jetstream::consumer::pull;
 use async_nats::jetstream::kv::CreateErrorKind;
 use futures_util::StreamExt as _;
 use strand_core::metrics::MetricFamily;
@@ -46,8 +45,12 @@ pub trait Sinks: Send + Sync + 'static {
     fn sinks(&self, tenant: Option<&str>) -> BoxFuture<'_, Result<TenantSinks, SinkError>>;
 }
 
-/// Messages one partition's consumer handles at once.
-const IN_FLIGHT_PER_PARTITION: usize = 32;
+/// Messages one pull request asks for, and how long it waits for them.
+const PULL_BATCH: usize = 256;
+const PULL_EXPIRES: Duration = Duration::from_millis(500);
+
+/// Pulls of one partition being written at once.
+const IN_FLIGHT_PER_PARTITION: usize = 4;
 
 #[derive(Debug, Default)]
 struct Stats {
@@ -160,12 +163,19 @@ impl Ingester {
         let mut tick = tokio::time::interval(self.bus.cfg.lease_ttl.0 / 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(stop);
+        // A partition given back goes as soon as its consumer is done, not a tick later.
+        let mut release_check = tokio::time::interval(Duration::from_millis(200));
         loop {
             tokio::select! {
                 _ = &mut stop => break,
                 _ = tick.tick() => {
                     if let Err(e) = self.balance().await {
                         tracing::warn!(error = %format!("{e:#}"), "cluster: balancing partitions failed; retrying");
+                    }
+                }
+                _ = release_check.tick() => {
+                    if self.owned.lock().values().any(|o| o.releasing && o.task.is_finished()) {
+                        self.finish_releases().await;
                     }
                 }
             }
@@ -341,104 +351,152 @@ impl Ingester {
         stop: &mut watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         let cfg = &self.bus.cfg;
-        let consumer: pull::Stream = self
+        let consumer = self
             .bus
             .stream
             .get_or_create_consumer(&partition_consumer(cfg, p), partition_consumer_config(cfg, p))
-            .await?
-            .stream()
-            .max_messages_per_batch(64)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
             .await?;
-        let mut messages = consumer;
         let slots = Arc::new(Semaphore::new(IN_FLIGHT_PER_PARTITION));
         let mut handlers = tokio::task::JoinSet::new();
+        // One short pull request at a time, each read to its end: a request left open when
+        // the partition moves would have the server deliver to no one, and those messages
+        // would hold the consumer's pending slots until `ack_wait`.
         let result = loop {
-            tokio::select! {
-                _ = stopped(stop) => break Ok(()),
-                Some(_) = handlers.join_next(), if !handlers.is_empty() => {}
-                next = messages.next() => match next {
-                    None => break Err(anyhow::anyhow!("the consumer's message stream ended")),
-                    Some(Err(e)) => break Err(e.into()),
-                    Some(Ok(msg)) => {
-                        let slot = slots.clone().acquire_owned().await.expect("never closed");
-                        let me = self.clone();
-                        handlers.spawn(async move {
-                            me.handle(p, msg).await;
-                            drop(slot);
-                        });
+            let done = *stop.borrow();
+            if done {
+                break Ok(());
+            }
+            let mut batch =
+                match consumer.batch().max_messages(PULL_BATCH).expires(PULL_EXPIRES).messages().await {
+                    Ok(b) => b,
+                    Err(e) => break Err(e.into()),
+                };
+            let mut failed = None;
+            let mut msgs = Vec::new();
+            while let Some(next) = batch.next().await {
+                match next {
+                    Ok(m) => msgs.push(m),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
                     }
                 }
             }
-        };
-        // Messages pulled but not yet handed out go back now, for the next owner (else
-        // they would wait out `ack_wait`); the messages in hand are finished (written and
-        // acknowledged) before the partition can move.
-        if result.is_ok() {
-            use futures_util::FutureExt as _;
-            while let Some(Some(Ok(msg))) = messages.next().now_or_never() {
-                let _ = msg.ack_with(AckKind::Nak(None)).await;
+            let done = *stop.borrow();
+            if done {
+                // Handed back at once for the partition's next owner.
+                for msg in msgs {
+                    let _ = msg.ack_with(AckKind::Nak(None)).await;
+                }
+            } else if !msgs.is_empty() {
+                let slot = slots.clone().acquire_owned().await.expect("never closed");
+                let me = self.clone();
+                handlers.spawn(async move {
+                    me.handle_many(p, msgs).await;
+                    drop(slot);
+                });
             }
-        }
+            while handlers.try_join_next().is_some() {}
+            if let Some(e) = failed {
+                break Err(anyhow::anyhow!("pulling messages: {e}"));
+            }
+        };
+        // The messages in hand are finished (written and acknowledged) before the partition
+        // can move.
         while handlers.join_next().await.is_some() {}
         result
     }
 
-    async fn handle(&self, p: u32, msg: async_nats::jetstream::Message) {
-        let tenant = msg.headers.as_ref().and_then(|h| h.get(TENANT_HEADER)).map(|v| v.as_str().to_owned());
-        if let Some(Err(e)) = tenant.as_deref().map(|t| self.sinks.check_tenant(t)) {
-            self.stats.poison.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(partition = p, error = %e, "cluster: message for an invalid tenant; terminated");
-            let _ = msg.ack_with(AckKind::Term).await;
-            return;
-        }
-        let payload = match wire::decode(&msg.payload) {
-            Ok(payload) => payload,
-            Err(e @ wire::DecodeError::Unknown(_)) => {
-                // A newer ingester can read it: left for one, never dropped.
-                self.stats.retried.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(partition = p, error = %e, "cluster: message in a newer format; handed back");
-                let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(60)))).await;
-                return;
-            }
-            Err(e) => {
-                // Redelivering cannot help: the message is set aside for good.
+    /// Writes one pull's messages: the readable ones of each tenant and kind as one batch
+    /// (one WAL record, one commit), then acknowledges them all; a refusal hands them all
+    /// back.
+    async fn handle_many(&self, p: u32, msgs: Vec<async_nats::jetstream::Message>) {
+        type Group = (Vec<async_nats::jetstream::Message>, Vec<wire::Payload>);
+        let mut groups: BTreeMap<(Option<String>, bool), Group> = BTreeMap::new();
+        for msg in msgs {
+            let tenant =
+                msg.headers.as_ref().and_then(|h| h.get(TENANT_HEADER)).map(|v| v.as_str().to_owned());
+            if let Some(Err(e)) = tenant.as_deref().map(|t| self.sinks.check_tenant(t)) {
                 self.stats.poison.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(partition = p, subject = %msg.subject, error = %e, "cluster: message not readable; terminated");
+                tracing::error!(partition = p, error = %e, "cluster: message for an invalid tenant; terminated");
                 let _ = msg.ack_with(AckKind::Term).await;
-                return;
+                continue;
             }
-        };
-        let written = match self.sinks.sinks(tenant.as_deref()).await {
-            Ok((spans, logs)) => match payload {
-                wire::Payload::Spans(b) => spans.consume(b).await,
-                wire::Payload::Logs(b) => logs.consume_logs(b).await,
-            },
-            Err(e) => Err(e),
-        };
-        match written {
-            // Durable in the store: now JetStream may forget it. `double_ack` waits for
-            // the server's confirmation; should it be lost, the redelivered copy is
-            // written again, which the store's idempotent writes make harmless.
-            Ok(()) => match msg.double_ack().await {
-                Ok(()) => {
-                    self.stats.acked.fetch_add(1, Ordering::Relaxed);
+            match wire::decode(&msg.payload) {
+                Ok(payload) => {
+                    let spans = matches!(payload, wire::Payload::Spans(_));
+                    let g = groups.entry((tenant, spans)).or_default();
+                    g.0.push(msg);
+                    g.1.push(payload);
+                }
+                Err(e @ wire::DecodeError::Unknown(_)) => {
+                    // A newer ingester can read it: left for one, never dropped.
+                    self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(partition = p, error = %e, "cluster: message in a newer format; handed back");
+                    let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(60)))).await;
                 }
                 Err(e) => {
-                    self.stats.ack_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(partition = p, error = %e, "cluster: acknowledgement not confirmed; the message may come again");
+                    // Redelivering cannot help: the message is set aside for good.
+                    self.stats.poison.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(partition = p, subject = %msg.subject, error = %e, "cluster: message not readable; terminated");
+                    let _ = msg.ack_with(AckKind::Term).await;
                 }
-            },
-            Err(e) => {
-                self.stats.retried.fetch_add(1, Ordering::Relaxed);
-                let delay = match &e {
-                    SinkError::RateLimited { retry_after_secs, .. } => Duration::from_secs(*retry_after_secs),
-                    _ => Duration::from_secs(1),
-                };
-                tracing::warn!(partition = p, error = %e, "cluster: the store refused a message; redelivered later");
-                let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
+            }
+        }
+        for ((tenant, spans), (msgs, payloads)) in groups {
+            let written = match self.sinks.sinks(tenant.as_deref()).await {
+                Ok((span_sink, log_sink)) => {
+                    if spans {
+                        let mut batch = strand_core::SpanBatch::default();
+                        for p in payloads {
+                            if let wire::Payload::Spans(b) = p {
+                                batch.resource_spans.extend(b.resource_spans);
+                            }
+                        }
+                        span_sink.consume(batch).await
+                    } else {
+                        let mut batch = strand_core::LogBatch::default();
+                        for p in payloads {
+                            if let wire::Payload::Logs(b) = p {
+                                batch.resource_logs.extend(b.resource_logs);
+                            }
+                        }
+                        log_sink.consume_logs(batch).await
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            match written {
+                // Durable in the store: now JetStream may forget them. `double_ack` waits
+                // for the server's confirmation; should one be lost, the redelivered copy is
+                // written again, which the store's idempotent writes make harmless.
+                Ok(()) => {
+                    let acks = msgs.iter().map(|m| m.double_ack());
+                    for r in futures_util::future::join_all(acks).await {
+                        match r {
+                            Ok(()) => {
+                                self.stats.acked.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                self.stats.ack_failures.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(partition = p, error = %e, "cluster: acknowledgement not confirmed; the message may come again");
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.stats.retried.fetch_add(msgs.len() as u64, Ordering::Relaxed);
+                    let delay = match &e {
+                        SinkError::RateLimited { retry_after_secs, .. } => {
+                            Duration::from_secs(*retry_after_secs)
+                        }
+                        _ => Duration::from_secs(1),
+                    };
+                    tracing::warn!(partition = p, error = %e, "cluster: the store refused messages; redelivered later");
+                    for m in msgs {
+                        let _ = m.ack_with(AckKind::Nak(Some(delay))).await;
+                    }
+                }
             }
         }
     }
