@@ -111,6 +111,14 @@ impl Bus {
             })
             .await
             .with_context(|| format!("creating the JetStream stream {}", cfg.stream_name()))?;
+        let retention = stream.cached_info().config.retention;
+        if retention != stream::RetentionPolicy::Interest {
+            bail!(
+                "the JetStream stream {} keeps messages by {retention:?}, not by interest (made by an older strand): \
+                 stop every strand of the cluster, delete the stream once ingesters have consumed it, and start again",
+                cfg.stream_name()
+            );
+        }
         let bucket = |suffix: &str, max_age: Duration, description: &str| BucketConfig {
             name: format!("{}_{suffix}", cfg.name),
             description: description.to_owned(),

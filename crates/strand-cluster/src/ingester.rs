@@ -140,7 +140,9 @@ impl Ingester {
                 _ = stopped(stop) => return Ok(()),
                 next = messages.next() => match next {
                     None => anyhow::bail!("the analysis consumer's stream ended"),
-                    Some(Err(e)) => return Err(e.into()),
+                    // The ordered consumer recreates itself from the last message it
+                    // delivered (a missed heartbeat, a reconnect): ride through.
+                    Some(Err(e)) => tracing::debug!(error = %e, "cluster: the analysis consumer recovers"),
                     Some(Ok(msg)) => {
                         let tenant = msg.headers.as_ref().and_then(|h| h.get(TENANT_HEADER)).map(|v| v.as_str().to_owned());
                         if tenant.as_deref().is_some_and(|t| self.sinks.check_tenant(t).is_err()) {
@@ -208,9 +210,13 @@ impl Ingester {
     /// too.
     async fn renew(&self) {
         let held: Vec<(u32, u64)> = self.owned.lock().iter().map(|(p, o)| (*p, o.revision)).collect();
-        for (p, revision) in held {
-            let sent = tokio::time::Instant::now();
-            let renewed = self.bus.leases.update(lease_key(p), self.me.id.clone().into(), revision).await;
+        let sent = tokio::time::Instant::now();
+        // All at once: one slow answer must not age the others.
+        let renewals = futures_util::future::join_all(held.iter().map(|(p, revision)| {
+            self.bus.leases.update(lease_key(*p), self.me.id.clone().into(), *revision)
+        }))
+        .await;
+        for ((p, _), renewed) in held.into_iter().zip(renewals) {
             let mut owned = self.owned.lock();
             let Some(o) = owned.get_mut(&p) else { continue };
             match renewed {

@@ -131,6 +131,28 @@ impl Members {
         }
     }
 
+    /// Asks the ingester up longest (whose analysis and RED history are the most complete)
+    /// with the read protocol; the next one when it does not answer.
+    pub(crate) async fn ask_longest_up(
+        &self,
+        tenant: Option<&str>,
+        req: ReadRequest,
+    ) -> Result<ReadResponse, StoreError> {
+        let mut members = self.list().await?;
+        members.sort_by_key(|m| (m.started_unix_nano == 0, m.started_unix_nano, m.id.clone()));
+        let body = bytes::Bytes::from(wire::encode_request(&req));
+        let mut last = StoreError::Unavailable(
+            "no ingester is registered in the cluster (are they running and reaching NATS?)".into(),
+        );
+        for m in &members {
+            match self.ask(m, tenant, body.clone()).await {
+                Ok(r) => return Ok(r),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
     /// Forwards a GET of the query API (`path_and_query`) to the ingester up longest (the
     /// longest RED history) that answers; its status, content type and body.
     pub async fn proxy_get(
@@ -139,7 +161,7 @@ impl Members {
         path_and_query: &str,
     ) -> Result<(u16, Option<String>, bytes::Bytes), StoreError> {
         let mut members = self.list().await?;
-        members.sort_by_key(|m| (m.started_unix_nano, m.id.clone()));
+        members.sort_by_key(|m| (m.started_unix_nano == 0, m.started_unix_nano, m.id.clone()));
         let mut last = StoreError::Unavailable(
             "no ingester is registered in the cluster (are they running and reaching NATS?)".into(),
         );
@@ -163,6 +185,16 @@ impl Members {
                 Ok::<_, reqwest::Error>((status, kind, resp.bytes().await?))
             };
             match answer.await {
+                // Another ingester may answer what this one could not.
+                Ok((status, _, body)) if status >= 500 || status == 401 || status == 403 || status == 404 => {
+                    self.failures.fetch_add(1, Ordering::Relaxed);
+                    last = StoreError::Unavailable(format!(
+                        "ingester {} at {}: {status}: {}",
+                        m.id,
+                        m.url,
+                        String::from_utf8_lossy(&body[..body.len().min(300)])
+                    ));
+                }
                 Ok(a) => return Ok(a),
                 Err(e) => {
                     self.failures.fetch_add(1, Ordering::Relaxed);
@@ -209,7 +241,8 @@ impl RemoteStore {
 
 /// A tenant's chain integrity on a querier. Every ingester's analyser sees every span (see
 /// [`crate::ingester`]), so each holds the cluster's analysis, except for what it missed
-/// while it was down: the answers are merged, each finding taken from whoever recorded it.
+/// while it was down: the ingester up longest is asked (the next one when it does not
+/// answer), never a mix, so one analyser's view answers every question.
 pub struct RemoteIntegrity {
     members: Arc<Members>,
     tenant: Option<String>,
@@ -221,58 +254,18 @@ impl RemoteIntegrity {
         Self { members, tenant }
     }
 
-    async fn ask_all(&self, req: ReadRequest) -> Result<Vec<ReadResponse>, StoreError> {
-        self.members.ask_all(self.tenant.as_deref(), req).await
+    async fn ask(&self, req: ReadRequest) -> Result<ReadResponse, StoreError> {
+        self.members.ask_longest_up(self.tenant.as_deref(), req).await
     }
-}
-
-/// The most informed of several analyses of one trace: settled before settling, then the
-/// one with more findings.
-fn best_integrity(answers: impl IntoIterator<Item = Integrity>) -> Option<Integrity> {
-    answers.into_iter().max_by_key(|i| (i.settled, i.findings.len()))
-}
-
-/// Merges broken-trace lists: newest first, each trace once with every kind recorded for
-/// it, at most `limit`.
-fn merge_broken(lists: Vec<Vec<BrokenTrace>>, limit: usize) -> Vec<BrokenTrace> {
-    let mut by_key: BTreeMap<(std::cmp::Reverse<u64>, TraceId), u8> = BTreeMap::new();
-    for b in lists.into_iter().flatten() {
-        *by_key.entry((std::cmp::Reverse(b.start_unix_nano), b.trace_id)).or_insert(0) |= b.kinds;
-    }
-    by_key
-        .into_iter()
-        .take(limit)
-        .map(|((std::cmp::Reverse(start_unix_nano), trace_id), kinds)| BrokenTrace {
-            start_unix_nano,
-            trace_id,
-            kinds,
-        })
-        .collect()
-}
-
-/// Merges edge health: each analyser counted the same calls (those it was up for), so the
-/// largest count of each edge is the cluster's.
-fn merge_edges(lists: Vec<Vec<EdgeHealth>>) -> Vec<EdgeHealth> {
-    let mut best: BTreeMap<(String, String, String), (u64, u64)> = BTreeMap::new();
-    for e in lists.into_iter().flatten() {
-        let b = best.entry((e.caller, e.callee, e.via)).or_default();
-        b.0 = b.0.max(e.crossed);
-        b.1 = b.1.max(e.lost);
-    }
-    best.into_iter()
-        .map(|((caller, callee, via), (crossed, lost))| EdgeHealth { caller, callee, via, crossed, lost })
-        .collect()
 }
 
 impl ChainIntegrity for RemoteIntegrity {
     fn of_trace(&self, trace: &Trace) -> BoxFuture<'_, Option<Integrity>> {
         let (id, req) = (trace.trace_id, ReadRequest::IntegrityOf(trace.clone()));
         Box::pin(async move {
-            match self.ask_all(req).await {
-                Ok(answers) => best_integrity(answers.into_iter().filter_map(|r| match r {
-                    ReadResponse::Integrity(i) => i,
-                    _ => None,
-                })),
+            match self.ask(req).await {
+                Ok(ReadResponse::Integrity(i)) => i,
+                Ok(_) => None,
                 Err(e) => {
                     tracing::warn!(trace = %id, error = %e, "cluster: a trace's integrity could not be asked");
                     None
@@ -284,20 +277,15 @@ impl ChainIntegrity for RemoteIntegrity {
     fn kinds_of(&self, ids: &[TraceId]) -> BoxFuture<'_, Vec<u8>> {
         let ids = ids.to_vec();
         Box::pin(async move {
-            let mut kinds = vec![0u8; ids.len()];
-            match self.ask_all(ReadRequest::KindsOf(ids)).await {
-                Ok(answers) => {
-                    for r in answers {
-                        if let ReadResponse::Kinds(k) = r {
-                            for (mine, theirs) in kinds.iter_mut().zip(k) {
-                                *mine |= theirs;
-                            }
-                        }
-                    }
+            let n = ids.len();
+            match self.ask(ReadRequest::KindsOf(ids)).await {
+                Ok(ReadResponse::Kinds(k)) if k.len() == n => k,
+                Ok(_) => vec![0; n],
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster: integrity badges could not be asked");
+                    vec![0; n]
                 }
-                Err(e) => tracing::warn!(error = %e, "cluster: integrity badges could not be asked"),
             }
-            kinds
         })
     }
 
@@ -319,12 +307,10 @@ impl ChainIntegrity for RemoteIntegrity {
                 as_of_unix_nano,
                 limit,
             };
-            let mut lists = Vec::new();
-            for r in self.ask_all(req).await? {
-                let ReadResponse::Broken(b) = r else { return Err(unexpected("broken-trace")) };
-                lists.push(b);
+            match self.ask(req).await? {
+                ReadResponse::Broken(b) => Ok(b),
+                _ => Err(unexpected("broken-trace")),
             }
-            Ok(merge_broken(lists, limit))
         })
     }
 
@@ -334,12 +320,10 @@ impl ChainIntegrity for RemoteIntegrity {
         end_unix_nano: u64,
     ) -> BoxFuture<'_, Result<Vec<EdgeHealth>, StoreError>> {
         Box::pin(async move {
-            let mut lists = Vec::new();
-            for r in self.ask_all(ReadRequest::IntegrityEdges(start_unix_nano, end_unix_nano)).await? {
-                let ReadResponse::Edges(e) = r else { return Err(unexpected("edge health")) };
-                lists.push(e);
+            match self.ask(ReadRequest::IntegrityEdges(start_unix_nano, end_unix_nano)).await? {
+                ReadResponse::Edges(e) => Ok(e),
+                _ => Err(unexpected("edge health")),
             }
-            Ok(merge_edges(lists))
         })
     }
 }
@@ -650,36 +634,6 @@ mod tests {
         assert_eq!(merged.traces.len(), 1);
         assert_eq!(merged.traces[0].span_count, 2);
         assert_eq!(merged.traces[0].start_unix_nano, 20);
-    }
-
-    #[test]
-    fn integrity_answers_merge_to_the_most_informed() {
-        let b = |start: u64, id: u8, kinds: u8| BrokenTrace {
-            start_unix_nano: start,
-            trace_id: TraceId([id; 16]),
-            kinds,
-        };
-        // One analyser missed trace 2 (it was down), the other recorded another kind of 1.
-        let merged =
-            merge_broken(vec![vec![b(9, 1, 1), b(5, 3, 4)], vec![b(9, 1, 2), b(7, 2, 1), b(5, 3, 4)]], 10);
-        assert_eq!(merged, vec![b(9, 1, 3), b(7, 2, 1), b(5, 3, 4)]);
-        assert_eq!(merge_broken(vec![vec![b(9, 1, 1), b(7, 2, 1)]], 1), vec![b(9, 1, 1)]);
-        let e = |crossed: u64, lost: u64| EdgeHealth {
-            caller: "a".into(),
-            callee: "b".into(),
-            via: "http".into(),
-            crossed,
-            lost,
-        };
-        assert_eq!(
-            merge_edges(vec![vec![e(10, 1)], vec![e(7, 2)]]),
-            vec![e(10, 2)],
-            "the larger count, not the sum"
-        );
-        let settling = Integrity { settled: false, complete: true, findings: Vec::new() };
-        let settled = Integrity { settled: true, complete: true, findings: Vec::new() };
-        assert_eq!(best_integrity([settling.clone(), settled.clone()]), Some(settled));
-        assert_eq!(best_integrity([]), None);
     }
 
     #[test]

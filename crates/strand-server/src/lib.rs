@@ -570,7 +570,11 @@ async fn metrics(State(m): State<Arc<MetricSources>>) -> axum::response::Respons
         let mut families = stack.store.metrics().await;
         families.extend(stack.receiver.stats().metric_families());
         families.extend(stack.pipeline.metric_families());
-        families.extend(stack.red.metric_families());
+        // An ingester's RED counts every span of the cluster: summed over pods it would count
+        // them N times. The receivers export what they received.
+        if m.node.as_ref().is_none_or(|n| n.role != strand_cluster::Role::Ingester) {
+            families.extend(stack.red.metric_families());
+        }
         if let Some(a) = &stack.integrity {
             families.extend(a.metric_families());
         }

@@ -95,23 +95,28 @@ fn the_kubernetes_manifests_configure_every_role() {
         for doc in text.split("\n---\n").map(yaml) {
             let containers =
                 doc["spec"]["template"]["spec"]["containers"].as_array().cloned().unwrap_or_default();
+            // Every pod of the workload, as its pod name expands `$(POD_NAME)`.
+            let replicas = doc["spec"]["replicas"].as_u64().unwrap_or(1);
             for c in containers.iter().filter(|c| c["image"] == "strand:latest") {
-                let what = format!("{} {}", path.display(), doc["metadata"]["name"]);
-                let pod = format!("{}-0", doc["metadata"]["name"].as_str().expect("name"));
-                let env: Vec<(String, String)> = c["env"]
-                    .as_array()
-                    .expect("env")
-                    .iter()
-                    .filter_map(|e| {
-                        let value = e["value"].as_str()?.replace("$(POD_NAME)", &pod);
-                        Some((e["name"].as_str().expect("name").to_owned(), value))
-                    })
-                    .collect();
-                let cfg = load(&what, env);
-                if cfg.cluster.role == strand_cluster::Role::Ingester {
-                    assert_eq!(doc["kind"], "StatefulSet", "{what}: ingesters keep their id and volume");
+                for n in 0..replicas {
+                    let what = format!("{} {} pod {n}", path.display(), doc["metadata"]["name"]);
+                    let pod = format!("{}-{n}", doc["metadata"]["name"].as_str().expect("name"));
+                    let env: Vec<(String, String)> = c["env"]
+                        .as_array()
+                        .expect("env")
+                        .iter()
+                        .filter_map(|e| {
+                            let value = e["value"].as_str()?.replace("$(POD_NAME)", &pod);
+                            Some((e["name"].as_str().expect("name").to_owned(), value))
+                        })
+                        .collect();
+                    let cfg = load(&what, env);
+                    if cfg.cluster.role == strand_cluster::Role::Ingester {
+                        assert_eq!(doc["kind"], "StatefulSet", "{what}: ingesters keep their id and volume");
+                        assert!(cfg.cluster.advertise_url.contains(&pod), "{what}: reached at its own name");
+                    }
+                    cluster.add(&what, &cfg);
                 }
-                cluster.add(&what, &cfg);
             }
         }
     }
