@@ -82,7 +82,12 @@ test('autocomplete offers services, operations, attribute names and values from 
   const options = () => page.$$eval('.ac-list:not([hidden]) li', (els) => els.map((e) => e.textContent));
   await page.click('input[name=service]');
   await page.keyboard.type('data');
-  await page.waitForSelector('.ac-list:not([hidden]) li');
+  // The list first opens with every service and narrows as the typing is seen: wait for
+  // it to narrow (a busy machine showed the unfiltered list to an immediate check).
+  await page.waitForFunction(() => {
+    const items = [...document.querySelectorAll('.ac-list:not([hidden]) li')];
+    return items.length > 0 && items.every((li) => li.textContent.includes('data'));
+  });
   assert.deepEqual(await options(), ['data-service']);
   await page.keyboard.press('ArrowDown');
   await page.keyboard.press('Enter');

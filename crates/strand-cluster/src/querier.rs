@@ -368,7 +368,10 @@ fn merge_pages(q: &TraceQuery, pages: Vec<SearchPage>, whole: Vec<Trace>, now: u
         warnings.extend(page.warnings);
         if let Some(c) = page.next_cursor {
             more = true;
-            as_of = Some(as_of.map_or(c.as_of_unix_nano, |a| a.min(c.as_of_unix_nano)));
+            // Each store's snapshot is its newest receive time, so one ingester's is earlier
+            // than another's by what it received last: the latest keeps every store's
+            // first-page traces (a trace received in between may appear on a later page).
+            as_of = Some(as_of.map_or(c.as_of_unix_nano, |a| a.max(c.as_of_unix_nano)));
         }
         for s in page.traces {
             by_id.entry(s.trace_id).or_insert(s);
@@ -611,6 +614,11 @@ mod tests {
         assert_eq!(ids, vec![1, 4, 2], "start descending, then id ascending");
         let c = merged.next_cursor.expect("more to come");
         assert_eq!((c.as_of_unix_nano, c.start_unix_nano, c.trace_id), (900, 30, TraceId([2; 16])));
+        // Two ingesters' snapshots: the later one, so neither's first-page traces are lost.
+        let a = page(vec![summary(1, 50), summary(2, 40)], Some(900));
+        let b = page(vec![summary(3, 45), summary(4, 35)], Some(950));
+        let c = merge_pages(&TraceQuery::all(2), vec![a, b], Vec::new(), 1000).next_cursor.expect("more");
+        assert_eq!(c.as_of_unix_nano, 950);
         // Everything fits and nobody has more: no cursor.
         let last = merge_pages(&TraceQuery::all(10), vec![page(vec![summary(1, 5)], None)], Vec::new(), 7);
         assert!(last.next_cursor.is_none());
