@@ -67,9 +67,11 @@ struct Owned {
     /// When the last create or renewal of the lease was sent (conservative: the lease
     /// lives `lease_ttl` from the server's receipt, which is later).
     renewed: tokio::time::Instant,
-    /// Being given back: its consumer was told to stop and finishes the messages in hand;
-    /// the lease is kept renewed until then, so nobody else consumes meanwhile.
-    releasing: bool,
+    /// Being given back since then: its consumer was told to stop and finishes the
+    /// messages in hand; the lease is kept renewed until then, so nobody else consumes
+    /// meanwhile, but for `ack_wait` at most (a write hung longer is abandoned, its messages
+    /// come again).
+    releasing: Option<tokio::time::Instant>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -176,7 +178,7 @@ impl Ingester {
                     }
                 }
                 _ = release_check.tick() => {
-                    if self.owned.lock().values().any(|o| o.releasing && o.task.is_finished()) {
+                    if self.owned.lock().values().any(|o| self.released(o)) {
                         self.finish_releases().await;
                     }
                 }
@@ -185,16 +187,15 @@ impl Ingester {
         // Every consumer stops at once; the leases stay renewed until each has finished
         // the messages in hand, then go back.
         for o in self.owned.lock().values_mut() {
-            o.releasing = true;
+            o.releasing.get_or_insert_with(tokio::time::Instant::now);
             let _ = o.stop.send(true);
         }
         while !self.owned.lock().is_empty() {
-            self.renew().await;
-            self.finish_releases().await;
             tokio::select! {
-                _ = tick.tick() => {}
+                _ = tick.tick() => self.renew().await,
                 _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
             }
+            self.finish_releases().await;
         }
         let _ = stop_observing.send(true);
         let _ = observer.await;
@@ -244,12 +245,26 @@ impl Ingester {
         self.stats.owned.store(self.owned.lock().len() as u64, Ordering::Relaxed);
     }
 
-    /// Gives back the leases whose consumers have finished.
+    /// Whether a partition being given back can go: its consumer has finished, or has been
+    /// draining for longer than `ack_wait` (then it is abandoned).
+    fn released(&self, o: &Owned) -> bool {
+        o.releasing.is_some_and(|since| {
+            if o.task.is_finished() {
+                return true;
+            }
+            let overdue = since.elapsed() >= self.bus.cfg.ack_wait.0;
+            if overdue {
+                o.task.abort();
+            }
+            overdue
+        })
+    }
+
+    /// Gives back the leases whose consumers have finished (or were abandoned).
     async fn finish_releases(&self) {
         let done: Vec<(u32, u64)> = {
             let mut owned = self.owned.lock();
-            let done: Vec<u32> =
-                owned.iter().filter(|(_, o)| o.releasing && o.task.is_finished()).map(|(p, _)| *p).collect();
+            let done: Vec<u32> = owned.iter().filter(|(_, o)| self.released(o)).map(|(p, _)| *p).collect();
             done.into_iter().filter_map(|p| owned.remove(&p).map(|o| (p, o.revision))).collect()
         };
         for (p, revision) in done {
@@ -271,12 +286,13 @@ impl Ingester {
         let share = cfg.partitions.div_ceil(n) as usize;
         let kept = {
             let mut owned = self.owned.lock();
-            let mut kept: Vec<u32> = owned.iter().filter(|(_, o)| !o.releasing).map(|(p, _)| *p).collect();
+            let mut kept: Vec<u32> =
+                owned.iter().filter(|(_, o)| o.releasing.is_none()).map(|(p, _)| *p).collect();
             // Beyond the share: the highest go back once their consumers are done.
             while kept.len() > share {
                 let p = kept.pop().expect("more than the share");
                 if let Some(o) = owned.get_mut(&p) {
-                    o.releasing = true;
+                    o.releasing.get_or_insert_with(tokio::time::Instant::now);
                     let _ = o.stop.send(true);
                 }
             }
@@ -332,7 +348,7 @@ impl Ingester {
     fn start_consuming(self: &Arc<Self>, p: u32, revision: u64, renewed: tokio::time::Instant) {
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(self.clone().consume(p, rx));
-        self.owned.lock().insert(p, Owned { revision, renewed, releasing: false, stop, task });
+        self.owned.lock().insert(p, Owned { revision, renewed, releasing: None, stop, task });
     }
 
     async fn consume(self: Arc<Self>, p: u32, mut stop: watch::Receiver<bool>) {
