@@ -64,6 +64,14 @@ if [ ! -x /usr/sbin/nats-server ] && ! command -v nats-server >/dev/null 2>&1; t
   log "installing nats-server"
   apt_install nats-server
 fi
+# The cluster test keeps blocks in a real S3-compatible server: s3s-fs from crates.io
+# (0.14.1, the newest that builds with Rust 1.95; about 80 s to build once), under .tools/.
+s3s=.tools/s3s/bin/s3s-fs
+if [ ! -x "$s3s" ]; then
+  log "building s3s-fs (the cluster test's S3 server) into .tools/s3s"
+  cargo install --locked --quiet --root .tools/s3s s3s-fs --version =0.14.1 --features binary
+fi
+export STRAND_S3S_FS="$PWD/$s3s"
 # strand-instrument's AMQP adapter is tested against a real RabbitMQ broker (the test starts
 # its own on free ports; the package's service is never used).
 if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then

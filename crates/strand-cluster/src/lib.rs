@@ -18,7 +18,9 @@
 //! it.
 
 pub mod bus;
+pub mod handoff;
 pub mod ingester;
+pub mod objects;
 pub mod publish;
 pub mod querier;
 pub mod wire;
@@ -107,6 +109,8 @@ pub struct ClusterConfig {
     /// Querier: the bearer token sent to ingesters (a token with the `read` scope, and the
     /// tenants, when the ingesters require tokens).
     pub token: Option<String>,
+    /// Where blocks go: S3-compatible object storage (see [`objects`]).
+    pub objects: objects::ObjectsConfig,
 }
 
 impl Default for ClusterConfig {
@@ -125,6 +129,7 @@ impl Default for ClusterConfig {
             publish_timeout: HumanDuration(Duration::from_secs(10)),
             read_timeout: HumanDuration(Duration::from_secs(30)),
             token: None,
+            objects: objects::ObjectsConfig::default(),
         }
     }
 }
@@ -175,6 +180,7 @@ impl ClusterConfig {
         if self.nats_url.trim().is_empty() {
             errs.push("cluster.nats_url is empty: the roles meet through NATS JetStream".into());
         }
+        errs.extend(self.objects.validate());
         if !self.ingester_id.is_empty()
             && !self.ingester_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {

@@ -23,6 +23,7 @@ use strand_core::{
 };
 
 use crate::bus::{Bus, Member};
+use crate::handoff::RemoteBlocks;
 use crate::wire::{self, ReadRequest, ReadResponse};
 
 /// How long a listing of the registry is used before it is read again.
@@ -67,11 +68,13 @@ impl Members {
         Ok(members)
     }
 
-    /// Asks every live ingester; fails when any of them fails.
+    /// Asks every live ingester, at the querier's `clock` (see [`crate::handoff`]); fails
+    /// when any of them fails.
     pub(crate) async fn ask_all(
         &self,
         tenant: Option<&str>,
-        req: ReadRequest,
+        clock: u64,
+        req: &ReadRequest,
     ) -> Result<Vec<ReadResponse>, StoreError> {
         let members = self.list().await?;
         if members.is_empty() {
@@ -80,7 +83,7 @@ impl Members {
                 "no ingester is registered in the cluster (are they running and reaching NATS?)".into(),
             ));
         }
-        let body = bytes::Bytes::from(wire::encode_request(&req));
+        let body = bytes::Bytes::from(wire::encode_request(clock, req));
         let asks = members.iter().map(|m| self.ask(m, tenant, body.clone()));
         futures_util::future::try_join_all(asks).await
     }
@@ -140,7 +143,7 @@ impl Members {
     ) -> Result<ReadResponse, StoreError> {
         let mut members = self.list().await?;
         members.sort_by_key(|m| (m.started_unix_nano == 0, m.started_unix_nano, m.id.clone()));
-        let body = bytes::Bytes::from(wire::encode_request(&req));
+        let body = bytes::Bytes::from(wire::encode_request(crate::handoff::now_unix_nano(), &req));
         let mut last = StoreError::Unavailable(
             "no ingester is registered in the cluster (are they running and reaching NATS?)".into(),
         );
@@ -226,16 +229,30 @@ impl Members {
 pub struct RemoteStore {
     members: Arc<Members>,
     tenant: Option<String>,
+    /// The tenant's blocks in object storage, when blocks go there.
+    blocks: Option<Arc<RemoteBlocks>>,
 }
 
 impl RemoteStore {
-    /// Reads of `tenant` (`None`: the single tenant) through `members`.
-    pub fn new(members: Arc<Members>, tenant: Option<String>) -> Self {
-        Self { members, tenant }
+    /// Reads of `tenant` (`None`: the single tenant) through `members` and, when blocks
+    /// go to object storage, `blocks`.
+    pub fn new(members: Arc<Members>, tenant: Option<String>, blocks: Option<Arc<RemoteBlocks>>) -> Self {
+        Self { members, tenant, blocks }
     }
 
+    /// Every live ingester's answer and, with object storage, the answer of the blocks
+    /// handed over by now: one clock for all, so each block is read exactly once.
     async fn ask_all(&self, req: ReadRequest) -> Result<Vec<ReadResponse>, StoreError> {
-        self.members.ask_all(self.tenant.as_deref(), req).await
+        let clock = crate::handoff::now_unix_nano();
+        let ingesters = self.members.ask_all(self.tenant.as_deref(), clock, &req);
+        let Some(blocks) = &self.blocks else { return ingesters.await };
+        let stored = async {
+            let view = blocks.view_at(clock).await?;
+            wire::answer(&view, None, req.clone()).await
+        };
+        let (mut answers, stored) = futures_util::future::try_join(ingesters, stored).await?;
+        answers.push(stored);
+        Ok(answers)
     }
 }
 

@@ -15,16 +15,20 @@ use serde::{Deserialize, Serialize};
 use strand_core::logs::{LogBatch, LogPage, LogQuery, StoredLog};
 use strand_core::search::{DependencyEdge, Operation, SearchPage, TimeRange, TraceQuery};
 use strand_core::{
-    BrokenTrace, ChainIntegrity, EdgeHealth, ErrorKind, Integrity, IntegrityFilter, SpanBatch, SpanId,
-    StoreError, Trace, TraceId, TraceStore,
+    BrokenTrace, ChainIntegrity, EdgeHealth, ErrorKind, Integrity, IntegrityFilter, LogStore, SpanBatch,
+    SpanId, StoreError, Trace, TraceId, TraceReader, TraceStore,
 };
 
 /// Tag of a message holding spans (format 1).
 const SPANS_V1: u8 = 1;
 /// Tag of a message holding log records (format 1).
 const LOGS_V1: u8 = 2;
-/// Version byte of the read protocol.
+/// Version byte of the read protocol without a clock (answered from every block).
 const READ_V1: u8 = 1;
+/// Version byte of the read protocol with the querier's clock: the request is
+/// `(clock, ReadRequest)`, and the ingester answers for the blocks it had not handed over
+/// to object storage by that clock (see [`crate::handoff`]). Answers stay version 1.
+const READ_V2: u8 = 2;
 /// Media type of the read protocol's bodies.
 pub const READ_MEDIA_TYPE: &str = "application/x-strand-read";
 /// The read protocol's path on an ingester's query port.
@@ -210,9 +214,25 @@ impl WireError {
     }
 }
 
-/// Encodes a read request body.
-pub fn encode_request(req: &ReadRequest) -> Vec<u8> {
-    tagged(READ_V1, req)
+/// Encodes a read request body, with the querier's clock (Unix nanoseconds).
+pub fn encode_request(clock: u64, req: &ReadRequest) -> Vec<u8> {
+    postcard::to_extend(&(clock, req), vec![READ_V2]).expect("encoding into a Vec cannot fail")
+}
+
+/// Decodes a read request body: the clock (none in version 1) and the request.
+fn decode_request(body: &[u8]) -> Result<(Option<u64>, ReadRequest), String> {
+    match body.split_first() {
+        Some((&READ_V1, rest)) => postcard::from_bytes(rest)
+            .map(|r| (None, r))
+            .map_err(|e| format!("undecodable read request: {e}")),
+        Some((&READ_V2, rest)) => postcard::from_bytes::<(u64, ReadRequest)>(rest)
+            .map(|(c, r)| (Some(c), r))
+            .map_err(|e| format!("undecodable read request: {e}")),
+        Some((v, _)) => {
+            Err(format!("read protocol version {v} is unknown to this ingester: upgrade it first"))
+        }
+        None => Err("empty read request".into()),
+    }
 }
 
 /// Decodes a read answer body.
@@ -224,40 +244,42 @@ pub fn decode_response(body: &[u8]) -> Result<Result<ReadResponse, WireError>, S
     }
 }
 
+/// An ingester's store seen at a querier's clock (see [`crate::handoff`]).
+pub type ViewAt = Arc<dyn Fn(u64) -> strand_store::StoreView + Send + Sync>;
+
 /// What an ingester answers queriers from.
 #[derive(Clone)]
 struct Sources {
     store: Arc<dyn TraceStore>,
+    /// With blocks in object storage: the store at a querier's clock.
+    view_at: Option<ViewAt>,
     integrity: Option<Arc<dyn ChainIntegrity>>,
 }
 
-/// The ingester's side of the read protocol, over its store and chain analyser. A request
-/// carries a trace for [`ReadRequest::IntegrityOf`], hence the body limit of a trace read.
-pub fn router(store: Arc<dyn TraceStore>, integrity: Option<Arc<dyn ChainIntegrity>>) -> Router {
+/// The ingester's side of the read protocol, over its store (seen through `view_at` when
+/// its blocks are handed over to object storage) and chain analyser. A request carries a
+/// trace for [`ReadRequest::IntegrityOf`], hence the body limit of a trace read.
+pub fn router(
+    store: Arc<dyn TraceStore>,
+    view_at: Option<ViewAt>,
+    integrity: Option<Arc<dyn ChainIntegrity>>,
+) -> Router {
     Router::new()
         .route(READ_PATH, axum::routing::post(read))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_READ_REQUEST))
-        .with_state(Sources { store, integrity })
+        .with_state(Sources { store, view_at, integrity })
 }
 
 async fn read(State(sources): State<Sources>, body: Bytes) -> Response {
-    let req: ReadRequest = match body.split_first() {
-        Some((&READ_V1, rest)) => match postcard::from_bytes(rest) {
-            Ok(r) => r,
-            Err(e) => {
-                return (StatusCode::BAD_REQUEST, format!("undecodable read request: {e}")).into_response();
-            }
-        },
-        Some((v, _)) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("read protocol version {v} is unknown to this ingester: upgrade it first"),
-            )
-                .into_response();
-        }
-        None => return (StatusCode::BAD_REQUEST, "empty read request").into_response(),
+    let (clock, req) = match decode_request(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
     };
-    let answer = answer(&sources, req).await.map_err(|e| WireError::of(&e));
+    let answer = match (clock, &sources.view_at) {
+        (Some(clock), Some(view_at)) => answer(&view_at(clock), sources.integrity.as_deref(), req).await,
+        _ => answer(&*sources.store, sources.integrity.as_deref(), req).await,
+    }
+    .map_err(|e| WireError::of(&e));
     ([(header::CONTENT_TYPE, READ_MEDIA_TYPE)], tagged(READ_V1, &answer)).into_response()
 }
 
@@ -283,15 +305,14 @@ fn bounded(req: &ReadRequest) -> Result<(), StoreError> {
     Ok(())
 }
 
-async fn answer(sources: &Sources, req: ReadRequest) -> Result<ReadResponse, StoreError> {
+/// Answers `req` from `store` and the chain analyser `integrity`.
+pub(crate) async fn answer<S: TraceReader + LogStore + ?Sized>(
+    store: &S,
+    integrity: Option<&dyn ChainIntegrity>,
+    req: ReadRequest,
+) -> Result<ReadResponse, StoreError> {
     bounded(&req)?;
-    let store = &*sources.store;
-    let chain = || {
-        sources
-            .integrity
-            .as_deref()
-            .ok_or(StoreError::Unsupported("chain integrity (it is off on this ingester)"))
-    };
+    let chain = || integrity.ok_or(StoreError::Unsupported("chain integrity (it is off on this ingester)"));
     Ok(match req {
         ReadRequest::Traces(ids) => ReadResponse::Traces(store.get_traces(ids).await?),
         ReadRequest::Find(q) => ReadResponse::Find(store.find_traces(q).await?),
@@ -342,9 +363,14 @@ mod tests {
     #[test]
     fn read_requests_round_trip() {
         let req = ReadRequest::Find(TraceQuery::all(20));
-        let body = encode_request(&req);
-        assert_eq!(body[0], READ_V1);
-        assert_eq!(postcard::from_bytes::<ReadRequest>(&body[1..]), Ok(req));
+        let body = encode_request(7, &req);
+        assert_eq!(body[0], READ_V2);
+        assert_eq!(decode_request(&body), Ok((Some(7), req.clone())));
+        // Version 1 (no clock) is still read.
+        assert_eq!(decode_request(&tagged(READ_V1, &req)), Ok((None, req)));
+        let e = decode_request(&[9, 0]).expect_err("unknown version");
+        assert!(e.contains("version 9"), "{e}");
+        assert!(decode_request(&[READ_V2, 0xff]).is_err());
         let answer: Result<ReadResponse, WireError> =
             Err(WireError { kind: WireKind::Overloaded, message: "busy".into() });
         let decoded = decode_response(&tagged(READ_V1, &answer)).expect("decodes");

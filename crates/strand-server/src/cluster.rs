@@ -6,7 +6,9 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use anyhow::Context as _;
 use strand_cluster::bus::Bus;
+use strand_cluster::handoff::{RemoteBlocks, UploadStats, Uploader};
 use strand_cluster::ingester::{Ingester, Sinks};
+use strand_cluster::objects::{ObjectFs, Objects, ObjectsConfig};
 use strand_cluster::publish::{PublishStats, Publisher};
 use strand_cluster::querier::{Members, RemoteStore};
 use strand_cluster::{ClusterConfig, Role};
@@ -27,14 +29,51 @@ pub struct Node {
     published: Arc<PublishStats>,
     members: Option<Arc<Members>>,
     ingester: OnceLock<Arc<Ingester>>,
+    /// The bucket blocks go to, when they do.
+    objects: Option<Objects>,
+    objects_cfg: ObjectsConfig,
+    /// Querier: the bucket as a file system the store's block reader reads.
+    object_fs: Option<Arc<ObjectFs>>,
+    /// Querier: the budgets of reads of blocks in object storage.
+    store_cfg: strand_store::StoreConfig,
+    uploads: Arc<UploadStats>,
 }
 
 impl Node {
-    /// Connects to NATS for a cluster role; `None` for the single binary.
-    pub async fn open(cfg: &ClusterConfig) -> anyhow::Result<Option<Arc<Self>>> {
+    /// Connects to NATS for a cluster role; `None` for the single binary. A querier
+    /// caches small block files from object storage in `data_dir` (unless
+    /// `cluster.objects.cache_dir` says where), and reads blocks within `store`'s budgets.
+    pub async fn open(
+        cfg: &ClusterConfig,
+        data_dir: &std::path::Path,
+        store: strand_store::StoreConfig,
+    ) -> anyhow::Result<Option<Arc<Self>>> {
         if cfg.role == Role::All {
             return Ok(None);
         }
+        let objects = if cfg.objects.enabled() && matches!(cfg.role, Role::Ingester | Role::Querier) {
+            Some(cfg.objects.open().context("cluster.objects")?)
+        } else {
+            None
+        };
+        let object_fs = match (&objects, cfg.role) {
+            (Some(objects), Role::Querier) => {
+                let dir = if cfg.objects.cache_dir.is_empty() {
+                    data_dir.join("object-cache")
+                } else {
+                    std::path::PathBuf::from(&cfg.objects.cache_dir)
+                };
+                let fs = ObjectFs::new(
+                    objects.clone(),
+                    tokio::runtime::Handle::current(),
+                    &dir,
+                    cfg.objects.cache_size.0,
+                )
+                .with_context(|| format!("opening the object cache in {}", dir.display()))?;
+                Some(Arc::new(fs))
+            }
+            _ => None,
+        };
         let bus = Arc::new(Bus::open(cfg, NATS_WAIT).await?);
         let members = if cfg.role == Role::Querier { Some(Members::new(bus.clone())?) } else { None };
         tracing::info!(
@@ -50,7 +89,29 @@ impl Node {
             published: Arc::default(),
             members,
             ingester: OnceLock::new(),
+            objects,
+            objects_cfg: cfg.objects.clone(),
+            object_fs,
+            store_cfg: store,
+            uploads: Arc::default(),
         })))
+    }
+
+    /// Ingester: the bucket its blocks are handed over to, when they are.
+    pub fn objects(&self) -> Option<&Objects> {
+        self.objects.as_ref().filter(|_| self.role == Role::Ingester)
+    }
+
+    /// Ingester: hands `store`'s blocks of `tenant` over to object storage until `stop`.
+    pub fn upload(
+        &self,
+        tenant: &str,
+        store: Arc<strand_store::Store>,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let objects = self.objects()?.clone();
+        let uploader = Uploader::new(objects, store, tenant, self.objects_cfg.clone(), self.uploads.clone());
+        Some(tokio::spawn(uploader.run(stop)))
     }
 
     /// Receivers and queriers keep no data: no store, tail sampling or chain analysis of
@@ -65,10 +126,23 @@ impl Node {
             Role::Receiver => {
                 Some(Arc::new(Publisher::new(self.bus.clone(), tenant, self.published.clone())))
             }
-            Role::Querier => Some(Arc::new(RemoteStore::new(
-                self.members.clone().expect("a querier lists members"),
-                (tenant != SINGLE_TENANT).then(|| tenant.to_owned()),
-            ))),
+            Role::Querier => {
+                let blocks = self.object_fs.as_ref().map(|fs| {
+                    let blocks = Arc::new(RemoteBlocks::new(
+                        fs.clone(),
+                        tenant,
+                        self.objects_cfg.clone(),
+                        self.store_cfg.clone(),
+                    ));
+                    tokio::spawn(RemoteBlocks::keep_listing(Arc::downgrade(&blocks)));
+                    blocks
+                });
+                Some(Arc::new(RemoteStore::new(
+                    self.members.clone().expect("a querier lists members"),
+                    (tenant != SINGLE_TENANT).then(|| tenant.to_owned()),
+                    blocks,
+                )))
+            }
             Role::Ingester | Role::All => None,
         }
     }
@@ -141,6 +215,27 @@ impl Node {
         }
         if let Some(m) = &self.members {
             out.extend(m.metric_families());
+        }
+        if self.objects().is_some() {
+            out.extend(self.uploads.metric_families());
+        }
+        if let Some(fs) = &self.object_fs {
+            let (hits, misses, bytes) = fs.cache().counts();
+            out.push(MetricFamily::counter(
+                "strand_cluster_object_cache_hits_total",
+                "Reads of small block files answered from the querier's disk cache.",
+                hits as f64,
+            ));
+            out.push(MetricFamily::counter(
+                "strand_cluster_object_cache_misses_total",
+                "Reads of small block files fetched from object storage.",
+                misses as f64,
+            ));
+            out.push(MetricFamily::gauge(
+                "strand_cluster_object_cache_bytes",
+                "Bytes the querier's disk cache of small block files holds.",
+                bytes as f64,
+            ));
         }
         out
     }

@@ -121,7 +121,7 @@ pub async fn run(
     // The receivers' bounds (requests in flight, bytes being received) are shared by every
     // tenant's receivers, made from this one; it stores nothing itself.
     let base = Receiver::new(Arc::new(tenants::Refuse), limits);
-    let node = cluster::Node::open(&cfg.cluster).await?;
+    let node = cluster::Node::open(&cfg.cluster, &cfg.data_dir, cfg.storage.to_store_config()).await?;
     let tenants = tenants::Tenants::start(cfg.clone(), base, stop_tx.subscribe(), node.clone()).await?;
     let primary = tenants.primary();
     let remote = Arc::new(RemoteSampling::open(&cfg.remote_sampling, &cfg.data_dir, primary.red.clone())?);

@@ -625,9 +625,28 @@ impl Tenants {
         // A receiver publishes to JetStream and a querier asks the ingesters: neither
         // keeps data, samples or analyses chains (the ingesters do, with whole traces).
         let stateless = self.node.as_ref().is_some_and(|n| n.stateless());
+        // An ingester whose blocks go to object storage hands each block over
+        // (`strand_cluster::handoff`); its own store sees them until then.
+        let handing_over = self.node.as_ref().filter(|n| !empty && n.objects().is_some()).cloned();
+        let mut handed: Option<Arc<strand_store::Store>> = None;
         let store: Arc<dyn TraceStore> =
             match self.node.as_ref().filter(|_| !empty).and_then(|n| n.store_for(tenant)) {
                 Some(store) => store,
+                None if handing_over.is_some() => {
+                    let mut scfg = storage.to_store_config();
+                    // Compacting here would upload the merged data a second time: blocks
+                    // are compacted in object storage.
+                    scfg.compaction_target_spans = 0;
+                    let store = tokio::task::spawn_blocking(move || {
+                        strand_store::Store::open(Arc::new(strand_store::fs::StdFs), &dir_c, scfg)
+                    })
+                    .await
+                    .context("store open task failed")?
+                    .with_context(|| format!("opening the embedded store in {}", dir.display()))?;
+                    let store = Arc::new(store);
+                    handed = Some(store.clone());
+                    store
+                }
                 None => tokio::task::spawn_blocking(move || storage_c.open_backend(&dir_c))
                     .await
                     .context("store open task failed")?
@@ -730,8 +749,13 @@ impl Tenants {
         });
         if self.node.as_ref().is_some_and(|n| n.role == strand_cluster::Role::Ingester) {
             // Queriers read this ingester's store through the cluster's read protocol.
+            let view_at = handed.clone().map(|s| {
+                Arc::new(move |clock| s.view(strand_store::Visibility::HeldAt(clock)))
+                    as strand_cluster::wire::ViewAt
+            });
             query = query.merge(strand_cluster::wire::router(
                 store.clone(),
+                view_at,
                 integrity.clone().map(|a| a as Arc<dyn ChainIntegrity>),
             ));
         }
@@ -762,6 +786,12 @@ impl Tenants {
             return Ok(stack(routes));
         }
         let mut tasks = self.tasks.lock();
+        if let (Some(node), Some(store)) = (&handing_over, handed) {
+            let mut stop = self.stop.clone();
+            tasks.extend(node.upload(tenant, store, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }));
+        }
         {
             let (p, mut stop) = (pipeline.clone(), self.stop.clone());
             tasks.push(tokio::spawn(async move {

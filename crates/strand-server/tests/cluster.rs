@@ -1,10 +1,12 @@
-//! The roles as separate processes on a real NATS JetStream (Debian's `nats-server`, which
-//! `scripts/test.sh` installs): two receivers, two ingesters, one querier. Spans of one
-//! trace go through both receivers; an ingester is killed with SIGKILL in the middle and
-//! restarted, another leaves; every acknowledged span is read back through the querier
-//! exactly once, searches, services and dependencies answer as for one machine, and chain
-//! integrity (a queue hop whose two traces land on two ingesters included) finds what one
-//! machine finds on the same spans.
+//! The roles as separate processes on a real NATS JetStream (Debian's `nats-server`) and a
+//! real S3-compatible server (`s3s-fs` from crates.io; `scripts/test.sh` installs both):
+//! two receivers, two ingesters, one querier. Spans of one trace go through both
+//! receivers; an ingester is killed with SIGKILL in the middle and restarted, another
+//! leaves; ingesters cut blocks every few seconds and hand them over to object storage,
+//! where the querier reads them. Every acknowledged span is read back through the querier
+//! exactly once, before and after the handoffs; searches, services and dependencies answer
+//! as for one machine, and chain integrity (a queue hop whose two traces land on two
+//! ingesters included) finds what one machine finds on the same spans.
 
 mod common;
 
@@ -55,7 +57,62 @@ async fn nats(dir: &Path) -> Option<Nats> {
     Some(nats)
 }
 
-fn role_args(role: &str, nats: &str, id: Option<&str>) -> Vec<String> {
+struct S3 {
+    child: Child,
+    endpoint: String,
+    root: std::path::PathBuf,
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const S3_KEY: &str = "strandtest";
+const S3_SECRET: &str = "strandtestsecret";
+
+/// `s3s-fs` on a free port with a bucket `strand`, or `None` when it is missing and not
+/// required (`scripts/test.sh` builds it into `.tools/s3s`).
+async fn s3(dir: &Path) -> Option<S3> {
+    let bin = std::env::var_os("STRAND_S3S_FS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/s3s/bin/s3s-fs"));
+    if !bin.exists() {
+        let required =
+            std::env::var_os("INTEROP_TESTS_REQUIRED").is_some() || std::env::var_os("CI").is_some();
+        assert!(!required, "s3s-fs missing at {}: run scripts/test.sh, which builds it", bin.display());
+        eprintln!("SKIPPED: s3s-fs missing; run scripts/test.sh to build it");
+        return None;
+    }
+    std::fs::create_dir_all(dir.join("strand")).expect("bucket directory");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let child = Command::new(bin)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", S3_KEY, "--secret-key", S3_SECRET])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start s3s-fs");
+    let s3 = S3 { child, endpoint: format!("http://127.0.0.1:{port}"), root: dir.to_path_buf() };
+    eventually("s3s-fs to listen", || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()
+    })
+    .await;
+    Some(s3)
+}
+
+/// The blocks object storage holds (uploaded whole: `meta.json` is written last).
+fn blocks_in(s3: &S3) -> usize {
+    let dir = s3.root.join("strand/cluster-test/single-tenant/blocks");
+    std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().filter(|e| e.path().join("meta.json").exists()).count())
+        .unwrap_or(0)
+}
+
+fn role_args(role: &str, nats: &str, s3: &str, id: Option<&str>) -> Vec<String> {
     let mut args = vec![
         "--role".to_owned(),
         role.to_owned(),
@@ -72,14 +129,27 @@ fn role_args(role: &str, nats: &str, id: Option<&str>) -> Vec<String> {
         "--set".to_owned(),
         "integrity.settle_time=1s".to_owned(),
     ];
+    // Blocks are cut every 2 s and handed over 3 s after their upload; the ingesters keep
+    // their copies 3 s more.
+    for set in [
+        "cluster.objects.url=s3://strand/cluster-test".to_owned(),
+        format!("cluster.objects.endpoint={s3}"),
+        format!("cluster.objects.access_key_id={S3_KEY}"),
+        format!("cluster.objects.secret_access_key={S3_SECRET}"),
+        "cluster.objects.handoff_delay=3s".to_owned(),
+        "cluster.objects.keep_after_handoff=3s".to_owned(),
+        "storage.head_max_age=2s".to_owned(),
+    ] {
+        args.extend(["--set".to_owned(), set]);
+    }
     if let Some(id) = id {
         args.extend(["--set".to_owned(), format!("cluster.ingester_id={id}")]);
     }
     args
 }
 
-fn spawn_role(dir: &Path, role: &str, nats: &str, id: Option<&str>) -> ChildServer {
-    let args = role_args(role, nats, id);
+fn spawn_role(dir: &Path, role: &str, (nats, s3): (&str, &str), id: Option<&str>) -> ChildServer {
+    let args = role_args(role, nats, s3, id);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     spawn_binary(dir, &args)
 }
@@ -88,6 +158,12 @@ fn spawn_role(dir: &Path, role: &str, nats: &str, id: Option<&str>) -> ChildServ
 async fn owned(ingester: &ChildServer) -> Option<f64> {
     let text = reqwest::get(format!("http://{}/metrics", ingester.http)).await.ok()?.text().await.ok()?;
     metric_value(&text, "strand_cluster_partitions_owned")
+}
+
+/// Blocks an ingester deleted after handing them over, from its `/metrics`.
+async fn handed_over(ingester: &ChildServer) -> Option<f64> {
+    let text = reqwest::get(format!("http://{}/metrics", ingester.http)).await.ok()?.text().await.ok()?;
+    metric_value(&text, "strand_cluster_blocks_handed_over_total")
 }
 
 /// Messages an ingester wrote and acknowledged, from its `/metrics`.
@@ -225,15 +301,14 @@ async fn all_found(querier: &ChildServer, sent: &Sent) {
 async fn two_receivers_two_ingesters_one_querier_lose_nothing_through_a_kill() {
     let dir = tempfile::tempdir().expect("tempdir");
     let Some(nats) = nats(&dir.path().join("nats")).await else { return };
+    let Some(s3) = s3(&dir.path().join("s3")).await else { return };
     let now = strand_store::now_unix_nano();
     let d = |name: &str| dir.path().join(name);
-    let receivers = [
-        spawn_role(&d("r1"), "receiver", &nats.url, None),
-        spawn_role(&d("r2"), "receiver", &nats.url, None),
-    ];
-    let mut i1 = spawn_role(&d("i1"), "ingester", &nats.url, Some("i1"));
-    let i2 = spawn_role(&d("i2"), "ingester", &nats.url, Some("i2"));
-    let querier = spawn_role(&d("q"), "querier", &nats.url, None);
+    let at = (nats.url.as_str(), s3.endpoint.as_str());
+    let receivers = [spawn_role(&d("r1"), "receiver", at, None), spawn_role(&d("r2"), "receiver", at, None)];
+    let mut i1 = spawn_role(&d("i1"), "ingester", at, Some("i1"));
+    let i2 = spawn_role(&d("i2"), "ingester", at, Some("i2"));
+    let querier = spawn_role(&d("q"), "querier", at, None);
 
     // The partitions are shared between the two ingesters.
     eventually("both ingesters to hold half of the partitions", || async {
@@ -250,6 +325,14 @@ async fn two_receivers_two_ingesters_one_querier_lose_nothing_through_a_kill() {
         sent.add(&batch);
         export_batch_to(&receivers[0].otlp_http, &batch).await;
     }
+    all_found(&querier, &sent).await;
+    // The ingesters cut blocks, upload them and, after the handoff, delete their copies:
+    // the same traces are then read from object storage, still each span once.
+    eventually("both ingesters to hand blocks over to object storage", || async {
+        (handed_over(&i1).await? >= 1.0 && handed_over(&i2).await? >= 1.0).then_some(())
+    })
+    .await;
+    assert!(blocks_in(&s3) >= 2, "blocks in object storage: {}", blocks_in(&s3));
     all_found(&querier, &sent).await;
     // One page at a time, newest first: pages neither repeat nor skip (checked while no
     // partition has moved: a trace split across ingesters can shift a page, see
@@ -296,7 +379,7 @@ async fn two_receivers_two_ingesters_one_querier_lose_nothing_through_a_kill() {
         let _ = i1.child.wait();
     };
     tokio::join!(send(&r, 60..120, now, &mut sent), killing);
-    i1 = spawn_role(&d("i1"), "ingester", &nats.url, Some("i1"));
+    i1 = spawn_role(&d("i1"), "ingester", at, Some("i1"));
     send(&r, 120..150, now, &mut sent).await;
     all_found(&querier, &sent).await;
     eventually("the restarted ingester to hold its half again", || async {
@@ -412,6 +495,13 @@ async fn two_receivers_two_ingesters_one_querier_lose_nothing_through_a_kill() {
     let mut more = Sent::default();
     send(&r, 150..170, now, &mut more).await;
     all_found(&querier, &more).await;
+    // Once everything is handed over, all of it is read from object storage, once.
+    let handed = handed_over(&i1).await.expect("handed over");
+    eventually("the restarted ingester to hand over what it wrote since", || async {
+        (handed_over(&i1).await? >= handed + 2.0).then_some(())
+    })
+    .await;
+    all_found(&querier, &sent).await;
 
     // A querier refuses writes and a receiver refuses reads, each saying where to go.
     let resp = reqwest::get(q("/api/v1/traces/0af7651916cd43dd8448eb211c80319c")).await.expect("get");

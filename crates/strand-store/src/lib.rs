@@ -57,4 +57,7 @@ pub mod search;
 pub mod testdata;
 pub mod wal;
 
-pub use engine::{FsyncPolicy, Store, StoreConfig, StoreSnapshot, StoreStats, now_unix_nano};
+pub use engine::{
+    BlockSet, FsyncPolicy, Refreshed, Store, StoreConfig, StoreSnapshot, StoreStats, StoreView, Visibility,
+    now_unix_nano,
+};

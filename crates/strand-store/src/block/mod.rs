@@ -132,6 +132,11 @@ pub struct BlockMeta {
     pub max_log_time_unix_nano: u64,
     /// Size and CRC32C of each data file, checked before a file is parsed.
     pub files: Vec<FileChecksum>,
+    /// In a copy uploaded to object storage by a cluster ingester: from this time (by the
+    /// reader's clock) queriers read the block from object storage and the ingester stops
+    /// answering for it (see `strand_cluster`'s `objects`). Absent in a data directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff_unix_nano: Option<u64>,
 }
 
 /// Size and checksum of one file of a block.

@@ -129,6 +129,8 @@ pub struct Block {
     pub repaired: Vec<String>,
     /// See [`Block::verified`].
     verified: bool,
+    /// See [`Block::handoff`]; 0: none.
+    handoff: std::sync::atomic::AtomicU64,
 }
 
 /// Length of a block's `meta.json` (0 when it cannot be read: only sizes depend on it).
@@ -347,7 +349,11 @@ impl Block {
             logs: None,
             repaired: Vec::new(),
             verified: verify != Verify::Lazy,
+            handoff: std::sync::atomic::AtomicU64::new(0),
         };
+        if let Some(t) = block.meta.handoff_unix_nano {
+            block.set_handoff(t);
+        }
         if block.meta.log_count > 0 {
             let (logs, rebuilt) =
                 crate::logs::LogFiles::open(fs, dir, &block.meta, &block.key, cache, full, log_filter)?;
@@ -399,6 +405,18 @@ impl Block {
             cache.insert(&block.key, Part::TraceIndex, Arc::new(index), bytes);
         }
         Ok(block)
+    }
+
+    /// When the block was handed over to object storage (see
+    /// [`BlockMeta::handoff_unix_nano`]): reads at a clock from then on are answered from
+    /// the uploaded copy, not this one. `None`: never.
+    pub fn handoff(&self) -> Option<u64> {
+        Some(self.handoff.load(std::sync::atomic::Ordering::Acquire)).filter(|&t| t != 0)
+    }
+
+    /// Records the block's handoff time ([`Block::handoff`]).
+    pub fn set_handoff(&self, unix_nano: u64) {
+        self.handoff.store(unix_nano.max(1), std::sync::atomic::Ordering::Release);
     }
 
     /// The block's filters, as `filter.bin` holds them.

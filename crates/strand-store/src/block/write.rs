@@ -601,6 +601,7 @@ impl BlockBuilder {
                 FileChecksum::of("spans.parquet", &spans_bytes),
                 FileChecksum::of("traces.parquet", &traces_bytes),
             ],
+            handoff_unix_nano: None,
         };
         let filter = crate::cache::TraceFilter::new(summaries.list.iter().map(|s| &s.trace_id));
         Ok(EncodedBlock { spans: spans_bytes, traces: traces_bytes, filter, meta })

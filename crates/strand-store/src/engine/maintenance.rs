@@ -65,6 +65,9 @@ pub(super) fn scrub(inner: &Inner, slice: Duration) {
                     .stats
                     .derived_files_repaired
                     .fetch_add(checked.repaired.len() as u64, Ordering::Relaxed);
+                if let Some(h) = block.handoff() {
+                    checked.set_handoff(h);
+                }
                 *slot = Arc::new(checked);
             }
             Err(e) if is_damage(&e) => {

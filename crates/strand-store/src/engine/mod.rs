@@ -52,6 +52,7 @@ use crate::wal::{LogWalRecord, Wal, WalEntry, WalRecord};
 mod flusher;
 mod index_thread;
 mod maintenance;
+mod reads;
 mod startup;
 mod wal_thread;
 
@@ -60,6 +61,8 @@ use index_thread::{INDEX_QUEUE, IndexJob, index_loop};
 use maintenance::{maintain, maintenance_loop};
 use startup::{check_block_versions, lock_data_dir, open_blocks};
 use wal_thread::wal_loop;
+
+pub use reads::{BlockSet, Refreshed, StoreView};
 
 /// When the WAL is fsynced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,6 +298,35 @@ struct State {
     /// Oldest data first ([`by_data_age`]): reads, compaction and retention go in this
     /// order, so the first-received copy of a duplicate span wins everywhere.
     blocks: Vec<Arc<Block>>,
+}
+
+/// Which blocks a read sees. A cluster ingester hands its blocks over to object storage
+/// (see [`Block::handoff`]): a querier's read carries its clock, and the ingester answers
+/// for a block only before the block's handoff time while the querier reads the uploaded
+/// copy from then on, so each block is read exactly once whatever the timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    /// Every block.
+    All,
+    /// Blocks not handed over by this clock (an ingester's answer to a querier).
+    HeldAt(u64),
+    /// Blocks handed over by this clock (a querier's reading of object storage).
+    HandedOverBy(u64),
+}
+
+impl Visibility {
+    /// Whether a read with this visibility sees `block`.
+    pub fn admits(self, block: &Block) -> bool {
+        match self {
+            Visibility::All => true,
+            Visibility::HeldAt(clock) => block.handoff().is_none_or(|h| clock < h),
+            Visibility::HandedOverBy(clock) => block.handoff().is_none_or(|h| h <= clock),
+        }
+    }
+
+    fn blocks(self, blocks: &[Arc<Block>]) -> Vec<Arc<Block>> {
+        blocks.iter().filter(|b| self.admits(b)).cloned().collect()
+    }
 }
 
 /// Orders blocks by their earliest receive time, then id. Not by id alone: a block written
@@ -540,7 +572,7 @@ impl Store {
 
     /// Spans of a trace from head, frozen heads and blocks; blocking (reads files).
     pub fn get_trace_blocking(&self, id: TraceId) -> Result<Option<Trace>, StoreError> {
-        self.inner.get_trace(id)
+        self.inner.get_trace(id, Visibility::All)
     }
 
     /// Stops the threads: pending writes are answered, the head is written to a block, and
@@ -822,13 +854,14 @@ impl Inner {
     fn with_sources<T>(
         &self,
         as_of: Option<u64>,
+        vis: Visibility,
         f: impl FnOnce(&Sources) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let (blocks, heads, newest) = {
             let st = self.state.read();
             let mut heads: Vec<_> = st.frozen.iter().map(|f| f.head.index_handle()).collect();
             heads.push(st.head.index_handle());
-            (st.blocks.clone(), heads, st.newest_received())
+            (vis.blocks(&st.blocks), heads, st.newest_received())
         };
         let mut guards = Vec::with_capacity(heads.len());
         for (index, first, tail) in &heads {
@@ -848,19 +881,19 @@ impl Inner {
         f(&Sources { sources, as_of: as_of.unwrap_or(newest) })
     }
 
-    fn search(&self, q: &TraceQuery) -> Result<SearchPage, StoreError> {
+    fn search(&self, q: &TraceQuery, vis: Visibility) -> Result<SearchPage, StoreError> {
         let as_of = q.cursor.map(|c| c.as_of_unix_nano);
-        self.with_sources(as_of, |s| s.search(q, &|id| self.get_trace(id)))
+        self.with_sources(as_of, vis, |s| s.search(q, &|id| self.get_trace(id, vis)))
     }
 
-    fn get_trace(&self, id: TraceId) -> Result<Option<Trace>, StoreError> {
-        Ok(self.get_traces(&[id])?.pop())
+    fn get_trace(&self, id: TraceId, vis: Visibility) -> Result<Option<Trace>, StoreError> {
+        Ok(self.get_traces(&[id], vis)?.pop())
     }
 
     /// The stored traces of `ids`, in that order. The state is looked at once for all of
     /// them; under its lock only `Arc`s and record handles are cloned, and decoding happens
     /// after it is released, so lookups never hold up the WAL thread's inserts.
-    fn get_traces(&self, ids: &[TraceId]) -> Result<Vec<Trace>, StoreError> {
+    fn get_traces(&self, ids: &[TraceId], vis: Visibility) -> Result<Vec<Trace>, StoreError> {
         let (blocks, records) = {
             let st = self.state.read();
             let records: Vec<_> = ids
@@ -874,7 +907,7 @@ impl Inner {
                     records
                 })
                 .collect();
-            (st.blocks.clone(), records)
+            (vis.blocks(&st.blocks), records)
         };
         // One reservation for the whole call, held until the traces are returned (they are
         // in memory until then): reserving trace by trace could refuse a call's second big
@@ -919,7 +952,12 @@ impl Inner {
 impl Inner {
     /// The log records of a trace (of one span), each once, ordered by time: head handles
     /// are cloned under the lock, decoding and block reads happen after it.
-    fn trace_logs(&self, id: TraceId, span: Option<SpanId>) -> Result<Vec<StoredLog>, StoreError> {
+    fn trace_logs(
+        &self,
+        id: TraceId,
+        span: Option<SpanId>,
+        vis: Visibility,
+    ) -> Result<Vec<StoredLog>, StoreError> {
         let (blocks, records) = {
             let st = self.state.read();
             let mut records = Vec::new();
@@ -927,7 +965,7 @@ impl Inner {
                 records.extend(f.head.logs.trace_records(&id));
             }
             records.extend(st.head.logs.trace_records(&id));
-            (st.blocks.clone(), records)
+            (vis.blocks(&st.blocks), records)
         };
         // Older copies first, so the first-written copy of a repeated record wins.
         let mut out = Vec::new();
@@ -944,7 +982,7 @@ impl Inner {
 
     /// One page of a log search: each block's matching rows are found from the columns the
     /// query needs; only rows that can be on the page are decoded whole.
-    fn find_logs(&self, q: &LogQuery) -> Result<LogPage, StoreError> {
+    fn find_logs(&self, q: &LogQuery, vis: Visibility) -> Result<LogPage, StoreError> {
         let lower = q.text.as_ref().map(|t| t.to_lowercase());
         let (start, end) = (q.range.start_unix_nano, q.range.end_unix_nano);
         let (blocks, records) = {
@@ -954,7 +992,7 @@ impl Inner {
                 records.extend(f.head.logs.records_in(start, end));
             }
             records.extend(st.head.logs.records_in(start, end));
-            (st.blocks.clone(), records)
+            (vis.blocks(&st.blocks), records)
         };
         let admitted = |l: &StoredLog| {
             let t = l.record.effective_time();
@@ -1123,30 +1161,30 @@ impl LogStore for Store {
         trace_id: TraceId,
         span_id: Option<SpanId>,
     ) -> BoxFuture<'_, Result<Vec<StoredLog>, StoreError>> {
-        blocking(&self.inner, move |i| i.trace_logs(trace_id, span_id))
+        reads::trace_logs(&self.inner, Visibility::All, trace_id, span_id)
     }
 
     fn find_logs(&self, query: LogQuery) -> BoxFuture<'_, Result<LogPage, StoreError>> {
-        blocking(&self.inner, move |i| i.find_logs(&query))
+        reads::find_logs(&self.inner, Visibility::All, query)
     }
 }
 
 /// Reads on tokio's blocking pool.
 impl TraceReader for Store {
     fn get_trace(&self, trace_id: TraceId) -> BoxFuture<'_, Result<Option<Trace>, StoreError>> {
-        blocking(&self.inner, move |i| i.get_trace(trace_id))
+        reads::get_trace(&self.inner, Visibility::All, trace_id)
     }
 
     fn get_traces(&self, ids: Vec<TraceId>) -> BoxFuture<'_, Result<Vec<Trace>, StoreError>> {
-        blocking(&self.inner, move |i| i.get_traces(&ids))
+        reads::get_traces(&self.inner, Visibility::All, ids)
     }
 
     fn find_traces(&self, query: TraceQuery) -> BoxFuture<'_, Result<SearchPage, StoreError>> {
-        blocking(&self.inner, move |i| i.search(&query))
+        reads::find_traces(&self.inner, Visibility::All, query)
     }
 
     fn services(&self, range: TimeRange) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
-        blocking(&self.inner, move |i| i.with_sources(None, |s| s.services(range)))
+        reads::services(&self.inner, Visibility::All, range)
     }
 
     fn operations(
@@ -1154,7 +1192,7 @@ impl TraceReader for Store {
         service: String,
         range: TimeRange,
     ) -> BoxFuture<'_, Result<Vec<Operation>, StoreError>> {
-        blocking(&self.inner, move |i| i.with_sources(None, |s| s.operations(&service, range)))
+        reads::operations(&self.inner, Visibility::All, service, range)
     }
 
     fn attributes(
@@ -1162,10 +1200,10 @@ impl TraceReader for Store {
         service: Option<String>,
         range: TimeRange,
     ) -> BoxFuture<'_, Result<Vec<(String, String)>, StoreError>> {
-        blocking(&self.inner, move |i| i.with_sources(None, |s| s.attributes(service.as_deref(), range)))
+        reads::attributes(&self.inner, Visibility::All, service, range)
     }
 
     fn dependencies(&self, range: TimeRange) -> BoxFuture<'_, Result<Vec<DependencyEdge>, StoreError>> {
-        blocking(&self.inner, move |i| i.with_sources(None, |s| s.dependencies(range)))
+        reads::dependencies(&self.inner, Visibility::All, range)
     }
 }
