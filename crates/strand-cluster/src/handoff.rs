@@ -156,9 +156,19 @@ impl Uploader {
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
+        // Merged into another block by the compactor while this ingester was away: that
+        // block holds the data; this copy goes.
+        match self.objects.store.head(&self.key(id, crate::compact::COMPACTED_MARKER)).await {
+            Ok(_) => {
+                block.set_handoff(1);
+                return Ok(());
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
         let mut bytes = 0;
         for f in &block.meta.files {
-            bytes += self.upload_file(&block.dir.join(&f.name), self.key(id, &f.name)).await?;
+            bytes += upload_file(&self.objects, &block.dir.join(&f.name), self.key(id, &f.name)).await?;
         }
         let handoff = now_unix_nano() + self.cfg.handoff_delay.0.as_nanos() as u64;
         let mut meta = block.meta.clone();
@@ -172,33 +182,33 @@ impl Uploader {
         tracing::debug!(block = %id, bytes, "cluster: block uploaded");
         Ok(())
     }
+}
 
-    /// Streams a file to `key` (one PUT when small, a multipart upload otherwise).
-    async fn upload_file(&self, path: &Path, key: Key) -> anyhow::Result<u64> {
-        use tokio::io::AsyncReadExt as _;
-        let mut file = tokio::fs::File::open(path).await?;
-        let mut out = object_store::buffered::BufWriter::new(self.objects.store.clone(), key);
-        let mut total = 0u64;
-        loop {
-            let mut buf = vec![0u8; 8 << 20];
-            let mut filled = 0;
-            while filled < buf.len() {
-                let n = file.read(&mut buf[filled..]).await?;
-                if n == 0 {
-                    break;
-                }
-                filled += n;
-            }
-            if filled == 0 {
+/// Streams a file to `key` (one PUT when small, a multipart upload otherwise).
+pub(crate) async fn upload_file(objects: &Objects, path: &Path, key: Key) -> anyhow::Result<u64> {
+    use tokio::io::AsyncReadExt as _;
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut out = object_store::buffered::BufWriter::new(objects.store.clone(), key);
+    let mut total = 0u64;
+    loop {
+        let mut buf = vec![0u8; 8 << 20];
+        let mut filled = 0;
+        while filled < buf.len() {
+            let n = file.read(&mut buf[filled..]).await?;
+            if n == 0 {
                 break;
             }
-            buf.truncate(filled);
-            total += filled as u64;
-            out.put(bytes::Bytes::from(buf)).await?;
+            filled += n;
         }
-        out.shutdown().await?;
-        Ok(total)
+        if filled == 0 {
+            break;
+        }
+        buf.truncate(filled);
+        total += filled as u64;
+        out.put(bytes::Bytes::from(buf)).await?;
     }
+    out.shutdown().await?;
+    Ok(total)
 }
 
 /// A querier's view of one tenant's blocks in object storage (see the module docs).

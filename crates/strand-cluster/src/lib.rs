@@ -18,6 +18,7 @@
 //! it.
 
 pub mod bus;
+pub mod compact;
 pub mod handoff;
 pub mod ingester;
 pub mod objects;

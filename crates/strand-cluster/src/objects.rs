@@ -54,6 +54,9 @@ pub struct ObjectsConfig {
     pub cache_dir: String,
     /// Querier: the most bytes the cache of small files keeps on disk.
     pub cache_size: ByteSize,
+    /// Ingesters: how often one of them (holding the `compactor` lease) applies retention
+    /// and compaction to the bucket (`storage.retention`, `storage.compaction_*`).
+    pub compaction_interval: HumanDuration,
 }
 
 impl Default for ObjectsConfig {
@@ -68,6 +71,7 @@ impl Default for ObjectsConfig {
             keep_after_handoff: HumanDuration(Duration::from_secs(300)),
             cache_dir: String::new(),
             cache_size: ByteSize(1 << 30),
+            compaction_interval: HumanDuration(Duration::from_secs(60)),
         }
     }
 }
@@ -99,6 +103,9 @@ impl ObjectsConfig {
                 "cluster.objects.handoff_delay must be at least 3s (queriers list the bucket every third of it), not {}",
                 self.handoff_delay
             ));
+        }
+        if self.compaction_interval.0.is_zero() {
+            errs.push("cluster.objects.compaction_interval must be greater than zero".into());
         }
         if self.keep_after_handoff.0 < self.handoff_delay.0 {
             errs.push(format!(

@@ -248,7 +248,16 @@ impl RemoteStore {
         let Some(blocks) = &self.blocks else { return ingesters.await };
         let stored = async {
             let view = blocks.view_at(clock).await?;
-            wire::answer(&view, None, req.clone()).await
+            match wire::answer(&view, None, req.clone()).await {
+                Ok(answer) => Ok(answer),
+                // A block deleted since the listing (merged by the compactor, or past
+                // retention): list again and read once more.
+                Err(e) => {
+                    tracing::debug!(error = %e, "cluster: reading object storage failed; listing again");
+                    blocks.refresh().await?;
+                    wire::answer(&blocks.view_at(clock).await?, None, req.clone()).await
+                }
+            }
         };
         let (mut answers, stored) = futures_util::future::try_join(ingesters, stored).await?;
         answers.push(stored);

@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use anyhow::Context as _;
 use strand_cluster::bus::Bus;
+use strand_cluster::compact::{CompactionStats, Compactor};
 use strand_cluster::handoff::{RemoteBlocks, UploadStats, Uploader};
 use strand_cluster::ingester::{Ingester, Sinks};
 use strand_cluster::objects::{ObjectFs, Objects, ObjectsConfig};
@@ -32,8 +33,12 @@ pub struct Node {
     /// The bucket blocks go to, when they do.
     objects: Option<Objects>,
     objects_cfg: ObjectsConfig,
-    /// Querier: the bucket as a file system the store's block reader reads.
+    /// The bucket as a file system the store's block reader reads (queriers read blocks
+    /// there, ingesters compact them).
     object_fs: Option<Arc<ObjectFs>>,
+    /// Where an ingester's compactor writes merged blocks before uploading them.
+    staging: std::path::PathBuf,
+    compactions: Arc<CompactionStats>,
     /// Querier: the budgets of reads of blocks in object storage.
     store_cfg: strand_store::StoreConfig,
     uploads: Arc<UploadStats>,
@@ -56,8 +61,8 @@ impl Node {
         } else {
             None
         };
-        let object_fs = match (&objects, cfg.role) {
-            (Some(objects), Role::Querier) => {
+        let object_fs = match &objects {
+            Some(objects) => {
                 let dir = if cfg.objects.cache_dir.is_empty() {
                     data_dir.join("object-cache")
                 } else {
@@ -94,6 +99,8 @@ impl Node {
             object_fs,
             store_cfg: store,
             uploads: Arc::default(),
+            staging: data_dir.join("compaction-staging"),
+            compactions: Arc::default(),
         })))
     }
 
@@ -184,20 +191,37 @@ impl Node {
     }
 
     /// Starts consuming (ingesters): registers as reachable at `url` and balances the
-    /// partitions until `stop`; the returned task ends once the leases are given back.
-    pub fn start_ingester(
+    /// partitions until `stopped()` ends (and, with object storage, takes turns at
+    /// compacting it); the returned task ends once the leases are given back.
+    pub fn start_ingester<F>(
         &self,
         cfg: &ClusterConfig,
         url: String,
         tenants: &Arc<Tenants>,
-        stop: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        stopped: impl Fn() -> F,
+    ) -> anyhow::Result<tokio::task::JoinHandle<()>>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
         let id = if cfg.ingester_id.is_empty() { host_name()? } else { cfg.ingester_id.clone() };
         tracing::info!(ingester = %id, url = %url, "cluster: ingester registering");
         let sinks = Arc::new(TenantSinks(Arc::downgrade(tenants)));
-        let ingester = Ingester::new(self.bus.clone(), id, url, sinks);
+        let ingester = Ingester::new(self.bus.clone(), id.clone(), url, sinks);
         let _ = self.ingester.set(ingester.clone());
-        Ok(tokio::spawn(ingester.run(stop)))
+        if let (Some(objects), Some(fs)) = (self.objects(), &self.object_fs) {
+            let compactor = Compactor::new(
+                self.bus.clone(),
+                objects.clone(),
+                fs.clone(),
+                id,
+                self.objects_cfg.clone(),
+                self.store_cfg.clone(),
+                self.staging.clone(),
+                self.compactions.clone(),
+            );
+            tokio::spawn(compactor.run(stopped()));
+        }
+        Ok(tokio::spawn(ingester.run(stopped())))
     }
 
     /// The role's counters and gauges (the publishers' are their stores').
@@ -218,6 +242,7 @@ impl Node {
         }
         if self.objects().is_some() {
             out.extend(self.uploads.metric_families());
+            out.extend(self.compactions.metric_families());
         }
         if let Some(fs) = &self.object_fs {
             let (hits, misses, bytes) = fs.cache().counts();

@@ -220,7 +220,7 @@ pub async fn run(
         } else {
             cfg.cluster.advertise_url.clone()
         };
-        let ingester = node.start_ingester(&cfg.cluster, url, &tenants, stopped())?;
+        let ingester = node.start_ingester(&cfg.cluster, url, &tenants, &stopped)?;
         tasks.spawn(async move { ingester.await.context("the ingester's task failed") });
     }
     let connections = Arc::new(listener::ConnectionStats::default());

@@ -138,6 +138,7 @@ fn role_args(role: &str, nats: &str, s3: &str, id: Option<&str>) -> Vec<String> 
         format!("cluster.objects.secret_access_key={S3_SECRET}"),
         "cluster.objects.handoff_delay=3s".to_owned(),
         "cluster.objects.keep_after_handoff=3s".to_owned(),
+        "cluster.objects.compaction_interval=2s".to_owned(),
         "storage.head_max_age=2s".to_owned(),
     ] {
         args.extend(["--set".to_owned(), set]);
@@ -164,6 +165,12 @@ async fn owned(ingester: &ChildServer) -> Option<f64> {
 async fn handed_over(ingester: &ChildServer) -> Option<f64> {
     let text = reqwest::get(format!("http://{}/metrics", ingester.http)).await.ok()?.text().await.ok()?;
     metric_value(&text, "strand_cluster_blocks_handed_over_total")
+}
+
+/// Merges an ingester made in object storage, from its `/metrics`.
+async fn compactions(ingester: &ChildServer) -> Option<f64> {
+    let text = reqwest::get(format!("http://{}/metrics", ingester.http)).await.ok()?.text().await.ok()?;
+    metric_value(&text, "strand_cluster_compactions_total")
 }
 
 /// Messages an ingester wrote and acknowledged, from its `/metrics`.
@@ -333,6 +340,13 @@ async fn two_receivers_two_ingesters_one_querier_lose_nothing_through_a_kill() {
     })
     .await;
     assert!(blocks_in(&s3) >= 2, "blocks in object storage: {}", blocks_in(&s3));
+    all_found(&querier, &sent).await;
+    // One ingester at a time merges the small blocks there (once no ingester answers for
+    // them); readers go on finding each span once.
+    eventually("an ingester to compact blocks in object storage", || async {
+        (compactions(&i1).await? + compactions(&i2).await? >= 1.0).then_some(())
+    })
+    .await;
     all_found(&querier, &sent).await;
     // One page at a time, newest first: pages neither repeat nor skip (checked while no
     // partition has moved: a trace split across ingesters can shift a page, see

@@ -59,5 +59,5 @@ pub mod wal;
 
 pub use engine::{
     BlockSet, FsyncPolicy, Refreshed, Store, StoreConfig, StoreSnapshot, StoreStats, StoreView, Visibility,
-    now_unix_nano,
+    merge_blocks, now_unix_nano,
 };

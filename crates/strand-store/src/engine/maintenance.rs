@@ -117,55 +117,50 @@ pub(super) fn recheck_disk_budget(inner: &Inner) {
     }
 }
 
-/// Merges the oldest run of small blocks. Returns whether it merged anything.
-///
-/// Only choosing the inputs and publishing the result hold the maintenance lock: block
-/// writes, retention and the scrub go on while the inputs are read and merged. Inputs that
-/// retention deleted meanwhile make the merge void: it is discarded, not published.
-pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
-    let _compacting = inner.compaction.lock();
-    let target = inner.cfg.compaction_target_spans;
-    let candidates: Vec<Arc<Block>> = {
-        let _guard = inner.maintenance.lock();
-        let st = inner.state.read();
-        let mut run = Vec::new();
-        let mut total = 0;
-        let rows = |b: &Block| b.meta.span_count + b.meta.log_count;
-        let log_bytes = |b: &Block| b.logs.as_ref().map_or(0, |l| l.disk_bytes);
-        let (mut total_log_bytes, mut total_text) = (0, 0);
-        let max_text = inner.cfg.compaction_max_text_bytes;
-        // A block not yet verified is not read whole before the scrub has checked it.
-        for b in st.blocks.iter().filter(|b| rows(b) < target / 2 && b.verified()) {
-            // Log text compresses about 5 to 10 times: bounding the merged log files keeps
-            // each of the merge's string columns well under what one block may hold; span
-            // text is bounded by its decoded size, which the Parquet footers give.
-            let text = b.span_text_bytes();
-            if total + rows(b) > target
-                || total_log_bytes + log_bytes(b) > MAX_MERGED_LOG_BYTES
-                || total_text + text > max_text
-            {
-                if run.is_empty() {
-                    // Too big to merge with anything: the run starts after it.
-                    continue;
-                }
-                break;
+/// The oldest run of small blocks (under half of `compaction_target_spans` rows each) to
+/// merge together, within the target and the text bounds; fewer than two: nothing to do.
+pub(crate) fn choose_run<'a>(
+    blocks: impl Iterator<Item = &'a Arc<Block>>,
+    cfg: &StoreConfig,
+) -> Vec<Arc<Block>> {
+    let target = cfg.compaction_target_spans;
+    let mut run = Vec::new();
+    let mut total = 0;
+    let rows = |b: &Block| b.meta.span_count + b.meta.log_count;
+    let log_bytes = |b: &Block| b.logs.as_ref().map_or(0, |l| l.disk_bytes);
+    let (mut total_log_bytes, mut total_text) = (0, 0);
+    let max_text = cfg.compaction_max_text_bytes;
+    for b in blocks.filter(|b| rows(b) < target / 2) {
+        // Log text compresses about 5 to 10 times: bounding the merged log files keeps
+        // each of the merge's string columns well under what one block may hold; span
+        // text is bounded by its decoded size, which the Parquet footers give.
+        let text = b.span_text_bytes();
+        if total + rows(b) > target
+            || total_log_bytes + log_bytes(b) > MAX_MERGED_LOG_BYTES
+            || total_text + text > max_text
+        {
+            if run.is_empty() {
+                // Too big to merge with anything: the run starts after it.
+                continue;
             }
-            total += rows(b);
-            total_log_bytes += log_bytes(b);
-            total_text += text;
-            run.push(b.clone());
+            break;
         }
-        run
-    };
-    if candidates.len() < 2 {
-        return Ok(false);
+        total += rows(b);
+        total_log_bytes += log_bytes(b);
+        total_text += text;
+        run.push(b.clone());
     }
-    // Oldest block first, so the first-written copy of a duplicate wins.
+    run
+}
+
+/// Merges `blocks` (oldest data first, so the first-written copy of a duplicate wins)
+/// into one block written in `inner`'s directory, naming them in its `compacted_from`.
+pub(crate) fn merge(inner: &Inner, blocks: &[Arc<Block>]) -> Result<Block, StoreError> {
     let mut builder = BlockBuilder::new();
     let mut index = IndexBuilder::new();
     let mut logs = LogBlockBuilder::default();
     let mut links = Vec::new();
-    for b in &candidates {
+    for b in blocks {
         if let Some(l) = &b.logs {
             logs.append_stored(&l.read_all()?).map_err(|e| e.corrupt_at(b.dir.display()))?;
         }
@@ -182,10 +177,30 @@ pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
     // Cross edges stay cross edges, also between two inputs: another block may hold the
     // same one (a retried copy of a span), and each is counted once by its child span.
     let index = index.finish_with(links);
-    let min_received = candidates.iter().map(|b| b.meta.min_received_unix_nano).min().unwrap_or(0);
-    let max_received = candidates.iter().map(|b| b.meta.max_received_unix_nano).max().unwrap_or(0);
+    let min_received = blocks.iter().map(|b| b.meta.min_received_unix_nano).min().unwrap_or(0);
+    let max_received = blocks.iter().map(|b| b.meta.max_received_unix_nano).max().unwrap_or(0);
+    let ids: Vec<String> = blocks.iter().map(|b| b.meta.id.clone()).collect();
+    write_block(inner, builder, logs, &index, min_received, max_received, ids)
+}
+
+/// Merges the oldest run of small blocks. Returns whether it merged anything.
+///
+/// Only choosing the inputs and publishing the result hold the maintenance lock: block
+/// writes, retention and the scrub go on while the inputs are read and merged. Inputs that
+/// retention deleted meanwhile make the merge void: it is discarded, not published.
+pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
+    let _compacting = inner.compaction.lock();
+    let candidates: Vec<Arc<Block>> = {
+        let _guard = inner.maintenance.lock();
+        let st = inner.state.read();
+        // A block not yet verified is not read whole before the scrub has checked it.
+        choose_run(st.blocks.iter().filter(|b| b.verified()), &inner.cfg)
+    };
+    if candidates.len() < 2 {
+        return Ok(false);
+    }
+    let merged = merge(inner, &candidates)?;
     let ids: Vec<String> = candidates.iter().map(|b| b.meta.id.clone()).collect();
-    let merged = write_block(inner, builder, logs, &index, min_received, max_received, ids.clone())?;
     let (merged_id, merged_spans) = (merged.meta.id.clone(), merged.meta.span_count);
     let guard = inner.maintenance.lock();
     {

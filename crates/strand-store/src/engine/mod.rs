@@ -62,7 +62,7 @@ use maintenance::{maintain, maintenance_loop};
 use startup::{check_block_versions, lock_data_dir, open_blocks};
 use wal_thread::wal_loop;
 
-pub use reads::{BlockSet, Refreshed, StoreView};
+pub use reads::{BlockSet, Refreshed, StoreView, merge_blocks};
 
 /// When the WAL is fsynced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -236,6 +236,27 @@ impl BlockSet {
     pub fn block_cache(&self) -> &BlockCache {
         &self.inner.cache
     }
+
+    /// The oldest run of blocks `eligible` admits that compaction would merge (by the
+    /// rules and bounds of the set's [`StoreConfig`]); fewer than two: nothing to merge.
+    pub fn compaction_run(&self, eligible: impl Fn(&Block) -> bool) -> Vec<Arc<Block>> {
+        let st = self.inner.state.read();
+        maintenance::choose_run(st.blocks.iter().filter(|b| eligible(b)), &self.inner.cfg)
+    }
+}
+
+/// Merges `blocks` (oldest data first; from anywhere, object storage included) into one
+/// block written on local disk under `<dir>/blocks/`, as compaction writes it (its
+/// `compacted_from` names them); blocking.
+pub fn merge_blocks(dir: &Path, blocks: &[Arc<Block>], cfg: StoreConfig) -> Result<Block, StoreError> {
+    let staging = BlockSet::new(Arc::new(crate::fs::StdFs), dir, cfg);
+    let blocks_dir = dir.join("blocks");
+    staging
+        .inner
+        .fs
+        .create_dir_all(&blocks_dir)
+        .map_err(|source| StoreError::Io { path: blocks_dir.display().to_string(), source })?;
+    maintenance::merge(&staging.inner, blocks)
 }
 
 impl LogStore for StoreView {
