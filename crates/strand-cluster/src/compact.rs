@@ -5,7 +5,8 @@
 //! renewed every third of it while held). The holder, for each tenant in the bucket:
 //!
 //! - deletes the blocks whose newest span was received longer ago than
-//!   `storage.retention`;
+//!   `storage.retention`, then the oldest while the tenant's blocks take more than
+//!   `cluster.objects.max_size`;
 //! - merges runs of small blocks as the embedded store does (`storage.compaction_*`),
 //!   only blocks no ingester answers for any more (past their handoff and
 //!   `keep_after_handoff`): it writes the merged block on local disk, uploads it (its
@@ -209,14 +210,12 @@ impl Compactor {
         refresh(set.clone()).await?;
         let now = now_unix_nano();
         let horizon = now.saturating_sub(self.store.retention.as_nanos() as u64);
-        for b in set.blocks().iter().filter(|b| b.meta.max_received_unix_nano < horizon) {
-            if lost.load(Ordering::Relaxed) {
-                return Ok(());
-            }
-            self.delete(tenant, &b.meta.id, false).await?;
-            self.stats.retention_deleted.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(tenant, block = %b.meta.id, "cluster: deleted a block in object storage for retention");
+        if lost.load(Ordering::Relaxed) {
+            return Ok(());
         }
+        let budget = self.cfg.max_size.map(|b| b.0);
+        let deleted = apply_retention(&self.objects, &set, tenant, horizon, budget).await?;
+        self.stats.retention_deleted.fetch_add(deleted as u64, Ordering::Relaxed);
         let settled = self.cfg.keep_after_handoff.0.as_nanos() as u64;
         for _ in 0..MERGES_PER_PASS {
             refresh(set.clone()).await?;
@@ -276,24 +275,55 @@ impl Compactor {
         Ok(())
     }
 
-    /// Deletes block `id` of `tenant`: `meta.json` first (readers stop listing it), then
-    /// the rest; a compacted input leaves its marker.
     async fn delete(&self, tenant: &str, id: &str, compacted: bool) -> anyhow::Result<()> {
-        let dir = Path::new(tenant).join("blocks").join(id);
-        let key = |name: &str| self.objects.key(&dir.join(name));
-        if compacted {
-            self.objects.store.put(&key(COMPACTED_MARKER), bytes::Bytes::from_static(b"{}").into()).await?;
-        }
-        delete_quietly(&self.objects, &key("meta.json")).await?;
-        let prefix = self.objects.key(&dir);
-        let listed = self.objects.store.list_with_delimiter(Some(&prefix)).await?;
-        for o in listed.objects {
-            if o.location.filename() != Some(COMPACTED_MARKER) {
-                delete_quietly(&self.objects, &o.location).await?;
-            }
-        }
-        Ok(())
+        delete_block(&self.objects, tenant, id, compacted).await
     }
+}
+
+/// Retention of `tenant`'s blocks of `set`: deletes those whose newest span was received
+/// before `horizon`, then, oldest data first, those over `budget` bytes; returns how many.
+pub async fn apply_retention(
+    objects: &Objects,
+    set: &BlockSet,
+    tenant: &str,
+    horizon: u64,
+    budget: Option<u64>,
+) -> anyhow::Result<usize> {
+    let blocks = set.blocks();
+    let mut total: u64 = blocks.iter().map(|b| b.disk_bytes).sum();
+    let mut deleted = 0;
+    // Oldest data first (the set's order).
+    for b in &blocks {
+        let expired = b.meta.max_received_unix_nano < horizon;
+        if !expired && budget.is_none_or(|budget| total <= budget) {
+            continue;
+        }
+        delete_block(objects, tenant, &b.meta.id, false).await?;
+        total = total.saturating_sub(b.disk_bytes);
+        deleted += 1;
+        let why = if expired { "storage.retention" } else { "cluster.objects.max_size" };
+        tracing::info!(tenant, block = %b.meta.id, why, "cluster: deleted a block in object storage for retention");
+    }
+    Ok(deleted)
+}
+
+/// Deletes block `id` of `tenant`: `meta.json` first (readers stop listing it), then the
+/// rest; a compacted input leaves its marker.
+async fn delete_block(objects: &Objects, tenant: &str, id: &str, compacted: bool) -> anyhow::Result<()> {
+    let dir = Path::new(tenant).join("blocks").join(id);
+    let key = |name: &str| objects.key(&dir.join(name));
+    if compacted {
+        objects.store.put(&key(COMPACTED_MARKER), bytes::Bytes::from_static(b"{}").into()).await?;
+    }
+    delete_quietly(objects, &key("meta.json")).await?;
+    let prefix = objects.key(&dir);
+    let listed = objects.store.list_with_delimiter(Some(&prefix)).await?;
+    for o in listed.objects {
+        if o.location.filename() != Some(COMPACTED_MARKER) {
+            delete_quietly(objects, &o.location).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Deletes an object; one already gone is fine.

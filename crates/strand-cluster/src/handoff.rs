@@ -282,4 +282,9 @@ impl RemoteBlocks {
     pub fn blocks(&self) -> Vec<Arc<Block>> {
         self.set.blocks()
     }
+
+    /// The block set read.
+    pub fn set(&self) -> &BlockSet {
+        &self.set
+    }
 }

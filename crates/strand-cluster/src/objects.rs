@@ -57,6 +57,9 @@ pub struct ObjectsConfig {
     /// Ingesters: how often one of them (holding the `compactor` lease) applies retention
     /// and compaction to the bucket (`storage.retention`, `storage.compaction_*`).
     pub compaction_interval: HumanDuration,
+    /// The most bytes one tenant's blocks take in the bucket (the oldest go first);
+    /// `null`: no bound but `storage.retention`.
+    pub max_size: Option<ByteSize>,
 }
 
 impl Default for ObjectsConfig {
@@ -72,6 +75,7 @@ impl Default for ObjectsConfig {
             cache_dir: String::new(),
             cache_size: ByteSize(1 << 30),
             compaction_interval: HumanDuration(Duration::from_secs(60)),
+            max_size: None,
         }
     }
 }
@@ -215,7 +219,7 @@ fn read_whole(name: &str) -> bool {
 pub struct ObjectFs {
     objects: Objects,
     runtime: tokio::runtime::Handle,
-    cache: DiskCache,
+    cache: Arc<DiskCache>,
 }
 
 impl ObjectFs {
@@ -226,7 +230,7 @@ impl ObjectFs {
         cache_dir: &Path,
         cache_bytes: u64,
     ) -> io::Result<Self> {
-        Ok(Self { objects, runtime, cache: DiskCache::open(cache_dir, cache_bytes)? })
+        Ok(Self { objects, runtime, cache: Arc::new(DiskCache::open(cache_dir, cache_bytes)?) })
     }
 
     /// The cache's counters.
@@ -248,11 +252,59 @@ struct ObjectReader {
     key: Key,
     len: u64,
     runtime: tokio::runtime::Handle,
-    /// The last ranges fetched (offset, bytes), newest last.
+    /// The ranges fetched last (offset, bytes), newest last, at most [`RECENT_BYTES`].
     recent: Mutex<Vec<(u64, Bytes)>>,
+    /// Prefetched pages are kept here too, so a warm read does not go to the bucket.
+    cache: Arc<DiskCache>,
+}
+
+/// The most bytes of fetched ranges one open file keeps in memory.
+const RECENT_BYTES: usize = 32 << 20;
+
+impl ObjectReader {
+    fn remember(&self, offset: u64, data: Bytes) {
+        let mut recent = self.recent.lock();
+        recent.push((offset, data));
+        let mut total: usize = recent.iter().map(|(_, d)| d.len()).sum();
+        while total > RECENT_BYTES && recent.len() > 1 {
+            total -= recent.remove(0).1.len();
+        }
+    }
+
+    fn holds(&self, r: &std::ops::Range<u64>) -> bool {
+        self.recent.lock().iter().any(|(at, d)| *at <= r.start && r.end <= at + d.len() as u64)
+    }
+
+    fn page_key(&self, r: &std::ops::Range<u64>) -> String {
+        format!("{}@{}-{}", self.key, r.start, r.end)
+    }
 }
 
 impl ReadAt for ObjectReader {
+    /// Fetches the pages a read is about to ask for at once (`get_ranges` coalesces
+    /// neighbours and fetches concurrently), from the disk cache when there.
+    fn prefetch(&self, ranges: &[std::ops::Range<u64>]) {
+        let mut fetch = Vec::new();
+        for r in ranges.iter().filter(|r| r.start < r.end && r.end <= self.len && !self.holds(r)) {
+            match self.cache.get(&self.page_key(r)) {
+                Some(data) if data.len() as u64 == r.end - r.start => {
+                    self.remember(r.start, Bytes::from(data))
+                }
+                _ => fetch.push(r.clone()),
+            }
+        }
+        if fetch.is_empty() {
+            return;
+        }
+        // A failure here is not the read's: the read itself fetches what it lacks.
+        if let Ok(pages) = self.runtime.block_on(self.store.get_ranges(&self.key, &fetch)) {
+            for (r, data) in fetch.iter().zip(pages) {
+                self.cache.put(&self.page_key(r), &data);
+                self.remember(r.start, data);
+            }
+        }
+    }
+
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         if offset >= self.len || buf.is_empty() {
             return Ok(0);
@@ -277,11 +329,7 @@ impl ReadAt for ObjectReader {
             return Ok(0);
         }
         let n = copy(buf, offset, &data);
-        let mut recent = self.recent.lock();
-        if recent.len() >= 4 {
-            recent.remove(0);
-        }
-        recent.push((offset, data));
+        self.remember(offset, data);
         Ok(n)
     }
 
@@ -341,6 +389,7 @@ impl FileSystem for ObjectFs {
             len: meta.size,
             runtime: self.runtime.clone(),
             recent: Mutex::new(Vec::new()),
+            cache: self.cache.clone(),
         }))
     }
 

@@ -227,24 +227,45 @@ impl Members {
 
 /// A tenant's store on a querier.
 pub struct RemoteStore {
-    members: Arc<Members>,
+    /// The ingesters (none: a store handing its blocks over in this process, see
+    /// [`RemoteStore::tiered`]).
+    members: Option<Arc<Members>>,
     tenant: Option<String>,
     /// The tenant's blocks in object storage, when blocks go there.
     blocks: Option<Arc<RemoteBlocks>>,
+    /// A store of this process that hands its blocks over to `blocks`.
+    local: Option<wire::ViewAt>,
 }
 
 impl RemoteStore {
     /// Reads of `tenant` (`None`: the single tenant) through `members` and, when blocks
     /// go to object storage, `blocks`.
     pub fn new(members: Arc<Members>, tenant: Option<String>, blocks: Option<Arc<RemoteBlocks>>) -> Self {
-        Self { members, tenant, blocks }
+        Self { members: Some(members), tenant, blocks, local: None }
+    }
+
+    /// Reads of a store in this process (seen through `local` at each read's clock) whose
+    /// blocks are handed over to `blocks`, merged as a querier merges an ingester's
+    /// answers with the bucket's: the object-storage read path without NATS (its
+    /// conformance test).
+    pub fn tiered(local: wire::ViewAt, blocks: Arc<RemoteBlocks>) -> Self {
+        Self { members: None, tenant: None, blocks: Some(blocks), local: Some(local) }
     }
 
     /// Every live ingester's answer and, with object storage, the answer of the blocks
     /// handed over by now: one clock for all, so each block is read exactly once.
     async fn ask_all(&self, req: ReadRequest) -> Result<Vec<ReadResponse>, StoreError> {
         let clock = crate::handoff::now_unix_nano();
-        let ingesters = self.members.ask_all(self.tenant.as_deref(), clock, &req);
+        let ingesters = async {
+            let mut answers = match &self.members {
+                Some(m) => m.ask_all(self.tenant.as_deref(), clock, &req).await?,
+                None => Vec::new(),
+            };
+            if let Some(local) = &self.local {
+                answers.push(wire::answer(&local(clock), None, req.clone()).await?);
+            }
+            Ok(answers)
+        };
         let Some(blocks) = &self.blocks else { return ingesters.await };
         let stored = async {
             let view = blocks.view_at(clock).await?;
@@ -438,6 +459,40 @@ impl TraceWriter for RemoteStore {
     }
 }
 
+impl RemoteStore {
+    /// Summarises whole the traces of `page` that one source found and another holds
+    /// spans of (a trace cut into a block handed over to object storage while the rest
+    /// is still in an ingester's head; a moved partition), `done` excepted. The page keeps
+    /// its traces; their order follows the whole summaries.
+    async fn summarise_split(&self, page: &mut SearchPage, done: &[TraceId]) -> Result<(), StoreError> {
+        let ids: Vec<TraceId> =
+            page.traces.iter().map(|t| t.trace_id).filter(|id| !done.contains(id)).collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut holders = vec![0usize; ids.len()];
+        for r in self.ask_all(ReadRequest::Holds(ids.clone())).await? {
+            let ReadResponse::Holds(held) = r else { return Err(unexpected("holds")) };
+            for (n, h) in holders.iter_mut().zip(held) {
+                *n += usize::from(h);
+            }
+        }
+        let split: Vec<TraceId> =
+            ids.into_iter().zip(holders).filter(|(_, n)| *n > 1).map(|(id, _)| id).collect();
+        if split.is_empty() {
+            return Ok(());
+        }
+        for t in self.get_traces(split).await? {
+            if let Some(s) = page.traces.iter_mut().find(|s| s.trace_id == t.trace_id) {
+                *s = TraceSummary::of(t.trace_id, &t.spans);
+            }
+        }
+        page.traces
+            .sort_by(|a, b| b.start_unix_nano.cmp(&a.start_unix_nano).then(a.trace_id.cmp(&b.trace_id)));
+        Ok(())
+    }
+}
+
 impl TraceReader for RemoteStore {
     fn get_trace(&self, trace_id: TraceId) -> BoxFuture<'_, Result<Option<Trace>, StoreError>> {
         Box::pin(async move { Ok(self.get_traces(vec![trace_id]).await?.pop()) })
@@ -461,13 +516,18 @@ impl TraceReader for RemoteStore {
                 let ReadResponse::Find(p) = r else { return Err(unexpected("search")) };
                 pages.push(p);
             }
-            // A trace several ingesters hold (a partition that moved) is summarised whole.
+            // A trace several sources found (a partition that moved) is summarised whole.
+            let sources = pages.len();
             let split = split_traces(&pages);
-            let whole = if split.is_empty() { Vec::new() } else { self.get_traces(split).await? };
+            let whole = if split.is_empty() { Vec::new() } else { self.get_traces(split.clone()).await? };
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64);
-            Ok(merge_pages(&query, pages, whole, now))
+            let mut page = merge_pages(&query, pages, whole, now);
+            if sources > 1 {
+                self.summarise_split(&mut page, &split).await?;
+            }
+            Ok(page)
         })
     }
 
@@ -589,7 +649,8 @@ impl TraceStore for RemoteStore {
 
     fn not_ready(&self) -> BoxFuture<'_, Vec<String>> {
         Box::pin(async move {
-            match self.members.list().await {
+            let Some(members) = &self.members else { return Vec::new() };
+            match members.list().await {
                 Ok(m) if m.is_empty() => vec!["cluster: no ingester is registered".to_owned()],
                 Ok(_) => Vec::new(),
                 Err(e) => vec![format!("cluster: {e}")],

@@ -134,6 +134,8 @@ pub enum ReadRequest {
     },
     /// [`ChainIntegrity::edges`].
     IntegrityEdges(u64, u64),
+    /// [`strand_core::TraceReader::holds`] (added last: variants are numbered on the wire).
+    Holds(Vec<TraceId>),
 }
 
 /// An ingester's answer, one variant per [`ReadRequest`].
@@ -163,6 +165,8 @@ pub enum ReadResponse {
     Broken(Vec<BrokenTrace>),
     /// Edge health.
     Edges(Vec<EdgeHealth>),
+    /// Which of the ids asked are held, by position.
+    Holds(Vec<bool>),
 }
 
 /// A failed read, as the ingester's store reported it.
@@ -290,7 +294,7 @@ const MAX_READ_ITEMS: usize = 100_000;
 /// Refuses a request asking for more than [`MAX_READ_ITEMS`].
 fn bounded(req: &ReadRequest) -> Result<(), StoreError> {
     let asked = match req {
-        ReadRequest::Traces(ids) | ReadRequest::KindsOf(ids) => ids.len(),
+        ReadRequest::Traces(ids) | ReadRequest::KindsOf(ids) | ReadRequest::Holds(ids) => ids.len(),
         ReadRequest::Find(q) => q.limit,
         ReadRequest::FindLogs(q) => q.limit,
         ReadRequest::FindBroken { limit, .. } => *limit,
@@ -315,6 +319,7 @@ pub(crate) async fn answer<S: TraceReader + LogStore + ?Sized>(
     let chain = || integrity.ok_or(StoreError::Unsupported("chain integrity (it is off on this ingester)"));
     Ok(match req {
         ReadRequest::Traces(ids) => ReadResponse::Traces(store.get_traces(ids).await?),
+        ReadRequest::Holds(ids) => ReadResponse::Holds(store.holds(ids).await?),
         ReadRequest::Find(q) => ReadResponse::Find(store.find_traces(q).await?),
         ReadRequest::Services(r) => ReadResponse::Services(store.services(r).await?),
         ReadRequest::Operations(s, r) => ReadResponse::Operations(store.operations(s, r).await?),

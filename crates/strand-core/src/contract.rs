@@ -163,6 +163,17 @@ pub trait TraceReader: Send + Sync + 'static {
         })
     }
 
+    /// Which of `ids` have spans stored here, in the order asked: what a reader merging
+    /// several stores asks to find the traces split between them (summarised whole).
+    /// Backends answer it without decoding spans where they can.
+    fn holds(&self, ids: Vec<TraceId>) -> BoxFuture<'_, Result<Vec<bool>, StoreError>> {
+        Box::pin(async move {
+            let found: std::collections::HashSet<TraceId> =
+                self.get_traces(ids.clone()).await?.into_iter().map(|t| t.trace_id).collect();
+            Ok(ids.iter().map(|id| found.contains(id)).collect())
+        })
+    }
+
     /// One page of traces matching the query, newest first (see [`crate::search`] for the
     /// semantics every backend follows). The same query over the same data gives the same
     /// page; following `next_cursor` neither skips nor repeats a trace while data is written.

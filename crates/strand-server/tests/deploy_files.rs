@@ -31,6 +31,8 @@ struct Cluster {
     shared: BTreeSet<String>,
     roles: Vec<strand_cluster::Role>,
     ingester_ids: Vec<String>,
+    /// The bucket of ingesters and queriers.
+    buckets: BTreeSet<String>,
 }
 
 impl Cluster {
@@ -38,6 +40,10 @@ impl Cluster {
         let c = &cfg.cluster;
         self.shared.insert(format!("{} {} {} {}", c.nats_url, c.name, c.partitions, c.lease_ttl));
         self.roles.push(c.role);
+        if matches!(c.role, strand_cluster::Role::Ingester | strand_cluster::Role::Querier) {
+            assert!(c.objects.enabled(), "{what}: blocks go to object storage");
+            self.buckets.insert(format!("{} {}", c.objects.url, c.objects.endpoint));
+        }
         if c.role == strand_cluster::Role::Ingester {
             assert!(!c.ingester_id.is_empty(), "{what}: an ingester needs a stable id");
             assert!(c.advertise_url.starts_with("http"), "{what}: queriers must reach it");
@@ -47,6 +53,12 @@ impl Cluster {
 
     fn check(self, what: &str) {
         assert_eq!(self.shared.len(), 1, "{what}: processes disagree: {:?}", self.shared);
+        assert_eq!(
+            self.buckets.len(),
+            1,
+            "{what}: ingesters and queriers disagree on the bucket: {:?}",
+            self.buckets
+        );
         for role in
             [strand_cluster::Role::Receiver, strand_cluster::Role::Ingester, strand_cluster::Role::Querier]
         {

@@ -34,6 +34,9 @@ pub trait ReadAt: Send + Sync {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
     /// File length in bytes.
     fn len(&self) -> u64;
+    /// Says which byte ranges reads are about to ask for, so a file far away (object
+    /// storage) can fetch them together, concurrently; a local file ignores it.
+    fn prefetch(&self, _ranges: &[std::ops::Range<u64>]) {}
 }
 
 /// Disk access used by the store. Implementations are shared across threads.

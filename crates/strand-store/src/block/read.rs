@@ -105,6 +105,53 @@ pub(crate) fn range_selection(
     Some((groups, RowSelection::from(selectors)))
 }
 
+/// The byte ranges a read of rows `ranges` (`(first, count)`, ascending) in row groups
+/// `groups` of a file fetches: in every column, the pages holding any of those rows (from
+/// the offset index) and the chunk's dictionary page; whole column chunks without an
+/// offset index. Passed to [`ReadAt::prefetch`] before such a read.
+pub(crate) fn page_ranges(
+    metadata: &parquet::file::metadata::ParquetMetaData,
+    groups: &[usize],
+    ranges: &[(u64, u64)],
+) -> Vec<std::ops::Range<u64>> {
+    let overlaps = |lo: u64, hi: u64| ranges.iter().any(|&(s, n)| s < hi && lo < s + n);
+    let mut starts = Vec::with_capacity(metadata.num_row_groups());
+    let mut at = 0u64;
+    for rg in metadata.row_groups() {
+        starts.push(at);
+        at += rg.num_rows() as u64;
+    }
+    let mut out = Vec::new();
+    for &g in groups {
+        let Some(rg) = metadata.row_groups().get(g) else { continue };
+        let (start, end) = (starts[g], starts[g] + rg.num_rows() as u64);
+        for (c, column) in rg.columns().iter().enumerate() {
+            let pages = metadata.page_index().and_then(|p| p.offset_index(g, c));
+            let Some(locations) = pages.map(|p| p.page_locations()).filter(|l| !l.is_empty()) else {
+                let (offset, len) = column.byte_range();
+                out.push(offset..offset + len);
+                continue;
+            };
+            if let Some(dict) = column.dictionary_page_offset() {
+                let first = locations[0].offset;
+                if dict >= 0 && first > dict {
+                    out.push(dict as u64..first as u64);
+                }
+            }
+            for (i, page) in locations.iter().enumerate() {
+                let lo = start + page.first_row_index as u64;
+                let hi = locations.get(i + 1).map_or(end, |next| start + next.first_row_index as u64);
+                if overlaps(lo, hi) && page.offset >= 0 && page.compressed_page_size > 0 {
+                    let from = page.offset as u64;
+                    out.push(from..from + page.compressed_page_size as u64);
+                }
+            }
+        }
+    }
+    out.sort_by_key(|r| r.start);
+    out
+}
+
 /// An open block. Its metadata, parquet footer and trace-id filter stay in memory; its
 /// search and trace indexes are loaded when a query needs them and kept in the store's
 /// [`BlockCache`].
@@ -569,6 +616,7 @@ impl Block {
         let Some((groups, selection)) = range_selection(self.footer.metadata(), &[(first, count)]) else {
             return Ok(Vec::new());
         };
+        self.spans.0.prefetch(&page_ranges(self.footer.metadata(), &groups, &[(first, count)]));
         let reader =
             ParquetRecordBatchReaderBuilder::new_with_metadata(self.spans.clone(), self.footer.clone())
                 .with_row_groups(groups)

@@ -890,6 +890,33 @@ impl Inner {
         Ok(self.get_traces(&[id], vis)?.pop())
     }
 
+    /// Which of `ids` have spans in the heads or in a block `vis` admits, without decoding.
+    fn holds(&self, ids: &[TraceId], vis: Visibility) -> Result<Vec<bool>, StoreError> {
+        let (blocks, in_heads) = {
+            let st = self.state.read();
+            let in_heads: Vec<bool> = ids
+                .iter()
+                .map(|id| {
+                    !st.head.trace_records(id).is_empty()
+                        || st.frozen.iter().any(|f| !f.head.trace_records(id).is_empty())
+                })
+                .collect();
+            (vis.blocks(&st.blocks), in_heads)
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, in_head) in ids.iter().zip(in_heads) {
+            let mut held = in_head;
+            for b in blocks.iter().filter(|b| b.may_contain(id)) {
+                if held {
+                    break;
+                }
+                held = b.trace_entry(id)?.is_some();
+            }
+            out.push(held);
+        }
+        Ok(out)
+    }
+
     /// The stored traces of `ids`, in that order. The state is looked at once for all of
     /// them; under its lock only `Arc`s and record handles are cloned, and decoding happens
     /// after it is released, so lookups never hold up the WAL thread's inserts.
@@ -1177,6 +1204,10 @@ impl TraceReader for Store {
 
     fn get_traces(&self, ids: Vec<TraceId>) -> BoxFuture<'_, Result<Vec<Trace>, StoreError>> {
         reads::get_traces(&self.inner, Visibility::All, ids)
+    }
+
+    fn holds(&self, ids: Vec<TraceId>) -> BoxFuture<'_, Result<Vec<bool>, StoreError>> {
+        reads::holds(&self.inner, Visibility::All, ids)
     }
 
     fn find_traces(&self, query: TraceQuery) -> BoxFuture<'_, Result<SearchPage, StoreError>> {

@@ -20,6 +20,14 @@ pub(super) fn get_traces(
     blocking(inner, move |i| i.get_traces(&ids, vis))
 }
 
+pub(super) fn holds(
+    inner: &Arc<Inner>,
+    vis: Visibility,
+    ids: Vec<TraceId>,
+) -> BoxFuture<'static, Result<Vec<bool>, StoreError>> {
+    blocking(inner, move |i| i.holds(&ids, vis))
+}
+
 pub(super) fn find_traces(
     inner: &Arc<Inner>,
     vis: Visibility,
@@ -284,6 +292,10 @@ impl TraceReader for StoreView {
 
     fn get_traces(&self, ids: Vec<TraceId>) -> BoxFuture<'_, Result<Vec<Trace>, StoreError>> {
         get_traces(&self.inner, self.vis, ids)
+    }
+
+    fn holds(&self, ids: Vec<TraceId>) -> BoxFuture<'_, Result<Vec<bool>, StoreError>> {
+        holds(&self.inner, self.vis, ids)
     }
 
     fn find_traces(&self, query: TraceQuery) -> BoxFuture<'_, Result<SearchPage, StoreError>> {

@@ -366,6 +366,7 @@ impl LogFiles {
         let Some((groups, selection)) = range_selection(self.footer.metadata(), ranges) else {
             return Ok(Vec::new());
         };
+        self.file.0.prefetch(&crate::block::read::page_ranges(self.footer.metadata(), &groups, ranges));
         let reader =
             ParquetRecordBatchReaderBuilder::new_with_metadata(self.file.clone(), self.footer.clone())
                 .with_row_groups(groups)
