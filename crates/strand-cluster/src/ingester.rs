@@ -43,6 +43,12 @@ pub trait Sinks: Send + Sync + 'static {
 
     /// The span and log sinks of `tenant`.
     fn sinks(&self, tenant: Option<&str>) -> BoxFuture<'_, Result<TenantSinks, SinkError>>;
+
+    /// Publishes the undecided traces of tail sampling that fall in `partition` (of
+    /// `partitions`) back to the stream, for the ingester taking the partition over to
+    /// decide on all of their spans; called once the partition's consumer has stopped,
+    /// before its lease goes. What cannot be published stays to be decided here.
+    fn hand_back(&self, partition: u32, partitions: u32) -> BoxFuture<'_, ()>;
 }
 
 /// Messages one pull request asks for, and how long it waits for them.
@@ -145,6 +151,8 @@ impl Ingester {
                     // The ordered consumer recreates itself from the last message it
                     // delivered (a missed heartbeat, a reconnect): ride through.
                     Some(Err(e)) => tracing::debug!(error = %e, "cluster: the analysis consumer recovers"),
+                    // Spans an ingester handed back were seen when first published.
+                    Some(Ok(msg)) if msg.headers.as_ref().is_some_and(|h| h.get(crate::HANDED_BACK_HEADER).is_some()) => {}
                     Some(Ok(msg)) => {
                         let tenant = msg.headers.as_ref().and_then(|h| h.get(TENANT_HEADER)).map(|v| v.as_str().to_owned());
                         if tenant.as_deref().is_some_and(|t| self.sinks.check_tenant(t).is_err()) {
@@ -268,6 +276,7 @@ impl Ingester {
             done.into_iter().filter_map(|p| owned.remove(&p).map(|o| (p, o.revision))).collect()
         };
         for (p, revision) in done {
+            self.sinks.hand_back(p, self.bus.cfg.partitions).await;
             if let Err(e) = self.bus.leases.delete_expect_revision(lease_key(p), Some(revision)).await {
                 tracing::warn!(partition = p, error = %e, "cluster: giving the lease back failed (it expires)");
             }

@@ -239,6 +239,10 @@ pub fn partition_of(trace_id: &TraceId, partitions: u32) -> u32 {
 
 /// The tenant a message belongs to (absent: the single tenant).
 pub const TENANT_HEADER: &str = "Strand-Tenant";
+/// Header of a message an ingester published back to the stream when it gave the
+/// partition up (the undecided traces of its tail sampling): ingesters' analysers and RED
+/// metrics saw those spans already and skip it.
+pub const HANDED_BACK_HEADER: &str = "Strand-Handed-Back";
 
 #[cfg(test)]
 mod tests {

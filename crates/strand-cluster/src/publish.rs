@@ -14,7 +14,7 @@ use strand_core::{
 };
 
 use crate::bus::Bus;
-use crate::{Kind, TENANT_HEADER, partition_of, wire};
+use crate::{HANDED_BACK_HEADER, Kind, TENANT_HEADER, partition_of, wire};
 
 /// What the receivers published, shared by every tenant's [`Publisher`].
 #[derive(Debug, Default)]
@@ -70,12 +70,19 @@ pub struct Publisher {
     stats: Arc<PublishStats>,
     /// Spreads records without a trace id over the partitions.
     next: AtomicU64,
+    /// Marks what it publishes as handed back by an ingester ([`HANDED_BACK_HEADER`]).
+    handing_back: bool,
 }
 
 impl Publisher {
     /// The publisher of `tenant`'s data.
     pub fn new(bus: Arc<Bus>, tenant: &str, stats: Arc<PublishStats>) -> Self {
-        Self { bus, tenant: tenant.to_owned(), stats, next: AtomicU64::new(0) }
+        Self { bus, tenant: tenant.to_owned(), stats, next: AtomicU64::new(0), handing_back: false }
+    }
+
+    /// An ingester's publisher of the undecided traces of a partition it gives up.
+    pub fn handing_back(bus: Arc<Bus>, tenant: &str, stats: Arc<PublishStats>) -> Self {
+        Self { handing_back: true, ..Self::new(bus, tenant, stats) }
     }
 
     /// The largest message body the NATS server takes, less room for headers.
@@ -93,6 +100,9 @@ impl Publisher {
         for (p, body) in bodies {
             let mut headers = HeaderMap::new();
             headers.insert(TENANT_HEADER, self.tenant.as_str());
+            if self.handing_back {
+                headers.insert(HANDED_BACK_HEADER, "1");
+            }
             bytes += body.len() as u64;
             let ack = self
                 .bus

@@ -307,6 +307,19 @@ pub struct DecidedTrace {
     pub tag: u64,
 }
 
+/// A trace taken out of the buffer before its decision ([`TraceBuffer::take_undecided`]).
+#[derive(Debug, Clone)]
+pub struct Undecided {
+    /// The trace.
+    pub trace_id: TraceId,
+    /// Its spans so far.
+    pub spans: Vec<StoredSpan>,
+    /// Its log records so far.
+    pub logs: Vec<StoredLog>,
+    /// The smallest tag its data was inserted with (the pending-log segment).
+    pub tag: u64,
+}
+
 impl DecidedTrace {
     /// Whether the policies decided the trace. `false` when only log records of it came
     /// within the wait: they are kept, since nothing dropped their trace, and no decision
@@ -750,6 +763,23 @@ impl TraceBuffer {
     pub fn decide_all(&mut self, now: u64) -> Vec<DecidedTrace> {
         let ids: Vec<TraceId> = self.deadlines.iter().map(|(_, id)| *id).collect();
         ids.into_iter().filter_map(|id| self.decide(id, DecisionReason::Forced, now)).collect()
+    }
+
+    /// Takes the undecided traces `pick` selects out of the buffer, with their spans and
+    /// log records (their partition moves to another sampler, which decides them).
+    pub fn take_undecided(&mut self, pick: impl Fn(&TraceId) -> bool) -> Vec<Undecided> {
+        let ids: Vec<TraceId> = self.traces.keys().filter(|id| pick(id)).copied().collect();
+        ids.into_iter()
+            .filter_map(|id| {
+                let p = self.remove(&id)?;
+                Some(Undecided {
+                    trace_id: id,
+                    spans: decode_spans(&p, id, &self.preparer.dict),
+                    logs: decode_logs(&p),
+                    tag: p.tag,
+                })
+            })
+            .collect()
     }
 
     /// Records a decision read back from the pending log: the trace leaves the buffer

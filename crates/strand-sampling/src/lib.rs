@@ -26,6 +26,8 @@ pub mod red;
 pub mod remote;
 pub mod runtime;
 
-pub use buffer::{Admitted, DecidedTrace, DecisionReason, LogRecord, Prepared, Preparer, TraceBuffer};
+pub use buffer::{
+    Admitted, DecidedTrace, DecisionReason, LogRecord, Prepared, Preparer, TraceBuffer, Undecided,
+};
 pub use config::{PolicyConfig, PolicyType, SamplingConfig};
 pub use policy::{PolicySet, TraceFacts, Verdict};

@@ -205,7 +205,11 @@ impl Node {
     {
         let id = if cfg.ingester_id.is_empty() { host_name()? } else { cfg.ingester_id.clone() };
         tracing::info!(ingester = %id, url = %url, "cluster: ingester registering");
-        let sinks = Arc::new(TenantSinks(Arc::downgrade(tenants)));
+        let sinks = Arc::new(TenantSinks {
+            tenants: Arc::downgrade(tenants),
+            bus: self.bus.clone(),
+            published: self.published.clone(),
+        });
         let ingester = Ingester::new(self.bus.clone(), id.clone(), url, sinks);
         let _ = self.ingester.set(ingester.clone());
         if let (Some(objects), Some(fs)) = (self.objects(), &self.object_fs) {
@@ -279,7 +283,12 @@ pub(crate) fn host_name() -> anyhow::Result<String> {
 
 /// An ingester writes each tenant's messages through that tenant's pipeline (tail
 /// sampling, RED, chain analysis, store).
-struct TenantSinks(Weak<Tenants>);
+struct TenantSinks {
+    tenants: Weak<Tenants>,
+    /// Where undecided traces of a partition given up are published back.
+    bus: Arc<Bus>,
+    published: Arc<PublishStats>,
+}
 
 impl Sinks for TenantSinks {
     fn check_tenant(&self, tenant: &str) -> Result<(), String> {
@@ -289,7 +298,7 @@ impl Sinks for TenantSinks {
     fn observe(&self, tenant: Option<&str>, batch: strand_core::SpanBatch) -> BoxFuture<'_, ()> {
         let tenant = tenant.unwrap_or(SINGLE_TENANT).to_owned();
         Box::pin(async move {
-            let Some(tenants) = self.0.upgrade() else { return };
+            let Some(tenants) = self.tenants.upgrade() else { return };
             if tenant != SINGLE_TENANT && !tenants.multitenant() {
                 return;
             }
@@ -304,13 +313,45 @@ impl Sinks for TenantSinks {
         })
     }
 
+    fn hand_back(&self, partition: u32, partitions: u32) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let Some(tenants) = self.tenants.upgrade() else { return };
+            for stack in tenants.open_stacks() {
+                let pick =
+                    |id: &strand_core::TraceId| strand_cluster::partition_of(id, partitions) == partition;
+                let Some(handover) = stack.pipeline.take_undecided(pick) else { continue };
+                let n = handover.traces();
+                let publisher =
+                    Publisher::handing_back(self.bus.clone(), &stack.tenant, self.published.clone());
+                use strand_core::{LogStore as _, TraceWriter as _};
+                let mut sent = publisher.write(handover.spans.clone()).await;
+                if sent.is_ok() && handover.logs.record_count() > 0 {
+                    sent = publisher.write_logs(handover.logs.clone()).await;
+                }
+                match sent {
+                    Ok(()) => {
+                        tracing::info!(tenant = %stack.tenant, partition, traces = n, "cluster: undecided traces handed back with the partition");
+                        stack.pipeline.handed_over(handover).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(tenant = %stack.tenant, partition, traces = n, error = %e, "cluster: could not hand undecided traces back; deciding them here");
+                        if let Err(e) = stack.pipeline.take_back(handover).await {
+                            tracing::warn!(error = %e, "cluster: undecided traces wait in the sampling log for a restart");
+                        }
+                    }
+                }
+            }
+        })
+    }
+
     fn sinks(
         &self,
         tenant: Option<&str>,
     ) -> BoxFuture<'_, Result<strand_cluster::ingester::TenantSinks, SinkError>> {
         let tenant = tenant.unwrap_or(SINGLE_TENANT).to_owned();
         Box::pin(async move {
-            let tenants = self.0.upgrade().ok_or_else(|| SinkError::Unavailable("shutting down".into()))?;
+            let tenants =
+                self.tenants.upgrade().ok_or_else(|| SinkError::Unavailable("shutting down".into()))?;
             if tenant != SINGLE_TENANT && !tenants.multitenant() {
                 return Err(SinkError::Unavailable(format!(
                     "a message for tenant `{tenant}` reached an ingester without multitenancy (enable it on every role)"

@@ -122,7 +122,12 @@ pub async fn run(
     // tenant's receivers, made from this one; it stores nothing itself.
     let base = Receiver::new(Arc::new(tenants::Refuse), limits);
     let node = cluster::Node::open(&cfg.cluster, &cfg.data_dir, cfg.storage.to_store_config()).await?;
-    let tenants = tenants::Tenants::start(cfg.clone(), base, stop_tx.subscribe(), node.clone()).await?;
+    // The tenants' background work (tail-sampling decisions, chain analysis) stops after
+    // the servers and the ingester: an ingester giving its partitions back at shutdown
+    // hands its undecided traces over through the tenants' pipelines.
+    let (tenants_stop_tx, _) = watch::channel(false);
+    let tenants =
+        tenants::Tenants::start(cfg.clone(), base, tenants_stop_tx.subscribe(), node.clone()).await?;
     let primary = tenants.primary();
     let remote = Arc::new(RemoteSampling::open(&cfg.remote_sampling, &cfg.data_dir, primary.red.clone())?);
     let mut featured = None;
@@ -373,6 +378,7 @@ pub async fn run(
     while let Some(res) = tasks.join_next().await {
         res.context("server task panicked")??;
     }
+    let _ = tenants_stop_tx.send(true);
     tenants.close().await;
     if let Some(res) = failed {
         res.context("server task panicked")??;

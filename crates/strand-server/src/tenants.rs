@@ -500,6 +500,11 @@ impl Tenants {
         Ok(me)
     }
 
+    /// The stacks open now (the empty stack of tenants without data excepted).
+    pub fn open_stacks(&self) -> Vec<Arc<Stack>> {
+        self.stacks.read().values().cloned().collect()
+    }
+
     /// Whether the header selects tenants.
     pub fn multitenant(&self) -> bool {
         self.cfg.multitenancy.enabled

@@ -149,10 +149,25 @@ fn role_args(role: &str, nats: &str, s3: &str, id: Option<&str>) -> Vec<String> 
     args
 }
 
+/// Tail sampling on the ingesters: every trace kept, each decided 6 s after its first span
+/// (so a trace's two halves wait for one decision together).
+const SAMPLING: &str = "decision_wait: 6s\npolicies:\n  - { name: all, type: always_sample }\n";
+
 fn spawn_role(dir: &Path, role: &str, (nats, s3): (&str, &str), id: Option<&str>) -> ChildServer {
-    let args = role_args(role, nats, s3, id);
+    let mut args = role_args(role, nats, s3, id);
+    if role == "ingester" {
+        let file = dir.with_file_name("sampling.yaml");
+        std::fs::write(&file, SAMPLING).expect("sampling config");
+        args.extend(["--sampling-config".to_owned(), file.display().to_string()]);
+    }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     spawn_binary(dir, &args)
+}
+
+/// A series of an ingester's `/metrics`.
+async fn metric(ingester: &ChildServer, series: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{}/metrics", ingester.http)).await.ok()?.text().await.ok()?;
+    metric_value(&text, series)
 }
 
 /// Partitions an ingester holds, from its `/metrics`.
@@ -231,13 +246,23 @@ fn trace(n: u32, now: u64) -> (TraceId, SpanBatch, SpanBatch) {
 /// Sends traces `range` through the receivers, the two halves of each through different
 /// receivers.
 async fn send(receivers: &[&ChildServer], range: std::ops::Range<u32>, now: u64, sent: &mut Sent) {
+    send_halves(receivers, range.clone(), now, sent, 0).await;
+    send_halves(receivers, range, now, sent, 1).await;
+}
+
+/// Sends half `half` (0 or 1) of each trace of `range`, alternating the receivers.
+async fn send_halves(
+    receivers: &[&ChildServer],
+    range: std::ops::Range<u32>,
+    now: u64,
+    sent: &mut Sent,
+    half: u32,
+) {
     for n in range {
         let (_, first, second) = trace(n, now);
-        let (a, b) = if n % 2 == 0 { (receivers[0], receivers[1]) } else { (receivers[1], receivers[0]) };
-        export_batch_to(&a.otlp_http, &first).await;
-        sent.add(&first);
-        export_batch_to(&b.otlp_http, &second).await;
-        sent.add(&second);
+        let batch = if half == 0 { first } else { second };
+        export_batch_to(&receivers[((n + half) % 2) as usize].otlp_http, &batch).await;
+        sent.add(&batch);
     }
 }
 
@@ -497,7 +522,23 @@ async fn two_receivers_two_ingesters_one_querier_lose_nothing_through_a_kill() {
     assert!(expected.iter().any(|o| o.starts_with("\"gateway\"")), "{expected:?}");
     assert_eq!(red(&querier).await, expected, "RED through the querier");
 
-    // An ingester that leaves gives its partitions back at once; the other takes them all.
+    // An ingester that leaves gives its partitions back at once; the other takes them all,
+    // and with them the traces waiting for their tail-sampling decision on the one that
+    // left: the first halves of 20 traces wait on both ingesters when it stops; the second
+    // halves come after. Each trace gets one decision, on all of its spans.
+    let kept = "strand_sampling_traces_kept_total";
+    let waiting = "strand_sampling_buffer_traces";
+    eventually("earlier traces to be decided", || async {
+        (metric(&i1, waiting).await? == 0.0 && metric(&i2, waiting).await? == 0.0).then_some(())
+    })
+    .await;
+    let kept_before = metric(&i1, kept).await.expect("kept count");
+    let mut more = Sent::default();
+    send_halves(&r, 150..170, now, &mut more, 0).await;
+    eventually("first halves waiting for decisions on both ingesters", || async {
+        (metric(&i1, waiting).await? >= 1.0 && metric(&i2, waiting).await? >= 1.0).then_some(())
+    })
+    .await;
     let status =
         Command::new("kill").args(["-TERM", &i2.child.id().to_string()]).status().expect("kill -TERM");
     assert!(status.success());
@@ -506,9 +547,13 @@ async fn two_receivers_two_ingesters_one_querier_lose_nothing_through_a_kill() {
     })
     .await;
     drop(i2);
-    let mut more = Sent::default();
-    send(&r, 150..170, now, &mut more).await;
+    send_halves(&r, 150..170, now, &mut more, 1).await;
     all_found(&querier, &more).await;
+    assert_eq!(
+        metric(&i1, kept).await.expect("kept count") - kept_before,
+        20.0,
+        "one decision per trace, all on the ingester that took the partitions"
+    );
     // Once everything is handed over, all of it is read from object storage, once.
     let handed = handed_over(&i1).await.expect("handed over");
     eventually("the restarted ingester to hand over what it wrote since", || async {

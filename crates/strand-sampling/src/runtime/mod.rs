@@ -125,6 +125,27 @@ struct Tail {
     sync_each: bool,
     /// The last pending-log append's failure, cleared by the next success.
     log_failing: Mutex<Option<(String, Instant)>>,
+    /// Pending-log segments holding traces taken out to be decided elsewhere, kept until
+    /// they are safely there ([`Pipeline::take_undecided`]).
+    handing_over: Mutex<Vec<u64>>,
+}
+
+/// Undecided traces taken out of tail sampling to be decided by another sampler.
+#[derive(Debug, Default)]
+pub struct Handover {
+    /// Their spans.
+    pub spans: SpanBatch,
+    /// Their log records.
+    pub logs: LogBatch,
+    ids: Vec<TraceId>,
+    tags: Vec<u64>,
+}
+
+impl Handover {
+    /// How many traces.
+    pub fn traces(&self) -> usize {
+        self.ids.len()
+    }
 }
 
 impl Pipeline {
@@ -206,6 +227,7 @@ impl Pipeline {
             carrying_out: AtomicU64::new(0),
             sync_each,
             log_failing: Mutex::new(None),
+            handing_over: Mutex::new(Vec::new()),
         });
         if !late.is_empty() {
             store.write(SpanBatch::from_stored(late)).await?;
@@ -417,11 +439,73 @@ impl Pipeline {
             let keep_from = {
                 let b = tail.buffer.lock();
                 let r = tail.retry.lock();
-                b.min_tag().into_iter().chain(r.iter().map(|d| d.tag)).min()
+                let held = tail.handing_over.lock();
+                b.min_tag().into_iter().chain(r.iter().map(|d| d.tag)).chain(held.iter().copied()).min()
             };
             tail.log.maintain(keep_from);
         }
         tail.log.shutdown();
+    }
+
+    /// Takes the undecided traces `pick` selects out of tail sampling, to be decided by
+    /// another sampler (in a cluster, the ingester a partition moves to). Their data stays
+    /// in the pending log until [`Pipeline::handed_over`] says they are safely elsewhere
+    /// (a crash before brings them back here); [`Pipeline::take_back`] returns them when
+    /// they could not go. `None` without tail sampling or with nothing to take.
+    pub fn take_undecided(&self, pick: impl Fn(&TraceId) -> bool) -> Option<Handover> {
+        let tail = self.tail.as_ref()?;
+        let taken = {
+            let mut b = tail.buffer.lock();
+            let taken = b.take_undecided(pick);
+            tail.handing_over.lock().extend(taken.iter().map(|u| u.tag));
+            taken
+        };
+        if taken.is_empty() {
+            return None;
+        }
+        let mut h = Handover::default();
+        let (mut spans, mut logs) = (Vec::new(), Vec::new());
+        for u in taken {
+            h.ids.push(u.trace_id);
+            h.tags.push(u.tag);
+            spans.extend(u.spans);
+            logs.extend(u.logs);
+        }
+        h.spans = SpanBatch::from_stored(spans);
+        h.logs = LogBatch::from_stored(logs);
+        Some(h)
+    }
+
+    /// The traces of `h` are safely with another sampler: the pending log forgets them.
+    pub async fn handed_over(&self, h: Handover) {
+        let Some(tail) = &self.tail else { return };
+        let record: Vec<(TraceId, bool)> = h.ids.iter().map(|id| (*id, false)).collect();
+        // Synced: without it a crash would bring them back to be decided here as well.
+        if let Err(e) = tail.log.append(decisions_record(&record), true).await {
+            warn!(error = %e, "recording traces handed over failed; after a crash they would be decided here too");
+        }
+        release_tags(&tail.handing_over, &h.tags);
+    }
+
+    /// The traces of `h` could not go: back into tail sampling here (logged again).
+    pub async fn take_back(&self, h: Handover) -> Result<(), SinkError> {
+        let Some(tail) = &self.tail else { return Ok(()) };
+        let tags = h.tags.clone();
+        let result = async {
+            if h.spans.span_count() > 0 {
+                self.consume_tail(tail, h.spans).await?;
+            }
+            if h.logs.record_count() > 0 {
+                self.consume_logs_tail(tail, h.logs).await?;
+            }
+            Ok(())
+        }
+        .await;
+        // On failure their data is still in the pending log's segments: a restart replays it.
+        if result.is_ok() {
+            release_tags(&tail.handing_over, &tags);
+        }
+        result
     }
 
     /// Stores kept traces, then records every decision in the pending log. A failed store
@@ -506,6 +590,16 @@ impl Pipeline {
             self.store.write(SpanBatch::from_stored(admitted.late_kept)).await?;
         }
         Ok(())
+    }
+}
+
+/// Removes one occurrence of each of `tags` from `held`.
+fn release_tags(held: &Mutex<Vec<u64>>, tags: &[u64]) {
+    let mut held = held.lock();
+    for t in tags {
+        if let Some(i) = held.iter().position(|h| h == t) {
+            held.swap_remove(i);
+        }
     }
 }
 
