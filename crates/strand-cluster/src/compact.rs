@@ -35,7 +35,7 @@ use crate::objects::{ObjectFs, Objects, ObjectsConfig};
 /// The lease key of the compactor.
 const LEASE_KEY: &str = "compactor";
 /// The marker a compacted input leaves behind.
-pub(crate) const COMPACTED_MARKER: &str = "compacted";
+pub(crate) use strand_store::engine::COMPACTED_MARKER;
 /// The most merges one tenant gets per pass (the next pass goes on).
 const MERGES_PER_PASS: usize = 16;
 
@@ -122,20 +122,26 @@ impl Compactor {
             }
             let Some(revision) = me.take_lease().await else { continue };
             let lost = Arc::new(AtomicBool::new(false));
-            let renewing = tokio::spawn(me.clone().keep_lease(revision, lost.clone()));
+            let revision = Arc::new(AtomicU64::new(revision));
+            let renewing = tokio::spawn(me.clone().keep_lease(revision.clone(), lost.clone()));
             let work = async {
                 if let Err(e) = me.pass(&lost).await {
                     me.stats.failures.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %format!("{e:#}"), "cluster: compacting object storage failed; retrying later");
                 }
             };
-            tokio::select! {
-                () = &mut stop => { renewing.abort(); let _ = me.bus.leases.delete(LEASE_KEY).await; return }
-                () = work => {}
-            }
+            let stopping = tokio::select! {
+                () = &mut stop => true,
+                () = work => false,
+            };
             renewing.abort();
+            // Only our own lease: one a successor holds stays.
+            let held = Some(revision.load(Ordering::Relaxed));
             if !lost.load(Ordering::Relaxed) {
-                let _ = me.bus.leases.delete(LEASE_KEY).await;
+                let _ = me.bus.leases.delete_expect_revision(LEASE_KEY, held).await;
+            }
+            if stopping {
+                return;
             }
         }
     }
@@ -162,20 +168,21 @@ impl Compactor {
     }
 
     /// Renews the lease every third of `lease_ttl`; sets `lost` when it cannot.
-    async fn keep_lease(self: Arc<Self>, mut revision: u64, lost: Arc<AtomicBool>) {
+    async fn keep_lease(self: Arc<Self>, revision: Arc<AtomicU64>, lost: Arc<AtomicBool>) {
         let ttl = self.bus.cfg.lease_ttl.0;
         let mut renewed = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(ttl / 3).await;
             let sent = tokio::time::Instant::now();
-            match self.bus.leases.update(LEASE_KEY, self.me.clone().into(), revision).await {
+            let held = revision.load(Ordering::Relaxed);
+            match self.bus.leases.update(LEASE_KEY, self.me.clone().into(), held).await {
                 Ok(r) => {
-                    revision = r;
+                    revision.store(r, Ordering::Relaxed);
                     renewed = sent;
                 }
                 Err(e)
                     if e.kind() == async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision
-                        || renewed.elapsed() >= ttl =>
+                        || renewed.elapsed() >= ttl * 2 / 3 =>
                 {
                     tracing::warn!(error = %e, "cluster: lost the compactor lease; stopping before the next change");
                     lost.store(true, Ordering::Relaxed);
@@ -186,13 +193,18 @@ impl Compactor {
         }
     }
 
-    /// One pass over every tenant of the bucket.
+    /// One pass over every tenant of the bucket; a tenant that fails does not hold up
+    /// the others (the first failure is returned).
     async fn pass(&self, lost: &AtomicBool) -> anyhow::Result<()> {
         let listed = self.objects.store.list_with_delimiter(Some(&self.objects.prefix)).await?;
+        let mut first = None;
         for tenant in listed.common_prefixes.iter().filter_map(|p| p.filename()) {
-            self.tenant(tenant, lost).await?;
+            if let Err(e) = self.tenant(tenant, lost).await {
+                tracing::warn!(tenant, error = %format!("{e:#}"), "cluster: compacting a tenant's blocks failed");
+                first.get_or_insert(e);
+            }
         }
-        Ok(())
+        first.map_or(Ok(()), Err)
     }
 
     async fn tenant(&self, tenant: &str, lost: &AtomicBool) -> anyhow::Result<()> {
@@ -207,7 +219,11 @@ impl Compactor {
         let refresh = |set: Arc<BlockSet>| async move {
             anyhow::Ok(tokio::task::spawn_blocking(move || set.refresh()).await??)
         };
-        refresh(set.clone()).await?;
+        let refreshed = refresh(set.clone()).await?;
+        // Inputs of a merge that did not finish deleting them.
+        for id in &refreshed.replaced {
+            self.delete(tenant, id, true).await?;
+        }
         let now = now_unix_nano();
         let horizon = now.saturating_sub(self.store.retention.as_nanos() as u64);
         if lost.load(Ordering::Relaxed) {
@@ -228,13 +244,15 @@ impl Compactor {
                 return Ok(());
             }
             let staging = self.staging.join(tenant);
-            let _ = std::fs::remove_dir_all(&staging);
             let (dir, cfg, inputs) = (staging.clone(), self.store.clone(), run.clone());
-            let merged =
-                tokio::task::spawn_blocking(move || strand_store::merge_blocks(&dir, &inputs, cfg)).await??;
+            let merged = tokio::task::spawn_blocking(move || {
+                let _ = std::fs::remove_dir_all(&dir);
+                strand_store::merge_blocks(&dir, &inputs, cfg)
+            })
+            .await??;
             let result = self.publish(tenant, &merged, &run, lost).await;
             drop(merged);
-            let _ = std::fs::remove_dir_all(&staging);
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&staging)).await;
             result?;
         }
         Ok(())

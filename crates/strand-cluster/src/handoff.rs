@@ -121,19 +121,36 @@ impl Uploader {
     /// Uploads every block not handed over yet and deletes those past their keep time.
     pub async fn pass(&self) -> anyhow::Result<()> {
         let keep = self.cfg.keep_after_handoff.0.as_nanos() as u64;
+        let mut first = None;
         for block in self.store.blocks() {
-            match block.handoff() {
-                None => self.upload(&block).await?,
+            let done = match block.handoff() {
+                None => self.upload(&block).await,
                 Some(h) if now_unix_nano() > h.saturating_add(keep) => {
                     let (store, id) = (self.store.clone(), block.meta.id.clone());
                     drop(block);
-                    if tokio::task::spawn_blocking(move || store.remove_block(&id)).await?? {
-                        self.stats.deleted.fetch_add(1, Ordering::Relaxed);
+                    match tokio::task::spawn_blocking(move || store.remove_block(&id)).await {
+                        Ok(Ok(removed)) => {
+                            self.stats.deleted.fetch_add(u64::from(removed), Ordering::Relaxed);
+                            Ok(())
+                        }
+                        Ok(Err(e)) => Err(e.into()),
+                        Err(e) => Err(e.into()),
                     }
                 }
-                Some(_) => {}
+                Some(_) => Ok(()),
+            };
+            // One block that fails does not hold up the others.
+            if let Err(e) = done {
+                first.get_or_insert(e);
             }
         }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Records `block`'s handoff time in its directory and in memory.
+    async fn record(&self, block: &Arc<Block>, handoff: u64) -> anyhow::Result<()> {
+        let b = block.clone();
+        tokio::task::spawn_blocking(move || b.record_handoff(handoff)).await??;
         Ok(())
     }
 
@@ -141,16 +158,20 @@ impl Uploader {
         self.objects.key(&self.dir.join(id).join(name))
     }
 
-    async fn upload(&self, block: &Block) -> anyhow::Result<()> {
+    async fn upload(&self, block: &Arc<Block>) -> anyhow::Result<()> {
         let id = &block.meta.id;
         let meta_key = self.key(id, "meta.json");
         // Uploaded before a restart: its handoff stands.
         match self.objects.store.get(&meta_key).await {
             Ok(found) => {
                 let meta: BlockMeta = serde_json::from_slice(&found.bytes().await?)?;
+                if meta.files != block.meta.files {
+                    anyhow::bail!(
+                        "object storage holds another block under id {id}: this one is not uploaded (its data stays here)"
+                    );
+                }
                 if let Some(h) = meta.handoff_unix_nano {
-                    block.set_handoff(h);
-                    return Ok(());
+                    return self.record(block, h).await;
                 }
             }
             Err(object_store::Error::NotFound { .. }) => {}
@@ -159,10 +180,7 @@ impl Uploader {
         // Merged into another block by the compactor while this ingester was away: that
         // block holds the data; this copy goes.
         match self.objects.store.head(&self.key(id, crate::compact::COMPACTED_MARKER)).await {
-            Ok(_) => {
-                block.set_handoff(1);
-                return Ok(());
-            }
+            Ok(_) => return self.record(block, 1).await,
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
@@ -170,13 +188,20 @@ impl Uploader {
         for f in &block.meta.files {
             bytes += upload_file(&self.objects, &block.dir.join(&f.name), self.key(id, &f.name)).await?;
         }
-        let handoff = now_unix_nano() + self.cfg.handoff_delay.0.as_nanos() as u64;
+        let delay = self.cfg.handoff_delay.0;
+        let handoff = now_unix_nano() + delay.as_nanos() as u64;
         let mut meta = block.meta.clone();
         meta.handoff_unix_nano = Some(handoff);
         let json = serde_json::to_vec_pretty(&meta)?;
         bytes += json.len() as u64;
+        let started = Instant::now();
         self.objects.store.put(&meta_key, json.into()).await?;
-        block.set_handoff(handoff);
+        // Queriers must have listed the block by its handoff (they list every third of the
+        // delay): an upload this slow eats into that margin.
+        if started.elapsed() > delay / 4 {
+            tracing::warn!(block = %id, took_ms = started.elapsed().as_millis() as u64, "cluster: writing a block's meta.json took over a quarter of handoff_delay; raise cluster.objects.handoff_delay");
+        }
+        self.record(block, handoff).await?;
         self.stats.blocks.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes.fetch_add(bytes, Ordering::Relaxed);
         tracing::debug!(block = %id, bytes, "cluster: block uploaded");
@@ -214,7 +239,12 @@ pub(crate) async fn upload_file(objects: &Objects, path: &Path, key: Key) -> any
 /// A querier's view of one tenant's blocks in object storage (see the module docs).
 pub struct RemoteBlocks {
     set: BlockSet,
-    listed: tokio::sync::Mutex<Option<Instant>>,
+    /// One listing at a time.
+    listing: tokio::sync::Mutex<()>,
+    /// When the last listing that succeeded started, in milliseconds after `epoch`, plus
+    /// one (0: never).
+    listed_ms: AtomicU64,
+    epoch: Instant,
     cfg: ObjectsConfig,
 }
 
@@ -226,13 +256,35 @@ impl RemoteBlocks {
         cfg: ObjectsConfig,
         store: StoreConfig,
     ) -> Self {
-        Self { set: BlockSet::new(fs, Path::new(tenant), store), listed: Default::default(), cfg }
+        Self {
+            set: BlockSet::new(fs, Path::new(tenant), store),
+            listing: Default::default(),
+            listed_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            cfg,
+        }
     }
 
     /// Lists the bucket again; blocking work runs on the blocking pool.
     pub async fn refresh(self: &Arc<Self>) -> Result<(), StoreError> {
-        let mut listed = self.listed.lock().await;
-        let started = Instant::now();
+        self.refresh_if_older(None).await
+    }
+
+    /// How long ago the last listing that succeeded started (`None`: never).
+    fn listing_age(&self) -> Option<Duration> {
+        let at = self.listed_ms.load(Ordering::Acquire);
+        (at != 0).then(|| self.epoch.elapsed().saturating_sub(Duration::from_millis(at - 1)))
+    }
+
+    /// Lists the bucket unless a listing started within `fresh` meanwhile (`None`: always).
+    async fn refresh_if_older(self: &Arc<Self>, fresh: Option<Duration>) -> Result<(), StoreError> {
+        let _one = self.listing.lock().await;
+        if let Some(fresh) = fresh
+            && self.listing_age().is_some_and(|age| age <= fresh)
+        {
+            return Ok(());
+        }
+        let started = self.epoch.elapsed();
         let me = self.clone();
         let changed = tokio::task::spawn_blocking(move || me.set.refresh())
             .await
@@ -244,7 +296,7 @@ impl RemoteBlocks {
                 "cluster: block listing changed"
             );
         }
-        *listed = Some(started);
+        self.listed_ms.store(started.as_millis() as u64 + 1, Ordering::Release);
         Ok(())
     }
 
@@ -271,9 +323,9 @@ impl RemoteBlocks {
     /// The blocks handed over by `clock`, with a listing recent enough to hold every one
     /// of them (listed first when the last listing is older than half of `handoff_delay`).
     pub async fn view_at(self: &Arc<Self>, clock: u64) -> Result<StoreView, StoreError> {
-        let stale = self.listed.lock().await.is_none_or(|at| at.elapsed() > self.cfg.handoff_delay.0 / 2);
-        if stale {
-            self.refresh().await?;
+        let fresh = self.cfg.handoff_delay.0 / 2;
+        if self.listing_age().is_none_or(|age| age > fresh) {
+            self.refresh_if_older(Some(fresh)).await?;
         }
         Ok(self.set.view(Visibility::HandedOverBy(clock)))
     }

@@ -22,6 +22,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt};
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use strand_core::units::{ByteSize, HumanDuration};
@@ -220,6 +222,7 @@ pub struct ObjectFs {
     objects: Objects,
     runtime: tokio::runtime::Handle,
     cache: Arc<DiskCache>,
+    recent: Arc<Recent>,
 }
 
 impl ObjectFs {
@@ -230,7 +233,12 @@ impl ObjectFs {
         cache_dir: &Path,
         cache_bytes: u64,
     ) -> io::Result<Self> {
-        Ok(Self { objects, runtime, cache: Arc::new(DiskCache::open(cache_dir, cache_bytes)?) })
+        Ok(Self {
+            objects,
+            runtime,
+            cache: Arc::new(DiskCache::open(cache_dir, cache_bytes)?),
+            recent: Arc::default(),
+        })
     }
 
     /// The cache's counters.
@@ -252,27 +260,67 @@ struct ObjectReader {
     key: Key,
     len: u64,
     runtime: tokio::runtime::Handle,
-    /// The ranges fetched last (offset, bytes), newest last, at most [`RECENT_BYTES`].
-    recent: Mutex<Vec<(u64, Bytes)>>,
+    /// This file's number in `recent`.
+    file: u64,
+    /// The ranges fetched last, of every open file.
+    recent: Arc<Recent>,
     /// Prefetched pages are kept here too, so a warm read does not go to the bucket.
     cache: Arc<DiskCache>,
 }
 
-/// The most bytes of fetched ranges one open file keeps in memory.
-const RECENT_BYTES: usize = 32 << 20;
+/// The most bytes of fetched ranges kept in memory, over all open files.
+const RECENT_BYTES: usize = 64 << 20;
+/// The most bytes one prefetch fetches (a larger read fetches the rest as it goes).
+const PREFETCH_BYTES: u64 = 16 << 20;
+
+/// Ranges fetched last from every open file: (file, offset, bytes), newest last, within
+/// [`RECENT_BYTES`] together.
+#[derive(Default)]
+struct Recent {
+    ranges: Mutex<std::collections::VecDeque<(u64, u64, Bytes)>>,
+    bytes: std::sync::atomic::AtomicUsize,
+    files: std::sync::atomic::AtomicU64,
+}
+
+impl Recent {
+    fn add(&self, file: u64, offset: u64, data: Bytes) {
+        use std::sync::atomic::Ordering;
+        let mut ranges = self.ranges.lock();
+        let mut total = self.bytes.load(Ordering::Relaxed) + data.len();
+        ranges.push_back((file, offset, data));
+        while total > RECENT_BYTES && ranges.len() > 1 {
+            if let Some((_, _, old)) = ranges.pop_front() {
+                total -= old.len();
+            }
+        }
+        self.bytes.store(total, Ordering::Relaxed);
+    }
+
+    /// The newest range of `file` holding `offset`: (its offset, its bytes).
+    fn find(&self, file: u64, offset: u64) -> Option<(u64, Bytes)> {
+        self.ranges
+            .lock()
+            .iter()
+            .rev()
+            .find(|(f, at, d)| *f == file && offset >= *at && offset < at + d.len() as u64)
+            .map(|(_, at, d)| (*at, d.clone()))
+    }
+
+    fn holds(&self, file: u64, r: &std::ops::Range<u64>) -> bool {
+        self.ranges
+            .lock()
+            .iter()
+            .any(|(f, at, d)| *f == file && *at <= r.start && r.end <= at + d.len() as u64)
+    }
+}
 
 impl ObjectReader {
     fn remember(&self, offset: u64, data: Bytes) {
-        let mut recent = self.recent.lock();
-        recent.push((offset, data));
-        let mut total: usize = recent.iter().map(|(_, d)| d.len()).sum();
-        while total > RECENT_BYTES && recent.len() > 1 {
-            total -= recent.remove(0).1.len();
-        }
+        self.recent.add(self.file, offset, data);
     }
 
     fn holds(&self, r: &std::ops::Range<u64>) -> bool {
-        self.recent.lock().iter().any(|(at, d)| *at <= r.start && r.end <= at + d.len() as u64)
+        self.recent.holds(self.file, r)
     }
 
     fn page_key(&self, r: &std::ops::Range<u64>) -> String {
@@ -285,7 +333,12 @@ impl ReadAt for ObjectReader {
     /// neighbours and fetches concurrently), from the disk cache when there.
     fn prefetch(&self, ranges: &[std::ops::Range<u64>]) {
         let mut fetch = Vec::new();
+        let mut total = 0;
         for r in ranges.iter().filter(|r| r.start < r.end && r.end <= self.len && !self.holds(r)) {
+            total += r.end - r.start;
+            if total > PREFETCH_BYTES {
+                break;
+            }
             match self.cache.get(&self.page_key(r)) {
                 Some(data) if data.len() as u64 == r.end - r.start => {
                     self.remember(r.start, Bytes::from(data))
@@ -315,13 +368,8 @@ impl ReadAt for ObjectReader {
             buf[..n].copy_from_slice(&data[from..from + n]);
             n
         };
-        {
-            let recent = self.recent.lock();
-            if let Some((at, data)) =
-                recent.iter().rev().find(|(at, d)| offset >= *at && offset < at + d.len() as u64)
-            {
-                return Ok(copy(buf, *at, data));
-            }
+        if let Some((at, data)) = self.recent.find(self.file, offset) {
+            return Ok(copy(buf, at, &data));
         }
         let end = (offset + buf.len().max(READ_AHEAD) as u64).min(self.len);
         let data = self.runtime.block_on(self.store.get_range(&self.key, offset..end)).map_err(io_error)?;
@@ -388,7 +436,8 @@ impl FileSystem for ObjectFs {
             key,
             len: meta.size,
             runtime: self.runtime.clone(),
-            recent: Mutex::new(Vec::new()),
+            file: self.recent.files.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            recent: self.recent.clone(),
             cache: self.cache.clone(),
         }))
     }
@@ -416,6 +465,26 @@ impl FileSystem for ObjectFs {
     fn file_size(&self, path: &Path) -> io::Result<u64> {
         let key = self.objects.key(path);
         Ok(self.block_on(self.objects.store.head(&key))?.size)
+    }
+
+    /// One listing of everything under `dir` (paged by the client), not one per directory.
+    fn list_tree(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        use futures_util::StreamExt as _;
+        let prefix = self.objects.key(dir);
+        let listed: Vec<object_store::Result<object_store::ObjectMeta>> =
+            self.runtime.block_on(self.objects.store.list(Some(&prefix)).collect());
+        let mut out = Vec::with_capacity(listed.len());
+        for meta in listed {
+            let meta = meta.map_err(io_error)?;
+            let Some(rest) = meta.location.prefix_match(&prefix) else { continue };
+            let mut path = dir.to_path_buf();
+            for part in rest {
+                path.push(part.as_ref());
+            }
+            out.push(path);
+        }
+        out.sort();
+        Ok(out)
     }
 }
 
@@ -473,18 +542,27 @@ impl DiskCache {
         }
         st.tick += 1;
         let tick = st.tick;
-        match std::fs::read(self.dir.join(&name)) {
-            Ok(data) => {
+        // Each entry ends with the CRC32C of what comes before: a torn or damaged entry
+        // is a miss (and goes), never bad data.
+        let read = std::fs::read(self.dir.join(&name)).ok().and_then(|mut data| {
+            let body = data.len().checked_sub(4)?;
+            let crc = u32::from_le_bytes(data[body..].try_into().ok()?);
+            data.truncate(body);
+            (crc32c::crc32c(&data) == crc).then_some(data)
+        });
+        match read {
+            Some(data) => {
                 st.hits += 1;
                 if let Some(e) = st.entries.get_mut(&name) {
                     e.1 = tick;
                 }
                 Some(data)
             }
-            Err(_) => {
+            None => {
                 if let Some((bytes, _)) = st.entries.remove(&name) {
                     st.bytes -= bytes;
                 }
+                let _ = std::fs::remove_file(self.dir.join(&name));
                 st.misses += 1;
                 None
             }
@@ -496,8 +574,13 @@ impl DiskCache {
             return;
         }
         let name = Self::name(key);
-        let tmp = self.dir.join(format!("{name}.tmp"));
-        if std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, self.dir.join(&name))).is_err() {
+        // Unique per write: two writers of one key never share a temporary file.
+        static WRITES: AtomicU64 = AtomicU64::new(0);
+        let tmp = self.dir.join(format!("{name}.{}.tmp", WRITES.fetch_add(1, Ordering::Relaxed)));
+        let mut entry = Vec::with_capacity(data.len() + 4);
+        entry.extend_from_slice(data);
+        entry.extend_from_slice(&crc32c::crc32c(data).to_le_bytes());
+        if std::fs::write(&tmp, &entry).and_then(|()| std::fs::rename(&tmp, self.dir.join(&name))).is_err() {
             let _ = std::fs::remove_file(&tmp);
             return;
         }
@@ -573,6 +656,11 @@ mod tests {
         // Too big for a quarter of the budget: not kept.
         cache.put("big", &[0; 300]);
         assert!(cache.get("big").is_none());
+        // A damaged entry is a miss, and goes.
+        let damaged = dir.join(DiskCache::name("p/t/blocks/c2/index.bin"));
+        std::fs::write(&damaged, [3u8; 204]).expect("damage");
+        assert!(cache.get("p/t/blocks/c2/index.bin").is_none());
+        assert!(!damaged.exists());
         drop(cache);
         let again = DiskCache::open(&dir, 1000).expect("reopens");
         assert!(again.counts().2 > 0 && again.counts().2 <= 1000);

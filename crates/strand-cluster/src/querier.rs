@@ -73,7 +73,7 @@ impl Members {
     pub(crate) async fn ask_all(
         &self,
         tenant: Option<&str>,
-        clock: u64,
+        clock: Option<u64>,
         req: &ReadRequest,
     ) -> Result<Vec<ReadResponse>, StoreError> {
         let members = self.list().await?;
@@ -143,7 +143,7 @@ impl Members {
     ) -> Result<ReadResponse, StoreError> {
         let mut members = self.list().await?;
         members.sort_by_key(|m| (m.started_unix_nano == 0, m.started_unix_nano, m.id.clone()));
-        let body = bytes::Bytes::from(wire::encode_request(crate::handoff::now_unix_nano(), &req));
+        let body = bytes::Bytes::from(wire::encode_request(None, &req));
         let mut last = StoreError::Unavailable(
             "no ingester is registered in the cluster (are they running and reaching NATS?)".into(),
         );
@@ -258,7 +258,10 @@ impl RemoteStore {
         let clock = crate::handoff::now_unix_nano();
         let ingesters = async {
             let mut answers = match &self.members {
-                Some(m) => m.ask_all(self.tenant.as_deref(), clock, &req).await?,
+                // The ingesters are told the clock only when this querier reads the bucket.
+                Some(m) => {
+                    m.ask_all(self.tenant.as_deref(), self.blocks.as_ref().map(|_| clock), &req).await?
+                }
                 None => Vec::new(),
             };
             if let Some(local) = &self.local {
@@ -489,6 +492,11 @@ impl RemoteStore {
         }
         page.traces
             .sort_by(|a, b| b.start_unix_nano.cmp(&a.start_unix_nano).then(a.trace_id.cmp(&b.trace_id)));
+        // The next page starts after the last trace as now summarised.
+        if let (Some(c), Some(last)) = (page.next_cursor.as_mut(), page.traces.last()) {
+            c.start_unix_nano = last.start_unix_nano;
+            c.trace_id = last.trace_id;
+        }
         Ok(())
     }
 }

@@ -218,9 +218,16 @@ impl WireError {
     }
 }
 
-/// Encodes a read request body, with the querier's clock (Unix nanoseconds).
-pub fn encode_request(clock: u64, req: &ReadRequest) -> Vec<u8> {
-    postcard::to_extend(&(clock, req), vec![READ_V2]).expect("encoding into a Vec cannot fail")
+/// Encodes a read request body, with the querier's clock (Unix nanoseconds) when it reads
+/// the blocks in object storage itself; without (version 1) ingesters answer from every
+/// block they hold.
+pub fn encode_request(clock: Option<u64>, req: &ReadRequest) -> Vec<u8> {
+    match clock {
+        Some(clock) => {
+            postcard::to_extend(&(clock, req), vec![READ_V2]).expect("encoding into a Vec cannot fail")
+        }
+        None => tagged(READ_V1, req),
+    }
 }
 
 /// Decodes a read request body: the clock (none in version 1) and the request.
@@ -368,11 +375,11 @@ mod tests {
     #[test]
     fn read_requests_round_trip() {
         let req = ReadRequest::Find(TraceQuery::all(20));
-        let body = encode_request(7, &req);
+        let body = encode_request(Some(7), &req);
         assert_eq!(body[0], READ_V2);
         assert_eq!(decode_request(&body), Ok((Some(7), req.clone())));
         // Version 1 (no clock) is still read.
-        assert_eq!(decode_request(&tagged(READ_V1, &req)), Ok((None, req)));
+        assert_eq!(decode_request(&encode_request(None, &req)), Ok((None, req)));
         let e = decode_request(&[9, 0]).expect_err("unknown version");
         assert!(e.contains("version 9"), "{e}");
         assert!(decode_request(&[READ_V2, 0xff]).is_err());

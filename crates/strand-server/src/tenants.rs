@@ -642,6 +642,8 @@ impl Tenants {
                     // Compacting here would upload the merged data a second time: blocks
                     // are compacted in object storage.
                     scfg.compaction_target_spans = 0;
+                    // Retention never deletes a block the bucket does not have yet.
+                    scfg.keep_until_handed_over = true;
                     let store = tokio::task::spawn_blocking(move || {
                         strand_store::Store::open(Arc::new(strand_store::fs::StdFs), &dir_c, scfg)
                     })

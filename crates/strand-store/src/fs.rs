@@ -65,6 +65,26 @@ pub trait FileSystem: Send + Sync + 'static {
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()>;
     /// Size of a file in bytes.
     fn file_size(&self, path: &Path) -> io::Result<u64>;
+    /// Paths of every file under `dir`, at any depth, sorted (object storage lists them in
+    /// one request). The default walks [`FileSystem::list`]: an entry that cannot be
+    /// listed is a file.
+    fn list_tree(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            let entries = match self.list(&d) {
+                Ok(e) => e,
+                Err(e) if d == dir => return Err(e),
+                Err(_) => {
+                    out.push(d);
+                    continue;
+                }
+            };
+            todo.extend(entries);
+        }
+        out.sort();
+        Ok(out)
+    }
 }
 
 /// The real file system.

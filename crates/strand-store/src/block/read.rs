@@ -152,6 +152,9 @@ pub(crate) fn page_ranges(
     out
 }
 
+/// The file holding an ingester's block's handoff time (see [`Block::record_handoff`]).
+pub const HANDOFF_FILE: &str = "handoff";
+
 /// An open block. Its metadata, parquet footer and trace-id filter stay in memory; its
 /// search and trace indexes are loaded when a query needs them and kept in the store's
 /// [`BlockCache`].
@@ -398,7 +401,13 @@ impl Block {
             verified: verify != Verify::Lazy,
             handoff: std::sync::atomic::AtomicU64::new(0),
         };
-        if let Some(t) = block.meta.handoff_unix_nano {
+        // An uploaded copy's meta.json carries it; an ingester's own copy has it in a file
+        // of its own (written when the block was handed over).
+        let recorded = fs
+            .read_file(&dir.join(HANDOFF_FILE))
+            .ok()
+            .and_then(|d| std::str::from_utf8(&d).ok().and_then(|t| t.trim().parse::<u64>().ok()));
+        if let Some(t) = block.meta.handoff_unix_nano.or(recorded) {
             block.set_handoff(t);
         }
         if block.meta.log_count > 0 {
@@ -461,9 +470,18 @@ impl Block {
         Some(self.handoff.load(std::sync::atomic::Ordering::Acquire)).filter(|&t| t != 0)
     }
 
-    /// Records the block's handoff time ([`Block::handoff`]).
+    /// Records the block's handoff time ([`Block::handoff`]) in memory.
     pub fn set_handoff(&self, unix_nano: u64) {
         self.handoff.store(unix_nano.max(1), std::sync::atomic::Ordering::Release);
+    }
+
+    /// Records the block's handoff time in its directory (`handoff`, fsynced; read back
+    /// when the block is opened again) and then in memory.
+    pub fn record_handoff(&self, unix_nano: u64) -> Result<(), StoreError> {
+        let path = self.dir.join(HANDOFF_FILE);
+        self.fs.write_file(&path, unix_nano.to_string().as_bytes()).map_err(|e| io_err(&path, e))?;
+        self.set_handoff(unix_nano);
+        Ok(())
     }
 
     /// The block's filters, as `filter.bin` holds them.

@@ -235,8 +235,11 @@ pub(super) fn enforce_retention(inner: &Inner, now: u64) {
     let doomed: Vec<Arc<Block>> = {
         let mut st = inner.state.write();
         let mut doomed = Vec::new();
+        // A block not yet handed over to object storage is the only copy of its data.
+        let held = inner.cfg.keep_until_handed_over;
+        let deletable = |b: &Block| !held || b.handoff().is_some();
         st.blocks.retain(|b| {
-            let keep = b.meta.max_received_unix_nano >= cutoff;
+            let keep = b.meta.max_received_unix_nano >= cutoff || !deletable(b);
             if !keep {
                 doomed.push(b.clone());
             }
@@ -245,8 +248,9 @@ pub(super) fn enforce_retention(inner: &Inner, now: u64) {
         if let Some(budget) = inner.cfg.max_disk_bytes {
             let mut total: u64 = wal_bytes + st.blocks.iter().map(|b| b.disk_bytes).sum::<u64>();
             // Blocks are kept oldest data first: the oldest go first.
-            while total > budget && !st.blocks.is_empty() {
-                let b = st.blocks.remove(0);
+            while total > budget {
+                let Some(at) = st.blocks.iter().position(|b| deletable(b)) else { break };
+                let b = st.blocks.remove(at);
                 total -= b.disk_bytes;
                 doomed.push(b);
             }

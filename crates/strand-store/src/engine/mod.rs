@@ -62,7 +62,7 @@ use maintenance::{maintain, maintenance_loop};
 use startup::{check_block_versions, lock_data_dir, open_blocks};
 use wal_thread::wal_loop;
 
-pub use reads::{BlockSet, Refreshed, StoreView, merge_blocks};
+pub use reads::{BlockSet, COMPACTED_MARKER, Refreshed, StoreView, merge_blocks};
 
 /// When the WAL is fsynced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +117,10 @@ pub struct StoreConfig {
     /// unavailable (HTTP 503, retry) instead of growing memory. A read bigger than the
     /// whole budget runs when no other read is in flight; 0 turns the budget off.
     pub max_read_bytes: u64,
+    /// Retention (age and bytes) leaves blocks without a handoff time alone: a cluster
+    /// ingester's block is the only copy of its data until object storage has it (see
+    /// [`Block::handoff`]).
+    pub keep_until_handed_over: bool,
 }
 
 impl Default for StoreConfig {
@@ -137,6 +141,7 @@ impl Default for StoreConfig {
             clock: Arc::new(SystemClock),
             cache_bytes: DEFAULT_CACHE_BYTES,
             max_read_bytes: DEFAULT_MAX_READ_BYTES,
+            keep_until_handed_over: false,
         }
     }
 }

@@ -133,7 +133,7 @@ pub struct BlockSet {
 }
 
 /// What a [`BlockSet::refresh`] changed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Refreshed {
     /// Blocks opened.
     pub added: usize,
@@ -141,7 +141,14 @@ pub struct Refreshed {
     pub removed: usize,
     /// Blocks that could not be opened.
     pub failed: usize,
+    /// Blocks still there though another names them in its `compacted_from` (a
+    /// compaction that did not finish deleting its inputs): left out of reads.
+    pub replaced: Vec<String>,
 }
+
+/// The marker a block merged into another leaves in its directory (see
+/// `strand_cluster::compact`).
+pub const COMPACTED_MARKER: &str = "compacted";
 
 impl BlockSet {
     /// The blocks under `<root>/blocks` of `fs`, none opened until [`BlockSet::refresh`].
@@ -169,54 +176,73 @@ impl BlockSet {
     }
 
     /// Lists the directory and brings the set up to date; blocking (reads each new block's
-    /// small files and Parquet footers).
+    /// small files and Parquet footers). A block is there while its `meta.json` is (written
+    /// last when a block is uploaded, deleted first when it goes) and no `compacted`
+    /// marker says it was merged into another; a block whose `meta.json` names another id
+    /// than its directory is not read.
     pub fn refresh(&self) -> Result<Refreshed, StoreError> {
         let inner = &self.inner;
         let _one_at_a_time = inner.maintenance.lock();
         let dir = inner.root.join("blocks");
-        let listed = match inner.fs.list(&dir) {
+        let files = match inner.fs.list_tree(&dir) {
             Ok(l) => l,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(source) => return Err(StoreError::Io { path: dir.display().to_string(), source }),
         };
-        let mut names: Vec<(String, PathBuf)> = listed
-            .into_iter()
-            .filter_map(|p| {
-                let name = p.file_name()?.to_str()?.to_owned();
-                (!name.starts_with('.')).then_some((name, p))
-            })
-            .collect();
-        names.sort();
+        // Block directory → (has meta.json, has the compacted marker).
+        let mut found: std::collections::BTreeMap<String, (bool, bool)> = Default::default();
+        for f in &files {
+            let Ok(rel) = f.strip_prefix(&dir) else { continue };
+            let mut parts = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned());
+            let (Some(name), Some(file), None) = (parts.next(), parts.next(), parts.next()) else { continue };
+            if name.starts_with('.') {
+                continue;
+            }
+            let e = found.entry(name).or_default();
+            e.0 |= file == "meta.json";
+            e.1 |= file == COMPACTED_MARKER;
+        }
         let current: std::collections::HashMap<String, Arc<Block>> =
             inner.state.read().blocks.iter().map(|b| (b.meta.id.clone(), b.clone())).collect();
         let mut out = Refreshed::default();
-        let mut blocks = Vec::with_capacity(names.len());
+        let mut blocks = Vec::with_capacity(found.len());
         let mut failed = std::collections::BTreeMap::new();
-        for (name, path) in names {
+        for (name, (has_meta, merged)) in found {
+            if !has_meta || merged {
+                continue;
+            }
             if let Some(b) = current.get(&name) {
                 blocks.push(b.clone());
                 continue;
             }
-            match Block::open(&inner.fs, &path, &inner.cache, Verify::Lazy) {
+            let opened = Block::open(&inner.fs, &dir.join(&name), &inner.cache, Verify::Lazy).and_then(|b| {
+                if b.meta.id == name {
+                    Ok(b)
+                } else {
+                    Err(StoreError::Corrupt {
+                        path: dir.join(&name).join("meta.json").display().to_string(),
+                        reason: format!("names block {}", b.meta.id),
+                    })
+                }
+            });
+            match opened {
                 Ok(b) => {
                     out.added += 1;
                     blocks.push(Arc::new(b));
                 }
                 Err(e) => {
-                    // A block still being uploaded has no meta.json yet: not a failure.
-                    let uploading = matches!(&e, StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
-                    if !uploading {
-                        if !self.failed.lock().contains_key(&name) {
-                            warn!(block = %name, error = %e, "could not open a block of object storage");
-                        }
-                        failed.insert(name, e.to_string());
-                        out.failed += 1;
+                    if !self.failed.lock().contains_key(&name) {
+                        warn!(block = %name, error = %e, "could not open a block of object storage");
                     }
+                    failed.insert(name, e.to_string());
+                    out.failed += 1;
                 }
             }
         }
         let replaced: std::collections::HashSet<String> =
             blocks.iter().flat_map(|b| b.meta.compacted_from.iter().cloned()).collect();
+        out.replaced =
+            blocks.iter().filter(|b| replaced.contains(&b.meta.id)).map(|b| b.meta.id.clone()).collect();
         blocks.retain(|b| !replaced.contains(&b.meta.id));
         blocks.sort_by(by_data_age);
         out.removed = current.keys().filter(|id| !blocks.iter().any(|b| &&b.meta.id == id)).count();
@@ -359,7 +385,7 @@ mod tests {
 
         // The same directory read as a block set (a querier's view of object storage).
         let set = BlockSet::new(Arc::new(StdFs), dir.path(), StoreConfig::default());
-        assert_eq!(set.refresh().expect("refresh"), Refreshed { added: 1, removed: 0, failed: 0 });
+        assert_eq!(set.refresh().expect("refresh"), Refreshed { added: 1, ..Refreshed::default() });
         assert_eq!(set.refresh().expect("refresh"), Refreshed::default(), "nothing new");
         // A block without a handoff time (compacted in object storage) is always read.
         assert!(found(&set.view(Visibility::HandedOverBy(0))));
@@ -372,6 +398,73 @@ mod tests {
         assert!(!found(&store.view(Visibility::All)));
         assert_eq!(set.refresh().expect("refresh").removed, 1);
         assert!(set.blocks().is_empty());
+        drop(rt);
+    }
+
+    #[test]
+    fn handoffs_survive_a_restart_and_retention_keeps_what_is_not_handed_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+        let clock = Arc::new(strand_core::ManualClock::new(crate::conformance::START));
+        let cfg = StoreConfig {
+            retention: std::time::Duration::from_secs(3600),
+            keep_until_handed_over: true,
+            clock: clock.clone(),
+            ..StoreConfig::default()
+        };
+        let store = Store::open(Arc::new(StdFs), dir.path(), cfg.clone()).expect("open");
+        rt.block_on(async {
+            store.append(batch(1, 4)).await.expect("write");
+            store.flush().await.expect("flush");
+            store.append(batch(2, 4)).await.expect("write");
+            store.flush().await.expect("flush");
+        });
+        let blocks = store.blocks();
+        blocks[0].record_handoff(77).expect("record");
+        drop(blocks);
+        store.close();
+        drop(store);
+        clock.advance(std::time::Duration::from_secs(7200));
+        let store = Store::open(Arc::new(StdFs), dir.path(), cfg).expect("reopen");
+        let blocks = store.blocks();
+        assert_eq!(blocks.iter().map(|b| b.handoff()).collect::<Vec<_>>(), vec![Some(77), None]);
+        drop(blocks);
+        rt.block_on(store.maintain()).expect("maintain");
+        // Both are past retention; only the one object storage has goes.
+        assert_eq!(store.blocks().iter().map(|b| b.handoff()).collect::<Vec<_>>(), vec![None]);
+        drop(rt);
+    }
+
+    #[test]
+    fn a_block_set_reads_only_whole_unmerged_blocks_named_as_their_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+        let store = Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default()).expect("open");
+        for seed in 1..=3 {
+            rt.block_on(async {
+                store.append(batch(seed, 2)).await.expect("write");
+                store.flush().await.expect("flush");
+            });
+        }
+        let ids: Vec<String> = store.blocks().iter().map(|b| b.meta.id.clone()).collect();
+        store.close();
+        drop(store);
+        let blocks = dir.path().join("blocks");
+        // Being uploaded: no meta.json yet.
+        std::fs::remove_file(blocks.join(&ids[0]).join("meta.json")).expect("remove");
+        // Merged into another.
+        std::fs::write(blocks.join(&ids[1]).join(COMPACTED_MARKER), b"{}").expect("marker");
+        // A copy under another name.
+        let copy = blocks.join("not-its-id");
+        std::fs::create_dir(&copy).expect("dir");
+        for f in std::fs::read_dir(blocks.join(&ids[2])).expect("ls").flatten() {
+            std::fs::copy(f.path(), copy.join(f.file_name())).expect("copy");
+        }
+        let set = BlockSet::new(Arc::new(StdFs), dir.path(), StoreConfig::default());
+        let r = set.refresh().expect("refresh");
+        assert_eq!((r.added, r.failed), (1, 1), "{r:?}");
+        assert_eq!(set.blocks().iter().map(|b| b.meta.id.clone()).collect::<Vec<_>>(), vec![ids[2].clone()]);
+        assert!(set.failed()[0].1.contains("names block"), "{:?}", set.failed());
         drop(rt);
     }
 }
