@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 SPANS="${1:-${SPANS:-300000}}"
 NATS="$(command -v nats-server || echo /usr/sbin/nats-server)"
 [ -x "$NATS" ] || { echo "nats-server is missing (scripts/test.sh installs it)" >&2; exit 1; }
-S3S="${STRAND_S3S_FS:-$PWD/.tools/s3s/bin/s3s-fs}"
+S3S="${S3S_FS_BIN:-$PWD/.tools/s3s/bin/s3s-fs}"
 [ -x "$S3S" ] || { echo "s3s-fs is missing at $S3S (scripts/test.sh builds it)" >&2; exit 1; }
 cargo build --release -p strand-server >&2
 BIN="$PWD/target/release/strand"

@@ -71,7 +71,7 @@ if [ ! -x "$s3s" ]; then
   log "building s3s-fs (the cluster test's S3 server) into .tools/s3s"
   cargo install --locked --quiet --root .tools/s3s s3s-fs --version =0.14.1 --features binary
 fi
-export STRAND_S3S_FS="$PWD/$s3s"
+export S3S_FS_BIN="$PWD/$s3s"
 # strand-instrument's AMQP adapter is tested against a real RabbitMQ broker (the test starts
 # its own on free ports; the package's service is never used).
 if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then

@@ -42,7 +42,7 @@ impl Drop for S3 {
 /// `s3s-fs` with a bucket `strand` on a free port; `None` when it is missing and not
 /// required.
 fn s3() -> Option<S3> {
-    let bin = std::env::var_os("STRAND_S3S_FS")
+    let bin = std::env::var_os("S3S_FS_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/s3s/bin/s3s-fs"));
     if !bin.exists() {

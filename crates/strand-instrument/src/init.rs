@@ -73,6 +73,10 @@ impl Drop for TelemetryGuard {
 /// `logs.export` is set). Must be called inside a Tokio runtime (the gRPC exporter and the
 /// Jaeger remote sampler run on it).
 pub fn init(cfg: TelemetryConfig) -> Result<TelemetryGuard, InitError> {
+    // reqwest 0.13 (the OTLP/HTTP exporters' and the remote sampler's client), when built
+    // with rustls and no provider of its own, panics without a process-wide one: ring, if
+    // none is installed yet.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut attrs = vec![KeyValue::new("service.name", cfg.service_name.clone())];
     if let Some(v) = &cfg.service_version {
         attrs.push(KeyValue::new("service.version", v.clone()));

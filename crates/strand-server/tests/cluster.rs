@@ -76,7 +76,7 @@ const S3_SECRET: &str = "strandtestsecret";
 /// `s3s-fs` on a free port with a bucket `strand`, or `None` when it is missing and not
 /// required (`scripts/test.sh` builds it into `.tools/s3s`).
 async fn s3(dir: &Path) -> Option<S3> {
-    let bin = std::env::var_os("STRAND_S3S_FS")
+    let bin = std::env::var_os("S3S_FS_BIN")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/s3s/bin/s3s-fs"));
     if !bin.exists() {
