@@ -329,6 +329,10 @@ impl ObjectReader {
 }
 
 impl ReadAt for ObjectReader {
+    fn wants_prefetch(&self) -> bool {
+        true
+    }
+
     /// Fetches the pages a read is about to ask for at once (`get_ranges` coalesces
     /// neighbours and fetches concurrently), from the disk cache when there.
     fn prefetch(&self, ranges: &[std::ops::Range<u64>]) {

@@ -34,6 +34,11 @@ pub trait ReadAt: Send + Sync {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
     /// File length in bytes.
     fn len(&self) -> u64;
+    /// Whether [`ReadAt::prefetch`] does anything (a file far away): readers only work out
+    /// the ranges for one that does.
+    fn wants_prefetch(&self) -> bool {
+        false
+    }
     /// Says which byte ranges reads are about to ask for, so a file far away (object
     /// storage) can fetch them together, concurrently; a local file ignores it.
     fn prefetch(&self, _ranges: &[std::ops::Range<u64>]) {}

@@ -634,7 +634,9 @@ impl Block {
         let Some((groups, selection)) = range_selection(self.footer.metadata(), &[(first, count)]) else {
             return Ok(Vec::new());
         };
-        self.spans.0.prefetch(&page_ranges(self.footer.metadata(), &groups, &[(first, count)]));
+        if self.spans.0.wants_prefetch() {
+            self.spans.0.prefetch(&page_ranges(self.footer.metadata(), &groups, &[(first, count)]));
+        }
         let reader =
             ParquetRecordBatchReaderBuilder::new_with_metadata(self.spans.clone(), self.footer.clone())
                 .with_row_groups(groups)

@@ -366,7 +366,9 @@ impl LogFiles {
         let Some((groups, selection)) = range_selection(self.footer.metadata(), ranges) else {
             return Ok(Vec::new());
         };
-        self.file.0.prefetch(&crate::block::read::page_ranges(self.footer.metadata(), &groups, ranges));
+        if self.file.0.wants_prefetch() {
+            self.file.0.prefetch(&crate::block::read::page_ranges(self.footer.metadata(), &groups, ranges));
+        }
         let reader =
             ParquetRecordBatchReaderBuilder::new_with_metadata(self.file.clone(), self.footer.clone())
                 .with_row_groups(groups)
