@@ -191,12 +191,6 @@ impl Objects {
         }
         key
     }
-
-    /// The directory of `tenant`'s blocks: `<tenant>/blocks` (the root of a [`ObjectFs`]
-    /// block set is the tenant's directory).
-    pub fn tenant_root(tenant: &str) -> PathBuf {
-        PathBuf::from(tenant)
-    }
 }
 
 /// Maps an object-store error to an I/O error of the same meaning.

@@ -266,11 +266,6 @@ impl BlockSet {
         self.failed.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
-    /// The cache of the blocks' indexes.
-    pub fn block_cache(&self) -> &BlockCache {
-        &self.inner.cache
-    }
-
     /// The oldest run of blocks `eligible` admits that compaction would merge (by the
     /// rules and bounds of the set's [`StoreConfig`]); fewer than two: nothing to merge.
     pub fn compaction_run(&self, eligible: impl Fn(&Block) -> bool) -> Vec<Arc<Block>> {
