@@ -220,7 +220,7 @@ impl TraceFilter {
     }
 
     /// Appends the filter's encoding (its word count, then the words, little-endian).
-    fn encode_into(&self, out: &mut Vec<u8>) {
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&(self.bits.len() as u64).to_le_bytes());
         for w in &self.bits {
             out.extend_from_slice(&w.to_le_bytes());

@@ -8,12 +8,14 @@ use parking_lot::RwLock;
 
 use bytes::Bytes;
 
-use strand_core::{SpanBatch, SpanId, StoredSpan, TraceId};
+use strand_core::{Resource, Scope, Span, SpanBatch, SpanId, StoredSpan, TraceId};
 
+use crate::block::EncodedBlock;
+use crate::block::write::{ResourceKeys, ScopeKeys, SortedSpans, TAKE_ROWS};
 use crate::error::FormatError;
 use crate::index::IndexBuilder;
 use crate::logs::LogHead;
-use crate::wal::WalRecord;
+use crate::wal::{RecordLayout, WalRecord, decode_at};
 
 /// In-memory spans, kept as the encoded WAL records they arrived in (about the size of
 /// the protobuf, instead of a heap object per attribute), with an index from trace id to
@@ -25,6 +27,13 @@ pub struct Head {
     records: Vec<Bytes>,
     traces: HashMap<TraceId, Vec<u32>>,
     keys: HashSet<(TraceId, SpanId)>,
+    /// Each span held (its first copy), by sort key and place in `records`: a cut writes
+    /// them in order straight from the records, a chunk at a time.
+    spans: Vec<SpanRef>,
+    /// The scope groups of the records, which `spans` refer to.
+    origins: Vec<OriginRef>,
+    /// Whether a span held ends before it starts (its block needs that column).
+    early_end: bool,
     span_count: usize,
     bytes: u64,
     min_received: u64,
@@ -43,6 +52,9 @@ impl Default for Head {
             records: Vec::new(),
             traces: HashMap::new(),
             keys: HashSet::new(),
+            spans: Vec::new(),
+            origins: Vec::new(),
+            early_end: false,
             span_count: 0,
             bytes: 0,
             min_received: 0,
@@ -106,23 +118,54 @@ impl HeadIndex {
 }
 
 impl Head {
-    /// Adds a batch given as its encoded WAL record (see [`WalRecord::encode`]) and its
-    /// decoded form (used only to index it). Spans already present (same trace and span id)
-    /// are not counted again; a record adding nothing new is not kept. Returns how many
-    /// spans were new.
-    pub fn insert(&mut self, encoded: Bytes, batch: &SpanBatch, received_unix_nano: u64) -> usize {
+    /// Adds a batch given as its encoded WAL record and that record's layout (see
+    /// [`WalRecord::encode_with_layout`]) and its decoded form (used to index it). Spans
+    /// already present (same trace and span id) are not counted again; a record adding
+    /// nothing new is not kept. Returns how many spans were new.
+    pub fn insert(
+        &mut self,
+        mut encoded: Bytes,
+        layout: &RecordLayout,
+        batch: &SpanBatch,
+        received_unix_nano: u64,
+    ) -> usize {
+        let relaid;
+        let mut layout = layout;
+        if layout.spans.len() != batch.span_count() {
+            // Never from the WAL thread or replay, which hand the layout of this batch's
+            // record; encoded again rather than cut without some of its spans.
+            let (bytes, l) = WalRecord::encode_with_layout(received_unix_nano, "", batch);
+            (encoded, relaid) = (Bytes::from(bytes), l);
+            layout = &relaid;
+        }
         let idx = self.records.len() as u32;
+        let origin_base = self.origins.len() as u32;
         let mut added = 0;
-        for sp in batch.resource_spans.iter().flat_map(|rs| &rs.scope_spans).flat_map(|ss| &ss.spans) {
+        let spans = batch.resource_spans.iter().flat_map(|rs| &rs.scope_spans).flat_map(|ss| &ss.spans);
+        for (sp, at) in spans.zip(&layout.spans) {
             if self.keys.insert((sp.trace_id, sp.span_id)) {
                 added += 1;
                 let recs = self.traces.entry(sp.trace_id).or_default();
                 if recs.last() != Some(&idx) {
                     recs.push(idx);
                 }
+                self.spans.push(SpanRef {
+                    trace: u128::from_be_bytes(sp.trace_id.0),
+                    start: sp.start_time_unix_nano,
+                    span: u64::from_be_bytes(sp.span_id.0),
+                    record: idx,
+                    offset: at.offset,
+                    origin: origin_base + at.origin,
+                });
+                self.early_end |= sp.end_time_unix_nano < sp.start_time_unix_nano;
             }
         }
         if added > 0 {
+            self.origins.extend(layout.origins.iter().map(|o| OriginRef {
+                record: idx,
+                resource: o.resource,
+                scope: o.scope,
+            }));
             if self.span_count == 0 {
                 self.min_received = received_unix_nano;
             }
@@ -133,6 +176,43 @@ impl Head {
         }
         self.span_count += added;
         added
+    }
+
+    /// Encodes the spans held as a block's span files. The spans are sorted by their keys,
+    /// then decoded from their records and written a chunk of rows at a time: a cut holds
+    /// the keys and one chunk's columns besides the head, not a columnar copy of it.
+    pub fn encode_spans(
+        &self,
+        id: String,
+        min_received_unix_nano: u64,
+        max_received_unix_nano: u64,
+    ) -> Result<EncodedBlock, FormatError> {
+        let mut order = self.spans.clone();
+        order.sort_unstable_by_key(|s| (s.trace, s.start, s.span));
+        let mut out = SortedSpans::new(self.early_end, self.traces.len() as u64)?;
+        let mut origins: Vec<Option<(ResourceKeys, ScopeKeys)>> = vec![None; self.origins.len()];
+        let record =
+            |i: u32| self.records.get(i as usize).ok_or_else(|| FormatError::invalid("head: no such record"));
+        for chunk in order.chunks(TAKE_ROWS) {
+            for s in chunk {
+                let slot = origins
+                    .get_mut(s.origin as usize)
+                    .ok_or_else(|| FormatError::invalid("head: no such scope group"))?;
+                let keys = match *slot {
+                    Some(keys) => keys,
+                    None => {
+                        let o = self.origins[s.origin as usize];
+                        let rec = record(o.record)?;
+                        let resource: Resource = decode_at(rec, o.resource)?;
+                        let scope: Scope = decode_at(rec, o.scope)?;
+                        *slot.insert(out.origin_keys(&resource, &scope)?)
+                    }
+                };
+                let span: Span = decode_at(record(s.record)?, s.offset)?;
+                out.push(&span, keys)?;
+            }
+        }
+        out.finish(id, min_received_unix_nano, max_received_unix_nano, Vec::new())
     }
 
     /// The encoded records holding spans of a trace: cheap to take under a lock, decoded
@@ -169,6 +249,27 @@ impl Head {
         let from = self.progress.load(Ordering::Acquire);
         (self.index.clone(), from, self.records.get(from..).map(<[Bytes]>::to_vec).unwrap_or_default())
     }
+}
+
+/// A span held in the head: its sort key (trace id, start, span id, as big-endian
+/// integers) and where its encoding starts.
+#[derive(Debug, Clone, Copy)]
+struct SpanRef {
+    trace: u128,
+    start: u64,
+    span: u64,
+    record: u32,
+    offset: u32,
+    /// Index into [`Head::origins`].
+    origin: u32,
+}
+
+/// Where a scope group's resource and scope are encoded.
+#[derive(Debug, Clone, Copy)]
+struct OriginRef {
+    record: u32,
+    resource: u32,
+    scope: u32,
 }
 
 /// Decodes records (from [`Head::trace_records`]) and keeps the spans of one trace.
@@ -219,8 +320,58 @@ mod tests {
     use crate::testdata::{batch, trace_id};
 
     fn put(head: &mut Head, b: SpanBatch, received: u64) -> usize {
-        let rec = WalRecord { received_unix_nano: received, tenant: String::new(), batch: b };
-        head.insert(rec.encode().into(), &rec.batch, received)
+        let (bytes, layout) = WalRecord::encode_with_layout(received, "", &b);
+        head.insert(bytes.into(), &layout, &b, received)
+    }
+
+    /// A cut straight from the records, a chunk at a time, writes the same files as
+    /// decoding every record into a block builder: across chunks, resources, scopes, a
+    /// retried batch and a span ending before it starts.
+    #[test]
+    fn a_cut_from_the_records_writes_what_a_block_builder_writes() {
+        use crate::block::BlockBuilder;
+        use crate::testdata::{read_parquet, service_batch, skewed_batch, span};
+        let mut head = Head::default();
+        let mut builder = BlockBuilder::new();
+        let mut add = |b: SpanBatch, received: u64| {
+            builder.append_batch(&b).expect("appends");
+            put(&mut head, b, received)
+        };
+        const TRACES: u64 = 4_000;
+        let tid = |t: u64| TraceId((t.wrapping_mul(0x9e37_79b9_7f4a_7c15) as u128 * 7919).to_be_bytes());
+        // Later spans start earlier, so the sorted order differs from the arrival order.
+        for i in 0..10u64 {
+            for group in 0..TRACES / 50 {
+                let spans = (group * 50..(group + 1) * 50)
+                    .map(|t| span(tid(t), i, (i > 0).then_some(0), &format!("op-{i}"), 1_000_000 - i * 10, 5))
+                    .collect();
+                let scope = strand_core::Scope { name: format!("scope-{}", group % 2), ..Default::default() };
+                add(service_batch(&format!("svc-{}", (group + i) % 3), vec![], scope, spans), 10 + i);
+            }
+        }
+        for seed in 0..20 {
+            add(batch(seed, 4), 30);
+        }
+        assert_eq!(add(batch(3, 4), 40), 0, "a retried batch adds nothing");
+        add(skewed_batch(50, 3), 50);
+        assert!(head.span_count() > TAKE_ROWS, "the cut must cross chunks");
+
+        let cut = head.encode_spans("b".into(), 1, 2).expect("cuts");
+        let built = builder.finish("b".into(), 1, 2, Vec::new()).expect("builds");
+        assert_eq!(cut.meta.span_count, head.span_count() as u64);
+        assert_eq!(read_parquet(&cut.spans), read_parquet(&built.spans), "the same rows");
+        assert_eq!(cut.traces, built.traces, "the same trace summaries");
+        let without_files = |mut m: crate::block::BlockMeta| {
+            m.files.clear();
+            m
+        };
+        assert_eq!(without_files(cut.meta), without_files(built.meta));
+        let filter = |f: crate::cache::TraceFilter| {
+            let mut out = Vec::new();
+            f.encode_into(&mut out);
+            out
+        };
+        assert_eq!(filter(cut.filter), filter(built.filter));
     }
 
     #[test]

@@ -214,3 +214,13 @@ pub fn dir_bytes(dir: &std::path::Path) -> u64 {
         })
         .sum()
 }
+
+/// The rows of a Parquet file, as one batch.
+pub fn read_parquet(file: &[u8]) -> arrow_array::RecordBatch {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::copy_from_slice(file))
+        .and_then(|b| b.with_batch_size(usize::MAX).build())
+        .expect("a parquet file");
+    let batches: Vec<_> = reader.collect::<Result<_, _>>().expect("decodes");
+    arrow_select::concat::concat_batches(&batches[0].schema(), &batches).expect("one schema")
+}

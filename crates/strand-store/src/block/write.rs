@@ -26,7 +26,7 @@ const PAGE_ROWS: usize = 2048;
 /// Rows per row group.
 const ROW_GROUP_ROWS: usize = 256 * 1024;
 /// Rows put in sorted order and handed to the Parquet writer at a time by a cut.
-const TAKE_ROWS: usize = 16 * PAGE_ROWS;
+pub(crate) const TAKE_ROWS: usize = 16 * PAGE_ROWS;
 
 /// A block ready to be written: file contents and metadata.
 pub struct EncodedBlock {
@@ -254,18 +254,19 @@ impl OriginColumns {
         self.scope_schema.push(Some(scope.schema));
     }
 
-    /// The nine columns, `service_name` to `scope_schema_url`.
+    /// The nine columns, `service_name` to `scope_schema_url`, of the rows pushed since
+    /// the last call. The distinct values stay: keys found before remain valid.
     pub(crate) fn finish(&mut self) -> Result<[ArrayRef; 9], FormatError> {
         Ok([
-            self.service.finish()?,
-            self.res_attrs.finish()?,
+            self.service.finish_keeping_values()?,
+            self.res_attrs.finish_keeping_values()?,
             Arc::new(self.res_dropped.finish()),
-            self.res_schema.finish()?,
-            self.scope_name.finish()?,
-            self.scope_version.finish()?,
-            self.scope_attrs.finish()?,
+            self.res_schema.finish_keeping_values()?,
+            self.scope_name.finish_keeping_values()?,
+            self.scope_version.finish_keeping_values()?,
+            self.scope_attrs.finish_keeping_values()?,
             Arc::new(self.scope_dropped.finish()),
-            self.scope_schema.finish()?,
+            self.scope_schema.finish_keeping_values()?,
         ])
     }
 }
@@ -377,6 +378,13 @@ impl DictColumn {
         Ok(())
     }
 
+    /// The rows pushed since the last call as a column, keeping the distinct values (and
+    /// so the keys already handed out) for the rows that follow.
+    pub(crate) fn finish_keeping_values(&mut self) -> Result<ArrayRef, FormatError> {
+        let keys = self.keys.finish();
+        Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(keys, Arc::new(self.values.finish_cloned()))?))
+    }
+
     /// The column, leaving the builder empty.
     pub(crate) fn finish(&mut self) -> Result<ArrayRef, FormatError> {
         self.table.clear();
@@ -391,11 +399,9 @@ fn value_of(values: &StringBuilder, k: i32) -> &[u8] {
     &values.values_slice()[o[k as usize] as usize..o[k as usize + 1] as usize]
 }
 
-/// Builds a block from spans appended in any order, without keeping them: each span goes
-/// straight into Arrow column builders and a sort key; [`BlockBuilder::finish`] sorts the
-/// keys, drops repeated copies of a span (same trace id, start and span id: a retry; the
-/// first appended wins) and reorders the columns.
-pub struct BlockBuilder {
+/// Arrow column builders for the rows of `spans.parquet` (one chunk of a cut, or a whole
+/// compaction), with the string columns that repeat held as dictionaries.
+struct SpanColumns {
     trace_id: FixedSizeBinaryBuilder,
     span_id: FixedSizeBinaryBuilder,
     parent: FixedSizeBinaryBuilder,
@@ -407,6 +413,8 @@ pub struct BlockBuilder {
     duration: Int64Builder,
     status_code: Int8Builder,
     status_message: DictColumn,
+    /// Kept across [`SpanColumns::finish`]: the keys of resources and scopes found once
+    /// stay valid for every chunk of a cut.
     origin: OriginColumns,
     attrs: StringBuilder,
     dropped_attrs: UInt32Builder,
@@ -417,19 +425,11 @@ pub struct BlockBuilder {
     /// Rows (in append order) of spans ending before they start, with their end times:
     /// rare, so the column is built only at the end, and only when there are any.
     early_ends: Vec<(u32, u64)>,
-    keys: Vec<SortKey>,
-    max_end: u64,
+    rows: u32,
 }
 
-impl Default for BlockBuilder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl BlockBuilder {
-    /// An empty builder.
-    pub fn new() -> Self {
+impl SpanColumns {
+    fn new() -> Self {
         Self {
             trace_id: FixedSizeBinaryBuilder::new(16),
             span_id: FixedSizeBinaryBuilder::new(8),
@@ -450,58 +450,13 @@ impl BlockBuilder {
             links: StringBuilder::new(),
             dropped_links: UInt32Builder::new(),
             early_ends: Vec::new(),
-            keys: Vec::new(),
-            max_end: 0,
+            rows: 0,
         }
-    }
-
-    /// Spans appended so far (repeated copies included).
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    /// Whether nothing was appended.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
-    /// Appends a batch's spans. Resource and scope attributes are encoded once per distinct
-    /// resource or scope of the batch.
-    pub fn append_batch(&mut self, batch: &SpanBatch) -> Result<(), FormatError> {
-        for rs in &batch.resource_spans {
-            let res = self.origin.resource_keys(&rs.resource)?;
-            for ss in &rs.scope_spans {
-                let scope = self.origin.scope_keys(&ss.scope)?;
-                for sp in &ss.spans {
-                    self.append(sp, res, scope)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Appends stored spans (for compaction), encoding each distinct resource and scope once.
-    pub fn append_stored<'a>(
-        &mut self,
-        spans: impl IntoIterator<Item = &'a StoredSpan>,
-    ) -> Result<(), FormatError> {
-        let mut seen = OriginCache::default();
-        for s in spans {
-            let (res, scope) = seen.keys(&mut self.origin, &s.resource, &s.scope)?;
-            self.append(&s.span, res, scope)?;
-        }
-        Ok(())
     }
 
     fn append(&mut self, sp: &Span, res: ResourceKeys, scope: ScopeKeys) -> Result<(), FormatError> {
-        let row = self.keys.len() as u32;
-        self.keys.push((
-            u128::from_be_bytes(sp.trace_id.0),
-            sp.start_time_unix_nano,
-            u64::from_be_bytes(sp.span_id.0),
-            row,
-        ));
-        self.max_end = self.max_end.max(sp.end_time_unix_nano);
+        let row = self.rows;
+        self.rows += 1;
         self.trace_id.append_value(sp.trace_id.0)?;
         self.span_id.append_value(sp.span_id.0)?;
         match sp.parent_span_id {
@@ -531,16 +486,15 @@ impl BlockBuilder {
         Ok(())
     }
 
-    /// Sorts the rows by trace id, start time and span id and encodes the block's files.
-    pub fn finish(
-        mut self,
-        id: String,
-        min_received_unix_nano: u64,
-        max_received_unix_nano: u64,
-        compacted_from: Vec<String>,
-    ) -> Result<EncodedBlock, FormatError> {
-        self.keys.sort_unstable();
-        self.keys.dedup_by(|later, first| (later.0, later.1, later.2) == (first.0, first.1, first.2));
+    /// The rows appended since the last call, as a batch of the dictionary form of the
+    /// spans schema (with the early-end column when `early_end`, which must be set when
+    /// any row ends before it starts), leaving the builders empty.
+    fn finish(&mut self, early_end: bool) -> Result<RecordBatch, FormatError> {
+        if !early_end && !self.early_ends.is_empty() {
+            return Err(FormatError::invalid(
+                "a span ends before it starts in a block begun without that column",
+            ));
+        }
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(self.trace_id.finish()),
             Arc::new(self.span_id.finish()),
@@ -563,48 +517,252 @@ impl BlockBuilder {
             Arc::new(self.links.finish()),
             Arc::new(self.dropped_links.finish()),
         ]);
-        let has_early_end = !self.early_ends.is_empty();
-        let schema = if has_early_end {
-            // One per appended row (repeated copies included), as the other columns.
-            let mut ends = vec![None; columns[0].len()];
-            for (row, end) in &self.early_ends {
-                ends[*row as usize] = Some(*end);
+        if early_end {
+            let mut ends = vec![None; self.rows as usize];
+            for (row, end) in self.early_ends.drain(..) {
+                ends[row as usize] = Some(end);
             }
             columns.push(Arc::new(UInt64Array::from(ends)));
-            spans_schema_early_end()
-        } else {
-            spans_schema()
-        };
-        let appended = RecordBatch::try_new(Arc::new(dictionary_schema(&schema, DICT_COLUMNS)), columns)?;
-        let summaries = Summaries::from_order(&appended, self.keys.iter().map(|k| k.3 as usize))?;
-        let trace_count = summaries.list.len() as u64;
-        let order: Vec<u32> = self.keys.iter().map(|k| k.3).collect();
-        let (spans_bytes, _) = write_parquet_sorted(&appended, &order, spans_props(trace_count))?;
-        let traces_bytes = summaries.encode()?;
-        let hex = |t: u128| strand_core::TraceId(t.to_be_bytes()).to_hex();
+        }
+        self.rows = 0;
+        Ok(RecordBatch::try_new(span_batch_schema(early_end), columns)?)
+    }
+}
+
+/// The schema of the batches [`SpanColumns`] builds.
+fn span_batch_schema(early_end: bool) -> Arc<Schema> {
+    let schema = if early_end { spans_schema_early_end() } else { spans_schema() };
+    Arc::new(dictionary_schema(&schema, DICT_COLUMNS))
+}
+
+/// Writes `spans.parquet` from rows handed over in sorted order (trace id, start, span id),
+/// a chunk at a time, summarising the traces for `traces.parquet` as they pass: the file
+/// and the summaries are all it holds besides the chunk being built.
+pub(crate) struct SortedSpans {
+    writer: ArrowWriter<Vec<u8>>,
+    early_end: bool,
+    columns: SpanColumns,
+    summaries: Summaries,
+    rows: u64,
+    min_start: u64,
+    max_end: u64,
+}
+
+impl SortedSpans {
+    /// A writer for a block of about `trace_count` traces (sizes the trace id filter);
+    /// `early_end` when a span ends before it starts (the block gets that column).
+    pub(crate) fn new(early_end: bool, trace_count: u64) -> Result<Self, FormatError> {
+        // Columns held as dictionaries are stored as the strings they hold: without the
+        // Arrow schema in the file, readers see the plain Parquet string columns.
+        let options = ArrowWriterOptions::new()
+            .with_properties(spans_props(trace_count))
+            .with_skip_arrow_metadata(true);
+        let writer = ArrowWriter::try_new_with_options(Vec::new(), span_batch_schema(early_end), options)?;
+        Ok(Self {
+            writer,
+            early_end,
+            columns: SpanColumns::new(),
+            summaries: Summaries::default(),
+            rows: 0,
+            min_start: u64::MAX,
+            max_end: 0,
+        })
+    }
+
+    /// The dictionary keys of a resource and a scope, for [`SortedSpans::push`]; found
+    /// once per distinct resource and scope.
+    pub(crate) fn origin_keys(
+        &mut self,
+        resource: &Resource,
+        scope: &Scope,
+    ) -> Result<(ResourceKeys, ScopeKeys), FormatError> {
+        Ok((self.columns.origin.resource_keys(resource)?, self.columns.origin.scope_keys(scope)?))
+    }
+
+    /// Appends the next row in sorted order.
+    pub(crate) fn push(
+        &mut self,
+        sp: &Span,
+        (res, scope): (ResourceKeys, ScopeKeys),
+    ) -> Result<(), FormatError> {
+        self.columns.append(sp, res, scope)?;
+        if self.columns.rows as usize >= TAKE_ROWS {
+            let chunk = self.columns.finish(self.early_end)?;
+            self.write(&chunk)?;
+        }
+        Ok(())
+    }
+
+    /// Writes rows that follow, in sorted order, those written so far.
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), FormatError> {
+        self.summaries.add_sorted(batch, self.rows)?;
+        let (start, end) = row_times(batch)?;
+        for (s, e) in start.iter().zip(end) {
+            self.min_start = self.min_start.min(*s);
+            self.max_end = self.max_end.max(e);
+        }
+        self.rows += batch.num_rows() as u64;
+        self.writer.write(batch)?;
+        Ok(())
+    }
+
+    /// Writes the last rows and encodes the block's span files and metadata.
+    pub(crate) fn finish(
+        mut self,
+        id: String,
+        min_received_unix_nano: u64,
+        max_received_unix_nano: u64,
+        compacted_from: Vec<String>,
+    ) -> Result<EncodedBlock, FormatError> {
+        if self.columns.rows > 0 {
+            let chunk = self.columns.finish(self.early_end)?;
+            self.write(&chunk)?;
+        }
+        let spans = self.writer.into_inner()?;
+        let traces = self.summaries.encode()?;
+        let list = &self.summaries.list;
+        let hex =
+            |t: Option<&Summary>| t.map(|t| strand_core::TraceId(t.trace_id).to_hex()).unwrap_or_default();
         let meta = BlockMeta {
-            format_version: if has_early_end { EARLY_END_VERSION } else { SPANS_ONLY_VERSION },
+            format_version: if self.early_end { EARLY_END_VERSION } else { SPANS_ONLY_VERSION },
             id,
-            span_count: self.keys.len() as u64,
-            trace_count,
-            min_start_unix_nano: self.keys.iter().map(|k| k.1).min().unwrap_or(0),
+            span_count: self.rows,
+            trace_count: list.len() as u64,
+            min_start_unix_nano: if self.rows == 0 { 0 } else { self.min_start },
             max_end_unix_nano: self.max_end,
             min_received_unix_nano,
             max_received_unix_nano,
-            min_trace_id: self.keys.first().map(|k| hex(k.0)).unwrap_or_default(),
-            max_trace_id: self.keys.last().map(|k| hex(k.0)).unwrap_or_default(),
+            min_trace_id: hex(list.first()),
+            max_trace_id: hex(list.last()),
             compacted_from,
             log_count: 0,
             min_log_time_unix_nano: 0,
             max_log_time_unix_nano: 0,
             files: vec![
-                FileChecksum::of("spans.parquet", &spans_bytes),
-                FileChecksum::of("traces.parquet", &traces_bytes),
+                FileChecksum::of("spans.parquet", &spans),
+                FileChecksum::of("traces.parquet", &traces),
             ],
             handoff_unix_nano: None,
         };
-        let filter = crate::cache::TraceFilter::new(summaries.list.iter().map(|s| &s.trace_id));
-        Ok(EncodedBlock { spans: spans_bytes, traces: traces_bytes, filter, meta })
+        let filter = crate::cache::TraceFilter::new(list.iter().map(|s| &s.trace_id));
+        Ok(EncodedBlock { spans, traces, filter, meta })
+    }
+}
+
+/// Each row's start and end time (the early-end column's value where it has one).
+fn row_times(batch: &RecordBatch) -> Result<(&[u64], impl Iterator<Item = u64> + '_), FormatError> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Int64Type, UInt64Type};
+    let bad = || FormatError::invalid("time column has the wrong type");
+    let start = batch.column(7).as_primitive_opt::<UInt64Type>().ok_or_else(bad)?;
+    let duration = batch.column(8).as_primitive_opt::<Int64Type>().ok_or_else(bad)?;
+    let early = match batch.column_by_name(EARLY_END_COLUMN) {
+        Some(c) => Some(c.as_primitive_opt::<UInt64Type>().ok_or_else(bad)?),
+        None => None,
+    };
+    let starts = start.values();
+    let ends =
+        (0..batch.num_rows()).map(move |r| match early.filter(|e| arrow_array::Array::is_valid(e, r)) {
+            Some(e) => e.value(r),
+            None => starts[r].wrapping_add(duration.value(r) as u64),
+        });
+    Ok((starts, ends))
+}
+
+/// Builds a block from spans appended in any order (compaction), without keeping them:
+/// each span goes straight into Arrow column builders and a sort key;
+/// [`BlockBuilder::finish`] sorts the keys, drops repeated copies of a span (same trace
+/// id, start and span id: a retry; the first appended wins) and writes the rows in order.
+pub struct BlockBuilder {
+    columns: SpanColumns,
+    keys: Vec<SortKey>,
+}
+
+impl Default for BlockBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BlockBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self { columns: SpanColumns::new(), keys: Vec::new() }
+    }
+
+    /// Spans appended so far (repeated copies included).
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether nothing was appended.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Appends a batch's spans. Resource and scope attributes are encoded once per distinct
+    /// resource or scope of the batch.
+    pub fn append_batch(&mut self, batch: &SpanBatch) -> Result<(), FormatError> {
+        for rs in &batch.resource_spans {
+            let res = self.columns.origin.resource_keys(&rs.resource)?;
+            for ss in &rs.scope_spans {
+                let scope = self.columns.origin.scope_keys(&ss.scope)?;
+                for sp in &ss.spans {
+                    self.append(sp, res, scope)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends stored spans (for compaction), encoding each distinct resource and scope once.
+    pub fn append_stored<'a>(
+        &mut self,
+        spans: impl IntoIterator<Item = &'a StoredSpan>,
+    ) -> Result<(), FormatError> {
+        let mut seen = OriginCache::default();
+        for s in spans {
+            let (res, scope) = seen.keys(&mut self.columns.origin, &s.resource, &s.scope)?;
+            self.append(&s.span, res, scope)?;
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, sp: &Span, res: ResourceKeys, scope: ScopeKeys) -> Result<(), FormatError> {
+        let row = self.keys.len() as u32;
+        self.keys.push((
+            u128::from_be_bytes(sp.trace_id.0),
+            sp.start_time_unix_nano,
+            u64::from_be_bytes(sp.span_id.0),
+            row,
+        ));
+        self.columns.append(sp, res, scope)
+    }
+
+    /// Sorts the rows by trace id, start time and span id and encodes the block's files.
+    pub fn finish(
+        mut self,
+        id: String,
+        min_received_unix_nano: u64,
+        max_received_unix_nano: u64,
+        compacted_from: Vec<String>,
+    ) -> Result<EncodedBlock, FormatError> {
+        self.keys.sort_unstable();
+        self.keys.dedup_by(|later, first| (later.0, later.1, later.2) == (first.0, first.1, first.2));
+        let trace_count = 1 + self.keys.windows(2).filter(|w| w[0].0 != w[1].0).count() as u64;
+        let early_end = !self.columns.early_ends.is_empty();
+        let appended = self.columns.finish(early_end)?;
+        let mut out = SortedSpans::new(early_end, trace_count)?;
+        for chunk in self.keys.chunks(TAKE_ROWS) {
+            let chunk = UInt32Array::from_iter_values(chunk.iter().map(|k| k.3));
+            let sorted = appended
+                .columns()
+                .iter()
+                .map(|c| arrow_select::take::take(c.as_ref(), &chunk, None))
+                .collect::<Result<Vec<_>, _>>()?;
+            out.write(&RecordBatch::try_new(appended.schema(), sorted)?)?;
+        }
+        out.finish(id, min_received_unix_nano, max_received_unix_nano, compacted_from)
     }
 }
 
@@ -613,18 +771,23 @@ struct Summary {
     trace_id: [u8; 16],
     first_row: u32,
     span_count: u32,
-    /// Row of the root so far, and whether it lacks a parent.
-    root: Option<(bool, usize)>,
+    /// The root so far (whether it lacks a parent, its service and name), as indexes into
+    /// [`Summaries::strings`].
+    root: Option<(bool, u32, u32)>,
     start: u64,
     end: u64,
     errors: u32,
-    services: Vec<usize>,
+    /// Its services, as indexes into [`Summaries::strings`].
+    services: Vec<u32>,
 }
 
-struct Summaries<'a> {
+/// The summaries of the traces of rows handed over in sorted order.
+#[derive(Default)]
+struct Summaries {
     list: Vec<Summary>,
-    service: DictStrings<'a>,
-    name: DictStrings<'a>,
+    /// Service and root span names, each once.
+    strings: Vec<String>,
+    string_ids: std::collections::HashMap<String, u32>,
 }
 
 /// The values of a [`DictColumn`] by row.
@@ -641,19 +804,25 @@ impl<'a> DictStrings<'a> {
         Some(Self { keys: dict.keys().values(), values: dict.values().as_string_opt::<i32>()? })
     }
 
-    fn key(&self, row: usize) -> i32 {
-        self.keys[row]
-    }
-
-    fn value(&self, row: usize) -> &'a str {
-        self.values.value(self.keys[row] as usize)
+    fn key(&self, row: usize) -> usize {
+        self.keys[row] as usize
     }
 }
 
-impl<'a> Summaries<'a> {
-    /// Summarises the traces of a batch whose rows, taken in `order`, are sorted by trace id
-    /// and start time. Rows are kept as positions in the batch.
-    fn from_order(b: &'a RecordBatch, order: impl Iterator<Item = usize>) -> Result<Self, FormatError> {
+impl Summaries {
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&i) = self.string_ids.get(s) {
+            return i;
+        }
+        let i = self.strings.len() as u32;
+        self.strings.push(s.to_owned());
+        self.string_ids.insert(s.to_owned(), i);
+        i
+    }
+
+    /// Summarises rows sorted by trace id and start time that follow, in that order, the
+    /// `first_row` rows already summarised (a trace may go on from the previous batch).
+    fn add_sorted(&mut self, b: &RecordBatch, first_row: u64) -> Result<(), FormatError> {
         use arrow_array::cast::AsArray;
         use arrow_array::types::{Int8Type, Int64Type, UInt64Type};
         let col = |i: usize| b.column(i);
@@ -665,14 +834,16 @@ impl<'a> Summaries<'a> {
         let status = col(9).as_primitive_opt::<Int8Type>().ok_or_else(|| bad("status"))?;
         let name = DictStrings::of(col(5)).ok_or_else(|| bad("name"))?;
         let service = DictStrings::of(col(11)).ok_or_else(|| bad("service"))?;
-        let mut list: Vec<Summary> = Vec::new();
-        for (sorted_row, row) in order.enumerate() {
+        // Each of this batch's service values interned once.
+        let mut service_ids: Vec<Option<u32>> = vec![None; arrow_array::Array::len(service.values)];
+        for row in 0..b.num_rows() {
             let tid: [u8; 16] =
                 trace_id.value(row).try_into().map_err(|_| FormatError::invalid("trace id width"))?;
-            if list.last().is_none_or(|l| l.trace_id != tid) {
-                list.push(Summary {
+            if self.list.last().is_none_or(|l| l.trace_id != tid) {
+                self.list.push(Summary {
                     trace_id: tid,
-                    first_row: sorted_row as u32,
+                    first_row: u32::try_from(first_row + row as u64)
+                        .map_err(|_| FormatError::invalid("a block holds at most 2^32 spans"))?,
                     span_count: 0,
                     root: None,
                     start: u64::MAX,
@@ -681,7 +852,22 @@ impl<'a> Summaries<'a> {
                     services: Vec::new(),
                 });
             }
-            let Some(t) = list.last_mut() else { continue };
+            let key = service.key(row);
+            let svc = match service_ids.get(key).copied().flatten() {
+                Some(id) => id,
+                None => {
+                    let id = self.intern(service.values.value(key));
+                    if let Some(slot) = service_ids.get_mut(key) {
+                        *slot = Some(id);
+                    }
+                    id
+                }
+            };
+            let is_root = arrow_array::Array::is_null(parent, row);
+            // Prefer a span without parent; among equals, the earliest (rows are sorted).
+            let new_root = self.list.last().is_some_and(|t| t.root.is_none_or(|(r, _, _)| is_root && !r));
+            let root_name = if new_root { Some(self.intern(name.values.value(name.key(row)))) } else { None };
+            let Some(t) = self.list.last_mut() else { continue };
             let s = start.value(row);
             t.span_count += 1;
             t.start = t.start.min(s);
@@ -689,21 +875,19 @@ impl<'a> Summaries<'a> {
             if status.value(row) == StatusCode::Error as i8 {
                 t.errors += 1;
             }
-            let svc = service.key(row);
-            if !t.services.iter().any(|&r| service.key(r) == svc) {
-                t.services.push(row);
+            if !t.services.contains(&svc) {
+                t.services.push(svc);
             }
-            let is_root = arrow_array::Array::is_null(parent, row);
-            // Prefer a span without parent; among equals, the earliest (rows are sorted).
-            if t.root.is_none_or(|(r, _)| is_root && !r) {
-                t.root = Some((is_root, row));
+            if let Some(n) = root_name {
+                t.root = Some((is_root, svc, n));
             }
         }
-        Ok(Self { list, service, name })
+        Ok(())
     }
 
     fn encode(&self) -> Result<Vec<u8>, FormatError> {
         let n = self.list.len();
+        let text = |i: u32| self.strings.get(i as usize).map_or("", String::as_str);
         let mut trace_id = FixedSizeBinaryBuilder::with_capacity(n, 16);
         let mut first_row = UInt32Builder::with_capacity(n);
         let mut span_count = UInt32Builder::with_capacity(n);
@@ -717,12 +901,12 @@ impl<'a> Summaries<'a> {
             trace_id.append_value(t.trace_id)?;
             first_row.append_value(t.first_row);
             span_count.append_value(t.span_count);
-            root_service.append_value(t.root.map_or("", |(_, r)| self.service.value(r)));
-            root_name.append_value(t.root.map_or("", |(_, r)| self.name.value(r)));
+            root_service.append_value(t.root.map_or("", |(_, s, _)| text(s)));
+            root_name.append_value(t.root.map_or("", |(_, _, n)| text(n)));
             start.append_value(t.start);
             duration.append_value(t.end.saturating_sub(t.start));
             errors.append_value(t.errors);
-            let mut names: Vec<&str> = t.services.iter().map(|&r| self.service.value(r)).collect();
+            let mut names: Vec<&str> = t.services.iter().map(|&s| text(s)).collect();
             names.sort_unstable();
             for s in names {
                 services.values().append_value(s);
@@ -753,18 +937,9 @@ mod tests {
     use super::*;
     use arrow_array::cast::AsArray;
     use arrow_array::types::UInt64Type;
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use strand_core::TraceId;
 
-    use crate::testdata::{service_batch, span};
-
-    fn read(file: &[u8]) -> RecordBatch {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::copy_from_slice(file))
-            .and_then(|b| b.with_batch_size(usize::MAX).build())
-            .expect("a parquet file");
-        let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().expect("decodes");
-        arrow_select::concat::concat_batches(&batches[0].schema(), &batches).expect("one schema")
-    }
+    use crate::testdata::{read_parquet as read, service_batch, span};
 
     /// Rows are appended span by span across thousands of traces, later spans starting
     /// earlier, so the sorted order differs from the appended one everywhere and spans

@@ -88,11 +88,7 @@ impl FlushQueue {
 
 pub(super) fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), StoreError> {
     let _guard = inner.maintenance.lock();
-    let mut builder = BlockBuilder::new();
     let corrupt_head = |e: FormatError| e.corrupt_at("head");
-    for record in frozen.head.batches() {
-        builder.append_batch(&record.map_err(corrupt_head)?.1).map_err(corrupt_head)?;
-    }
     let logs = frozen.head.logs.take_builder().map_err(corrupt_head)?;
     // The head's own search index (kept up to date by the index thread) becomes the block's.
     let (handle, first, tail) = frozen.head.index_handle();
@@ -111,7 +107,8 @@ pub(super) fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), St
         guard.builder.finish_with(links)
     };
     let (min_received, max_received) = (frozen.head.min_received(), frozen.head.max_received());
-    let block = write_block(inner, builder, logs, &index, min_received, max_received, Vec::new())?;
+    let spans = |id: String| frozen.head.encode_spans(id, min_received, max_received);
+    let block = write_block(inner, spans, logs, &index, &[])?;
     {
         let mut st = inner.state.write();
         st.blocks.push(Arc::new(block));
@@ -179,20 +176,20 @@ fn traces_in_blocks(
 }
 
 /// Encodes and writes a block atomically; returns it opened.
+/// Writes a block: `spans` encodes its span files given the block's id; `compacted_from`
+/// names the blocks it replaces.
 pub(super) fn write_block(
     inner: &Inner,
-    builder: BlockBuilder,
+    spans: impl FnOnce(String) -> Result<EncodedBlock, FormatError>,
     logs: LogBlockBuilder,
     index: &SearchIndex,
-    min_received: u64,
-    max_received: u64,
-    compacted_from: Vec<String>,
+    compacted_from: &[String],
 ) -> Result<Block, StoreError> {
     let fs = inner.fs.as_ref();
     let id = new_block_id();
     let encoding = |e: FormatError| e.corrupt_at(format!("block {id} (encoding)"));
-    let mut encoded =
-        builder.finish(id.clone(), min_received, max_received, compacted_from).map_err(encoding)?;
+    let mut encoded = spans(id.clone()).map_err(encoding)?;
+    encoded.meta.compacted_from = compacted_from.to_vec();
     let index = index.encode().map_err(encoding)?;
     encoded.meta.files.push(FileChecksum::of("index.bin", &index));
     let mut logs = if logs.is_empty() { None } else { Some(logs.finish().map_err(encoding)?) };

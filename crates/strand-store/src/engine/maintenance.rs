@@ -180,7 +180,8 @@ pub(crate) fn merge(inner: &Inner, blocks: &[Arc<Block>]) -> Result<Block, Store
     let min_received = blocks.iter().map(|b| b.meta.min_received_unix_nano).min().unwrap_or(0);
     let max_received = blocks.iter().map(|b| b.meta.max_received_unix_nano).max().unwrap_or(0);
     let ids: Vec<String> = blocks.iter().map(|b| b.meta.id.clone()).collect();
-    write_block(inner, builder, logs, &index, min_received, max_received, ids)
+    let spans = |id: String| builder.finish(id, min_received, max_received, Vec::new());
+    write_block(inner, spans, logs, &index, &ids)
 }
 
 /// Merges the oldest run of small blocks. Returns whether it merged anything.

@@ -39,7 +39,7 @@ use strand_core::{
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
-use crate::block::{Block, BlockBuilder, FileChecksum, Verify};
+use crate::block::{Block, BlockBuilder, EncodedBlock, FileChecksum, Verify};
 use crate::cache::BlockCache;
 use crate::error::FormatError;
 use crate::fs::FileSystem;
@@ -47,7 +47,7 @@ use crate::head::{Head, HeadIndex, decode_trace};
 use crate::index::{IndexBuilder, IndexView, SearchIndex};
 use crate::logs::{LogBlockBuilder, decode_records};
 use crate::search::{Source, Sources};
-use crate::wal::{LogWalRecord, Wal, WalEntry, WalRecord};
+use crate::wal::{LogWalRecord, RecordLayout, Wal, WalEntry, WalRecord};
 
 mod flusher;
 mod index_thread;
@@ -438,7 +438,12 @@ impl Store {
         let (wal, replay_stats) = Wal::open(fs.clone(), &wal_dir, |framed, entry| match entry {
             WalEntry::Spans(record) => {
                 let n = record.batch.span_count();
-                let added = head.insert(framed, &record.batch, record.received_unix_nano);
+                // Encoded again for its layout: the same bytes as the WAL's when this
+                // binary wrote them, and the canonical encoding of the record otherwise.
+                let (bytes, layout) =
+                    WalRecord::encode_with_layout(record.received_unix_nano, &record.tenant, &record.batch);
+                drop(framed);
+                let added = head.insert(bytes.into(), &layout, &record.batch, record.received_unix_nano);
                 stats.spans_duplicate.fetch_add((n - added) as u64, Ordering::Relaxed);
             }
             WalEntry::Logs(record) => {

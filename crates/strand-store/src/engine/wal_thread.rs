@@ -10,7 +10,7 @@ use super::*;
 
 /// A write whose record is in the WAL.
 enum Written {
-    Spans(SpanBatch),
+    Spans(SpanBatch, RecordLayout),
     Logs(LogBatch),
 }
 
@@ -24,6 +24,9 @@ struct StoreCommitter {
     last_received: u64,
     unsynced: bool,
     last_sync: Instant,
+    /// Where the spans are in the records of the group's span writes, in order (taken by
+    /// [`Committer::committed`], which sees the jobs in the order their records were made).
+    layouts: std::collections::VecDeque<RecordLayout>,
 }
 
 pub(super) fn wal_loop(
@@ -42,6 +45,7 @@ pub(super) fn wal_loop(
         last_received,
         unsynced: false,
         last_sync: Instant::now(),
+        layouts: std::collections::VecDeque::new(),
     };
     group_commit::run(wal, &rx, &mut committer, Duration::from_millis(50));
 }
@@ -59,10 +63,11 @@ impl Committer for StoreCommitter {
 
     fn record(&mut self, job: &Cmd) -> Option<Append> {
         match job {
-            Cmd::Write { batch, .. } => Some(Append {
-                bytes: WalRecord::encode_parts(self.received, "", batch),
-                sync: self.inner.cfg.fsync == FsyncPolicy::Always,
-            }),
+            Cmd::Write { batch, .. } => {
+                let (bytes, layout) = WalRecord::encode_with_layout(self.received, "", batch);
+                self.layouts.push_back(layout);
+                Some(Append { bytes, sync: self.inner.cfg.fsync == FsyncPolicy::Always })
+            }
             Cmd::WriteLogs { batch, .. } => Some(Append {
                 bytes: LogWalRecord::encode_parts(self.received, "", batch),
                 sync: self.inner.cfg.fsync == FsyncPolicy::Always,
@@ -83,7 +88,11 @@ impl Committer for StoreCommitter {
         let mut shutting_down = false;
         for Committed { job, bytes, appended } in group {
             let (written_job, done) = match job {
-                Cmd::Write { batch, done } => (Written::Spans(batch), done),
+                Cmd::Write { batch, done } => {
+                    // Always there; an empty layout would make the head encode the record again.
+                    let layout = self.layouts.pop_front().unwrap_or_default();
+                    (Written::Spans(batch, layout), done)
+                }
                 Cmd::WriteLogs { batch, done } => (Written::Logs(batch), done),
                 Cmd::Flush { done } => {
                     flush_waiters.push(done);
@@ -118,8 +127,8 @@ impl Committer for StoreCommitter {
             let mut replies = Vec::with_capacity(written.len());
             for (job, bytes, done) in written {
                 replies.push(done);
-                let batch = match job {
-                    Written::Spans(batch) => batch,
+                let (batch, layout) = match job {
+                    Written::Spans(batch, layout) => (batch, layout),
                     Written::Logs(batch) => {
                         let n = st.head.logs.insert(bytes.into(), &batch, received);
                         inner.stats.logs_written.fetch_add(n as u64, Ordering::Relaxed);
@@ -133,7 +142,7 @@ impl Committer for StoreCommitter {
                     }
                 };
                 let n = batch.span_count();
-                let added = st.head.insert(bytes.into(), &batch, received);
+                let added = st.head.insert(bytes.into(), &layout, &batch, received);
                 inner.stats.spans_written.fetch_add(added as u64, Ordering::Relaxed);
                 inner.stats.spans_duplicate.fetch_add((n - added) as u64, Ordering::Relaxed);
                 if added > 0

@@ -115,6 +115,45 @@ impl WalRecord {
         encode_tagged(PAYLOAD_VERSION, received_unix_nano, tenant, batch)
     }
 
+    /// Encodes a record as [`WalRecord::encode_parts`] does (the same bytes), also giving
+    /// where each span, resource and scope starts in them, so that the head can cut its
+    /// spans into a block in sorted order a chunk at a time (see [`SpanAt`]).
+    pub fn encode_with_layout(
+        received_unix_nano: u64,
+        tenant: &str,
+        batch: &SpanBatch,
+    ) -> (Vec<u8>, RecordLayout) {
+        // postcard writes a struct as its fields in order and a sequence as its varint
+        // length then its items, so writing the pieces one after another gives the bytes
+        // of the whole record.
+        fn put<T: Serialize + ?Sized>(v: &T, out: Vec<u8>) -> Vec<u8> {
+            postcard::to_extend(v, out).expect("encoding into a Vec cannot fail")
+        }
+        let mut layout = RecordLayout { spans: Vec::with_capacity(batch.span_count()), origins: Vec::new() };
+        let mut out = vec![0u8; RECORD_HEADER + 1];
+        out[RECORD_HEADER] = PAYLOAD_VERSION;
+        out = put(&received_unix_nano, out);
+        out = put(&tenant, out);
+        out = put(&batch.resource_spans.len(), out);
+        for rs in &batch.resource_spans {
+            let resource = offset(&out);
+            out = put(&*rs.resource, out);
+            out = put(&rs.scope_spans.len(), out);
+            for ss in &rs.scope_spans {
+                let origin = layout.origins.len() as u32;
+                layout.origins.push(OriginAt { resource, scope: offset(&out) });
+                out = put(&*ss.scope, out);
+                out = put(&ss.spans.len(), out);
+                for sp in &ss.spans {
+                    layout.spans.push(SpanAt { offset: offset(&out), origin });
+                    out = put(sp, out);
+                }
+            }
+        }
+        seal_frame(&mut out);
+        (out, layout)
+    }
+
     /// Decodes a record as [`WalRecord::encode`] wrote it, header included (checksum
     /// verified).
     pub fn decode_framed(framed: &[u8]) -> Result<Self, FormatError> {
@@ -127,6 +166,51 @@ impl WalRecord {
             WalEntry::Logs(_) => Err(FormatError::invalid("a log record where a span record was expected")),
         }
     }
+}
+
+/// Where the pieces of an encoded span record start (see
+/// [`WalRecord::encode_with_layout`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordLayout {
+    /// Each span, in the batch's order.
+    pub spans: Vec<SpanAt>,
+    /// Each scope group (a scope of a resource), in the batch's order.
+    pub origins: Vec<OriginAt>,
+}
+
+/// Where a span starts in its encoded record, and its scope group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanAt {
+    /// Offset of the span's encoding in the framed record.
+    pub offset: u32,
+    /// Index of its scope group in [`RecordLayout::origins`].
+    pub origin: u32,
+}
+
+/// Where the resource and scope of a scope group start in the encoded record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OriginAt {
+    /// Offset of the resource's encoding.
+    pub resource: u32,
+    /// Offset of the scope's encoding.
+    pub scope: u32,
+}
+
+/// An offset into a record being encoded. Records are far below 4 GiB (requests are
+/// limited to tens of MiB); a larger one gets offsets past its end, which decode to an
+/// error rather than to a wrong value.
+fn offset(out: &[u8]) -> u32 {
+    u32::try_from(out.len()).unwrap_or(u32::MAX)
+}
+
+/// Decodes the value whose encoding starts at `offset` of a framed record (from a
+/// [`RecordLayout`] of it).
+pub fn decode_at<T: serde::de::DeserializeOwned>(framed: &[u8], offset: u32) -> Result<T, FormatError> {
+    let bytes = framed
+        .get(offset as usize..)
+        .filter(|_| offset as usize >= RECORD_HEADER)
+        .ok_or_else(|| FormatError::invalid("offset past the record's end"))?;
+    Ok(postcard::take_from_bytes(bytes)?.0)
 }
 
 /// One received batch of log records as the WAL keeps it.
@@ -698,9 +782,45 @@ mod tests {
     use super::*;
     use crate::fs::StdFs;
     use crate::testdata::batch;
+    use strand_core::{ScopeSpans, Span};
 
     fn record(n: u8) -> WalRecord {
         WalRecord { received_unix_nano: u64::from(n), tenant: String::new(), batch: batch(n, 3) }
+    }
+
+    /// The layout points at every span, resource and scope of a batch with several
+    /// resources and scopes, and the bytes are those of the plain encoding.
+    #[test]
+    fn a_record_encoded_with_its_layout_is_the_same_record() {
+        let mut b = batch(1, 3);
+        let mut other = batch(2, 2).resource_spans.remove(0);
+        other.scope_spans.push(ScopeSpans {
+            scope: Arc::new(strand_core::Scope { name: "second".into(), ..Default::default() }),
+            spans: batch(3, 4).resource_spans.remove(0).scope_spans.remove(0).spans,
+        });
+        b.resource_spans.push(other);
+        let (bytes, layout) = WalRecord::encode_with_layout(77, "t", &b);
+        assert_eq!(bytes, WalRecord::encode_parts(77, "t", &b));
+        let mut want = Vec::new();
+        for rs in &b.resource_spans {
+            for ss in &rs.scope_spans {
+                for sp in &ss.spans {
+                    want.push((sp.clone(), (*rs.resource).clone(), (*ss.scope).clone()));
+                }
+            }
+        }
+        assert_eq!((layout.spans.len(), layout.origins.len()), (9, 3));
+        for (at, (span, resource, scope)) in layout.spans.iter().zip(&want) {
+            let origin = layout.origins[at.origin as usize];
+            assert_eq!(&decode_at::<Span>(&bytes, at.offset).expect("a span"), span);
+            assert_eq!(
+                &decode_at::<strand_core::Resource>(&bytes, origin.resource).expect("a resource"),
+                resource
+            );
+            assert_eq!(&decode_at::<strand_core::Scope>(&bytes, origin.scope).expect("a scope"), scope);
+        }
+        assert!(decode_at::<Span>(&bytes, bytes.len() as u32 + 1).is_err());
+        assert!(decode_at::<Span>(&bytes, 0).is_err(), "the header is not a value");
     }
 
     fn write_segment(records: &[WalRecord]) -> Vec<u8> {
