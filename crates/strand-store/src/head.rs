@@ -29,7 +29,8 @@ pub struct Head {
     keys: HashSet<(TraceId, SpanId)>,
     /// Each span held (its first copy), by sort key and place in `records`: a cut writes
     /// them in order straight from the records, a chunk at a time.
-    spans: Vec<SpanRef>,
+    /// Sorted in place by the cut (a retried write sorts them again, already in order).
+    spans: parking_lot::Mutex<Vec<SpanRef>>,
     /// The scope groups of the records, which `spans` refer to.
     origins: Vec<OriginRef>,
     /// Whether a span held ends before it starts (its block needs that column).
@@ -52,7 +53,7 @@ impl Default for Head {
             records: Vec::new(),
             traces: HashMap::new(),
             keys: HashSet::new(),
-            spans: Vec::new(),
+            spans: parking_lot::Mutex::new(Vec::new()),
             origins: Vec::new(),
             early_end: false,
             span_count: 0,
@@ -149,7 +150,7 @@ impl Head {
                 if recs.last() != Some(&idx) {
                     recs.push(idx);
                 }
-                self.spans.push(SpanRef {
+                self.spans.get_mut().push(SpanRef {
                     trace: u128::from_be_bytes(sp.trace_id.0),
                     start: sp.start_time_unix_nano,
                     span: u64::from_be_bytes(sp.span_id.0),
@@ -187,7 +188,7 @@ impl Head {
         min_received_unix_nano: u64,
         max_received_unix_nano: u64,
     ) -> Result<EncodedBlock, FormatError> {
-        let mut order = self.spans.clone();
+        let mut order = self.spans.lock();
         order.sort_unstable_by_key(|s| (s.trace, s.start, s.span));
         let mut out = SortedSpans::new(self.early_end, self.traces.len() as u64)?;
         let mut origins: Vec<Option<(ResourceKeys, ScopeKeys)>> = vec![None; self.origins.len()];

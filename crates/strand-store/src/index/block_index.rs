@@ -5,19 +5,33 @@ use super::*;
 use crate::error::FormatError;
 
 impl SearchIndex {
-    /// Encodes for `index.bin`: postings delta-encoded, then postcard.
+    /// Encodes for `index.bin`: postings delta-encoded, then postcard. Written piece by
+    /// piece (postcard writes a struct as its fields in order, a sequence as its length
+    /// then its items), with the deltas made as they are written, not in a copy.
     pub fn encode(&self) -> Result<Vec<u8>, FormatError> {
-        let mut delta = self.clone();
-        for p in &mut delta.terms {
-            let mut prev = 0;
-            for t in &mut p.traces {
-                let v = *t;
-                *t = v - prev;
-                prev = v;
+        /// A posting list, written as the gaps between its ordinals.
+        struct Deltas<'a>(&'a [u32]);
+        impl Serialize for Deltas<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut prev = 0;
+                s.collect_seq(self.0.iter().map(|&v| {
+                    let d = v.wrapping_sub(prev);
+                    prev = v;
+                    d
+                }))
             }
         }
-        delta.version = INDEX_VERSION;
-        let mut raw = postcard::to_allocvec(&delta)?;
+        /// The terms, each as [`Postings`] with its ordinals delta-encoded.
+        struct Terms<'a>(&'a [Postings]);
+        impl Serialize for Terms<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().map(|p| (&p.term, Deltas(&p.traces))))
+            }
+        }
+        let head = (INDEX_VERSION, &self.services, &self.names, &self.traces);
+        let mut raw = postcard::to_allocvec(&head)?;
+        raw = postcard::to_extend(&Terms(&self.terms), raw)?;
+        raw = postcard::to_extend(&(&self.unindexed, &self.edges), raw)?;
         raw = postcard::to_extend(&(&self.cross_services, &self.cross_edges), raw)?;
         zstd::bulk::compress(&raw, 3).map_err(FormatError::Zstd)
     }

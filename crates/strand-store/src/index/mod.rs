@@ -301,6 +301,33 @@ mod tests {
     use crate::testdata;
     use strand_core::{SpanId, Status};
 
+    /// `encode` writes what postcard writes for the whole index with its postings
+    /// delta-encoded (the format `index.bin` always had), and it decodes back.
+    #[test]
+    fn the_index_is_encoded_as_the_struct_with_delta_encoded_postings() {
+        let mut b = IndexBuilder::new();
+        for t in 0..6 {
+            let spans = (0..3).map(|i| span(t, i, i.checked_sub(1), "op", 100, Vec::new())).collect();
+            b.add_batch(&testdata::service_batch("svc", Vec::new(), Default::default(), spans), 1);
+            b.add_batch(&testdata::batch(t, 2), 1);
+        }
+        let idx = b.finish_with(Vec::new());
+        assert!(idx.terms.iter().any(|p| p.traces.len() > 2), "the test needs gaps to encode");
+        let mut delta = idx.clone();
+        for p in &mut delta.terms {
+            let mut prev = 0;
+            for t in &mut p.traces {
+                (*t, prev) = (*t - prev, *t);
+            }
+        }
+        delta.version = INDEX_VERSION;
+        let want = postcard::to_allocvec(&delta).expect("encodes");
+        let want = postcard::to_extend(&(&idx.cross_services, &idx.cross_edges), want).expect("encodes");
+        let encoded = idx.encode().expect("encodes");
+        assert_eq!(zstd::stream::decode_all(&encoded[..]).expect("zstd"), want);
+        assert_eq!(SearchIndex::decode(&encoded).expect("decodes"), idx);
+    }
+
     /// A 10 ns server span of trace `[trace; 16]` (ids as in [`testdata::span`]).
     fn span(trace: u8, id: u8, parent: Option<u8>, name: &str, start: u64, attrs: Vec<KeyValue>) -> Span {
         let mut s = testdata::span(TraceId([trace; 16]), id.into(), parent.map(u64::from), name, start, 10);

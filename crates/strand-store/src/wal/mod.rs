@@ -151,6 +151,7 @@ impl WalRecord {
             }
         }
         seal_frame(&mut out);
+        shrink(&mut out);
         (out, layout)
     }
 
@@ -254,7 +255,16 @@ fn encode_tagged<B: Serialize>(tag: u8, received_unix_nano: u64, tenant: &str, b
     let parts = Parts { received_unix_nano, tenant, batch };
     let mut out = postcard::to_extend(&parts, out).expect("encoding into a Vec cannot fail");
     seal_frame(&mut out);
+    shrink(&mut out);
     out
+}
+
+/// Gives back the room a record's buffer grew beyond its bytes (up to half of it): the
+/// head holds records for minutes.
+fn shrink(out: &mut Vec<u8>) {
+    if out.capacity() - out.len() > out.len() / 8 {
+        out.shrink_to_fit();
+    }
 }
 
 /// A store WAL record of either kind.
