@@ -52,9 +52,10 @@
 //! | `dropped_links_count` | uint32 | |
 //!
 //! Encoding: 2048-row pages with page indexes (a trace lookup reads only the pages holding
-//! its rows); the JSON columns and the two time columns are zstd (level 9) compressed, the
-//! rest are left to Parquet's dictionary, RLE and delta encodings (see `spans_props` for
-//! why).
+//! its rows); the JSON columns, `parent_span_id` and the two time columns are zstd (level
+//! 9) compressed, the times in `BYTE_STREAM_SPLIT` encoding; the rest are left to Parquet's
+//! dictionary and RLE encodings (see `spans_props` for why). Blocks written before used
+//! delta encoding for the times and no compression for parents; readers take either.
 //!
 //! ## `traces.parquet`
 //!
