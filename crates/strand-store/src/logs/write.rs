@@ -73,7 +73,8 @@ fn logs_props(trace_count: u64) -> WriterProperties {
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_data_page_row_count_limit(PAGE_ROWS)
         .set_write_batch_size(PAGE_ROWS)
-        .set_statistics_enabled(EnabledStatistics::Chunk)
+        // Statistics only for trace ids, as in span blocks (see `spans_props`).
+        .set_statistics_enabled(EnabledStatistics::None)
         .set_column_statistics_enabled(col("trace_id"), EnabledStatistics::Page)
         .set_column_bloom_filter_enabled(col("trace_id"), true)
         .set_column_bloom_filter_fpp(col("trace_id"), 0.01)
