@@ -25,8 +25,7 @@ use crate::wal::{RecordLayout, WalRecord, decode_at};
 /// colliding ids to make inserts quadratic.
 pub struct Head {
     records: Vec<Bytes>,
-    traces: HashMap<TraceId, Vec<u32>>,
-    keys: HashSet<(TraceId, SpanId)>,
+    traces: HashMap<TraceId, TraceEntry>,
     /// Each span held (its first copy), by sort key and place in `records`: a cut writes
     /// them in order straight from the records, a chunk at a time.
     /// Sorted in place by the cut (a retried write sorts them again, already in order).
@@ -52,7 +51,6 @@ impl Default for Head {
         Self {
             records: Vec::new(),
             traces: HashMap::new(),
-            keys: HashSet::new(),
             spans: parking_lot::Mutex::new(Vec::new()),
             origins: Vec::new(),
             early_end: false,
@@ -144,11 +142,11 @@ impl Head {
         let mut added = 0;
         let spans = batch.resource_spans.iter().flat_map(|rs| &rs.scope_spans).flat_map(|ss| &ss.spans);
         for (sp, at) in spans.zip(&layout.spans) {
-            if self.keys.insert((sp.trace_id, sp.span_id)) {
+            let trace = self.traces.entry(sp.trace_id).or_default();
+            if trace.spans.insert(sp.span_id) {
                 added += 1;
-                let recs = self.traces.entry(sp.trace_id).or_default();
-                if recs.last() != Some(&idx) {
-                    recs.push(idx);
+                if trace.records.last() != Some(&idx) {
+                    trace.records.push(idx);
                 }
                 self.spans.get_mut().push(SpanRef {
                     trace: u128::from_be_bytes(sp.trace_id.0),
@@ -221,7 +219,7 @@ impl Head {
     pub fn trace_records(&self, id: &TraceId) -> Vec<Bytes> {
         self.traces
             .get(id)
-            .map(|recs| recs.iter().filter_map(|&r| self.records.get(r as usize).cloned()).collect())
+            .map(|t| t.records.iter().filter_map(|&r| self.records.get(r as usize).cloned()).collect())
             .unwrap_or_default()
     }
 
@@ -249,6 +247,49 @@ impl Head {
     pub fn index_handle(&self) -> (Arc<RwLock<HeadIndex>>, usize, Vec<Bytes>) {
         let from = self.progress.load(Ordering::Acquire);
         (self.index.clone(), from, self.records.get(from..).map(<[Bytes]>::to_vec).unwrap_or_default())
+    }
+}
+
+/// A trace's spans in the head: the records holding them, and their ids.
+#[derive(Debug, Default)]
+struct TraceEntry {
+    records: Vec<u32>,
+    spans: SpanIds,
+}
+
+/// The span ids of one trace: a list while short (most traces: one hash of the trace id
+/// per span instead of one more of the pair), a set past [`SpanIds::LIST_MAX`].
+#[derive(Debug)]
+enum SpanIds {
+    List(Vec<SpanId>),
+    Set(HashSet<SpanId>),
+}
+
+impl Default for SpanIds {
+    fn default() -> Self {
+        SpanIds::List(Vec::new())
+    }
+}
+
+impl SpanIds {
+    const LIST_MAX: usize = 32;
+
+    /// Adds an id; returns whether it was new.
+    fn insert(&mut self, id: SpanId) -> bool {
+        match self {
+            SpanIds::List(list) if list.contains(&id) => false,
+            SpanIds::List(list) if list.len() < Self::LIST_MAX => {
+                list.push(id);
+                true
+            }
+            SpanIds::List(list) => {
+                let mut set: HashSet<SpanId> = list.drain(..).collect();
+                set.insert(id);
+                *self = SpanIds::Set(set);
+                true
+            }
+            SpanIds::Set(set) => set.insert(id),
+        }
     }
 }
 
@@ -373,6 +414,19 @@ mod tests {
             out
         };
         assert_eq!(filter(cut.filter), filter(built.filter));
+    }
+
+    /// A trace's ids are told apart as a list and, past its size, as a set.
+    #[test]
+    fn span_ids_are_counted_once_in_a_list_and_in_a_set() {
+        let mut ids = SpanIds::default();
+        let id = |n: u64| SpanId(n.to_be_bytes());
+        for n in 0..100 {
+            assert!(ids.insert(id(n)), "{n} is new");
+            assert!(!ids.insert(id(n)), "{n} is known");
+            assert!(!ids.insert(id(n / 2)), "{} is known", n / 2);
+        }
+        assert!(matches!(ids, SpanIds::Set(ref s) if s.len() == 100));
     }
 
     #[test]
