@@ -44,6 +44,9 @@ fn copy_dir(from: &Path, to: &Path) {
 async fn mutated_wal_and_blocks_never_panic() {
     // A directory with two blocks and a WAL segment holding more data.
     let pristine = tempfile::tempdir().expect("tempdir");
+    // Its own directory, not one beside the data directory: runs of the test side by side
+    // would copy into each other's.
+    let snapshot_dir = tempfile::tempdir().expect("tempdir");
     {
         let store = Store::open(Arc::new(StdFs), pristine.path(), StoreConfig::default()).expect("open");
         for seed in 0..3 {
@@ -61,13 +64,13 @@ async fn mutated_wal_and_blocks_never_panic() {
             store.append_logs(log_batch(seed, 2)).await.expect("write logs");
         }
         // Leave the last three in the WAL only: copy before close flushes them.
-        copy_dir(pristine.path(), &pristine.path().join("../snapshot-for-mutation"));
+        copy_dir(pristine.path(), snapshot_dir.path());
     }
-    let snapshot = pristine.path().join("../snapshot-for-mutation");
+    let snapshot = snapshot_dir.path();
     let mut rng = StdRng::seed_from_u64(3);
     for round in 0..150 {
         let dir = tempfile::tempdir().expect("tempdir");
-        copy_dir(&snapshot, dir.path());
+        copy_dir(snapshot, dir.path());
         let mut files = Vec::new();
         for sub in ["wal", "blocks"] {
             for p in StdFs.list(&dir.path().join(sub)).expect("list") {
@@ -98,7 +101,7 @@ async fn mutated_wal_and_blocks_never_panic() {
     // Parquet reader itself parses garbage. It may panic inside; the store must not.
     for round in 0..100 {
         let dir = tempfile::tempdir().expect("tempdir");
-        copy_dir(&snapshot, dir.path());
+        copy_dir(snapshot, dir.path());
         let blocks = StdFs.list(&dir.path().join("blocks")).expect("list");
         let block = &blocks[rng.random_range(0..blocks.len())];
         let name =

@@ -208,3 +208,62 @@ async fn a_merge_stops_at_the_text_budget() {
     TraceStore::maintain(&store).await.expect("maintain");
     assert_eq!(blocks(dir.path()).len(), 4);
 }
+
+/// A merge reads its inputs side by side a slice at a time; it writes what building the
+/// block from all their spans at once writes: traces cut across the inputs come out as
+/// one run of rows each, and a span two inputs hold is kept once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_of_inputs_read_side_by_side_writes_what_a_whole_build_writes() {
+    use strand_core::TraceId;
+    use strand_store::block::BlockBuilder;
+    use strand_store::testdata::{read_parquet, service_batch, span};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default()).expect("open");
+    let tid = |t: u64| {
+        let t = t + 1;
+        TraceId((u128::from(t.wrapping_mul(0x9e37_79b9_7f4a_7c15)) << 64 | u128::from(t)).to_be_bytes())
+    };
+    const TRACES: u64 = 6_000;
+    // Three blocks, each with two spans of every trace: more rows than a slice each.
+    for block in 0..3u64 {
+        for group in 0..TRACES / 100 {
+            let spans = (group * 100..(group + 1) * 100)
+                .flat_map(|t| {
+                    (0..2).map(move |i| {
+                        let id = block * 2 + i;
+                        span(tid(t), id, (id > 0).then_some(0), &format!("op-{id}"), 1_000 + id * 10, 5)
+                    })
+                })
+                .collect();
+            let service = format!("svc-{}", (group + block) % 3);
+            store.append(service_batch(&service, vec![], Default::default(), spans)).await.expect("write");
+        }
+        if block > 0 {
+            // A retried copy of a span the first block holds.
+            let again = span(tid(7), 0, None, "op-0", 1_000, 5);
+            store
+                .append(service_batch("svc-0", vec![], Default::default(), vec![again]))
+                .await
+                .expect("write");
+        }
+        store.flush().await.expect("flush");
+    }
+    let blocks = store.blocks();
+    assert_eq!(blocks.len(), 3);
+    let out = tempfile::tempdir().expect("tempdir");
+    let merged = strand_store::merge_blocks(out.path(), &blocks, StoreConfig::default()).expect("merges");
+    assert_eq!(merged.meta.span_count, TRACES * 6, "the retried copies dropped");
+    assert_eq!(merged.meta.trace_count, TRACES);
+    let mut whole = BlockBuilder::new();
+    for b in &blocks {
+        b.for_each_slice(|spans| {
+            whole.append_stored(&spans).expect("appends");
+            Ok(())
+        })
+        .expect("reads");
+    }
+    let whole = whole.finish("whole".into(), 0, 0, Vec::new()).expect("builds");
+    let file = |name: &str| std::fs::read(merged.dir.join(name)).expect("a block file");
+    assert_eq!(read_parquet(&file("spans.parquet")), read_parquet(&whole.spans), "the same rows");
+    assert_eq!(file("traces.parquet"), whole.traces, "the same trace summaries");
+}

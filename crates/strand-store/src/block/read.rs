@@ -625,7 +625,13 @@ impl Block {
         Ok(())
     }
 
-    fn read_rows(&self, first: u64, count: u64) -> Result<Vec<StoredSpan>, StoreError> {
+    /// Whether `spans.parquet` has the column of spans ending before they start.
+    pub(crate) fn has_early_end(&self) -> bool {
+        self.footer.schema().fields().len() > spans_schema().fields().len()
+    }
+
+    /// Rows `[first, first + count)` of `spans.parquet`, decoded.
+    pub(crate) fn read_rows(&self, first: u64, count: u64) -> Result<Vec<StoredSpan>, StoreError> {
         let path = self.dir.join("spans.parquet");
         guard(|| self.read_rows_unguarded(first, count)).map_err(|e| e.corrupt_at(path.display()))
     }

@@ -1,6 +1,11 @@
 //! Retention (by receive age and by the byte budget) and compaction.
 
+use std::collections::HashMap;
+
+use strand_core::{Resource, Scope, StoredSpan};
+
 use super::*;
+use crate::block::write::{ResourceKeys, ScopeKeys, SortedSpans};
 
 /// Most bytes of log files one compaction merges.
 const MAX_MERGED_LOG_BYTES: u64 = 64 << 20;
@@ -153,26 +158,119 @@ pub(crate) fn choose_run<'a>(
     run
 }
 
+/// Rows a merge decodes from each input at a time.
+const MERGE_SLICE_ROWS: u64 = 8 * 1024;
+
+/// One input of a merge: its spans in row order (trace id, start, span id), decoded a
+/// slice at a time.
+struct MergeInput<'a> {
+    block: &'a Block,
+    next_row: u64,
+    slice: std::vec::IntoIter<StoredSpan>,
+}
+
+impl MergeInput<'_> {
+    fn next(&mut self) -> Result<Option<StoredSpan>, StoreError> {
+        if let Some(s) = self.slice.next() {
+            return Ok(Some(s));
+        }
+        let total = self.block.meta.span_count;
+        if self.next_row >= total {
+            return Ok(None);
+        }
+        let count = MERGE_SLICE_ROWS.min(total - self.next_row);
+        let rows = self.block.read_rows(self.next_row, count)?;
+        if rows.len() as u64 != count {
+            let path = self.block.dir.join("spans.parquet");
+            return Err(FormatError::invalid(format!("{} rows where {count} were expected", rows.len()))
+                .corrupt_at(path.display()));
+        }
+        self.next_row += count;
+        self.slice = rows.into_iter();
+        Ok(self.slice.next())
+    }
+}
+
+/// A span's place in a block's row order: trace id, start, span id.
+type RowKey = (u128, u64, u64);
+
+/// The [`RowKey`] of a span.
+fn row_key(s: &StoredSpan) -> RowKey {
+    (
+        u128::from_be_bytes(s.span.trace_id.0),
+        s.span.start_time_unix_nano,
+        u64::from_be_bytes(s.span.span_id.0),
+    )
+}
+
 /// Merges `blocks` (oldest data first, so the first-written copy of a duplicate wins)
 /// into one block written in `inner`'s directory, naming them in its `compacted_from`.
+///
+/// Each input's rows are already in order, so they are read side by side a slice at a
+/// time and written as they come: a merge holds a slice of each input and one chunk of
+/// the output's columns, not a copy of the merged block.
 pub(crate) fn merge(inner: &Inner, blocks: &[Arc<Block>]) -> Result<Block, StoreError> {
-    let mut builder = BlockBuilder::new();
     let mut index = IndexBuilder::new();
     let mut logs = LogBlockBuilder::default();
     let mut links = Vec::new();
+    let mut searches = Vec::with_capacity(blocks.len());
     for b in blocks {
         if let Some(l) = &b.logs {
             logs.append_stored(&l.read_all()?).map_err(|e| e.corrupt_at(b.dir.display()))?;
         }
         let search = b.search_index()?;
+        links.extend(search.links());
+        searches.push(search);
+    }
+    let encoding = |e: FormatError| e.corrupt_at("compaction (encoding)");
+    let early_end = blocks.iter().any(|b| b.has_early_end());
+    let traces = blocks.iter().map(|b| b.meta.trace_count).sum();
+    let mut out = SortedSpans::new(early_end, traces).map_err(encoding)?;
+    let mut inputs: Vec<MergeInput> =
+        blocks.iter().map(|b| MergeInput { block: b, next_row: 0, slice: Vec::new().into_iter() }).collect();
+    // The smallest key first; among copies of one span, the oldest input's.
+    let mut next: std::collections::BinaryHeap<std::cmp::Reverse<(RowKey, usize)>> =
+        std::collections::BinaryHeap::new();
+    let mut heads: Vec<Option<StoredSpan>> = Vec::with_capacity(inputs.len());
+    for (i, input) in inputs.iter_mut().enumerate() {
+        let first = input.next()?;
+        if let Some(s) = &first {
+            next.push(std::cmp::Reverse((row_key(s), i)));
+        }
+        heads.push(first);
+    }
+    // Spans go to the search index by input, each with its input's receive times.
+    let mut for_index: Vec<Vec<StoredSpan>> = vec![Vec::new(); inputs.len()];
+    let mut add_to_index = |i: usize, spans: &mut Vec<StoredSpan>| {
+        let search = &searches[i];
+        let b = &blocks[i];
         let received =
             |id: &TraceId| search.part(id).map_or(b.meta.min_received_unix_nano, |p| p.min_received);
-        b.for_each_slice(|spans| {
-            builder.append_stored(&spans).map_err(|e| e.corrupt_at(b.dir.display()))?;
-            index.add_stored(&spans, received);
-            Ok(())
-        })?;
-        links.extend(search.links());
+        index.add_stored(spans, received);
+        spans.clear();
+    };
+    let mut origins = HeldOrigins::default();
+    let mut last = None;
+    while let Some(std::cmp::Reverse((key, i))) = next.pop() {
+        let Some(span) = heads[i].take() else { continue };
+        if let Some(following) = inputs[i].next()? {
+            next.push(std::cmp::Reverse((row_key(&following), i)));
+            heads[i] = Some(following);
+        }
+        if last == Some(key) {
+            // A later copy of a span an older input holds (a retry cut into two blocks).
+            continue;
+        }
+        last = Some(key);
+        let keys = origins.keys(&mut out, &span).map_err(encoding)?;
+        out.push(&span.span, keys).map_err(encoding)?;
+        for_index[i].push(span);
+        if for_index[i].len() as u64 >= MERGE_SLICE_ROWS {
+            add_to_index(i, &mut for_index[i]);
+        }
+    }
+    for (i, spans) in for_index.iter_mut().enumerate() {
+        add_to_index(i, spans);
     }
     // Cross edges stay cross edges, also between two inputs: another block may hold the
     // same one (a retried copy of a span), and each is counted once by its child span.
@@ -180,8 +278,34 @@ pub(crate) fn merge(inner: &Inner, blocks: &[Arc<Block>]) -> Result<Block, Store
     let min_received = blocks.iter().map(|b| b.meta.min_received_unix_nano).min().unwrap_or(0);
     let max_received = blocks.iter().map(|b| b.meta.max_received_unix_nano).max().unwrap_or(0);
     let ids: Vec<String> = blocks.iter().map(|b| b.meta.id.clone()).collect();
-    let spans = |id: String| builder.finish(id, min_received, max_received, Vec::new());
+    let spans = |id: String| out.finish(id, min_received, max_received, Vec::new());
     write_block(inner, spans, logs, &index, &ids)
+}
+
+/// The dictionary keys of the resources and scopes a merge has met, by the address of
+/// their shared values (a slice of decoded rows shares one per distinct value), which
+/// are held so that no other value takes an address while the merge runs.
+#[derive(Default)]
+struct HeldOrigins {
+    seen: HashMap<(usize, usize), (ResourceKeys, ScopeKeys)>,
+    held: Vec<(Arc<Resource>, Arc<Scope>)>,
+}
+
+impl HeldOrigins {
+    fn keys(
+        &mut self,
+        out: &mut SortedSpans,
+        s: &StoredSpan,
+    ) -> Result<(ResourceKeys, ScopeKeys), FormatError> {
+        let at = (Arc::as_ptr(&s.resource) as usize, Arc::as_ptr(&s.scope) as usize);
+        if let Some(&keys) = self.seen.get(&at) {
+            return Ok(keys);
+        }
+        let keys = out.origin_keys(&s.resource, &s.scope)?;
+        self.seen.insert(at, keys);
+        self.held.push((s.resource.clone(), s.scope.clone()));
+        Ok(keys)
+    }
 }
 
 /// Merges the oldest run of small blocks. Returns whether it merged anything.

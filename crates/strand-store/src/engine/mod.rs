@@ -39,7 +39,7 @@ use strand_core::{
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
-use crate::block::{Block, BlockBuilder, EncodedBlock, FileChecksum, Verify};
+use crate::block::{Block, EncodedBlock, FileChecksum, Verify};
 use crate::cache::BlockCache;
 use crate::error::FormatError;
 use crate::fs::FileSystem;
