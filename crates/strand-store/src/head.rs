@@ -130,9 +130,9 @@ impl Head {
     ) -> usize {
         let relaid;
         let mut layout = layout;
-        if layout.spans.len() != batch.span_count() {
+        if layout.spans.len() != batch.span_count() || layout.record_len as usize != encoded.len() {
             // Never from the WAL thread or replay, which hand the layout of this batch's
-            // record; encoded again rather than cut without some of its spans.
+            // record; encoded again rather than cut from the wrong places.
             let (bytes, l) = WalRecord::encode_with_layout(received_unix_nano, "", batch);
             (encoded, relaid) = (Bytes::from(bytes), l);
             layout = &relaid;
@@ -414,6 +414,29 @@ mod tests {
             out
         };
         assert_eq!(filter(cut.filter), filter(built.filter));
+    }
+
+    /// A layout that does not go with its record (the store's own paths always hand the
+    /// record's own) makes the head encode the record again rather than cut from the wrong
+    /// places.
+    #[test]
+    fn a_record_given_another_records_layout_is_encoded_again() {
+        use crate::block::BlockBuilder;
+        use crate::testdata::read_parquet;
+        let b = batch(1, 4);
+        let mut longer = b.clone();
+        longer.resource_spans[0].scope_spans[0].spans[0].name = "a much longer span name".into();
+        let (_, same_count_other_bytes) = WalRecord::encode_with_layout(5, "", &longer);
+        for wrong in [RecordLayout::default(), same_count_other_bytes] {
+            let mut head = Head::default();
+            let (bytes, _) = WalRecord::encode_with_layout(5, "", &b);
+            assert_eq!(head.insert(bytes.into(), &wrong, &b, 5), 4);
+            let cut = head.encode_spans("b".into(), 5, 5).expect("cuts");
+            let mut want = BlockBuilder::new();
+            want.append_batch(&b).expect("appends");
+            let want = want.finish("b".into(), 5, 5, Vec::new()).expect("builds");
+            assert_eq!(read_parquet(&cut.spans), read_parquet(&want.spans));
+        }
     }
 
     /// A trace's ids are told apart as a list and, past its size, as a set.

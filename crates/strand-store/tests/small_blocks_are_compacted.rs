@@ -239,8 +239,8 @@ async fn a_merge_of_inputs_read_side_by_side_writes_what_a_whole_build_writes() 
             store.append(service_batch(&service, vec![], Default::default(), spans)).await.expect("write");
         }
         if block > 0 {
-            // A retried copy of a span the first block holds.
-            let again = span(tid(7), 0, None, "op-0", 1_000, 5);
+            // A retried copy of a span the first block holds (told apart by its name).
+            let again = span(tid(7), 0, None, "retried", 1_000, 5);
             store
                 .append(service_batch("svc-0", vec![], Default::default(), vec![again]))
                 .await
@@ -266,4 +266,7 @@ async fn a_merge_of_inputs_read_side_by_side_writes_what_a_whole_build_writes() 
     let file = |name: &str| std::fs::read(merged.dir.join(name)).expect("a block file");
     assert_eq!(read_parquet(&file("spans.parquet")), read_parquet(&whole.spans), "the same rows");
     assert_eq!(file("traces.parquet"), whole.traces, "the same trace summaries");
+    let names = read_parquet(&file("spans.parquet"));
+    let names = arrow_array::cast::AsArray::as_string::<i32>(names.column(5));
+    assert!(names.iter().all(|n| n != Some("retried")), "the oldest input's copy is kept");
 }

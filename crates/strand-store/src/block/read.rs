@@ -491,8 +491,9 @@ impl Block {
 
     /// Bytes of the largest span text column (attribute, event or link JSON) as decoded:
     /// what merging the block adds to that column of a compaction's result. From the
-    /// Parquet footer (each column chunk's unencoded byte-array size, else its uncompressed
-    /// size).
+    /// Parquet footer: each column chunk's unencoded byte-array size where the writer kept
+    /// it (blocks written before 2026-12-07, which kept column statistics), else its
+    /// uncompressed size (the JSON columns are plain-encoded: the text and 4 bytes a value).
     pub fn span_text_bytes(&self) -> u64 {
         let md = self.footer.metadata();
         let schema = md.file_metadata().schema_descr();
@@ -625,13 +626,25 @@ impl Block {
         Ok(())
     }
 
+    /// Every span of the block in row order, decoded `batch` rows at a time by one reader
+    /// (compaction): rows of one resource or scope share one value across the whole block.
+    pub(crate) fn rows_in_order(&self, batch: usize) -> Result<RowsInOrder, StoreError> {
+        let path = self.dir.join("spans.parquet");
+        let reader = guard(|| {
+            Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(self.spans.clone(), self.footer.clone())
+                .with_batch_size(batch)
+                .build()?)
+        })
+        .map_err(|e| e.corrupt_at(path.display()))?;
+        Ok(RowsInOrder { reader, decoder: RowDecoder::default(), path })
+    }
+
     /// Whether `spans.parquet` has the column of spans ending before they start.
     pub(crate) fn has_early_end(&self) -> bool {
         self.footer.schema().fields().len() > spans_schema().fields().len()
     }
 
-    /// Rows `[first, first + count)` of `spans.parquet`, decoded.
-    pub(crate) fn read_rows(&self, first: u64, count: u64) -> Result<Vec<StoredSpan>, StoreError> {
+    fn read_rows(&self, first: u64, count: u64) -> Result<Vec<StoredSpan>, StoreError> {
         let path = self.dir.join("spans.parquet");
         guard(|| self.read_rows_unguarded(first, count)).map_err(|e| e.corrupt_at(path.display()))
     }
@@ -655,6 +668,28 @@ impl Block {
             decoder.decode(&batch?, &mut out)?;
         }
         Ok(out)
+    }
+}
+
+/// A block's spans in row order, a batch at a time (see [`Block::rows_in_order`]).
+pub(crate) struct RowsInOrder {
+    reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    decoder: RowDecoder,
+    path: PathBuf,
+}
+
+impl RowsInOrder {
+    /// The next batch of spans, `None` after the last.
+    pub(crate) fn next_batch(&mut self) -> Result<Option<Vec<StoredSpan>>, StoreError> {
+        let Self { reader, decoder, path } = self;
+        guard(|| {
+            let Some(batch) = reader.next() else { return Ok(None) };
+            let batch = batch?;
+            let mut out = Vec::with_capacity(batch.num_rows());
+            decoder.decode(&batch, &mut out)?;
+            Ok(Some(out))
+        })
+        .map_err(|e| e.corrupt_at(path.display()))
     }
 }
 

@@ -398,10 +398,33 @@ impl DictColumn {
     }
 
     /// The rows pushed since the last call as a column, keeping the distinct values (and
-    /// so the keys already handed out) for the rows that follow.
+    /// so the keys already handed out) for the rows that follow. The column's dictionary
+    /// holds only the values its rows use, copied once each: a cut's chunks do not each
+    /// copy every value the cut has met.
     pub(crate) fn finish_keeping_values(&mut self) -> Result<ArrayRef, FormatError> {
         let keys = self.keys.finish();
-        Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(keys, Arc::new(self.values.finish_cloned()))?))
+        let mut chunk_key: std::collections::HashMap<i32, i32> = std::collections::HashMap::new();
+        let mut values = StringBuilder::new();
+        let mut remapped = Int32Builder::with_capacity(keys.len());
+        for k in keys.iter() {
+            let Some(k) = k else {
+                remapped.append_null();
+                continue;
+            };
+            let at = match chunk_key.get(&k) {
+                Some(&at) => at,
+                None => {
+                    let at = arrow_array::builder::ArrayBuilder::len(&values) as i32;
+                    let value = std::str::from_utf8(value_of(&self.values, k))
+                        .map_err(|_| FormatError::invalid("a dictionary value is not UTF-8"))?;
+                    values.append_value(value);
+                    chunk_key.insert(k, at);
+                    at
+                }
+            };
+            remapped.append_value(at);
+        }
+        Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(remapped.finish(), Arc::new(values.finish()))?))
     }
 
     /// The column, leaving the builder empty.
@@ -418,8 +441,8 @@ fn value_of(values: &StringBuilder, k: i32) -> &[u8] {
     &values.values_slice()[o[k as usize] as usize..o[k as usize + 1] as usize]
 }
 
-/// Arrow column builders for the rows of `spans.parquet` (one chunk of a cut, or a whole
-/// compaction), with the string columns that repeat held as dictionaries.
+/// Arrow column builders for the rows of `spans.parquet` (one chunk of a cut or a merge,
+/// or a whole [`BlockBuilder`]), with the string columns that repeat held as dictionaries.
 struct SpanColumns {
     trace_id: FixedSizeBinaryBuilder,
     span_id: FixedSizeBinaryBuilder,
@@ -688,7 +711,8 @@ fn row_times(batch: &RecordBatch) -> Result<(&[u64], impl Iterator<Item = u64> +
     Ok((starts, ends))
 }
 
-/// Builds a block from spans appended in any order (compaction), without keeping them:
+/// Builds a block from spans appended in any order (what cuts and merges write in chunks,
+/// built whole: tests compare them with it), without keeping the spans themselves:
 /// each span goes straight into Arrow column builders and a sort key;
 /// [`BlockBuilder::finish`] sorts the keys, drops repeated copies of a span (same trace
 /// id, start and span id: a retry; the first appended wins) and writes the rows in order.

@@ -175,9 +175,8 @@ fn traces_in_blocks(
     shared
 }
 
-/// Encodes and writes a block atomically; returns it opened.
-/// Writes a block: `spans` encodes its span files given the block's id; `compacted_from`
-/// names the blocks it replaces.
+/// Encodes and writes a block atomically; returns it opened. `spans` encodes its span
+/// files given the block's id; `compacted_from` names the blocks it replaces.
 pub(super) fn write_block(
     inner: &Inner,
     spans: impl FnOnce(String) -> Result<EncodedBlock, FormatError>,

@@ -162,32 +162,37 @@ pub(crate) fn choose_run<'a>(
 const MERGE_SLICE_ROWS: u64 = 8 * 1024;
 
 /// One input of a merge: its spans in row order (trace id, start, span id), decoded a
-/// slice at a time.
+/// slice at a time by one reader.
 struct MergeInput<'a> {
     block: &'a Block,
-    next_row: u64,
+    rows: crate::block::read::RowsInOrder,
     slice: std::vec::IntoIter<StoredSpan>,
+    last: Option<RowKey>,
 }
 
 impl MergeInput<'_> {
     fn next(&mut self) -> Result<Option<StoredSpan>, StoreError> {
-        if let Some(s) = self.slice.next() {
-            return Ok(Some(s));
-        }
-        let total = self.block.meta.span_count;
-        if self.next_row >= total {
-            return Ok(None);
-        }
-        let count = MERGE_SLICE_ROWS.min(total - self.next_row);
-        let rows = self.block.read_rows(self.next_row, count)?;
-        if rows.len() as u64 != count {
+        let span = match self.slice.next() {
+            Some(s) => s,
+            None => match self.rows.next_batch()? {
+                Some(rows) => {
+                    self.slice = rows.into_iter();
+                    match self.slice.next() {
+                        Some(s) => s,
+                        None => return Ok(None),
+                    }
+                }
+                None => return Ok(None),
+            },
+        };
+        // The merge relies on each input's order; a block out of order is damaged.
+        let key = row_key(&span);
+        if self.last.is_some_and(|last| key < last) {
             let path = self.block.dir.join("spans.parquet");
-            return Err(FormatError::invalid(format!("{} rows where {count} were expected", rows.len()))
-                .corrupt_at(path.display()));
+            return Err(FormatError::invalid("rows out of order").corrupt_at(path.display()));
         }
-        self.next_row += count;
-        self.slice = rows.into_iter();
-        Ok(self.slice.next())
+        self.last = Some(key);
+        Ok(Some(span))
     }
 }
 
@@ -226,8 +231,13 @@ pub(crate) fn merge(inner: &Inner, blocks: &[Arc<Block>]) -> Result<Block, Store
     let early_end = blocks.iter().any(|b| b.has_early_end());
     let traces = blocks.iter().map(|b| b.meta.trace_count).sum();
     let mut out = SortedSpans::new(early_end, traces).map_err(encoding)?;
-    let mut inputs: Vec<MergeInput> =
-        blocks.iter().map(|b| MergeInput { block: b, next_row: 0, slice: Vec::new().into_iter() }).collect();
+    let mut inputs: Vec<MergeInput> = blocks
+        .iter()
+        .map(|b| {
+            let rows = b.rows_in_order(MERGE_SLICE_ROWS as usize)?;
+            Ok(MergeInput { block: b, rows, slice: Vec::new().into_iter(), last: None })
+        })
+        .collect::<Result<_, StoreError>>()?;
     // The smallest key first; among copies of one span, the oldest input's.
     let mut next: std::collections::BinaryHeap<std::cmp::Reverse<(RowKey, usize)>> =
         std::collections::BinaryHeap::new();
@@ -266,7 +276,10 @@ pub(crate) fn merge(inner: &Inner, blocks: &[Arc<Block>]) -> Result<Block, Store
         out.push(&span.span, keys).map_err(encoding)?;
         for_index[i].push(span);
         if for_index[i].len() as u64 >= MERGE_SLICE_ROWS {
-            add_to_index(i, &mut for_index[i]);
+            // All inputs, oldest first: the index keeps the first copy of a span it sees.
+            for (i, spans) in for_index.iter_mut().enumerate() {
+                add_to_index(i, spans);
+            }
         }
     }
     for (i, spans) in for_index.iter_mut().enumerate() {

@@ -129,7 +129,11 @@ impl WalRecord {
         fn put<T: Serialize + ?Sized>(v: &T, out: Vec<u8>) -> Vec<u8> {
             postcard::to_extend(v, out).expect("encoding into a Vec cannot fail")
         }
-        let mut layout = RecordLayout { spans: Vec::with_capacity(batch.span_count()), origins: Vec::new() };
+        let mut layout = RecordLayout {
+            spans: Vec::with_capacity(batch.span_count()),
+            origins: Vec::new(),
+            record_len: 0,
+        };
         let mut out = vec![0u8; RECORD_HEADER + 1];
         out[RECORD_HEADER] = PAYLOAD_VERSION;
         out = put(&received_unix_nano, out);
@@ -152,6 +156,7 @@ impl WalRecord {
         }
         seal_frame(&mut out);
         shrink(&mut out);
+        layout.record_len = offset(&out);
         (out, layout)
     }
 
@@ -177,6 +182,8 @@ pub struct RecordLayout {
     pub spans: Vec<SpanAt>,
     /// Each scope group (a scope of a resource), in the batch's order.
     pub origins: Vec<OriginAt>,
+    /// Bytes of the framed record: a check that a layout goes with its record.
+    pub record_len: u32,
 }
 
 /// Where a span starts in its encoded record, and its scope group.
