@@ -402,8 +402,16 @@ impl DictColumn {
     /// holds only the values its rows use, copied once each: a cut's chunks do not each
     /// copy every value the cut has met.
     pub(crate) fn finish_keeping_values(&mut self) -> Result<ArrayRef, FormatError> {
+        /// Values up to this many bytes are copied whole into each chunk's column (the
+        /// usual few resources and scopes): cheaper than finding the ones its rows use.
+        const COPY_WHOLE_BYTES: usize = 64 << 10;
         let keys = self.keys.finish();
-        let mut chunk_key: std::collections::HashMap<i32, i32> = std::collections::HashMap::new();
+        if self.values.values_slice().len() <= COPY_WHOLE_BYTES {
+            let values = Arc::new(self.values.finish_cloned());
+            return Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(keys, values)?));
+        }
+        // Chunk keys by value key; -1 for a value no row of the chunk has used yet.
+        let mut chunk_key = vec![-1i32; arrow_array::builder::ArrayBuilder::len(&self.values)];
         let mut values = StringBuilder::new();
         let mut remapped = Int32Builder::with_capacity(keys.len());
         for k in keys.iter() {
@@ -411,18 +419,16 @@ impl DictColumn {
                 remapped.append_null();
                 continue;
             };
-            let at = match chunk_key.get(&k) {
-                Some(&at) => at,
-                None => {
-                    let at = arrow_array::builder::ArrayBuilder::len(&values) as i32;
-                    let value = std::str::from_utf8(value_of(&self.values, k))
-                        .map_err(|_| FormatError::invalid("a dictionary value is not UTF-8"))?;
-                    values.append_value(value);
-                    chunk_key.insert(k, at);
-                    at
-                }
-            };
-            remapped.append_value(at);
+            let slot = chunk_key
+                .get_mut(k as usize)
+                .ok_or_else(|| FormatError::invalid("dictionary key out of range"))?;
+            if *slot < 0 {
+                *slot = arrow_array::builder::ArrayBuilder::len(&values) as i32;
+                let value = std::str::from_utf8(value_of(&self.values, k))
+                    .map_err(|_| FormatError::invalid("a dictionary value is not UTF-8"))?;
+                values.append_value(value);
+            }
+            remapped.append_value(*slot);
         }
         Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(remapped.finish(), Arc::new(values.finish()))?))
     }
@@ -991,6 +997,40 @@ mod tests {
     use strand_core::TraceId;
 
     use crate::testdata::{read_parquet as read, service_batch, span};
+
+    /// A dictionary column finished chunk by chunk gives each chunk's rows their values,
+    /// whether its values are copied whole (few) or only those the chunk uses (many).
+    #[test]
+    fn a_dictionary_column_finished_by_chunks_keeps_its_keys() {
+        use arrow_array::cast::AsArray;
+        for width in [8, 4096] {
+            let mut col = DictColumn::default();
+            let value = |i: usize| format!("{i:0width$}");
+            let mut want = Vec::new();
+            let mut got = Vec::new();
+            for chunk in 0..3 {
+                let mut rows = Vec::new();
+                for r in 0..40 {
+                    let v = (chunk * 7 + r * 3) % 50;
+                    if r % 9 == 4 {
+                        col.push(None);
+                        rows.push(None);
+                    } else {
+                        let k = col.key(&value(v)).expect("a key");
+                        col.push(Some(k));
+                        rows.push(Some(value(v)));
+                    }
+                }
+                want.extend(rows);
+                let array = col.finish_keeping_values().expect("a column");
+                let dict = array.as_dictionary::<Int32Type>();
+                let values = dict.values().as_string::<i32>();
+                assert!(arrow_array::Array::len(values) <= 50);
+                got.extend(dict.keys().iter().map(|k| k.map(|k| values.value(k as usize).to_owned())));
+            }
+            assert_eq!(got, want, "values {width} bytes wide");
+        }
+    }
 
     /// Rows are appended span by span across thousands of traces, later spans starting
     /// earlier, so the sorted order differs from the appended one everywhere and spans
