@@ -168,30 +168,36 @@ struct MergeInput<'a> {
     rows: crate::block::read::RowsInOrder,
     slice: std::vec::IntoIter<StoredSpan>,
     last: Option<RowKey>,
+    /// Rows taken so far, checked against `meta.json` at the end.
+    taken: u64,
 }
 
 impl MergeInput<'_> {
     fn next(&mut self) -> Result<Option<StoredSpan>, StoreError> {
-        let span = match self.slice.next() {
-            Some(s) => s,
-            None => match self.rows.next_batch()? {
-                Some(rows) => {
-                    self.slice = rows.into_iter();
-                    match self.slice.next() {
-                        Some(s) => s,
-                        None => return Ok(None),
-                    }
+        let damaged = |what: String| {
+            let path = self.block.dir.join("spans.parquet");
+            Err(FormatError::invalid(what).corrupt_at(path.display()))
+        };
+        let span = loop {
+            if let Some(s) = self.slice.next() {
+                break s;
+            }
+            match self.rows.next_batch()? {
+                Some(rows) => self.slice = rows.into_iter(),
+                None if self.taken == self.block.meta.span_count => return Ok(None),
+                None => {
+                    let want = self.block.meta.span_count;
+                    return damaged(format!("{} rows where meta.json says {want}", self.taken));
                 }
-                None => return Ok(None),
-            },
+            }
         };
         // The merge relies on each input's order; a block out of order is damaged.
         let key = row_key(&span);
         if self.last.is_some_and(|last| key < last) {
-            let path = self.block.dir.join("spans.parquet");
-            return Err(FormatError::invalid("rows out of order").corrupt_at(path.display()));
+            return damaged("rows out of order".into());
         }
         self.last = Some(key);
+        self.taken += 1;
         Ok(Some(span))
     }
 }
@@ -235,7 +241,7 @@ pub(crate) fn merge(inner: &Inner, blocks: &[Arc<Block>]) -> Result<Block, Store
         .iter()
         .map(|b| {
             let rows = b.rows_in_order(MERGE_SLICE_ROWS as usize)?;
-            Ok(MergeInput { block: b, rows, slice: Vec::new().into_iter(), last: None })
+            Ok(MergeInput { block: b, rows, slice: Vec::new().into_iter(), last: None, taken: 0 })
         })
         .collect::<Result<_, StoreError>>()?;
     // The smallest key first; among copies of one span, the oldest input's.
