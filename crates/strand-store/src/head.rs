@@ -211,7 +211,7 @@ impl Head {
                 out.push(&span, keys)?;
             }
         }
-        out.finish(id, min_received_unix_nano, max_received_unix_nano, Vec::new())
+        out.finish(id, min_received_unix_nano, max_received_unix_nano)
     }
 
     /// The encoded records holding spans of a trace: cheap to take under a lock, decoded

@@ -654,13 +654,13 @@ impl SortedSpans {
         Ok(())
     }
 
-    /// Writes the last rows and encodes the block's span files and metadata.
+    /// Writes the last rows and encodes the block's span files and metadata (naming no
+    /// compacted blocks: the block's writer fills those in).
     pub(crate) fn finish(
         mut self,
         id: String,
         min_received_unix_nano: u64,
         max_received_unix_nano: u64,
-        compacted_from: Vec<String>,
     ) -> Result<EncodedBlock, FormatError> {
         if self.columns.rows > 0 {
             let chunk = self.columns.finish(self.early_end)?;
@@ -682,7 +682,7 @@ impl SortedSpans {
             max_received_unix_nano,
             min_trace_id: hex(list.first()),
             max_trace_id: hex(list.last()),
-            compacted_from,
+            compacted_from: Vec::new(),
             log_count: 0,
             min_log_time_unix_nano: 0,
             max_log_time_unix_nano: 0,
@@ -811,7 +811,9 @@ impl BlockBuilder {
                 .collect::<Result<Vec<_>, _>>()?;
             out.write(&RecordBatch::try_new(appended.schema(), sorted)?)?;
         }
-        out.finish(id, min_received_unix_nano, max_received_unix_nano, compacted_from)
+        let mut block = out.finish(id, min_received_unix_nano, max_received_unix_nano)?;
+        block.meta.compacted_from = compacted_from;
+        Ok(block)
     }
 }
 

@@ -297,7 +297,7 @@ pub(crate) fn merge(inner: &Inner, blocks: &[Arc<Block>]) -> Result<Block, Store
     let min_received = blocks.iter().map(|b| b.meta.min_received_unix_nano).min().unwrap_or(0);
     let max_received = blocks.iter().map(|b| b.meta.max_received_unix_nano).max().unwrap_or(0);
     let ids: Vec<String> = blocks.iter().map(|b| b.meta.id.clone()).collect();
-    let spans = |id: String| out.finish(id, min_received, max_received, Vec::new());
+    let spans = |id: String| out.finish(id, min_received, max_received);
     write_block(inner, spans, logs, &index, &ids)
 }
 
