@@ -1,6 +1,7 @@
 //! Dependency edges of traces cut across blocks: a parent in one block and its child in
 //! another count as if they had been cut together, whichever arrived first, before and
-//! after compaction, and across a restart.
+//! after compaction (of the children's blocks before their parents are cut, too), and
+//! across a restart.
 
 use std::sync::Arc;
 
@@ -56,23 +57,32 @@ async fn edges(store: &Store, range: TimeRange) -> Edges {
     edges.into_iter().map(|e| (e.parent, e.child, e.call_count, e.error_count)).collect()
 }
 
-fn expected() -> Edges {
+/// The edges of traces `0..n`: trace 2 has the error.
+fn expected(n: u64) -> Edges {
     [
-        ("gateway", "notify-service", 3, 0),
-        ("gateway", "user-service", 3, 1),
-        ("notify-service", "data-service", 3, 0),
+        ("gateway", "notify-service", n, 0),
+        ("gateway", "user-service", n, 1),
+        ("notify-service", "data-service", n, 0),
     ]
     .into_iter()
     .map(|(p, c, calls, errors)| (p.to_owned(), c.to_owned(), calls, errors))
     .collect()
 }
 
-async fn check(store: &Store, when: &str) {
-    assert_eq!(edges(store, TimeRange::ALL).await, expected(), "{when}");
+async fn check(store: &Store, traces: u64, when: &str) {
+    assert_eq!(edges(store, TimeRange::ALL).await, expected(traces), "{when}");
     let first_minute = TimeRange { start_unix_nano: T0, end_unix_nano: T0 + MINUTE - 1 };
     let first = edges(store, first_minute).await;
     assert_eq!(first.len(), 3, "{when}: {first:?}");
     assert!(first.iter().all(|e| e.2 == 1), "{when}: the range counts one trace: {first:?}");
+}
+
+/// Appends each batch and cuts it into a block of its own.
+async fn cut_each(store: &Store, batches: Vec<SpanBatch>) {
+    for b in batches {
+        store.append(b).await.expect("write");
+        store.flush().await.expect("flush");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,13 +110,20 @@ async fn edges_of_a_trace_cut_across_blocks_are_those_of_one_block() {
             store.append(gateway).await.expect("write");
             batches.push(batches[0].clone());
         }
-        for b in batches {
-            store.append(b).await.expect("write");
-            store.flush().await.expect("flush");
-        }
+        cut_each(&store, batches).await;
     }
-    assert_eq!(store.snapshot().blocks, 13);
-    check(&store, "after cutting every batch into a block of its own (but one)").await;
+    // Traces 3 and 4 arrive leaves first (user-service, data-service), then their parents
+    // (notify-service, gateway): trace 3's parents after a compaction merged the block of
+    // its user-service span with others (the gateway's block, which holds no span without
+    // its parent, must still be linked to it), trace 4's after a restart.
+    let split = |n| {
+        let t = trace(n);
+        (vec![t[1].clone(), t[3].clone()], vec![t[2].clone(), t[0].clone()])
+    };
+    let (leaves, parents) = split(3);
+    cut_each(&store, leaves).await;
+    assert_eq!(store.snapshot().blocks, 15);
+    check(&store, 3, "after cutting every batch into a block of its own (but one)").await;
 
     loop {
         let before = store.snapshot().blocks;
@@ -115,13 +132,24 @@ async fn edges_of_a_trace_cut_across_blocks_are_those_of_one_block() {
             break;
         }
     }
-    assert!((2..13).contains(&store.snapshot().blocks), "{:?}", store.snapshot());
-    check(&store, "after compacting into blocks that still split traces").await;
+    assert!((2..15).contains(&store.snapshot().blocks), "{:?}", store.snapshot());
+    check(&store, 3, "after compacting into blocks that still split traces").await;
+    let compacted = store.snapshot().blocks;
+    cut_each(&store, parents).await;
+    assert_eq!(store.snapshot().blocks, compacted + 2);
+    check(&store, 4, "after cutting parents whose children's blocks were merged").await;
+
+    let (leaves, parents) = split(4);
+    cut_each(&store, leaves).await;
+    drop(store);
+    let store = Store::open(Arc::new(StdFs), dir.path(), small.clone()).expect("reopen");
+    cut_each(&store, parents).await;
+    check(&store, 5, "after cutting parents whose children were cut before a restart").await;
     drop(store);
 
     let whole = StoreConfig { compaction_target_spans: 1000, ..small };
     let store = Store::open(Arc::new(StdFs), dir.path(), whole).expect("reopen");
-    check(&store, "after a restart").await;
+    check(&store, 5, "after a restart").await;
     // Compaction merges blocks once the scrub after start has checked them.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while store.snapshot().blocks > 1 {
@@ -129,5 +157,5 @@ async fn edges_of_a_trace_cut_across_blocks_are_those_of_one_block() {
         TraceStore::maintain(&store).await.expect("maintain");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    check(&store, "after compacting into one block").await;
+    check(&store, 5, "after compacting into one block").await;
 }

@@ -4,6 +4,7 @@
 use super::*;
 use crate::cache::FILTER_FILE;
 use crate::logs::{LOG_GRAMS_FILE, LOG_TRACES_FILE, LOGS_FILE};
+use std::collections::HashMap;
 
 pub(super) fn flush_loop(inner: &Inner, rx: &Receiver<FlushJob>, wake_maintenance: &mpsc::Sender<()>) {
     let mut queue = FlushQueue::default();
@@ -95,12 +96,14 @@ pub(super) fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), St
     handle.write().extend(first, &tail).map_err(corrupt_head)?;
     // Blocks are read for edges across blocks without holding the head index's lock (the
     // index thread's catch-up would wait for it, and searches behind it).
-    let (ids, range) = {
+    let (mut ids, open, range) = {
         use crate::index::IndexView;
         let guard = handle.read();
-        (guard.builder.trace_ids().copied().collect::<Vec<_>>(), guard.builder.time_range())
+        let ids = guard.builder.trace_ids().copied().collect::<Vec<_>>();
+        (ids, guard.builder.open_trace_ids(), guard.builder.time_range())
     };
-    let shared = traces_in_blocks(inner, &ids, range);
+    ids.sort_unstable();
+    let shared = traces_in_blocks(inner, &ids, &open, range);
     let index = {
         let guard = handle.read();
         let links = shared.iter().flat_map(|(id, spans)| guard.builder.links_with(id, spans)).collect();
@@ -109,6 +112,7 @@ pub(super) fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), St
     let (min_received, max_received) = (frozen.head.min_received(), frozen.head.max_received());
     let spans = |id: String| frozen.head.encode_spans(id, min_received, max_received);
     let block = write_block(inner, spans, logs, &index, &[])?;
+    inner.open_traces.record(&block.meta.id, open);
     {
         let mut st = inner.state.write();
         st.blocks.push(Arc::new(block));
@@ -133,15 +137,60 @@ pub(super) fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), St
     Ok(())
 }
 
-/// The spans blocks already written hold of the traces of a head being cut (`ids`, span
-/// times `range`), for the dependency edges between the two (a trace cut across blocks):
-/// each block whose times are near the head's is asked, through its trace filter and
-/// trace index. Earlier heads are all blocks by now (the flusher writes them in order);
-/// later ones find their edges to this one when they are cut. A block that cannot be read
-/// is left out, logged.
+/// The open traces (see [`IndexBuilder::open_trace_ids`]) of the blocks this process
+/// wrote within the window a cut looks in, by block id. A cut asks such a block only about
+/// the head's own open traces and those of the block's that the head holds: an edge
+/// between the two is a child on one side whose parent is on the other, so that child's
+/// trace is open on its side. A block not known here (written before a restart, or merged
+/// from one) is asked about every trace of the head.
+#[derive(Default)]
+pub(super) struct OpenTraces(Mutex<HashMap<String, Arc<[TraceId]>>>);
+
+/// Open traces of one block beyond which it is not recorded (it is asked about every
+/// trace then): bounds what a hostile stream of orphan spans can make this hold.
+const MAX_OPEN_TRACES: usize = 16 * 1024;
+
+impl OpenTraces {
+    pub(super) fn record(&self, block: &str, open: Vec<TraceId>) {
+        if open.len() <= MAX_OPEN_TRACES {
+            self.0.lock().insert(block.to_owned(), open.into());
+        }
+    }
+
+    /// Records the merge of `inputs` into `merged`: the union of theirs (a superset of the
+    /// merged block's own), if every input is known.
+    pub(super) fn merged(&self, inputs: &[String], merged: &str) {
+        let mut known = self.0.lock();
+        let parts: Vec<Option<Arc<[TraceId]>>> = inputs.iter().map(|id| known.remove(id)).collect();
+        let Some(parts) = parts.into_iter().collect::<Option<Vec<_>>>() else { return };
+        let mut union: Vec<TraceId> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+        union.sort_unstable();
+        union.dedup();
+        if union.len() <= MAX_OPEN_TRACES {
+            known.insert(merged.to_owned(), union.into());
+        }
+    }
+
+    /// The open traces of `blocks`, forgetting those of every other block (the window
+    /// moves on with the cuts).
+    fn of(&self, blocks: &[Arc<Block>]) -> HashMap<String, Arc<[TraceId]>> {
+        let mut known = self.0.lock();
+        known.retain(|id, _| blocks.iter().any(|b| &b.meta.id == id));
+        known.clone()
+    }
+}
+
+/// The spans blocks already written hold of the traces of a head being cut (`ids`, sorted;
+/// `open`, its open traces; span times `range`), for the dependency edges between the two
+/// (a trace cut across blocks): each block whose times are near the head's is asked,
+/// through its trace filter and trace index, about the traces that may have such an edge
+/// (see [`OpenTraces`]). Earlier heads are all blocks by now (the flusher writes them in
+/// order); later ones find their edges to this one when they are cut. A block that cannot
+/// be read is left out, logged.
 fn traces_in_blocks(
     inner: &Inner,
     ids: &[TraceId],
+    open: &[TraceId],
     range: (u64, u64),
 ) -> Vec<(TraceId, Vec<strand_core::StoredSpan>)> {
     let (from, to) = (
@@ -159,9 +208,20 @@ fn traces_in_blocks(
         })
         .cloned()
         .collect();
+    let known = inner.open_traces.of(&near);
     let mut shared = Vec::new();
     for b in &near {
-        for id in ids {
+        let asked: std::borrow::Cow<[TraceId]> = match known.get(&b.meta.id) {
+            Some(theirs) => {
+                let mut asked: Vec<TraceId> = open.to_vec();
+                asked.extend(theirs.iter().filter(|id| ids.binary_search(id).is_ok()));
+                asked.sort_unstable();
+                asked.dedup();
+                asked.into()
+            }
+            None => ids.into(),
+        };
+        for id in asked.iter() {
             match b.read_trace(id) {
                 Ok(spans) if !spans.is_empty() => shared.push((*id, spans)),
                 Ok(_) => {}

@@ -358,6 +358,7 @@ pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
             return Ok(false);
         }
         st.blocks.retain(|b| !ids.contains(&b.meta.id));
+        inner.open_traces.merged(&ids, &merged_id);
         st.blocks.push(Arc::new(merged));
         st.blocks.sort_by(by_data_age);
     }

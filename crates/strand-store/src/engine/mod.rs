@@ -273,7 +273,8 @@ pub struct StoreSnapshot {
     pub block_bytes: u64,
     /// Bytes of the WAL.
     pub wal_bytes: u64,
-    /// Heap bytes open blocks hold outside the block cache (their filters).
+    /// Heap bytes open blocks hold outside the block cache (their filters and Parquet
+    /// footers).
     pub block_resident_bytes: u64,
     /// Encoded bytes of the live head and of frozen heads not yet written as blocks.
     pub unwritten_bytes: u64,
@@ -372,6 +373,9 @@ struct Inner {
     compaction: Mutex<()>,
     /// Blocks the scrub could not read for a passing reason, and when.
     scrub_later: Mutex<std::collections::HashMap<String, Instant>>,
+    /// The open traces of recent blocks this process wrote, by block id (see
+    /// [`flusher::OpenTraces`]).
+    open_traces: flusher::OpenTraces,
     /// Set when the store is closing: the index thread stops.
     closing: std::sync::atomic::AtomicBool,
     /// What is failing right now, for readiness.
@@ -484,6 +488,7 @@ impl Store {
             maintenance: Mutex::new(()),
             compaction: Mutex::new(()),
             scrub_later: Mutex::new(std::collections::HashMap::new()),
+            open_traces: Default::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
             health: Health::default(),
             head_bytes: AtomicU64::new(head_bytes),
@@ -739,7 +744,7 @@ impl Inner {
             ),
             gauge(
                 "block_resident_bytes",
-                "Bytes every open block keeps in memory whatever the cache holds (trace-id and text filters).",
+                "Bytes every open block keeps in memory whatever the cache holds (trace-id and text filters, Parquet footers).",
                 snap.block_resident_bytes as f64,
             ),
         ]

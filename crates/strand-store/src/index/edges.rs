@@ -159,6 +159,24 @@ impl IndexBuilder {
     pub fn trace_ids(&self) -> impl Iterator<Item = &TraceId> {
         self.traces.keys()
     }
+
+    /// The traces, sorted, that have a span whose parent is not among the trace's spans
+    /// here (a root lost, a parent sent earlier or later): only they can have an edge to
+    /// another source, by a parent held there.
+    pub fn open_trace_ids(&self) -> Vec<TraceId> {
+        let mut open: Vec<TraceId> = self
+            .traces
+            .iter()
+            .filter(|(_, acc)| {
+                let mut ids: Vec<u64> = acc.spans.iter().map(|s| s.span_id).collect();
+                ids.sort_unstable();
+                acc.spans.iter().any(|s| s.parent.is_some_and(|p| ids.binary_search(&p).is_err()))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        open.sort_unstable();
+        open
+    }
 }
 
 impl SearchIndex {

@@ -36,9 +36,10 @@ use edges::{SpanLite, edge_list, trace_edges};
 /// How far outside a head's span times a block may hold a parent or child of its spans
 /// for the cut to look there (see [`IndexBuilder::links_with`]), and how far outside a
 /// dependency query's range a block may hold a cross edge counted in it: a consumer can
-/// start well after its producer ended, but every block in the window has its trace index
-/// read at each cut (its filter lets about 1 % of the head's traces through), so the
-/// window stays a few blocks wide.
+/// start well after its producer ended. A cut asks the blocks in the window only about
+/// traces open on one side (a span whose parent is not beside it), but a block written
+/// before a restart is asked about every trace of the head, which loads its trace index
+/// (its filter lets about 1 % of them through): the window stays a few minutes wide.
 pub const LINK_WINDOW_NANOS: u64 = 10 * 60 * 1_000_000_000;
 
 /// Longest attribute value (bytes) that is indexed.
