@@ -27,6 +27,9 @@ pub enum Part {
     TraceIndex,
     /// `log_traces.parquet`: where each trace's log records are.
     LogTraceIndex,
+    /// `spans.parquet`'s footer with its page index (where each page of each column is),
+    /// which reads of a few rows need.
+    SpanPages,
 }
 
 /// Counters of a [`BlockCache`].

@@ -155,9 +155,9 @@ pub(crate) fn page_ranges(
 /// The file holding an ingester's block's handoff time (see [`Block::record_handoff`]).
 pub const HANDOFF_FILE: &str = "handoff";
 
-/// An open block. Its metadata, parquet footer and trace-id filter stay in memory; its
-/// search and trace indexes are loaded when a query needs them and kept in the store's
-/// [`BlockCache`].
+/// An open block. Its metadata, parquet footer (without the page index) and trace-id
+/// filter stay in memory; its search and trace indexes and page index are loaded when a
+/// query needs them and kept in the store's [`BlockCache`].
 pub struct Block {
     /// `meta.json`.
     pub meta: BlockMeta,
@@ -368,7 +368,9 @@ impl Block {
         let stored_index =
             (has_index && full).then(|| check_file(fs.as_ref(), dir, &meta.files, "index.bin"));
         let spans = FileReader(fs.open_read(&spans_path).map_err(|e| io_err(&spans_path, e))?);
-        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+        // The page index (a location per page and column: a third of a byte per span) is
+        // loaded into the cache when rows are read (`Block::pages`), not kept per block.
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Skip);
         let footer = guard(|| Ok(ArrowReaderMetadata::load(&spans, options)?))
             .map_err(|e| e.corrupt_at(spans_path.display()))?;
         let fields = footer.schema().fields();
@@ -584,9 +586,10 @@ impl Block {
         (self.meta.min_start_unix_nano, self.meta.max_end_unix_nano)
     }
 
-    /// Heap bytes the open block holds whatever the cache does (its trace-id filter).
+    /// Heap bytes the open block holds whatever the cache does (its trace-id filter and
+    /// the footer of `spans.parquet`, without its page index).
     pub fn resident_bytes(&self) -> u64 {
-        self.filter.heap_bytes()
+        self.filter.heap_bytes() + self.footer.metadata().memory_size() as u64
     }
 
     /// The spans of one trace held in this block.
@@ -649,15 +652,26 @@ impl Block {
         guard(|| self.read_rows_unguarded(first, count)).map_err(|e| e.corrupt_at(path.display()))
     }
 
+    /// The footer of `spans.parquet` with its page index, from the cache or the file.
+    fn pages(&self) -> Result<Arc<ArrowReaderMetadata>, FormatError> {
+        self.cache.get_or_load(&self.key, Part::SpanPages, || {
+            let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+            let footer = ArrowReaderMetadata::load(&self.spans, options)?;
+            let bytes = footer.metadata().memory_size() as u64;
+            Ok((footer, bytes))
+        })
+    }
+
     fn read_rows_unguarded(&self, first: u64, count: u64) -> Result<Vec<StoredSpan>, FormatError> {
-        let Some((groups, selection)) = range_selection(self.footer.metadata(), &[(first, count)]) else {
+        let footer = self.pages()?;
+        let Some((groups, selection)) = range_selection(footer.metadata(), &[(first, count)]) else {
             return Ok(Vec::new());
         };
         if self.spans.0.wants_prefetch() {
-            self.spans.0.prefetch(&page_ranges(self.footer.metadata(), &groups, &[(first, count)]));
+            self.spans.0.prefetch(&page_ranges(footer.metadata(), &groups, &[(first, count)]));
         }
         let reader =
-            ParquetRecordBatchReaderBuilder::new_with_metadata(self.spans.clone(), self.footer.clone())
+            ParquetRecordBatchReaderBuilder::new_with_metadata(self.spans.clone(), (*footer).clone())
                 .with_row_groups(groups)
                 .with_row_selection(selection)
                 .with_batch_size(8192)

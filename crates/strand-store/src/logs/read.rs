@@ -202,9 +202,11 @@ impl LogFiles {
         &self.filter
     }
 
-    /// Heap bytes held whatever the cache does (the trace-id and text filters).
+    /// Heap bytes held whatever the cache does (the Parquet footer with its page index,
+    /// the trace-id and text filters).
     pub fn resident_bytes(&self) -> u64 {
-        self.filter.heap_bytes() + self.grams.as_ref().map_or(0, GramSets::heap_bytes)
+        let footer = self.footer.metadata().memory_size() as u64;
+        footer + self.filter.heap_bytes() + self.grams.as_ref().map_or(0, GramSets::heap_bytes)
     }
 
     /// Every record (for compaction).
