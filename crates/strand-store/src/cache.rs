@@ -30,6 +30,8 @@ pub enum Part {
     /// `spans.parquet`'s footer with its page index (where each page of each column is),
     /// which reads of a few rows need.
     SpanPages,
+    /// The same for `logs.parquet`.
+    LogPages,
 }
 
 /// Counters of a [`BlockCache`].

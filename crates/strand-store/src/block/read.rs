@@ -12,7 +12,7 @@ use bytes::Bytes;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
 };
-use parquet::file::metadata::PageIndexPolicy;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
 use parquet::file::reader::{ChunkReader, Length};
 use strand_core::{
     Resource, Scope, Span, SpanId, SpanKind, Status, StatusCode, StoreError, StoredSpan, TraceId,
@@ -654,12 +654,7 @@ impl Block {
 
     /// The footer of `spans.parquet` with its page index, from the cache or the file.
     fn pages(&self) -> Result<Arc<ArrowReaderMetadata>, FormatError> {
-        self.cache.get_or_load(&self.key, Part::SpanPages, || {
-            let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-            let footer = ArrowReaderMetadata::load(&self.spans, options)?;
-            let bytes = footer.metadata().memory_size() as u64;
-            Ok((footer, bytes))
-        })
+        self.cache.get_or_load(&self.key, Part::SpanPages, || with_page_index(&self.footer, &self.spans))
     }
 
     fn read_rows_unguarded(&self, first: u64, count: u64) -> Result<Vec<StoredSpan>, FormatError> {
@@ -683,6 +678,20 @@ impl Block {
         }
         Ok(out)
     }
+}
+
+/// `footer`, read without its page index, with the page index of `file` added (for
+/// reads of a few rows), and the heap bytes of the whole.
+pub(crate) fn with_page_index(
+    footer: &ArrowReaderMetadata,
+    file: &FileReader,
+) -> Result<(ArrowReaderMetadata, u64), FormatError> {
+    let mut reader = ParquetMetaDataReader::new_with_metadata(footer.metadata().as_ref().clone())
+        .with_page_index_policy(PageIndexPolicy::Optional);
+    reader.read_page_indexes(file)?;
+    let full = ArrowReaderMetadata::try_new(Arc::new(reader.finish()?), ArrowReaderOptions::new())?;
+    let bytes = full.metadata().memory_size() as u64;
+    Ok((full, bytes))
 }
 
 /// A block's spans in row order, a batch at a time (see [`Block::rows_in_order`]).

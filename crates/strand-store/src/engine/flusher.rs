@@ -138,45 +138,50 @@ pub(super) fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), St
 }
 
 /// The open traces (see [`IndexBuilder::open_trace_ids`]) of the blocks this process
-/// wrote within the window a cut looks in, by block id. A cut asks such a block only about
+/// wrote, cut or merged, most recent last. A cut asks a block in its window only about
 /// the head's own open traces and those of the block's that the head holds: an edge
 /// between the two is a child on one side whose parent is on the other, so that child's
-/// trace is open on its side. A block not known here (written before a restart, or merged
-/// from one) is asked about every trace of the head.
+/// trace is open on its side. A block not known here (written before a restart, or
+/// forgotten) is asked about every trace of the head.
 #[derive(Default)]
-pub(super) struct OpenTraces(Mutex<HashMap<String, Arc<[TraceId]>>>);
+pub(super) struct OpenTraces(Mutex<KnownOpen>);
 
-/// Open traces of one block beyond which it is not recorded (it is asked about every
-/// trace then): bounds what a hostile stream of orphan spans can make this hold.
-const MAX_OPEN_TRACES: usize = 16 * 1024;
+#[derive(Default)]
+pub(super) struct KnownOpen {
+    blocks: std::collections::VecDeque<(String, Arc<[TraceId]>)>,
+    /// Trace ids held, all blocks together.
+    ids: usize,
+}
+
+/// Open traces of one block beyond which it is not remembered (it is asked about every
+/// trace then).
+const MAX_OPEN_TRACES: usize = 64 * 1024;
+/// Open trace ids remembered, all blocks together (16 MiB): the oldest blocks are
+/// forgotten first (cuts look in the last ten minutes only).
+const MAX_REMEMBERED: usize = 1024 * 1024;
 
 impl OpenTraces {
     pub(super) fn record(&self, block: &str, open: Vec<TraceId>) {
-        if open.len() <= MAX_OPEN_TRACES {
-            self.0.lock().insert(block.to_owned(), open.into());
+        if open.len() > MAX_OPEN_TRACES {
+            return;
         }
-    }
-
-    /// Records the merge of `inputs` into `merged`: the union of theirs (a superset of the
-    /// merged block's own), if every input is known.
-    pub(super) fn merged(&self, inputs: &[String], merged: &str) {
         let mut known = self.0.lock();
-        let parts: Vec<Option<Arc<[TraceId]>>> = inputs.iter().map(|id| known.remove(id)).collect();
-        let Some(parts) = parts.into_iter().collect::<Option<Vec<_>>>() else { return };
-        let mut union: Vec<TraceId> = parts.iter().flat_map(|p| p.iter().copied()).collect();
-        union.sort_unstable();
-        union.dedup();
-        if union.len() <= MAX_OPEN_TRACES {
-            known.insert(merged.to_owned(), union.into());
+        known.ids += open.len();
+        known.blocks.push_back((block.to_owned(), open.into()));
+        while known.ids > MAX_REMEMBERED {
+            let Some((_, gone)) = known.blocks.pop_front() else { break };
+            known.ids -= gone.len();
         }
     }
 
-    /// The open traces of `blocks`, forgetting those of every other block (the window
-    /// moves on with the cuts).
+    /// The open traces of the blocks `blocks` holds that are known, forgetting those of
+    /// blocks it no longer holds (deleted, merged).
     fn of(&self, blocks: &[Arc<Block>]) -> HashMap<String, Arc<[TraceId]>> {
+        let current: std::collections::HashSet<&str> = blocks.iter().map(|b| b.meta.id.as_str()).collect();
         let mut known = self.0.lock();
-        known.retain(|id, _| blocks.iter().any(|b| &b.meta.id == id));
-        known.clone()
+        known.blocks.retain(|(id, _)| current.contains(id.as_str()));
+        known.ids = known.blocks.iter().map(|(_, open)| open.len()).sum();
+        known.blocks.iter().cloned().collect()
     }
 }
 
@@ -197,20 +202,14 @@ fn traces_in_blocks(
         range.0.saturating_sub(crate::index::LINK_WINDOW_NANOS),
         range.1.saturating_add(crate::index::LINK_WINDOW_NANOS),
     );
-    let near: Vec<Arc<Block>> = inner
-        .state
-        .read()
-        .blocks
-        .iter()
-        .filter(|b| {
-            let (s, e) = b.time_range();
-            s <= to && e >= from
-        })
-        .cloned()
-        .collect();
-    let known = inner.open_traces.of(&near);
+    let blocks: Vec<Arc<Block>> = inner.state.read().blocks.clone();
+    let known = inner.open_traces.of(&blocks);
+    let near = blocks.into_iter().filter(|b| {
+        let (s, e) = b.time_range();
+        s <= to && e >= from
+    });
     let mut shared = Vec::new();
-    for b in &near {
+    for b in near {
         let asked: std::borrow::Cow<[TraceId]> = match known.get(&b.meta.id) {
             Some(theirs) => {
                 let mut asked: Vec<TraceId> = open.to_vec();

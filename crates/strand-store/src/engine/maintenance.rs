@@ -215,12 +215,14 @@ fn row_key(s: &StoredSpan) -> RowKey {
 }
 
 /// Merges `blocks` (oldest data first, so the first-written copy of a duplicate wins)
-/// into one block written in `inner`'s directory, naming them in its `compacted_from`.
+/// into one block written (not published) in `inner`'s directory, naming them in its
+/// `compacted_from`; returns it with its open traces (see
+/// [`IndexBuilder::open_trace_ids`]).
 ///
 /// Each input's rows are already in order, so they are read side by side a slice at a
 /// time and written as they come: a merge holds a slice of each input and one chunk of
 /// the output's columns, not a copy of the merged block.
-pub(crate) fn merge(inner: &Inner, blocks: &[Arc<Block>]) -> Result<Block, StoreError> {
+pub(crate) fn merge(inner: &Inner, blocks: &[Arc<Block>]) -> Result<(Block, Vec<TraceId>), StoreError> {
     let mut index = IndexBuilder::new();
     let mut logs = LogBlockBuilder::default();
     let mut links = Vec::new();
@@ -293,12 +295,13 @@ pub(crate) fn merge(inner: &Inner, blocks: &[Arc<Block>]) -> Result<Block, Store
     }
     // Cross edges stay cross edges, also between two inputs: another block may hold the
     // same one (a retried copy of a span), and each is counted once by its child span.
+    let open = index.open_trace_ids();
     let index = index.finish_with(links);
     let min_received = blocks.iter().map(|b| b.meta.min_received_unix_nano).min().unwrap_or(0);
     let max_received = blocks.iter().map(|b| b.meta.max_received_unix_nano).max().unwrap_or(0);
     let ids: Vec<String> = blocks.iter().map(|b| b.meta.id.clone()).collect();
     let spans = |id: String| out.finish(id, min_received, max_received);
-    write_block(inner, spans, logs, &index, &ids)
+    Ok((write_block(inner, spans, logs, &index, &ids)?, open))
 }
 
 /// The dictionary keys of the resources and scopes a merge has met, by the address of
@@ -343,7 +346,8 @@ pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
     if candidates.len() < 2 {
         return Ok(false);
     }
-    let merged = merge(inner, &candidates)?;
+    let (merged, open) = merge(inner, &candidates)?;
+    inner.open_traces.record(&merged.meta.id, open);
     let ids: Vec<String> = candidates.iter().map(|b| b.meta.id.clone()).collect();
     let (merged_id, merged_spans) = (merged.meta.id.clone(), merged.meta.span_count);
     let guard = inner.maintenance.lock();
@@ -358,7 +362,6 @@ pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
             return Ok(false);
         }
         st.blocks.retain(|b| !ids.contains(&b.meta.id));
-        inner.open_traces.merged(&ids, &merged_id);
         st.blocks.push(Arc::new(merged));
         st.blocks.sort_by(by_data_age);
     }

@@ -286,7 +286,7 @@ pub fn merge_blocks(dir: &Path, blocks: &[Arc<Block>], cfg: StoreConfig) -> Resu
         .fs
         .create_dir_all(&blocks_dir)
         .map_err(|source| StoreError::Io { path: blocks_dir.display().to_string(), source })?;
-    maintenance::merge(&staging.inner, blocks)
+    maintenance::merge(&staging.inner, blocks).map(|(block, _)| block)
 }
 
 impl LogStore for StoreView {

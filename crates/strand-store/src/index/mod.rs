@@ -336,6 +336,25 @@ mod tests {
         s
     }
 
+    /// A trace is open when one of its spans has a parent the source does not hold,
+    /// whatever the order the spans came in; a root alone, or a whole trace, is not.
+    #[test]
+    fn open_traces_are_those_with_a_span_whose_parent_is_elsewhere() {
+        let mut b = IndexBuilder::new();
+        let spans = vec![
+            span(1, 2, Some(1), "child first", 100, Vec::new()),
+            span(1, 1, None, "root", 90, Vec::new()),
+            span(2, 1, None, "root alone", 90, Vec::new()),
+            span(3, 1, None, "root", 90, Vec::new()),
+            span(3, 3, Some(2), "grandchild of a parent elsewhere", 110, Vec::new()),
+            span(4, 7, Some(5), "parent elsewhere", 100, Vec::new()),
+        ];
+        b.add_batch(&batch("svc", spans), 1);
+        // A retried copy of trace 1's child changes nothing.
+        b.add_batch(&batch("svc", vec![span(1, 2, Some(1), "child first", 100, Vec::new())]), 2);
+        assert_eq!(b.open_trace_ids(), vec![TraceId([3; 16]), TraceId([4; 16])]);
+    }
+
     fn batch(service: &str, spans: Vec<Span>) -> SpanBatch {
         testdata::service_batch(service, Vec::new(), Scope::default(), spans)
     }

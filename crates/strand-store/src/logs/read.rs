@@ -85,7 +85,8 @@ impl LogFiles {
         let index_file = expected(dir, files, LOG_TRACES_FILE)?.clone();
         let path = dir.join(LOGS_FILE);
         let file = FileReader(fs.open_read(&path).map_err(|e| io_err(&path, e))?);
-        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+        // The page index is loaded into the cache when rows are read (`read_ranges`).
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Skip);
         let footer = guard(|| Ok(ArrowReaderMetadata::load(&file, options)?))
             .map_err(|e| e.corrupt_at(path.display()))?;
         if footer.schema().fields() != logs_schema().fields() {
@@ -202,8 +203,8 @@ impl LogFiles {
         &self.filter
     }
 
-    /// Heap bytes held whatever the cache does (the Parquet footer with its page index,
-    /// the trace-id and text filters).
+    /// Heap bytes held whatever the cache does (the Parquet footer without its page
+    /// index, the trace-id and text filters).
     pub fn resident_bytes(&self) -> u64 {
         let footer = self.footer.metadata().memory_size() as u64;
         footer + self.filter.heap_bytes() + self.grams.as_ref().map_or(0, GramSets::heap_bytes)
@@ -365,18 +366,20 @@ impl LogFiles {
     }
 
     fn read_ranges_unguarded(&self, ranges: &[(u64, u64)]) -> Result<Vec<StoredLog>, FormatError> {
-        let Some((groups, selection)) = range_selection(self.footer.metadata(), ranges) else {
+        let footer = self.cache.get_or_load(&self.key, Part::LogPages, || {
+            crate::block::read::with_page_index(&self.footer, &self.file)
+        })?;
+        let Some((groups, selection)) = range_selection(footer.metadata(), ranges) else {
             return Ok(Vec::new());
         };
         if self.file.0.wants_prefetch() {
-            self.file.0.prefetch(&crate::block::read::page_ranges(self.footer.metadata(), &groups, ranges));
+            self.file.0.prefetch(&crate::block::read::page_ranges(footer.metadata(), &groups, ranges));
         }
-        let reader =
-            ParquetRecordBatchReaderBuilder::new_with_metadata(self.file.clone(), self.footer.clone())
-                .with_row_groups(groups)
-                .with_row_selection(selection)
-                .with_batch_size(8192)
-                .build()?;
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(self.file.clone(), (*footer).clone())
+            .with_row_groups(groups)
+            .with_row_selection(selection)
+            .with_batch_size(8192)
+            .build()?;
         let mut decoder = RowDecoder::default();
         let mut out = Vec::new();
         for batch in reader {
