@@ -48,6 +48,11 @@ if [ ! -f "$stamp" ]; then
   rm -f "$legacy"/.installed-*
   touch "$stamp"
 fi
+# jemalloc (the server's allocator on x86-64 Linux) is built from its C sources with make.
+if ! command -v make >/dev/null 2>&1; then
+  log "installing make"
+  apt_install make
+fi
 # The README's examples use curl; tests run them as printed.
 if ! command -v curl >/dev/null 2>&1; then
   log "installing curl"

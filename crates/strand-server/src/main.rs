@@ -7,6 +7,11 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use strand_server::config::{self, Sources};
 use strand_server::search_cmd;
 
+/// jemalloc rather than glibc's allocator: see docs/memory.md ("The allocator").
+#[cfg(all(target_os = "linux", target_arch = "x86_64", target_env = "gnu"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "strand", version, about = "OpenTelemetry-native distributed tracing: ingest, store, query")]
 struct Cli {
