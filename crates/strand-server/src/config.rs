@@ -305,6 +305,8 @@ pub struct StorageConfig {
     pub max_unwritten_size: ByteSize,
     /// Blocks under half this many spans are merged up to this many.
     pub compaction_target_spans: u64,
+    /// Most bytes of blocks compaction reads per second; 0 for no limit.
+    pub compaction_rate: ByteSize,
     /// Writes that may queue for the WAL before clients are told to back off (429).
     pub max_pending_writes: usize,
     /// How often compaction and retention run.
@@ -372,6 +374,7 @@ impl Default for StorageConfig {
             max_disk_size: None,
             max_unwritten_size: ByteSize(d.max_unwritten_bytes),
             compaction_target_spans: d.compaction_target_spans,
+            compaction_rate: ByteSize(d.compaction_bytes_per_second),
             max_pending_writes: d.max_pending_writes,
             maintenance_interval: HumanDuration(d.maintenance_interval),
             cache_size: ByteSize(d.cache_bytes),
@@ -396,6 +399,7 @@ impl StorageConfig {
             max_disk_bytes: self.max_disk_size.map(|b| b.0),
             max_unwritten_bytes: self.max_unwritten_size.0,
             compaction_target_spans: self.compaction_target_spans,
+            compaction_bytes_per_second: self.compaction_rate.0,
             max_pending_writes: self.max_pending_writes,
             maintenance_interval: self.maintenance_interval.0,
             cache_bytes: self.cache_size.0,

@@ -270,3 +270,55 @@ async fn a_merge_of_inputs_read_side_by_side_writes_what_a_whole_build_writes() 
     let names = arrow_array::cast::AsArray::as_string::<i32>(names.column(5));
     assert!(names.iter().all(|n| n != Some("retried")), "the oldest input's copy is kept");
 }
+
+/// A compaction reads its inputs at `compaction_bytes_per_second` at most: merging blocks
+/// of N bytes at N bytes per second takes most of a second (the pace is checked every
+/// 8,192 rows: at 16,384 of 20,000), and unpaced it never waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compaction_is_paced_to_its_rate() {
+    for paced in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = StoreConfig { compaction_target_spans: 100_000, ..StoreConfig::default() };
+        let store = Store::open(Arc::new(StdFs), dir.path(), cfg.clone()).expect("open");
+        // Four blocks of 25 traces of 200 spans.
+        for block in 0..4u8 {
+            for seed in block * 25..(block + 1) * 25 {
+                store.append(batch(seed, 200)).await.expect("write");
+            }
+            store.flush().await.expect("flush");
+        }
+        let bytes = store.snapshot().block_bytes;
+        store.close();
+        let rate = if paced { bytes } else { 0 };
+        let store = Store::open(
+            Arc::new(StdFs),
+            dir.path(),
+            StoreConfig { compaction_bytes_per_second: rate, ..cfg },
+        )
+        .expect("reopen");
+        // Blocks are merged once the scrub after start has checked them: all four are
+        // merged at once, or the merge's share of `bytes` is not what the rate is set for.
+        let started = std::time::Instant::now();
+        while !store.blocks().iter().all(|b| b.verified()) {
+            assert!(started.elapsed() < std::time::Duration::from_secs(60), "never verified");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let merge_took = loop {
+            assert!(started.elapsed() < std::time::Duration::from_secs(60), "{:?}", store.snapshot());
+            let maintained = std::time::Instant::now();
+            TraceStore::maintain(&store).await.expect("maintain");
+            if store.snapshot().blocks == 1 {
+                break maintained.elapsed();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
+        let paced_micros = store.stats().compaction_paced_micros.load(std::sync::atomic::Ordering::Relaxed);
+        if paced {
+            assert!(merge_took >= std::time::Duration::from_millis(800), "{merge_took:?}");
+            assert!(paced_micros > 0);
+        } else {
+            assert_eq!(paced_micros, 0);
+        }
+        assert_eq!(store.snapshot().block_spans, 20_000);
+    }
+}

@@ -217,12 +217,16 @@ fn row_key(s: &StoredSpan) -> RowKey {
 /// Merges `blocks` (oldest data first, so the first-written copy of a duplicate wins)
 /// into one block written (not published) in `inner`'s directory, naming them in its
 /// `compacted_from`; returns it with its open traces (see
-/// [`IndexBuilder::open_trace_ids`]).
+/// [`IndexBuilder::open_trace_ids`]), or `None` when retention deleted an input while the
+/// merge was paced (see [`Pace`]).
 ///
 /// Each input's rows are already in order, so they are read side by side a slice at a
 /// time and written as they come: a merge holds a slice of each input and one chunk of
 /// the output's columns, not a copy of the merged block.
-pub(crate) fn merge(inner: &Inner, blocks: &[Arc<Block>]) -> Result<(Block, Vec<TraceId>), StoreError> {
+pub(crate) fn merge(
+    inner: &Inner,
+    blocks: &[Arc<Block>],
+) -> Result<Option<(Block, Vec<TraceId>)>, StoreError> {
     let mut index = IndexBuilder::new();
     let mut logs = LogBlockBuilder::default();
     let mut links = Vec::new();
@@ -269,8 +273,14 @@ pub(crate) fn merge(inner: &Inner, blocks: &[Arc<Block>]) -> Result<(Block, Vec<
     };
     let mut origins = HeldOrigins::default();
     let mut last = None;
+    let pace = Pace::new(inner, blocks);
+    let mut merged_rows = 0u64;
     while let Some(std::cmp::Reverse((key, i))) = next.pop() {
         let Some(span) = heads[i].take() else { continue };
+        merged_rows += 1;
+        if merged_rows.is_multiple_of(MERGE_SLICE_ROWS) && !pace.wait(merged_rows) {
+            return Ok(None);
+        }
         if let Some(following) = inputs[i].next()? {
             next.push(std::cmp::Reverse((row_key(&following), i)));
             heads[i] = Some(following);
@@ -301,7 +311,68 @@ pub(crate) fn merge(inner: &Inner, blocks: &[Arc<Block>]) -> Result<(Block, Vec<
     let max_received = blocks.iter().map(|b| b.meta.max_received_unix_nano).max().unwrap_or(0);
     let ids: Vec<String> = blocks.iter().map(|b| b.meta.id.clone()).collect();
     let spans = |id: String| out.finish(id, min_received, max_received);
-    Ok((write_block(inner, spans, logs, &index, &ids)?, open))
+    Ok(Some((write_block(inner, spans, logs, &index, &ids)?, open)))
+}
+
+/// Paces a merge to [`StoreConfig::compaction_bytes_per_second`]: every slice of rows
+/// merged stands for its share of the inputs' bytes, and the merge waits until those could
+/// have been read at the rate. The merge runs on the maintenance thread, so the disk
+/// budget, which that thread checks every second, is checked here meanwhile.
+struct Pace<'a> {
+    inner: &'a Inner,
+    inputs: &'a [Arc<Block>],
+    started: Instant,
+    /// The inputs' bytes per row over the rate; zero: no pacing.
+    per_row: Duration,
+    budget_checked: std::cell::Cell<Instant>,
+}
+
+impl<'a> Pace<'a> {
+    fn new(inner: &'a Inner, inputs: &'a [Arc<Block>]) -> Self {
+        let rate = inner.cfg.compaction_bytes_per_second;
+        let rows: u64 = inputs.iter().map(|b| b.meta.span_count).sum();
+        let bytes: u64 = inputs.iter().map(|b| b.disk_bytes).sum();
+        let per_row = if rate == 0 || rows == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(bytes as f64 / rate as f64 / rows as f64)
+        };
+        let now = Instant::now();
+        Self { inner, inputs, started: now, per_row, budget_checked: std::cell::Cell::new(now) }
+    }
+
+    /// Waits, if `rows` came early, in steps (a closing store does not wait for the pace),
+    /// checking the disk budget every second. Returns `false` when retention deleted an
+    /// input meanwhile: the merge is void.
+    fn wait(&self, rows: u64) -> bool {
+        if self.per_row.is_zero() {
+            return true;
+        }
+        let due = self.started + self.per_row.saturating_mul(u32::try_from(rows).unwrap_or(u32::MAX));
+        let began = Instant::now();
+        let mut inputs_kept = true;
+        while !self.inner.closing.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if self.inner.cfg.max_disk_bytes.is_some()
+                && now - self.budget_checked.get() >= BUDGET_CHECK_INTERVAL
+            {
+                self.budget_checked.set(now);
+                enforce_retention(self.inner, self.inner.cfg.clock.now_unix_nano());
+                let st = self.inner.state.read();
+                inputs_kept = self.inputs.iter().all(|i| st.blocks.iter().any(|b| Arc::ptr_eq(b, i)));
+                if !inputs_kept {
+                    break;
+                }
+            }
+            if now >= due {
+                break;
+            }
+            std::thread::sleep((due - now).min(Duration::from_millis(100)));
+        }
+        let waited = began.elapsed().as_micros() as u64;
+        self.inner.stats.compaction_paced_micros.fetch_add(waited, Ordering::Relaxed);
+        inputs_kept
+    }
 }
 
 /// The dictionary keys of the resources and scopes a merge has met, by the address of
@@ -346,7 +417,10 @@ pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
     if candidates.len() < 2 {
         return Ok(false);
     }
-    let (merged, open) = merge(inner, &candidates)?;
+    let Some((merged, open)) = merge(inner, &candidates)? else {
+        info!("retention deleted an input of the compaction while it was paced; stopping it");
+        return Ok(false);
+    };
     inner.open_traces.record(&merged.meta.id, open);
     let ids: Vec<String> = candidates.iter().map(|b| b.meta.id.clone()).collect();
     let (merged_id, merged_spans) = (merged.meta.id.clone(), merged.meta.span_count);

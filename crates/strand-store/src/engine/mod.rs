@@ -100,6 +100,11 @@ pub struct StoreConfig {
     /// Blocks under half this many rows (spans and log records) are merged, up to this
     /// many rows.
     pub compaction_target_spans: u64,
+    /// Most bytes of blocks a compaction reads per second (its inputs' files, paced by the
+    /// rows merged), which bounds the share of the disk and of a core its reading and
+    /// merging take from ingest and queries (the merged block is written unpaced). 0: no
+    /// limit.
+    pub compaction_bytes_per_second: u64,
     /// Most bytes of span text (attribute, event or link JSON, as decoded) one compaction
     /// puts in one column of its block: Arrow string columns hold at most 2 GiB, and
     /// spans with large events (stack traces) reach it long before the row target.
@@ -138,6 +143,8 @@ impl Default for StoreConfig {
             max_disk_bytes: None,
             max_unwritten_bytes: DEFAULT_MAX_UNWRITTEN_BYTES,
             compaction_target_spans: 1_000_000,
+            // 1M spans of the standard profile (36 MB) in 9 s at least (docs/memory.md).
+            compaction_bytes_per_second: 4 << 20,
             compaction_max_text_bytes: 512 << 20,
             max_pending_writes: 1024,
             maintenance_interval: Duration::from_secs(60),
@@ -245,6 +252,9 @@ pub struct StoreStats {
     pub derived_files_repaired: AtomicU64,
     /// Compactions done.
     pub compactions: AtomicU64,
+    /// Microseconds compactions waited to stay within
+    /// [`StoreConfig::compaction_bytes_per_second`].
+    pub compaction_paced_micros: AtomicU64,
     /// Blocks deleted by retention (age or bytes).
     pub retention_deleted_blocks: AtomicU64,
     /// Writes refused because received data waiting for blocks reached
@@ -671,6 +681,11 @@ impl Inner {
                 c(&s.derived_files_repaired),
             ),
             counter("compactions_total", "Compactions.", c(&s.compactions)),
+            counter(
+                "compaction_paced_seconds_total",
+                "Time compactions waited to stay within storage.compaction_rate.",
+                c(&s.compaction_paced_micros) / 1e6,
+            ),
             counter(
                 "store_reads_refused_total",
                 "Trace reads refused (503) because reads in flight held storage.max_read_size.",

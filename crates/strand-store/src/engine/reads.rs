@@ -277,8 +277,10 @@ impl BlockSet {
 
 /// Merges `blocks` (oldest data first; from anywhere, object storage included) into one
 /// block written on local disk under `<dir>/blocks/`, as compaction writes it (its
-/// `compacted_from` names them); blocking.
+/// `compacted_from` names them); blocking. Not paced: a cluster's compactor does nothing
+/// else, and its stop would wait for a paced merge.
 pub fn merge_blocks(dir: &Path, blocks: &[Arc<Block>], cfg: StoreConfig) -> Result<Block, StoreError> {
+    let cfg = StoreConfig { compaction_bytes_per_second: 0, ..cfg };
     let staging = BlockSet::new(Arc::new(crate::fs::StdFs), dir, cfg);
     let blocks_dir = dir.join("blocks");
     staging
@@ -286,7 +288,9 @@ pub fn merge_blocks(dir: &Path, blocks: &[Arc<Block>], cfg: StoreConfig) -> Resu
         .fs
         .create_dir_all(&blocks_dir)
         .map_err(|source| StoreError::Io { path: blocks_dir.display().to_string(), source })?;
-    maintenance::merge(&staging.inner, blocks).map(|(block, _)| block)
+    maintenance::merge(&staging.inner, blocks)?
+        .map(|(block, _)| block)
+        .ok_or_else(|| StoreError::Unavailable("the merge was stopped".into()))
 }
 
 impl LogStore for StoreView {
