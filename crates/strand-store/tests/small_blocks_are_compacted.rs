@@ -279,30 +279,11 @@ async fn a_compaction_is_paced_to_its_rate() {
     for paced in [true, false] {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = StoreConfig { compaction_target_spans: 100_000, ..StoreConfig::default() };
-        let store = Store::open(Arc::new(StdFs), dir.path(), cfg.clone()).expect("open");
-        // Four blocks of 25 traces of 200 spans.
-        for block in 0..4u8 {
-            for seed in block * 25..(block + 1) * 25 {
-                store.append(batch(seed, 200)).await.expect("write");
-            }
-            store.flush().await.expect("flush");
-        }
-        let bytes = store.snapshot().block_bytes;
-        store.close();
+        let bytes = four_blocks(dir.path(), &cfg).await;
         let rate = if paced { bytes } else { 0 };
-        let store = Store::open(
-            Arc::new(StdFs),
-            dir.path(),
-            StoreConfig { compaction_bytes_per_second: rate, ..cfg },
-        )
-        .expect("reopen");
-        // Blocks are merged once the scrub after start has checked them: all four are
-        // merged at once, or the merge's share of `bytes` is not what the rate is set for.
+        let store =
+            reopen_checked(dir.path(), StoreConfig { compaction_bytes_per_second: rate, ..cfg }).await;
         let started = std::time::Instant::now();
-        while !store.blocks().iter().all(|b| b.verified()) {
-            assert!(started.elapsed() < std::time::Duration::from_secs(60), "never verified");
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
         let merge_took = loop {
             assert!(started.elapsed() < std::time::Duration::from_secs(60), "{:?}", store.snapshot());
             let maintained = std::time::Instant::now();
@@ -321,4 +302,79 @@ async fn a_compaction_is_paced_to_its_rate() {
         }
         assert_eq!(store.snapshot().block_spans, 20_000);
     }
+}
+
+/// Writes four blocks of 25 traces of 200 spans (traces 0 to 99) in `dir` and closes the
+/// store; returns the blocks' bytes.
+async fn four_blocks(dir: &std::path::Path, cfg: &StoreConfig) -> u64 {
+    let store = Store::open(Arc::new(StdFs), dir, cfg.clone()).expect("open");
+    for block in 0..4u8 {
+        for seed in block * 25..(block + 1) * 25 {
+            store.append(batch(seed, 200)).await.expect("write");
+        }
+        store.flush().await.expect("flush");
+    }
+    let bytes = store.snapshot().block_bytes;
+    store.close();
+    bytes
+}
+
+/// Opens the store in `dir` and waits for the scrub after start to check every block
+/// (compaction merges checked blocks only: all four at once, then).
+async fn reopen_checked(dir: &std::path::Path, cfg: StoreConfig) -> Store {
+    let store = Store::open(Arc::new(StdFs), dir, cfg).expect("reopen");
+    let started = std::time::Instant::now();
+    while !store.blocks().iter().all(|b| b.verified()) {
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "never verified");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    store
+}
+
+/// A paced merge whose input retention deletes meanwhile (writes during the merge pass the
+/// disk budget) stops at its next check instead of running its pace out: no
+/// merged block is published, and the oldest input's traces are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_merge_stops_when_retention_deletes_an_input() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = StoreConfig { compaction_target_spans: 100_000, ..StoreConfig::default() };
+    let inputs = four_blocks(dir.path(), &cfg).await;
+    // What the WAL takes for the writes that will pass the budget during the merge.
+    let late = || (200..210u8).map(|seed| batch(seed, 20));
+    let wal = {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(Arc::new(StdFs), scratch.path(), cfg.clone()).expect("open");
+        for b in late() {
+            store.append(b).await.expect("write");
+        }
+        store.snapshot().wal_bytes
+    };
+    // A pace that would take ten minutes; a budget the inputs fit, and which those writes
+    // pass by half their WAL (the head is cut at a quarter of the budget: not by them).
+    let budget = inputs + wal / 2;
+    assert!(wal < budget / 4, "{wal} {budget}");
+    let paced =
+        StoreConfig { compaction_bytes_per_second: inputs / 600, max_disk_bytes: Some(budget), ..cfg };
+    let store = Arc::new(reopen_checked(dir.path(), paced).await);
+    let started = Instant::now();
+    let compaction = tokio::spawn({
+        let store = store.clone();
+        async move { TraceStore::maintain(&*store).await }
+    });
+    let paced_micros = || store.stats().compaction_paced_micros.load(std::sync::atomic::Ordering::Relaxed);
+    while paced_micros() == 0 {
+        assert!(started.elapsed() < Duration::from_secs(120), "the merge never waited");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for b in late() {
+        store.append(b).await.expect("write");
+    }
+    compaction.await.expect("joined").expect("maintain");
+    assert!(started.elapsed() < Duration::from_secs(300), "the merge ran its pace out");
+    assert!(store.blocks().iter().all(|b| b.meta.compacted_from.is_empty()), "nothing merged");
+    assert_eq!(store.stats().compactions.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert!(store.get_trace_blocking(trace_id(0)).expect("read").is_none(), "the oldest input went");
+    assert!(store.get_trace_blocking(trace_id(99)).expect("read").is_some(), "the newest input stays");
+    assert!(store.get_trace_blocking(trace_id(209)).expect("read").is_some(), "the late writes stay");
 }

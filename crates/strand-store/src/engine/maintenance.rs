@@ -349,7 +349,6 @@ impl<'a> Pace<'a> {
             return true;
         }
         let due = self.started + self.per_row.saturating_mul(u32::try_from(rows).unwrap_or(u32::MAX));
-        let began = Instant::now();
         let mut inputs_kept = true;
         while !self.inner.closing.load(Ordering::Relaxed) {
             let now = Instant::now();
@@ -367,10 +366,11 @@ impl<'a> Pace<'a> {
             if now >= due {
                 break;
             }
-            std::thread::sleep((due - now).min(Duration::from_millis(100)));
+            // Counted as it goes, so `/metrics` shows a long wait while it lasts.
+            let step = (due - now).min(Duration::from_millis(100));
+            std::thread::sleep(step);
+            self.inner.stats.compaction_paced_micros.fetch_add(step.as_micros() as u64, Ordering::Relaxed);
         }
-        let waited = began.elapsed().as_micros() as u64;
-        self.inner.stats.compaction_paced_micros.fetch_add(waited, Ordering::Relaxed);
         inputs_kept
     }
 }
