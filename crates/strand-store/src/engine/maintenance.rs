@@ -404,8 +404,10 @@ impl HeldOrigins {
 /// Merges the oldest run of small blocks. Returns whether it merged anything.
 ///
 /// Only choosing the inputs and publishing the result hold the maintenance lock: block
-/// writes, retention and the scrub go on while the inputs are read and merged. Inputs that
-/// retention deleted meanwhile make the merge void: it is discarded, not published.
+/// writes go on while the inputs are read and merged (and retention and the scrub too when
+/// the merge runs off the maintenance thread; on it, a paced merge runs retention for the
+/// disk budget itself, see [`Pace`]). Inputs that retention deleted meanwhile make the
+/// merge void: it is discarded, not published.
 pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
     let _compacting = inner.compaction.lock();
     let candidates: Vec<Arc<Block>> = {
@@ -421,7 +423,6 @@ pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
         info!("retention deleted an input of the compaction while it was paced; stopping it");
         return Ok(false);
     };
-    inner.open_traces.record(&merged.meta.id, open);
     let ids: Vec<String> = candidates.iter().map(|b| b.meta.id.clone()).collect();
     let (merged_id, merged_spans) = (merged.meta.id.clone(), merged.meta.span_count);
     let guard = inner.maintenance.lock();
@@ -439,6 +440,9 @@ pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
         st.blocks.push(Arc::new(merged));
         st.blocks.sort_by(by_data_age);
     }
+    // Under the maintenance lock, as a cut prunes the remembered open traces of blocks it
+    // does not see: recorded before publication, a cut could forget them.
+    inner.open_traces.record(&merged_id, open);
     drop(guard);
     info!(inputs = ids.len(), spans = merged_spans, block = %merged_id, "compacted blocks");
     for b in &candidates {

@@ -101,9 +101,9 @@ pub struct StoreConfig {
     /// many rows.
     pub compaction_target_spans: u64,
     /// Most bytes of blocks a compaction reads per second (its inputs' files, paced by the
-    /// rows merged), which bounds the share of the disk and of a core its reading and
-    /// merging take from ingest and queries (the merged block is written unpaced). 0: no
-    /// limit.
+    /// span rows merged), which bounds the share of the disk and of a core its reading and
+    /// merging of spans take from ingest and queries (log records are read whole first and
+    /// the merged block is written, both unpaced). 0: no limit.
     pub compaction_bytes_per_second: u64,
     /// Most bytes of span text (attribute, event or link JSON, as decoded) one compaction
     /// puts in one column of its block: Arrow string columns hold at most 2 GiB, and
