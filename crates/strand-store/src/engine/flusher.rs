@@ -147,7 +147,7 @@ pub(super) fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), St
 pub(super) struct OpenTraces(Mutex<KnownOpen>);
 
 #[derive(Default)]
-pub(super) struct KnownOpen {
+struct KnownOpen {
     blocks: std::collections::VecDeque<(String, Arc<[TraceId]>)>,
     /// Trace ids held, all blocks together.
     ids: usize,

@@ -273,7 +273,7 @@ pub(crate) fn merge(
     };
     let mut origins = HeldOrigins::default();
     let mut last = None;
-    let pace = Pace::new(inner, blocks);
+    let mut pace = Pace::new(inner, blocks);
     let mut merged_rows = 0u64;
     while let Some(std::cmp::Reverse((key, i))) = next.pop() {
         let Some(span) = heads[i].take() else { continue };
@@ -324,7 +324,7 @@ struct Pace<'a> {
     started: Instant,
     /// The inputs' bytes per row over the rate; zero: no pacing.
     per_row: Duration,
-    budget_checked: std::cell::Cell<Instant>,
+    budget_checked: Instant,
 }
 
 impl<'a> Pace<'a> {
@@ -338,27 +338,26 @@ impl<'a> Pace<'a> {
             Duration::from_secs_f64(bytes as f64 / rate as f64 / rows as f64)
         };
         let now = Instant::now();
-        Self { inner, inputs, started: now, per_row, budget_checked: std::cell::Cell::new(now) }
+        Self { inner, inputs, started: now, per_row, budget_checked: now }
     }
 
     /// Waits, if `rows` came early, in steps (a closing store does not wait for the pace),
     /// checking the disk budget every second. Returns `false` when retention deleted an
     /// input meanwhile: the merge is void.
-    fn wait(&self, rows: u64) -> bool {
+    fn wait(&mut self, rows: u64) -> bool {
         if self.per_row.is_zero() {
             return true;
         }
-        let due = self.started + self.per_row.saturating_mul(u32::try_from(rows).unwrap_or(u32::MAX));
+        // A pace past what an Instant holds (a rate of a few bytes a second) is no pace.
+        let pace = self.per_row.saturating_mul(u32::try_from(rows).unwrap_or(u32::MAX));
+        let Some(due) = self.started.checked_add(pace) else { return true };
         let mut inputs_kept = true;
         while !self.inner.closing.load(Ordering::Relaxed) {
             let now = Instant::now();
-            if self.inner.cfg.max_disk_bytes.is_some()
-                && now - self.budget_checked.get() >= BUDGET_CHECK_INTERVAL
-            {
-                self.budget_checked.set(now);
+            if self.inner.cfg.max_disk_bytes.is_some() && now - self.budget_checked >= BUDGET_CHECK_INTERVAL {
+                self.budget_checked = now;
                 enforce_retention(self.inner, self.inner.cfg.clock.now_unix_nano());
-                let st = self.inner.state.read();
-                inputs_kept = self.inputs.iter().all(|i| st.blocks.iter().any(|b| Arc::ptr_eq(b, i)));
+                inputs_kept = all_held(&self.inner.state.read(), self.inputs);
                 if !inputs_kept {
                     break;
                 }
@@ -401,6 +400,12 @@ impl HeldOrigins {
     }
 }
 
+/// Whether the store still holds every one of `blocks` (retention may delete them while
+/// they are merged).
+fn all_held(st: &State, blocks: &[Arc<Block>]) -> bool {
+    blocks.iter().all(|c| st.blocks.iter().any(|b| Arc::ptr_eq(b, c)))
+}
+
 /// Merges the oldest run of small blocks. Returns whether it merged anything.
 ///
 /// Only choosing the inputs and publishing the result hold the maintenance lock: block
@@ -428,7 +433,7 @@ pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
     let guard = inner.maintenance.lock();
     {
         let mut st = inner.state.write();
-        if !candidates.iter().all(|c| st.blocks.iter().any(|b| Arc::ptr_eq(b, c))) {
+        if !all_held(&st, &candidates) {
             drop(st);
             info!(block = %merged.meta.id, "retention deleted an input of the compaction meanwhile; discarding its result");
             if let Err(e) = delete_block(inner.fs.as_ref(), &merged.dir) {

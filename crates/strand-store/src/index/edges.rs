@@ -164,11 +164,13 @@ impl IndexBuilder {
     /// here (a root lost, a parent sent earlier or later): only they can have an edge to
     /// another source, by a parent held there.
     pub fn open_trace_ids(&self) -> Vec<TraceId> {
+        let mut ids: Vec<u64> = Vec::new();
         let mut open: Vec<TraceId> = self
             .traces
             .iter()
             .filter(|(_, acc)| {
-                let mut ids: Vec<u64> = acc.spans.iter().map(|s| s.span_id).collect();
+                ids.clear();
+                ids.extend(acc.spans.iter().map(|s| s.span_id));
                 ids.sort_unstable();
                 acc.spans.iter().any(|s| s.parent.is_some_and(|p| ids.binary_search(&p).is_err()))
             })
