@@ -307,6 +307,9 @@ pub struct StorageConfig {
     pub compaction_target_spans: u64,
     /// Most bytes of blocks compaction reads per second; 0 for no limit.
     pub compaction_rate: ByteSize,
+    /// Small blocks cut within one window are merged, then those of one day (24 windows);
+    /// 0s: any two small blocks are merged at once.
+    pub compaction_window: HumanDuration,
     /// Writes that may queue for the WAL before clients are told to back off (429).
     pub max_pending_writes: usize,
     /// How often compaction and retention run.
@@ -375,6 +378,7 @@ impl Default for StorageConfig {
             max_unwritten_size: ByteSize(d.max_unwritten_bytes),
             compaction_target_spans: d.compaction_target_spans,
             compaction_rate: ByteSize(d.compaction_bytes_per_second),
+            compaction_window: HumanDuration(d.compaction_window),
             max_pending_writes: d.max_pending_writes,
             maintenance_interval: HumanDuration(d.maintenance_interval),
             cache_size: ByteSize(d.cache_bytes),
@@ -400,6 +404,7 @@ impl StorageConfig {
             max_unwritten_bytes: self.max_unwritten_size.0,
             compaction_target_spans: self.compaction_target_spans,
             compaction_bytes_per_second: self.compaction_rate.0,
+            compaction_window: self.compaction_window.0,
             max_pending_writes: self.max_pending_writes,
             maintenance_interval: self.maintenance_interval.0,
             cache_bytes: self.cache_size.0,

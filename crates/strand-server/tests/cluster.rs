@@ -140,6 +140,8 @@ fn role_args(role: &str, nats: &str, s3: &str, id: Option<&str>) -> Vec<String> 
         "cluster.objects.keep_after_handoff=3s".to_owned(),
         "cluster.objects.compaction_interval=2s".to_owned(),
         "storage.head_max_age=2s".to_owned(),
+        // Small blocks merged as soon as there are two, not by the hour.
+        "storage.compaction_window=0s".to_owned(),
     ] {
         args.extend(["--set".to_owned(), set]);
     }

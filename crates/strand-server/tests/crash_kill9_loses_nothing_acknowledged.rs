@@ -49,7 +49,7 @@ fn trace_hex(n: u32) -> String {
 async fn sigkill_under_load_loses_no_acknowledged_span() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let args = ["--set", "storage.head_max_spans=300"];
+    let args = ["--set", "storage.head_max_spans=300", "--set", "storage.compaction_window=0s"];
     let acked: Arc<Mutex<HashMap<u32, bool>>> = Arc::default();
     let mut next = 0u32;
     let mut rng = rand::rng();

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use strand_core::{LogStore, TimeRange, TraceQuery, TraceReader};
 use strand_store::fs::StdFs;
@@ -29,7 +30,11 @@ async fn answers(store: &Store) -> (Vec<String>, Vec<String>, Vec<usize>, usize)
 async fn queries_over_more_blocks_than_the_cache_holds_stay_within_it_and_answer_the_same() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Compaction off: one block per flush.
-    let cfg = || StoreConfig { compaction_target_spans: 1, ..StoreConfig::default() };
+    let cfg = || StoreConfig {
+        compaction_target_spans: 1,
+        compaction_window: Duration::ZERO,
+        ..StoreConfig::default()
+    };
     let store = Store::open(Arc::new(StdFs), dir.path(), cfg()).expect("open");
     for seed in 0..BLOCKS {
         store.append(batch(seed, 8)).await.expect("write");

@@ -4,6 +4,7 @@
 //! across a restart.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use strand_core::{
     Scope, SpanBatch, SpanKind, Status, StatusCode, TimeRange, TraceId, TraceReader, TraceStore,
@@ -89,7 +90,11 @@ async fn cut_each(store: &Store, batches: Vec<SpanBatch>) {
 async fn edges_of_a_trace_cut_across_blocks_are_those_of_one_block() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Blocks of 1 to 3 spans: a compaction merges runs of them into blocks of at most 8.
-    let small = StoreConfig { compaction_target_spans: 8, ..StoreConfig::default() };
+    let small = StoreConfig {
+        compaction_target_spans: 8,
+        compaction_window: Duration::ZERO,
+        ..StoreConfig::default()
+    };
     let store = Store::open(Arc::new(StdFs), dir.path(), small.clone()).expect("open");
     // Every service's batch of every trace is cut into a block of its own. Trace 1 arrives
     // children first (each parent is cut after its children); trace 0's gateway batch is

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
@@ -46,7 +47,11 @@ fn blocks(dir: &Path) -> Vec<(u64, usize, i64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_span_ending_before_it_starts_keeps_its_times_without_a_negative_duration() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = StoreConfig { compaction_target_spans: 1000, ..StoreConfig::default() };
+    let cfg = StoreConfig {
+        compaction_target_spans: 1000,
+        compaction_window: Duration::ZERO,
+        ..StoreConfig::default()
+    };
     let store = Store::open(Arc::new(StdFs), dir.path(), cfg.clone()).expect("open");
     let skewed = skewed_batch(1, 3);
     let span = &skewed.resource_spans[0].scope_spans[0].spans[1];

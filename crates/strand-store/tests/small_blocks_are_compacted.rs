@@ -2,6 +2,7 @@
 //! the conformance suite.)
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use strand_core::TraceStore;
 use strand_store::fs::StdFs;
@@ -11,7 +12,11 @@ use strand_store::{Store, StoreConfig};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_blocks_are_compacted_and_duplicates_dropped() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = StoreConfig { compaction_target_spans: 1000, ..StoreConfig::default() };
+    let cfg = StoreConfig {
+        compaction_target_spans: 1000,
+        compaction_window: Duration::ZERO,
+        ..StoreConfig::default()
+    };
     let store = Store::open(Arc::new(StdFs), dir.path(), cfg).expect("open");
     for seed in 0..4 {
         store.append(batch(seed, 5)).await.expect("write");
@@ -74,7 +79,11 @@ async fn stalled_compaction(
 async fn block_writes_go_on_while_a_compaction_reads_its_inputs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let fs = strand_store::fs::FaultyFs::new();
-    let cfg = StoreConfig { compaction_target_spans: 1000, ..StoreConfig::default() };
+    let cfg = StoreConfig {
+        compaction_target_spans: 1000,
+        compaction_window: Duration::ZERO,
+        ..StoreConfig::default()
+    };
     let (store, compacting) = stalled_compaction(dir.path(), &fs, cfg).await;
     store.append(batch(3, 5)).await.expect("write during the compaction");
     let flushed = tokio::time::timeout(std::time::Duration::from_secs(10), store.flush()).await;
@@ -100,6 +109,7 @@ async fn a_merge_whose_inputs_retention_deleted_meanwhile_is_discarded() {
     let clock = Arc::new(strand_core::clock::ManualClock::new(1_700_000_000_000_000_000));
     let cfg = StoreConfig {
         compaction_target_spans: 1000,
+        compaction_window: Duration::ZERO,
         retention: std::time::Duration::from_secs(3600),
         clock: clock.clone(),
         ..StoreConfig::default()
@@ -132,7 +142,11 @@ async fn a_merge_whose_inputs_retention_deleted_meanwhile_is_discarded() {
 async fn a_block_written_during_a_merge_counts_as_newer_than_the_merge() {
     let dir = tempfile::tempdir().expect("tempdir");
     let fs = strand_store::fs::FaultyFs::new();
-    let cfg = StoreConfig { compaction_target_spans: 1000, ..StoreConfig::default() };
+    let cfg = StoreConfig {
+        compaction_target_spans: 1000,
+        compaction_window: Duration::ZERO,
+        ..StoreConfig::default()
+    };
     let (store, compacting) = stalled_compaction(dir.path(), &fs, cfg).await;
     // A retried copy of trace 2's root span, changed, arrives while the merge waits: its
     // block gets an id older than the merged block's, but it holds newer data. (Trace 2
@@ -190,6 +204,7 @@ async fn a_merge_stops_at_the_text_budget() {
     assert!(one > 0);
     let cfg = StoreConfig {
         compaction_target_spans: 1000,
+        compaction_window: Duration::ZERO,
         compaction_max_text_bytes: 2 * one + one / 2,
         ..StoreConfig::default()
     };
@@ -278,7 +293,11 @@ async fn a_merge_of_inputs_read_side_by_side_writes_what_a_whole_build_writes() 
 async fn a_compaction_is_paced_to_its_rate() {
     for paced in [true, false] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = StoreConfig { compaction_target_spans: 100_000, ..StoreConfig::default() };
+        let cfg = StoreConfig {
+            compaction_target_spans: 100_000,
+            compaction_window: Duration::ZERO,
+            ..StoreConfig::default()
+        };
         let bytes = four_blocks(dir.path(), &cfg).await;
         let rate = if paced { bytes } else { 0 };
         let store =
@@ -340,9 +359,13 @@ async fn reopen_checked(dir: &std::path::Path, cfg: StoreConfig) -> Store {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paced_merge_stops_when_retention_deletes_an_input() {
     use std::sync::atomic::Ordering;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = StoreConfig { compaction_target_spans: 100_000, ..StoreConfig::default() };
+    let cfg = StoreConfig {
+        compaction_target_spans: 100_000,
+        compaction_window: Duration::ZERO,
+        ..StoreConfig::default()
+    };
     let inputs = four_blocks(dir.path(), &cfg).await;
     // What the WAL takes for the writes that will pass the budget during the merge.
     let late = || (200..210u8).map(|seed| batch(seed, 20));
@@ -382,4 +405,87 @@ async fn a_paced_merge_stops_when_retention_deletes_an_input() {
     assert_eq!(store.stats().compactions.load(Ordering::Relaxed), 0);
     assert!(store.get_trace_blocking(trace_id(99)).expect("read").is_some(), "the newest input stays");
     assert!(store.get_trace_blocking(trace_id(209)).expect("read").is_some(), "the late writes stay");
+}
+
+/// Small blocks are merged by time: the blocks cut within one window once it has passed
+/// (level 1), then a day's blocks once the day has (level 2), which are not merged again;
+/// a window's blocks are merged before it passes once they reach half the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_blocks_are_merged_by_window_then_by_day() {
+    const HOUR: u64 = 3600;
+    let day_start = 1_700_000_000 / 86_400 * 86_400;
+    let clock = Arc::new(strand_core::clock::ManualClock::new(day_start * 1_000_000_000));
+    let at = |secs: u64| clock.set((day_start + secs) * 1_000_000_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = StoreConfig {
+        compaction_target_spans: 1000,
+        compaction_window: Duration::from_secs(HOUR),
+        head_max_age: Duration::from_secs(300),
+        clock: clock.clone(),
+        ..StoreConfig::default()
+    };
+    let store = Store::open(Arc::new(StdFs), dir.path(), cfg).expect("open");
+    let cut = |seed: u8| {
+        let store = &store;
+        async move {
+            store.append(batch(seed, 5)).await.expect("write");
+            store.flush().await.expect("flush");
+        }
+    };
+    let levels = || {
+        let mut levels: Vec<(u32, u64)> =
+            store.blocks().iter().map(|b| (b.meta.compaction_level, b.meta.span_count)).collect();
+        levels.sort();
+        levels
+    };
+    let maintain = || TraceStore::maintain(&store);
+
+    // Hour 0: three blocks, not merged while the hour lasts.
+    for (seed, minute) in [(1, 0), (2, 10), (3, 20)] {
+        at(minute * 60);
+        cut(seed).await;
+    }
+    at(HOUR - 1);
+    maintain().await.expect("maintain");
+    assert_eq!(levels(), [(0, 5), (0, 5), (0, 5)], "the window is not over");
+    // Nor until the head's longest age after it: a head begun in it may still be cut.
+    at(HOUR + 299);
+    maintain().await.expect("maintain");
+    assert_eq!(levels(), [(0, 5), (0, 5), (0, 5)], "a head of the window may still be cut");
+    // Hour 1: one block; hour 0's are merged once its time is over.
+    at(HOUR + 300);
+    cut(4).await;
+    maintain().await.expect("maintain");
+    assert_eq!(levels(), [(0, 5), (1, 15)], "hour 0 merged");
+    maintain().await.expect("maintain");
+    assert_eq!(levels(), [(0, 5), (1, 15)], "hour 1 goes on; the day too");
+    // Hour 2: two blocks, merged once it is over; hour 1's lone block waits for the day.
+    for (seed, secs) in [(5, 2 * HOUR), (6, 2 * HOUR + 600)] {
+        at(secs);
+        cut(seed).await;
+    }
+    at(3 * HOUR + 300);
+    maintain().await.expect("maintain");
+    assert_eq!(levels(), [(0, 5), (1, 10), (1, 15)], "hour 2 merged");
+    maintain().await.expect("maintain");
+    assert_eq!(levels(), [(0, 5), (1, 10), (1, 15)], "the day goes on");
+    // The next day: the day's blocks are merged into one, which stays as it is.
+    at(24 * HOUR + 300);
+    maintain().await.expect("maintain");
+    assert_eq!(levels(), [(2, 30)], "the day merged");
+    maintain().await.expect("maintain");
+    assert_eq!(levels(), [(2, 30)], "a day's block is not merged again");
+    for seed in 1..=6 {
+        assert_eq!(store.get_trace_blocking(trace_id(seed)).expect("read").expect("trace").spans.len(), 5);
+    }
+
+    // Within a window, blocks that reach half the target together are merged at once.
+    let late = 24 * HOUR + 1800;
+    for (seed, n) in [(7, 250), (8, 250), (9, 250)] {
+        at(late);
+        store.append(batch(seed, n)).await.expect("write");
+        store.flush().await.expect("flush");
+        maintain().await.expect("maintain");
+    }
+    assert_eq!(levels(), [(0, 250), (1, 500), (2, 30)], "two blocks reached half the target");
 }

@@ -122,6 +122,11 @@ pub struct BlockMeta {
     /// Blocks this one replaced through compaction (deleted once this one is durable).
     #[serde(default)]
     pub compacted_from: Vec<String>,
+    /// How many stages of compaction by time the block's spans went through: 0 for a cut
+    /// head, 1 for a merge within one `compaction_window`, 2 across windows of a day (see
+    /// `engine::maintenance`). Absent (0) in blocks written before there were levels.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub compaction_level: u32,
     /// Log records in the block (`logs.parquet`; see [`crate::logs`]); 0 when it has none.
     #[serde(default)]
     pub log_count: u64,
@@ -138,6 +143,10 @@ pub struct BlockMeta {
     /// answering for it (see `strand_cluster`'s `objects`). Absent in a data directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff_unix_nano: Option<u64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Size and checksum of one file of a block.

@@ -683,6 +683,7 @@ impl SortedSpans {
             min_trace_id: hex(list.first()),
             max_trace_id: hex(list.last()),
             compacted_from: Vec::new(),
+            compaction_level: 0,
             log_count: 0,
             min_log_time_unix_nano: 0,
             max_log_time_unix_nano: 0,

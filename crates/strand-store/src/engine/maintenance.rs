@@ -122,20 +122,75 @@ pub(super) fn recheck_disk_budget(inner: &Inner) {
     }
 }
 
-/// The oldest run of small blocks (under half of `compaction_target_spans` rows each) to
-/// merge together, within the target and the text bounds; fewer than two: nothing to do.
+/// Rows of a block that count against `compaction_target_spans`.
+fn rows(b: &Block) -> u64 {
+    b.meta.span_count + b.meta.log_count
+}
+
+/// The run of small blocks (under half of `compaction_target_spans` rows each) to merge
+/// next, within the target and the text bounds, oldest first; fewer than two: nothing to
+/// do. `blocks` come in data age order.
+///
+/// Merges go by time in two stages ([`StoreConfig::compaction_window`]): the blocks cut
+/// within one window are merged together (level 1); then a day's level-1 blocks and the
+/// blocks left alone in their window (level 2), which are not merged again. A stage's
+/// group is merged once its time has passed by the head's longest age, when no more
+/// blocks are cut for it, or before that as soon as a run reaches half the target (the
+/// merged block is then not small). A span is so rewritten twice at most; merging every
+/// new small block into a growing one rewrote it once for every block that joined.
 pub(crate) fn choose_run<'a>(
     blocks: impl Iterator<Item = &'a Arc<Block>>,
     cfg: &StoreConfig,
+    now: u64,
+) -> Vec<Arc<Block>> {
+    let small = blocks.filter(|b| rows(b) < cfg.compaction_target_spans / 2);
+    let window = u64::try_from(cfg.compaction_window.as_nanos()).unwrap_or(u64::MAX);
+    if window == 0 {
+        return first_run(small, cfg, true);
+    }
+    let day = window.saturating_mul(24);
+    let grace = u64::try_from(cfg.head_max_age.as_nanos()).unwrap_or(u64::MAX);
+    let passed =
+        |len: u64, index: u64| now >= index.saturating_add(1).saturating_mul(len).saturating_add(grace);
+    // Groups by (stage, index of the window or day), each in data age order.
+    let mut groups: std::collections::BTreeMap<(u8, u64), Vec<&Arc<Block>>> = Default::default();
+    for b in small {
+        let start = b.meta.min_received_unix_nano;
+        match b.meta.compaction_level {
+            0 => {
+                groups.entry((0, start / window)).or_default().push(b);
+                if passed(window, start / window) {
+                    groups.entry((1, start / day)).or_default().push(b);
+                }
+            }
+            1 => groups.entry((1, start / day)).or_default().push(b),
+            _ => {}
+        }
+    }
+    for ((stage, index), group) in groups {
+        let len = if stage == 0 { window } else { day };
+        let run = first_run(group.into_iter(), cfg, passed(len, index));
+        if run.len() >= 2 {
+            return run;
+        }
+    }
+    Vec::new()
+}
+
+/// The first run of `blocks` (consecutive, within the bounds) ready to merge: two blocks
+/// at least, and `closed` (no more are coming) or half the target reached.
+fn first_run<'a>(
+    blocks: impl Iterator<Item = &'a Arc<Block>>,
+    cfg: &StoreConfig,
+    closed: bool,
 ) -> Vec<Arc<Block>> {
     let target = cfg.compaction_target_spans;
-    let mut run = Vec::new();
-    let mut total = 0;
-    let rows = |b: &Block| b.meta.span_count + b.meta.log_count;
-    let log_bytes = |b: &Block| b.logs.as_ref().map_or(0, |l| l.disk_bytes);
-    let (mut total_log_bytes, mut total_text) = (0, 0);
     let max_text = cfg.compaction_max_text_bytes;
-    for b in blocks.filter(|b| rows(b) < target / 2) {
+    let log_bytes = |b: &Block| b.logs.as_ref().map_or(0, |l| l.disk_bytes);
+    let ready = |run: &[Arc<Block>], total: u64| run.len() >= 2 && (closed || total >= target / 2);
+    let mut run: Vec<Arc<Block>> = Vec::new();
+    let (mut total, mut total_log_bytes, mut total_text) = (0, 0, 0);
+    for b in blocks {
         // Log text compresses about 5 to 10 times: bounding the merged log files keeps
         // each of the merge's string columns well under what one block may hold; span
         // text is bounded by its decoded size, which the Parquet footers give.
@@ -144,18 +199,31 @@ pub(crate) fn choose_run<'a>(
             || total_log_bytes + log_bytes(b) > MAX_MERGED_LOG_BYTES
             || total_text + text > max_text
         {
-            if run.is_empty() {
-                // Too big to merge with anything: the run starts after it.
+            if ready(&run, total) {
+                return run;
+            }
+            run.clear();
+            (total, total_log_bytes, total_text) = (0, 0, 0);
+            if rows(b) > target || log_bytes(b) > MAX_MERGED_LOG_BYTES || text > max_text {
+                // Too big to merge with anything.
                 continue;
             }
-            break;
         }
         total += rows(b);
         total_log_bytes += log_bytes(b);
         total_text += text;
         run.push(b.clone());
     }
-    run
+    if ready(&run, total) { run } else { Vec::new() }
+}
+
+/// The level of a merge of `blocks` (see [`choose_run`]): 1 for blocks cut within one
+/// window, 2 otherwise.
+fn merged_level(blocks: &[Arc<Block>], cfg: &StoreConfig) -> u32 {
+    let window = u64::try_from(cfg.compaction_window.as_nanos()).unwrap_or(u64::MAX).max(1);
+    let within = |b: &Arc<Block>| (b.meta.compaction_level, b.meta.min_received_unix_nano / window);
+    let first = blocks.first().map(within);
+    if blocks.iter().all(|b| Some(within(b)) == first && b.meta.compaction_level == 0) { 1 } else { 2 }
 }
 
 /// Rows a merge decodes from each input at a time.
@@ -310,7 +378,12 @@ pub(crate) fn merge(
     let min_received = blocks.iter().map(|b| b.meta.min_received_unix_nano).min().unwrap_or(0);
     let max_received = blocks.iter().map(|b| b.meta.max_received_unix_nano).max().unwrap_or(0);
     let ids: Vec<String> = blocks.iter().map(|b| b.meta.id.clone()).collect();
-    let spans = |id: String| out.finish(id, min_received, max_received);
+    let level = merged_level(blocks, &inner.cfg);
+    let spans = |id: String| {
+        let mut block = out.finish(id, min_received, max_received)?;
+        block.meta.compaction_level = level;
+        Ok(block)
+    };
     Ok(Some((write_block(inner, spans, logs, &index, &ids)?, open)))
 }
 
@@ -419,7 +492,7 @@ pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
         let _guard = inner.maintenance.lock();
         let st = inner.state.read();
         // A block not yet verified is not read whole before the scrub has checked it.
-        choose_run(st.blocks.iter().filter(|b| b.verified()), &inner.cfg)
+        choose_run(st.blocks.iter().filter(|b| b.verified()), &inner.cfg, inner.cfg.clock.now_unix_nano())
     };
     if candidates.len() < 2 {
         return Ok(false);

@@ -100,6 +100,12 @@ pub struct StoreConfig {
     /// Blocks under half this many rows (spans and log records) are merged, up to this
     /// many rows.
     pub compaction_target_spans: u64,
+    /// Compaction merges small blocks by time, in two stages: the blocks cut within one
+    /// window, then the blocks of one day (24 windows), each once its window has passed
+    /// (or sooner, once the merge would reach half the target), so a span is rewritten at
+    /// most twice. Zero: no windows, any two small blocks are merged as soon as they exist
+    /// (a growing block is then rewritten with every small block that joins it).
+    pub compaction_window: Duration,
     /// Most bytes of blocks a compaction reads per second (its inputs' files, paced by the
     /// span rows merged), which bounds the share of the disk and of a core its reading and
     /// merging of spans take from ingest and queries (log records are read whole first and
@@ -143,6 +149,7 @@ impl Default for StoreConfig {
             max_disk_bytes: None,
             max_unwritten_bytes: DEFAULT_MAX_UNWRITTEN_BYTES,
             compaction_target_spans: 1_000_000,
+            compaction_window: Duration::from_secs(3600),
             // 1M spans of the standard profile (36 MB) in 9 s at least (docs/memory.md).
             compaction_bytes_per_second: 4 << 20,
             compaction_max_text_bytes: 512 << 20,

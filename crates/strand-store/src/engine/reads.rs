@@ -271,7 +271,8 @@ impl BlockSet {
     /// rules and bounds of the set's [`StoreConfig`]); fewer than two: nothing to merge.
     pub fn compaction_run(&self, eligible: impl Fn(&Block) -> bool) -> Vec<Arc<Block>> {
         let st = self.inner.state.read();
-        maintenance::choose_run(st.blocks.iter().filter(|b| eligible(b)), &self.inner.cfg)
+        let now = self.inner.cfg.clock.now_unix_nano();
+        maintenance::choose_run(st.blocks.iter().filter(|b| eligible(b)), &self.inner.cfg, now)
     }
 }
 
