@@ -407,9 +407,9 @@ async fn a_paced_merge_stops_when_retention_deletes_an_input() {
     assert!(store.get_trace_blocking(trace_id(209)).expect("read").is_some(), "the late writes stay");
 }
 
-/// Small blocks are merged by time: the blocks cut within one window once it has passed
-/// (level 1), then a day's blocks once the day has (level 2), which are not merged again;
-/// a window's blocks are merged before it passes once they reach half the target.
+/// Small blocks are merged by time: the blocks cut within one window once it is over
+/// (level 1), then a day's blocks once the day is (level 2), which are not merged again; a
+/// window's blocks are merged before it is over once they reach half the target.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_blocks_are_merged_by_window_then_by_day() {
     const HOUR: u64 = 3600;
@@ -421,14 +421,16 @@ async fn small_blocks_are_merged_by_window_then_by_day() {
         compaction_target_spans: 1000,
         compaction_window: Duration::from_secs(HOUR),
         head_max_age: Duration::from_secs(300),
+        // Only the test's own maintenance runs.
+        maintenance_interval: Duration::from_secs(24 * HOUR),
         clock: clock.clone(),
         ..StoreConfig::default()
     };
     let store = Store::open(Arc::new(StdFs), dir.path(), cfg).expect("open");
-    let cut = |seed: u8| {
+    let cut = |seed: u8, spans: u8| {
         let store = &store;
         async move {
-            store.append(batch(seed, 5)).await.expect("write");
+            store.append(batch(seed, spans)).await.expect("write");
             store.flush().await.expect("flush");
         }
     };
@@ -443,49 +445,61 @@ async fn small_blocks_are_merged_by_window_then_by_day() {
     // Hour 0: three blocks, not merged while the hour lasts.
     for (seed, minute) in [(1, 0), (2, 10), (3, 20)] {
         at(minute * 60);
-        cut(seed).await;
+        cut(seed, 5).await;
     }
-    at(HOUR - 1);
+    at(HOUR - 60);
+    store.append(batch(10, 5)).await.expect("write");
     maintain().await.expect("maintain");
     assert_eq!(levels(), [(0, 5), (0, 5), (0, 5)], "the window is not over");
     // Nor until the head's longest age after it: a head begun in it may still be cut.
     at(HOUR + 299);
     maintain().await.expect("maintain");
     assert_eq!(levels(), [(0, 5), (0, 5), (0, 5)], "a head of the window may still be cut");
-    // Hour 1: one block; hour 0's are merged once its time is over.
+    // Nor while data received in it is not in a block.
     at(HOUR + 300);
-    cut(4).await;
     maintain().await.expect("maintain");
-    assert_eq!(levels(), [(0, 5), (1, 15)], "hour 0 merged");
+    assert_eq!(levels(), [(0, 5), (0, 5), (0, 5)], "data of the window is still in the head");
+    store.flush().await.expect("flush");
+    // Hour 1: one block; hour 0's four are merged.
+    cut(4, 5).await;
     maintain().await.expect("maintain");
-    assert_eq!(levels(), [(0, 5), (1, 15)], "hour 1 goes on; the day too");
+    assert_eq!(levels(), [(0, 5), (1, 20)], "hour 0 merged");
+    maintain().await.expect("maintain");
+    assert_eq!(levels(), [(0, 5), (1, 20)], "hour 1 goes on; the day too");
     // Hour 2: two blocks, merged once it is over; hour 1's lone block waits for the day.
     for (seed, secs) in [(5, 2 * HOUR), (6, 2 * HOUR + 600)] {
         at(secs);
-        cut(seed).await;
+        cut(seed, 5).await;
     }
     at(3 * HOUR + 300);
     maintain().await.expect("maintain");
-    assert_eq!(levels(), [(0, 5), (1, 10), (1, 15)], "hour 2 merged");
+    assert_eq!(levels(), [(0, 5), (1, 10), (1, 20)], "hour 2 merged");
+    at(24 * HOUR + 299);
     maintain().await.expect("maintain");
-    assert_eq!(levels(), [(0, 5), (1, 10), (1, 15)], "the day goes on");
-    // The next day: the day's blocks are merged into one, which stays as it is.
+    assert_eq!(levels(), [(0, 5), (1, 10), (1, 20)], "the day is not over");
+    // The next day: the day's blocks are merged into one.
     at(24 * HOUR + 300);
     maintain().await.expect("maintain");
-    assert_eq!(levels(), [(2, 30)], "the day merged");
-    maintain().await.expect("maintain");
-    assert_eq!(levels(), [(2, 30)], "a day's block is not merged again");
-    for seed in 1..=6 {
-        assert_eq!(store.get_trace_blocking(trace_id(seed)).expect("read").expect("trace").spans.len(), 5);
-    }
+    assert_eq!(levels(), [(2, 35)], "the day merged");
 
     // Within a window, blocks that reach half the target together are merged at once.
-    let late = 24 * HOUR + 1800;
-    for (seed, n) in [(7, 250), (8, 250), (9, 250)] {
-        at(late);
-        store.append(batch(seed, n)).await.expect("write");
-        store.flush().await.expect("flush");
+    at(24 * HOUR + 1800);
+    for seed in [7, 8, 9] {
+        cut(seed, 250).await;
         maintain().await.expect("maintain");
     }
-    assert_eq!(levels(), [(0, 250), (1, 500), (2, 30)], "two blocks reached half the target");
+    assert_eq!(levels(), [(0, 250), (1, 500), (2, 35)], "two blocks reached half the target");
+    // A later window of that day; the day's two small blocks make a second level-2 block,
+    // which is not merged with the first.
+    at(26 * HOUR);
+    cut(11, 5).await;
+    at(48 * HOUR + 300);
+    maintain().await.expect("maintain");
+    assert_eq!(levels(), [(1, 500), (2, 35), (2, 255)], "the second day merged");
+    maintain().await.expect("maintain");
+    assert_eq!(levels(), [(1, 500), (2, 35), (2, 255)], "blocks of level 2 are not merged again");
+    for seed in (1..=11).filter(|s| *s != 10) {
+        assert!(store.get_trace_blocking(trace_id(seed)).expect("read").is_some(), "trace {seed}");
+    }
+    assert_eq!(store.get_trace_blocking(trace_id(10)).expect("read").expect("trace").spans.len(), 5);
 }

@@ -127,49 +127,74 @@ fn rows(b: &Block) -> u64 {
     b.meta.span_count + b.meta.log_count
 }
 
+/// A group of small blocks to merge together: its eligible blocks, and whether all are.
+type Group<'a> = (Vec<&'a Arc<Block>>, bool);
+
 /// The run of small blocks (under half of `compaction_target_spans` rows each) to merge
-/// next, within the target and the text bounds, oldest first; fewer than two: nothing to
-/// do. `blocks` come in data age order.
+/// next, within the target and the text bounds; fewer than two: nothing to do. `blocks`
+/// come in data age order; only those `eligible` admits are merged. `unwritten_since` is
+/// the earliest receive time of data not yet in a block (`u64::MAX`: none).
 ///
 /// Merges go by time in two stages ([`StoreConfig::compaction_window`]): the blocks cut
-/// within one window are merged together (level 1); then a day's level-1 blocks and the
-/// blocks left alone in their window (level 2), which are not merged again. A stage's
-/// group is merged once its time has passed by the head's longest age, when no more
-/// blocks are cut for it, or before that as soon as a run reaches half the target (the
-/// merged block is then not small). A span is so rewritten twice at most; merging every
-/// new small block into a growing one rewrote it once for every block that joined.
+/// within one window are merged together (level 1); then a day's (24 windows') level-1
+/// blocks and the blocks left alone in their window (level 2), which are not merged again.
+/// A group is merged once it is over: its time has passed by the head's longest age, no
+/// data received in it waits to be written, and each of its blocks is eligible (verified;
+/// in a cluster, settled in object storage). Before that, it is merged as soon as a run of
+/// its blocks reaches half the target (the merged block is then not small). Windows go
+/// before days, each oldest first. A span is so rewritten twice at most; merging every new
+/// small block into a growing one rewrote it once for every block that joined.
 pub(crate) fn choose_run<'a>(
     blocks: impl Iterator<Item = &'a Arc<Block>>,
+    eligible: impl Fn(&Block) -> bool,
     cfg: &StoreConfig,
     now: u64,
+    unwritten_since: u64,
 ) -> Vec<Arc<Block>> {
     let small = blocks.filter(|b| rows(b) < cfg.compaction_target_spans / 2);
     let window = u64::try_from(cfg.compaction_window.as_nanos()).unwrap_or(u64::MAX);
     if window == 0 {
-        return first_run(small, cfg, true);
+        return first_run(small.filter(|b| eligible(b)), cfg, true);
     }
     let day = window.saturating_mul(24);
     let grace = u64::try_from(cfg.head_max_age.as_nanos()).unwrap_or(u64::MAX);
-    let passed =
-        |len: u64, index: u64| now >= index.saturating_add(1).saturating_mul(len).saturating_add(grace);
-    // Groups by (stage, index of the window or day), each in data age order.
-    let mut groups: std::collections::BTreeMap<(u8, u64), Vec<&Arc<Block>>> = Default::default();
+    // Groups by (stage, index of the window or day): their eligible blocks in data age
+    // order, and whether all of them are.
+    let mut groups: std::collections::BTreeMap<(u8, u64), Group<'a>> = Default::default();
+    let mut add = |key, b: &'a Arc<Block>| {
+        let (members, settled) = groups.entry(key).or_insert((Vec::new(), true));
+        if eligible(b) {
+            members.push(b);
+        } else {
+            *settled = false;
+        }
+    };
     for b in small {
         let start = b.meta.min_received_unix_nano;
         match b.meta.compaction_level {
-            0 => {
-                groups.entry((0, start / window)).or_default().push(b);
-                if passed(window, start / window) {
-                    groups.entry((1, start / day)).or_default().push(b);
-                }
-            }
-            1 => groups.entry((1, start / day)).or_default().push(b),
+            0 => add((0, start / window), b),
+            1 => add((1, start / day), b),
             _ => {}
         }
     }
-    for ((stage, index), group) in groups {
-        let len = if stage == 0 { window } else { day };
-        let run = first_run(group.into_iter(), cfg, passed(len, index));
+    let over = |(stage, index): (u8, u64), settled: bool| {
+        let end = index.saturating_add(1).saturating_mul(if stage == 0 { window } else { day });
+        settled && now >= end.saturating_add(grace) && unwritten_since >= end
+    };
+    // The blocks of a window that is over and not merged (alone, or beyond a bound) wait
+    // for their day.
+    let leftovers: Vec<(u64, &Arc<Block>)> = groups
+        .iter()
+        .filter(|(key, (_, settled))| key.0 == 0 && over(**key, *settled))
+        .flat_map(|(key, (members, _))| members.iter().map(move |&b| (key.1 / 24, b)))
+        .collect();
+    for (day_index, b) in leftovers {
+        let (members, _) = groups.entry((1, day_index)).or_insert((Vec::new(), true));
+        members.push(b);
+        members.sort_by(|a, b| by_data_age(a, b));
+    }
+    for (key, (members, settled)) in groups {
+        let run = first_run(members.into_iter(), cfg, over(key, settled));
         if run.len() >= 2 {
             return run;
         }
@@ -218,9 +243,13 @@ fn first_run<'a>(
 }
 
 /// The level of a merge of `blocks` (see [`choose_run`]): 1 for blocks cut within one
-/// window, 2 otherwise.
+/// window, 2 otherwise; 0 when compaction does not go by windows.
 fn merged_level(blocks: &[Arc<Block>], cfg: &StoreConfig) -> u32 {
-    let window = u64::try_from(cfg.compaction_window.as_nanos()).unwrap_or(u64::MAX).max(1);
+    let window = u64::try_from(cfg.compaction_window.as_nanos()).unwrap_or(u64::MAX);
+    if window == 0 {
+        // No levels without windows (see [`choose_run`]).
+        return 0;
+    }
     let within = |b: &Arc<Block>| (b.meta.compaction_level, b.meta.min_received_unix_nano / window);
     let first = blocks.first().map(within);
     if blocks.iter().all(|b| Some(within(b)) == first && b.meta.compaction_level == 0) { 1 } else { 2 }
@@ -492,7 +521,13 @@ pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
         let _guard = inner.maintenance.lock();
         let st = inner.state.read();
         // A block not yet verified is not read whole before the scrub has checked it.
-        choose_run(st.blocks.iter().filter(|b| b.verified()), &inner.cfg, inner.cfg.clock.now_unix_nano())
+        choose_run(
+            st.blocks.iter(),
+            |b| b.verified(),
+            &inner.cfg,
+            inner.cfg.clock.now_unix_nano(),
+            st.unwritten_since(),
+        )
     };
     if candidates.len() < 2 {
         return Ok(false);

@@ -363,6 +363,18 @@ fn by_data_age(a: &Arc<Block>, b: &Arc<Block>) -> std::cmp::Ordering {
 }
 
 impl State {
+    /// The earliest receive time of data not yet in a block (`u64::MAX`: none).
+    fn unwritten_since(&self) -> u64 {
+        self.frozen
+            .iter()
+            .map(|f| &f.head)
+            .chain([&self.head])
+            .filter(|h| !h.is_empty())
+            .map(|h| h.min_received())
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
     /// The latest receive time of anything stored.
     fn newest_received(&self) -> u64 {
         self.blocks

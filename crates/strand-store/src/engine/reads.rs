@@ -272,7 +272,7 @@ impl BlockSet {
     pub fn compaction_run(&self, eligible: impl Fn(&Block) -> bool) -> Vec<Arc<Block>> {
         let st = self.inner.state.read();
         let now = self.inner.cfg.clock.now_unix_nano();
-        maintenance::choose_run(st.blocks.iter().filter(|b| eligible(b)), &self.inner.cfg, now)
+        maintenance::choose_run(st.blocks.iter(), eligible, &self.inner.cfg, now, u64::MAX)
     }
 }
 
