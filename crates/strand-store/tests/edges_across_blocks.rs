@@ -168,3 +168,41 @@ async fn edges_of_a_trace_cut_across_blocks_are_those_of_one_block() {
     }
     check(&store, 5, "after compacting into one block").await;
 }
+
+/// All batches of trace `n` as one (a collector forwards whole traces).
+fn whole(n: u32) -> SpanBatch {
+    SpanBatch { resource_spans: trace(n).into_iter().flat_map(|b| b.resource_spans).collect() }
+}
+
+/// A batch holding whole traces sent again after its first copy was cut into a block (its
+/// acknowledgement lost) is cut into a later block: its edges are counted once, before
+/// and after compaction, also when the first copy's block was merged meanwhile; and once
+/// when the earlier block held only a child of it (that block counted no edge for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_batch_in_a_later_block_counts_its_edges_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = StoreConfig {
+        compaction_target_spans: 1000,
+        compaction_window: Duration::ZERO,
+        maintenance_interval: Duration::from_secs(24 * 3600),
+        ..StoreConfig::default()
+    };
+    let store = Store::open(Arc::new(StdFs), dir.path(), cfg).expect("open");
+    cut_each(&store, vec![whole(0)]).await;
+    // The retry shares its head with trace 1 (the cut does not see it as open).
+    store.append(whole(0)).await.expect("write");
+    store.append(whole(1)).await.expect("write");
+    store.flush().await.expect("flush");
+    // Trace 2: the user-service batch alone first, then the whole trace with it again.
+    cut_each(&store, vec![trace(2)[1].clone(), whole(2)]).await;
+    assert_eq!(store.snapshot().blocks, 4);
+    check(&store, 3, "retried whole traces cut into later blocks").await;
+    TraceStore::maintain(&store).await.expect("maintain");
+    assert_eq!(store.snapshot().blocks, 1);
+    check(&store, 3, "after compacting into one block").await;
+    cut_each(&store, vec![whole(1)]).await;
+    check(&store, 3, "a retry cut after its first copy's block was merged").await;
+    TraceStore::maintain(&store).await.expect("maintain");
+    assert_eq!(store.snapshot().blocks, 1);
+    check(&store, 3, "after compacting the retry too").await;
+}

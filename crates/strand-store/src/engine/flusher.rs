@@ -103,16 +103,22 @@ pub(super) fn write_frozen(inner: &Inner, frozen: &Arc<Frozen>) -> Result<(), St
         (ids, guard.builder.open_trace_ids(), guard.builder.time_range())
     };
     ids.sort_unstable();
-    let shared = traces_in_blocks(inner, &ids, &open, range);
+    let shared = traces_in_blocks(inner, &ids, &open, range, frozen.head.min_received());
     let index = {
         let guard = handle.read();
-        let links = shared.iter().flat_map(|(id, spans)| guard.builder.links_with(id, spans)).collect();
-        guard.builder.finish_with(links)
+        let mut links = Vec::new();
+        let mut counted = std::collections::HashSet::new();
+        for (id, spans) in &shared {
+            links.extend(guard.builder.links_with(id, spans));
+            counted.extend(guard.builder.counted_in(id, spans).into_iter().map(|span| (*id, span)));
+        }
+        guard.builder.finish_with(links, &counted)
     };
     let (min_received, max_received) = (frozen.head.min_received(), frozen.head.max_received());
     let spans = |id: String| frozen.head.encode_spans(id, min_received, max_received);
     let block = write_block(inner, spans, logs, &index, &[])?;
     inner.open_traces.record(&block.meta.id, open);
+    inner.open_traces.record_cut(&block.meta.id, block.meta.max_received_unix_nano, ids);
     {
         let mut st = inner.state.write();
         st.blocks.push(Arc::new(block));
@@ -151,6 +157,12 @@ struct KnownOpen {
     blocks: std::collections::VecDeque<(String, Arc<[TraceId]>)>,
     /// Trace ids held, all blocks together.
     ids: usize,
+    /// Every trace id (sorted) of the blocks cut in the last [`RETRY_WINDOW_NANOS`] (by
+    /// their latest receive time), with that time, at most [`MAX_CUT_IDS`] ids: a retried
+    /// batch in a later head may repeat spans they hold (see [`traces_in_blocks`]).
+    cut: std::collections::VecDeque<(String, u64, Arc<[TraceId]>)>,
+    /// Trace ids in `cut`.
+    cut_ids: usize,
 }
 
 /// Open traces of one block beyond which it is not remembered (it is asked about every
@@ -174,6 +186,39 @@ impl OpenTraces {
         }
     }
 
+    /// Remembers every trace (`ids`, sorted) of a block just cut, received until
+    /// `max_received`, forgetting blocks cut longer ago than [`RETRY_WINDOW_NANOS`] before
+    /// it and the oldest beyond [`MAX_CUT_IDS`].
+    pub(super) fn record_cut(&self, block: &str, max_received: u64, ids: Vec<TraceId>) {
+        if ids.len() > MAX_CUT_IDS {
+            return;
+        }
+        let (count, ids): (usize, Arc<[TraceId]>) = (ids.len(), ids.into());
+        let mut known = self.0.lock();
+        known.cut_ids += count;
+        known.cut.push_back((block.to_owned(), max_received, ids));
+        while let Some((_, oldest, gone)) = known.cut.front() {
+            if known.cut_ids <= MAX_CUT_IDS && oldest.saturating_add(RETRY_WINDOW_NANOS) >= max_received {
+                break;
+            }
+            known.cut_ids -= gone.len();
+            known.cut.pop_front();
+        }
+    }
+
+    /// The traces of the blocks cut [`RETRY_WINDOW_NANOS`] or less before
+    /// `received_from` (by their latest receive time), by block id; some may be gone since
+    /// (merged, deleted).
+    fn cut_since(&self, received_from: u64) -> HashMap<String, Arc<[TraceId]>> {
+        let known = self.0.lock();
+        known
+            .cut
+            .iter()
+            .filter(|(_, max_received, _)| max_received.saturating_add(RETRY_WINDOW_NANOS) >= received_from)
+            .map(|(id, _, ids)| (id.clone(), ids.clone()))
+            .collect()
+    }
+
     /// The open traces of the blocks `blocks` holds that are known, forgetting those of
     /// blocks it no longer holds (deleted, merged).
     fn of(&self, blocks: &[Arc<Block>]) -> HashMap<String, Arc<[TraceId]>> {
@@ -185,18 +230,31 @@ impl OpenTraces {
     }
 }
 
+/// Blocks cut this long or less before a head began are asked about every trace both
+/// hold: an exporter retries a batch whose acknowledgement it lost within seconds (its
+/// request timeout, then a backoff).
+const RETRY_WINDOW_NANOS: u64 = 60 * 1_000_000_000;
+/// Trace ids of the blocks cut in that window remembered (16 MiB; a minute of 100K spans/s
+/// in 10-span traces is 600K).
+const MAX_CUT_IDS: usize = 1024 * 1024;
+
 /// The spans blocks already written hold of the traces of a head being cut (`ids`, sorted;
-/// `open`, its open traces; span times `range`), for the dependency edges between the two
-/// (a trace cut across blocks): each block whose times are near the head's is asked,
-/// through its trace filter and trace index, about the traces that may have such an edge
-/// (see [`OpenTraces`]). Earlier heads are all blocks by now (the flusher writes them in
-/// order); later ones find their edges to this one when they are cut. A block that cannot
-/// be read is left out, logged.
+/// `open`, its open traces; span times `range`; `received_from`, its earliest receive
+/// time), a trace of a block at a time: for the dependency edges between the two (a trace
+/// cut across blocks), and for retried copies in the head of spans a block holds, whose
+/// edges that block counted. Each block whose times are near the head's is asked, through
+/// its trace filter and trace index, about the traces that may have such an edge (see
+/// [`OpenTraces`]); the blocks cut a minute or less before the head began, about every
+/// trace both hold (a retried batch may hold whole traces, open nowhere), and a block
+/// merged from one of them since, about every trace of the head. Earlier heads are all
+/// blocks by now (the flusher writes them in order); later ones find their edges to this
+/// one when they are cut. A block that cannot be read is left out, logged.
 fn traces_in_blocks(
     inner: &Inner,
     ids: &[TraceId],
     open: &[TraceId],
     range: (u64, u64),
+    received_from: u64,
 ) -> Vec<(TraceId, Vec<strand_core::StoredSpan>)> {
     let (from, to) = (
         range.0.saturating_sub(crate::index::LINK_WINDOW_NANOS),
@@ -204,21 +262,27 @@ fn traces_in_blocks(
     );
     let blocks: Vec<Arc<Block>> = inner.state.read().blocks.clone();
     let known = inner.open_traces.of(&blocks);
+    let recent = inner.open_traces.cut_since(received_from);
     let near = blocks.into_iter().filter(|b| {
         let (s, e) = b.time_range();
         s <= to && e >= from
     });
     let mut shared = Vec::new();
     for b in near {
+        // A block merged from one cut in the window (since) is asked about every trace.
+        let merged_recent = b.meta.compacted_from.iter().any(|input| recent.contains_key(input));
         let asked: std::borrow::Cow<[TraceId]> = match known.get(&b.meta.id) {
-            Some(theirs) => {
+            Some(theirs) if !merged_recent => {
                 let mut asked: Vec<TraceId> = open.to_vec();
                 asked.extend(theirs.iter().filter(|id| ids.binary_search(id).is_ok()));
+                if let Some(all) = recent.get(&b.meta.id) {
+                    asked.extend(sorted_intersection(all, ids));
+                }
                 asked.sort_unstable();
                 asked.dedup();
                 asked.into()
             }
-            None => ids.into(),
+            _ => ids.into(),
         };
         for id in asked.iter() {
             match b.read_trace(id) {
@@ -232,6 +296,24 @@ fn traces_in_blocks(
         }
     }
     shared
+}
+
+/// The ids both sorted lists hold.
+fn sorted_intersection<'a>(a: &'a [TraceId], b: &'a [TraceId]) -> impl Iterator<Item = TraceId> + 'a {
+    let (mut i, mut j) = (0, 0);
+    std::iter::from_fn(move || {
+        while i < a.len() && j < b.len() {
+            match a[i].cmp(&b[j]) {
+                std::cmp::Ordering::Less => i += 1,
+                std::cmp::Ordering::Greater => j += 1,
+                std::cmp::Ordering::Equal => {
+                    (i, j) = (i + 1, j + 1);
+                    return Some(a[i - 1]);
+                }
+            }
+        }
+        None
+    })
 }
 
 /// Encodes and writes a block atomically; returns it opened. `spans` encodes its span

@@ -403,7 +403,9 @@ pub(crate) fn merge(
     // Cross edges stay cross edges, also between two inputs: another block may hold the
     // same one (a retried copy of a span), and each is counted once by its child span.
     let open = index.open_trace_ids();
-    let index = index.finish_with(links);
+    // Retried copies among the inputs are merged into one span, whose edges are counted
+    // once from the merged spans.
+    let index = index.finish_with(links, &Default::default());
     let min_received = blocks.iter().map(|b| b.meta.min_received_unix_nano).min().unwrap_or(0);
     let max_received = blocks.iter().map(|b| b.meta.max_received_unix_nano).max().unwrap_or(0);
     let ids: Vec<String> = blocks.iter().map(|b| b.meta.id.clone()).collect();

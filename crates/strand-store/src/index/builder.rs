@@ -293,15 +293,21 @@ impl IndexBuilder {
 
     /// The finished, sorted index.
     pub fn finish(&self) -> SearchIndex {
-        self.finish_with(Vec::new())
+        self.finish_with(Vec::new(), &std::collections::HashSet::new())
     }
 
     /// The finished index, with edges to spans in other sources (see
     /// [`IndexBuilder::links_with`]). An edge there is counted once across sources by its
     /// (trace, child span), never among this source's own edges as well: a merge keeps the
     /// cross edges of its inputs, since a retried copy of a span may keep one in another
-    /// block too.
-    pub fn finish_with(&self, links: Vec<Link>) -> SearchIndex {
+    /// block too. Nor are the edges of the child spans in `counted_elsewhere` (trace, span:
+    /// retried copies another source counted with their parents, see
+    /// [`IndexBuilder::counted_in`]).
+    pub fn finish_with(
+        &self,
+        links: Vec<Link>,
+        counted_elsewhere: &std::collections::HashSet<(TraceId, u64)>,
+    ) -> SearchIndex {
         let cross: std::collections::HashSet<(TraceId, u64)> =
             links.iter().map(|l| (l.trace_id, l.child_span)).collect();
         let mut ids: Vec<&TraceId> = self.traces.keys().collect();
@@ -314,7 +320,11 @@ impl IndexBuilder {
             for &t in &acc.terms {
                 postings[t as usize].push(ord as u32);
             }
-            trace_edges(&acc.spans, |span| cross.contains(&(*id, span)), &mut edges);
+            let elsewhere = |span| {
+                cross.contains(&(*id, span))
+                    || (!counted_elsewhere.is_empty() && counted_elsewhere.contains(&(*id, span)))
+            };
+            trace_edges(&acc.spans, elsewhere, &mut edges);
             traces.push(acc.part.clone());
         }
         let mut terms: Vec<Postings> = self

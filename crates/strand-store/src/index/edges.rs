@@ -155,6 +155,21 @@ impl IndexBuilder {
         out
     }
 
+    /// This source's spans of trace `id` that `other` (the same trace's spans from other
+    /// sources) holds too, with their parents: retried copies (a batch sent again after
+    /// its first copy was cut into a block) whose edges were counted there, so they are
+    /// not counted here again. A copy whose parent is not there was not counted there.
+    pub fn counted_in(&self, id: &TraceId, other: &[strand_core::StoredSpan]) -> Vec<u64> {
+        let Some(acc) = self.traces.get(id) else { return Vec::new() };
+        let there: std::collections::HashSet<u64> =
+            other.iter().map(|s| span_id_u64(s.span.span_id.0)).collect();
+        acc.spans
+            .iter()
+            .filter(|s| there.contains(&s.span_id) && s.parent.is_some_and(|p| there.contains(&p)))
+            .map(|s| s.span_id)
+            .collect()
+    }
+
     /// The ids of the traces indexed.
     pub fn trace_ids(&self) -> impl Iterator<Item = &TraceId> {
         self.traces.keys()

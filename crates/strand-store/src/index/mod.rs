@@ -312,7 +312,7 @@ mod tests {
             b.add_batch(&testdata::service_batch("svc", Vec::new(), Default::default(), spans), 1);
             b.add_batch(&testdata::batch(t, 2), 1);
         }
-        let idx = b.finish_with(Vec::new());
+        let idx = b.finish_with(Vec::new(), &Default::default());
         assert!(idx.terms.iter().any(|p| p.traces.len() > 2), "the test needs gaps to encode");
         let mut delta = idx.clone();
         for p in &mut delta.terms {
