@@ -542,7 +542,9 @@ impl Block {
     }
 
     /// The block's search index, from the cache or its file. Damaged since the block was
-    /// opened, it is rebuilt from the spans (and written back at the next start).
+    /// opened, it is rebuilt from the spans (and written back at the next start, whose
+    /// checksums find the damage). One whose checksum holds but which disagrees with
+    /// `meta.json` (written so by a bug, not damaged) is rebuilt each time it is loaded.
     pub fn search_index(&self) -> Result<Arc<SearchIndex>, StoreError> {
         self.cache.get_or_load(&self.key, Part::SearchIndex, || {
             let search = if self.meta.files.iter().any(|f| f.name == "index.bin") {
