@@ -211,6 +211,8 @@ impl FileSystem for StdFs {
 ///   `ENOSPC` while everything else works: block writes fail, the WAL does not.
 /// - [`FaultyFs::hold_reads_under`] makes reads below one directory wait until released,
 ///   like a very slow disk under one block.
+/// - [`FaultyFs::fail_reads_under`] makes reads below one directory fail with `EIO`, like
+///   a bad sector under one block.
 #[derive(Default, Clone)]
 pub struct FaultyFs {
     state: Arc<FaultState>,
@@ -224,11 +226,22 @@ struct FaultState {
     synced: Mutex<HashMap<PathBuf, u64>>,
     failing_dir: Mutex<Option<PathBuf>>,
     held_dir: Mutex<Option<PathBuf>>,
+    failing_reads: Mutex<Option<PathBuf>>,
     held_changed: parking_lot::Condvar,
     held_reads: AtomicU64,
 }
 
 impl FaultState {
+    /// Fails a read of `path` below [`FaultyFs::fail_reads_under`]'s directory with `EIO`;
+    /// else waits while reads of `path` are held.
+    fn before_read(&self, path: &Path) -> io::Result<()> {
+        if self.failing_reads.lock().as_ref().is_some_and(|d| path.starts_with(d)) {
+            return Err(io::Error::from_raw_os_error(5));
+        }
+        self.wait_if_held(path);
+        Ok(())
+    }
+
     /// Waits while reads of `path` are held; counts each read that had to wait.
     fn wait_if_held(&self, path: &Path) {
         let mut held = self.held_dir.lock();
@@ -303,6 +316,12 @@ impl FaultyFs {
         self.state.held_changed.notify_all();
     }
 
+    /// Makes every read of a path below `dir` fail with `EIO` (a bad disk sector); `None`
+    /// ends it.
+    pub fn fail_reads_under(&self, dir: Option<PathBuf>) {
+        *self.state.failing_reads.lock() = dir;
+    }
+
     /// Reads that waited under [`FaultyFs::hold_reads_under`] so far.
     pub fn held_reads(&self) -> u64 {
         self.state.held_reads.load(Ordering::SeqCst)
@@ -356,7 +375,7 @@ struct FaultyRead {
 
 impl ReadAt for FaultyRead {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.state.wait_if_held(&self.path);
+        self.state.before_read(&self.path)?;
         self.inner.read_at(buf, offset)
     }
 
@@ -391,12 +410,12 @@ impl FileSystem for FaultyFs {
     }
 
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
-        self.state.wait_if_held(path);
+        self.state.before_read(path)?;
         StdFs.read_file(path)
     }
 
     fn open_read(&self, path: &Path) -> io::Result<Arc<dyn ReadAt>> {
-        self.state.wait_if_held(path);
+        self.state.before_read(path)?;
         let inner = StdFs.open_read(path)?;
         Ok(Arc::new(FaultyRead { inner, path: path.to_path_buf(), state: self.state.clone() }))
     }

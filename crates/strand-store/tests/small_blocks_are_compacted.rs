@@ -503,3 +503,43 @@ async fn small_blocks_are_merged_by_window_then_by_day() {
     }
     assert_eq!(store.get_trace_blocking(trace_id(10)).expect("read").expect("trace").spans.len(), 5);
 }
+
+/// A merge that fails on a block's unreadable file leaves that block out of compaction for
+/// a while: the other small blocks are merged meanwhile instead of waiting behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_merge_does_not_stop_the_other_blocks_being_merged() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fs = strand_store::fs::FaultyFs::new();
+    let cfg = StoreConfig {
+        compaction_target_spans: 1000,
+        compaction_window: Duration::ZERO,
+        maintenance_interval: Duration::from_secs(24 * 3600),
+        ..StoreConfig::default()
+    };
+    let store = Store::open(Arc::new(fs.clone()), dir.path(), cfg).expect("open");
+    for seed in 1..=4 {
+        store.append(batch(seed, 5)).await.expect("write");
+        store.flush().await.expect("flush");
+    }
+    let mut inputs: Vec<_> = std::fs::read_dir(dir.path().join("blocks"))
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    inputs.sort();
+    // The oldest block, in every run, cannot be read (a bad sector).
+    fs.fail_reads_under(Some(inputs[0].clone()));
+    let failed = TraceStore::maintain(&store).await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(store.snapshot().blocks, 4);
+    assert_eq!(store.stats().compaction_failures.load(Ordering::Relaxed), 1);
+    TraceStore::maintain(&store).await.expect("maintain");
+    assert_eq!(store.snapshot().blocks, 2, "the three readable blocks merged");
+    TraceStore::maintain(&store).await.expect("maintain");
+    assert_eq!(store.snapshot().blocks, 2, "the failed block is left out for now");
+    assert_eq!(store.stats().compaction_failures.load(Ordering::Relaxed), 1);
+    fs.fail_reads_under(None);
+    for seed in 1..=4 {
+        assert_eq!(store.get_trace_blocking(trace_id(seed)).expect("read").expect("trace").spans.len(), 5);
+    }
+}

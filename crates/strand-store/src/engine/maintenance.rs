@@ -510,7 +510,15 @@ fn all_held(st: &State, blocks: &[Arc<Block>]) -> bool {
     blocks.iter().all(|c| st.blocks.iter().any(|b| Arc::ptr_eq(b, c)))
 }
 
-/// Merges the oldest run of small blocks. Returns whether it merged anything.
+/// How long the inputs of a failed compaction are left out of compaction: a block that
+/// cannot be merged (an unreadable file, a bug) would otherwise fail every run, and, as
+/// runs are chosen oldest first, stop every other block from being merged.
+const COMPACTION_RETRY: Duration = Duration::from_secs(600);
+
+/// Merges the oldest run of small blocks. Returns whether it merged anything. A merge that
+/// fails leaves the input whose file failed (all of them when the error names none) out of
+/// compaction for [`COMPACTION_RETRY`] (counted in `strand_compaction_failures_total`), so
+/// the other blocks are merged meanwhile.
 ///
 /// Only choosing the inputs and publishing the result hold the maintenance lock: block
 /// writes go on while the inputs are read and merged (and retention and the scrub too when
@@ -522,10 +530,13 @@ pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
     let candidates: Vec<Arc<Block>> = {
         let _guard = inner.maintenance.lock();
         let st = inner.state.read();
+        let mut later = inner.compaction_later.lock();
+        later.retain(|_, failed| failed.elapsed() < COMPACTION_RETRY);
         // A block not yet verified is not read whole before the scrub has checked it.
+        let eligible = |b: &Block| b.verified() && !later.contains_key(&b.meta.id);
         choose_run(
             st.blocks.iter(),
-            |b| b.verified(),
+            eligible,
             &inner.cfg,
             inner.cfg.clock.now_unix_nano(),
             st.unwritten_since(),
@@ -534,7 +545,25 @@ pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
     if candidates.len() < 2 {
         return Ok(false);
     }
-    let Some((merged, open)) = merge(inner, &candidates)? else {
+    let merged = merge(inner, &candidates).inspect_err(|e| {
+        // The input whose file failed, when the error names one; else all of them.
+        let path = match e {
+            StoreError::Io { path, .. } | StoreError::Corrupt { path, .. } => Some(Path::new(path)),
+            _ => None,
+        };
+        let failed: Vec<&Arc<Block>> = match candidates.iter().find(|b| path.is_some_and(|p| p.starts_with(&b.dir))) {
+            Some(culprit) => vec![culprit],
+            None => candidates.iter().collect(),
+        };
+        let ids: Vec<&str> = failed.iter().map(|b| b.meta.id.as_str()).collect();
+        warn!(error = %e, blocks = ?ids, "compaction failed; leaving the blocks out of compaction for ten minutes");
+        inner.stats.compaction_failures.fetch_add(1, Ordering::Relaxed);
+        let mut later = inner.compaction_later.lock();
+        for b in failed {
+            later.insert(b.meta.id.clone(), Instant::now());
+        }
+    })?;
+    let Some((merged, open)) = merged else {
         info!("retention deleted an input of the compaction while it was paced; stopping it");
         return Ok(false);
     };

@@ -259,6 +259,8 @@ pub struct StoreStats {
     pub derived_files_repaired: AtomicU64,
     /// Compactions done.
     pub compactions: AtomicU64,
+    /// Compactions that failed (their inputs are left out of compaction for a while).
+    pub compaction_failures: AtomicU64,
     /// Microseconds compactions waited to stay within
     /// [`StoreConfig::compaction_bytes_per_second`].
     pub compaction_paced_micros: AtomicU64,
@@ -402,6 +404,8 @@ struct Inner {
     compaction: Mutex<()>,
     /// Blocks the scrub could not read for a passing reason, and when.
     scrub_later: Mutex<std::collections::HashMap<String, Instant>>,
+    /// Blocks a compaction failed with, and when (see [`maintenance::compact`]).
+    compaction_later: Mutex<std::collections::HashMap<String, Instant>>,
     /// The open traces of recent blocks this process wrote, by block id (see
     /// [`flusher::OpenTraces`]).
     open_traces: flusher::OpenTraces,
@@ -517,6 +521,7 @@ impl Store {
             maintenance: Mutex::new(()),
             compaction: Mutex::new(()),
             scrub_later: Mutex::new(std::collections::HashMap::new()),
+            compaction_later: Mutex::new(std::collections::HashMap::new()),
             open_traces: Default::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
             health: Health::default(),
@@ -700,6 +705,11 @@ impl Inner {
                 c(&s.derived_files_repaired),
             ),
             counter("compactions_total", "Compactions.", c(&s.compactions)),
+            counter(
+                "compaction_failures_total",
+                "Compactions that failed; their input blocks are left out of compaction for ten minutes.",
+                c(&s.compaction_failures),
+            ),
             counter(
                 "compaction_paced_seconds_total",
                 "Time compactions waited to stay within storage.compaction_rate.",

@@ -166,6 +166,7 @@ impl BlockSet {
             maintenance: Mutex::new(()),
             compaction: Mutex::new(()),
             scrub_later: Mutex::new(std::collections::HashMap::new()),
+            compaction_later: Mutex::new(std::collections::HashMap::new()),
             open_traces: Default::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
             health: Health::default(),
