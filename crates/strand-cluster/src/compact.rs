@@ -91,7 +91,14 @@ pub struct Compactor {
     stats: Arc<CompactionStats>,
     /// Each tenant's blocks, kept open between passes.
     sets: parking_lot::Mutex<std::collections::HashMap<String, Arc<BlockSet>>>,
+    /// Blocks (tenant, id) a merge failed with, and when: left out of compaction for
+    /// [`RETRY_FAILED`], so one unreadable object does not stop every later merge (runs
+    /// are chosen oldest first).
+    failed: parking_lot::Mutex<std::collections::HashMap<(String, String), std::time::Instant>>,
 }
+
+/// How long blocks a merge failed with are left out of compaction.
+const RETRY_FAILED: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl Compactor {
     /// The compactor of ingester `me`: reads blocks through `fs`, merges them in
@@ -107,7 +114,18 @@ impl Compactor {
         staging: PathBuf,
         stats: Arc<CompactionStats>,
     ) -> Self {
-        Self { bus, objects, fs, me, cfg, store, staging, stats, sets: Default::default() }
+        Self {
+            bus,
+            objects,
+            fs,
+            me,
+            cfg,
+            store,
+            staging,
+            stats,
+            sets: Default::default(),
+            failed: Default::default(),
+        }
     }
 
     /// Tries for the lease every `compaction_interval` and works while holding it, until
@@ -236,10 +254,18 @@ impl Compactor {
         for _ in 0..MERGES_PER_PASS {
             refresh(set.clone()).await?;
             let now = now_unix_nano();
-            let run = set.compaction_run(|b: &Block| {
-                b.meta.max_received_unix_nano >= horizon
-                    && b.handoff().is_none_or(|h| now > h.saturating_add(settled))
-            });
+            let failed = {
+                let mut failed = self.failed.lock();
+                failed.retain(|_, at| at.elapsed() < RETRY_FAILED);
+                failed.keys().filter(|(t, _)| t == tenant).map(|(_, id)| id.clone()).collect::<Vec<_>>()
+            };
+            let run = set.compaction_run(
+                |b: &Block| {
+                    b.meta.max_received_unix_nano >= horizon
+                        && b.handoff().is_none_or(|h| now > h.saturating_add(settled))
+                },
+                |b: &Block| failed.contains(&b.meta.id),
+            );
             if run.len() < 2 || lost.load(Ordering::Relaxed) {
                 return Ok(());
             }
@@ -249,7 +275,14 @@ impl Compactor {
                 let _ = std::fs::remove_dir_all(&dir);
                 strand_store::merge_blocks(&dir, &inputs, cfg)
             })
-            .await??;
+            .await?;
+            let merged = merged.inspect_err(|e| {
+                let mut failed = self.failed.lock();
+                for b in strand_store::failed_inputs(e, &run) {
+                    tracing::warn!(tenant, block = %b.meta.id, "cluster: leaving a block a merge failed with out of compaction for ten minutes");
+                    failed.insert((tenant.to_owned(), b.meta.id.clone()), std::time::Instant::now());
+                }
+            })?;
             let result = self.publish(tenant, &merged, &run, lost).await;
             drop(merged);
             let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&staging)).await;

@@ -59,5 +59,5 @@ pub mod wal;
 
 pub use engine::{
     BlockSet, FsyncPolicy, Refreshed, Store, StoreConfig, StoreSnapshot, StoreStats, StoreView, Visibility,
-    merge_blocks, now_unix_nano,
+    failed_inputs, merge_blocks, now_unix_nano,
 };

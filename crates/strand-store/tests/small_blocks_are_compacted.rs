@@ -522,11 +522,7 @@ async fn a_failing_merge_does_not_stop_the_other_blocks_being_merged() {
         store.append(batch(seed, 5)).await.expect("write");
         store.flush().await.expect("flush");
     }
-    let mut inputs: Vec<_> = std::fs::read_dir(dir.path().join("blocks"))
-        .expect("dir")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    inputs.sort();
+    let inputs = block_dirs(dir.path());
     // The oldest block, in every run, cannot be read (a bad sector).
     fs.fail_reads_under(Some(inputs[0].clone()));
     let failed = TraceStore::maintain(&store).await;
@@ -542,4 +538,43 @@ async fn a_failing_merge_does_not_stop_the_other_blocks_being_merged() {
     for seed in 1..=4 {
         assert_eq!(store.get_trace_blocking(trace_id(seed)).expect("read").expect("trace").spans.len(), 5);
     }
+}
+
+/// By time too: the block a merge failed with does not hold its window open, so the
+/// window's other blocks are merged once it is over; the scrub is to check it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_a_merge_failed_with_does_not_hold_its_window_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fs = strand_store::fs::FaultyFs::new();
+    let start = 1_700_000_000 / 3600 * 3600;
+    let clock = Arc::new(strand_core::clock::ManualClock::new(start * 1_000_000_000));
+    let cfg = StoreConfig {
+        compaction_target_spans: 1000,
+        maintenance_interval: Duration::from_secs(24 * 3600),
+        clock: clock.clone(),
+        ..StoreConfig::default()
+    };
+    let store = Store::open(Arc::new(fs.clone()), dir.path(), cfg).expect("open");
+    for seed in 1..=4 {
+        store.append(batch(seed, 5)).await.expect("write");
+        store.flush().await.expect("flush");
+        clock.advance(Duration::from_secs(60));
+    }
+    let inputs = block_dirs(dir.path());
+    fs.fail_reads_under(Some(inputs[0].clone()));
+    clock.set((start + 3600 + 300) * 1_000_000_000);
+    assert!(TraceStore::maintain(&store).await.is_err(), "the merge of the hour fails");
+    let oldest = inputs[0].file_name().and_then(|n| n.to_str()).expect("id").to_owned();
+    let unverified = |id: &str| store.blocks().iter().any(|b| b.meta.id == id && !b.verified());
+    assert!(unverified(&oldest), "the scrub is to check the failed block again");
+    TraceStore::maintain(&store).await.expect("maintain");
+    assert_eq!(store.snapshot().blocks, 2, "the hour's three readable blocks merged");
+}
+
+/// The block directories under `dir`, oldest first.
+fn block_dirs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut dirs: Vec<_> =
+        std::fs::read_dir(dir.join("blocks")).expect("dir").map(|e| e.expect("entry").path()).collect();
+    dirs.sort();
+    dirs
 }

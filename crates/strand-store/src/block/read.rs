@@ -178,7 +178,7 @@ pub struct Block {
     /// [`Block::open`] and rebuilt from the block's data, each with what was wrong.
     pub repaired: Vec<String>,
     /// See [`Block::verified`].
-    verified: bool,
+    verified: std::sync::atomic::AtomicBool,
     /// See [`Block::handoff`]; 0: none.
     handoff: std::sync::atomic::AtomicU64,
 }
@@ -400,7 +400,7 @@ impl Block {
             footer,
             logs: None,
             repaired: Vec::new(),
-            verified: verify != Verify::Lazy,
+            verified: (verify != Verify::Lazy).into(),
             handoff: std::sync::atomic::AtomicU64::new(0),
         };
         // An uploaded copy's meta.json carries it; an ingester's own copy has it in a file
@@ -518,7 +518,13 @@ impl Block {
     /// Whether every file of the block was checked against its checksum (or written by
     /// this process); see [`Verify`].
     pub fn verified(&self) -> bool {
-        self.verified
+        self.verified.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Has the block checked again, whole, as after a start (the store's scrub looks for
+    /// blocks not verified): reading it failed in a way that may be damage.
+    pub fn unverify(&self) {
+        self.verified.store(false, std::sync::atomic::Ordering::Release);
     }
 
     /// Records that derived file `name` was damaged (`reason`) and rebuilt as `data`, and

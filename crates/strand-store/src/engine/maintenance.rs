@@ -515,10 +515,23 @@ fn all_held(st: &State, blocks: &[Arc<Block>]) -> bool {
 /// runs are chosen oldest first, stop every other block from being merged.
 const COMPACTION_RETRY: Duration = Duration::from_secs(600);
 
+/// The inputs of a merge that failed with `e` to blame: the one whose file failed, when the
+/// error names one; else all of them.
+pub fn failed_inputs<'a>(e: &StoreError, inputs: &'a [Arc<Block>]) -> Vec<&'a Arc<Block>> {
+    let path = match e {
+        StoreError::Io { path, .. } | StoreError::Corrupt { path, .. } => Some(Path::new(path)),
+        _ => None,
+    };
+    match inputs.iter().find(|b| path.is_some_and(|p| p.starts_with(&b.dir))) {
+        Some(culprit) => vec![culprit],
+        None => inputs.iter().collect(),
+    }
+}
+
 /// Merges the oldest run of small blocks. Returns whether it merged anything. A merge that
 /// fails leaves the input whose file failed (all of them when the error names none) out of
 /// compaction for [`COMPACTION_RETRY`] (counted in `strand_compaction_failures_total`), so
-/// the other blocks are merged meanwhile.
+/// the other blocks are merged meanwhile, and has the scrub check that input again.
 ///
 /// Only choosing the inputs and publishing the result hold the maintenance lock: block
 /// writes go on while the inputs are read and merged (and retention and the scrub too when
@@ -532,35 +545,26 @@ pub(super) fn compact(inner: &Inner) -> Result<bool, StoreError> {
         let st = inner.state.read();
         let mut later = inner.compaction_later.lock();
         later.retain(|_, failed| failed.elapsed() < COMPACTION_RETRY);
-        // A block not yet verified is not read whole before the scrub has checked it.
-        let eligible = |b: &Block| b.verified() && !later.contains_key(&b.meta.id);
-        choose_run(
-            st.blocks.iter(),
-            eligible,
-            &inner.cfg,
-            inner.cfg.clock.now_unix_nano(),
-            st.unwritten_since(),
-        )
+        // Blocks a merge failed with are left out as if absent: their window is not held
+        // open by them. A block not yet verified is not read whole before the scrub has
+        // checked it.
+        let blocks = st.blocks.iter().filter(|b| !later.contains_key(&b.meta.id));
+        let now = inner.cfg.clock.now_unix_nano();
+        choose_run(blocks, |b| b.verified(), &inner.cfg, now, st.unwritten_since())
     };
     if candidates.len() < 2 {
         return Ok(false);
     }
     let merged = merge(inner, &candidates).inspect_err(|e| {
-        // The input whose file failed, when the error names one; else all of them.
-        let path = match e {
-            StoreError::Io { path, .. } | StoreError::Corrupt { path, .. } => Some(Path::new(path)),
-            _ => None,
-        };
-        let failed: Vec<&Arc<Block>> = match candidates.iter().find(|b| path.is_some_and(|p| p.starts_with(&b.dir))) {
-            Some(culprit) => vec![culprit],
-            None => candidates.iter().collect(),
-        };
+        let failed = failed_inputs(e, &candidates);
         let ids: Vec<&str> = failed.iter().map(|b| b.meta.id.as_str()).collect();
         warn!(error = %e, blocks = ?ids, "compaction failed; leaving the blocks out of compaction for ten minutes");
         inner.stats.compaction_failures.fetch_add(1, Ordering::Relaxed);
-        let mut later = inner.compaction_later.lock();
-        for b in failed {
-            later.insert(b.meta.id.clone(), Instant::now());
+        inner.compaction_later.lock().extend(failed.iter().map(|b| (b.meta.id.clone(), Instant::now())));
+        if let [culprit] = failed[..] {
+            // The scrub checks it again, whole: damage sets it aside; a read that fails
+            // for a passing reason is retried.
+            culprit.unverify();
         }
     })?;
     let Some((merged, open)) = merged else {

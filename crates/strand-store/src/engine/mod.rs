@@ -62,6 +62,7 @@ use maintenance::{maintain, maintenance_loop};
 use startup::{check_block_versions, lock_data_dir, open_blocks};
 use wal_thread::wal_loop;
 
+pub use maintenance::failed_inputs;
 pub use reads::{BlockSet, COMPACTED_MARKER, Refreshed, StoreView, merge_blocks};
 
 /// When the WAL is fsynced.

@@ -270,10 +270,17 @@ impl BlockSet {
 
     /// The oldest run of blocks `eligible` admits that compaction would merge (by the
     /// rules and bounds of the set's [`StoreConfig`]); fewer than two: nothing to merge.
-    pub fn compaction_run(&self, eligible: impl Fn(&Block) -> bool) -> Vec<Arc<Block>> {
+    /// Blocks not yet eligible hold their compaction window open; blocks `left_out` (a
+    /// merge failed with them) are left out as if absent.
+    pub fn compaction_run(
+        &self,
+        eligible: impl Fn(&Block) -> bool,
+        left_out: impl Fn(&Block) -> bool,
+    ) -> Vec<Arc<Block>> {
         let st = self.inner.state.read();
         let now = self.inner.cfg.clock.now_unix_nano();
-        maintenance::choose_run(st.blocks.iter(), eligible, &self.inner.cfg, now, u64::MAX)
+        let blocks = st.blocks.iter().filter(|b| !left_out(b));
+        maintenance::choose_run(blocks, eligible, &self.inner.cfg, now, u64::MAX)
     }
 }
 
