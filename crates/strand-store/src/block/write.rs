@@ -109,7 +109,9 @@ fn spans_props(trace_count: u64) -> WriterProperties {
     // zstd. A parent id repeats among its siblings (zstd finds it; a dictionary of random
     // ids is larger than the ids). Times are split into byte streams, whose high bytes zstd
     // takes to almost nothing: 30.5 -> 27.2 bytes per span on the standard profile,
-    // against delta encoding, whose widths the jumps between traces set.
+    // against delta encoding, whose widths the jumps between traces set. Level 9 against
+    // lower (1M spans, alternated, 2026-12-07): 6 took no less CPU in the cut and 0.4 bytes
+    // per span more; 3 took 0.5 µs per span less and 2.6 bytes more.
     let zstd = Compression::ZSTD(ZstdLevel::try_new(9).expect("9 is a valid zstd level"));
     let mut b = WriterProperties::builder()
         .set_compression(Compression::UNCOMPRESSED)
