@@ -276,7 +276,7 @@ fn traces_in_blocks(
                 let mut asked: Vec<TraceId> = open.to_vec();
                 asked.extend(theirs.iter().filter(|id| ids.binary_search(id).is_ok()));
                 if let Some(all) = recent.get(&b.meta.id) {
-                    asked.extend(sorted_intersection(all, ids));
+                    asked.extend(crate::index::intersect(all, ids));
                 }
                 asked.sort_unstable();
                 asked.dedup();
@@ -296,24 +296,6 @@ fn traces_in_blocks(
         }
     }
     shared
-}
-
-/// The ids both sorted lists hold.
-fn sorted_intersection<'a>(a: &'a [TraceId], b: &'a [TraceId]) -> impl Iterator<Item = TraceId> + 'a {
-    let (mut i, mut j) = (0, 0);
-    std::iter::from_fn(move || {
-        while i < a.len() && j < b.len() {
-            match a[i].cmp(&b[j]) {
-                std::cmp::Ordering::Less => i += 1,
-                std::cmp::Ordering::Greater => j += 1,
-                std::cmp::Ordering::Equal => {
-                    (i, j) = (i + 1, j + 1);
-                    return Some(a[i - 1]);
-                }
-            }
-        }
-        None
-    })
 }
 
 /// Encodes and writes a block atomically; returns it opened. `spans` encodes its span

@@ -122,6 +122,11 @@ pub(super) fn recheck_disk_budget(inner: &Inner) {
     }
 }
 
+/// `d` in nanoseconds, at most `u64::MAX`.
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Rows of a block that count against `compaction_target_spans`.
 fn rows(b: &Block) -> u64 {
     b.meta.span_count + b.meta.log_count
@@ -152,12 +157,12 @@ pub(crate) fn choose_run<'a>(
     unwritten_since: u64,
 ) -> Vec<Arc<Block>> {
     let small = blocks.filter(|b| rows(b) < cfg.compaction_target_spans / 2);
-    let window = u64::try_from(cfg.compaction_window.as_nanos()).unwrap_or(u64::MAX);
+    let window = nanos(cfg.compaction_window);
     if window == 0 {
         return first_run(small.filter(|b| eligible(b)), cfg, true);
     }
     let day = window.saturating_mul(24);
-    let grace = u64::try_from(cfg.head_max_age.as_nanos()).unwrap_or(u64::MAX);
+    let grace = nanos(cfg.head_max_age);
     // Groups by (stage, index of the window or day): their eligible blocks in data age
     // order, and whether all of them are.
     let mut groups: std::collections::BTreeMap<(u8, u64), Group<'a>> = Default::default();
@@ -245,7 +250,7 @@ fn first_run<'a>(
 /// The level of a merge of `blocks` (see [`choose_run`]): 1 for blocks cut within one
 /// window, 2 otherwise; 0 when compaction does not go by windows.
 fn merged_level(blocks: &[Arc<Block>], cfg: &StoreConfig) -> u32 {
-    let window = u64::try_from(cfg.compaction_window.as_nanos()).unwrap_or(u64::MAX);
+    let window = nanos(cfg.compaction_window);
     if window == 0 {
         // No levels without windows (see [`choose_run`]).
         return 0;

@@ -708,7 +708,7 @@ impl Inner {
             counter("compactions_total", "Compactions.", c(&s.compactions)),
             counter(
                 "compaction_failures_total",
-                "Compactions that failed; their input blocks are left out of compaction for ten minutes.",
+                "Compactions that failed; the input whose file failed (else all of them) is left out of compaction for ten minutes.",
                 c(&s.compaction_failures),
             ),
             counter(

@@ -107,7 +107,8 @@ impl SearchIndex {
     }
 }
 
-pub(super) fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
+/// The values both sorted lists hold.
+pub(crate) fn intersect<T: Ord + Copy>(a: &[T], b: &[T]) -> Vec<T> {
     let (mut i, mut j, mut out) = (0, 0, Vec::new());
     while i < a.len() && j < b.len() {
         match a[i].cmp(&b[j]) {

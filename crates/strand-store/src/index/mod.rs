@@ -28,6 +28,7 @@ mod block_index;
 mod builder;
 mod edges;
 
+pub(crate) use block_index::intersect;
 use block_index::parse_kind;
 pub use builder::IndexBuilder;
 pub use edges::{CrossEdge, Link};
