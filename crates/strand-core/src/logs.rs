@@ -168,6 +168,36 @@ impl LogBatch {
         self.resource_logs.iter().flat_map(|rl| &rl.scope_logs).map(|sl| sl.records.len()).sum()
     }
 
+    /// About the memory the decoded batch holds (see [`crate::SpanBatch::approx_bytes`]).
+    pub fn approx_bytes(&self) -> usize {
+        use crate::model::{attrs_heap_bytes, resource_bytes, scope_bytes, value_heap_bytes};
+        use std::mem::size_of;
+        self.resource_logs
+            .iter()
+            .map(|rl| {
+                size_of::<ResourceLogs>()
+                    + resource_bytes(&rl.resource)
+                    + rl.scope_logs
+                        .iter()
+                        .map(|sl| {
+                            size_of::<ScopeLogs>()
+                                + scope_bytes(&sl.scope)
+                                + sl.records
+                                    .iter()
+                                    .map(|r| {
+                                        size_of::<LogRecord>()
+                                            + r.severity_text.len()
+                                            + value_heap_bytes(&r.body)
+                                            + attrs_heap_bytes(&r.attributes)
+                                            + r.event_name.len()
+                                    })
+                                    .sum::<usize>()
+                        })
+                        .sum::<usize>()
+            })
+            .sum()
+    }
+
     /// Flattens the batch into stored records, each with its resource and scope.
     pub fn into_stored(self) -> impl Iterator<Item = StoredLog> {
         self.resource_logs.into_iter().flat_map(|rl| {

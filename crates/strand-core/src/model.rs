@@ -310,6 +310,28 @@ impl SpanBatch {
         self.resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len()).sum()
     }
 
+    /// About the memory the decoded batch holds: its structs and the bytes of its strings
+    /// and lists (allocator overhead and spare capacity not counted). For the ingest
+    /// memory budget.
+    pub fn approx_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.resource_spans
+            .iter()
+            .map(|rs| {
+                size_of::<ResourceSpans>()
+                    + resource_bytes(&rs.resource)
+                    + rs.scope_spans
+                        .iter()
+                        .map(|ss| {
+                            size_of::<ScopeSpans>()
+                                + scope_bytes(&ss.scope)
+                                + ss.spans.iter().map(span_bytes).sum::<usize>()
+                        })
+                        .sum::<usize>()
+            })
+            .sum()
+    }
+
     /// Flattens the batch into stored spans, each with its resource and scope.
     pub fn into_stored(self) -> impl Iterator<Item = StoredSpan> {
         self.resource_spans.into_iter().flat_map(|rs| {
@@ -397,4 +419,53 @@ impl SpanBatch {
         }
         batch
     }
+}
+
+/// Heap bytes of attributes: each pair and its strings, nested values included.
+pub(crate) fn attrs_heap_bytes(attrs: &[KeyValue]) -> usize {
+    attrs.iter().map(|kv| std::mem::size_of::<KeyValue>() + kv.key.len() + value_heap_bytes(&kv.value)).sum()
+}
+
+/// Heap bytes of a value beyond its own size.
+pub(crate) fn value_heap_bytes(v: &AnyValue) -> usize {
+    match v {
+        AnyValue::String(s) => s.len(),
+        AnyValue::Bytes(b) => b.len(),
+        AnyValue::Empty | AnyValue::Bool(_) | AnyValue::Int(_) | AnyValue::Double(_) => 0,
+        AnyValue::Array(items) => {
+            items.iter().map(|i| std::mem::size_of::<AnyValue>() + value_heap_bytes(i)).sum()
+        }
+        AnyValue::KvList(kvs) => attrs_heap_bytes(kvs),
+    }
+}
+
+/// Bytes of a resource, counted whole at each batch that holds it.
+pub(crate) fn resource_bytes(r: &Resource) -> usize {
+    std::mem::size_of::<Resource>() + attrs_heap_bytes(&r.attributes) + r.schema_url.len()
+}
+
+/// Bytes of a scope, counted whole at each batch that holds it.
+pub(crate) fn scope_bytes(s: &Scope) -> usize {
+    std::mem::size_of::<Scope>()
+        + s.name.len()
+        + s.version.len()
+        + attrs_heap_bytes(&s.attributes)
+        + s.schema_url.len()
+}
+
+fn span_bytes(s: &Span) -> usize {
+    use std::mem::size_of;
+    size_of::<Span>()
+        + s.name.len()
+        + s.trace_state.len()
+        + s.status.message.len()
+        + attrs_heap_bytes(&s.attributes)
+        + s.events
+            .iter()
+            .map(|e| size_of::<Event>() + e.name.len() + attrs_heap_bytes(&e.attributes))
+            .sum::<usize>()
+        + s.links
+            .iter()
+            .map(|l| size_of::<Link>() + l.trace_state.len() + attrs_heap_bytes(&l.attributes))
+            .sum::<usize>()
 }

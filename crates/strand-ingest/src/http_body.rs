@@ -13,8 +13,7 @@ use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
+use crate::memory::{Charge, MemoryBudget, Stage};
 use crate::receiver::Slot;
 use crate::{IngestError, Receiver, ReceiverStats};
 
@@ -53,8 +52,8 @@ pub fn media_type(headers: &HeaderMap) -> String {
 }
 
 /// Reads the body, refusing more than `limit` bytes without buffering them, taking each
-/// chunk's bytes from `budget` (the bytes all bodies being received may hold: 429 when it
-/// is spent) and giving up after `timeout` (408). The permit holds the body's bytes.
+/// chunk's bytes from the receiver's memory budget (429 when it is full) and giving up
+/// after `body_read_timeout` (408). The returned [`Receiving`] holds the body's bytes.
 ///
 /// A refused body is drained (discarded, bounded by [`DRAIN_BYTES`] and [`DRAIN_TIME`])
 /// before the 413 goes out: closing a socket with unread data makes the kernel reset the
@@ -65,8 +64,8 @@ pub async fn read_body(
     headers: &HeaderMap,
 ) -> Result<(Bytes, Receiving), IngestError> {
     let timeout = rx.limits.body_read_timeout;
-    let mut held = Receiving { permit: None, stats: rx.stats.clone() };
-    let read = read_body_budgeted(body, headers, rx.limits.max_request_bytes, &rx.receiving, &mut held);
+    let mut held = Receiving::new(rx);
+    let read = read_body_budgeted(body, headers, rx.limits.max_request_bytes, &mut held);
     match tokio::time::timeout(timeout, read).await {
         Ok(Ok(bytes)) => Ok((bytes, held)),
         Ok(Err(e)) => {
@@ -85,28 +84,43 @@ pub async fn read_body(
     }
 }
 
-/// The receive budget a body holds while it is read and decoded, counted in
-/// `strand_receiver_body_bytes_receiving`; given back when dropped.
+/// The memory budget a request holds while it is read, decoded and stored: its body's
+/// bytes (counted in `strand_receiver_body_bytes_receiving` too) and their inflated copy;
+/// given back when dropped.
+#[derive(Debug)]
 pub struct Receiving {
-    permit: Option<OwnedSemaphorePermit>,
+    body: Charge,
+    inflated: Charge,
+    budget: Arc<MemoryBudget>,
     stats: Arc<ReceiverStats>,
 }
 
 impl Receiving {
-    fn add(&mut self, permit: OwnedSemaphorePermit) {
-        self.stats.receiving_bytes.fetch_add(permit.num_permits() as u64, Ordering::Relaxed);
-        match &mut self.permit {
-            Some(p) => p.merge(permit),
-            None => self.permit = Some(permit),
+    fn new(rx: &Receiver) -> Self {
+        Self {
+            body: Charge::default(),
+            inflated: Charge::default(),
+            budget: rx.memory.clone(),
+            stats: rx.stats.clone(),
         }
+    }
+
+    /// Takes `n` more bytes of the body from the budget.
+    fn take_body(&mut self, n: u64) -> Result<(), IngestError> {
+        self.budget.take(&mut self.body, n, Stage::Body)?;
+        self.stats.receiving_bytes.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Takes `n` more bytes of the inflated body from the budget.
+    fn take_inflated(&mut self, n: u64) -> Result<(), IngestError> {
+        self.budget.take(&mut self.inflated, n, Stage::Inflated)
     }
 }
 
 impl Drop for Receiving {
     fn drop(&mut self) {
-        if let Some(p) = &self.permit {
-            self.stats.receiving_bytes.fetch_sub(p.num_permits() as u64, Ordering::Relaxed);
-        }
+        self.stats.receiving_bytes.fetch_sub(self.body.bytes(), Ordering::Relaxed);
     }
 }
 
@@ -114,7 +128,6 @@ async fn read_body_budgeted(
     body: Body,
     headers: &HeaderMap,
     limit: usize,
-    budget: &Arc<Semaphore>,
     held: &mut Receiving,
 ) -> Result<Bytes, IngestError> {
     let too_large = || IngestError::TooLarge(format!("request body exceeds the limit of {limit} bytes"));
@@ -136,16 +149,10 @@ async fn read_body_budgeted(
                 drain(&mut body).await;
                 return Err(too_large());
             }
-            let n = u32::try_from(data.len()).map_err(|_| too_large())?;
-            if n > 0 {
-                let Ok(permit) = budget.clone().try_acquire_many_owned(n) else {
-                    // Drained, as for 413, so the client sees the 429 and not a reset.
-                    drain(&mut body).await;
-                    return Err(IngestError::Overloaded(
-                        "the request bodies being received fill the receive budget; retry later".into(),
-                    ));
-                };
-                held.add(permit);
+            if let Err(e) = held.take_body(data.len() as u64) {
+                // Drained, as for 413, so the client sees the 429 and not a reset.
+                drain(&mut body).await;
+                return Err(e);
             }
             buf.extend_from_slice(&data);
         }
@@ -180,32 +187,60 @@ pub fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, IngestError> {
 /// Decompresses a body in `encoding`, refusing output beyond `limit` (a decompression bomb
 /// costs at most `limit`).
 pub fn inflate(encoding: Encoding, body: &[u8], limit: usize) -> Result<Vec<u8>, IngestError> {
-    let mut out = Vec::with_capacity((body.len() * 4).min(limit));
-    let take = limit as u64 + 1;
-    let (name, read) = match encoding {
-        Encoding::Identity => return Ok(body.to_vec()),
-        Encoding::Gzip => ("gzip", flate2::read::MultiGzDecoder::new(body).take(take).read_to_end(&mut out)),
-        Encoding::Deflate => {
-            ("deflate", flate2::read::ZlibDecoder::new(body).take(take).read_to_end(&mut out))
+    inflate_counted(encoding, body, limit, |_| Ok(()))
+}
+
+/// Output is produced (and counted) this many bytes at a time.
+const INFLATE_STEP: u64 = 64 * 1024;
+
+/// [`inflate`], handing `count` each step's output size as it grows (an error from it
+/// stops the inflating).
+fn inflate_counted(
+    encoding: Encoding,
+    body: &[u8],
+    limit: usize,
+    mut count: impl FnMut(u64) -> Result<(), IngestError>,
+) -> Result<Vec<u8>, IngestError> {
+    let (name, mut reader): (_, Box<dyn Read + '_>) = match encoding {
+        Encoding::Identity => {
+            count(body.len() as u64)?;
+            return Ok(body.to_vec());
         }
-        Encoding::Zstd => {
-            ("zstd", zstd::stream::read::Decoder::new(body).and_then(|d| d.take(take).read_to_end(&mut out)))
-        }
+        Encoding::Gzip => ("gzip", Box::new(flate2::read::MultiGzDecoder::new(body))),
+        Encoding::Deflate => ("deflate", Box::new(flate2::read::ZlibDecoder::new(body))),
+        Encoding::Zstd => (
+            "zstd",
+            Box::new(
+                zstd::stream::read::Decoder::new(body)
+                    .map_err(|e| IngestError::BadRequest(format!("invalid zstd body: {e}")))?,
+            ),
+        ),
     };
-    read.map_err(|e| IngestError::BadRequest(format!("invalid {name} body: {e}")))?;
-    if out.len() > limit {
-        return Err(IngestError::TooLarge(format!(
-            "decompressed request body exceeds the limit of {limit} bytes"
-        )));
+    let mut out = Vec::with_capacity((body.len() * 4).min(limit));
+    loop {
+        let room = (limit as u64 + 1).saturating_sub(out.len() as u64).min(INFLATE_STEP);
+        let n = (&mut reader)
+            .take(room)
+            .read_to_end(&mut out)
+            .map_err(|e| IngestError::BadRequest(format!("invalid {name} body: {e}")))?;
+        if out.len() > limit {
+            return Err(IngestError::TooLarge(format!(
+                "decompressed request body exceeds the limit of {limit} bytes"
+            )));
+        }
+        count(n as u64)?;
+        if (n as u64) < room {
+            return Ok(out);
+        }
     }
-    Ok(out)
 }
 
 /// Reads the body ([`read_body`]), takes an admission slot ([`Receiver::admit`]: only now,
 /// so a client still sending holds none), inflates the body (`encoding` from
 /// [`content_encoding`]) and runs `decode` on the plain bytes: on the blocking pool when the
 /// body is large or compressed (both are CPU work), inline otherwise. The slot comes back
-/// with the result, for the caller to hold while it stores it.
+/// with the result, for the caller to hold while it stores it: it holds the body's (and
+/// inflated body's) bytes of the memory budget until then.
 pub async fn read_and_decode<T: Send + 'static>(
     rx: &Receiver,
     headers: &HeaderMap,
@@ -214,19 +249,23 @@ pub async fn read_and_decode<T: Send + 'static>(
     decode: impl FnOnce(&[u8]) -> Result<T, IngestError> + Send + 'static,
 ) -> Result<(T, Slot), IngestError> {
     let limit = rx.limits.max_request_bytes;
-    let (raw, _receiving) = read_body(rx, body, headers).await?;
-    let slot = rx.admit()?;
+    let (raw, mut receiving) = read_body(rx, body, headers).await?;
+    let mut slot = rx.admit()?;
     let off_thread = raw.len() > rx.limits.blocking_decode_threshold || encoding != Encoding::Identity;
-    let work = move || match encoding {
-        Encoding::Identity => decode(&raw),
-        compressed => decode(&inflate(compressed, &raw, limit)?),
+    let work = move || {
+        let decoded = match encoding {
+            Encoding::Identity => decode(&raw),
+            compressed => decode(&inflate_counted(compressed, &raw, limit, |n| receiving.take_inflated(n))?),
+        };
+        decoded.map(|d| (d, receiving))
     };
-    let decoded = if off_thread {
+    let (decoded, receiving) = if off_thread {
         tokio::task::spawn_blocking(work)
             .await
-            .map_err(|e| IngestError::Unavailable(format!("decode task failed: {e}")))?
+            .map_err(|e| IngestError::Unavailable(format!("decode task failed: {e}")))??
     } else {
-        work()
+        work()?
     };
-    Ok((decoded?, slot))
+    slot.hold(receiving);
+    Ok((decoded, slot))
 }

@@ -8,6 +8,7 @@
 //! - [`Receiver`]: what every receiver shares (sink, limits, in-flight slots, counters).
 //! - [`http_body`]: bounded reading, gzip and off-thread decoding of HTTP bodies.
 //! - [`limits`]: request size limits shared by the receivers.
+//! - [`memory`]: the memory budget of received, decoded and unwritten data.
 //! - [`IngestError`]: what a receiver can answer besides success; each protocol maps it to
 //!   its status codes in one place.
 
@@ -15,6 +16,7 @@ pub mod http_body;
 pub mod jaeger;
 mod legacy;
 pub mod limits;
+pub mod memory;
 pub mod otlp;
 mod receiver;
 pub mod zipkin;

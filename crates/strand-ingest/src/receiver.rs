@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use strand_core::{LogBatch, LogSink, SpanBatch, SpanSink};
 use strand_otlp::Rejections;
 
+use crate::memory::{Charge, MemoryBudget, Stage};
 use crate::{IngestError, IngestLimits};
 
 /// The wire protocols Strand receives spans on.
@@ -98,6 +99,15 @@ pub struct ReceiverStats {
 pub struct Slot {
     _permit: tokio::sync::OwnedSemaphorePermit,
     stats: Arc<ReceiverStats>,
+    /// The request's bytes of the memory budget, held as long as the slot.
+    held: Option<crate::http_body::Receiving>,
+}
+
+impl Slot {
+    /// Holds `receiving` (a body's bytes of the memory budget) until the slot is dropped.
+    pub(crate) fn hold(&mut self, receiving: crate::http_body::Receiving) {
+        self.held = Some(receiving);
+    }
 }
 
 impl Drop for Slot {
@@ -222,8 +232,8 @@ pub struct Receiver {
     logs: Option<Arc<dyn LogSink>>,
     pub(crate) limits: IngestLimits,
     in_flight: Arc<tokio::sync::Semaphore>,
-    /// Bytes of HTTP bodies being received (see [`IngestLimits::max_concurrent_requests`]).
-    pub(crate) receiving: Arc<tokio::sync::Semaphore>,
+    /// Bytes being received, decoded and stored (see [`IngestLimits::memory_bytes`]).
+    pub(crate) memory: Arc<MemoryBudget>,
     pub(crate) stats: Arc<ReceiverStats>,
 }
 
@@ -231,12 +241,8 @@ impl Receiver {
     /// A receiver handing batches to `sink`.
     pub fn new(sink: Arc<dyn SpanSink>, limits: IngestLimits) -> Self {
         let in_flight = Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_requests.max(1)));
-        let budget = (limits.max_request_bytes.max(1))
-            .saturating_mul(limits.max_concurrent_requests.max(1))
-            .saturating_mul(2)
-            .min(tokio::sync::Semaphore::MAX_PERMITS);
-        let receiving = Arc::new(tokio::sync::Semaphore::new(budget));
-        Self { sink, logs: None, limits, in_flight, receiving, stats: Arc::default() }
+        let memory = MemoryBudget::new(limits.memory_bytes);
+        Self { sink, logs: None, limits, in_flight, memory, stats: Arc::default() }
     }
 
     /// The receiver, also storing OTLP log records in `logs`. Without one, log exports are
@@ -247,17 +253,22 @@ impl Receiver {
     }
 
     /// A receiver handing batches to other sinks (a tenant's) with its own counters, under
-    /// the same bounds: the requests in flight and the bytes being received are counted
-    /// together with this receiver's and every other one made from it.
+    /// the same bounds: the requests in flight and the memory budget are shared with this
+    /// receiver and every other one made from it.
     pub fn with_sinks(&self, sink: Arc<dyn SpanSink>, logs: Option<Arc<dyn LogSink>>) -> Self {
         Self {
             sink,
             logs,
             limits: self.limits,
             in_flight: self.in_flight.clone(),
-            receiving: self.receiving.clone(),
+            memory: self.memory.clone(),
             stats: Arc::default(),
         }
+    }
+
+    /// The memory budget this receiver shares with every one made from it.
+    pub fn memory(&self) -> &Arc<MemoryBudget> {
+        &self.memory
     }
 
     /// Counters per protocol, for `/metrics`.
@@ -274,7 +285,7 @@ impl Receiver {
             ))
         })?;
         self.stats.in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Slot { _permit: permit, stats: self.stats.clone() })
+        Ok(Slot { _permit: permit, stats: self.stats.clone(), held: None })
     }
 
     /// Hands a decoded batch to the sink; returns once it is durable (or refused). Callers
@@ -288,6 +299,8 @@ impl Receiver {
         let counters = self.stats.of(protocol);
         let n = batch.span_count() as u64;
         if n > 0 {
+            let mut decoded = Charge::default();
+            self.memory.take(&mut decoded, batch.approx_bytes() as u64, Stage::Decoded)?;
             self.sink.consume(batch).await?;
         }
         counters.spans_accepted.fetch_add(n, Ordering::Relaxed);
@@ -323,6 +336,8 @@ impl Receiver {
             let sink = self.logs.as_ref().ok_or_else(|| {
                 IngestError::Unavailable("this server has no log storage configured".into())
             })?;
+            let mut decoded = Charge::default();
+            self.memory.take(&mut decoded, batch.approx_bytes() as u64, Stage::Decoded)?;
             sink.consume_logs(batch).await?;
         }
         counters.records_stored.fetch_add(n, Ordering::Relaxed);

@@ -61,3 +61,50 @@ async fn requests_beyond_the_slots_get_429_until_one_is_stored() {
     gate.add_permits(1);
     assert_eq!(app.oneshot(export()).await.expect("answer").status(), 200, "the slot is free again");
 }
+
+fn gzipped_export() -> (Request<Body>, usize, usize) {
+    use std::io::Write;
+    let plain = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/otlp/trace.json"))
+        .expect("fixture");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&plain).expect("gzip");
+    let body = gz.finish().expect("gzip");
+    let sizes = (body.len(), plain.len());
+    let req = Request::post("/v1/traces")
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(Body::from(body))
+        .expect("request");
+    (req, sizes.0, sizes.1)
+}
+
+#[tokio::test]
+async fn a_request_holds_its_body_inflated_body_and_decoded_batch_in_the_memory_budget_until_stored() {
+    let gate = Arc::new(Semaphore::new(0));
+    let rx = Receiver::new(Arc::new(Gate(gate.clone())), IngestLimits::default());
+    let app = strand_ingest::otlp::http::router(rx.clone());
+    let (req, compressed, plain) = gzipped_export();
+    let first = tokio::spawn(app.clone().oneshot(req));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // Body and inflated body, then the decoded batch on top while the sink holds it.
+    while rx.memory().taken() <= (compressed + plain) as u64 {
+        assert!(std::time::Instant::now() < deadline, "taken {}", rx.memory().taken());
+        tokio::task::yield_now().await;
+    }
+    let held = rx.memory().taken();
+    gate.add_permits(1);
+    assert_eq!(first.await.expect("task").expect("answer").status(), 200);
+    assert_eq!(rx.memory().taken(), 0, "all given back once stored");
+
+    // A budget that holds the body and its inflated copy but not the decoded batch.
+    let limits = IngestLimits { memory_bytes: held - 1, ..IngestLimits::default() };
+    let rx = Receiver::new(Arc::new(Gate(gate.clone())), limits);
+    let app = strand_ingest::otlp::http::router(rx.clone());
+    let resp = app.oneshot(gzipped_export().0).await.expect("answer");
+    assert_eq!(resp.status(), 429);
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.expect("body");
+    assert!(String::from_utf8_lossy(&body).contains("memory budget is full"), "{body:?}");
+    use strand_ingest::memory::Stage;
+    assert_eq!((rx.memory().refused(Stage::Decoded), rx.memory().refused(Stage::Inflated)), (1, 0));
+    assert_eq!(rx.memory().taken(), 0);
+}

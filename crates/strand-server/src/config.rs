@@ -52,6 +52,8 @@ pub struct Config {
     /// Log line format on stderr: `text` (colours only when stderr is a terminal) or
     /// `json` (one object per line, for log collectors).
     pub log_format: LogFormat,
+    /// Bounds on the whole process.
+    pub limits: LimitsConfig,
     /// OTLP receivers.
     pub otlp: OtlpConfig,
     /// Connections of the TCP listeners.
@@ -106,6 +108,119 @@ impl Default for ConnectionsConfig {
             idle_timeout: HumanDuration(std::time::Duration::from_secs(300)),
             header_read_timeout: HumanDuration(std::time::Duration::from_secs(60)),
         }
+    }
+}
+
+/// Bounds on the whole process.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// One memory budget for ingest: request bytes being received (HTTP bodies and gRPC
+    /// messages as they arrive, inflated bodies), decoded batches on their way to the
+    /// store, and the stores' data not yet in blocks (live and frozen heads). Beyond it
+    /// ingest is refused (429 / `RESOURCE_EXHAUSTED`) while block writes catch up. `auto`:
+    /// a quarter of the machine's memory (or of the cgroup's limit), between 256 MiB and
+    /// 2 GiB.
+    pub memory_size: MemorySize,
+}
+
+/// A memory size that may be sized from the machine (`auto`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MemorySize {
+    /// Sized from the machine's memory at start.
+    #[default]
+    Auto,
+    /// This many bytes.
+    Bytes(ByteSize),
+}
+
+impl MemorySize {
+    /// The smallest `auto` budget.
+    pub const AUTO_MIN: u64 = 256 << 20;
+    /// The largest `auto` budget.
+    pub const AUTO_MAX: u64 = 2 << 30;
+
+    /// The size in bytes: `auto` is a quarter of `machine` (the machine's memory, see
+    /// [`machine_memory`]), between [`Self::AUTO_MIN`] and [`Self::AUTO_MAX`]; the
+    /// smallest when the machine's memory is unknown.
+    pub fn bytes_of(self, machine: Option<u64>) -> u64 {
+        match self {
+            MemorySize::Bytes(b) => b.0,
+            MemorySize::Auto => machine.map_or(0, |m| m / 4).clamp(Self::AUTO_MIN, Self::AUTO_MAX),
+        }
+    }
+
+    /// The size in bytes on this machine.
+    pub fn bytes(self) -> u64 {
+        match self {
+            MemorySize::Bytes(b) => b.0,
+            MemorySize::Auto => self.bytes_of(machine_memory()),
+        }
+    }
+}
+
+impl fmt::Display for MemorySize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MemorySize::Auto => f.write_str("auto"),
+            MemorySize::Bytes(b) => b.fmt(f),
+        }
+    }
+}
+
+impl std::str::FromStr for MemorySize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim().eq_ignore_ascii_case("auto") {
+            return Ok(MemorySize::Auto);
+        }
+        s.parse::<ByteSize>()
+            .map(MemorySize::Bytes)
+            .map_err(|e| format!("{e}; or `auto` to size it from the machine"))
+    }
+}
+
+impl Serialize for MemorySize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for MemorySize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected `auto` or a size (number or text with unit)"))?
+        {
+            Raw::Num(n) => Ok(MemorySize::Bytes(ByteSize(n))),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// The memory this process may use: the machine's (`MemTotal` of `/proc/meminfo`), or the
+/// cgroup's limit when lower (`memory.max` of cgroup v2, `memory.limit_in_bytes` of v1).
+/// `None` when neither can be read.
+pub fn machine_memory() -> Option<u64> {
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| {
+        let line = t.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        kib.checked_mul(1024)
+    });
+    let cgroup = ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .filter_map(|t| t.trim().parse::<u64>().ok())
+        .min();
+    match (total, cgroup) {
+        (Some(t), Some(c)) => Some(t.min(c)),
+        (t, c) => t.or(c),
     }
 }
 
@@ -334,6 +449,7 @@ impl Default for Config {
             log_level: "info".into(),
             log_format: LogFormat::Text,
             demo: false,
+            limits: LimitsConfig::default(),
             otlp: OtlpConfig::default(),
             connections: ConnectionsConfig::default(),
             jaeger: JaegerConfig::default(),
@@ -431,6 +547,25 @@ impl StorageConfig {
 }
 
 impl Config {
+    /// The most the stores may hold before it is in blocks: `storage.max_unwritten_size`,
+    /// and at most three quarters of `limits.memory_size`, so that a quarter of the
+    /// memory budget is always left for requests being received (the heads are cut at
+    /// half of it).
+    pub fn max_unwritten_bytes(&self) -> u64 {
+        self.storage.max_unwritten_size.0.min(self.memory_budget_bytes() / 4 * 3).max(1)
+    }
+
+    /// `limits.memory_size` in bytes; `auto` is raised to four times
+    /// `otlp.max_request_size` when the machine's quarter is smaller (a set size that small
+    /// is a configuration error).
+    pub fn memory_budget_bytes(&self) -> u64 {
+        let bytes = self.limits.memory_size.bytes();
+        match self.limits.memory_size {
+            MemorySize::Auto => bytes.max(self.otlp.max_request_size.0.saturating_mul(4)),
+            MemorySize::Bytes(_) => bytes,
+        }
+    }
+
     /// The enabled listeners: (key, address, whether it is UDP).
     pub fn listeners(&self) -> Vec<(&'static str, SocketAddr, bool)> {
         let mut out = vec![("http_listen", self.http_listen, false)];
@@ -604,6 +739,14 @@ impl Config {
         positive("query.max_trace_spans", self.query.max_trace_spans > 0);
         if self.query.default_search_limit > self.query.max_search_limit {
             errs.push("`query.default_search_limit`: must not exceed `query.max_search_limit`".into());
+        }
+        if let MemorySize::Bytes(b) = self.limits.memory_size
+            && b.0 < 4 * self.otlp.max_request_size.0
+        {
+            errs.push(format!(
+                "`limits.memory_size`: {b} must be at least 4 × `otlp.max_request_size` ({}): a quarter of it is kept for requests being received",
+                ByteSize(4 * self.otlp.max_request_size.0)
+            ));
         }
         if self.storage.max_disk_size.is_some_and(|b| b.0 == 0) {
             errs.push("`storage.max_disk_size`: must be greater than zero, or null for no limit".into());
@@ -1173,5 +1316,49 @@ mod tests {
         assert_eq!(HumanDuration(Duration::from_millis(1500)).to_string(), "1500ms");
         assert!("5 parsecs".parse::<ByteSize>().is_err());
         assert!("10".parse::<HumanDuration>().is_err());
+    }
+
+    #[test]
+    fn the_memory_budget_is_sized_from_the_machine_or_set() {
+        let gib = 1u64 << 30;
+        // auto: a quarter of the machine, between 256 MiB and 2 GiB; the least when unknown.
+        assert_eq!(MemorySize::Auto.bytes_of(Some(24 * gib)), 2 * gib);
+        assert_eq!(MemorySize::Auto.bytes_of(Some(4 * gib)), gib);
+        assert_eq!(MemorySize::Auto.bytes_of(Some(512 << 20)), 256 << 20);
+        assert_eq!(MemorySize::Auto.bytes_of(None), 256 << 20);
+        assert!(machine_memory().is_some_and(|m| m > 0), "this machine's memory is known");
+        let set = MemorySize::Bytes(ByteSize(300 << 20));
+        assert_eq!(set.bytes_of(Some(24 * gib)), 300 << 20);
+        // Written and read back as config writes it.
+        assert_eq!("auto".parse::<MemorySize>(), Ok(MemorySize::Auto));
+        assert_eq!("300MiB".parse::<MemorySize>(), Ok(set));
+        assert_eq!(set.to_string(), "300MiB");
+        let err = "lots".parse::<MemorySize>().expect_err("no size");
+        assert!(err.contains("`auto`"), "{err}");
+        // The stores keep a quarter of it for requests being received.
+        let mut cfg = Config::default();
+        cfg.limits.memory_size = MemorySize::Bytes(ByteSize(400 << 20));
+        assert_eq!(cfg.max_unwritten_bytes(), 300 << 20);
+        cfg.limits.memory_size = MemorySize::Bytes(ByteSize(8 * gib));
+        assert_eq!(
+            cfg.max_unwritten_bytes(),
+            cfg.storage.max_unwritten_size.0,
+            "storage.max_unwritten_size is the smaller"
+        );
+        // auto makes room for four of the largest requests.
+        cfg.limits.memory_size = MemorySize::Auto;
+        cfg.otlp.max_request_size = ByteSize(gib);
+        assert_eq!(cfg.memory_budget_bytes(), 4 * gib);
+        // Too small for one request in its quarter: refused, by key.
+        let (_f, path) = file("limits:\n  memory_size: 32MiB\n");
+        let err = load(&Sources { file: Some(path), ..Sources::default() }).expect_err("too small");
+        assert!(
+            err.to_string()
+                .contains("`limits.memory_size`: 32MiB must be at least 4 × `otlp.max_request_size` (64MiB)"),
+            "{err}"
+        );
+        let (_f, path) = file("limits:\n  memory_size: 64MiB\n");
+        let cfg = load(&Sources { file: Some(path), ..Sources::default() }).expect("valid");
+        assert_eq!(cfg.limits.memory_size, MemorySize::Bytes(ByteSize(64 << 20)));
     }
 }

@@ -109,8 +109,14 @@ pub async fn run(
         max_request_bytes: cfg.otlp.max_request_size.0 as usize,
         max_concurrent_requests: cfg.otlp.max_concurrent_requests,
         body_read_timeout: cfg.otlp.body_read_timeout.0,
+        memory_bytes: cfg.memory_budget_bytes(),
         ..IngestLimits::default()
     };
+    info!(
+        memory_budget = %config::ByteSize(limits.memory_bytes),
+        max_unwritten = %config::ByteSize(cfg.max_unwritten_bytes()),
+        "ingest memory budget (limits.memory_size)"
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -121,7 +127,9 @@ pub async fn run(
     // The receivers' bounds (requests in flight, bytes being received) are shared by every
     // tenant's receivers, made from this one; it stores nothing itself.
     let base = Receiver::new(Arc::new(tenants::Refuse), limits);
-    let node = cluster::Node::open(&cfg.cluster, &cfg.data_dir, cfg.storage.to_store_config()).await?;
+    let mut store_cfg = cfg.storage.to_store_config();
+    store_cfg.max_unwritten_bytes = cfg.max_unwritten_bytes();
+    let node = cluster::Node::open(&cfg.cluster, &cfg.data_dir, store_cfg).await?;
     // The tenants' background work (tail-sampling decisions, chain analysis) stops after
     // the servers and the ingester: an ingester giving its partitions back at shutdown
     // hands its undecided traces over through the tenants' pipelines.
@@ -605,6 +613,7 @@ async fn metrics(State(m): State<Arc<MetricSources>>) -> axum::response::Respons
             m.tenants.refused_for_memory() as f64,
         ));
     }
+    families.extend(m.tenants.memory().metric_families());
     families.extend(m.remote.metric_families());
     if let Some(n) = &m.node {
         families.extend(n.metric_families());

@@ -175,6 +175,11 @@ impl Unwritten {
         Self { limit, stores: Default::default(), flushing: Default::default(), refused: AtomicU64::new(0) }
     }
 
+    /// Bytes every store holds before they are in blocks.
+    fn total(&self) -> u64 {
+        self.stores.read().iter().map(|s| s.unwritten_bytes()).sum()
+    }
+
     /// From three quarters of the limit on, has the store holding the most cut its head
     /// into a block (one at a time), so the total comes down without waiting for heads to
     /// age out; at the limit, refuses the write.
@@ -465,9 +470,12 @@ impl Tenants {
             opening: tokio::sync::Mutex::new(()),
             tasks: Default::default(),
             empty: Default::default(),
-            unwritten: Arc::new(Unwritten::new(cfg.storage.max_unwritten_size.0)),
+            unwritten: Arc::new(Unwritten::new(cfg.max_unwritten_bytes())),
             node,
         });
+        // The receivers' memory budget counts the stores' unwritten data too.
+        let unwritten = me.unwritten.clone();
+        me.base.memory().hold_also(move || unwritten.total());
         me.open(SINGLE_TENANT).await.map_err(|e| match e {
             TenantError::Open(e) => e,
             TenantError::TooMany(n) => anyhow::anyhow!("multitenancy.max_tenants is {n}"),
@@ -513,6 +521,11 @@ impl Tenants {
     /// The `single-tenant` stack (the data directory itself).
     pub fn primary(&self) -> Arc<Stack> {
         self.stacks.read().get(SINGLE_TENANT).cloned().expect("the primary stack is opened at start")
+    }
+
+    /// The ingest memory budget (`limits.memory_size`) every receiver shares.
+    pub fn memory(&self) -> &Arc<strand_ingest::memory::MemoryBudget> {
+        self.base.memory()
     }
 
     /// Writes refused because the tenants' unwritten data together was at
@@ -615,6 +628,7 @@ impl Tenants {
         let cfg = &self.cfg;
         let limits = cfg.multitenancy.limits_of(tenant);
         let mut storage = cfg.storage.clone();
+        storage.max_unwritten_size = config::ByteSize(cfg.max_unwritten_bytes());
         if empty {
             storage.backend = config::Backend::Memory;
         }

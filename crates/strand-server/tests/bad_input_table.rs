@@ -443,33 +443,27 @@ async fn bad_grpc_log_input_gets_status_codes_and_metrics_are_refused_with_a_mes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_bodies_hold_no_slot_but_fill_the_receive_budget_and_time_out() {
+async fn slow_bodies_hold_no_slot_but_fill_the_memory_budget_and_time_out() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = common::start(|c| {
         c.otlp.max_concurrent_requests = 1;
         c.otlp.max_request_size = "1KiB".parse().expect("size");
         c.otlp.body_read_timeout = "2s".parse().expect("duration");
+        c.limits.memory_size = "4KiB".parse().expect("size");
     })
     .await;
-    // The receive budget is 2 x 1 KiB x 1 request. Two clients send 900 of their 1000 body
-    // bytes and stall.
+    // The memory budget is 4 KiB. Four clients send 950 of their 1000 body bytes and stall.
     let mut stalled = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..4 {
         let mut s = tokio::net::TcpStream::connect(server.otlp_http).await.expect("connect");
         let head = "POST /v1/traces HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n";
         s.write_all(head.as_bytes()).await.expect("write");
-        s.write_all(&[b' '; 900]).await.expect("write");
+        s.write_all(&[b' '; 950]).await.expect("write");
         stalled.push(s);
     }
-    let metric = |series: &'static str| {
-        let url = server.query("/metrics");
-        async move {
-            let text = reqwest::get(url).await.ok()?.text().await.ok()?;
-            common::metric_value(&text, series)
-        }
-    };
+    let metric = |series: &'static str| metric(&server, series);
     common::eventually("both stalled bodies to be received in part", || async {
-        (metric("strand_receiver_body_bytes_receiving").await == Some(1800.0)).then_some(())
+        (metric("strand_receiver_body_bytes_receiving").await == Some(3800.0)).then_some(())
     })
     .await;
     let post = |body: String| {
@@ -486,7 +480,9 @@ async fn slow_bodies_hold_no_slot_but_fill_the_receive_budget_and_time_out() {
     let resp = post(padded.clone()).await.expect("post");
     assert_eq!(resp.status(), 429);
     assert_eq!(resp.headers()["retry-after"], "1");
-    assert!(resp.text().await.expect("body").contains("receive budget"));
+    assert!(resp.text().await.expect("body").contains("memory budget is full"));
+    let refused = r#"strand_memory_budget_refused_total{stage="body"}"#;
+    assert_eq!(metric(refused).await, Some(1.0));
     // The stalled bodies get 408 once body_read_timeout has passed, and give the budget back.
     for mut s in stalled {
         let mut answer = vec![0u8; 64];
@@ -497,10 +493,177 @@ async fn slow_bodies_hold_no_slot_but_fill_the_receive_budget_and_time_out() {
         let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     }
-    assert_eq!(metric("strand_receiver_body_timeouts_total").await, Some(2.0));
+    assert_eq!(metric("strand_receiver_body_timeouts_total").await, Some(4.0));
     assert_eq!(metric("strand_receiver_body_budget_refused_total").await, Some(1.0));
     common::eventually("the budget to be given back", || async {
-        (metric("strand_receiver_body_bytes_receiving").await == Some(0.0)).then_some(())
+        let receiving = r#"strand_memory_budget_used_bytes{part="receiving"}"#;
+        (metric("strand_receiver_body_bytes_receiving").await == Some(0.0)
+            && metric(receiving).await == Some(0.0))
+        .then_some(())
+    })
+    .await;
+    assert_eq!(post(padded).await.expect("post").status(), 200);
+    server.stop().await;
+}
+
+/// The value of one series on the server's `/metrics`.
+async fn metric(server: &common::TestServer, series: &str) -> Option<f64> {
+    let text = reqwest::get(server.query("/metrics")).await.ok()?.text().await.ok()?;
+    common::metric_value(&text, series)
+}
+
+/// Opens an HTTP/2 connection and a trace export on it announcing a 1000 KiB message, of
+/// which it sends `sent` bytes and then stalls. Held open while the returned parts live.
+async fn stalled_grpc_export(
+    addr: std::net::SocketAddr,
+    sent: usize,
+) -> (h2::client::SendRequest<bytes::Bytes>, h2::SendStream<bytes::Bytes>, h2::client::ResponseFuture) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    let mut client = client.ready().await.expect("ready");
+    let req = http::Request::post(format!(
+        "http://{addr}/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(())
+    .expect("request");
+    let (resp, mut send) = client.send_request(req, false).expect("send request");
+    let mut message = vec![0u8];
+    message.extend_from_slice(&(1000u32 * 1024).to_be_bytes());
+    message.resize(5 + sent, 0);
+    send.send_data(bytes::Bytes::from(message), false).expect("send data");
+    (client, send, resp)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_messages_take_their_bytes_from_the_memory_budget_as_they_arrive() {
+    let server = common::start(|c| {
+        c.otlp.max_request_size = "1MiB".parse().expect("size");
+        c.limits.memory_size = "4MiB".parse().expect("size");
+    })
+    .await;
+    let metric = |series: &'static str| metric(&server, series);
+    let receiving = r#"strand_memory_budget_used_bytes{part="receiving"}"#;
+    // Four exports send 900 KiB of their 1000 KiB message each and stall: 3600 KiB held.
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        stalled.push(stalled_grpc_export(server.grpc, 900 * 1024).await);
+    }
+    common::eventually("the stalled messages' bytes to be counted", || async {
+        (metric(receiving).await == Some(4.0 * 900.0 * 1024.0 + 4.0 * 5.0)).then_some(())
+    })
+    .await;
+    // A whole message that does not fit in what is left is refused while it arrives
+    // (RESOURCE_EXHAUSTED with a RetryInfo), not buffered and decoded (that would answer
+    // INVALID_ARGUMENT: its bytes are no export request).
+    let err = send_raw(
+        &server,
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        vec![0; 1000 * 1024],
+    )
+    .await
+    .expect_err("over the memory budget");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("memory budget is full"), "{err}");
+    assert!(!err.details().is_empty(), "a RetryInfo tells the exporter to retry");
+    let refused = r#"strand_memory_budget_refused_total{stage="grpc_message"}"#;
+    assert_eq!(metric(refused).await, Some(1.0));
+    let refused = r#"strand_receiver_requests_refused_total{protocol="otlp_grpc"}"#;
+    assert_eq!(metric(refused).await, Some(1.0));
+    // Clients that go away give their bytes back; exports are accepted again.
+    drop(stalled);
+    common::eventually("the stalled messages' bytes to be given back", || async {
+        (metric(receiving).await == Some(0.0)).then_some(())
+    })
+    .await;
+    let mut client = TraceServiceClient::connect(format!("http://{}", server.grpc)).await.expect("connect");
+    let span = Span {
+        trace_id: vec![7; 16],
+        span_id: vec![7; 8],
+        name: "after".into(),
+        start_time_unix_nano: 1,
+        end_time_unix_nano: 2,
+        ..Default::default()
+    };
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans: vec![span], ..Default::default() }],
+            ..Default::default()
+        }],
+    };
+    client.export(req).await.expect("stored once the budget has room");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_not_yet_in_blocks_counts_against_the_memory_budget() {
+    use tokio::io::AsyncWriteExt;
+    let server = common::start(|c| {
+        c.otlp.max_request_size = "256KiB".parse().expect("size");
+        c.otlp.body_read_timeout = "2s".parse().expect("duration");
+        c.limits.memory_size = "1MiB".parse().expect("size");
+    })
+    .await;
+    let metric = |series: &'static str| metric(&server, series);
+    // The store keeps a quarter of the budget for requests: its own bound is 768 KiB.
+    assert_eq!(metric("strand_store_unwritten_budget_bytes").await, Some(768.0 * 1024.0));
+    let post = |body: Vec<u8>| {
+        reqwest::Client::new()
+            .post(server.otlp_url())
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    // About 190 KiB of spans wait in the head (it is cut at half the store's bound).
+    let value = "v".repeat(1000);
+    for batch in 0..2 {
+        let spans: Vec<String> = (0..90)
+            .map(|i| {
+                let span =
+                    span_json("0af7651916cd43dd8448eb211c80319c", &format!("{:016x}", batch * 1000 + i + 1));
+                span.replace(
+                    r#""name":"op""#,
+                    &format!(
+                        r#""name":"op","attributes":[{{"key":"k","value":{{"stringValue":"{value}"}}}}]"#
+                    ),
+                )
+            })
+            .collect();
+        assert_eq!(post(request_json(&spans)).await.expect("post").status(), 200);
+    }
+    let unwritten = metric(r#"strand_memory_budget_used_bytes{part="unwritten"}"#).await.expect("gauge");
+    assert!(unwritten > 150_000.0, "the head's bytes are counted: {unwritten}");
+    assert_eq!(metric("strand_store_unwritten_bytes").await, Some(unwritten));
+    // Three bodies arrive in part (750,000 bytes) and stall.
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(server.otlp_http).await.expect("connect");
+        let head = "POST /v1/traces HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 260000\r\n\r\n";
+        s.write_all(head.as_bytes()).await.expect("write");
+        s.write_all(&[b' '; 250_000]).await.expect("write");
+        stalled.push(s);
+    }
+    common::eventually("the stalled bodies to be counted", || async {
+        (metric(r#"strand_memory_budget_used_bytes{part="receiving"}"#).await == Some(750_000.0))
+            .then_some(())
+    })
+    .await;
+    // 298,576 bytes are left beside the stalled bodies, fewer beside the head too: a
+    // 150,000-byte request does not fit.
+    let padded = format!("{{\"resourceSpans\":[]}}{}", " ".repeat(150_000 - 20)).into_bytes();
+    let resp = post(padded.clone()).await.expect("post");
+    assert_eq!(resp.status(), 429);
+    let text = resp.text().await.expect("body");
+    assert!(text.contains(&format!("and {unwritten} bytes waiting to be written to blocks")), "{text}");
+    // Block writes free the head's share; the stalled bodies time out and free theirs.
+    server.flush().await;
+    drop(stalled);
+    common::eventually("the budget to be free", || async {
+        let receiving = metric(r#"strand_memory_budget_used_bytes{part="receiving"}"#).await;
+        let unwritten = metric(r#"strand_memory_budget_used_bytes{part="unwritten"}"#).await;
+        (receiving == Some(0.0) && unwritten == Some(0.0)).then_some(())
     })
     .await;
     assert_eq!(post(padded).await.expect("post").status(), 200);

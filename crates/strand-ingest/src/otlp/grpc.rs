@@ -22,7 +22,10 @@ use tonic::codegen::{BoxFuture, StdError, http};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
+use std::sync::Arc;
+
 use super::{Format, Logs, METRICS_REFUSED, Signal, Traces};
+use crate::memory::{Charge, MemoryBudget, Stage};
 use crate::{IngestError, Protocol, Receiver};
 
 /// Maps an ingest error to its gRPC status. An overload's `RESOURCE_EXHAUSTED` carries a
@@ -142,7 +145,15 @@ impl<S: Signal> UnaryService<Bytes> for Export<S> {
         Box::pin(async move {
             let result = async {
                 let _slot = receiver.admit()?;
+                // The frames' bytes, taken as they arrived; and, when tonic inflated the
+                // message, the inflated copy.
+                let held = request.extensions().get::<Held>().cloned();
+                let compressed =
+                    request.metadata().get("grpc-encoding").is_some_and(|e| e.as_bytes() != b"identity");
                 let body = request.into_inner();
+                if compressed && let Some(held) = &held {
+                    receiver.memory.take(&mut held.charge.lock(), body.len() as u64, Stage::Message)?;
+                }
                 let (batch, rejections) = if body.len() > receiver.limits.blocking_decode_threshold {
                     tokio::task::spawn_blocking(move || S::decode(Format::Protobuf, &body))
                         .await
@@ -262,7 +273,18 @@ where
             let mut grpc = Grpc::new(RawCodec::<S::Response>(PhantomData))
                 .apply_compression_config(this.accept, this.send)
                 .apply_max_message_size_config(Some(max), None);
+            let (mut parts, body) = req.into_parts();
+            let held = Held::default();
+            parts.extensions.insert(held.clone());
+            let budgeted =
+                Budgeted { inner: Box::pin(body), budget: this.receiver.memory.clone(), held: held.clone() };
+            let req = http::Request::from_parts(parts, budgeted);
+            let receiver = this.receiver.clone();
             let mut resp = grpc.unary(Export::<S>(this.receiver, PhantomData), req).await;
+            if held.refused.load(std::sync::atomic::Ordering::Relaxed) {
+                // Refused while the message arrived, before `Export` saw it.
+                S::refused(&receiver, Protocol::OtlpGrpc);
+            }
             // tonic answers an oversized message with OUT_OF_RANGE; gRPC and OTLP clients
             // expect RESOURCE_EXHAUSTED for it.
             let headers = resp.headers_mut();
@@ -271,6 +293,74 @@ where
             }
             Ok(resp)
         })
+    }
+}
+
+/// A request's bytes of the memory budget, shared by its [`Budgeted`] body (which takes
+/// them as frames arrive) and [`Export`] (which holds them until the batch is stored).
+#[derive(Clone, Default)]
+struct Held(Arc<HeldInner>);
+
+#[derive(Default)]
+struct HeldInner {
+    charge: parking_lot::Mutex<Charge>,
+    /// The budget refused a frame.
+    refused: std::sync::atomic::AtomicBool,
+}
+
+impl std::ops::Deref for Held {
+    type Target = HeldInner;
+
+    fn deref(&self) -> &HeldInner {
+        &self.0
+    }
+}
+
+/// A gRPC request body whose data frames are taken from the memory budget as they arrive,
+/// before tonic buffers them into a message. A frame that does not fit ends the body with
+/// `RESOURCE_EXHAUSTED` (and a `RetryInfo`), which tonic answers with.
+struct Budgeted<B> {
+    inner: std::pin::Pin<Box<B>>,
+    budget: Arc<MemoryBudget>,
+    held: Held,
+}
+
+impl<B> http_body::Body for Budgeted<B>
+where
+    B: http_body::Body,
+    B::Error: Into<StdError>,
+{
+    type Data = B::Data;
+    type Error = StdError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, StdError>>> {
+        let frame = match self.inner.as_mut().poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        let n = frame.data_ref().map_or(0, |d| d.remaining() as u64);
+        let this = &*self;
+        let taken = this.budget.take(&mut this.held.charge.lock(), n, Stage::Message);
+        match taken {
+            Ok(()) => Poll::Ready(Some(Ok(frame))),
+            Err(e) => {
+                this.held.refused.store(true, std::sync::atomic::Ordering::Relaxed);
+                Poll::Ready(Some(Err(Box::new(status(e)))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
