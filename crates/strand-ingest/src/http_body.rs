@@ -84,9 +84,9 @@ pub async fn read_body(
     }
 }
 
-/// The memory budget a request holds while it is read, decoded and stored: its body's
-/// bytes (counted in `strand_receiver_body_bytes_receiving` too) and their inflated copy;
-/// given back when dropped.
+/// The memory budget a request holds while it is read and decoded: its body's bytes
+/// (counted in `strand_receiver_body_bytes_receiving` too) and their inflated copy; given
+/// back when dropped.
 #[derive(Debug)]
 pub struct Receiving {
     body: Charge,
@@ -193,8 +193,8 @@ pub fn inflate(encoding: Encoding, body: &[u8], limit: usize) -> Result<Vec<u8>,
 /// Output is produced (and counted) this many bytes at a time.
 const INFLATE_STEP: u64 = 64 * 1024;
 
-/// [`inflate`], handing `count` each step's output size as it grows (an error from it
-/// stops the inflating).
+/// [`inflate`], handing `count` the output buffer's growth in capacity as it grows, step
+/// by step (an error from it stops the inflating).
 fn inflate_counted(
     encoding: Encoding,
     body: &[u8],
@@ -216,8 +216,12 @@ fn inflate_counted(
             ),
         ),
     };
+    // What is counted is the buffer's capacity as it grows, not only the bytes in it.
     let mut out = Vec::with_capacity((body.len() * 4).min(limit));
+    let mut counted = 0;
     loop {
+        count((out.capacity() - counted) as u64)?;
+        counted = out.capacity();
         let room = (limit as u64 + 1).saturating_sub(out.len() as u64).min(INFLATE_STEP);
         let n = (&mut reader)
             .take(room)
@@ -228,8 +232,8 @@ fn inflate_counted(
                 "decompressed request body exceeds the limit of {limit} bytes"
             )));
         }
-        count(n as u64)?;
         if (n as u64) < room {
+            count((out.capacity() - counted) as u64)?;
             return Ok(out);
         }
     }
@@ -239,8 +243,7 @@ fn inflate_counted(
 /// so a client still sending holds none), inflates the body (`encoding` from
 /// [`content_encoding`]) and runs `decode` on the plain bytes: on the blocking pool when the
 /// body is large or compressed (both are CPU work), inline otherwise. The slot comes back
-/// with the result, for the caller to hold while it stores it: it holds the body's (and
-/// inflated body's) bytes of the memory budget until then.
+/// with the result, for the caller to hold while it stores it.
 pub async fn read_and_decode<T: Send + 'static>(
     rx: &Receiver,
     headers: &HeaderMap,
@@ -250,22 +253,21 @@ pub async fn read_and_decode<T: Send + 'static>(
 ) -> Result<(T, Slot), IngestError> {
     let limit = rx.limits.max_request_bytes;
     let (raw, mut receiving) = read_body(rx, body, headers).await?;
-    let mut slot = rx.admit()?;
+    let slot = rx.admit()?;
     let off_thread = raw.len() > rx.limits.blocking_decode_threshold || encoding != Encoding::Identity;
-    let work = move || {
-        let decoded = match encoding {
-            Encoding::Identity => decode(&raw),
-            compressed => decode(&inflate_counted(compressed, &raw, limit, |n| receiving.take_inflated(n))?),
-        };
-        decoded.map(|d| (d, receiving))
+    // The body and its inflated copy are dropped with the closure, and their bytes given
+    // back with `receiving`, once decoded; the decoded batch is taken from the budget when
+    // it is stored.
+    let work = move || match encoding {
+        Encoding::Identity => decode(&raw),
+        compressed => decode(&inflate_counted(compressed, &raw, limit, |n| receiving.take_inflated(n))?),
     };
-    let (decoded, receiving) = if off_thread {
+    let decoded = if off_thread {
         tokio::task::spawn_blocking(work)
             .await
-            .map_err(|e| IngestError::Unavailable(format!("decode task failed: {e}")))??
+            .map_err(|e| IngestError::Unavailable(format!("decode task failed: {e}")))?
     } else {
-        work()?
+        work()
     };
-    slot.hold(receiving);
-    Ok((decoded, slot))
+    Ok((decoded?, slot))
 }

@@ -36,8 +36,12 @@ impl Stage {
     }
 }
 
-/// The stores' bytes not yet in blocks, read at each admission.
-type Held = Box<dyn Fn() -> u64 + Send + Sync>;
+/// The stores' bytes not yet in blocks (read at each admission), and how to have them
+/// written sooner (called when the budget refuses while they hold much of it).
+struct Stores {
+    held: Box<dyn Fn() -> u64 + Send + Sync>,
+    relieve: Box<dyn Fn() + Send + Sync>,
+}
 
 /// One memory budget shared by every receiver made from one [`crate::Receiver`] and the
 /// stores behind them.
@@ -46,7 +50,7 @@ pub struct MemoryBudget {
     /// Bytes receivers hold now (every live [`Charge`]).
     taken: AtomicU64,
     /// The stores' unwritten bytes, once the server has opened them.
-    held: OnceLock<Held>,
+    stores: OnceLock<Stores>,
     refused: [AtomicU64; Stage::ALL.len()],
 }
 
@@ -66,15 +70,21 @@ impl MemoryBudget {
         Arc::new(Self {
             limit: limit.max(1),
             taken: AtomicU64::new(0),
-            held: OnceLock::new(),
+            stores: OnceLock::new(),
             refused: Default::default(),
         })
     }
 
-    /// Counts `unwritten` (the stores' data not yet in blocks) against the budget too.
-    /// Set once; later calls are ignored.
-    pub fn hold_also(&self, unwritten: impl Fn() -> u64 + Send + Sync + 'static) {
-        let _ = self.held.set(Box::new(unwritten));
+    /// Counts `unwritten` (the stores' data not yet in blocks) against the budget too;
+    /// `relieve` is called when the budget refuses bytes while the stores hold more than
+    /// half of it (to have a head cut and written sooner than its own limits would). Set
+    /// once; later calls are ignored.
+    pub fn hold_also(
+        &self,
+        unwritten: impl Fn() -> u64 + Send + Sync + 'static,
+        relieve: impl Fn() + Send + Sync + 'static,
+    ) {
+        let _ = self.stores.set(Stores { held: Box::new(unwritten), relieve: Box::new(relieve) });
     }
 
     /// The budget in bytes.
@@ -89,20 +99,36 @@ impl MemoryBudget {
 
     /// Bytes the stores hold before they are in blocks.
     pub fn held(&self) -> u64 {
-        self.held.get().map_or(0, |f| f())
+        self.stores.get().map_or(0, |s| (s.held)())
     }
 
     /// Takes `n` bytes into `charge` when they fit beside what the receivers and stores
-    /// hold; otherwise counts the refusal at `stage` and answers `Overloaded`.
+    /// hold; otherwise counts the refusal at `stage` and answers `Overloaded` (retry
+    /// later), or `TooLarge` when the charge would exceed the whole budget (a retry could
+    /// never fit).
     pub fn take(self: &Arc<Self>, charge: &mut Charge, n: u64, stage: Stage) -> Result<(), IngestError> {
         if n == 0 {
             return Ok(());
+        }
+        let total = charge.bytes.saturating_add(n);
+        if total > self.limit {
+            self.refused[stage as usize].fetch_add(1, Ordering::Relaxed);
+            return Err(IngestError::TooLarge(format!(
+                "this request needs more than {} bytes of memory, more than the whole memory budget \
+                 (limits.memory_size); send smaller requests",
+                total.min(self.limit)
+            )));
         }
         let held = self.held();
         let mut taken = self.taken.load(Ordering::Relaxed);
         loop {
             if taken.saturating_add(n).saturating_add(held) > self.limit {
                 self.refused[stage as usize].fetch_add(1, Ordering::Relaxed);
+                if held > self.limit / 2
+                    && let Some(s) = self.stores.get()
+                {
+                    (s.relieve)();
+                }
                 return Err(IngestError::Overloaded(format!(
                     "the memory budget is full: {taken} bytes being received and decoded and {held} \
                      bytes waiting to be written to blocks, of {} (limits.memory_size); retry later",
@@ -191,8 +217,9 @@ mod tests {
     fn bytes_are_taken_while_they_fit_beside_the_stores_and_given_back_on_drop() {
         let budget = MemoryBudget::new(1000);
         let stored = Arc::new(AtomicU64::new(300));
-        let s = stored.clone();
-        budget.hold_also(move || s.load(Ordering::Relaxed));
+        let relieved = Arc::new(AtomicU64::new(0));
+        let (s, r) = (stored.clone(), relieved.clone());
+        budget.hold_also(move || s.load(Ordering::Relaxed), move || _ = r.fetch_add(1, Ordering::Relaxed));
         let mut a = Charge::default();
         budget.take(&mut a, 400, Stage::Body).expect("fits");
         budget.take(&mut a, 300, Stage::Body).expect("fits exactly");
@@ -201,6 +228,11 @@ mod tests {
         let err = budget.take(&mut b, 1, Stage::Decoded).expect_err("full");
         assert!(err.to_string().contains("700 bytes being received and decoded and 300 bytes"), "{err}");
         assert_eq!((budget.refused(Stage::Decoded), budget.refused(Stage::Body)), (1, 0));
+        assert_eq!(relieved.load(Ordering::Relaxed), 0, "the stores hold less than half");
+        // The stores hold more than half: a refusal asks them to write sooner.
+        stored.store(600, Ordering::Relaxed);
+        budget.take(&mut b, 1, Stage::Decoded).expect_err("full");
+        assert_eq!(relieved.load(Ordering::Relaxed), 1);
         // The stores write blocks: their bytes go and room comes back.
         stored.store(0, Ordering::Relaxed);
         budget.take(&mut b, 300, Stage::Decoded).expect("fits once the stores wrote");
@@ -208,6 +240,17 @@ mod tests {
         assert_eq!(budget.taken(), 300);
         drop(b);
         assert_eq!(budget.taken(), 0);
+    }
+
+    #[test]
+    fn a_request_bigger_than_the_whole_budget_is_too_large_not_overloaded() {
+        let budget = MemoryBudget::new(1000);
+        let mut c = Charge::default();
+        budget.take(&mut c, 600, Stage::Body).expect("fits");
+        let err = budget.take(&mut c, 401, Stage::Inflated).expect_err("1001 bytes in all");
+        assert!(matches!(err, IngestError::TooLarge(_)), "{err:?}");
+        assert!(err.to_string().contains("more than 1000 bytes of memory"), "{err}");
+        assert_eq!((budget.taken(), budget.refused(Stage::Inflated)), (600, 1));
     }
 
     #[test]

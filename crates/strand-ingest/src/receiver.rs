@@ -88,7 +88,7 @@ pub struct ReceiverStats {
     in_flight: std::sync::atomic::AtomicU64,
     /// Bytes of HTTP bodies being received or decoded now.
     pub(crate) receiving_bytes: AtomicU64,
-    /// HTTP requests refused because bodies being received filled the receive budget.
+    /// HTTP requests whose body did not fit in the memory budget as it arrived.
     pub(crate) body_budget_refused: AtomicU64,
     /// HTTP requests whose body did not arrive within `body_read_timeout`.
     pub(crate) body_timeouts: AtomicU64,
@@ -99,15 +99,6 @@ pub struct ReceiverStats {
 pub struct Slot {
     _permit: tokio::sync::OwnedSemaphorePermit,
     stats: Arc<ReceiverStats>,
-    /// The request's bytes of the memory budget, held as long as the slot.
-    held: Option<crate::http_body::Receiving>,
-}
-
-impl Slot {
-    /// Holds `receiving` (a body's bytes of the memory budget) until the slot is dropped.
-    pub(crate) fn hold(&mut self, receiving: crate::http_body::Receiving) {
-        self.held = Some(receiving);
-    }
 }
 
 impl Drop for Slot {
@@ -169,7 +160,7 @@ impl ReceiverStats {
                 ),
                 strand_core::MetricFamily::counter(
                     "strand_receiver_body_budget_refused_total",
-                    "HTTP requests refused (429) because the bodies being received filled the receive budget.",
+                    "HTTP requests refused (429) because their body did not fit in the memory budget (limits.memory_size) as it arrived.",
                     self.body_budget_refused.load(std::sync::atomic::Ordering::Relaxed) as f64,
                 ),
                 strand_core::MetricFamily::counter(
@@ -285,7 +276,7 @@ impl Receiver {
             ))
         })?;
         self.stats.in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Slot { _permit: permit, stats: self.stats.clone(), held: None })
+        Ok(Slot { _permit: permit, stats: self.stats.clone() })
     }
 
     /// Hands a decoded batch to the sink; returns once it is durable (or refused). Callers

@@ -78,33 +78,105 @@ fn gzipped_export() -> (Request<Body>, usize, usize) {
     (req, sizes.0, sizes.1)
 }
 
+/// An OTLP/HTTP protobuf export of ten spans with three attributes each, and its size.
+fn protobuf_export() -> (Request<Body>, usize) {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
+    let attr = |k: &str, v: i64| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(Value::IntValue(v)) }),
+        ..Default::default()
+    };
+    let spans = (1..=10u8)
+        .map(|i| Span {
+            trace_id: vec![1; 16],
+            span_id: vec![i; 8],
+            name: "op".into(),
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            attributes: vec![attr("a", 1), attr("b", 2), attr("c", 3)],
+            ..Default::default()
+        })
+        .collect();
+    let body = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec();
+    let len = body.len();
+    let req = Request::post("/v1/traces")
+        .header("content-type", "application/x-protobuf")
+        .body(Body::from(body))
+        .expect("request");
+    (req, len)
+}
+
+/// A sink that notes the decoded size of the batch it is handed, then waits for the gate.
+struct Noting {
+    gate: Arc<Semaphore>,
+    decoded: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SpanSink for Noting {
+    fn consume(&self, batch: SpanBatch) -> BoxFuture<'_, Result<(), SinkError>> {
+        self.decoded.store(batch.approx_bytes() as u64, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move {
+            self.gate.acquire().await.expect("gate open").forget();
+            Ok(())
+        })
+    }
+}
+
 #[tokio::test]
-async fn a_request_holds_its_body_inflated_body_and_decoded_batch_in_the_memory_budget_until_stored() {
+async fn a_request_holds_its_decoded_batch_in_the_memory_budget_until_stored() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use strand_ingest::memory::Stage;
     let gate = Arc::new(Semaphore::new(0));
-    let rx = Receiver::new(Arc::new(Gate(gate.clone())), IngestLimits::default());
+    let decoded = Arc::new(AtomicU64::new(0));
+    let sink = Noting { gate: gate.clone(), decoded: decoded.clone() };
+    let rx = Receiver::new(Arc::new(sink), IngestLimits::default());
     let app = strand_ingest::otlp::http::router(rx.clone());
     let (req, compressed, plain) = gzipped_export();
     let first = tokio::spawn(app.clone().oneshot(req));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    // Body and inflated body, then the decoded batch on top while the sink holds it.
-    while rx.memory().taken() <= (compressed + plain) as u64 {
-        assert!(std::time::Instant::now() < deadline, "taken {}", rx.memory().taken());
+    while decoded.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the batch never reached the sink");
         tokio::task::yield_now().await;
     }
-    let held = rx.memory().taken();
+    // While the sink stores it, the budget holds the decoded batch; the body and its
+    // inflated copy are gone and given back.
+    let batch = decoded.load(Ordering::SeqCst);
+    assert_eq!(rx.memory().taken(), batch, "body {compressed} B, inflated {plain} B");
     gate.add_permits(1);
     assert_eq!(first.await.expect("task").expect("answer").status(), 200);
     assert_eq!(rx.memory().taken(), 0, "all given back once stored");
 
-    // A budget that holds the body and its inflated copy but not the decoded batch.
-    let limits = IngestLimits { memory_bytes: held - 1, ..IngestLimits::default() };
+    // A budget smaller than the decoded batch alone (but holding the body) can never take
+    // it: 413, not a retry.
+    let (req, body_len) = protobuf_export();
+    decoded.store(0, Ordering::SeqCst);
+    let sink = Noting { gate: gate.clone(), decoded: decoded.clone() };
+    let rx = Receiver::new(Arc::new(sink), IngestLimits::default());
+    let first = tokio::spawn(strand_ingest::otlp::http::router(rx).oneshot(req));
+    while decoded.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the batch never reached the sink");
+        tokio::task::yield_now().await;
+    }
+    let batch = decoded.load(Ordering::SeqCst);
+    gate.add_permits(1);
+    assert_eq!(first.await.expect("task").expect("answer").status(), 200);
+    assert!(batch > body_len as u64, "decoded {batch} B, body {body_len} B");
+    let limits = IngestLimits { memory_bytes: batch - 1, ..IngestLimits::default() };
     let rx = Receiver::new(Arc::new(Gate(gate.clone())), limits);
     let app = strand_ingest::otlp::http::router(rx.clone());
-    let resp = app.oneshot(gzipped_export().0).await.expect("answer");
-    assert_eq!(resp.status(), 429);
+    let resp = app.oneshot(protobuf_export().0).await.expect("answer");
+    assert_eq!(resp.status(), 413);
     let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.expect("body");
-    assert!(String::from_utf8_lossy(&body).contains("memory budget is full"), "{body:?}");
-    use strand_ingest::memory::Stage;
-    assert_eq!((rx.memory().refused(Stage::Decoded), rx.memory().refused(Stage::Inflated)), (1, 0));
+    assert!(String::from_utf8_lossy(&body).contains("more than the whole memory budget"), "{body:?}");
+    assert_eq!((rx.memory().refused(Stage::Decoded), rx.memory().refused(Stage::Body)), (1, 0));
     assert_eq!(rx.memory().taken(), 0);
 }

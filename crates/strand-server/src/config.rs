@@ -124,6 +124,9 @@ pub struct LimitsConfig {
     pub memory_size: MemorySize,
 }
 
+/// `limits.memory_size` is at least this many times `otlp.max_request_size`.
+pub const MEMORY_PER_REQUEST: u64 = 8;
+
 /// A memory size that may be sized from the machine (`auto`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum MemorySize {
@@ -431,8 +434,9 @@ pub struct StorageConfig {
     pub maintenance_interval: HumanDuration,
     /// Memory for block indexes loaded by queries (least recently used out beyond it).
     pub cache_size: ByteSize,
-    /// Memory the trace reads in flight may hold together (decoded spans, estimated from
-    /// span counts before reading); a read beyond it is answered 503 with `Retry-After`.
+    /// Memory the trace reads and queries in flight may hold together (decoded spans and
+    /// search indexes not in the cache, estimated from span counts before reading); a
+    /// read or query beyond it is answered 503 with `Retry-After`.
     pub max_read_size: ByteSize,
 }
 
@@ -555,13 +559,13 @@ impl Config {
         self.storage.max_unwritten_size.0.min(self.memory_budget_bytes() / 4 * 3).max(1)
     }
 
-    /// `limits.memory_size` in bytes; `auto` is raised to four times
+    /// `limits.memory_size` in bytes; `auto` is raised to [`MEMORY_PER_REQUEST`] times
     /// `otlp.max_request_size` when the machine's quarter is smaller (a set size that small
     /// is a configuration error).
     pub fn memory_budget_bytes(&self) -> u64 {
         let bytes = self.limits.memory_size.bytes();
         match self.limits.memory_size {
-            MemorySize::Auto => bytes.max(self.otlp.max_request_size.0.saturating_mul(4)),
+            MemorySize::Auto => bytes.max(self.otlp.max_request_size.0.saturating_mul(MEMORY_PER_REQUEST)),
             MemorySize::Bytes(_) => bytes,
         }
     }
@@ -740,12 +744,13 @@ impl Config {
         if self.query.default_search_limit > self.query.max_search_limit {
             errs.push("`query.default_search_limit`: must not exceed `query.max_search_limit`".into());
         }
+        let least = self.otlp.max_request_size.0.saturating_mul(MEMORY_PER_REQUEST);
         if let MemorySize::Bytes(b) = self.limits.memory_size
-            && b.0 < 4 * self.otlp.max_request_size.0
+            && b.0 < least
         {
             errs.push(format!(
-                "`limits.memory_size`: {b} must be at least 4 × `otlp.max_request_size` ({}): a quarter of it is kept for requests being received",
-                ByteSize(4 * self.otlp.max_request_size.0)
+                "`limits.memory_size`: {b} must be at least {MEMORY_PER_REQUEST} × `otlp.max_request_size` ({}): a request holds its body, its inflated copy and its decoded spans (about 3 times its size), and a quarter of the budget is kept for requests",
+                ByteSize(least)
             ));
         }
         if self.storage.max_disk_size.is_some_and(|b| b.0 == 0) {
@@ -1345,20 +1350,21 @@ mod tests {
             cfg.storage.max_unwritten_size.0,
             "storage.max_unwritten_size is the smaller"
         );
-        // auto makes room for four of the largest requests.
+        // auto makes room for the largest requests.
         cfg.limits.memory_size = MemorySize::Auto;
         cfg.otlp.max_request_size = ByteSize(gib);
-        assert_eq!(cfg.memory_budget_bytes(), 4 * gib);
+        assert_eq!(cfg.memory_budget_bytes(), 8 * gib);
         // Too small for one request in its quarter: refused, by key.
-        let (_f, path) = file("limits:\n  memory_size: 32MiB\n");
+        let (_f, path) = file("limits:\n  memory_size: 64MiB\n");
         let err = load(&Sources { file: Some(path), ..Sources::default() }).expect_err("too small");
         assert!(
-            err.to_string()
-                .contains("`limits.memory_size`: 32MiB must be at least 4 × `otlp.max_request_size` (64MiB)"),
+            err.to_string().contains(
+                "`limits.memory_size`: 64MiB must be at least 8 × `otlp.max_request_size` (128MiB)"
+            ),
             "{err}"
         );
-        let (_f, path) = file("limits:\n  memory_size: 64MiB\n");
+        let (_f, path) = file("limits:\n  memory_size: 128MiB\n");
         let cfg = load(&Sources { file: Some(path), ..Sources::default() }).expect("valid");
-        assert_eq!(cfg.limits.memory_size, MemorySize::Bytes(ByteSize(64 << 20)));
+        assert_eq!(cfg.limits.memory_size, MemorySize::Bytes(ByteSize(128 << 20)));
     }
 }

@@ -609,7 +609,7 @@ async fn metrics(State(m): State<Arc<MetricSources>>) -> axum::response::Respons
     if m.tenants.multitenant() {
         families.push(strand_core::MetricFamily::counter(
             "strand_tenants_writes_refused_memory_total",
-            "Writes refused because all tenants' data waiting for blocks was at storage.max_unwritten_size together.",
+            "Writes refused because all tenants' data waiting for blocks was at its shared bound together (storage.max_unwritten_size, at most three quarters of limits.memory_size).",
             m.tenants.refused_for_memory() as f64,
         ));
     }

@@ -181,17 +181,38 @@ impl Unwritten {
     }
 
     /// From three quarters of the limit on, has the store holding the most cut its head
-    /// into a block (one at a time), so the total comes down without waiting for heads to
-    /// age out; at the limit, refuses the write.
+    /// into a block ([`Self::cut_biggest`]), so the total comes down without waiting for
+    /// heads to age out; at the limit, refuses the write.
     fn admit(&self) -> Result<(), SinkError> {
-        let stores = self.stores.read();
-        if stores.len() < 2 {
-            return Ok(()); // one store keeps the bound itself
+        let total = {
+            let stores = self.stores.read();
+            if stores.len() < 2 {
+                return Ok(()); // one store keeps the bound itself
+            }
+            stores.iter().map(|s| s.unwritten_bytes()).sum::<u64>()
+        };
+        if total >= self.limit / 4 * 3 {
+            self.cut_biggest();
         }
-        let total: u64 = stores.iter().map(|s| s.unwritten_bytes()).sum();
-        if total >= self.limit / 4 * 3
+        if total < self.limit {
+            return Ok(());
+        }
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        Err(SinkError::Overloaded(format!(
+            "{total} bytes of all tenants' received data wait to be written to blocks, at the limit of {} \
+             (storage.max_unwritten_size or three quarters of limits.memory_size, shared by the tenants); retry later",
+            self.limit
+        )))
+    }
+
+    /// Has the store holding the most data not yet in blocks cut its head into a block,
+    /// one cut at a time (also asked by the memory budget when it refuses requests while
+    /// the stores hold more than half of it). Outside a tokio runtime, does nothing.
+    fn cut_biggest(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let stores = self.stores.read();
+        if let Some(biggest) = stores.iter().max_by_key(|s| s.unwritten_bytes()).cloned()
             && !self.flushing.swap(true, Ordering::AcqRel)
-            && let Some(biggest) = stores.iter().max_by_key(|s| s.unwritten_bytes()).cloned()
         {
             /// Clears the flag however the flush ends (a panic included).
             struct Done(Arc<std::sync::atomic::AtomicBool>);
@@ -201,22 +222,13 @@ impl Unwritten {
                 }
             }
             let done = Done(self.flushing.clone());
-            tokio::spawn(async move {
+            runtime.spawn(async move {
                 let _done = done;
                 if let Err(e) = biggest.flush().await {
-                    tracing::warn!(error = %e, "cutting a tenant's head for the shared memory bound failed");
+                    tracing::warn!(error = %e, "cutting a head for the shared memory bound failed");
                 }
             });
         }
-        if total < self.limit {
-            return Ok(());
-        }
-        self.refused.fetch_add(1, Ordering::Relaxed);
-        Err(SinkError::Overloaded(format!(
-            "{total} bytes of all tenants' received data wait to be written to blocks, at the limit of {} \
-             (storage.max_unwritten_size, shared by the tenants); retry later",
-            self.limit
-        )))
     }
 }
 
@@ -474,8 +486,8 @@ impl Tenants {
             node,
         });
         // The receivers' memory budget counts the stores' unwritten data too.
-        let unwritten = me.unwritten.clone();
-        me.base.memory().hold_also(move || unwritten.total());
+        let (unwritten, relieve) = (me.unwritten.clone(), me.unwritten.clone());
+        me.base.memory().hold_also(move || unwritten.total(), move || relieve.cut_biggest());
         me.open(SINGLE_TENANT).await.map_err(|e| match e {
             TenantError::Open(e) => e,
             TenantError::TooMany(n) => anyhow::anyhow!("multitenancy.max_tenants is {n}"),

@@ -333,12 +333,25 @@ async fn send_raw(
     path: &'static str,
     data: Vec<u8>,
 ) -> Result<Bogus, tonic::Status> {
+    send_raw_compressed(server, path, data, None).await
+}
+
+/// [`send_raw`], the message compressed with `compression`.
+async fn send_raw_compressed(
+    server: &common::TestServer,
+    path: &'static str,
+    data: Vec<u8>,
+    compression: Option<tonic::codec::CompressionEncoding>,
+) -> Result<Bogus, tonic::Status> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))
         .expect("uri")
         .connect()
         .await
         .expect("channel");
     let mut raw = tonic::client::Grpc::new(channel);
+    if let Some(c) = compression {
+        raw = raw.send_compressed(c);
+    }
     raw.ready().await.expect("ready");
     let codec = tonic_prost::ProstCodec::<Bogus, Bogus>::default();
     let path = http::uri::PathAndQuery::from_static(path);
@@ -449,21 +462,21 @@ async fn slow_bodies_hold_no_slot_but_fill_the_memory_budget_and_time_out() {
         c.otlp.max_concurrent_requests = 1;
         c.otlp.max_request_size = "1KiB".parse().expect("size");
         c.otlp.body_read_timeout = "2s".parse().expect("duration");
-        c.limits.memory_size = "4KiB".parse().expect("size");
+        c.limits.memory_size = "8KiB".parse().expect("size");
     })
     .await;
-    // The memory budget is 4 KiB. Four clients send 950 of their 1000 body bytes and stall.
+    // The memory budget is 8 KiB. Eight clients send 990 of their 1000 body bytes and stall.
     let mut stalled = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..8 {
         let mut s = tokio::net::TcpStream::connect(server.otlp_http).await.expect("connect");
         let head = "POST /v1/traces HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n";
         s.write_all(head.as_bytes()).await.expect("write");
-        s.write_all(&[b' '; 950]).await.expect("write");
+        s.write_all(&[b' '; 990]).await.expect("write");
         stalled.push(s);
     }
     let metric = |series: &'static str| metric(&server, series);
     common::eventually("both stalled bodies to be received in part", || async {
-        (metric("strand_receiver_body_bytes_receiving").await == Some(3800.0)).then_some(())
+        (metric("strand_receiver_body_bytes_receiving").await == Some(7920.0)).then_some(())
     })
     .await;
     let post = |body: String| {
@@ -493,7 +506,7 @@ async fn slow_bodies_hold_no_slot_but_fill_the_memory_budget_and_time_out() {
         let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     }
-    assert_eq!(metric("strand_receiver_body_timeouts_total").await, Some(4.0));
+    assert_eq!(metric("strand_receiver_body_timeouts_total").await, Some(8.0));
     assert_eq!(metric("strand_receiver_body_budget_refused_total").await, Some(1.0));
     common::eventually("the budget to be given back", || async {
         let receiving = r#"strand_memory_budget_used_bytes{part="receiving"}"#;
@@ -541,18 +554,18 @@ async fn stalled_grpc_export(
 async fn grpc_messages_take_their_bytes_from_the_memory_budget_as_they_arrive() {
     let server = common::start(|c| {
         c.otlp.max_request_size = "1MiB".parse().expect("size");
-        c.limits.memory_size = "4MiB".parse().expect("size");
+        c.limits.memory_size = "8MiB".parse().expect("size");
     })
     .await;
     let metric = |series: &'static str| metric(&server, series);
     let receiving = r#"strand_memory_budget_used_bytes{part="receiving"}"#;
-    // Four exports send 900 KiB of their 1000 KiB message each and stall: 3600 KiB held.
+    // Eight exports send 900 KiB of their 1000 KiB message each and stall: 7200 KiB held.
     let mut stalled = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..8 {
         stalled.push(stalled_grpc_export(server.grpc, 900 * 1024).await);
     }
     common::eventually("the stalled messages' bytes to be counted", || async {
-        (metric(receiving).await == Some(4.0 * 900.0 * 1024.0 + 4.0 * 5.0)).then_some(())
+        (metric(receiving).await == Some(8.0 * (900.0 * 1024.0 + 5.0))).then_some(())
     })
     .await;
     // A whole message that does not fit in what is left is refused while it arrives
@@ -568,10 +581,22 @@ async fn grpc_messages_take_their_bytes_from_the_memory_budget_as_they_arrive() 
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
     assert!(err.message().contains("memory budget is full"), "{err}");
     assert!(!err.details().is_empty(), "a RetryInfo tells the exporter to retry");
+    // A small gzipped message whose inflated copy does not fit is refused as tonic
+    // inflates it, not decoded.
+    let err = send_raw_compressed(
+        &server,
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        vec![0; 1000 * 1024],
+        Some(tonic::codec::CompressionEncoding::Gzip),
+    )
+    .await
+    .expect_err("over the memory budget once inflated");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("memory budget is full"), "{err}");
     let refused = r#"strand_memory_budget_refused_total{stage="grpc_message"}"#;
-    assert_eq!(metric(refused).await, Some(1.0));
+    assert_eq!(metric(refused).await, Some(2.0));
     let refused = r#"strand_receiver_requests_refused_total{protocol="otlp_grpc"}"#;
-    assert_eq!(metric(refused).await, Some(1.0));
+    assert_eq!(metric(refused).await, Some(2.0));
     // Clients that go away give their bytes back; exports are accepted again.
     drop(stalled);
     common::eventually("the stalled messages' bytes to be given back", || async {
@@ -603,12 +628,12 @@ async fn data_not_yet_in_blocks_counts_against_the_memory_budget() {
     let server = common::start(|c| {
         c.otlp.max_request_size = "256KiB".parse().expect("size");
         c.otlp.body_read_timeout = "2s".parse().expect("duration");
-        c.limits.memory_size = "1MiB".parse().expect("size");
+        c.limits.memory_size = "2MiB".parse().expect("size");
     })
     .await;
     let metric = |series: &'static str| metric(&server, series);
-    // The store keeps a quarter of the budget for requests: its own bound is 768 KiB.
-    assert_eq!(metric("strand_store_unwritten_budget_bytes").await, Some(768.0 * 1024.0));
+    // The store keeps a quarter of the budget for requests: its own bound is 1536 KiB.
+    assert_eq!(metric("strand_store_unwritten_budget_bytes").await, Some(1536.0 * 1024.0));
     let post = |body: Vec<u8>| {
         reqwest::Client::new()
             .post(server.otlp_url())
@@ -616,9 +641,9 @@ async fn data_not_yet_in_blocks_counts_against_the_memory_budget() {
             .body(body)
             .send()
     };
-    // About 190 KiB of spans wait in the head (it is cut at half the store's bound).
+    // About 400 KB of spans wait in the head (it is cut at half the store's bound).
     let value = "v".repeat(1000);
-    for batch in 0..2 {
+    for batch in 0..4 {
         let spans: Vec<String> = (0..90)
             .map(|i| {
                 let span =
@@ -634,11 +659,11 @@ async fn data_not_yet_in_blocks_counts_against_the_memory_budget() {
         assert_eq!(post(request_json(&spans)).await.expect("post").status(), 200);
     }
     let unwritten = metric(r#"strand_memory_budget_used_bytes{part="unwritten"}"#).await.expect("gauge");
-    assert!(unwritten > 150_000.0, "the head's bytes are counted: {unwritten}");
+    assert!((300_000.0..500_000.0).contains(&unwritten), "the head's bytes are counted: {unwritten}");
     assert_eq!(metric("strand_store_unwritten_bytes").await, Some(unwritten));
-    // Three bodies arrive in part (750,000 bytes) and stall.
+    // Six bodies arrive in part (1,500,000 bytes) and stall.
     let mut stalled = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..6 {
         let mut s = tokio::net::TcpStream::connect(server.otlp_http).await.expect("connect");
         let head = "POST /v1/traces HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 260000\r\n\r\n";
         s.write_all(head.as_bytes()).await.expect("write");
@@ -646,13 +671,13 @@ async fn data_not_yet_in_blocks_counts_against_the_memory_budget() {
         stalled.push(s);
     }
     common::eventually("the stalled bodies to be counted", || async {
-        (metric(r#"strand_memory_budget_used_bytes{part="receiving"}"#).await == Some(750_000.0))
+        (metric(r#"strand_memory_budget_used_bytes{part="receiving"}"#).await == Some(1_500_000.0))
             .then_some(())
     })
     .await;
-    // 298,576 bytes are left beside the stalled bodies, fewer beside the head too: a
-    // 150,000-byte request does not fit.
-    let padded = format!("{{\"resourceSpans\":[]}}{}", " ".repeat(150_000 - 20)).into_bytes();
+    // 597,152 bytes are left beside the stalled bodies, under 300,000 beside the head too:
+    // a 250,000-byte request does not fit.
+    let padded = format!("{{\"resourceSpans\":[]}}{}", " ".repeat(250_000 - 20)).into_bytes();
     let resp = post(padded.clone()).await.expect("post");
     assert_eq!(resp.status(), 429);
     let text = resp.text().await.expect("body");

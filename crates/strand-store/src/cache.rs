@@ -99,6 +99,11 @@ impl BlockCache {
         self.len() == 0
     }
 
+    /// Whether part `part` of block `block` is held (without counting it as used).
+    pub fn holds(&self, block: &Arc<str>, part: Part) -> bool {
+        self.entries.lock().map.contains_key(&(block.clone(), part))
+    }
+
     /// Part `part` of block `block`: from the cache, or from `load` (which gives the value
     /// and its weight in bytes), kept if it fits the budget.
     pub fn get_or_load<T, E>(

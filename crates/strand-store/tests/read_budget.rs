@@ -11,15 +11,21 @@ use strand_store::fs::FaultyFs;
 use strand_store::testdata::{batch, trace_id};
 use strand_store::{Store, StoreConfig};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_past_the_budget_is_refused_while_others_hold_it() {
+/// A store whose read budget has room for three decoded spans, holding a five-span trace
+/// (seed 1) in a block: reading it takes all of the budget.
+async fn a_block_over_the_budget() -> (tempfile::TempDir, FaultyFs, Arc<Store>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let fs = FaultyFs::new();
-    // Room for three decoded spans: a five-span trace takes all of it while it is read.
     let cfg = StoreConfig { max_read_bytes: 3 * 1024, ..StoreConfig::default() };
     let store = Arc::new(Store::open(Arc::new(fs.clone()), dir.path(), cfg).expect("open"));
     store.append(batch(1, 5)).await.expect("write");
     store.flush().await.expect("flush");
+    (dir, fs, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_past_the_budget_is_refused_while_others_hold_it() {
+    let (dir, fs, store) = a_block_over_the_budget().await;
     store.append(batch(2, 1)).await.expect("write");
     let read = |seed: u8| {
         let store = store.clone();
@@ -62,4 +68,46 @@ async fn traces_read_together_past_the_budget_are_served_when_alone() {
     let traces = store.get_traces(vec![trace_id(1), trace_id(3)]).await.expect("read both");
     assert_eq!(traces.iter().map(|t| t.spans.len()).collect::<Vec<_>>(), [5, 5]);
     assert_eq!(store.stats().reads_refused.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_loading_search_indexes_reserves_them_and_one_using_the_cache_does_not() {
+    let (dir, fs, store) = a_block_over_the_budget().await;
+    let all = strand_core::TimeRange { start_unix_nano: 0, end_unix_nano: u64::MAX };
+    let block = std::fs::read_dir(dir.path().join("blocks")).expect("dir").next().expect("a block");
+    let block = block.expect("entry").path();
+    // A read stalled in the block holds the whole budget (five decoded spans).
+    let stall = || {
+        let store = store.clone();
+        assert_eq!(store.get_trace_blocking(trace_id(1)).expect("read").expect("trace 1").spans.len(), 5);
+        fs.hold_reads_under(Some(block.clone()));
+        tokio::task::spawn_blocking(move || store.get_trace_blocking(trace_id(1)))
+    };
+    let stalled = stall();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fs.held_reads() == 0 {
+        assert!(Instant::now() < deadline, "the read never reached the block");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The block's search index is not in memory: the query would load it (about 65 bytes a
+    // span) and there is no room.
+    let err = store.services(all).await.expect_err("no room for the block's search index");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("query's search indexes needs about 325"), "{err}");
+    assert_eq!(store.stats().reads_refused.load(Ordering::Relaxed), 1);
+    fs.hold_reads_under(None);
+    assert_eq!(stalled.await.expect("task").expect("read").expect("trace 1").spans.len(), 5);
+    let services = store.services(all).await.expect("room once the read is done");
+    assert_eq!(services.len(), 1, "{services:?}");
+
+    // Now the index is in the cache: the same query loads nothing and needs no room.
+    let stalled = stall();
+    while fs.held_reads() == 0 {
+        assert!(Instant::now() < deadline, "the read never reached the block");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.services(all).await.expect("served from the cache"), services);
+    fs.hold_reads_under(None);
+    stalled.await.expect("task").expect("read");
+    assert_eq!(store.stats().reads_refused.load(Ordering::Relaxed), 1);
 }

@@ -92,11 +92,17 @@ fn retry_later(message: String, secs: u64) -> Status {
     Status::with_details(tonic::Code::ResourceExhausted, message, details.encode_to_vec().into())
 }
 
-/// Passes request bytes through undecoded; encodes responses (`R`) with prost.
-struct RawCodec<R>(PhantomData<R>);
+/// Passes request bytes through undecoded; encodes responses (`R`) with prost. When the
+/// request is compressed, the inflated message tonic hands over is taken from the memory
+/// budget here, before tonic waits for the end of the stream.
+struct RawCodec<R> {
+    inflated: Option<(Arc<MemoryBudget>, Held)>,
+    response: PhantomData<R>,
+}
 
-#[derive(Debug, Clone, Copy, Default)]
-struct RawDecoder;
+struct RawDecoder {
+    inflated: Option<(Arc<MemoryBudget>, Held)>,
+}
 
 struct ResponseEncoder<R>(PhantomData<R>);
 
@@ -111,7 +117,7 @@ impl<R: Message + Send + 'static> Codec for RawCodec<R> {
     }
 
     fn decoder(&mut self) -> RawDecoder {
-        RawDecoder
+        RawDecoder { inflated: self.inflated.clone() }
     }
 }
 
@@ -130,6 +136,13 @@ impl Decoder for RawDecoder {
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
         let n = src.remaining();
+        if let Some((budget, held)) = &self.inflated {
+            let taken = budget.take(&mut held.charge.lock(), n as u64, Stage::Message);
+            if let Err(e) = taken {
+                held.refused.store(true, std::sync::atomic::Ordering::Relaxed);
+                return Err(status(e));
+            }
+        }
         Ok(Some(src.copy_to_bytes(n)))
     }
 }
@@ -145,22 +158,23 @@ impl<S: Signal> UnaryService<Bytes> for Export<S> {
         Box::pin(async move {
             let result = async {
                 let _slot = receiver.admit()?;
-                // The frames' bytes, taken as they arrived; and, when tonic inflated the
-                // message, the inflated copy.
+                // The message's bytes were taken from the memory budget as they arrived
+                // (and once inflated); they are given back once it is decoded and gone,
+                // and the decoded batch is taken instead when it is stored.
                 let held = request.extensions().get::<Held>().cloned();
-                let compressed =
-                    request.metadata().get("grpc-encoding").is_some_and(|e| e.as_bytes() != b"identity");
                 let body = request.into_inner();
-                if compressed && let Some(held) = &held {
-                    receiver.memory.take(&mut held.charge.lock(), body.len() as u64, Stage::Message)?;
-                }
                 let (batch, rejections) = if body.len() > receiver.limits.blocking_decode_threshold {
                     tokio::task::spawn_blocking(move || S::decode(Format::Protobuf, &body))
                         .await
                         .map_err(|e| IngestError::Unavailable(format!("decode task failed: {e}")))??
                 } else {
-                    S::decode(Format::Protobuf, &body)?
+                    let decoded = S::decode(Format::Protobuf, &body)?;
+                    drop(body);
+                    decoded
                 };
+                if let Some(held) = held {
+                    *held.charge.lock() = Charge::default();
+                }
                 S::export(&receiver, Protocol::OtlpGrpc, batch, rejections).await
             }
             .await;
@@ -270,11 +284,18 @@ where
                 return Ok(Status::unimplemented(format!("unknown method {}", req.uri().path())).into_http());
             }
             let max = this.receiver.limits.max_request_bytes;
-            let mut grpc = Grpc::new(RawCodec::<S::Response>(PhantomData))
+            let held = Held::default();
+            // A message sent uncompressed is the frames' bytes, taken as they arrived; a
+            // compressed one is inflated into a second buffer, taken by the decoder.
+            let compressed = req
+                .headers()
+                .get("grpc-encoding")
+                .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"));
+            let inflated = compressed.then(|| (this.receiver.memory.clone(), held.clone()));
+            let mut grpc = Grpc::new(RawCodec::<S::Response> { inflated, response: PhantomData })
                 .apply_compression_config(this.accept, this.send)
                 .apply_max_message_size_config(Some(max), None);
             let (mut parts, body) = req.into_parts();
-            let held = Held::default();
             parts.extensions.insert(held.clone());
             let budgeted =
                 Budgeted { inner: Box::pin(body), budget: this.receiver.memory.clone(), held: held.clone() };
@@ -297,7 +318,8 @@ where
 }
 
 /// A request's bytes of the memory budget, shared by its [`Budgeted`] body (which takes
-/// them as frames arrive) and [`Export`] (which holds them until the batch is stored).
+/// them as frames arrive), the decoder (which takes an inflated message) and [`Export`]
+/// (which gives them back once the message is decoded).
 #[derive(Clone, Default)]
 struct Held(Arc<HeldInner>);
 

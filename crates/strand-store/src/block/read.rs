@@ -572,6 +572,12 @@ impl Block {
         })
     }
 
+    /// Whether the block's search index is in the cache now (a query using it loads
+    /// nothing).
+    pub fn search_index_cached(&self) -> bool {
+        self.cache.holds(&self.key, Part::SearchIndex)
+    }
+
     /// Where each trace's spans are, from the cache or `traces.parquet`.
     fn trace_index(&self) -> Result<Arc<Vec<IndexEntry>>, StoreError> {
         self.cache.get_or_load(&self.key, Part::TraceIndex, || {

@@ -124,10 +124,11 @@ pub struct StoreConfig {
     pub clock: Arc<dyn Clock>,
     /// Bytes of block indexes kept in memory for queries (see [`crate::cache`]).
     pub cache_bytes: u64,
-    /// Bytes of decoded spans the trace reads in flight may hold together, estimated from
-    /// span counts before anything is read; a read that would pass it is refused as
-    /// unavailable (HTTP 503, retry) instead of growing memory. A read bigger than the
-    /// whole budget runs when no other read is in flight; 0 turns the budget off.
+    /// Bytes of decoded spans the trace reads in flight, and of search indexes not in the
+    /// cache the queries in flight load, may hold together, estimated from span counts
+    /// before anything is read; a read or query that would pass it is refused as
+    /// unavailable (HTTP 503, retry) instead of growing memory. One bigger than the whole
+    /// budget runs when nothing else holds any of it; 0 turns the budget off.
     pub max_read_bytes: u64,
     /// Retention (age and bytes) leaves blocks without a handoff time alone: a cluster
     /// ingester's block is the only copy of its data until object storage has it (see
@@ -172,8 +173,11 @@ pub const DEFAULT_MAX_READ_BYTES: u64 = 512 * 1024 * 1024;
 /// 1 KB; the head's records count 4 bytes per encoded byte (a record is decoded whole).
 const DECODED_SPAN_BYTES: u64 = 1024;
 const DECODED_PER_ENCODED_BYTE: u64 = 4;
+/// A block's search index in memory, per span (`docs/memory.md`: ≈ 65 bytes), for the read
+/// budget a query over blocks whose indexes are not in the cache reserves.
+const SEARCH_INDEX_SPAN_BYTES: u64 = 65;
 
-/// The bytes trace reads in flight hold, against [`StoreConfig::max_read_bytes`].
+/// The bytes trace reads and queries in flight hold, against [`StoreConfig::max_read_bytes`].
 #[derive(Debug)]
 pub(crate) struct ReadBudget {
     limit: u64,
@@ -188,15 +192,16 @@ pub(crate) struct ReadReservation<'a> {
 }
 
 impl ReadBudget {
-    fn reserve(&self, bytes: u64) -> Result<ReadReservation<'_>, StoreError> {
+    /// Reserves `bytes` for `what` (a trace read, a search, ...).
+    fn reserve(&self, bytes: u64, what: &str) -> Result<ReadReservation<'_>, StoreError> {
         // A read bigger than the whole budget runs alone rather than never (and with a
         // budget of 0, every read counts 0: the budget is off).
         let bytes = bytes.min(self.limit);
         let mut used = self.in_use.lock();
         if used.saturating_add(bytes) > self.limit {
             return Err(StoreError::Unavailable(format!(
-                "trace reads in flight hold {used} bytes of their {} byte budget \
-                 (storage.max_read_size) and this one needs about {bytes}; retry shortly",
+                "trace reads and queries in flight hold {used} bytes of their {} byte budget \
+                 (storage.max_read_size) and this {what} needs about {bytes}; retry shortly",
                 self.limit
             )));
         }
@@ -421,7 +426,7 @@ struct Inner {
     /// Bytes stored while the WAL alone exceeds the disk budget (retention has nothing
     /// left to delete); 0 otherwise. Set by maintenance.
     over_disk_budget: AtomicU64,
-    /// What trace reads in flight hold.
+    /// What trace reads and queries in flight hold.
     reads: ReadBudget,
 }
 
@@ -718,12 +723,12 @@ impl Inner {
             ),
             counter(
                 "store_reads_refused_total",
-                "Trace reads refused (503) because reads in flight held storage.max_read_size.",
+                "Trace reads and queries refused (503) because reads and queries in flight held storage.max_read_size.",
                 c(&s.reads_refused),
             ),
             gauge(
                 "store_read_bytes",
-                "Estimated bytes of decoded spans held by trace reads in flight.",
+                "Estimated bytes held by trace reads (decoded spans) and queries (search indexes not in the cache) in flight.",
                 self.reads.in_use() as f64,
             ),
             counter(
@@ -914,10 +919,16 @@ impl Inner {
     /// Runs `f` over a snapshot of every source's search index (the heads' indexes brought
     /// up to date first, outside the state lock). `as_of` defaults to the newest receive
     /// time visible now.
+    ///
+    /// The search indexes of the blocks overlapping `range` that are not in the cache are
+    /// loaded while `f` runs: their estimated size is reserved from the read budget
+    /// (`storage.max_read_size`) first, so queries over long ranges running together are
+    /// refused (unavailable, retry) rather than holding more than it.
     fn with_sources<T>(
         &self,
         as_of: Option<u64>,
         vis: Visibility,
+        range: TimeRange,
         f: impl FnOnce(&Sources) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let (blocks, heads, newest) = {
@@ -926,6 +937,17 @@ impl Inner {
             heads.push(st.head.index_handle());
             (vis.blocks(&st.blocks), heads, st.newest_received())
         };
+        let loading: u64 = blocks
+            .iter()
+            .filter(|b| {
+                let (start, end) = b.time_range();
+                start <= range.end_unix_nano && end >= range.start_unix_nano && !b.search_index_cached()
+            })
+            .map(|b| b.meta.span_count.saturating_mul(SEARCH_INDEX_SPAN_BYTES))
+            .sum();
+        let _reserved = self.reads.reserve(loading, "query's search indexes").inspect_err(|_| {
+            self.stats.reads_refused.fetch_add(1, Ordering::Relaxed);
+        })?;
         let mut guards = Vec::with_capacity(heads.len());
         for (index, first, tail) in &heads {
             // Searches share the index; only bringing it up to date is exclusive.
@@ -946,7 +968,13 @@ impl Inner {
 
     fn search(&self, q: &TraceQuery, vis: Visibility) -> Result<SearchPage, StoreError> {
         let as_of = q.cursor.map(|c| c.as_of_unix_nano);
-        self.with_sources(as_of, vis, |s| s.search(q, &|id| self.get_trace(id, vis)))
+        let range = TimeRange { start_unix_nano: q.start_unix_nano, end_unix_nano: q.end_unix_nano };
+        // The traces a search reads to check span conditions, one at a time, are counted
+        // in its reservation, not reserved again (a search holding the whole budget would
+        // be refused its own reads).
+        self.with_sources(as_of, vis, range, |s| {
+            s.search(q, &|id| Ok(self.read_traces(&[id], vis, false)?.pop()))
+        })
     }
 
     fn get_trace(&self, id: TraceId, vis: Visibility) -> Result<Option<Trace>, StoreError> {
@@ -984,6 +1012,12 @@ impl Inner {
     /// them; under its lock only `Arc`s and record handles are cloned, and decoding happens
     /// after it is released, so lookups never hold up the WAL thread's inserts.
     fn get_traces(&self, ids: &[TraceId], vis: Visibility) -> Result<Vec<Trace>, StoreError> {
+        self.read_traces(ids, vis, true)
+    }
+
+    /// [`Self::get_traces`], reserving the decoded spans from the read budget or not (a
+    /// search's own reads, within its reservation).
+    fn read_traces(&self, ids: &[TraceId], vis: Visibility, reserve: bool) -> Result<Vec<Trace>, StoreError> {
         let (blocks, records) = {
             let st = self.state.read();
             let records: Vec<_> = ids
@@ -1019,7 +1053,7 @@ impl Inner {
                 .saturating_add(stored.saturating_mul(DECODED_SPAN_BYTES))
                 .saturating_add(head.saturating_mul(DECODED_PER_ENCODED_BYTE));
         }
-        let _reserved = self.reads.reserve(estimate).inspect_err(|_| {
+        let _reserved = self.reads.reserve(if reserve { estimate } else { 0 }, "read").inspect_err(|_| {
             self.stats.reads_refused.fetch_add(1, Ordering::Relaxed);
         })?;
         let mut out = Vec::with_capacity(ids.len());
