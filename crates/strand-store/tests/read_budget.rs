@@ -107,7 +107,23 @@ async fn a_query_loading_search_indexes_reserves_them_and_one_using_the_cache_do
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(store.services(all).await.expect("served from the cache"), services);
+    // A search that reads the trace to check its spans (its range starts inside the
+    // trace) reserves that read too: refused while the stalled read holds the budget.
+    let base = 1_700_000_000_000_000_000u64 + 1_000_000_000;
+    let inside = strand_core::TraceQuery { start_unix_nano: base + 1500, ..strand_core::TraceQuery::all(10) };
+    let mut search = {
+        let (store, q) = (store.clone(), inside.clone());
+        tokio::spawn(async move { store.find_traces(q).await })
+    };
+    // A search let through would stall on the held block: the reads are let go before
+    // asserting, whatever happened.
+    let refused = tokio::time::timeout(Duration::from_secs(10), &mut search).await;
     fs.hold_reads_under(None);
     stalled.await.expect("task").expect("read");
-    assert_eq!(store.stats().reads_refused.load(Ordering::Relaxed), 1);
+    let refused = refused.expect("refused at once, not reading the held block").expect("task");
+    let err = refused.expect_err("no room for the trace it reads");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert_eq!(store.stats().reads_refused.load(Ordering::Relaxed), 2);
+    let page = store.find_traces(inside).await.expect("room once the read is done");
+    assert_eq!(page.traces.iter().map(|t| t.trace_id).collect::<Vec<_>>(), [trace_id(1)]);
 }

@@ -555,7 +555,14 @@ impl Block {
         self.cache.get_or_load(&self.key, Part::SearchIndex, || {
             let search = if self.meta.files.iter().any(|f| f.name == "index.bin") {
                 match read_checked(self.fs.as_ref(), &self.dir, &self.meta.files, "index.bin")
-                    .and_then(|data| decode_search_index(&data, &self.dir, self.meta.trace_count))
+                    .and_then(|data| {
+                        decode_search_index(&data, &self.dir, self.meta.trace_count, || {
+                            let index = self.trace_index().map_err(|e| {
+                                FormatError::invalid(format!("its trace ids are those of traces.parquet: {e}"))
+                            })?;
+                            Ok(index.iter().map(|e| e.trace_id).collect())
+                        })
+                    })
                 {
                     Ok(s) => s,
                     Err(e) => {
@@ -734,9 +741,14 @@ impl RowsInOrder {
 const SLICE_ROWS: u64 = 64 * 1024;
 
 /// Decodes `index.bin` of the block in `dir`, which holds `traces` traces.
-fn decode_search_index(data: &[u8], dir: &Path, traces: u64) -> Result<SearchIndex, StoreError> {
+fn decode_search_index(
+    data: &[u8],
+    dir: &Path,
+    traces: u64,
+    ids: impl FnOnce() -> Result<Vec<[u8; 16]>, FormatError>,
+) -> Result<SearchIndex, StoreError> {
     let path = dir.join("index.bin");
-    let search = SearchIndex::decode(data).map_err(|e| e.corrupt_at(path.display()))?;
+    let search = SearchIndex::decode(data, ids).map_err(|e| e.corrupt_at(path.display()))?;
     if search.traces.len() as u64 != traces {
         return Err(corrupt(&path, "trace count does not match meta.json"));
     }

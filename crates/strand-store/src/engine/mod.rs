@@ -192,13 +192,15 @@ pub(crate) struct ReadReservation<'a> {
 }
 
 impl ReadBudget {
-    /// Reserves `bytes` for `what` (a trace read, a search, ...).
-    fn reserve(&self, bytes: u64, what: &str) -> Result<ReadReservation<'_>, StoreError> {
+    /// Reserves `bytes` for `what` (a trace read, a search, ...). `own`: bytes the caller
+    /// already holds (a search reading traces); when only those are held, the reservation
+    /// is made even past the limit, as for a read alone.
+    fn reserve(&self, bytes: u64, what: &str, own: u64) -> Result<ReadReservation<'_>, StoreError> {
         // A read bigger than the whole budget runs alone rather than never (and with a
         // budget of 0, every read counts 0: the budget is off).
         let bytes = bytes.min(self.limit);
         let mut used = self.in_use.lock();
-        if used.saturating_add(bytes) > self.limit {
+        if used.saturating_add(bytes) > self.limit && *used > own {
             return Err(StoreError::Unavailable(format!(
                 "trace reads and queries in flight hold {used} bytes of their {} byte budget \
                  (storage.max_read_size) and this {what} needs about {bytes}; retry shortly",
@@ -929,7 +931,7 @@ impl Inner {
         as_of: Option<u64>,
         vis: Visibility,
         range: TimeRange,
-        f: impl FnOnce(&Sources) -> Result<T, StoreError>,
+        f: impl FnOnce(&Sources, u64) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let (blocks, heads, newest) = {
             let st = self.state.read();
@@ -945,7 +947,7 @@ impl Inner {
             })
             .map(|b| b.meta.span_count.saturating_mul(SEARCH_INDEX_SPAN_BYTES))
             .sum();
-        let _reserved = self.reads.reserve(loading, "query's search indexes").inspect_err(|_| {
+        let reserved = self.reads.reserve(loading, "query's search indexes", 0).inspect_err(|_| {
             self.stats.reads_refused.fetch_add(1, Ordering::Relaxed);
         })?;
         let mut guards = Vec::with_capacity(heads.len());
@@ -963,17 +965,17 @@ impl Inner {
         }
         let mut sources: Vec<Source> = blocks.iter().cloned().map(Source::block).collect();
         sources.extend(guards.iter().map(|g| Source::Head(&g.builder as &dyn IndexView)));
-        f(&Sources { sources, as_of: as_of.unwrap_or(newest) })
+        f(&Sources { sources, as_of: as_of.unwrap_or(newest) }, reserved.bytes)
     }
 
     fn search(&self, q: &TraceQuery, vis: Visibility) -> Result<SearchPage, StoreError> {
         let as_of = q.cursor.map(|c| c.as_of_unix_nano);
         let range = TimeRange { start_unix_nano: q.start_unix_nano, end_unix_nano: q.end_unix_nano };
-        // The traces a search reads to check span conditions, one at a time, are counted
-        // in its reservation, not reserved again (a search holding the whole budget would
-        // be refused its own reads).
-        self.with_sources(as_of, vis, range, |s| {
-            s.search(q, &|id| Ok(self.read_traces(&[id], vis, false)?.pop()))
+        // The traces a search reads (to check span conditions, to count a trace held in
+        // several sources), one at a time, are reserved beside its own reservation, and
+        // go ahead past the budget when only the search holds it (as a read alone does).
+        self.with_sources(as_of, vis, range, |s, own| {
+            s.search(q, &|id| Ok(self.read_traces(&[id], vis, own)?.pop()))
         })
     }
 
@@ -1012,12 +1014,12 @@ impl Inner {
     /// them; under its lock only `Arc`s and record handles are cloned, and decoding happens
     /// after it is released, so lookups never hold up the WAL thread's inserts.
     fn get_traces(&self, ids: &[TraceId], vis: Visibility) -> Result<Vec<Trace>, StoreError> {
-        self.read_traces(ids, vis, true)
+        self.read_traces(ids, vis, 0)
     }
 
-    /// [`Self::get_traces`], reserving the decoded spans from the read budget or not (a
-    /// search's own reads, within its reservation).
-    fn read_traces(&self, ids: &[TraceId], vis: Visibility, reserve: bool) -> Result<Vec<Trace>, StoreError> {
+    /// [`Self::get_traces`] for a caller holding `own` bytes of the read budget already
+    /// (see [`ReadBudget::reserve`]).
+    fn read_traces(&self, ids: &[TraceId], vis: Visibility, own: u64) -> Result<Vec<Trace>, StoreError> {
         let (blocks, records) = {
             let st = self.state.read();
             let records: Vec<_> = ids
@@ -1053,7 +1055,7 @@ impl Inner {
                 .saturating_add(stored.saturating_mul(DECODED_SPAN_BYTES))
                 .saturating_add(head.saturating_mul(DECODED_PER_ENCODED_BYTE));
         }
-        let _reserved = self.reads.reserve(if reserve { estimate } else { 0 }, "read").inspect_err(|_| {
+        let _reserved = self.reads.reserve(estimate, "read", own).inspect_err(|_| {
             self.stats.reads_refused.fetch_add(1, Ordering::Relaxed);
         })?;
         let mut out = Vec::with_capacity(ids.len());

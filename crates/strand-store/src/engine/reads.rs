@@ -41,7 +41,7 @@ pub(super) fn services(
     vis: Visibility,
     range: TimeRange,
 ) -> BoxFuture<'static, Result<Vec<String>, StoreError>> {
-    blocking(inner, move |i| i.with_sources(None, vis, range, |s| s.services(range)))
+    blocking(inner, move |i| i.with_sources(None, vis, range, |s, _| s.services(range)))
 }
 
 pub(super) fn operations(
@@ -50,7 +50,7 @@ pub(super) fn operations(
     service: String,
     range: TimeRange,
 ) -> BoxFuture<'static, Result<Vec<Operation>, StoreError>> {
-    blocking(inner, move |i| i.with_sources(None, vis, range, |s| s.operations(&service, range)))
+    blocking(inner, move |i| i.with_sources(None, vis, range, |s, _| s.operations(&service, range)))
 }
 
 pub(super) fn attributes(
@@ -59,7 +59,7 @@ pub(super) fn attributes(
     service: Option<String>,
     range: TimeRange,
 ) -> BoxFuture<'static, Result<Vec<(String, String)>, StoreError>> {
-    blocking(inner, move |i| i.with_sources(None, vis, range, |s| s.attributes(service.as_deref(), range)))
+    blocking(inner, move |i| i.with_sources(None, vis, range, |s, _| s.attributes(service.as_deref(), range)))
 }
 
 pub(super) fn dependencies(
@@ -67,7 +67,7 @@ pub(super) fn dependencies(
     vis: Visibility,
     range: TimeRange,
 ) -> BoxFuture<'static, Result<Vec<DependencyEdge>, StoreError>> {
-    blocking(inner, move |i| i.with_sources(None, vis, range, |s| s.dependencies(range)))
+    blocking(inner, move |i| i.with_sources(None, vis, range, |s, _| s.dependencies(range)))
 }
 
 pub(super) fn trace_logs(

@@ -4,6 +4,12 @@
 use super::*;
 use crate::error::FormatError;
 
+/// CRC-32C of trace ids, in order: what a version 3 `index.bin` keeps of the ids it leaves
+/// out, to check that those it is given on load are the same.
+pub(crate) fn ids_checksum<'a>(ids: impl IntoIterator<Item = &'a [u8; 16]>) -> u32 {
+    ids.into_iter().fold(0, |crc, id| crc32c::crc32c_append(crc, id))
+}
+
 impl SearchIndex {
     /// Encodes for `index.bin`: postings delta-encoded, then postcard. Written piece by
     /// piece (postcard writes a struct as its fields in order, a sequence as its length
@@ -28,7 +34,15 @@ impl SearchIndex {
                 s.collect_seq(self.0.iter().map(|p| (&p.term, Deltas(&p.traces))))
             }
         }
-        let head = (INDEX_VERSION, &self.services, &self.names, &self.traces);
+        /// The trace parts without their ids (version 3).
+        struct Parts<'a>(&'a [TracePart]);
+        impl Serialize for Parts<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().map(TracePart::without_id))
+            }
+        }
+        let ids = ids_checksum(self.traces.iter().map(|t| &t.id));
+        let head = (INDEX_VERSION, ids, &self.services, &self.names, Parts(&self.traces));
         let mut raw = postcard::to_allocvec(&head)?;
         raw = postcard::to_extend(&Terms(&self.terms), raw)?;
         raw = postcard::to_extend(&(&self.unindexed, &self.edges), raw)?;
@@ -36,15 +50,59 @@ impl SearchIndex {
         zstd::bulk::compress(&raw, 3).map_err(FormatError::Zstd)
     }
 
-    /// Decodes `index.bin`, checking that it is consistent.
-    pub fn decode(data: &[u8]) -> Result<Self, FormatError> {
+    /// Decodes `index.bin`, checking that it is consistent. `ids` gives the block's trace
+    /// ids in order (those of `traces.parquet`), asked for only by a version 3 file, which
+    /// does not hold them.
+    pub fn decode(
+        data: &[u8],
+        ids: impl FnOnce() -> Result<Vec<[u8; 16]>, FormatError>,
+    ) -> Result<Self, FormatError> {
         let raw = zstd::stream::decode_all(data).map_err(FormatError::Zstd)?;
-        let (mut idx, rest): (SearchIndex, _) = postcard::take_from_bytes(&raw)?;
-        match idx.version {
-            1 => {}
-            INDEX_VERSION => (idx.cross_services, idx.cross_edges) = postcard::from_bytes(rest)?,
+        let (version, _): (u32, _) = postcard::take_from_bytes(&raw)?;
+        let mut idx = match version {
+            1 => postcard::take_from_bytes::<SearchIndex>(&raw)?.0,
+            2 => {
+                let (mut idx, rest): (SearchIndex, _) = postcard::take_from_bytes(&raw)?;
+                (idx.cross_services, idx.cross_edges) = postcard::from_bytes(rest)?;
+                idx
+            }
+            INDEX_VERSION => {
+                type Head = (u32, u32, Vec<String>, Vec<String>, Vec<TracePartNoId>);
+                type Tail = (Vec<(u16, String)>, Vec<EdgeCount>);
+                let ((_, checksum, services, names, parts), rest): (Head, _) =
+                    postcard::take_from_bytes(&raw)?;
+                let (terms, rest): (Vec<Postings>, _) = postcard::take_from_bytes(rest)?;
+                let ((unindexed, edges), rest): (Tail, _) = postcard::take_from_bytes(rest)?;
+                let (cross_services, cross_edges) = postcard::from_bytes(rest)?;
+                let ids = ids()?;
+                if ids.len() != parts.len() {
+                    return Err(FormatError::invalid(format!(
+                        "{} trace parts for {} trace ids",
+                        parts.len(),
+                        ids.len()
+                    )));
+                }
+                if ids_checksum(&ids) != checksum {
+                    return Err(FormatError::invalid(
+                        "the trace ids given are not those the index was written for",
+                    ));
+                }
+                let traces = parts.into_iter().zip(ids).map(|(p, id)| p.with_id(id)).collect();
+                SearchIndex {
+                    version,
+                    services,
+                    names,
+                    traces,
+                    terms,
+                    unindexed,
+                    edges,
+                    cross_edges,
+                    cross_services,
+                    by_start: Vec::new(),
+                }
+            }
             found => return Err(FormatError::UnknownVersion { what: "search index", found }),
-        }
+        };
         let n = idx.traces.len() as u64;
         for p in &mut idx.terms {
             let mut acc = 0u64;

@@ -50,8 +50,10 @@ pub const MAX_INDEXED_VALUE_LEN: usize = 256;
 pub const MAX_VALUES_PER_KEY: usize = 1000;
 /// Version of [`SearchIndex`]'s encoding: 2 adds the cross edges' service table and the
 /// cross edges after the rest (version 1 files, which end before them, are read as having
-/// none).
-pub const INDEX_VERSION: u32 = 2;
+/// none); 3 leaves the trace ids out of the trace parts (16 bytes a trace, 1.6 a span on
+/// the standard profile): they are the block's `traces.parquet` ids, in the same order,
+/// checked against a CRC-32C of them written before the parts.
+pub const INDEX_VERSION: u32 = 3;
 
 /// What a term says about a span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -139,7 +141,40 @@ pub struct TracePart {
     pub services: Vec<ServicePart>,
 }
 
+/// A [`TracePart`] as `index.bin` version 3 holds it: without its id.
+#[derive(Deserialize)]
+pub(crate) struct TracePartNoId {
+    start: u64,
+    end: u64,
+    min_received: u64,
+    span_count: u32,
+    error_count: u32,
+    root: Option<RootPart>,
+    services: Vec<ServicePart>,
+}
+
+impl TracePartNoId {
+    /// The part, with its id.
+    pub(crate) fn with_id(self, id: [u8; 16]) -> TracePart {
+        let TracePartNoId { start, end, min_received, span_count, error_count, root, services } = self;
+        TracePart { id, start, end, min_received, span_count, error_count, root, services }
+    }
+}
+
 impl TracePart {
+    /// Serializes as a [`TracePartNoId`]: every field but the id, in order.
+    pub(crate) fn without_id(&self) -> impl Serialize + '_ {
+        (
+            self.start,
+            self.end,
+            self.min_received,
+            self.span_count,
+            self.error_count,
+            &self.root,
+            &self.services,
+        )
+    }
+
     fn new(id: [u8; 16]) -> Self {
         Self {
             id,
@@ -300,11 +335,19 @@ pub struct TermRef<'a> {
 mod tests {
     use super::builder::{OVERFLOW_SERVICE, text_of};
     use super::*;
+    use crate::error::FormatError;
     use crate::testdata;
     use strand_core::{SpanId, Status};
 
+    /// Decodes an encoded index, giving it its own trace ids (as `traces.parquet` does).
+    fn round_trip(idx: &SearchIndex) -> Result<SearchIndex, FormatError> {
+        let ids: Vec<[u8; 16]> = idx.traces.iter().map(|t| t.id).collect();
+        SearchIndex::decode(&idx.encode()?, || Ok(ids))
+    }
+
     /// `encode` writes what postcard writes for the whole index with its postings
-    /// delta-encoded (the format `index.bin` always had), and it decodes back.
+    /// delta-encoded and its trace parts without their ids, and it decodes back with the
+    /// ids it is given.
     #[test]
     fn the_index_is_encoded_as_the_struct_with_delta_encoded_postings() {
         let mut b = IndexBuilder::new();
@@ -322,12 +365,47 @@ mod tests {
                 (*t, prev) = (*t - prev, *t);
             }
         }
-        delta.version = INDEX_VERSION;
-        let want = postcard::to_allocvec(&delta).expect("encodes");
+        let parts: Vec<_> = delta.traces.iter().map(TracePart::without_id).collect();
+        let ids: Vec<u8> = idx.traces.iter().flat_map(|t| t.id).collect();
+        let head = (INDEX_VERSION, crc32c::crc32c(&ids), &delta.services, &delta.names, parts);
+        let want = postcard::to_allocvec(&head).expect("encodes");
+        let want = postcard::to_extend(&delta.terms, want).expect("encodes");
+        let want = postcard::to_extend(&(&delta.unindexed, &delta.edges), want).expect("encodes");
         let want = postcard::to_extend(&(&idx.cross_services, &idx.cross_edges), want).expect("encodes");
         let encoded = idx.encode().expect("encodes");
         assert_eq!(zstd::stream::decode_all(&encoded[..]).expect("zstd"), want);
-        assert_eq!(SearchIndex::decode(&encoded).expect("decodes"), idx);
+        assert_eq!(round_trip(&idx).expect("decodes"), idx);
+        // The ids come from the caller: too few, or others, are an error, not a wrong index.
+        let short = SearchIndex::decode(&encoded, || Ok(vec![[0; 16]; idx.traces.len() - 1]));
+        assert!(short.is_err());
+        let mut others: Vec<[u8; 16]> = idx.traces.iter().map(|t| t.id).collect();
+        others[0][15] ^= 1;
+        let err = SearchIndex::decode(&encoded, || Ok(others)).expect_err("other ids");
+        assert!(err.to_string().contains("not those the index was written for"), "{err}");
+    }
+
+    /// A version 2 file (trace ids inside) still decodes, without asking for ids.
+    #[test]
+    fn a_version_2_index_with_its_trace_ids_still_decodes() {
+        let mut b = IndexBuilder::new();
+        for t in 0..3 {
+            b.add_batch(&testdata::batch(t, 2), 1);
+        }
+        let idx = b.finish_with(Vec::new(), &Default::default());
+        let mut delta = idx.clone();
+        for p in &mut delta.terms {
+            let mut prev = 0;
+            for t in &mut p.traces {
+                (*t, prev) = (*t - prev, *t);
+            }
+        }
+        delta.version = 2;
+        let raw = postcard::to_allocvec(&delta).expect("encodes");
+        let raw = postcard::to_extend(&(&idx.cross_services, &idx.cross_edges), raw).expect("encodes");
+        let v2 = zstd::bulk::compress(&raw, 3).expect("zstd");
+        let decoded = SearchIndex::decode(&v2, || panic!("a version 2 file holds its ids")).expect("decodes");
+        assert_eq!(decoded.traces, idx.traces);
+        assert_eq!(decoded.terms, idx.terms);
     }
 
     /// A 10 ns server span of trace `[trace; 16]` (ids as in [`testdata::span`]).
@@ -393,7 +471,7 @@ mod tests {
         );
         // A retried span is not counted twice.
         b.add_batch(&batch("front", vec![span(1, 1, None, "GET /", 100, vec![])]), 11);
-        let idx = SearchIndex::decode(&b.finish().encode().expect("encodes")).expect("decodes");
+        let idx = round_trip(&b.finish()).expect("decodes");
         let views: [&dyn IndexView; 2] = [&b, &idx];
         for v in views {
             let svc = |n: &str| v.service_names().iter().position(|s| s == n).expect("service") as u16;
@@ -498,7 +576,7 @@ mod tests {
         b.add_batch(&batch("svc", vec![span(1, 1, None, "op", 1, vec![])]), 1);
         let mut idx = b.finish();
         idx.terms[0].traces = vec![5];
-        assert!(SearchIndex::decode(&idx.encode().expect("encodes")).is_err());
-        assert!(SearchIndex::decode(b"garbage").is_err());
+        assert!(round_trip(&idx).is_err());
+        assert!(SearchIndex::decode(b"garbage", || Ok(Vec::new())).is_err());
     }
 }
