@@ -153,6 +153,20 @@ impl MemoryBudget {
         Ok(())
     }
 
+    /// Why ingest would be refused now, for `/readyz`: less than `room` bytes (a largest
+    /// request) left beside what the receivers and the stores hold.
+    pub fn not_ready(&self, room: u64) -> Option<String> {
+        let (taken, held) = (self.taken(), self.held());
+        let left = self.limit.saturating_sub(taken.saturating_add(held));
+        (left < room).then(|| {
+            format!(
+                "memory budget: {taken} bytes being received and decoded and {held} waiting to be written \
+                 to blocks leave {left} of {} (limits.memory_size), less than one request of {room}",
+                self.limit
+            )
+        })
+    }
+
     /// Refusals of `stage` so far.
     pub fn refused(&self, stage: Stage) -> u64 {
         self.refused[stage as usize].load(Ordering::Relaxed)
@@ -240,6 +254,18 @@ mod tests {
         assert_eq!(budget.taken(), 300);
         drop(b);
         assert_eq!(budget.taken(), 0);
+    }
+
+    #[test]
+    fn not_ready_while_less_than_one_request_is_left() {
+        let budget = MemoryBudget::new(1000);
+        budget.hold_also(|| 300, || {});
+        assert_eq!(budget.not_ready(700), None);
+        let mut c = Charge::default();
+        budget.take(&mut c, 1, Stage::Body).expect("fits");
+        let why = budget.not_ready(700).expect("699 left");
+        assert!(why.contains("1 bytes being received and decoded and 300 waiting"), "{why}");
+        assert!(why.contains("leave 699 of 1000"), "{why}");
     }
 
     #[test]

@@ -634,6 +634,7 @@ async fn metrics(State(m): State<Arc<MetricSources>>) -> axum::response::Respons
 /// sampling log fails or its buffer is nearly full).
 async fn readyz(State(m): State<Arc<MetricSources>>) -> axum::response::Response {
     let mut reasons = Vec::new();
+    reasons.extend(m.tenants.memory().not_ready(m.tenants.max_request_bytes()));
     for stack in m.tenants.all() {
         let mut mine = stack.store.not_ready().await;
         mine.extend(stack.pipeline.not_ready());

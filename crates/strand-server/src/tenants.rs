@@ -535,6 +535,11 @@ impl Tenants {
         self.stacks.read().get(SINGLE_TENANT).cloned().expect("the primary stack is opened at start")
     }
 
+    /// The largest request a receiver takes (`otlp.max_request_size`).
+    pub fn max_request_bytes(&self) -> u64 {
+        self.cfg.otlp.max_request_size.0
+    }
+
     /// The ingest memory budget (`limits.memory_size`) every receiver shares.
     pub fn memory(&self) -> &Arc<strand_ingest::memory::MemoryBudget> {
         self.base.memory()

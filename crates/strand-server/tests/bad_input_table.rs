@@ -516,6 +516,7 @@ async fn slow_bodies_hold_no_slot_but_fill_the_memory_budget_and_time_out() {
     })
     .await;
     assert_eq!(post(padded).await.expect("post").status(), 200);
+    assert_eq!(reqwest::get(server.query("/readyz")).await.expect("readyz").status(), 200);
     server.stop().await;
 }
 
@@ -682,6 +683,11 @@ async fn data_not_yet_in_blocks_counts_against_the_memory_budget() {
     assert_eq!(resp.status(), 429);
     let text = resp.text().await.expect("body");
     assert!(text.contains(&format!("and {unwritten} bytes waiting to be written to blocks")), "{text}");
+    // Less than one largest request is left: not ready for ingest, and /readyz says why.
+    let ready = reqwest::get(server.query("/readyz")).await.expect("readyz");
+    assert_eq!(ready.status(), 503);
+    let why = ready.text().await.expect("body");
+    assert!(why.contains("memory budget: 1500000 bytes being received"), "{why}");
     // Block writes free the head's share; the stalled bodies time out and free theirs.
     server.flush().await;
     drop(stalled);
@@ -692,5 +698,6 @@ async fn data_not_yet_in_blocks_counts_against_the_memory_budget() {
     })
     .await;
     assert_eq!(post(padded).await.expect("post").status(), 200);
+    assert_eq!(reqwest::get(server.query("/readyz")).await.expect("readyz").status(), 200);
     server.stop().await;
 }

@@ -301,7 +301,9 @@ async fn wait_for_notifications(url: &str, events: u64) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let progress: serde_json::Value = client.get(url).send().await?.json().await?;
+        // A status other than 200 (another process on notify-service's port) is an error
+        // naming it, not an empty body that fails to parse.
+        let progress: serde_json::Value = client.get(url).send().await?.error_for_status()?.json().await?;
         let (handled, sent) = (progress["handled"].as_u64(), progress["sms_done"].as_u64());
         if handled >= Some(events) && sent >= Some(events) {
             return Ok(());

@@ -71,7 +71,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let health_app = axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .route("/progress", axum::routing::get(progress));
-    let health = tokio::spawn(crate::telemetry::serve_http(args.health, health_app));
+    // Bound here, before serving, so a taken port ends the process.
+    let health =
+        tokio::spawn(crate::telemetry::serve_on(crate::telemetry::bind(args.health).await?, health_app));
     let http = reqwest::Client::new();
     let mut in_flight: Vec<JoinHandle<()>> = Vec::new();
     let break_spawn = args.breaks.contains(&crate::Break::Spawn);

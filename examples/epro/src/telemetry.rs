@@ -30,8 +30,21 @@ pub async fn shutdown() {
 
 /// Serves an axum router until shutdown.
 pub async fn serve_http(listen: std::net::SocketAddr, app: axum::Router) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    serve_on(bind(listen).await?, app).await
+}
+
+/// Binds `listen`, failing with the address when it is taken (a service whose health
+/// port is taken must exit, not run on while another process answers its health checks).
+pub async fn bind(listen: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    use anyhow::Context;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(%listen, "listening");
+    Ok(listener)
+}
+
+/// Serves `app` on a bound listener until shutdown.
+pub async fn serve_on(listener: tokio::net::TcpListener, app: axum::Router) -> anyhow::Result<()> {
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown())
         .await?;
@@ -59,7 +72,8 @@ where
     S::Future: Send + 'static,
 {
     let health_app = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
-    let health = tokio::spawn(serve_http(health, health_app));
+    // Bound here, before serving, so a taken port ends the process.
+    let health = tokio::spawn(serve_on(bind(health).await?, health_app));
     tracing::info!(%listen, "listening");
     // `--break grpc`: a middleware that drops the trace-context metadata before the server
     // layer could extract it (as a proxy stripping unknown headers would).
