@@ -1,7 +1,7 @@
 //! The listeners' guard (every HTTP listener and OTLP/gRPC): at most `connections.max_per_listener` open connections per
 //! listener (more are closed at once, counted and logged), and connections that neither
 //! send nor receive a byte for `connections.idle_timeout` are closed. Together with the
-//! receivers' body timeout and receive budget this keeps slow, idle or abandoned clients
+//! receivers' body timeout and the memory budget this keeps slow, idle or abandoned clients
 //! from holding the server's descriptors and stopping other clients.
 
 use std::future::Future;
