@@ -77,8 +77,35 @@ impl Drop for Service {
     }
 }
 
+/// A loopback address free now, for a child process to bind. Taken below the kernel's
+/// ephemeral port range: a port from that range (what binding port 0 gives) may be handed
+/// to another process's port-0 bind between this check and the child's bind (seen in CI:
+/// a test's strand server answered a demo service's health checks), one below it is not.
+/// Each call starts after the last port it gave, from a start that differs per process.
 fn free_addr() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    const LOWEST: u32 = 10_000;
+    let span = ephemeral.saturating_sub(LOWEST);
+    if span < 1000 {
+        // No room below the ephemeral range: what the kernel gives.
+        return Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?);
+    }
+    let seed = std::process::id().wrapping_mul(2_654_435_761)
+        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let _ = NEXT.compare_exchange(0, seed % span + 1, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..span {
+        let port = LOWEST + NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port as u16));
+        if std::net::TcpListener::bind(addr).is_ok() {
+            return Ok(addr);
+        }
+    }
+    anyhow::bail!("no free port between {LOWEST} and {ephemeral}")
 }
 
 fn spawn(name: &'static str, logs: &Path, args: &[String]) -> anyhow::Result<Service> {
