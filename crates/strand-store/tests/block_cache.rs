@@ -73,3 +73,28 @@ async fn queries_over_more_blocks_than_the_cache_holds_stay_within_it_and_answer
     assert_eq!(cache.stats.misses.load(Ordering::Relaxed), misses);
     store.close();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_index_whose_trace_ids_cannot_be_read_is_an_error_not_a_rebuild() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fs = strand_store::fs::FaultyFs::new();
+    let cfg = || StoreConfig { maintenance_interval: Duration::from_secs(3600), ..StoreConfig::default() };
+    let store = Store::open(Arc::new(fs.clone()), dir.path(), cfg()).expect("open");
+    store.append(batch(1, 3)).await.expect("write");
+    store.flush().await.expect("flush");
+    drop(store);
+    // A fresh process: nothing of the block in the cache.
+    let store = Store::open(Arc::new(fs.clone()), dir.path(), cfg()).expect("reopen");
+    let block = std::fs::read_dir(dir.path().join("blocks")).expect("dir").next().expect("a block");
+    let traces = block.expect("entry").path().join("traces.parquet");
+    // index.bin (version 3) takes its trace ids from traces.parquet, which fails to read:
+    // the query fails, rather than rebuilding and caching an index from the spans.
+    fs.fail_reads_under(Some(traces));
+    let failed = store.services(TimeRange::ALL).await;
+    fs.fail_reads_under(None);
+    let err = failed.expect_err("traces.parquet unreadable");
+    assert!(err.to_string().contains("traces.parquet"), "{err}");
+    // Once it reads again, the index is loaded from index.bin.
+    assert_eq!(store.services(TimeRange::ALL).await.expect("services").len(), 1);
+    assert_eq!(store.stats().derived_files_repaired.load(Ordering::Relaxed), 0);
+}

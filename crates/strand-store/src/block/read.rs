@@ -554,16 +554,26 @@ impl Block {
     pub fn search_index(&self) -> Result<Arc<SearchIndex>, StoreError> {
         self.cache.get_or_load(&self.key, Part::SearchIndex, || {
             let search = if self.meta.files.iter().any(|f| f.name == "index.bin") {
-                match read_checked(self.fs.as_ref(), &self.dir, &self.meta.files, "index.bin")
+                // A version 3 index takes its trace ids from traces.parquet. When that read
+                // fails (a passing object-store error on a querier, or damage the scrub
+                // deals with), the error is the answer: rebuilding from the spans would
+                // cache an index without its edges across blocks.
+                let mut ids_failed = None;
+                let decoded = read_checked(self.fs.as_ref(), &self.dir, &self.meta.files, "index.bin")
                     .and_then(|data| {
                         decode_search_index(&data, &self.dir, self.meta.trace_count, || {
                             let index = self.trace_index().map_err(|e| {
-                                FormatError::invalid(format!("its trace ids are those of traces.parquet: {e}"))
+                                let what = format!("its trace ids are those of traces.parquet: {e}");
+                                ids_failed = Some(e);
+                                FormatError::invalid(what)
                             })?;
                             Ok(index.iter().map(|e| e.trace_id).collect())
                         })
-                    })
-                {
+                    });
+                if let Some(e) = ids_failed {
+                    return Err(e);
+                }
+                match decoded {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::warn!(block = %self.meta.id, error = %e, "search index unreadable; rebuilding it from the spans");
