@@ -170,30 +170,19 @@ impl LogBatch {
 
     /// About the memory the decoded batch holds (see [`crate::SpanBatch::approx_bytes`]).
     pub fn approx_bytes(&self) -> usize {
-        use crate::model::{attrs_heap_bytes, resource_bytes, scope_bytes, value_heap_bytes};
-        use std::mem::size_of;
+        use crate::model::{attrs_heap_bytes, grouped_bytes, value_heap_bytes};
+        let record = |r: &LogRecord| {
+            std::mem::size_of::<LogRecord>()
+                + r.severity_text.len()
+                + value_heap_bytes(&r.body)
+                + attrs_heap_bytes(&r.attributes)
+                + r.event_name.len()
+        };
         self.resource_logs
             .iter()
             .map(|rl| {
-                size_of::<ResourceLogs>()
-                    + resource_bytes(&rl.resource)
-                    + rl.scope_logs
-                        .iter()
-                        .map(|sl| {
-                            size_of::<ScopeLogs>()
-                                + scope_bytes(&sl.scope)
-                                + sl.records
-                                    .iter()
-                                    .map(|r| {
-                                        size_of::<LogRecord>()
-                                            + r.severity_text.len()
-                                            + value_heap_bytes(&r.body)
-                                            + attrs_heap_bytes(&r.attributes)
-                                            + r.event_name.len()
-                                    })
-                                    .sum::<usize>()
-                        })
-                        .sum::<usize>()
+                let scopes = rl.scope_logs.iter().map(|sl| (&*sl.scope, sl.records.as_slice()));
+                grouped_bytes::<ResourceLogs, ScopeLogs, _>(&rl.resource, scopes, record)
             })
             .sum()
     }

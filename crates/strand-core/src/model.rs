@@ -314,20 +314,11 @@ impl SpanBatch {
     /// and lists (allocator overhead and spare capacity not counted). For the ingest
     /// memory budget.
     pub fn approx_bytes(&self) -> usize {
-        use std::mem::size_of;
         self.resource_spans
             .iter()
             .map(|rs| {
-                size_of::<ResourceSpans>()
-                    + resource_bytes(&rs.resource)
-                    + rs.scope_spans
-                        .iter()
-                        .map(|ss| {
-                            size_of::<ScopeSpans>()
-                                + scope_bytes(&ss.scope)
-                                + ss.spans.iter().map(span_bytes).sum::<usize>()
-                        })
-                        .sum::<usize>()
+                let scopes = rs.scope_spans.iter().map(|ss| (&*ss.scope, ss.spans.as_slice()));
+                grouped_bytes::<ResourceSpans, ScopeSpans, _>(&rs.resource, scopes, span_bytes)
             })
             .sum()
     }
@@ -439,18 +430,31 @@ pub(crate) fn value_heap_bytes(v: &AnyValue) -> usize {
     }
 }
 
-/// Bytes of a resource, counted whole at each batch that holds it.
-pub(crate) fn resource_bytes(r: &Resource) -> usize {
-    std::mem::size_of::<Resource>() + attrs_heap_bytes(&r.attributes) + r.schema_url.len()
-}
-
-/// Bytes of a scope, counted whole at each batch that holds it.
-pub(crate) fn scope_bytes(s: &Scope) -> usize {
-    std::mem::size_of::<Scope>()
-        + s.name.len()
-        + s.version.len()
-        + attrs_heap_bytes(&s.attributes)
-        + s.schema_url.len()
+/// Bytes of one resource's group (struct `G`) of scope groups (struct `S`), each scope's
+/// items measured by `item`. The resource and scopes are counted whole at each batch that
+/// holds them.
+pub(crate) fn grouped_bytes<'a, G, S, T: 'a>(
+    resource: &Resource,
+    scopes: impl Iterator<Item = (&'a Scope, &'a [T])>,
+    item: impl Fn(&T) -> usize,
+) -> usize {
+    use std::mem::size_of;
+    let resource = size_of::<G>()
+        + size_of::<Resource>()
+        + attrs_heap_bytes(&resource.attributes)
+        + resource.schema_url.len();
+    resource
+        + scopes
+            .map(|(s, items)| {
+                size_of::<S>()
+                    + size_of::<Scope>()
+                    + s.name.len()
+                    + s.version.len()
+                    + attrs_heap_bytes(&s.attributes)
+                    + s.schema_url.len()
+                    + items.iter().map(&item).sum::<usize>()
+            })
+            .sum::<usize>()
 }
 
 fn span_bytes(s: &Span) -> usize {

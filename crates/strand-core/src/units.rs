@@ -149,6 +149,83 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_nanos(total.round() as u64))
 }
 
+/// A memory size that may be sized from the machine (`auto`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MemorySize {
+    /// Sized from the machine's memory at start.
+    #[default]
+    Auto,
+    /// This many bytes.
+    Bytes(ByteSize),
+}
+
+impl MemorySize {
+    /// The smallest `auto` budget.
+    pub const AUTO_MIN: u64 = 256 << 20;
+    /// The largest `auto` budget.
+    pub const AUTO_MAX: u64 = 2 << 30;
+
+    /// The size in bytes: `auto` is a quarter of `machine` (the machine's memory, see
+    /// [`machine_memory`]), between [`Self::AUTO_MIN`] and [`Self::AUTO_MAX`]; the
+    /// smallest when the machine's memory is unknown.
+    pub fn bytes_of(self, machine: Option<u64>) -> u64 {
+        match self {
+            MemorySize::Bytes(b) => b.0,
+            MemorySize::Auto => machine.map_or(0, |m| m / 4).clamp(Self::AUTO_MIN, Self::AUTO_MAX),
+        }
+    }
+
+    /// The size in bytes on this machine.
+    pub fn bytes(self) -> u64 {
+        match self {
+            MemorySize::Bytes(b) => b.0,
+            MemorySize::Auto => self.bytes_of(machine_memory()),
+        }
+    }
+}
+
+impl fmt::Display for MemorySize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MemorySize::Auto => f.write_str("auto"),
+            MemorySize::Bytes(b) => b.fmt(f),
+        }
+    }
+}
+
+impl std::str::FromStr for MemorySize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim().eq_ignore_ascii_case("auto") {
+            return Ok(MemorySize::Auto);
+        }
+        s.parse::<ByteSize>()
+            .map(MemorySize::Bytes)
+            .map_err(|e| format!("{e}; or `auto` to size it from the machine"))
+    }
+}
+
+/// The memory this process may use: the machine's (`MemTotal` of `/proc/meminfo`), or the
+/// cgroup's limit when lower (`memory.max` of cgroup v2, `memory.limit_in_bytes` of v1).
+/// `None` when neither can be read.
+pub fn machine_memory() -> Option<u64> {
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| {
+        let line = t.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        kib.checked_mul(1024)
+    });
+    let cgroup = ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .filter_map(|t| t.trim().parse::<u64>().ok())
+        .min();
+    match (total, cgroup) {
+        (Some(t), Some(c)) => Some(t.min(c)),
+        (t, c) => t.or(c),
+    }
+}
+
 macro_rules! serde_via_str {
     ($t:ty, $num:expr) => {
         impl Serialize for $t {
@@ -181,6 +258,7 @@ macro_rules! serde_via_str {
 }
 
 serde_via_str!(ByteSize, |n| Ok(ByteSize(n)));
+serde_via_str!(MemorySize, |n| Ok(MemorySize::Bytes(ByteSize(n))));
 serde_via_str!(HumanDuration, |n: u64| Err(serde::de::Error::custom(format!(
     "duration {n} needs a unit: write it as text like \"{n}s\""
 ))));

@@ -184,13 +184,10 @@ impl Unwritten {
     /// into a block ([`Self::cut_biggest`]), so the total comes down without waiting for
     /// heads to age out; at the limit, refuses the write.
     fn admit(&self) -> Result<(), SinkError> {
-        let total = {
-            let stores = self.stores.read();
-            if stores.len() < 2 {
-                return Ok(()); // one store keeps the bound itself
-            }
-            stores.iter().map(|s| s.unwritten_bytes()).sum::<u64>()
-        };
+        if self.stores.read().len() < 2 {
+            return Ok(()); // one store keeps the bound itself
+        }
+        let total = self.total();
         if total >= self.limit / 4 * 3 {
             self.cut_biggest();
         }

@@ -457,7 +457,7 @@ async fn bad_grpc_log_input_gets_status_codes_and_metrics_are_refused_with_a_mes
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_bodies_hold_no_slot_but_fill_the_memory_budget_and_time_out() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let server = common::start(|c| {
         c.otlp.max_concurrent_requests = 1;
         c.otlp.max_request_size = "1KiB".parse().expect("size");
@@ -466,16 +466,9 @@ async fn slow_bodies_hold_no_slot_but_fill_the_memory_budget_and_time_out() {
     })
     .await;
     // The memory budget is 8 KiB. Eight clients send 990 of their 1000 body bytes and stall.
-    let mut stalled = Vec::new();
-    for _ in 0..8 {
-        let mut s = tokio::net::TcpStream::connect(server.otlp_http).await.expect("connect");
-        let head = "POST /v1/traces HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n";
-        s.write_all(head.as_bytes()).await.expect("write");
-        s.write_all(&[b' '; 990]).await.expect("write");
-        stalled.push(s);
-    }
+    let stalled = stalled_http_bodies(&server, 8, 1000, 990).await;
     let metric = |series: &'static str| metric(&server, series);
-    common::eventually("both stalled bodies to be received in part", || async {
+    common::eventually("the stalled bodies to be received in part", || async {
         (metric("strand_receiver_body_bytes_receiving").await == Some(7920.0)).then_some(())
     })
     .await;
@@ -518,6 +511,28 @@ async fn slow_bodies_hold_no_slot_but_fill_the_memory_budget_and_time_out() {
     assert_eq!(post(padded).await.expect("post").status(), 200);
     assert_eq!(reqwest::get(server.query("/readyz")).await.expect("readyz").status(), 200);
     server.stop().await;
+}
+
+/// `n` OTLP/HTTP exports announcing `length` body bytes, of which each sends `sent` and
+/// stalls; held open while the streams live.
+async fn stalled_http_bodies(
+    server: &common::TestServer,
+    n: usize,
+    length: usize,
+    sent: usize,
+) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut stalled = Vec::new();
+    for _ in 0..n {
+        let mut s = tokio::net::TcpStream::connect(server.otlp_http).await.expect("connect");
+        let head = format!(
+            "POST /v1/traces HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.expect("write");
+        s.write_all(&vec![b' '; sent]).await.expect("write");
+        stalled.push(s);
+    }
+    stalled
 }
 
 /// The value of one series on the server's `/metrics`.
@@ -625,7 +640,6 @@ async fn grpc_messages_take_their_bytes_from_the_memory_budget_as_they_arrive() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_not_yet_in_blocks_counts_against_the_memory_budget() {
-    use tokio::io::AsyncWriteExt;
     let server = common::start(|c| {
         c.otlp.max_request_size = "256KiB".parse().expect("size");
         c.otlp.body_read_timeout = "2s".parse().expect("duration");
@@ -663,14 +677,7 @@ async fn data_not_yet_in_blocks_counts_against_the_memory_budget() {
     assert!((300_000.0..500_000.0).contains(&unwritten), "the head's bytes are counted: {unwritten}");
     assert_eq!(metric("strand_store_unwritten_bytes").await, Some(unwritten));
     // Six bodies arrive in part (1,500,000 bytes) and stall.
-    let mut stalled = Vec::new();
-    for _ in 0..6 {
-        let mut s = tokio::net::TcpStream::connect(server.otlp_http).await.expect("connect");
-        let head = "POST /v1/traces HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 260000\r\n\r\n";
-        s.write_all(head.as_bytes()).await.expect("write");
-        s.write_all(&[b' '; 250_000]).await.expect("write");
-        stalled.push(s);
-    }
+    let stalled = stalled_http_bodies(&server, 6, 260_000, 250_000).await;
     common::eventually("the stalled bodies to be counted", || async {
         (metric(r#"strand_memory_budget_used_bytes{part="receiving"}"#).await == Some(1_500_000.0))
             .then_some(())

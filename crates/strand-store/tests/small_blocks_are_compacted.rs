@@ -9,6 +9,17 @@ use strand_store::fs::StdFs;
 use strand_store::testdata::{batch, trace_id};
 use strand_store::{Store, StoreConfig};
 
+/// Each of the traces `seeds` reads back whole: five spans.
+fn five_spans_each(store: &Store, seeds: impl IntoIterator<Item = u8>) {
+    for seed in seeds {
+        assert_eq!(
+            store.get_trace_blocking(trace_id(seed)).expect("read").expect("trace").spans.len(),
+            5,
+            "trace {seed}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_blocks_are_compacted_and_duplicates_dropped() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -29,9 +40,7 @@ async fn small_blocks_are_compacted_and_duplicates_dropped() {
     let snap = store.snapshot();
     assert_eq!(snap.blocks, 1);
     assert_eq!(snap.block_spans, 20, "duplicates of trace 0 dropped");
-    for seed in 0..4 {
-        assert_eq!(store.get_trace_blocking(trace_id(seed)).expect("read").expect("trace").spans.len(), 5);
-    }
+    five_spans_each(&store, 0..4);
     let blocks = || {
         let mut names: Vec<_> = std::fs::read_dir(dir.path().join("blocks"))
             .expect("dir")
@@ -97,9 +106,7 @@ async fn block_writes_go_on_while_a_compaction_reads_its_inputs() {
     let snap = store.snapshot();
     assert_eq!(snap.blocks, 2, "the two inputs merged; the block written meanwhile kept");
     assert_eq!(store.stats().compactions.load(std::sync::atomic::Ordering::Relaxed), 1);
-    for seed in 1..=3 {
-        assert_eq!(store.get_trace_blocking(trace_id(seed)).expect("read").expect("trace").spans.len(), 5);
-    }
+    five_spans_each(&store, 1..=3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,9 +222,7 @@ async fn a_merge_stops_at_the_text_budget() {
     for b in &after {
         assert!(text_bytes(b) <= cfg.compaction_max_text_bytes, "{b:?}: {}", text_bytes(b));
     }
-    for seed in 0..4 {
-        assert_eq!(store.get_trace_blocking(trace_id(seed)).expect("read").expect("trace").spans.len(), 5);
-    }
+    five_spans_each(&store, 0..4);
     // A budget under one block's text: nothing merges (each is left as it is).
     let (dir, store) = fill(StoreConfig { compaction_max_text_bytes: one / 2, ..cfg }).await;
     TraceStore::maintain(&store).await.expect("maintain");
@@ -535,9 +540,7 @@ async fn a_failing_merge_does_not_stop_the_other_blocks_being_merged() {
     assert_eq!(store.snapshot().blocks, 2, "the failed block is left out for now");
     assert_eq!(store.stats().compaction_failures.load(Ordering::Relaxed), 1);
     fs.fail_reads_under(None);
-    for seed in 1..=4 {
-        assert_eq!(store.get_trace_blocking(trace_id(seed)).expect("read").expect("trace").spans.len(), 5);
-    }
+    five_spans_each(&store, 1..=4);
 }
 
 /// By time too: the block a merge failed with does not hold its window open, so the

@@ -320,22 +320,13 @@ where
 /// A request's bytes of the memory budget, shared by its [`Budgeted`] body (which takes
 /// them as frames arrive), the decoder (which takes an inflated message) and [`Export`]
 /// (which gives them back once the message is decoded).
-#[derive(Clone, Default)]
-struct Held(Arc<HeldInner>);
+type Held = Arc<HeldInner>;
 
 #[derive(Default)]
 struct HeldInner {
     charge: parking_lot::Mutex<Charge>,
     /// The budget refused a frame.
     refused: std::sync::atomic::AtomicBool,
-}
-
-impl std::ops::Deref for Held {
-    type Target = HeldInner;
-
-    fn deref(&self) -> &HeldInner {
-        &self.0
-    }
 }
 
 /// A gRPC request body whose data frames are taken from the memory budget as they arrive,
