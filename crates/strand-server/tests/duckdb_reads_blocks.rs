@@ -11,7 +11,16 @@ async fn readme_duckdb_queries_read_blocks() {
     let repo = common::repo();
     let Some(python) = common::interop_python("INTEROP_PYTHON", ".venv", "DuckDB") else { return };
     let server = common::start(|_| {}).await;
-    server.export_json(std::fs::read(common::fixture("otlp/trace.json")).expect("fixture")).await;
+    let fixture = std::fs::read(common::fixture("otlp/trace.json")).expect("fixture");
+    server.export_json(fixture.clone()).await;
+    // The fixture span's parent, starting before it: stored as a row back, which the
+    // README's self-join turns into its id.
+    let mut parent: serde_json::Value = serde_json::from_slice(&fixture).expect("json");
+    let span = &mut parent["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
+    span["spanId"] = "EEE19B7EC3C1B173".into();
+    span["parentSpanId"] = "".into();
+    span["startTimeUnixNano"] = "1544712659000000000".into();
+    server.export_json(serde_json::to_vec(&parent).expect("json")).await;
     let resp = reqwest::Client::new()
         .post(format!("http://{}/v1/logs", server.otlp_http))
         .header("content-type", "application/json")
@@ -29,11 +38,11 @@ async fn readme_duckdb_queries_read_blocks() {
         .arg("5b8efff798038103d269b633813fc60c")
         .output()
         .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        stdout.contains("'eee19b7ec3c1b174', 'eee19b7ec3c1b173'"),
+        "the fixture span's parent through the self-join: {stdout}"
     );
     drop(dir);
 }

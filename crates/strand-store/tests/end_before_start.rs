@@ -1,6 +1,7 @@
 //! A span whose end precedes its start (a clock step on the client) is stored with its
 //! times as sent, and `duration_nano` is never negative: the block carries that end time in
-//! its own column and is format version 3; blocks without such a span stay as they were.
+//! its own column (format version 3 on; since version 4 after `parent_rows_back`); blocks
+//! without such a span have no such column.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,10 +62,9 @@ async fn a_span_ending_before_it_starts_keeps_its_times_without_a_negative_durat
     store.flush().await.expect("flush");
     store.append(batch(2, 3)).await.expect("write");
     store.flush().await.expect("flush");
-    // The skewed block is version 3 with one more column (its span's duration 0); the other
-    // is as before.
+    // The skewed block has one more column (its span's duration 0) than the other.
     let found = blocks(dir.path());
-    assert_eq!(found.iter().map(|b| (b.0, b.1)).collect::<Vec<_>>(), vec![(3, 27), (1, 26)]);
+    assert_eq!(found.iter().map(|b| (b.0, b.1)).collect::<Vec<_>>(), vec![(4, 28), (4, 27)]);
     assert_eq!(found[0].2, 0, "no negative duration: {found:?}");
     let times = |store: &Store| {
         let trace = store.get_trace_blocking(trace_id(1)).expect("read").expect("trace");
@@ -78,7 +78,7 @@ async fn a_span_ending_before_it_starts_keeps_its_times_without_a_negative_durat
 
     // Merged with a block without such a span, and read after a restart: still as sent.
     TraceStore::maintain(&store).await.expect("maintain");
-    assert_eq!(blocks(dir.path()), vec![(3, 27, 0)], "the merged block keeps the end apart");
+    assert_eq!(blocks(dir.path()), vec![(4, 28, 0)], "the merged block keeps the end apart");
     store.close();
     let store = Store::open(Arc::new(StdFs), dir.path(), cfg).expect("reopen");
     assert!(times(&store).contains(&(start, end)));

@@ -100,6 +100,11 @@ async fn version_3_data_directory_reads_back_whole() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_4_data_directory_reads_back_whole() {
+    reads_back_whole_with("v4", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_from_a_newer_strand_are_refused_by_version_and_left_alone() {
     // A newer WAL segment.
     let dir = tempfile::tempdir().expect("tempdir");

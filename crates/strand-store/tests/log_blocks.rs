@@ -1,5 +1,6 @@
-//! Blocks holding log records say so in their version (2), so a strand without log support
-//! refuses them; blocks without are still version 1.
+//! Blocks holding log records say so in their version (2 or later), so a strand without
+//! log support refuses them. Since version 4 every block is written as version 4, with or
+//! without log records; only those with records have log files.
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use strand_store::testdata::{batch, log_batch};
 use strand_store::{Store, StoreConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_block_with_log_records_is_version_2_and_one_without_is_version_1() {
+async fn a_block_with_log_records_is_a_version_a_strand_without_logs_refuses() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default()).expect("open");
     store.append(batch(1, 3)).await.expect("write");
@@ -35,9 +36,11 @@ async fn a_block_with_log_records_is_version_2_and_one_without_is_version_1() {
         .collect();
     found.sort();
     assert_eq!(found.len(), 2, "{found:?}");
-    assert_eq!((found[0].0, found[0].1), (1, 0), "{found:?}");
+    let version = u64::from(strand_store::block::FORMAT_VERSION);
+    assert!(version >= u64::from(strand_store::block::LOGS_VERSION));
+    assert_eq!((found[0].0, found[0].1), (version, 0), "{found:?}");
     assert!(!found[0].2.iter().any(|f| f.contains("logs")), "{found:?}");
-    assert_eq!((found[1].0, found[1].1), (2, 7), "{found:?}");
+    assert_eq!((found[1].0, found[1].1), (version, 7), "{found:?}");
     assert!(found[1].2.iter().any(|f| f.contains("logs.parquet")), "{found:?}");
 }
 

@@ -27,7 +27,7 @@
 //! |---|---|---|
 //! | `trace_id` | fixed_len_byte_array(16) | bloom filter; row-group and page min/max |
 //! | `span_id` | fixed_len_byte_array(8) | |
-//! | `parent_span_id` | fixed_len_byte_array(8), nullable | null for roots |
+//! | `parent_span_id` | fixed_len_byte_array(8), nullable | null for roots; from version 4, also null when `parent_rows_back` gives the parent |
 //! | `trace_state` | string | |
 //! | `flags` | uint32 | |
 //! | `name` | string | dictionary encoded |
@@ -50,12 +50,19 @@
 //! | `dropped_events_count` | uint32 | |
 //! | `links` | string (JSON list), nullable | `[{trace_id,span_id,trace_state,attributes,dropped_attributes_count,flags}]` |
 //! | `dropped_links_count` | uint32 | |
+//! | `parent_rows_back` | uint32, nullable | version 4 on: the parent is the span of the row this many rows before, in the same trace |
+//!
+//! A version 4 block gives a span's parent as a distance back to an earlier row of its
+//! trace whenever there is one holding the parent's span id (rows are sorted by start
+//! time, so parents come first but for skewed clocks); `parent_span_id` then stays null and
+//! holds only the parents found nowhere earlier in the trace. Readers take the parent's
+//! id from that row (DuckDB: a self-join on `file_row_number`, see the README).
 //!
 //! Encoding: 2048-row pages with page indexes (a trace lookup reads only the pages holding
-//! its rows); the JSON columns, `parent_span_id` and the two time columns are zstd (level
-//! 9) compressed, the times in `BYTE_STREAM_SPLIT` encoding; the rest are left to Parquet's
-//! dictionary and RLE encodings (see `spans_props` for why). Blocks written before used
-//! delta encoding for the times and no compression for parents; readers take either.
+//! its rows); the JSON columns and the two time columns are zstd (level 9) compressed, the
+//! times in `BYTE_STREAM_SPLIT` encoding; the rest are left to Parquet's dictionary and RLE
+//! encodings (see `spans_props` for why). Blocks written before used delta encoding for
+//! the times, and before version 4 zstd for `parent_span_id`; readers take any of these.
 //!
 //! ## `traces.parquet`
 //!
@@ -87,14 +94,18 @@ use crate::error::FormatError;
 /// spans only; 2 a block holding log records (`logs.parquet`; see [`crate::logs`]), which a
 /// strand without log support refuses instead of compacting the records away; 3 a block
 /// holding a span whose end precedes its start (its `spans.parquet` has the
-/// `end_before_start_unix_nano` column, so `duration_nano` is never negative).
-pub const FORMAT_VERSION: u32 = 3;
+/// `end_before_start_unix_nano` column, so `duration_nano` is never negative); 4 every
+/// block written since 2026-12-07, whose `spans.parquet` gives most parents as a row back
+/// (`parent_rows_back`) instead of their ids.
+pub const FORMAT_VERSION: u32 = 4;
 /// Version of a block without log records.
 pub const SPANS_ONLY_VERSION: u32 = 1;
 /// Version of a block with log records.
 pub const LOGS_VERSION: u32 = 2;
-/// Version of a block with a span ending before it starts.
+/// Version of a block with a span ending before it starts (before version 4).
 pub const EARLY_END_VERSION: u32 = 3;
+/// Version of a block whose `spans.parquet` has the `parent_rows_back` column.
+pub const PARENT_ROWS_VERSION: u32 = 4;
 
 /// Contents of `meta.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,7 +19,7 @@ use strand_core::{
 };
 
 use super::json::{attrs_from_json, events_from_json, links_from_json};
-use super::write::{spans_schema, spans_schema_early_end};
+use super::write::{EARLY_END_COLUMN, PARENT_ROWS_BACK_COLUMN, spans_schema_of};
 use super::{BlockMeta, FORMAT_VERSION, guard};
 use crate::cache::{BlockCache, BlockFilters, FILTER_FILE, Part, TraceFilter};
 use crate::error::FormatError;
@@ -373,8 +373,11 @@ impl Block {
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Skip);
         let footer = guard(|| Ok(ArrowReaderMetadata::load(&spans, options)?))
             .map_err(|e| e.corrupt_at(spans_path.display()))?;
+        // Version 4 on, parents are given as rows back; any version may have the column of
+        // spans ending before they start.
+        let parent_rows = meta.format_version >= super::PARENT_ROWS_VERSION;
         let fields = footer.schema().fields();
-        if fields != spans_schema().fields() && fields != spans_schema_early_end().fields() {
+        if [false, true].iter().all(|&early| fields != spans_schema_of(parent_rows, early).fields()) {
             return Err(corrupt(&spans_path, "unexpected schema"));
         }
         let rows = footer.metadata().file_metadata().num_rows();
@@ -653,9 +656,10 @@ impl Block {
         &self,
         mut f: impl FnMut(Vec<StoredSpan>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let total = self.meta.span_count;
-        for first in (0..total).step_by(SLICE_ROWS as usize) {
-            f(self.read_rows(first, SLICE_ROWS.min(total - first))?)?;
+        // One reader from the first row: a span's parent may be a row of an earlier slice.
+        let mut rows = self.rows_in_order(SLICE_ROWS as usize)?;
+        while let Some(slice) = rows.next_batch()? {
+            f(slice)?;
         }
         Ok(())
     }
@@ -670,12 +674,12 @@ impl Block {
                 .build()?)
         })
         .map_err(|e| e.corrupt_at(path.display()))?;
-        Ok(RowsInOrder { reader, decoder: RowDecoder::default(), path })
+        Ok(RowsInOrder { reader, decoder: RowDecoder::default(), next_row: 0, path })
     }
 
     /// Whether `spans.parquet` has the column of spans ending before they start.
     pub(crate) fn has_early_end(&self) -> bool {
-        self.footer.schema().fields().len() > spans_schema().fields().len()
+        self.footer.schema().column_with_name(EARLY_END_COLUMN).is_some()
     }
 
     fn read_rows(&self, first: u64, count: u64) -> Result<Vec<StoredSpan>, StoreError> {
@@ -704,8 +708,11 @@ impl Block {
                 .build()?;
         let mut decoder = RowDecoder::default();
         let mut out = Vec::with_capacity(count as usize);
+        let mut row = first;
         for batch in reader {
-            decoder.decode(&batch?, &mut out)?;
+            let batch = batch?;
+            decoder.decode(&batch, row, &mut out)?;
+            row += batch.num_rows() as u64;
         }
         Ok(out)
     }
@@ -729,18 +736,21 @@ pub(crate) fn with_page_index(
 pub(crate) struct RowsInOrder {
     reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
     decoder: RowDecoder,
+    /// The row the next batch starts at.
+    next_row: u64,
     path: PathBuf,
 }
 
 impl RowsInOrder {
     /// The next batch of spans, `None` after the last.
     pub(crate) fn next_batch(&mut self) -> Result<Option<Vec<StoredSpan>>, StoreError> {
-        let Self { reader, decoder, path } = self;
+        let Self { reader, decoder, next_row, path } = self;
         guard(|| {
             let Some(batch) = reader.next() else { return Ok(None) };
             let batch = batch?;
             let mut out = Vec::with_capacity(batch.num_rows());
-            decoder.decode(&batch, &mut out)?;
+            decoder.decode(&batch, *next_row, &mut out)?;
+            *next_row += batch.num_rows() as u64;
             Ok(Some(out))
         })
         .map_err(|e| e.corrupt_at(path.display()))
@@ -919,10 +929,23 @@ impl SharedParts {
 #[derive(Default)]
 struct RowDecoder {
     parts: SharedParts,
+    /// The trace of the last row decoded, the row its first decoded row is at, and the span
+    /// ids of its rows decoded so far (the parents `parent_rows_back` refers to).
+    trace: Option<TraceId>,
+    trace_first_row: u64,
+    trace_span_ids: Vec<SpanId>,
 }
 
 impl RowDecoder {
-    fn decode(&mut self, b: &RecordBatch, out: &mut Vec<StoredSpan>) -> Result<(), FormatError> {
+    /// Decodes rows that follow the rows this decoder decoded before (if any), the first
+    /// of them at `first_row` in the file. A trace's rows are decoded from its first: a
+    /// parent given as a row back is looked up among them.
+    fn decode(
+        &mut self,
+        b: &RecordBatch,
+        first_row: u64,
+        out: &mut Vec<StoredSpan>,
+    ) -> Result<(), FormatError> {
         let trace_id = fsb(b, 0, 16)?;
         let span_id = fsb(b, 1, 8)?;
         let parent = fsb(b, 2, 8)?;
@@ -945,23 +968,61 @@ impl RowDecoder {
         let dropped_events = u32c(23)?;
         let links = s(24)?;
         let dropped_links = u32c(25)?;
-        // Blocks of version 3 may end with the end times of spans ending before they start.
-        let early_end = match b.num_columns() {
-            26 => None,
-            _ => Some(b.column(26).as_primitive_opt::<UInt64Type>().ok_or_else(|| bad(26, "uint64"))?),
+        // Version 4 on: parents as rows back. Version 3 on: the end times of spans ending
+        // before they start.
+        let rows_back =
+            match b.column_by_name(PARENT_ROWS_BACK_COLUMN) {
+                Some(c) => Some(c.as_primitive_opt::<UInt32Type>().ok_or_else(|| {
+                    FormatError::invalid(format!("{PARENT_ROWS_BACK_COLUMN} is not uint32"))
+                })?),
+                None => None,
+            };
+        let early_end = match b.column_by_name(EARLY_END_COLUMN) {
+            Some(c) => Some(
+                c.as_primitive_opt::<UInt64Type>()
+                    .ok_or_else(|| FormatError::invalid(format!("{EARLY_END_COLUMN} is not uint64")))?,
+            ),
+            None => None,
         };
         for i in 0..b.num_rows() {
             let (resource, scope) = self.parts.get(&parts, i)?;
             let id_err = |e: strand_core::IdError| FormatError::invalid(e.to_string());
             let start_ns = start.value(i);
+            let row = first_row + i as u64;
+            let tid = TraceId::from_slice(trace_id.value(i)).map_err(id_err)?;
+            let sid = SpanId::from_slice(span_id.value(i)).map_err(id_err)?;
+            if self.trace != Some(tid) {
+                self.trace = Some(tid);
+                self.trace_first_row = row;
+                self.trace_span_ids.clear();
+            }
+            let back = rows_back.filter(|c| !c.is_null(i)).map(|c| u64::from(c.value(i)));
+            let parent_span_id = match (parent.is_null(i), back) {
+                (true, None) => None,
+                (false, None) => Some(SpanId::from_slice(parent.value(i)).map_err(id_err)?),
+                (true, Some(back)) => {
+                    let at = row
+                        .checked_sub(back)
+                        .filter(|&at| back > 0 && at >= self.trace_first_row)
+                        .and_then(|at| self.trace_span_ids.get((at - self.trace_first_row) as usize))
+                        .ok_or_else(|| {
+                            FormatError::invalid(format!(
+                                "row {row}: its parent, {back} rows back, is not in its trace"
+                            ))
+                        })?;
+                    Some(*at)
+                }
+                (false, Some(_)) => {
+                    return Err(FormatError::invalid(format!(
+                        "row {row} has both a parent id and a parent row"
+                    )));
+                }
+            };
+            self.trace_span_ids.push(sid);
             let span = Span {
-                trace_id: TraceId::from_slice(trace_id.value(i)).map_err(id_err)?,
-                span_id: SpanId::from_slice(span_id.value(i)).map_err(id_err)?,
-                parent_span_id: if parent.is_null(i) {
-                    None
-                } else {
-                    Some(SpanId::from_slice(parent.value(i)).map_err(id_err)?)
-                },
+                trace_id: tid,
+                span_id: sid,
+                parent_span_id,
                 trace_state: trace_state.value(i).to_owned(),
                 flags: flags.value(i),
                 name: name.value(i).to_owned(),
@@ -985,5 +1046,92 @@ impl RowDecoder {
             out.push(StoredSpan { resource, scope, span });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use strand_core::{Span, SpanId, TraceId};
+
+    use super::RowDecoder;
+    use crate::block::BlockBuilder;
+    use crate::testdata::{read_parquet, service_batch, span};
+
+    /// Spans whose parents are earlier rows of their trace (the usual case), later rows
+    /// (a child starting before its parent), absent, or one of two copies of an id; in a
+    /// trace long enough to be looked up by hash and to cross the writer's chunks.
+    fn traces() -> Vec<Span> {
+        let tid = |t: u8| TraceId([t; 16]);
+        let mut spans = Vec::new();
+        // A root and nine children, each starting after its parent.
+        spans.extend((0..10).map(|i| span(tid(1), i, (i > 0).then_some(i / 3), "fan", 1_000 + i * 10, 5)));
+        // A child that starts before its parent, and one whose parent never arrived.
+        spans.push(span(tid(2), 0, None, "root", 2_000, 50));
+        spans.push(span(tid(2), 1, Some(0), "early child", 1_990, 5));
+        spans.push(span(tid(2), 2, Some(77), "orphan", 2_010, 5));
+        // Two spans with one id (a client bug), and a child of that id.
+        spans.push(span(tid(3), 5, None, "twin", 3_000, 5));
+        spans.push(span(tid(3), 5, None, "twin", 3_001, 5));
+        spans.push(span(tid(3), 6, Some(5), "child of a twin", 3_002, 5));
+        // A binary tree of 40,000 spans: past the scan's rows and the writer's 32K chunks,
+        // with parents up to 20,000 rows back.
+        spans.extend(
+            (0..40_000u64).map(|i| span(tid(4), i, (i > 0).then(|| (i - 1) / 2), "tree", 4_000 + i, 1)),
+        );
+        spans
+    }
+
+    #[test]
+    fn parents_given_as_rows_back_decode_to_their_ids_across_batches() {
+        let spans = traces();
+        let mut b = BlockBuilder::new();
+        b.append_batch(&service_batch("svc", vec![], Default::default(), spans.clone())).expect("appends");
+        let encoded = b.finish("b".into(), 1, 2, Vec::new()).expect("encodes");
+        let file = read_parquet(&encoded.spans);
+        assert_eq!(file.num_rows(), spans.len());
+
+        // Only the spans without an earlier row holding their parent keep its id.
+        let parent_ids = file.column(2);
+        assert_eq!(
+            parent_ids.len() - parent_ids.null_count(),
+            2,
+            "the early child and the orphan keep their parents' ids"
+        );
+        assert_eq!(file.schema().field(26).name(), "parent_rows_back");
+
+        let want: HashMap<(TraceId, SpanId, u64), Option<SpanId>> = spans
+            .iter()
+            .map(|s| ((s.trace_id, s.span_id, s.start_time_unix_nano), s.parent_span_id))
+            .collect();
+        // Decoded in batches of every size from one row to all of them (cutting traces
+        // anywhere), each span has the parent it was written with.
+        for size in [1, 7, 1000, 32_768, file.num_rows()] {
+            let mut decoder = RowDecoder::default();
+            let mut out = Vec::new();
+            for first in (0..file.num_rows()).step_by(size) {
+                let batch = file.slice(first, size.min(file.num_rows() - first));
+                decoder.decode(&batch, first as u64, &mut out).expect("decodes");
+            }
+            assert_eq!(out.len(), spans.len());
+            for s in &out {
+                let key = (s.span.trace_id, s.span.span_id, s.span.start_time_unix_nano);
+                assert_eq!(
+                    Some(&s.span.parent_span_id),
+                    want.get(&key),
+                    "batches of {size}: {:?}",
+                    s.span.name
+                );
+            }
+        }
+
+        // Rows read from the middle of a trace cannot find their parents: an error, not a
+        // wrong parent or a panic.
+        let mut decoder = RowDecoder::default();
+        let mut out = Vec::new();
+        let middle = file.num_rows() - 100;
+        let err = decoder.decode(&file.slice(middle, 100), middle as u64, &mut out);
+        assert!(err.is_err(), "decoded {} rows", out.len());
     }
 }

@@ -18,7 +18,7 @@ use parquet::schema::types::ColumnPath;
 use strand_core::{Resource, Scope, Span, SpanBatch, StatusCode, StoredSpan};
 
 use super::json::{attrs_to_json, write_attrs, write_events, write_links};
-use super::{BlockMeta, EARLY_END_VERSION, FileChecksum, SPANS_ONLY_VERSION};
+use super::{BlockMeta, FileChecksum, PARENT_ROWS_VERSION};
 use crate::error::FormatError;
 
 /// Rows per data page: small pages make a trace lookup read little.
@@ -40,11 +40,12 @@ pub struct EncodedBlock {
     pub meta: BlockMeta,
 }
 
-pub(crate) fn spans_schema() -> Schema {
+/// The columns of `spans.parquet` in every version, `trace_id` to `dropped_links_count`.
+fn span_fields() -> Vec<Field> {
     let fsb = |n: &str, w: i32, null: bool| Field::new(n, DataType::FixedSizeBinary(w), null);
     let s = |n: &str, null: bool| Field::new(n, DataType::Utf8, null);
     let u32f = |n: &str| Field::new(n, DataType::UInt32, false);
-    Schema::new(vec![
+    vec![
         fsb("trace_id", 16, false),
         fsb("span_id", 8, false),
         fsb("parent_span_id", 8, true),
@@ -71,20 +72,46 @@ pub(crate) fn spans_schema() -> Schema {
         u32f("dropped_events_count"),
         s("links", true),
         u32f("dropped_links_count"),
-    ])
+    ]
+}
+
+/// The schema of `spans.parquet`: the columns of every version, then (version 4 on, when
+/// `parent_rows`) [`PARENT_ROWS_BACK_COLUMN`], then (when `early_end`)
+/// [`EARLY_END_COLUMN`].
+pub(crate) fn spans_schema_of(parent_rows: bool, early_end: bool) -> Schema {
+    let mut fields = span_fields();
+    if parent_rows {
+        fields.push(Field::new(PARENT_ROWS_BACK_COLUMN, DataType::UInt32, true));
+    }
+    if early_end {
+        fields.push(Field::new(EARLY_END_COLUMN, DataType::UInt64, true));
+    }
+    Schema::new(fields)
+}
+
+/// The schema blocks are written with; a block holding a span whose end precedes its start
+/// has one more column ([`spans_schema_early_end`]).
+pub(crate) fn spans_schema() -> Schema {
+    spans_schema_of(true, false)
 }
 
 /// The spans schema of a block holding a span whose end precedes its start: the same
 /// columns, then that span's end time (null on every other row). `duration_nano` is 0 on
 /// such a row, so it is never negative.
 pub(crate) fn spans_schema_early_end() -> Schema {
-    let mut fields: Vec<Field> = spans_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(Field::new(EARLY_END_COLUMN, DataType::UInt64, true));
-    Schema::new(fields)
+    spans_schema_of(true, true)
 }
 
 /// The column holding the end time of a span that ends before it starts.
 pub(crate) const EARLY_END_COLUMN: &str = "end_before_start_unix_nano";
+
+/// The column giving a span's parent as an earlier row of its trace: the row this many
+/// rows before its own (version 4 on). `parent_span_id` is then null; it holds the parent
+/// only of a span whose parent is not an earlier row of its trace in the block.
+pub(crate) const PARENT_ROWS_BACK_COLUMN: &str = "parent_rows_back";
+
+/// The position of [`PARENT_ROWS_BACK_COLUMN`] in a version 4 schema.
+const PARENT_ROWS_BACK: usize = 26;
 
 pub(crate) fn traces_schema() -> Schema {
     Schema::new(vec![
@@ -102,12 +129,12 @@ pub(crate) fn traces_schema() -> Schema {
 
 fn spans_props(trace_count: u64) -> WriterProperties {
     let col = |n: &str| ColumnPath::from(n);
-    // Only the JSON, time and parent columns are compressed. The rest are random ids or
-    // dictionary or RLE encoded already, where zstd saves little; and parquet-rs builds a
-    // zstd compressor and decompressor for every compressed column chunk it reads, which
-    // made context creation over half of a trace lookup's CPU when all 26 columns used
-    // zstd. A parent id repeats among its siblings (zstd finds it; a dictionary of random
-    // ids is larger than the ids). Times are split into byte streams, whose high bytes zstd
+    // Only the JSON and time columns are compressed. The rest are random ids or dictionary
+    // or RLE encoded already, where zstd saves little; and parquet-rs builds a zstd
+    // compressor and decompressor for every compressed column chunk it reads, which made
+    // context creation over half of a trace lookup's CPU when all 26 columns used zstd.
+    // Parents are mostly rows a few rows back (dictionary and bit packing take those to
+    // under a byte), `parent_span_id` mostly null. Times are split into byte streams, whose high bytes zstd
     // takes to almost nothing: 30.5 -> 27.2 bytes per span on the standard profile,
     // against delta encoding, whose widths the jumps between traces set. Level 9 against
     // lower (1M spans, alternated, 2026-12-07): 6 took no less CPU in the cut and 0.4 bytes
@@ -118,7 +145,6 @@ fn spans_props(trace_count: u64) -> WriterProperties {
         .set_column_compression(col("attributes"), zstd)
         .set_column_compression(col("events"), zstd)
         .set_column_compression(col("links"), zstd)
-        .set_column_compression(col("parent_span_id"), zstd)
         .set_column_compression(col("start_time_unix_nano"), zstd)
         .set_column_compression(col("duration_nano"), zstd)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
@@ -567,6 +593,8 @@ impl SpanColumns {
             Arc::new(self.links.finish()),
             Arc::new(self.dropped_links.finish()),
         ]);
+        // Filled in from the sorted rows (`ParentRows`).
+        columns.push(arrow_array::new_null_array(&DataType::UInt32, self.rows as usize));
         if early_end {
             let mut ends = vec![None; self.rows as usize];
             for (row, end) in self.early_ends.drain(..) {
@@ -593,6 +621,7 @@ pub(crate) struct SortedSpans {
     early_end: bool,
     columns: SpanColumns,
     summaries: Summaries,
+    parents: ParentRows,
     rows: u64,
     min_start: u64,
     max_end: u64,
@@ -613,6 +642,7 @@ impl SortedSpans {
             early_end,
             columns: SpanColumns::new(),
             summaries: Summaries::default(),
+            parents: ParentRows::default(),
             rows: 0,
             min_start: u64::MAX,
             max_end: 0,
@@ -651,8 +681,9 @@ impl SortedSpans {
             self.min_start = self.min_start.min(*s);
             self.max_end = self.max_end.max(e);
         }
+        let batch = self.parents.resolve(batch, self.rows)?;
         self.rows += batch.num_rows() as u64;
-        self.writer.write(batch)?;
+        self.writer.write(&batch)?;
         Ok(())
     }
 
@@ -674,7 +705,7 @@ impl SortedSpans {
         let hex =
             |t: Option<&Summary>| t.map(|t| strand_core::TraceId(t.trace_id).to_hex()).unwrap_or_default();
         let meta = BlockMeta {
-            format_version: if self.early_end { EARLY_END_VERSION } else { SPANS_ONLY_VERSION },
+            format_version: PARENT_ROWS_VERSION,
             id,
             span_count: self.rows,
             trace_count: list.len() as u64,
@@ -697,6 +728,91 @@ impl SortedSpans {
         };
         let filter = crate::cache::TraceFilter::new(list.iter().map(|s| &s.trace_id));
         Ok(EncodedBlock { spans, traces, filter, meta })
+    }
+}
+
+/// Finds, for rows handed over in sorted order, the earlier row of its trace that holds
+/// each span's parent, so `spans.parquet` stores a few rows back instead of an eight-byte
+/// id: the parent column was 5 of 34.4 bytes a span on the standard profile, distances
+/// under one. A span whose parent is not an earlier row of its trace in the block (a root's
+/// child starting first, a parent in another block or never received) keeps its
+/// `parent_span_id`.
+#[derive(Default)]
+struct ParentRows {
+    /// The trace of the last row.
+    trace: Option<[u8; 16]>,
+    /// Its rows so far: span id, row.
+    rows: Vec<(u64, u64)>,
+    /// The same by span id (the last row of each), once the trace has more rows than a
+    /// scan should look through. std's keyed hasher: span ids come from the network.
+    by_id: Option<std::collections::HashMap<u64, u64>>,
+}
+
+impl ParentRows {
+    /// Rows of a trace looked through one by one; past them, by a hash map.
+    const SCAN_ROWS: usize = 32;
+
+    /// `batch` (rows that follow `first_row` rows already handed over) with its parents
+    /// given as rows back where they can be.
+    fn resolve(&mut self, batch: &RecordBatch, first_row: u64) -> Result<RecordBatch, FormatError> {
+        use arrow_array::cast::AsArray;
+        let bad = |what: &str| FormatError::invalid(format!("{what} column has the wrong type"));
+        let trace_id = batch.column(0).as_fixed_size_binary_opt().ok_or_else(|| bad("trace_id"))?;
+        let span_id = batch.column(1).as_fixed_size_binary_opt().ok_or_else(|| bad("span_id"))?;
+        let parent = batch.column(2).as_fixed_size_binary_opt().ok_or_else(|| bad("parent"))?;
+        let n = batch.num_rows();
+        let mut parents = FixedSizeBinaryBuilder::with_capacity(n, 8);
+        let mut back = UInt32Builder::with_capacity(n);
+        let id_of = |a: &arrow_array::FixedSizeBinaryArray, r: usize| -> Result<u64, FormatError> {
+            let bytes: [u8; 8] = a.value(r).try_into().map_err(|_| FormatError::invalid("span id width"))?;
+            Ok(u64::from_be_bytes(bytes))
+        };
+        for r in 0..n {
+            let row = first_row + r as u64;
+            let tid: [u8; 16] =
+                trace_id.value(r).try_into().map_err(|_| FormatError::invalid("trace id width"))?;
+            if self.trace != Some(tid) {
+                self.trace = Some(tid);
+                self.rows.clear();
+                self.rows.shrink_to(Self::SCAN_ROWS * 4);
+                self.by_id = None;
+            }
+            if arrow_array::Array::is_null(parent, r) {
+                parents.append_null();
+                back.append_null();
+            } else {
+                let p = id_of(parent, r)?;
+                let earlier = match &self.by_id {
+                    Some(map) => map.get(&p).copied(),
+                    None => self.rows.iter().rev().find(|(id, _)| *id == p).map(|&(_, at)| at),
+                };
+                match earlier.and_then(|at| u32::try_from(row - at).ok()) {
+                    Some(d) => {
+                        parents.append_null();
+                        back.append_value(d);
+                    }
+                    None => {
+                        parents.append_value(p.to_be_bytes())?;
+                        back.append_null();
+                    }
+                }
+            }
+            let id = id_of(span_id, r)?;
+            match &mut self.by_id {
+                Some(map) => {
+                    map.insert(id, row);
+                }
+                None if self.rows.len() < Self::SCAN_ROWS => self.rows.push((id, row)),
+                None => {
+                    self.rows.push((id, row));
+                    self.by_id = Some(self.rows.drain(..).collect());
+                }
+            }
+        }
+        let mut columns = batch.columns().to_vec();
+        columns[2] = Arc::new(parents.finish());
+        columns[PARENT_ROWS_BACK] = Arc::new(back.finish());
+        Ok(RecordBatch::try_new(batch.schema(), columns)?)
     }
 }
 
