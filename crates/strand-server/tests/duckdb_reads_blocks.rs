@@ -41,8 +41,8 @@ async fn readme_duckdb_queries_read_blocks() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(
-        stdout.contains("'eee19b7ec3c1b174', 'eee19b7ec3c1b173'"),
-        "the fixture span's parent through the self-join: {stdout}"
+        stdout.contains("'eee19b7ec3c1b174', 'eee19b7ec3c1b173', 1,"),
+        "the fixture span's parent, one row back, through the self-join: {stdout}"
     );
     drop(dir);
 }

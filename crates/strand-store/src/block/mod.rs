@@ -89,8 +89,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::FormatError;
 
-/// Newest version of the block layout described in the module docs. Each version is
-/// written only by blocks that need it, so older strands read every block they can: 1 is
+/// Newest version of the block layout described in the module docs. Versions 1 to 3 were
+/// each written only by blocks that needed them, so older strands read every block they
+/// could: 1 is
 /// spans only; 2 a block holding log records (`logs.parquet`; see [`crate::logs`]), which a
 /// strand without log support refuses instead of compacting the records away; 3 a block
 /// holding a span whose end precedes its start (its `spans.parquet` has the

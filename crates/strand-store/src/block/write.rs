@@ -110,6 +110,10 @@ pub(crate) const EARLY_END_COLUMN: &str = "end_before_start_unix_nano";
 /// only of a span whose parent is not an earlier row of its trace in the block.
 pub(crate) const PARENT_ROWS_BACK_COLUMN: &str = "parent_rows_back";
 
+/// A parent given as a row back is one of the first this many rows of its trace: a reader
+/// holds the span ids of those only.
+pub(crate) const PARENT_ROWS: u64 = 65_536;
+
 /// The position of [`PARENT_ROWS_BACK_COLUMN`] in a version 4 schema.
 const PARENT_ROWS_BACK: usize = 26;
 
@@ -736,12 +740,15 @@ impl SortedSpans {
 /// id: the parent column was 5 of 34.4 bytes a span on the standard profile, distances
 /// under one. A span whose parent is not an earlier row of its trace in the block (a root's
 /// child starting first, a parent in another block or never received) keeps its
-/// `parent_span_id`.
+/// `parent_span_id`; so does one whose parent is past the first [`PARENT_ROWS`] rows of
+/// its trace, which bounds what writers and readers hold for one huge trace.
 #[derive(Default)]
 struct ParentRows {
     /// The trace of the last row.
     trace: Option<[u8; 16]>,
-    /// Its rows so far: span id, row.
+    /// Rows of it handed over so far.
+    trace_rows: u64,
+    /// Its rows so far (up to [`PARENT_ROWS`]): span id, row.
     rows: Vec<(u64, u64)>,
     /// The same by span id (the last row of each), once the trace has more rows than a
     /// scan should look through. std's keyed hasher: span ids come from the network.
@@ -776,6 +783,7 @@ impl ParentRows {
                 self.rows.clear();
                 self.rows.shrink_to(Self::SCAN_ROWS * 4);
                 self.by_id = None;
+                self.trace_rows = 0;
             }
             if arrow_array::Array::is_null(parent, r) {
                 parents.append_null();
@@ -798,7 +806,9 @@ impl ParentRows {
                 }
             }
             let id = id_of(span_id, r)?;
+            self.trace_rows += 1;
             match &mut self.by_id {
+                _ if self.trace_rows > PARENT_ROWS => {}
                 Some(map) => {
                     map.insert(id, row);
                 }
