@@ -1214,6 +1214,25 @@ pub async fn log_searches_filter_and_page<H: Harness>(h: &H) {
                 LogQuery { min_severity: 13, limit: 1000, ..Default::default() },
                 LogQuery { text: Some("ORDER 4-".into()), limit: 1000, ..Default::default() },
                 LogQuery { text: Some("structured".into()), limit: 1000, ..Default::default() },
+                // A text with each other condition: the rows the text picks must be
+                // checked against the rest of their own row.
+                LogQuery {
+                    text: Some("HANDLED in".into()),
+                    min_severity: 9,
+                    limit: 1000,
+                    ..Default::default()
+                },
+                LogQuery {
+                    text: Some("order".into()),
+                    service: Some("svc-1".into()),
+                    attributes: vec![("ratio".into(), "0.5".into())],
+                    range: TimeRange {
+                        start_unix_nano: 1_700_000_001_000_001_000,
+                        end_unix_nano: 1_700_000_004_000_001_010,
+                    },
+                    limit: 1000,
+                    ..Default::default()
+                },
                 LogQuery {
                     attributes: vec![("order.id".into(), "203".into())],
                     limit: 1000,

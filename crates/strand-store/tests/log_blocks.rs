@@ -88,3 +88,60 @@ async fn a_text_search_skips_row_groups_its_text_cannot_be_in() {
     std::fs::remove_file(blocks[0].join("log_grams.bin")).expect("remove filter");
     assert_eq!(log_files(&blocks[0]).groups_to_search(Some("no such line")).len(), 1);
 }
+
+/// A text search with other conditions over a block of more rows than one read batch
+/// (8,192): the rows the text picks in the first pass are the rows the second pass checks
+/// the other conditions on and answers with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_search_with_other_conditions_finds_its_rows_across_read_batches() {
+    use strand_core::{AnyValue, LogBatch, LogQuery, LogRecord, LogStore, ResourceLogs, ScopeLogs};
+    const RECORDS: u64 = 20_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(Arc::new(StdFs), dir.path(), StoreConfig::default()).expect("open");
+    let base = 1_700_000_000_000_000_000u64;
+    let records: Vec<LogRecord> = (0..RECORDS)
+        .map(|n| LogRecord {
+            time_unix_nano: base + n * 1_000,
+            severity_number: 1 + (n % 24) as u8,
+            // Most hold the text: the second pass reads more rows than one batch too.
+            body: AnyValue::String(match n % 7 {
+                0 => format!("item {n} is fine"),
+                _ => format!("item {n} has the Needle"),
+            }),
+            ..LogRecord::default()
+        })
+        .collect();
+    let resource = Arc::new(strand_core::Resource {
+        attributes: vec![strand_core::KeyValue::new("service.name", AnyValue::String("svc".into()))],
+        ..Default::default()
+    });
+    let batch = LogBatch {
+        resource_logs: vec![ResourceLogs {
+            resource,
+            scope_logs: vec![ScopeLogs { scope: Default::default(), records: records.clone() }],
+        }],
+    };
+    store.append_logs(batch).await.expect("write logs");
+    store.flush().await.expect("flush");
+    let q = LogQuery {
+        text: Some("needle".into()),
+        min_severity: 5,
+        limit: RECORDS as usize,
+        ..Default::default()
+    };
+    let mut got: Vec<u64> = LogStore::find_logs(&store, q)
+        .await
+        .expect("search")
+        .records
+        .iter()
+        .map(|l| l.record.time_unix_nano)
+        .collect();
+    got.sort_unstable();
+    let want: Vec<u64> = records
+        .iter()
+        .filter(|r| r.severity_number >= 5 && r.body.as_str().is_some_and(|b| b.contains("Needle")))
+        .map(|r| r.time_unix_nano)
+        .collect();
+    assert!(want.len() > 8192 && want.len() < RECORDS as usize, "{}", want.len());
+    assert_eq!(got, want);
+}

@@ -64,10 +64,12 @@ impl Read for PosReader {
                 return Ok(n);
             }
             self.buf.resize(READ_AHEAD, 0);
-            let n = self.file.read_at(&mut self.buf, self.pos)?;
-            self.buf.truncate(n);
-            self.pos += n as u64;
             self.taken = 0;
+            let read = self.file.read_at(&mut self.buf, self.pos);
+            // Nothing of a failed read is handed out (a retry after EINTR reads again).
+            self.buf.truncate(*read.as_ref().unwrap_or(&0));
+            let n = read?;
+            self.pos += n as u64;
         }
         let n = out.len().min(self.buf.len() - self.taken);
         out[..n].copy_from_slice(&self.buf[self.taken..self.taken + n]);
@@ -1123,6 +1125,51 @@ mod tests {
         // given as a row back in (PARENT_ROWS).
         spans.extend((0..TREE).map(|i| span(tid(4), i, (i > 0).then(|| (i - 1) / 2), "tree", 4_000 + i, 1)));
         spans
+    }
+
+    /// A file whose next read fails once when told to.
+    struct Flaky {
+        data: Vec<u8>,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl crate::fs::ReadAt for Flaky {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+            if self.fail.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return Err(std::io::ErrorKind::Interrupted.into());
+            }
+            let from = (offset as usize).min(self.data.len());
+            let n = buf.len().min(self.data.len() - from);
+            buf[..n].copy_from_slice(&self.data[from..from + n]);
+            Ok(n)
+        }
+
+        fn len(&self) -> u64 {
+            self.data.len() as u64
+        }
+    }
+
+    /// Small reads served from the read-ahead, large ones straight from the file, and a
+    /// read retried after an interruption, all give the file's bytes in order.
+    #[test]
+    fn a_position_reader_gives_the_files_bytes_in_order() {
+        use std::io::Read;
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let file = std::sync::Arc::new(Flaky { data: data.clone(), fail: false.into() });
+        let mut r = super::PosReader::new(file.clone(), 100);
+        let mut got = Vec::new();
+        for (i, size) in [1, 3, 700, 2, 600, 9, 1, 2000].into_iter().enumerate() {
+            if i == 0 || i == 3 || i == 6 {
+                file.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            let mut buf = vec![0u8; size];
+            r.read_exact(&mut buf).expect("reads");
+            got.extend(buf);
+        }
+        assert_eq!(got, data[100..100 + got.len()]);
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).expect("reads to the end");
+        assert_eq!(rest, data[100 + got.len()..]);
     }
 
     /// Spans in the tree-shaped trace.

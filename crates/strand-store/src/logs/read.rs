@@ -9,7 +9,7 @@ use arrow_array::{Array, RecordBatch, StringArray};
 use bytes::Bytes;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
 };
 use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::reader::Length;
@@ -284,12 +284,22 @@ impl LogFiles {
         lower_text: Option<&str>,
         out: &mut Vec<(u64, u32)>,
     ) -> Result<(), FormatError> {
+        // A text condition is checked first, on the bodies alone: the other columns are
+        // then read only for the rows whose bodies hold the text (none, mostly, for a rare
+        // text), not decoded for every row of the group.
+        let text_rows = match lower_text {
+            Some(needle) => {
+                let rows = self.rows_with_text(group, needle)?;
+                if rows.is_empty() {
+                    return Ok(());
+                }
+                Some(rows)
+            }
+            None => None,
+        };
         let mut cols = vec![TIME, OBSERVED, SEVERITY];
         if q.service.is_some() {
             cols.push(SERVICE);
-        }
-        if lower_text.is_some() {
-            cols.extend([BODY, BODY_VALUE]);
         }
         if !q.attributes.is_empty() {
             cols.extend([ATTRS, RES_ATTRS]);
@@ -298,13 +308,26 @@ impl LogFiles {
             self.footer.metadata().file_metadata().schema_descr(),
             cols.iter().copied(),
         );
-        let reader =
+        let mut builder =
             ParquetRecordBatchReaderBuilder::new_with_metadata(self.file.clone(), self.footer.clone())
                 .with_row_groups(vec![group])
                 .with_projection(mask)
-                .with_batch_size(8192)
-                .build()?;
-        let mut row = first_row;
+                .with_batch_size(8192);
+        if let Some(rows) = &text_rows {
+            builder = builder.with_row_selection(selection_of(rows, self.group_rows(group)));
+        }
+        let reader = builder.build()?;
+        // The row (within the group) of each row read, in order.
+        let mut rows_read = 0usize;
+        let row_at = |i: usize| -> Result<u32, FormatError> {
+            match &text_rows {
+                Some(rows) => rows
+                    .get(i)
+                    .copied()
+                    .ok_or_else(|| FormatError::invalid("a row group gave more rows than were selected")),
+                None => Ok(i as u32),
+            }
+        };
         for batch in reader {
             let b = batch?;
             let named = |name: &str| b.column_by_name(name);
@@ -320,17 +343,13 @@ impl LogFiles {
                 .and_then(|c| c.as_primitive_opt::<Int8Type>())
                 .ok_or_else(|| bad("severity_number"))?;
             let service = if q.service.is_some() { Some(strc("service_name")?) } else { None };
-            let text_hits = match lower_text {
-                Some(needle) => Some(text_matches(strc("body")?, strc("body_value")?, needle)?),
-                None => None,
-            };
             let attrs = if q.attributes.is_empty() {
                 None
             } else {
                 Some((strc("attributes")?, strc("resource_attributes")?))
             };
             for i in 0..b.num_rows() {
-                let this = row + i as u32;
+                let this = first_row.saturating_add(row_at(rows_read + i)?);
                 let t = match time.value(i) {
                     0 => observed.value(i),
                     t => t,
@@ -346,9 +365,6 @@ impl LogFiles {
                 {
                     continue;
                 }
-                if text_hits.as_ref().is_some_and(|hits| !hits[i]) {
-                    continue;
-                }
                 if let Some((a, r)) = attrs
                     && !attrs_match(&q.attributes, a, r, i)?
                 {
@@ -356,9 +372,44 @@ impl LogFiles {
                 }
                 out.push((t, this));
             }
-            row += b.num_rows() as u32;
+            rows_read += b.num_rows();
+        }
+        if text_rows.as_ref().is_some_and(|rows| rows.len() != rows_read) {
+            return Err(FormatError::invalid("a row group gave fewer rows than were selected"));
         }
         Ok(())
+    }
+
+    /// The rows (within row group `group`) whose bodies hold `needle` (lowercase),
+    /// ascending.
+    fn rows_with_text(&self, group: usize, needle: &str) -> Result<Vec<u32>, FormatError> {
+        let mask =
+            ProjectionMask::roots(self.footer.metadata().file_metadata().schema_descr(), [BODY, BODY_VALUE]);
+        let reader =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(self.file.clone(), self.footer.clone())
+                .with_row_groups(vec![group])
+                .with_projection(mask)
+                .with_batch_size(8192)
+                .build()?;
+        let mut rows = Vec::new();
+        let mut row = 0u32;
+        for batch in reader {
+            let b = batch?;
+            let strc = |name: &str| {
+                b.column_by_name(name)
+                    .and_then(|c| c.as_string_opt::<i32>())
+                    .ok_or_else(|| FormatError::invalid(format!("log column {name} has the wrong type")))
+            };
+            let hits = text_matches(strc("body")?, strc("body_value")?, needle)?;
+            rows.extend(hits.iter().enumerate().filter(|(_, hit)| **hit).map(|(i, _)| row + i as u32));
+            row += b.num_rows() as u32;
+        }
+        Ok(rows)
+    }
+
+    /// Rows in row group `group`.
+    fn group_rows(&self, group: usize) -> usize {
+        self.footer.metadata().row_groups().get(group).map_or(0, |g| g.num_rows() as usize)
     }
 
     fn read_ranges(&self, ranges: &[(u64, u64)]) -> Result<Vec<StoredLog>, StoreError> {
@@ -387,6 +438,31 @@ impl LogFiles {
         }
         Ok(out)
     }
+}
+
+/// A selection of `rows` (ascending, each below `total`) out of `total` rows.
+fn selection_of(rows: &[u32], total: usize) -> RowSelection {
+    let mut selectors = Vec::new();
+    let mut at = 0usize;
+    let mut i = 0;
+    while i < rows.len() {
+        let first = rows[i] as usize;
+        let mut end = first + 1;
+        i += 1;
+        while i < rows.len() && rows[i] as usize == end {
+            end += 1;
+            i += 1;
+        }
+        if first > at {
+            selectors.push(RowSelector::skip(first - at));
+        }
+        selectors.push(RowSelector::select(end - first));
+        at = end;
+    }
+    if total > at {
+        selectors.push(RowSelector::skip(total - at));
+    }
+    RowSelection::from(selectors)
 }
 
 /// Threads one block's search uses at most.
