@@ -138,11 +138,11 @@ fn spans_props(trace_count: u64) -> WriterProperties {
     // compressor and decompressor for every compressed column chunk it reads, which made
     // context creation over half of a trace lookup's CPU when all 26 columns used zstd.
     // Parents are mostly rows a few rows back (dictionary and bit packing take those to
-    // under a byte), `parent_span_id` mostly null. Times are split into byte streams, whose high bytes zstd
-    // takes to almost nothing: 30.5 -> 27.2 bytes per span on the standard profile,
-    // against delta encoding, whose widths the jumps between traces set. Level 9 against
-    // lower (1M spans, alternated, 2026-12-07): 6 took no less CPU in the cut and 0.4 bytes
-    // per span more; 3 took 0.5 µs per span less and 2.6 bytes more.
+    // under a byte), `parent_span_id` mostly null. Times are split into byte streams,
+    // whose high bytes zstd takes to almost nothing: 30.5 -> 27.2 bytes per span on the
+    // standard profile, against delta encoding, whose widths the jumps between traces set.
+    // Level 9 against lower (1M spans, alternated, 2026-12-07): 6 took no less CPU in the
+    // cut and 0.4 bytes per span more; 3 took 0.5 µs per span less and 2.6 bytes more.
     let zstd = Compression::ZSTD(ZstdLevel::try_new(9).expect("9 is a valid zstd level"));
     let mut b = WriterProperties::builder()
         .set_compression(Compression::UNCOMPRESSED)
@@ -738,7 +738,7 @@ impl SortedSpans {
 /// Finds, for rows handed over in sorted order, the earlier row of its trace that holds
 /// each span's parent, so `spans.parquet` stores a few rows back instead of an eight-byte
 /// id: the parent column was 5 of 34.4 bytes a span on the standard profile, distances
-/// under one. A span whose parent is not an earlier row of its trace in the block (a root's
+/// take under one. A span whose parent is not an earlier row of its trace in the block (a root's
 /// child starting first, a parent in another block or never received) keeps its
 /// `parent_span_id`; so does one whose parent is past the first [`PARENT_ROWS`] rows of
 /// its trace, which bounds what writers and readers hold for one huge trace.

@@ -68,14 +68,25 @@ pub(super) struct KeyTerms {
 /// Span kinds as term values.
 pub(super) const KIND_TEXT: [&str; 6] = ["0", "1", "2", "3", "4", "5"];
 
+/// What a span name gives a span of one service and kind: the name's id and its name,
+/// kind and name-with-kind terms. Found once per distinct (service, kind, name), not by
+/// four lookups a span: those terms never stop being indexed (only attributes do).
+#[derive(Debug, Clone, Copy)]
+struct NameTerms {
+    name: u32,
+    terms: [Option<u32>; 3],
+}
+
 /// Builds an index span by span; also searchable while being built (the head's index).
 #[derive(Debug)]
 pub struct IndexBuilder {
     pub(super) services: Dict,
     names: Dict,
     term_ids: FastMap<(u16, Field), FastMap<String, KeyTerms>>,
+    /// By service and kind, then by span name.
+    name_terms: FastMap<(u16, u8), FastMap<String, NameTerms>>,
     terms: Vec<Term>,
-    pub(super) traces: HashMap<TraceId, TraceAcc>,
+    pub(super) traces: FastMap<TraceId, TraceAcc>,
     min_start: u64,
     max_end: u64,
     scratch: Vec<u32>,
@@ -107,8 +118,9 @@ impl Default for IndexBuilder {
             services: Dict::default(),
             names: Dict::default(),
             term_ids: FastMap::default(),
+            name_terms: FastMap::default(),
             terms: Vec::new(),
-            traces: HashMap::new(),
+            traces: FastMap::default(),
             min_start: u64::MAX,
             max_end: 0,
             scratch: Vec::new(),
@@ -234,14 +246,12 @@ impl IndexBuilder {
         let duration = end - span.start_time_unix_nano;
         self.min_start = self.min_start.min(span.start_time_unix_nano);
         self.max_end = self.max_end.max(end);
-        let name = self.names.id(&span.name);
-        let kind = KIND_TEXT.get(span.kind as usize).copied().unwrap_or("0");
+        let named = self.name_terms(service, span);
+        let name = named.name;
         let mut ids = std::mem::take(&mut self.scratch);
         ids.clear();
         ids.extend_from_slice(shared);
-        ids.extend(self.term(service, Field::Name, "", &span.name));
-        ids.extend(self.term(service, Field::Kind, "", kind));
-        ids.extend(self.term(service, Field::NameKind, &span.name, kind));
+        ids.extend(named.terms.into_iter().flatten());
         if error {
             ids.extend(self.term(service, Field::Error, "", ""));
         }
@@ -289,6 +299,25 @@ impl IndexBuilder {
         if p.root.as_ref().is_none_or(|r| root.better_than(r)) {
             p.root = Some(root);
         }
+    }
+
+    /// The name id and name terms of `span` in `service`.
+    fn name_terms(&mut self, service: u16, span: &Span) -> NameTerms {
+        let kind_key = (service, span.kind as u8);
+        if let Some(found) = self.name_terms.get(&kind_key).and_then(|m| m.get(span.name.as_str())) {
+            return *found;
+        }
+        let kind = KIND_TEXT.get(span.kind as usize).copied().unwrap_or("0");
+        let found = NameTerms {
+            name: self.names.id(&span.name),
+            terms: [
+                self.term(service, Field::Name, "", &span.name),
+                self.term(service, Field::Kind, "", kind),
+                self.term(service, Field::NameKind, &span.name, kind),
+            ],
+        };
+        self.name_terms.entry(kind_key).or_default().insert(span.name.clone(), found);
+        found
     }
 
     /// The finished, sorted index.

@@ -508,6 +508,31 @@ mod tests {
         }
     }
 
+    /// One span name under two kinds in one service: each span's kind terms are its own.
+    #[test]
+    fn a_name_used_with_two_kinds_indexes_each_kind() {
+        let mut b = IndexBuilder::new();
+        let mut client = span(2, 2, None, "call", 60, vec![]);
+        client.kind = SpanKind::Client;
+        b.add_batch(&batch("svc", vec![span(1, 1, None, "call", 50, vec![]), client]), 1);
+        let idx = round_trip(&b.finish()).expect("decodes");
+        let views: [&dyn IndexView; 2] = [&b, &idx];
+        for v in views {
+            let svc = v.service_names().iter().position(|s| s == "svc").expect("service") as u16;
+            let ids = |field, key, value| {
+                let t = [TermRef { field, key, value }];
+                let mut ids: Vec<[u8; 16]> =
+                    parts(v.candidates(&[svc], &groups_for(&t))).iter().map(|p| p.id).collect();
+                ids.sort_unstable();
+                ids
+            };
+            assert_eq!(ids(Field::Kind, "", "2"), vec![[1; 16]], "server");
+            assert_eq!(ids(Field::Kind, "", "3"), vec![[2; 16]], "client");
+            assert_eq!(ids(Field::NameKind, "call", "3"), vec![[2; 16]]);
+            assert_eq!(ids(Field::Name, "", "call"), vec![[1; 16], [2; 16]]);
+        }
+    }
+
     #[test]
     fn high_cardinality_and_long_values_are_not_indexed() {
         let mut b = IndexBuilder::new();
