@@ -279,12 +279,7 @@ impl RedMetrics {
         if now.saturating_sub(st.rotated_at) >= self.limits.edge_window_nanos
             || st.cur.spans.len() >= self.limits.max_edge_entries
         {
-            // The generation let go becomes the new current one, emptied: its tables keep
-            // their room, so the next generation does not grow them again insert by insert.
-            let mut reused = std::mem::take(&mut st.prev);
-            reused.spans.clear();
-            reused.waiting.clear();
-            st.prev = std::mem::replace(&mut st.cur, reused);
+            st.prev = std::mem::take(&mut st.cur);
             st.rotated_at = now;
         }
         for rs in &batch.resource_spans {

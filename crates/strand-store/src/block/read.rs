@@ -1061,7 +1061,8 @@ impl RowDecoder {
                     )));
                 }
             };
-            if (self.trace_span_ids.len() as u64) < PARENT_ROWS {
+            // Only a file giving parents as rows back needs the trace's span ids.
+            if rows_back.is_some() && (self.trace_span_ids.len() as u64) < PARENT_ROWS {
                 self.trace_span_ids.push(sid);
             }
             let span = Span {

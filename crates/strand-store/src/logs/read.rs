@@ -9,7 +9,7 @@ use arrow_array::{Array, RecordBatch, StringArray};
 use bytes::Bytes;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
 use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::reader::Length;
@@ -314,7 +314,19 @@ impl LogFiles {
                 .with_projection(mask)
                 .with_batch_size(8192);
         if let Some(rows) = &text_rows {
-            builder = builder.with_row_selection(selection_of(rows, self.group_rows(group)));
+            // Runs of consecutive rows, as rows of the file.
+            let mut runs: Vec<(u64, u64)> = Vec::new();
+            for &r in rows {
+                let at = u64::from(first_row) + u64::from(r);
+                match runs.last_mut() {
+                    Some((start, len)) if *start + *len == at => *len += 1,
+                    _ => runs.push((at, 1)),
+                }
+            }
+            let Some((_, selection)) = range_selection(self.footer.metadata(), &runs) else {
+                return Ok(());
+            };
+            builder = builder.with_row_selection(selection);
         }
         let reader = builder.build()?;
         // The row (within the group) of each row read, in order.
@@ -407,11 +419,6 @@ impl LogFiles {
         Ok(rows)
     }
 
-    /// Rows in row group `group`.
-    fn group_rows(&self, group: usize) -> usize {
-        self.footer.metadata().row_groups().get(group).map_or(0, |g| g.num_rows() as usize)
-    }
-
     fn read_ranges(&self, ranges: &[(u64, u64)]) -> Result<Vec<StoredLog>, StoreError> {
         guard(|| self.read_ranges_unguarded(ranges)).map_err(|e| e.corrupt_at(self.path.display()))
     }
@@ -438,31 +445,6 @@ impl LogFiles {
         }
         Ok(out)
     }
-}
-
-/// A selection of `rows` (ascending, each below `total`) out of `total` rows.
-fn selection_of(rows: &[u32], total: usize) -> RowSelection {
-    let mut selectors = Vec::new();
-    let mut at = 0usize;
-    let mut i = 0;
-    while i < rows.len() {
-        let first = rows[i] as usize;
-        let mut end = first + 1;
-        i += 1;
-        while i < rows.len() && rows[i] as usize == end {
-            end += 1;
-            i += 1;
-        }
-        if first > at {
-            selectors.push(RowSelector::skip(first - at));
-        }
-        selectors.push(RowSelector::select(end - first));
-        at = end;
-    }
-    if total > at {
-        selectors.push(RowSelector::skip(total - at));
-    }
-    RowSelection::from(selectors)
 }
 
 /// Threads one block's search uses at most.
